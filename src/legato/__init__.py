@@ -1,0 +1,70 @@
+"""legato: production AI orchestration.
+
+Pipelines whose independent steps run in parallel, one model interface over every
+provider, resilient routing, caching and batching, durable runs and an
+OpenAI-compatible gateway.
+
+The public API is re-exported here lazily: ``import legato`` stays cheap, and a
+name's module is imported the first time the name is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from legato._version import __version__
+
+# name -> module that defines it. Each package adds its public names here.
+_EXPORTS: dict[str, str] = {
+    # engine
+    "Pipeline": "legato.engine",
+    "RunResult": "legato.engine",
+    "RunStatus": "legato.engine",
+    "StepStatus": "legato.engine",
+    "load_pipeline": "legato.spec",
+    # model layer
+    "ChatRequest": "legato.providers",
+    "ChatResponse": "legato.providers",
+    "ChatChunk": "legato.providers",
+    "EmbedRequest": "legato.providers",
+    "EmbedResponse": "legato.providers",
+    "Message": "legato.providers",
+    "Model": "legato.providers",
+    "Usage": "legato.providers",
+    # shared
+    "RetryPolicy": "legato.retry",
+    "LegatoConfig": "legato.config",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:
+    from legato.config import LegatoConfig as LegatoConfig
+    from legato.engine import Pipeline as Pipeline
+    from legato.engine import RunResult as RunResult
+    from legato.engine import RunStatus as RunStatus
+    from legato.engine import StepStatus as StepStatus
+    from legato.providers import ChatChunk as ChatChunk
+    from legato.providers import ChatRequest as ChatRequest
+    from legato.providers import ChatResponse as ChatResponse
+    from legato.providers import EmbedRequest as EmbedRequest
+    from legato.providers import EmbedResponse as EmbedResponse
+    from legato.providers import Message as Message
+    from legato.providers import Model as Model
+    from legato.providers import Usage as Usage
+    from legato.retry import RetryPolicy as RetryPolicy
+    from legato.spec import load_pipeline as load_pipeline
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'legato' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,23 @@
+"""The ``legato`` command line (typer + rich).
+
+Exit codes: 0 success, 1 the run (or operation) failed, 2 invalid spec, config or usage.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from legato.cli._app import app
+
+# Command modules register themselves on `app` when imported (one module per group).
+# e.g. `from legato.cli import run as _run` below this line.
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+__all__ = ["app", "main"]

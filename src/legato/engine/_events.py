@@ -1,0 +1,96 @@
+"""Typed run events and the statuses they report.
+
+The scheduler publishes these on an :class:`EventBus`; the store, metrics, traces,
+the dashboard and the CLI progress display are all subscribers. Events are frozen
+dataclasses with ``slots`` so that publishing one costs a few hundred nanoseconds.
+
+Times are wall-clock epoch seconds (``at``) plus monotonic durations.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class RunStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class StepStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    run_id: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted(Event):
+    pipeline: str
+    inputs: dict[str, Any]
+    resumed_steps: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StepStarted(Event):
+    step: str
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StepFinished(Event):
+    step: str
+    output: Any
+    duration_s: float
+    attempt: int = 1
+    started_at: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)  # model used, tokens, cost, ...
+
+
+@dataclass(frozen=True, slots=True)
+class StepFailed(Event):
+    step: str
+    error_type: str
+    message: str
+    duration_s: float
+    attempt: int = 1
+    started_at: float = 0.0
+    cancelled: bool = False
+    error: BaseException | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StepRetried(Event):
+    step: str
+    attempt: int  # the attempt that failed
+    delay_s: float
+    error_type: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class StepSkipped(Event):
+    step: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunFinished(Event):
+    status: RunStatus
+    outputs: dict[str, Any]
+    duration_s: float
+    error: str | None = None
+    failed_step: str | None = None

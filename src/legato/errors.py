@@ -1,0 +1,347 @@
+"""The whole legato exception tree.
+
+Every error legato raises is a :class:`LegatoError`. Provider SDK and ``httpx``
+exceptions never escape an adapter: they are translated at the adapter edge into
+the :class:`ModelError` branch, which carries ``retryable``, ``provider``,
+``status``, ``request_id`` and (where the provider said so) ``retry_after``.
+
+::
+
+    LegatoError
+    ├── ConfigError                 invalid legato.yaml / settings (names the field, file:line)
+    ├── SpecError                   invalid pipeline spec; ``.issues`` lists every problem
+    ├── InputError                  missing or mistyped pipeline inputs (before any step runs)
+    ├── RunError                    a run did not succeed
+    │   ├── StepError               a step raised; names the step, the exception type and message
+    │   ├── RunCancelled            the run was cancelled
+    │   └── DeadlineExceeded        the run (or a step) ran past its deadline
+    ├── BudgetExceeded              a budget would be overspent by the next call
+    ├── StoreError                  the run store failed
+    │   ├── IdempotencyConflict     same idempotency key, different request
+    │   ├── RunNotFound             no run with that id
+    │   └── StoreCorrupt            the database file is not a legato store / is damaged
+    ├── AuthError                   gateway authentication / authorisation
+    │   ├── InvalidAPIKey           401: missing, unknown or revoked key
+    │   └── ScopeDenied             403: the key lacks the scope or model
+    └── ModelError                  a model call failed (one tree for every provider)
+        ├── RateLimited             429 (retryable, honours ``retry_after``)
+        ├── Overloaded              503/529 overloaded, model loading (retryable)
+        ├── ProviderTimeout         connect/read/write/pool timeout (retryable)
+        ├── ConnectionFailed        DNS, refused, reset (retryable)
+        ├── ServerError             5xx (retryable)
+        ├── MalformedResponse       body could not be decoded (retryable)
+        ├── StreamInterrupted       a stream ended or failed before its end marker
+        ├── NoDeploymentAvailable   every deployment of a group is ejected or open (retryable)
+        ├── AuthenticationFailed    401 (never retried)
+        ├── PermissionDenied        403 (never retried)
+        ├── QuotaExhausted          429 insufficient_quota / billing (never retried)
+        ├── ModelNotFound           404 model (never retried)
+        └── BadRequest              400/422: the request itself is wrong (never retried)
+            ├── ContextWindowExceeded   the prompt does not fit the model's context
+            └── ContentFiltered         refused by the provider's content policy
+
+``retryable`` is a class default that an instance may override (for example a
+``StreamInterrupted`` raised after tokens were delivered is not retryable: the
+caller already saw part of the answer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "AuthError",
+    "AuthenticationFailed",
+    "BadRequest",
+    "BudgetExceeded",
+    "ConfigError",
+    "ConnectionFailed",
+    "ContentFiltered",
+    "ContextWindowExceeded",
+    "DeadlineExceeded",
+    "IdempotencyConflict",
+    "InputError",
+    "InvalidAPIKey",
+    "LegatoError",
+    "MalformedResponse",
+    "ModelError",
+    "ModelNotFound",
+    "NoDeploymentAvailable",
+    "Overloaded",
+    "PermissionDenied",
+    "ProviderTimeout",
+    "QuotaExhausted",
+    "RateLimited",
+    "RunCancelled",
+    "RunError",
+    "RunNotFound",
+    "ScopeDenied",
+    "ServerError",
+    "SpecError",
+    "SpecIssue",
+    "StepError",
+    "StoreCorrupt",
+    "StoreError",
+    "StreamInterrupted",
+]
+
+
+class LegatoError(Exception):
+    """Base class of every error legato raises."""
+
+
+class ConfigError(LegatoError, ValueError):
+    """Invalid configuration. The message names the field and, for files, file:line."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpecIssue:
+    """One problem in a pipeline spec, with its location when it came from a file."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+    path: str | None = None  # dotted location inside the spec, e.g. "steps.summary.with.text"
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file is not None:
+            where = self.file
+            if self.line is not None:
+                where += f":{self.line}"
+                if self.column is not None:
+                    where += f":{self.column}"
+            where += ": "
+        elif self.path:
+            where = f"{self.path}: "
+        return f"{where}{self.message}"
+
+
+class SpecError(LegatoError, ValueError):
+    """An invalid pipeline spec. ``issues`` lists every problem found, not just the first."""
+
+    def __init__(self, issues: Sequence[SpecIssue] | str) -> None:
+        if isinstance(issues, str):
+            issues = [SpecIssue(issues)]
+        self.issues: tuple[SpecIssue, ...] = tuple(issues)
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+
+class InputError(LegatoError, ValueError):
+    """Missing, unknown or mistyped pipeline inputs; raised before any step runs."""
+
+
+class RunError(LegatoError):
+    """A run did not succeed."""
+
+
+class StepError(RunError):
+    """A step raised. ``step``, ``error_type`` and ``message`` describe what happened;
+    the original exception is ``__cause__``."""
+
+    def __init__(self, step: str, error: BaseException) -> None:
+        self.step = step
+        self.error_type = type(error).__name__
+        self.message = str(error)
+        super().__init__(f"step {step!r} failed: {self.error_type}: {self.message}")
+
+
+class RunCancelled(RunError):
+    """The run was cancelled; running steps were cancelled and recorded as such."""
+
+
+class DeadlineExceeded(RunError, TimeoutError):
+    """A run or step ran past its deadline."""
+
+
+class BudgetExceeded(LegatoError):
+    """Spending the next call would overrun a budget.
+
+    ``scope`` names the budget (``run``, ``pipeline:NAME``, ``key:PREFIX``, ``day``),
+    ``limit`` and ``spent`` are in USD.
+    """
+
+    def __init__(self, scope: str, limit: float, spent: float, needed: float = 0.0) -> None:
+        self.scope = scope
+        self.limit = limit
+        self.spent = spent
+        self.needed = needed
+        super().__init__(
+            f"budget {scope!r} exhausted: spent ${spent:.6f} of ${limit:.6f}"
+            + (f", next call needs ~${needed:.6f}" if needed else "")
+        )
+
+
+class StoreError(LegatoError):
+    """The run store failed."""
+
+
+class IdempotencyConflict(StoreError):
+    """The idempotency key was already used with different inputs."""
+
+
+class RunNotFound(StoreError, KeyError):
+    """No run with that id."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "run not found"
+
+
+class StoreCorrupt(StoreError):
+    """The database is not a legato store, is from a newer version, or is damaged."""
+
+
+class AuthError(LegatoError):
+    """Gateway authentication or authorisation failed."""
+
+
+class InvalidAPIKey(AuthError):
+    """401: the API key is missing, unknown, or revoked."""
+
+
+class ScopeDenied(AuthError):
+    """403: the key is valid but lacks the scope or model it asked for."""
+
+
+class ModelError(LegatoError):
+    """A model call failed. One tree for every provider.
+
+    Attributes:
+        retryable: whether the same request may succeed if sent again.
+        provider: the provider name (``openai``, ``anthropic``, ...), or None.
+        status: the HTTP status, when there was one.
+        request_id: the provider's request id, when it sent one.
+        retry_after: seconds the provider asked us to wait, when it said so.
+        code: the provider's own error type/code string, when it sent one.
+    """
+
+    retryable_default: bool = False
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        provider: str | None = None,
+        status: int | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+        code: str | None = None,
+        retryable: bool | None = None,
+        model: str | None = None,
+    ) -> None:
+        super().__init__(message or type(self).__name__)
+        self.message = message or type(self).__name__
+        self.provider = provider
+        self.status = status
+        self.request_id = request_id
+        self.retry_after = retry_after
+        self.code = code
+        self.model = model
+        self.retryable = self.retryable_default if retryable is None else retryable
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        details = []
+        if self.provider:
+            details.append(f"provider={self.provider}")
+        if self.model:
+            details.append(f"model={self.model}")
+        if self.status is not None:
+            details.append(f"status={self.status}")
+        if self.code:
+            details.append(f"code={self.code}")
+        if self.retry_after is not None:
+            details.append(f"retry_after={self.retry_after:g}s")
+        if self.request_id:
+            details.append(f"request_id={self.request_id}")
+        if details:
+            parts.append(f"({', '.join(details)})")
+        return " ".join(parts)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keep keyword attributes across pickling (process pools, Ray).
+        return (_rebuild_model_error, (type(self), self.message, self.__dict__.copy()))
+
+
+def _rebuild_model_error(cls: type[ModelError], message: str, state: dict[str, object]) -> ModelError:
+    err = cls(message)
+    err.__dict__.update(state)
+    return err
+
+
+class RateLimited(ModelError):
+    """429: too many requests or tokens. ``retry_after`` says when to try again."""
+
+    retryable_default = True
+
+
+class Overloaded(ModelError):
+    """The provider is overloaded (Anthropic 529, 503) or still loading the model."""
+
+    retryable_default = True
+
+
+class ProviderTimeout(ModelError, TimeoutError):
+    """The provider did not answer in time (connect, read, write or pool timeout)."""
+
+    retryable_default = True
+
+
+class ConnectionFailed(ModelError):
+    """The connection could not be made or was reset."""
+
+    retryable_default = True
+
+
+class ServerError(ModelError):
+    """The provider answered 5xx."""
+
+    retryable_default = True
+
+
+class MalformedResponse(ModelError):
+    """The provider's answer could not be decoded."""
+
+    retryable_default = True
+
+
+class StreamInterrupted(ModelError):
+    """A stream ended or failed before its end marker. Never reported as a clean end."""
+
+    retryable_default = True
+
+
+class NoDeploymentAvailable(ModelError):
+    """Every deployment of a group is ejected, open, or already tried for this request."""
+
+    retryable_default = True
+
+
+class AuthenticationFailed(ModelError):
+    """401: the provider rejected the credentials. Never retried."""
+
+
+class PermissionDenied(ModelError):
+    """403: the credentials lack access to this model or feature. Never retried."""
+
+
+class QuotaExhausted(ModelError):
+    """The account is out of quota or credit (e.g. OpenAI ``insufficient_quota``). Never retried."""
+
+
+class ModelNotFound(ModelError):
+    """The model does not exist or is not available to this account. Never retried."""
+
+
+class BadRequest(ModelError, ValueError):
+    """The request itself is invalid (400/422, or rejected before sending). Never retried."""
+
+
+class ContextWindowExceeded(BadRequest):
+    """The prompt plus ``max_tokens`` does not fit the model's context window."""
+
+
+class ContentFiltered(BadRequest):
+    """The provider refused the request or response under its content policy."""
