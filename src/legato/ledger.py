@@ -1,0 +1,107 @@
+"""Who spent what: the usage ledger that ties model calls to steps and runs.
+
+The engine opens a :class:`Ledger` for each run and a child ledger for each step
+attempt and makes it current (a ``contextvars`` variable, so it follows the task
+tree and worker threads started with ``anyio.to_thread``). Provider adapters
+:meth:`Ledger.record` every finished call, including streams, on the current
+ledger; a child passes what it records up to its parents. The engine then reads
+the step's totals into ``StepFinished.meta`` and the run's into ``RunResult.cost``.
+
+It is a leaf module (no legato imports) so that the engine and the model layer can
+both use it without depending on each other.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["CallRecord", "Ledger", "current_ledger", "use_ledger"]
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    model: str
+    provider: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cost: float | None = None  # None: price unknown
+    cached: bool = False  # answered from legato's response cache (no upstream spend)
+    saved: float = 0.0  # what a cache hit or cheaper tier saved, in USD
+
+
+@dataclass
+class Ledger:
+    """Running totals of model calls. Thread-safe; children report to parents."""
+
+    name: str = ""
+    parent: Ledger | None = None
+    calls: int = 0
+    cache_hits: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cost: float = 0.0
+    saved: float = 0.0
+    unpriced_calls: int = 0
+    by_model: dict[str, float] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def child(self, name: str) -> Ledger:
+        return Ledger(name=name, parent=self)
+
+    def record(self, call: CallRecord) -> None:
+        node: Ledger | None = self
+        while node is not None:
+            node._add(call)
+            node = node.parent
+
+    def _add(self, call: CallRecord) -> None:
+        with self._lock:
+            self.calls += 1
+            self.cache_hits += call.cached
+            self.input_tokens += call.input_tokens
+            self.output_tokens += call.output_tokens
+            self.cached_input_tokens += call.cached_input_tokens
+            self.saved += call.saved
+            if call.cost is None:
+                self.unpriced_calls += 1
+            else:
+                self.cost += call.cost
+                self.by_model[call.model] = self.by_model.get(call.model, 0.0) + call.cost
+
+    def summary(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "calls": self.calls,
+                "cache_hits": self.cache_hits,
+                "input_tokens": self.input_tokens,
+                "output_tokens": self.output_tokens,
+                "cached_input_tokens": self.cached_input_tokens,
+                "cost": self.cost,
+                "saved": self.saved,
+                "unpriced_calls": self.unpriced_calls,
+                "by_model": dict(self.by_model),
+            }
+
+
+_current: contextvars.ContextVar[Ledger | None] = contextvars.ContextVar("legato_ledger", default=None)
+
+
+def current_ledger() -> Ledger | None:
+    """The ledger of the step (or run) this code runs in, or None outside a run."""
+    return _current.get()
+
+
+@contextmanager
+def use_ledger(ledger: Ledger | None) -> Iterator[Ledger | None]:
+    token = _current.set(ledger)
+    try:
+        yield ledger
+    finally:
+        _current.reset(token)
