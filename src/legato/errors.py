@@ -19,10 +19,12 @@ the :class:`ModelError` branch, which carries ``retryable``, ``provider``,
     ├── StoreError                  the run store failed
     │   ├── IdempotencyConflict     same idempotency key, different request
     │   ├── RunNotFound             no run with that id
+    │   ├── LeaseLost               another worker holds (or took over) the run's lease
     │   └── StoreCorrupt            the database file is not a legato store / is damaged
     ├── AuthError                   gateway authentication / authorisation
     │   ├── InvalidAPIKey           401: missing, unknown or revoked key
     │   └── ScopeDenied             403: the key lacks the scope or model
+    ├── URLNotAllowed               a user-supplied URL points where the SSRF policy forbids
     └── ModelError                  a model call failed (one tree for every provider)
         ├── RateLimited             429 (retryable, honours ``retry_after``)
         ├── Overloaded              503/529 overloaded, model loading (retryable)
@@ -32,6 +34,7 @@ the :class:`ModelError` branch, which carries ``retryable``, ``provider``,
         ├── MalformedResponse       body could not be decoded (retryable)
         ├── StreamInterrupted       a stream ended or failed before its end marker
         ├── NoDeploymentAvailable   every deployment of a group is ejected or open (retryable)
+        │   └── CircuitOpen         a circuit breaker refused the call; nothing was sent
         ├── AuthenticationFailed    401 (never retried)
         ├── PermissionDenied        403 (never retried)
         ├── QuotaExhausted          429 insufficient_quota / billing (never retried)
@@ -55,6 +58,7 @@ __all__ = [
     "AuthenticationFailed",
     "BadRequest",
     "BudgetExceeded",
+    "CircuitOpen",
     "ConfigError",
     "ConnectionFailed",
     "ContentFiltered",
@@ -63,6 +67,7 @@ __all__ = [
     "IdempotencyConflict",
     "InputError",
     "InvalidAPIKey",
+    "LeaseLost",
     "LegatoError",
     "MalformedResponse",
     "ModelError",
@@ -84,6 +89,7 @@ __all__ = [
     "StoreCorrupt",
     "StoreError",
     "StreamInterrupted",
+    "URLNotAllowed",
 ]
 
 
@@ -189,6 +195,18 @@ class RunNotFound(StoreError, KeyError):
         return str(self.args[0]) if self.args else "run not found"
 
 
+class LeaseLost(StoreError):
+    """Another worker holds the run's lease, or took it over after this one's expired.
+
+    ``owner`` names the holder and ``expires_at`` (epoch seconds) when its lease runs out.
+    """
+
+    def __init__(self, message: str, *, owner: str | None = None, expires_at: float | None = None) -> None:
+        super().__init__(message)
+        self.owner = owner
+        self.expires_at = expires_at
+
+
 class StoreCorrupt(StoreError):
     """The database is not a legato store, is from a newer version, or is damaged."""
 
@@ -203,6 +221,11 @@ class InvalidAPIKey(AuthError):
 
 class ScopeDenied(AuthError):
     """403: the key is valid but lacks the scope or model it asked for."""
+
+
+class URLNotAllowed(LegatoError, ValueError):
+    """A user-supplied URL (image URL, base URL) resolves to a private, loopback,
+    link-local or metadata address, or uses a scheme the policy does not allow."""
 
 
 class ModelError(LegatoError):
@@ -317,6 +340,11 @@ class NoDeploymentAvailable(ModelError):
     """Every deployment of a group is ejected, open, or already tried for this request."""
 
     retryable_default = True
+
+
+class CircuitOpen(NoDeploymentAvailable):
+    """A circuit breaker is open (or its half-open probes are taken): the call was not
+    sent. ``retry_after`` says when the breaker lets a probe through."""
 
 
 class AuthenticationFailed(ModelError):

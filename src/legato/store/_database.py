@@ -1,0 +1,188 @@
+"""Connecting to the store's database and bringing its schema up to date.
+
+SQLite (the default, ``./.legato/legato.db``) runs in WAL mode with
+``synchronous=FULL``: a committed checkpoint survives a power cut, and readers
+(``legato runs list``) never block the writer. Write transactions start with
+``BEGIN IMMEDIATE`` so two processes never deadlock upgrading a read lock; a
+busy database is waited for (``busy_timeout``), not reported as an error.
+
+Opening never resets anything. A file that is not SQLite, a SQLite file of some
+other application, or a store written by a newer legato raises
+:class:`~legato.errors.StoreCorrupt` naming the file and what was found.
+
+Migrations are alembic revisions shipped in ``legato/store/migrations`` and run
+here, under a lock (the SQLite write lock, a PostgreSQL advisory lock), so many
+processes opening a fresh database at once migrate it exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from legato.errors import ConfigError, StoreCorrupt, StoreError
+
+__all__ = ["DEFAULT_DATABASE_URL", "connect", "migrate", "resolve_url", "translate_error"]
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///.legato/legato.db"
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SQLITE_APPLICATION_ID = 0x4C47544F  # "LGTO", set by revision 0001_runs
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_PG_MIGRATION_LOCK = 0x4C47544F  # pg_advisory_xact_lock key held while migrating
+READONLY = {"legato_readonly": True}  # execution option: plain BEGIN instead of BEGIN IMMEDIATE
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The SQLAlchemy async URL for ``url``: ``None`` -> ``$LEGATO_DATABASE_URL`` or
+    ``./.legato/legato.db``; ``postgresql://`` -> asyncpg; ``sqlite:///`` and a bare
+    file path -> aiosqlite."""
+    url = url or os.environ.get("LEGATO_DATABASE_URL") or DEFAULT_DATABASE_URL
+    if "://" not in url:
+        url = f"sqlite+aiosqlite:///{url}"
+    for prefix, driver in (
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(prefix):
+            url = driver + url[len(prefix) :]
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"invalid database URL {url!r}: {exc}") from exc
+    if parsed.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+        raise ConfigError(
+            f"unsupported database URL scheme {parsed.drivername!r}: use sqlite:///PATH or postgresql://HOST/DB"
+        )
+    return url
+
+
+def sqlite_path(url: str) -> Path | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def connect(url: str, *, echo: bool = False) -> AsyncEngine:
+    """An engine for ``url`` (see :func:`resolve_url`). Connects lazily."""
+    if make_url(url).get_backend_name() == "sqlite":
+        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30.0})
+        _configure_sqlite(engine)
+        return engine
+    return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see _on_begin)
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA busy_timeout = 30000")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = FULL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("legato_readonly") else "BEGIN IMMEDIATE")
+
+
+def translate_error(exc: BaseException, url: str) -> StoreError:
+    """The store error for a database exception (damaged file -> StoreCorrupt)."""
+    text = str(getattr(exc, "orig", None) or exc)
+    where = _describe(url)
+    if any(s in text for s in ("file is not a database", "malformed", "not a database")):
+        return StoreCorrupt(f"{where} is damaged or is not a SQLite database ({text}); it was left untouched")
+    return StoreError(f"{where}: {text}")
+
+
+def _describe(url: str) -> str:
+    path = sqlite_path(url)
+    if path is not None:
+        return f"store {str(path)!r}"
+    return f"store {make_url(url).render_as_string(hide_password=True)!r}"
+
+
+async def _check_sqlite_file(path: Path) -> None:
+    def read_header() -> bytes | None:
+        if not path.exists() or path.stat().st_size == 0:
+            return None
+        with path.open("rb") as f:
+            return f.read(len(_SQLITE_MAGIC))
+
+    header = await anyio.to_thread.run_sync(read_header)
+    if header is not None and header != _SQLITE_MAGIC:
+        raise StoreCorrupt(
+            f"store {str(path)!r} is not a SQLite database (it starts with {header[:16]!r}); "
+            "it was left untouched: point --database-url at another file or move this one away"
+        )
+
+
+async def migrate(engine: AsyncEngine, url: str) -> None:
+    """Check that the database is a legato store (or empty) and upgrade it to the
+    newest revision. Raises :class:`StoreCorrupt` for foreign or damaged databases."""
+    path = sqlite_path(url)
+    if path is not None:
+        await anyio.to_thread.run_sync(lambda: path.parent.mkdir(parents=True, exist_ok=True))
+        await _check_sqlite_file(path)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_migrate_sync, _describe(url))
+    except StoreError:
+        raise
+    except DBAPIError as exc:
+        raise translate_error(exc, url) from exc
+    except OSError as exc:
+        raise StoreError(f"{_describe(url)}: cannot open: {exc}") from exc
+
+
+def _migrate_sync(conn: Connection, where: str) -> None:
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+    elif dialect == "sqlite":
+        app_id = conn.exec_driver_sql("PRAGMA application_id").scalar()
+        if app_id not in (0, SQLITE_APPLICATION_ID, None):
+            raise StoreCorrupt(
+                f"{where} belongs to another application (SQLite application_id {app_id:#x}); it was left untouched"
+            )
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    script = ScriptDirectory.from_config(config)
+    tables = set(sa.inspect(conn).get_table_names())
+    current = set(MigrationContext.configure(conn).get_current_heads())
+    if tables and "alembic_version" not in tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StoreCorrupt(
+            f"{where} is not a legato store: it has tables ({shown}) but no schema version; it was left untouched"
+        )
+    known = {rev.revision for rev in script.walk_revisions()}
+    unknown = current - known
+    if unknown:
+        raise StoreCorrupt(
+            f"{where} has schema revision {', '.join(sorted(unknown))}, which this legato does not know "
+            "(written by a newer version?); upgrade legato or use another database"
+        )
+    if current == set(script.get_heads()):
+        return
+    from alembic import command
+
+    config.attributes["connection"] = conn
+    command.upgrade(config, "heads")

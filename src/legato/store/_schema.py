@@ -1,0 +1,99 @@
+"""The store's tables, as SQLAlchemy Core metadata.
+
+The migrations under ``migrations/versions`` create these tables; this module is
+what the queries are written against. Times are epoch seconds (``Float``) so the
+same code runs on SQLite and PostgreSQL without timezone handling. Values (inputs,
+outputs, metadata) are stored as text produced by :mod:`legato.store._codec`.
+
+The journal's full-text index is not part of this metadata: it is an FTS5 virtual
+table on SQLite and a generated ``tsvector`` column on PostgreSQL, created by the
+migration and queried with dialect-specific SQL in :mod:`legato.store._journal`.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = ["events", "journal_entries", "metadata", "runs", "step_attempts"]
+
+metadata = sa.MetaData()
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("pipeline", sa.String(255), nullable=False),
+    sa.Column("version_hash", sa.String(64), nullable=False),
+    sa.Column("inputs", sa.Text, nullable=False),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("tenant", sa.String(255), nullable=False, server_default=""),
+    sa.Column("idempotency_key", sa.String(255), nullable=True),
+    sa.Column("outputs", sa.Text, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("failed_step", sa.String(255), nullable=True),
+    sa.Column("lease_owner", sa.String(255), nullable=True),
+    sa.Column("lease_expires_at", sa.Float, nullable=True),
+    sa.Column("recoveries", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("dead_reason", sa.Text, nullable=True),
+    sa.Column("cost", sa.Float, nullable=True),
+    sa.Column("estimated_cost", sa.Float, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=True),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.UniqueConstraint("tenant", "idempotency_key", name="uq_runs_idempotency"),
+    sa.Index("ix_runs_status_lease", "status", "lease_expires_at"),
+    sa.Index("ix_runs_created_at", "created_at"),
+)
+
+step_attempts = sa.Table(
+    "step_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("step", sa.String(255), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("output", sa.Text, nullable=True),
+    sa.Column("error_type", sa.String(255), nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("started_at", sa.Float, nullable=True),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Column("duration_s", sa.Float, nullable=True),
+    sa.Column("model", sa.String(255), nullable=True),
+    sa.Column("input_tokens", sa.Integer, nullable=True),
+    sa.Column("output_tokens", sa.Integer, nullable=True),
+    sa.Column("cost", sa.Float, nullable=True),
+    sa.Column("meta", sa.Text, nullable=True),
+    sa.Index("ix_step_attempts_run_step", "run_id", "step"),
+)
+
+events = sa.Table(
+    "run_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("step", sa.String(255), nullable=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("data", sa.Text, nullable=True),
+    sa.Index("ix_run_events_run", "run_id", "id"),
+)
+
+journal_entries = sa.Table(
+    "journal_entries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("title", sa.String(500), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("tags", sa.Text, nullable=False, server_default=""),
+    sa.Column("pipeline", sa.String(255), nullable=True),
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Column("author", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("embedding", sa.LargeBinary, nullable=True),
+    sa.Index("ix_journal_entries_created_at", "created_at"),
+    sa.Index("ix_journal_entries_run_id", "run_id"),
+)
