@@ -1,1 +1,60 @@
-"""legato.observe."""
+"""Observability: OpenTelemetry traces, Prometheus metrics, redacted JSON logs.
+
+- :class:`Instrumented` wraps any :class:`~legato.providers.Model`: a GenAI span and
+  ``legato_model_*`` metrics per call.
+- :class:`TracingSubscriber` and :class:`MetricsSubscriber` are engine event
+  subscribers: spans and counters for runs and steps.
+- :class:`RoutingObserver` turns routing events (retries, fallbacks, breaker
+  changes) into span events and metrics.
+- :class:`Metrics` holds every series in its own registry; :meth:`Metrics.render`
+  is what ``/metrics`` serves.
+- :class:`Redactor` and :func:`configure_logging`: JSON logs with secrets removed.
+- :func:`continue_trace` / :func:`inject_headers`: W3C ``traceparent`` propagation.
+- :func:`setup` applies the ``observe:`` section of ``legato.yaml``.
+
+Tracing needs only the OpenTelemetry API; spans are recorded once an SDK tracer
+provider is installed (``pip install 'legato[otel]'``). Without one the hooks cost
+a single check.
+"""
+
+from legato.observe._instrument import Instrumented, error_type
+from legato.observe._logging import JsonFormatter, RedactingFilter, configure_logging
+from legato.observe._metrics import Metrics, MetricsSubscriber, default_metrics
+from legato.observe._propagation import (
+    continue_trace,
+    current_traceparent,
+    extract_context,
+    httpx_request_hook,
+    inject_headers,
+)
+from legato.observe._redact import REDACTED, Redactor, default_redactor
+from legato.observe._setup import LoggingConfig, Observability, ObserveConfig, TracingConfig, setup
+from legato.observe._tracing import GenAI, TracingSubscriber, get_tracer, tracing_enabled
+
+__all__ = [
+    "REDACTED",
+    "GenAI",
+    "Instrumented",
+    "JsonFormatter",
+    "LoggingConfig",
+    "Metrics",
+    "MetricsSubscriber",
+    "Observability",
+    "ObserveConfig",
+    "RedactingFilter",
+    "Redactor",
+    "TracingConfig",
+    "TracingSubscriber",
+    "configure_logging",
+    "continue_trace",
+    "current_traceparent",
+    "default_metrics",
+    "default_redactor",
+    "error_type",
+    "extract_context",
+    "get_tracer",
+    "httpx_request_hook",
+    "inject_headers",
+    "setup",
+    "tracing_enabled",
+]

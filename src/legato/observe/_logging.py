@@ -1,0 +1,149 @@
+"""Structured JSON logs with secrets redacted, on the standard ``logging`` module.
+
+Every record becomes one JSON object per line: ``ts`` (ISO 8601, UTC), ``level``,
+``logger``, ``msg``, the record's ``extra`` fields, ``exc`` for exceptions, and
+``trace_id``/``span_id`` when an OpenTelemetry span is current, so a log line can
+be joined to its trace. The message, the extras and the traceback all pass through
+a :class:`~legato.observe.Redactor` before they are written.
+
+Stdlib ``logging`` rather than a structured-logging library: every dependency
+(uvicorn, httpx, SQLAlchemy) already logs through it, so one formatter on one
+handler covers them all, and a JSON formatter is a few lines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any, Literal, TextIO
+
+from legato.observe._redact import Redactor, default_redactor
+
+__all__ = ["JsonFormatter", "RedactingFilter", "configure_logging"]
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_RECORD_ATTRS = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys() | {"message", "asctime", "taskName"}
+)
+
+
+def _trace_ids() -> tuple[str, str] | None:
+    # Only the API is needed to read the current span; without an SDK it is invalid.
+    from opentelemetry import trace
+
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return None
+    return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    return repr(value)
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one line of JSON with secrets redacted.
+
+    ``static`` fields (``service``, ``replica``...) are added to every line.
+    """
+
+    def __init__(self, redactor: Redactor | None = None, *, static: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self._redactor = redactor
+        self.static = dict(static or {})
+
+    @property
+    def redactor(self) -> Redactor:
+        return self._redactor or default_redactor()
+
+    def format(self, record: logging.LogRecord) -> str:
+        r = self.redactor
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": r.text(record.getMessage()),
+            **self.static,
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_ATTRS and not key.startswith("_"):
+                out[key] = r.replacement if r.is_sensitive_key(key) else r.value(_jsonable(value))
+        ids = _trace_ids()
+        if ids is not None:
+            out["trace_id"], out["span_id"] = ids
+        if record.exc_info:
+            out["exc"] = r.text(self.formatException(record.exc_info))
+        elif record.exc_text:
+            out["exc"] = r.text(record.exc_text)
+        if record.stack_info:
+            out["stack"] = r.text(self.formatStack(record.stack_info))
+        return json.dumps(out, ensure_ascii=False, default=repr)
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts a record in place, for handlers that keep their own text formatter.
+
+    The message is rendered (``msg % args``), redacted and stored back with empty
+    args; an exception's traceback is rendered and redacted into ``exc_text``.
+    """
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        super().__init__()
+        self._redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        r = self._redactor or default_redactor()
+        record.msg = r.text(record.getMessage())
+        record.args = None
+        if record.exc_info:
+            record.exc_text = r.text(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        for key, value in list(record.__dict__.items()):
+            if key not in _RECORD_ATTRS and not key.startswith("_"):
+                setattr(record, key, r.replacement if r.is_sensitive_key(key) else r.value(value))
+        return True
+
+
+def configure_logging(
+    level: str | int = "INFO",
+    *,
+    format: Literal["json", "text"] = "json",
+    redactor: Redactor | None = None,
+    stream: TextIO | None = None,
+    logger: str = "",
+    static: dict[str, Any] | None = None,
+) -> logging.Handler:
+    """Send ``logger`` (the root logger by default) to ``stream`` (stderr) as redacted
+    JSON lines (``format="json"``) or redacted text, and return the handler.
+
+    A handler installed by an earlier call on the same logger is replaced, so calling
+    it twice does not duplicate lines. Unknown level names raise ``ValueError``.
+    """
+    if isinstance(level, str):
+        numeric = logging.getLevelName(level.upper())
+        if not isinstance(numeric, int):
+            raise ValueError(f"unknown log level {level!r}; use debug, info, warning, error or critical")
+        level = numeric
+    target = logging.getLogger(logger)
+    for old in [h for h in target.handlers if getattr(h, "_legato", False)]:
+        target.removeHandler(old)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler._legato = True  # type: ignore[attr-defined]
+    if format == "json":
+        handler.setFormatter(JsonFormatter(redactor, static=static))
+    elif format == "text":
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(RedactingFilter(redactor))
+    else:
+        raise ValueError(f"unknown log format {format!r}; use 'json' or 'text'")
+    target.addHandler(handler)
+    target.setLevel(level)
+    return handler

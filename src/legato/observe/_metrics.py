@@ -1,0 +1,220 @@
+"""Prometheus metrics (``prometheus-client``) held in one :class:`Metrics` object.
+
+All series live in the object's own ``CollectorRegistry`` (never the library's
+global one), so several instances can coexist in one process (tests, two apps) and
+the gateway serves exactly what legato records. Names, all prefixed ``legato_``:
+
+========================================  =========  ==================================
+name                                      type       labels
+========================================  =========  ==================================
+model_requests_total                      counter    model, provider, operation, status
+model_request_duration_seconds            histogram  model, provider, operation
+model_time_to_first_token_seconds         histogram  model, provider
+model_tokens_total                        counter    model, provider, type (input|output|cached_input)
+model_cost_usd_total                      counter    model, provider
+model_requests_in_flight                  gauge      model
+cache_requests_total                      counter    cache, result (hit|miss)
+breaker_state                             gauge      deployment (0 closed, 1 half-open, 2 open)
+routing_events_total                      counter    group, event (retry|fallback|...)
+queue_depth                               gauge      queue
+runs_total                                counter    pipeline, status
+runs_in_progress                          gauge      pipeline
+run_duration_seconds                      histogram  pipeline
+steps_total                               counter    pipeline, step, status
+step_duration_seconds                     histogram  pipeline, step
+step_retries_total                        counter    pipeline, step
+========================================  =========  ==================================
+
+Label values are names from configuration (model, deployment, pipeline, step),
+never request content, and pass through the redactor: a secret can never become a
+label. ``status`` is ``ok`` or the :mod:`legato.errors` class name of the failure.
+
+Multi-process servers (``legato serve --workers N``, gunicorn): set
+``PROMETHEUS_MULTIPROC_DIR`` to an empty directory before the workers start;
+:meth:`Metrics.render` then merges every worker's files with prometheus-client's
+``MultiProcessCollector``. Gauges declare how they merge (in-flight and queue depth
+add up over live workers, breaker state takes the worst).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from legato.engine import _events as ev
+from legato.engine._events import Event
+from legato.observe._redact import Redactor, default_redactor
+
+__all__ = ["BREAKER_STATES", "Metrics", "MetricsSubscriber", "default_metrics"]
+
+LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+TTFT_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
+RUN_BUCKETS: Final = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+
+BREAKER_STATES: Final = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
+
+
+class Metrics:
+    """legato's Prometheus series in one registry. Cheap to call from any thread."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, redactor: Redactor | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self._redactor = redactor
+        r = self.registry
+        ns = "legato"
+        self.model_requests = Counter(
+            "model_requests", "Model calls by outcome.", ["model", "provider", "operation", "status"],
+            namespace=ns, registry=r,
+        )  # fmt: skip
+        self.model_duration = Histogram(
+            "model_request_duration_seconds", "Model call latency (whole response).",
+            ["model", "provider", "operation"], namespace=ns, registry=r, buckets=LATENCY_BUCKETS,
+        )  # fmt: skip
+        self.model_ttft = Histogram(
+            "model_time_to_first_token_seconds", "Streaming time to the first chunk.",
+            ["model", "provider"], namespace=ns, registry=r, buckets=TTFT_BUCKETS,
+        )  # fmt: skip
+        self.model_tokens = Counter(
+            "model_tokens", "Tokens by direction.", ["model", "provider", "type"], namespace=ns, registry=r
+        )
+        self.model_cost = Counter("model_cost_usd", "Spend in USD.", ["model", "provider"], namespace=ns, registry=r)
+        self.model_in_flight = Gauge(
+            "model_requests_in_flight", "Model calls under way.", ["model"],
+            namespace=ns, registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.cache_requests = Counter(
+            "cache_requests", "Response cache lookups.", ["cache", "result"], namespace=ns, registry=r
+        )
+        self.breaker_state = Gauge(
+            "breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.", ["deployment"],
+            namespace=ns, registry=r, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self.routing_events = Counter(
+            "routing_events", "Retries, fallbacks, hedges and ejections.", ["group", "event"], namespace=ns, registry=r
+        )
+        self.queue_depth = Gauge(
+            "queue_depth", "Work waiting for a slot.", ["queue"], namespace=ns, registry=r, multiprocess_mode="livesum"
+        )
+        self.runs = Counter("runs", "Finished pipeline runs.", ["pipeline", "status"], namespace=ns, registry=r)
+        self.runs_in_progress = Gauge(
+            "runs_in_progress", "Runs under way.", ["pipeline"], namespace=ns, registry=r, multiprocess_mode="livesum"
+        )
+        self.run_duration = Histogram(
+            "run_duration_seconds", "Run wall time.", ["pipeline"], namespace=ns, registry=r, buckets=RUN_BUCKETS
+        )
+        self.steps = Counter(
+            "steps", "Finished step attempts.", ["pipeline", "step", "status"], namespace=ns, registry=r
+        )
+        self.step_duration = Histogram(
+            "step_duration_seconds", "Step attempt wall time.", ["pipeline", "step"],
+            namespace=ns, registry=r, buckets=RUN_BUCKETS,
+        )  # fmt: skip
+        self.step_retries = Counter("step_retries", "Step retries.", ["pipeline", "step"], namespace=ns, registry=r)
+
+    def label(self, value: str | None) -> str:
+        """A safe label value: redacted, bounded in length, never empty."""
+        if not value:
+            return "unknown"
+        return (self._redactor or default_redactor()).text(value)[:120]
+
+    # -- recording helpers used by Instrumented, the event subscriber and routing --
+
+    def record_model_call(
+        self,
+        *,
+        model: str,
+        provider: str,
+        operation: str,
+        status: str,
+        duration_s: float,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cached_input_tokens: int = 0,
+        cost: float | None = None,
+        ttft_s: float | None = None,
+    ) -> None:
+        m, p = self.label(model), self.label(provider)
+        self.model_requests.labels(m, p, operation, status).inc()
+        self.model_duration.labels(m, p, operation).observe(duration_s)
+        if ttft_s is not None:
+            self.model_ttft.labels(m, p).observe(ttft_s)
+        if input_tokens:
+            self.model_tokens.labels(m, p, "input").inc(input_tokens)
+        if output_tokens:
+            self.model_tokens.labels(m, p, "output").inc(output_tokens)
+        if cached_input_tokens:
+            self.model_tokens.labels(m, p, "cached_input").inc(cached_input_tokens)
+        if cost:
+            self.model_cost.labels(m, p).inc(cost)
+
+    def record_cache(self, hit: bool, *, cache: str = "response") -> None:
+        self.cache_requests.labels(self.label(cache), "hit" if hit else "miss").inc()
+
+    def set_breaker_state(self, deployment: str, state: str) -> None:
+        """``state`` is ``closed``, ``half_open`` or ``open``; anything else raises ``ValueError``."""
+        try:
+            value = BREAKER_STATES[state.lower()]
+        except KeyError:
+            raise ValueError(f"unknown breaker state {state!r}; expected closed, half_open or open") from None
+        self.breaker_state.labels(self.label(deployment)).set(value)
+
+    def set_queue_depth(self, queue: str, depth: int) -> None:
+        self.queue_depth.labels(self.label(queue)).set(depth)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type, merged over workers in multi-process mode."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+            return generate_latest(merged), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+_default: Metrics | None = None
+
+
+def default_metrics() -> Metrics:
+    """The process-wide :class:`Metrics` (created on first use)."""
+    global _default
+    if _default is None:
+        _default = Metrics()
+    return _default
+
+
+class MetricsSubscriber:
+    """An engine event subscriber that counts runs and steps into :class:`Metrics`."""
+
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics if metrics is not None else default_metrics()
+        self._pipelines: dict[str, str] = {}
+
+    def __call__(self, event: Event) -> None:
+        m = self.metrics
+        if isinstance(event, ev.RunStarted):
+            pipeline = m.label(event.pipeline)
+            self._pipelines[event.run_id] = pipeline
+            m.runs_in_progress.labels(pipeline).inc()
+            return
+        pipeline = self._pipelines.get(event.run_id, "unknown")
+        if isinstance(event, ev.StepFinished):
+            step = m.label(event.step)
+            m.steps.labels(pipeline, step, "succeeded").inc()
+            m.step_duration.labels(pipeline, step).observe(event.duration_s)
+        elif isinstance(event, ev.StepFailed):
+            step = m.label(event.step)
+            m.steps.labels(pipeline, step, "cancelled" if event.cancelled else "failed").inc()
+            m.step_duration.labels(pipeline, step).observe(event.duration_s)
+        elif isinstance(event, ev.StepSkipped):
+            m.steps.labels(pipeline, m.label(event.step), "skipped").inc()
+        elif isinstance(event, ev.StepRetried):
+            m.step_retries.labels(pipeline, m.label(event.step)).inc()
+        elif isinstance(event, ev.RunFinished):
+            self._pipelines.pop(event.run_id, None)
+            m.runs.labels(pipeline, str(event.status)).inc()
+            m.run_duration.labels(pipeline).observe(event.duration_s)
+            m.runs_in_progress.labels(pipeline).dec()

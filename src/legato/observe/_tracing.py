@@ -1,0 +1,260 @@
+"""OpenTelemetry spans for runs and steps, built from the engine's events.
+
+Only the OpenTelemetry *API* is used here; spans are recorded when an SDK
+``TracerProvider`` is installed (:func:`legato.observe.setup` does it when
+``observe.tracing.enabled`` is set, or the application installs its own). Without
+one, :func:`tracing_enabled` is false and every hook returns after one check, so
+tracing costs close to nothing when it is off (``bench/observe.py`` measures it).
+
+Span layout::
+
+    run <pipeline>                      legato.run.id, legato.pipeline, legato.run.status
+    ├── step <name>                     legato.step.name, legato.step.attempt, legato.step.status,
+    │   │                               gen_ai.request.model, gen_ai.usage.*, legato.cost.usd
+    │   └── chat <model>                (from :class:`legato.observe.Instrumented`)
+    └── step <name> ...
+
+A run span's parent is the span current when ``RunStarted`` is published: a run
+started by a gateway request that carried ``traceparent`` joins the caller's trace.
+Retries are ``retry`` span events; routing fallbacks, hedges and breaker changes are
+span events added by :class:`~legato.observe.RoutingObserver`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Final
+
+from legato._version import __version__
+from legato.engine import _events as ev
+from legato.engine._events import Event
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.trace import Span, Tracer, TracerProvider
+
+__all__ = ["GenAI", "TracingSubscriber", "get_tracer", "tracing_enabled"]
+
+
+class GenAI:
+    """Attribute names from the OpenTelemetry GenAI semantic conventions."""
+
+    OPERATION: Final = "gen_ai.operation.name"
+    PROVIDER: Final = "gen_ai.provider.name"
+    REQUEST_MODEL: Final = "gen_ai.request.model"
+    REQUEST_TEMPERATURE: Final = "gen_ai.request.temperature"
+    REQUEST_TOP_P: Final = "gen_ai.request.top_p"
+    REQUEST_MAX_TOKENS: Final = "gen_ai.request.max_tokens"
+    REQUEST_SEED: Final = "gen_ai.request.seed"
+    RESPONSE_MODEL: Final = "gen_ai.response.model"
+    RESPONSE_ID: Final = "gen_ai.response.id"
+    RESPONSE_FINISH_REASONS: Final = "gen_ai.response.finish_reasons"
+    INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+    OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+    ERROR_TYPE: Final = "error.type"
+
+
+def tracing_enabled(provider: TracerProvider | None = None) -> bool:
+    """True when spans would be recorded: an SDK provider is given or installed globally."""
+    from opentelemetry import trace
+
+    p = provider if provider is not None else trace.get_tracer_provider()
+    return not isinstance(p, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
+def get_tracer(provider: TracerProvider | None = None) -> Tracer:
+    from opentelemetry import trace
+
+    return trace.get_tracer("legato", __version__, tracer_provider=provider)
+
+
+def _ns(epoch_s: float) -> int:
+    return int(epoch_s * 1e9)
+
+
+class TracingSubscriber:
+    """An engine event subscriber that turns a run's events into spans.
+
+    Call it with each event (``bus.subscribe(TracingSubscriber())``). Spans are
+    started and ended with the events' own timestamps, so they are exact even when
+    events are delivered late. :meth:`step_context` gives the context of a running
+    step so that model calls made inside it become its children.
+    """
+
+    def __init__(self, provider: TracerProvider | None = None) -> None:
+        self._provider = provider
+        self._tracer: Tracer | None = None
+        self._runs: dict[str, tuple[Span, str]] = {}
+        self._steps: dict[tuple[str, str], Span] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return tracing_enabled(self._provider)
+
+    def _get_tracer(self) -> Tracer:
+        if self._tracer is None:
+            self._tracer = get_tracer(self._provider)
+        return self._tracer
+
+    def __call__(self, event: Event) -> None:
+        if not self.enabled:
+            return
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+
+    # -- handlers ------------------------------------------------------------------
+
+    def _run_started(self, e: Any) -> None:
+        from opentelemetry.trace import SpanKind
+
+        span = self._get_tracer().start_span(
+            f"run {e.pipeline}",
+            kind=SpanKind.INTERNAL,
+            start_time=_ns(e.at),
+            attributes={
+                "legato.run.id": e.run_id,
+                "legato.pipeline": e.pipeline,
+                "legato.run.resumed_steps": len(e.resumed_steps),
+            },
+        )
+        with self._lock:
+            self._runs[e.run_id] = (span, e.pipeline)
+
+    def _step_started(self, e: Any) -> None:
+        from opentelemetry import trace
+
+        with self._lock:
+            run = self._runs.get(e.run_id)
+        ctx = trace.set_span_in_context(run[0]) if run else None
+        span = self._get_tracer().start_span(
+            f"step {e.step}",
+            context=ctx,
+            start_time=_ns(e.at),
+            attributes={
+                "legato.run.id": e.run_id,
+                "legato.pipeline": run[1] if run else "",
+                "legato.step.name": e.step,
+                "legato.step.attempt": e.attempt,
+            },
+        )
+        with self._lock:
+            old = self._steps.pop((e.run_id, e.step), None)
+            self._steps[(e.run_id, e.step)] = span
+        if old is not None:  # a step restarted without a finish event: close the old attempt
+            old.end(end_time=_ns(e.at))
+
+    def _step_finished(self, e: Any) -> None:
+        span = self._pop_step(e.run_id, e.step)
+        if span is None:
+            return
+        meta = e.meta or {}
+        attrs: dict[str, Any] = {"legato.step.status": "succeeded", "legato.step.duration_s": e.duration_s}
+        model = meta.get("model")
+        if isinstance(model, str) and model:
+            attrs[GenAI.REQUEST_MODEL] = model
+        for key, attr in (("input_tokens", GenAI.INPUT_TOKENS), ("output_tokens", GenAI.OUTPUT_TOKENS)):
+            if isinstance(meta.get(key), int):
+                attrs[attr] = meta[key]
+        if isinstance(meta.get("cost"), int | float):
+            attrs["legato.cost.usd"] = float(meta["cost"])
+        if meta.get("cached"):
+            attrs["legato.step.cached"] = True
+        span.set_attributes(attrs)
+        span.end(end_time=_ns(e.at))
+
+    def _step_failed(self, e: Any) -> None:
+        from opentelemetry.trace import Status, StatusCode
+
+        span = self._pop_step(e.run_id, e.step)
+        if span is None:
+            return
+        status = "cancelled" if e.cancelled else "failed"
+        span.set_attributes(
+            {"legato.step.status": status, GenAI.ERROR_TYPE: e.error_type, "legato.step.duration_s": e.duration_s}
+        )
+        if not e.cancelled:
+            span.set_status(Status(StatusCode.ERROR, e.error_type))
+        span.end(end_time=_ns(e.at))
+
+    def _step_retried(self, e: Any) -> None:
+        attrs = {"legato.step.name": e.step, "legato.step.attempt": e.attempt, "legato.retry.delay_s": e.delay_s}
+        attrs[GenAI.ERROR_TYPE] = e.error_type
+        with self._lock:
+            step = self._steps.get((e.run_id, e.step))
+            run = self._runs.get(e.run_id)
+        target = step if step is not None else run[0] if run else None
+        if target is not None:
+            target.add_event("retry", attrs, timestamp=_ns(e.at))
+
+    def _step_skipped(self, e: Any) -> None:
+        with self._lock:
+            run = self._runs.get(e.run_id)
+        if run is not None:
+            run[0].add_event("step.skipped", {"legato.step.name": e.step, "legato.skip.reason": e.reason})
+
+    def _run_finished(self, e: Any) -> None:
+        from opentelemetry.trace import Status, StatusCode
+
+        with self._lock:
+            run = self._runs.pop(e.run_id, None)
+            orphans = [k for k in self._steps if k[0] == e.run_id]
+            spans = [self._steps.pop(k) for k in orphans]
+        for span in spans:  # steps still open when the run ended (cancelled)
+            span.set_attribute("legato.step.status", "cancelled")
+            span.end(end_time=_ns(e.at))
+        if run is None:
+            return
+        span = run[0]
+        span.set_attribute("legato.run.status", str(e.status))
+        span.set_attribute("legato.run.duration_s", e.duration_s)
+        if e.failed_step:
+            span.set_attribute("legato.run.failed_step", e.failed_step)
+        if str(e.status) == "failed":
+            span.set_status(Status(StatusCode.ERROR, "run failed"))
+        span.end(end_time=_ns(e.at))
+
+    def _pop_step(self, run_id: str, step: str) -> Span | None:
+        with self._lock:
+            return self._steps.pop((run_id, step), None)
+
+    # -- context for model calls ---------------------------------------------------
+
+    def step_context(self, run_id: str, step: str | None = None) -> Context | None:
+        """The OTel context of a running step (or of the run when ``step`` is None)."""
+        from opentelemetry import trace
+
+        with self._lock:
+            span = self._steps.get((run_id, step)) if step else None
+            if span is None and run_id in self._runs:
+                span = self._runs[run_id][0]
+        return trace.set_span_in_context(span) if span is not None else None
+
+    @contextmanager
+    def use_step(self, run_id: str, step: str | None = None) -> Iterator[None]:
+        """Make the step's span current for the code inside (model calls become children)."""
+        from opentelemetry import context
+
+        ctx = self.step_context(run_id, step) if self.enabled else None
+        if ctx is None:
+            yield
+            return
+        token = context.attach(ctx)
+        try:
+            yield
+        finally:
+            context.detach(token)
+
+
+_HANDLERS: dict[type[Event], Callable[[TracingSubscriber, Any], None]] = {
+    ev.RunStarted: TracingSubscriber._run_started,
+    ev.StepStarted: TracingSubscriber._step_started,
+    ev.StepFinished: TracingSubscriber._step_finished,
+    ev.StepFailed: TracingSubscriber._step_failed,
+    ev.StepRetried: TracingSubscriber._step_retried,
+    ev.StepSkipped: TracingSubscriber._step_skipped,
+    ev.RunFinished: TracingSubscriber._run_finished,
+}
