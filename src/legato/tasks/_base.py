@@ -1,0 +1,142 @@
+"""The contract every built-in local task follows, and the registry that shares them.
+
+A task is cheap to construct: the constructor only stores options. The model is
+loaded by :meth:`Task.warm_up` (explicitly, or on first use), exactly once, under a
+lock, so that a task shared by many concurrent pipeline runs loads once and then
+serves them all. Inference is synchronous and blocking (torch, spaCy, a tesseract
+subprocess); :meth:`Task.run_batch` runs it in a worker thread so the event loop
+never blocks. Calls into one task are serialised by the same lock: on a small CPU,
+one model running one batch at a time is faster than several batches fighting for
+the cores, and several *different* tasks still run side by side.
+
+Every task works on batches (``list[input] -> list[output]``), which is exactly the
+function a :class:`legato.batching.Batcher` wants, so concurrent single-item calls
+coalesce into one model call.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, ClassVar, Generic, TypeVar
+
+import anyio.to_thread
+
+from legato.errors import ConfigError
+
+__all__ = ["Task", "get", "names", "register"]
+
+InT = TypeVar("InT")
+OutT = TypeVar("OutT")
+
+
+class Task(ABC, Generic[InT, OutT]):
+    """A local model behind a batch function.
+
+    Subclasses implement :meth:`_load` (import the library, load the weights) and
+    :meth:`_run` (one batch, the model loaded, the lock held). ``name`` is the
+    registry name; ``model_name`` names the weights for reports.
+    """
+
+    name: ClassVar[str]
+    model_name: str = ""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loaded = False
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def warm_up(self) -> None:
+        """Load the model once (blocking; idempotent; safe from several threads)."""
+        with self._lock:
+            if not self._loaded:
+                self._load()
+                self._loaded = True
+
+    async def awarm_up(self) -> None:
+        """:meth:`warm_up` in a worker thread."""
+        await anyio.to_thread.run_sync(self.warm_up)
+
+    def run_sync(self, items: Sequence[InT]) -> list[OutT]:
+        """Run one batch in the calling thread (blocking). Loads the model if needed."""
+        batch = list(items)
+        if not batch:
+            return []
+        self.warm_up()
+        with self._lock:
+            out = self._run(batch)
+        if len(out) != len(batch):  # a broken subclass must not silently misalign results
+            raise RuntimeError(f"task {self.name!r} returned {len(out)} results for {len(batch)} inputs")
+        return out
+
+    async def run_batch(self, items: Sequence[InT]) -> list[OutT]:
+        """Run one batch in a worker thread."""
+        return await anyio.to_thread.run_sync(self.run_sync, list(items))
+
+    async def __call__(self, item: InT) -> OutT:
+        """Run one item (a batch of one)."""
+        return (await self.run_batch([item]))[0]
+
+    @abstractmethod
+    def _load(self) -> None: ...
+
+    @abstractmethod
+    def _run(self, items: list[InT]) -> list[OutT]: ...
+
+    def __repr__(self) -> str:
+        state = "loaded" if self._loaded else "not loaded"
+        return f"<{type(self).__name__} {self.name!r} {state}>"
+
+
+_factories: dict[str, Callable[..., Task[Any, Any]]] = {}
+_instances: dict[tuple[str, Hashable], Task[Any, Any]] = {}
+_registry_lock = threading.Lock()
+
+
+def register(name: str, factory: Callable[..., Task[Any, Any]]) -> None:
+    """Make ``factory(**options)`` available as ``get(name, **options)``."""
+    with _registry_lock:
+        _factories[name] = factory
+
+
+def names() -> list[str]:
+    """The registered task names."""
+    return sorted(_factories)
+
+
+def _freeze(value: Any) -> Hashable:
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, set | frozenset):
+        return tuple(sorted(_freeze(v) for v in value))  # type: ignore[type-var]
+    return value  # type: ignore[no-any-return]
+
+
+def get(name: str, **options: Any) -> Task[Any, Any]:
+    """The shared task ``name`` configured with ``options``, created on first use.
+
+    The same name and options always return the same object, so a model is loaded
+    once per process however many pipelines and runs use it. Raises
+    :class:`~legato.errors.ConfigError` for an unknown name or invalid options.
+    """
+    key = (name, _freeze(options))
+    with _registry_lock:
+        task = _instances.get(key)
+        if task is not None:
+            return task
+        factory = _factories.get(name)
+        if factory is None:
+            known = ", ".join(sorted(_factories))
+            raise ConfigError(f"unknown task {name!r}; known tasks: {known}")
+        try:
+            task = factory(**options)
+        except TypeError as exc:
+            raise ConfigError(f"task {name!r}: invalid options {sorted(options)}: {exc}") from exc
+        _instances[key] = task
+        return task
