@@ -22,6 +22,10 @@ _EXPORTS: dict[str, str] = {
     "RunResult": "legato.engine",
     "RunStatus": "legato.engine",
     "StepStatus": "legato.engine",
+    "StepContext": "legato.engine",
+    "RunControl": "legato.engine",
+    "SKIPPED": "legato.engine",
+    "current_step": "legato.engine",
     "load_pipeline": "legato.spec",
     # model layer
     "ChatRequest": "legato.providers",
@@ -41,10 +45,14 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
     from legato.config import LegatoConfig as LegatoConfig
+    from legato.engine import SKIPPED as SKIPPED
     from legato.engine import Pipeline as Pipeline
+    from legato.engine import RunControl as RunControl
     from legato.engine import RunResult as RunResult
     from legato.engine import RunStatus as RunStatus
+    from legato.engine import StepContext as StepContext
     from legato.engine import StepStatus as StepStatus
+    from legato.engine import current_step as current_step
     from legato.providers import ChatChunk as ChatChunk
     from legato.providers import ChatRequest as ChatRequest
     from legato.providers import ChatResponse as ChatResponse

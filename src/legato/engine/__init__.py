@@ -1,1 +1,69 @@
-"""legato.engine."""
+"""The pipeline engine: graph compile, scheduler, events.
+
+The engine knows nothing of providers, the store or the server: steps are plain
+(async or sync) functions; everything else observes a run through its events.
+"""
+
+from legato.engine._bus import EventBus, Subscriber
+from legato.engine._context import SKIPPED, RunControl, StepContext, current_step
+from legato.engine._events import (
+    Event,
+    RunFinished,
+    RunStarted,
+    RunStatus,
+    StepFailed,
+    StepFinished,
+    StepRetried,
+    StepSkipped,
+    StepStarted,
+    StepStatus,
+)
+from legato.engine._executor import (
+    Executor,
+    StepCache,
+    StepCall,
+    executor_names,
+    register_executor,
+    resolve_executor,
+    run_in_process,
+)
+from legato.engine._pipeline import FailurePolicy, Pipeline
+from legato.engine._plan import Plan
+from legato.engine._result import RunResult, StepTiming
+from legato.engine._run import cache_key
+from legato.engine._step import InputDecl, LoopOptions, StepDef
+
+__all__ = [
+    "SKIPPED",
+    "Event",
+    "EventBus",
+    "Executor",
+    "FailurePolicy",
+    "InputDecl",
+    "LoopOptions",
+    "Pipeline",
+    "Plan",
+    "RunControl",
+    "RunFinished",
+    "RunResult",
+    "RunStarted",
+    "RunStatus",
+    "StepCache",
+    "StepCall",
+    "StepContext",
+    "StepDef",
+    "StepFailed",
+    "StepFinished",
+    "StepRetried",
+    "StepSkipped",
+    "StepStarted",
+    "StepStatus",
+    "StepTiming",
+    "Subscriber",
+    "cache_key",
+    "current_step",
+    "executor_names",
+    "register_executor",
+    "resolve_executor",
+    "run_in_process",
+]

@@ -1,0 +1,321 @@
+"""The :class:`Pipeline`: declare steps in Python (or load them from YAML), run them."""
+
+from __future__ import annotations
+
+import functools
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Literal, overload
+
+import anyio
+
+from legato.engine._bus import EventBus, Subscriber
+from legato.engine._context import RunControl
+from legato.engine._executor import Executor, StepCache
+from legato.engine._plan import Plan, compile_plan
+from legato.engine._result import RunResult
+from legato.engine._run import RunOptions, execute
+from legato.engine._step import InputDecl, LoopOptions, StepDef, make_step
+from legato.errors import InputError, SpecError, SpecIssue
+from legato.ledger import Ledger
+from legato.retry import RetryPolicy
+from legato.spec._expr import closest, compile_expression
+from legato.spec._template import Value, compile_value
+
+__all__ = ["FailurePolicy", "Pipeline"]
+
+FailurePolicy = Literal["fail_fast", "continue"]
+StepFn = Callable[..., Any]
+
+
+class Pipeline:
+    """A graph of steps. Steps whose inputs are ready run at once.
+
+    Args:
+        name: the pipeline's name (events, cache keys and the store use it).
+        max_concurrency: at most this many step calls (map items count one each) run
+            at the same time in one run; None = no limit.
+        failure_policy: ``"fail_fast"`` cancels the run at the first failed step;
+            ``"continue"`` skips the failed step's dependents and lets independent
+            branches finish.
+        retry: default :class:`~legato.retry.RetryPolicy` for steps without their own.
+        deadline: seconds a run may take in total (a run may override it).
+        inputs: declared inputs (name -> :class:`InputDecl` or a Python type); when
+            omitted, inputs are inferred from step parameters that name no step.
+        outputs: declared outputs, name -> value with ``${...}`` references,
+            rendered into :attr:`RunResult.result`.
+        executor: default executor for runs (see :class:`~legato.engine.Executor`).
+        clock, sleep: injected monotonic clock and sleep (virtual time in tests).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        max_concurrency: int | None = None,
+        failure_policy: FailurePolicy = "fail_fast",
+        retry: RetryPolicy | None = None,
+        deadline: float | None = None,
+        inputs: Mapping[str, InputDecl | type | None] | None = None,
+        outputs: Mapping[str, Any] | None = None,
+        executor: Executor | None = None,
+        description: str = "",
+        clock: Callable[[], float] = time.perf_counter,
+        sleep: Callable[[float], Awaitable[Any]] = anyio.sleep,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError("a pipeline needs a non-empty name")
+        if failure_policy not in ("fail_fast", "continue"):
+            raise ValueError(f"failure_policy must be 'fail_fast' or 'continue', got {failure_policy!r}")
+        if max_concurrency is not None and max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency!r}")
+        if deadline is not None and deadline <= 0:
+            raise ValueError(f"deadline must be > 0 seconds, got {deadline!r}")
+        self.name = name
+        self.max_concurrency = max_concurrency
+        self.failure_policy: FailurePolicy = failure_policy
+        self.retry = retry
+        self.deadline = deadline
+        self.executor = executor
+        self.description = description
+        self.clock = clock
+        self.sleep = sleep
+        self.spec: Any = None  # the PipelineSpec when loaded from YAML
+        self._inputs: dict[str, InputDecl] | None = None if inputs is None else _declare_inputs(inputs)
+        self._outputs: dict[str, Value] = {k: compile_value(v) for k, v in (outputs or {}).items()}
+        self._steps: dict[str, StepDef] = {}
+        self._plan: Plan | None = None
+
+    # -- declaring steps -----------------------------------------------------------
+    @overload
+    def step(self, fn: StepFn, /) -> StepFn: ...
+
+    @overload
+    def step(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        timeout: float | None = None,
+        retries: int | RetryPolicy | None = None,
+        when: str | Callable[..., Any] | None = None,
+        map: str | None = None,
+        max_concurrency: int | None = None,
+        optional: Iterable[str] = (),
+        cache: bool = False,
+        version: str | None = None,
+        resources: Mapping[str, Any] | None = None,
+        estimate_ms: float | None = None,
+    ) -> Callable[[StepFn], StepFn]: ...
+
+    def step(self, fn: StepFn | None = None, /, **options: Any) -> Any:
+        """Register a function as a step (``@p.step`` or ``@p.step(...)``); returns it unchanged.
+
+        Options: ``name``, ``timeout`` (seconds per attempt), ``retries`` (int = extra
+        attempts on any exception, or a RetryPolicy), ``when`` (expression string or
+        callable; false = skipped), ``map`` (parameter to fan out over: the step runs
+        once per item and returns the list of results), ``max_concurrency`` (of map
+        items), ``optional`` (parameters that receive None when their step was
+        skipped), ``cache``, ``version``, ``resources``, ``estimate_ms``.
+        """
+        if fn is not None:
+            self.add_step(fn)
+            return fn
+
+        def decorate(f: StepFn) -> StepFn:
+            self.add_step(f, **options)
+            return f
+
+        return decorate
+
+    def loop(
+        self,
+        fn: StepFn | None = None,
+        /,
+        *,
+        until: str | Callable[..., Any],
+        max_iterations: int,
+        carry: str = "previous",
+        on_max_iterations: Literal["return", "fail"] = "return",
+        **options: Any,
+    ) -> Any:
+        """Register a bounded loop step: the function runs again until ``until`` is
+        true or ``max_iterations`` is reached.
+
+        The parameter named ``carry`` (default ``previous``) receives the previous
+        iteration's output (None the first time); ``current_step().iteration`` is the
+        1-based iteration. ``until`` is an expression over ``output`` (this
+        iteration's result), ``previous``, ``iteration``, inputs and steps, or a
+        callable taking any of those names. The step's output is the last output
+        (``on_max_iterations="fail"`` fails the step instead when the bound is hit).
+        """
+        if isinstance(max_iterations, bool) or not isinstance(max_iterations, int) or max_iterations < 1:
+            raise ValueError(f"max_iterations must be an int >= 1, got {max_iterations!r}")
+        if on_max_iterations not in ("return", "fail"):
+            raise ValueError(f"on_max_iterations must be 'return' or 'fail', got {on_max_iterations!r}")
+        loop = LoopOptions(
+            until=compile_expression(until) if isinstance(until, str) else until,
+            max_iterations=max_iterations,
+            carry=carry,
+            on_max_iterations=on_max_iterations,
+        )
+
+        def decorate(f: StepFn) -> StepFn:
+            self.add_step(f, loop=loop, **options)
+            return f
+
+        return decorate(fn) if fn is not None else decorate
+
+    def add_step(self, fn: StepFn, **options: Any) -> StepDef:
+        """Add a step programmatically (what the decorators and the YAML loader use).
+
+        Besides the decorator options it accepts ``args`` (parameter -> value with
+        ``${...}`` references), ``depends_on`` (extra step names to wait for),
+        ``loop`` (:class:`LoopOptions`) and ``description``.
+        """
+        options = dict(options)
+        if "optional" in options:
+            options["optional"] = tuple(options["optional"])
+        step = make_step(fn, **options)
+        if step.name in self._steps:
+            raise SpecError([SpecIssue(f"duplicate step name {step.name!r}", path=f"steps.{step.name}")])
+        self._steps[step.name] = step
+        self._plan = None
+        return step
+
+    # -- introspection -------------------------------------------------------------
+    @property
+    def steps(self) -> Mapping[str, StepDef]:
+        return dict(self._steps)
+
+    @property
+    def inputs(self) -> dict[str, InputDecl]:
+        """The pipeline's inputs (declared, or inferred from step parameters)."""
+        return dict(self.compile().inputs)
+
+    def validate(self) -> list[SpecIssue]:
+        """Every problem in the graph (cycles, unknown references, ...); empty when valid."""
+        if self._plan is not None:
+            return []
+        plan, issues = compile_plan(self._steps, self._inputs, self._outputs)
+        if plan is not None:
+            self._plan = plan
+        return issues
+
+    def compile(self) -> Plan:
+        """The execution plan; raises :class:`~legato.errors.SpecError` listing every problem."""
+        if self._plan is None:
+            issues = self.validate()
+            if issues:
+                raise SpecError(issues)
+        assert self._plan is not None
+        return self._plan
+
+    # -- running -------------------------------------------------------------------
+    async def run(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        /,
+        *,
+        run_id: str | None = None,
+        completed: Mapping[str, Any] | None = None,
+        subscribers: Iterable[Subscriber] = (),
+        executor: Executor | None = None,
+        step_cache: StepCache | None = None,
+        deadline: float | None = None,
+        control: RunControl | None = None,
+        ledger: Ledger | None = None,
+        **input_kwargs: Any,
+    ) -> RunResult:
+        """Run the pipeline once and return its :class:`RunResult` (never raises for a
+        failed step: check ``result.status`` or call ``raise_for_status()``).
+
+        Raises :class:`~legato.errors.SpecError` for an invalid graph and
+        :class:`~legato.errors.InputError` for missing, unknown or mistyped inputs,
+        before any step runs.
+
+        ``completed`` maps steps finished by an earlier attempt of the same run to
+        their outputs (``SKIPPED`` for a skipped step); they are not run again.
+        ``ledger`` is a parent for the run's usage ledger (e.g. a budget's).
+        """
+        plan = self.compile()
+        values = self._check_inputs(plan, {**(inputs or {}), **input_kwargs})
+        done = dict(completed or {})
+        unknown = [s for s in done if s not in plan.steps]
+        if unknown:
+            raise InputError(f"completed= names unknown step(s): {', '.join(map(repr, unknown))}")
+        run_id = run_id or uuid.uuid4().hex
+        run_ledger = ledger.child(run_id) if ledger is not None else Ledger(name=run_id)
+        opts = RunOptions(
+            pipeline=self.name,
+            bus=subscribers if isinstance(subscribers, EventBus) else EventBus(subscribers),
+            executor=executor if executor is not None else self.executor,
+            step_cache=step_cache,
+            deadline=deadline if deadline is not None else self.deadline,
+            control=control,
+            failure_policy=self.failure_policy,
+            max_concurrency=self.max_concurrency,
+            retry=self.retry,
+            ledger=run_ledger,
+            clock=self.clock,
+            sleep=self.sleep,
+        )
+        return await execute(plan, values, run_id, done, opts)
+
+    def run_sync(self, inputs: Mapping[str, Any] | None = None, /, **kwargs: Any) -> RunResult:
+        """:meth:`run` from synchronous code (starts an event loop; not from inside one)."""
+        return anyio.run(functools.partial(self.run, inputs, **kwargs))
+
+    def _check_inputs(self, plan: Plan, given: dict[str, Any]) -> dict[str, Any]:
+        problems: list[str] = []
+        values: dict[str, Any] = {}
+        for name, decl in plan.inputs.items():
+            if name in given:
+                value = given[name]
+                if decl.type is not None and not _is_instance(value, decl.type):
+                    problems.append(
+                        f"input {name!r} must be {decl.type_name or _type_name(decl.type)}, got {type(value).__name__}"
+                    )
+                values[name] = value
+            elif decl.required:
+                problems.append(f"missing input {name!r}")
+            elif self._inputs is not None:
+                values[name] = decl.default
+        for name in given:
+            if name not in plan.inputs:
+                best = closest(name, plan.inputs)
+                hint = f" (did you mean {best!r}?)" if best else ""
+                known = ", ".join(sorted(plan.inputs)) or "none"
+                problems.append(f"unknown input {name!r}{hint}; the pipeline's inputs: {known}")
+        if problems:
+            raise InputError(f"pipeline {self.name!r}: " + "; ".join(problems))
+        return values
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.name!r}, steps={list(self._steps)})"
+
+
+def _declare_inputs(inputs: Mapping[str, InputDecl | type | None]) -> dict[str, InputDecl]:
+    out: dict[str, InputDecl] = {}
+    for name, decl in inputs.items():
+        if isinstance(decl, InputDecl):
+            out[name] = decl
+        else:
+            out[name] = InputDecl(name=name, type=decl, type_name=_type_name(decl) if decl else "any")
+    return out
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, tuple):
+        return " or ".join(_type_name(t) for t in tp)
+    return getattr(tp, "__name__", str(tp))
+
+
+def _is_instance(value: Any, tp: type | tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and tp in (int, float):
+        return False
+    if tp is float and isinstance(value, int):
+        return True
+    return isinstance(value, tp)

@@ -1,0 +1,278 @@
+"""Compile step definitions into an executable graph, reporting every problem.
+
+The plan is computed once per pipeline (and again after a step is added): edges,
+argument bindings, topological levels. Problems are collected, not raised one at a
+time, and each carries a dotted ``path`` (``steps.b.with.text``) that the YAML
+loader turns into file:line:column.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from legato.engine._step import InputDecl, StepDef
+from legato.errors import SpecIssue
+from legato.spec._expr import Expression, closest
+from legato.spec._template import Value
+
+__all__ = ["Bind", "CompiledStep", "Plan", "compile_plan"]
+
+# argument binding kinds
+STEP, INPUT, INPUT_OR_DEFAULT, VALUE, CARRY = range(5)
+
+Bind = tuple[str, int, Any]  # (parameter, kind, payload)
+
+SCOPE_ROOTS = frozenset({"inputs", "steps"})
+LOOP_ROOTS = frozenset({"loop"})
+UNTIL_ROOTS = frozenset({"output", "iteration", "previous"})
+
+
+@dataclass(slots=True)
+class CompiledStep:
+    d: StepDef
+    binds: tuple[Bind, ...]
+    deps: frozenset[str]  # every step this one waits for
+    hard_deps: frozenset[str]  # deps whose skip skips this step (not optional, not only in `when`)
+    when_binds: tuple[Bind, ...] = ()
+    dependents: list[str] = field(default_factory=list)
+    level: int = 0
+
+
+@dataclass(slots=True)
+class Plan:
+    steps: dict[str, CompiledStep]
+    order: tuple[str, ...]
+    inputs: dict[str, InputDecl]
+    outputs: dict[str, Value]
+    levels: list[list[str]]
+
+
+def compile_plan(
+    steps: Mapping[str, StepDef],
+    declared_inputs: Mapping[str, InputDecl] | None,
+    outputs: Mapping[str, Value],
+) -> tuple[Plan | None, list[SpecIssue]]:
+    issues: list[SpecIssue] = []
+    names = set(steps)
+    inputs: dict[str, InputDecl] = dict(declared_inputs) if declared_inputs is not None else {}
+    inferred = declared_inputs is None
+    compiled: dict[str, CompiledStep] = {}
+
+    def need_input(name: str, has_default: bool, default: Any, path: str) -> bool:
+        if name in inputs:
+            return True
+        if inferred:
+            inputs[name] = InputDecl(name=name, required=not has_default, default=default)
+            return True
+        issues.append(SpecIssue(f"unknown input {name!r}{_hint(name, inputs)}", path=path))
+        return False
+
+    for name, d in steps.items():
+        base = f"steps.{name}"
+        deps: set[str] = set(d.depends_on)
+        soft: set[str] = set()
+        binds: list[Bind] = []
+        for dep in d.depends_on:
+            if dep not in names:
+                issues.append(SpecIssue(f"unknown step {dep!r}{_hint(dep, names)}", path=f"{base}.depends_on"))
+        for param in d.params:
+            path = f"{base}.with.{param}"
+            if param in d.args:
+                value = d.args[param]
+                _check_value(value, names, inputs, inferred, issues, path, loop=d.loop is not None, need=need_input)
+                binds.append((param, VALUE, value))
+                (soft if param in d.optional else deps).update(value.steps & names)
+                if param in d.optional:
+                    deps.update(value.steps & names)
+            elif d.loop is not None and param == d.loop.carry:
+                binds.append((param, CARRY, None))
+            elif param in names:
+                if param == name:
+                    issues.append(SpecIssue(f"step {name!r} takes its own output as parameter {param!r}", path=base))
+                    continue
+                binds.append((param, STEP, param))
+                deps.add(param)
+                if param in d.optional:
+                    soft.add(param)
+            elif param in d.defaults:
+                if inferred or param in inputs:
+                    need_input(param, True, d.defaults[param], path)
+                    binds.append((param, INPUT_OR_DEFAULT, d.defaults[param]))
+            elif need_input(param, False, None, path):
+                binds.append((param, INPUT, None))
+        for param, value in d.args.items():
+            if param not in d.params:  # passed through **kwargs
+                _check_value(value, names, inputs, inferred, issues, f"{base}.with.{param}", False, need_input)
+                binds.append((param, VALUE, value))
+                deps.update(value.steps & names)
+        when_binds: list[Bind] = []
+        if isinstance(d.when, Expression):
+            when_steps = _expr_steps(d.when, names, inputs, inferred, issues, f"{base}.when", set(), need_input)
+            deps.update(when_steps)
+            soft.update(when_steps)
+        elif d.when is not None:
+            when_binds = _callable_binds(d.when, names, need_input, f"{base}.when")
+            when_deps = {payload for _, kind, payload in when_binds if kind == STEP}
+            deps.update(when_deps)
+            soft.update(when_deps)
+        if d.loop is not None and isinstance(d.loop.until, Expression):
+            until_steps = _expr_steps(
+                d.loop.until, names, inputs, inferred, issues, f"{base}.loop.until", UNTIL_ROOTS | {name}, need_input
+            )
+            deps.update(until_steps - {name})
+        elif d.loop is not None and not isinstance(d.loop.until, Expression):
+            deps.update(p for p in _params(d.loop.until) if p in names and p != name)
+        deps.discard(name)
+        hard = deps - (soft - _hard_uses(d, names))
+        compiled[name] = CompiledStep(
+            d=d, binds=tuple(binds), deps=frozenset(deps), hard_deps=frozenset(hard), when_binds=tuple(when_binds)
+        )
+    for out_name, value in outputs.items():
+        _check_value(value, names, inputs, inferred, issues, f"outputs.{out_name}", False, need_input)
+
+    for name, cs in compiled.items():
+        for dep in cs.deps:
+            if dep in compiled:
+                compiled[dep].dependents.append(name)
+    order, cycle = _toposort(compiled)
+    if cycle:
+        issues.append(SpecIssue(f"cycle: {' -> '.join(cycle)}", path=f"steps.{cycle[0]}"))
+    if issues:
+        return None, issues
+    levels: list[list[str]] = []
+    for name in order:
+        cs = compiled[name]
+        cs.level = 1 + max((compiled[d].level for d in cs.deps), default=-1)
+        if cs.level == len(levels):
+            levels.append([])
+        levels[cs.level].append(name)
+    return Plan(steps=compiled, order=tuple(order), inputs=inputs, outputs=dict(outputs), levels=levels), []
+
+
+def _hard_uses(d: StepDef, names: set[str]) -> set[str]:
+    """Steps used by a non-optional parameter (so a `when` use does not soften them)."""
+    hard: set[str] = set(d.depends_on)
+    for param in d.params:
+        if param in d.optional:
+            continue
+        if param in d.args:
+            hard.update(d.args[param].steps & names)
+        elif param in names:
+            hard.add(param)
+    return hard
+
+
+def _check_value(
+    value: Value,
+    names: set[str],
+    inputs: dict[str, InputDecl],
+    inferred: bool,
+    issues: list[SpecIssue],
+    path: str,
+    loop: bool,
+    need: Callable[[str, bool, Any, str], bool],
+) -> None:
+    for expr in value.expressions:
+        _expr_steps(expr, names, inputs, inferred, issues, path, LOOP_ROOTS if loop else set(), need, strict_roots=True)
+
+
+def _expr_steps(
+    expr: Expression,
+    names: set[str],
+    inputs: dict[str, InputDecl],
+    inferred: bool,
+    issues: list[SpecIssue],
+    path: str,
+    extra: set[str] | frozenset[str],
+    need: Callable[[str, bool, Any, str], bool],
+    strict_roots: bool = False,
+) -> set[str]:
+    """Check the names an expression reads; return the steps it depends on.
+
+    In ``${...}`` values only the roots ``inputs``/``steps`` (and ``loop`` in loops)
+    exist; conditions may also name steps and inputs directly.
+    """
+    found: set[str] = set()
+    for step in expr.steps:
+        if step in names:
+            found.add(step)
+        else:
+            issues.append(SpecIssue(f"unknown step {step!r}{_hint(step, names)} in {expr.source!r}", path=path))
+    for inp in expr.fields("inputs"):
+        need(inp, False, None, path)
+    for name in expr.names:
+        if name in SCOPE_ROOTS or name in extra:
+            continue
+        if not strict_roots and name in names:
+            found.add(name)
+        elif not strict_roots and name in inputs:
+            continue
+        else:
+            known = sorted(SCOPE_ROOTS | set(extra) | (set() if strict_roots else names | set(inputs)))
+            issues.append(SpecIssue(f"unknown name {name!r}{_hint(name, known)} in {expr.source!r}", path=path))
+    return found
+
+
+def _params(fn: Callable[..., Any]) -> list[str]:
+    try:
+        return list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return []
+
+
+def _callable_binds(
+    fn: Callable[..., Any], names: set[str], need: Callable[[str, bool, Any, str], bool], path: str
+) -> list[Bind]:
+    binds: list[Bind] = []
+    for param in _params(fn):
+        if param in names:
+            binds.append((param, STEP, param))
+        elif need(param, False, None, path):
+            binds.append((param, INPUT, None))
+    return binds
+
+
+def _toposort(steps: dict[str, CompiledStep]) -> tuple[list[str], list[str]]:
+    remaining = {name: len([d for d in cs.deps if d in steps]) for name, cs in steps.items()}
+    ready = [name for name, n in remaining.items() if n == 0]
+    order: list[str] = []
+    while ready:
+        name = ready.pop(0)
+        order.append(name)
+        for dep in steps[name].dependents:
+            remaining[dep] -= 1
+            if remaining[dep] == 0:
+                ready.append(dep)
+    if len(order) == len(steps):
+        return order, []
+    return order, _find_cycle({n for n in steps if n not in order}, steps)
+
+
+def _find_cycle(nodes: set[str], steps: dict[str, CompiledStep]) -> list[str]:
+    for start in sorted(nodes):
+        path: list[str] = []
+        seen: dict[str, int] = {}
+        node = start
+        while node not in seen:
+            seen[node] = len(path)
+            path.append(node)
+            nxt = sorted(d for d in steps[node].deps if d in nodes)
+            if not nxt:
+                break
+            node = nxt[0]
+        else:
+            cycle = path[seen[node] :]
+            # report in execution order: a -> b means b needs a
+            cycle.reverse()
+            first = cycle.index(min(cycle))
+            cycle = cycle[first:] + cycle[:first]
+            return [*cycle, cycle[0]]
+    return sorted(nodes)
+
+
+def _hint(name: str, candidates: Any) -> str:
+    best = closest(name, candidates)
+    return f" (did you mean {best!r}?)" if best else ""

@@ -1,0 +1,567 @@
+"""The scheduler: one run of a compiled plan inside an anyio task group.
+
+Every step is a task of the run's task group, started the moment its last
+dependency finished. A finished step first publishes ``StepFinished`` (awaiting
+async subscribers), then starts its ready dependents, so a durable subscriber has
+committed a step before anything that needs it starts. Failures, cancellation and
+the run deadline all act through one cancel scope that wraps the task group;
+nothing outlives the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import anyio
+
+from legato.engine._bus import EventBus
+from legato.engine._context import SKIPPED, RunControl, StepContext, _reset_step, _set_step
+from legato.engine._events import (
+    RunFinished,
+    RunStarted,
+    RunStatus,
+    StepFailed,
+    StepFinished,
+    StepRetried,
+    StepSkipped,
+    StepStarted,
+    StepStatus,
+)
+from legato.engine._executor import Executor, StepCache, StepCall
+from legato.engine._plan import CARRY, INPUT, INPUT_OR_DEFAULT, STEP, VALUE, Bind, CompiledStep, Plan
+from legato.engine._result import RunResult, StepTiming
+from legato.errors import DeadlineExceeded, RunCancelled, RunError, StepError
+from legato.ledger import Ledger, use_ledger
+from legato.retry import RetryPolicy
+from legato.spec._expr import Expression
+
+__all__ = ["RunOptions", "execute"]
+
+_LEDGER_KEYS = ("cost", "input_tokens", "output_tokens", "calls", "by_model")
+
+
+class RunOptions:
+    __slots__ = (
+        "bus",
+        "clock",
+        "control",
+        "deadline",
+        "executor",
+        "failure_policy",
+        "ledger",
+        "max_concurrency",
+        "pipeline",
+        "retry",
+        "sleep",
+        "step_cache",
+    )
+
+    def __init__(
+        self,
+        *,
+        pipeline: str,
+        bus: EventBus,
+        executor: Executor | None,
+        step_cache: StepCache | None,
+        deadline: float | None,
+        control: RunControl | None,
+        failure_policy: str,
+        max_concurrency: int | None,
+        retry: RetryPolicy | None,
+        ledger: Ledger,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[Any]],
+    ) -> None:
+        self.pipeline = pipeline
+        self.bus = bus
+        self.executor = executor
+        self.step_cache = step_cache
+        self.deadline = deadline
+        self.control = control
+        self.failure_policy = failure_policy
+        self.max_concurrency = max_concurrency
+        self.retry = retry
+        self.ledger = ledger
+        self.clock = clock
+        self.sleep = sleep
+
+
+class _Stop(Exception):
+    """Internal: an event subscriber failed; the run stops."""
+
+
+class _Run:
+    def __init__(self, plan: Plan, inputs: dict[str, Any], run_id: str, opts: RunOptions) -> None:
+        self.plan = plan
+        self.inputs = inputs
+        self.run_id = run_id
+        self.o = opts
+        self.outputs: dict[str, Any] = {}
+        self.view: dict[str, Any] = {}  # outputs plus None for skipped steps (what references see)
+        self.timings: dict[str, StepTiming] = {name: StepTiming() for name in plan.order}
+        self.skipped: dict[str, str] = {}
+        self.remaining: dict[str, int] = {}
+        self.failures: list[StepError] = []
+        self.run_error: RunError | None = None
+        self.stopping = False
+        self.t0 = 0.0
+        self.tg: anyio.abc.TaskGroup | None = None
+        self.scope: anyio.CancelScope | None = None
+        self.limiter = anyio.CapacityLimiter(opts.max_concurrency) if opts.max_concurrency else None
+        self.step_ledgers: dict[str, Ledger] = {}
+
+    # -- events -------------------------------------------------------------------
+    async def emit(self, event: Any) -> None:
+        try:
+            await self.o.bus.publish(event)
+        except Exception as exc:
+            if self.run_error is None:
+                self.run_error = RunError(
+                    f"event subscriber failed on {type(event).__name__}: {type(exc).__name__}: {exc}"
+                )
+                self.run_error.__cause__ = exc
+            self.stop()
+            raise _Stop from exc
+
+    def stop(self) -> None:
+        self.stopping = True
+        if self.scope is not None:
+            self.scope.cancel()
+
+    # -- the run --------------------------------------------------------------------
+    async def run(self, completed: Mapping[str, Any]) -> RunResult:
+        self.t0 = self.o.clock()
+        for name in completed:
+            value = completed[name]
+            t = self.timings[name]
+            if value is SKIPPED:
+                t.status = StepStatus.SKIPPED
+                self.skipped[name] = "skipped in an earlier attempt of this run"
+                self.view[name] = None
+            else:
+                t.status = StepStatus.SUCCEEDED
+                self.outputs[name] = value
+                self.view[name] = value
+        ready: list[str] = []
+        for name in self.plan.order:
+            if name in completed:
+                continue
+            n = sum(1 for d in self.plan.steps[name].deps if d not in completed)
+            self.remaining[name] = n
+            if n == 0:
+                ready.append(name)
+        control = self.o.control
+        try:
+            if self.o.bus:
+                await self.emit(
+                    RunStarted(
+                        self.run_id, time.time(), self.o.pipeline, dict(self.inputs), resumed_steps=tuple(completed)
+                    )
+                )
+            with anyio.CancelScope() as scope:
+                self.scope = scope
+                if self.o.deadline is not None:
+                    scope.deadline = anyio.current_time() + self.o.deadline
+                if control is not None:
+                    control._attach(scope)
+                async with anyio.create_task_group() as tg:
+                    self.tg = tg
+                    for name in ready:
+                        tg.start_soon(self.step, name)
+        except _Stop:
+            pass
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self.finish(RunStatus.CANCELLED, RunCancelled("the run was cancelled by its caller"))
+            raise
+        finally:
+            if control is not None:
+                control._detach()
+        return await self.finish(*self.outcome(control))
+
+    def outcome(self, control: RunControl | None) -> tuple[RunStatus, RunError | None]:
+        if self.run_error is not None:
+            return RunStatus.FAILED, self.run_error
+        if self.failures and self.o.failure_policy == "fail_fast":
+            return RunStatus.FAILED, self.failures[0]
+        if control is not None and control.cancelled:
+            return RunStatus.CANCELLED, RunCancelled(f"run {self.run_id} cancelled: {control.reason}")
+        if self.scope is not None and self.scope.cancelled_caught:
+            return RunStatus.FAILED, DeadlineExceeded(f"run {self.run_id} exceeded its deadline of {self.o.deadline}s")
+        if self.failures:
+            return RunStatus.FAILED, self.failures[0]
+        if self.plan.outputs:
+            try:
+                scope = {"inputs": self.inputs, "steps": self.view}
+                self.result = {k: v.render(scope) for k, v in self.plan.outputs.items()}
+            except Exception as exc:
+                err = RunError(f"pipeline outputs could not be rendered: {exc}")
+                err.__cause__ = exc
+                return RunStatus.FAILED, err
+        else:
+            self.result = self.outputs
+        return RunStatus.SUCCEEDED, None
+
+    result: dict[str, Any]
+
+    async def finish(self, status: RunStatus, error: RunError | None) -> RunResult:
+        duration = self.o.clock() - self.t0
+        failed_step = next((f.step for f in self.failures), None)
+        for t in self.timings.values():
+            if t.status is StepStatus.RUNNING:
+                t.status = StepStatus.CANCELLED
+        usage = self.o.ledger.summary()
+        res = RunResult(
+            status=status,
+            run_id=self.run_id,
+            pipeline=self.o.pipeline,
+            outputs=self.outputs,
+            result=getattr(self, "result", {}) if status is RunStatus.SUCCEEDED else {},
+            timings=self.timings,
+            duration_s=duration,
+            error=None if error is None else f"{type(error).__name__}: {error}",
+            exception=error,
+            failed_step=failed_step if status is RunStatus.FAILED else None,
+            skipped=self.skipped,
+            cost=usage["cost"],
+            usage=usage,
+        )
+        if self.o.bus:
+            await self.o.bus.publish(
+                RunFinished(
+                    self.run_id,
+                    time.time(),
+                    status,
+                    dict(res.outputs),
+                    duration,
+                    error=res.error,
+                    failed_step=res.failed_step,
+                )
+            )
+        return res
+
+    # -- one step -------------------------------------------------------------------
+    async def step(self, name: str) -> None:
+        cs = self.plan.steps[name]
+        try:
+            reason = self.skip_reason(cs)
+            if reason is None and cs.d.when is not None:
+                try:
+                    if not self.check_when(cs):
+                        reason = f"condition {_when_text(cs)} is false"
+                except Exception as exc:
+                    await self.failed(cs, exc, self.o.clock(), 1)
+                    return
+            if reason is not None:
+                await self.skip(name, reason)
+                return
+            await self.execute(cs)
+        except _Stop:
+            return
+
+    def skip_reason(self, cs: CompiledStep) -> str | None:
+        for dep in cs.deps:
+            status = self.timings[dep].status
+            if status is StepStatus.FAILED:
+                return f"upstream step {dep!r} failed"
+            if status is StepStatus.SKIPPED and dep in cs.hard_deps:
+                return f"upstream step {dep!r} was skipped"
+        return None
+
+    def check_when(self, cs: CompiledStep) -> bool:
+        when = cs.d.when
+        if isinstance(when, Expression):
+            return bool(when.evaluate(self.names()))
+        assert when is not None
+        return bool(when(**self.bind(cs.when_binds, None)))
+
+    def names(self, **extra: Any) -> dict[str, Any]:
+        return {**self.inputs, **self.view, "inputs": self.inputs, "steps": self.view, **extra}
+
+    async def skip(self, name: str, reason: str) -> None:
+        self.timings[name].status = StepStatus.SKIPPED
+        self.skipped[name] = reason
+        self.view[name] = None
+        if self.o.bus:
+            await self.emit(StepSkipped(self.run_id, time.time(), name, reason))
+        self.done(name)
+
+    def done(self, name: str) -> None:
+        if self.stopping:
+            return
+        assert self.tg is not None
+        remaining = self.remaining
+        for dependent in self.plan.steps[name].dependents:
+            remaining[dependent] -= 1
+            if remaining[dependent] == 0:
+                self.tg.start_soon(self.step, dependent)
+
+    def bind(self, binds: tuple[Bind, ...], carry: Any) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        scope: dict[str, Any] | None = None
+        for param, kind, payload in binds:
+            if kind == STEP:
+                kwargs[param] = self.view.get(payload)
+            elif kind == INPUT:
+                kwargs[param] = self.inputs[param]
+            elif kind == INPUT_OR_DEFAULT:
+                kwargs[param] = self.inputs.get(param, payload)
+            elif kind == VALUE:
+                if scope is None:
+                    scope = {"inputs": self.inputs, "steps": self.view, "loop": carry}
+                kwargs[param] = payload.render(scope)
+            elif kind == CARRY:
+                kwargs[param] = carry["previous"] if carry else None
+        return kwargs
+
+    async def execute(self, cs: CompiledStep) -> None:
+        d = cs.d
+        name = d.name
+        timing = self.timings[name]
+        timing.status = StepStatus.RUNNING
+        started_wall = time.time()
+        start = self.o.clock()
+        timing.started = start - self.t0
+        self.step_ledgers[name] = step_ledger = self.o.ledger.child(name)
+        if self.o.bus:
+            await self.emit(StepStarted(self.run_id, started_wall, name))
+        try:
+            if d.loop is not None:
+                output = await self.run_loop(cs)
+            elif d.map is not None:
+                output = await self.run_map(cs, self.bind(cs.binds, None))
+            else:
+                output = await self.attempts(cs, self.bind(cs.binds, None), None, None)
+        except anyio.get_cancelled_exc_class():
+            timing.status = StepStatus.CANCELLED
+            timing.finished = self.o.clock() - self.t0
+            if self.o.bus:
+                with anyio.CancelScope(shield=True):
+                    await self.emit(
+                        StepFailed(
+                            self.run_id,
+                            time.time(),
+                            name,
+                            "Cancelled",
+                            "the step was cancelled",
+                            self.o.clock() - start,
+                            attempt=max(timing.attempts, 1),
+                            started_at=started_wall,
+                            cancelled=True,
+                        )
+                    )
+            raise
+        except _Stop:
+            raise
+        except Exception as exc:
+            await self.failed(cs, exc, start, max(timing.attempts, 1), started_wall)
+            return
+        end = self.o.clock()
+        timing.finished = end - self.t0
+        timing.status = StepStatus.SUCCEEDED
+        self.outputs[name] = output
+        self.view[name] = output
+        if self.o.bus:
+            meta: dict[str, Any] = {}
+            if step_ledger.calls:
+                summary = step_ledger.summary()
+                meta = {k: summary[k] for k in _LEDGER_KEYS}
+            await self.emit(
+                StepFinished(
+                    self.run_id,
+                    time.time(),
+                    name,
+                    output,
+                    end - start,
+                    attempt=max(timing.attempts, 1),
+                    started_at=started_wall,
+                    meta=meta,
+                )
+            )
+        self.done(name)
+
+    async def failed(
+        self, cs: CompiledStep, exc: Exception, start: float, attempt: int, started_wall: float | None = None
+    ) -> None:
+        name = cs.d.name
+        timing = self.timings[name]
+        timing.status = StepStatus.FAILED
+        timing.finished = self.o.clock() - self.t0
+        error = StepError(name, exc)
+        error.__cause__ = exc
+        self.failures.append(error)
+        if self.o.bus:
+            await self.emit(
+                StepFailed(
+                    self.run_id,
+                    time.time(),
+                    name,
+                    type(exc).__name__,
+                    str(exc),
+                    self.o.clock() - start,
+                    attempt=attempt,
+                    started_at=started_wall if started_wall is not None else time.time(),
+                    error=exc,
+                )
+            )
+        if self.o.failure_policy == "fail_fast":
+            self.stop()
+        else:
+            self.done(name)
+
+    async def run_map(self, cs: CompiledStep, kwargs: dict[str, Any]) -> list[Any]:
+        d = cs.d
+        assert d.map is not None
+        items = kwargs[d.map]
+        if not isinstance(items, list | tuple):
+            raise TypeError(f"map parameter {d.map!r} must be a list, got {type(items).__name__}")
+        results: list[Any] = [None] * len(items)
+        if not items:
+            return results
+        it = iter(enumerate(items))
+
+        async def worker() -> None:
+            for index, item in it:
+                results[index] = await self.attempts(cs, {**kwargs, d.map: item}, index, None)  # type: ignore[dict-item]
+
+        workers = min(len(items), d.max_concurrency or len(items))
+        async with anyio.create_task_group() as tg:
+            for _ in range(workers):
+                tg.start_soon(worker)
+        return results
+
+    async def run_loop(self, cs: CompiledStep) -> Any:
+        loop = cs.d.loop
+        assert loop is not None
+        previous: Any = None
+        for iteration in range(1, loop.max_iterations + 1):
+            carry = {"previous": previous, "iteration": iteration}
+            output = await self.attempts(cs, self.bind(cs.binds, carry), None, iteration)
+            if self.until(cs, output, previous, iteration):
+                return output
+            previous = output
+        if loop.on_max_iterations == "fail":
+            raise RuntimeError(f"loop did not meet its until condition within {loop.max_iterations} iterations")
+        return previous
+
+    def until(self, cs: CompiledStep, output: Any, previous: Any, iteration: int) -> bool:
+        loop = cs.d.loop
+        assert loop is not None
+        extra = {"output": output, "previous": previous, "iteration": iteration, cs.d.name: output}
+        if isinstance(loop.until, Expression):
+            return bool(loop.until.evaluate(self.names(**extra)))
+        scope = self.names(**extra)
+        params = _signature_params(loop.until)
+        return bool(loop.until(**{p: scope.get(p) for p in params}))
+
+    async def attempts(self, cs: CompiledStep, kwargs: dict[str, Any], index: int | None, iteration: int | None) -> Any:
+        d = cs.d
+        policy = d.retry if d.retry is not None else self.o.retry
+        timing = self.timings[d.name]
+        first = self.o.clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            if attempt > timing.attempts:
+                timing.attempts = attempt
+            try:
+                return await self.attempt(cs, kwargs, attempt, index, iteration)
+            except Exception as exc:
+                delay = None if policy is None else policy.next_delay(attempt, exc, self.o.clock() - first)
+                if delay is None:
+                    raise
+                if self.o.bus:
+                    await self.emit(
+                        StepRetried(self.run_id, time.time(), d.name, attempt, delay, type(exc).__name__, str(exc))
+                    )
+                await self.o.sleep(delay)
+
+    async def attempt(
+        self, cs: CompiledStep, kwargs: dict[str, Any], attempt: int, index: int | None, iteration: int | None
+    ) -> Any:
+        d = cs.d
+        token = _set_step(StepContext(self.run_id, self.o.pipeline, d.name, attempt, index, iteration))
+        try:
+            with use_ledger(self.step_ledgers[d.name].child(d.name)):
+                key = None
+                cache = self.o.step_cache
+                if d.cache and cache is not None:
+                    key = cache_key(self.o.pipeline, d.name, d.code_version, kwargs)
+                    hit, value = await cache.get(key)
+                    if hit:
+                        return value
+                if self.limiter is not None:
+                    async with self.limiter:
+                        result = await self.call(d, kwargs, attempt, index)
+                else:
+                    result = await self.call(d, kwargs, attempt, index)
+                if key is not None and cache is not None:
+                    await cache.put(key, result)
+                return result
+        finally:
+            _reset_step(token)
+
+    async def call(self, d: Any, kwargs: dict[str, Any], attempt: int, index: int | None) -> Any:
+        if d.timeout is None:
+            return await self.invoke(d, kwargs, attempt, index)
+        try:
+            with anyio.fail_after(d.timeout):
+                return await self.invoke(d, kwargs, attempt, index)
+        except TimeoutError as exc:
+            if isinstance(exc, DeadlineExceeded):
+                raise
+            raise DeadlineExceeded(f"step {d.name!r} timed out after {d.timeout:g}s") from None
+
+    async def invoke(self, d: Any, kwargs: dict[str, Any], attempt: int, index: int | None) -> Any:
+        executor = self.o.executor
+        if executor is None:
+            if d.is_async:
+                return await d.fn(**kwargs)
+            return await anyio.to_thread.run_sync(lambda: d.fn(**kwargs), abandon_on_cancel=True)
+        call = StepCall(
+            fn=d.fn,
+            kwargs=kwargs,
+            step=d.name,
+            run_id=self.run_id,
+            is_async=d.is_async,
+            resources=d.resources,
+            pipeline=self.o.pipeline,
+            attempt=attempt,
+            index=index,
+        )
+        return await executor.run_step(call)
+
+
+def _when_text(cs: CompiledStep) -> str:
+    when = cs.d.when
+    if isinstance(when, Expression):
+        return repr(when.source)
+    return getattr(when, "__name__", repr(when))
+
+
+def _signature_params(fn: Callable[..., Any]) -> list[str]:
+    import inspect
+
+    return list(inspect.signature(fn).parameters)
+
+
+def cache_key(pipeline: str, step: str, version: str, kwargs: Mapping[str, Any]) -> str:
+    """sha256 of (pipeline, step, code version, canonical inputs): JSON with sorted
+    keys, falling back to pickle for values JSON cannot encode."""
+    head = json.dumps([pipeline, step, version]).encode()
+    try:
+        body = json.dumps(kwargs, sort_keys=True, separators=(",", ":"), allow_nan=True).encode()
+    except (TypeError, ValueError):
+        body = b"pickle:" + pickle.dumps(dict(sorted(kwargs.items())), protocol=5)
+    return hashlib.sha256(head + b"\0" + body).hexdigest()
+
+
+async def execute(
+    plan: Plan, inputs: dict[str, Any], run_id: str, completed: Mapping[str, Any], opts: RunOptions
+) -> RunResult:
+    return await _Run(plan, inputs, run_id, opts).run(completed)
