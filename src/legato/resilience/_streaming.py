@@ -1,0 +1,51 @@
+"""The one rule every wrapper follows for streams.
+
+Before the first chunk reached the caller, a failed stream is like a failed call:
+it may be retried or sent elsewhere. After it, the caller has seen part of an
+answer, so a failure becomes :class:`StreamInterrupted` with ``retryable=False``
+and nothing is retried or spliced. A stream never ends cleanly after a failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from legato.errors import ModelError, StreamInterrupted
+from legato.providers import ChatChunk
+
+__all__ = ["close_stream", "interrupted", "open_stream"]
+
+
+def interrupted(error: BaseException, source: str) -> StreamInterrupted:
+    """The error to raise when a stream fails after its first chunk."""
+    if isinstance(error, StreamInterrupted) and not error.retryable:
+        return error
+    if isinstance(error, ModelError):
+        return StreamInterrupted(
+            f"stream from {source} failed after the first chunk: {type(error).__name__}: {error.message}",
+            provider=error.provider,
+            status=error.status,
+            request_id=error.request_id,
+            code=error.code,
+            model=error.model,
+            retryable=False,
+        )
+    return StreamInterrupted(
+        f"stream from {source} failed after the first chunk: {type(error).__name__}: {error}",
+        retryable=False,
+    )
+
+
+async def open_stream(stream: AsyncIterator[ChatChunk]) -> ChatChunk | None:
+    """Pull the first chunk; ``None`` means the stream ended with no chunk at all."""
+    try:
+        return await stream.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+async def close_stream(stream: AsyncIterator[ChatChunk]) -> None:
+    """Close an inner stream we stop reading (an abandoned attempt or a loser)."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
