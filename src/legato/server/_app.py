@@ -1,0 +1,157 @@
+"""The app factory: :func:`create_app` builds the FastAPI application.
+
+Construction only stores configuration; the lifespan opens what costs something
+(database engine and migrations, Redis, the model catalog, background tasks owned
+by one task group) and closes it in reverse order at shutdown, after uvicorn has
+stopped accepting and drained in-flight requests (see :mod:`legato.server._serve`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from legato._version import __version__
+from legato.config import LegatoConfig
+from legato.errors import LegatoError
+from legato.server._auth import Authenticator
+from legato.server._catalog import ModelCatalog, catalog_from_config
+from legato.server._errors import GatewayError, error_response, from_exception
+from legato.server._keys import KeyStore
+from legato.server._limits import KeyLimiter, MemoryCounters, RedisCounters
+from legato.server._protect import Load, Protection
+from legato.server._settings import ServerSettings
+from legato.server._spend import SpendRecorder
+from legato.server._ssrf import SSRFPolicy
+from legato.server._state import Gateway
+
+__all__ = ["create_app", "open_gateway"]
+
+log = logging.getLogger("legato.server")
+
+_HTTP_KIND = {401: "authentication", 403: "permission", 404: "not_found", 413: "too_large", 429: "rate_limit"}
+
+
+@asynccontextmanager
+async def open_gateway(
+    settings: ServerSettings,
+    *,
+    config: LegatoConfig | None = None,
+    catalog: ModelCatalog | None = None,
+) -> AsyncIterator[Gateway]:
+    """Open every shared resource of a gateway replica; close them on exit."""
+    from legato.store._database import connect, migrate, resolve_url
+
+    config = config or LegatoConfig()
+    async with AsyncExitStack() as stack:
+        url = resolve_url(settings.database_url or settings.store_url(config.base_dir))
+        engine = connect(url)
+        stack.push_async_callback(engine.dispose)
+        await migrate(engine, url)
+        redis: Any = None
+        if settings.redis_url:
+            from redis.asyncio import Redis
+
+            redis = Redis.from_url(settings.redis_url)
+            stack.push_async_callback(redis.aclose)
+            counters: MemoryCounters | RedisCounters = RedisCounters(redis)
+        else:
+            counters = MemoryCounters()
+        keys = KeyStore(engine, cache_ttl_s=settings.key_cache_ttl_s)
+        if catalog is None:
+            catalog = catalog_from_config(config, settings.models)
+        stack.push_async_callback(catalog.aclose)
+        spend = SpendRecorder(engine)
+        master = settings.master_key.get_secret_value() if settings.master_key else None
+        gw = Gateway(
+            settings=settings,
+            catalog=catalog,
+            keys=keys,
+            auth=Authenticator(keys, master),
+            limiter=KeyLimiter(counters, prefix=settings.redis_prefix, seed=keys.spend_since),
+            spend=spend,
+            ssrf=SSRFPolicy(settings.ssrf),
+            redis=redis,
+        )
+        gw.extras["engine"] = engine
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(spend.run)
+            try:
+                yield gw
+            finally:
+                tg.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            await spend.flush()
+
+
+def _install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GatewayError)
+    async def _gateway_error(request: Request, exc: GatewayError) -> Response:
+        return error_response(request, exc)
+
+    @app.exception_handler(LegatoError)
+    async def _legato_error(request: Request, exc: LegatoError) -> Response:
+        return error_response(request, from_exception(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            parts.append(f"{loc}: {err.get('msg', 'invalid')}" if loc else str(err.get("msg", "invalid")))
+        message = "invalid request: " + ("; ".join(parts[:10]) or "could not read the body")
+        first = exc.errors()[0].get("loc", ()) if exc.errors() else ()
+        param = ".".join(str(p) for p in first if p != "body") or None
+        return error_response(request, GatewayError(422, "invalid_request", message, param=param))
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> Response:
+        kind = _HTTP_KIND.get(exc.status_code, "invalid_request" if exc.status_code < 500 else "internal")
+        headers = dict(exc.headers or {})
+        return error_response(request, GatewayError(exc.status_code, kind, str(exc.detail), headers=headers))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.error("unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__, exc_info=exc)
+        return error_response(request, GatewayError(500, "internal", "internal error"))
+
+
+def create_app(
+    settings: ServerSettings | None = None,
+    *,
+    config: LegatoConfig | None = None,
+    catalog: ModelCatalog | None = None,
+) -> FastAPI:
+    """The gateway application. ``catalog`` replaces the models of ``legato.yaml`` (tests, embedding)."""
+    from legato.server import _admin, _gateway, _health
+
+    settings = settings or ServerSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_gateway(settings, config=config, catalog=catalog) as gw:
+            app.state.gateway = gw
+            yield
+
+    app = FastAPI(
+        title="legato gateway",
+        version=__version__,
+        description="OpenAI- and Anthropic-compatible model gateway, runs API and admin API.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    _install_handlers(app)
+    app.include_router(_health.router)
+    app.include_router(_gateway.router)
+    app.include_router(_admin.router)
+    app.state.load = Load(max_in_flight=settings.max_in_flight, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(Protection, load=app.state.load)
+    return app

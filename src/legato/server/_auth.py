@@ -1,0 +1,75 @@
+"""Who is calling: API key from ``Authorization: Bearer`` (OpenAI clients) or
+``x-api-key`` (Anthropic clients), checked against the master key and the key store.
+
+401 means "we do not know who you are" (no key, unknown, malformed or revoked key);
+403 means "we know you, and you may not do this" (missing scope or model). The
+master key is compared in constant time and acts as a key with every scope and no
+limits. Key material never enters an error message: only the visible prefix does.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from legato.errors import InvalidAPIKey, ScopeDenied
+from legato.server._keys import SCOPES, ApiKey, KeyStore
+
+__all__ = ["MASTER", "Authenticator", "check_model", "require"]
+
+MASTER = ApiKey(id="master", prefix="master", name="master key", scopes=frozenset(SCOPES))
+
+# Declared for the OpenAPI spec (security schemes); the headers are read directly below.
+bearer_scheme = HTTPBearer(auto_error=False, description="`Authorization: Bearer lg_...`")
+x_api_key_scheme = APIKeyHeader(name="x-api-key", auto_error=False, description="`x-api-key: lg_...`")
+
+
+def presented_key(request: Request) -> str | None:
+    auth = request.headers.get("authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        return None
+    x_api_key = request.headers.get("x-api-key")
+    return x_api_key.strip() if x_api_key else None
+
+
+class Authenticator:
+    def __init__(self, keys: KeyStore, master_key: str | None) -> None:
+        self.keys = keys
+        self._master = master_key.encode() if master_key else None
+
+    async def identify(self, request: Request) -> ApiKey:
+        secret = presented_key(request)
+        if not secret:
+            raise InvalidAPIKey("missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
+        if self._master is not None and hmac.compare_digest(secret.encode("utf-8", "surrogatepass"), self._master):
+            return MASTER
+        return await self.keys.authenticate(secret)
+
+
+def require(scope: str | None) -> Callable[..., Awaitable[ApiKey]]:
+    """A FastAPI dependency returning the caller's key when it has ``scope`` (None: any valid key)."""
+
+    async def dependency(
+        request: Request,
+        _bearer: HTTPAuthorizationCredentials | None = Security(bearer_scheme),
+        _x_api_key: str | None = Security(x_api_key_scheme),
+    ) -> ApiKey:
+        auth: Authenticator = request.app.state.gateway.auth
+        key = await auth.identify(request)
+        if scope is not None and not key.has_scope(scope):
+            raise ScopeDenied(f"API key {key.prefix}... lacks the {scope!r} scope")
+        request.state.api_key = key
+        return key
+
+    return dependency
+
+
+def check_model(key: ApiKey, model: str) -> None:
+    if not key.allows_model(model):
+        raise ScopeDenied(f"API key {key.prefix}... may not use model {model!r}")

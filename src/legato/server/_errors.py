@@ -1,0 +1,190 @@
+"""Errors in the client's own format.
+
+Every failure the gateway answers becomes one :class:`GatewayError` (status, kind,
+message, code, param, headers). It is rendered as the OpenAI error object
+(``{"error": {"message", "type", "param", "code"}}``) everywhere except under
+``/v1/messages``, where clients speak Anthropic and get
+``{"type": "error", "error": {"type", "message"}}``. The official SDKs map these
+statuses and shapes to their own exception classes.
+
+Messages never contain the API key or the request headers: they are written here
+from the error class and, for upstream failures, the provider's message (which the
+adapters already stripped of credentials).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from legato.errors import (
+    AuthenticationFailed,
+    BadRequest,
+    BudgetExceeded,
+    ConnectionFailed,
+    ContentFiltered,
+    ContextWindowExceeded,
+    InvalidAPIKey,
+    LegatoError,
+    MalformedResponse,
+    ModelError,
+    ModelNotFound,
+    NoDeploymentAvailable,
+    Overloaded,
+    PermissionDenied,
+    ProviderTimeout,
+    QuotaExhausted,
+    RateLimited,
+    RunNotFound,
+    ScopeDenied,
+    ServerError,
+    StreamInterrupted,
+)
+
+__all__ = ["GatewayError", "error_response", "from_exception", "is_anthropic_path", "render_error", "wants_anthropic"]
+
+# OpenAI error "type" per kind; Anthropic uses its own vocabulary (below).
+_OPENAI_TYPE = {
+    "invalid_request": "invalid_request_error",
+    "authentication": "authentication_error",
+    "permission": "permission_error",
+    "not_found": "not_found_error",
+    "too_large": "invalid_request_error",
+    "rate_limit": "rate_limit_error",
+    "quota": "insufficient_quota",
+    "overloaded": "server_error",
+    "upstream": "server_error",
+    "timeout": "timeout_error",
+    "internal": "server_error",
+    "conflict": "invalid_request_error",
+}
+_ANTHROPIC_TYPE = {
+    "invalid_request": "invalid_request_error",
+    "authentication": "authentication_error",
+    "permission": "permission_error",
+    "not_found": "not_found_error",
+    "too_large": "request_too_large",
+    "rate_limit": "rate_limit_error",
+    "quota": "rate_limit_error",
+    "overloaded": "overloaded_error",
+    "upstream": "api_error",
+    "timeout": "timeout_error",
+    "internal": "api_error",
+    "conflict": "invalid_request_error",
+}
+
+
+class GatewayError(Exception):
+    """An error answer: HTTP ``status``, a format-neutral ``kind`` and a message for the client."""
+
+    def __init__(
+        self,
+        status: int,
+        kind: str,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+    def body(self, anthropic: bool) -> dict[str, Any]:
+        if anthropic:
+            return {
+                "type": "error",
+                "error": {"type": _ANTHROPIC_TYPE.get(self.kind, "api_error"), "message": self.message},
+            }
+        return {
+            "error": {
+                "message": self.message,
+                "type": _OPENAI_TYPE.get(self.kind, "server_error"),
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def is_anthropic_path(path: str) -> bool:
+    return path == "/v1/messages" or path.startswith("/v1/messages/")
+
+
+def wants_anthropic(path: str, headers: Mapping[str, str]) -> bool:
+    """Anthropic format under ``/v1/messages``, and for Anthropic clients (``anthropic-version``) anywhere."""
+    return is_anthropic_path(path) or "anthropic-version" in headers
+
+
+def error_response(request: Request, error: GatewayError) -> Response:
+    """Render ``error`` in the format of the client that sent ``request``."""
+    anthropic = wants_anthropic(request.url.path, request.headers)
+    return render_error(error, anthropic)
+
+
+def render_error(error: GatewayError, anthropic: bool) -> Response:
+    body = json.dumps(error.body(anthropic), separators=(",", ":")).encode()
+    return Response(body, status_code=error.status, media_type="application/json", headers=error.headers)
+
+
+def _retry_after(seconds: float | None) -> dict[str, str]:
+    if seconds is None or seconds < 0 or not math.isfinite(seconds):
+        return {}
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
+def from_exception(exc: BaseException) -> GatewayError:
+    """Map a legato error (or anything else) to the answer the client gets."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, InvalidAPIKey):
+        return GatewayError(401, "authentication", str(exc) or "invalid API key", code="invalid_api_key")
+    if isinstance(exc, ScopeDenied):
+        return GatewayError(403, "permission", str(exc) or "permission denied", code="permission_denied")
+    if isinstance(exc, BudgetExceeded):
+        return GatewayError(429, "quota", str(exc), code="budget_exceeded")
+    if isinstance(exc, RunNotFound):
+        return GatewayError(404, "not_found", str(exc), code="run_not_found")
+    if isinstance(exc, ModelError):
+        return _from_model_error(exc)
+    if isinstance(exc, LegatoError):
+        return GatewayError(400, "invalid_request", str(exc))
+    return GatewayError(500, "internal", "internal error")
+
+
+def _from_model_error(exc: ModelError) -> GatewayError:
+    msg = exc.message
+    # Order matters: subclasses before their bases.
+    table: list[tuple[type[ModelError], int, str, str | None]] = [
+        (ContextWindowExceeded, 400, "invalid_request", "context_length_exceeded"),
+        (ContentFiltered, 400, "invalid_request", "content_filter"),
+        (BadRequest, 400, "invalid_request", None),
+        (ModelNotFound, 404, "not_found", "model_not_found"),
+        (QuotaExhausted, 429, "quota", "insufficient_quota"),
+        (RateLimited, 429, "rate_limit", "rate_limit_exceeded"),
+        (PermissionDenied, 403, "permission", "upstream_permission_denied"),
+        (AuthenticationFailed, 502, "upstream", "upstream_authentication_failed"),
+        (NoDeploymentAvailable, 503, "overloaded", "no_deployment_available"),
+        (Overloaded, 503, "overloaded", "overloaded"),
+        (ProviderTimeout, 504, "timeout", "upstream_timeout"),
+        (ConnectionFailed, 502, "upstream", "upstream_connection_failed"),
+        (StreamInterrupted, 502, "upstream", "stream_interrupted"),
+        (MalformedResponse, 502, "upstream", "upstream_malformed_response"),
+        (ServerError, 502, "upstream", "upstream_error"),
+    ]
+    for cls, status, kind, code in table:
+        if isinstance(exc, cls):
+            headers = _retry_after(exc.retry_after) if status in (429, 503) else {}
+            if status == 503 and not headers:
+                headers = {"Retry-After": "1"}
+            return GatewayError(status, kind, msg, code=code or exc.code, headers=headers)
+    return GatewayError(502, "upstream", msg, code="upstream_error")

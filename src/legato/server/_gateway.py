@@ -1,0 +1,293 @@
+"""OpenAI- and Anthropic-compatible model routes.
+
+Each request goes: key (401) -> body validation (422) -> scope and model (403) ->
+request limits (422) -> SSRF check of user URLs (400) -> model lookup (404) -> the
+key's RPM/TPM/budget (429) -> the model (through whatever routing, resilience,
+cache and budget wrappers the catalog applies) -> usage settled against the key.
+Everything before the model call happens without any provider call.
+
+Streams are started before the response is: an error before the first chunk is
+answered with its proper status; an error after it is sent in the stream in the
+client's format (OpenAI ``data: {"error": ...}``, Anthropic ``event: error``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+from fastapi import APIRouter, Depends, Request
+from pydantic import ValidationError
+from starlette.responses import Response, StreamingResponse
+
+from legato.errors import ModelError, ProviderTimeout, URLNotAllowed
+from legato.providers import ChatChunk, ChatRequest, ChatResponse, EmbedRequest, Model, Usage
+from legato.server import _anthropic_wire as aw
+from legato.server import _openai_wire as ow
+from legato.server._auth import check_model, require
+from legato.server._errors import GatewayError, from_exception
+from legato.server._keys import ApiKey
+from legato.server._state import Gateway
+
+__all__ = ["router"]
+
+router = APIRouter()
+T = TypeVar("T")
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing, unknown or revoked API key"},
+    403: {"description": "The key lacks the scope or the model"},
+    404: {"description": "No such model"},
+    413: {"description": "Body too large"},
+    422: {"description": "Invalid request"},
+    429: {"description": "Rate limit, budget or overload; see Retry-After"},
+}
+
+
+def gateway(request: Request) -> Gateway:
+    gw: Gateway = request.app.state.gateway
+    return gw
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = ".".join(str(p) for p in err["loc"])
+        lines.append(f"{loc}: {err['msg']}" if loc else str(err["msg"]))
+    return "; ".join(lines)
+
+
+async def _upstream(call: Awaitable[T], timeout: float) -> T:
+    try:
+        with anyio.fail_after(timeout):
+            return await call
+    except TimeoutError as exc:
+        if isinstance(exc, ModelError):
+            raise
+        raise ProviderTimeout(f"the model did not answer within {timeout:g}s") from exc
+
+
+async def _prepare(
+    gw: Gateway,
+    key: ApiKey,
+    model_name: str,
+    build: Callable[[dict[str, Any]], ChatRequest],
+    urls: list[str],
+    n_messages: int,
+    max_tokens: int | None,
+) -> tuple[Model, ChatRequest]:
+    settings = gw.settings
+    check_model(key, model_name)
+    if n_messages > settings.max_messages:
+        raise GatewayError(
+            422, "invalid_request", f"too many messages: {n_messages} > {settings.max_messages}", param="messages"
+        )
+    if max_tokens is not None and max_tokens > settings.max_output_tokens:
+        raise GatewayError(
+            422,
+            "invalid_request",
+            f"max_tokens {max_tokens} exceeds this gateway's limit of {settings.max_output_tokens}",
+            param="max_tokens",
+        )
+    try:
+        request = build({"api_key": key.prefix, "tenant": key.name})
+    except ValidationError as exc:
+        raise GatewayError(422, "invalid_request", _describe(exc)) from None
+    except ValueError as exc:
+        raise GatewayError(422, "invalid_request", str(exc)) from None
+    try:
+        await gw.ssrf.check_all(urls)
+    except URLNotAllowed as exc:
+        raise GatewayError(400, "invalid_request", str(exc), code="url_not_allowed") from None
+    model = gw.catalog.get(model_name)
+    await gw.limiter.admit(key)
+    return model, request
+
+
+async def _settle(gw: Gateway, key: ApiKey, model: str, usage: Usage, cost: float | None) -> None:
+    gw.record_usage(key, model, usage.input_tokens, usage.output_tokens, cost)
+    await gw.limiter.settle(key, tokens=usage.total_tokens, cost=cost)
+
+
+async def _chat(gw: Gateway, key: ApiKey, model: Model, name: str, request: ChatRequest) -> ChatResponse:
+    resp = await _upstream(model.chat(request), gw.settings.upstream_timeout_s)
+    await _settle(gw, key, name, resp.usage, resp.cost)
+    return resp
+
+
+class _Upstream:
+    """A started stream: the first chunk already in hand, the rest pulled with a per-chunk timeout."""
+
+    def __init__(self, gw: Gateway, key: ApiKey, name: str, it: AsyncIterator[ChatChunk]) -> None:
+        self.gw, self.key, self.name, self.it = gw, key, name, it
+        self.usage: Usage | None = None
+        self.cost: float | None = None
+        self.finish: str | None = None
+        self.first: ChatChunk | None = None
+
+    async def start(self) -> None:
+        self.first = await self._next()
+
+    async def _next(self) -> ChatChunk | None:
+        try:
+            return await _upstream(self.it.__anext__(), self.gw.settings.upstream_timeout_s)
+        except StopAsyncIteration:
+            return None
+
+    async def chunks(self) -> AsyncIterator[ChatChunk]:
+        chunk = self.first
+        while chunk is not None:
+            if chunk.usage is not None:
+                self.usage = chunk.usage
+            if chunk.cost is not None:
+                self.cost = chunk.cost
+            if chunk.finish_reason is not None:
+                self.finish = chunk.finish_reason
+            yield chunk
+            chunk = await self._next()
+
+    async def close(self) -> None:
+        aclose = getattr(self.it, "aclose", None)
+        with anyio.CancelScope(shield=True):
+            if aclose is not None:
+                await aclose()
+            await _settle(self.gw, self.key, self.name, self.usage or Usage(), self.cost)
+
+
+async def _start_stream(gw: Gateway, key: ApiKey, model: Model, name: str, request: ChatRequest) -> _Upstream:
+    up = _Upstream(gw, key, name, aiter(model.stream(request)))
+    try:
+        await up.start()
+    except BaseException:
+        await up.close()
+        raise
+    return up
+
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@router.post("/v1/chat/completions", tags=["OpenAI"], responses=_ERRORS, summary="Chat completion (OpenAI format)")
+async def chat_completions(
+    body: ow.ChatCompletionRequest, request: Request, key: ApiKey = Depends(require("chat"))
+) -> Response:
+    gw = gateway(request)
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    model, creq = await _prepare(
+        gw,
+        key,
+        body.model,
+        lambda md: ow.chat_request(body, metadata=md),
+        ow.image_urls(body),
+        len(body.messages),
+        max_tokens,
+    )
+    if not body.stream:
+        resp = await _chat(gw, key, model, body.model, creq)
+        return json_response(ow.completion(resp, body.model))
+    up = await _start_stream(gw, key, model, body.model, creq)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    return StreamingResponse(
+        _openai_events(up, body.model, include_usage), media_type="text/event-stream", headers=_SSE_HEADERS
+    )
+
+
+async def _openai_events(up: _Upstream, model: str, include_usage: bool) -> AsyncIterator[bytes]:
+    cid, created = ow.new_id(), int(time.time())
+    had_tools = False
+    try:
+        yield ow.completion_chunk(cid, created, model, {"role": "assistant", "content": ""}, None)
+        try:
+            async for chunk in up.chunks():
+                delta = ow.chunk_delta(chunk)
+                had_tools = had_tools or bool(chunk.tool_calls)
+                if delta:
+                    yield ow.completion_chunk(cid, created, model, delta, None)
+        except ModelError as exc:
+            err = from_exception(exc)
+            yield b"data: " + json.dumps(err.body(anthropic=False), separators=(",", ":")).encode() + b"\n\n"
+            return
+        yield ow.completion_chunk(cid, created, model, {}, ow.finish_reason(up.finish, had_tools))
+        if include_usage:
+            yield ow.completion_chunk(cid, created, model, {}, None, ow.usage(up.usage or Usage()))
+        yield b"data: [DONE]\n\n"
+    finally:
+        await up.close()
+
+
+@router.post("/v1/messages", tags=["Anthropic"], responses=_ERRORS, summary="Create a message (Anthropic format)")
+async def messages(body: aw.MessagesRequest, request: Request, key: ApiKey = Depends(require("chat"))) -> Response:
+    gw = gateway(request)
+    model, creq = await _prepare(
+        gw,
+        key,
+        body.model,
+        lambda md: aw.chat_request(body, metadata=md),
+        aw.image_urls(body),
+        len(body.messages),
+        body.max_tokens,
+    )
+    if not body.stream:
+        resp = await _chat(gw, key, model, body.model, creq)
+        return json_response(aw.message(resp, body.model))
+    up = await _start_stream(gw, key, model, body.model, creq)
+    return StreamingResponse(_anthropic_events(up, body.model), media_type="text/event-stream", headers=_SSE_HEADERS)
+
+
+async def _anthropic_events(up: _Upstream, model: str) -> AsyncIterator[bytes]:
+    writer = aw.StreamWriter(model)
+    try:
+        yield writer.start()
+        try:
+            async for chunk in up.chunks():
+                out = writer.chunk(chunk)
+                if out:
+                    yield out
+        except ModelError as exc:
+            yield aw.event("error", from_exception(exc).body(anthropic=True))
+            return
+        yield writer.finish(up.finish, up.usage)
+    finally:
+        await up.close()
+
+
+@router.post("/v1/embeddings", tags=["OpenAI"], responses=_ERRORS, summary="Embeddings (OpenAI format)")
+async def embeddings(body: ow.EmbeddingRequest, request: Request, key: ApiKey = Depends(require("embed"))) -> Response:
+    gw = gateway(request)
+    check_model(key, body.model)
+    inputs = [body.input] if isinstance(body.input, str) else body.input
+    if len(inputs) > 2048:
+        raise GatewayError(422, "invalid_request", f"too many inputs: {len(inputs)} > 2048", param="input")
+    model = gw.catalog.get(body.model)
+    await gw.limiter.admit(key)
+    ereq = EmbedRequest(inputs=inputs, model=body.model, dimensions=body.dimensions, metadata={"api_key": key.prefix})
+    resp = await _upstream(model.embed(ereq), gw.settings.upstream_timeout_s)
+    await _settle(gw, key, body.model, resp.usage, resp.cost)
+    return json_response(ow.embeddings(resp, body.model))
+
+
+@router.get("/v1/models", tags=["OpenAI", "Anthropic"], responses=_ERRORS, summary="Models this key may use")
+async def list_models(request: Request, key: ApiKey = Depends(require(None))) -> Response:
+    gw = gateway(request)
+    names = [n for n in gw.catalog.names() if key.allows_model(n)]
+    if "anthropic-version" in request.headers:
+        data = [{"type": "model", "id": n, "display_name": n, "created_at": "1970-01-01T00:00:00Z"} for n in names]
+        return json_response(
+            {
+                "data": data,
+                "has_more": False,
+                "first_id": names[0] if names else None,
+                "last_id": names[-1] if names else None,
+            }
+        )
+    return json_response(
+        {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "legato"} for n in names]}
+    )

@@ -1,0 +1,342 @@
+"""API keys: ``lg_...`` secrets shown once, stored as a SHA-256 hash with a visible prefix.
+
+A key is ``lg_`` followed by 40 random base62 characters (about 238 bits). Its first
+12 characters (``lg_`` + 9) are stored in clear as the *prefix*: it identifies the key
+in listings, logs and the dashboard, and is the indexed lookup column. The rest is
+never stored: only ``sha256(key)``, compared with :func:`hmac.compare_digest`.
+
+A fast hash is the right tool here (see the decision record on key format): the
+secret is random and long, so there is nothing for a slow password KDF to protect,
+and a KDF would add milliseconds to every request.
+
+Looked-up keys are cached in the replica for ``key_cache_ttl_s`` seconds (keyed by
+the hash, never the key): a revocation is immediate on the replica that made it and
+reaches the others within that time. Unknown keys are cached too, so a flood of bad
+keys does not become a flood of database queries.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import hmac
+import json
+import secrets
+import string
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from legato.errors import InvalidAPIKey
+
+__all__ = [
+    "SCOPES",
+    "ApiKey",
+    "KeyStore",
+    "api_keys_table",
+    "generate_key",
+    "hash_key",
+    "key_metadata",
+    "spend_table",
+]
+
+SCOPES = ("chat", "embed", "runs:read", "runs:write", "admin")
+Scope = Literal["chat", "embed", "runs:read", "runs:write", "admin"]
+BudgetPeriod = Literal["day", "month", "total"]
+
+KEY_PREFIX = "lg_"
+_ALPHABET = string.ascii_letters + string.digits
+_SECRET_LEN = 40
+_VISIBLE = len(KEY_PREFIX) + 9
+
+key_metadata = sa.MetaData()
+
+api_keys_table = sa.Table(
+    "api_keys",
+    key_metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("scopes", sa.Text, nullable=False),
+    sa.Column("models", sa.Text, nullable=True),
+    sa.Column("rpm", sa.Integer, nullable=True),
+    sa.Column("tpm", sa.Integer, nullable=True),
+    sa.Column("budget_usd", sa.Float, nullable=True),
+    sa.Column("budget_period", sa.String(8), nullable=False, server_default="month"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+    sa.Index("ix_api_keys_prefix", "prefix", unique=True),
+)
+
+spend_table = sa.Table(
+    "spend",
+    key_metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("requests", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("input_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("output_tokens", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("cost", sa.Float, nullable=False, server_default="0"),
+)
+
+
+def generate_key() -> str:
+    """A new random key: ``lg_`` + 40 base62 characters."""
+    return KEY_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(_SECRET_LEN))
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A stored key (never the secret). ``models`` None means every model."""
+
+    id: str
+    prefix: str
+    name: str
+    scopes: frozenset[str]
+    models: frozenset[str] | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    budget_usd: float | None = None
+    budget_period: BudgetPeriod = "month"
+    created_at: float = 0.0
+    revoked_at: float | None = None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def has_scope(self, scope: str) -> bool:
+        return "admin" in self.scopes or scope in self.scopes
+
+    def allows_model(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+    def public(self) -> dict[str, Any]:
+        """The key's description for listings and the admin API (no hash, no secret)."""
+        return {
+            "id": self.id,
+            "prefix": self.prefix,
+            "name": self.name,
+            "scopes": sorted(self.scopes),
+            "models": sorted(self.models) if self.models is not None else None,
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "budget_usd": self.budget_usd,
+            "budget_period": self.budget_period,
+            "created_at": self.created_at,
+            "revoked_at": self.revoked_at,
+        }
+
+
+def _check_scopes(scopes: Iterable[str]) -> frozenset[str]:
+    result = frozenset(scopes)
+    unknown = sorted(result - set(SCOPES))
+    if unknown:
+        raise ValueError(f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(SCOPES)}")
+    if not result:
+        raise ValueError("a key needs at least one scope")
+    return result
+
+
+def _row_to_key(row: Any) -> tuple[ApiKey, str]:
+    models = json.loads(row.models) if row.models is not None else None
+    key = ApiKey(
+        id=row.id,
+        prefix=row.prefix,
+        name=row.name,
+        scopes=frozenset(json.loads(row.scopes)),
+        models=frozenset(models) if models is not None else None,
+        rpm=row.rpm,
+        tpm=row.tpm,
+        budget_usd=row.budget_usd,
+        budget_period=row.budget_period,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
+    return key, row.key_hash
+
+
+class KeyStore:
+    """Keys in the run store's database (tables ``api_keys`` and ``spend``).
+
+    ``create`` returns the secret once; ``authenticate`` maps a presented secret to
+    its :class:`ApiKey` or raises :class:`InvalidAPIKey` (unknown, malformed or revoked).
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        cache_ttl_s: float = 5.0,
+        cache_size: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        # Reads take no write lock on SQLite (the store begins writes with BEGIN IMMEDIATE).
+        self._reader = engine.execution_options(legato_readonly=True)
+        self._ttl = cache_ttl_s
+        self._size = cache_size
+        self._clock = clock
+        self._wall = wall_clock
+        self._cache: OrderedDict[str, tuple[float, ApiKey | None]] = OrderedDict()
+
+    async def create(
+        self,
+        name: str,
+        scopes: Iterable[str],
+        *,
+        models: Iterable[str] | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        budget_usd: float | None = None,
+        budget_period: BudgetPeriod = "month",
+    ) -> tuple[ApiKey, str]:
+        """Store a new key; returns it and its secret (the only time the secret exists)."""
+        checked = _check_scopes(scopes)
+        for label, value in (("rpm", rpm), ("tpm", tpm), ("budget_usd", budget_usd)):
+            if value is not None and value < 0:
+                raise ValueError(f"{label} must be >= 0, got {value}")
+        if budget_period not in ("day", "month", "total"):
+            raise ValueError(f"budget_period must be day, month or total, got {budget_period!r}")
+        model_set = frozenset(models) if models is not None else None
+        for _ in range(5):
+            secret = generate_key()
+            key = ApiKey(
+                id=uuid.uuid4().hex,
+                prefix=secret[:_VISIBLE],
+                name=name,
+                scopes=checked,
+                models=model_set,
+                rpm=rpm,
+                tpm=tpm,
+                budget_usd=budget_usd,
+                budget_period=budget_period,
+                created_at=self._wall(),
+            )
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.execute(
+                        api_keys_table.insert().values(
+                            id=key.id,
+                            prefix=key.prefix,
+                            key_hash=hash_key(secret),
+                            name=name,
+                            scopes=json.dumps(sorted(checked)),
+                            models=json.dumps(sorted(model_set)) if model_set is not None else None,
+                            rpm=rpm,
+                            tpm=tpm,
+                            budget_usd=budget_usd,
+                            budget_period=budget_period,
+                            created_at=key.created_at,
+                        )
+                    )
+            except sa.exc.IntegrityError:
+                continue  # prefix collision (about 1 in 10^16): draw again
+            return key, secret
+        raise RuntimeError("could not draw a unique key prefix")
+
+    async def list(self, *, include_revoked: bool = False) -> builtins.list[ApiKey]:
+        query = sa.select(api_keys_table).order_by(api_keys_table.c.created_at)
+        if not include_revoked:
+            query = query.where(api_keys_table.c.revoked_at.is_(None))
+        async with self._reader.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_row_to_key(r)[0] for r in rows]
+
+    async def get(self, id_or_prefix: str) -> ApiKey | None:
+        table = api_keys_table
+        query = sa.select(table).where(sa.or_(table.c.id == id_or_prefix, table.c.prefix == id_or_prefix))
+        async with self._reader.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return _row_to_key(row)[0] if row is not None else None
+
+    async def revoke(self, id_or_prefix: str) -> ApiKey | None:
+        """Revoke a key by id or prefix; returns it, or None when there is no such key."""
+        key = await self.get(id_or_prefix)
+        if key is None:
+            return None
+        if key.revoked:
+            return key
+        now = self._wall()
+        async with self.engine.begin() as conn:
+            await conn.execute(api_keys_table.update().where(api_keys_table.c.id == key.id).values(revoked_at=now))
+        self._cache.clear()
+        return replace(key, revoked_at=now)
+
+    async def authenticate(self, secret: str) -> ApiKey:
+        """The key for ``secret``; :class:`InvalidAPIKey` when unknown, malformed or revoked."""
+        if not secret.startswith(KEY_PREFIX) or len(secret) != len(KEY_PREFIX) + _SECRET_LEN:
+            raise InvalidAPIKey("invalid API key")
+        digest = hash_key(secret)
+        now = self._clock()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[0] > now:
+            key: ApiKey | None = hit[1]
+        else:
+            key = await self._lookup(secret[:_VISIBLE], digest)
+            self._remember(digest, key, now)
+        if key is None:
+            raise InvalidAPIKey("invalid API key")
+        if key.revoked:
+            raise InvalidAPIKey(f"API key {key.prefix}... has been revoked")
+        return key
+
+    async def _lookup(self, prefix: str, digest: str) -> ApiKey | None:
+        query = sa.select(api_keys_table).where(api_keys_table.c.prefix == prefix)
+        async with self._reader.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            hmac.compare_digest(digest, digest)  # same work on a miss as on a hit
+            return None
+        key, stored = _row_to_key(row)
+        return key if hmac.compare_digest(stored, digest) else None
+
+    def _remember(self, digest: str, key: ApiKey | None, now: float) -> None:
+        if self._ttl <= 0:
+            return
+        self._cache[digest] = (now + self._ttl, key)
+        self._cache.move_to_end(digest)
+        while len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+
+    async def spend_since(self, key_id: str, since_day: str | None) -> float:
+        """Dollars recorded for ``key_id`` from ``since_day`` (``YYYY-MM-DD``; None: all time)."""
+        query = sa.select(sa.func.coalesce(sa.func.sum(spend_table.c.cost), 0.0)).where(spend_table.c.key_id == key_id)
+        if since_day is not None:
+            query = query.where(spend_table.c.day >= since_day)
+        async with self._reader.connect() as conn:
+            value = (await conn.execute(query)).scalar_one()
+        return float(value)
+
+    async def spend_report(
+        self, *, key_id: str | None = None, since_day: str | None = None
+    ) -> builtins.list[dict[str, Any]]:
+        """Spend rows (key prefix, day, model, requests, tokens, cost), newest day first."""
+        s, k = spend_table, api_keys_table
+        query = (
+            sa.select(
+                k.c.prefix, k.c.name, s.c.day, s.c.model, s.c.requests, s.c.input_tokens, s.c.output_tokens, s.c.cost
+            )
+            .join(k, k.c.id == s.c.key_id)
+            .order_by(s.c.day.desc(), k.c.prefix, s.c.model)
+        )
+        if key_id is not None:
+            query = query.where(s.c.key_id == key_id)
+        if since_day is not None:
+            query = query.where(s.c.day >= since_day)
+        async with self._reader.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [dict(r._mapping) for r in rows]

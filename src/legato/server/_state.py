@@ -1,0 +1,34 @@
+"""The gateway's live parts, built by the app factory and shared by the routes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from legato.server._auth import Authenticator
+from legato.server._catalog import ModelCatalog
+from legato.server._keys import ApiKey, KeyStore
+from legato.server._limits import KeyLimiter
+from legato.server._settings import ServerSettings
+from legato.server._spend import SpendRecorder
+from legato.server._ssrf import SSRFPolicy
+
+__all__ = ["Gateway"]
+
+
+@dataclass
+class Gateway:
+    settings: ServerSettings
+    catalog: ModelCatalog
+    keys: KeyStore
+    auth: Authenticator
+    limiter: KeyLimiter
+    spend: SpendRecorder
+    ssrf: SSRFPolicy
+    redis: Any = None
+    runs: Any = None  # the runs service, when the run store is available
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def record_usage(self, key: ApiKey, model: str, input_tokens: int, output_tokens: int, cost: float | None) -> None:
+        if key.id != "master":
+            self.spend.add(key.id, model, input_tokens, output_tokens, cost)
