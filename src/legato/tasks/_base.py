@@ -9,20 +9,25 @@ never blocks. Calls into one task are serialised by the same lock: on a small CP
 one model running one batch at a time is faster than several batches fighting for
 the cores, and several *different* tasks still run side by side.
 
-Every task works on batches (``list[input] -> list[output]``), which is exactly the
-function a :class:`legato.batching.Batcher` wants, so concurrent single-item calls
-coalesce into one model call.
+Every task works on batches (``list[input] -> list[output]``). For tasks that gain
+from it (embeddings, entities, classification, sentiment) a single-item call goes
+through a :class:`legato.batching.Batcher`, so the concurrent calls of a ``map`` or
+of several pipeline runs coalesce into one model call. A batcher holds event-loop
+primitives, so there is one per task and event loop.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
+import anyio.lowlevel
 import anyio.to_thread
 
+from legato.batching import Batcher
 from legato.errors import ConfigError
 
 __all__ = ["Task", "get", "names", "register"]
@@ -36,15 +41,22 @@ class Task(ABC, Generic[InT, OutT]):
 
     Subclasses implement :meth:`_load` (import the library, load the weights) and
     :meth:`_run` (one batch, the model loaded, the lock held). ``name`` is the
-    registry name; ``model_name`` names the weights for reports.
+    registry name; ``model_name`` names the weights for reports. With ``batched``
+    set, concurrent single-item calls are micro-batched (up to ``max_batch`` items,
+    waiting at most ``max_wait_ms`` for the batch to fill).
     """
 
     name: ClassVar[str]
+    batched: ClassVar[bool] = False
+    max_batch: ClassVar[int] = 64
+    max_wait_ms: ClassVar[float] = 5.0
     model_name: str = ""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loaded = False
+        self._batchers: weakref.WeakKeyDictionary[Any, Batcher[InT, OutT]] = weakref.WeakKeyDictionary()
+        self._batchers_lock = threading.Lock()
 
     @property
     def loaded(self) -> bool:
@@ -78,8 +90,27 @@ class Task(ABC, Generic[InT, OutT]):
         return await anyio.to_thread.run_sync(self.run_sync, list(items))
 
     async def __call__(self, item: InT) -> OutT:
-        """Run one item (a batch of one)."""
-        return (await self.run_batch([item]))[0]
+        """Run one item: micro-batched with concurrent calls when ``batched``."""
+        if not self.batched:
+            return (await self.run_batch([item]))[0]
+        return await self._batcher()(item)
+
+    def _batcher(self) -> Batcher[InT, OutT]:
+        loop = anyio.lowlevel.current_token().native_token
+        with self._batchers_lock:
+            batcher = self._batchers.get(loop)
+            if batcher is None:
+                batcher = Batcher(
+                    self.run_batch, max_batch=self.max_batch, max_wait_ms=self.max_wait_ms, name=f"task:{self.name}"
+                )
+                self._batchers[loop] = batcher
+            return batcher
+
+    @property
+    def batches(self) -> int:
+        """How many micro-batches this task's batchers have sent (all event loops)."""
+        with self._batchers_lock:
+            return sum(b.batches for b in self._batchers.values())
 
     @abstractmethod
     def _load(self) -> None: ...

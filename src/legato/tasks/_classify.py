@@ -51,6 +51,7 @@ class ClassifyTask(Task[str, Classification]):
     """
 
     name: ClassVar[str] = "classify"
+    batched: ClassVar[bool] = True
 
     def __init__(
         self,

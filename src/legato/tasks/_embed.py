@@ -40,6 +40,7 @@ class EmbedTask(Task[str, list[float]]):
     """Embed each text as a unit-length 384-dimensional vector."""
 
     name: ClassVar[str] = "embed"
+    batched: ClassVar[bool] = True
     dimensions: ClassVar[int] = 384
 
     def __init__(self, batch_size: int = 32) -> None:

@@ -34,6 +34,7 @@ class NerTask(Task[str, list[Entity]]):
     """Find the named entities of each text; ``labels`` keeps only those labels."""
 
     name: ClassVar[str] = "ner"
+    batched: ClassVar[bool] = True
 
     def __init__(self, labels: Iterable[str] | None = None, batch_size: int = 32) -> None:
         super().__init__()

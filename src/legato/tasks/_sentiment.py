@@ -29,6 +29,7 @@ class Sentiment(BaseModel):
 
 class SentimentTask(Task[str, Sentiment]):
     name: ClassVar[str] = "sentiment"
+    batched: ClassVar[bool] = True
 
     def __init__(self, threshold: float = 0.05) -> None:
         super().__init__()
