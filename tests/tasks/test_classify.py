@@ -19,7 +19,8 @@ def test_zero_shot_is_right_on_at_least_80_percent_of_30_texts(
 ) -> None:
     classifier = tasks.get("classify", labels=data["labels"])
     items = data["items"]
-    assert isinstance(items, list) and len(items) == 30
+    assert isinstance(items, list)
+    assert len(items) == 30
     results = classifier.run_sync([text for text, _ in items])
     right = sum(r.label == expected for (_, expected), r in zip(items, results, strict=True))
     assert right / len(items) >= 0.8, f"{right}/{len(items)}"

@@ -48,9 +48,12 @@ async def test_local_embed_model_speaks_the_model_protocol(embed_task: tasks.Emb
     ledger = Ledger(name="test")
     with use_ledger(ledger):
         response = await model.embed(EmbedRequest(inputs=TEXTS[:2]))
-    assert response.provider == "local" and response.cost == 0.0
-    assert len(response.vectors) == 2 and len(response.vectors[0]) == 384
-    assert ledger.calls == 1 and ledger.unpriced_calls == 0
+    assert response.provider == "local"
+    assert response.cost == 0.0
+    assert len(response.vectors) == 2
+    assert len(response.vectors[0]) == 384
+    assert ledger.calls == 1
+    assert ledger.unpriced_calls == 0
     with pytest.raises(BadRequest, match="384"):
         await model.embed(EmbedRequest(inputs=["x"], dimensions=1536))
     with pytest.raises(BadRequest, match="cannot chat"):

@@ -30,11 +30,15 @@ async def test_extractive_model_summarises_the_user_message_and_says_it_is_degra
         response = await model.chat(request)
     source = tasks.split_sentences(ARTICLE)
     sentences = tasks.split_sentences(response.text)
-    assert len(sentences) == 2 and all(s in source for s in sentences)
-    assert response.degraded and response.provider == "local" and response.cost == 0.0
+    assert len(sentences) == 2
+    assert all(s in source for s in sentences)
+    assert response.degraded
+    assert response.provider == "local"
+    assert response.cost == 0.0
     assert ledger.calls == 1
     chunks = [chunk async for chunk in model.stream(request)]
-    assert chunks[0].text == response.text and chunks[-1].finish_reason == "stop"
+    assert chunks[0].text == response.text
+    assert chunks[-1].finish_reason == "stop"
 
 
 async def test_extractive_model_needs_user_text_and_cannot_embed() -> None:

@@ -105,7 +105,7 @@ def test_bad_input_is_an_input_error(ocr_task: tasks.OcrTask, tmp_path: Path) ->
     with pytest.raises(InputError, match="no such file"):
         ocr_task.run_sync([tmp_path / "missing.png"])
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(InputError, match="unsupported file type '.txt'"):
+    with pytest.raises(InputError, match=r"unsupported file type '\.txt'"):
         ocr_task.run_sync([tmp_path / "notes.txt"])
     with pytest.raises(InputError, match="not a readable image"):
         ocr_task.run_sync([b"definitely not an image"])

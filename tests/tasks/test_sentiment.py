@@ -23,7 +23,9 @@ async def test_scores_are_consistent_with_the_label(sentiment_task: tasks.Sentim
     good = await sentiment_task("This is a wonderful, delightful day.")
     bad = await sentiment_task("This is a horrible, miserable day.")
     flat = await sentiment_task("The report has twelve pages.")
-    assert good.label == "positive" and good.compound > 0.05
-    assert bad.label == "negative" and bad.compound < -0.05
+    assert good.label == "positive"
+    assert good.compound > 0.05
+    assert bad.label == "negative"
+    assert bad.compound < -0.05
     assert flat.label == "neutral"
     assert good.positive + good.negative + good.neutral == pytest.approx(1.0, abs=0.01)
