@@ -1,1 +1,44 @@
-"""legato.store."""
+"""Durable runs and the journal: checkpoints, resume, idempotency, leases.
+
+``RunStore`` keeps runs, step attempts and events in SQLite (default
+``./.legato/legato.db``) or PostgreSQL; ``DurableRunner`` executes pipelines so a
+killed process resumes without redoing finished steps; ``Journal`` records and
+searches what was learned. See docs/durable-runs.md and docs/journal.md.
+"""
+
+from legato.store._database import DEFAULT_DATABASE_URL, resolve_url
+from legato.store._durable import (
+    DurableRunner,
+    Recovery,
+    pipeline_version,
+    recover_expired_runs,
+    result_from_record,
+    run_durably,
+)
+from legato.store._journal import Embedder, Journal, JournalEntry, LocalEmbedder, SearchMode
+from legato.store._records import EventRecord, RunRecord, StepRecord
+from legato.store._reflection import reflect_on_run
+from legato.store._runs import RunStore, new_owner_id, new_run_id
+
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "DurableRunner",
+    "Embedder",
+    "EventRecord",
+    "Journal",
+    "JournalEntry",
+    "LocalEmbedder",
+    "Recovery",
+    "RunRecord",
+    "RunStore",
+    "SearchMode",
+    "StepRecord",
+    "new_owner_id",
+    "new_run_id",
+    "pipeline_version",
+    "recover_expired_runs",
+    "reflect_on_run",
+    "resolve_url",
+    "result_from_record",
+    "run_durably",
+]

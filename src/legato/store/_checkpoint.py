@@ -1,0 +1,166 @@
+"""The run-store subscriber: turns a run's events into committed checkpoints.
+
+The engine awaits its subscribers before moving on, so when :meth:`Checkpointer.__call__`
+returns for a ``StepFinished`` (or ``StepSkipped``) the step is durably recorded,
+and only then do its dependents start. Events that do not finish a step
+(``StepStarted``, ``StepRetried``, failures) are buffered and written with the next
+checkpoint: they cost no extra commit.
+
+Group commit: steps finishing at the same moment in parallel branches wait for
+one transaction between them instead of one each. Whoever takes the lock first
+commits everything queued so far; the others find their record already durable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from legato.engine import (
+    Event,
+    RunFinished,
+    RunStarted,
+    StepFailed,
+    StepFinished,
+    StepRetried,
+    StepSkipped,
+    StepStarted,
+)
+from legato.errors import LeaseLost
+from legato.store._records import EventRecord, StepRecord
+from legato.store._runs import RunStore
+
+__all__ = ["Checkpointer"]
+
+
+@dataclass(slots=True)
+class _Pending:
+    attempts: list[StepRecord] = field(default_factory=list)
+    events: list[EventRecord] = field(default_factory=list)
+    generation: int = 0
+
+
+class Checkpointer:
+    """Event subscriber that records one run in a :class:`RunStore` under ``owner``'s lease."""
+
+    def __init__(self, store: RunStore, run_id: str, owner: str, *, lease_ttl: float) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.owner = owner
+        self.lease_ttl = lease_ttl
+        self.lost: LeaseLost | None = None
+        self.cost = 0.0
+        self.notable = False  # retries or fallbacks seen: worth a reflection even if the run succeeds
+        self._pending = _Pending()
+        self._committed_generation = -1
+        self._lock = anyio.Lock()
+        self._failure: BaseException | None = None
+
+    async def __call__(self, event: Event) -> None:
+        record = _event_record(event)
+        self._pending.events.append(record)
+        if isinstance(event, StepRetried):
+            self.notable = True
+        if isinstance(event, StepFinished):
+            self.cost += float(event.meta.get("cost") or 0.0)
+            if event.meta.get("fallbacks") or event.meta.get("fallback"):
+                self.notable = True
+            self._pending.attempts.append(_finished(event))
+            await self._flush()
+        elif isinstance(event, StepSkipped):
+            self._pending.attempts.append(StepRecord(self.run_id, event.step, "skipped", finished_at=event.at))
+            await self._flush()
+        elif isinstance(event, StepFailed):
+            self._pending.attempts.append(_failed(event))
+
+    def take_pending(self) -> tuple[list[StepRecord], list[EventRecord]]:
+        """What has not been committed yet (written by the runner with the run's end)."""
+        pending, self._pending = self._pending, _Pending(generation=self._pending.generation + 1)
+        return pending.attempts, pending.events
+
+    async def _flush(self) -> None:
+        mine = self._pending.generation
+        async with self._lock:
+            if self._committed_generation >= mine:
+                if self._failure is not None:
+                    raise self._failure
+                return
+            batch, self._pending = self._pending, _Pending(generation=mine + 1)
+            try:
+                await self.store.checkpoint(
+                    self.run_id,
+                    self.owner,
+                    attempts=batch.attempts,
+                    new_events=batch.events,
+                    lease_ttl=self.lease_ttl,
+                )
+            except LeaseLost as exc:
+                self.lost = exc
+                self._failure = exc
+                raise
+            except BaseException as exc:
+                self._failure = exc
+                raise
+            finally:
+                self._committed_generation = mine
+
+
+def _finished(e: StepFinished) -> StepRecord:
+    by_model = e.meta.get("by_model") or {}
+    return StepRecord(
+        run_id=e.run_id,
+        step=e.step,
+        status="succeeded",
+        attempt=e.attempt,
+        output=e.output,
+        started_at=e.started_at or None,
+        finished_at=e.at,
+        duration_s=e.duration_s,
+        model=", ".join(sorted(by_model)) or None,
+        input_tokens=e.meta.get("input_tokens"),
+        output_tokens=e.meta.get("output_tokens"),
+        cost=e.meta.get("cost"),
+        meta=dict(e.meta),
+    )
+
+
+def _failed(e: StepFailed) -> StepRecord:
+    return StepRecord(
+        run_id=e.run_id,
+        step=e.step,
+        status="cancelled" if e.cancelled else "failed",
+        attempt=e.attempt,
+        error_type=e.error_type,
+        error=e.message,
+        started_at=e.started_at or None,
+        finished_at=e.at,
+        duration_s=e.duration_s,
+    )
+
+
+def _event_record(e: Event) -> EventRecord:
+    data: dict[str, Any] = {}
+    step: str | None = getattr(e, "step", None)
+    if isinstance(e, RunStarted):
+        data = {"pipeline": e.pipeline, "resumed_steps": list(e.resumed_steps)}
+    elif isinstance(e, StepStarted):
+        data = {"attempt": e.attempt}
+    elif isinstance(e, StepFinished):
+        data = {"attempt": e.attempt, "duration_s": e.duration_s, **({"meta": e.meta} if e.meta else {})}
+    elif isinstance(e, StepFailed):
+        data = {
+            "attempt": e.attempt,
+            "error_type": e.error_type,
+            "message": e.message,
+            "duration_s": e.duration_s,
+            "cancelled": e.cancelled,
+        }
+    elif isinstance(e, StepRetried):
+        data = {"attempt": e.attempt, "delay_s": e.delay_s, "error_type": e.error_type, "message": e.message}
+    elif isinstance(e, StepSkipped):
+        data = {"reason": e.reason}
+    elif isinstance(e, RunFinished):
+        data = {"status": str(e.status), "duration_s": e.duration_s, "error": e.error, "failed_step": e.failed_step}
+    return EventRecord(run_id=e.run_id, type=type(e).__name__, at=e.at, step=step, data=data)

@@ -1,0 +1,352 @@
+"""Durable runs: create or find the run, hold its lease, checkpoint, resume.
+
+Semantics (see docs/durable-runs.md): a finished step is committed before any
+step that depends on it starts and is never executed again for that run; a step
+in flight when the process died runs again on resume (at-least-once), with the
+same :attr:`StepContext.idempotency_key` (``"{run_id}/{step}"``), which it may hand
+to a provider or tool to make its side effect happen once.
+
+While a run executes, its worker holds a lease on it and renews it every
+``lease_ttl / 3`` seconds; every checkpoint is fenced by that lease. A run whose
+lease expired (or whose holder on this host is gone) is taken over by
+:meth:`DurableRunner.resume` or :func:`recover_expired_runs`; a run that needed
+more than ``max_recoveries`` takeovers is dead-lettered instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from legato.engine import SKIPPED, Pipeline, RunControl, RunResult, RunStatus, StepStatus, StepTiming, Subscriber
+from legato.errors import LeaseLost, RunCancelled, RunError, StoreError
+from legato.store._checkpoint import Checkpointer
+from legato.store._records import RunRecord, StepRecord
+from legato.store._reflection import reflect_on_run
+from legato.store._runs import RunStore, new_owner_id
+
+__all__ = ["DurableRunner", "Recovery", "pipeline_version", "recover_expired_runs", "run_durably"]
+
+log = logging.getLogger("legato.store")
+
+PipelineResolver = Callable[[str], "Pipeline | Awaitable[Pipeline | None] | None"]
+Reflector = Callable[[RunStore, RunRecord], Awaitable[Any]]
+
+
+def pipeline_version(pipeline: Pipeline) -> str:
+    """A hash of what the pipeline computes: its name, each step's name and code
+    version (``version=`` or a hash of the function source) and, for YAML
+    pipelines, the spec. Stored on each run; resuming under another version is refused."""
+    h = hashlib.sha256(pipeline.name.encode())
+    for name in sorted(pipeline.steps):
+        d = pipeline.steps[name]
+        h.update(f"\0{name}\0{d.code_version}\0{d.map}\0{sorted(d.depends_on)}".encode())
+    spec = pipeline.spec
+    if spec is not None:
+        dump = getattr(spec, "model_dump_json", None)
+        h.update(b"\0spec\0" + (dump() if callable(dump) else repr(spec)).encode())
+    return h.hexdigest()[:16]
+
+
+class DurableRunner:
+    """Runs pipelines so that they survive the process: see the module docstring.
+
+    Args:
+        store: an open :class:`RunStore`.
+        owner: this worker's lease id (default: ``host:pid:random``).
+        lease_ttl: seconds a lease lasts without renewal.
+        max_recoveries: takeovers after which :func:`recover_expired_runs`
+            dead-letters a run instead of resuming it again.
+        reflect: called with each finished run's record; the default writes the
+            journal's automatic reflection for failed or notable runs. None disables it.
+    """
+
+    def __init__(
+        self,
+        store: RunStore,
+        *,
+        owner: str | None = None,
+        lease_ttl: float = 30.0,
+        max_recoveries: int = 3,
+        reflect: Reflector | None = reflect_on_run,
+    ) -> None:
+        if lease_ttl <= 0:
+            raise ValueError(f"lease_ttl must be > 0 seconds, got {lease_ttl!r}")
+        self.store = store
+        self.owner = owner or new_owner_id()
+        self.lease_ttl = lease_ttl
+        self.max_recoveries = max_recoveries
+        self.reflect = reflect
+
+    async def run(
+        self,
+        pipeline: Pipeline,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        tenant: str = "",
+        run_id: str | None = None,
+        subscribers: Iterable[Subscriber] = (),
+        control: RunControl | None = None,
+        estimated_cost: float | None = None,
+    ) -> RunResult:
+        """Start a run (or, with an ``idempotency_key`` already used for the same
+        request, return that run: its stored result when finished, a ``RUNNING``
+        result when another live worker executes it, and a resumed run when its
+        worker died). Raises ``IdempotencyConflict`` for a reused key with other inputs."""
+        values = dict(inputs or {})
+        record, created = await self.store.create_run(
+            pipeline=pipeline.name,
+            version_hash=pipeline_version(pipeline),
+            inputs=values,
+            idempotency_key=idempotency_key,
+            tenant=tenant,
+            owner=self.owner,
+            lease_ttl=self.lease_ttl,
+            run_id=run_id,
+            estimated_cost=estimated_cost,
+        )
+        if created:
+            return await self._execute(pipeline, record, {}, subscribers, control)
+        if record.terminal:
+            return await result_from_record(self.store, record)
+        try:
+            return await self.resume(pipeline, record.id, subscribers=subscribers, control=control)
+        except LeaseLost:
+            return await result_from_record(self.store, await self.store.get_run(record.id))
+
+    async def resume(
+        self,
+        pipeline: Pipeline,
+        run_id: str,
+        *,
+        force: bool = False,
+        allow_changed: bool = False,
+        subscribers: Iterable[Subscriber] = (),
+        control: RunControl | None = None,
+    ) -> RunResult:
+        """Take over run ``run_id`` and finish it: finished steps are reused, the rest run.
+
+        Raises ``LeaseLost`` while another live worker holds it (``force`` takes it
+        anyway), ``StoreError`` if it already succeeded, is dead-lettered (unless
+        ``force``) or was started by another version of the pipeline (unless
+        ``allow_changed``)."""
+        current = await self.store.get_run(run_id)
+        if current.pipeline != pipeline.name:
+            raise StoreError(f"run {current.id} belongs to pipeline {current.pipeline!r}, not {pipeline.name!r}")
+        version = pipeline_version(pipeline)
+        if current.version_hash != version and not allow_changed:
+            raise StoreError(
+                f"run {current.id} was started by version {current.version_hash} of pipeline {pipeline.name!r}, "
+                f"which is now version {version} (a step's code or the spec changed); its finished steps may not "
+                "match the new code. Start a new run, or resume with --allow-changed to keep them anyway"
+            )
+        record = await self.store.acquire(current.id, self.owner, lease_ttl=self.lease_ttl, force=force)
+        finished = await self.store.completed_steps(record.id)
+        completed = {name: (SKIPPED if s.status == "skipped" else s.output) for name, s in finished.items()}
+        completed = {k: v for k, v in completed.items() if k in pipeline.steps}
+        return await self._execute(pipeline, record, completed, subscribers, control)
+
+    async def _execute(
+        self,
+        pipeline: Pipeline,
+        record: RunRecord,
+        completed: dict[str, Any],
+        subscribers: Iterable[Subscriber],
+        control: RunControl | None,
+    ) -> RunResult:
+        control = control or RunControl()
+        checkpointer = Checkpointer(self.store, record.id, self.owner, lease_ttl=self.lease_ttl)
+        finished = False
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._heartbeat, record.id, control, checkpointer)
+                try:
+                    result = await pipeline.run(
+                        record.inputs,
+                        run_id=record.id,
+                        completed=completed,
+                        subscribers=[checkpointer, *subscribers],
+                        control=control,
+                    )
+                finally:
+                    tg.cancel_scope.cancel()
+            if checkpointer.lost is not None:
+                raise checkpointer.lost
+            attempts, events = checkpointer.take_pending()
+            status = _stored_status(result)
+            await self.store.finish_run(
+                record.id,
+                self.owner,
+                status=status,
+                outputs=result.result if result.ok else None,
+                error=result.error,
+                failed_step=result.failed_step,
+                cost=checkpointer.cost or result.cost or None,
+                attempts=attempts,
+                new_events=events,
+            )
+            finished = True
+        finally:
+            if not finished and checkpointer.lost is None:
+                with anyio.CancelScope(shield=True):
+                    await self._release_quietly(record.id)
+        if self.reflect is not None and (
+            checkpointer.notable or not result.ok or record.recoveries or record.estimated_cost is not None
+        ):
+            final = await self.store.get_run(record.id)
+            try:
+                await self.reflect(self.store, final)
+            except Exception:
+                log.exception("writing the reflection of run %s failed", record.id)
+        return result
+
+    async def _release_quietly(self, run_id: str) -> None:
+        try:
+            await self.store.release(run_id, self.owner)
+        except Exception:
+            log.exception("releasing the lease of run %s failed; it will expire", run_id)
+
+    async def _heartbeat(self, run_id: str, control: RunControl, checkpointer: Checkpointer) -> None:
+        interval = self.lease_ttl / 3
+        while True:
+            await anyio.sleep(interval)
+            try:
+                cancel = await self.store.heartbeat(run_id, self.owner, lease_ttl=self.lease_ttl)
+            except LeaseLost as exc:
+                checkpointer.lost = exc
+                control.cancel(f"lease lost: {exc}")
+                return
+            except StoreError:
+                log.warning("heartbeat of run %s failed; retrying", run_id, exc_info=True)
+                continue
+            if cancel:
+                control.cancel("cancellation requested")
+
+
+_STEP_STATUSES = frozenset(s.value for s in StepStatus)
+
+
+def _stored_status(result: RunResult) -> str:
+    if result.status is RunStatus.CANCELLED or isinstance(result.exception, RunCancelled):
+        return "cancelled"
+    return "succeeded" if result.ok else "failed"
+
+
+async def result_from_record(store: RunStore, record: RunRecord) -> RunResult:
+    """A :class:`RunResult` describing a stored run (no step runs)."""
+    steps = await store.steps(record.id)
+    latest: dict[str, StepRecord] = {}
+    for s in steps:
+        latest[s.step] = s
+    status = {
+        "succeeded": RunStatus.SUCCEEDED,
+        "failed": RunStatus.FAILED,
+        "dead": RunStatus.FAILED,
+        "cancelled": RunStatus.CANCELLED,
+        "pending": RunStatus.PENDING,
+    }.get(record.status, RunStatus.RUNNING)
+    timings = {
+        name: StepTiming(
+            status=StepStatus(s.status) if s.status in _STEP_STATUSES else StepStatus.PENDING, attempts=s.attempt
+        )
+        for name, s in latest.items()
+    }
+    outputs = {name: s.output for name, s in latest.items() if s.status == "succeeded"}
+    error = record.error or (f"dead-lettered: {record.dead_reason}" if record.status == "dead" else None)
+    exception = RunError(error) if error and status is RunStatus.FAILED else None
+    return RunResult(
+        status=status,
+        run_id=record.id,
+        pipeline=record.pipeline,
+        outputs=outputs,
+        result=dict(record.outputs or {}),
+        timings=timings,
+        duration_s=(record.finished_at or record.updated_at) - (record.started_at or record.created_at),
+        error=error,
+        exception=exception,
+        failed_step=record.failed_step,
+        skipped={name: "skipped" for name, s in latest.items() if s.status == "skipped"},
+        cost=record.cost or 0.0,
+    )
+
+
+async def run_durably(
+    pipeline: Pipeline,
+    inputs: Mapping[str, Any] | None = None,
+    *,
+    store: RunStore,
+    idempotency_key: str | None = None,
+    tenant: str = "",
+    subscribers: Iterable[Subscriber] = (),
+    lease_ttl: float = 30.0,
+) -> RunResult:
+    """Run ``pipeline`` once, durably (a :class:`DurableRunner` with default settings)."""
+    runner = DurableRunner(store, lease_ttl=lease_ttl)
+    return await runner.run(pipeline, inputs, idempotency_key=idempotency_key, tenant=tenant, subscribers=subscribers)
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What :func:`recover_expired_runs` did with one orphaned run.
+
+    ``action``: ``resumed`` (``result`` says how it ended), ``dead_lettered``,
+    ``unknown_pipeline`` (the resolver did not know it; left for another worker),
+    ``taken`` (another worker took it first) or ``error`` (``detail`` says why).
+    """
+
+    run_id: str
+    pipeline: str
+    action: str
+    result: RunResult | None = None
+    detail: str = ""
+
+
+async def recover_expired_runs(
+    store: RunStore,
+    pipelines_resolver: PipelineResolver,
+    *,
+    runner: DurableRunner | None = None,
+    limit: int = 100,
+) -> list[Recovery]:
+    """Take over every run whose worker died (lease expired, released, or holder gone)
+    and finish it; call on start of ``legato serve`` or a worker (e.g. in its task
+    group). Runs recovered ``runner.max_recoveries`` times already are dead-lettered.
+
+    ``pipelines_resolver(name)`` returns the :class:`Pipeline` for a stored pipeline
+    name, or None if this process does not serve it (it may be async).
+    Runs resume concurrently; returns when all have finished.
+    """
+    runner = runner or DurableRunner(store)
+    outcomes: list[Recovery] = []
+
+    async def recover(record: RunRecord) -> None:
+        resolved = pipelines_resolver(record.pipeline)
+        pipeline = await resolved if inspect.isawaitable(resolved) else resolved
+        if pipeline is None:
+            outcomes.append(Recovery(record.id, record.pipeline, "unknown_pipeline"))
+            return
+        try:
+            result = await runner.resume(pipeline, record.id)
+        except LeaseLost as exc:
+            outcomes.append(Recovery(record.id, record.pipeline, "taken", detail=str(exc)))
+        except StoreError as exc:
+            outcomes.append(Recovery(record.id, record.pipeline, "error", detail=str(exc)))
+        else:
+            outcomes.append(Recovery(record.id, record.pipeline, "resumed", result=result))
+
+    async with anyio.create_task_group() as tg:
+        for record in await store.orphaned_runs(limit=limit):
+            if record.recoveries >= runner.max_recoveries:
+                reason = f"its worker died {record.recoveries + 1} times (max_recoveries={runner.max_recoveries})"
+                await store.dead_letter(record.id, reason)
+                outcomes.append(Recovery(record.id, record.pipeline, "dead_lettered", detail=reason))
+                continue
+            tg.start_soon(recover, record)
+    return outcomes

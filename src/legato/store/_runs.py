@@ -1,0 +1,594 @@
+"""``RunStore``: runs, step checkpoints, events, idempotency and leases.
+
+Every write that belongs to a running run is *fenced* by its lease: the same
+transaction that inserts a checkpoint checks that this worker still owns the
+run, so a worker that stalled past its lease and was taken over can never write
+over its successor (it gets :class:`~legato.errors.LeaseLost` instead).
+
+Idempotency rides on a unique constraint ``(tenant, idempotency_key)``: of any
+number of concurrent submissions with one key exactly one insert wins, on SQLite
+and PostgreSQL alike; the others read the winner's run and compare request
+hashes (same request -> that run; different -> :class:`IdempotencyConflict`).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from legato.errors import IdempotencyConflict, LeaseLost, RunNotFound, StoreError
+from legato.store._codec import decode, encode, request_hash
+from legato.store._database import READONLY, connect, migrate, resolve_url, translate_error
+from legato.store._records import ACTIVE, TERMINAL, EventRecord, RunRecord, StepRecord
+from legato.store._schema import events, runs, step_attempts
+
+__all__ = ["RunStore", "new_owner_id", "new_run_id"]
+
+Clock = Callable[[], float]
+
+
+def new_run_id() -> str:
+    """A run id that sorts by creation time: 12 hex digits of milliseconds + 12 random."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(6)}"
+
+
+def new_owner_id() -> str:
+    """A lease owner id naming this host and process (``host:pid:random``)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def owner_gone(owner: str | None) -> bool:
+    """True when ``owner`` names a process on this host that no longer exists, so its
+    lease can be taken over without waiting for it to expire."""
+    if not owner:
+        return True
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class RunStore:
+    """The durable record of runs. Cheap to construct; :meth:`open` connects and
+    migrates. Use as ``async with RunStore(url) as store:``.
+
+    ``url``: ``None`` (``$LEGATO_DATABASE_URL`` or ``./.legato/legato.db``), a
+    SQLite path or ``sqlite:///PATH``, or ``postgresql://HOST/DB``.
+    ``clock`` returns epoch seconds; inject one to test leases in virtual time.
+    """
+
+    def __init__(self, url: str | None = None, *, clock: Clock = time.time, echo: bool = False) -> None:
+        self.url = resolve_url(url)
+        self.clock = clock
+        self._echo = echo
+        self._engine: AsyncEngine | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def open(self) -> RunStore:
+        """Connect and bring the schema up to date. Raises ``StoreCorrupt`` for a file
+        that is not a legato store (never resets it)."""
+        if self._engine is None:
+            engine = connect(self.url, echo=self._echo)
+            try:
+                await migrate(engine, self.url)
+            except BaseException:
+                await engine.dispose()
+                raise
+            self._engine = engine
+        return self
+
+    async def aclose(self) -> None:
+        if self._engine is not None:
+            engine, self._engine = self._engine, None
+            await engine.dispose()
+
+    async def __aenter__(self) -> RunStore:
+        return await self.open()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise StoreError("the run store is not open: use `async with RunStore(...)` or `await store.open()`")
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @asynccontextmanager
+    async def transaction(self, *, readonly: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A transaction on the store's database; database errors become StoreErrors."""
+        engine = self.engine.execution_options(**READONLY) if readonly else self.engine
+        try:
+            async with engine.begin() as conn:
+                yield conn
+        except DBAPIError as exc:
+            if isinstance(exc, IntegrityError):
+                raise
+            raise translate_error(exc, self.url) from exc
+
+    # -- runs ----------------------------------------------------------------------
+
+    async def create_run(
+        self,
+        *,
+        pipeline: str,
+        version_hash: str,
+        inputs: dict[str, Any],
+        idempotency_key: str | None = None,
+        tenant: str = "",
+        owner: str | None = None,
+        lease_ttl: float = 30.0,
+        run_id: str | None = None,
+        estimated_cost: float | None = None,
+    ) -> tuple[RunRecord, bool]:
+        """Create a run, or return the one already created with ``idempotency_key``.
+
+        Returns ``(record, created)``. With ``owner`` the run starts ``running`` under
+        that owner's lease. Raises :class:`IdempotencyConflict` when the key was used
+        for a different pipeline or different inputs.
+        """
+        digest = request_hash(pipeline, inputs)
+        if idempotency_key is not None:
+            existing = await self._find_by_key(tenant, idempotency_key)
+            if existing is not None:
+                return self._same_request(existing, digest, idempotency_key), False
+        now = self.clock()
+        row = {
+            "id": run_id or new_run_id(),
+            "pipeline": pipeline,
+            "version_hash": version_hash,
+            "inputs": encode(inputs),
+            "request_hash": digest,
+            "status": "running" if owner else "pending",
+            "tenant": tenant,
+            "idempotency_key": idempotency_key,
+            "lease_owner": owner,
+            "lease_expires_at": now + lease_ttl if owner else None,
+            "recoveries": 0,
+            "cancel_requested": False,
+            "estimated_cost": estimated_cost,
+            "created_at": now,
+            "updated_at": now,
+            "started_at": now if owner else None,
+        }
+        try:
+            async with self.transaction() as conn:
+                await conn.execute(runs.insert().values(row))
+        except IntegrityError as exc:
+            if idempotency_key is None:
+                raise StoreError(f"run id {row['id']!r} already exists") from exc
+            existing = await self._find_by_key(tenant, idempotency_key)
+            if existing is None:  # pragma: no cover - the winner's row is committed before we fail
+                raise StoreError(f"idempotency key {idempotency_key!r} collided but no run holds it") from exc
+            return self._same_request(existing, digest, idempotency_key), False
+        return await self.get_run(str(row["id"])), True
+
+    @staticmethod
+    def _same_request(existing: RunRecord, digest: str, key: str) -> RunRecord:
+        if existing.request_hash != digest:
+            raise IdempotencyConflict(
+                f"idempotency key {key!r} was already used by run {existing.id} "
+                f"(pipeline {existing.pipeline!r}) with different inputs; use a new key for a new request"
+            )
+        return existing
+
+    async def _find_by_key(self, tenant: str, key: str) -> RunRecord | None:
+        query = sa.select(runs).where(runs.c.tenant == tenant, runs.c.idempotency_key == key)
+        async with self.transaction(readonly=True) as conn:
+            row = (await conn.execute(query)).mappings().first()
+        return None if row is None else _run_record(row)
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        """The run with id ``run_id`` (or a unique prefix of at least 6 characters)."""
+        async with self.transaction(readonly=True) as conn:
+            row = (await conn.execute(sa.select(runs).where(runs.c.id == run_id))).mappings().first()
+            if row is None and len(run_id) >= 6:
+                found = (
+                    (await conn.execute(sa.select(runs).where(runs.c.id.startswith(run_id, autoescape=True)).limit(2)))
+                    .mappings()
+                    .all()
+                )
+                row = found[0] if len(found) == 1 else None
+        if row is None:
+            raise RunNotFound(f"no run with id {run_id!r}")
+        return _run_record(row)
+
+    async def list_runs(
+        self,
+        *,
+        status: str | Iterable[str] | None = None,
+        pipeline: str | None = None,
+        tenant: str | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]:
+        """Runs, newest first. ``status="dead"`` lists the dead-letter queue."""
+        query = sa.select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit)
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            query = query.where(runs.c.status.in_(statuses))
+        if pipeline is not None:
+            query = query.where(runs.c.pipeline == pipeline)
+        if tenant is not None:
+            query = query.where(runs.c.tenant == tenant)
+        async with self.transaction(readonly=True) as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [_run_record(r) for r in rows]
+
+    async def steps(self, run_id: str) -> list[StepRecord]:
+        """Every stored step attempt of the run, in the order they finished."""
+        query = sa.select(step_attempts).where(step_attempts.c.run_id == run_id).order_by(step_attempts.c.id)
+        async with self.transaction(readonly=True) as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [_step_record(r) for r in rows]
+
+    async def completed_steps(self, run_id: str) -> dict[str, StepRecord]:
+        """The finished (succeeded or skipped) attempt of each step: what a resume keeps."""
+        query = (
+            sa.select(step_attempts)
+            .where(step_attempts.c.run_id == run_id, step_attempts.c.status.in_(("succeeded", "skipped")))
+            .order_by(step_attempts.c.id)
+        )
+        async with self.transaction(readonly=True) as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return {r["step"]: _step_record(r) for r in rows}
+
+    async def events(self, run_id: str, *, after_id: int = 0) -> list[EventRecord]:
+        query = sa.select(events).where(events.c.run_id == run_id, events.c.id > after_id).order_by(events.c.id)
+        async with self.transaction(readonly=True) as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [
+            EventRecord(
+                run_id=r["run_id"], type=r["type"], at=r["at"], step=r["step"], data=decode(r["data"]) or {}, id=r["id"]
+            )
+            for r in rows
+        ]
+
+    # -- checkpoints (fenced by the lease) -------------------------------------------
+
+    async def checkpoint(
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        attempts: Sequence[StepRecord] = (),
+        new_events: Sequence[EventRecord] = (),
+        lease_ttl: float = 30.0,
+    ) -> None:
+        """Commit finished step attempts and events in one transaction, extending the
+        lease. Raises :class:`LeaseLost` (writing nothing) if ``owner`` lost the run."""
+        now = self.clock()
+        async with self.transaction() as conn:
+            await self._fence(conn, run_id, owner, {"lease_expires_at": now + lease_ttl, "updated_at": now})
+            await _insert(conn, attempts, new_events)
+
+    async def finish_run(
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        status: str,
+        outputs: dict[str, Any] | None = None,
+        error: str | None = None,
+        failed_step: str | None = None,
+        cost: float | None = None,
+        attempts: Sequence[StepRecord] = (),
+        new_events: Sequence[EventRecord] = (),
+    ) -> None:
+        """Record the run's end and release its lease (fenced like :meth:`checkpoint`)."""
+        if status not in TERMINAL:
+            raise ValueError(f"finish_run: {status!r} is not a terminal status ({', '.join(sorted(TERMINAL))})")
+        now = self.clock()
+        values: dict[str, Any] = {
+            "status": status,
+            "outputs": None if outputs is None else encode(outputs),
+            "error": error,
+            "failed_step": failed_step,
+            "cost": cost,
+            "finished_at": now,
+            "updated_at": now,
+            "lease_owner": None,
+            "lease_expires_at": None,
+        }
+        async with self.transaction() as conn:
+            await _insert(conn, attempts, new_events)
+            await self._fence(conn, run_id, owner, values)
+
+    async def _fence(self, conn: AsyncConnection, run_id: str, owner: str, values: dict[str, Any]) -> None:
+        result = await conn.execute(
+            runs.update().where(runs.c.id == run_id, runs.c.lease_owner == owner).values(values)
+        )
+        if result.rowcount != 1:
+            row = (
+                await conn.execute(sa.select(runs.c.lease_owner, runs.c.lease_expires_at).where(runs.c.id == run_id))
+            ).first()
+            await conn.rollback()
+            if row is None:
+                raise RunNotFound(f"no run with id {run_id!r}")
+            raise LeaseLost(
+                f"run {run_id} is no longer leased to {owner} (now held by {row[0] or 'nobody'}); "
+                "another worker took it over",
+                owner=row[0],
+                expires_at=row[1],
+            )
+
+    # -- leases ----------------------------------------------------------------------------
+
+    async def acquire(
+        self, run_id: str, owner: str, *, lease_ttl: float = 30.0, force: bool = False, recovery: bool = True
+    ) -> RunRecord:
+        """Take the run's lease to execute (resume) it.
+
+        Allowed when nobody holds a live lease: the lease expired, was released, or
+        names a process on this host that no longer exists. ``force`` also takes a
+        live lease (the operator knows its holder is gone) and revives a dead-lettered
+        run. A run that already succeeded cannot be resumed. ``recovery`` counts the
+        takeover towards the dead-letter threshold.
+        """
+        record = await self.get_run(run_id)
+        now = self.clock()
+        if record.status == "succeeded":
+            raise StoreError(f"run {record.id} already succeeded; there is nothing to resume")
+        if record.status == "dead" and not force:
+            raise StoreError(
+                f"run {record.id} is dead-lettered ({record.dead_reason}); "
+                "resume it with --force once the cause is fixed"
+            )
+        if (
+            record.status in ACTIVE
+            and record.lease_owner != owner
+            and record.lease_live(now)
+            and not owner_gone(record.lease_owner)
+            and not force
+        ):
+            raise LeaseLost(
+                f"run {record.id} is being executed by {record.lease_owner} (lease until "
+                f"{time.strftime('%H:%M:%S', time.localtime(record.lease_expires_at))}); resume it after that, "
+                "or with --force if that process is gone",
+                owner=record.lease_owner,
+                expires_at=record.lease_expires_at,
+            )
+        values: dict[str, Any] = {
+            "lease_owner": owner,
+            "lease_expires_at": now + lease_ttl,
+            "status": "running",
+            "cancel_requested": False,
+            "dead_reason": None,
+            "finished_at": None,
+            "error": None,
+            "failed_step": None,
+            "updated_at": now,
+            "started_at": record.started_at or now,
+        }
+        if recovery:
+            values["recoveries"] = runs.c.recoveries + 1
+        async with self.transaction() as conn:
+            result = await conn.execute(
+                runs.update()
+                .where(
+                    runs.c.id == record.id,
+                    runs.c.status == record.status,
+                    runs.c.lease_owner.is_not_distinct_from(record.lease_owner),
+                    runs.c.lease_expires_at.is_not_distinct_from(record.lease_expires_at),
+                )
+                .values(values)
+            )
+            if result.rowcount != 1:
+                raise LeaseLost(f"run {record.id} was taken over by another worker at the same moment")
+            await _insert(
+                conn,
+                (),
+                [
+                    EventRecord(
+                        run_id=record.id,
+                        type="LeaseAcquired",
+                        at=now,
+                        data={"owner": owner, "previous_owner": record.lease_owner, "previous_status": record.status},
+                    )
+                ],
+            )
+        return await self.get_run(record.id)
+
+    async def heartbeat(self, run_id: str, owner: str, *, lease_ttl: float = 30.0) -> bool:
+        """Extend the lease. Returns whether cancellation was requested; raises
+        :class:`LeaseLost` if ``owner`` no longer holds the run."""
+        now = self.clock()
+        async with self.transaction() as conn:
+            row = (
+                await conn.execute(
+                    runs.update()
+                    .where(runs.c.id == run_id, runs.c.lease_owner == owner)
+                    .values(lease_expires_at=now + lease_ttl, updated_at=now)
+                    .returning(runs.c.cancel_requested)
+                )
+            ).first()
+        if row is None:
+            raise LeaseLost(f"run {run_id} is no longer leased to {owner}")
+        return bool(row[0])
+
+    async def release(self, run_id: str, owner: str) -> None:
+        """Give up the lease without finishing the run (it stays resumable at once)."""
+        async with self.transaction() as conn:
+            await conn.execute(
+                runs.update()
+                .where(runs.c.id == run_id, runs.c.lease_owner == owner)
+                .values(lease_owner=None, lease_expires_at=None, updated_at=self.clock())
+            )
+
+    async def orphaned_runs(self, *, limit: int = 100) -> list[RunRecord]:
+        """Running runs whose lease expired, was released, or whose holder (on this
+        host) is gone: what :func:`recover_expired_runs` takes over."""
+        now = self.clock()
+        query = sa.select(runs).where(runs.c.status.in_(tuple(ACTIVE))).order_by(runs.c.created_at).limit(limit)
+        async with self.transaction(readonly=True) as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        found = [_run_record(r) for r in rows]
+        return [r for r in found if not r.lease_live(now) or owner_gone(r.lease_owner)]
+
+    async def dead_letter(self, run_id: str, reason: str) -> RunRecord:
+        """Move a run to the dead-letter queue (status ``dead``)."""
+        now = self.clock()
+        async with self.transaction() as conn:
+            result = await conn.execute(
+                runs.update()
+                .where(runs.c.id == run_id, runs.c.status.not_in(("succeeded",)))
+                .values(
+                    status="dead",
+                    dead_reason=reason,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    updated_at=now,
+                    finished_at=now,
+                )
+            )
+            if result.rowcount != 1:
+                raise StoreError(f"run {run_id} cannot be dead-lettered (unknown or already succeeded)")
+            await _insert(
+                conn, (), [EventRecord(run_id=run_id, type="RunDeadLettered", at=now, data={"reason": reason})]
+            )
+        return await self.get_run(run_id)
+
+    async def request_cancel(self, run_id: str) -> RunRecord:
+        """Ask the run's worker to cancel it (it checks at each heartbeat). A run
+        nobody is executing is cancelled at once."""
+        record = await self.get_run(run_id)
+        if record.terminal:
+            raise StoreError(f"run {record.id} is already {record.status}")
+        now = self.clock()
+        nobody = not record.lease_live(now) or owner_gone(record.lease_owner)
+        values: dict[str, Any] = {"cancel_requested": True, "updated_at": now}
+        if nobody:
+            values.update(
+                status="cancelled", finished_at=now, lease_owner=None, lease_expires_at=None, error="cancelled"
+            )
+        async with self.transaction() as conn:
+            await conn.execute(
+                runs.update().where(runs.c.id == record.id, runs.c.status.in_(tuple(ACTIVE))).values(values)
+            )
+            await _insert(conn, (), [EventRecord(run_id=record.id, type="CancelRequested", at=now)])
+        return await self.get_run(record.id)
+
+    async def prune(self, *, older_than_s: float) -> int:
+        """Delete finished runs (with their steps and events) that ended more than
+        ``older_than_s`` seconds ago. Journal entries are kept. Returns how many runs."""
+        cutoff = self.clock() - older_than_s
+        old = sa.select(runs.c.id).where(
+            runs.c.status.in_(tuple(TERMINAL)), sa.func.coalesce(runs.c.finished_at, runs.c.updated_at) < cutoff
+        )
+        async with self.transaction() as conn:
+            ids = [r[0] for r in (await conn.execute(old)).all()]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                await conn.execute(step_attempts.delete().where(step_attempts.c.run_id.in_(chunk)))
+                await conn.execute(events.delete().where(events.c.run_id.in_(chunk)))
+                await conn.execute(runs.delete().where(runs.c.id.in_(chunk)))
+        return len(ids)
+
+
+async def _insert(conn: AsyncConnection, attempts: Sequence[StepRecord], new_events: Sequence[EventRecord]) -> None:
+    if attempts:
+        await conn.execute(step_attempts.insert(), [_step_row(a) for a in attempts])
+    if new_events:
+        await conn.execute(
+            events.insert(),
+            [
+                {
+                    "run_id": e.run_id,
+                    "type": e.type,
+                    "step": e.step,
+                    "at": e.at,
+                    "data": encode(e.data) if e.data else None,
+                }
+                for e in new_events
+            ],
+        )
+
+
+def _step_row(a: StepRecord) -> dict[str, Any]:
+    return {
+        "run_id": a.run_id,
+        "step": a.step,
+        "attempt": a.attempt,
+        "status": a.status,
+        "output": encode(a.output) if a.status == "succeeded" else None,
+        "error_type": a.error_type,
+        "error": a.error,
+        "started_at": a.started_at,
+        "finished_at": a.finished_at,
+        "duration_s": a.duration_s,
+        "model": a.model,
+        "input_tokens": a.input_tokens,
+        "output_tokens": a.output_tokens,
+        "cost": a.cost,
+        "meta": encode(a.meta) if a.meta else None,
+    }
+
+
+def _step_record(r: Any) -> StepRecord:
+    return StepRecord(
+        run_id=r["run_id"],
+        step=r["step"],
+        status=r["status"],
+        attempt=r["attempt"],
+        output=decode(r["output"]),
+        error_type=r["error_type"],
+        error=r["error"],
+        started_at=r["started_at"],
+        finished_at=r["finished_at"],
+        duration_s=r["duration_s"],
+        model=r["model"],
+        input_tokens=r["input_tokens"],
+        output_tokens=r["output_tokens"],
+        cost=r["cost"],
+        meta=decode(r["meta"]) or {},
+    )
+
+
+def _run_record(r: Any) -> RunRecord:
+    return RunRecord(
+        id=r["id"],
+        pipeline=r["pipeline"],
+        version_hash=r["version_hash"],
+        inputs=decode(r["inputs"]) or {},
+        status=r["status"],
+        tenant=r["tenant"],
+        idempotency_key=r["idempotency_key"],
+        outputs=decode(r["outputs"]),
+        error=r["error"],
+        failed_step=r["failed_step"],
+        lease_owner=r["lease_owner"],
+        lease_expires_at=r["lease_expires_at"],
+        recoveries=r["recoveries"],
+        cancel_requested=bool(r["cancel_requested"]),
+        dead_reason=r["dead_reason"],
+        cost=r["cost"],
+        estimated_cost=r["estimated_cost"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        started_at=r["started_at"],
+        finished_at=r["finished_at"],
+        request_hash=r["request_hash"],
+    )
