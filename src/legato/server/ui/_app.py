@@ -1,0 +1,383 @@
+"""The dashboard's routes: server-rendered pages, live fragments over SSE.
+
+Every page is rendered on the server with Jinja2 (autoescaped); a small script
+swaps in fragments that the live endpoints push as Server-Sent Events. The live
+endpoints poll the run store (every ``poll_s``) and send only what changed, so any
+replica can serve any browser: nothing depends on the run executing in the process
+that serves the page.
+
+Access needs the gateway's admin key: ``Authorization: Bearer <key>`` or the
+session cookie set by the sign-in form (an HMAC of the key, never the key). With
+no admin key configured the dashboard answers loopback clients only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import inspect
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, urlencode
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+
+from legato.errors import RunNotFound
+from legato.server.ui._render import Renderer
+from legato.server.ui._view import build_run_view, gantt
+
+__all__ = ["DashboardSources", "dashboard_router"]
+
+COOKIE = "legato_dashboard"
+STATUSES = ("pending", "running", "succeeded", "failed", "cancelled", "dead")
+_STATIC = Path(__file__).parent / "static"
+_STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
+
+Source = Any  # an object, or a zero-argument callable returning it (resolved per request)
+
+
+@dataclass
+class DashboardSources:
+    """Where the dashboard reads from. Each may be the object itself or a zero-argument
+    callable returning it (for parts the app builds at start-up).
+
+    - ``store``: a :class:`legato.store.RunStore` (runs, steps, events).
+    - ``admin_key``: the key that opens the dashboard (None: loopback clients only).
+    - ``graphs``: ``pipeline name -> {step: [dependencies]}`` or None when unknown.
+    - ``health``: routing health rows (``group``, ``deployment``, ``state``,
+      ``breaker``, ``in_flight``, ``latency_ms``...), sync or async; None: no router.
+    - ``spend``: ``async (since_day) -> rows`` of key spend (prefix, name, day, model,
+      requests, input_tokens, output_tokens, cost); None: not recorded here.
+    - ``journal``: a :class:`legato.store.Journal` (``search`` and ``recent``); None: no journal.
+    """
+
+    store: Source
+    admin_key: Source = None
+    graphs: Callable[[str], Mapping[str, Sequence[str]] | None] | None = None
+    health: Callable[[], Any] | None = None
+    spend: Callable[[str | None], Awaitable[list[dict[str, Any]]]] | None = None
+    journal: Source = None
+    poll_s: float = 0.5
+    clock: Callable[[], float] = time.time
+
+
+def _resolve(value: Source) -> Any:
+    if callable(value) and not hasattr(value, "list_runs") and not hasattr(value, "search"):
+        return value()
+    return value
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+def _session_token(admin_key: str) -> str:
+    return hmac.new(admin_key.encode(), b"legato-dashboard-session-v1", hashlib.sha256).hexdigest()
+
+
+def _is_loopback(request: Request) -> bool:
+    host = request.client.host if request.client else ""
+    return host in ("127.0.0.1", "::1", "localhost", "testclient") or host.startswith("127.")
+
+
+class Dashboard:
+    def __init__(self, sources: DashboardSources, base: str) -> None:
+        self.sources = sources
+        self.base = base.rstrip("/")
+        self.render = Renderer(self.base)
+
+    # -- access ------------------------------------------------------------------------
+
+    def admin_key(self) -> str | None:
+        key = _resolve(self.sources.admin_key)
+        if key is not None and hasattr(key, "get_secret_value"):
+            key = key.get_secret_value()
+        return str(key) if key else None
+
+    def allowed(self, request: Request) -> bool:
+        key = self.admin_key()
+        if key is None:
+            return _is_loopback(request)
+        auth = request.headers.get("authorization", "")
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), key.encode()):
+            return True
+        cookie = request.cookies.get(COOKIE, "")
+        return bool(cookie) and hmac.compare_digest(cookie.encode(), _session_token(key).encode())
+
+    def deny(self, request: Request, *, page: bool = True) -> Response | None:
+        if self.allowed(request):
+            return None
+        if self.admin_key() is None:
+            message = "No admin key is configured: the dashboard answers local clients only."
+            return self.page("error.html", request, status=403, title="Forbidden", message=message)
+        if not page:
+            return Response("admin key required", status_code=401, media_type="text/plain")
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"{self.base}/login?next={quote(target)}", status_code=303)
+
+    def page(self, template: str, request: Request, *, status: int = 200, **ctx: Any) -> HTMLResponse:
+        ctx.setdefault("logged_in", self.admin_key() is not None and COOKIE in request.cookies)
+        ctx.setdefault("now", self.sources.clock())
+        html = self.render.page(template, **ctx)
+        return HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
+
+    def store(self) -> Any:
+        store = _resolve(self.sources.store)
+        if store is None:
+            raise RuntimeError("the run store is not open")
+        return store
+
+    # -- runs --------------------------------------------------------------------------
+
+    async def runs(self, request: Request, params: Mapping[str, str]) -> list[Any]:
+        status = params.get("status") or None
+        if status is not None and status not in STATUSES:
+            status = None
+        pipeline = params.get("pipeline") or None
+        limit = _int(params.get("limit"), 50, 1, 500)
+        q = (params.get("q") or "").strip()
+        runs = await self.store().list_runs(status=status, pipeline=pipeline, limit=limit if not q else 1000)
+        if q:
+            runs = [r for r in runs if r.id.startswith(q)][:limit]
+        return list(runs)
+
+    async def pipelines(self) -> list[str]:
+        recent = await self.store().list_runs(limit=500)
+        return sorted({r.pipeline for r in recent})
+
+    async def run_view(self, run_id: str) -> Any:
+        store = self.store()
+        run = await store.get_run(run_id)
+        steps = await store.steps(run.id)
+        events = await store.events(run.id)
+        graph = self.sources.graphs(run.pipeline) if self.sources.graphs else None
+        return build_run_view(run, steps, events, graph)
+
+    def run_fragments(self, view: Any) -> dict[str, str]:
+        now = self.sources.clock()
+        bars, span = gantt(view, now)
+        ctx = self.render.run_context(view, now, bars, span)
+        return {
+            "run-header": self.render.fragment("_run_header.html", **ctx),
+            "graph-box": self.render.fragment("_graph.html", **ctx),
+            "gantt-box": self.render.fragment("_gantt.html", **ctx),
+            "steps-box": self.render.fragment("_steps.html", **ctx),
+        }
+
+    async def live(self, request: Request, produce: Callable[[], Awaitable[tuple[dict[str, Any], bool]]]) -> Any:
+        poll = self.sources.poll_s
+
+        async def stream() -> AsyncIterator[bytes]:
+            last = ""
+            idle = 0.0
+            while True:
+                payload, done = await produce()
+                body = json.dumps(payload, separators=(",", ":"))
+                if body != last:
+                    last, idle = body, 0.0
+                    yield f"event: update\ndata: {body}\n\n".encode()
+                elif idle >= 15.0:
+                    idle = 0.0
+                    yield b": ping\n\n"
+                if done:
+                    yield b"event: done\ndata: {}\n\n"
+                    return
+                if await request.is_disconnected():
+                    return
+                await anyio.sleep(poll)
+                idle += poll
+
+        headers = {"cache-control": "no-store", "x-accel-buffering": "no"}
+        return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+def _int(value: str | None, default: int, lo: int, hi: int) -> int:
+    try:
+        return min(hi, max(lo, int(value))) if value else default
+    except ValueError:
+        return default
+
+
+def dashboard_router(sources: DashboardSources, *, prefix: str = "/ui") -> APIRouter:
+    """The dashboard as a FastAPI router; ``app.include_router(dashboard_router(...))``."""
+    d = Dashboard(sources, prefix)
+    router = APIRouter(prefix=prefix, include_in_schema=False)
+
+    @router.get("/static/{name}")
+    async def static(name: str) -> Response:
+        path = _STATIC / name
+        if path.parent != _STATIC or path.suffix not in _STATIC_TYPES or not path.is_file():
+            return Response("not found", status_code=404, media_type="text/plain")
+        return Response(path.read_bytes(), media_type=_STATIC_TYPES[path.suffix],
+                        headers={"cache-control": "public, max-age=300"})  # fmt: skip
+
+    @router.get("/login")
+    async def login_form(request: Request, next: str = "") -> Response:
+        return d.page("login.html", request, next=_safe_next(next, d.base), error=None)
+
+    @router.post("/login")
+    async def login(request: Request) -> Response:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        given = (form.get("key") or [""])[0].strip()
+        target = _safe_next((form.get("next") or [""])[0], d.base)
+        key = d.admin_key()
+        if key is None or not given or not hmac.compare_digest(given.encode(), key.encode()):
+            return d.page("login.html", request, status=401, next=target, error="That is not the admin key.")
+        response = RedirectResponse(target, status_code=303)
+        secure = request.url.scheme == "https"
+        response.set_cookie(COOKIE, _session_token(key), httponly=True, samesite="strict", secure=secure,
+                            path=d.base or "/", max_age=12 * 3600)  # fmt: skip
+        return response
+
+    @router.post("/logout")
+    async def logout() -> Response:
+        response = RedirectResponse(f"{d.base}/login", status_code=303)
+        response.delete_cookie(COOKIE, path=d.base or "/")
+        return response
+
+    @router.get("/")
+    async def runs_page(request: Request) -> Response:
+        if (denied := d.deny(request)) is not None:
+            return denied
+        params = dict(request.query_params)
+        runs = await d.runs(request, params)
+        filters = {
+            "pipeline": params.get("pipeline", ""),
+            "status": params.get("status", ""),
+            "q": params.get("q", ""),
+            "limit": _int(params.get("limit"), 50, 1, 500),
+        }
+        query = urlencode({k: v for k, v in filters.items() if v})
+        return d.page("runs.html", request, nav="runs", runs=runs, filters=filters, query=query,
+                      pipelines=await d.pipelines(), statuses=STATUSES)  # fmt: skip
+
+    @router.get("/live/runs")
+    async def live_runs(request: Request) -> Response:
+        if (denied := d.deny(request, page=False)) is not None:
+            return denied
+        params = dict(request.query_params)
+
+        async def produce() -> tuple[dict[str, Any], bool]:
+            runs = await d.runs(request, params)
+            rows = d.render.fragment("_runs_rows.html", runs=runs, now=sources.clock())
+            return {"fragments": {"runs-body": rows}}, False
+
+        return await d.live(request, produce)  # type: ignore[no-any-return]
+
+    @router.get("/runs/{run_id}")
+    async def run_page(request: Request, run_id: str) -> Response:
+        if (denied := d.deny(request)) is not None:
+            return denied
+        try:
+            view = await d.run_view(run_id)
+        except RunNotFound:
+            return d.page("error.html", request, status=404, title="Run not found", message=f"No run {run_id!r}.")
+        now = sources.clock()
+        bars, span = gantt(view, now)
+        return d.page("run.html", request, nav="runs", **d.render.run_context(view, now, bars, span))
+
+    @router.get("/live/runs/{run_id}")
+    async def live_run(request: Request, run_id: str) -> Response:
+        if (denied := d.deny(request, page=False)) is not None:
+            return denied
+        try:
+            await d.store().get_run(run_id)
+        except RunNotFound:
+            return Response(f"no run {run_id!r}", status_code=404, media_type="text/plain")
+
+        async def produce() -> tuple[dict[str, Any], bool]:
+            view = await d.run_view(run_id)
+            return {"status": view.status, "fragments": d.run_fragments(view)}, view.terminal
+
+        return await d.live(request, produce)  # type: ignore[no-any-return]
+
+    @router.get("/models")
+    async def models_page(request: Request) -> Response:
+        if (denied := d.deny(request)) is not None:
+            return denied
+        rows = None
+        if sources.health is not None:
+            rows = [dict(r) for r in await _maybe_await(sources.health())]
+        columns = _columns(rows or [])
+        return d.page("models.html", request, nav="models", rows=rows, columns=columns)
+
+    @router.get("/spend")
+    async def spend_page(request: Request, since: str = "") -> Response:
+        if (denied := d.deny(request)) is not None:
+            return denied
+        now = sources.clock()
+        since_day = _valid_day(since) or (datetime.fromtimestamp(now, UTC) - timedelta(days=30)).strftime("%Y-%m-%d")
+        key_rows = await sources.spend(since_day) if sources.spend is not None else None
+        run_rows = _runs_by_day(await d.store().list_runs(limit=5000), since_day)
+        return d.page("spend.html", request, nav="spend", since=since_day, key_rows=key_rows,
+                      by_model=_by_model(key_rows or []), key_total=sum(r.get("cost") or 0 for r in key_rows or []),
+                      run_rows=run_rows, run_total=sum(r["cost"] for r in run_rows))  # fmt: skip
+
+    @router.get("/journal")
+    async def journal_page(request: Request, q: str = "") -> Response:
+        if (denied := d.deny(request)) is not None:
+            return denied
+        journal = _resolve(sources.journal)
+        entries: list[Any] = []
+        if journal is not None:
+            q = q.strip()
+            entries = list(await journal.search(q, limit=30) if q else await journal.recent(30))
+        return d.page("journal.html", request, nav="journal", q=q, entries=entries, unavailable=journal is None)
+
+    return router
+
+
+COLUMN_ORDER = ("group", "deployment", "model", "provider", "state", "health", "breaker", "in_flight",
+                "latency_ms", "error_rate", "ejected_until", "last_error")  # fmt: skip
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    seen = {k for r in rows for k in r}
+    cols = [c for c in COLUMN_ORDER if c in seen]
+    return cols + sorted(seen - set(cols))
+
+
+def _valid_day(value: str) -> str | None:
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").strftime("%Y-%m-%d")
+    except ValueError:
+        return None
+
+
+def _runs_by_day(runs: Sequence[Any], since_day: str) -> list[dict[str, Any]]:
+    totals: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in runs:
+        day = datetime.fromtimestamp(r.created_at, UTC).strftime("%Y-%m-%d")
+        if day < since_day:
+            continue
+        row = totals.setdefault((day, r.pipeline), {"day": day, "pipeline": r.pipeline, "runs": 0, "cost": 0.0})
+        row["runs"] += 1
+        row["cost"] += r.cost or 0.0
+    return sorted(totals.values(), key=lambda x: (x["day"], x["pipeline"]), reverse=True)
+
+
+def _by_model(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        m = out.setdefault(
+            str(r.get("model")),
+            {"model": r.get("model"), "requests": 0, "input_tokens": 0, "output_tokens": 0, "cost": 0.0},
+        )
+        for k in ("requests", "input_tokens", "output_tokens", "cost"):
+            m[k] += r.get(k) or 0
+    return sorted(out.values(), key=lambda x: -x["cost"])
+
+
+def _safe_next(target: str, base: str) -> str:
+    """Only same-site paths under the dashboard: never an open redirect."""
+    if target.startswith(base + "/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return base + "/"

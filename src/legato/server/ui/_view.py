@@ -1,0 +1,346 @@
+"""What the dashboard shows of a run, computed from the store's records.
+
+Finished attempts come from the store's step rows; steps still running are known
+only from their ``StepStarted`` event (the store keeps no row for an attempt in
+flight), so both are merged here. The graph is laid out in layers (a step's layer
+is the length of the longest dependency chain before it), which is enough for the
+pipelines legato runs and needs no layout library; the Gantt chart maps each
+attempt's start and end onto the run's time span, so steps that ran at the same
+time are drawn side by side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["GanttBar", "GraphLayout", "RunView", "StepView", "build_run_view", "gantt", "layout_graph"]
+
+_TERMINAL_STEP = frozenset({"succeeded", "failed", "skipped", "cancelled"})
+
+
+@dataclass
+class Attempt:
+    attempt: int
+    status: str
+    started_at: float | None = None
+    finished_at: float | None = None
+    error_type: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class StepView:
+    name: str
+    status: str = "pending"
+    deps: list[str] = field(default_factory=list)
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    retries: int = 0
+    output: Any = None
+    has_output: bool = False
+    error_type: str | None = None
+    error: str | None = None
+    skip_reason: str | None = None
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return max(0.0, self.finished_at - self.started_at)
+
+
+@dataclass
+class RunView:
+    id: str
+    pipeline: str
+    status: str
+    inputs: dict[str, Any]
+    steps: dict[str, StepView]
+    edges: list[tuple[str, str]]
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    cost: float | None
+    error: str | None
+    failed_step: str | None
+    outputs: dict[str, Any] | None
+    graph_known: bool
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in ("succeeded", "failed", "cancelled", "dead")
+
+    def duration_s(self, now: float) -> float | None:
+        if self.started_at is None:
+            return None
+        return max(0.0, (self.finished_at or now) - self.started_at)
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def _event_kind(type_name: str) -> str:
+    """``StepStarted``, ``step_started`` and ``step.started`` all become ``step_started``."""
+    out = []
+    for i, ch in enumerate(type_name):
+        if ch.isupper() and i:
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out).replace(".", "_").replace("__", "_")
+
+
+def build_run_view(
+    run: Any,
+    steps: Iterable[Any],
+    events: Iterable[Any] = (),
+    graph: Mapping[str, Sequence[str]] | None = None,
+) -> RunView:
+    """Merge a run record, its step attempt records and its events into a view.
+
+    ``graph`` maps each step to the steps it depends on; without it the view has
+    no edges and lays the steps out by start time.
+    """
+    views: dict[str, StepView] = {}
+    if graph:
+        for name, deps in graph.items():
+            views[name] = StepView(name=name, deps=[d for d in deps if d in graph])
+
+    def view(name: str) -> StepView:
+        if name not in views:
+            views[name] = StepView(name=name)
+        return views[name]
+
+    for ev in events:
+        kind = _event_kind(str(_get(ev, "type", "")))
+        name = _get(ev, "step")
+        data = _get(ev, "data") or {}
+        at = _get(ev, "at")
+        if not name:
+            continue
+        s = view(name)
+        if kind == "step_started":
+            attempt = int(data.get("attempt", len(s.attempts) + 1))
+            s.attempts.append(Attempt(attempt=attempt, status="running", started_at=at))
+            s.status, s.started_at = "running", s.started_at if s.started_at is not None else at
+        elif kind == "step_retried":
+            s.retries += 1
+            if s.attempts:
+                s.attempts[-1].status = "failed"
+                s.attempts[-1].finished_at = at
+                s.attempts[-1].error_type = data.get("error_type")
+                s.attempts[-1].error = data.get("message")
+        elif kind == "step_skipped":
+            s.status, s.skip_reason = "skipped", data.get("reason")
+        elif kind in ("step_finished", "step_failed"):
+            status = "succeeded" if kind == "step_finished" else ("cancelled" if data.get("cancelled") else "failed")
+            s.status, s.finished_at = status, at
+            if s.attempts:
+                s.attempts[-1].status, s.attempts[-1].finished_at = status, at
+            if kind == "step_failed":
+                s.error_type, s.error = data.get("error_type"), data.get("message")
+
+    for rec in sorted(steps, key=lambda r: (_get(r, "step"), _get(r, "attempt", 1))):
+        s = view(_get(rec, "step"))
+        status = str(_get(rec, "status"))
+        number = int(_get(rec, "attempt", 1) or 1)
+        att = next((a for a in s.attempts if a.attempt == number), None)
+        if att is None:
+            att = Attempt(attempt=number, status=status)
+            s.attempts.append(att)
+        att.status = status
+        att.started_at = _get(rec, "started_at") or att.started_at
+        att.finished_at = _get(rec, "finished_at") or att.finished_at
+        att.error_type, att.error = _get(rec, "error_type"), _get(rec, "error")
+        s.status = status
+        s.started_at = (
+            min(x for x in (s.started_at, att.started_at) if x is not None) if att.started_at else s.started_at
+        )
+        s.finished_at = att.finished_at or s.finished_at
+        if status == "succeeded":
+            s.output, s.has_output = _get(rec, "output"), True
+        if status in ("failed", "cancelled"):
+            s.error_type, s.error = att.error_type, att.error
+        for name in ("model", "input_tokens", "output_tokens", "cost"):
+            value = _get(rec, name)
+            if value is not None:
+                setattr(s, name, value)
+        s.meta = dict(_get(rec, "meta") or {})
+        if status == "skipped" and not s.skip_reason:
+            s.skip_reason = s.meta.get("reason")
+    for s in views.values():
+        s.attempts.sort(key=lambda a: a.attempt)
+        s.retries = max(s.retries, len(s.attempts) - 1)
+
+    run_status = str(_get(run, "status"))
+    if run_status in ("failed", "cancelled", "dead"):
+        for s in views.values():  # a step still "running" in a run that ended did not finish
+            if s.status == "running":
+                s.status = "cancelled"
+    edges = [(d, s.name) for s in views.values() for d in s.deps if d in views]
+    return RunView(
+        id=str(_get(run, "id")),
+        pipeline=str(_get(run, "pipeline")),
+        status=run_status,
+        inputs=dict(_get(run, "inputs") or {}),
+        steps=views,
+        edges=edges,
+        created_at=float(_get(run, "created_at", 0.0) or 0.0),
+        started_at=_get(run, "started_at") or _first([s.started_at for s in views.values()]),
+        finished_at=_get(run, "finished_at"),
+        cost=_get(run, "cost"),
+        error=_get(run, "error"),
+        failed_step=_get(run, "failed_step"),
+        outputs=_get(run, "outputs"),
+        graph_known=bool(graph),
+    )
+
+
+def _first(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return min(known) if known else None
+
+
+# -- graph layout -------------------------------------------------------------------
+
+
+@dataclass
+class NodeBox:
+    name: str
+    status: str
+    x: float
+    y: float
+    label: str
+
+
+@dataclass
+class GraphLayout:
+    width: float
+    height: float
+    nodes: list[NodeBox]
+    edges: list[tuple[str, str, str]]  # (from, to, SVG path)
+
+
+NODE_W, NODE_H, GAP_X, GAP_Y, PAD = 150.0, 36.0, 60.0, 18.0, 12.0
+
+
+def _layers(view: RunView) -> list[list[str]]:
+    names = list(view.steps)
+    if not view.graph_known:
+        # No dependency information: one layer per distinct start time, in order.
+        order = sorted(names, key=lambda n: (view.steps[n].started_at is None, view.steps[n].started_at or 0.0, n))
+        return [[n] for n in order]
+    level: dict[str, int] = {}
+
+    def depth(n: str, seen: frozenset[str] = frozenset()) -> int:
+        if n in level:
+            return level[n]
+        deps = [d for d in view.steps[n].deps if d not in seen]
+        level[n] = 1 + max((depth(d, seen | {n}) for d in deps), default=-1)
+        return level[n]
+
+    for n in names:
+        depth(n)
+    layers: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for n in names:
+        layers[level[n]].append(n)
+    # One barycentre pass: order each layer by the mean position of its parents.
+    position: dict[str, float] = {}
+    for i, layer in enumerate(layers):
+        if i:
+            layer.sort(
+                key=lambda n: (
+                    sum(position.get(d, 0.0) for d in view.steps[n].deps) / max(1, len(view.steps[n].deps)),
+                    n,
+                )
+            )
+        for j, n in enumerate(layer):
+            position[n] = float(j)
+    return layers
+
+
+def layout_graph(view: RunView) -> GraphLayout:
+    """Boxes left to right by layer, edges as cubic curves between box sides."""
+    layers = _layers(view)
+    tallest = max((len(layer) for layer in layers), default=1)
+    height = PAD * 2 + tallest * NODE_H + (tallest - 1) * GAP_Y
+    nodes: dict[str, NodeBox] = {}
+    for i, layer in enumerate(layers):
+        offset = (height - (len(layer) * NODE_H + (len(layer) - 1) * GAP_Y)) / 2
+        for j, name in enumerate(layer):
+            label = name if len(name) <= 18 else name[:17] + "…"
+            nodes[name] = NodeBox(
+                name, view.steps[name].status, PAD + i * (NODE_W + GAP_X), offset + j * (NODE_H + GAP_Y), label
+            )
+    edges = []
+    for a, b in view.edges:
+        na, nb = nodes[a], nodes[b]
+        x1, y1 = na.x + NODE_W, na.y + NODE_H / 2
+        x2, y2 = nb.x, nb.y + NODE_H / 2
+        mid = (x1 + x2) / 2
+        edges.append((a, b, f"M{x1:.1f},{y1:.1f} C{mid:.1f},{y1:.1f} {mid:.1f},{y2:.1f} {x2:.1f},{y2:.1f}"))
+    width = PAD * 2 + len(layers) * NODE_W + max(0, len(layers) - 1) * GAP_X
+    return GraphLayout(width=max(width, NODE_W + 2 * PAD), height=height, nodes=list(nodes.values()), edges=edges)
+
+
+# -- Gantt timeline -------------------------------------------------------------------
+
+
+@dataclass
+class GanttBar:
+    step: str
+    attempt: int
+    status: str
+    row: int
+    x: float  # fraction of the run's span, 0..1
+    width: float  # fraction, > 0
+    start_s: float  # seconds after the run started
+    duration_s: float
+
+
+def gantt(view: RunView, now: float) -> tuple[list[GanttBar], float]:
+    """Bars for every attempt that started, one row per step, and the span in seconds."""
+    origin = view.started_at
+    if origin is None:
+        return [], 0.0
+    end = view.finished_at or now
+    for s in view.steps.values():
+        for a in s.attempts:
+            end = max(end, a.finished_at or (now if a.status == "running" else end))
+    span = max(end - origin, 1e-3)
+    rows = [n for n in _order_for_rows(view) if view.steps[n].attempts or view.steps[n].started_at is not None]
+    bars = []
+    for row, name in enumerate(rows):
+        for a in view.steps[name].attempts:
+            if a.started_at is None:
+                continue
+            stop = a.finished_at if a.finished_at is not None else (now if a.status == "running" else a.started_at)
+            start_s = max(0.0, a.started_at - origin)
+            duration = max(0.0, stop - a.started_at)
+            bars.append(
+                GanttBar(
+                    step=name,
+                    attempt=a.attempt,
+                    status=a.status,
+                    row=row,
+                    x=min(1.0, start_s / span),
+                    width=max(duration / span, 0.004),
+                    start_s=start_s,
+                    duration_s=duration,
+                )
+            )
+    return bars, span
+
+
+def _order_for_rows(view: RunView) -> list[str]:
+    return sorted(view.steps, key=lambda n: (view.steps[n].started_at is None, view.steps[n].started_at or 0.0, n))

@@ -1,0 +1,61 @@
+// legato dashboard: local times and live updates over Server-Sent Events.
+// The server renders every fragment; this script only swaps them in.
+(function () {
+  "use strict";
+
+  function localTimes(root) {
+    root.querySelectorAll("time[data-epoch]").forEach(function (el) {
+      var s = parseFloat(el.getAttribute("data-epoch"));
+      if (!isNaN(s) && s > 0) {
+        el.textContent = new Date(s * 1000).toLocaleString();
+        el.setAttribute("datetime", new Date(s * 1000).toISOString());
+      }
+    });
+  }
+
+  function keepOpen(root) {
+    var open = {};
+    root.querySelectorAll("details[open][id]").forEach(function (d) { open[d.id] = true; });
+    return open;
+  }
+
+  function restoreOpen(root, open) {
+    root.querySelectorAll("details[id]").forEach(function (d) {
+      if (open[d.id]) { d.setAttribute("open", ""); }
+    });
+  }
+
+  function connect(el) {
+    var url = el.getAttribute("data-live");
+    if (!url || !window.EventSource) { return; }
+    var dot = document.querySelector(".live-dot");
+    var source = new EventSource(url);
+    source.addEventListener("update", function (msg) {
+      var data = JSON.parse(msg.data);
+      Object.keys(data.fragments || {}).forEach(function (id) {
+        var target = document.getElementById(id);
+        if (!target) { return; }
+        var open = keepOpen(target);
+        target.innerHTML = data.fragments[id];
+        restoreOpen(target, open);
+        localTimes(target);
+      });
+      if (data.status) { el.setAttribute("data-status", data.status); }
+      document.dispatchEvent(new CustomEvent("legato:update", { detail: data }));
+    });
+    source.addEventListener("done", function () {
+      el.setAttribute("data-terminal", "true");
+      source.close();
+      if (dot) { dot.classList.add("off"); }
+    });
+    source.onerror = function () { if (dot) { dot.classList.add("off"); } };
+    source.onopen = function () { if (dot) { dot.classList.remove("off"); } };
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    localTimes(document);
+    document.querySelectorAll("[data-live]").forEach(function (el) {
+      if (el.getAttribute("data-terminal") !== "true") { connect(el); }
+    });
+  });
+})();
