@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import sys
 
-from legato.cli._app import app
-
 # Command modules register themselves on `app` when imported (one module per group).
 # e.g. `from legato.cli import run as _run` below this line.
+from legato.cli import keys as _keys  # noqa: F401
+from legato.cli import run as _run  # noqa: F401
+from legato.cli import serve as _serve  # noqa: F401
+from legato.cli._app import app
 
 
 def main() -> None:

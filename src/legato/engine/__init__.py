@@ -4,6 +4,7 @@ The engine knows nothing of providers, the store or the server: steps are plain
 (async or sync) functions; everything else observes a run through its events.
 """
 
+from legato.engine._analysis import PlanSummary, summarize
 from legato.engine._bus import EventBus, Subscriber
 from legato.engine._context import SKIPPED, RunControl, StepContext, current_step
 from legato.engine._events import (
@@ -43,6 +44,7 @@ __all__ = [
     "LoopOptions",
     "Pipeline",
     "Plan",
+    "PlanSummary",
     "RunControl",
     "RunFinished",
     "RunResult",
@@ -66,4 +68,5 @@ __all__ = [
     "register_executor",
     "resolve_executor",
     "run_in_process",
+    "summarize",
 ]

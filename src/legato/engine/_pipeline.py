@@ -12,7 +12,7 @@ import anyio
 
 from legato.engine._bus import EventBus, Subscriber
 from legato.engine._context import RunControl
-from legato.engine._executor import Executor, StepCache
+from legato.engine._executor import Executor, StepCache, resolve_executor
 from legato.engine._plan import Plan, compile_plan
 from legato.engine._result import RunResult
 from legato.engine._run import RunOptions, execute
@@ -82,6 +82,9 @@ class Pipeline:
         self.clock = clock
         self.sleep = sleep
         self.spec: Any = None  # the PipelineSpec when loaded from YAML
+        self.source: str | None = None  # the file it was loaded from
+        self.executor_name: str | None = None  # resolved on first run (YAML `executor:`)
+        self.executor_options: dict[str, Any] = {}
         self._inputs: dict[str, InputDecl] | None = None if inputs is None else _declare_inputs(inputs)
         self._outputs: dict[str, Value] = {k: compile_value(v) for k, v in (outputs or {}).items()}
         self._steps: dict[str, StepDef] = {}
@@ -185,6 +188,11 @@ class Pipeline:
         self._plan = None
         return step
 
+    def add_output(self, name: str, value: Any) -> None:
+        """Declare an output: ``value`` may hold ``${...}`` references (see :attr:`RunResult.result`)."""
+        self._outputs[name] = compile_value(value)
+        self._plan = None
+
     # -- introspection -------------------------------------------------------------
     @property
     def steps(self) -> Mapping[str, StepDef]:
@@ -251,7 +259,7 @@ class Pipeline:
         opts = RunOptions(
             pipeline=self.name,
             bus=subscribers if isinstance(subscribers, EventBus) else EventBus(subscribers),
-            executor=executor if executor is not None else self.executor,
+            executor=executor if executor is not None else self._default_executor(),
             step_cache=step_cache,
             deadline=deadline if deadline is not None else self.deadline,
             control=control,
@@ -263,6 +271,11 @@ class Pipeline:
             sleep=self.sleep,
         )
         return await execute(plan, values, run_id, done, opts)
+
+    def _default_executor(self) -> Executor | None:
+        if self.executor is None and self.executor_name is not None:
+            self.executor = resolve_executor(self.executor_name, **self.executor_options)
+        return self.executor
 
     def run_sync(self, inputs: Mapping[str, Any] | None = None, /, **kwargs: Any) -> RunResult:
         """:meth:`run` from synchronous code (starts an event loop; not from inside one)."""

@@ -1,1 +1,65 @@
-"""legato.spec."""
+"""Pipeline specs: the YAML format, its loader, ``${...}`` references and the safe
+expression language.
+
+Names are imported lazily so that the engine, which uses the expression language,
+does not pay for pydantic models it does not need.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "BuildContext",
+    "Expression",
+    "ExpressionError",
+    "PipelineSpec",
+    "StepBuild",
+    "StepFactory",
+    "StepSpec",
+    "compile_expression",
+    "load_pipeline",
+    "load_spec",
+    "register_step_kind",
+]
+
+_LAZY = {
+    "BuildContext": "legato.spec._kinds",
+    "StepBuild": "legato.spec._kinds",
+    "StepFactory": "legato.spec._kinds",
+    "register_step_kind": "legato.spec._kinds",
+    "Expression": "legato.spec._expr",
+    "ExpressionError": "legato.spec._expr",
+    "compile_expression": "legato.spec._expr",
+    "PipelineSpec": "legato.spec._models",
+    "StepSpec": "legato.spec._models",
+    "load_pipeline": "legato.spec._loader",
+    "load_spec": "legato.spec._loader",
+}
+
+if TYPE_CHECKING:
+    from legato.spec._expr import Expression as Expression
+    from legato.spec._expr import ExpressionError as ExpressionError
+    from legato.spec._expr import compile_expression as compile_expression
+    from legato.spec._kinds import BuildContext as BuildContext
+    from legato.spec._kinds import StepBuild as StepBuild
+    from legato.spec._kinds import StepFactory as StepFactory
+    from legato.spec._kinds import register_step_kind as register_step_kind
+    from legato.spec._loader import load_pipeline as load_pipeline
+    from legato.spec._loader import load_spec as load_spec
+    from legato.spec._models import PipelineSpec as PipelineSpec
+    from legato.spec._models import StepSpec as StepSpec
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'legato.spec' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,314 @@
+"""``legato run``, ``legato validate`` and ``legato plan``.
+
+Exit codes: 0 success, 1 the run failed (or was cancelled), 2 invalid spec,
+inputs or usage. Heavy imports (the engine, pydantic models) happen inside the
+commands so ``legato --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console
+
+from legato.cli._app import app
+
+if TYPE_CHECKING:
+    from legato.engine import Event, Pipeline, PlanSummary, RunResult
+    from legato.errors import SpecError
+
+__all__ = ["plan", "run", "validate"]
+
+_err = Console(stderr=True, highlight=False)
+
+
+def _fail_spec(exc: SpecError) -> typer.Exit:
+    for issue in exc.issues:
+        _err.print(f"[red]error[/red]: {issue}", markup=True, soft_wrap=True)
+    n = len(exc.issues)
+    _err.print(f"{n} error{'s' if n != 1 else ''}", style="red")
+    return typer.Exit(2)
+
+
+def _load(file: Path, config: Path | None) -> Pipeline:
+    from legato.config import LegatoConfig
+    from legato.errors import ConfigError, SpecError
+    from legato.spec import load_pipeline
+
+    try:
+        cfg = LegatoConfig.load(config)
+    except ConfigError as exc:
+        _err.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(2) from None
+    try:
+        return load_pipeline(file, config=cfg)
+    except SpecError as exc:
+        raise _fail_spec(exc) from None
+
+
+def _parse_inputs(pipeline: Pipeline, pairs: list[str], inputs_file: Path | None) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if inputs_file is not None:
+        try:
+            loaded = json.loads(inputs_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            _err.print(f"[red]error[/red]: --inputs-file {inputs_file}: {exc}")
+            raise typer.Exit(2) from None
+        if not isinstance(loaded, dict):
+            _err.print(f"[red]error[/red]: --inputs-file {inputs_file}: must hold a JSON object")
+            raise typer.Exit(2)
+        values.update(loaded)
+    declared = pipeline.inputs
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            _err.print(f"[red]error[/red]: --input expects key=value, got {pair!r}")
+            raise typer.Exit(2)
+        decl = declared.get(key)
+        if decl is not None and decl.type is str:
+            values[key] = raw
+        else:
+            try:
+                values[key] = json.loads(raw)
+            except json.JSONDecodeError:
+                values[key] = raw
+    return values
+
+
+@app.command()
+def run(
+    file: Path = typer.Argument(..., help="Pipeline YAML file."),
+    input: list[str] = typer.Option([], "--input", "-i", help="Input as key=value (repeatable; JSON values)."),
+    inputs_file: Path | None = typer.Option(None, "--inputs-file", help="JSON object of inputs."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    config: Path | None = typer.Option(None, "--config", help="legato.yaml (default: $LEGATO_CONFIG, ./legato.yaml)."),
+) -> None:
+    """Run a pipeline: independent steps run in parallel; live progress on a terminal."""
+    import anyio
+
+    from legato.errors import InputError
+
+    pipeline = _load(file, config)
+    values = _parse_inputs(pipeline, input, inputs_file)
+    out = Console(highlight=False)
+    progress = _Progress(pipeline, out) if out.is_terminal and not as_json else None
+    subscribers = [progress.on_event] if progress is not None else []
+    try:
+        if progress is not None:
+            with progress:
+                result = anyio.run(lambda: pipeline.run(values, subscribers=subscribers))
+        else:
+            result = anyio.run(lambda: pipeline.run(values, subscribers=subscribers))
+    except InputError as exc:
+        _err.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(2) from None
+    if as_json:
+        doc: dict[str, Any] = {
+            "run_id": result.run_id,
+            "status": str(result.status),
+            "outputs": result.result,
+            "duration_s": round(result.duration_s, 6),
+        }
+        if not result.ok:
+            doc["error"] = result.error
+            doc["failed_step"] = result.failed_step
+        sys.stdout.write(json.dumps(doc, default=_json_default, indent=2) + "\n")
+    else:
+        _print_result(out, result)
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def _json_default(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return str(value)
+
+
+def _print_result(out: Console, result: RunResult) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"run {result.run_id} · {result.pipeline}", title_justify="left", show_edge=False)
+    table.add_column("step")
+    table.add_column("status")
+    table.add_column("start ms", justify="right")
+    table.add_column("duration ms", justify="right")
+    table.add_column("attempts", justify="right")
+    for name, t in result.timings.items():
+        start = "" if t.started is None else f"{t.started * 1000:.1f}"
+        dur = "" if t.duration is None else f"{t.duration * 1000:.1f}"
+        table.add_row(name, _styled(str(t.status)), start, dur, str(t.attempts or ""))
+    out.print(table)
+    for name, reason in result.skipped.items():
+        out.print(f"[dim]skipped {name}: {reason}[/dim]")
+    if result.ok:
+        out.print_json(json.dumps(result.result, default=_json_default))
+        out.print(f"[green]succeeded[/green] in {result.duration_s:.3f}s" + _cost(result))
+    else:
+        out.print(f"[red]{result.status}[/red] after {result.duration_s:.3f}s: {result.error}")
+
+
+def _cost(result: RunResult) -> str:
+    return f" · ${result.cost:.6f}" if result.usage.get("calls") else ""
+
+
+_STYLES = {"succeeded": "green", "failed": "red", "cancelled": "red", "skipped": "dim", "running": "yellow"}
+
+
+def _styled(status: str) -> str:
+    style = _STYLES.get(status)
+    return f"[{style}]{status}[/{style}]" if style else status
+
+
+class _Progress:
+    """Live table of step states, fed by run events (a quick sync subscriber)."""
+
+    def __init__(self, pipeline: Pipeline, console: Console) -> None:
+        from rich.live import Live
+
+        self.order = list(pipeline.compile().order)
+        self.state = dict.fromkeys(self.order, "pending")
+        self.detail: dict[str, str] = {}
+        self.live = Live(self.render(), console=console, refresh_per_second=12, transient=True)
+
+    def __enter__(self) -> _Progress:
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.live.__exit__(None, None, None)
+
+    def on_event(self, event: Event) -> None:
+        from legato.engine import StepFailed, StepFinished, StepRetried, StepSkipped, StepStarted
+
+        if isinstance(event, StepStarted):
+            self.state[event.step] = "running"
+        elif isinstance(event, StepFinished):
+            self.state[event.step] = "succeeded"
+            self.detail[event.step] = f"{event.duration_s * 1000:.0f} ms"
+        elif isinstance(event, StepFailed):
+            self.state[event.step] = "cancelled" if event.cancelled else "failed"
+            self.detail[event.step] = f"{event.error_type}: {event.message}"
+        elif isinstance(event, StepSkipped):
+            self.state[event.step] = "skipped"
+            self.detail[event.step] = event.reason
+        elif isinstance(event, StepRetried):
+            self.detail[event.step] = f"retry after attempt {event.attempt}: {event.error_type}"
+        else:
+            return
+        self.live.update(self.render())
+
+    def render(self) -> Any:
+        from rich.table import Table
+
+        table = Table(show_header=False, show_edge=False, box=None)
+        for name in self.order:
+            table.add_row(name, _styled(self.state[name]), self.detail.get(name, ""))
+        return table
+
+
+@app.command()
+def validate(
+    files: list[Path] = typer.Argument(..., help="Pipeline YAML file(s)."),
+    config: Path | None = typer.Option(None, "--config", help="legato.yaml for step kinds that read it."),
+) -> None:
+    """Check pipeline files; list every error with file:line:column (exit 2 when any)."""
+    failed = False
+    for file in files:
+        try:
+            pipeline = _load(file, config)
+        except typer.Exit:
+            failed = True
+            continue
+        n = len(pipeline.steps)
+        typer.echo(f"{file}: ok (pipeline {pipeline.name!r}, {n} step{'s' if n != 1 else ''})")
+    raise typer.Exit(2 if failed else 0)
+
+
+_FORMATS = ("text", "mermaid", "dot", "json")
+
+
+@app.command()
+def plan(
+    file: Path = typer.Argument(..., help="Pipeline YAML file."),
+    format: str = typer.Option("text", "--format", "-f", help="text, mermaid, dot or json."),
+    config: Path | None = typer.Option(None, "--config", help="legato.yaml for step kinds that read it."),
+) -> None:
+    """Show the execution plan: levels, critical path, parallelism and estimated wall time."""
+    from legato.engine import summarize
+
+    if format not in _FORMATS:
+        _err.print(f"[red]error[/red]: --format must be one of {', '.join(_FORMATS)}, got {format!r}")
+        raise typer.Exit(2)
+    pipeline = _load(file, config)
+    summary = summarize(pipeline.compile())
+    if format == "json":
+        sys.stdout.write(json.dumps(summary.as_dict(), indent=2) + "\n")
+    elif format == "mermaid":
+        sys.stdout.write(_mermaid(summary))
+    elif format == "dot":
+        sys.stdout.write(_dot(pipeline.name, summary))
+    else:
+        _text(pipeline.name, summary)
+
+
+def _label(step: dict[str, Any]) -> str:
+    parts = [step["name"]]
+    if "map" in step:
+        parts.append(f"map over {step['map']}")
+    if "estimate_ms" in step:
+        parts.append(f"{step['estimate_ms']:g} ms")
+    return " · ".join(parts)
+
+
+def _mermaid(summary: PlanSummary) -> str:
+    lines = ["flowchart LR"]
+    conditional = {s["name"] for s in summary.steps if "when" in s}
+    for step in summary.steps:
+        label = _label(step).replace('"', "'")
+        shape = f'{{"{label}"}}' if step["name"] in conditional else f'["{label}"]'
+        lines.append(f"  {step['name']}{shape}")
+    for src, dst in summary.edges:
+        arrow = "-.->" if dst in conditional else "-->"
+        lines.append(f"  {src} {arrow} {dst}")
+    return "\n".join(lines) + "\n"
+
+
+def _dot(name: str, summary: PlanSummary) -> str:
+    lines = [f"digraph {json.dumps(name)} {{", "  rankdir=LR;", "  node [shape=box];"]
+    critical = set(zip(summary.critical_path, summary.critical_path[1:], strict=False))
+    for step in summary.steps:
+        style = ", style=dashed" if "when" in step else ""
+        lines.append(f"  {json.dumps(step['name'])} [label={json.dumps(_label(step))}{style}];")
+    for src, dst in summary.edges:
+        bold = " [penwidth=2]" if (src, dst) in critical else ""
+        lines.append(f"  {json.dumps(src)} -> {json.dumps(dst)}{bold};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _text(name: str, summary: PlanSummary) -> None:
+    out = Console(highlight=False)
+    out.print(f"pipeline [bold]{name}[/bold]: {len(summary.steps)} steps")
+    by_name = {s["name"]: s for s in summary.steps}
+    for i, level in enumerate(summary.levels):
+        out.print(f"  level {i}: " + ", ".join(_label(by_name[n]) for n in level))
+    for step in summary.steps:
+        if "when" in step:
+            out.print(f"  [dim]{step['name']} runs when: {step['when']}[/dim]")
+    out.print(f"critical path: {' -> '.join(summary.critical_path)}")
+    out.print(f"max parallelism: {summary.max_parallelism}")
+    if summary.estimated_parallel_ms is not None and summary.estimated_sequential_ms is not None:
+        seq, par = summary.estimated_sequential_ms, summary.estimated_parallel_ms
+        speedup = f" ({seq / par:.1f}x faster)" if par > 0 else ""
+        out.print(f"estimated wall time: {par:g} ms parallel vs {seq:g} ms sequential{speedup}")
+        if summary.unestimated:
+            out.print(f"[dim]no estimate_ms (counted as 0): {', '.join(summary.unestimated)}[/dim]")
+    else:
+        out.print("[dim]estimated wall time: add estimate_ms to steps to see it[/dim]")

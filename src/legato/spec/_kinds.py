@@ -1,0 +1,216 @@
+"""Step kinds: how a YAML step becomes a callable.
+
+A kind is a *factory* registered by name with an import string, imported the first
+time a pipeline uses it (so ``legato.spec`` imports nothing of the model layer):
+
+* ``uses`` (built in): ``uses: package.module:function`` or ``uses: ./file.py:function``
+  (relative to the YAML file); ``with:`` maps the function's parameters.
+* ``llm`` -> ``legato.steps.llm:build`` and ``task`` -> ``legato.steps.task:build``.
+
+Factory contract::
+
+    def build(spec: Mapping[str, Any], ctx: BuildContext) -> StepBuild
+
+``spec`` is the step's raw mapping from the file (common options such as ``when``,
+``map``, ``timeout`` included; the loader applies those, the factory reads its own
+keys). ``ctx`` gives the file, its directory, the :class:`~legato.config.LegatoConfig`,
+the step name and a location lookup. The factory returns a :class:`StepBuild`: the
+callable and its arguments, whose ``${...}`` references make the step's
+dependencies (plus any ``depends_on``). It reports problems by raising
+:class:`~legato.errors.SpecError` built with :meth:`BuildContext.issue`, so they
+carry file:line:column.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from legato._yaml import Position, locate
+from legato.config import LegatoConfig
+from legato.errors import SpecError, SpecIssue
+from legato.spec._expr import closest
+from legato.spec._template import compile_value
+
+__all__ = ["BuildContext", "StepBuild", "StepFactory", "load_callable", "register_step_kind", "resolve_kind"]
+
+
+@dataclass(frozen=True)
+class StepBuild:
+    """What a step factory returns.
+
+    Attributes:
+        fn: the step function (async preferred; sync ones run in a worker thread).
+        args: parameter -> value; strings may hold ``${...}`` references, rendered
+            at run time and passed as keyword arguments.
+        depends_on: extra steps to wait for (beyond those ``args`` reference).
+        description: one line for ``legato plan`` and the dashboard.
+    """
+
+    fn: Callable[..., Any]
+    args: Mapping[str, Any] = field(default_factory=dict)
+    depends_on: Sequence[str] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a step factory may know about where its step comes from."""
+
+    step: str
+    file: str | None
+    base_dir: Path
+    config: LegatoConfig
+    data: Any = None  # the whole file as loaded (LocatedDict), for locations
+
+    def locate(self, *path: str | int) -> Position | None:
+        """(line, column) of ``steps.<step>.<path...>`` in the file, or of its nearest parent."""
+        return locate(self.data, ("steps", self.step, *path)) if self.data is not None else None
+
+    def issue(self, message: str, *path: str | int) -> SpecIssue:
+        """A :class:`SpecIssue` located at ``steps.<step>.<path...>``."""
+        pos = self.locate(*path)
+        dotted = ".".join(str(p) for p in ("steps", self.step, *path))
+        return SpecIssue(
+            f"{dotted}: {message}",
+            file=self.file,
+            line=pos[0] if pos else None,
+            column=pos[1] if pos else None,
+            path=dotted,
+        )
+
+    def references(self, value: Any) -> frozenset[str]:
+        """Step names that a value's ``${...}`` references read."""
+        return compile_value(value).steps
+
+    def load_callable(self, ref: str, *path: str | int) -> Callable[..., Any]:
+        """Import ``package.module:attr`` or ``./file.py:attr`` (relative to the file)."""
+        try:
+            return load_callable(ref, self.base_dir)
+        except (ImportError, AttributeError, ValueError, SyntaxError, OSError) as exc:
+            raise SpecError([self.issue(str(exc), *path)]) from exc
+
+
+StepFactory = Callable[[Mapping[str, Any], BuildContext], StepBuild]
+
+_KINDS: dict[str, str | StepFactory] = {
+    "uses": "legato.spec._kinds:build_uses",
+    "llm": "legato.steps.llm:build",
+    "task": "legato.steps.task:build",
+}
+
+
+def register_step_kind(kind: str, factory: str | StepFactory) -> None:
+    """Register a step kind: ``factory`` is a callable or ``"package.module:build"``."""
+    if isinstance(factory, str) and ":" not in factory:
+        raise ValueError(f"factory must look like 'package.module:function', got {factory!r}")
+    _KINDS[kind] = factory
+
+
+def kind_names() -> list[str]:
+    return sorted(_KINDS)
+
+
+def resolve_kind(kind: str) -> StepFactory:
+    factory = _KINDS.get(kind)
+    if factory is None:
+        hint = closest(kind, _KINDS)
+        raise LookupError(
+            f"unknown step kind {kind!r}"
+            + (f" (did you mean {hint!r}?)" if hint else "")
+            + f"; known kinds: {', '.join(kind_names())}"
+        )
+    if isinstance(factory, str):
+        module_name, _, attr = factory.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+            loaded: StepFactory = getattr(module, attr)
+        except (ImportError, AttributeError) as exc:
+            raise LookupError(f"step kind {kind!r} is not available ({factory}): {exc}") from exc
+        _KINDS[kind] = loaded
+        return loaded
+    return factory
+
+
+def load_callable(ref: str, base_dir: Path) -> Callable[..., Any]:
+    """Resolve ``package.module:attr`` or ``./path/file.py:attr`` (``attr`` may be dotted)."""
+    target, sep, attr = ref.rpartition(":")
+    if not sep or not target or not attr:
+        raise ValueError(f"uses: {ref!r} must look like 'package.module:function' or './file.py:function'")
+    if target.endswith(".py") or target.startswith((".", "/")):
+        module = _load_file(base_dir / target)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise ImportError(f"cannot import module {target!r}: {exc}") from exc
+    obj: Any = module
+    for part in attr.split("."):
+        if part.startswith("_") and part != attr.split(".")[0]:
+            raise AttributeError(f"{ref!r}: private attribute {part!r}")
+        if not hasattr(obj, part):
+            public = [n for n in dir(obj) if not n.startswith("_")]
+            hint = closest(part, public)
+            raise AttributeError(
+                f"{target!r} has no attribute {part!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+            )
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ValueError(f"{ref!r} is not callable ({type(obj).__name__})")
+    return obj  # type: ignore[no-any-return]
+
+
+def _load_file(path: Path) -> Any:
+    path = path.resolve()
+    if not path.is_file():
+        raise ImportError(f"no such file: {path.name} (looked in {path.parent})")
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:10]
+    name = f"legato_user_steps.{path.stem}_{digest}"
+    module = sys.modules.get(name)
+    if module is not None and getattr(module, "__file__", None) == str(path):
+        return module
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path.name}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        del sys.modules[name]
+        raise SyntaxError(f"{path.name}:{exc.lineno}: {exc.msg}") from exc
+    except Exception as exc:
+        del sys.modules[name]
+        raise ImportError(f"importing {path.name} failed: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+_USES_KEYS = frozenset(
+    {
+        "kind", "uses", "with", "description", "when", "map", "max_concurrency", "timeout", "retries",
+        "optional", "depends_on", "cache", "version", "resources", "estimate_ms", "loop",
+    }
+)  # fmt: skip
+
+
+def build_uses(spec: Mapping[str, Any], ctx: BuildContext) -> StepBuild:
+    """The built-in ``uses`` kind: a Python callable named by import string or file."""
+    issues = []
+    for key in spec:
+        if key not in _USES_KEYS:
+            hint = closest(str(key), _USES_KEYS)
+            issues.append(ctx.issue(f"unknown field {key!r}" + (f" (did you mean {hint!r}?)" if hint else ""), key))
+    ref = spec.get("uses")
+    if not isinstance(ref, str):
+        issues.append(ctx.issue("'uses' must be a string like 'package.module:function'", "uses"))
+    if issues:
+        raise SpecError(issues)
+    assert isinstance(ref, str)
+    fn = ctx.load_callable(ref, "uses")
+    return StepBuild(fn=fn, args=dict(spec.get("with") or {}), depends_on=tuple(spec.get("depends_on") or ()))

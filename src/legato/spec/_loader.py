@@ -1,0 +1,273 @@
+"""Load a pipeline YAML file and compile it into an engine :class:`Pipeline`.
+
+Three passes, each reporting *every* problem it finds with file:line:column:
+the YAML syntax, the shape (pydantic :class:`PipelineSpec`), then the steps
+(imports, kinds, options) and the graph (references, cycles, expressions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from legato._yaml import YamlSyntaxError, load_yaml, locate
+from legato.config import LegatoConfig
+from legato.errors import SpecError, SpecIssue
+from legato.retry import RetryPolicy, is_retryable
+from legato.spec._expr import ExpressionError, closest
+from legato.spec._kinds import BuildContext, StepBuild, kind_names, resolve_kind
+from legato.spec._models import INPUT_TYPES, PipelineSpec, RetrySpec, StepSpec
+
+if TYPE_CHECKING:
+    from legato.engine import Pipeline
+
+__all__ = ["load_pipeline", "load_spec"]
+
+
+class _Source:
+    def __init__(self, path_or_text: str | Path) -> None:
+        is_text = isinstance(path_or_text, str) and ("\n" in path_or_text or path_or_text.lstrip().startswith("{"))
+        if is_text:
+            self.file: str | None = None
+            self.name = "<string>"
+            self.text: str | None = str(path_or_text)
+            self.base_dir = Path.cwd()
+        else:
+            path = Path(path_or_text)
+            self.file = self.name = str(path)
+            self.text = None
+            self.base_dir = path.parent
+
+    def issue(self, data: Any, path: Sequence[Any], message: str) -> SpecIssue:
+        pos = locate(data, path) if data is not None else None
+        dotted = ".".join(str(p) for p in path)
+        return SpecIssue(
+            f"{dotted}: {message}" if dotted else message,
+            file=self.name,
+            line=pos[0] if pos else None,
+            column=pos[1] if pos else None,
+            path=dotted or None,
+        )
+
+
+def load_spec(path_or_text: str | Path) -> tuple[PipelineSpec, Any]:
+    """Parse and validate the shape of a pipeline file; returns the spec and the raw data."""
+    src = _Source(path_or_text)
+    return _parse(src)
+
+
+def _parse(src: _Source) -> tuple[PipelineSpec, Any]:
+    try:
+        data = load_yaml(src.name, text=src.text)
+    except YamlSyntaxError as exc:
+        raise SpecError([SpecIssue(str(exc), file=src.name, line=exc.line, column=exc.column)]) from exc
+    if not isinstance(data, Mapping):
+        raise SpecError([SpecIssue("a pipeline file must be a mapping with 'name' and 'steps'", file=src.name)])
+    try:
+        return PipelineSpec.model_validate(data), data
+    except ValidationError as exc:
+        raise SpecError([_pydantic_issue(src, data, err) for err in exc.errors()]) from None
+
+
+def _pydantic_issue(src: _Source, data: Any, err: Any) -> SpecIssue:
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        parent = loc[:-1]
+        known = _known_fields(parent)
+        hint = closest(str(loc[-1]), known)
+        message = f"unknown field {loc[-1]!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+        return src.issue(data, loc, message)
+    if kind == "missing":
+        return src.issue(data, loc[:-1], f"missing required field {loc[-1]!r}")
+    msg = err["msg"]
+    if kind == "literal_error":
+        msg = f"{msg}, got {err.get('input')!r}"
+    return src.issue(data, loc, msg)
+
+
+def _known_fields(parent: tuple[Any, ...]) -> list[str]:
+    from legato.spec._models import InputSpec, LoopSpec
+
+    if not parent:
+        return list(PipelineSpec.model_fields)
+    if parent[-1] == "loop":
+        return list(LoopSpec.model_fields)
+    if parent[-1] == "retries" or parent[-1] == "retry":
+        return list(RetrySpec.model_fields)
+    if parent[0] == "inputs":
+        return list(InputSpec.model_fields)
+    return []
+
+
+def load_pipeline(path_or_text: str | Path, *, config: LegatoConfig | None = None) -> Pipeline:
+    """Load a pipeline from a YAML file (or YAML text) into a :class:`~legato.engine.Pipeline`.
+
+    The result is ready to run and carries the validated spec as ``pipeline.spec``.
+    Raises :class:`~legato.errors.SpecError` whose ``issues`` list every problem,
+    each with file:line:column.
+    """
+    from legato.engine import InputDecl, Pipeline, executor_names
+
+    src = _Source(path_or_text)
+    spec, data = _parse(src)
+    cfg = config if config is not None else LegatoConfig()
+    issues: list[SpecIssue] = []
+
+    if spec.executor not in executor_names():
+        hint = closest(spec.executor, executor_names())
+        issues.append(
+            src.issue(
+                data,
+                ("executor",),
+                f"unknown executor {spec.executor!r}"
+                + (f" (did you mean {hint!r}?)" if hint else "")
+                + f"; known: {', '.join(executor_names())}",
+            )
+        )
+    inputs = {
+        name: InputDecl(
+            name=name,
+            type=INPUT_TYPES[decl.type],
+            required=decl.is_required,
+            default=decl.default,
+            description=decl.description,
+            type_name=decl.type,
+        )
+        for name, decl in spec.inputs.items()
+    }
+    try:
+        pipeline = Pipeline(
+            spec.name,
+            max_concurrency=spec.max_concurrency,
+            failure_policy=spec.failure_policy,
+            retry=_retry(spec.retry),
+            deadline=spec.deadline,
+            inputs=inputs,
+            outputs={},
+            description=spec.description,
+        )
+    except ValueError as exc:
+        raise SpecError([src.issue(data, (), str(exc))]) from exc
+    pipeline.spec = spec
+    pipeline.source = src.file
+    if spec.executor != "local" or spec.executor_options:
+        pipeline.executor_name = spec.executor
+        pipeline.executor_options = dict(spec.executor_options)
+
+    for name, step in spec.steps.items():
+        issues.extend(_add_step(pipeline, src, data, cfg, name, step))
+    for name, value in spec.outputs.items():
+        try:
+            pipeline.add_output(name, value)
+        except ExpressionError as exc:
+            issues.append(src.issue(data, ("outputs", name), exc.reason))
+    if not issues:
+        for issue in pipeline.validate():
+            path = tuple(issue.path.split(".")) if issue.path else ()
+            message = issue.message
+            issues.append(src.issue(data, path, message))
+    if issues:
+        raise SpecError(issues)
+    return pipeline
+
+
+def _retry(spec: RetrySpec | int | None) -> RetryPolicy | None:
+    if spec is None:
+        return None
+    if isinstance(spec, int):
+        return RetryPolicy(max_attempts=spec + 1, retry_on=lambda e: isinstance(e, Exception))
+    return RetryPolicy(
+        max_attempts=spec.max_attempts,
+        base_delay=spec.base_delay,
+        multiplier=spec.multiplier,
+        max_delay=spec.max_delay,
+        jitter=spec.jitter,
+        retry_on=(lambda e: isinstance(e, Exception)) if spec.on == "any" else is_retryable,
+    )
+
+
+def _add_step(
+    pipeline: Pipeline, src: _Source, data: Any, cfg: LegatoConfig, name: str, step: StepSpec
+) -> list[SpecIssue]:
+    from legato.engine import LoopOptions
+
+    raw = data["steps"][name]
+    ctx = BuildContext(step=name, file=src.name, base_dir=src.base_dir, config=cfg, data=data)
+    kind = step.kind
+    if kind is None:
+        if step.uses is not None:
+            kind = "uses"
+        else:
+            extra = [k for k in (step.model_extra or {}) if k in kind_names()]
+            if len(extra) == 1:
+                kind = extra[0]
+            else:
+                return [ctx.issue("a step needs 'uses: module:function' or a kind (" + ", ".join(kind_names()) + ")")]
+    try:
+        factory = resolve_kind(kind)
+    except LookupError as exc:
+        return [ctx.issue(str(exc), "kind")]
+    try:
+        built = factory(raw, ctx)
+    except SpecError as exc:
+        return list(exc.issues)
+    if not isinstance(built, StepBuild):
+        return [ctx.issue(f"step kind {kind!r} returned {type(built).__name__}, not a StepBuild")]
+    loop = None
+    if step.loop is not None:
+        try:
+            from legato.spec._expr import compile_expression
+
+            loop = LoopOptions(
+                until=compile_expression(step.loop.until),
+                max_iterations=step.loop.max_iterations,
+                on_max_iterations=step.loop.on_max_iterations,
+            )
+        except ExpressionError as exc:
+            return [ctx.issue(exc.reason, "loop", "until")]
+    try:
+        pipeline.add_step(
+            built.fn,
+            name=name,
+            args=built.args,
+            depends_on=(*step.depends_on, *built.depends_on),
+            timeout=step.timeout,
+            retries=_retry(step.retries) if isinstance(step.retries, RetrySpec) else step.retries,
+            when=step.when,
+            map=step.map,
+            max_concurrency=step.max_concurrency,
+            optional=step.optional,
+            cache=step.cache,
+            version=step.version,
+            resources=step.resources,
+            estimate_ms=step.estimate_ms,
+            loop=loop,
+            description=step.description or built.description or None,
+        )
+    except ExpressionError as exc:
+        return [ctx.issue(exc.reason, _expr_field(step, exc))]
+    except SpecError as exc:
+        return [ctx.issue(i.message) for i in exc.issues]
+    except (ValueError, TypeError) as exc:
+        message = str(exc).removeprefix(f"step {name!r}: ")
+        return [ctx.issue(message, *_option_field(message))]
+    return []
+
+
+def _expr_field(step: StepSpec, exc: ExpressionError) -> str:
+    if step.when is not None and exc.expression is not None and exc.expression.strip() == step.when.strip():
+        return "when"
+    return "with"
+
+
+def _option_field(message: str) -> tuple[str, ...]:
+    for key in ("map", "optional", "timeout", "max_concurrency", "max_iterations"):
+        if message.startswith(key):
+            return (key,)
+    if "has no parameter" in message:
+        return ("with",)
+    return ()

@@ -1,0 +1,146 @@
+"""Pydantic models of a pipeline YAML file (the ``PipelineSpec``).
+
+These validate the *shape* of a file: field names, types, ranges. References,
+cycles and imports are checked when the spec is compiled into a pipeline
+(:func:`legato.spec.load_pipeline`), so every problem of both kinds is reported
+together with its file:line:column.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = ["INPUT_TYPES", "InputSpec", "LoopSpec", "PipelineSpec", "RetrySpec", "StepSpec"]
+
+INPUT_TYPES: dict[str, type | tuple[type, ...] | None] = {
+    "string": str,
+    "integer": int,
+    "number": float,
+    "boolean": bool,
+    "list": list,
+    "array": list,
+    "object": dict,
+    "mapping": dict,
+    "any": None,
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class InputSpec(_Strict):
+    """``inputs.NAME``: ``{type, description, default, required}`` or just a type name."""
+
+    type: Literal["string", "integer", "number", "boolean", "list", "array", "object", "mapping", "any"] = "any"
+    description: str = ""
+    default: Any = None
+    required: bool | None = None  # default: required unless a default is given
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"type": value}
+        if value is None:
+            return {}
+        return value
+
+    @property
+    def is_required(self) -> bool:
+        if self.required is not None:
+            return self.required
+        return "default" not in self.model_fields_set
+
+
+class RetrySpec(_Strict):
+    """Retry options; see :class:`legato.retry.RetryPolicy`. ``on: any`` retries
+    every exception, ``on: transient`` (default) only timeouts, connection and
+    retryable model errors."""
+
+    max_attempts: int = Field(3, ge=1, le=100)
+    base_delay: float = Field(0.5, ge=0)
+    multiplier: float = Field(2.0, ge=1)
+    max_delay: float = Field(30.0, ge=0)
+    jitter: Literal["full", "none"] = "full"
+    on: Literal["transient", "any"] = "transient"
+
+
+class LoopSpec(_Strict):
+    """``loop:``: run the step again until ``until`` holds, at most ``max_iterations`` times."""
+
+    until: str
+    max_iterations: int = Field(ge=1, le=10_000)
+    on_max_iterations: Literal["return", "fail"] = "return"
+
+
+class StepSpec(BaseModel):
+    """One step. Common options are validated here; a step kind's own keys (e.g.
+    ``prompt`` for ``llm``) are kept in ``model_extra`` and checked by its factory."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+    kind: str | None = None
+    uses: str | None = None
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    description: str = ""
+    when: str | None = None
+    map: str | None = None
+    max_concurrency: int | None = Field(None, ge=1)
+    timeout: float | None = Field(None, gt=0)
+    retries: int | RetrySpec | None = None
+    optional: list[str] = Field(default_factory=list)
+    depends_on: list[str] = Field(default_factory=list)
+    cache: bool = False
+    version: str | None = None
+    resources: dict[str, Any] = Field(default_factory=dict)
+    estimate_ms: float | None = Field(None, ge=0)
+    loop: LoopSpec | None = None
+
+    @field_validator("retries")
+    @classmethod
+    def _retries(cls, value: int | RetrySpec | None) -> int | RetrySpec | None:
+        if isinstance(value, int) and not 0 <= value <= 100:
+            raise ValueError("retries must be between 0 and 100")
+        return value
+
+    @field_validator("with_", mode="before")
+    @classmethod
+    def _with(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
+COMMON_STEP_KEYS = frozenset(StepSpec.model_fields) - {"with_"} | {"with"}
+
+
+class PipelineSpec(_Strict):
+    """A pipeline file."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    version: str | None = None
+    inputs: dict[str, InputSpec] = Field(default_factory=dict)
+    steps: dict[str, StepSpec] = Field(min_length=1)
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    executor: str = "local"
+    executor_options: dict[str, Any] = Field(default_factory=dict)
+    max_concurrency: int | None = Field(None, ge=1)
+    failure_policy: Literal["fail_fast", "continue"] = "fail_fast"
+    deadline: float | None = Field(None, gt=0)
+    retry: RetrySpec | None = None
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _inputs(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _steps(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            raise ValueError("steps must be a mapping of step name to step (name: {uses: ...})")
+        if isinstance(value, dict):
+            return {k: ({} if v is None else v) for k, v in value.items()}
+        return value
