@@ -137,9 +137,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from legato.server._serve import drain_on_signals
+
         async with open_gateway(settings, config=config, catalog=catalog) as gw:
             app.state.gateway = gw
-            yield
+            with drain_on_signals(app.state.load):
+                yield
 
     app = FastAPI(
         title="legato gateway",

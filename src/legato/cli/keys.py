@@ -1,0 +1,193 @@
+"""``legato keys create|list|revoke|spend``: gateway API keys, straight in the store's database.
+
+The secret of a new key is printed once; only its hash is stored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+from legato.cli._app import app
+
+keys_app = typer.Typer(help="Gateway API keys: create, list, revoke, spend.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+T = TypeVar("T")
+
+_CONFIG = typer.Option(None, "--config", "-c", help="legato.yaml (its server.database_url is used).")
+_DB = typer.Option(None, "--database-url", help="sqlite:///PATH or postgresql://HOST/DB (overrides the config).")
+
+
+def _with_store(config: Path | None, database_url: str | None, action: Callable[[Any], Awaitable[T]]) -> T:
+    import anyio
+
+    from legato.config import LegatoConfig
+    from legato.errors import ConfigError, StoreError
+    from legato.server._keys import KeyStore
+    from legato.server._settings import load_settings
+    from legato.store._database import connect, migrate, resolve_url
+
+    async def main() -> T:
+        cfg = LegatoConfig.load(config)
+        settings = load_settings(cfg, database_url=database_url)
+        url = resolve_url(settings.database_url or settings.store_url(cfg.base_dir))
+        engine = connect(url)
+        try:
+            await migrate(engine, url)
+            return await action(KeyStore(engine, cache_ttl_s=0))
+        finally:
+            await engine.dispose()
+
+    try:
+        return anyio.run(main)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except (StoreError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@keys_app.command("create")
+def create(
+    name: str = typer.Argument(..., help="Who or what the key is for."),
+    scope: list[str] = typer.Option(["chat"], "--scope", "-s", help="chat, embed, runs:read, runs:write, admin."),
+    model: list[str] | None = typer.Option(None, "--model", "-m", help="Allowed model (repeat); default all."),
+    rpm: int | None = typer.Option(None, min=0, help="Requests per minute."),
+    tpm: int | None = typer.Option(None, min=0, help="Tokens per minute."),
+    budget: float | None = typer.Option(None, min=0, help="Budget in USD per period."),
+    period: str = typer.Option("month", help="Budget period: day, month or total."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    config: Path | None = _CONFIG,
+    database_url: str | None = _DB,
+) -> None:
+    """Create a key. Its secret is shown once: store it now."""
+    if period not in ("day", "month", "total"):
+        typer.echo(f"error: --period must be day, month or total, got {period!r}", err=True)
+        raise typer.Exit(2)
+
+    async def action(store: Any) -> tuple[Any, str]:
+        result: tuple[Any, str] = await store.create(
+            name, scope, models=model or None, rpm=rpm, tpm=tpm, budget_usd=budget, budget_period=period
+        )
+        return result
+
+    try:
+        from legato.server._keys import SCOPES
+
+        unknown = sorted(set(scope) - set(SCOPES))
+        if unknown:
+            raise ValueError(f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(SCOPES)}")
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    key, secret = _with_store(config, database_url, action)
+    if as_json:
+        typer.echo(json.dumps({**key.public(), "key": secret}))
+        return
+    typer.echo(secret)
+    typer.echo(
+        f"created {key.prefix}... ({key.name}; scopes {', '.join(sorted(key.scopes))}). "
+        "The key is shown only now: store it in your secret manager.",
+        err=True,
+    )
+
+
+@keys_app.command("list")
+def list_keys(
+    include_revoked: bool = typer.Option(False, "--all", help="Include revoked keys."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    config: Path | None = _CONFIG,
+    database_url: str | None = _DB,
+) -> None:
+    """List keys (prefix, name, scopes, limits; never the secret)."""
+
+    async def action(store: Any) -> list[Any]:
+        result: list[Any] = await store.list(include_revoked=include_revoked)
+        return result
+
+    keys = _with_store(config, database_url, action)
+    if as_json:
+        typer.echo(json.dumps([k.public() for k in keys]))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("prefix", "name", "scopes", "models", "rpm", "tpm", "budget", "status")
+    for k in keys:
+        budget = f"${k.budget_usd:g}/{k.budget_period}" if k.budget_usd is not None else "-"
+        table.add_row(
+            k.prefix + "...",
+            k.name,
+            ",".join(sorted(k.scopes)),
+            ",".join(sorted(k.models)) if k.models is not None else "all",
+            str(k.rpm) if k.rpm is not None else "-",
+            str(k.tpm) if k.tpm is not None else "-",
+            budget,
+            "revoked" if k.revoked else "active",
+        )
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def revoke(
+    key: str = typer.Argument(..., help="Key id or prefix (lg_XXXXXXXXX)."),
+    config: Path | None = _CONFIG,
+    database_url: str | None = _DB,
+) -> None:
+    """Revoke a key. Replicas stop accepting it within server.key_cache_ttl_s seconds."""
+
+    async def action(store: Any) -> Any:
+        return await store.revoke(key.removesuffix("..."))
+
+    found = _with_store(config, database_url, action)
+    if found is None:
+        typer.echo(f"error: no API key {key!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {found.prefix}... ({found.name})")
+
+
+@keys_app.command("spend")
+def spend(
+    key: str | None = typer.Option(None, "--key", help="Only this key (id or prefix)."),
+    since: str | None = typer.Option(None, help="First day, YYYY-MM-DD."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    config: Path | None = _CONFIG,
+    database_url: str | None = _DB,
+) -> None:
+    """Spend per key, day and model."""
+
+    async def action(store: Any) -> list[dict[str, Any]]:
+        key_id = None
+        if key is not None:
+            found = await store.get(key.removesuffix("..."))
+            if found is None:
+                raise ValueError(f"no API key {key!r}")
+            key_id = found.id
+        rows: list[dict[str, Any]] = await store.spend_report(key_id=key_id, since_day=since)
+        return rows
+
+    rows = _with_store(config, database_url, action)
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("day", "key", "model", "requests", "input tokens", "output tokens", "cost (USD)")
+    for r in rows:
+        table.add_row(
+            r["day"],
+            r["prefix"] + "...",
+            r["model"],
+            str(r["requests"]),
+            str(r["input_tokens"]),
+            str(r["output_tokens"]),
+            f"{r['cost']:.6f}",
+        )
+    Console().print(table)

@@ -1,0 +1,47 @@
+"""``legato serve``: the gateway on uvicorn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from legato.cli._app import app
+
+
+@app.command()
+def serve(
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="legato.yaml (default: $LEGATO_CONFIG, ./legato.yaml)."
+    ),
+    host: str | None = typer.Option(None, help="Interface to bind (default 127.0.0.1)."),
+    port: int | None = typer.Option(None, help="Port (default 8080)."),
+    database_url: str | None = typer.Option(
+        None, "--database-url", help="Run store and keys: sqlite:///PATH or postgresql://HOST/DB."
+    ),
+    redis_url: str | None = typer.Option(None, "--redis-url", help="Redis for limits and budgets across replicas."),
+    workers: int | None = typer.Option(None, min=1, help="Worker processes (default 1)."),
+    log_level: str | None = typer.Option(None, "--log-level", help="uvicorn log level."),
+) -> None:
+    """Serve the OpenAI- and Anthropic-compatible gateway, the runs API and the admin API."""
+    from legato.config import LegatoConfig
+    from legato.errors import ConfigError
+    from legato.server._serve import run
+    from legato.server._settings import load_settings
+
+    overrides = {
+        "host": host,
+        "port": port,
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "workers": workers,
+        "log_level": log_level,
+    }
+    try:
+        cfg = LegatoConfig.load(config)
+        settings = load_settings(cfg, **overrides)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"legato gateway on http://{settings.host}:{settings.port} (workers: {settings.workers})", err=True)
+    run(settings, config=cfg, config_path=str(config) if config else None, overrides=overrides)
