@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from legato.observe._metrics import Metrics, default_metrics
-from legato.observe._tracing import GenAI, get_tracer, tracing_enabled
+from legato.observe._tracing import GenAI, get_tracer, step_parent_context, tracing_enabled
 from legato.providers import ChatChunk, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Model, ModelWrapper
 
 if TYPE_CHECKING:
@@ -90,7 +90,8 @@ class Instrumented(ModelWrapper):
                 if value is not None:
                     attrs[attr] = value
         tracer = get_tracer(self._tracer_provider)
-        return tracer.start_span(f"{operation} {self.name}", kind=SpanKind.CLIENT, attributes=attrs)
+        parent = step_parent_context()
+        return tracer.start_span(f"{operation} {self.name}", context=parent, kind=SpanKind.CLIENT, attributes=attrs)
 
     @staticmethod
     def _end_ok(span: Span | None, resp: ChatResponse | EmbedResponse | ChatChunk | None, **extra: Any) -> None:

@@ -44,8 +44,7 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from legato.engine import _events as ev
-from legato.engine._events import Event
+from legato.engine import Event, RunFinished, RunStarted, StepFailed, StepFinished, StepRetried, StepSkipped
 from legato.observe._redact import Redactor, default_redactor
 
 __all__ = ["BREAKER_STATES", "Metrics", "MetricsSubscriber", "default_metrics"]
@@ -195,25 +194,25 @@ class MetricsSubscriber:
 
     def __call__(self, event: Event) -> None:
         m = self.metrics
-        if isinstance(event, ev.RunStarted):
+        if isinstance(event, RunStarted):
             pipeline = m.label(event.pipeline)
             self._pipelines[event.run_id] = pipeline
             m.runs_in_progress.labels(pipeline).inc()
             return
         pipeline = self._pipelines.get(event.run_id, "unknown")
-        if isinstance(event, ev.StepFinished):
+        if isinstance(event, StepFinished):
             step = m.label(event.step)
             m.steps.labels(pipeline, step, "succeeded").inc()
             m.step_duration.labels(pipeline, step).observe(event.duration_s)
-        elif isinstance(event, ev.StepFailed):
+        elif isinstance(event, StepFailed):
             step = m.label(event.step)
             m.steps.labels(pipeline, step, "cancelled" if event.cancelled else "failed").inc()
             m.step_duration.labels(pipeline, step).observe(event.duration_s)
-        elif isinstance(event, ev.StepSkipped):
+        elif isinstance(event, StepSkipped):
             m.steps.labels(pipeline, m.label(event.step), "skipped").inc()
-        elif isinstance(event, ev.StepRetried):
+        elif isinstance(event, StepRetried):
             m.step_retries.labels(pipeline, m.label(event.step)).inc()
-        elif isinstance(event, ev.RunFinished):
+        elif isinstance(event, RunFinished):
             self._pipelines.pop(event.run_id, None)
             m.runs.labels(pipeline, str(event.status)).inc()
             m.run_duration.labels(pipeline).observe(event.duration_s)

@@ -23,13 +23,23 @@ span events added by :class:`~legato.observe.RoutingObserver`.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
 from legato._version import __version__
-from legato.engine import _events as ev
-from legato.engine._events import Event
+from legato.engine import (
+    Event,
+    RunFinished,
+    RunStarted,
+    StepFailed,
+    StepFinished,
+    StepRetried,
+    StepSkipped,
+    StepStarted,
+    current_step,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -86,9 +96,10 @@ class TracingSubscriber:
     def __init__(self, provider: TracerProvider | None = None) -> None:
         self._provider = provider
         self._tracer: Tracer | None = None
-        self._runs: dict[str, tuple[Span, str]] = {}
+        self._runs: dict[str, tuple[Span, str, frozenset[int]]] = {}
         self._steps: dict[tuple[str, str], Span] = {}
         self._lock = threading.Lock()
+        _subscribers.add(self)
 
     @property
     def enabled(self) -> bool:
@@ -109,8 +120,10 @@ class TracingSubscriber:
     # -- handlers ------------------------------------------------------------------
 
     def _run_started(self, e: Any) -> None:
+        from opentelemetry import trace
         from opentelemetry.trace import SpanKind
 
+        caller = trace.get_current_span().get_span_context()
         span = self._get_tracer().start_span(
             f"run {e.pipeline}",
             kind=SpanKind.INTERNAL,
@@ -121,8 +134,11 @@ class TracingSubscriber:
                 "legato.run.resumed_steps": len(e.resumed_steps),
             },
         )
+        outer = {span.get_span_context().span_id}
+        if caller.is_valid:
+            outer.add(caller.span_id)
         with self._lock:
-            self._runs[e.run_id] = (span, e.pipeline)
+            self._runs[e.run_id] = (span, e.pipeline, frozenset(outer))
 
     def _step_started(self, e: Any) -> None:
         from opentelemetry import trace
@@ -233,6 +249,27 @@ class TracingSubscriber:
                 span = self._runs[run_id][0]
         return trace.set_span_in_context(span) if span is not None else None
 
+    def call_parent(self) -> Context | None:
+        """The context a model call made by the current step should be a child of.
+
+        That is the step's span, unless the calling code already made a span of its
+        own inside the step (then the current context is right as it is).
+        """
+        ctx = current_step()
+        if ctx is None:
+            return None
+        from opentelemetry import trace
+
+        with self._lock:
+            span = self._steps.get((ctx.run_id, ctx.step))
+            run = self._runs.get(ctx.run_id)
+        if span is None:
+            return None
+        current = trace.get_current_span().get_span_context()
+        if current.is_valid and (run is None or current.span_id not in run[2]):
+            return None
+        return trace.set_span_in_context(span)
+
     @contextmanager
     def use_step(self, run_id: str, step: str | None = None) -> Iterator[None]:
         """Make the step's span current for the code inside (model calls become children)."""
@@ -249,12 +286,26 @@ class TracingSubscriber:
             context.detach(token)
 
 
+_subscribers: weakref.WeakSet[TracingSubscriber] = weakref.WeakSet()
+
+
+def step_parent_context() -> Context | None:
+    """The span context of the running step, from whichever tracing subscriber has it."""
+    if current_step() is None:
+        return None
+    for sub in list(_subscribers):
+        ctx = sub.call_parent()
+        if ctx is not None:
+            return ctx
+    return None
+
+
 _HANDLERS: dict[type[Event], Callable[[TracingSubscriber, Any], None]] = {
-    ev.RunStarted: TracingSubscriber._run_started,
-    ev.StepStarted: TracingSubscriber._step_started,
-    ev.StepFinished: TracingSubscriber._step_finished,
-    ev.StepFailed: TracingSubscriber._step_failed,
-    ev.StepRetried: TracingSubscriber._step_retried,
-    ev.StepSkipped: TracingSubscriber._step_skipped,
-    ev.RunFinished: TracingSubscriber._run_finished,
+    RunStarted: TracingSubscriber._run_started,
+    StepStarted: TracingSubscriber._step_started,
+    StepFinished: TracingSubscriber._step_finished,
+    StepFailed: TracingSubscriber._step_failed,
+    StepRetried: TracingSubscriber._step_retried,
+    StepSkipped: TracingSubscriber._step_skipped,
+    RunFinished: TracingSubscriber._run_finished,
 }
