@@ -1,0 +1,94 @@
+"""Step memoization: the engine's ``StepCache`` over the cache backends.
+
+The engine computes a step's key from its inputs and its code/version hash and
+asks ``await memo.get(key)`` before running a step marked ``cache: true``, then
+``await memo.put(key, output)`` after. This module stores the outputs; it never
+decides what a key is.
+
+Outputs are arbitrary Python values, so they are pickled (JSON would turn tuples
+into lists and dataclasses into dicts, and a replayed step must return what the
+step returned). Unpickling runs code chosen by whoever wrote the bytes: point a
+memo only at a backend you trust, or give it a ``secret`` so that every entry is
+signed (HMAC-SHA256) and an entry that does not verify is ignored as a miss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import pickle
+from typing import Any
+
+from legato.cache._backends import CacheBackend, MemoryBackend
+
+__all__ = ["StepMemo"]
+
+log = logging.getLogger("legato.cache")
+
+_DIGEST = hashlib.sha256().digest_size
+
+
+class StepMemo:
+    """Remember step outputs by key in ``backend`` (an in-memory LRU by default).
+
+    ``get(key)`` returns ``(True, value)`` on a hit and ``(False, None)`` on a miss;
+    an entry that cannot be read back (corrupt, from another version, wrong
+    signature) is a miss. ``put`` raises ``TypeError`` naming the key when the value
+    cannot be pickled.
+    """
+
+    def __init__(
+        self,
+        backend: CacheBackend | None = None,
+        *,
+        namespace: str = "steps",
+        ttl: float | None = None,
+        secret: bytes | None = None,
+    ) -> None:
+        self.backend: CacheBackend = backend if backend is not None else MemoryBackend()
+        self.namespace = namespace
+        self.ttl = ttl
+        self._secret = secret
+
+    def __repr__(self) -> str:
+        return f"StepMemo({self.backend!r}, namespace={self.namespace!r})"
+
+    def _key(self, key: str) -> str:
+        return "memo:" + hashlib.sha256(f"{self.namespace}\x00{key}".encode()).hexdigest()
+
+    async def get(self, key: str) -> tuple[bool, Any]:
+        raw = await self.backend.get(self._key(key))
+        if raw is None:
+            return False, None
+        payload = self._verify(raw)
+        if payload is None:
+            log.warning("step memo entry for %r failed its signature check; treated as a miss", key)
+            return False, None
+        try:
+            return True, pickle.loads(payload)  # noqa: S301 - see the module docstring
+        except Exception as exc:
+            log.warning("step memo entry for %r could not be read (%s); treated as a miss", key, exc)
+            return False, None
+
+    async def put(self, key: str, value: Any) -> None:
+        try:
+            payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise TypeError(f"output for step key {key!r} cannot be memoized: {type(exc).__name__}: {exc}") from exc
+        await self.backend.set(self._key(key), self._sign(payload), self.ttl)
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
+    def _sign(self, payload: bytes) -> bytes:
+        if self._secret is None:
+            return payload
+        return hmac.new(self._secret, payload, hashlib.sha256).digest() + payload
+
+    def _verify(self, raw: bytes) -> bytes | None:
+        if self._secret is None:
+            return raw
+        mac, payload = raw[:_DIGEST], raw[_DIGEST:]
+        expected = hmac.new(self._secret, payload, hashlib.sha256).digest()
+        return payload if hmac.compare_digest(mac, expected) else None
