@@ -57,6 +57,8 @@ class Task(ABC, Generic[InT, OutT]):
         self._loaded = False
         self._batchers: weakref.WeakKeyDictionary[Any, Batcher[InT, OutT]] = weakref.WeakKeyDictionary()
         self._batchers_lock = threading.Lock()
+        self._prefetching: threading.Thread | None = None
+        self.prefetch_error: Exception | None = None
 
     @property
     def loaded(self) -> bool:
@@ -68,6 +70,30 @@ class Task(ABC, Generic[InT, OutT]):
             if not self._loaded:
                 self._load()
                 self._loaded = True
+
+    def prefetch(self) -> None:
+        """Start loading in a background thread, unless loaded or loading already.
+
+        Returns at once. A caller that needs the model meanwhile waits for the
+        load on the task's lock; a failed load is retried (and its error raised)
+        by the next :meth:`warm_up`. Pipelines use it so that models load while
+        earlier steps (OCR, say) still run.
+        """
+        if self._loaded or self._lock.locked():
+            return
+        with self._batchers_lock:
+            if self._prefetching is not None and self._prefetching.is_alive():
+                return
+            self._prefetching = threading.Thread(target=self._prefetch, name=f"legato-warm-up:{self.name}", daemon=True)
+            self._prefetching.start()
+
+    def _prefetch(self) -> None:
+        # A thread has no caller to raise to: keep the error for inspection; the next
+        # warm_up() loads again and raises it to a caller who can act on it.
+        try:
+            self.warm_up()
+        except Exception as exc:
+            self.prefetch_error = exc
 
     async def awarm_up(self) -> None:
         """:meth:`warm_up` in a worker thread."""

@@ -1,0 +1,143 @@
+"""The ``task:`` step kind: a built-in local model as a pipeline step.
+
+::
+
+    steps:
+      entities:
+        task: ner                      # ocr, ner, sentiment, embed, classify, summarize, generate
+        options: {labels: [PERSON, ORG, GPE]}   # the task's options (see legato.tasks)
+        with:
+          text: ${steps.ocr}           # a string, or a mapping with a "text" key (an OCR result)
+        map: text                      # optional: once per item of a list, micro-batched
+
+The input parameter is ``source`` for ``ocr`` (a file path, relative paths are
+tried against the working directory and then the pipeline file's directory),
+``prompt`` (plus optional ``system`` and ``max_tokens``) for ``generate`` and
+``text`` for every other task. The output is plain JSON: ``ocr`` -> ``{text,
+pages, source}``, ``ner`` -> ``[{text, label, start, end}]``, ``sentiment`` ->
+``{label, compound, ...}``, ``embed`` -> ``[float]``, ``classify`` -> ``{label,
+score, scores, similarities}``, ``summarize`` -> ``{text, sentences, method}``,
+``generate`` -> ``{text, input_tokens, output_tokens, finish_reason}``.
+
+Tasks are the shared objects of :func:`legato.tasks.get`, so a model loads once per
+process. When the first task step of a pipeline runs, every task of that pipeline
+starts loading in the background, so later models load while earlier steps work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from legato.errors import ConfigError, InputError, SpecError
+from legato.spec import BuildContext, StepBuild
+from legato.tasks import GenerateInput, Task, get, names
+
+__all__ = ["build"]
+
+_OWN_KEYS = frozenset({"task", "options", "with"})
+_COMMON_KEYS = frozenset(
+    {
+        "kind", "description", "when", "map", "max_concurrency", "timeout", "retries", "optional",
+        "depends_on", "cache", "version", "resources", "estimate_ms", "loop",
+    }
+)  # fmt: skip
+
+# Tasks of one pipeline file (keyed by the loaded document), prefetched together.
+_siblings: dict[int, list[Task[Any, Any]]] = {}
+
+
+def build(spec: Mapping[str, Any], ctx: BuildContext) -> StepBuild:
+    """Build a ``task:`` step (the factory the spec loader calls)."""
+    issues = [ctx.issue(f"unknown field {key!r}", key) for key in spec if key not in _OWN_KEYS | _COMMON_KEYS]
+    name = spec.get("task")
+    options = spec.get("options") or {}
+    if not isinstance(name, str) or name not in names():
+        issues.append(ctx.issue(f"'task' must be one of {', '.join(names())}, got {name!r}", "task"))
+    if not isinstance(options, Mapping):
+        issues.append(ctx.issue("'options' must be a mapping of the task's options", "options"))
+    if issues:
+        raise SpecError(issues)
+    assert isinstance(name, str)
+    try:
+        task = get(name, **dict(options))
+    except ConfigError as exc:
+        raise SpecError([ctx.issue(str(exc), "options")]) from exc
+    if id(ctx.data) not in _siblings and len(_siblings) >= 64:  # keep the map small in long-lived servers
+        del _siblings[next(iter(_siblings))]
+    siblings = _siblings.setdefault(id(ctx.data), [])
+    if task not in siblings:
+        siblings.append(task)
+    fn = _step_function(task, siblings, ctx.base_dir)
+    args = dict(spec.get("with") or {})
+    return StepBuild(
+        fn=fn,
+        args=args,
+        depends_on=tuple(spec.get("depends_on") or ()),
+        description=f"{name} ({task.model_name or 'local model'})",
+    )
+
+
+def _step_function(task: Task[Any, Any], siblings: list[Task[Any, Any]], base_dir: Path) -> Callable[..., Any]:
+    def prefetch() -> None:
+        for sibling in siblings:
+            sibling.prefetch()
+
+    if task.name == "ocr":
+
+        async def ocr(source: str | bytes) -> Any:
+            prefetch()
+            return _jsonable(await task(_resolve(source, base_dir)))
+
+        return ocr
+
+    if task.name == "generate":
+
+        async def generate(prompt: str, system: str | None = None, max_tokens: int = 128) -> Any:
+            prefetch()
+            messages = ([{"role": "system", "content": system}] if system else []) + [
+                {"role": "user", "content": _text(prompt)}
+            ]
+            return _jsonable(await task(GenerateInput(messages=messages, max_tokens=max_tokens)))
+
+        return generate
+
+    async def run(text: str | Mapping[str, Any]) -> Any:
+        prefetch()
+        return _jsonable(await task(_text(text)))
+
+    run.__name__ = run.__qualname__ = task.name
+    return run
+
+
+def _text(value: Any) -> str:
+    """A step's text input: a string, or a mapping with a ``text`` key."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping) and isinstance(value.get("text"), str):
+        return str(value["text"])
+    raise InputError(f"expected a text or a mapping with a 'text' key, got {type(value).__name__}")
+
+
+def _resolve(source: Any, base_dir: Path) -> str | bytes:
+    if isinstance(source, bytes):
+        return source
+    if isinstance(source, Mapping) and isinstance(source.get("path"), str):
+        source = source["path"]
+    if not isinstance(source, str | Path):
+        raise InputError(f"ocr: expected a file path or bytes, got {type(source).__name__}")
+    path = Path(source)
+    if not path.is_absolute() and not path.exists() and (base_dir / path).exists():
+        path = base_dir / path
+    return str(path)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
