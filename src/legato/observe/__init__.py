@@ -28,6 +28,7 @@ from legato.observe._propagation import (
     inject_headers,
 )
 from legato.observe._redact import REDACTED, Redactor, default_redactor
+from legato.observe._routing import RoutingObserver
 from legato.observe._setup import LoggingConfig, Observability, ObserveConfig, TracingConfig, setup
 from legato.observe._tracing import GenAI, TracingSubscriber, get_tracer, tracing_enabled
 
@@ -43,6 +44,7 @@ __all__ = [
     "ObserveConfig",
     "RedactingFilter",
     "Redactor",
+    "RoutingObserver",
     "TracingConfig",
     "TracingSubscriber",
     "configure_logging",

@@ -20,6 +20,7 @@ The SDK and the exporter are imported only when tracing is enabled.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,6 +30,7 @@ from legato.errors import ConfigError
 from legato.observe._logging import configure_logging
 from legato.observe._metrics import Metrics, MetricsSubscriber, default_metrics
 from legato.observe._redact import Redactor, set_default_redactor
+from legato.observe._routing import RoutingObserver
 from legato.observe._tracing import TracingSubscriber
 
 if TYPE_CHECKING:
@@ -90,13 +92,16 @@ class Observability:
     redactor: Redactor
     tracer_provider: TracerProvider | None = None
     subscribers: list[Any] = field(default_factory=list)
+    detach: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def tracing(self) -> TracingSubscriber:
         return next(s for s in self.subscribers if isinstance(s, TracingSubscriber))
 
     def shutdown(self) -> None:
-        """Flush and stop the span exporter (call on process exit)."""
+        """Detach from the routing events, flush and stop the span exporter (call on exit)."""
+        while self.detach:
+            self.detach.pop()()
         shutdown = getattr(self.tracer_provider, "shutdown", None)
         if shutdown is not None:
             shutdown()
@@ -138,13 +143,15 @@ def setup(
     tracer_provider: TracerProvider | None = None,
     install_global: bool = True,
     configure_logs: bool = True,
+    attach_routing: bool = True,
 ) -> Observability:
     """Apply the ``observe`` configuration: redactor, logging, tracing, metrics.
 
     ``tracer_provider`` overrides the one the config would build (tests pass an SDK
     provider with an in-memory exporter). With ``install_global`` the provider
     becomes OpenTelemetry's global one (possible once per process) and the redactor
-    the process default.
+    the process default. With ``attach_routing`` a :class:`RoutingObserver` listens to
+    the resilience wrappers' shared event hub.
     """
     cfg = config or ObserveConfig()
     redactor = Redactor(cfg.redact, keys=cfg.redact_keys)
@@ -161,4 +168,5 @@ def setup(
         trace.set_tracer_provider(provider)
     m = metrics if metrics is not None else default_metrics()
     subs: list[Any] = [TracingSubscriber(provider), MetricsSubscriber(m)]
-    return Observability(metrics=m, redactor=redactor, tracer_provider=provider, subscribers=subs)
+    detach = [RoutingObserver(m).attach()] if attach_routing else []
+    return Observability(metrics=m, redactor=redactor, tracer_provider=provider, subscribers=subs, detach=detach)
