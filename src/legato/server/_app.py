@@ -48,14 +48,16 @@ async def open_gateway(
     catalog: ModelCatalog | None = None,
 ) -> AsyncIterator[Gateway]:
     """Open every shared resource of a gateway replica; close them on exit."""
-    from legato.store._database import connect, migrate, resolve_url
+    from legato.server._runs import RunsService, load_pipelines
+    from legato.store import RunStore
 
     config = config or LegatoConfig()
+    pipelines = load_pipelines(config)
     async with AsyncExitStack() as stack:
-        url = resolve_url(settings.database_url or settings.store_url(config.base_dir))
-        engine = connect(url)
-        stack.push_async_callback(engine.dispose)
-        await migrate(engine, url)
+        store = RunStore(settings.database_url or settings.store_url(config.base_dir))
+        await store.open()
+        stack.push_async_callback(store.aclose)
+        engine = store.engine
         redis: Any = None
         if settings.redis_url:
             from redis.asyncio import Redis
@@ -71,6 +73,7 @@ async def open_gateway(
         stack.push_async_callback(catalog.aclose)
         spend = SpendRecorder(engine)
         master = settings.master_key.get_secret_value() if settings.master_key else None
+        runs = RunsService(store, pipelines)
         gw = Gateway(
             settings=settings,
             catalog=catalog,
@@ -80,13 +83,17 @@ async def open_gateway(
             spend=spend,
             ssrf=SSRFPolicy(settings.ssrf),
             redis=redis,
+            runs=runs,
         )
         gw.extras["engine"] = engine
         async with anyio.create_task_group() as tg:
             tg.start_soon(spend.run)
+            await tg.start(runs.serve)
             try:
                 yield gw
             finally:
+                with anyio.CancelScope(shield=True):
+                    await runs.drain(settings.drain_timeout_s)
                 tg.cancel_scope.cancel()
         with anyio.CancelScope(shield=True):
             await spend.flush()
@@ -124,6 +131,27 @@ def _install_handlers(app: FastAPI) -> None:
         return error_response(request, GatewayError(500, "internal", "internal error"))
 
 
+def _mount_dashboard(app: FastAPI, settings: ServerSettings) -> None:
+    """The dashboard at ``/ui``, reading the same store and spend records as the API."""
+    from legato.server.ui import DashboardSources, mount_dashboard, pipeline_graph
+
+    def gw() -> Gateway:
+        gateway: Gateway = app.state.gateway
+        return gateway
+
+    def graph(name: str) -> Any:
+        pipeline = gw().runs.pipelines.get(name) if gw().runs is not None else None
+        return pipeline_graph(pipeline) if pipeline is not None else None
+
+    async def spend(since_day: str | None) -> list[dict[str, Any]]:
+        await gw().spend.flush()
+        return await gw().keys.spend_report(since_day=since_day)
+
+    master = settings.master_key.get_secret_value() if settings.master_key else None
+    sources = DashboardSources(store=lambda: gw().runs.store, admin_key=master, graphs=graph, spend=spend)
+    mount_dashboard(app, sources)
+
+
 def create_app(
     settings: ServerSettings | None = None,
     *,
@@ -131,7 +159,7 @@ def create_app(
     catalog: ModelCatalog | None = None,
 ) -> FastAPI:
     """The gateway application. ``catalog`` replaces the models of ``legato.yaml`` (tests, embedding)."""
-    from legato.server import _admin, _gateway, _health
+    from legato.server import _admin, _gateway, _health, _runs
 
     settings = settings or ServerSettings()
 
@@ -155,6 +183,8 @@ def create_app(
     app.include_router(_health.router)
     app.include_router(_gateway.router)
     app.include_router(_admin.router)
+    app.include_router(_runs.router)
+    _mount_dashboard(app, settings)
     app.state.load = Load(max_in_flight=settings.max_in_flight, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(Protection, load=app.state.load)
     return app

@@ -1,0 +1,294 @@
+"""Runs API: start pipelines, list and read runs, follow their events, cancel them.
+
+Runs execute durably (:class:`legato.store.DurableRunner`) in the gateway's task
+group: ``POST /v1/pipelines/{name}/runs`` records the run, answers 202 with its id
+and executes it in the background; an ``Idempotency-Key`` already used by the same
+key for the same request returns the existing run (200), for a different request
+409. Every read comes from the store, so any replica answers for any run, and
+``/events`` replays what is stored and then follows new events live (SSE, resumable
+with ``Last-Event-ID``).
+
+Runs belong to the API key that started them (the store's ``tenant``): a key sees
+its own runs, a key with the ``admin`` scope sees all. At start-up the runs whose
+worker died (lease expired) are taken over; on SIGTERM the runs in flight get
+``drain_timeout_s`` to finish and are then cancelled with their lease released, so
+another replica resumes them from their last checkpoint: no run is left half-recorded.
+
+Pipelines come from the ``pipelines:`` section of ``legato.yaml``: a mapping
+``name: path``, a list of files or directories, or one directory of ``*.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from fastapi import APIRouter, Depends, Header, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response, StreamingResponse
+
+from legato.config import LegatoConfig
+from legato.errors import ConfigError, IdempotencyConflict, InputError, SpecError, StoreError
+from legato.server._auth import require
+from legato.server._errors import GatewayError
+from legato.server._gateway import _ERRORS, gateway, json_response
+from legato.server._keys import ApiKey
+
+__all__ = ["RunsService", "load_pipelines", "router"]
+
+log = logging.getLogger("legato.server")
+router = APIRouter(tags=["Runs"], responses=_ERRORS)
+
+
+def _pipeline_files(raw: Any, base: Path) -> dict[str | None, Path]:
+    """``{declared name or None: file}`` from the ``pipelines:`` section."""
+    if raw is None:
+        return {}
+    if isinstance(raw, str):
+        raw = [raw]
+    files: dict[str | None, Path] = {}
+    if isinstance(raw, Mapping):
+        for name, path in raw.items():
+            files[str(name)] = base / str(path)
+        return files
+    if not isinstance(raw, list):
+        raise ConfigError("pipelines: expected a mapping of name: path, a list of paths, or a directory")
+    for i, entry in enumerate(raw):
+        path = base / str(entry)
+        if path.is_dir():
+            for f in sorted([*path.glob("*.yaml"), *path.glob("*.yml")]):
+                files[f"#{i}:{f.name}"] = f
+        else:
+            files[f"#{i}"] = path
+    return files
+
+
+def load_pipelines(config: LegatoConfig) -> dict[str, Any]:
+    """Load every pipeline of the ``pipelines:`` section; :class:`ConfigError` names the bad one."""
+    from legato.spec import load_pipeline
+
+    pipelines: dict[str, Any] = {}
+    for declared, path in _pipeline_files(config.raw("pipelines"), config.base_dir).items():
+        if not path.exists():
+            raise ConfigError(f"pipelines: file not found: {path}")
+        try:
+            pipeline = load_pipeline(path, config=config)
+        except SpecError as exc:
+            raise ConfigError(f"pipelines: {path} is invalid:\n{exc}") from exc
+        name = declared if declared is not None and not declared.startswith("#") else pipeline.name
+        pipelines[name] = pipeline
+    return pipelines
+
+
+class RunsService:
+    """Starts, follows and cancels runs; owns the background run tasks."""
+
+    def __init__(self, store: Any, pipelines: Mapping[str, Any], *, poll_s: float = 0.25) -> None:
+        from legato.store import DurableRunner
+
+        self.store = store
+        self.pipelines = dict(pipelines)
+        self.runner = DurableRunner(store)
+        self.poll_s = poll_s
+        self._tg: TaskGroup | None = None
+        self._controls: dict[str, Any] = {}
+        self.accepting = True
+        self._idle: anyio.Event | None = None
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Own the run tasks until cancelled; take over orphaned runs first."""
+        from legato.store import recover_expired_runs
+
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            task_status.started()
+            if self.pipelines:
+                tg.start_soon(self._recover, recover_expired_runs)
+            await anyio.sleep_forever()
+
+    async def _recover(self, recover: Any) -> None:
+        try:
+            outcomes = await recover(self.store, self.pipelines.get, runner=self.runner)
+        except Exception:
+            log.exception("recovering orphaned runs failed")
+            return
+        for o in outcomes:
+            log.info("recovered run %s of %s: %s %s", o.run_id, o.pipeline, o.action, o.detail)
+
+    async def drain(self, deadline_s: float) -> None:
+        """Stop taking runs; wait up to ``deadline_s`` for those in flight, then stop them.
+
+        Stopped runs are not marked cancelled: their tasks are cancelled, the runner
+        releases their leases, and they stay resumable from their last checkpoint."""
+        self.accepting = False
+        with anyio.move_on_after(deadline_s):
+            while self._controls:
+                self._idle = anyio.Event()
+                await self._idle.wait()
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    def pipeline(self, name: str) -> Any:
+        pipeline = self.pipelines.get(name)
+        if pipeline is None:
+            known = ", ".join(sorted(self.pipelines)) or "none"
+            raise GatewayError(404, "not_found", f"no pipeline {name!r} (served: {known})", code="pipeline_not_found")
+        return pipeline
+
+    async def start(
+        self, name: str, inputs: dict[str, Any], *, tenant: str, idempotency_key: str | None
+    ) -> tuple[Any, bool]:
+        from legato.store import pipeline_version
+
+        if not self.accepting or self._tg is None:
+            raise GatewayError(503, "overloaded", "the server is shutting down", headers={"Retry-After": "1"})
+        pipeline = self.pipeline(name)
+        try:
+            pipeline._check_inputs(pipeline.compile(), dict(inputs))
+            record, created = await self.store.create_run(
+                pipeline=name,
+                version_hash=pipeline_version(pipeline),
+                inputs=inputs,
+                idempotency_key=idempotency_key,
+                tenant=tenant,
+            )
+        except InputError as exc:
+            raise GatewayError(422, "invalid_request", str(exc), param="inputs") from None
+        except IdempotencyConflict as exc:
+            raise GatewayError(409, "conflict", str(exc), code="idempotency_conflict") from None
+        if created:
+            self._tg.start_soon(self._execute, pipeline, record.id)
+        return record, created
+
+    async def _execute(self, pipeline: Any, run_id: str) -> None:
+        from legato.engine import RunControl
+
+        control = RunControl()
+        self._controls[run_id] = control
+        try:
+            await self.runner.resume(pipeline, run_id, control=control)
+        except Exception:
+            log.exception("run %s could not be executed", run_id)
+        finally:
+            self._controls.pop(run_id, None)
+            if not self._controls and self._idle is not None:
+                self._idle.set()
+
+    async def cancel(self, run_id: str) -> Any:
+        record = await self.store.request_cancel(run_id)
+        control = self._controls.get(record.id)
+        if control is not None:
+            control.cancel("cancellation requested")
+        return record
+
+
+class RunCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+def _runs(request: Request) -> RunsService:
+    service: RunsService | None = gateway(request).runs
+    if service is None:
+        raise GatewayError(503, "overloaded", "the runs API is not available on this server")
+    return service
+
+
+def _public(record: Any) -> dict[str, Any]:
+    data = asdict(record)
+    data.pop("request_hash", None)
+    data.pop("version_hash", None)
+    data.pop("tenant", None)
+    return data
+
+
+async def _own_run(service: RunsService, run_id: str, key: ApiKey) -> Any:
+    record = await service.store.get_run(run_id)
+    if not key.has_scope("admin") and record.tenant != key.id:
+        raise GatewayError(404, "not_found", f"no run with id {run_id!r}", code="run_not_found")
+    return record
+
+
+@router.post("/v1/pipelines/{name}/runs", status_code=202, summary="Start a run (honours Idempotency-Key)")
+async def start_run(
+    name: str,
+    body: RunCreate,
+    request: Request,
+    idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=255),
+    key: ApiKey = Depends(require("runs:write")),
+) -> Response:
+    record, created = await _runs(request).start(name, body.inputs, tenant=key.id, idempotency_key=idempotency_key)
+    return json_response(_public(record), status=202 if created else 200, headers={"Location": f"/v1/runs/{record.id}"})
+
+
+@router.get("/v1/runs", summary="List runs, newest first")
+async def list_runs(
+    request: Request,
+    status: str | None = Query(None, pattern="^(pending|running|succeeded|failed|cancelled|dead)$"),
+    pipeline: str | None = Query(None, max_length=255),
+    limit: int = Query(50, ge=1, le=500),
+    key: ApiKey = Depends(require("runs:read")),
+) -> Response:
+    service = _runs(request)
+    tenant = None if key.has_scope("admin") else key.id
+    records = await service.store.list_runs(status=status, pipeline=pipeline, tenant=tenant, limit=limit)
+    return json_response({"data": [_public(r) for r in records]})
+
+
+@router.get("/v1/runs/{run_id}", summary="A run and its steps")
+async def get_run(run_id: str, request: Request, key: ApiKey = Depends(require("runs:read"))) -> Response:
+    service = _runs(request)
+    record = await _own_run(service, run_id, key)
+    steps = await service.store.steps(record.id)
+    return json_response({**_public(record), "steps": [asdict(s) for s in steps]})
+
+
+@router.post("/v1/runs/{run_id}/cancel", summary="Cancel a run")
+async def cancel_run(run_id: str, request: Request, key: ApiKey = Depends(require("runs:write"))) -> Response:
+    service = _runs(request)
+    record = await _own_run(service, run_id, key)
+    try:
+        record = await service.cancel(record.id)
+    except StoreError as exc:
+        raise GatewayError(409, "conflict", str(exc), code="run_finished") from None
+    return json_response(_public(record))
+
+
+@router.get("/v1/runs/{run_id}/events", summary="Run events as Server-Sent Events (replay, then live)")
+async def run_events(
+    run_id: str,
+    request: Request,
+    after: int = Query(0, ge=0, description="Replay events after this id."),
+    last_event_id: str | None = Header(None, alias="Last-Event-ID"),
+    key: ApiKey = Depends(require("runs:read")),
+) -> Response:
+    service = _runs(request)
+    record = await _own_run(service, run_id, key)
+    start = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
+    return StreamingResponse(
+        _follow(service, record.id, start),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _follow(service: RunsService, run_id: str, after: int) -> AsyncIterator[bytes]:
+    last = after
+    while True:
+        run = await service.store.get_run(run_id)  # read before the events: nothing is missed at the end
+        for ev in await service.store.events(run_id, after_id=last):
+            last = ev.id or last
+            data = {"type": ev.type, "at": ev.at, "step": ev.step, "data": ev.data}
+            payload = json.dumps(data, separators=(",", ":"), default=str)
+            yield f"id: {ev.id}\nevent: {ev.type}\ndata: {payload}\n\n".encode()
+        if run.terminal:
+            yield f"event: end\ndata: {json.dumps({'status': run.status})}\n\n".encode()
+            return
+        await anyio.sleep(service.poll_s)
