@@ -1,0 +1,204 @@
+"""The dashboard's pages and live endpoint against a real SQLite run store."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from legato import Pipeline
+from legato.server.ui import DashboardSources, mount_dashboard, pipeline_graph
+from legato.store import DurableRunner, Journal, RunStore
+
+SECRET = "sk-proj-dashboardcanary0123456789"
+ADMIN = "admin-key-for-tests"
+AUTH = {"authorization": f"Bearer {ADMIN}"}
+
+
+def diamond() -> Pipeline:
+    p = Pipeline("diamond")
+
+    @p.step
+    async def a(x: int) -> int:
+        return x + 1
+
+    @p.step
+    async def b(a: int) -> int:
+        return a * 2
+
+    @p.step
+    async def c(a: int) -> int:
+        await anyio.sleep(0.01)
+        raise ValueError(f"upstream refused key {SECRET}")
+
+    @p.step
+    async def d(b: int, c: int) -> int:
+        return b + c
+
+    return p
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[RunStore]:
+    s = await RunStore(f"sqlite+aiosqlite:///{tmp_path / 'ui.db'}").open()
+    yield s
+    await s.aclose()
+
+
+@pytest.fixture
+async def runs(store: RunStore) -> dict[str, str]:
+    p = diamond()
+    runner = DurableRunner(store, reflect=None)
+    failed = await runner.run(p, {"x": 1})
+    ok = await runner.run(_ok_pipeline(), {"x": 2})
+    return {"failed": failed.run_id, "ok": ok.run_id}
+
+
+def _ok_pipeline() -> Pipeline:
+    p = Pipeline("single")
+
+    @p.step
+    async def only(x: int) -> int:
+        return x * 10
+
+    return p
+
+
+def client(app: FastAPI, host: str = "127.0.0.1") -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(host, 4321))
+    return httpx.AsyncClient(transport=transport, base_url="http://dash")
+
+
+def app_for(store: RunStore, **kw: object) -> FastAPI:
+    app = FastAPI()
+    graphs = {"diamond": pipeline_graph(diamond()), "single": pipeline_graph(_ok_pipeline())}
+    sources = DashboardSources(store=store, admin_key=ADMIN, graphs=graphs.get, poll_s=0.01, **kw)  # type: ignore[arg-type]
+    mount_dashboard(app, sources)
+    return app
+
+
+async def test_pages_need_the_admin_key(store: RunStore, runs: dict[str, str]) -> None:
+    async with client(app_for(store)) as c:
+        r = await c.get("/ui/runs/" + runs["failed"])
+        assert r.status_code == 303
+        assert r.headers["location"] == f"/ui/login?next=/ui/runs/{runs['failed']}"
+        assert (await c.get("/ui/live/runs")).status_code == 401
+        bad = await c.post("/ui/login", data={"key": "wrong", "next": "/ui/"})
+        assert bad.status_code == 401
+        assert "not the admin key" in bad.text
+        good = await c.post("/ui/login", data={"key": ADMIN, "next": f"/ui/runs/{runs['ok']}"})
+        assert good.status_code == 303
+        assert good.headers["location"] == f"/ui/runs/{runs['ok']}"
+        cookie = good.cookies.get("legato_dashboard")
+        assert cookie
+        assert ADMIN not in cookie
+        assert (await c.get("/ui/")).status_code == 200  # the cookie is now sent
+        await c.post("/ui/logout")
+        assert (await c.get("/ui/")).status_code == 303
+
+
+async def test_login_never_redirects_off_site(store: RunStore) -> None:
+    async with client(app_for(store)) as c:
+        for target in ("//evil.example/", "https://evil.example/ui/", "/other"):
+            r = await c.post("/ui/login", data={"key": ADMIN, "next": target})
+            assert r.headers["location"] == "/ui/"
+
+
+async def test_without_an_admin_key_only_loopback_clients_get_in(store: RunStore, runs: dict[str, str]) -> None:
+    app = FastAPI()
+    mount_dashboard(app, DashboardSources(store=store))
+    async with client(app) as local:
+        assert (await local.get("/ui/")).status_code == 200
+    async with client(app, host="10.1.2.3") as remote:
+        r = await remote.get("/ui/")
+        assert r.status_code == 403
+        assert "answers local clients only" in r.text
+
+
+async def test_runs_list_filters(store: RunStore, runs: dict[str, str]) -> None:
+    async with client(app_for(store)) as c:
+        everything = (await c.get("/ui/", headers=AUTH)).text
+        assert runs["failed"] in everything
+        assert runs["ok"] in everything
+        failed = (await c.get("/ui/?status=failed", headers=AUTH)).text
+        assert runs["failed"] in failed
+        assert runs["ok"] not in failed
+        single = (await c.get("/ui/?pipeline=single", headers=AUTH)).text
+        assert re.findall(r'data-run="([0-9a-f]+)"', single) == [runs["ok"]]
+        prefix = (await c.get(f"/ui/?q={runs['failed'][:16]}", headers=AUTH)).text
+        assert re.findall(r'data-run="([0-9a-f]+)"', prefix) == [runs["failed"]]
+
+
+async def test_run_page_shows_graph_timeline_and_step_details(store: RunStore, runs: dict[str, str]) -> None:
+    async with client(app_for(store)) as c:
+        html = (await c.get(f"/ui/runs/{runs['failed']}", headers=AUTH)).text
+    nodes = dict(re.findall(r'<g class="node s-\w+" data-step="(\w+)" data-status="(\w+)"', html))
+    assert nodes == {"a": "succeeded", "b": "succeeded", "c": "failed", "d": "pending"}
+    edges = set(re.findall(r'class="edge" data-from="(\w+)" data-to="(\w+)"', html))
+    assert edges == {("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")}
+    bars = re.findall(r'<rect class="bar s-\w+" data-step="(\w+)" data-attempt="1" data-status="(\w+)"', html)
+    assert sorted(bars) == [("a", "succeeded"), ("b", "succeeded"), ("c", "failed")]
+    assert "ValueError: upstream refused key [REDACTED]" in html
+    assert SECRET not in html
+    assert "&#34;steps.a&#34;: 2" in html  # b's and c's inputs
+
+
+async def test_unknown_run_is_a_404_page(store: RunStore) -> None:
+    async with client(app_for(store)) as c:
+        r = await c.get("/ui/runs/nope", headers=AUTH)
+        assert r.status_code == 404
+        assert "Run not found" in r.text
+        assert (await c.get("/ui/live/runs/nope", headers=AUTH)).status_code == 404
+
+
+async def test_live_endpoint_sends_the_run_then_done(store: RunStore, runs: dict[str, str]) -> None:
+    async with client(app_for(store)) as c:
+        r = await c.get(f"/ui/live/runs/{runs['ok']}", headers=AUTH)
+    assert r.headers["content-type"].startswith("text/event-stream")
+    events = re.findall(r"^event: (\w+)$", r.text, flags=re.M)
+    assert events == ["update", "done"]
+    assert '"status":"succeeded"' in r.text
+    assert "run-gantt" in r.text
+
+
+async def test_models_spend_and_journal_pages(store: RunStore, runs: dict[str, str]) -> None:
+    journal = Journal(store)
+    await journal.add("OpenAI 429 storm", "Retries with backoff fixed it.", tags=["openai", "ratelimit"])
+    await journal.add("Slow OCR step", "Batch the pages.", tags=["ocr"])
+
+    def health() -> list[dict[str, object]]:
+        return [{"group": "chat", "deployment": "openai#0", "breaker": "open", "in_flight": 2}]
+
+    async def spend(since: str | None) -> list[dict[str, object]]:
+        return [
+            {"prefix": "lg_abc1234", "name": "ci", "day": "2026-11-24", "model": "gpt-4o-mini", "requests": 3,
+             "input_tokens": 30, "output_tokens": 9, "cost": 0.25},
+        ]  # fmt: skip
+
+    app = app_for(store, health=health, spend=spend, journal=journal)
+    async with client(app) as c:
+        models = (await c.get("/ui/models", headers=AUTH)).text
+        assert '<span class="badge b-open">open</span>' in models
+        assert "openai#0" in models
+        spent = (await c.get("/ui/spend?since=2026-01-01", headers=AUTH)).text
+        assert "gpt-4o-mini" in spent
+        assert "$0.2500" in spent
+        found = (await c.get("/ui/journal?q=storm", headers=AUTH)).text
+        assert "OpenAI 429 storm" in found
+        assert "Slow OCR step" not in found
+        recent = (await c.get("/ui/journal", headers=AUTH)).text
+        assert "Slow OCR step" in recent
+
+
+async def test_static_files_only_from_the_static_folder(store: RunStore) -> None:
+    async with client(app_for(store)) as c:
+        js = await c.get("/ui/static/dashboard.js")
+        assert js.status_code == 200
+        assert js.headers["content-type"].startswith("text/javascript")
+        assert (await c.get("/ui/static/..%2F_app.py")).status_code == 404
+        assert (await c.get("/ui/static/missing.css")).status_code == 404
