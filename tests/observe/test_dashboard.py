@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 from legato import Pipeline
-from legato.server.ui import DashboardSources, mount_dashboard, pipeline_graph
+from legato.server.ui import DashboardSources, LiveEvents, mount_dashboard, pipeline_graph
 from legato.store import DurableRunner, Journal, RunStore
 
 SECRET = "sk-proj-dashboardcanary0123456789"
@@ -202,3 +202,42 @@ async def test_static_files_only_from_the_static_folder(store: RunStore) -> None
         assert js.headers["content-type"].startswith("text/javascript")
         assert (await c.get("/ui/static/..%2F_app.py")).status_code == 404
         assert (await c.get("/ui/static/missing.css")).status_code == 404
+
+
+async def test_running_steps_show_while_the_run_is_in_flight(store: RunStore) -> None:
+    live = LiveEvents()
+    release = anyio.Event()
+    p = Pipeline("waiting")
+
+    @p.step
+    async def first(x: int) -> int:
+        return x
+
+    @p.step
+    async def slow(first: int) -> int:
+        await release.wait()
+        return first + 1
+
+    graphs = {"waiting": pipeline_graph(p)}
+    app = FastAPI()
+    mount_dashboard(app, DashboardSources(store=store, admin_key=ADMIN, graphs=graphs.get, live=live, poll_s=0.01))
+
+    async def wait_for_slow_to_start() -> str:
+        with anyio.fail_after(30):
+            while True:
+                for run in await store.list_runs(pipeline="waiting"):
+                    if any(e["step"] == "slow" for e in live.events(run.id)):
+                        return run.id
+                await anyio.sleep(0.01)
+
+    async with anyio.create_task_group() as tg, client(app) as c:
+        tg.start_soon(lambda: DurableRunner(store, reflect=None).run(p, {"x": 1}, subscribers=[live]))
+        run_id = await wait_for_slow_to_start()
+        html = (await c.get(f"/ui/runs/{run_id}", headers=AUTH)).text
+        nodes = dict(re.findall(r'data-step="(\w+)" data-status="(\w+)" transform', html))
+        assert nodes == {"first": "succeeded", "slow": "running"}
+        assert 'data-status="running"' in html.split('id="run-status"')[1][:40]
+        release.set()
+        stream = await c.get(f"/ui/live/runs/{run_id}", headers=AUTH)
+    assert re.findall(r"^event: (\w+)$", stream.text, flags=re.M)[-1] == "done"
+    assert '"status":"succeeded"' in stream.text

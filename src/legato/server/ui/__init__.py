@@ -14,11 +14,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from legato.server.ui._app import DashboardSources, dashboard_router
+from legato.server.ui._live import LiveEvents
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-__all__ = ["DashboardSources", "dashboard_router", "mount_dashboard", "pipeline_graph"]
+__all__ = ["DashboardSources", "LiveEvents", "dashboard_router", "mount_dashboard", "pipeline_graph"]
 
 
 def mount_dashboard(app: FastAPI, sources: DashboardSources, *, path: str = "/ui") -> None:

@@ -30,6 +30,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from legato.errors import RunNotFound
+from legato.server.ui._live import LiveEvents, merge_events
 from legato.server.ui._render import Renderer
 from legato.server.ui._view import build_run_view, gantt
 
@@ -56,6 +57,8 @@ class DashboardSources:
     - ``spend``: ``async (since_day) -> rows`` of key spend (prefix, name, day, model,
       requests, input_tokens, output_tokens, cost); None: not recorded here.
     - ``journal``: a :class:`legato.store.Journal` (``search`` and ``recent``); None: no journal.
+    - ``live``: a :class:`LiveEvents` subscribed to the runs this process executes, so
+      running steps show the moment they start (without it: at the next checkpoint).
     """
 
     store: Source
@@ -64,6 +67,7 @@ class DashboardSources:
     health: Callable[[], Any] | None = None
     spend: Callable[[str | None], Awaitable[list[dict[str, Any]]]] | None = None
     journal: Source = None
+    live: LiveEvents | None = None
     poll_s: float = 0.5
     clock: Callable[[], float] = time.time
 
@@ -158,6 +162,8 @@ class Dashboard:
         run = await store.get_run(run_id)
         steps = await store.steps(run.id)
         events = await store.events(run.id)
+        if self.sources.live is not None:
+            events = merge_events(events, self.sources.live.events(run.id))
         graph = self.sources.graphs(run.pipeline) if self.sources.graphs else None
         return build_run_view(run, steps, events, graph)
 
