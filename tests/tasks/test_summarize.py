@@ -50,3 +50,11 @@ def test_sentences_split_around_abbreviations() -> None:
         "Dr. Smith arrived at 5 p.m. on Monday.",
         "He left early.",
     ]
+
+
+def test_headings_stay_out_of_the_summary_and_apart_from_their_paragraph(summarizer: tasks.SummarizeTask) -> None:
+    text = "Riverside parks budget approved\n\n" + ARTICLE
+    assert tasks.split_sentences(text)[0] == "Riverside parks budget approved"
+    [summary] = summarizer.run_sync([text])
+    assert "Riverside parks budget approved" not in summary.text
+    assert len(summary.sentences) == 3

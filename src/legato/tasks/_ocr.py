@@ -163,6 +163,19 @@ def _open_image(data: bytes, source: str | None) -> Image:
 
 
 def _tidy(text: str) -> str:
-    """Join the lines of each paragraph; keep blank lines between paragraphs."""
-    paragraphs = [" ".join(line.strip() for line in block.splitlines() if line.strip()) for block in text.split("\n\n")]
-    return "\n\n".join(p for p in paragraphs if p)
+    """Join the lines of each paragraph; keep blank lines between paragraphs.
+
+    Tesseract sometimes sees a paragraph break inside a sentence (a wider gap
+    between two lines); a block that starts with a lower-case letter continues
+    the previous one.
+    """
+    paragraphs: list[str] = []
+    for block in text.split("\n\n"):
+        joined = " ".join(line.strip() for line in block.splitlines() if line.strip())
+        if not joined:
+            continue
+        if paragraphs and joined[0].islower():
+            paragraphs[-1] = f"{paragraphs[-1]} {joined}"
+        else:
+            paragraphs.append(joined)
+    return "\n\n".join(paragraphs)

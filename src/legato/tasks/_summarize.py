@@ -12,6 +12,7 @@ configured; this task is what a model group degrades to without one.
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -21,6 +22,8 @@ from legato.tasks._base import Task
 from legato.tasks._embed import EmbedTask
 
 __all__ = ["SummarizeTask", "Summary", "split_sentences"]
+
+_CLOSERS = (".", "!", "?", "…", '."', ".'", '!"', '?"', ".)", "”", "’")
 
 
 class Summary(BaseModel):
@@ -32,11 +35,18 @@ class Summary(BaseModel):
 
 
 def split_sentences(text: str) -> list[str]:
-    """The sentences of ``text`` (Punkt rules, via nupunkt), whitespace-normalised."""
+    """The sentences of ``text`` (Punkt rules, via nupunkt), whitespace-normalised.
+
+    A sentence never spans a blank line, so a heading without a full stop stays
+    apart from the paragraph under it.
+    """
     import nupunkt
 
-    sentences: list[str] = [str(s) for s in nupunkt.sent_tokenize(text)]
-    return [" ".join(s.split()) for s in sentences if s.strip()]
+    out: list[str] = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        if paragraph.strip():
+            out.extend(" ".join(str(s).split()) for s in nupunkt.sent_tokenize(paragraph) if str(s).strip())
+    return out
 
 
 class SummarizeTask(Task[str, Summary]):
@@ -69,6 +79,11 @@ class SummarizeTask(Task[str, Summary]):
 
     def _one(self, text: str) -> Summary:
         sentences = split_sentences(text)
+        # Headings (no closing punctuation) rank high because they echo the whole text,
+        # but read badly inside a summary: they are left out when there is enough else.
+        complete = [s for s in sentences if s.endswith(_CLOSERS)]
+        if len(complete) >= self.max_sentences:
+            sentences = complete
         if len(sentences) <= self.max_sentences:
             return Summary(text=" ".join(sentences), sentences=sentences)
         ranks = self._rank(sentences)
