@@ -61,13 +61,20 @@ def compile_plan(
     inferred = declared_inputs is None
     compiled: dict[str, CompiledStep] = {}
 
-    def need_input(name: str, has_default: bool, default: Any, path: str) -> bool:
+    def need_input(name: str, has_default: bool, default: Any, path: str, param: bool = False) -> bool:
         if name in inputs:
             return True
         if inferred:
             inputs[name] = InputDecl(name=name, required=not has_default, default=default)
             return True
-        issues.append(SpecIssue(f"unknown input {name!r}{_hint(name, inputs)}", path=path))
+        if param:
+            message = (
+                f"parameter {name!r} is not set: map it under 'with:' or declare an input or step named {name!r}"
+                f"{_hint(name, [*inputs, *names])}"
+            )
+        else:
+            message = f"unknown input {name!r}{_hint(name, inputs)}"
+        issues.append(SpecIssue(message, path=path))
         return False
 
     for name, d in steps.items():
@@ -82,6 +89,8 @@ def compile_plan(
             path = f"{base}.with.{param}"
             if param in d.args:
                 value = d.args[param]
+                if name in value.steps:
+                    issues.append(SpecIssue(f"step {name!r} references its own output", path=path))
                 _check_value(value, names, inputs, inferred, issues, path, loop=d.loop is not None, need=need_input)
                 binds.append((param, VALUE, value))
                 (soft if param in d.optional else deps).update(value.steps & names)
@@ -101,7 +110,7 @@ def compile_plan(
                 if inferred or param in inputs:
                     need_input(param, True, d.defaults[param], path)
                     binds.append((param, INPUT_OR_DEFAULT, d.defaults[param]))
-            elif need_input(param, False, None, path):
+            elif need_input(param, False, None, path, True):
                 binds.append((param, INPUT, None))
         for param, value in d.args.items():
             if param not in d.params:  # passed through **kwargs
@@ -111,6 +120,8 @@ def compile_plan(
         when_binds: list[Bind] = []
         if isinstance(d.when, Expression):
             when_steps = _expr_steps(d.when, names, inputs, inferred, issues, f"{base}.when", set(), need_input)
+            if name in when_steps:
+                issues.append(SpecIssue(f"the condition of step {name!r} reads its own output", path=f"{base}.when"))
             deps.update(when_steps)
             soft.update(when_steps)
         elif d.when is not None:

@@ -167,7 +167,8 @@ def make_step(
     unknown_args = [k for k in compiled_args if k not in params and not var_kwargs]
     if unknown_args:
         listed = ", ".join(repr(a) for a in unknown_args)
-        raise ValueError(f"step {step_name!r}: {fn_label(fn)} has no parameter(s) {listed}")
+        known = ", ".join(params) or "none"
+        raise ValueError(f"step {step_name!r}: {fn_label(fn)}() has no parameter {listed} (its parameters: {known})")
     bound = set(params) | set(compiled_args)
     if map is not None and map not in bound:
         raise ValueError(f"step {step_name!r}: map={map!r} is not a parameter of the step")
@@ -184,7 +185,7 @@ def make_step(
         defaults=defaults,
         var_kwargs=var_kwargs,
         args=compiled_args,
-        depends_on=tuple(depends_on),
+        depends_on=tuple(dict.fromkeys(depends_on)),
         timeout=timeout,
         retry=retry_policy(retries),
         when=compile_expression(when) if isinstance(when, str) else when,
@@ -201,4 +202,4 @@ def make_step(
 
 
 def fn_label(fn: Callable[..., Any]) -> str:
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', getattr(fn, '__name__', repr(fn)))}"
+    return str(getattr(fn, "__qualname__", getattr(fn, "__name__", type(fn).__name__)))

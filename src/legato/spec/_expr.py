@@ -194,7 +194,9 @@ def compile_expression(source: str) -> Expression:
     try:
         tree = ast.parse(text, mode="eval").body
     except SyntaxError as exc:
-        raise ExpressionError(f"invalid syntax: {exc.msg}", expression=source, column=exc.offset) from None
+        detail = "" if exc.msg == "invalid syntax" else f" ({exc.msg})"
+        where = f" at column {exc.offset}" if exc.offset and exc.offset <= len(text) else " (incomplete expression)"
+        raise ExpressionError(f"invalid syntax{detail}{where}", expression=source, column=exc.offset) from None
     except (RecursionError, MemoryError, ValueError):
         raise ExpressionError("expression cannot be parsed", expression=source) from None
     names, steps = _check(tree, source)

@@ -213,4 +213,4 @@ def build_uses(spec: Mapping[str, Any], ctx: BuildContext) -> StepBuild:
         raise SpecError(issues)
     assert isinstance(ref, str)
     fn = ctx.load_callable(ref, "uses")
-    return StepBuild(fn=fn, args=dict(spec.get("with") or {}), depends_on=tuple(spec.get("depends_on") or ()))
+    return StepBuild(fn=fn, args=dict(spec.get("with") or {}))

@@ -81,9 +81,11 @@ def _pydantic_issue(src: _Source, data: Any, err: Any) -> SpecIssue:
         hint = closest(str(loc[-1]), known)
         message = f"unknown field {loc[-1]!r}" + (f" (did you mean {hint!r}?)" if hint else "")
         return src.issue(data, loc, message)
+    if kind == "too_short" and loc == ("steps",):
+        return src.issue(data, loc, "a pipeline needs at least one step")
     if kind == "missing":
         return src.issue(data, loc[:-1], f"missing required field {loc[-1]!r}")
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")
     if kind == "literal_error":
         msg = f"{msg}, got {err.get('input')!r}"
     return src.issue(data, loc, msg)
@@ -164,7 +166,7 @@ def load_pipeline(path_or_text: str | Path, *, config: LegatoConfig | None = Non
         try:
             pipeline.add_output(name, value)
         except ExpressionError as exc:
-            issues.append(src.issue(data, ("outputs", name), exc.reason))
+            issues.append(src.issue(data, ("outputs", name), exc.issues[0].message))
     if not issues:
         for issue in pipeline.validate():
             path = tuple(issue.path.split(".")) if issue.path else ()
@@ -175,19 +177,21 @@ def load_pipeline(path_or_text: str | Path, *, config: LegatoConfig | None = Non
     return pipeline
 
 
-def _retry(spec: RetrySpec | int | None) -> RetryPolicy | None:
+def _retry(spec: RetrySpec | None) -> RetryPolicy | None:
     if spec is None:
         return None
-    if isinstance(spec, int):
-        return RetryPolicy(max_attempts=spec + 1, retry_on=lambda e: isinstance(e, Exception))
     return RetryPolicy(
         max_attempts=spec.max_attempts,
         base_delay=spec.base_delay,
         multiplier=spec.multiplier,
         max_delay=spec.max_delay,
         jitter=spec.jitter,
-        retry_on=(lambda e: isinstance(e, Exception)) if spec.on == "any" else is_retryable,
+        retry_on=_any_exception if spec.retry_on == "any" else is_retryable,
     )
+
+
+def _any_exception(error: BaseException) -> bool:
+    return isinstance(error, Exception)
 
 
 def _add_step(
@@ -228,7 +232,7 @@ def _add_step(
                 on_max_iterations=step.loop.on_max_iterations,
             )
         except ExpressionError as exc:
-            return [ctx.issue(exc.reason, "loop", "until")]
+            return [ctx.issue(exc.issues[0].message, "loop", "until")]
     try:
         pipeline.add_step(
             built.fn,
@@ -236,7 +240,7 @@ def _add_step(
             args=built.args,
             depends_on=(*step.depends_on, *built.depends_on),
             timeout=step.timeout,
-            retries=_retry(step.retries) if isinstance(step.retries, RetrySpec) else step.retries,
+            retries=_retry(step.retries),
             when=step.when,
             map=step.map,
             max_concurrency=step.max_concurrency,
@@ -249,7 +253,7 @@ def _add_step(
             description=step.description or built.description or None,
         )
     except ExpressionError as exc:
-        return [ctx.issue(exc.reason, _expr_field(step, exc))]
+        return [ctx.issue(exc.issues[0].message, _expr_field(step, exc))]
     except SpecError as exc:
         return [ctx.issue(i.message) for i in exc.issues]
     except (ValueError, TypeError) as exc:

@@ -56,16 +56,17 @@ class InputSpec(_Strict):
 
 
 class RetrySpec(_Strict):
-    """Retry options; see :class:`legato.retry.RetryPolicy`. ``on: any`` retries
-    every exception, ``on: transient`` (default) only timeouts, connection and
-    retryable model errors."""
+    """Retry options; see :class:`legato.retry.RetryPolicy`. ``retry_on: any`` retries
+    every exception, ``retry_on: transient`` (default) only timeouts, connection and
+    retryable model errors. A step's ``retries: N`` is short for ``{max_attempts: N+1,
+    retry_on: any}``."""
 
     max_attempts: int = Field(3, ge=1, le=100)
     base_delay: float = Field(0.5, ge=0)
     multiplier: float = Field(2.0, ge=1)
     max_delay: float = Field(30.0, ge=0)
     jitter: Literal["full", "none"] = "full"
-    on: Literal["transient", "any"] = "transient"
+    retry_on: Literal["transient", "any"] = "transient"
 
 
 class LoopSpec(_Strict):
@@ -90,7 +91,7 @@ class StepSpec(BaseModel):
     map: str | None = None
     max_concurrency: int | None = Field(None, ge=1)
     timeout: float | None = Field(None, gt=0)
-    retries: int | RetrySpec | None = None
+    retries: RetrySpec | None = None
     optional: list[str] = Field(default_factory=list)
     depends_on: list[str] = Field(default_factory=list)
     cache: bool = False
@@ -99,11 +100,15 @@ class StepSpec(BaseModel):
     estimate_ms: float | None = Field(None, ge=0)
     loop: LoopSpec | None = None
 
-    @field_validator("retries")
+    @field_validator("retries", mode="before")
     @classmethod
-    def _retries(cls, value: int | RetrySpec | None) -> int | RetrySpec | None:
-        if isinstance(value, int) and not 0 <= value <= 100:
-            raise ValueError("retries must be between 0 and 100")
+    def _retries(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("retries must be a number of extra attempts or a mapping of retry options")
+        if isinstance(value, int):
+            if not 0 <= value <= 99:
+                raise ValueError("retries must be between 0 and 99")
+            return {"max_attempts": value + 1, "retry_on": "any"}
         return value
 
     @field_validator("with_", mode="before")

@@ -45,7 +45,7 @@ def split_template(text: str) -> list[str | Placeholder]:
         if text.startswith("${", i):
             end = _matching_brace(text, i + 2)
             if end < 0:
-                raise ExpressionError(f"unclosed '${{' at offset {i}", expression=text, column=i + 1)
+                raise ExpressionError("unclosed '${'", expression=text, column=i + 1)
             if buf:
                 parts.append("".join(buf))
                 buf = []
