@@ -241,3 +241,21 @@ async def test_running_steps_show_while_the_run_is_in_flight(store: RunStore) ->
         stream = await c.get(f"/ui/live/runs/{run_id}", headers=AUTH)
     assert re.findall(r"^event: (\w+)$", stream.text, flags=re.M)[-1] == "done"
     assert '"status":"succeeded"' in stream.text
+
+
+async def test_models_page_finds_routers_inside_wrappers(store: RunStore) -> None:
+    from legato.observe import Instrumented, Metrics
+    from legato.routing import Router
+    from legato.server._catalog import MappingCatalog
+
+    from .conftest import EchoModel
+
+    router = Router("chat", [EchoModel("echo-a"), EchoModel("echo-b")])
+    catalog = MappingCatalog({"chat": Instrumented(router, metrics=Metrics()), "solo": EchoModel("solo-1")})
+    async with client(app_for(store, models=catalog)) as c:
+        html = (await c.get("/ui/models", headers=AUTH)).text
+    rows = re.findall(r"<tr><td class=\"\">\s*(\w+)</td><td class=\"\">\s*([\w#-]+)</td>", html)
+    assert ("chat", "echo-a") in rows
+    assert ("chat", "echo-b") in rows
+    assert ("solo", "solo-1") in rows
+    assert html.count('<span class="badge b-healthy">healthy</span>') == 2

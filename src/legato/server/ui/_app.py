@@ -13,6 +13,7 @@ no admin key configured the dashboard answers loopback clients only.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import inspect
@@ -52,11 +53,14 @@ class DashboardSources:
     - ``store``: a :class:`legato.store.RunStore` (runs, steps, events).
     - ``admin_key``: the key that opens the dashboard (None: loopback clients only).
     - ``graphs``: ``pipeline name -> {step: [dependencies]}`` or None when unknown.
-    - ``health``: routing health rows (``group``, ``deployment``, ``state``,
-      ``breaker``, ``in_flight``, ``latency_ms``...), sync or async; None: no router.
+    - ``health``: routing health rows (mappings or dataclasses such as
+      :class:`legato.routing.DeploymentHealth`: ``group``, ``deployment``, ``state``,
+      ``in_flight``...), sync or async. Without it, ``models`` is used.
+    - ``models``: a model catalog (``names()`` and ``get(name)``); each model (or the
+      router inside its wrappers) that has ``health()`` contributes its deployments.
     - ``spend``: ``async (since_day) -> rows`` of key spend (prefix, name, day, model,
       requests, input_tokens, output_tokens, cost); None: not recorded here.
-    - ``journal``: a :class:`legato.store.Journal` (``search`` and ``recent``); None: no journal.
+    - ``journal``: a :class:`legato.store.Journal`; default: a journal on ``store``.
     - ``live``: a :class:`LiveEvents` subscribed to the runs this process executes, so
       running steps show the moment they start (without it: at the next checkpoint).
     """
@@ -65,6 +69,7 @@ class DashboardSources:
     admin_key: Source = None
     graphs: Callable[[str], Mapping[str, Sequence[str]] | None] | None = None
     health: Callable[[], Any] | None = None
+    models: Source = None
     spend: Callable[[str | None], Awaitable[list[dict[str, Any]]]] | None = None
     journal: Source = None
     live: LiveEvents | None = None
@@ -309,9 +314,7 @@ def dashboard_router(sources: DashboardSources, *, prefix: str = "/ui") -> APIRo
     async def models_page(request: Request) -> Response:
         if (denied := d.deny(request)) is not None:
             return denied
-        rows = None
-        if sources.health is not None:
-            rows = [dict(r) for r in await _maybe_await(sources.health())]
+        rows = await _health_rows(sources)
         columns = _columns(rows or [])
         return d.page("models.html", request, nav="models", rows=rows, columns=columns)
 
@@ -332,6 +335,10 @@ def dashboard_router(sources: DashboardSources, *, prefix: str = "/ui") -> APIRo
         if (denied := d.deny(request)) is not None:
             return denied
         journal = _resolve(sources.journal)
+        if journal is None:
+            from legato.store import Journal
+
+            journal = Journal(d.store())
         entries: list[Any] = []
         if journal is not None:
             q = q.strip()
@@ -342,7 +349,35 @@ def dashboard_router(sources: DashboardSources, *, prefix: str = "/ui") -> APIRo
 
 
 COLUMN_ORDER = ("group", "deployment", "model", "provider", "state", "health", "breaker", "in_flight",
-                "latency_ms", "error_rate", "ejected_until", "last_error")  # fmt: skip
+                "latency_ewma", "latency_ms", "successes", "failures", "consecutive_failures", "error_rate",
+                "ejected_for", "last_error")  # fmt: skip
+
+
+def _row(item: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        return dataclasses.asdict(item)
+    return dict(item)
+
+
+async def _health_rows(sources: DashboardSources) -> list[dict[str, Any]] | None:
+    if sources.health is not None:
+        return [_row(r) for r in await _maybe_await(sources.health())]
+    catalog = _resolve(sources.models)
+    if catalog is None:
+        return None
+    rows: list[dict[str, Any]] = []
+    for name in catalog.names():
+        model: Any = catalog.get(name)
+        for _ in range(16):  # find the router inside the wrappers
+            if callable(getattr(model, "health", None)) or getattr(model, "inner", None) is None:
+                break
+            model = model.inner
+        health = getattr(model, "health", None)
+        if callable(health):
+            rows.extend(_row(r) for r in await _maybe_await(health()))
+        else:
+            rows.append({"group": name, "deployment": getattr(model, "name", name), "state": "single"})
+    return rows
 
 
 def _columns(rows: list[dict[str, Any]]) -> list[str]:
