@@ -1,0 +1,119 @@
+"""Models by name: ``legato.models.get("fast")``.
+
+Names resolve through a list of resolvers, tried in order; the first that knows
+the name returns a Model. The built-in resolvers are, in order:
+
+1. the ``models:`` section of ``legato.yaml`` (``fast: {provider: openai, model: gpt-4o-mini,
+   api_key: env:OPENAI_API_KEY}``);
+2. ``provider/model`` written inline (``openai/gpt-4o-mini``, ``anthropic/claude-haiku-4-5``),
+   reading the key from the provider's usual variable (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``).
+
+Other packages add resolvers with :func:`add_resolver` (routing adds model groups,
+which come before the inline form). A resolver is ``fn(name, config) -> Model | None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pydantic import RootModel
+
+from legato.config import LegatoConfig
+from legato.errors import ConfigError
+from legato.providers._factory import ModelConfig, build, provider_names
+
+if TYPE_CHECKING:
+    from legato.providers import Model
+
+__all__ = [
+    "ModelsSection",
+    "Resolver",
+    "add_resolver",
+    "configured",
+    "get",
+    "names",
+    "resolve_configured",
+    "resolve_inline",
+]
+
+Resolver = Callable[[str, LegatoConfig], "Model | None"]
+
+DEFAULT_KEYS = {
+    "openai": "env:OPENAI_API_KEY",
+    "anthropic": "env:ANTHROPIC_API_KEY",
+    "azure": "env:AZURE_OPENAI_API_KEY",
+    "huggingface": "env:HF_TOKEN",
+}
+
+
+class ModelsSection(RootModel[dict[str, ModelConfig]]):
+    """The ``models:`` section: model name -> :class:`~legato.providers.ModelConfig`."""
+
+    root: dict[str, ModelConfig] = {}
+
+
+def configured(config: LegatoConfig | None = None) -> dict[str, ModelConfig]:
+    """The named models of ``legato.yaml`` (secrets are left as ``env:`` references)."""
+    config = config if config is not None else LegatoConfig.load()
+    return config.section("models", ModelsSection, resolve_secrets=False).root
+
+
+def resolve_configured(name: str, config: LegatoConfig) -> Model | None:
+    models = configured(config)
+    cfg = models.get(name)
+    if cfg is None:
+        return None
+    where = f"{config.source or 'legato.yaml'}: models.{name}"
+    missing = cfg.missing_secret()
+    if missing:
+        raise ConfigError(f"{where}: model {name!r} needs the environment variable {missing}, which is not set")
+    try:
+        return build(cfg, name)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def resolve_inline(name: str, config: LegatoConfig) -> Model | None:
+    provider, slash, model = name.partition("/")
+    if not slash or provider not in provider_names():
+        return None
+    cfg = ModelConfig(provider=provider, model=model, api_key=DEFAULT_KEYS.get(provider))
+    missing = cfg.missing_secret()
+    if missing:
+        raise ConfigError(f"model {name!r} needs the environment variable {missing}, which is not set")
+    return build(cfg, name)
+
+
+_resolvers: list[Resolver] = [resolve_configured, resolve_inline]
+
+
+def add_resolver(resolver: Resolver, *, before_inline: bool = True) -> None:
+    """Register a name resolver. By default it is tried before the inline ``provider/model`` form."""
+    if resolver in _resolvers:
+        return
+    if before_inline and resolve_inline in _resolvers:
+        _resolvers.insert(_resolvers.index(resolve_inline), resolver)
+    else:
+        _resolvers.append(resolver)
+
+
+def get(name: str, config: LegatoConfig | None = None) -> Model:
+    """The Model called ``name``. Raises ConfigError naming the known models otherwise.
+
+    The returned model is not connected yet (pools open on first use); close it
+    with ``await model.aclose()`` when done.
+    """
+    config = config if config is not None else LegatoConfig.load()
+    for resolver in list(_resolvers):
+        model = resolver(name, config)
+        if model is not None:
+            return model
+    known = sorted(configured(config))
+    hint = f"known models: {', '.join(known)}" if known else "no models are configured in legato.yaml"
+    raise ConfigError(f"unknown model {name!r}; {hint}; or write provider/model (e.g. openai/gpt-4o-mini)")
+
+
+def names(config: LegatoConfig | None = None) -> list[str]:
+    """Names of the models configured in ``legato.yaml``."""
+    return sorted(configured(config))

@@ -1,0 +1,258 @@
+"""What every HTTP adapter shares: one pooled client, timeouts, error edges, the ledger.
+
+The adapters talk to the APIs with ``httpx`` directly rather than through the
+vendors' SDKs: one ``AsyncClient`` per adapter (opened lazily or by
+:meth:`HttpModel.start`), no per-call allocation beyond the request itself, and
+full control of the error edge (see docs/decisions). Subclasses implement the
+wire mapping; this module owns the transport and the accounting.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import httpx
+
+from legato.errors import BadRequest, MalformedResponse, ModelError, StreamInterrupted
+from legato.ledger import CallRecord, current_ledger
+from legato.providers._errors import from_transport, parse_retry_after
+from legato.providers._pricing import Price, PricingTable, cost_of
+from legato.providers._sse import ServerSentEvent, SSEDecoder
+from legato.providers._types import ChatChunk, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Usage
+from legato.providers._validate import validate_chat
+
+__all__ = ["HttpModel", "HttpOptions", "Progress", "record_call"]
+
+log = logging.getLogger("legato.providers")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpOptions:
+    """Transport settings of an adapter's connection pool (seconds, counts)."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 600.0
+    write_timeout: float = 30.0
+    pool_timeout: float = 30.0
+    max_connections: int = 200
+    max_keepalive_connections: int = 50
+    keepalive_expiry: float = 30.0
+    http2: bool = False
+
+
+@dataclass(slots=True)
+class Progress:
+    """Whether a stream has delivered content yet (a cut after that is not retryable)."""
+
+    delivered: bool = False
+
+
+def record_call(*, model: str, provider: str, usage: Usage | None, cost: float | None, cached: bool = False) -> None:
+    """Report a finished call on the current ledger, when there is one."""
+    ledger = current_ledger()
+    if ledger is None:
+        return
+    u = usage or Usage()
+    ledger.record(
+        CallRecord(
+            model=model,
+            provider=provider,
+            input_tokens=u.input_tokens,
+            output_tokens=u.output_tokens,
+            cached_input_tokens=u.cached_input_tokens,
+            cost=cost,
+            cached=cached,
+        )
+    )
+
+
+class HttpModel:
+    """Base class of the HTTP adapters. The constructor only stores configuration."""
+
+    provider = "http"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str,
+        api_key: str | None = None,
+        name: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        options: HttpOptions | None = None,
+        price: Price | None = None,
+        pricing: PricingTable | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.model = model
+        self.name = name or model
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.extra_headers = dict(headers or {})
+        self.options = options or HttpOptions()
+        self.price = price
+        self.pricing = pricing
+        self._transport = transport
+        self._clock = clock
+        self._http: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.model!r}, base_url={self.base_url!r})"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            o = self.options
+            self._http = httpx.AsyncClient(
+                base_url=self.base_url,
+                headers={**self._auth_headers(), **self.extra_headers},
+                timeout=httpx.Timeout(
+                    connect=o.connect_timeout, read=o.read_timeout, write=o.write_timeout, pool=o.pool_timeout
+                ),
+                limits=httpx.Limits(
+                    max_connections=o.max_connections,
+                    max_keepalive_connections=o.max_keepalive_connections,
+                    keepalive_expiry=o.keepalive_expiry,
+                ),
+                http2=o.http2,
+                transport=self._transport,
+                follow_redirects=False,
+            )
+        return self._http
+
+    async def start(self) -> None:
+        """Open the connection pool now rather than on the first call."""
+        self._client()
+
+    async def aclose(self) -> None:
+        client, self._http = self._http, None
+        if client is not None:
+            await client.aclose()
+
+    # ------------------------------------------------------------------ protocol defaults
+
+    async def embed(self, request: EmbedRequest) -> EmbedResponse:
+        raise BadRequest(
+            f"{self.provider} model {self.model!r} does not embed", provider=self.provider, model=self.model
+        )
+
+    def _check(self, request: ChatRequest) -> None:
+        validate_chat(request, provider=self.provider, model=self.model)
+
+    # ------------------------------------------------------------------ errors
+
+    def _translate(self, status: int, body: bytes) -> tuple[type[ModelError], str, str | None, float | None]:
+        """(class, message, provider code, retry_after from the body) for an error response."""
+        raise NotImplementedError
+
+    def _raise_status(self, status: int, headers: httpx.Headers, body: bytes) -> NoReturn:
+        cls, message, code, body_wait = self._translate(status, body)
+        retry_after = parse_retry_after(headers)
+        raise cls(
+            message,
+            provider=self.provider,
+            status=status,
+            request_id=self._request_id(headers),
+            retry_after=retry_after if retry_after is not None else body_wait,
+            code=code,
+            model=self.model,
+        )
+
+    @staticmethod
+    def _request_id(headers: httpx.Headers) -> str | None:
+        value = headers.get("x-request-id") or headers.get("request-id")
+        return str(value) if value else None
+
+    def _malformed(self, what: str, headers: httpx.Headers | None = None, **kw: Any) -> MalformedResponse:
+        return MalformedResponse(
+            f"{self.provider} sent {what}",
+            provider=self.provider,
+            model=self.model,
+            request_id=self._request_id(headers) if headers is not None else None,
+            **kw,
+        )
+
+    # ------------------------------------------------------------------ transport
+
+    async def _post(
+        self, path: str, payload: Any, headers: Mapping[str, str] | None = None
+    ) -> tuple[Any, httpx.Headers]:
+        """POST JSON, return (decoded JSON, headers); raise the translated error otherwise."""
+        try:
+            response = await self._client().post(path, json=payload, headers=headers)
+        except httpx.HTTPError as exc:
+            raise from_transport(exc, provider=self.provider, model=self.model) from None
+        body = response.content
+        if response.status_code >= 400:
+            self._raise_status(response.status_code, response.headers, body)
+        try:
+            return _loads(body), response.headers
+        except ValueError:
+            raise self._malformed("a body that is not JSON", response.headers, status=response.status_code) from None
+
+    @asynccontextmanager
+    async def _open_stream(
+        self, path: str, payload: Any, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[httpx.Response]:
+        client = self._client()
+        try:
+            async with client.stream("POST", path, json=payload, headers=headers) as response:
+                if response.status_code >= 400:
+                    body = await response.aread()
+                    self._raise_status(response.status_code, response.headers, body)
+                yield response
+        except httpx.HTTPError as exc:
+            raise from_transport(exc, provider=self.provider, model=self.model, streaming=True) from None
+
+    async def _events(self, response: httpx.Response, progress: Progress) -> AsyncIterator[ServerSentEvent]:
+        """The SSE events of ``response``; a cut body raises StreamInterrupted."""
+        decoder = SSEDecoder()
+        try:
+            async for raw in response.aiter_raw():
+                for event in decoder.feed(raw):
+                    yield event
+        except httpx.HTTPError as exc:
+            err = from_transport(exc, provider=self.provider, model=self.model, streaming=True)
+            if isinstance(err, StreamInterrupted):
+                err.retryable = not progress.delivered
+                err.request_id = self._request_id(response.headers)
+            raise err from None
+        decoder.close()
+
+    def _interrupted(self, response: httpx.Response, why: str, delivered: bool) -> StreamInterrupted:
+        return StreamInterrupted(
+            f"the stream ended {why}",
+            provider=self.provider,
+            model=self.model,
+            request_id=self._request_id(response.headers),
+            retryable=not delivered,
+        )
+
+    # ------------------------------------------------------------------ accounting
+
+    def _cost(self, model: str, usage: Usage) -> float | None:
+        return cost_of(self.provider, model, usage, price=self.price, table=self.pricing)
+
+    def _finish(self, response: ChatResponse) -> ChatResponse:
+        record_call(model=response.model, provider=self.provider, usage=response.usage, cost=response.cost)
+        return response
+
+    def _finish_chunk(self, chunk: ChatChunk) -> ChatChunk:
+        record_call(model=chunk.model or self.model, provider=self.provider, usage=chunk.usage, cost=chunk.cost)
+        return chunk
+
+
+def _loads(body: bytes) -> Any:
+    import json
+
+    return json.loads(body)
