@@ -11,6 +11,7 @@ import sys
 # e.g. `from legato.cli import run as _run` below this line.
 from legato.cli import keys as _keys  # noqa: F401
 from legato.cli import run as _run  # noqa: F401
+from legato.cli import runs as _runs  # noqa: F401
 from legato.cli import serve as _serve  # noqa: F401
 from legato.cli._app import app
 

@@ -86,8 +86,18 @@ def run(
     inputs_file: Path | None = typer.Option(None, "--inputs-file", help="JSON object of inputs."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     config: Path | None = typer.Option(None, "--config", help="legato.yaml (default: $LEGATO_CONFIG, ./legato.yaml)."),
+    idempotency_key: str | None = typer.Option(
+        None, "--idempotency-key", help="Same key and inputs: return (or resume) the existing run instead of a new one."
+    ),
+    recall: bool = typer.Option(False, "--recall", help="Print the most related journal entries before running."),
+    database_url: str | None = typer.Option(
+        None, "--database-url", help="Run store: SQLite path or postgresql://HOST/DB (default ./.legato/legato.db)."
+    ),
 ) -> None:
-    """Run a pipeline: independent steps run in parallel; live progress on a terminal."""
+    """Run a pipeline: independent steps run in parallel; live progress on a terminal.
+
+    The run is stored and checkpointed step by step: after a crash, ``legato runs
+    resume RUN_ID`` finishes it without redoing finished steps."""
     import anyio
 
     from legato.errors import InputError
@@ -97,12 +107,22 @@ def run(
     out = Console(highlight=False)
     progress = _Progress(pipeline, out) if out.is_terminal and not as_json else None
     subscribers = [progress.on_event] if progress is not None else []
+    from legato.cli.runs import stored_run
+
     try:
-        if progress is not None:
-            with progress:
-                result = anyio.run(lambda: pipeline.run(values, subscribers=subscribers))
-        else:
-            result = anyio.run(lambda: pipeline.run(values, subscribers=subscribers))
+        result = anyio.run(
+            lambda: stored_run(
+                pipeline,
+                values,
+                subscribers=subscribers,
+                progress=progress,
+                console=out,
+                database_url=database_url,
+                idempotency_key=idempotency_key,
+                recall=recall and not as_json,
+                source=str(file.resolve()),
+            )
+        )
     except InputError as exc:
         _err.print(f"[red]error[/red]: {exc}")
         raise typer.Exit(2) from None

@@ -10,6 +10,7 @@ from legato.store._database import DEFAULT_DATABASE_URL, resolve_url
 from legato.store._durable import (
     DurableRunner,
     Recovery,
+    load_source,
     pipeline_version,
     recover_expired_runs,
     result_from_record,
@@ -33,6 +34,7 @@ __all__ = [
     "RunStore",
     "SearchMode",
     "StepRecord",
+    "load_source",
     "new_owner_id",
     "new_run_id",
     "pipeline_version",

@@ -24,13 +24,14 @@ from typing import Any
 import anyio
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool
 
 from legato.errors import ConfigError, StoreCorrupt, StoreError
 
-__all__ = ["DEFAULT_DATABASE_URL", "connect", "migrate", "resolve_url", "translate_error"]
+__all__ = ["DEFAULT_DATABASE_URL", "connect", "connect_sqlite_sync", "migrate", "resolve_url", "translate_error"]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///.legato/legato.db"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -76,13 +77,25 @@ def connect(url: str, *, echo: bool = False) -> AsyncEngine:
     """An engine for ``url`` (see :func:`resolve_url`). Connects lazily."""
     if make_url(url).get_backend_name() == "sqlite":
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30.0})
-        _configure_sqlite(engine)
+        _configure_sqlite(engine.sync_engine)
         return engine
     return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def connect_sqlite_sync(url: str, *, echo: bool = False) -> Engine:
+    """A synchronous (pysqlite) engine on the SQLite file of ``url``, configured like
+    :func:`connect`. The store runs whole transactions on it in a worker thread: one
+    thread hop per transaction instead of one per statement (aiosqlite)."""
+    parsed = make_url(url).set(drivername="sqlite+pysqlite")
+    engine = sa.create_engine(
+        parsed, echo=echo, connect_args={"timeout": 30.0, "check_same_thread": False}, poolclass=QueuePool
+    )
+    _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see _on_begin)
         cursor = dbapi_connection.cursor()
@@ -94,7 +107,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         finally:
             cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("legato_readonly") else "BEGIN IMMEDIATE")
 

@@ -20,18 +20,19 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
 
 from legato.engine import SKIPPED, Pipeline, RunControl, RunResult, RunStatus, StepStatus, StepTiming, Subscriber
-from legato.errors import LeaseLost, RunCancelled, RunError, StoreError
+from legato.errors import LeaseLost, LegatoError, RunCancelled, RunError, StoreError
 from legato.store._checkpoint import Checkpointer
 from legato.store._records import RunRecord, StepRecord
 from legato.store._reflection import reflect_on_run
 from legato.store._runs import RunStore, new_owner_id
 
-__all__ = ["DurableRunner", "Recovery", "pipeline_version", "recover_expired_runs", "run_durably"]
+__all__ = ["DurableRunner", "Recovery", "load_source", "pipeline_version", "recover_expired_runs", "run_durably"]
 
 log = logging.getLogger("legato.store")
 
@@ -95,11 +96,13 @@ class DurableRunner:
         subscribers: Iterable[Subscriber] = (),
         control: RunControl | None = None,
         estimated_cost: float | None = None,
+        source: str | None = None,
     ) -> RunResult:
         """Start a run (or, with an ``idempotency_key`` already used for the same
         request, return that run: its stored result when finished, a ``RUNNING``
         result when another live worker executes it, and a resumed run when its
-        worker died). Raises ``IdempotencyConflict`` for a reused key with other inputs."""
+        worker died). Raises ``IdempotencyConflict`` for a reused key with other inputs.
+        ``source`` (a YAML path) is stored so ``legato runs resume`` can reload the pipeline."""
         values = dict(inputs or {})
         record, created = await self.store.create_run(
             pipeline=pipeline.name,
@@ -111,6 +114,7 @@ class DurableRunner:
             lease_ttl=self.lease_ttl,
             run_id=run_id,
             estimated_cost=estimated_cost,
+            source=source,
         )
         if created:
             return await self._execute(pipeline, record, {}, subscribers, control)
@@ -310,7 +314,7 @@ class Recovery:
 
 async def recover_expired_runs(
     store: RunStore,
-    pipelines_resolver: PipelineResolver,
+    pipelines_resolver: PipelineResolver | None = None,
     *,
     runner: DurableRunner | None = None,
     limit: int = 100,
@@ -320,15 +324,23 @@ async def recover_expired_runs(
     group). Runs recovered ``runner.max_recoveries`` times already are dead-lettered.
 
     ``pipelines_resolver(name)`` returns the :class:`Pipeline` for a stored pipeline
-    name, or None if this process does not serve it (it may be async).
+    name, or None if this process does not serve it (it may be async). Without a
+    resolver, each run's pipeline is reloaded from its stored YAML ``source``.
     Runs resume concurrently; returns when all have finished.
     """
     runner = runner or DurableRunner(store)
     outcomes: list[Recovery] = []
 
     async def recover(record: RunRecord) -> None:
-        resolved = pipelines_resolver(record.pipeline)
-        pipeline = await resolved if inspect.isawaitable(resolved) else resolved
+        try:
+            if pipelines_resolver is None:
+                pipeline = await load_source(record)
+            else:
+                resolved = pipelines_resolver(record.pipeline)
+                pipeline = await resolved if inspect.isawaitable(resolved) else resolved
+        except LegatoError as exc:
+            outcomes.append(Recovery(record.id, record.pipeline, "error", detail=str(exc)))
+            return
         if pipeline is None:
             outcomes.append(Recovery(record.id, record.pipeline, "unknown_pipeline"))
             return
@@ -350,3 +362,19 @@ async def recover_expired_runs(
                 continue
             tg.start_soon(recover, record)
     return outcomes
+
+
+async def load_source(record: RunRecord) -> Pipeline | None:
+    """The pipeline of ``record`` reloaded from its stored YAML ``source`` (None when
+    the run was started from Python code and has no source)."""
+    if not record.source:
+        return None
+    from legato.config import LegatoConfig
+    from legato.spec import load_pipeline
+
+    source = record.source
+
+    def load() -> Pipeline:
+        return load_pipeline(Path(source), config=LegatoConfig.load())
+
+    return await anyio.to_thread.run_sync(load)

@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol
 
 import anyio
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from legato.errors import StoreError
 from legato.store._runs import RunStore
@@ -213,15 +214,13 @@ class Journal:
             "created_at": now,
             "embedding": embedding,
         }
-        async with self.store.transaction() as conn:
-            entry_id = (
-                await conn.execute(journal_entries.insert().values(row).returning(journal_entries.c.id))
-            ).scalar_one()
+        insert = journal_entries.insert().values(row).returning(journal_entries.c.id)
+        entry_id = await self.store.run_sync(lambda conn: conn.execute(insert).scalar_one())
         return JournalEntry(int(entry_id), title, body, clean_tags, author, now, pipeline, run_id)
 
     async def get(self, entry_id: int) -> JournalEntry:
-        async with self.store.transaction(readonly=True) as conn:
-            row = (await conn.execute(_select().where(journal_entries.c.id == entry_id))).mappings().first()
+        query = _select().where(journal_entries.c.id == entry_id)
+        row = await self.store.run_sync(lambda conn: conn.execute(query).mappings().first(), readonly=True)
         if row is None:
             raise StoreError(f"no journal entry with id {entry_id}")
         return _entry(row)
@@ -234,9 +233,9 @@ class Journal:
             query = query.where(journal_entries.c.pipeline == pipeline)
         if run_id is not None:
             query = query.where(journal_entries.c.run_id == run_id)
-        async with self.store.transaction(readonly=True) as conn:
-            rows = (await conn.execute(query)).mappings().all()
-        return [_entry(r) for r in rows]
+        return await self.store.run_sync(
+            lambda conn: [_entry(r) for r in conn.execute(query).mappings().all()], readonly=True
+        )
 
     async def search(
         self, query: str, *, limit: int = 5, pipeline: str | None = None, mode: SearchMode = "auto"
@@ -295,8 +294,7 @@ class Journal:
             sign = 1.0
         if pipeline is not None:
             stmt = stmt.where(journal_entries.c.pipeline == pipeline)
-        async with self.store.transaction(readonly=True) as conn:
-            rows = (await conn.execute(stmt)).mappings().all()
+        rows = await self.store.run_sync(lambda conn: list(conn.execute(stmt).mappings().all()), readonly=True)
         return [_with_score(_entry(r), sign * float(r["rank"])) for r in rows]
 
     async def _semantic_search(self, query: str, limit: int, pipeline: str | None) -> list[JournalEntry]:
@@ -309,8 +307,7 @@ class Journal:
         )
         if pipeline is not None:
             stmt = stmt.where(journal_entries.c.pipeline == pipeline)
-        async with self.store.transaction(readonly=True) as conn:
-            rows = (await conn.execute(stmt)).all()
+        rows = await self.store.run_sync(lambda conn: list(conn.execute(stmt).all()), readonly=True)
         if not rows:
             return []
         q = np.frombuffer((await self.embedder.embed([query]))[0], dtype=np.float32)
@@ -318,25 +315,28 @@ class Journal:
         scores = matrix @ q
         order = np.argsort(-scores)[:limit]
         ids = [int(rows[i][0]) for i in order]
-        async with self.store.transaction(readonly=True) as conn:
-            found = {
-                r["id"]: _entry(r)
-                for r in (await conn.execute(_select().where(journal_entries.c.id.in_(ids)))).mappings().all()
-            }
+        by_id = _select().where(journal_entries.c.id.in_(ids))
+        found = await self.store.run_sync(
+            lambda conn: {r["id"]: _entry(r) for r in conn.execute(by_id).mappings().all()}, readonly=True
+        )
         return [_with_score(found[i], float(scores[j])) for i, j in zip(ids, order, strict=True) if i in found]
 
     async def _backfill(self) -> None:
         """Embed entries written while no embedder was configured."""
         assert self.embedder is not None
         stmt = _select().where(journal_entries.c.embedding.is_(None)).limit(1000)
-        async with self.store.transaction(readonly=True) as conn:
-            missing = [_entry(r) for r in (await conn.execute(stmt)).mappings().all()]
+        missing = await self.store.run_sync(
+            lambda conn: [_entry(r) for r in conn.execute(stmt).mappings().all()], readonly=True
+        )
         if not missing:
             return
         vectors = await self.embedder.embed([_text(e.title, e.body, e.tags) for e in missing])
-        async with self.store.transaction() as conn:
+
+        def store(conn: Connection) -> None:
             for e, v in zip(missing, vectors, strict=True):
-                await conn.execute(journal_entries.update().where(journal_entries.c.id == e.id).values(embedding=v))
+                conn.execute(journal_entries.update().where(journal_entries.c.id == e.id).values(embedding=v))
+
+        await self.store.run_sync(store)
 
 
 def _text(title: str, body: str, tags: Sequence[str]) -> str:

@@ -39,6 +39,7 @@ class RunRecord:
     started_at: float | None = None
     finished_at: float | None = None
     request_hash: str = ""  # identity of (pipeline, inputs) for idempotency
+    source: str | None = None  # where the pipeline came from (a YAML path), for resuming from the CLI
 
     @property
     def terminal(self) -> bool:

@@ -17,23 +17,25 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
+import anyio
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from legato.errors import IdempotencyConflict, LeaseLost, RunNotFound, StoreError
 from legato.store._codec import decode, encode, request_hash
-from legato.store._database import READONLY, connect, migrate, resolve_url, translate_error
+from legato.store._database import READONLY, connect, connect_sqlite_sync, migrate, resolve_url, translate_error
 from legato.store._records import ACTIVE, TERMINAL, EventRecord, RunRecord, StepRecord
 from legato.store._schema import events, runs, step_attempts
 
 __all__ = ["RunStore", "new_owner_id", "new_run_id"]
 
 Clock = Callable[[], float]
+T = TypeVar("T")
 
 
 def new_run_id() -> str:
@@ -81,6 +83,7 @@ class RunStore:
         self.clock = clock
         self._echo = echo
         self._engine: AsyncEngine | None = None
+        self._sync_engine: Engine | None = None  # SQLite: transactions run in a worker thread
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -95,9 +98,14 @@ class RunStore:
                 await engine.dispose()
                 raise
             self._engine = engine
+            if engine.dialect.name == "sqlite":
+                self._sync_engine = connect_sqlite_sync(self.url, echo=self._echo)
         return self
 
     async def aclose(self) -> None:
+        if self._sync_engine is not None:
+            sync_engine, self._sync_engine = self._sync_engine, None
+            await anyio.to_thread.run_sync(sync_engine.dispose)
         if self._engine is not None:
             engine, self._engine = self._engine, None
             await engine.dispose()
@@ -118,17 +126,31 @@ class RunStore:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    @asynccontextmanager
-    async def transaction(self, *, readonly: bool = False) -> AsyncIterator[AsyncConnection]:
-        """A transaction on the store's database; database errors become StoreErrors."""
-        engine = self.engine.execution_options(**READONLY) if readonly else self.engine
+    async def run_sync(self, fn: Callable[[Connection], T], *, readonly: bool = False) -> T:
+        """Run ``fn(connection)`` in one transaction (committed when it returns, rolled
+        back when it raises) and return its result. Database errors become
+        :class:`StoreError` (``IntegrityError`` passes through for callers that expect it).
+
+        On SQLite the whole transaction runs in a worker thread on a synchronous
+        connection (one thread hop instead of one per statement); on PostgreSQL it runs
+        on the async engine through SQLAlchemy's ``run_sync``.
+        """
         try:
+            if self._sync_engine is not None:
+                return await anyio.to_thread.run_sync(self._sync_transaction, fn, readonly)
+            engine = self.engine.execution_options(**READONLY) if readonly else self.engine
             async with engine.begin() as conn:
-                yield conn
+                return await conn.run_sync(fn)
+        except IntegrityError:
+            raise
         except DBAPIError as exc:
-            if isinstance(exc, IntegrityError):
-                raise
             raise translate_error(exc, self.url) from exc
+
+    def _sync_transaction(self, fn: Callable[[Connection], T], readonly: bool) -> T:
+        assert self._sync_engine is not None
+        engine = self._sync_engine.execution_options(**READONLY) if readonly else self._sync_engine
+        with engine.begin() as conn:
+            return fn(conn)
 
     # -- runs ----------------------------------------------------------------------
 
@@ -144,6 +166,7 @@ class RunStore:
         lease_ttl: float = 30.0,
         run_id: str | None = None,
         estimated_cost: float | None = None,
+        source: str | None = None,
     ) -> tuple[RunRecord, bool]:
         """Create a run, or return the one already created with ``idempotency_key``.
 
@@ -174,10 +197,15 @@ class RunStore:
             "created_at": now,
             "updated_at": now,
             "started_at": now if owner else None,
+            "source": source,
         }
+
+        def insert(conn: Connection) -> RunRecord:
+            conn.execute(runs.insert().values(row))
+            return _get(conn, str(row["id"]))
+
         try:
-            async with self.transaction() as conn:
-                await conn.execute(runs.insert().values(row))
+            return await self.run_sync(insert), True
         except IntegrityError as exc:
             if idempotency_key is None:
                 raise StoreError(f"run id {row['id']!r} already exists") from exc
@@ -185,7 +213,6 @@ class RunStore:
             if existing is None:  # pragma: no cover - the winner's row is committed before we fail
                 raise StoreError(f"idempotency key {idempotency_key!r} collided but no run holds it") from exc
             return self._same_request(existing, digest, idempotency_key), False
-        return await self.get_run(str(row["id"])), True
 
     @staticmethod
     def _same_request(existing: RunRecord, digest: str, key: str) -> RunRecord:
@@ -198,24 +225,16 @@ class RunStore:
 
     async def _find_by_key(self, tenant: str, key: str) -> RunRecord | None:
         query = sa.select(runs).where(runs.c.tenant == tenant, runs.c.idempotency_key == key)
-        async with self.transaction(readonly=True) as conn:
-            row = (await conn.execute(query)).mappings().first()
-        return None if row is None else _run_record(row)
+
+        def find(conn: Connection) -> RunRecord | None:
+            row = conn.execute(query).mappings().first()
+            return None if row is None else _run_record(row)
+
+        return await self.run_sync(find, readonly=True)
 
     async def get_run(self, run_id: str) -> RunRecord:
         """The run with id ``run_id`` (or a unique prefix of at least 6 characters)."""
-        async with self.transaction(readonly=True) as conn:
-            row = (await conn.execute(sa.select(runs).where(runs.c.id == run_id))).mappings().first()
-            if row is None and len(run_id) >= 6:
-                found = (
-                    (await conn.execute(sa.select(runs).where(runs.c.id.startswith(run_id, autoescape=True)).limit(2)))
-                    .mappings()
-                    .all()
-                )
-                row = found[0] if len(found) == 1 else None
-        if row is None:
-            raise RunNotFound(f"no run with id {run_id!r}")
-        return _run_record(row)
+        return await self.run_sync(lambda conn: _get(conn, run_id, prefix=True), readonly=True)
 
     async def list_runs(
         self,
@@ -234,16 +253,16 @@ class RunStore:
             query = query.where(runs.c.pipeline == pipeline)
         if tenant is not None:
             query = query.where(runs.c.tenant == tenant)
-        async with self.transaction(readonly=True) as conn:
-            rows = (await conn.execute(query)).mappings().all()
-        return [_run_record(r) for r in rows]
+        return await self.run_sync(
+            lambda conn: [_run_record(r) for r in conn.execute(query).mappings().all()], readonly=True
+        )
 
     async def steps(self, run_id: str) -> list[StepRecord]:
         """Every stored step attempt of the run, in the order they finished."""
         query = sa.select(step_attempts).where(step_attempts.c.run_id == run_id).order_by(step_attempts.c.id)
-        async with self.transaction(readonly=True) as conn:
-            rows = (await conn.execute(query)).mappings().all()
-        return [_step_record(r) for r in rows]
+        return await self.run_sync(
+            lambda conn: [_step_record(r) for r in conn.execute(query).mappings().all()], readonly=True
+        )
 
     async def completed_steps(self, run_id: str) -> dict[str, StepRecord]:
         """The finished (succeeded or skipped) attempt of each step: what a resume keeps."""
@@ -252,20 +271,16 @@ class RunStore:
             .where(step_attempts.c.run_id == run_id, step_attempts.c.status.in_(("succeeded", "skipped")))
             .order_by(step_attempts.c.id)
         )
-        async with self.transaction(readonly=True) as conn:
-            rows = (await conn.execute(query)).mappings().all()
-        return {r["step"]: _step_record(r) for r in rows}
+        return await self.run_sync(
+            lambda conn: {r["step"]: _step_record(r) for r in conn.execute(query).mappings().all()}, readonly=True
+        )
 
     async def events(self, run_id: str, *, after_id: int = 0) -> list[EventRecord]:
+        """The run's events in order (``after_id``: only those after that event id)."""
         query = sa.select(events).where(events.c.run_id == run_id, events.c.id > after_id).order_by(events.c.id)
-        async with self.transaction(readonly=True) as conn:
-            rows = (await conn.execute(query)).mappings().all()
-        return [
-            EventRecord(
-                run_id=r["run_id"], type=r["type"], at=r["at"], step=r["step"], data=decode(r["data"]) or {}, id=r["id"]
-            )
-            for r in rows
-        ]
+        return await self.run_sync(
+            lambda conn: [_event_record(r) for r in conn.execute(query).mappings().all()], readonly=True
+        )
 
     # -- checkpoints (fenced by the lease) -------------------------------------------
 
@@ -281,9 +296,14 @@ class RunStore:
         """Commit finished step attempts and events in one transaction, extending the
         lease. Raises :class:`LeaseLost` (writing nothing) if ``owner`` lost the run."""
         now = self.clock()
-        async with self.transaction() as conn:
-            await self._fence(conn, run_id, owner, {"lease_expires_at": now + lease_ttl, "updated_at": now})
-            await _insert(conn, attempts, new_events)
+        step_rows = [_step_row(a) for a in attempts]
+        event_rows = [_event_row(e) for e in new_events]
+
+        def write(conn: Connection) -> None:
+            _fence(conn, run_id, owner, {"lease_expires_at": now + lease_ttl, "updated_at": now})
+            _insert(conn, step_rows, event_rows)
+
+        await self.run_sync(write)
 
     async def finish_run(
         self,
@@ -313,27 +333,14 @@ class RunStore:
             "lease_owner": None,
             "lease_expires_at": None,
         }
-        async with self.transaction() as conn:
-            await _insert(conn, attempts, new_events)
-            await self._fence(conn, run_id, owner, values)
+        step_rows = [_step_row(a) for a in attempts]
+        event_rows = [_event_row(e) for e in new_events]
 
-    async def _fence(self, conn: AsyncConnection, run_id: str, owner: str, values: dict[str, Any]) -> None:
-        result = await conn.execute(
-            runs.update().where(runs.c.id == run_id, runs.c.lease_owner == owner).values(values)
-        )
-        if result.rowcount != 1:
-            row = (
-                await conn.execute(sa.select(runs.c.lease_owner, runs.c.lease_expires_at).where(runs.c.id == run_id))
-            ).first()
-            await conn.rollback()
-            if row is None:
-                raise RunNotFound(f"no run with id {run_id!r}")
-            raise LeaseLost(
-                f"run {run_id} is no longer leased to {owner} (now held by {row[0] or 'nobody'}); "
-                "another worker took it over",
-                owner=row[0],
-                expires_at=row[1],
-            )
+        def write(conn: Connection) -> None:
+            _fence(conn, run_id, owner, values)
+            _insert(conn, step_rows, event_rows)
+
+        await self.run_sync(write)
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -364,10 +371,10 @@ class RunStore:
             and not owner_gone(record.lease_owner)
             and not force
         ):
+            until = time.strftime("%H:%M:%S", time.localtime(record.lease_expires_at))
             raise LeaseLost(
-                f"run {record.id} is being executed by {record.lease_owner} (lease until "
-                f"{time.strftime('%H:%M:%S', time.localtime(record.lease_expires_at))}); resume it after that, "
-                "or with --force if that process is gone",
+                f"run {record.id} is being executed by {record.lease_owner} (lease until {until}); "
+                "resume it after that, or with --force if that process is gone",
                 owner=record.lease_owner,
                 expires_at=record.lease_expires_at,
             )
@@ -385,8 +392,17 @@ class RunStore:
         }
         if recovery:
             values["recoveries"] = runs.c.recoveries + 1
-        async with self.transaction() as conn:
-            result = await conn.execute(
+        taken = _event_row(
+            EventRecord(
+                run_id=record.id,
+                type="LeaseAcquired",
+                at=now,
+                data={"owner": owner, "previous_owner": record.lease_owner, "previous_status": record.status},
+            )
+        )
+
+        def take(conn: Connection) -> RunRecord:
+            result = conn.execute(
                 runs.update()
                 .where(
                     runs.c.id == record.id,
@@ -398,63 +414,54 @@ class RunStore:
             )
             if result.rowcount != 1:
                 raise LeaseLost(f"run {record.id} was taken over by another worker at the same moment")
-            await _insert(
-                conn,
-                (),
-                [
-                    EventRecord(
-                        run_id=record.id,
-                        type="LeaseAcquired",
-                        at=now,
-                        data={"owner": owner, "previous_owner": record.lease_owner, "previous_status": record.status},
-                    )
-                ],
-            )
-        return await self.get_run(record.id)
+            _insert(conn, [], [taken])
+            return _get(conn, record.id)
+
+        return await self.run_sync(take)
 
     async def heartbeat(self, run_id: str, owner: str, *, lease_ttl: float = 30.0) -> bool:
         """Extend the lease. Returns whether cancellation was requested; raises
         :class:`LeaseLost` if ``owner`` no longer holds the run."""
         now = self.clock()
-        async with self.transaction() as conn:
-            row = (
-                await conn.execute(
-                    runs.update()
-                    .where(runs.c.id == run_id, runs.c.lease_owner == owner)
-                    .values(lease_expires_at=now + lease_ttl, updated_at=now)
-                    .returning(runs.c.cancel_requested)
-                )
-            ).first()
+        query = (
+            runs.update()
+            .where(runs.c.id == run_id, runs.c.lease_owner == owner)
+            .values(lease_expires_at=now + lease_ttl, updated_at=now)
+            .returning(runs.c.cancel_requested)
+        )
+        row = await self.run_sync(lambda conn: conn.execute(query).first())
         if row is None:
             raise LeaseLost(f"run {run_id} is no longer leased to {owner}")
         return bool(row[0])
 
     async def release(self, run_id: str, owner: str) -> None:
         """Give up the lease without finishing the run (it stays resumable at once)."""
-        async with self.transaction() as conn:
-            await conn.execute(
-                runs.update()
-                .where(runs.c.id == run_id, runs.c.lease_owner == owner)
-                .values(lease_owner=None, lease_expires_at=None, updated_at=self.clock())
-            )
+        query = (
+            runs.update()
+            .where(runs.c.id == run_id, runs.c.lease_owner == owner)
+            .values(lease_owner=None, lease_expires_at=None, updated_at=self.clock())
+        )
+        await self.run_sync(lambda conn: conn.execute(query))
 
     async def orphaned_runs(self, *, limit: int = 100) -> list[RunRecord]:
         """Running runs whose lease expired, was released, or whose holder (on this
         host) is gone: what :func:`recover_expired_runs` takes over."""
         now = self.clock()
         query = sa.select(runs).where(runs.c.status.in_(tuple(ACTIVE))).order_by(runs.c.created_at).limit(limit)
-        async with self.transaction(readonly=True) as conn:
-            rows = (await conn.execute(query)).mappings().all()
-        found = [_run_record(r) for r in rows]
+        found = await self.run_sync(
+            lambda conn: [_run_record(r) for r in conn.execute(query).mappings().all()], readonly=True
+        )
         return [r for r in found if not r.lease_live(now) or owner_gone(r.lease_owner)]
 
     async def dead_letter(self, run_id: str, reason: str) -> RunRecord:
         """Move a run to the dead-letter queue (status ``dead``)."""
         now = self.clock()
-        async with self.transaction() as conn:
-            result = await conn.execute(
+        event = _event_row(EventRecord(run_id=run_id, type="RunDeadLettered", at=now, data={"reason": reason}))
+
+        def bury(conn: Connection) -> RunRecord:
+            result = conn.execute(
                 runs.update()
-                .where(runs.c.id == run_id, runs.c.status.not_in(("succeeded",)))
+                .where(runs.c.id == run_id, runs.c.status != "succeeded")
                 .values(
                     status="dead",
                     dead_reason=reason,
@@ -466,10 +473,10 @@ class RunStore:
             )
             if result.rowcount != 1:
                 raise StoreError(f"run {run_id} cannot be dead-lettered (unknown or already succeeded)")
-            await _insert(
-                conn, (), [EventRecord(run_id=run_id, type="RunDeadLettered", at=now, data={"reason": reason})]
-            )
-        return await self.get_run(run_id)
+            _insert(conn, [], [event])
+            return _get(conn, run_id)
+
+        return await self.run_sync(bury)
 
     async def request_cancel(self, run_id: str) -> RunRecord:
         """Ask the run's worker to cancel it (it checks at each heartbeat). A run
@@ -484,12 +491,14 @@ class RunStore:
             values.update(
                 status="cancelled", finished_at=now, lease_owner=None, lease_expires_at=None, error="cancelled"
             )
-        async with self.transaction() as conn:
-            await conn.execute(
-                runs.update().where(runs.c.id == record.id, runs.c.status.in_(tuple(ACTIVE))).values(values)
-            )
-            await _insert(conn, (), [EventRecord(run_id=record.id, type="CancelRequested", at=now)])
-        return await self.get_run(record.id)
+        event = _event_row(EventRecord(run_id=record.id, type="CancelRequested", at=now))
+
+        def cancel(conn: Connection) -> RunRecord:
+            conn.execute(runs.update().where(runs.c.id == record.id, runs.c.status.in_(tuple(ACTIVE))).values(values))
+            _insert(conn, [], [event])
+            return _get(conn, record.id)
+
+        return await self.run_sync(cancel)
 
     async def prune(self, *, older_than_s: float) -> int:
         """Delete finished runs (with their steps and events) that ended more than
@@ -498,33 +507,60 @@ class RunStore:
         old = sa.select(runs.c.id).where(
             runs.c.status.in_(tuple(TERMINAL)), sa.func.coalesce(runs.c.finished_at, runs.c.updated_at) < cutoff
         )
-        async with self.transaction() as conn:
-            ids = [r[0] for r in (await conn.execute(old)).all()]
+
+        def delete(conn: Connection) -> int:
+            ids = [r[0] for r in conn.execute(old).all()]
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
-                await conn.execute(step_attempts.delete().where(step_attempts.c.run_id.in_(chunk)))
-                await conn.execute(events.delete().where(events.c.run_id.in_(chunk)))
-                await conn.execute(runs.delete().where(runs.c.id.in_(chunk)))
-        return len(ids)
+                conn.execute(step_attempts.delete().where(step_attempts.c.run_id.in_(chunk)))
+                conn.execute(events.delete().where(events.c.run_id.in_(chunk)))
+                conn.execute(runs.delete().where(runs.c.id.in_(chunk)))
+            return len(ids)
+
+        return await self.run_sync(delete)
 
 
-async def _insert(conn: AsyncConnection, attempts: Sequence[StepRecord], new_events: Sequence[EventRecord]) -> None:
-    if attempts:
-        await conn.execute(step_attempts.insert(), [_step_row(a) for a in attempts])
-    if new_events:
-        await conn.execute(
-            events.insert(),
-            [
-                {
-                    "run_id": e.run_id,
-                    "type": e.type,
-                    "step": e.step,
-                    "at": e.at,
-                    "data": encode(e.data) if e.data else None,
-                }
-                for e in new_events
-            ],
+def _get(conn: Connection, run_id: str, *, prefix: bool = False) -> RunRecord:
+    row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
+    if row is None and prefix and len(run_id) >= 6:
+        found = (
+            conn.execute(sa.select(runs).where(runs.c.id.startswith(run_id, autoescape=True)).limit(2)).mappings().all()
         )
+        row = found[0] if len(found) == 1 else None
+    if row is None:
+        raise RunNotFound(f"no run with id {run_id!r}")
+    return _run_record(row)
+
+
+def _fence(conn: Connection, run_id: str, owner: str, values: dict[str, Any]) -> None:
+    result = conn.execute(runs.update().where(runs.c.id == run_id, runs.c.lease_owner == owner).values(values))
+    if result.rowcount == 1:
+        return
+    row = conn.execute(sa.select(runs.c.lease_owner, runs.c.lease_expires_at).where(runs.c.id == run_id)).first()
+    if row is None:
+        raise RunNotFound(f"no run with id {run_id!r}")
+    raise LeaseLost(
+        f"run {run_id} is no longer leased to {owner} (now held by {row[0] or 'nobody'}); another worker took it over",
+        owner=row[0],
+        expires_at=row[1],
+    )
+
+
+def _insert(conn: Connection, step_rows: list[dict[str, Any]], event_rows: list[dict[str, Any]]) -> None:
+    if step_rows:
+        conn.execute(step_attempts.insert(), step_rows)
+    if event_rows:
+        conn.execute(events.insert(), event_rows)
+
+
+def _event_row(e: EventRecord) -> dict[str, Any]:
+    return {"run_id": e.run_id, "type": e.type, "step": e.step, "at": e.at, "data": encode(e.data) if e.data else None}
+
+
+def _event_record(r: Any) -> EventRecord:
+    return EventRecord(
+        run_id=r["run_id"], type=r["type"], at=r["at"], step=r["step"], data=decode(r["data"]) or {}, id=r["id"]
+    )
 
 
 def _step_row(a: StepRecord) -> dict[str, Any]:
@@ -591,4 +627,5 @@ def _run_record(r: Any) -> RunRecord:
         started_at=r["started_at"],
         finished_at=r["finished_at"],
         request_hash=r["request_hash"],
+        source=r["source"],
     )

@@ -43,6 +43,7 @@ runs = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float, nullable=True),
     sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Column("source", sa.Text, nullable=True),  # the pipeline's YAML path (revision 0003_run_source)
     sa.UniqueConstraint("tenant", "idempotency_key", name="uq_runs_idempotency"),
     sa.Index("ix_runs_status_lease", "status", "lease_expires_at"),
     sa.Index("ix_runs_created_at", "created_at"),

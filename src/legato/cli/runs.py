@@ -1,0 +1,420 @@
+"""``legato runs``: list, show, resume, cancel, recover and prune stored runs.
+
+Also the durable path of ``legato run`` (:func:`stored_run`): the run is recorded
+in the store (``./.legato/legato.db`` unless ``--database-url``), checkpointed
+step by step, and can be resumed with ``legato runs resume RUN_ID`` after a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager, nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console
+
+from legato.cli._app import app
+
+if TYPE_CHECKING:
+    from legato.engine import Pipeline, RunResult, Subscriber
+    from legato.store import RunRecord, RunStore
+
+__all__ = ["open_store", "parse_duration", "stored_run"]
+
+runs_app = typer.Typer(
+    name="runs", help="Stored runs: list, show, resume, cancel, recover, prune.", no_args_is_help=True
+)
+app.add_typer(runs_app)
+
+_err = Console(stderr=True, highlight=False)
+DATABASE_URL_HELP = (
+    "Store database: a SQLite path, sqlite:///PATH or postgresql://HOST/DB (default ./.legato/legato.db)."
+)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """``"30d"``, ``"12h"``, ``"90m"``, ``"45s"``, ``"2w"`` -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if match is None:
+        raise ValueError(f"invalid duration {text!r}: use a number and a unit (s, m, h, d, w), e.g. 30d")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    _err.print(f"[red]error[/red]: {message}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+@asynccontextmanager
+async def open_store(database_url: str | None) -> AsyncIterator[RunStore]:
+    """The run store, with store errors turned into CLI exits (2 for a bad URL or a
+    foreign/damaged database, 1 otherwise)."""
+    from legato.errors import ConfigError, StoreCorrupt, StoreError
+    from legato.store import RunStore
+
+    try:
+        store = RunStore(database_url)
+        await store.open()
+    except (ConfigError, StoreCorrupt) as exc:
+        raise _fail(str(exc), 2) from None
+    except StoreError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+async def stored_run(
+    pipeline: Pipeline,
+    inputs: dict[str, Any],
+    *,
+    subscribers: Iterable[Subscriber] = (),
+    progress: Any = None,
+    console: Console | None = None,
+    database_url: str | None = None,
+    idempotency_key: str | None = None,
+    recall: bool = False,
+    source: str | None = None,
+) -> RunResult:
+    """Run ``pipeline`` durably for ``legato run``; ``progress`` is entered around the run."""
+    from legato.errors import IdempotencyConflict, StoreError
+    from legato.store import DurableRunner
+
+    console = console or Console(highlight=False)
+    async with open_store(database_url) as store:
+        if recall:
+            await print_recall(store, pipeline, inputs, console)
+        runner = DurableRunner(store)
+        try:
+            with progress if progress is not None else nullcontext():
+                return await runner.run(
+                    pipeline, inputs, idempotency_key=idempotency_key, subscribers=subscribers, source=source
+                )
+        except IdempotencyConflict as exc:
+            raise _fail(str(exc), 2) from None
+        except StoreError as exc:
+            raise _fail(str(exc)) from None
+
+
+async def print_recall(store: RunStore, pipeline: Pipeline, inputs: dict[str, Any], console: Console) -> None:
+    """Print the journal entries most related to this pipeline and these inputs."""
+    from legato.store import Journal
+
+    words = [pipeline.name.replace("_", " ").replace("-", " "), pipeline.description, *pipeline.steps]
+    words += [str(v) for v in inputs.values() if isinstance(v, str | int | float) and len(str(v)) < 200]
+    query = " ".join(w for w in words if w)
+    journal = Journal(store)
+    entries = await journal.search(query, limit=3, mode="text")
+    if not entries:
+        entries = await journal.recent(3, pipeline=pipeline.name)
+    if not entries:
+        console.print("[dim]journal: nothing recorded yet about this pipeline[/dim]")
+        return
+    console.print("[bold]journal: related entries[/bold]")
+    for e in entries:
+        console.print(f"  #{e.id} [bold]{e.title}[/bold] [dim]({_ago(e.created_at)}, {e.author})[/dim]")
+        first = e.body.strip().splitlines()[0] if e.body.strip() else ""
+        if first:
+            console.print(f"      {first[:160]}", soft_wrap=True)
+
+
+def _ago(at: float) -> str:
+    delta = max(0.0, time.time() - at)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if delta >= size:
+            return f"{int(delta // size)}{unit} ago"
+    return f"{int(delta)}s ago"
+
+
+def _when(at: float | None) -> str:
+    return "" if at is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+
+
+def _record_dict(r: RunRecord) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "pipeline": r.pipeline,
+        "status": r.status,
+        "inputs": r.inputs,
+        "outputs": r.outputs,
+        "error": r.error,
+        "failed_step": r.failed_step,
+        "idempotency_key": r.idempotency_key,
+        "tenant": r.tenant,
+        "lease_owner": r.lease_owner,
+        "lease_expires_at": r.lease_expires_at,
+        "recoveries": r.recoveries,
+        "dead_reason": r.dead_reason,
+        "cost": r.cost,
+        "version_hash": r.version_hash,
+        "source": r.source,
+        "created_at": r.created_at,
+        "started_at": r.started_at,
+        "finished_at": r.finished_at,
+    }
+
+
+def _dump(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+
+
+_STATUS_STYLE = {"succeeded": "green", "failed": "red", "dead": "magenta", "cancelled": "yellow", "running": "cyan"}
+
+
+@runs_app.command("list")
+def list_runs(
+    status: str | None = typer.Option(None, "--status", help="Only runs with this status."),
+    dead: bool = typer.Option(False, "--dead", help="Only dead-lettered runs (same as --status dead)."),
+    pipeline: str | None = typer.Option(None, "--pipeline", help="Only runs of this pipeline."),
+    limit: int = typer.Option(20, "--limit", "-n", min=1, help="How many runs (newest first)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
+) -> None:
+    """List runs, newest first (``--dead`` shows the dead-letter queue)."""
+    import anyio
+
+    wanted = "dead" if dead else status
+
+    async def main() -> list[RunRecord]:
+        async with open_store(database_url) as store:
+            return await store.list_runs(status=wanted, pipeline=pipeline, limit=limit)
+
+    records = anyio.run(main)
+    if as_json:
+        _dump([_record_dict(r) for r in records])
+        return
+    from rich.table import Table
+
+    table = Table(show_edge=False)
+    table.add_column("run", no_wrap=True)
+    for col in ("pipeline", "status", "created", "duration", "recoveries", "detail"):
+        table.add_column(col)
+    for r in records:
+        style = _STATUS_STYLE.get(r.status, "")
+        duration = f"{r.finished_at - (r.started_at or r.created_at):.2f}s" if r.finished_at else ""
+        detail = r.dead_reason or r.error or (f"key {r.idempotency_key}" if r.idempotency_key else "")
+        table.add_row(
+            r.id,
+            r.pipeline,
+            f"[{style}]{r.status}[/{style}]" if style else r.status,
+            _when(r.created_at),
+            duration,
+            str(r.recoveries or ""),
+            (detail or "")[:80],
+        )
+    Console(highlight=False).print(table if records else "[dim]no runs[/dim]")
+
+
+@runs_app.command("show")
+def show(
+    run_id: str = typer.Argument(..., help="Run id (or a unique prefix of 6+ characters)."),
+    events: bool = typer.Option(False, "--events", help="Also list the run's events."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
+) -> None:
+    """Show a run: status, inputs, outputs, every step attempt and (``--events``) its events."""
+    import anyio
+
+    from legato.errors import RunNotFound
+
+    async def main() -> tuple[Any, Any, Any]:
+        async with open_store(database_url) as store:
+            try:
+                record = await store.get_run(run_id)
+            except RunNotFound as exc:
+                raise _fail(str(exc)) from None
+            return record, await store.steps(record.id), (await store.events(record.id) if events else [])
+
+    record, steps, evs = anyio.run(main)
+    if as_json:
+        doc = _record_dict(record)
+        doc["steps"] = [
+            {
+                "step": s.step,
+                "attempt": s.attempt,
+                "status": s.status,
+                "output": s.output,
+                "error": f"{s.error_type}: {s.error}" if s.error_type else None,
+                "duration_s": s.duration_s,
+                "model": s.model,
+                "cost": s.cost,
+            }
+            for s in steps
+        ]
+        if events:
+            doc["events"] = [{"type": e.type, "step": e.step, "at": e.at, "data": e.data} for e in evs]
+        _dump(doc)
+        return
+    from rich.table import Table
+
+    out = Console(highlight=False)
+    style = _STATUS_STYLE.get(record.status, "white")
+    out.print(f"run [bold]{record.id}[/bold] · {record.pipeline} · [{style}]{record.status}[/{style}]")
+    out.print(f"created {_when(record.created_at)}, finished {_when(record.finished_at) or '-'}")
+    if record.idempotency_key:
+        out.print(f"idempotency key: {record.idempotency_key}")
+    if record.lease_owner:
+        out.print(f"lease: {record.lease_owner} until {_when(record.lease_expires_at)}")
+    if record.recoveries:
+        out.print(f"recoveries: {record.recoveries}")
+    if record.dead_reason:
+        out.print(f"[magenta]dead-lettered[/magenta]: {record.dead_reason}")
+    if record.error:
+        out.print(f"[red]error[/red]: {record.error}", soft_wrap=True)
+    out.print("inputs: " + json.dumps(record.inputs, default=str)[:500], soft_wrap=True)
+    table = Table(show_edge=False)
+    for col in ("step", "attempt", "status", "duration ms", "model", "detail"):
+        table.add_column(col)
+    for s in steps:
+        detail = f"{s.error_type}: {s.error}" if s.error_type else json.dumps(s.output, default=str)[:60]
+        dur = "" if s.duration_s is None else f"{s.duration_s * 1000:.1f}"
+        table.add_row(s.step, str(s.attempt), s.status, dur, s.model or "", detail)
+    out.print(table)
+    if record.outputs is not None:
+        out.print_json(json.dumps(record.outputs, default=str))
+    for e in evs:
+        out.print(f"[dim]{_when(e.at)}[/dim] {e.type} {e.step or ''} {json.dumps(e.data, default=str)[:100]}")
+
+
+@runs_app.command("resume")
+def resume(
+    run_id: str = typer.Argument(..., help="Run id (or a unique prefix)."),
+    file: Path | None = typer.Option(None, "--file", "-f", help="Pipeline YAML (default: the file the run came from)."),
+    force: bool = typer.Option(
+        False, "--force", help="Take the run even if its lease looks live, and revive a dead-lettered run."
+    ),
+    allow_changed: bool = typer.Option(
+        False, "--allow-changed", help="Resume even though the pipeline changed since the run started."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
+    config: Path | None = typer.Option(None, "--config", help="legato.yaml (default: $LEGATO_CONFIG, ./legato.yaml)."),
+) -> None:
+    """Resume a run after a crash or failure: finished steps are reused, the rest run."""
+    import anyio
+
+    from legato.errors import LeaseLost, RunNotFound, SpecError, StoreError
+    from legato.store import DurableRunner
+
+    async def main() -> RunResult:
+        async with open_store(database_url) as store:
+            try:
+                record = await store.get_run(run_id)
+            except RunNotFound as exc:
+                raise _fail(str(exc)) from None
+            path = file or (Path(record.source) if record.source else None)
+            if path is None:
+                raise _fail(f"run {record.id} was not started from a YAML file: pass --file PIPELINE.yaml", 2)
+            pipeline = _load_pipeline(path, config)
+            try:
+                return await DurableRunner(store).resume(pipeline, record.id, force=force, allow_changed=allow_changed)
+            except LeaseLost as exc:
+                raise _fail(str(exc)) from None
+            except StoreError as exc:
+                raise _fail(str(exc), 2 if "changed" in str(exc) else 1) from None
+            except SpecError as exc:
+                raise _fail(str(exc), 2) from None
+
+    result = anyio.run(main)
+    _report(result, as_json)
+
+
+def _load_pipeline(path: Path, config: Path | None) -> Pipeline:
+    from legato.config import LegatoConfig
+    from legato.errors import ConfigError, SpecError
+    from legato.spec import load_pipeline
+
+    try:
+        return load_pipeline(path, config=LegatoConfig.load(config))
+    except (ConfigError, SpecError) as exc:
+        raise _fail(str(exc), 2) from None
+
+
+def _report(result: RunResult, as_json: bool) -> None:
+    if as_json:
+        _dump(result.to_dict())
+    else:
+        out = Console(highlight=False)
+        if result.ok:
+            out.print_json(json.dumps(result.result, default=str))
+            out.print(f"[green]succeeded[/green] run {result.run_id} in {result.duration_s:.3f}s")
+        else:
+            out.print(f"[red]{result.status}[/red] run {result.run_id}: {result.error}", soft_wrap=True)
+    raise typer.Exit(0 if result.ok else 1)
+
+
+@runs_app.command("cancel")
+def cancel(
+    run_id: str = typer.Argument(..., help="Run id (or a unique prefix)."),
+    database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
+) -> None:
+    """Cancel a run: its worker stops it at the next heartbeat (a run nobody executes stops at once)."""
+    import anyio
+
+    from legato.errors import StoreError
+
+    async def main() -> RunRecord:
+        async with open_store(database_url) as store:
+            try:
+                return await store.request_cancel(run_id)
+            except StoreError as exc:
+                raise _fail(str(exc)) from None
+
+    record = anyio.run(main)
+    if record.status == "cancelled":
+        typer.echo(f"run {record.id} cancelled")
+    else:
+        typer.echo(f"run {record.id}: cancellation requested; {record.lease_owner} stops it at its next heartbeat")
+
+
+@runs_app.command("recover")
+def recover(
+    database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
+    max_recoveries: int = typer.Option(3, "--max-recoveries", min=0, help="Dead-letter a run after this many."),
+) -> None:
+    """Resume every run whose worker died (expired lease); dead-letter the ones that keep dying."""
+    import anyio
+
+    from legato.store import DurableRunner, Recovery, recover_expired_runs
+
+    async def main() -> list[Recovery]:
+        async with open_store(database_url) as store:
+            return await recover_expired_runs(store, runner=DurableRunner(store, max_recoveries=max_recoveries))
+
+    outcomes = anyio.run(main)
+    for o in outcomes:
+        status = f" -> {o.result.status}" if o.result is not None else ""
+        typer.echo(f"{o.run_id} {o.pipeline}: {o.action}{status}{' (' + o.detail + ')' if o.detail else ''}")
+    if not outcomes:
+        typer.echo("no orphaned runs")
+    failed = any(o.action == "error" or (o.result is not None and not o.result.ok) for o in outcomes)
+    raise typer.Exit(1 if failed else 0)
+
+
+@runs_app.command("prune")
+def prune(
+    older_than: str = typer.Option(..., "--older-than", help="Delete finished runs older than this (e.g. 30d, 12h)."),
+    database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
+) -> None:
+    """Delete finished runs (with their steps and events) older than a duration. Journal entries stay."""
+    import anyio
+
+    try:
+        seconds = parse_duration(older_than)
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+
+    async def main() -> int:
+        async with open_store(database_url) as store:
+            return await store.prune(older_than_s=seconds)
+
+    n = anyio.run(main)
+    typer.echo(f"pruned {n} run{'s' if n != 1 else ''} finished more than {older_than} ago")
