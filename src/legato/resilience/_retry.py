@@ -14,6 +14,7 @@ budget is the Finagle/gRPC design; see docs/decisions for the exact rule.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,6 +30,10 @@ from legato.retry import RetryPolicy
 __all__ = ["Retry", "RetryBudget"]
 
 T = TypeVar("T")
+
+# Budgets that already counted the request being served in this context, so that
+# nested users of one budget (a Retry around a Router) count a request once.
+_counted: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("legato_budget_counted", default=frozenset())
 
 
 class RetryBudget:
@@ -82,6 +87,23 @@ class RetryBudget:
             self._bucket()[1] += 1
             self._requests += 1
 
+    def begin_request(self) -> contextvars.Token[frozenset[int]] | None:
+        """Count a new request unless an outer user of this budget already did.
+
+        Returns a token for :meth:`end_request` (None when nothing was counted).
+        Call both from the same task, with no ``yield`` in between.
+        """
+        seen = _counted.get()
+        if id(self) in seen:
+            return None
+        self.record_request()
+        return _counted.set(seen | {id(self)})
+
+    @staticmethod
+    def end_request(token: contextvars.Token[frozenset[int]] | None) -> None:
+        if token is not None:
+            _counted.reset(token)
+
     def try_spend(self) -> bool:
         """Take one retry from the budget; False when it is exhausted."""
         with self._lock:
@@ -132,15 +154,17 @@ class Retry(ModelWrapper):
 
     async def _call(self, attempt_fn: Callable[[], Awaitable[T]]) -> T:
         start = self.clock.now()
-        if self.budget is not None:
-            self.budget.record_request()
-        attempt = 1
-        while True:
-            try:
-                return await attempt_fn()
-            except ModelError as error:
-                await self._before_retry(attempt, error, start)
-            attempt += 1
+        token = self.budget.begin_request() if self.budget is not None else None
+        try:
+            attempt = 1
+            while True:
+                try:
+                    return await attempt_fn()
+                except ModelError as error:
+                    await self._before_retry(attempt, error, start)
+                attempt += 1
+        finally:
+            RetryBudget.end_request(token)
 
     async def _before_retry(self, attempt: int, error: ModelError, start: float) -> None:
         """Sleep before the next attempt, or re-raise ``error`` when we stop."""
@@ -163,19 +187,21 @@ class Retry(ModelWrapper):
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         start = self.clock.now()
-        if self.budget is not None:
-            self.budget.record_request()
-        attempt = 1
-        while True:
-            inner = self.inner.stream(request)
-            try:
-                first = await open_stream(inner)
-            except ModelError as error:
-                await close_stream(inner)
-                await self._before_retry(attempt, error, start)
-                attempt += 1
-                continue
-            break
+        token = self.budget.begin_request() if self.budget is not None else None
+        try:
+            attempt = 1
+            while True:
+                inner = self.inner.stream(request)
+                try:
+                    first = await open_stream(inner)
+                except ModelError as error:
+                    await close_stream(inner)
+                    await self._before_retry(attempt, error, start)
+                    attempt += 1
+                    continue
+                break
+        finally:
+            RetryBudget.end_request(token)  # before the first yield: same context
         try:
             if first is None:
                 return

@@ -6,8 +6,12 @@ and :class:`Cascade` are Models over other Models. Groups are declared in the
 Python with the same typed objects.
 """
 
+from legato.routing._cascade import Cascade, Scorer, Tier, confidence_at_least, json_valid
+from legato.routing._config import GroupConfig, Groups, GroupsSection, RoutingSection, build_groups
 from legato.routing._deployment import Deployment, DeploymentHealth, DeploymentState, OutlierPolicy
+from legato.routing._health import HealthChecker, ProbeResult, ping
 from legato.routing._router import Fallbacks, Router
+from legato.routing._select import Rule, Selector
 from legato.routing._strategies import (
     STRATEGIES,
     LatencyBased,
@@ -22,18 +26,33 @@ from legato.routing._strategies import (
 
 __all__ = [
     "STRATEGIES",
+    "Cascade",
     "Deployment",
     "DeploymentHealth",
     "DeploymentState",
     "Fallbacks",
+    "GroupConfig",
+    "Groups",
+    "GroupsSection",
+    "HealthChecker",
     "LatencyBased",
     "LeastInFlight",
     "LowestCost",
     "OutlierPolicy",
+    "ProbeResult",
     "RoundRobin",
     "Router",
+    "RoutingSection",
+    "Rule",
+    "Scorer",
+    "Selector",
     "Strategy",
+    "Tier",
     "UsageBased",
     "Weighted",
+    "build_groups",
+    "confidence_at_least",
+    "json_valid",
+    "ping",
     "strategy_named",
 ]

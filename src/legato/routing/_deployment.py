@@ -251,7 +251,7 @@ class DeploymentState:
         if self.outlier is not None and self.consecutive_failures >= self.outlier.consecutive_failures:
             self.ejections += 1
             cooldown = min(self.outlier.max_ejection, self.outlier.base_ejection * 2 ** (self.ejections - 1))
-            self._eject(now + cooldown, "consecutive_failures")
+            self.eject(now + cooldown, "consecutive_failures")
             self.consecutive_failures = 0
 
     def abandoned(self) -> None:
@@ -263,7 +263,7 @@ class DeploymentState:
     def mark_unhealthy(self, reason: str) -> None:
         cooldown = self.outlier.unhealthy_ejection if self.outlier is not None else OutlierPolicy().unhealthy_ejection
         self.unhealthy = True
-        self._eject(self.clock.now() + cooldown, reason)
+        self.eject(self.clock.now() + cooldown, reason)
 
     def mark_healthy(self) -> None:
         """A passing active health check: back in rotation at once."""
@@ -274,7 +274,8 @@ class DeploymentState:
         if was_out and self.events.active:
             self.events.emit(DeploymentRestored(self.group, self.clock.now(), self.name))
 
-    def _eject(self, until: float, reason: str) -> None:
+    def eject(self, until: float, reason: str) -> None:
+        """Take the deployment out of rotation until ``until`` (clock time)."""
         self.ejected_until = max(self.ejected_until, until)
         if self.events.active:
             self.events.emit(DeploymentEjected(self.group, self.clock.now(), self.name, self.ejected_until, reason))

@@ -209,8 +209,15 @@ class Router:
         self, request: ChatRequest | EmbedRequest, call: Callable[[Model], Awaitable[R]]
     ) -> R | _Outcome:
         outcome = _Outcome()
-        if self.budget is not None:
-            self.budget.record_request()
+        token = self.budget.begin_request() if self.budget is not None else None
+        try:
+            return await self._each_deployment(request, call, outcome)
+        finally:
+            RetryBudget.end_request(token)
+
+    async def _each_deployment(
+        self, request: ChatRequest | EmbedRequest, call: Callable[[Model], Awaitable[R]], outcome: _Outcome
+    ) -> R | _Outcome:
         while True:
             deployment = self._pick(request, outcome.tried)
             if deployment is None:
@@ -335,7 +342,7 @@ class Router:
         if misfit is None:
             outcome = _Outcome()
             if self.budget is not None:
-                self.budget.record_request()
+                RetryBudget.end_request(self.budget.begin_request())  # counts unless a Retry outside did
             while (deployment := self._pick(request, outcome.tried)) is not None:
                 if outcome.attempted and self.budget is not None and not self.budget.try_spend():
                     break

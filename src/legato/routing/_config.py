@@ -1,0 +1,480 @@
+"""The ``groups:`` and ``routing:`` sections of ``legato.yaml``, and building them.
+
+``routing:`` holds the defaults every group inherits; a group may override any of
+them. A group is one of three kinds: ``deployments`` (a :class:`Router`),
+``cascade`` (a :class:`Cascade`) or ``select`` (a :class:`Selector`). Names in a
+group (deployments, fallbacks, tiers, rule targets) refer to another group or to
+a model of the ``models:`` section; references are resolved when first used, so
+groups may fall back to each other (the router's visited set stops loops).
+
+A router group is composed, outermost first, as
+``Hedge(Timeout(total, Retry(Router([Timeout(per_attempt, deployment), ...]))))``,
+each layer present only when configured. One retry budget is shared by all the
+groups built together, so an outage cannot multiply load by going around.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
+
+from legato.errors import ConfigError
+from legato.providers import ChatChunk, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Model
+from legato.resilience import (
+    BreakerPolicy,
+    Clock,
+    EventHub,
+    Hedge,
+    HedgePolicy,
+    Retry,
+    RetryBudget,
+    SystemClock,
+    Timeout,
+    default_hub,
+)
+from legato.retry import RetryPolicy
+from legato.routing._cascade import Cascade, Scorer, Tier, confidence_at_least, json_valid
+from legato.routing._deployment import CAPABILITIES, Deployment, DeploymentHealth, OutlierPolicy
+from legato.routing._health import HealthChecker
+from legato.routing._router import Fallbacks, Router
+from legato.routing._select import Rule, Selector
+from legato.routing._strategies import strategy_named
+
+__all__ = [
+    "GroupConfig",
+    "Groups",
+    "GroupsSection",
+    "RoutingSection",
+    "build_groups",
+]
+
+StrategyName = Literal["round_robin", "weighted", "least_in_flight", "latency", "lowest_cost", "usage_based"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetrySettings(_Strict):
+    max_attempts: int = Field(default=3, ge=1)
+    base_delay: float = Field(default=0.5, ge=0)
+    multiplier: float = Field(default=2.0, ge=1)
+    max_delay: float = Field(default=30.0, ge=0)
+    max_retry_after: float = Field(default=60.0, ge=0)
+    deadline: float | None = Field(default=None, gt=0)
+
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            max_attempts=self.max_attempts,
+            base_delay=self.base_delay,
+            multiplier=self.multiplier,
+            max_delay=self.max_delay,
+            max_retry_after=self.max_retry_after,
+            deadline=self.deadline,
+        )
+
+
+class BudgetSettings(_Strict):
+    ratio: float = Field(default=0.1, ge=0, le=1)
+    min_retries: int = Field(default=10, ge=0)
+    window: float = Field(default=10.0, gt=0)
+
+
+class TimeoutSettings(_Strict):
+    per_attempt: float | None = Field(default=None, gt=0, description="seconds per deployment attempt")
+    total: float | None = Field(default=None, gt=0, description="seconds for the whole call")
+
+
+class Price(_Strict):
+    input: float = Field(ge=0, description="USD per million input tokens")
+    output: float = Field(default=0.0, ge=0, description="USD per million output tokens")
+
+
+class DeploymentConfig(_Strict):
+    model: str
+    name: str | None = None
+    weight: float = Field(default=1.0, gt=0)
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    context_window: int | None = Field(default=None, ge=1)
+    capabilities: list[str] | None = None
+    price: Price | None = None
+
+    @field_validator("capabilities")
+    @classmethod
+    def _known(cls, v: list[str] | None) -> list[str] | None:
+        unknown = sorted(set(v or ()) - CAPABILITIES)
+        if unknown:
+            raise ValueError(f"unknown capabilities {unknown}; known: {sorted(CAPABILITIES)}")
+        return v
+
+
+class FallbackConfig(_Strict):
+    on_failure: list[str] = Field(default_factory=list)
+    context_window: list[str] = Field(default_factory=list)
+    content_filtered: list[str] = Field(default_factory=list)
+
+
+class DegradeConfig(_Strict):
+    model: str | None = None
+    answer: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> DegradeConfig:
+        if (self.model is None) == (self.answer is None):
+            raise ValueError("degrade needs exactly one of 'model' or 'answer'")
+        return self
+
+
+class Policies(_Strict):
+    """What ``routing.defaults`` sets and a group may override (``false`` turns one off)."""
+
+    strategy: StrategyName | None = None
+    breaker: BreakerPolicy | Literal[False] | None = None
+    outlier: OutlierPolicy | Literal[False] | None = None
+    retry: RetrySettings | Literal[False] | None = None
+    budget: BudgetSettings | Literal[False] | None = None
+    timeout: TimeoutSettings | None = None
+    hedge: HedgePolicy | Literal[False] | None = None
+
+
+class TierConfig(_Strict):
+    model: str
+    name: str | None = None
+    price: Price | None = None
+
+
+class CascadeConfig(_Strict):
+    tiers: list[TierConfig] = Field(min_length=2)
+    scorer: str | dict[str, float | str] = "json_valid"
+
+    def build_scorer(self) -> Scorer:
+        if self.scorer == "json_valid":
+            return json_valid
+        if isinstance(self.scorer, dict):
+            threshold = self.scorer.get("confidence")
+            if not isinstance(threshold, int | float):
+                raise ValueError("scorer mapping needs 'confidence: <number>' (and optionally 'field')")
+            return confidence_at_least(float(threshold), str(self.scorer.get("field", "confidence")))
+        module, _, attr = self.scorer.partition(":")
+        if not module or not attr:
+            raise ValueError(
+                f"scorer {self.scorer!r}: use 'json_valid', {{confidence: 0.7}} or 'package.module:function'"
+            )
+        try:
+            fn: Scorer = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"scorer {self.scorer!r} cannot be imported: {exc}") from exc
+        return fn
+
+
+class RuleConfig(_Strict):
+    target: str
+    max_input_tokens: int | None = Field(default=None, ge=0)
+    min_input_tokens: int | None = Field(default=None, ge=0)
+    needs: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    max_budget_remaining: float | None = Field(default=None, ge=0)
+    max_latency_sla: float | None = Field(default=None, gt=0)
+    capabilities: list[str] | None = None
+    context_window: int | None = Field(default=None, ge=1)
+
+
+class SelectConfig(_Strict):
+    rules: list[RuleConfig] = Field(min_length=1)
+    default: str
+
+
+class GroupConfig(Policies):
+    """One entry of ``groups:``: exactly one of ``deployments``, ``cascade``, ``select``."""
+
+    deployments: list[DeploymentConfig] | None = None
+    fallbacks: FallbackConfig = Field(default_factory=FallbackConfig)
+    degrade: DegradeConfig | None = None
+    cascade: CascadeConfig | None = None
+    select: SelectConfig | None = None
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> GroupConfig:
+        kinds = [k for k in ("deployments", "cascade", "select") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("a group needs exactly one of 'deployments', 'cascade' or 'select'")
+        if self.deployments is not None and not self.deployments:
+            raise ValueError("'deployments' must list at least one model")
+        return self
+
+
+class GroupsSection(RootModel[dict[str, GroupConfig]]):
+    """The ``groups:`` section: group name -> group."""
+
+
+class HealthCheckSettings(_Strict):
+    interval: float = Field(default=30.0, gt=0)
+    timeout: float = Field(default=10.0, gt=0)
+
+
+class RoutingSection(_Strict):
+    """The ``routing:`` section: defaults for every group, and health checks."""
+
+    defaults: Policies = Field(default_factory=Policies)
+    health_check: HealthCheckSettings = Field(default_factory=HealthCheckSettings)
+
+
+def _pick(group: Policies, defaults: Policies, field: str, fallback: Any) -> Any:
+    value = getattr(group, field)
+    if value is None:
+        value = getattr(defaults, field)
+    if value is None:
+        return fallback
+    return None if value is False else value
+
+
+class _Ref:
+    """A Model standing for a name, resolved on first use (lets groups refer to each other)."""
+
+    def __init__(self, name: str, groups: Groups) -> None:
+        self.name = name
+        self._groups = groups
+        self._target: Model | None = None
+
+    @property
+    def target(self) -> Model:
+        if self._target is None:
+            self._target = self._groups.get(self.name)
+        return self._target
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        return await self.target.chat(request)
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        return self.target.stream(request)
+
+    async def embed(self, request: EmbedRequest) -> EmbedResponse:
+        return await self.target.embed(request)
+
+    async def aclose(self) -> None:
+        return None  # owned by the Groups it points into
+
+    def __repr__(self) -> str:
+        return f"_Ref({self.name!r})"
+
+
+class Groups:
+    """The groups built from configuration: ``get(name)`` returns a group's Model."""
+
+    def __init__(
+        self,
+        groups: dict[str, GroupConfig],
+        routing: RoutingSection,
+        resolve_model: Callable[[str], Model],
+        *,
+        clock: Clock | None = None,
+        events: EventHub | None = None,
+    ) -> None:
+        self.config = groups
+        self.routing = routing
+        self.resolve_model = resolve_model
+        self.clock: Clock = clock or SystemClock()
+        self.events = events or default_hub
+        budget = _pick(Policies(), routing.defaults, "budget", BudgetSettings())
+        self.budget: RetryBudget | None = (
+            RetryBudget(budget.ratio, min_retries=budget.min_retries, window=budget.window, clock=self.clock)
+            if budget is not None
+            else None
+        )
+        self.routers: dict[str, Router] = {}
+        self._built: dict[str, Model] = {}
+        self._models: dict[str, Model] = {}
+        self._check_references()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.config
+
+    def names(self) -> list[str]:
+        return list(self.config)
+
+    def _check_references(self) -> None:
+        for name, group in self.config.items():
+            for ref in _references(group):
+                if ref == name and group.deployments is None:
+                    raise ConfigError(f"groups.{name}: refers to itself")
+
+    def _model(self, name: str, where: str) -> Model:
+        if name in self.config:
+            return _Ref(name, self)
+        if name not in self._models:
+            try:
+                self._models[name] = self.resolve_model(name)
+            except KeyError as exc:
+                raise ConfigError(f"{where}: {name!r} is neither a group nor a model in legato.yaml") from exc
+        return self._models[name]
+
+    def get(self, name: str) -> Model:
+        """The Model of group ``name`` (built on first use). ``KeyError`` if there is no such group."""
+        if name not in self.config:
+            raise KeyError(name)
+        if name not in self._built:
+            self._built[name] = self._build(name, self.config[name])
+        return self._built[name]
+
+    def _build(self, name: str, group: GroupConfig) -> Model:
+        where = f"groups.{name}"
+        if group.cascade is not None:
+            tiers = [
+                Tier(
+                    self._model(t.model, f"{where}.cascade.tiers"),
+                    name=t.name or t.model,
+                    input_cost_per_mtok=t.price.input if t.price else None,
+                    output_cost_per_mtok=t.price.output if t.price else None,
+                )
+                for t in group.cascade.tiers
+            ]
+            try:
+                scorer = group.cascade.build_scorer()
+            except ValueError as exc:
+                raise ConfigError(f"{where}.cascade.scorer: {exc}") from exc
+            return Cascade(name, tiers, scorer, clock=self.clock, events=self.events)
+        if group.select is not None:
+            rules = [
+                Rule(
+                    self._model(r.target, f"{where}.select.rules"),
+                    max_input_tokens=r.max_input_tokens,
+                    min_input_tokens=r.min_input_tokens,
+                    needs=frozenset(r.needs),
+                    tags=frozenset(r.tags),
+                    max_budget_remaining=r.max_budget_remaining,
+                    max_latency_sla=r.max_latency_sla,
+                    capabilities=frozenset(r.capabilities) if r.capabilities is not None else None,
+                    context_window=r.context_window,
+                )
+                for r in group.select.rules
+            ]
+            return Selector(name, rules, self._model(group.select.default, f"{where}.select.default"))
+        return self._build_router(name, group, where)
+
+    def _build_router(self, name: str, group: GroupConfig, where: str) -> Model:
+        d = self.routing.defaults
+        assert group.deployments is not None
+        timeout: TimeoutSettings = _pick(group, d, "timeout", TimeoutSettings())
+        deployments = []
+        for dep in group.deployments:
+            upstream = self._model(dep.model, f"{where}.deployments")
+            if timeout.per_attempt is not None:
+                upstream = Timeout(upstream, timeout.per_attempt, clock=self.clock, events=self.events)
+            deployments.append(
+                Deployment(
+                    upstream,
+                    name=dep.name or dep.model,
+                    weight=dep.weight,
+                    rpm=dep.rpm,
+                    tpm=dep.tpm,
+                    context_window=dep.context_window,
+                    capabilities=frozenset(dep.capabilities) if dep.capabilities is not None else None,
+                    input_cost_per_mtok=dep.price.input if dep.price else None,
+                    output_cost_per_mtok=dep.price.output if dep.price else None,
+                )
+            )
+        degrade: Model | str | None = None
+        if group.degrade is not None:
+            degrade = group.degrade.answer
+            if group.degrade.model is not None:
+                degrade = self._model(group.degrade.model, f"{where}.degrade")
+        fallbacks = Fallbacks(
+            on_failure=[self._model(n, f"{where}.fallbacks") for n in group.fallbacks.on_failure],
+            context_window=[self._model(n, f"{where}.fallbacks") for n in group.fallbacks.context_window],
+            content_filtered=[self._model(n, f"{where}.fallbacks") for n in group.fallbacks.content_filtered],
+            degrade=degrade,
+        )
+        try:
+            router = Router(
+                name,
+                deployments,
+                strategy=strategy_named(_pick(group, d, "strategy", "round_robin")),
+                fallbacks=fallbacks,
+                breaker=_pick(group, d, "breaker", BreakerPolicy()),
+                outlier=_pick(group, d, "outlier", OutlierPolicy()),
+                budget=self.budget if self.budget is not None else False,
+                clock=self.clock,
+                events=self.events,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+        self.routers[name] = router
+        model: Model = router
+        retry: RetrySettings | None = _pick(group, d, "retry", RetrySettings())
+        if retry is not None and retry.max_attempts > 1:
+            model = Retry(
+                model,
+                retry.policy(),
+                budget=self.budget if self.budget is not None else False,
+                clock=self.clock,
+                events=self.events,
+                name=name,
+            )
+        if timeout.total is not None:
+            model = Timeout(model, timeout.total, clock=self.clock, events=self.events, name=name)
+        hedge: HedgePolicy | None = _pick(group, d, "hedge", None)
+        if hedge is not None:
+            model = Hedge(model, hedge, clock=self.clock, events=self.events, name=name)
+        return model
+
+    def router(self, name: str) -> Router | None:
+        """The Router behind a deployments group (None for cascades and selectors)."""
+        self.get(name)
+        return self.routers.get(name)
+
+    def health(self) -> list[DeploymentHealth]:
+        out: list[DeploymentHealth] = []
+        for name in self.config:
+            router = self.router(name)
+            if router is not None:
+                out.extend(router.health())
+        return out
+
+    def health_checker(self) -> HealthChecker:
+        routers = [r for r in (self.router(n) for n in self.config) if r is not None]
+        hc = self.routing.health_check
+        return HealthChecker(routers, interval=hc.interval, timeout=hc.timeout, clock=self.clock)
+
+    async def aclose(self) -> None:
+        for model in self._models.values():
+            await model.aclose()
+
+
+def _references(group: GroupConfig) -> list[str]:
+    refs = [*group.fallbacks.on_failure, *group.fallbacks.context_window, *group.fallbacks.content_filtered]
+    refs += [d.model for d in group.deployments or ()]
+    if group.degrade is not None and group.degrade.model:
+        refs.append(group.degrade.model)
+    if group.cascade is not None:
+        refs += [t.model for t in group.cascade.tiers]
+    if group.select is not None:
+        refs += [r.target for r in group.select.rules] + [group.select.default]
+    return refs
+
+
+def build_groups(
+    config: Any,
+    resolve_model: Callable[[str], Model],
+    *,
+    clock: Clock | None = None,
+    events: EventHub | None = None,
+) -> Groups:
+    """Validate ``groups:`` and ``routing:`` of a :class:`legato.LegatoConfig` and return :class:`Groups`.
+
+    ``resolve_model(name)`` returns the Model of a ``models:`` entry, raising
+    ``KeyError`` for an unknown name. Every name a group refers to is checked now,
+    so a typo fails at load time with the group and field in the message.
+    """
+    groups = config.section("groups", GroupsSection).root
+    routing = config.section("routing", RoutingSection)
+    built = Groups(groups, routing, resolve_model, clock=clock, events=events)
+    for name, group in groups.items():
+        for ref in _references(group):
+            if ref not in groups:
+                built._model(ref, f"groups.{name}")
+    return built
