@@ -1,0 +1,204 @@
+"""The dashboard in a real browser: ``legato serve``, one pipeline, the run watched live.
+
+Chromium comes from Debian (``/usr/bin/chromium``), driven by Playwright. The
+screenshots saved to ``docs/images/`` are the ones the README shows.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+MASTER = "lg-e2e-master-key-0123456789"
+IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+
+WORK = """
+import os
+
+import anyio
+
+
+async def fetch(text: str) -> str:
+    await anyio.sleep(0.3)
+    return text.strip()
+
+
+async def sentiment(text: str, gate: str) -> dict:
+    for _ in range(1200):  # wait (at most a minute) until the test opens the gate
+        if os.path.exists(gate):
+            break
+        await anyio.sleep(0.05)
+    return {"label": "positive" if "love" in text else "neutral"}
+
+
+async def entities(text: str) -> list:
+    await anyio.sleep(0.4)
+    return [w for w in text.split() if w[:1].isupper()]
+
+
+async def topic(text: str) -> str:
+    await anyio.sleep(0.2)
+    return "product"
+
+
+async def report(sentiment: dict, entities: list, topic: str) -> str:
+    await anyio.sleep(0.1)
+    return f"{sentiment['label']} about {topic}: {', '.join(entities)}"
+"""
+
+PIPELINE = """
+name: review_insights
+inputs:
+  text: {type: string}
+  gate: {type: string}
+steps:
+  fetch:
+    uses: ./work.py:fetch
+    with: {text: "${inputs.text}"}
+  sentiment:
+    uses: ./work.py:sentiment
+    with: {text: "${steps.fetch}", gate: "${inputs.gate}"}
+  entities:
+    uses: ./work.py:entities
+    with: {text: "${steps.fetch}"}
+  topic:
+    uses: ./work.py:topic
+    with: {text: "${steps.fetch}"}
+  report:
+    uses: ./work.py:report
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    (tmp_path / "work.py").write_text(textwrap.dedent(WORK))
+    (tmp_path / "review.yaml").write_text(PIPELINE)
+    (tmp_path / "legato.yaml").write_text("server:\n  master_key: env:LEGATO_E2E_MASTER\npipelines: [review.yaml]\n")
+    port = _free_port()
+    legato = Path(sys.executable).parent / "legato"
+    env = {**os.environ, "LEGATO_E2E_MASTER": MASTER}
+    log = (tmp_path / "server.log").open("w")
+    cmd = [str(legato), "serve", "--config", str(tmp_path / "legato.yaml"), "--port", str(port),
+           "--database-url", f"sqlite:///{tmp_path / 'legato.db'}"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):  # up to ~30 s for start-up on a busy machine
+            if proc.poll() is not None:
+                pytest.fail(f"legato serve exited: {(tmp_path / 'server.log').read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            subprocess.run(["sleep", "0.1"], check=True)
+        else:
+            pytest.fail(f"legato serve did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_watch_a_run_finish_live(server: str, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    gate = tmp_path / "gate"
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            page.set_default_timeout(30_000)
+            page.goto(f"{server}/ui/")
+            expect(page).to_have_url(f"{server}/ui/login?next=/ui/")
+            page.fill("input[name=key]", MASTER)
+            page.click("button[type=submit]")
+            expect(page.locator("h1")).to_have_text("Runs")
+
+            text = "I love the Acme Phone but Speedy Couriers were late"
+            started = httpx.post(
+                f"{server}/v1/pipelines/review_insights/runs",
+                json={"inputs": {"text": text, "gate": str(gate)}},
+                headers={"authorization": f"Bearer {MASTER}"},
+                timeout=10,
+            )
+            assert started.status_code == 202, started.text
+            run_id = started.json()["id"]
+
+            row = page.locator(f'tr[data-run="{run_id}"]')  # arrives over SSE, no reload
+            expect(row).to_be_visible()
+            row.locator("a.mono").click()
+            expect(page.locator("#run-graph")).to_be_visible()
+
+            node = page.locator('#run-graph g.node[data-step="sentiment"]')
+            expect(node).to_have_attribute("data-status", "running")
+            expect(page.locator('#run-graph g.node[data-step="report"]')).to_have_attribute("data-status", "pending")
+            expect(page.locator("#run-status")).to_have_attribute("data-status", "running")
+            page.wait_for_selector('#run-graph g.node[data-step="entities"][data-status="succeeded"]')
+            page.screenshot(path=str(IMAGES / "dashboard-run-live.png"))
+
+            gate.write_text("go")
+            expect(page.locator("#run-status")).to_have_attribute("data-status", "succeeded")
+            statuses = page.locator("#run-graph g.node").evaluate_all("ns => ns.map(n => n.dataset.status)")
+            assert statuses == ["succeeded"] * 5
+            edges = page.locator("#run-graph path.edge").evaluate_all(
+                "es => es.map(e => e.dataset.from + '>' + e.dataset.to)"
+            )
+            fan_out = ["fetch>sentiment", "fetch>entities", "fetch>topic"]
+            fan_in = ["sentiment>report", "entities>report", "topic>report"]
+            assert sorted(edges) == sorted(fan_out + fan_in)
+
+            bars = page.locator("#run-gantt rect.bar").evaluate_all(
+                "bs => Object.fromEntries(bs.map(b => [b.dataset.step, [+b.dataset.start, +b.dataset.duration]]))"
+            )
+            assert set(bars) == {"fetch", "sentiment", "entities", "topic", "report"}
+
+            def overlap(a: str, b: str) -> bool:
+                (sa, da), (sb, db) = bars[a], bars[b]
+                return sa < sb + db and sb < sa + da
+
+            assert overlap("sentiment", "entities")  # parallel branches drawn side by side
+            assert overlap("sentiment", "topic")
+            assert not overlap("fetch", "sentiment")  # a dependency ends before its dependent starts
+            assert bars["report"][0] >= bars["sentiment"][0] + bars["sentiment"][1]
+
+            page.click('#steps-box details[data-step="sentiment"] summary')
+            expect(page.locator('#steps-box details[data-step="sentiment"] pre.output')).to_contain_text("positive")
+            page.screenshot(path=str(IMAGES / "dashboard-run.png"), full_page=True)
+
+            page.goto(f"{server}/ui/?pipeline=review_insights")
+            expect(page.locator(f'tr[data-run="{run_id}"]')).to_have_attribute("data-status", "succeeded")
+            page.screenshot(path=str(IMAGES / "dashboard-runs.png"))
+        finally:
+            browser.close()
