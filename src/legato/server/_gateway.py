@@ -271,7 +271,7 @@ async def embeddings(body: ow.EmbeddingRequest, request: Request, key: ApiKey = 
     ereq = EmbedRequest(inputs=inputs, model=body.model, dimensions=body.dimensions, metadata={"api_key": key.prefix})
     resp = await _upstream(model.embed(ereq), gw.settings.upstream_timeout_s)
     await _settle(gw, key, body.model, resp.usage, resp.cost)
-    return json_response(ow.embeddings(resp, body.model))
+    return json_response(ow.embeddings(resp, body.model, body.encoding_format))
 
 
 @router.get("/v1/models", tags=["OpenAI", "Anthropic"], responses=_ERRORS, summary="Models this key may use")

@@ -10,7 +10,9 @@ two mappings share no code.
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import time
 import uuid
 from typing import Any, Literal
@@ -142,7 +144,7 @@ class EmbeddingRequest(_Wire):
     model: str = Field(min_length=1, max_length=200)
     input: str | list[str] = Field(min_length=1)
     dimensions: int | None = Field(None, ge=1)
-    encoding_format: Literal["float"] | None = None
+    encoding_format: Literal["float", "base64"] | None = None
     user: str | None = None
 
 
@@ -303,10 +305,15 @@ def chunk_delta(chunk: ChatChunk) -> dict[str, Any]:
     return delta
 
 
-def embeddings(resp: EmbedResponse, model: str) -> dict[str, Any]:
+def _base64_floats(vector: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+def embeddings(resp: EmbedResponse, model: str, encoding: str | None = None) -> dict[str, Any]:
+    encode: Any = _base64_floats if encoding == "base64" else (lambda v: v)
     return {
         "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(resp.vectors)],
+        "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(resp.vectors)],
         "model": model,
         "usage": {"prompt_tokens": resp.usage.input_tokens, "total_tokens": resp.usage.total_tokens},
     }
