@@ -32,7 +32,8 @@ def test_plain(client: anthropic.Anthropic, gateway: Running) -> None:
         system="Be brief.",
         messages=[{"role": "user", "content": "Capital of France?"}],
     )
-    assert msg.content[0].type == "text" and msg.content[0].text == "Paris."
+    assert msg.content[0].type == "text"
+    assert msg.content[0].text == "Paris."
     assert msg.stop_reason == "end_turn"
     assert (msg.usage.input_tokens, msg.usage.output_tokens) == (9, 2)
     sent = gateway.fake.requests[-1].body
@@ -114,7 +115,9 @@ def test_upstream_errors_become_sdk_exceptions(
         client.messages.create(model="claude-fake", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
     assert err.value.status_code == status
     body = err.value.body
-    assert isinstance(body, dict) and body["type"] == "error" and body["error"]["message"]
+    assert isinstance(body, dict)
+    assert body["type"] == "error"
+    assert body["error"]["message"]
 
 
 def test_mid_stream_error_reaches_the_sdk(client: anthropic.Anthropic, gateway: Running) -> None:

@@ -35,7 +35,8 @@ def test_plain(client: openai.OpenAI, gateway: Running) -> None:
     )
     assert resp.choices[0].message.content == "Paris."
     assert resp.choices[0].finish_reason == "stop"
-    assert resp.usage is not None and (resp.usage.prompt_tokens, resp.usage.completion_tokens) == (12, 2)
+    assert resp.usage is not None
+    assert (resp.usage.prompt_tokens, resp.usage.completion_tokens) == (12, 2)
     sent = gateway.fake.requests[-1].body
     assert sent["messages"][0] == {"role": "system", "content": "Be brief."}
     assert sent["max_tokens"] == 20 or sent.get("max_completion_tokens") == 20
@@ -53,7 +54,8 @@ def test_streaming(client: openai.OpenAI, gateway: Running) -> None:
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "one two three four"
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 4
 
 
 def test_tools_plain_and_streamed(client: openai.OpenAI, gateway: Running) -> None:
@@ -73,7 +75,8 @@ def test_tools_plain_and_streamed(client: openai.OpenAI, gateway: Running) -> No
         model="gpt-fake", messages=[{"role": "user", "content": "weather?"}], tools=tools, tool_choice="auto"
     )
     got = resp.choices[0].message.tool_calls
-    assert got is not None and got[0].function.name == "get_weather"
+    assert got is not None
+    assert got[0].function.name == "get_weather"
     assert json.loads(got[0].function.arguments) == {"city": "Paris", "unit": "c"}
     assert resp.choices[0].finish_reason == "tool_calls"
     assert gateway.fake.requests[-1].body["tools"][0]["function"]["name"] == "get_weather"
@@ -121,7 +124,8 @@ def test_json_schema_response_format(client: openai.OpenAI, gateway: Running) ->
     )
     assert json.loads(resp.choices[0].message.content or "") == {"answer": 4}
     sent = gateway.fake.requests[-1].body["response_format"]
-    assert sent["type"] == "json_schema" and sent["json_schema"]["schema"] == schema
+    assert sent["type"] == "json_schema"
+    assert sent["json_schema"]["schema"] == schema
 
 
 def test_any_format_reaches_any_backend(client: openai.OpenAI, gateway: Running) -> None:
@@ -170,7 +174,8 @@ def test_upstream_errors_become_sdk_exceptions(
     with pytest.raises(exc) as err:
         client.chat.completions.create(model="gpt-fake", messages=[{"role": "user", "content": "hi"}])
     assert err.value.status_code == status
-    assert isinstance(err.value.body, dict) and err.value.body.get("message")
+    assert isinstance(err.value.body, dict)
+    assert err.value.body.get("message")
     if status == 429 and fault.error == "rate_limit":
         assert err.value.response.headers["retry-after"] == "3"
 
