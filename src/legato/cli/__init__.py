@@ -9,7 +9,9 @@ import sys
 
 # Command modules register themselves on `app` when imported (one module per group).
 # e.g. `from legato.cli import run as _run` below this line.
+from legato.cli import journal as _journal  # noqa: F401
 from legato.cli import keys as _keys  # noqa: F401
+from legato.cli import mcp as _mcp  # noqa: F401
 from legato.cli import run as _run  # noqa: F401
 from legato.cli import runs as _runs  # noqa: F401
 from legato.cli import serve as _serve  # noqa: F401

@@ -390,7 +390,7 @@ class RunStore:
             "updated_at": now,
             "started_at": record.started_at or now,
         }
-        if recovery:
+        if recovery and record.status != "pending":  # a pending run's first start is no recovery
             values["recoveries"] = runs.c.recoveries + 1
         taken = _event_row(
             EventRecord(
