@@ -36,6 +36,14 @@ _EXPORTS: dict[str, str] = {
     "Message": "legato.providers",
     "Model": "legato.providers",
     "Usage": "legato.providers",
+    # caching, batching, cost
+    "ResponseCache": "legato.cache",
+    "SemanticCache": "legato.cache",
+    "StepMemo": "legato.cache",
+    "Batcher": "legato.batching",
+    "Budget": "legato.cost",
+    "BudgetGuard": "legato.cost",
+    "CostEstimator": "legato.cost",
     # shared
     "RetryPolicy": "legato.retry",
     "LegatoConfig": "legato.config",
@@ -44,7 +52,14 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
+    from legato.batching import Batcher as Batcher
+    from legato.cache import ResponseCache as ResponseCache
+    from legato.cache import SemanticCache as SemanticCache
+    from legato.cache import StepMemo as StepMemo
     from legato.config import LegatoConfig as LegatoConfig
+    from legato.cost import Budget as Budget
+    from legato.cost import BudgetGuard as BudgetGuard
+    from legato.cost import CostEstimator as CostEstimator
     from legato.engine import SKIPPED as SKIPPED
     from legato.engine import Pipeline as Pipeline
     from legato.engine import RunControl as RunControl

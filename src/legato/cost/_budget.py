@@ -1,0 +1,333 @@
+"""Budgets: how much a scope may spend, and the stores that keep the count.
+
+A :class:`Budget` is a limit in USD for a scope: ``run`` (the current run),
+``pipeline:NAME``, ``key:ID`` (a gateway API key), ``day`` (everything, per UTC
+day), or any ``label`` of your own; ``per_day=True`` makes any scope restart at
+00:00 UTC.
+
+Spending is *reserved* before a call and *settled* after it:
+
+1. ``await store.reserve(budget, estimate)`` holds money for the call, atomically,
+   or raises :class:`~legato.errors.BudgetExceeded`;
+2. ``await reservation.settle(actual)`` releases the hold and adds the real cost
+   to ``spent`` (``release()`` when nothing was spent).
+
+The admission rule (one atomic step, in memory or in a Redis script):
+
+* ``spent + estimate > limit``: refused, the budget is exhausted;
+* ``spent + reserved + estimate * margin <= limit``: admitted, holding
+  ``estimate * margin`` (``margin`` defaults to 2);
+* nothing else in flight (``reserved == 0``): admitted alone, holding ``estimate``;
+* otherwise the money is held by calls in flight: the caller waits for them to
+  settle (up to ``wait_s``) and tries again; refused if they do not settle in time.
+
+So concurrent calls only ever share money they could each overspend twice over,
+and the last calls of a budget run one at a time: the budget ends above its limit
+by at most one call's overrun, provided no call costs more than ``margin`` times
+its estimate (with ``max_tokens`` set, estimates are upper bounds on output). No
+money is wasted: a caller refused while others are in flight would have been
+admitted after they settle, so it waits instead.
+
+A reservation is a lease (``lease_s``): if its process dies before settling, the
+hold lapses instead of keeping the money for ever. Amounts are integer
+nano-dollars, so thousands of small charges add up exactly.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import anyio
+
+from legato.errors import BudgetExceeded
+from legato.ledger import current_ledger
+
+__all__ = ["Budget", "BudgetState", "BudgetStore", "MemoryBudgetStore", "Reservation"]
+
+NANO = 1_000_000_000
+_DAY_S = 86_400.0
+
+
+def to_nano(usd: float) -> int:
+    return round(usd * NANO)
+
+
+def from_nano(nano: int) -> float:
+    return nano / NANO
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A spending limit in USD for a scope. See the module docstring for scopes."""
+
+    limit_usd: float
+    scope: str = "run"
+    per_day: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.limit_usd >= 0:
+            raise ValueError(f"budget {self.scope!r}: limit_usd must be >= 0, got {self.limit_usd}")
+        if not self.scope or any(c.isspace() for c in self.scope):
+            raise ValueError(f"budget scope must be a non-empty word such as 'run' or 'key:ID', got {self.scope!r}")
+
+    @property
+    def daily(self) -> bool:
+        return self.per_day or self.scope == "day"
+
+    def key(self, now: float, *, run: str | None = None) -> str:
+        """The store key this budget counts under at time ``now`` (epoch seconds).
+
+        ``run`` names the run for a ``run`` budget; by default it is the outermost
+        usage ledger of the calling code (the run's, inside ``Pipeline.run``).
+        """
+        scope = self.scope
+        if scope == "run":
+            scope = f"run:{run or _current_run()}"
+        if self.daily:
+            day = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+            scope = f"{scope}@{day}" if scope != "day" else f"day@{day}"
+        return scope
+
+    def expires_after(self, now: float) -> float | None:
+        """Seconds the store keeps this budget's count (daily counts: until a day after they end)."""
+        if not self.daily:
+            return None
+        return _DAY_S - (now % _DAY_S) + _DAY_S
+
+
+def _current_run() -> str:
+    ledger = current_ledger()
+    if ledger is None:
+        return "default"
+    while ledger.parent is not None:
+        ledger = ledger.parent
+    return ledger.name or f"ledger-{id(ledger):x}"
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetState:
+    """A budget's count: ``spent`` (settled) and ``reserved`` (in flight), in USD."""
+
+    key: str
+    limit: float
+    spent: float
+    reserved: float
+
+    @property
+    def remaining(self) -> float:
+        return max(0.0, self.limit - self.spent - self.reserved)
+
+
+EXHAUSTED, ADMITTED, BUSY = 0, 1, -1
+
+
+class BudgetStore(ABC):
+    """Atomic reserve/settle counters per budget key; subclasses keep them somewhere.
+
+    A store implements three primitives on integer nano-USD (:meth:`try_reserve`,
+    :meth:`settle`, :meth:`counts`); the budget operations (:meth:`reserve`,
+    :meth:`charge`, :meth:`state`) are built on them here.
+    """
+
+    clock: Callable[[], float]
+    lease_s: float
+    poll_s: float = 0.05  # how often a waiting caller looks again (settles elsewhere are not signalled)
+    _settled: anyio.Event | None = None
+
+    @abstractmethod
+    async def try_reserve(
+        self,
+        key: str,
+        rid: str,
+        amount: int,
+        padded: int,
+        limit: int,
+        *,
+        now: float,
+        lease_s: float,
+        keep_s: float | None,
+    ) -> tuple[int, int, int]:
+        """Apply the admission rule (module docstring) atomically.
+
+        Returns ``(status, spent, reserved)``: ``ADMITTED``, ``EXHAUSTED`` or ``BUSY``,
+        with the counts seen by the check. ``keep_s``: seconds to keep the key's
+        counts (``None``: for ever).
+        """
+
+    @abstractmethod
+    async def settle(self, key: str, rid: str, actual: int, *, keep_s: float | None) -> None:
+        """Drop reservation ``rid`` (if it has not lapsed) and add ``actual`` to spent."""
+
+    @abstractmethod
+    async def counts(self, key: str, *, now: float) -> tuple[int, int]:
+        """``(spent, reserved)`` of ``key`` (lapsed reservations are not counted)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional: stores without connections keep it
+        """Release connections."""
+
+    async def reserve(
+        self,
+        budget: Budget,
+        usd: float,
+        *,
+        run: str | None = None,
+        margin: float = 2.0,
+        wait_s: float = 30.0,
+    ) -> Reservation:
+        """Hold ``usd`` against ``budget`` or raise :class:`BudgetExceeded`.
+
+        ``margin`` and ``wait_s``: see the module docstring (``wait_s=0`` never waits).
+        """
+        if not usd >= 0:
+            raise ValueError(f"cannot reserve {usd!r} USD")
+        if margin < 1:
+            raise ValueError(f"margin must be >= 1, got {margin}")
+        rid = uuid.uuid4().hex
+
+        async def attempt() -> tuple[int, str, int, int]:
+            now = self.clock()
+            key = budget.key(now, run=run)
+            with anyio.CancelScope(shield=True):  # never leave a hold behind half-made
+                status, spent, reserved = await self.try_reserve(
+                    key,
+                    rid,
+                    to_nano(usd),
+                    to_nano(usd * margin),
+                    to_nano(budget.limit_usd),
+                    now=now,
+                    lease_s=self.lease_s,
+                    keep_s=budget.expires_after(now),
+                )
+            return status, key, spent, reserved
+
+        status, key, spent, reserved = await attempt()
+        if status == BUSY and wait_s > 0:
+            with anyio.move_on_after(wait_s):
+                while status == BUSY:
+                    await self._wait_for_settle()
+                    status, key, spent, reserved = await attempt()
+        if status == ADMITTED:
+            return Reservation(self, budget, key, rid, usd)
+        raise BudgetExceeded(key, budget.limit_usd, from_nano(spent + reserved), usd)
+
+    async def charge(self, budget: Budget, usd: float, *, run: str | None = None) -> None:
+        """Add ``usd`` to ``budget``'s spend without a reservation (spend known after the fact)."""
+        now = self.clock()
+        await self.settle(budget.key(now, run=run), "", to_nano(max(0.0, usd)), keep_s=budget.expires_after(now))
+        self._signal_settle()
+
+    async def state(self, budget: Budget, *, run: str | None = None) -> BudgetState:
+        """What ``budget`` has spent and holds in reservations now."""
+        now = self.clock()
+        key = budget.key(now, run=run)
+        spent, reserved = await self.counts(key, now=now)
+        return BudgetState(key, budget.limit_usd, from_nano(spent), from_nano(reserved))
+
+    async def _wait_for_settle(self) -> None:
+        if self._settled is None or self._settled.is_set():
+            self._settled = anyio.Event()
+        with anyio.move_on_after(self.poll_s):
+            await self._settled.wait()
+
+    def _signal_settle(self) -> None:
+        if self._settled is not None:
+            self._settled.set()
+
+
+@dataclass(eq=False)
+class Reservation:
+    """Money held for one call. Settle it exactly once (later calls are no-ops)."""
+
+    store: BudgetStore
+    budget: Budget
+    key: str
+    rid: str
+    usd: float
+    settled: bool = field(default=False)
+
+    async def settle(self, actual_usd: float) -> None:
+        """Release the reservation and charge ``actual_usd`` (the real cost of the call)."""
+        if self.settled:
+            return
+        self.settled = True
+        keep_s = self.budget.expires_after(self.store.clock())
+        try:
+            await self.store.settle(self.key, self.rid, to_nano(max(0.0, actual_usd)), keep_s=keep_s)
+        finally:
+            self.store._signal_settle()
+
+    async def release(self) -> None:
+        """Release the reservation without charging anything."""
+        await self.settle(0.0)
+
+
+class MemoryBudgetStore(BudgetStore):
+    """Budget counts in this process (thread-safe). ``clock`` is epoch seconds."""
+
+    def __init__(self, *, lease_s: float = 600.0, clock: Callable[[], float] = time.time) -> None:
+        self.lease_s = lease_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._spent: dict[str, int] = {}
+        self._leases: dict[str, dict[str, tuple[int, float]]] = {}  # key -> rid -> (amount, lapses_at)
+        self._expiry: dict[str, float] = {}
+
+    def _purge(self, key: str, now: float) -> None:
+        expires = self._expiry.get(key)
+        if expires is not None and now >= expires:
+            self._spent.pop(key, None)
+            self._leases.pop(key, None)
+            self._expiry.pop(key, None)
+        leases = self._leases.get(key)
+        if leases:
+            for rid in [r for r, (_, lapses_at) in leases.items() if now >= lapses_at]:
+                del leases[rid]
+
+    async def try_reserve(
+        self,
+        key: str,
+        rid: str,
+        amount: int,
+        padded: int,
+        limit: int,
+        *,
+        now: float,
+        lease_s: float,
+        keep_s: float | None,
+    ) -> tuple[int, int, int]:
+        with self._lock:
+            self._purge(key, now)
+            spent = self._spent.get(key, 0)
+            leases = self._leases.setdefault(key, {})
+            reserved = sum(a for a, _ in leases.values())
+            if spent + amount > limit:
+                return EXHAUSTED, spent, reserved
+            if spent + reserved + padded <= limit:
+                hold = padded
+            elif reserved == 0:
+                hold = amount
+            else:
+                return BUSY, spent, reserved
+            leases[rid] = (hold, now + lease_s)
+            if keep_s is not None:
+                self._expiry[key] = now + keep_s
+            return ADMITTED, spent, reserved + hold
+
+    async def settle(self, key: str, rid: str, actual: int, *, keep_s: float | None) -> None:
+        with self._lock:
+            self._leases.get(key, {}).pop(rid, None)
+            self._spent[key] = self._spent.get(key, 0) + actual
+            if keep_s is not None:
+                self._expiry[key] = self.clock() + keep_s
+
+    async def counts(self, key: str, *, now: float) -> tuple[int, int]:
+        with self._lock:
+            self._purge(key, now)
+            leases = self._leases.get(key, {})
+            return self._spent.get(key, 0), sum(a for a, _ in leases.values())

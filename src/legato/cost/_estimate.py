@@ -1,0 +1,125 @@
+"""Pre-call cost estimates from the pricing table and offline token estimates.
+
+An estimate is what a call *can* cost: the estimated input tokens (a character
+heuristic, a little pessimistic, no tokenizer download) plus ``max_tokens`` of
+output when the request sets it, else ``default_output_tokens``. With
+``max_tokens`` set the estimate is an upper bound for the output side, which is
+what lets a budget hold.
+
+The price of a model comes from, in order: a ``price`` attribute on the model or
+any model it wraps (adapters take ``price=``, and ``legato.yaml`` sets it per
+model), then the pricing table, looked up by provider and model id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from legato.providers import ChatRequest, EmbedRequest, Model
+from legato.providers._pricing import Price, PricingTable, default_pricing
+from legato.providers._tokens import estimate_tokens
+
+__all__ = ["CostEstimate", "CostEstimator", "describe_model"]
+
+
+@dataclass(frozen=True, slots=True)
+class CostEstimate:
+    """What one call is expected to cost. ``usd`` is ``None`` when the price is unknown."""
+
+    model: str
+    provider: str
+    input_tokens: int
+    output_tokens: int
+    usd: float | None
+
+    def __mul__(self, times: int) -> CostEstimate:
+        return CostEstimate(
+            self.model,
+            self.provider,
+            self.input_tokens * times,
+            self.output_tokens * times,
+            None if self.usd is None else self.usd * times,
+        )
+
+
+def describe_model(model: Model | str, request_model: str | None = None) -> tuple[str, str, Price | None]:
+    """``(provider, model id, own price)`` of a model object or a ``provider/model`` string.
+
+    Wrappers are looked through (``.inner``) to the adapter that knows its provider.
+    """
+    if isinstance(model, str):
+        prefix, _, bare = model.rpartition("/")
+        return prefix, request_model or bare, None
+    node: object = model
+    provider: str | None = None
+    model_id: str | None = None
+    price: Price | None = None
+    for _ in range(32):  # a chain of wrappers, never a cycle
+        provider = provider or _str_attr(node, "provider")
+        model_id = model_id or _str_attr(node, "model")
+        own = getattr(node, "price", None)
+        price = price or (own if isinstance(own, Price) else None)
+        inner = getattr(node, "inner", None)
+        if inner is None:
+            break
+        node = inner
+    name = request_model or model_id or model.name
+    if not provider and "/" in name:
+        provider, _, name = name.partition("/")
+    return provider or "", name, price
+
+
+def _str_attr(obj: object, attr: str) -> str | None:
+    value = getattr(obj, attr, None)
+    return value if isinstance(value, str) and value else None
+
+
+class CostEstimator:
+    """Estimate the cost of calls before making them.
+
+    Args:
+        pricing: the pricing table (the one shipped with legato by default).
+        default_output_tokens: output assumed for a request without ``max_tokens``.
+    """
+
+    def __init__(self, pricing: PricingTable | None = None, *, default_output_tokens: int = 256) -> None:
+        if default_output_tokens < 0:
+            raise ValueError(f"default_output_tokens must be >= 0, got {default_output_tokens}")
+        self._pricing = pricing
+        self.default_output_tokens = default_output_tokens
+
+    @property
+    def pricing(self) -> PricingTable:
+        if self._pricing is None:
+            self._pricing = default_pricing()
+        return self._pricing
+
+    def price(self, provider: str, model: str, own: Price | None = None) -> Price | None:
+        return own or self.pricing.lookup(provider, model)
+
+    def chat(self, request: ChatRequest, model: Model | str) -> CostEstimate:
+        """The estimated cost of ``request`` sent to ``model`` (a Model or ``provider/model``)."""
+        provider, name, own = describe_model(model, request.model)
+        input_tokens = estimate_tokens(request, provider or None)
+        output_tokens = request.max_tokens or self.default_output_tokens
+        return self._priced(provider, name, own, input_tokens, output_tokens)
+
+    def embed(self, request: EmbedRequest, model: Model | str) -> CostEstimate:
+        provider, name, own = describe_model(model, request.model)
+        return self._priced(provider, name, own, estimate_tokens(request, provider or None), 0)
+
+    def tokens(
+        self, model: Model | str, input_tokens: int, output_tokens: int, *, request_model: str | None = None
+    ) -> CostEstimate:
+        """The cost of a given number of tokens (for plans that estimate tokens themselves)."""
+        provider, name, own = describe_model(model, request_model)
+        return self._priced(provider, name, own, input_tokens, output_tokens)
+
+    def _priced(
+        self, provider: str, name: str, own: Price | None, input_tokens: int, output_tokens: int
+    ) -> CostEstimate:
+        price = self.price(provider, name, own)
+        usd = None
+        if price is not None:
+            usd = (input_tokens * price.input + output_tokens * price.output) / 1_000_000
+        return CostEstimate(name, provider, input_tokens, output_tokens, usd)
