@@ -25,16 +25,40 @@ from legato.testing import FakeProvider
 
 MASTER = "mk-test-master-key-0123456789"
 
-PIPELINE = """\
+PIPELINES = {
+    "shout": """\
 name: shout
 inputs:
-  text: {type: str}
+  text: {type: string}
 steps:
   upper:
-    uses: python:legato_test_gateway_steps.upper
+    uses: ./steps.py:upper
     with: {text: "${inputs.text}"}
 outputs:
   result: ${steps.upper}
+""",
+    "nap": """\
+name: nap
+inputs:
+  seconds: {type: number}
+steps:
+  sleep:
+    uses: ./steps.py:nap
+    with: {seconds: "${inputs.seconds}"}
+""",
+}
+
+STEPS = """\
+import anyio
+
+
+def upper(text: str) -> str:
+    return text.upper()
+
+
+async def nap(seconds: float) -> str:
+    await anyio.sleep(seconds)
+    return "rested"
 """
 
 
@@ -104,9 +128,11 @@ def gateway_settings(tmp: Path, **overrides: Any) -> ServerSettings:
 
 
 def pipeline_config(tmp: Path) -> LegatoConfig:
-    (tmp / "legato_test_gateway_steps.py").write_text("def upper(text: str) -> str:\n    return text.upper()\n")
-    (tmp / "shout.yaml").write_text(PIPELINE)
-    return LegatoConfig({"pipelines": {"shout": "shout.yaml"}}, source=str(tmp / "legato.yaml"))
+    """A config whose ``pipelines:`` section serves ``shout`` (upper-cases text) and ``nap`` (sleeps)."""
+    (tmp / "steps.py").write_text(STEPS)
+    for name, text in PIPELINES.items():
+        (tmp / f"{name}.yaml").write_text(text)
+    return LegatoConfig({"pipelines": [str(tmp)]}, source=str(tmp / "legato.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +144,7 @@ def fake() -> Iterator[FakeProvider]:
 @pytest.fixture(scope="module")
 def gateway(fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     tmp = tmp_path_factory.mktemp("gateway")
-    app = create_app(gateway_settings(tmp), catalog=catalog_for(fake))
+    app = create_app(gateway_settings(tmp), catalog=catalog_for(fake), config=pipeline_config(tmp))
     with serve_in_thread(app) as url:
         yield Running(url, app, fake)
 

@@ -161,8 +161,24 @@ def from_exception(exc: BaseException) -> GatewayError:
     return GatewayError(500, "internal", "internal error")
 
 
+def _upstream_message(exc: ModelError) -> str:
+    """What the client may read of an upstream failure.
+
+    Credential failures say only that the gateway's own credentials were refused
+    (a provider's message may quote the key it was sent); everything else passes
+    through the secret redactor."""
+    where = f"{exc.provider or 'the provider'}" + (f" (model {exc.model})" if exc.model else "")
+    if isinstance(exc, AuthenticationFailed):
+        return f"{where} rejected the gateway's credentials; this is a gateway configuration problem"
+    if isinstance(exc, PermissionDenied):
+        return f"{where} denied access with the gateway's credentials"
+    from legato.observe import default_redactor
+
+    return str(default_redactor().text(exc.message))
+
+
 def _from_model_error(exc: ModelError) -> GatewayError:
-    msg = exc.message
+    msg = _upstream_message(exc)
     # Order matters: subclasses before their bases.
     table: list[tuple[type[ModelError], int, str, str | None]] = [
         (ContextWindowExceeded, 400, "invalid_request", "context_length_exceeded"),

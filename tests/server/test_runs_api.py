@@ -1,0 +1,124 @@
+"""Runs API: start (with Idempotency-Key), list, show, follow events over SSE, cancel."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import Running
+
+
+@pytest.fixture(scope="module")
+def writer(gateway: Running) -> str:
+    return gateway.create_key(["runs:read", "runs:write"])
+
+
+def wait_for(client: httpx.Client, run_id: str, statuses: set[str]) -> dict[str, Any]:
+    """Poll until the run reaches one of ``statuses`` (bounded: fails after 60 s)."""
+    deadline = time.monotonic() + 60
+    while True:
+        run = client.get(f"/v1/runs/{run_id}").json()
+        if run["status"] in statuses:
+            return dict(run)
+        assert time.monotonic() < deadline, f"run stuck in {run['status']}"
+        time.sleep(0.05)
+
+
+def read_sse(response: httpx.Response) -> list[tuple[str, dict[str, Any], str | None]]:
+    events, name, data, eid = [], None, None, None
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            data = json.loads(line[6:])
+        elif line.startswith("id: "):
+            eid = line[4:]
+        elif line == "" and name is not None:
+            events.append((name, data or {}, eid))
+            name, data, eid = None, None, None
+    return events
+
+
+def test_run_lifecycle(gateway: Running, writer: str) -> None:
+    with gateway.client(writer) as c:
+        r = c.post("/v1/pipelines/shout/runs", json={"inputs": {"text": "hello"}})
+        assert r.status_code == 202, r.text
+        run_id = r.json()["id"]
+        assert r.headers["location"] == f"/v1/runs/{run_id}"
+        run = wait_for(c, run_id, {"succeeded", "failed"})
+        assert run["status"] == "succeeded"
+        assert run["outputs"] == {"result": "HELLO"}
+        assert [s["step"] for s in run["steps"]] == ["upper"]
+        assert run_id in [x["id"] for x in c.get("/v1/runs", params={"pipeline": "shout"}).json()["data"]]
+
+        with c.stream("GET", f"/v1/runs/{run_id}/events") as resp:
+            assert resp.headers["content-type"].startswith("text/event-stream")
+            events = read_sse(resp)
+        names = [e[0] for e in events]
+        assert names.index("RunStarted") < names.index("StepFinished")
+        assert names[-2:] == ["RunFinished", "end"]
+        assert events[-1][1] == {"status": "succeeded"}
+
+        # Replay from a given event id: only what came after it.
+        first_id = events[0][2]
+        with c.stream("GET", f"/v1/runs/{run_id}/events", headers={"Last-Event-ID": str(first_id)}) as resp:
+            replay = read_sse(resp)
+        assert [e[0] for e in replay] == names[1:]
+
+
+def test_events_follow_a_live_run(gateway: Running, writer: str) -> None:
+    with gateway.client(writer) as c:
+        run_id = c.post("/v1/pipelines/nap/runs", json={"inputs": {"seconds": 0.5}}).json()["id"]
+        with c.stream("GET", f"/v1/runs/{run_id}/events") as resp:
+            events = read_sse(resp)
+        assert [e[0] for e in events][-1] == "end"
+        assert events[-1][1]["status"] == "succeeded"
+
+
+def test_idempotency_key(gateway: Running, writer: str) -> None:
+    with gateway.client(writer) as c:
+        headers = {"Idempotency-Key": "order-42"}
+        first = c.post("/v1/pipelines/shout/runs", json={"inputs": {"text": "a"}}, headers=headers)
+        again = c.post("/v1/pipelines/shout/runs", json={"inputs": {"text": "a"}}, headers=headers)
+        assert (first.status_code, again.status_code) == (202, 200)
+        assert first.json()["id"] == again.json()["id"]
+        other = c.post("/v1/pipelines/shout/runs", json={"inputs": {"text": "b"}}, headers=headers)
+        assert other.status_code == 409
+        assert other.json()["error"]["code"] == "idempotency_conflict"
+
+
+def test_bad_requests(gateway: Running, writer: str) -> None:
+    with gateway.client(writer) as c:
+        before = len(c.get("/v1/runs").json()["data"])
+        r = c.post("/v1/pipelines/shout/runs", json={"inputs": {"txt": "typo"}})
+        assert r.status_code == 422
+        assert "txt" in r.json()["error"]["message"]
+        assert c.post("/v1/pipelines/nope/runs", json={"inputs": {}}).status_code == 404
+        assert c.get("/v1/runs/does-not-exist").status_code == 404
+        assert len(c.get("/v1/runs").json()["data"]) == before
+
+
+def test_cancel(gateway: Running, writer: str) -> None:
+    with gateway.client(writer) as c:
+        run_id = c.post("/v1/pipelines/nap/runs", json={"inputs": {"seconds": 60}}).json()["id"]
+        wait_for(c, run_id, {"running"})
+        r = c.post(f"/v1/runs/{run_id}/cancel")
+        assert r.status_code == 200
+        assert wait_for(c, run_id, {"cancelled", "failed", "succeeded"})["status"] == "cancelled"
+        assert c.post(f"/v1/runs/{run_id}/cancel").status_code == 409
+
+
+def test_runs_belong_to_their_key(gateway: Running, writer: str) -> None:
+    other = gateway.create_key(["runs:read", "runs:write"])
+    with gateway.client(writer) as c:
+        run_id = c.post("/v1/pipelines/shout/runs", json={"inputs": {"text": "mine"}}).json()["id"]
+    with gateway.client(other) as c:
+        assert c.get(f"/v1/runs/{run_id}").status_code == 404
+        assert c.post(f"/v1/runs/{run_id}/cancel").status_code == 404
+        assert run_id not in [r["id"] for r in c.get("/v1/runs").json()["data"]]
+    with gateway.admin() as c:
+        assert c.get(f"/v1/runs/{run_id}").status_code == 200
