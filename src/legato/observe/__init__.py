@@ -11,12 +11,15 @@
 - :class:`Redactor` and :func:`configure_logging`: JSON logs with secrets removed.
 - :func:`continue_trace` / :func:`inject_headers`: W3C ``traceparent`` propagation.
 - :func:`setup` applies the ``observe:`` section of ``legato.yaml``.
+- :func:`analyze_runs` turns stored runs into per-step statistics, the critical
+  path and recommendations (``legato analyze``).
 
 Tracing needs only the OpenTelemetry API; spans are recorded once an SDK tracer
 provider is installed (``pip install 'legato[otel]'``). Without one the hooks cost
 a single check.
 """
 
+from legato.observe._analysis import Analysis, StepStats, analyze_runs
 from legato.observe._instrument import Instrumented, error_type
 from legato.observe._logging import JsonFormatter, RedactingFilter, configure_logging
 from legato.observe._metrics import Metrics, MetricsSubscriber, default_metrics
@@ -34,6 +37,7 @@ from legato.observe._tracing import GenAI, TracingSubscriber, get_tracer, tracin
 
 __all__ = [
     "REDACTED",
+    "Analysis",
     "GenAI",
     "Instrumented",
     "JsonFormatter",
@@ -45,8 +49,10 @@ __all__ = [
     "RedactingFilter",
     "Redactor",
     "RoutingObserver",
+    "StepStats",
     "TracingConfig",
     "TracingSubscriber",
+    "analyze_runs",
     "configure_logging",
     "continue_trace",
     "current_traceparent",
