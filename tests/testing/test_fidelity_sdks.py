@@ -7,6 +7,8 @@ against the same fake.
 
 from __future__ import annotations
 
+from typing import Any
+
 import anthropic
 import openai
 import pytest
@@ -41,7 +43,7 @@ ANTHROPIC_CLASSES: dict[str, type[Exception]] = {
 }
 
 CALL = ToolCall(id="call_abc", name="get_weather", arguments='{"city": "Zürich", "days": [1, 2]}')
-USER = [{"role": "user", "content": "What is the weather?"}]
+USER: Any = [{"role": "user", "content": "What is the weather?"}]
 
 
 def oai(fake: FakeProvider) -> openai.AsyncOpenAI:
@@ -59,7 +61,7 @@ def test_error_tables_cover_every_kind() -> None:
 async def test_openai_plain_reply_and_usage(fake_provider: FakeProvider) -> None:
     fake_provider.script(Reply(text="Sunny, 21 degrees."))
     async with oai(fake_provider) as client:
-        r = await client.chat.completions.create(model="gpt-4o-mini", messages=USER)  # type: ignore[arg-type]
+        r = await client.chat.completions.create(model="gpt-4o-mini", messages=USER)
     assert r.choices[0].message.content == "Sunny, 21 degrees."
     assert r.choices[0].finish_reason == "stop"
     assert r.usage is not None
@@ -77,7 +79,7 @@ async def test_openai_stream_with_tool_call_and_usage(fake_provider: FakeProvide
     async with oai(fake_provider) as client:
         stream = await client.chat.completions.create(
             model="gpt-4o-mini",
-            messages=USER,  # type: ignore[arg-type]
+            messages=USER,
             stream=True,
             stream_options={"include_usage": True},
         )
@@ -102,7 +104,7 @@ async def test_openai_sdk_stream_helper_assembles_tool_calls(fake_provider: Fake
         oai(fake_provider) as client,
         client.chat.completions.stream(
             model="gpt-4o-mini",
-            messages=USER,  # type: ignore[arg-type]
+            messages=USER,
         ) as stream,
     ):
         final = await stream.get_final_completion()
@@ -125,10 +127,10 @@ async def test_openai_embeddings_float_and_base64(fake_provider: FakeProvider) -
 
 @pytest.mark.parametrize("kind", ERROR_KINDS)
 async def test_openai_sdk_raises_its_class_for_each_error(fake_provider: FakeProvider, kind: str) -> None:
-    fake_provider.script(Fault.http_error(kind, retry_after=3))  # type: ignore[arg-type]
+    fake_provider.script(Fault.http_error(kind, retry_after=3))
     async with oai(fake_provider) as client:
         with pytest.raises(OPENAI_CLASSES[kind]) as info:
-            await client.chat.completions.create(model="gpt-4o-mini", messages=USER)  # type: ignore[arg-type]
+            await client.chat.completions.create(model="gpt-4o-mini", messages=USER)
     err = info.value
     assert isinstance(err, openai.APIStatusError)
     assert err.request_id
@@ -141,10 +143,10 @@ async def test_openai_sdk_raises_its_class_for_each_error(fake_provider: FakePro
 
 @pytest.mark.parametrize("kind", ERROR_KINDS)
 async def test_anthropic_sdk_raises_its_class_for_each_error(fake_provider: FakeProvider, kind: str) -> None:
-    fake_provider.script(Fault.http_error(kind))  # type: ignore[arg-type]
+    fake_provider.script(Fault.http_error(kind))
     async with ant(fake_provider) as client:
         with pytest.raises(ANTHROPIC_CLASSES[kind]) as info:
-            await client.messages.create(model="claude-3-5-haiku-latest", max_tokens=64, messages=USER)  # type: ignore[arg-type]
+            await client.messages.create(model="claude-3-5-haiku-latest", max_tokens=64, messages=USER)
     assert info.value.request_id is not None
     assert info.value.request_id.startswith("req_")
 
@@ -161,7 +163,7 @@ async def test_openai_sdk_transport_faults(fake_provider: FakeProvider, fault: F
     fake_provider.script(fault)
     async with oai(fake_provider) as client:
         with pytest.raises(error):
-            await client.chat.completions.create(model="gpt-4o-mini", messages=USER)  # type: ignore[arg-type]
+            await client.chat.completions.create(model="gpt-4o-mini", messages=USER)
 
 
 async def test_openai_sdk_mid_stream_faults(fake_provider: FakeProvider) -> None:
@@ -171,14 +173,14 @@ async def test_openai_sdk_mid_stream_faults(fake_provider: FakeProvider) -> None
             async for _ in await client.chat.completions.create(
                 model="gpt-4o-mini",
                 messages=USER,
-                stream=True,  # type: ignore[arg-type]
+                stream=True,
             ):
                 pass
         with pytest.raises(openai.APIConnectionError):
             async for _ in await client.chat.completions.create(
                 model="gpt-4o-mini",
                 messages=USER,
-                stream=True,  # type: ignore[arg-type]
+                stream=True,
             ):
                 pass
     assert [r.outcome for r in fake_provider.requests] == ["200", "disconnect"]
@@ -187,7 +189,7 @@ async def test_openai_sdk_mid_stream_faults(fake_provider: FakeProvider) -> None
 async def test_anthropic_plain_and_tool_use(fake_provider: FakeProvider) -> None:
     fake_provider.script(Reply(text="Checking.", tool_calls=[CALL]))
     async with ant(fake_provider) as client:
-        m = await client.messages.create(model="claude-3-5-haiku-latest", max_tokens=64, messages=USER)  # type: ignore[arg-type]
+        m = await client.messages.create(model="claude-3-5-haiku-latest", max_tokens=64, messages=USER)
     assert m.stop_reason == "tool_use"
     assert m.content[0].type == "text"
     assert m.content[0].text == "Checking."
@@ -207,7 +209,7 @@ async def test_anthropic_stream_assembles_text_and_tool_input(fake_provider: Fak
         client.messages.stream(
             model="claude-3-5-haiku-latest",
             max_tokens=64,
-            messages=USER,  # type: ignore[arg-type]
+            messages=USER,
         ) as stream,
     ):
         final = await stream.get_final_message()
@@ -225,6 +227,6 @@ async def test_anthropic_mid_stream_error_event(fake_provider: FakeProvider) -> 
             async with client.messages.stream(
                 model="claude-3-5-haiku-latest",
                 max_tokens=64,
-                messages=USER,  # type: ignore[arg-type]
+                messages=USER,
             ) as stream:
                 await stream.get_final_message()

@@ -49,7 +49,8 @@ class RecordedRequest:
     ``api`` is ``openai.chat``, ``openai.embeddings``, ``anthropic.messages``,
     ``tgi.generate``, ``tgi.generate_stream``, ``hf.<task>`` or ``unknown``;
     ``body`` is the decoded JSON (None when it was not JSON); ``outcome`` is the
-    status sent or the transport fault (``reset``, ``disconnect``).
+    status sent or the transport fault (``reset``, ``disconnect``); ``request_id``
+    the id sent back in ``x-request-id`` / ``request-id``.
     """
 
     api: str
@@ -60,6 +61,7 @@ class RecordedRequest:
     model: str | None = None
     stream: bool = False
     outcome: str = ""
+    request_id: str = ""
     raw: bytes = field(default=b"", repr=False)
 
 
@@ -303,9 +305,10 @@ class FakeProvider:
         stream = bool(body.get("stream")) if isinstance(body, dict) else False
         if api == "tgi.generate_stream":
             stream = True
-        rec = RecordedRequest(api, method, path, headers, body, model, stream, raw=raw)
+        request_id = f"req_fake{next(self._ids):012d}"
+        rec = RecordedRequest(api, method, path, headers, body, model, stream, request_id=request_id, raw=raw)
         self._records.append(rec)
-        call = _Call(scope, send, rec, f"req_fake{next(self._ids):012d}")
+        call = _Call(scope, send, rec, request_id)
         if method == "GET":
             await self._get(call, path)
             return
