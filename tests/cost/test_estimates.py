@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from legato.cost import CostEstimator, estimate_spec_cost
+from legato.providers import ChatRequest, EmbedRequest, Message, ModelWrapper
+from legato.providers._pricing import Price, PricingTable
+from legato.spec import load_spec
+
+from ._doubles import PricedModel
+
+TABLE = PricingTable({"openai/gpt-4o-mini": Price(input=0.15, output=0.6), "big": Price(input=10.0, output=30.0)})
+
+
+def request(text: str, max_tokens: int | None = None) -> ChatRequest:
+    return ChatRequest(messages=[Message(role="user", content=text)], max_tokens=max_tokens)
+
+
+def test_chat_estimate_uses_max_tokens_and_the_table() -> None:
+    estimator = CostEstimator(TABLE, default_output_tokens=100)
+    bounded = estimator.chat(request("x" * 400, max_tokens=20), "openai/gpt-4o-mini")
+    assert bounded.provider == "openai"
+    assert bounded.model == "gpt-4o-mini"
+    assert bounded.output_tokens == 20
+    assert 100 <= bounded.input_tokens <= 120  # ~4 characters per token plus framing
+    assert bounded.usd == pytest.approx((bounded.input_tokens * 0.15 + 20 * 0.6) / 1e6)
+    unbounded = estimator.chat(request("x" * 400), "openai/gpt-4o-mini")
+    assert unbounded.output_tokens == 100
+    assert estimator.chat(request("hi"), "openai/unknown-model").usd is None
+    # a dated snapshot is priced like its family
+    assert estimator.chat(request("hi"), "openai/gpt-4o-mini-2024-07-18").usd is not None
+
+
+def test_a_model_price_wins_over_the_table_and_wrappers_are_seen_through() -> None:
+    model = PricedModel("big", price=Price(input=1.0, output=1.0))
+    wrapped = ModelWrapper(ModelWrapper(model))
+    estimate = CostEstimator(TABLE).chat(request("hi", max_tokens=10), wrapped)
+    assert estimate.provider == "testprov"
+    assert estimate.usd == pytest.approx((estimate.input_tokens + 10) * 1.0 / 1e6)
+    embed = CostEstimator(TABLE).embed(EmbedRequest(inputs=["a" * 38]), model)
+    assert embed.output_tokens == 0
+    assert embed.usd == pytest.approx(embed.input_tokens / 1e6)
+
+
+def test_shipped_table_prices_known_models() -> None:
+    estimate = CostEstimator().chat(request("hello", max_tokens=100), "openai/gpt-4o-mini")
+    assert estimate.usd is not None
+    assert estimate.usd > 0
+
+
+PIPELINE = """
+name: review-digest
+inputs:
+  reviews: {type: list}
+steps:
+  fetch:
+    uses: builtins:len
+    with: {obj: "${inputs.reviews}"}
+  classify:
+    kind: llm
+    model: openai/gpt-4o-mini
+    map: ${inputs.reviews}
+    prompt: "Classify the sentiment of this review as positive or negative: ${item}"
+    max_tokens: 5
+  entities:
+    kind: task
+    task: ner
+    map: ${inputs.reviews}
+    text: ${item}
+  summary:
+    kind: llm
+    model: big
+    system: You summarise customer feedback for a product team.
+    prompt: "Summarise: ${steps.classify}"
+    loop: {until: "len(output) > 0", max_iterations: 2}
+  mystery:
+    kind: llm
+    model: acme/unknown
+    prompt: hello
+"""
+
+
+def test_plan_cost_per_step_and_total_with_assumptions() -> None:
+    spec, _ = load_spec(PIPELINE)
+    plan = estimate_spec_cost(spec, estimator=CostEstimator(TABLE, default_output_tokens=300), fan_out=20)
+    steps = {s.step: s for s in plan.steps}
+    assert steps["fetch"].usd == 0.0
+    assert steps["fetch"].kind == "python"
+    assert steps["entities"].usd == 0.0
+    assert steps["entities"].calls == 20
+
+    classify = steps["classify"]
+    assert classify.calls == 20
+    assert classify.output_tokens == 5
+    assert classify.usd_per_call is not None
+    assert classify.usd == pytest.approx(classify.usd_per_call * 20)
+    # one ${...} reference counted at ref_tokens=200, plus the fixed text
+    assert 210 < classify.input_tokens < 240
+
+    summary = steps["summary"]
+    assert summary.calls == 2  # loop upper bound
+    assert summary.output_tokens == 300
+    assert summary.usd == pytest.approx(2 * (summary.input_tokens * 10 + 300 * 30) / 1e6)
+
+    assert steps["mystery"].usd is None
+    assert plan.unpriced == ["mystery"]
+    assert plan.total_usd == pytest.approx(classify.usd + summary.usd)
+    text = "\n".join(plan.assumptions)
+    for expected in ("20 items", "~200 tokens", "300 tokens", "max_iterations", "Python"):
+        assert expected in text
+    rendered = plan.render()
+    assert "estimated total: $" in rendered
+    assert "not priced (left out of the total): mystery" in rendered
+    as_json = json.loads(json.dumps(plan.as_dict()))
+    assert as_json["total_usd"] == pytest.approx(plan.total_usd)
+    assert [s["step"] for s in as_json["steps"]] == ["fetch", "classify", "entities", "summary", "mystery"]
+
+
+def test_plan_cost_rejects_a_bad_fan_out() -> None:
+    spec, _ = load_spec(PIPELINE)
+    with pytest.raises(ValueError, match="fan_out"):
+        estimate_spec_cost(spec, fan_out=0)
