@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 
 import pytest
 
 from legato.cache import SemanticCache
 from legato.errors import BadRequest
-from legato.providers import ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Message
+from legato.providers import ChatChunk, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Message
 
 from ._doubles import CountingModel, ask
 
@@ -28,7 +29,7 @@ class BagOfWords:
     async def chat(self, request: ChatRequest) -> ChatResponse:
         raise BadRequest("embedding only")
 
-    def stream(self, request: ChatRequest) -> object:
+    def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         raise BadRequest("embedding only")
 
     async def aclose(self) -> None:

@@ -106,6 +106,8 @@ def test_plan_cost_per_step_and_total_with_assumptions() -> None:
 
     assert steps["mystery"].usd is None
     assert plan.unpriced == ["mystery"]
+    assert classify.usd is not None
+    assert summary.usd is not None
     assert plan.total_usd == pytest.approx(classify.usd + summary.usd)
     text = "\n".join(plan.assumptions)
     for expected in ("20 items", "~200 tokens", "300 tokens", "max_iterations", "Python"):
