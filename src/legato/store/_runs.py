@@ -176,7 +176,7 @@ class RunStore:
         """
         digest = request_hash(pipeline, inputs)
         if idempotency_key is not None:
-            existing = await self._find_by_key(tenant, idempotency_key)
+            existing = await self.find_by_idempotency_key(idempotency_key, tenant=tenant)
             if existing is not None:
                 return self._same_request(existing, digest, idempotency_key), False
         now = self.clock()
@@ -209,7 +209,7 @@ class RunStore:
         except IntegrityError as exc:
             if idempotency_key is None:
                 raise StoreError(f"run id {row['id']!r} already exists") from exc
-            existing = await self._find_by_key(tenant, idempotency_key)
+            existing = await self.find_by_idempotency_key(idempotency_key, tenant=tenant)
             if existing is None:  # pragma: no cover - the winner's row is committed before we fail
                 raise StoreError(f"idempotency key {idempotency_key!r} collided but no run holds it") from exc
             return self._same_request(existing, digest, idempotency_key), False
@@ -223,7 +223,8 @@ class RunStore:
             )
         return existing
 
-    async def _find_by_key(self, tenant: str, key: str) -> RunRecord | None:
+    async def find_by_idempotency_key(self, key: str, *, tenant: str = "") -> RunRecord | None:
+        """The run created with idempotency ``key`` (for ``tenant``), or None."""
         query = sa.select(runs).where(runs.c.tenant == tenant, runs.c.idempotency_key == key)
 
         def find(conn: Connection) -> RunRecord | None:
