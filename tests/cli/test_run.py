@@ -28,7 +28,9 @@ async def boom(upper: str) -> str:
 
 
 @pytest.fixture
-def runner() -> CliRunner:
+def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    # `legato run` stores runs under ./.legato: keep them in the test's directory.
+    monkeypatch.chdir(tmp_path)
     return CliRunner()
 
 

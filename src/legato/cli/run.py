@@ -104,6 +104,11 @@ def run(
 
     pipeline = _load(file, config)
     values = _parse_inputs(pipeline, input, inputs_file)
+    try:
+        pipeline.check_inputs(values)  # before anything is stored or run
+    except InputError as exc:
+        _err.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(2) from None
     out = Console(highlight=False)
     progress = _Progress(pipeline, out) if out.is_terminal and not as_json else None
     subscribers = [progress.on_event] if progress is not None else []

@@ -37,7 +37,6 @@ SKIPPED: Final = _Skipped()
 @dataclass(frozen=True, slots=True)
 class StepContext:
     """The step attempt the current code runs in (see :func:`current_step`).
-
     ``idempotency_key`` is stable across retries and resumes of the same run, so a
     step may pass it to an external system to make its side effects happen once:
     ``"{run_id}/{step}"``, plus ``"/{index}"`` for a map item.

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal, overload
 
@@ -254,7 +254,7 @@ class Pipeline:
         unknown = [s for s in done if s not in plan.steps]
         if unknown:
             raise InputError(f"completed= names unknown step(s): {', '.join(map(repr, unknown))}")
-        run_id = run_id or uuid.uuid4().hex
+        run_id = run_id or os.urandom(16).hex()  # 128 random bits, like uuid4().hex at a tenth of the cost
         run_ledger = ledger.child(run_id) if ledger is not None else Ledger(name=run_id)
         opts = RunOptions(
             pipeline=self.name,
@@ -280,6 +280,12 @@ class Pipeline:
     def run_sync(self, inputs: Mapping[str, Any] | None = None, /, **kwargs: Any) -> RunResult:
         """:meth:`run` from synchronous code (starts an event loop; not from inside one)."""
         return anyio.run(functools.partial(self.run, inputs, **kwargs))
+
+    def check_inputs(self, inputs: Mapping[str, Any] | None = None, /, **input_kwargs: Any) -> dict[str, Any]:
+        """Validate inputs as :meth:`run` would, without running: returns them with
+        defaults filled in, or raises :class:`~legato.errors.InputError` (or
+        :class:`~legato.errors.SpecError` for an invalid graph)."""
+        return self._check_inputs(self.compile(), {**(inputs or {}), **input_kwargs})
 
     def _check_inputs(self, plan: Plan, given: dict[str, Any]) -> dict[str, Any]:
         problems: list[str] = []

@@ -39,6 +39,13 @@ class CompiledStep:
     when_binds: tuple[Bind, ...] = ()
     dependents: list[str] = field(default_factory=list)
     level: int = 0
+    fast: bool = False  # an async function with no retries, timeout, cache, map or loop
+
+    def __post_init__(self) -> None:
+        d = self.d
+        self.fast = (
+            d.is_async and d.retry is None and d.timeout is None and not d.cache and d.map is None and d.loop is None
+        )
 
 
 @dataclass(slots=True)

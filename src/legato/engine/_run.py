@@ -36,7 +36,8 @@ from legato.engine._executor import Executor, StepCache, StepCall
 from legato.engine._plan import CARRY, INPUT, INPUT_OR_DEFAULT, STEP, VALUE, Bind, CompiledStep, Plan
 from legato.engine._result import RunResult, StepTiming
 from legato.errors import DeadlineExceeded, RunCancelled, RunError, StepError
-from legato.ledger import Ledger, use_ledger
+from legato.ledger import Ledger
+from legato.ledger import _current as _ledger_var
 from legato.retry import RetryPolicy
 from legato.spec._expr import Expression
 
@@ -114,6 +115,10 @@ class _Run:
         self.scope: anyio.CancelScope | None = None
         self.limiter = anyio.CapacityLimiter(opts.max_concurrency) if opts.max_concurrency else None
         self.step_ledgers: dict[str, Ledger] = {}
+        self.bus_on = bool(opts.bus)
+        self.clock = opts.clock
+        # run-level conditions of the fast path (see CompiledStep.fast for the step-level ones)
+        self.fast = opts.executor is None and self.limiter is None and opts.retry is None
 
     # -- events -------------------------------------------------------------------
     async def emit(self, event: Any) -> None:
@@ -135,7 +140,7 @@ class _Run:
 
     # -- the run --------------------------------------------------------------------
     async def run(self, completed: Mapping[str, Any]) -> RunResult:
-        self.t0 = self.o.clock()
+        self.t0 = self.clock()
         for name in completed:
             value = completed[name]
             t = self.timings[name]
@@ -157,22 +162,24 @@ class _Run:
                 ready.append(name)
         control = self.o.control
         try:
-            if self.o.bus:
+            if self.bus_on:
                 await self.emit(
                     RunStarted(
                         self.run_id, time.time(), self.o.pipeline, dict(self.inputs), resumed_steps=tuple(completed)
                     )
                 )
-            with anyio.CancelScope() as scope:
-                self.scope = scope
+            async with anyio.create_task_group() as tg:
+                self.tg = tg
+                self.scope = scope = tg.cancel_scope
                 if self.o.deadline is not None:
                     scope.deadline = anyio.current_time() + self.o.deadline
                 if control is not None:
                     control._attach(scope)
-                async with anyio.create_task_group() as tg:
-                    self.tg = tg
-                    for name in ready:
-                        tg.start_soon(self.step, name)
+                # The first ready step runs in this task; the others get their own.
+                for name in ready[1:]:
+                    tg.start_soon(self.step, name)
+                if ready:
+                    await self.step(ready[0])
         except _Stop:
             pass
         except anyio.get_cancelled_exc_class():
@@ -210,7 +217,7 @@ class _Run:
     result: dict[str, Any]
 
     async def finish(self, status: RunStatus, error: RunError | None) -> RunResult:
-        duration = self.o.clock() - self.t0
+        duration = self.clock() - self.t0
         failed_step = next((f.step for f in self.failures), None)
         for t in self.timings.values():
             if t.status is StepStatus.RUNNING:
@@ -231,7 +238,7 @@ class _Run:
             cost=usage["cost"],
             usage=usage,
         )
-        if self.o.bus:
+        if self.bus_on:
             await self.o.bus.publish(
                 RunFinished(
                     self.run_id,
@@ -247,22 +254,27 @@ class _Run:
 
     # -- one step -------------------------------------------------------------------
     async def step(self, name: str) -> None:
-        cs = self.plan.steps[name]
+        """Run a step, then (in the same task) one dependent it made ready, and so on:
+        a chain of steps costs one task, not one per step."""
+        next_name: str | None = name
         try:
-            reason = self.skip_reason(cs)
-            if reason is None and cs.d.when is not None:
-                try:
-                    if not self.check_when(cs):
-                        reason = f"condition {_when_text(cs)} is false"
-                except Exception as exc:
-                    await self.failed(cs, exc, self.o.clock(), 1)
-                    return
-            if reason is not None:
-                await self.skip(name, reason)
-                return
-            await self.execute(cs)
+            while next_name is not None:
+                next_name = await self.step_once(next_name)
         except _Stop:
             return
+
+    async def step_once(self, name: str) -> str | None:
+        cs = self.plan.steps[name]
+        reason = self.skip_reason(cs)
+        if reason is None and cs.d.when is not None:
+            try:
+                if not self.check_when(cs):
+                    reason = f"condition {_when_text(cs)} is false"
+            except Exception as exc:
+                return await self.failed(cs, exc, self.clock(), 1)
+        if reason is not None:
+            return await self.skip(name, reason)
+        return await self.execute(cs)
 
     def skip_reason(self, cs: CompiledStep) -> str | None:
         for dep in cs.deps:
@@ -283,23 +295,30 @@ class _Run:
     def names(self, **extra: Any) -> dict[str, Any]:
         return {**self.inputs, **self.view, "inputs": self.inputs, "steps": self.view, **extra}
 
-    async def skip(self, name: str, reason: str) -> None:
+    async def skip(self, name: str, reason: str) -> str | None:
         self.timings[name].status = StepStatus.SKIPPED
         self.skipped[name] = reason
         self.view[name] = None
-        if self.o.bus:
+        if self.bus_on:
             await self.emit(StepSkipped(self.run_id, time.time(), name, reason))
-        self.done(name)
+        return self.done(name)
 
-    def done(self, name: str) -> None:
+    def done(self, name: str) -> str | None:
+        """Count ``name`` as finished for its dependents; start those now ready, except
+        one which is returned for the caller to run in its own task."""
         if self.stopping:
-            return
+            return None
         assert self.tg is not None
         remaining = self.remaining
+        inline: str | None = None
         for dependent in self.plan.steps[name].dependents:
             remaining[dependent] -= 1
             if remaining[dependent] == 0:
-                self.tg.start_soon(self.step, dependent)
+                if inline is None:
+                    inline = dependent
+                else:
+                    self.tg.start_soon(self.step, dependent)
+        return inline
 
     def bind(self, binds: tuple[Bind, ...], carry: Any) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
@@ -319,19 +338,30 @@ class _Run:
                 kwargs[param] = carry["previous"] if carry else None
         return kwargs
 
-    async def execute(self, cs: CompiledStep) -> None:
+    async def execute(self, cs: CompiledStep) -> str | None:
         d = cs.d
         name = d.name
         timing = self.timings[name]
         timing.status = StepStatus.RUNNING
-        started_wall = time.time()
-        start = self.o.clock()
+        started_wall = time.time() if self.o.bus else 0.0
+        start = self.clock()
         timing.started = start - self.t0
         self.step_ledgers[name] = step_ledger = self.o.ledger.child(name)
-        if self.o.bus:
+        if self.bus_on:
             await self.emit(StepStarted(self.run_id, started_wall, name))
         try:
-            if d.loop is not None:
+            if self.fast and cs.fast:
+                # The common case (an async function, no options that need the general
+                # path) without four layers of coroutine frames.
+                timing.attempts = 1
+                token = _set_step(StepContext(self.run_id, self.o.pipeline, name, 1, None, None))
+                ledger_token = _ledger_var.set(step_ledger)
+                try:
+                    output = await d.fn(**self.bind(cs.binds, None))
+                finally:
+                    _ledger_var.reset(ledger_token)
+                    _reset_step(token)
+            elif d.loop is not None:
                 output = await self.run_loop(cs)
             elif d.map is not None:
                 output = await self.run_map(cs, self.bind(cs.binds, None))
@@ -339,8 +369,8 @@ class _Run:
                 output = await self.attempts(cs, self.bind(cs.binds, None), None, None)
         except anyio.get_cancelled_exc_class():
             timing.status = StepStatus.CANCELLED
-            timing.finished = self.o.clock() - self.t0
-            if self.o.bus:
+            timing.finished = self.clock() - self.t0
+            if self.bus_on:
                 with anyio.CancelScope(shield=True):
                     await self.emit(
                         StepFailed(
@@ -349,7 +379,7 @@ class _Run:
                             name,
                             "Cancelled",
                             "the step was cancelled",
-                            self.o.clock() - start,
+                            self.clock() - start,
                             attempt=max(timing.attempts, 1),
                             started_at=started_wall,
                             cancelled=True,
@@ -359,14 +389,13 @@ class _Run:
         except _Stop:
             raise
         except Exception as exc:
-            await self.failed(cs, exc, start, max(timing.attempts, 1), started_wall)
-            return
-        end = self.o.clock()
+            return await self.failed(cs, exc, start, max(timing.attempts, 1), started_wall)
+        end = self.clock()
         timing.finished = end - self.t0
         timing.status = StepStatus.SUCCEEDED
         self.outputs[name] = output
         self.view[name] = output
-        if self.o.bus:
+        if self.bus_on:
             meta: dict[str, Any] = {}
             if step_ledger.calls:
                 summary = step_ledger.summary()
@@ -383,19 +412,19 @@ class _Run:
                     meta=meta,
                 )
             )
-        self.done(name)
+        return self.done(name)
 
     async def failed(
         self, cs: CompiledStep, exc: Exception, start: float, attempt: int, started_wall: float | None = None
-    ) -> None:
+    ) -> str | None:
         name = cs.d.name
         timing = self.timings[name]
         timing.status = StepStatus.FAILED
-        timing.finished = self.o.clock() - self.t0
+        timing.finished = self.clock() - self.t0
         error = StepError(name, exc)
         error.__cause__ = exc
         self.failures.append(error)
-        if self.o.bus:
+        if self.bus_on:
             await self.emit(
                 StepFailed(
                     self.run_id,
@@ -403,7 +432,7 @@ class _Run:
                     name,
                     type(exc).__name__,
                     str(exc),
-                    self.o.clock() - start,
+                    self.clock() - start,
                     attempt=attempt,
                     started_at=started_wall if started_wall is not None else time.time(),
                     error=exc,
@@ -411,8 +440,8 @@ class _Run:
             )
         if self.o.failure_policy == "fail_fast":
             self.stop()
-        else:
-            self.done(name)
+            return None
+        return self.done(name)
 
     async def run_map(self, cs: CompiledStep, kwargs: dict[str, Any]) -> list[Any]:
         d = cs.d
@@ -424,15 +453,33 @@ class _Run:
         if not items:
             return results
         it = iter(enumerate(items))
+        param = d.map
+        fast = self.fast and d.is_async and d.retry is None and d.timeout is None and not d.cache
 
         async def worker() -> None:
+            if not fast:
+                for index, item in it:
+                    results[index] = await self.attempts(cs, {**kwargs, param: item}, index, None)
+                return
+            # Fast path: the item call without the retry/timeout/cache layers.
+            self.timings[d.name].attempts = 1
+            fn, run_id, pipeline, name = d.fn, self.run_id, self.o.pipeline, d.name
             for index, item in it:
-                results[index] = await self.attempts(cs, {**kwargs, d.map: item}, index, None)  # type: ignore[dict-item]
+                call_kwargs = {**kwargs, param: item}
+                token = _set_step(StepContext(run_id, pipeline, name, 1, index, None))
+                try:
+                    results[index] = await fn(**call_kwargs)
+                finally:
+                    _reset_step(token)
 
         workers = min(len(items), d.max_concurrency or len(items))
-        async with anyio.create_task_group() as tg:
-            for _ in range(workers):
-                tg.start_soon(worker)
+        ledger_token = _ledger_var.set(self.step_ledgers[d.name])  # the workers inherit it
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(workers):
+                    tg.start_soon(worker)
+        finally:
+            _ledger_var.reset(ledger_token)
         return results
 
     async def run_loop(self, cs: CompiledStep) -> Any:
@@ -463,7 +510,7 @@ class _Run:
         d = cs.d
         policy = d.retry if d.retry is not None else self.o.retry
         timing = self.timings[d.name]
-        first = self.o.clock()
+        first = self.clock()
         attempt = 0
         while True:
             attempt += 1
@@ -472,10 +519,10 @@ class _Run:
             try:
                 return await self.attempt(cs, kwargs, attempt, index, iteration)
             except Exception as exc:
-                delay = None if policy is None else policy.next_delay(attempt, exc, self.o.clock() - first)
+                delay = None if policy is None else policy.next_delay(attempt, exc, self.clock() - first)
                 if delay is None:
                     raise
-                if self.o.bus:
+                if self.bus_on:
                     await self.emit(
                         StepRetried(self.run_id, time.time(), d.name, attempt, delay, type(exc).__name__, str(exc))
                     )
@@ -486,24 +533,25 @@ class _Run:
     ) -> Any:
         d = cs.d
         token = _set_step(StepContext(self.run_id, self.o.pipeline, d.name, attempt, index, iteration))
+        ledger_token = _ledger_var.set(self.step_ledgers[d.name])  # what use_ledger() does, minus its overhead
         try:
-            with use_ledger(self.step_ledgers[d.name].child(d.name)):
-                key = None
-                cache = self.o.step_cache
-                if d.cache and cache is not None:
-                    key = cache_key(self.o.pipeline, d.name, d.code_version, kwargs)
-                    hit, value = await cache.get(key)
-                    if hit:
-                        return value
-                if self.limiter is not None:
-                    async with self.limiter:
-                        result = await self.call(d, kwargs, attempt, index)
-                else:
+            key = None
+            cache = self.o.step_cache
+            if d.cache and cache is not None:
+                key = cache_key(self.o.pipeline, d.name, d.code_version, kwargs)
+                hit, value = await cache.get(key)
+                if hit:
+                    return value
+            if self.limiter is not None:
+                async with self.limiter:
                     result = await self.call(d, kwargs, attempt, index)
-                if key is not None and cache is not None:
-                    await cache.put(key, result)
-                return result
+            else:
+                result = await self.call(d, kwargs, attempt, index)
+            if key is not None and cache is not None:
+                await cache.put(key, result)
+            return result
         finally:
+            _ledger_var.reset(ledger_token)
             _reset_step(token)
 
     async def call(self, d: Any, kwargs: dict[str, Any], attempt: int, index: int | None) -> Any:
