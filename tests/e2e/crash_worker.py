@@ -78,7 +78,7 @@ def preload() -> None:
     import alembic.command
     import alembic.config
     import alembic.runtime.migration
-    import alembic.script
+    import alembic.script  # noqa: F401
     import sqlalchemy.dialects.sqlite.aiosqlite
     import sqlalchemy.dialects.sqlite.pysqlite  # noqa: F401
 

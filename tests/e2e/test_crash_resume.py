@@ -34,7 +34,8 @@ TRIALS = 50
 
 def load_worker() -> ModuleType:
     spec = importlib.util.spec_from_file_location("legato_crash_worker", WORKER)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -66,7 +67,8 @@ class ForkServer:
         self.proc.stdin.flush()
 
     def close(self) -> None:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
         self.proc.stdin.close()
         self.proc.wait(timeout=30)
         self.proc.stdout.close()
@@ -90,7 +92,8 @@ async def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
             window = anyio.current_time() - started
             assert done["status"] == "succeeded"
             exited = await server.read_until("exited", pid)
-            assert os.WIFEXITED(exited["status"]) and os.WEXITSTATUS(exited["status"]) == 0
+            assert os.WIFEXITED(exited["status"])
+            assert os.WEXITSTATUS(exited["status"]) == 0
 
             for t in range(TRIALS):
                 seed = 1000 + t
@@ -126,7 +129,8 @@ async def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
 
             runs = await store.list_runs(limit=TRIALS + 10)
             keys = Counter(r.idempotency_key for r in runs)
-            assert len(runs) == TRIALS + 1 and all(n == 1 for n in keys.values())
+            assert len(runs) == TRIALS + 1
+            assert all(n == 1 for n in keys.values())
             assert {r.status for r in runs} == {"succeeded"}
     finally:
         server.close()
