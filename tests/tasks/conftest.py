@@ -47,11 +47,3 @@ def ocr_task() -> tasks.OcrTask:
     assert isinstance(task, tasks.OcrTask)
     task.warm_up()
     return task
-
-
-@pytest.fixture(scope="session")
-def generate_task() -> tasks.GenerateTask:
-    task = tasks.get("generate")
-    assert isinstance(task, tasks.GenerateTask)
-    task.warm_up()
-    return task

@@ -42,7 +42,7 @@ def test_invalid_options_are_config_errors() -> None:
 
 
 def test_names_lists_every_builtin_task() -> None:
-    assert {"ocr", "ner", "sentiment", "embed", "classify", "summarize", "generate"} <= set(tasks.names())
+    assert {"ocr", "ner", "sentiment", "embed", "classify", "summarize"} <= set(tasks.names())
 
 
 def test_importing_tasks_does_not_import_the_heavy_libraries() -> None:

@@ -4,20 +4,19 @@
 
     steps:
       entities:
-        task: ner                      # ocr, ner, sentiment, embed, classify, summarize, generate
+        task: ner                      # ocr, ner, sentiment, embed, classify or summarize
         options: {labels: [PERSON, ORG, GPE]}   # the task's options (see legato.tasks)
         with:
           text: ${steps.ocr}           # a string, or a mapping with a "text" key (an OCR result)
         map: text                      # optional: once per item of a list, micro-batched
 
 The input parameter is ``source`` for ``ocr`` (a file path, relative paths are
-tried against the working directory and then the pipeline file's directory),
-``prompt`` (plus optional ``system`` and ``max_tokens``) for ``generate`` and
+tried against the working directory and then the pipeline file's directory) and
 ``text`` for every other task. The output is plain JSON: ``ocr`` -> ``{text,
 pages, source}``, ``ner`` -> ``[{text, label, start, end}]``, ``sentiment`` ->
 ``{label, compound, ...}``, ``embed`` -> ``[float]``, ``classify`` -> ``{label,
-score, scores, similarities}``, ``summarize`` -> ``{text, sentences, method}``,
-``generate`` -> ``{text, input_tokens, output_tokens, finish_reason}``.
+score, scores, similarities}``, ``summarize`` -> ``{text, sentences, method}``. Generation is the
+``llm:`` step's job (with a local model such as :class:`legato.tasks.LocalChatModel`).
 
 Tasks are the shared objects of :func:`legato.tasks.get`, so a model loads once per
 process. When the first task step of a pipeline runs, every task of that pipeline
@@ -34,7 +33,7 @@ from pydantic import BaseModel
 
 from legato.errors import ConfigError, InputError, SpecError
 from legato.spec import BuildContext, StepBuild
-from legato.tasks import GenerateInput, Task, get, names
+from legato.tasks import Task, get, names
 
 __all__ = ["build"]
 
@@ -93,17 +92,6 @@ def _step_function(task: Task[Any, Any], siblings: list[Task[Any, Any]], base_di
             return _jsonable(await task(_resolve(source, base_dir)))
 
         return ocr
-
-    if task.name == "generate":
-
-        async def generate(prompt: str, system: str | None = None, max_tokens: int = 128) -> Any:
-            prefetch()
-            messages = ([{"role": "system", "content": system}] if system else []) + [
-                {"role": "user", "content": _text(prompt)}
-            ]
-            return _jsonable(await task(GenerateInput(messages=messages, max_tokens=max_tokens)))
-
-        return generate
 
     async def run(text: str | Mapping[str, Any]) -> Any:
         prefetch()

@@ -12,9 +12,10 @@ nothing is downloaded at run time. Tasks are shared, loaded-once objects::
     batch = await ner.run_batch(["...", "..."])
 
 ``get(name, **options)`` returns one task per name and options. The names:
-``ocr``, ``ner``, ``sentiment``, ``embed``, ``classify`` (``labels=...``),
-``summarize`` and ``generate``. :class:`LocalEmbedModel`, :class:`LocalChatModel`
-and :class:`ExtractiveSummaryModel` put them behind the ``Model`` protocol.
+``ocr``, ``ner``, ``sentiment``, ``embed``, ``classify`` (``labels=...``) and
+``summarize``. :class:`LocalEmbedModel` and :func:`summarize_messages` put them
+behind the ``Model`` protocol; :class:`LocalChatModel` is the local Llama-class
+chat model (SmolLM2-135M-Instruct) with its answers checked.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ from __future__ import annotations
 from legato.tasks._base import Task, get, names, register
 from legato.tasks._classify import Classification, ClassifyTask
 from legato.tasks._embed import EmbedTask
-from legato.tasks._generate import GenerateInput, GenerateTask, Generation, check_generation
-from legato.tasks._models import ExtractiveSummaryModel, LocalChatModel, LocalEmbedModel
+from legato.tasks._models import LocalChatModel, LocalEmbedModel, check_generation, summarize_messages
 from legato.tasks._ner import Entity, NerTask
 from legato.tasks._ocr import OcrPage, OcrResult, OcrTask
 from legato.tasks._sentiment import Sentiment, SentimentTask
@@ -34,10 +34,6 @@ __all__ = [
     "ClassifyTask",
     "EmbedTask",
     "Entity",
-    "ExtractiveSummaryModel",
-    "GenerateInput",
-    "GenerateTask",
-    "Generation",
     "LocalChatModel",
     "LocalEmbedModel",
     "NerTask",
@@ -54,8 +50,9 @@ __all__ = [
     "names",
     "register",
     "split_sentences",
+    "summarize_messages",
 ]
 
-for _task in (OcrTask, NerTask, SentimentTask, EmbedTask, ClassifyTask, SummarizeTask, GenerateTask):
+for _task in (OcrTask, NerTask, SentimentTask, EmbedTask, ClassifyTask, SummarizeTask):
     register(_task.name, _task)
 del _task

@@ -2,101 +2,48 @@
 
 So that a routed model group can put a local model next to OpenAI and Anthropic:
 
-- :class:`LocalEmbedModel`: ``embed`` with all-MiniLM-L6-v2.
-- :class:`LocalChatModel`: ``chat`` with SmolLM2-135M-Instruct; the answer is
-  checked (:func:`check_generation`) and a degenerate one raises
-  ``MalformedResponse`` so a group falls back to its next member.
-- :class:`ExtractiveSummaryModel`: ``chat`` that answers with a TextRank summary of
-  the last user message. It is the last resort of a summarisation group: it never
-  needs a key or a network, and its responses say ``degraded=True``.
-
-Every call is recorded on the current usage ledger at a known price of 0 USD, and
-an operation a model cannot do raises ``BadRequest``. Put the instruction in the
-system message and only the document in the user message: the extractive model
-summarises the last user message as it is. ``stream`` yields the whole
-answer as one chunk followed by the final chunk: local generation here is not
-incremental.
+- :class:`LocalEmbedModel`: ``embed`` with the shared all-MiniLM-L6-v2 task, so a
+  pipeline's ``task: embed`` steps and a model group use one copy of the weights
+  and their calls are micro-batched together.
+- :class:`LocalChatModel`: the local Llama-class chat model (SmolLM2-135M-Instruct,
+  run in-process by :class:`legato.providers.LocalModel`), with its answers
+  checked by :func:`check_generation`: a 135M-parameter model loops or answers
+  nothing often enough that a degenerate answer must raise ``MalformedResponse``,
+  so a group falls back to its next member instead of passing it on.
+- :func:`summarize_messages`: a chat function whose answer is an extractive
+  TextRank summary of the last user message, for ``provider: python`` in
+  ``legato.yaml``. It is the last resort of a summarisation group: no key, no
+  network, no generation. Put the instruction in the system message and only the
+  document in the user message: the user message is summarised as it is.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-import uuid
-from collections.abc import AsyncIterator
+from typing import Any
 
 from legato.errors import BadRequest, MalformedResponse
 from legato.ledger import CallRecord, current_ledger
-from legato.providers import (
-    ChatChunk,
-    ChatRequest,
-    ChatResponse,
-    EmbedRequest,
-    EmbedResponse,
-    Message,
-    Usage,
-)
+from legato.providers import ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Model, ModelWrapper, Usage
 from legato.tasks._embed import EmbedTask
-from legato.tasks._generate import GenerateInput, GenerateTask, check_generation
 from legato.tasks._summarize import SummarizeTask
 
-__all__ = ["ExtractiveSummaryModel", "LocalChatModel", "LocalEmbedModel"]
+__all__ = ["LocalChatModel", "LocalEmbedModel", "check_generation", "summarize_messages"]
 
 PROVIDER = "local"
+SMOLLM2 = "SmolLM2-135M-Instruct"
 
 
-def _record(model: str, usage: Usage) -> None:
-    ledger = current_ledger()
-    if ledger is not None:
-        ledger.record(
-            CallRecord(
-                model=model,
-                provider=PROVIDER,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cost=0.0,
-            )
-        )
-
-
-class _LocalModel:
-    """Shared plumbing: unsupported operations and a one-chunk stream."""
-
-    name: str
-
-    async def chat(self, request: ChatRequest) -> ChatResponse:
-        raise BadRequest(f"{self.name} cannot chat", provider=PROVIDER, model=self.name)
-
-    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        response = await self.chat(request)
-        yield ChatChunk(text=response.text, model=response.model, provider=PROVIDER, id=response.id)
-        yield ChatChunk(
-            finish_reason=response.finish_reason,
-            usage=response.usage,
-            cost=response.cost,
-            model=response.model,
-            provider=PROVIDER,
-            id=response.id,
-        )
-
-    async def embed(self, request: EmbedRequest) -> EmbedResponse:
-        raise BadRequest(f"{self.name} cannot embed", provider=PROVIDER, model=self.name)
-
-    async def warm_up(self) -> None:
-        """Load the weights now rather than on the first call."""
-
-    async def aclose(self) -> None:
-        """Nothing to release: the weights stay shared in the task registry."""
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r})"
-
-
-class LocalEmbedModel(_LocalModel):
-    """all-MiniLM-L6-v2 as a Model (``embed`` only)."""
+class LocalEmbedModel:
+    """all-MiniLM-L6-v2 as a Model (``embed`` only; ``chat`` raises ``BadRequest``)."""
 
     def __init__(self, task: EmbedTask | None = None, *, name: str = "local/all-MiniLM-L6-v2") -> None:
         self.name = name
         self._task = task
+
+    def __repr__(self) -> str:
+        return f"LocalEmbedModel(name={self.name!r})"
 
     @property
     def task(self) -> EmbedTask:
@@ -121,7 +68,9 @@ class LocalEmbedModel(_LocalModel):
         started = time.perf_counter()
         vectors = await self.task.run_batch(request.inputs)
         usage = Usage(input_tokens=sum(len(text.split()) for text in request.inputs))
-        _record(self.name, usage)
+        ledger = current_ledger()
+        if ledger is not None:
+            ledger.record(CallRecord(model=self.name, provider=PROVIDER, input_tokens=usage.input_tokens, cost=0.0))
         return EmbedResponse(
             vectors=vectors,
             model=self.name,
@@ -131,99 +80,90 @@ class LocalEmbedModel(_LocalModel):
             latency_s=time.perf_counter() - started,
         )
 
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        raise BadRequest(f"{self.name} is an embedding model: it cannot chat", provider=PROVIDER, model=self.name)
 
-class LocalChatModel(_LocalModel):
-    """SmolLM2-135M-Instruct as a Model (``chat`` and ``stream``)."""
+    def stream(self, request: ChatRequest) -> Any:
+        raise BadRequest(f"{self.name} is an embedding model: it cannot chat", provider=PROVIDER, model=self.name)
 
-    def __init__(
-        self, task: GenerateTask | None = None, *, name: str = "local/smollm2-135m-instruct", max_tokens: int = 128
-    ) -> None:
-        self.name = name
-        self.max_tokens = max_tokens
-        self._task = task
+    async def aclose(self) -> None:
+        """Nothing to release: the weights stay shared in the task registry."""
 
-    @property
-    def task(self) -> GenerateTask:
-        if self._task is None:
-            from legato.tasks import get
 
-            task = get("generate")
-            assert isinstance(task, GenerateTask)
-            self._task = task
-        return self._task
+_shared: dict[str, Model] = {}
+_shared_lock = threading.Lock()
+
+
+def _shared_smollm2() -> Model:
+    """One in-process SmolLM2 per process, however many LocalChatModels wrap it."""
+    from legato.providers import LocalModel
+
+    with _shared_lock:
+        model = _shared.get(SMOLLM2)
+        if model is None:
+            model = _shared[SMOLLM2] = LocalModel(SMOLLM2, name=f"local/{SMOLLM2.lower()}", kind="chat")
+        return model
+
+
+class LocalChatModel(ModelWrapper):
+    """A local chat model whose answers are checked (default: SmolLM2-135M-Instruct).
+
+    ``chat`` raises :class:`~legato.errors.MalformedResponse` (not retryable) when
+    :func:`check_generation` finds the answer unusable. ``stream`` passes chunks
+    through unchecked: they reach the caller before the answer is complete.
+    """
+
+    def __init__(self, inner: Model | None = None, *, name: str | None = None, min_chars: int = 1) -> None:
+        super().__init__(inner if inner is not None else _shared_smollm2(), name=name)
+        self.min_chars = min_chars
 
     async def warm_up(self) -> None:
-        await self.task.awarm_up()
+        warm = getattr(self.inner, "warm_up", None)
+        if warm is not None:
+            await warm()
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
         if request.tools:
             raise BadRequest(f"{self.name} does not support tools", provider=PROVIDER, model=self.name)
-        started = time.perf_counter()
-        item = GenerateInput(
-            messages=[{"role": m.role, "content": m.text} for m in request.messages if m.role != "tool"],
-            max_tokens=min(request.max_tokens or self.max_tokens, 1024),
-            temperature=request.temperature or 0.0,
-            seed=request.seed,
-        )
-        generation = await self.task(item)
-        usage = Usage(input_tokens=generation.input_tokens, output_tokens=generation.output_tokens)
-        _record(self.name, usage)
-        problem = check_generation(generation.text)
+        response = await self.inner.chat(request)
+        problem = check_generation(response.text, min_chars=self.min_chars)
         if problem is not None:
             raise MalformedResponse(f"{self.name}: {problem}", provider=PROVIDER, model=self.name, retryable=False)
-        return ChatResponse(
-            message=Message(role="assistant", content=generation.text),
-            model=self.name,
-            provider=PROVIDER,
-            id=f"local-{uuid.uuid4().hex[:16]}",
-            finish_reason=generation.finish_reason,
-            usage=usage,
-            cost=0.0,
-            latency_s=time.perf_counter() - started,
-            tier="local",
-        )
+        return response
+
+    async def aclose(self) -> None:
+        """Keeps the shared weights loaded for the other users of the process."""
 
 
-class ExtractiveSummaryModel(_LocalModel):
-    """A chat model whose answer is an extractive summary of the last user message."""
+def check_generation(text: str, *, min_chars: int = 1) -> str | None:
+    """Why a small model's output is unusable (``None`` when it looks fine).
 
-    def __init__(
-        self, task: SummarizeTask | None = None, *, name: str = "local/extractive-summary", max_sentences: int = 3
-    ) -> None:
-        self.name = name
-        self.max_sentences = max_sentences
-        self._task = task
+    Catches the failure modes of tiny models: an empty answer and the loop that
+    repeats the same few words until the token limit.
+    """
+    stripped = text.strip()
+    if len(stripped) < min_chars:
+        return "the model returned no text"
+    words = stripped.lower().split()
+    if len(words) >= 24:
+        grams = [" ".join(words[i : i + 4]) for i in range(len(words) - 3)]
+        distinct = len(set(grams)) / len(grams)
+        if distinct < 0.5:
+            return f"the model repeated itself ({distinct:.0%} distinct 4-grams)"
+    return None
 
-    @property
-    def task(self) -> SummarizeTask:
-        if self._task is None:
-            from legato.tasks import get
 
-            task = get("summarize", max_sentences=self.max_sentences)
-            assert isinstance(task, SummarizeTask)
-            self._task = task
-        return self._task
+def summarize_messages(request: ChatRequest, *, max_sentences: int = 3) -> str:
+    """An extractive summary of the request's last user message (blocking).
 
-    async def warm_up(self) -> None:
-        await self.task.awarm_up()
+    For ``provider: python`` (``model: legato.tasks:summarize_messages``), which
+    runs it in a worker thread and records the call at a price of 0.
+    """
+    from legato.tasks import get
 
-    async def chat(self, request: ChatRequest) -> ChatResponse:
-        text = next((m.text for m in reversed(request.messages) if m.role == "user" and m.text.strip()), "")
-        if not text:
-            raise BadRequest(f"{self.name}: the request has no user text to summarise", provider=PROVIDER)
-        started = time.perf_counter()
-        summary = await self.task(text)
-        usage = Usage(input_tokens=len(text.split()), output_tokens=len(summary.text.split()))
-        _record(self.name, usage)
-        return ChatResponse(
-            message=Message(role="assistant", content=summary.text),
-            model=self.name,
-            provider=PROVIDER,
-            id=f"local-{uuid.uuid4().hex[:16]}",
-            finish_reason="stop",
-            usage=usage,
-            cost=0.0,
-            latency_s=time.perf_counter() - started,
-            degraded=True,
-            tier="local-extractive",
-        )
+    text = next((m.text for m in reversed(request.messages) if m.role == "user" and m.text.strip()), "")
+    if not text:
+        raise BadRequest("summarize_messages: the request has no user text to summarise", provider="python")
+    task = get("summarize", max_sentences=max_sentences)
+    assert isinstance(task, SummarizeTask)
+    return task.run_sync([text])[0].text
