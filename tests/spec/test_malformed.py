@@ -435,3 +435,22 @@ def test_every_problem_is_listed_not_only_the_first(tmp_path: Path) -> None:
     assert [i.path for i in info.value.issues] == ["steps.a.with.text", "steps.b.with.text"]
     assert "unknown input 'txt'" in info.value.issues[0].message
     assert "unknown step 'd'" in info.value.issues[1].message
+
+
+def test_graph_problems_are_listed_next_to_a_broken_step(tmp_path: Path) -> None:
+    (tmp_path / "steps.py").write_text(STEPS)
+    spec = tmp_path / "p.yaml"
+    spec.write_text(
+        textwrap.dedent(
+            """
+            name: t
+            inputs: {text: string}
+            steps:
+              upper: {uses: ./steps.py:upper, when: "inputs.__class__"}
+              count: {uses: ./steps.py:count, with: {text: "${steps.uper}"}}
+            """
+        ).lstrip("\n")
+    )
+    with pytest.raises(SpecError) as info:
+        load_pipeline(spec)
+    assert [(i.line, i.path) for i in info.value.issues] == [(4, "steps.upper.when"), (5, "steps.count.with.text")]

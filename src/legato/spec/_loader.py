@@ -160,21 +160,37 @@ def load_pipeline(path_or_text: str | Path, *, config: LegatoConfig | None = Non
         pipeline.executor_name = spec.executor
         pipeline.executor_options = dict(spec.executor_options)
 
+    broken: list[str] = []
     for name, step in spec.steps.items():
-        issues.extend(_add_step(pipeline, src, data, cfg, name, step))
+        step_issues = _add_step(pipeline, src, data, cfg, name, step)
+        if step_issues:
+            issues.extend(step_issues)
+            broken.append(name)
     for name, value in spec.outputs.items():
         try:
             pipeline.add_output(name, value)
         except ExpressionError as exc:
             issues.append(src.issue(data, ("outputs", name), exc.issues[0].message))
-    if not issues:
-        for issue in pipeline.validate():
-            path = tuple(issue.path.split(".")) if issue.path else ()
-            message = issue.message
-            issues.append(src.issue(data, path, message))
+    # Check the graph even when some steps are broken, so every problem is listed at
+    # once: a broken step stands in as a step without parameters, and its own graph
+    # issues are dropped (it already has an error).
+    for name in broken:
+        try:
+            pipeline.add_step(_stand_in, name=name)
+        except (ValueError, SpecError):
+            continue  # an invalid or duplicate name: already reported
+    for issue in pipeline.validate():
+        path = tuple(issue.path.split(".")) if issue.path else ()
+        if len(path) >= 2 and path[0] == "steps" and path[1] in broken:
+            continue
+        issues.append(src.issue(data, path, issue.message))
     if issues:
-        raise SpecError(issues)
+        raise SpecError(sorted(issues, key=lambda i: (i.line or 0, i.column or 0)))
     return pipeline
+
+
+async def _stand_in() -> None:
+    """Takes the place of a step that failed to build while the graph is checked."""
 
 
 def _retry(spec: RetrySpec | None) -> RetryPolicy | None:
