@@ -8,9 +8,17 @@ import anyio
 
 from legato.errors import ServerError
 from legato.ledger import CallRecord, current_ledger
-from legato.providers import ChatChunk, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Message, Usage
-from legato.providers._pricing import Price
-from legato.providers._tokens import estimate_tokens
+from legato.providers import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    EmbedRequest,
+    EmbedResponse,
+    Message,
+    Price,
+    Usage,
+    estimate_tokens,
+)
 
 PRICE = Price(input=100.0, output=100.0)  # USD per 1M tokens: 0.0001 per token
 

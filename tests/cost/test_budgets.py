@@ -209,7 +209,7 @@ async def test_every_budget_must_accept_a_call() -> None:
 
 
 async def test_downgrade_to_a_cheaper_model() -> None:
-    from legato.providers._pricing import Price
+    from legato.providers import Price
 
     expensive = PricedModel("big", price=Price(input=1000.0, output=1000.0))
     cheap = PricedModel("small", price=Price(input=1.0, output=1.0))

@@ -5,8 +5,7 @@ import json
 import pytest
 
 from legato.cost import CostEstimator, estimate_spec_cost
-from legato.providers import ChatRequest, EmbedRequest, Message, ModelWrapper
-from legato.providers._pricing import Price, PricingTable
+from legato.providers import ChatRequest, EmbedRequest, Message, ModelWrapper, Price, PricingTable
 from legato.spec import load_spec
 
 from ._doubles import PricedModel

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from legato.providers import ChatRequest, EmbedRequest, Model
-from legato.providers._pricing import Price, PricingTable, default_pricing
-from legato.providers._tokens import estimate_tokens
+from legato.providers import ChatRequest, EmbedRequest, Model, Price, PricingTable, default_pricing, estimate_tokens
 
 __all__ = ["CostEstimate", "CostEstimator", "describe_model"]
 

@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from legato.cost._estimate import CostEstimator
-from legato.providers import Model
-from legato.providers._tokens import estimate_text_tokens
+from legato.providers import Model, estimate_text_tokens
 
 __all__ = ["PlanCost", "StepCost", "estimate_spec_cost"]
 
