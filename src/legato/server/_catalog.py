@@ -10,12 +10,11 @@ the routing, resilience, cache and budget wrappers are applied.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from legato.config import LegatoConfig
-from legato.errors import ModelNotFound
+from legato.errors import ConfigError, ModelNotFound, NoDeploymentAvailable
 from legato.providers import Model
 
 __all__ = ["MappingCatalog", "ModelCatalog", "catalog_from_config"]
@@ -56,37 +55,91 @@ class MappingCatalog:
 
 
 class _ConfigCatalog:
-    """Named models and groups of ``legato.yaml`` through the ``legato.models`` facade."""
+    """Named models (``models:``) and routing groups (``groups:``) of ``legato.yaml``.
+
+    Only configured names are served: a client cannot reach an arbitrary
+    ``provider/model`` through the gateway. Groups are built once (sharing one retry
+    budget) and resolve their deployments through the same named models.
+    """
 
     def __init__(self, config: LegatoConfig, only: list[str] | None) -> None:
-        self._facade: Any = importlib.import_module("legato.models")
         self._config = config
         self._only = only
         self._cache: dict[str, Model] = {}
+        self._groups: Any = None
+        self._model_names: set[str] | None = None
+        self._group_names: set[str] | None = None
+
+    def _names(self) -> tuple[set[str], set[str]]:
+        if self._model_names is None or self._group_names is None:
+            from legato import models as facade
+
+            raw_groups = self._config.raw("groups")
+            self._model_names = set(facade.names(self._config))
+            self._group_names = set(raw_groups) if isinstance(raw_groups, Mapping) else set()
+        return self._model_names, self._group_names
 
     def names(self) -> list[str]:
-        listed = self._facade.names(self._config) if hasattr(self._facade, "names") else []
-        names = sorted(set(listed))
+        models, groups = self._names()
+        names = sorted(models | groups)
         return [n for n in names if n in self._only] if self._only is not None else names
 
+    def _model(self, name: str) -> Model:
+        from legato import models as facade
+
+        try:
+            return facade.get(name, self._config)
+        except ConfigError as exc:
+            raise KeyError(name) from exc
+
+    def _build(self, name: str) -> Model:
+        from legato import models as facade
+
+        _, groups = self._names()
+        if name in groups:
+            if self._groups is None:
+                from legato.routing import build_groups
+
+                self._groups = build_groups(self._config, self._model)
+            group: Model = self._groups.get(name)
+            return group
+        return facade.get(name, self._config)
+
     def get(self, name: str) -> Model:
-        if self._only is not None and name not in self._only:
-            raise ModelNotFound(f"model {name!r} is not served by this gateway", model=name)
+        if name not in self.names():
+            raise ModelNotFound(f"model {name!r} does not exist", model=name)
         model = self._cache.get(name)
         if model is None:
-            model = self._cache[name] = self._facade.get(name, config=self._config)
+            try:
+                model = self._cache[name] = self._build(name)
+            except ConfigError as exc:
+                raise NoDeploymentAvailable(f"model {name!r} is not available: {exc}", model=name) from None
         return model
 
     async def ready(self) -> dict[str, bool]:
-        health = getattr(self._facade, "health", None)
-        if health is None:
-            return dict.fromkeys(self.names(), True)
-        result: dict[str, bool] = await health(self.names(), config=self._config)
+        """Per served name: a model is ready when it can be built; a group when at
+        least one of its deployments is healthy (not ejected, breaker not open)."""
+        result: dict[str, bool] = {}
+        _, groups = self._names()
+        for name in self.names():
+            try:
+                self.get(name)
+            except (ModelNotFound, NoDeploymentAvailable):
+                result[name] = False
+                continue
+            router = self._groups.router(name) if name in groups and self._groups is not None else None
+            if router is None:
+                result[name] = True
+            else:
+                result[name] = any(h.state in ("healthy", "half_open") for h in router.health())
         return result
 
     async def aclose(self) -> None:
-        for model in self._cache.values():
-            await model.aclose()
+        for name, model in self._cache.items():
+            if name not in (self._group_names or set()):
+                await model.aclose()
+        if self._groups is not None:
+            await self._groups.aclose()
         self._cache.clear()
 
 

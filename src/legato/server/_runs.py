@@ -150,7 +150,7 @@ class RunsService:
             raise GatewayError(503, "overloaded", "the server is shutting down", headers={"Retry-After": "1"})
         pipeline = self.pipeline(name)
         try:
-            pipeline._check_inputs(pipeline.compile(), dict(inputs))
+            pipeline.check_inputs(dict(inputs))
             record, created = await self.store.create_run(
                 pipeline=name,
                 version_hash=pipeline_version(pipeline),
