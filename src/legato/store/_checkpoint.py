@@ -81,6 +81,12 @@ class Checkpointer:
         return pending.attempts, pending.events
 
     async def _flush(self) -> None:
+        # Shielded: a step that finished is recorded even when the run is being
+        # cancelled (a sibling failed, a deadline passed), so a resume need not redo it.
+        with anyio.CancelScope(shield=True):
+            await self._flush_now()
+
+    async def _flush_now(self) -> None:
         mine = self._pending.generation
         async with self._lock:
             if self._committed_generation >= mine:

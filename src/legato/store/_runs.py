@@ -78,8 +78,10 @@ class RunStore:
     ``clock`` returns epoch seconds; inject one to test leases in virtual time.
     """
 
-    def __init__(self, url: str | None = None, *, clock: Clock = time.time, echo: bool = False) -> None:
-        self.url = resolve_url(url)
+    def __init__(
+        self, url: str | os.PathLike[str] | None = None, *, clock: Clock = time.time, echo: bool = False
+    ) -> None:
+        self.url = resolve_url(None if url is None else os.fspath(url))
         self.clock = clock
         self._echo = echo
         self._engine: AsyncEngine | None = None
