@@ -147,7 +147,7 @@ async def test_resuming_a_changed_pipeline_is_refused(sqlite_store: RunStore) ->
     async def a(x: int) -> int:
         return x + 100
 
-    with pytest.raises(StoreError, match="version .* which is now version"):
+    with pytest.raises(StoreError, match=r"version .* which is now version"):
         await DurableRunner(sqlite_store).resume(changed, failed.run_id)
     result = await DurableRunner(sqlite_store).resume(changed, failed.run_id, allow_changed=True)
     assert result.ok
