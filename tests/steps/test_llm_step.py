@@ -1,0 +1,84 @@
+"""The ``llm:`` YAML step kind against the fake provider."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from legato.config import LegatoConfig
+from legato.errors import SpecError
+from legato.spec import load_pipeline
+from legato.testing import FakeProvider, Reply
+from legato.testing.pytest_plugin import fake_provider
+
+__all__ = ["fake_provider"]
+
+PIPELINE = """\
+name: llm_demo
+inputs:
+  topic: {type: string}
+steps:
+  draft:
+    llm: fast
+    system: You are terse.
+    prompt: "Write about ${inputs.topic}"
+    max_tokens: 50
+  verdict:
+    llm: fast
+    prompt: "Judge: ${steps.draft.text}"
+    schema:
+      type: object
+      properties: {ok: {type: boolean}, score: {type: integer}}
+      required: [ok]
+outputs:
+  draft: ${steps.draft.text}
+  verdict: ${steps.verdict}
+"""
+
+
+def config(tmp_path: Path, base: str) -> LegatoConfig:
+    path = tmp_path / "legato.yaml"
+    path.write_text(f"models:\n  fast: {{provider: openai, model: gpt-4o-mini, base_url: '{base}/v1'}}\n")
+    return LegatoConfig.load(path)
+
+
+async def test_llm_steps_chain_and_parse_json(tmp_path: Path, fake_provider: FakeProvider) -> None:
+    fake_provider.script(Reply(text="Rivers flow."), Reply(text='```json\n{"ok": true, "score": 7}\n```'))
+    pipeline = load_pipeline(PIPELINE, config=config(tmp_path, fake_provider.base_url))
+    result = await pipeline.run(topic="rivers")
+    result.raise_for_status()
+    assert result.result == {"draft": "Rivers flow.", "verdict": {"ok": True, "score": 7}}
+    first, second = fake_provider.requests
+    assert first.body["messages"] == [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Write about rivers"},
+    ]
+    assert first.body["max_tokens"] == 50
+    assert second.body["messages"][-1]["content"] == "Judge: Rivers flow."
+    assert second.body["response_format"]["json_schema"]["schema"]["required"] == ["ok"]
+    assert result.usage["calls"] == 2
+    assert result.cost > 0
+    assert result.outputs["draft"]["model"] == "gpt-4o-mini"
+
+
+async def test_answer_violating_the_schema_fails_the_step(tmp_path: Path, fake_provider: FakeProvider) -> None:
+    fake_provider.script(Reply(text="draft"), Reply(text='{"score": "high"}'))
+    pipeline = load_pipeline(PIPELINE, config=config(tmp_path, fake_provider.base_url))
+    result = await pipeline.run(topic="x")
+    assert result.failed_step == "verdict"
+    assert "MalformedResponse" in (result.error or "")
+    assert "does not match the schema" in (result.error or "")
+
+
+def test_spec_errors_name_the_line(tmp_path: Path) -> None:
+    cfg = config(tmp_path, "http://127.0.0.1:9")
+    unknown_model = PIPELINE.replace("llm: fast\n    system", "llm: nope\n    system")
+    with pytest.raises(SpecError, match=r":6:\d+: .*unknown model 'nope'"):
+        load_pipeline(unknown_model, config=cfg)
+    bad_schema = PIPELINE.replace("type: object", "type: 12")
+    with pytest.raises(SpecError, match="not a valid JSON schema"):
+        load_pipeline(bad_schema, config=cfg)
+    typo = PIPELINE.replace("max_tokens: 50", "max_tokns: 50")
+    with pytest.raises(SpecError, match="max_tokns"):
+        load_pipeline(typo, config=cfg)
