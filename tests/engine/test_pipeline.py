@@ -568,3 +568,48 @@ async def test_custom_executor_receives_step_calls() -> None:
     assert {c.step for c in seen} == {"a", "b", "c", "d"}
     assert {c.is_async for c in seen if c.step == "c"} == {False}
     assert all(c.run_id == "e" for c in seen)
+
+
+@pytest.mark.parametrize("retries", [None, 1])
+async def test_a_failing_map_item_fails_the_step_with_its_own_error(retries: int | None) -> None:
+    p = Pipeline("map-fail")
+    seen: list[int] = []
+
+    @p.step(map="n", max_concurrency=2, retries=retries)
+    async def check(n: int) -> int:
+        seen.append(n)
+        if n == 3:
+            raise ValueError(f"bad item {n}")
+        await anyio.sleep(0)
+        return n
+
+    result = await p.run(n=[1, 2, 3, 4, 5, 6])
+    assert result.error == "StepError: step 'check' failed: ValueError: bad item 3"
+    assert isinstance(result.exception, StepError)
+    assert isinstance(result.exception.__cause__, ValueError)
+
+
+def test_step_options_are_checked_when_declared() -> None:
+    p = Pipeline("opts")
+
+    async def f(x: int) -> int:
+        return x
+
+    with pytest.raises(ValueError, match="map='y' is not a parameter"):
+        p.add_step(f, map="y")
+    with pytest.raises(ValueError, match="timeout must be > 0"):
+        p.add_step(f, timeout=0)
+    with pytest.raises(ValueError, match="optional='z' is not a parameter"):
+        p.add_step(f, optional=["z"])
+    with pytest.raises(ValueError, match="reserved"):
+        p.add_step(f, name="steps")
+    with pytest.raises(ValueError, match="cannot both map and loop"):
+        p.loop(until="output", max_iterations=2, map="x")(f)
+    with pytest.raises(ValueError, match="retries must be a non-negative int"):
+        p.add_step(f, retries=-1)
+    with pytest.raises(ValueError, match="failure_policy"):
+        Pipeline("x", failure_policy="sometimes")  # type: ignore[arg-type]
+
+
+def test_current_step_is_none_outside_a_step() -> None:
+    assert current_step() is None

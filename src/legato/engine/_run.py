@@ -456,7 +456,9 @@ class _Run:
         param = d.map
         fast = self.fast and d.is_async and d.retry is None and d.timeout is None and not d.cache
 
-        async def worker() -> None:
+        errors: list[Exception] = []
+
+        async def items_loop() -> None:
             if not fast:
                 for index, item in it:
                     results[index] = await self.attempts(cs, {**kwargs, param: item}, index, None)
@@ -472,14 +474,25 @@ class _Run:
                 finally:
                     _reset_step(token)
 
+        async def worker(tg: anyio.abc.TaskGroup) -> None:
+            # The first failing item fails the step with its own exception (not an
+            # ExceptionGroup); the other items are cancelled.
+            try:
+                await items_loop()
+            except Exception as exc:
+                errors.append(exc)
+                tg.cancel_scope.cancel()
+
         workers = min(len(items), d.max_concurrency or len(items))
         ledger_token = _ledger_var.set(self.step_ledgers[d.name])  # the workers inherit it
         try:
             async with anyio.create_task_group() as tg:
                 for _ in range(workers):
-                    tg.start_soon(worker)
+                    tg.start_soon(worker, tg)
         finally:
             _ledger_var.reset(ledger_token)
+        if errors:
+            raise errors[0]
         return results
 
     async def run_loop(self, cs: CompiledStep) -> Any:

@@ -175,6 +175,8 @@ def make_step(
     for opt in optional:
         if opt not in bound:
             raise ValueError(f"step {step_name!r}: optional={opt!r} is not a parameter of the step")
+    if loop is not None and map is not None:
+        raise ValueError(f"step {step_name!r}: a step cannot both map and loop")
     if loop is not None and loop.max_iterations < 1:
         raise ValueError(f"step {step_name!r}: max_iterations must be >= 1")
     return StepDef(
