@@ -36,6 +36,12 @@ _EXPORTS: dict[str, str] = {
     "Message": "legato.providers",
     "Model": "legato.providers",
     "Usage": "legato.providers",
+    "Tool": "legato.providers",
+    "ToolCall": "legato.providers",
+    "PythonModel": "legato.providers",
+    "OpenAIModel": "legato.providers",
+    "AnthropicModel": "legato.providers",
+    "FakeProvider": "legato.testing",
     # caching, batching, cost
     "ResponseCache": "legato.cache",
     "SemanticCache": "legato.cache",
@@ -68,6 +74,7 @@ if TYPE_CHECKING:
     from legato.engine import StepContext as StepContext
     from legato.engine import StepStatus as StepStatus
     from legato.engine import current_step as current_step
+    from legato.providers import AnthropicModel as AnthropicModel
     from legato.providers import ChatChunk as ChatChunk
     from legato.providers import ChatRequest as ChatRequest
     from legato.providers import ChatResponse as ChatResponse
@@ -75,9 +82,14 @@ if TYPE_CHECKING:
     from legato.providers import EmbedResponse as EmbedResponse
     from legato.providers import Message as Message
     from legato.providers import Model as Model
+    from legato.providers import OpenAIModel as OpenAIModel
+    from legato.providers import PythonModel as PythonModel
+    from legato.providers import Tool as Tool
+    from legato.providers import ToolCall as ToolCall
     from legato.providers import Usage as Usage
     from legato.retry import RetryPolicy as RetryPolicy
     from legato.spec import load_pipeline as load_pipeline
+    from legato.testing import FakeProvider as FakeProvider
 
 
 def __getattr__(name: str) -> Any:
