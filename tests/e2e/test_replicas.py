@@ -1,0 +1,225 @@
+"""Two gateway replicas (two ``legato serve`` processes on different loopback ports)
+sharing PostgreSQL and Redis: keys, limits, budgets and runs are shared; SIGTERM
+drains in-flight work."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from legato.testing import FakeProvider, Reply
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
+
+MASTER = "mk-replicas-0123456789"
+
+CONFIG = """\
+models:
+  gpt-fake:
+    provider: openai
+    model: gpt-fake
+    base_url: {base_url}
+    api_key: env:REPLICA_FAKE_KEY
+    price: {{input: 1000, output: 1000}}
+pipelines:
+  shout: shout.yaml
+server:
+  master_key: env:REPLICA_MASTER_KEY
+  redis_prefix: "{redis_prefix}"
+  key_cache_ttl_s: 0
+  drain_timeout_s: 20
+"""
+
+PIPELINE = """\
+name: shout
+inputs:
+  text: {type: string}
+steps:
+  upper:
+    uses: ./steps.py:upper
+    with: {text: "${inputs.text}"}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Replica:
+    def __init__(self, config: Path, database_url: str, redis_url: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "REPLICA_FAKE_KEY": "sk-fake", "REPLICA_MASTER_KEY": MASTER}
+        cmd = [
+            str(Path(sys.executable).parent / "legato"), "serve", "--config", str(config), "--port", str(self.port),
+            "--database-url", database_url, "--redis-url", redis_url,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, env=env, cwd=config.parent, stderr=subprocess.PIPE, text=True)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"replica exited: {self.proc.stderr.read() if self.proc.stderr else ''}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("replica did not become ready")
+
+    def client(self, key: str) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stderr:
+            self.proc.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeProvider]:
+    with FakeProvider(seed=0).in_thread() as provider:
+        yield provider
+
+
+@pytest.fixture(scope="module")
+def replicas(
+    fake: FakeProvider, postgres_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Replica, Replica]]:
+    import redis
+
+    tmp = tmp_path_factory.mktemp("replicas")
+    prefix = f"legato-test:replicas-{os.getpid()}:"
+    (tmp / "legato.yaml").write_text(CONFIG.format(base_url=fake.openai_base_url, redis_prefix=prefix))
+    (tmp / "shout.yaml").write_text(PIPELINE)
+    (tmp / "steps.py").write_text("def upper(text: str) -> str:\n    return text.upper()\n")
+    a = Replica(tmp / "legato.yaml", postgres_url, redis_url)
+    a.wait_ready()  # the first one migrates the shared database
+    b = Replica(tmp / "legato.yaml", postgres_url, redis_url)
+    try:
+        b.wait_ready()
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()
+        r = redis.Redis.from_url(redis_url)
+        names = list(r.scan_iter(match=prefix + "*"))
+        if names:
+            r.delete(*names)
+        r.close()
+
+
+def make_key(replica: Replica, **fields: object) -> str:
+    with replica.client(MASTER) as c:
+        r = c.post("/v1/admin/keys", json={"name": "replicas", "scopes": ["chat", "runs:read", "runs:write"], **fields})
+        assert r.status_code == 201, r.text
+        return str(r.json()["key"])
+
+
+CHAT = {"model": "gpt-fake", "messages": [{"role": "user", "content": "hello there"}]}
+
+
+def test_a_key_created_on_a_works_on_b_and_revocation_is_shared(replicas: tuple[Replica, Replica]) -> None:
+    a, b = replicas
+    key = make_key(a)
+    with b.client(key) as c:
+        r = c.post("/v1/chat/completions", json=CHAT)
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"] == "hello there"
+    with b.client(MASTER) as c:
+        assert c.delete(f"/v1/admin/keys/{key[:12]}").status_code == 200
+    with a.client(key) as c:
+        assert c.post("/v1/chat/completions", json=CHAT).status_code == 401
+
+
+def test_rate_limits_are_shared(replicas: tuple[Replica, Replica]) -> None:
+    a, b = replicas
+    key = make_key(a, rpm=4)
+    with a.client(key) as ca, b.client(key) as cb:
+        codes = [c.post("/v1/chat/completions", json=CHAT).status_code for c in (ca, cb, ca, cb)]
+        assert codes == [200, 200, 200, 200]
+        for c in (ca, cb):
+            r = c.post("/v1/chat/completions", json=CHAT)
+            assert r.status_code == 429
+            assert int(r.headers["retry-after"]) >= 1
+
+
+def test_budgets_are_shared(replicas: tuple[Replica, Replica]) -> None:
+    """Each call costs $0.006 (6 tokens at $1,000/1M); a $0.01 budget allows two, on either replica."""
+    a, b = replicas
+    key = make_key(a, budget_usd=0.01, budget_period="day")
+    with a.client(key) as ca, b.client(key) as cb:
+        assert ca.post("/v1/chat/completions", json=CHAT).status_code == 200
+        assert cb.post("/v1/chat/completions", json=CHAT).status_code == 200
+        refused = ca.post("/v1/chat/completions", json=CHAT)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "budget_exceeded"
+        assert cb.post("/v1/chat/completions", json=CHAT).json()["error"]["code"] == "budget_exceeded"
+    with b.client(MASTER) as c:  # the durable record agrees (flushed by whichever replica answers)
+        rows = c.get("/v1/admin/spend", params={"key": key[:12]}).json()["data"]
+    assert sum(r["requests"] for r in rows) >= 1
+
+
+def test_runs_are_visible_from_every_replica(replicas: tuple[Replica, Replica]) -> None:
+    a, b = replicas
+    key = make_key(a)
+    with a.client(key) as ca, b.client(key) as cb:
+        started = ca.post(
+            "/v1/pipelines/shout/runs", json={"inputs": {"text": "hi"}}, headers={"Idempotency-Key": "k1"}
+        )
+        assert started.status_code == 202
+        again = cb.post("/v1/pipelines/shout/runs", json={"inputs": {"text": "hi"}}, headers={"Idempotency-Key": "k1"})
+        assert again.status_code == 200
+        assert again.json()["id"] == started.json()["id"]
+        deadline = time.monotonic() + 60
+        while (run := cb.get(f"/v1/runs/{started.json()['id']}").json())["status"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert run["outputs"] == {"upper": "HI"}
+
+
+def test_sigterm_drains_in_flight_requests(fake: FakeProvider, replicas: tuple[Replica, Replica]) -> None:
+    """The last test: it stops replica A. A slow request in flight at SIGTERM still completes."""
+    a, b = replicas
+    key = make_key(a)
+    fake.script(Reply(text="slow but complete", delay=1.5))
+    seen = len(fake.requests)
+    result: list[httpx.Response] = []
+
+    def call() -> None:
+        with a.client(key) as c:
+            result.append(c.post("/v1/chat/completions", json=CHAT))
+
+    t = threading.Thread(target=call)
+    t.start()
+    while len(fake.requests) == seen:  # the request is now in flight at the provider
+        t.join(0.01)
+    a.proc.send_signal(signal.SIGTERM)
+    t.join(30)
+    assert result[0].status_code == 200
+    assert result[0].json()["choices"][0]["message"]["content"] == "slow but complete"
+    # uvicorn re-raises the signal once it has shut down cleanly, so supervisors see it.
+    assert a.proc.wait(30) in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in (a.proc.stderr.read() if a.proc.stderr else "")
+    with b.client(key) as c:  # the other replica carries on
+        assert c.post("/v1/chat/completions", json=CHAT).status_code == 200
