@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ModelsSection",
+    "NameSource",
     "Resolver",
     "add_resolver",
     "configured",
@@ -85,11 +86,19 @@ def resolve_inline(name: str, config: LegatoConfig) -> Model | None:
     return build(cfg, name)
 
 
+NameSource = Callable[[LegatoConfig], "list[str]"]
+
 _resolvers: list[Resolver] = [resolve_configured, resolve_inline]
+_name_sources: list[NameSource] = []
 
 
-def add_resolver(resolver: Resolver, *, before_inline: bool = True) -> None:
-    """Register a name resolver. By default it is tried before the inline ``provider/model`` form."""
+def add_resolver(resolver: Resolver, *, names: NameSource | None = None, before_inline: bool = True) -> None:
+    """Register a name resolver, and optionally where :func:`names` finds the names it serves.
+
+    By default it is tried before the inline ``provider/model`` form.
+    """
+    if names is not None and names not in _name_sources:
+        _name_sources.append(names)
     if resolver in _resolvers:
         return
     if before_inline and resolve_inline in _resolvers:
@@ -115,5 +124,9 @@ def get(name: str, config: LegatoConfig | None = None) -> Model:
 
 
 def names(config: LegatoConfig | None = None) -> list[str]:
-    """Names of the models configured in ``legato.yaml``."""
-    return sorted(configured(config))
+    """Names served: the models of ``legato.yaml`` plus those of registered name sources (groups...)."""
+    config = config if config is not None else LegatoConfig.load()
+    found = set(configured(config))
+    for source in _name_sources:
+        found.update(source(config))
+    return sorted(found)

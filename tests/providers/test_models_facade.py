@@ -108,11 +108,16 @@ def test_resolvers_extend_the_lookup() -> None:
     def groups(name: str, config: LegatoConfig) -> PythonModel | None:
         return special if name == "my-group" else None
 
-    models.add_resolver(groups)
+    def group_names(config: LegatoConfig) -> list[str]:
+        return ["my-group"]
+
+    models.add_resolver(groups, names=group_names)
     try:
         assert models.get("my-group", LegatoConfig()) is special
+        assert "my-group" in models.names(LegatoConfig())
     finally:
         models._resolvers.remove(groups)
+        models._name_sources.remove(group_names)
 
 
 def test_create_in_code_accepts_a_literal_key() -> None:
