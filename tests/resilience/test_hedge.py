@@ -45,7 +45,8 @@ async def test_learns_the_delay_from_observed_latency(clock: VirtualClock) -> No
     async with clock.autojump():
         for _ in range(20):
             await hedge.chat(req())
-    assert hedge.current_delay() == pytest.approx(0.9)
+    # p90 of 0.1..1.0 is 0.9; with 20 samples the lower confidence bound is 0.8
+    assert hedge.current_delay() == pytest.approx(0.8)
 
 
 async def test_opt_out_per_request(clock: VirtualClock) -> None:

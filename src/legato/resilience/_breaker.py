@@ -84,8 +84,8 @@ class BreakerPolicy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     sliding_window_type: Literal["count", "time"] = "count"
-    sliding_window_size: int = Field(default=20, ge=1, description="calls (count) or seconds (time)")
-    minimum_number_of_calls: int = Field(default=10, ge=1)
+    sliding_window_size: int = Field(default=50, ge=1, description="calls (count) or seconds (time)")
+    minimum_number_of_calls: int = Field(default=20, ge=1)
     failure_rate_threshold: float = Field(default=50.0, gt=0, le=100, description="percent")
     slow_call_rate_threshold: float = Field(default=100.0, gt=0, le=100, description="percent")
     slow_call_duration_threshold: float = Field(default=60.0, gt=0, description="seconds")

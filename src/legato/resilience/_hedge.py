@@ -12,9 +12,12 @@ Streams pass through unhedged: once a token is shown the answer is committed.
 Wrap a router to send the copy to another deployment: a least-in-flight or
 latency strategy naturally picks a different one.
 
-The delay is the ``quantile`` of recent latencies of first attempts. A first
-attempt that lost the race is recorded at the time it was abandoned (a lower
-bound of its real latency), so the tail stays visible to the estimate.
+The delay tracks the ``quantile`` of recent first-attempt latencies. Hedging
+censors the data it learns from (a slow first attempt is cancelled, so we only
+know it ran past the delay); the estimate therefore counts such attempts as
+"above the delay" and nudges the delay up while more than ``1 - quantile`` of
+first attempts are above it, and takes the observed quantile otherwise. The
+delay settles at the edge of the tail instead of drifting into it or below it.
 """
 
 from __future__ import annotations
@@ -64,27 +67,65 @@ class Hedge(ModelWrapper):
         self.clock: Clock = clock or SystemClock()
         self.events = events or default_hub
         self._latencies: deque[float] = deque(maxlen=self.policy.window)
-        self._cached_delay: float | None = None
-        self._since_sort = 0
+        self._delay: float | None = None
+        self._since_update = 0
         self.requests = 0
         self.hedges = 0
 
     def current_delay(self) -> float | None:
         """The delay after which a copy is sent now, or None while still learning."""
-        if self.policy.delay is not None:
-            return max(self.policy.delay, self.policy.min_delay)
-        if len(self._latencies) < self.policy.min_samples:
-            return None
-        if self._cached_delay is None or self._since_sort >= 16:
+        p = self.policy
+        if p.delay is not None:
+            return max(p.delay, p.min_delay)
+        if self._delay is None:
+            if len(self._latencies) < p.min_samples:
+                return None
             ordered = sorted(self._latencies)
-            rank = max(0, math.ceil(self.policy.quantile * len(ordered)) - 1)
-            self._cached_delay = max(ordered[rank], self.policy.min_delay)
-            self._since_sort = 0
-        return self._cached_delay
+            delay = ordered[self._rank(len(ordered))]
+            # From now on anything slower than the delay is only known as "above".
+            self._latencies = deque((x if x <= delay else math.inf for x in self._latencies), maxlen=p.window)
+            self._delay = delay
+        elif self._since_update >= 16:
+            self._update()
+        return max(self._delay, p.min_delay)
+
+    def _update(self) -> None:
+        # Once hedging, a slow first attempt is cancelled, so its latency is only
+        # known to exceed the delay: it is recorded as "above" (inf). When more than
+        # 1 - quantile of first attempts are above, the quantile is above the delay
+        # by an unknown amount: raise the delay a little. Otherwise the quantile is
+        # one of the known latencies: take it.
+        self._since_update = 0
+        assert self._delay is not None
+        n = len(self._latencies)
+        above = sum(1 for x in self._latencies if x == math.inf)
+        known = sorted(x for x in self._latencies if x != math.inf)
+        if above > (1 - self.policy.quantile) * n:
+            # Rise gently, and while known latencies remain, not far past the slowest
+            # of them: a tail that is a separate mode (a 1 s stall behind 50 ms
+            # answers) must not pull the delay into the gap between the two.
+            ceiling = max(self._delay, 1.5 * known[-1]) if known else math.inf
+            self._delay = min(self._delay * 1.05, ceiling)
+            return
+        self._delay = known[min(self._rank(n), len(known) - 1)]
+
+    def _rank(self, n: int) -> int:
+        """Index of the quantile in ``n`` sorted latencies: a lower confidence bound.
+
+        When the tail is a separate mode about as large as ``1 - quantile`` (5% of
+        calls stall), the sample quantile falls in the tail whenever the sample
+        holds a few more slow calls than average; two standard errors lower, it
+        stays at the top of the fast mode, where hedging helps.
+        """
+        q = self.policy.quantile
+        return max(0, math.ceil(q * n - 2 * math.sqrt(n * q * (1 - q))) - 1)
 
     def _observe(self, latency: float) -> None:
+        """Record a first attempt's latency (``inf``: it ran past the delay)."""
+        if self._delay is not None and latency > self._delay:
+            latency = math.inf
         self._latencies.append(latency)
-        self._since_sort += 1
+        self._since_update += 1
 
     def _may_hedge(self) -> bool:
         return self.hedges + 1 <= self.policy.max_extra * self.requests
@@ -127,8 +168,7 @@ class Hedge(ModelWrapper):
                     self.events.emit(HedgeSent(self.name, self.clock.now(), self.clock.now() - start))
                 try:
                     results.append(await fn())
-                    # the first attempt lost: its latency is at least this long
-                    self._observe(self.clock.now() - start)
+                    self._observe(math.inf)  # the first attempt lost: it ran past the delay
                     tg.cancel_scope.cancel()
                 except Exception as error:
                     errors.append(error)

@@ -43,6 +43,8 @@ class RetryBudget:
     while ``retries < max(min_retries, ratio * requests)``. The floor lets a
     low-traffic caller retry its occasional failure; under load the ratio rules,
     so a 100% failure over N calls costs at most ``N * (1 + ratio)`` attempts.
+    A retry that succeeds is refunded (:meth:`refund`): only failing retries,
+    the ones that amplify an outage, consume the budget.
     One budget may be shared by several wrappers (a router's failovers and a
     retry wrapper's retries draw on the same allowance).
     """
@@ -114,6 +116,17 @@ class RetryBudget:
             self._retries += 1
             return True
 
+    def refund(self) -> None:
+        """Give back one retry that succeeded.
+
+        A retry that works is evidence the upstream has capacity, so only failed
+        retries use up the budget: a full outage is held to ``ratio`` while a
+        partial one (one flaky deployment among healthy ones) is not starved.
+        """
+        with self._lock:
+            self._bucket()[2] -= 1
+            self._retries -= 1
+
     @property
     def requests(self) -> int:
         return self._requests
@@ -159,10 +172,14 @@ class Retry(ModelWrapper):
             attempt = 1
             while True:
                 try:
-                    return await attempt_fn()
+                    result = await attempt_fn()
                 except ModelError as error:
                     await self._before_retry(attempt, error, start)
-                attempt += 1
+                    attempt += 1
+                    continue
+                if attempt > 1 and self.budget is not None:
+                    self.budget.refund()
+                return result
         finally:
             RetryBudget.end_request(token)
 
@@ -199,6 +216,8 @@ class Retry(ModelWrapper):
                     await self._before_retry(attempt, error, start)
                     attempt += 1
                     continue
+                if attempt > 1 and self.budget is not None:
+                    self.budget.refund()
                 break
         finally:
             RetryBudget.end_request(token)  # before the first yield: same context

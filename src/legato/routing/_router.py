@@ -103,6 +103,7 @@ class _Outcome:
 
     error: ModelError | None = None
     attempted: bool = False
+    spent: int = 0  # retries taken from the budget
     tried: set[str] = field(default_factory=set)
 
 
@@ -222,8 +223,10 @@ class Router:
             deployment = self._pick(request, outcome.tried)
             if deployment is None:
                 return outcome
-            if outcome.attempted and self.budget is not None and not self.budget.try_spend():
-                return outcome
+            if outcome.attempted and self.budget is not None:
+                if not self.budget.try_spend():
+                    return outcome
+                outcome.spent += 1
             outcome.tried.add(deployment.name)
             if not deployment.begin():
                 continue  # a half-open probe slot was taken meanwhile
@@ -242,6 +245,8 @@ class Router:
                 deployment.abandoned()
                 raise
             deployment.succeeded(started)
+            if outcome.spent and self.budget is not None:
+                self.budget.refund()
             return self._tag(response, deployment)
 
     # -- fallback chain --------------------------------------------------------
@@ -344,8 +349,10 @@ class Router:
             if self.budget is not None:
                 RetryBudget.end_request(self.budget.begin_request())  # counts unless a Retry outside did
             while (deployment := self._pick(request, outcome.tried)) is not None:
-                if outcome.attempted and self.budget is not None and not self.budget.try_spend():
-                    break
+                if outcome.attempted and self.budget is not None:
+                    if not self.budget.try_spend():
+                        break
+                    outcome.spent += 1
                 outcome.tried.add(deployment.name)
                 if not deployment.begin():
                     continue
@@ -355,6 +362,8 @@ class Router:
                     if _chain_for(outcome.error, Fallbacks()) is None:
                         break
                     continue
+                if outcome.spent and self.budget is not None:
+                    self.budget.refund()  # the failover opened a stream
                 async with aclosing(self._relay(opened, deployment)) as relay:
                     async for chunk in relay:
                         yield chunk
