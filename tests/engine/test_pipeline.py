@@ -613,3 +613,56 @@ def test_step_options_are_checked_when_declared() -> None:
 
 def test_current_step_is_none_outside_a_step() -> None:
     assert current_step() is None
+
+
+async def test_subscriber_failing_on_run_finished_fails_the_run() -> None:
+    def broken(event: Event) -> None:
+        if type(event).__name__ == "RunFinished":
+            raise OSError("lost connection")
+
+    result = await diamond().run(x=1, subscribers=[broken])
+    assert result.status is RunStatus.FAILED
+    assert result.error == "RunError: event subscriber failed on RunFinished: OSError: lost connection"
+    assert result.outputs["d"] == 10
+
+
+async def test_sync_step_is_abandoned_when_the_run_deadline_passes() -> None:
+    p = Pipeline("blocking")
+    release = threading.Event()
+
+    @p.step
+    def block() -> str:
+        release.wait(5)
+        return "done"
+
+    try:
+        result = await p.run(deadline=0.05)
+    finally:
+        release.set()
+    assert result.status is RunStatus.FAILED
+    assert result.step_status["block"] is StepStatus.CANCELLED
+    with pytest.raises(DeadlineExceeded):
+        result.raise_for_status()
+
+
+async def test_cancelling_the_caller_records_a_cancelled_run_and_propagates() -> None:
+    p = Pipeline("outer")
+    events: list[Event] = []
+
+    @p.step
+    async def hang() -> None:
+        await anyio.sleep_forever()
+
+    with anyio.move_on_after(0.02) as scope:
+        await p.run(subscribers=[events.append])
+    assert scope.cancelled_caught
+    finished = events[-1]
+    assert type(finished).__name__ == "RunFinished"
+    assert finished.status is RunStatus.CANCELLED  # type: ignore[attr-defined]
+    assert any(isinstance(e, StepFailed) and e.cancelled for e in events)
+
+
+async def test_every_step_completed_runs_nothing() -> None:
+    result = await diamond().run(x=1, completed={"a": 1, "b": 2, "c": 3, "d": 4})
+    assert result.status is RunStatus.SUCCEEDED
+    assert result.outputs == {"a": 1, "b": 2, "c": 3, "d": 4}

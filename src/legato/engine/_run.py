@@ -239,17 +239,24 @@ class _Run:
             usage=usage,
         )
         if self.bus_on:
-            await self.o.bus.publish(
-                RunFinished(
-                    self.run_id,
-                    time.time(),
-                    status,
-                    dict(res.outputs),
-                    duration,
-                    error=res.error,
-                    failed_step=res.failed_step,
-                )
+            event = RunFinished(
+                self.run_id,
+                time.time(),
+                status,
+                dict(res.outputs),
+                duration,
+                error=res.error,
+                failed_step=res.failed_step,
             )
+            try:
+                await self.o.bus.publish(event)
+            except Exception as exc:
+                # The run's record may be incomplete: report the run as failed.
+                error = RunError(f"event subscriber failed on RunFinished: {type(exc).__name__}: {exc}")
+                error.__cause__ = exc
+                if res.ok:
+                    res.status, res.result = RunStatus.FAILED, {}
+                    res.error, res.exception = f"RunError: {error}", error
         return res
 
     # -- one step -------------------------------------------------------------------
