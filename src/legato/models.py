@@ -5,7 +5,9 @@ the name returns a Model. The built-in resolvers are, in order:
 
 1. the ``models:`` section of ``legato.yaml`` (``fast: {provider: openai, model: gpt-4o-mini,
    api_key: env:OPENAI_API_KEY}``);
-2. ``provider/model`` written inline (``openai/gpt-4o-mini``, ``anthropic/claude-haiku-4-5``),
+2. the ``groups:`` section (a model group: a :class:`~legato.routing.Router`, a cascade or
+   a selector; built once per process and configuration, so lookups share health state);
+3. ``provider/model`` written inline (``openai/gpt-4o-mini``, ``anthropic/claude-haiku-4-5``),
    reading the key from the provider's usual variable (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``).
 
 Other packages add resolvers with :func:`add_resolver` (routing adds model groups,
@@ -33,8 +35,10 @@ __all__ = [
     "add_resolver",
     "configured",
     "get",
+    "group_names",
     "names",
     "resolve_configured",
+    "resolve_group",
     "resolve_inline",
 ]
 
@@ -75,6 +79,21 @@ def resolve_configured(name: str, config: LegatoConfig) -> Model | None:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
+def resolve_group(name: str, config: LegatoConfig) -> Model | None:
+    """A group of the ``groups:`` section: a Router, Cascade or Selector (shared per process)."""
+    groups = config.raw("groups")
+    if not isinstance(groups, dict) or name not in groups:
+        return None
+    from legato.routing import groups_for
+
+    return groups_for(config, lambda model_name: get(model_name, config)).get(name)
+
+
+def group_names(config: LegatoConfig) -> list[str]:
+    groups = config.raw("groups")
+    return sorted(groups) if isinstance(groups, dict) else []
+
+
 def resolve_inline(name: str, config: LegatoConfig) -> Model | None:
     provider, slash, model = name.partition("/")
     if not slash or provider not in provider_names():
@@ -88,8 +107,8 @@ def resolve_inline(name: str, config: LegatoConfig) -> Model | None:
 
 NameSource = Callable[[LegatoConfig], "list[str]"]
 
-_resolvers: list[Resolver] = [resolve_configured, resolve_inline]
-_name_sources: list[NameSource] = []
+_resolvers: list[Resolver] = [resolve_configured, resolve_group, resolve_inline]
+_name_sources: list[NameSource] = [group_names]
 
 
 def add_resolver(resolver: Resolver, *, names: NameSource | None = None, before_inline: bool = True) -> None:

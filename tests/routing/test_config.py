@@ -155,3 +155,23 @@ async def test_health_checker_restores_and_ejects(tmp_path: Path, clock: Virtual
     results = await checker.check_once()
     assert groups.health()[0].state == "healthy"
     assert (await groups.get("g").chat(req())).tier == "g/gpt"
+
+
+def test_models_get_resolves_a_group_name_to_one_shared_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import legato.models
+
+    monkeypatch.setenv("LEGATO_TEST_KEY", "sk-test")
+    text = (
+        "models:\n"
+        "  a: {provider: openai, model: gpt-4o-mini, api_key: env:LEGATO_TEST_KEY, base_url: 'http://127.0.0.1:9/v1'}\n"
+        "groups:\n"
+        "  g:\n"
+        "    retry: false\n"
+        "    deployments: [{model: a}, {model: a, name: a-2}]\n"
+    )
+    first = legato.models.get("g", load(tmp_path, text))
+    again = legato.models.get("g", load(tmp_path, text))
+    assert isinstance(first, Router)
+    assert first is again  # one router per configuration: health is shared
+    assert [d.name for d in first.deployments] == ["a", "a-2"]
+    assert "g" in legato.models.names(load(tmp_path, text))

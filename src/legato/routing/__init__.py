@@ -7,7 +7,7 @@ Python with the same typed objects.
 """
 
 from legato.routing._cascade import Cascade, Scorer, Tier, confidence_at_least, json_valid
-from legato.routing._config import GroupConfig, Groups, GroupsSection, RoutingSection, build_groups
+from legato.routing._config import GroupConfig, Groups, GroupsSection, RoutingSection, build_groups, groups_for
 from legato.routing._deployment import Deployment, DeploymentHealth, DeploymentState, OutlierPolicy
 from legato.routing._health import HealthChecker, ProbeResult, ping
 from legato.routing._router import Fallbacks, Router
@@ -52,6 +52,7 @@ __all__ = [
     "Weighted",
     "build_groups",
     "confidence_at_least",
+    "groups_for",
     "json_valid",
     "ping",
     "strategy_named",

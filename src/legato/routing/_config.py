@@ -16,6 +16,8 @@ groups built together, so an outage cannot multiply load by going around.
 from __future__ import annotations
 
 import importlib
+import json
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
@@ -49,6 +51,7 @@ __all__ = [
     "GroupsSection",
     "RoutingSection",
     "build_groups",
+    "groups_for",
 ]
 
 StrategyName = Literal["round_robin", "weighted", "least_in_flight", "latency", "lowest_cost", "usage_based"]
@@ -311,6 +314,8 @@ class Groups:
                 self._models[name] = self.resolve_model(name)
             except KeyError as exc:
                 raise ConfigError(f"{where}: {name!r} is neither a group nor a model in legato.yaml") from exc
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from exc
         return self._models[name]
 
     def get(self, name: str) -> Model:
@@ -478,3 +483,25 @@ def build_groups(
             if ref not in groups:
                 built._model(ref, f"groups.{name}")
     return built
+
+
+# One Groups per configuration content, so every lookup of a group name in a
+# process shares the same routers (their health, breakers and budget).
+_shared: dict[str, Groups] = {}
+_shared_lock = threading.Lock()
+
+
+def groups_for(config: Any, resolve_model: Callable[[str], Model]) -> Groups:
+    """The process-wide :class:`Groups` of ``config`` (built once per distinct content).
+
+    This is what ``legato.models.get(name)`` uses for group names: two lookups of
+    the same group return the same Model, so health and breakers are shared.
+    """
+    key = json.dumps(
+        [config.source, config.raw("groups"), config.raw("routing"), config.raw("models")], sort_keys=True, default=str
+    )
+    with _shared_lock:
+        groups = _shared.get(key)
+        if groups is None:
+            groups = _shared[key] = build_groups(config, resolve_model)
+        return groups
