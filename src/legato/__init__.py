@@ -50,6 +50,19 @@ _EXPORTS: dict[str, str] = {
     "Budget": "legato.cost",
     "BudgetGuard": "legato.cost",
     "CostEstimator": "legato.cost",
+    # routing and resilience
+    "Router": "legato.routing",
+    "Deployment": "legato.routing",
+    "Fallbacks": "legato.routing",
+    "Cascade": "legato.routing",
+    "Selector": "legato.routing",
+    "Retry": "legato.resilience",
+    "RetryBudget": "legato.resilience",
+    "CircuitBreaker": "legato.resilience",
+    "RateLimiter": "legato.resilience",
+    "Bulkhead": "legato.resilience",
+    "Timeout": "legato.resilience",
+    "Hedge": "legato.resilience",
     # shared
     "RetryPolicy": "legato.retry",
     "LegatoConfig": "legato.config",
@@ -87,7 +100,19 @@ if TYPE_CHECKING:
     from legato.providers import Tool as Tool
     from legato.providers import ToolCall as ToolCall
     from legato.providers import Usage as Usage
+    from legato.resilience import Bulkhead as Bulkhead
+    from legato.resilience import CircuitBreaker as CircuitBreaker
+    from legato.resilience import Hedge as Hedge
+    from legato.resilience import RateLimiter as RateLimiter
+    from legato.resilience import Retry as Retry
+    from legato.resilience import RetryBudget as RetryBudget
+    from legato.resilience import Timeout as Timeout
     from legato.retry import RetryPolicy as RetryPolicy
+    from legato.routing import Cascade as Cascade
+    from legato.routing import Deployment as Deployment
+    from legato.routing import Fallbacks as Fallbacks
+    from legato.routing import Router as Router
+    from legato.routing import Selector as Selector
     from legato.spec import load_pipeline as load_pipeline
     from legato.testing import FakeProvider as FakeProvider
 
