@@ -158,7 +158,7 @@ class Instrumented(ModelWrapper):
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
         span = self._start_span("chat", request)
-        gauge = self.metrics.model_in_flight.labels(self.metrics.label(self.name))
+        gauge = self.metrics.in_flight(self.name)
         gauge.inc()
         started = self._clock()
         try:
@@ -176,7 +176,7 @@ class Instrumented(ModelWrapper):
 
     async def embed(self, request: EmbedRequest) -> EmbedResponse:
         span = self._start_span("embeddings", request)
-        gauge = self.metrics.model_in_flight.labels(self.metrics.label(self.name))
+        gauge = self.metrics.in_flight(self.name)
         gauge.inc()
         started = self._clock()
         try:
@@ -196,7 +196,7 @@ class Instrumented(ModelWrapper):
         span = self._start_span("chat", request)
         if span is not None:
             span.set_attribute("legato.stream", True)
-        gauge = self.metrics.model_in_flight.labels(self.metrics.label(self.name))
+        gauge = self.metrics.in_flight(self.name)
         gauge.inc()
         started = self._clock()
         ttft: float | None = None

@@ -39,7 +39,8 @@ add up over live workers, breaker state takes the worst).
 from __future__ import annotations
 
 import os
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -54,6 +55,23 @@ TTFT_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 2.0, 5
 RUN_BUCKETS: Final = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
 BREAKER_STATES: Final = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
+
+
+class _ModelSeries:
+    """The label children of one (model, provider, operation, status)."""
+
+    __slots__ = ("children", "duration", "model", "provider", "requests")
+
+    def __init__(self, model: str, provider: str, requests: Any, duration: Any) -> None:
+        self.model, self.provider = model, provider
+        self.requests, self.duration = requests, duration
+        self.children: dict[str, Any] = {}
+
+    def child(self, name: str, make: Callable[[str, str], Any]) -> Any:
+        found = self.children.get(name)
+        if found is None:
+            found = self.children[name] = make(self.model, self.provider)
+        return found
 
 
 class Metrics:
@@ -111,6 +129,10 @@ class Metrics:
             "step_duration_seconds", "Step attempt wall time.", ["pipeline", "step"],
             namespace=ns, registry=r, buckets=RUN_BUCKETS,
         )  # fmt: skip
+        self._model_series: dict[tuple[str, str, str, str], _ModelSeries] = {}
+        self._in_flight: dict[str, Any] = {}
+        self._cache_children: dict[tuple[str, bool], Any] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.step_retries = Counter("step_retries", "Step retries.", ["pipeline", "step"], namespace=ns, registry=r)
 
     def label(self, value: str | None) -> str:
@@ -118,6 +140,16 @@ class Metrics:
         if not value:
             return "unknown"
         return (self._redactor or default_redactor()).text(value)[:120]
+
+    def child(self, metric: Any, *raw_labels: str) -> Any:
+        """``metric.labels(...)`` with each value passed through :meth:`label`, cached."""
+        key = (id(metric), raw_labels)
+        found = self._children.get(key)
+        if found is None:
+            if len(self._children) > 50_000:
+                self._children.clear()
+            found = self._children[key] = metric.labels(*(self.label(v) for v in raw_labels))
+        return found
 
     # -- recording helpers used by Instrumented, the event subscriber and routing --
 
@@ -135,22 +167,49 @@ class Metrics:
         cost: float | None = None,
         ttft_s: float | None = None,
     ) -> None:
-        m, p = self.label(model), self.label(provider)
-        self.model_requests.labels(m, p, operation, status).inc()
-        self.model_duration.labels(m, p, operation).observe(duration_s)
+        series = self._model_series.get((model, provider, operation, status))
+        if series is None:
+            series = self._new_model_series(model, provider, operation, status)
+        series.requests.inc()
+        series.duration.observe(duration_s)
         if ttft_s is not None:
-            self.model_ttft.labels(m, p).observe(ttft_s)
+            series.child("ttft", lambda m, p: self.model_ttft.labels(m, p)).observe(ttft_s)
         if input_tokens:
-            self.model_tokens.labels(m, p, "input").inc(input_tokens)
+            series.child("input", lambda m, p: self.model_tokens.labels(m, p, "input")).inc(input_tokens)
         if output_tokens:
-            self.model_tokens.labels(m, p, "output").inc(output_tokens)
+            series.child("output", lambda m, p: self.model_tokens.labels(m, p, "output")).inc(output_tokens)
         if cached_input_tokens:
-            self.model_tokens.labels(m, p, "cached_input").inc(cached_input_tokens)
+            cached = series.child("cached", lambda m, p: self.model_tokens.labels(m, p, "cached_input"))
+            cached.inc(cached_input_tokens)
         if cost:
-            self.model_cost.labels(m, p).inc(cost)
+            series.child("cost", lambda m, p: self.model_cost.labels(m, p)).inc(cost)
+
+    def _new_model_series(self, model: str, provider: str, operation: str, status: str) -> _ModelSeries:
+        # Label children are looked up once per label set: prometheus-client's
+        # ``labels()`` takes a lock and builds a tuple each time, which is most of
+        # the cost of a recording when done per call.
+        m, p = self.label(model), self.label(provider)
+        series = _ModelSeries(
+            m, p, self.model_requests.labels(m, p, operation, status), self.model_duration.labels(m, p, operation)
+        )
+        if len(self._model_series) > 10_000:  # label sets are bounded by configuration; this is a safety net
+            self._model_series.clear()
+        self._model_series[(model, provider, operation, status)] = series
+        return series
+
+    def in_flight(self, model: str) -> Any:
+        """The in-flight gauge child of ``model`` (cached)."""
+        gauge = self._in_flight.get(model)
+        if gauge is None:
+            gauge = self._in_flight[model] = self.model_in_flight.labels(self.label(model))
+        return gauge
 
     def record_cache(self, hit: bool, *, cache: str = "response") -> None:
-        self.cache_requests.labels(self.label(cache), "hit" if hit else "miss").inc()
+        child = self._cache_children.get((cache, hit))
+        if child is None:
+            child = self.cache_requests.labels(self.label(cache), "hit" if hit else "miss")
+            self._cache_children[(cache, hit)] = child
+        child.inc()
 
     def set_breaker_state(self, deployment: str, state: str) -> None:
         """``state`` is ``closed``, ``half_open`` or ``open``; anything else raises ``ValueError``."""
@@ -195,25 +254,22 @@ class MetricsSubscriber:
     def __call__(self, event: Event) -> None:
         m = self.metrics
         if isinstance(event, RunStarted):
-            pipeline = m.label(event.pipeline)
-            self._pipelines[event.run_id] = pipeline
-            m.runs_in_progress.labels(pipeline).inc()
+            self._pipelines[event.run_id] = event.pipeline
+            m.child(m.runs_in_progress, event.pipeline).inc()
             return
         pipeline = self._pipelines.get(event.run_id, "unknown")
         if isinstance(event, StepFinished):
-            step = m.label(event.step)
-            m.steps.labels(pipeline, step, "succeeded").inc()
-            m.step_duration.labels(pipeline, step).observe(event.duration_s)
+            m.child(m.steps, pipeline, event.step, "succeeded").inc()
+            m.child(m.step_duration, pipeline, event.step).observe(event.duration_s)
         elif isinstance(event, StepFailed):
-            step = m.label(event.step)
-            m.steps.labels(pipeline, step, "cancelled" if event.cancelled else "failed").inc()
-            m.step_duration.labels(pipeline, step).observe(event.duration_s)
+            m.child(m.steps, pipeline, event.step, "cancelled" if event.cancelled else "failed").inc()
+            m.child(m.step_duration, pipeline, event.step).observe(event.duration_s)
         elif isinstance(event, StepSkipped):
-            m.steps.labels(pipeline, m.label(event.step), "skipped").inc()
+            m.child(m.steps, pipeline, event.step, "skipped").inc()
         elif isinstance(event, StepRetried):
-            m.step_retries.labels(pipeline, m.label(event.step)).inc()
+            m.child(m.step_retries, pipeline, event.step).inc()
         elif isinstance(event, RunFinished):
             self._pipelines.pop(event.run_id, None)
-            m.runs.labels(pipeline, str(event.status)).inc()
-            m.run_duration.labels(pipeline).observe(event.duration_s)
-            m.runs_in_progress.labels(pipeline).dec()
+            m.child(m.runs, pipeline, str(event.status)).inc()
+            m.child(m.run_duration, pipeline).observe(event.duration_s)
+            m.child(m.runs_in_progress, pipeline).dec()

@@ -22,11 +22,15 @@ span events added by :class:`~legato.observe.RoutingObserver`.
 
 from __future__ import annotations
 
+import functools
+import os
 import threading
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
+
+from opentelemetry import trace
 
 from legato._version import __version__
 from legato.engine import (
@@ -66,12 +70,35 @@ class GenAI:
     ERROR_TYPE: Final = "error.type"
 
 
-def tracing_enabled(provider: TracerProvider | None = None) -> bool:
-    """True when spans would be recorded: an SDK provider is given or installed globally."""
-    from opentelemetry import trace
+_global_on = False
+_UNKNOWN = object()
 
-    p = provider if provider is not None else trace.get_tracer_provider()
-    return not isinstance(p, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+@functools.cache
+def _provider_from_env() -> bool:
+    return "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+
+
+def tracing_enabled(provider: TracerProvider | None = None) -> bool:
+    """True when spans would be recorded: an SDK provider is given or installed globally.
+
+    This is on every model call and step event, so the answer for the global
+    provider is cached once it is true (a global provider, once set, stays set);
+    while it is false, the check reads the API's module global directly instead of
+    calling ``get_tracer_provider()``, which looks up an environment variable.
+    """
+    global _global_on
+    if provider is not None:
+        return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    if _global_on:
+        return True
+    current = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
+    if current is _UNKNOWN or (current is None and _provider_from_env()):
+        current = trace.get_tracer_provider()  # the slow, public way
+    if current is None:
+        return False
+    _global_on = not isinstance(current, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    return _global_on
 
 
 def get_tracer(provider: TracerProvider | None = None) -> Tracer:
