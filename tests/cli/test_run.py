@@ -16,7 +16,7 @@ from legato.cli.run import _Progress
 from legato.engine import StepFailed, StepFinished, StepSkipped, StepStarted
 from legato.spec import load_pipeline
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "text_insights.yaml"
+EXAMPLE = Path(__file__).resolve().parent / "fixtures" / "insights.yaml"
 
 STEPS = """
 async def upper(text: str) -> str:
@@ -112,7 +112,7 @@ def test_invalid_spec_and_inputs_exit_2(runner: CliRunner, tmp_path: Path) -> No
 def test_validate(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(app, ["validate", str(EXAMPLE)])
     assert result.exit_code == 0
-    assert "ok (pipeline 'text_insights', 5 steps)" in result.stdout
+    assert "ok (pipeline 'insights', 5 steps)" in result.stdout
     bad = write(tmp_path, "name: bad\nfailure_policy: x\nsteps:\n  a: {uses: ./steps.py:upper, timeout: 0}\n")
     result = runner.invoke(app, ["validate", str(EXAMPLE), str(bad)])
     assert result.exit_code == 2
@@ -145,7 +145,7 @@ def test_plan_text_mermaid_dot(runner: CliRunner) -> None:
     assert mermaid.startswith("flowchart LR\n")
     assert "  sentiment -.-> escalate" in mermaid
     dot = runner.invoke(app, ["plan", str(EXAMPLE), "-f", "dot"]).stdout
-    assert dot.startswith('digraph "text_insights" {')
+    assert dot.startswith('digraph "insights" {')
     assert '"entities" -> "report" [penwidth=2];' in dot
     assert runner.invoke(app, ["plan", str(EXAMPLE), "-f", "svg"]).exit_code == 2
 
