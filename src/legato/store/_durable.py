@@ -104,6 +104,7 @@ class DurableRunner:
         worker died). Raises ``IdempotencyConflict`` for a reused key with other inputs.
         ``source`` (a YAML path) is stored so ``legato runs resume`` can reload the pipeline."""
         values = dict(inputs or {})
+        pipeline.check_inputs(values)  # bad inputs raise InputError here, before any run is recorded
         record, created = await self.store.create_run(
             pipeline=pipeline.name,
             version_hash=pipeline_version(pipeline),
@@ -169,18 +170,23 @@ class DurableRunner:
         checkpointer = Checkpointer(self.store, record.id, self.owner, lease_ttl=self.lease_ttl)
         finished = False
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._heartbeat, record.id, control, checkpointer)
-                try:
-                    result = await pipeline.run(
-                        record.inputs,
-                        run_id=record.id,
-                        completed=completed,
-                        subscribers=[checkpointer, *subscribers],
-                        control=control,
-                    )
-                finally:
-                    tg.cancel_scope.cancel()
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._heartbeat, record.id, control, checkpointer)
+                    try:
+                        result = await pipeline.run(
+                            record.inputs,
+                            run_id=record.id,
+                            completed=completed,
+                            subscribers=[checkpointer, *subscribers],
+                            control=control,
+                        )
+                    finally:
+                        tg.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                if len(group.exceptions) == 1:  # the heartbeat never raises: this is the run's own error
+                    raise group.exceptions[0] from group.exceptions[0].__cause__
+                raise
             if checkpointer.lost is not None:
                 raise checkpointer.lost
             attempts, events = checkpointer.take_pending()

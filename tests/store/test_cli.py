@@ -1,0 +1,170 @@
+"""``legato run`` with the store, ``legato runs ...`` and ``legato journal ...`` through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from legato.cli import app
+from legato.cli.runs import parse_duration
+
+STEPS = """
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def _log(name: str) -> None:
+    with open(HERE / "calls.txt", "a") as f:
+        f.write(name + "\\n")
+
+
+async def upper(text: str) -> str:
+    _log("upper")
+    return text.upper()
+
+
+async def gate(upper: str) -> str:
+    _log("gate")
+    if (HERE / "broken").exists():
+        raise RuntimeError("the gate is closed")
+    return upper + "!"
+"""
+
+PIPELINE = """
+name: gated
+inputs: {text: string}
+steps:
+  upper: {uses: ./steps.py:upper}
+  gate: {uses: ./steps.py:gate}
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "steps.py").write_text(STEPS)
+    (tmp_path / "gated.yaml").write_text(textwrap.dedent(PIPELINE).lstrip())
+    return tmp_path
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def calls(project: Path) -> list[str]:
+    return (project / "calls.txt").read_text().split()
+
+
+def test_parse_duration() -> None:
+    assert parse_duration("30d") == 30 * 86400
+    assert parse_duration("1.5h") == 5400
+    with pytest.raises(ValueError, match="invalid duration '30 days'"):
+        parse_duration("30 days")
+
+
+def test_run_is_stored_idempotent_and_conflicts_exit_2(project: Path) -> None:
+    db = str(project / "s.db")
+    args = ["run", str(project / "gated.yaml"), "-i", "text=hi", "--database-url", db, "--json"]
+    code, out, _ = invoke(*args, "--idempotency-key", "k1")
+    assert code == 0
+    first = json.loads(out)
+    code, out, _ = invoke(*args, "--idempotency-key", "k1")
+    assert code == 0
+    assert json.loads(out)["run_id"] == first["run_id"]
+    assert calls(project) == ["upper", "gate"]  # the second call ran nothing
+    code, _, err = invoke(
+        "run", str(project / "gated.yaml"), "-i", "text=other", "--database-url", db, "--idempotency-key", "k1"
+    )
+    assert code == 2
+    assert f"already used by run {first['run_id']}" in err.replace("\n", "")
+    code, out, _ = invoke("runs", "list", "--json", "--database-url", db)
+    listed = json.loads(out)
+    assert [r["id"] for r in listed] == [first["run_id"]]
+    assert listed[0]["source"] == str((project / "gated.yaml").resolve())
+
+
+def test_failed_run_show_resume_and_reflection(project: Path) -> None:
+    db = str(project / "s.db")
+    (project / "broken").touch()
+    code, out, _ = invoke("run", str(project / "gated.yaml"), "-i", "text=hi", "--database-url", db, "--json")
+    assert code == 1
+    run_id = json.loads(out)["run_id"]
+    code, out, _ = invoke("runs", "show", run_id, "--json", "--events", "--database-url", db)
+    assert code == 0
+    shown = json.loads(out)
+    assert shown["status"] == "failed"
+    assert [(s["step"], s["status"]) for s in shown["steps"]] == [("upper", "succeeded"), ("gate", "failed")]
+    assert shown["events"][0]["type"] == "RunStarted"
+    (project / "broken").unlink()
+    code, out, _ = invoke("runs", "resume", run_id[:10], "--json", "--database-url", db)
+    assert code == 0, out
+    assert json.loads(out)["outputs"] == {"upper": "HI", "gate": "HI!"}
+    assert calls(project) == ["upper", "gate", "gate"]
+    code, _, err = invoke("runs", "resume", run_id, "--database-url", db)
+    assert code == 1
+    assert "already succeeded" in err
+    # the failure was reflected in the journal, and --recall shows it before the next run
+    code, out, _ = invoke("journal", "recent", "--json", "--database-url", db)
+    entries = json.loads(out)
+    assert entries[0]["author"] == "auto"
+    assert entries[0]["title"] == "gated: step gate failed with RuntimeError"
+    code, out, _ = invoke("run", str(project / "gated.yaml"), "-i", "text=yo", "--database-url", db, "--recall")
+    assert code == 0
+    assert "journal: related entries" in out
+    assert "gated: step gate failed with RuntimeError" in out
+
+
+def test_runs_errors_cancel_and_prune(project: Path) -> None:
+    db = str(project / "s.db")
+    code, _, err = invoke("runs", "show", "nope", "--database-url", db)
+    assert code == 1
+    assert "no run with id 'nope'" in err
+    code, _, err = invoke("runs", "prune", "--older-than", "soon", "--database-url", db)
+    assert code == 2
+    code, out, _ = invoke("run", str(project / "gated.yaml"), "-i", "text=a", "--database-url", db, "--json")
+    run_id = json.loads(out)["run_id"]
+    code, _, err = invoke("runs", "cancel", run_id, "--database-url", db)
+    assert code == 1
+    assert "already succeeded" in err
+    code, out, _ = invoke("runs", "list", "--dead", "--database-url", db)
+    assert "no runs" in out
+    code, out, _ = invoke("runs", "prune", "--older-than", "0s", "--database-url", db)
+    assert out.strip() == "pruned 1 run finished more than 0s ago"
+    code, out, _ = invoke("runs", "list", "--json", "--database-url", db)
+    assert json.loads(out) == []
+
+
+def test_corrupt_database_exits_2_with_a_clear_message(project: Path) -> None:
+    bad = project / "bad.db"
+    bad.write_text("hello")
+    code, _, err = invoke("runs", "list", "--database-url", str(bad))
+    assert code == 2
+    assert "is not a SQLite database" in err
+    assert bad.read_text() == "hello"
+
+
+def test_journal_add_search_recent_show(project: Path) -> None:
+    db = str(project / "s.db")
+    code, out, _ = invoke(
+        "journal", "add", "OpenAI 429 on summarize", "--body", "Lower concurrency to 4.", "-t", "openai",
+        "--database-url", db, "--json",
+    )  # fmt: skip
+    assert code == 0
+    entry = json.loads(out)
+    invoke("journal", "add", "OCR is slow", "--body", "Use rapidocr.", "--database-url", db)
+    code, out, _ = invoke("journal", "search", "why 429 from openai", "--json", "--database-url", db)
+    found = json.loads(out)
+    assert found[0]["id"] == entry["id"]
+    code, out, _ = invoke("journal", "show", str(entry["id"]), "--database-url", db)
+    assert "Lower concurrency to 4." in out
+    assert "#openai" in out
+    code, out, _ = invoke("journal", "recent", "-n", "1", "--database-url", db)
+    assert "OCR is slow" in out
+    code, _, err = invoke("journal", "show", "999", "--database-url", db)
+    assert code == 1
+    assert "no journal entry with id 999" in err
