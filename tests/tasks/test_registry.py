@@ -33,8 +33,8 @@ def test_unknown_task_names_the_known_ones() -> None:
 def test_invalid_options_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="task 'ner'"):
         tasks.get("ner", colour="blue")
-    with pytest.raises(ConfigError, match="at least two labels"):
-        tasks.get("classify", labels=["only"])
+    with pytest.raises(ConfigError, match="at least one label"):
+        tasks.get("classify", labels=[])
     with pytest.raises(ConfigError, match="engine must be"):
         tasks.get("ocr", engine="easyocr")
     with pytest.raises(ConfigError, match="max_sentences"):

@@ -71,7 +71,7 @@ def test_spec_errors_name_the_field_and_line(tmp_path: Path) -> None:
     path.write_text(
         "name: bad\nsteps:\n"
         "  a:\n    task: translate\n    with: {text: hi}\n"
-        "  b:\n    task: classify\n    options: {labels: [one]}\n    with: {text: hi}\n"
+        "  b:\n    task: classify\n    options: {labels: []}\n    with: {text: hi}\n"
         "  c:\n    task: sentiment\n    colour: blue\n    with: {text: hi}\n"
     )
     with pytest.raises(SpecError) as info:

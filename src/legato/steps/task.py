@@ -12,7 +12,8 @@
 
 The input parameter is ``source`` for ``ocr`` (a file path, relative paths are
 tried against the working directory and then the pipeline file's directory) and
-``text`` for every other task. The output is plain JSON: ``ocr`` -> ``{text,
+``text`` for every other task; ``classify`` also takes ``labels`` there when they
+are only known at run time (``labels: ${inputs.labels}``). The output is plain JSON: ``ocr`` -> ``{text,
 pages, source}``, ``ner`` -> ``[{text, label, start, end}]``, ``sentiment`` ->
 ``{label, compound, ...}``, ``embed`` -> ``[float]``, ``classify`` -> ``{label,
 score, scores, similarities}``, ``summarize`` -> ``{text, sentences, method}``. Generation is the
@@ -61,6 +62,9 @@ def build(spec: Mapping[str, Any], ctx: BuildContext) -> StepBuild:
     if issues:
         raise SpecError(issues)
     assert isinstance(name, str)
+    args = dict(spec.get("with") or {})
+    if name == "classify" and "labels" not in options and "labels" in args:
+        return _classify_at_run_time(args, spec)
     try:
         task = get(name, **dict(options))
     except ConfigError as exc:
@@ -71,12 +75,32 @@ def build(spec: Mapping[str, Any], ctx: BuildContext) -> StepBuild:
     if task not in siblings:
         siblings.append(task)
     fn = _step_function(task, siblings, ctx.base_dir)
-    args = dict(spec.get("with") or {})
     return StepBuild(
         fn=fn,
         args=args,
         depends_on=tuple(spec.get("depends_on") or ()),
         description=f"{name} ({task.model_name or 'local model'})",
+    )
+
+
+def _classify_at_run_time(args: dict[str, Any], spec: Mapping[str, Any]) -> StepBuild:
+    """``classify`` with ``labels`` among the step's arguments (e.g. ``${inputs.labels}``):
+    the classifier for each label set is created on first use and then shared."""
+
+    async def classify(text: str | Mapping[str, Any], labels: Any) -> Any:
+        if not isinstance(labels, list | Mapping):
+            raise InputError(f"classify: labels must be a list or a mapping, got {type(labels).__name__}")
+        try:
+            task = get("classify", labels=labels)
+        except ConfigError as exc:
+            raise InputError(str(exc)) from exc
+        return _jsonable(await task(_text(text)))
+
+    return StepBuild(
+        fn=classify,
+        args=args,
+        depends_on=tuple(spec.get("depends_on") or ()),
+        description="classify (zero-shot, all-MiniLM-L6-v2)",
     )
 
 

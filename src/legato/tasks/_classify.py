@@ -136,6 +136,6 @@ def _normalise_labels(labels: Sequence[str] | Mapping[str, str | Sequence[str]])
             out[str(label)] = phrases
     else:
         out = {str(label): [str(label)] for label in labels}
-    if len(out) < 2:
-        raise ConfigError(f"task 'classify': needs at least two labels, got {list(out)}")
+    if not out:
+        raise ConfigError("task 'classify': needs at least one label")
     return out
