@@ -58,16 +58,14 @@ steps:
     uses: builtins:len
     with: {obj: "${inputs.reviews}"}
   classify:
-    kind: llm
-    model: openai/gpt-4o-mini
+    llm: openai/gpt-4o-mini
     map: ${inputs.reviews}
     prompt: "Classify the sentiment of this review as positive or negative: ${item}"
     max_tokens: 5
   entities:
-    kind: task
     task: ner
     map: ${inputs.reviews}
-    text: ${item}
+    with: {text: "${item}"}
   summary:
     kind: llm
     model: big

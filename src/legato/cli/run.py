@@ -264,6 +264,9 @@ def plan(
     file: Path = typer.Argument(..., help="Pipeline YAML file."),
     format: str = typer.Option("text", "--format", "-f", help="text, mermaid, dot or json."),
     config: Path | None = typer.Option(None, "--config", help="legato.yaml for step kinds that read it."),
+    cost: bool = typer.Option(False, "--cost", help="Also estimate the cost per step and in total."),
+    fan_out: int = typer.Option(10, "--fan-out", min=1, help="With --cost: items assumed for each map step."),
+    ref_tokens: int = typer.Option(200, "--ref-tokens", min=0, help="With --cost: tokens per ${...} in a prompt."),
 ) -> None:
     """Show the execution plan: levels, critical path, parallelism and estimated wall time."""
     from legato.engine import summarize
@@ -271,16 +274,36 @@ def plan(
     if format not in _FORMATS:
         _err.print(f"[red]error[/red]: --format must be one of {', '.join(_FORMATS)}, got {format!r}")
         raise typer.Exit(2)
+    if cost and format not in ("text", "json"):
+        _err.print("[red]error[/red]: --cost works with --format text or json")
+        raise typer.Exit(2)
     pipeline = _load(file, config)
     summary = summarize(pipeline.compile())
+    estimate = _plan_cost(file, config, fan_out, ref_tokens) if cost else None
     if format == "json":
-        sys.stdout.write(json.dumps(summary.as_dict(), indent=2) + "\n")
+        data = summary.as_dict()
+        if estimate is not None:
+            data["cost"] = estimate.as_dict()
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
     elif format == "mermaid":
         sys.stdout.write(_mermaid(summary))
     elif format == "dot":
         sys.stdout.write(_dot(pipeline.name, summary))
     else:
         _text(pipeline.name, summary)
+        if estimate is not None:
+            sys.stdout.write("\ncost estimate (one run):\n" + estimate.render())
+
+
+def _plan_cost(file: Path, config: Path | None, fan_out: int, ref_tokens: int) -> Any:
+    from legato.cli._cost import plan_cost
+    from legato.errors import ConfigError
+
+    try:
+        return plan_cost(file, config, fan_out=fan_out, ref_tokens=ref_tokens)
+    except ConfigError as exc:
+        _err.print(f"[red]error[/red]: {exc}")
+        raise typer.Exit(2) from None
 
 
 def _label(step: dict[str, Any]) -> str:

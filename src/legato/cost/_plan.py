@@ -2,10 +2,10 @@
 
 The estimate reads each step of the pipeline spec:
 
-* ``llm`` steps: input tokens from the prompt text (each ``${...}`` reference counts
+* ``llm:`` steps: input tokens from the prompt text (each ``${...}`` reference counts
   as ``ref_tokens``, since its value is not known before the run), output tokens
   from ``max_tokens`` (else the estimator's default), priced for the step's model;
-* ``task`` steps run local models: free;
+* ``task:`` steps run local models: free;
 * ``uses`` steps are Python functions: model calls made inside them are not seen
   and count as 0;
 * a ``map`` step runs once per item: ``fan_out`` items are assumed; a ``loop`` runs
@@ -150,7 +150,8 @@ def _step_cost(
     resolve: Callable[[str], Model | str] | None,
 ) -> StepCost:
     extra: Mapping[str, Any] = getattr(step, "model_extra", None) or {}
-    kind = getattr(step, "kind", None) or ("python" if getattr(step, "uses", None) else "unknown")
+    kind = getattr(step, "kind", None) or next((k for k in ("llm", "task") if k in extra), None)
+    kind = kind or ("python" if getattr(step, "uses", None) else "unknown")
     calls = fan_out if getattr(step, "map", None) else 1
     loop = getattr(step, "loop", None)
     if loop is not None:
@@ -158,8 +159,9 @@ def _step_cost(
     if kind != "llm":
         free = kind == "task"
         note = "local model: free" if free else "not a model step"
-        return StepCost(name, kind, extra.get("model") if free else None, calls, 0, 0, 0.0, 0.0, note)
-    model_ref = str(extra.get("model") or "")
+        local = str(extra.get("task") or "") or None
+        return StepCost(name, kind, local if free else None, calls, 0, 0, 0.0, 0.0, note)
+    model_ref = str(extra.get("llm") or extra.get("model") or "")
     model: Model | str = resolve(model_ref) if resolve and model_ref else model_ref
     text = " ".join(_texts(extra.get("system")) + _texts(extra.get("prompt")) + _texts(extra.get("messages")))
     refs = len(_REF.findall(text))
