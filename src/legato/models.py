@@ -84,9 +84,27 @@ def resolve_group(name: str, config: LegatoConfig) -> Model | None:
     groups = config.raw("groups")
     if not isinstance(groups, dict) or name not in groups:
         return None
-    from legato.routing import groups_for
+    from legato.routing import ModelUnavailable, groups_for
 
-    return groups_for(config, lambda model_name: get(model_name, config)).get(name)
+    def resolve(model_name: str) -> Model:
+        try:
+            return get(model_name, config)
+        except ConfigError as exc:
+            if _missing_secret(model_name, config):
+                # The group runs without it (fallbacks, degraded tier) and says so.
+                raise ModelUnavailable(str(exc)) from exc
+            raise
+
+    return groups_for(config, resolve).get(name)
+
+
+def _missing_secret(name: str, config: LegatoConfig) -> str | None:
+    cfg = configured(config).get(name)
+    if cfg is None:
+        provider, slash, _ = name.partition("/")
+        key = DEFAULT_KEYS.get(provider) if slash else None
+        cfg = ModelConfig(provider=provider, model=name, api_key=key) if key else None
+    return cfg.missing_secret() if cfg is not None else None
 
 
 def group_names(config: LegatoConfig) -> list[str]:

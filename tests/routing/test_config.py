@@ -175,3 +175,37 @@ def test_models_get_resolves_a_group_name_to_one_shared_model(tmp_path: Path, mo
     assert first is again  # one router per configuration: health is shared
     assert [d.name for d in first.deployments] == ["a", "a-2"]
     assert "g" in legato.models.names(load(tmp_path, text))
+
+
+async def test_model_without_its_key_is_unavailable_and_the_group_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import legato.models
+
+    monkeypatch.delenv("LEGATO_UNSET_KEY", raising=False)
+    text = (
+        "models:\n"
+        "  a: {provider: openai, model: gpt-4o-mini, api_key: env:LEGATO_UNSET_KEY}\n"
+        "groups:\n"
+        "  g:\n"
+        "    retry: false\n"
+        "    deployments: [{model: a}]\n"
+        "    degrade: {answer: 'running without a provider key'}\n"
+    )
+    group = legato.models.get("g", load(tmp_path, text))
+    assert isinstance(group, Router)
+    health = group.health()[0]
+    assert health.state == "unavailable"
+    assert health.last_error is not None
+    assert "LEGATO_UNSET_KEY" in health.last_error
+    response = await group.chat(req())
+    assert response.degraded is True
+    assert response.text == "running without a provider key"
+
+
+def test_a_typo_in_a_deployment_name_fails_at_load(tmp_path: Path) -> None:
+    import legato.models
+
+    text = "groups:\n  typo:\n    deployments: [{model: gtp-4o}]\n"
+    with pytest.raises(ConfigError, match="gtp-4o"):
+        legato.models.get("typo", load(tmp_path, text))

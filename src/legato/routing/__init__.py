@@ -7,7 +7,15 @@ Python with the same typed objects.
 """
 
 from legato.routing._cascade import Cascade, Scorer, Tier, confidence_at_least, json_valid
-from legato.routing._config import GroupConfig, Groups, GroupsSection, RoutingSection, build_groups, groups_for
+from legato.routing._config import (
+    GroupConfig,
+    Groups,
+    GroupsSection,
+    ModelUnavailable,
+    RoutingSection,
+    build_groups,
+    groups_for,
+)
 from legato.routing._deployment import Deployment, DeploymentHealth, DeploymentState, OutlierPolicy
 from legato.routing._health import HealthChecker, ProbeResult, ping
 from legato.routing._router import Fallbacks, Router
@@ -38,6 +46,7 @@ __all__ = [
     "LatencyBased",
     "LeastInFlight",
     "LowestCost",
+    "ModelUnavailable",
     "OutlierPolicy",
     "ProbeResult",
     "RoundRobin",

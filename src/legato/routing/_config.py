@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
-from legato.errors import ConfigError
+from legato.errors import ConfigError, NoDeploymentAvailable
 from legato.providers import ChatChunk, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Model
 from legato.resilience import (
     BreakerPolicy,
@@ -49,6 +49,7 @@ __all__ = [
     "GroupConfig",
     "Groups",
     "GroupsSection",
+    "ModelUnavailable",
     "RoutingSection",
     "build_groups",
     "groups_for",
@@ -236,6 +237,37 @@ def _pick(group: Policies, defaults: Policies, field: str, fallback: Any) -> Any
     return None if value is False else value
 
 
+class ModelUnavailable(ConfigError):
+    """Raised by a ``resolve_model`` callback for a model that is configured but cannot be
+    used in this process (typically: its API key variable is not set). The group keeps
+    working without it: the deployment is reported ``unavailable`` and never chosen,
+    so traffic goes to the other deployments, the fallbacks or the degraded tier."""
+
+
+class _Missing:
+    """Stands for a model that is configured but unavailable; every call is refused."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+
+    def _refuse(self) -> NoDeploymentAvailable:
+        return NoDeploymentAvailable(f"model {self.name!r} is unavailable: {self.reason}", provider="legato")
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        raise self._refuse()
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        raise self._refuse()
+        yield ChatChunk()  # pragma: no cover - makes this an async generator
+
+    async def embed(self, request: EmbedRequest) -> EmbedResponse:
+        raise self._refuse()
+
+    async def aclose(self) -> None:
+        return None
+
+
 class _Ref:
     """A Model standing for a name, resolved on first use (lets groups refer to each other)."""
 
@@ -312,6 +344,8 @@ class Groups:
         if name not in self._models:
             try:
                 self._models[name] = self.resolve_model(name)
+            except ModelUnavailable as exc:
+                self._models[name] = _Missing(name, str(exc))
             except KeyError as exc:
                 raise ConfigError(f"{where}: {name!r} is neither a group nor a model in legato.yaml") from exc
             except ConfigError as exc:
@@ -408,6 +442,10 @@ class Groups:
             )
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from exc
+        for state, dep in zip(router.deployments, group.deployments, strict=True):
+            missing = self._models.get(dep.model)
+            if isinstance(missing, _Missing):
+                state.mark_unavailable(missing.reason)
         self.routers[name] = router
         model: Model = router
         retry: RetrySettings | None = _pick(group, d, "retry", RetrySettings())

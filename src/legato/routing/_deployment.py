@@ -11,6 +11,7 @@ the cooldown ends; a success resets the count.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Set
 from dataclasses import dataclass
 from typing import Literal
@@ -127,7 +128,7 @@ class DeploymentHealth:
     group: str
     deployment: str
     model: str
-    state: str  # healthy | ejected | unhealthy | open | half_open
+    state: str  # healthy | ejected | unhealthy | unavailable | open | half_open
     in_flight: int
     latency_ewma: float | None
     consecutive_failures: int
@@ -179,6 +180,7 @@ class DeploymentState:
         self.ejections = 0
         self.ejected_until = 0.0
         self.unhealthy = False
+        self.unavailable: str | None = None
         self.successes = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -265,8 +267,16 @@ class DeploymentState:
         self.unhealthy = True
         self.eject(self.clock.now() + cooldown, reason)
 
+    def mark_unavailable(self, reason: str) -> None:
+        """Out of rotation for good: the model cannot be built here (e.g. its API key is unset)."""
+        self.unavailable = reason
+        self.last_error = reason
+        self.ejected_until = math.inf
+
     def mark_healthy(self) -> None:
         """A passing active health check: back in rotation at once."""
+        if self.unavailable is not None:
+            return
         was_out = self.ejected_until > self.clock.now()
         self.ejected_until = 0.0
         self.unhealthy = False
@@ -284,7 +294,9 @@ class DeploymentState:
 
     def health(self) -> DeploymentHealth:
         now = self.clock.now()
-        if self.unhealthy and now < self.ejected_until:
+        if self.unavailable is not None:
+            state = "unavailable"
+        elif self.unhealthy and now < self.ejected_until:
             state = "unhealthy"
         elif now < self.ejected_until:
             state = "ejected"
@@ -300,7 +312,7 @@ class DeploymentState:
             in_flight=self.in_flight,
             latency_ewma=self.latency_ewma,
             consecutive_failures=self.consecutive_failures,
-            ejected_for=max(0.0, self.ejected_until - now),
+            ejected_for=max(0.0, self.ejected_until - now) if self.unavailable is None else 0.0,
             successes=self.successes,
             failures=self.failures,
             last_error=self.last_error,
