@@ -80,6 +80,6 @@ def test_spec_errors_name_the_field_and_line(tmp_path: Path) -> None:
     assert "bad.yaml:4" in text
     assert "'task' must be one of" in text
     assert "bad.yaml:8" in text
-    assert "at least two labels" in text
+    assert "at least one label" in text
     assert "bad.yaml:12" in text
     assert "unknown field 'colour'" in text
