@@ -136,3 +136,78 @@ async def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
         server.close()
     # The kills must really have landed inside runs, not only before or after them.
     assert kinds["mid_run"] >= TRIALS // 2, kinds
+
+
+RUNBOOK_STEPS = """
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def _log(name):
+    with open(HERE / "calls.txt", "a") as f:
+        f.write(name + "\\n")
+
+
+async def prepare(text: str) -> str:
+    _log("prepare")
+    return text.strip()
+
+
+def slow(prepare: str) -> str:
+    _log("slow")
+    while (HERE / "hold").exists():  # held open until the test has killed the process
+        time.sleep(0.02)
+    return prepare.upper()
+
+
+async def finish(slow: str) -> str:
+    _log("finish")
+    return slow + "!"
+"""
+
+RUNBOOK_PIPELINE = """
+name: runbook
+inputs: {text: string}
+steps:
+  prepare: {uses: ./steps.py:prepare}
+  slow: {uses: ./steps.py:slow}
+  finish: {uses: ./steps.py:finish}
+"""
+
+
+@pytest.mark.slow
+async def test_kill_9_then_legato_runs_resume_from_the_cli(tmp_path: Path) -> None:
+    """The runbook of docs/durable-runs.md: `legato run`, kill -9, `legato runs resume RUN_ID`."""
+    (tmp_path / "steps.py").write_text(RUNBOOK_STEPS)
+    (tmp_path / "runbook.yaml").write_text(RUNBOOK_PIPELINE)
+    (tmp_path / "hold").touch()
+    db = str(tmp_path / "legato.db")
+    cmd = [sys.executable, "-c", "from legato.cli import main; main()", "run", str(tmp_path / "runbook.yaml")]
+    proc = subprocess.Popen([*cmd, "-i", "text= hello ", "--database-url", db], cwd=tmp_path)
+    try:
+        async with RunStore(db) as store:
+            run_id = None
+            with anyio.fail_after(60):
+                while run_id is None:
+                    await anyio.sleep(0.05)
+                    runs = await store.list_runs() if (tmp_path / "legato.db").exists() else []
+                    if runs and "prepare" in await store.completed_steps(runs[0].id):
+                        run_id = runs[0].id
+                while "slow" not in (tmp_path / "calls.txt").read_text():
+                    await anyio.sleep(0.02)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            assert (await store.get_run(run_id)).status == "running"  # orphaned: its worker is gone
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    (tmp_path / "hold").unlink()
+    resume = [sys.executable, "-c", "from legato.cli import main; main()", "runs", "resume", run_id]
+    result = await anyio.run_process([*resume, "--database-url", db, "--json"], cwd=tmp_path, check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads(result.stdout)["outputs"]["finish"] == "HELLO!"
+    # prepare was checkpointed before the kill: not run again; slow was in flight: run again
+    assert (tmp_path / "calls.txt").read_text().split() == ["prepare", "slow", "slow", "finish"]
