@@ -7,7 +7,9 @@ Floors are measured in the same run:
   and with tracing on (OpenTelemetry SDK, batch span processor, an exporter that
   drops spans: the cost of recording, not of the network);
 * per step: a 100-step fan-out pipeline with no subscriber, against the same run
-  with a disabled :class:`TracingSubscriber`, with metrics, and with tracing on.
+  with a no-op subscriber (what the event bus itself costs), with a disabled
+  :class:`TracingSubscriber`, with metrics, and with tracing on;
+* the disabled hooks alone: the tracing check and a disabled subscriber's call.
 
 Times are CPU time of this process (``time.process_time``): the work measured never
 waits, and CPU time is not inflated when other processes share the machine.
@@ -127,6 +129,10 @@ def per_step(subscribers: Callable[[], list[Any]]) -> Callable[[], Awaitable[flo
     return run
 
 
+def _noop(event: Any) -> None:
+    return None
+
+
 def hook_cost() -> dict[str, float]:
     """CPU time of the disabled hooks themselves, per call."""
     from legato.engine import StepStarted
@@ -164,6 +170,7 @@ def main() -> None:
     }
     steps = {
         "no subscriber (floor)": best_of(per_step(list)),
+        "a no-op subscriber (event bus cost)": best_of(per_step(lambda: [_noop])),
         "TracingSubscriber, tracing off": best_of(per_step(lambda: [TracingSubscriber()])),
         "MetricsSubscriber": best_of(per_step(lambda: [MetricsSubscriber(metrics)])),
         "TracingSubscriber, tracing on": best_of(per_step(lambda: [TracingSubscriber(provider)])),
