@@ -110,7 +110,7 @@ async def test_a_reservation_lapses_when_its_holder_dies(store: BudgetStore) -> 
 async def test_daily_budgets_restart_at_midnight_utc(store: BudgetStore) -> None:
     now = [20_000 * DAY + DAY - 10]  # 23:59:50 UTC
     store.clock = lambda: now[0]
-    budget = Budget(1.0, "key:k", per_day=True)
+    budget = Budget(1.0, "key:k", period="day")
     await store.charge(budget, 1.0)
     with pytest.raises(BudgetExceeded) as info:
         await store.reserve(budget, 0.1)
@@ -118,6 +118,22 @@ async def test_daily_budgets_restart_at_midnight_utc(store: BudgetStore) -> None
     now[0] += 20  # the next day
     await store.reserve(budget, 0.1)
     assert (await store.state(Budget(5.0, "day"))).key.startswith("day@")
+
+
+async def test_monthly_budgets_restart_on_the_first(store: BudgetStore) -> None:
+    import datetime as dt
+
+    now = [dt.datetime(2026, 12, 31, 23, 0, tzinfo=dt.UTC).timestamp()]
+    store.clock = lambda: now[0]
+    budget = Budget(1.0, "key:m", period="month")
+    await store.charge(budget, 1.0)
+    with pytest.raises(BudgetExceeded) as info:
+        await store.reserve(budget, 0.1)
+    assert info.value.scope == "key:m@2026-12"
+    now[0] = dt.datetime(2027, 1, 1, 0, 0, 1, tzinfo=dt.UTC).timestamp()
+    await store.reserve(budget, 0.1)
+    assert (await store.state(budget)).key == "key:m@2027-01"
+    assert budget.expires_after(now[0]) == pytest.approx(31 * DAY - 1 + DAY)
 
 
 @pytest.mark.redis
@@ -139,6 +155,8 @@ def test_budget_validation_and_run_scope() -> None:
         Budget(-1)
     with pytest.raises(ValueError, match="scope"):
         Budget(1, "two words")
+    with pytest.raises(ValueError, match="period"):
+        Budget(1, "key:k", period="week")  # type: ignore[arg-type]
     budget = Budget(1.0)
     assert budget.key(0.0, run="r1") == "run:r1"
     run_ledger = Ledger("run-42")

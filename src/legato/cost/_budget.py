@@ -2,8 +2,8 @@
 
 A :class:`Budget` is a limit in USD for a scope: ``run`` (the current run),
 ``pipeline:NAME``, ``key:ID`` (a gateway API key), ``day`` (everything, per UTC
-day), or any ``label`` of your own; ``per_day=True`` makes any scope restart at
-00:00 UTC.
+day), or any ``label`` of your own; ``period="day"`` or ``"month"`` makes any
+scope restart at 00:00 UTC of each day or month.
 
 Spending is *reserved* before a call and *settled* after it:
 
@@ -41,7 +41,8 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import anyio
 
@@ -64,21 +65,27 @@ def from_nano(nano: int) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    """A spending limit in USD for a scope. See the module docstring for scopes."""
+    """A spending limit in USD for a scope. See the module docstring for scopes.
+
+    ``period``: ``"day"`` or ``"month"`` restarts the count at 00:00 UTC on each new
+    day or month; ``None`` never restarts (the ``day`` scope is daily by itself).
+    """
 
     limit_usd: float
     scope: str = "run"
-    per_day: bool = False
+    period: Literal["day", "month"] | None = None
 
     def __post_init__(self) -> None:
         if not self.limit_usd >= 0:
             raise ValueError(f"budget {self.scope!r}: limit_usd must be >= 0, got {self.limit_usd}")
         if not self.scope or any(c.isspace() for c in self.scope):
             raise ValueError(f"budget scope must be a non-empty word such as 'run' or 'key:ID', got {self.scope!r}")
+        if self.period not in (None, "day", "month"):
+            raise ValueError(f"budget {self.scope!r}: period must be 'day', 'month' or None, got {self.period!r}")
 
     @property
-    def daily(self) -> bool:
-        return self.per_day or self.scope == "day"
+    def effective_period(self) -> str | None:
+        return "day" if self.scope == "day" else self.period
 
     def key(self, now: float, *, run: str | None = None) -> str:
         """The store key this budget counts under at time ``now`` (epoch seconds).
@@ -89,16 +96,23 @@ class Budget:
         scope = self.scope
         if scope == "run":
             scope = f"run:{run or _current_run()}"
-        if self.daily:
-            day = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
-            scope = f"{scope}@{day}" if scope != "day" else f"day@{day}"
+        period = self.effective_period
+        if period is not None:
+            stamp = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d" if period == "day" else "%Y-%m")
+            scope = f"{scope}@{stamp}"
         return scope
 
     def expires_after(self, now: float) -> float | None:
-        """Seconds the store keeps this budget's count (daily counts: until a day after they end)."""
-        if not self.daily:
+        """Seconds a store keeps this budget's count: a day past the end of its period."""
+        period = self.effective_period
+        if period is None:
             return None
-        return _DAY_S - (now % _DAY_S) + _DAY_S
+        start = datetime.fromtimestamp(now, UTC)
+        if period == "day":
+            end = datetime(start.year, start.month, start.day, tzinfo=UTC) + timedelta(days=1)
+        else:
+            end = datetime(start.year + start.month // 12, start.month % 12 + 1, 1, tzinfo=UTC)
+        return (end - start).total_seconds() + _DAY_S
 
 
 def _current_run() -> str:
