@@ -27,6 +27,7 @@ from legato.providers._factory import ModelConfig, build, provider_names
 
 if TYPE_CHECKING:
     from legato.providers import Model
+    from legato.routing import Groups
 
 __all__ = [
     "ModelsSection",
@@ -36,6 +37,7 @@ __all__ = [
     "configured",
     "get",
     "group_names",
+    "model_groups",
     "names",
     "resolve_configured",
     "resolve_group",
@@ -84,18 +86,28 @@ def resolve_group(name: str, config: LegatoConfig) -> Model | None:
     groups = config.raw("groups")
     if not isinstance(groups, dict) or name not in groups:
         return None
+    return model_groups(config).get(name)
+
+
+def model_groups(config: LegatoConfig | None = None) -> Groups:
+    """Every group of ``legato.yaml``, built once per process and configuration.
+
+    A model whose API key variable is not set becomes an unavailable deployment
+    (the group falls back and says so) instead of failing the whole file.
+    """
     from legato.routing import ModelUnavailable, groups_for
+
+    config = config if config is not None else LegatoConfig.load()
 
     def resolve(model_name: str) -> Model:
         try:
             return get(model_name, config)
         except ConfigError as exc:
             if _missing_secret(model_name, config):
-                # The group runs without it (fallbacks, degraded tier) and says so.
                 raise ModelUnavailable(str(exc)) from exc
             raise
 
-    return groups_for(config, resolve).get(name)
+    return groups_for(config, resolve)
 
 
 def _missing_secret(name: str, config: LegatoConfig) -> str | None:
