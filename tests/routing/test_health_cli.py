@@ -19,7 +19,8 @@ def test_models_health_reports_every_deployment(tmp_path: Path, monkeypatch: pyt
         config = tmp_path / "legato.yaml"
         config.write_text(
             "models:\n"
-            f"  ok: {{provider: openai, model: ok, api_key: env:LEGATO_HEALTH_KEY, base_url: '{fake.openai_base_url}'}}\n"
+            f"  ok: {{provider: openai, model: ok, api_key: env:LEGATO_HEALTH_KEY, "
+            f"base_url: '{fake.openai_base_url}'}}\n"
             f"  revoked: {{provider: anthropic, model: revoked, api_key: env:LEGATO_HEALTH_KEY, "
             f"base_url: '{fake.anthropic_base_url}'}}\n"
             f"  broken: {{provider: openai, model: broken, api_key: env:LEGATO_HEALTH_KEY, "

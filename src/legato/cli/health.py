@@ -54,8 +54,7 @@ def health(
 async def _collect(config: Any, only: list[str], probe: bool, timeout: float) -> list[dict[str, Any]]:
     from legato.errors import ConfigError
     from legato.models import model_groups
-    from legato.routing import HealthChecker
-    from legato.routing import ProbeResult
+    from legato.routing import HealthChecker, ProbeResult
 
     groups = model_groups(config)
     unknown = sorted(set(only) - set(groups.names()))
