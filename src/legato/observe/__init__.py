@@ -9,7 +9,8 @@
 - :class:`Metrics` holds every series in its own registry; :meth:`Metrics.render`
   is what ``/metrics`` serves.
 - :class:`Redactor` and :func:`configure_logging`: JSON logs with secrets removed.
-- :func:`continue_trace` / :func:`inject_headers`: W3C ``traceparent`` propagation.
+- :func:`continue_trace` / :func:`inject_headers`: W3C ``traceparent`` propagation;
+  :class:`TraceMiddleware` does it (plus a server span and HTTP metrics) for an ASGI app.
 - :func:`setup` applies the ``observe:`` section of ``legato.yaml``.
 - :func:`analyze_runs` turns stored runs into per-step statistics, the critical
   path and recommendations (``legato analyze``).
@@ -20,6 +21,7 @@ a single check.
 """
 
 from legato.observe._analysis import Analysis, StepStats, analyze_runs
+from legato.observe._asgi import TraceMiddleware
 from legato.observe._instrument import Instrumented, error_type
 from legato.observe._logging import JsonFormatter, RedactingFilter, configure_logging
 from legato.observe._metrics import Metrics, MetricsSubscriber, default_metrics
@@ -50,6 +52,7 @@ __all__ = [
     "Redactor",
     "RoutingObserver",
     "StepStats",
+    "TraceMiddleware",
     "TracingConfig",
     "TracingSubscriber",
     "analyze_runs",

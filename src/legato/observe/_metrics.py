@@ -23,6 +23,8 @@ run_duration_seconds                      histogram  pipeline
 steps_total                               counter    pipeline, step, status
 step_duration_seconds                     histogram  pipeline, step
 step_retries_total                        counter    pipeline, step
+http_requests_total                       counter    method, route (template), status
+http_request_duration_seconds             histogram  method, route
 ========================================  =========  ==================================
 
 Label values are names from configuration (model, deployment, pipeline, step),
@@ -128,6 +130,13 @@ class Metrics:
         self.step_duration = Histogram(
             "step_duration_seconds", "Step attempt wall time.", ["pipeline", "step"],
             namespace=ns, registry=r, buckets=RUN_BUCKETS,
+        )  # fmt: skip
+        self.http_requests = Counter(
+            "http_requests", "HTTP requests served.", ["method", "route", "status"], namespace=ns, registry=r
+        )
+        self.http_duration = Histogram(
+            "http_request_duration_seconds", "HTTP request time (whole body, streams included).",
+            ["method", "route"], namespace=ns, registry=r, buckets=LATENCY_BUCKETS,
         )  # fmt: skip
         self._model_series: dict[tuple[str, str, str, str], _ModelSeries] = {}
         self._in_flight: dict[str, Any] = {}
