@@ -16,6 +16,8 @@ the :class:`ModelError` branch, which carries ``retryable``, ``provider``,
     │   ├── RunCancelled            the run was cancelled
     │   └── DeadlineExceeded        the run (or a step) ran past its deadline
     ├── BudgetExceeded              a budget would be overspent by the next call
+    ├── ExecutorError               an executor (e.g. Ray) could not run a step
+    │   └── WorkerLost              the worker or node running the step died (retryable)
     ├── StoreError                  the run store failed
     │   ├── IdempotencyConflict     same idempotency key, different request
     │   ├── RunNotFound             no run with that id
@@ -64,6 +66,7 @@ __all__ = [
     "ContentFiltered",
     "ContextWindowExceeded",
     "DeadlineExceeded",
+    "ExecutorError",
     "IdempotencyConflict",
     "InputError",
     "InvalidAPIKey",
@@ -178,6 +181,21 @@ class BudgetExceeded(LegatoError):
             f"budget {scope!r} exhausted: spent ${spent:.6f} of ${limit:.6f}"
             + (f", next call needs ~${needed:.6f}" if needed else "")
         )
+
+
+class ExecutorError(LegatoError):
+    """An executor could not run a step (cluster unreachable, task could not be shipped).
+
+    ``retryable`` says whether the same step may succeed if run again.
+    """
+
+    retryable: bool = False
+
+
+class WorkerLost(ExecutorError):
+    """The worker process or node running the step died before it returned."""
+
+    retryable = True
 
 
 class StoreError(LegatoError):

@@ -18,16 +18,16 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from legato.errors import ModelError
+from legato.errors import ExecutorError, ModelError
 
 __all__ = ["RetryPolicy", "is_retryable"]
 
 
 def is_retryable(error: BaseException) -> bool:
-    """Default predicate: model errors say so themselves; timeouts and connection
-    errors are transient; anything else (a bug in a step) is not retried unless the
+    """Default predicate: model and executor errors say so themselves; timeouts and
+    connection errors are transient; anything else (a bug in a step) is not retried unless the
     policy is told to retry all exceptions."""
-    if isinstance(error, ModelError):
+    if isinstance(error, ModelError | ExecutorError):
         return error.retryable
     return isinstance(error, TimeoutError | ConnectionError)
 

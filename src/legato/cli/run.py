@@ -7,6 +7,7 @@ commands so ``legato --help`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -114,20 +115,24 @@ def run(
     subscribers = [progress.on_event] if progress is not None else []
     from legato.cli.runs import stored_run
 
+    # With --json, stdout carries the JSON document only: whatever libraries print
+    # while the run goes on (Ray's worker messages, for one) goes to stderr.
+    quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
     try:
-        result = anyio.run(
-            lambda: stored_run(
-                pipeline,
-                values,
-                subscribers=subscribers,
-                progress=progress,
-                console=out,
-                database_url=database_url,
-                idempotency_key=idempotency_key,
-                recall=recall and not as_json,
-                source=str(file.resolve()),
+        with quiet:
+            result = anyio.run(
+                lambda: stored_run(
+                    pipeline,
+                    values,
+                    subscribers=subscribers,
+                    progress=progress,
+                    console=out,
+                    database_url=database_url,
+                    idempotency_key=idempotency_key,
+                    recall=recall and not as_json,
+                    source=str(file.resolve()),
+                )
             )
-        )
     except InputError as exc:
         _err.print(f"[red]error[/red]: {exc}")
         raise typer.Exit(2) from None

@@ -1,0 +1,298 @@
+"""The ray executor: unit behaviour, and a real two-node local Ray cluster.
+
+The cluster tests start ``ray start --head`` and a second worker node on loopback,
+run YAML pipelines through ``legato run`` (a separate driver process, as a user
+would), kill the worker node mid-run, and check that the run completes with the
+same outputs as the local executor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from legato.errors import ConfigError, ExecutorError, WorkerLost
+
+VENV_BIN = Path(sys.executable).parent
+RAY = str(VENV_BIN / "ray")
+LEGATO = str(VENV_BIN / "legato")
+
+
+# -- unit behaviour ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(1024, 1024), ("2GiB", 2 * 1024**3), ("512MB", 512 * 1000**2), ("1.5Gi", int(1.5 * 1024**3)), ("100", 100)],
+)
+def test_parse_memory(value: int | str, expected: int) -> None:
+    from legato.executors.ray import parse_memory
+
+    assert parse_memory(value) == expected
+
+
+@pytest.mark.parametrize("value", ["lots", "2 parsecs", -5, 0, ""])
+def test_parse_memory_rejects_nonsense(value: int | str) -> None:
+    from legato.executors.ray import parse_memory
+
+    with pytest.raises(ConfigError, match="memory"):
+        parse_memory(value)
+
+
+def test_step_resources_become_ray_options() -> None:
+    from legato.executors.ray import RayExecutor
+
+    options = RayExecutor(max_retries=2)._options({"num_cpus": 2, "memory": "1GiB", "num_gpus": 0, "accelerator": 1})
+    assert options == {
+        "max_retries": 2,
+        "retry_exceptions": False,
+        "num_returns": 2,
+        "num_cpus": 2.0,
+        "num_gpus": 0.0,
+        "memory": 1024**3,
+        "resources": {"accelerator": 1.0},
+    }
+
+
+def test_ray_failures_become_legato_errors() -> None:
+    import ray.exceptions as rex
+
+    from legato.engine import StepCall
+    from legato.executors.ray import _translate
+
+    call = StepCall(fn=print, kwargs={}, step="ocr", run_id="r1", is_async=False)
+    lost = _translate(rex.WorkerCrashedError(), call)
+    assert isinstance(lost, WorkerLost)
+    assert lost.retryable
+    assert "ocr" in str(lost)
+    cancelled = _translate(rex.TaskCancelledError(), call)
+    assert isinstance(cancelled, ExecutorError)
+    assert not cancelled.retryable
+    original = ValueError("bad page")
+    assert _translate(original, call) is original
+
+
+def test_negative_retries_rejected() -> None:
+    from legato.executors.ray import RayExecutor
+
+    with pytest.raises(ConfigError, match="max_retries"):
+        RayExecutor(max_retries=-1)
+
+
+def test_import_legato_does_not_import_ray() -> None:
+    code = "import legato, legato.engine, legato.executors, sys; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# -- a real local cluster ---------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Cluster:
+    address: str
+    temp_dir: str
+    worker_raylet: int
+    env: dict[str, str]
+
+    def processes(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-f", self.temp_dir], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+
+def _raylets() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "raylet/raylet"], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()}
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[Cluster]:
+    temp_dir = f"/tmp/lgray-{uuid.uuid4().hex[:6]}"
+    env = dict(os.environ)
+    env.update(
+        RAY_AUTH_MODE="disabled",  # loopback-only test cluster
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_health_check_period_ms="500",
+        RAY_health_check_timeout_ms="500",
+        RAY_health_check_failure_threshold="4",
+    )
+    port = _free_port()
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    head = [
+        RAY, "start", "--head", f"--port={port}", f"--temp-dir={temp_dir}", "--include-dashboard=false",
+        f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
+        "--min-worker-port=0", "--max-worker-port=0", *common,
+    ]  # fmt: skip
+    subprocess.run(head, env=env, check=True, capture_output=True, timeout=120)
+    before = _raylets()
+    worker = [
+        RAY, "start", f"--address=127.0.0.1:{port}", f"--dashboard-agent-listen-port={_free_port()}",
+        '--resources={"worker_node": 1}',
+        "--min-worker-port=0", "--max-worker-port=0", *common,
+    ]  # fmt: skip
+    subprocess.run(worker, env=env, check=True, capture_output=True, timeout=120)
+    new = _raylets() - before
+    assert len(new) == 1, f"expected one new raylet for the worker node, got {new}"
+    cluster = Cluster(f"127.0.0.1:{port}", temp_dir, new.pop(), env)
+    try:
+        yield cluster
+    finally:
+        for pid in [*cluster.processes(), cluster.worker_raylet]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        subprocess.run(["rm", "-rf", temp_dir], check=False)
+
+
+STEPS = """
+import os
+import time
+from pathlib import Path
+
+
+def items(n: int) -> list[int]:
+    return list(range(n))
+
+
+def work(items: int, marker_dir: str, delay: float) -> dict:
+    node = "local"
+    try:
+        import ray
+
+        if ray.is_initialized():
+            node = ray.get_runtime_context().get_node_id()
+    except ImportError:
+        pass
+    Path(marker_dir, f"{items}-{node}-{os.getpid()}").touch()
+    time.sleep(delay)
+    return {"item": items, "square": items * items}
+
+
+def total(work: list[dict]) -> dict:
+    return {"count": len(work), "sum": sum(w["square"] for w in work)}
+"""
+
+
+def _pipeline(tmp: Path, executor: str, address: str | None) -> Path:
+    (tmp / "steps.py").write_text(STEPS)
+    spec = textwrap.dedent(
+        f"""\
+        name: squares
+        executor: {executor}
+        inputs:
+          n: {{type: integer, default: 6}}
+          marker_dir: {{type: string}}
+          delay: {{type: number, default: 0.0}}
+        steps:
+          items:
+            uses: ./steps.py:items
+          work:
+            uses: ./steps.py:work
+            map: items
+            max_concurrency: 8
+            resources: {{num_cpus: 1}}
+          total:
+            uses: ./steps.py:total
+        """
+    )
+    if address:
+        spec += f"executor_options: {{address: '{address}', max_retries: 3}}\n"
+    path = tmp / f"squares_{executor}.yaml"
+    path.write_text(spec)
+    return path
+
+
+def _run(path: Path, cwd: Path, env: dict[str, str], **inputs: object) -> subprocess.Popen[str]:
+    args = [LEGATO, "run", str(path), "--json"]
+    for key, value in inputs.items():
+        args += ["--input", f"{key}={value}"]
+    return subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float = 240) -> dict[str, object]:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, f"legato run failed ({proc.returncode}):\n{err[-3000:]}"
+    assert out.strip(), f"legato run printed no result:\n{err[-3000:]}"
+    result = json.loads(out)
+    assert isinstance(result, dict)
+    return result
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_same_yaml_same_outputs_local_and_ray(ray_cluster: Cluster, tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    local = _finish(_run(_pipeline(tmp_path, "local", None), tmp_path, ray_cluster.env, marker_dir=markers))
+    on_ray = _finish(
+        _run(_pipeline(tmp_path, "ray", ray_cluster.address), tmp_path, ray_cluster.env, marker_dir=markers)
+    )
+    assert local["status"] == on_ray["status"] == "succeeded"
+    assert on_ray["outputs"] == local["outputs"]
+    # The ray run really ran its map items in Ray workers, not in the driver.
+    nodes = {m.name.split("-")[1] for m in markers.iterdir()}
+    assert "local" in nodes
+    assert len(nodes - {"local"}) >= 1
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_worker_node_killed_mid_run_steps_retried_elsewhere(ray_cluster: Cluster, tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    expected = _finish(_run(_pipeline(tmp_path, "local", None), tmp_path, ray_cluster.env, marker_dir=markers))
+    for m in markers.iterdir():
+        m.unlink()
+    worker_node = _worker_node_id(ray_cluster)
+
+    proc = _run(_pipeline(tmp_path, "ray", ray_cluster.address), tmp_path, ray_cluster.env, marker_dir=markers, delay=3)
+    deadline = time.monotonic() + 120
+    on_worker: set[str] = set()
+    while time.monotonic() < deadline and not on_worker:
+        on_worker = {m.name for m in markers.iterdir() if m.name.split("-")[1] == worker_node}
+        time.sleep(0.2)
+    assert on_worker, "no map item was scheduled on the worker node"
+    killed_items = {name.split("-")[0] for name in on_worker}
+    # Kill the worker node: its raylet and every worker process it started.
+    children = subprocess.run(["pgrep", "-P", str(ray_cluster.worker_raylet)], capture_output=True, text=True)
+    for pid in [ray_cluster.worker_raylet, *map(int, children.stdout.split())]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+    result = _finish(proc)
+    assert result["status"] == "succeeded"
+    assert result["outputs"] == expected["outputs"]
+    # The items that were running on the dead node ran again, elsewhere.
+    rerun = {m.name.split("-")[0] for m in markers.iterdir() if m.name.split("-")[1] != worker_node}
+    assert killed_items <= rerun
+
+
+def _worker_node_id(cluster: Cluster) -> str:
+    code = textwrap.dedent(
+        f"""\
+        import ray
+        ray.init(address="{cluster.address}", log_to_driver=False)
+        print([n["NodeID"] for n in ray.nodes() if n["Alive"] and "worker_node" in n["Resources"]][0])
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=cluster.env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-1]
