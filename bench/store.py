@@ -1,0 +1,161 @@
+"""Checkpoint overhead of durable runs, on SQLite and PostgreSQL, against no store.
+
+Measures, for the same pipelines run in-process:
+
+* a chain of N trivial steps (every step is its own commit: the worst case),
+* a wide pipeline (20 parallel branches x 5 levels: group commit shares transactions),
+* resume time of a 1,000-step run whose last step failed (load 999 checkpoints, run 1).
+
+The floor is the same pipeline run by the engine without a store, in the same process.
+Prints a table and writes bench/results/store.json.
+
+    python bench/store.py [--steps 300] [--repeats 3] [--no-postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from legato.engine import Pipeline
+from legato.store import DurableRunner, RunStore
+
+RESULTS = Path(__file__).parent / "results" / "store.json"
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def chain(n: int, name: str, fail_last: dict[str, bool] | None = None) -> Pipeline:
+    p = Pipeline(name)
+    for i in range(n):
+        params = "x" if i == 0 else f"s{i - 1}"
+        check = "    if state['fail'] and is_last: raise RuntimeError('last step fails once')\n" if fail_last else ""
+        source = f"async def s{i}({params}):\n{check}    return {params} + 1\n"
+        ns: dict[str, Any] = {"state": fail_last or {}, "is_last": i == n - 1}
+        exec(source, ns)
+        p.add_step(ns[f"s{i}"], name=f"s{i}")
+    return p
+
+
+def wide(width: int, depth: int, name: str) -> Pipeline:
+    p = Pipeline(name)
+    for level in range(depth):
+        for b in range(width):
+            params = "x" if level == 0 else f"l{level - 1}b{b}"
+            ns: dict[str, Any] = {}
+            exec(f"async def l{level}b{b}({params}):\n    return {params} + 1\n", ns)
+            p.add_step(ns[f"l{level}b{b}"], name=f"l{level}b{b}")
+    return p
+
+
+async def timed(fn: Any, repeats: int) -> float:
+    samples = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        await fn()
+        samples.append(time.perf_counter() - t)
+    return statistics.median(samples)
+
+
+async def measure(url: str | None, pipeline: Pipeline, repeats: int) -> float:
+    if url is None:
+        await pipeline.run({"x": 0})  # warm-up
+        return await timed(lambda: pipeline.run({"x": 0}), repeats)
+    async with RunStore(url) as store:
+        runner = DurableRunner(store, reflect=None)
+        await runner.run(pipeline, {"x": 0})  # warm-up (statement cache, connections)
+        return await timed(lambda: runner.run(pipeline, {"x": 0}), repeats)
+
+
+async def resume_time(url: str, n: int) -> float:
+    state = {"fail": True}
+    p = chain(n, f"resume{n}-{uuid.uuid4().hex[:6]}", fail_last=state)
+    async with RunStore(url) as store:
+        runner = DurableRunner(store, reflect=None)
+        first = await runner.run(p, {"x": 0})
+        assert not first.ok
+        state["fail"] = False
+        t = time.perf_counter()
+        result = await runner.resume(p, first.run_id)
+        elapsed = time.perf_counter() - t
+        assert result.ok
+        assert result.outputs[f"s{n - 1}"] == n
+        return elapsed
+
+
+async def pg_database(action: str, name: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN)
+    try:
+        if action == "create":
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        else:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def main(steps: int, repeats: int, postgres: bool) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="legato-bench-"))
+    backends: dict[str, str | None] = {"no store": None, "sqlite": f"sqlite:///{tmp / 'bench.db'}"}
+    pg_name = f"legato_bench_{uuid.uuid4().hex[:8]}"
+    if postgres:
+        await pg_database("create", pg_name)
+        backends["postgresql"] = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{pg_name}"
+    try:
+        rows: dict[str, Any] = {}
+        seq, par = chain(steps, "chain"), wide(20, 5, "wide")
+        for label, url in backends.items():
+            t_seq = await measure(url, seq, repeats)
+            t_par = await measure(url, par, repeats)
+            rows[label] = {"chain_s": t_seq, "wide_s": t_par}
+            if url is not None:
+                rows[label]["resume_1000_s"] = await resume_time(url, 1000)
+        base = rows["no store"]
+        for row in rows.values():
+            row["chain_ms_per_step"] = row["chain_s"] / steps * 1000
+            row["chain_steps_per_s"] = steps / row["chain_s"]
+            row["wide_ms_per_step"] = row["wide_s"] / 100 * 1000
+            row["wide_steps_per_s"] = 100 / row["wide_s"]
+            row["chain_overhead_ms_per_step"] = (row["chain_s"] - base["chain_s"]) / steps * 1000
+            row["wide_overhead_ms_per_step"] = (row["wide_s"] - base["wide_s"]) / 100 * 1000
+        return {"steps": steps, "repeats": repeats, "cpus": os.cpu_count(), "results": rows}
+    finally:
+        if postgres:
+            await pg_database("drop", pg_name)
+
+
+def report(doc: dict[str, Any]) -> None:
+    rows = doc["results"]
+    print(f"chain of {doc['steps']} steps and wide 20x5 pipeline, median of {doc['repeats']} runs")
+    head = f"{'backend':<12}{'chain ms/step':>15}{'overhead':>11}{'steps/s':>10}"
+    head += f"{'wide ms/step':>14}{'overhead':>11}{'steps/s':>10}{'resume 1000':>13}"
+    print(head)
+    for label, r in rows.items():
+        resume = f"{r['resume_1000_s'] * 1000:.0f} ms" if "resume_1000_s" in r else "-"
+        print(
+            f"{label:<12}{r['chain_ms_per_step']:>15.3f}{r['chain_overhead_ms_per_step']:>11.3f}"
+            f"{r['chain_steps_per_s']:>10.0f}{r['wide_ms_per_step']:>14.3f}{r['wide_overhead_ms_per_step']:>11.3f}"
+            f"{r['wide_steps_per_s']:>10.0f}{resume:>13}"
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-postgres", action="store_true")
+    args = parser.parse_args()
+    result = anyio.run(main, args.steps, args.repeats, not args.no_postgres)
+    report(result)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
