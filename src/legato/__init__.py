@@ -63,6 +63,11 @@ _EXPORTS: dict[str, str] = {
     "Bulkhead": "legato.resilience",
     "Timeout": "legato.resilience",
     "Hedge": "legato.resilience",
+    # durable runs and the journal
+    "RunStore": "legato.store",
+    "DurableRunner": "legato.store",
+    "Journal": "legato.store",
+    "run_durably": "legato.store",
     # shared
     "RetryPolicy": "legato.retry",
     "LegatoConfig": "legato.config",
@@ -76,6 +81,10 @@ if TYPE_CHECKING:
     from legato.cache import SemanticCache as SemanticCache
     from legato.cache import StepMemo as StepMemo
     from legato.config import LegatoConfig as LegatoConfig
+    from legato.store import DurableRunner as DurableRunner
+    from legato.store import Journal as Journal
+    from legato.store import RunStore as RunStore
+    from legato.store import run_durably as run_durably
     from legato.cost import Budget as Budget
     from legato.cost import BudgetGuard as BudgetGuard
     from legato.cost import CostEstimator as CostEstimator
