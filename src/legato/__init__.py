@@ -81,10 +81,6 @@ if TYPE_CHECKING:
     from legato.cache import SemanticCache as SemanticCache
     from legato.cache import StepMemo as StepMemo
     from legato.config import LegatoConfig as LegatoConfig
-    from legato.store import DurableRunner as DurableRunner
-    from legato.store import Journal as Journal
-    from legato.store import RunStore as RunStore
-    from legato.store import run_durably as run_durably
     from legato.cost import Budget as Budget
     from legato.cost import BudgetGuard as BudgetGuard
     from legato.cost import CostEstimator as CostEstimator
@@ -123,6 +119,10 @@ if TYPE_CHECKING:
     from legato.routing import Router as Router
     from legato.routing import Selector as Selector
     from legato.spec import load_pipeline as load_pipeline
+    from legato.store import DurableRunner as DurableRunner
+    from legato.store import Journal as Journal
+    from legato.store import RunStore as RunStore
+    from legato.store import run_durably as run_durably
     from legato.testing import FakeProvider as FakeProvider
 
 
