@@ -264,24 +264,24 @@ class _Run:
         """Run a step, then (in the same task) one dependent it made ready, and so on:
         a chain of steps costs one task, not one per step."""
         next_name: str | None = name
+        steps = self.plan.steps
         try:
             while next_name is not None:
-                next_name = await self.step_once(next_name)
+                cs = steps[next_name]
+                reason = self.skip_reason(cs) if cs.deps else None
+                if reason is None and cs.d.when is not None:
+                    try:
+                        if not self.check_when(cs):
+                            reason = f"condition {_when_text(cs)} is false"
+                    except Exception as exc:
+                        next_name = await self.failed(cs, exc, self.clock(), 1)
+                        continue
+                if reason is not None:
+                    next_name = await self.skip(next_name, reason)
+                else:
+                    next_name = await self.execute(cs)
         except _Stop:
             return
-
-    async def step_once(self, name: str) -> str | None:
-        cs = self.plan.steps[name]
-        reason = self.skip_reason(cs)
-        if reason is None and cs.d.when is not None:
-            try:
-                if not self.check_when(cs):
-                    reason = f"condition {_when_text(cs)} is false"
-            except Exception as exc:
-                return await self.failed(cs, exc, self.clock(), 1)
-        if reason is not None:
-            return await self.skip(name, reason)
-        return await self.execute(cs)
 
     def skip_reason(self, cs: CompiledStep) -> str | None:
         for dep in cs.deps:
