@@ -241,7 +241,7 @@ class CircuitBreaker(ModelWrapper):
                 self._half_open_done += 1
                 if self._half_open_done >= self.policy.permitted_number_of_calls_in_half_open_state:
                     self._decide(now, self.policy.permitted_number_of_calls_in_half_open_state)
-            else:
+            elif failed or slow:  # a fast success can only lower the rates: no decision needed
                 minimum = self.policy.minimum_number_of_calls
                 if self.policy.sliding_window_type == "count":
                     minimum = min(minimum, self.policy.sliding_window_size)

@@ -153,6 +153,10 @@ class Router:
             if any(s.name == state.name for s in self.deployments):
                 raise ValueError(f"group {name!r}: two deployments are named {state.name!r}; give them names")
             self.deployments.append(state)
+        # Only deployments that declare limits make the router inspect each request.
+        self._constrained = any(
+            d.deployment.capabilities is not None or d.deployment.context_window is not None for d in self.deployments
+        )
 
     def __repr__(self) -> str:
         return f"Router({self.name!r}, {[d.name for d in self.deployments]})"
@@ -164,15 +168,22 @@ class Router:
 
     def _pick(self, request: ChatRequest | EmbedRequest, tried: set[str]) -> DeploymentState | None:
         now = self.clock.now()
-        needs = required_capabilities(request)
-        tokens = input_tokens(request)
-        candidates = [d for d in self.deployments if d.name not in tried and d.fits(needs, tokens) and d.available(now)]
+        if self._constrained:
+            needs = required_capabilities(request)
+            tokens = input_tokens(request)
+            candidates = [
+                d for d in self.deployments if d.name not in tried and d.fits(needs, tokens) and d.available(now)
+            ]
+        else:
+            candidates = [d for d in self.deployments if d.name not in tried and d.available(now)]
         if not candidates:
             return None
         return self.strategy.choose(candidates, request) if len(candidates) > 1 else candidates[0]
 
     def _nothing_fits(self, request: ChatRequest | EmbedRequest) -> ModelError | None:
         """A client error when no deployment could ever serve this request."""
+        if not self._constrained:
+            return None
         needs = required_capabilities(request)
         tokens = input_tokens(request)
         if any(d.fits(needs, tokens) for d in self.deployments):
