@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,6 +59,8 @@ async def entities(text: str) -> list:
 
 async def topic(text: str) -> str:
     await anyio.sleep(0.2)
+    if "boom" in text:
+        raise ValueError("the topic model refused this text")
     return "product"
 
 
@@ -117,7 +120,7 @@ def server(tmp_path: Path) -> Iterator[str]:
                     break
             except httpx.TransportError:
                 pass
-            subprocess.run(["sleep", "0.1"], check=True)
+            time.sleep(0.1)
         else:
             pytest.fail(f"legato serve did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
         yield base
@@ -197,8 +200,25 @@ def test_watch_a_run_finish_live(server: str, tmp_path: Path) -> None:
             expect(page.locator('#steps-box details[data-step="sentiment"] pre.output')).to_contain_text("positive")
             page.screenshot(path=str(IMAGES / "dashboard-run.png"), full_page=True)
 
+            failing = httpx.post(
+                f"{server}/v1/pipelines/review_insights/runs",
+                json={"inputs": {"text": "boom goes the Acme Phone", "gate": str(gate)}},
+                headers={"authorization": f"Bearer {MASTER}"},
+                timeout=10,
+            )
+            assert failing.status_code == 202, failing.text
+            page.goto(f"{server}/ui/runs/{failing.json()['id']}")
+            expect(page.locator("#run-status")).to_have_attribute("data-status", "failed")
+            topic = page.locator('#run-graph g.node[data-step="topic"]')
+            expect(topic).to_have_attribute("data-status", "failed")
+            expect(page.locator('#steps-box details[data-step="topic"] pre.error')).to_contain_text(
+                "ValueError: the topic model refused this text"
+            )
+
             page.goto(f"{server}/ui/?pipeline=review_insights")
             expect(page.locator(f'tr[data-run="{run_id}"]')).to_have_attribute("data-status", "succeeded")
-            page.screenshot(path=str(IMAGES / "dashboard-runs.png"))
+            failed_row = page.locator(f'tr[data-run="{failing.json()["id"]}"]')
+            expect(failed_row).to_have_attribute("data-status", "failed")
+            page.locator("main").screenshot(path=str(IMAGES / "dashboard-runs.png"))
         finally:
             browser.close()
