@@ -267,6 +267,8 @@ class _Run:
         steps = self.plan.steps
         try:
             while next_name is not None:
+                if self.scope is not None and self.scope.cancel_called:
+                    return  # cancelled, failed fast or past the deadline: start nothing new
                 cs = steps[next_name]
                 reason = self.skip_reason(cs) if cs.deps else None
                 if reason is None and cs.d.when is not None:
