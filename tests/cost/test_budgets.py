@@ -13,9 +13,9 @@ from legato.cost import (
     MemoryBudgetStore,
     RedisBudgetStore,
 )
-from legato.errors import BudgetExceeded, ConfigError, ServerError
+from legato.errors import BadRequest, BudgetExceeded, ConfigError, ServerError
 from legato.ledger import Ledger, use_ledger
-from legato.providers import EmbedRequest
+from legato.providers import ChatChunk, ChatRequest, EmbedRequest
 
 from ._doubles import PricedModel, ask
 
@@ -290,3 +290,17 @@ async def test_overshoot_is_at_most_one_call_with_50_concurrent_callers(
     assert state.spent <= budget.limit_usd + one_call
     assert model.calls + refused == 100
     assert model.calls >= int(budget.limit_usd / one_call) - 1  # the budget is used, not wasted
+
+
+async def test_a_stream_refused_at_once_releases_its_reservation(store: BudgetStore) -> None:
+    class NoStreams(PricedModel):
+        def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+            raise BadRequest("this model does not stream", provider=self.provider)
+
+    budget = Budget(1.0, "key:nostream")
+    guard = BudgetGuard(NoStreams(), [budget], store=store)
+    with pytest.raises(BadRequest):
+        async for _ in guard.stream(ask()):
+            pass
+    state = await store.state(budget)
+    assert (state.spent, state.reserved) == (0.0, 0.0)

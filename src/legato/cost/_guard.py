@@ -167,8 +167,9 @@ class BudgetGuard(ModelWrapper):
         spend = _child_ledger()
         reported: float | None = None
         finished = False
-        upstream = model.stream(request)
+        upstream: AsyncIterator[ChatChunk] | None = None
         try:
+            upstream = model.stream(request)
             while True:
                 # The ledger is current only while the upstream works, never while our
                 # consumer does: its own calls between chunks are not charged here.
@@ -182,11 +183,13 @@ class BudgetGuard(ModelWrapper):
                     reported = (reported or 0.0) + chunk.cost
                 yield chunk
         finally:
-            aclose = getattr(upstream, "aclose", None)
-            if aclose is not None:
-                with use_ledger(spend):
-                    await aclose()
-            await self._settle(reservations, _actual(spend, reported, estimated, True if finished else None))
+            try:
+                aclose = getattr(upstream, "aclose", None)
+                if aclose is not None:
+                    with use_ledger(spend):
+                        await aclose()
+            finally:
+                await self._settle(reservations, _actual(spend, reported, estimated, True if finished else None))
 
 
 def _child_ledger() -> Ledger:
