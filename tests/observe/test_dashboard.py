@@ -259,3 +259,20 @@ async def test_models_page_finds_routers_inside_wrappers(store: RunStore) -> Non
     assert ("chat", "echo-b") in rows
     assert ("solo", "solo-1") in rows
     assert html.count('<span class="badge b-healthy">healthy</span>') == 2
+
+
+async def test_a_model_that_cannot_be_built_is_shown_not_a_500(store: RunStore) -> None:
+    from legato.errors import ConfigError
+
+    class Catalog:
+        def names(self) -> list[str]:
+            return ["broken"]
+
+        def get(self, name: str) -> object:
+            raise ConfigError("models.broken.api_key: missing")
+
+    async with client(app_for(store, models=Catalog())) as c:
+        r = await c.get("/ui/models", headers=AUTH)
+    assert r.status_code == 200
+    assert '<span class="badge b-unavailable">unavailable</span>' in r.text
+    assert "ConfigError" in r.text

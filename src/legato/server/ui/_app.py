@@ -58,6 +58,7 @@ class DashboardSources:
       ``in_flight``...), sync or async. Without it, ``models`` is used.
     - ``models``: a model catalog (``names()`` and ``get(name)``); each model (or the
       router inside its wrappers) that has ``health()`` contributes its deployments.
+      Default: the catalog of the gateway the dashboard is mounted on, if any.
     - ``spend``: ``async (since_day) -> rows`` of key spend (prefix, name, day, model,
       requests, input_tokens, output_tokens, cost); None: not recorded here.
     - ``journal``: a :class:`legato.store.Journal`; default: a journal on ``store``.
@@ -314,7 +315,7 @@ def dashboard_router(sources: DashboardSources, *, prefix: str = "/ui") -> APIRo
     async def models_page(request: Request) -> Response:
         if (denied := d.deny(request)) is not None:
             return denied
-        rows = await _health_rows(sources)
+        rows = await _health_rows(sources, request)
         columns = _columns(rows or [])
         return d.page("models.html", request, nav="models", rows=rows, columns=columns)
 
@@ -359,15 +360,21 @@ def _row(item: Any) -> dict[str, Any]:
     return dict(item)
 
 
-async def _health_rows(sources: DashboardSources) -> list[dict[str, Any]] | None:
+async def _health_rows(sources: DashboardSources, request: Request) -> list[dict[str, Any]] | None:
     if sources.health is not None:
         return [_row(r) for r in await _maybe_await(sources.health())]
     catalog = _resolve(sources.models)
+    if catalog is None:  # mounted on the gateway: its model catalog
+        catalog = getattr(getattr(request.app.state, "gateway", None), "catalog", None)
     if catalog is None:
         return None
     rows: list[dict[str, Any]] = []
     for name in catalog.names():
-        model: Any = catalog.get(name)
+        try:
+            model: Any = catalog.get(name)
+        except Exception as exc:  # a model that cannot be built is shown as such, not a 500
+            rows.append({"group": name, "deployment": name, "state": "unavailable", "last_error": type(exc).__name__})
+            continue
         for _ in range(16):  # find the router inside the wrappers
             if callable(getattr(model, "health", None)) or getattr(model, "inner", None) is None:
                 break
