@@ -5,6 +5,9 @@ from __future__ import annotations
 import itertools
 import random
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from legato.providers import ServerSentEvent, SSEDecoder, ToolCall, Usage
 from legato.testing import _wire as wire
 
@@ -109,3 +112,35 @@ def test_data_payloads_reassemble_byte_identically() -> None:
     assert joined.encode() == stream
     for _ in range(200):
         assert [e.data for e in decode(random_chunks(stream, rng))[0]] == whole
+
+
+_LINE_TEXT = st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    events=st.lists(
+        st.tuples(
+            st.lists(_LINE_TEXT, min_size=1, max_size=3),
+            st.sampled_from(["", "message_start", "content_block_delta", "ping"]),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    newline=st.sampled_from(["\n", "\r\n", "\r"]),
+    comment=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_fuzzed_streams_round_trip(events: list[tuple[list[str], str]], newline: str, comment: bool, seed: int) -> None:
+    text = ""
+    for lines, name in events:
+        if comment:
+            text += ": keep-alive" + newline
+        if name:
+            text += f"event: {name}{newline}"
+        text += "".join(f"data: {line}{newline}" for line in lines) + newline
+    body = text.encode()
+    expected = [ServerSentEvent(data="\n".join(lines), event=name or "message") for lines, name in events]
+    decoded, pending = decode(random_chunks(body, random.Random(seed)) if len(body) > 1 else [body])
+    assert decoded == expected
+    assert not pending

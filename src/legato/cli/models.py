@@ -152,11 +152,11 @@ def fake_provider(
     from legato.testing._server import serve_forever
 
     try:
-        fake = FakeProvider.from_script(load_script(script), host=host, port=port) if script else None
+        fake = FakeProvider.from_script(load_script(script), host=host, port=port, max_records=1000) if script else None
     except ConfigError as exc:
         raise _fail(str(exc), 2) from None
     if fake is None:
-        fake = FakeProvider(host=host, port=port, seed=seed)
+        fake = FakeProvider(host=host, port=port, seed=seed, max_records=1000)
     elif seed is not None:
         raise _fail("give the seed in the script file or with --seed, not both", 2)
 
