@@ -6,6 +6,7 @@ The engine knows nothing of providers, the store or the server: steps are plain
 
 from legato.engine._analysis import PlanSummary, summarize
 from legato.engine._bus import EventBus, Subscriber
+from legato.engine._calls import cache_key
 from legato.engine._context import SKIPPED, RunControl, StepContext, current_step
 from legato.engine._events import (
     Event,
@@ -31,7 +32,6 @@ from legato.engine._executor import (
 from legato.engine._pipeline import FailurePolicy, Pipeline
 from legato.engine._plan import Plan
 from legato.engine._result import RunResult, StepTiming
-from legato.engine._run import cache_key
 from legato.engine._step import InputDecl, LoopOptions, StepDef
 
 __all__ = [

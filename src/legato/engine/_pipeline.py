@@ -11,11 +11,12 @@ from typing import Any, Literal, overload
 import anyio
 
 from legato.engine._bus import EventBus, Subscriber
+from legato.engine._calls import RunOptions
 from legato.engine._context import RunControl
 from legato.engine._executor import Executor, StepCache, resolve_executor
 from legato.engine._plan import Plan, compile_plan
 from legato.engine._result import RunResult
-from legato.engine._run import RunOptions, execute
+from legato.engine._run import execute
 from legato.engine._step import InputDecl, LoopOptions, StepDef, make_step
 from legato.errors import InputError, SpecError, SpecIssue
 from legato.ledger import Ledger

@@ -1,0 +1,290 @@
+"""How one step is called: binding arguments, map fan-out, loops, retries, timeouts,
+the step cache and the executor. :class:`StepCalls` is the half of a run's state
+machine that deals with a single step; ``_run._Run`` schedules steps and reports.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import inspect
+import json
+import pickle
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from legato.engine._bus import EventBus
+from legato.engine._context import RunControl, StepContext, _reset_step, _set_step
+from legato.engine._events import StepRetried
+from legato.engine._executor import Executor, StepCache, StepCall
+from legato.engine._plan import CARRY, INPUT, INPUT_OR_DEFAULT, STEP, VALUE, Bind, CompiledStep
+from legato.engine._result import StepTiming
+from legato.engine._step import StepDef
+from legato.errors import DeadlineExceeded
+from legato.ledger import Ledger
+from legato.ledger import _current as _ledger_var
+from legato.retry import RetryPolicy
+from legato.spec._expr import Expression
+
+__all__ = ["RunOptions", "StepCalls", "cache_key"]
+
+
+class RunOptions:
+    """What one run needs from its pipeline and its caller (built by ``Pipeline.run``)."""
+
+    __slots__ = (
+        "bus",
+        "clock",
+        "control",
+        "deadline",
+        "executor",
+        "failure_policy",
+        "ledger",
+        "max_concurrency",
+        "pipeline",
+        "retry",
+        "sleep",
+        "step_cache",
+    )
+
+    def __init__(
+        self,
+        *,
+        pipeline: str,
+        bus: EventBus,
+        executor: Executor | None,
+        step_cache: StepCache | None,
+        deadline: float | None,
+        control: RunControl | None,
+        failure_policy: str,
+        max_concurrency: int | None,
+        retry: RetryPolicy | None,
+        ledger: Ledger,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[Any]],
+    ) -> None:
+        self.pipeline = pipeline
+        self.bus = bus
+        self.executor = executor
+        self.step_cache = step_cache
+        self.deadline = deadline
+        self.control = control
+        self.failure_policy = failure_policy
+        self.max_concurrency = max_concurrency
+        self.retry = retry
+        self.ledger = ledger
+        self.clock = clock
+        self.sleep = sleep
+
+
+class StepCalls(abc.ABC):
+    """Calling steps: the attributes below are set by the run that subclasses this."""
+
+    run_id: str
+    o: RunOptions
+    inputs: dict[str, Any]
+    view: dict[str, Any]
+    timings: dict[str, StepTiming]
+    step_ledgers: dict[str, Ledger]
+    limiter: anyio.CapacityLimiter | None
+    fast: bool
+    bus_on: bool
+    clock: Callable[[], float]
+
+    @abc.abstractmethod
+    async def emit(self, event: Any) -> None:
+        """Publish an event to the run's subscribers."""
+
+    def names(self, **extra: Any) -> dict[str, Any]:
+        return {**self.inputs, **self.view, "inputs": self.inputs, "steps": self.view, **extra}
+
+    def bind(self, binds: tuple[Bind, ...], carry: Any) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        scope: dict[str, Any] | None = None
+        for param, kind, payload in binds:
+            if kind == STEP:
+                kwargs[param] = self.view.get(payload)
+            elif kind == INPUT:
+                kwargs[param] = self.inputs[param]
+            elif kind == INPUT_OR_DEFAULT:
+                kwargs[param] = self.inputs.get(param, payload)
+            elif kind == VALUE:
+                if scope is None:
+                    scope = {"inputs": self.inputs, "steps": self.view, "loop": carry}
+                kwargs[param] = payload.render(scope)
+            elif kind == CARRY:
+                kwargs[param] = carry["previous"] if carry else None
+        return kwargs
+
+    async def run_map(self, cs: CompiledStep, kwargs: dict[str, Any]) -> list[Any]:
+        d = cs.d
+        assert d.map is not None
+        items = kwargs[d.map]
+        if not isinstance(items, list | tuple):
+            raise TypeError(f"map parameter {d.map!r} must be a list, got {type(items).__name__}")
+        results: list[Any] = [None] * len(items)
+        if not items:
+            return results
+        it = iter(enumerate(items))
+        param = d.map
+        fast = self.fast and d.is_async and d.retry is None and d.timeout is None and not d.cache
+
+        errors: list[Exception] = []
+
+        async def items_loop() -> None:
+            if not fast:
+                for index, item in it:
+                    results[index] = await self.attempts(cs, {**kwargs, param: item}, index, None)
+                return
+            # Fast path: the item call without the retry/timeout/cache layers.
+            self.timings[d.name].attempts = 1
+            fn, run_id, pipeline, name = d.fn, self.run_id, self.o.pipeline, d.name
+            for index, item in it:
+                call_kwargs = {**kwargs, param: item}
+                token = _set_step(StepContext(run_id, pipeline, name, 1, index, None))
+                try:
+                    results[index] = await fn(**call_kwargs)
+                finally:
+                    _reset_step(token)
+
+        async def worker(tg: anyio.abc.TaskGroup) -> None:
+            # The first failing item fails the step with its own exception (not an
+            # ExceptionGroup); the other items are cancelled.
+            try:
+                await items_loop()
+            except Exception as exc:
+                errors.append(exc)
+                tg.cancel_scope.cancel()
+
+        workers = min(len(items), d.max_concurrency or len(items))
+        ledger_token = _ledger_var.set(self.step_ledgers[d.name])  # the workers inherit it
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(workers):
+                    tg.start_soon(worker, tg)
+        finally:
+            _ledger_var.reset(ledger_token)
+        if errors:
+            raise errors[0]
+        return results
+
+    async def run_loop(self, cs: CompiledStep) -> Any:
+        loop = cs.d.loop
+        assert loop is not None
+        previous: Any = None
+        for iteration in range(1, loop.max_iterations + 1):
+            carry = {"previous": previous, "iteration": iteration}
+            output = await self.attempts(cs, self.bind(cs.binds, carry), None, iteration)
+            if self.until(cs, output, previous, iteration):
+                return output
+            previous = output
+        if loop.on_max_iterations == "fail":
+            raise RuntimeError(f"loop did not meet its until condition within {loop.max_iterations} iterations")
+        return previous
+
+    def until(self, cs: CompiledStep, output: Any, previous: Any, iteration: int) -> bool:
+        loop = cs.d.loop
+        assert loop is not None
+        extra = {"output": output, "previous": previous, "iteration": iteration, cs.d.name: output}
+        if isinstance(loop.until, Expression):
+            return bool(loop.until.evaluate(self.names(**extra)))
+        scope = self.names(**extra)
+        params = _signature_params(loop.until)
+        return bool(loop.until(**{p: scope.get(p) for p in params}))
+
+    async def attempts(self, cs: CompiledStep, kwargs: dict[str, Any], index: int | None, iteration: int | None) -> Any:
+        d = cs.d
+        policy = d.retry if d.retry is not None else self.o.retry
+        timing = self.timings[d.name]
+        first = self.clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            if attempt > timing.attempts:
+                timing.attempts = attempt
+            try:
+                return await self.attempt(cs, kwargs, attempt, index, iteration)
+            except Exception as exc:
+                delay = None if policy is None else policy.next_delay(attempt, exc, self.clock() - first)
+                if delay is None:
+                    raise
+                if self.bus_on:
+                    await self.emit(
+                        StepRetried(self.run_id, time.time(), d.name, attempt, delay, type(exc).__name__, str(exc))
+                    )
+                await self.o.sleep(delay)
+
+    async def attempt(
+        self, cs: CompiledStep, kwargs: dict[str, Any], attempt: int, index: int | None, iteration: int | None
+    ) -> Any:
+        d = cs.d
+        token = _set_step(StepContext(self.run_id, self.o.pipeline, d.name, attempt, index, iteration))
+        ledger_token = _ledger_var.set(self.step_ledgers[d.name])  # what use_ledger() does, minus its overhead
+        try:
+            key = None
+            cache = self.o.step_cache
+            if d.cache and cache is not None:
+                key = cache_key(self.o.pipeline, d.name, d.code_version, kwargs)
+                hit, value = await cache.get(key)
+                if hit:
+                    return value
+            if self.limiter is not None:
+                async with self.limiter:
+                    result = await self.call(d, kwargs, attempt, index)
+            else:
+                result = await self.call(d, kwargs, attempt, index)
+            if key is not None and cache is not None:
+                await cache.put(key, result)
+            return result
+        finally:
+            _ledger_var.reset(ledger_token)
+            _reset_step(token)
+
+    async def call(self, d: StepDef, kwargs: dict[str, Any], attempt: int, index: int | None) -> Any:
+        if d.timeout is None:
+            return await self.invoke(d, kwargs, attempt, index)
+        try:
+            with anyio.fail_after(d.timeout):
+                return await self.invoke(d, kwargs, attempt, index)
+        except TimeoutError as exc:
+            if isinstance(exc, DeadlineExceeded):
+                raise
+            raise DeadlineExceeded(f"step {d.name!r} timed out after {d.timeout:g}s") from None
+
+    async def invoke(self, d: StepDef, kwargs: dict[str, Any], attempt: int, index: int | None) -> Any:
+        executor = self.o.executor
+        if executor is None:
+            if d.is_async:
+                return await d.fn(**kwargs)
+            return await anyio.to_thread.run_sync(lambda: d.fn(**kwargs), abandon_on_cancel=True)
+        call = StepCall(
+            fn=d.fn,
+            kwargs=kwargs,
+            step=d.name,
+            run_id=self.run_id,
+            is_async=d.is_async,
+            resources=d.resources,
+            pipeline=self.o.pipeline,
+            attempt=attempt,
+            index=index,
+        )
+        return await executor.run_step(call)
+
+
+def _signature_params(fn: Callable[..., Any]) -> list[str]:
+    return list(inspect.signature(fn).parameters)
+
+
+def cache_key(pipeline: str, step: str, version: str, kwargs: Mapping[str, Any]) -> str:
+    """sha256 of (pipeline, step, code version, canonical inputs): JSON with sorted
+    keys, falling back to pickle for values JSON cannot encode."""
+    head = json.dumps([pipeline, step, version]).encode()
+    try:
+        body = json.dumps(kwargs, sort_keys=True, separators=(",", ":"), allow_nan=True).encode()
+    except (TypeError, ValueError):
+        body = b"pickle:" + pickle.dumps(dict(sorted(kwargs.items())), protocol=5)
+    return hashlib.sha256(head + b"\0" + body).hexdigest()
