@@ -8,10 +8,12 @@
 * backends: :class:`MemoryBackend` (LRU bounded by entries and bytes),
   :class:`SQLiteBackend`, :class:`RedisBackend`, or any :class:`CacheBackend`;
 * :class:`SingleFlight` — the deduplication primitive on its own;
-* :func:`chat_key` / :func:`embed_key` — the canonical request keys.
+* :func:`chat_key` / :func:`embed_key` — the canonical request keys;
+* :class:`CacheConfig` — the ``cache:`` section of ``legato.yaml``.
 """
 
 from legato.cache._backends import CacheBackend, MemoryBackend
+from legato.cache._config import CacheConfig
 from legato.cache._keys import chat_key, embed_key
 from legato.cache._memo import StepMemo
 from legato.cache._redis import RedisBackend
@@ -22,6 +24,7 @@ from legato.cache._sqlite import SQLiteBackend
 
 __all__ = [
     "CacheBackend",
+    "CacheConfig",
     "CacheStats",
     "MemoryBackend",
     "RedisBackend",

@@ -9,10 +9,12 @@
   counts, in process or shared across replicas;
 * :class:`BudgetGuard` — a ``Model`` wrapper that reserves each call's estimate,
   raises :class:`~legato.errors.BudgetExceeded` (or downgrades to a cheaper model)
-  and charges the real cost afterwards.
+  and charges the real cost afterwards;
+* :class:`BudgetsConfig` — the ``budgets:`` section of ``legato.yaml``.
 """
 
 from legato.cost._budget import Budget, BudgetState, BudgetStore, MemoryBudgetStore, Reservation
+from legato.cost._config import BudgetsConfig, PipelineBudget
 from legato.cost._estimate import CostEstimate, CostEstimator
 from legato.cost._guard import BudgetGuard
 from legato.cost._plan import PlanCost, StepCost, estimate_spec_cost
@@ -23,9 +25,11 @@ __all__ = [
     "BudgetGuard",
     "BudgetState",
     "BudgetStore",
+    "BudgetsConfig",
     "CostEstimate",
     "CostEstimator",
     "MemoryBudgetStore",
+    "PipelineBudget",
     "PlanCost",
     "RedisBudgetStore",
     "Reservation",
