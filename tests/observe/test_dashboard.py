@@ -276,3 +276,11 @@ async def test_a_model_that_cannot_be_built_is_shown_not_a_500(store: RunStore) 
     assert r.status_code == 200
     assert '<span class="badge b-unavailable">unavailable</span>' in r.text
     assert "ConfigError" in r.text
+
+
+async def test_pages_forbid_framing_and_foreign_scripts(store: RunStore) -> None:
+    async with client(app_for(store)) as c:
+        r = await c.get("/ui/", headers=AUTH)
+    assert r.headers["x-frame-options"] == "DENY"
+    assert "script-src 'self'" in r.headers["content-security-policy"]
+    assert r.headers["cache-control"] == "no-store"

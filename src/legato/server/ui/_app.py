@@ -40,6 +40,15 @@ __all__ = ["DashboardSources", "dashboard_router"]
 COOKIE = "legato_dashboard"
 STATUSES = ("pending", "running", "succeeded", "failed", "cancelled", "dead")
 _STATIC = Path(__file__).parent / "static"
+# Pages load only their own script and stylesheet; nothing may frame them.
+PAGE_HEADERS = {
+    "cache-control": "no-store",
+    "content-security-policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+}
 _STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
 
 Source = Any  # an object, or a zero-argument callable returning it (resolved per request)
@@ -137,7 +146,7 @@ class Dashboard:
         ctx.setdefault("logged_in", self.admin_key() is not None and COOKIE in request.cookies)
         ctx.setdefault("now", self.sources.clock())
         html = self.render.page(template, **ctx)
-        return HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
+        return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
     def store(self) -> Any:
         store = _resolve(self.sources.store)
