@@ -239,7 +239,9 @@ async def test_mid_stream_failure_is_interrupted_never_spliced(fake: FakeProvide
 
 @pytest.mark.parametrize("make", [openai, anthropic])
 @pytest.mark.parametrize(
-    "fault", [Fault.server_error(), Fault.overloaded(), Fault.reset()], ids=["500", "overloaded", "reset"]
+    "fault",
+    [Fault.server_error(), Fault.overloaded(), Fault.reset(), Fault.stream_error("server", after_chunks=1)],
+    ids=["500", "overloaded", "reset", "error-after-the-preamble"],
 )
 async def test_failure_before_the_first_token_falls_back_transparently(
     fake: FakeProvider, make: object, fault: Fault

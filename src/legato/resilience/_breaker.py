@@ -328,10 +328,11 @@ class CircuitBreaker(ModelWrapper):
         delivered = False
         outcome_known = False
         try:
-            first = await open_stream(inner)
-            if first is not None:
+            head = await open_stream(inner)
+            if head:
                 delivered = True
-                yield first
+                for chunk in head:
+                    yield chunk
                 async for chunk in inner:
                     yield chunk
             self.on_success(self.clock.now() - start)

@@ -168,12 +168,10 @@ class RateLimiter(ModelWrapper):
         await self.acquire(estimate)
         inner = self.inner.stream(request)
         try:
-            first = await open_stream(inner)
-            if first is None:
-                return
-            if first.usage is not None:
-                self.reconcile(estimate, first.usage.total_tokens)
-            yield first
+            for chunk in await open_stream(inner):
+                if chunk.usage is not None:
+                    self.reconcile(estimate, chunk.usage.total_tokens)
+                yield chunk
             async for chunk in inner:
                 if chunk.usage is not None:
                     self.reconcile(estimate, chunk.usage.total_tokens)

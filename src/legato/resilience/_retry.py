@@ -210,7 +210,7 @@ class Retry(ModelWrapper):
             while True:
                 inner = self.inner.stream(request)
                 try:
-                    first = await open_stream(inner)
+                    head = await open_stream(inner)
                 except ModelError as error:
                     await close_stream(inner)
                     await self._before_retry(attempt, error, start)
@@ -222,9 +222,8 @@ class Retry(ModelWrapper):
         finally:
             RetryBudget.end_request(token)  # before the first yield: same context
         try:
-            if first is None:
-                return
-            yield first
+            for chunk in head:
+                yield chunk
             try:
                 async for chunk in inner:
                     yield chunk

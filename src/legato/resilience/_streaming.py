@@ -1,6 +1,6 @@
 """The one rule every wrapper follows for streams.
 
-Before the first chunk reached the caller, a failed stream is like a failed call:
+Before the first token reached the caller, a failed stream is like a failed call:
 it may be retried or sent elsewhere. After it, the caller has seen part of an
 answer, so a failure becomes :class:`StreamInterrupted` with ``retryable=False``
 and nothing is retried or spliced. A stream never ends cleanly after a failure.
@@ -36,12 +36,23 @@ def interrupted(error: BaseException, source: str) -> StreamInterrupted:
     )
 
 
-async def open_stream(stream: AsyncIterator[ChatChunk]) -> ChatChunk | None:
-    """Pull the first chunk; ``None`` means the stream ended with no chunk at all."""
-    try:
-        return await stream.__anext__()
-    except StopAsyncIteration:
-        return None
+def _carries_content(chunk: ChatChunk) -> bool:
+    return bool(chunk.text or chunk.tool_calls or chunk.finish_reason or chunk.usage)
+
+
+async def open_stream(stream: AsyncIterator[ChatChunk]) -> list[ChatChunk]:
+    """Pull the stream up to its first chunk with content (text, a tool call, the end).
+
+    Leading empty chunks (a role-only first delta) are held back with it, so "the
+    caller has seen part of the answer" means a token, not a preamble. An empty list
+    means the stream ended with no chunk at all.
+    """
+    head: list[ChatChunk] = []
+    async for chunk in stream:
+        head.append(chunk)
+        if _carries_content(chunk):
+            break
+    return head
 
 
 async def close_stream(stream: AsyncIterator[ChatChunk]) -> None:

@@ -390,14 +390,14 @@ class Router:
         inside: frozenset[str],
         deployment: DeploymentState | None,
         outcome: _Outcome,
-    ) -> tuple[AsyncIterator[ChatChunk], ChatChunk | None, float] | None:
+    ) -> tuple[AsyncIterator[ChatChunk], list[ChatChunk], float] | None:
         """Open a stream and pull its first chunk; None (and ``outcome.error``) on failure."""
         started = self.clock.now()
         token = _visited.set(inside)
         try:
             stream = model.stream(request)
             try:
-                first = await open_stream(stream)
+                head = await open_stream(stream)
             except ModelError as error:
                 await close_stream(stream)
                 if deployment is not None:
@@ -412,17 +412,18 @@ class Router:
                 raise
         finally:
             _visited.reset(token)
-        return stream, first, started
+        return stream, head, started
 
     async def _relay(
         self,
-        opened: tuple[AsyncIterator[ChatChunk], ChatChunk | None, float],
+        opened: tuple[AsyncIterator[ChatChunk], list[ChatChunk], float],
         deployment: DeploymentState | None,
     ) -> AsyncGenerator[ChatChunk, None]:
-        stream, first, started = opened
+        stream, head, started = opened
         try:
-            if first is not None:
-                yield first
+            if head:
+                for chunk in head:
+                    yield chunk
                 async for chunk in stream:
                     yield chunk
         except ModelError as error:
