@@ -284,3 +284,27 @@ async def test_pages_forbid_framing_and_foreign_scripts(store: RunStore) -> None
     assert r.headers["x-frame-options"] == "DENY"
     assert "script-src 'self'" in r.headers["content-security-policy"]
     assert r.headers["cache-control"] == "no-store"
+
+
+def test_without_the_graph_steps_are_layered_by_what_finished_before_they_started() -> None:
+    from legato.server.ui._view import build_run_view, layout_graph
+    from legato.store import RunRecord, StepRecord
+
+    run = RunRecord(id="r", pipeline="p", version_hash="v", inputs={}, status="failed", started_at=10.0)
+    steps = [
+        StepRecord("r", "a", "succeeded", started_at=10.0, finished_at=10.5),
+        StepRecord("r", "b", "succeeded", started_at=10.5, finished_at=11.0),
+        StepRecord("r", "c", "failed", started_at=10.5, finished_at=10.7, error_type="ValueError", error="x"),
+        StepRecord("r", "d", "succeeded", started_at=11.0, finished_at=11.2),
+    ]
+    view = build_run_view(
+        run, steps, [{"type": "StepSkipped", "step": "e", "at": 11.0, "data": {"reason": "c failed"}}]
+    )
+    layout = layout_graph(view)
+    columns: dict[float, list[str]] = {}
+    for node in layout.nodes:
+        columns.setdefault(node.x, []).append(node.name)
+    assert [sorted(v) for _, v in sorted(columns.items())] == [["a"], ["b", "c"], ["d"], ["e"]]
+    assert layout.edges == []
+    assert view.steps["e"].status == "skipped"
+    assert view.steps["e"].skip_reason == "c failed"

@@ -237,9 +237,7 @@ NODE_W, NODE_H, GAP_X, GAP_Y, PAD = 150.0, 36.0, 60.0, 18.0, 12.0
 def _layers(view: RunView) -> list[list[str]]:
     names = list(view.steps)
     if not view.graph_known:
-        # No dependency information: one layer per distinct start time, in order.
-        order = sorted(names, key=lambda n: (view.steps[n].started_at is None, view.steps[n].started_at or 0.0, n))
-        return [[n] for n in order]
+        return _layers_from_timing(view)
     level: dict[str, int] = {}
 
     def depth(n: str, seen: frozenset[str] = frozenset()) -> int:
@@ -266,6 +264,30 @@ def _layers(view: RunView) -> list[list[str]]:
             )
         for j, n in enumerate(layer):
             position[n] = float(j)
+    return layers
+
+
+def _layers_from_timing(view: RunView) -> list[list[str]]:
+    """Without the graph: a step goes one layer after the latest step that finished
+    before it started (what it could have waited for); steps that never started go last.
+    No edge is drawn: dependencies are not invented."""
+    eps = 1e-3
+    started = sorted((s for s in view.steps.values() if s.started_at is not None), key=lambda s: (s.started_at, s.name))
+    level: dict[str, int] = {}
+    for s in started:
+        before = [
+            level[t.name]
+            for t in started
+            if t.name in level and t.finished_at is not None and t.finished_at <= (s.started_at or 0.0) + eps
+        ]
+        level[s.name] = 1 + max(before, default=-1)
+    rest = sorted(n for n in view.steps if n not in level)
+    depth = max(level.values(), default=-1) + 1
+    layers: list[list[str]] = [[] for _ in range(depth + (1 if rest else 0))]
+    for name, i in level.items():
+        layers[i].append(name)
+    if rest:
+        layers[-1].extend(rest)
     return layers
 
 
