@@ -236,8 +236,8 @@ class AnthropicModel(HttpModel):
         payload["stream"] = True
         schema_tool = self._schema_tool(request)
         state = _StreamState(model=request.model or self.model)
-        async with self._open_stream("/v1/messages", payload) as response:
-            async for event in self._events(response, state):
+        async with self._open_stream("/v1/messages", payload, state) as (response, events):
+            async for event in events:
                 try:
                     data = json.loads(event.data)
                 except ValueError:

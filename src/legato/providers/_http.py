@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -202,19 +202,21 @@ class HttpModel:
 
     @asynccontextmanager
     async def _open_stream(
-        self, path: str, payload: Any, headers: Mapping[str, str] | None = None
-    ) -> AsyncIterator[httpx.Response]:
+        self, path: str, payload: Any, progress: Progress
+    ) -> AsyncIterator[tuple[httpx.Response, AsyncIterator[ServerSentEvent]]]:
+        """POST for an SSE answer: yields (response, its events); closes both on exit."""
         client = self._client()
         try:
-            async with client.stream("POST", path, json=payload, headers=headers) as response:
+            async with client.stream("POST", path, json=payload) as response:
                 if response.status_code >= 400:
                     body = await response.aread()
                     self._raise_status(response.status_code, response.headers, body)
-                yield response
+                async with aclosing(self._events(response, progress)) as events:
+                    yield response, events
         except httpx.HTTPError as exc:
             raise from_transport(exc, provider=self.provider, model=self.model, streaming=True) from None
 
-    async def _events(self, response: httpx.Response, progress: Progress) -> AsyncIterator[ServerSentEvent]:
+    async def _events(self, response: httpx.Response, progress: Progress) -> AsyncGenerator[ServerSentEvent, None]:
         """The SSE events of ``response``; a cut body raises StreamInterrupted."""
         decoder = SSEDecoder()
         try:

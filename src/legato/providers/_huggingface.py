@@ -122,8 +122,11 @@ class TGIModel(_HFBase):
         progress = Progress()
         texts: list[str] = []
         final: dict[str, Any] | None = None
-        async with self._open_stream("/generate_stream", self._payload(request, stream=True)) as response:
-            async for event in self._events(response, progress):
+        async with self._open_stream("/generate_stream", self._payload(request, stream=True), progress) as (
+            response,
+            events,
+        ):
+            async for event in events:
                 try:
                     data = json.loads(event.data)
                 except ValueError:

@@ -229,8 +229,8 @@ class OpenAIModel(HttpModel):
         chunk_id: str | None = None
         model = request.model or self.model
         text_chars: list[str] = []
-        async with self._open_stream(self._path("chat/completions"), payload) as response:
-            async for event in self._events(response, progress):
+        async with self._open_stream(self._path("chat/completions"), payload, progress) as (response, events):
+            async for event in events:
                 if event.data == "[DONE]":
                     break
                 try:
