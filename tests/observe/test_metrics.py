@@ -5,7 +5,7 @@ import pytest
 from legato.engine._events import RunFinished, RunStarted, RunStatus, StepFailed, StepFinished, StepRetried
 from legato.observe import Metrics, MetricsSubscriber
 
-from .conftest import scrape
+from .conftest import EchoModel, scrape
 
 
 def test_run_and_step_counters_from_events(metrics: Metrics) -> None:
@@ -57,3 +57,25 @@ def test_two_instances_do_not_share_series() -> None:
     a.record_cache(True)
     assert "legato_cache_requests_total{" in a.render()[0].decode()
     assert "legato_cache_requests_total{" not in b.render()[0].decode()
+
+
+async def test_queue_depth_is_read_from_a_bulkhead_at_scrape_time(metrics: Metrics) -> None:
+    import anyio
+
+    from legato.resilience import Bulkhead, BulkheadPolicy
+
+    bulkhead = Bulkhead(EchoModel(), BulkheadPolicy(max_concurrent=1, max_queue=5, queue_timeout=60))
+    metrics.watch_queue("bulkhead:echo", bulkhead)
+    key = ("legato_queue_depth", (("queue", "bulkhead:echo"),))
+    assert scrape(metrics)[key] == 0
+    await bulkhead.acquire()  # the only slot
+    async with anyio.create_task_group() as tg:
+        for _ in range(2):
+            tg.start_soon(bulkhead.acquire)
+        await anyio.wait_all_tasks_blocked()
+        assert scrape(metrics)[key] == 2
+        for _ in range(3):
+            bulkhead.release()
+    assert scrape(metrics)[key] == 0
+    with pytest.raises(TypeError, match="has no 'waiting' or 'queued' count"):
+        metrics.watch_queue("x", object())

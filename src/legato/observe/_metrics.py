@@ -41,6 +41,7 @@ add up over live workers, breaker state takes the worst).
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -230,6 +231,26 @@ class Metrics:
 
     def set_queue_depth(self, queue: str, depth: int) -> None:
         self.queue_depth.labels(self.label(queue)).set(depth)
+
+    def watch_queue(self, queue: str, source: Any) -> None:
+        """Report ``queue``'s depth at every scrape from ``source``: a zero-argument
+        callable, or an object with a ``waiting`` (:class:`~legato.resilience.Bulkhead`)
+        or ``queued`` (:class:`~legato.batching.Batcher`) count. Objects are held
+        weakly: a closed and collected queue reads 0. Raises ``TypeError`` for a
+        source that is neither."""
+        if callable(source):
+            read: Callable[[], float] = source
+        else:
+            attr = next((a for a in ("waiting", "queued") if hasattr(source, a)), None)
+            if attr is None:
+                raise TypeError(f"watch_queue({queue!r}): {source!r} has no 'waiting' or 'queued' count")
+            ref = weakref.ref(source)
+
+            def read() -> float:
+                obj = ref()
+                return float(getattr(obj, attr)) if obj is not None else 0.0
+
+        self.queue_depth.labels(self.label(queue)).set_function(read)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type, merged over workers in multi-process mode."""
