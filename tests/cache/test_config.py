@@ -60,6 +60,9 @@ budgets:
     assert cfg.budgets("other") == [Budget(2.0, "run"), Budget(50.0, "day")]
     assert cfg.downgrade_to == "cheap"
     assert isinstance(cfg.store_for(), MemoryBudgetStore)
+    guard = cfg.guard(CountingModel(), pipeline="nightly")
+    assert guard.budgets == tuple(cfg.budgets("nightly"))
+    assert guard.unpriced == "reject"
     redis = BudgetsConfig(store="redis", url="redis://127.0.0.1:6379/0")
     assert isinstance(redis.store_for(), RedisBudgetStore)
     with pytest.raises(ConfigError, match=r"budgets\.pipelines\.x\.period"):

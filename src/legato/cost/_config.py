@@ -16,7 +16,8 @@
       unpriced: reject               # or allow
 
 :meth:`BudgetsConfig.budgets` lists the :class:`Budget` objects that apply to a
-pipeline; :meth:`BudgetsConfig.store_for` builds the store. The ``downgrade_to``
+pipeline; :meth:`BudgetsConfig.store_for` builds the store and
+:meth:`BudgetsConfig.guard` a :class:`BudgetGuard` with all of it. The ``downgrade_to``
 name is resolved by the caller (``legato.models.get``), which knows about groups.
 """
 
@@ -28,7 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from legato.config import LegatoConfig
 from legato.cost._budget import Budget, BudgetStore, MemoryBudgetStore
+from legato.cost._guard import BudgetGuard
 from legato.cost._redis import RedisBudgetStore
+from legato.providers import Model
 
 __all__ = ["BudgetsConfig", "PipelineBudget"]
 
@@ -79,6 +82,28 @@ class BudgetsConfig(BaseModel):
             entry = self.pipelines[pipeline]
             found.append(Budget(entry.limit_usd, f"pipeline:{pipeline}", entry.period))
         return found
+
+    def guard(
+        self,
+        model: Model,
+        *,
+        pipeline: str | None = None,
+        store: BudgetStore | None = None,
+        downgrade: Model | None = None,
+    ) -> BudgetGuard:
+        """``model`` behind a :class:`BudgetGuard` with these budgets and settings.
+
+        ``downgrade`` is the model that ``downgrade_to`` names, resolved by the caller.
+        """
+        return BudgetGuard(
+            model,
+            self.budgets(pipeline),
+            store=store if store is not None else self.store_for(),
+            downgrade=downgrade,
+            unpriced=self.unpriced,
+            margin=self.margin,
+            wait_s=self.wait_s,
+        )
 
     def store_for(self) -> BudgetStore:
         """A new store as configured."""
