@@ -150,3 +150,26 @@ async def test_connection_refused_is_connection_failed() -> None:
     with pytest.raises(errors.ConnectionFailed):
         await model.chat(REQ)
     await model.aclose()
+
+
+async def test_slow_first_byte_of_a_stream_is_a_provider_timeout(fake_provider: FakeProvider) -> None:
+    from legato.providers import HttpOptions
+    from legato.testing import Reply
+
+    fake_provider.script(Reply(text="late", first_chunk_delay=2.0))
+    model = AnthropicModel(
+        "claude-3-5-haiku-latest", base_url=fake_provider.anthropic_base_url, options=HttpOptions(read_timeout=0.05)
+    )
+    with pytest.raises(errors.ProviderTimeout):
+        async for _ in model.stream(REQ):
+            pass
+    await model.aclose()
+
+
+async def test_http2_option_talks_to_an_http1_server(fake_provider: FakeProvider) -> None:
+    from legato.providers import HttpOptions
+
+    model = OpenAIModel("gpt-4o-mini", base_url=fake_provider.openai_base_url, options=HttpOptions(http2=True))
+    response = await model.chat(REQ)
+    await model.aclose()
+    assert response.text == "hi"
