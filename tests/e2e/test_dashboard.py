@@ -152,7 +152,7 @@ def test_watch_a_run_finish_live(server: str, tmp_path: Path) -> None:
             text = "I love the Acme Phone but Speedy Couriers were late"
             started = httpx.post(
                 f"{server}/v1/pipelines/review_insights/runs",
-                json={"inputs": {"text": text, "gate": str(gate)}},
+                json={"inputs": {"text": text, "gate": gate.name}},  # relative to the server's directory
                 headers={"authorization": f"Bearer {MASTER}"},
                 timeout=10,
             )
@@ -202,7 +202,7 @@ def test_watch_a_run_finish_live(server: str, tmp_path: Path) -> None:
 
             failing = httpx.post(
                 f"{server}/v1/pipelines/review_insights/runs",
-                json={"inputs": {"text": "boom goes the Acme Phone", "gate": str(gate)}},
+                json={"inputs": {"text": "boom goes the Acme Phone", "gate": gate.name}},
                 headers={"authorization": f"Bearer {MASTER}"},
                 timeout=10,
             )
