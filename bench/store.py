@@ -56,12 +56,18 @@ def wide(width: int, depth: int, name: str) -> Pipeline:
     return p
 
 
+CPU: dict[int, list[float]] = {}
+
+
 async def timed(fn: Any, repeats: int) -> float:
-    samples = []
+    """Median wall time; the matching process CPU time (all threads) goes to CPU[id(fn)]."""
+    samples, cpu = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         await fn()
         samples.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    CPU.setdefault(0, []).append(statistics.median(cpu))
     return statistics.median(samples)
 
 
@@ -116,8 +122,9 @@ async def main(steps: int, repeats: int, postgres: bool) -> dict[str, Any]:
         seq, par = chain(steps, "chain"), wide(20, 5, "wide")
         for label, url in backends.items():
             t_seq = await measure(url, seq, repeats)
+            cpu_seq = CPU[0].pop()
             t_par = await measure(url, par, repeats)
-            rows[label] = {"chain_s": t_seq, "wide_s": t_par}
+            rows[label] = {"chain_s": t_seq, "wide_s": t_par, "chain_cpu_s": cpu_seq}
             if url is not None:
                 rows[label]["resume_1000_s"] = await resume_time(url, 1000)
         base = rows["no store"]
@@ -128,7 +135,14 @@ async def main(steps: int, repeats: int, postgres: bool) -> dict[str, Any]:
             row["wide_steps_per_s"] = 100 / row["wide_s"]
             row["chain_overhead_ms_per_step"] = (row["chain_s"] - base["chain_s"]) / steps * 1000
             row["wide_overhead_ms_per_step"] = (row["wide_s"] - base["wide_s"]) / 100 * 1000
-        return {"steps": steps, "repeats": repeats, "cpus": os.cpu_count(), "results": rows}
+            row["chain_cpu_overhead_ms_per_step"] = (row["chain_cpu_s"] - base["chain_cpu_s"]) / steps * 1000
+        return {
+            "steps": steps,
+            "repeats": repeats,
+            "cpus": os.cpu_count(),
+            "load_average_1m": os.getloadavg()[0],
+            "results": rows,
+        }
     finally:
         if postgres:
             await pg_database("drop", pg_name)
@@ -136,15 +150,18 @@ async def main(steps: int, repeats: int, postgres: bool) -> dict[str, Any]:
 
 def report(doc: dict[str, Any]) -> None:
     rows = doc["results"]
-    print(f"chain of {doc['steps']} steps and wide 20x5 pipeline, median of {doc['repeats']} runs")
-    head = f"{'backend':<12}{'chain ms/step':>15}{'overhead':>11}{'steps/s':>10}"
+    print(
+        f"chain of {doc['steps']} steps and wide 20x5 pipeline, median of {doc['repeats']} runs "
+        f"({doc['cpus']} CPUs, load average {doc['load_average_1m']:.1f})"
+    )
+    head = f"{'backend':<12}{'chain ms/step':>15}{'overhead':>11}{'CPU ovh':>9}{'steps/s':>10}"
     head += f"{'wide ms/step':>14}{'overhead':>11}{'steps/s':>10}{'resume 1000':>13}"
     print(head)
     for label, r in rows.items():
         resume = f"{r['resume_1000_s'] * 1000:.0f} ms" if "resume_1000_s" in r else "-"
         print(
             f"{label:<12}{r['chain_ms_per_step']:>15.3f}{r['chain_overhead_ms_per_step']:>11.3f}"
-            f"{r['chain_steps_per_s']:>10.0f}{r['wide_ms_per_step']:>14.3f}{r['wide_overhead_ms_per_step']:>11.3f}"
+            f"{r['chain_cpu_overhead_ms_per_step']:>9.3f}{r['chain_steps_per_s']:>10.0f}{r['wide_ms_per_step']:>14.3f}{r['wide_overhead_ms_per_step']:>11.3f}"
             f"{r['wide_steps_per_s']:>10.0f}{resume:>13}"
         )
 
