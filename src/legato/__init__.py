@@ -68,6 +68,10 @@ _EXPORTS: dict[str, str] = {
     "DurableRunner": "legato.store",
     "Journal": "legato.store",
     "run_durably": "legato.store",
+    # observability
+    "Instrumented": "legato.observe",
+    "Metrics": "legato.observe",
+    "Redactor": "legato.observe",
     # shared
     "RetryPolicy": "legato.retry",
     "LegatoConfig": "legato.config",
@@ -92,6 +96,9 @@ if TYPE_CHECKING:
     from legato.engine import StepContext as StepContext
     from legato.engine import StepStatus as StepStatus
     from legato.engine import current_step as current_step
+    from legato.observe import Instrumented as Instrumented
+    from legato.observe import Metrics as Metrics
+    from legato.observe import Redactor as Redactor
     from legato.providers import AnthropicModel as AnthropicModel
     from legato.providers import ChatChunk as ChatChunk
     from legato.providers import ChatRequest as ChatRequest
