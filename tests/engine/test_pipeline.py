@@ -666,3 +666,21 @@ async def test_every_step_completed_runs_nothing() -> None:
     result = await diamond().run(x=1, completed={"a": 1, "b": 2, "c": 3, "d": 4})
     assert result.status is RunStatus.SUCCEEDED
     assert result.outputs == {"a": 1, "b": 2, "c": 3, "d": 4}
+
+
+async def test_optional_applies_to_arguments_passed_through_var_kwargs() -> None:
+    # Factory-built steps (llm, task) often take **kwargs; `optional` must still soften the skip.
+    p = Pipeline("kwargs")
+
+    @p.step(when="false")
+    async def never() -> str:
+        return "x"
+
+    async def collect(**kwargs: Any) -> dict[str, Any]:
+        return kwargs
+
+    p.add_step(collect, args={"value": "${steps.never}"}, optional=["value"])
+    p.add_step(collect, name="strict", args={"value": "${steps.never}"})
+    result = await p.run()
+    assert result.outputs["collect"] == {"value": None}
+    assert result.step_status["strict"] is StepStatus.SKIPPED

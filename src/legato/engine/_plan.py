@@ -100,9 +100,9 @@ def compile_plan(
                     issues.append(SpecIssue(f"step {name!r} references its own output", path=path))
                 _check_value(value, names, inputs, inferred, issues, path, loop=d.loop is not None, need=need_input)
                 binds.append((param, VALUE, value))
-                (soft if param in d.optional else deps).update(value.steps & names)
+                deps.update(value.steps & names)
                 if param in d.optional:
-                    deps.update(value.steps & names)
+                    soft.update(value.steps & names)
             elif d.loop is not None and param == d.loop.carry:
                 binds.append((param, CARRY, None))
             elif param in names:
@@ -121,9 +121,14 @@ def compile_plan(
                 binds.append((param, INPUT, None))
         for param, value in d.args.items():
             if param not in d.params:  # passed through **kwargs
-                _check_value(value, names, inputs, inferred, issues, f"{base}.with.{param}", False, need_input)
+                path = f"{base}.with.{param}"
+                if name in value.steps:
+                    issues.append(SpecIssue(f"step {name!r} references its own output", path=path))
+                _check_value(value, names, inputs, inferred, issues, path, d.loop is not None, need_input)
                 binds.append((param, VALUE, value))
                 deps.update(value.steps & names)
+                if param in d.optional:
+                    soft.update(value.steps & names)
         when_binds: list[Bind] = []
         if isinstance(d.when, Expression):
             when_steps = _expr_steps(d.when, names, inputs, inferred, issues, f"{base}.when", set(), need_input)
@@ -173,7 +178,7 @@ def compile_plan(
 def _hard_uses(d: StepDef, names: set[str]) -> set[str]:
     """Steps used by a non-optional parameter (so a `when` use does not soften them)."""
     hard: set[str] = set(d.depends_on)
-    for param in d.params:
+    for param in (*d.params, *(a for a in d.args if a not in d.params)):
         if param in d.optional:
             continue
         if param in d.args:

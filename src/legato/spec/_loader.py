@@ -108,6 +108,10 @@ def _known_fields(parent: tuple[Any, ...]) -> list[str]:
 def load_pipeline(path_or_text: str | Path, *, config: LegatoConfig | None = None) -> Pipeline:
     """Load a pipeline from a YAML file (or YAML text) into a :class:`~legato.engine.Pipeline`.
 
+    ``path_or_text`` is a path (``str`` or ``Path``), or YAML text: a string that
+    contains a newline. ``uses: ./file.py:fn`` is relative to the file's directory
+    (the current directory for text); ``config`` is handed to step-kind factories.
+
     The result is ready to run and carries the validated spec as ``pipeline.spec``.
     Raises :class:`~legato.errors.SpecError` whose ``issues`` list every problem,
     each with file:line:column.
