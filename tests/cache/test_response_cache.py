@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from legato.cache import MemoryBackend, RedisBackend, ResponseCache
+from legato.cache import MemoryBackend, RedisBackend, ResponseCache, bypass
 from legato.errors import BadRequest, ServerError, StreamInterrupted
 from legato.ledger import Ledger, use_ledger
 from legato.providers import ChatChunk, EmbedRequest, Model
@@ -190,3 +190,19 @@ async def test_replicas_share_entries_through_redis(redis_url: str, redis_prefix
         await replica_b.aclose()
     assert (upstream_a.chat_calls, upstream_b.chat_calls) == (1, 0)
     assert (upstream_a.stream_calls, upstream_b.stream_calls) == (1, 0)
+
+
+async def test_bypass_block_covers_every_call_inside_it() -> None:
+    upstream = CountingModel()
+    cache = ResponseCache(upstream)
+    await cache.chat(ask("hi"))
+    with bypass():
+        assert (await cache.chat(ask("hi"))).cached is False
+        assert "".join([c.text async for c in cache.stream(ask("hi"))]) == "echo: hi"
+        assert (await cache.chat(ask("hi", metadata={"cache": True}))).cached is True  # the request wins
+    with bypass(refresh=True):
+        assert (await cache.chat(ask("new"))).cached is False
+    assert (await cache.chat(ask("new"))).cached is True  # the refresh stored it
+    assert (await cache.chat(ask("hi"))).cached is True
+    assert upstream.chat_calls == 3
+    assert upstream.stream_calls == 1

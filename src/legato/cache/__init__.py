@@ -17,7 +17,7 @@ from legato.cache._config import CacheConfig
 from legato.cache._keys import chat_key, embed_key
 from legato.cache._memo import StepMemo
 from legato.cache._redis import RedisBackend
-from legato.cache._response import CacheStats, ResponseCache
+from legato.cache._response import CacheStats, ResponseCache, bypass
 from legato.cache._semantic import SemanticCache
 from legato.cache._single_flight import SingleFlight
 from legato.cache._sqlite import SQLiteBackend
@@ -33,6 +33,7 @@ __all__ = [
     "SemanticCache",
     "SingleFlight",
     "StepMemo",
+    "bypass",
     "chat_key",
     "embed_key",
 ]

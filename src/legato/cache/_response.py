@@ -9,6 +9,8 @@ What is cached, and when:
 * ``request.metadata["cache"]`` decides per call: ``False`` (or ``"off"``,
   ``"no-store"``) bypasses the cache entirely; ``"refresh"`` (or ``"no-cache"``)
   skips the lookup but stores the fresh answer; ``True``/absent follows the policy;
+* ``with legato.cache.bypass():`` does the same for every call made inside a
+  block (a Python step, a gateway request), ``bypass(refresh=True)`` refreshes;
 * ``request.metadata["tenant"]`` scopes keys next to ``namespace``: tenants never
   share entries.
 
@@ -22,9 +24,10 @@ goes upstream and the failure is logged and counted in :attr:`ResponseCache.stat
 
 from __future__ import annotations
 
+import contextvars
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -38,7 +41,7 @@ from legato.errors import BadRequest
 from legato.ledger import CallRecord, current_ledger
 from legato.providers import ChatChunk, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Model, ModelWrapper
 
-__all__ = ["CacheStats", "ResponseCache"]
+__all__ = ["CacheStats", "ResponseCache", "bypass"]
 
 log = logging.getLogger("legato.cache")
 
@@ -312,9 +315,27 @@ class ResponseCache(ModelWrapper):
             await self.inner.aclose()
 
 
+_override: contextvars.ContextVar[str | None] = contextvars.ContextVar("legato_cache_override", default=None)
+
+
+@contextmanager
+def bypass(*, refresh: bool = False) -> Iterator[None]:
+    """Skip response caches for every call made inside the block (a step, a request).
+
+    ``refresh=True`` skips the lookups but stores the fresh answers. The setting
+    follows the task tree and worker threads, like the usage ledger. A request's own
+    ``metadata["cache"]`` still wins.
+    """
+    token = _override.set("refresh" if refresh else "off")
+    try:
+        yield
+    finally:
+        _override.reset(token)
+
+
 def cache_mode(request: ChatRequest | EmbedRequest, *, cache_sampled: bool) -> Mode | None:
     """The caching decision for one request (see the module docstring)."""
-    flag = request.metadata.get("cache")
+    flag = request.metadata.get("cache", _override.get())
     if flag in _OFF:
         return None
     if flag in _REFRESH:
