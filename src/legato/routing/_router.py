@@ -107,6 +107,11 @@ class _Outcome:
     tried: set[str] = field(default_factory=set)
 
 
+def _next_deployment_may_help(error: ModelError) -> bool:
+    """Availability errors move on to the next deployment; errors about the request do not."""
+    return error.retryable and not is_client_error(error)
+
+
 def _chain_for(error: ModelError | None, fallbacks: Fallbacks) -> Sequence[Model] | None:
     """The fallback chain for ``error``, or None when the error must be raised as is."""
     if isinstance(error, ContextWindowExceeded):
@@ -248,8 +253,8 @@ class Router:
             except ModelError as error:
                 deployment.failed(started, error)
                 outcome.error = error
-                if _chain_for(error, Fallbacks()) is None:
-                    return outcome  # client error or not retryable: no other deployment
+                if not _next_deployment_may_help(error):
+                    return outcome
                 self._moved(deployment.name, "next deployment", error, "deployment")
                 continue
             except BaseException:
@@ -370,7 +375,7 @@ class Router:
                 outcome.attempted = True
                 opened = await self._open(deployment.model, request, inside, deployment, outcome)
                 if opened is None:
-                    if _chain_for(outcome.error, Fallbacks()) is None:
+                    if outcome.error is not None and not _next_deployment_may_help(outcome.error):
                         break
                     continue
                 if outcome.spent and self.budget is not None:
