@@ -155,3 +155,33 @@ async def test_single_flight_primitive() -> None:
     assert len(flights) == 0  # nothing is remembered once a flight lands
     assert await flights.do("a", work) == 42
     assert calls == 3
+
+
+async def test_a_stream_leader_leaving_early_hands_the_stream_to_a_waiter() -> None:
+    upstream = CountingModel()
+    cache = ResponseCache(upstream)
+    leader_has_chunk = anyio.Event()
+    leader_may_leave = anyio.Event()
+    follower_text: list[str] = []
+
+    async def leader() -> None:
+        stream = cache.stream(ask("a b c"))
+        async for _ in stream:
+            leader_has_chunk.set()
+            await leader_may_leave.wait()
+            break
+        await stream.aclose()  # type: ignore[attr-defined]
+
+    async def follower() -> None:
+        follower_text.append("".join([c.text async for c in cache.stream(ask("a b c"))]))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(leader)
+        await leader_has_chunk.wait()
+        tg.start_soon(follower)
+        await anyio.wait_all_tasks_blocked()
+        assert upstream.stream_calls == 1  # the follower waits for the leader's stream
+        leader_may_leave.set()
+    assert follower_text == ["echo: a b c"]
+    assert upstream.stream_calls == 2  # the follower streamed for itself
+    assert cache.stats.stored == 1
