@@ -16,10 +16,11 @@ from legato.store._durable import (
     result_from_record,
     run_durably,
 )
+from legato.store._ids import new_owner_id, new_run_id
 from legato.store._journal import Embedder, Journal, JournalEntry, LocalEmbedder, SearchMode
 from legato.store._records import EventRecord, RunRecord, StepRecord
 from legato.store._reflection import reflect_on_run
-from legato.store._runs import RunStore, new_owner_id, new_run_id
+from legato.store._runs import RunStore
 
 __all__ = [
     "DEFAULT_DATABASE_URL",

@@ -28,9 +28,10 @@ import anyio
 from legato.engine import SKIPPED, Pipeline, RunControl, RunResult, RunStatus, StepStatus, StepTiming, Subscriber
 from legato.errors import LeaseLost, LegatoError, RunCancelled, RunError, StoreError
 from legato.store._checkpoint import Checkpointer
+from legato.store._ids import new_owner_id
 from legato.store._records import RunRecord, StepRecord
 from legato.store._reflection import reflect_on_run
-from legato.store._runs import RunStore, new_owner_id
+from legato.store._runs import RunStore
 
 __all__ = ["DurableRunner", "Recovery", "load_source", "pipeline_version", "recover_expired_runs", "run_durably"]
 

@@ -14,8 +14,6 @@ hashes (same request -> that run; different -> :class:`IdempotencyConflict`).
 from __future__ import annotations
 
 import os
-import secrets
-import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -27,46 +25,17 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from legato.errors import IdempotencyConflict, LeaseLost, RunNotFound, StoreError
-from legato.store._codec import decode, encode, request_hash
+from legato.store._codec import encode, request_hash
 from legato.store._database import READONLY, connect, connect_sqlite_sync, migrate, resolve_url, translate_error
+from legato.store._ids import new_run_id, owner_gone
 from legato.store._records import ACTIVE, TERMINAL, EventRecord, RunRecord, StepRecord
+from legato.store._rows import event_record, event_row, run_record, step_record, step_row
 from legato.store._schema import events, runs, step_attempts
 
-__all__ = ["RunStore", "new_owner_id", "new_run_id"]
+__all__ = ["RunStore"]
 
 Clock = Callable[[], float]
 T = TypeVar("T")
-
-
-def new_run_id() -> str:
-    """A run id that sorts by creation time: 12 hex digits of milliseconds + 12 random."""
-    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(6)}"
-
-
-def new_owner_id() -> str:
-    """A lease owner id naming this host and process (``host:pid:random``)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-def owner_gone(owner: str | None) -> bool:
-    """True when ``owner`` names a process on this host that no longer exists, so its
-    lease can be taken over without waiting for it to expire."""
-    if not owner:
-        return True
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 class RunStore:
@@ -231,7 +200,7 @@ class RunStore:
 
         def find(conn: Connection) -> RunRecord | None:
             row = conn.execute(query).mappings().first()
-            return None if row is None else _run_record(row)
+            return None if row is None else run_record(row)
 
         return await self.run_sync(find, readonly=True)
 
@@ -257,14 +226,14 @@ class RunStore:
         if tenant is not None:
             query = query.where(runs.c.tenant == tenant)
         return await self.run_sync(
-            lambda conn: [_run_record(r) for r in conn.execute(query).mappings().all()], readonly=True
+            lambda conn: [run_record(r) for r in conn.execute(query).mappings().all()], readonly=True
         )
 
     async def steps(self, run_id: str) -> list[StepRecord]:
         """Every stored step attempt of the run, in the order they finished."""
         query = sa.select(step_attempts).where(step_attempts.c.run_id == run_id).order_by(step_attempts.c.id)
         return await self.run_sync(
-            lambda conn: [_step_record(r) for r in conn.execute(query).mappings().all()], readonly=True
+            lambda conn: [step_record(r) for r in conn.execute(query).mappings().all()], readonly=True
         )
 
     async def completed_steps(self, run_id: str) -> dict[str, StepRecord]:
@@ -275,14 +244,14 @@ class RunStore:
             .order_by(step_attempts.c.id)
         )
         return await self.run_sync(
-            lambda conn: {r["step"]: _step_record(r) for r in conn.execute(query).mappings().all()}, readonly=True
+            lambda conn: {r["step"]: step_record(r) for r in conn.execute(query).mappings().all()}, readonly=True
         )
 
     async def events(self, run_id: str, *, after_id: int = 0) -> list[EventRecord]:
         """The run's events in order (``after_id``: only those after that event id)."""
         query = sa.select(events).where(events.c.run_id == run_id, events.c.id > after_id).order_by(events.c.id)
         return await self.run_sync(
-            lambda conn: [_event_record(r) for r in conn.execute(query).mappings().all()], readonly=True
+            lambda conn: [event_record(r) for r in conn.execute(query).mappings().all()], readonly=True
         )
 
     # -- checkpoints (fenced by the lease) -------------------------------------------
@@ -299,8 +268,8 @@ class RunStore:
         """Commit finished step attempts and events in one transaction, extending the
         lease. Raises :class:`LeaseLost` (writing nothing) if ``owner`` lost the run."""
         now = self.clock()
-        step_rows = [_step_row(a) for a in attempts]
-        event_rows = [_event_row(e) for e in new_events]
+        step_rows = [step_row(a) for a in attempts]
+        event_rows = [event_row(e) for e in new_events]
 
         def write(conn: Connection) -> None:
             _fence(conn, run_id, owner, {"lease_expires_at": now + lease_ttl, "updated_at": now})
@@ -336,8 +305,8 @@ class RunStore:
             "lease_owner": None,
             "lease_expires_at": None,
         }
-        step_rows = [_step_row(a) for a in attempts]
-        event_rows = [_event_row(e) for e in new_events]
+        step_rows = [step_row(a) for a in attempts]
+        event_rows = [event_row(e) for e in new_events]
 
         def write(conn: Connection) -> None:
             _fence(conn, run_id, owner, values)
@@ -395,7 +364,7 @@ class RunStore:
         }
         if recovery and record.status != "pending":  # a pending run's first start is no recovery
             values["recoveries"] = runs.c.recoveries + 1
-        taken = _event_row(
+        taken = event_row(
             EventRecord(
                 run_id=record.id,
                 type="LeaseAcquired",
@@ -452,14 +421,14 @@ class RunStore:
         now = self.clock()
         query = sa.select(runs).where(runs.c.status.in_(tuple(ACTIVE))).order_by(runs.c.created_at).limit(limit)
         found = await self.run_sync(
-            lambda conn: [_run_record(r) for r in conn.execute(query).mappings().all()], readonly=True
+            lambda conn: [run_record(r) for r in conn.execute(query).mappings().all()], readonly=True
         )
         return [r for r in found if not r.lease_live(now) or owner_gone(r.lease_owner)]
 
     async def dead_letter(self, run_id: str, reason: str) -> RunRecord:
         """Move a run to the dead-letter queue (status ``dead``)."""
         now = self.clock()
-        event = _event_row(EventRecord(run_id=run_id, type="RunDeadLettered", at=now, data={"reason": reason}))
+        event = event_row(EventRecord(run_id=run_id, type="RunDeadLettered", at=now, data={"reason": reason}))
 
         def bury(conn: Connection) -> RunRecord:
             result = conn.execute(
@@ -494,7 +463,7 @@ class RunStore:
             values.update(
                 status="cancelled", finished_at=now, lease_owner=None, lease_expires_at=None, error="cancelled"
             )
-        event = _event_row(EventRecord(run_id=record.id, type="CancelRequested", at=now))
+        event = event_row(EventRecord(run_id=record.id, type="CancelRequested", at=now))
 
         def cancel(conn: Connection) -> RunRecord:
             conn.execute(runs.update().where(runs.c.id == record.id, runs.c.status.in_(tuple(ACTIVE))).values(values))
@@ -532,7 +501,7 @@ def _get(conn: Connection, run_id: str, *, prefix: bool = False) -> RunRecord:
         row = found[0] if len(found) == 1 else None
     if row is None:
         raise RunNotFound(f"no run with id {run_id!r}")
-    return _run_record(row)
+    return run_record(row)
 
 
 def _fence(conn: Connection, run_id: str, owner: str, values: dict[str, Any]) -> None:
@@ -554,81 +523,3 @@ def _insert(conn: Connection, step_rows: list[dict[str, Any]], event_rows: list[
         conn.execute(step_attempts.insert(), step_rows)
     if event_rows:
         conn.execute(events.insert(), event_rows)
-
-
-def _event_row(e: EventRecord) -> dict[str, Any]:
-    return {"run_id": e.run_id, "type": e.type, "step": e.step, "at": e.at, "data": encode(e.data) if e.data else None}
-
-
-def _event_record(r: Any) -> EventRecord:
-    return EventRecord(
-        run_id=r["run_id"], type=r["type"], at=r["at"], step=r["step"], data=decode(r["data"]) or {}, id=r["id"]
-    )
-
-
-def _step_row(a: StepRecord) -> dict[str, Any]:
-    return {
-        "run_id": a.run_id,
-        "step": a.step,
-        "attempt": a.attempt,
-        "status": a.status,
-        "output": encode(a.output) if a.status == "succeeded" else None,
-        "error_type": a.error_type,
-        "error": a.error,
-        "started_at": a.started_at,
-        "finished_at": a.finished_at,
-        "duration_s": a.duration_s,
-        "model": a.model,
-        "input_tokens": a.input_tokens,
-        "output_tokens": a.output_tokens,
-        "cost": a.cost,
-        "meta": encode(a.meta) if a.meta else None,
-    }
-
-
-def _step_record(r: Any) -> StepRecord:
-    return StepRecord(
-        run_id=r["run_id"],
-        step=r["step"],
-        status=r["status"],
-        attempt=r["attempt"],
-        output=decode(r["output"]),
-        error_type=r["error_type"],
-        error=r["error"],
-        started_at=r["started_at"],
-        finished_at=r["finished_at"],
-        duration_s=r["duration_s"],
-        model=r["model"],
-        input_tokens=r["input_tokens"],
-        output_tokens=r["output_tokens"],
-        cost=r["cost"],
-        meta=decode(r["meta"]) or {},
-    )
-
-
-def _run_record(r: Any) -> RunRecord:
-    return RunRecord(
-        id=r["id"],
-        pipeline=r["pipeline"],
-        version_hash=r["version_hash"],
-        inputs=decode(r["inputs"]) or {},
-        status=r["status"],
-        tenant=r["tenant"],
-        idempotency_key=r["idempotency_key"],
-        outputs=decode(r["outputs"]),
-        error=r["error"],
-        failed_step=r["failed_step"],
-        lease_owner=r["lease_owner"],
-        lease_expires_at=r["lease_expires_at"],
-        recoveries=r["recoveries"],
-        cancel_requested=bool(r["cancel_requested"]),
-        dead_reason=r["dead_reason"],
-        cost=r["cost"],
-        estimated_cost=r["estimated_cost"],
-        created_at=r["created_at"],
-        updated_at=r["updated_at"],
-        started_at=r["started_at"],
-        finished_at=r["finished_at"],
-        request_hash=r["request_hash"],
-        source=r["source"],
-    )
