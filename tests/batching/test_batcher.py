@@ -4,6 +4,8 @@ from collections.abc import Sequence
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from legato.batching import Batcher
 
@@ -220,3 +222,40 @@ async def test_exception_in_the_block_cancels_the_worker() -> None:
 def test_invalid_settings_are_rejected(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Batcher(Recorder(), **kwargs)  # type: ignore[arg-type]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    items=st.lists(st.integers(min_value=-50, max_value=50), min_size=1, max_size=40),
+    max_batch=st.integers(min_value=1, max_value=16),
+    owned=st.booleans(),
+)
+def test_every_caller_gets_its_own_outcome(items: list[int], max_batch: int, owned: bool) -> None:
+    """Whatever the batch size and mode, results and per-item errors reach the right caller."""
+
+    async def main() -> tuple[dict[int, int | str], list[list[int]]]:
+        fn = Recorder()
+        outcomes: dict[int, int | str] = {}
+
+        async def one(index: int, batcher: Batcher[int, int]) -> None:
+            try:
+                outcomes[index] = await batcher(items[index])
+            except ValueError as exc:
+                outcomes[index] = str(exc)
+
+        async def run(batcher: Batcher[int, int]) -> None:
+            async with anyio.create_task_group() as tg:
+                for index in range(len(items)):
+                    tg.start_soon(one, index, batcher)
+
+        if owned:
+            async with Batcher(fn, max_batch=max_batch, max_wait_ms=1) as batcher:
+                await run(batcher)
+        else:
+            await run(Batcher(fn, max_batch=max_batch, max_wait_ms=1))
+        return outcomes, fn.batches
+
+    outcomes, batches = anyio.run(main)
+    assert outcomes == {i: (f"bad {v}" if v < 0 else v * 10) for i, v in enumerate(items)}
+    assert all(1 <= len(b) <= max_batch for b in batches)
+    assert sorted(v for b in batches for v in b) == sorted(items)

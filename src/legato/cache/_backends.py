@@ -94,8 +94,8 @@ class MemoryBackend:
             self._remove(key)
 
     async def aclose(self) -> None:
-        self._data.clear()
-        self._bytes = 0
+        """Nothing to release (the entries stay, so a backend shared by several caches
+        keeps serving the others after one of them is closed)."""
 
     def _remove(self, key: str) -> None:
         value, _ = self._data.pop(key)
