@@ -294,3 +294,14 @@ async def test_constructors_open_nothing_and_pools_are_reused(fake_provider: Fak
     assert model._http is client
     await model.aclose()
     assert model._http is None
+
+
+async def test_stream_without_usage_estimates_it(fake_provider: FakeProvider) -> None:
+    fake_provider.script(Reply(text="twelve chars"))
+    model = OpenAIModel("gpt-4o-mini", base_url=fake_provider.openai_base_url, stream_usage=False)
+    final = [c async for c in model.stream(ChatRequest(messages=[Message(role="user", content="x")]))][-1]
+    await model.aclose()
+    assert "stream_options" not in fake_provider.requests[0].body
+    assert final.usage is not None
+    assert final.usage.output_tokens == 3  # twelve characters at four per token
+    assert final.cost is not None

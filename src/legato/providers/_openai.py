@@ -138,6 +138,8 @@ class OpenAIModel(HttpModel):
         organization, project: OpenAI account headers.
         max_tokens_param: ``max_completion_tokens`` for api.openai.com (what o-series
             models require), ``max_tokens`` for compatible servers.
+        stream_usage: send ``stream_options.include_usage`` (turn off for a server
+            that rejects it; usage is then estimated from the text).
         See :class:`~legato.providers.HttpModel` for transport settings.
     """
 
@@ -153,6 +155,7 @@ class OpenAIModel(HttpModel):
         organization: str | None = None,
         project: str | None = None,
         max_tokens_param: str | None = None,
+        stream_usage: bool = True,
         **kwargs: Any,
     ) -> None:
         headers = dict(kwargs.pop("headers", None) or {})
@@ -165,6 +168,7 @@ class OpenAIModel(HttpModel):
             self.provider = provider
         official = self.base_url == OPENAI_URL
         self.max_tokens_param = max_tokens_param or ("max_completion_tokens" if official else "max_tokens")
+        self.stream_usage = stream_usage
 
     # Paths and query differ for Azure.
     def _path(self, operation: str) -> str:
@@ -222,7 +226,8 @@ class OpenAIModel(HttpModel):
         self._check(request)
         payload = self._payload(request)
         payload["stream"] = True
-        payload["stream_options"] = {"include_usage": True}
+        if self.stream_usage:
+            payload["stream_options"] = {"include_usage": True}
         progress = Progress()
         finish: str | None = None
         usage: Usage | None = None
