@@ -304,3 +304,13 @@ async def test_a_stream_refused_at_once_releases_its_reservation(store: BudgetSt
             pass
     state = await store.state(budget)
     assert (state.spent, state.reserved) == (0.0, 0.0)
+
+
+async def test_memory_store_forgets_periods_long_over() -> None:
+    now = [20_000 * DAY]
+    store = MemoryBudgetStore(clock=lambda: now[0])
+    for day in range(5):
+        now[0] = (20_000 + day) * DAY + 60
+        await store.charge(Budget(1.0, "day"), 0.5)
+    assert len(store._spent) <= 3  # today's, yesterday's (kept a day past its end) and maybe one more
+    assert (await store.state(Budget(1.0, "day"))).spent == 0.5

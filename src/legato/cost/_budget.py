@@ -291,8 +291,15 @@ class MemoryBudgetStore(BudgetStore):
         self._spent: dict[str, int] = {}
         self._leases: dict[str, dict[str, tuple[int, float]]] = {}  # key -> rid -> (amount, lapses_at)
         self._expiry: dict[str, float] = {}
+        self._next_sweep = 0.0
 
     def _purge(self, key: str, now: float) -> None:
+        if now >= self._next_sweep:  # drop the counts of periods long over (yesterday's keys)
+            self._next_sweep = now + 3600.0
+            for old in [k for k, at in self._expiry.items() if now >= at]:
+                self._spent.pop(old, None)
+                self._leases.pop(old, None)
+                self._expiry.pop(old, None)
         expires = self._expiry.get(key)
         if expires is not None and now >= expires:
             self._spent.pop(key, None)
@@ -335,6 +342,7 @@ class MemoryBudgetStore(BudgetStore):
 
     async def settle(self, key: str, rid: str, actual: int, *, keep_s: float | None) -> None:
         with self._lock:
+            self._purge(key, self.clock())
             self._leases.get(key, {}).pop(rid, None)
             self._spent[key] = self._spent.get(key, 0) + actual
             if keep_s is not None:
