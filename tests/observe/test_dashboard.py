@@ -308,3 +308,30 @@ def test_without_the_graph_steps_are_layered_by_what_finished_before_they_starte
     assert layout.edges == []
     assert view.steps["e"].status == "skipped"
     assert view.steps["e"].skip_reason == "c failed"
+
+
+async def test_retried_step_shows_each_attempt(store: RunStore) -> None:
+    from legato.retry import RetryPolicy
+
+    calls = {"n": 0}
+    p = Pipeline("flaky")
+
+    @p.step(retries=RetryPolicy(max_attempts=3, base_delay=0.01, jitter="none", retry_on=lambda e: True))
+    async def fetch(x: int) -> int:
+        calls["n"] += 1
+        await anyio.sleep(0.01)
+        if calls["n"] < 3:
+            raise ConnectionError(f"reset by peer (try {calls['n']})")
+        return x
+
+    result = await DurableRunner(store, reflect=None).run(p, {"x": 1})
+    app = FastAPI()
+    mount_dashboard(app, DashboardSources(store=store, admin_key=ADMIN, graphs={"flaky": pipeline_graph(p)}.get))
+    async with client(app) as c:
+        html = (await c.get(f"/ui/runs/{result.run_id}", headers=AUTH)).text
+    bars = re.findall(r'data-step="fetch" data-attempt="(\d)" data-status="(\w+)" data-start="([\d.]+)"', html)
+    assert [(n, status) for n, status, _ in bars] == [("1", "failed"), ("2", "failed"), ("3", "succeeded")]
+    starts = [float(start) for _, _, start in bars]
+    assert starts == sorted(starts)
+    assert "2 retries" in html
+    assert "ConnectionError: reset by peer (try 1)" in html

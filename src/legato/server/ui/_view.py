@@ -122,50 +122,31 @@ def build_run_view(
         return views[name]
 
     for ev in events:
-        kind = _event_kind(str(_get(ev, "type", "")))
         name = _get(ev, "step")
-        data = _get(ev, "data") or {}
-        at = _get(ev, "at")
-        if not name:
-            continue
-        s = view(name)
-        if kind == "step_started":
-            attempt = int(data.get("attempt", len(s.attempts) + 1))
-            s.attempts.append(Attempt(attempt=attempt, status="running", started_at=at))
-            s.status, s.started_at = "running", s.started_at if s.started_at is not None else at
-        elif kind == "step_retried":
-            s.retries += 1
-            if s.attempts:
-                s.attempts[-1].status = "failed"
-                s.attempts[-1].finished_at = at
-                s.attempts[-1].error_type = data.get("error_type")
-                s.attempts[-1].error = data.get("message")
-        elif kind == "step_skipped":
-            s.status, s.skip_reason = "skipped", data.get("reason")
-        elif kind in ("step_finished", "step_failed"):
-            status = "succeeded" if kind == "step_finished" else ("cancelled" if data.get("cancelled") else "failed")
-            s.status, s.finished_at = status, at
-            if s.attempts:
-                s.attempts[-1].status, s.attempts[-1].finished_at = status, at
-            if kind == "step_failed":
-                s.error_type, s.error = data.get("error_type"), data.get("message")
+        if name:
+            _apply_event(view(name), _event_kind(str(_get(ev, "type", ""))), _get(ev, "data") or {}, _get(ev, "at"))
 
     for rec in sorted(steps, key=lambda r: (_get(r, "step"), _get(r, "attempt", 1))):
         s = view(_get(rec, "step"))
         status = str(_get(rec, "status"))
+        if status == "skipped":
+            s.status, s.finished_at = "skipped", _get(rec, "finished_at")
+            s.skip_reason = s.skip_reason or (_get(rec, "meta") or {}).get("reason")
+            continue
         number = int(_get(rec, "attempt", 1) or 1)
-        att = next((a for a in s.attempts if a.attempt == number), None)
+        att = _attempt(s, number)
         if att is None:
-            att = Attempt(attempt=number, status=status)
+            # No events for this attempt: the record's times are the whole step's.
+            att = Attempt(attempt=number, status=status, started_at=_get(rec, "started_at"))
             s.attempts.append(att)
         att.status = status
-        att.started_at = _get(rec, "started_at") or att.started_at
+        att.started_at = att.started_at or _get(rec, "started_at")
         att.finished_at = _get(rec, "finished_at") or att.finished_at
-        att.error_type, att.error = _get(rec, "error_type"), _get(rec, "error")
+        if status != "succeeded":
+            att.error_type, att.error = _get(rec, "error_type"), _get(rec, "error")
         s.status = status
-        s.started_at = (
-            min(x for x in (s.started_at, att.started_at) if x is not None) if att.started_at else s.started_at
-        )
+        known = [x for x in (s.started_at, _get(rec, "started_at"), att.started_at) if x is not None]
+        s.started_at = min(known) if known else None
         s.finished_at = att.finished_at or s.finished_at
         if status == "succeeded":
             s.output, s.has_output = _get(rec, "output"), True
@@ -176,8 +157,6 @@ def build_run_view(
             if value is not None:
                 setattr(s, name, value)
         s.meta = dict(_get(rec, "meta") or {})
-        if status == "skipped" and not s.skip_reason:
-            s.skip_reason = s.meta.get("reason")
     for s in views.values():
         s.attempts.sort(key=lambda a: a.attempt)
         s.retries = max(s.retries, len(s.attempts) - 1)
@@ -187,6 +166,9 @@ def build_run_view(
         for s in views.values():  # a step still "running" in a run that ended did not finish
             if s.status == "running":
                 s.status = "cancelled"
+            for a in s.attempts:
+                if a.status == "running":
+                    a.status = "cancelled"
     edges = [(d, s.name) for s in views.values() for d in s.deps if d in views]
     return RunView(
         id=str(_get(run, "id")),
@@ -204,6 +186,42 @@ def build_run_view(
         outputs=_get(run, "outputs"),
         graph_known=bool(graph),
     )
+
+
+def _attempt(s: StepView, number: int | None) -> Attempt | None:
+    if number is None:
+        return s.attempts[-1] if s.attempts else None
+    return next((a for a in s.attempts if a.attempt == number), None)
+
+
+def _apply_event(s: StepView, kind: str, data: Mapping[str, Any], at: float | None) -> None:
+    """One step event. The engine emits ``StepStarted`` once per step; each retry is a
+    ``StepRetried`` (the attempt that failed and the delay before the next one)."""
+    if kind == "step_started":
+        s.attempts.append(Attempt(attempt=int(data.get("attempt", 1)), status="running", started_at=at))
+        s.status = "running"
+        s.started_at = s.started_at if s.started_at is not None else at
+    elif kind == "step_retried":
+        s.retries += 1
+        failed = int(data.get("attempt", len(s.attempts) or 1))
+        att = _attempt(s, failed) or _attempt(s, None)
+        if att is not None:
+            att.status, att.finished_at = "failed", at
+            att.error_type, att.error = data.get("error_type"), data.get("message")
+        start = (at or 0.0) + float(data.get("delay_s") or 0.0)
+        s.attempts.append(Attempt(attempt=failed + 1, status="running", started_at=start))
+    elif kind == "step_skipped":
+        s.status, s.skip_reason = "skipped", data.get("reason")
+    elif kind in ("step_finished", "step_failed"):
+        status = "succeeded" if kind == "step_finished" else ("cancelled" if data.get("cancelled") else "failed")
+        s.status, s.finished_at = status, at
+        att = _attempt(s, int(data["attempt"]) if "attempt" in data else None) or _attempt(s, None)
+        if att is not None:
+            att.status, att.finished_at = status, at
+            if kind == "step_failed":
+                att.error_type, att.error = data.get("error_type"), data.get("message")
+        if kind == "step_failed":
+            s.error_type, s.error = data.get("error_type"), data.get("message")
 
 
 def _first(values: Iterable[float | None]) -> float | None:
