@@ -151,6 +151,47 @@ async def bench_ttfc(base: str, streams: int, rounds: int = 10) -> dict[str, lis
     return samples
 
 
+async def bench_in_process(calls: int = 2000, repeat: int = 5) -> dict[str, float]:
+    """Client CPU per call with no network at all (``httpx.MockTransport`` answers):
+    exactly what the adapter adds to building the request and reading the answer."""
+    from legato.providers import ChatRequest, Message, OpenAIModel, Usage
+    from legato.testing import _wire as wire
+
+    answer = wire.Answer("chatcmpl-1", "gpt-4o-mini", "Prince Hamlet avenges his father.", (), "stop",
+                         Usage(input_tokens=12, output_tokens=8), 8, 0)  # fmt: skip
+    body = wire.openai_completion(answer)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"content-type": "application/json", "x-request-id": "r"})
+
+    transport = httpx.MockTransport(handler)
+    raw = httpx.AsyncClient(base_url="http://fake/v1", transport=transport)
+    model = OpenAIModel("gpt-4o-mini", base_url="http://fake/v1", api_key="sk", transport=transport)
+    request = ChatRequest(messages=[Message(role="user", content=MESSAGES[0]["content"])])
+
+    async def raw_call() -> Any:
+        response = await raw.post("/chat/completions", json={"model": "gpt-4o-mini", "messages": MESSAGES})
+        return json.loads(response.content)["choices"][0]["message"]["content"]
+
+    async def legato_call() -> Any:
+        return (await model.chat(request)).text
+
+    result: dict[str, float] = {}
+    for name, fn in (("raw httpx", raw_call), ("legato", legato_call)):
+        for _ in range(200):
+            await fn()
+        best = float("inf")
+        for _ in range(repeat):
+            start = time.process_time()
+            for _ in range(calls):
+                await fn()
+            best = min(best, (time.process_time() - start) / calls)
+        result[name] = best * 1e6
+    await raw.aclose()
+    await model.aclose()
+    return result
+
+
 def import_time(statement: str, repeat: int = 5) -> float:
     """Median wall time of ``python -c statement`` minus that of an empty interpreter."""
 
@@ -179,6 +220,7 @@ def main() -> None:
         proc.wait(timeout=10)
         if proc.stderr is not None:
             proc.stderr.close()
+    in_process = asyncio.run(bench_in_process())
     imports = {
         "import legato.providers (types)": import_time("import legato.providers"),
         "legato.providers.OpenAIModel (adapter + httpx)": import_time("import legato.providers as p; p.OpenAIModel"),
@@ -202,6 +244,7 @@ def main() -> None:
     report = {
         "chat": {name: row("chat", chat, name) for name in chat},
         "ttfc": {name: row("ttfc", ttfc, name) for name in ttfc},
+        "in_process_cpu_us": in_process,
         "import_s": imports,
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
@@ -214,6 +257,9 @@ def main() -> None:
                 f"  {name:<32}{r['p50_us']:>10.0f}{r['p99_us']:>10.0f}{r['added_p50_us']:>12.0f}"
                 f"{r['client_cpu_us']:>10.0f}{r['added_cpu_us']:>12.0f}"
             )
+    print("in-process chat, no network (httpx.MockTransport): client CPU us/call, best of 5")
+    for name, us in in_process.items():
+        print(f"  {name:<32}{us:>10.1f}{us - in_process['raw httpx']:>12.1f}")
     print("import time (s, over an empty interpreter)")
     for name, seconds in imports.items():
         print(f"  {name:<48}{seconds:>8.3f}")
