@@ -335,3 +335,13 @@ async def test_retried_step_shows_each_attempt(store: RunStore) -> None:
     assert starts == sorted(starts)
     assert "2 retries" in html
     assert "ConnectionError: reset by peer (try 1)" in html
+
+
+async def test_run_page_shows_the_runs_journal_entries(store: RunStore) -> None:
+    result = await DurableRunner(store).run(diamond(), {"x": 1})  # the default reflection notes a failed run
+    async with client(app_for(store)) as c:
+        html = (await c.get(f"/ui/runs/{result.run_id}", headers=AUTH)).text
+    assert 'id="run-journal"' in html
+    section = html.split('id="run-journal"')[1]
+    assert "diamond" in section
+    assert SECRET not in html

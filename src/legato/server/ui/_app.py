@@ -153,6 +153,14 @@ class Dashboard:
         html = self.render.page(template, **ctx)
         return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
+    def journal(self) -> Any:
+        journal = _resolve(self.sources.journal)
+        if journal is None:
+            from legato.store import Journal
+
+            journal = Journal(self.store())
+        return journal
+
     def store(self) -> Any:
         store = _resolve(self.sources.store)
         if store is None:
@@ -308,7 +316,8 @@ def dashboard_router(sources: DashboardSources, *, prefix: str = "/ui") -> APIRo
             return d.page("error.html", request, status=404, title="Run not found", message=f"No run {run_id!r}.")
         now = sources.clock()
         bars, span = gantt(view, now)
-        return d.page("run.html", request, nav="runs", **d.render.run_context(view, now, bars, span))
+        notes = await d.journal().recent(5, run_id=view.id)
+        return d.page("run.html", request, nav="runs", notes=notes, **d.render.run_context(view, now, bars, span))
 
     @router.get("/live/runs/{run_id}")
     async def live_run(request: Request, run_id: str) -> Response:
@@ -349,16 +358,10 @@ def dashboard_router(sources: DashboardSources, *, prefix: str = "/ui") -> APIRo
     async def journal_page(request: Request, q: str = "") -> Response:
         if (denied := d.deny(request)) is not None:
             return denied
-        journal = _resolve(sources.journal)
-        if journal is None:
-            from legato.store import Journal
-
-            journal = Journal(d.store())
-        entries: list[Any] = []
-        if journal is not None:
-            q = q.strip()
-            entries = list(await journal.search(q, limit=30) if q else await journal.recent(30))
-        return d.page("journal.html", request, nav="journal", q=q, entries=entries, unavailable=journal is None)
+        journal = d.journal()
+        q = q.strip()
+        entries = list(await journal.search(q, limit=30) if q else await journal.recent(30))
+        return d.page("journal.html", request, nav="journal", q=q, entries=entries, unavailable=False)
 
     return router
 
