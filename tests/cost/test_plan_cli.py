@@ -20,7 +20,7 @@ steps:
     map: prompt
     max_tokens: 3
   digest:
-    llm: house
+    llm: smart
     system: You write a short digest for the support lead.
     prompt: "Digest these labels: ${steps.label}"
     max_tokens: 300
@@ -33,6 +33,11 @@ models:
     model: house-model
     api_key: env:LEGATO_TEST_KEY
     price: {input: 2.0, output: 8.0}
+groups:
+  smart:
+    deployments:
+      - {model: house}
+      - {model: openai/gpt-4o-mini}
 """
 
 
@@ -60,12 +65,13 @@ def test_plan_cost_json(files: tuple[Path, Path]) -> None:
     assert steps["label"]["calls"] == 40
     assert steps["label"]["output_tokens_per_call"] == 3
     digest = steps["digest"]
-    # priced with the price legato.yaml gives the "house" model
+    # the group is priced at its most expensive member: the price legato.yaml gives "house"
     expected = (digest["input_tokens_per_call"] * 2.0 + 300 * 8.0) / 1e6
     assert digest["usd"] == pytest.approx(expected)
     assert cost["total_usd"] == pytest.approx(steps["label"]["usd"] + digest["usd"])
     assert cost["unpriced_steps"] == []
     assert any("40 items" in a for a in cost["assumptions"])
+    assert any("group (smart) is priced at its most expensive member" in a for a in cost["assumptions"])
 
 
 def test_plan_cost_text_prints_the_table_and_assumptions(files: tuple[Path, Path]) -> None:
