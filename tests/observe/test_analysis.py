@@ -61,9 +61,8 @@ def history() -> list[tuple[RunRecord, list[StepRecord]]]:
             ),
             step(i, "report", 1.0 + 2.2 + i * 0.1, 0.1, output="r"),
         ]
-        if i == 1:
-            records.insert(1, step(i, "tags", 0.2, 0.1, status="failed", error_type="RateLimited"))
-            records[3] = step(i, "tags", 0.4, 0.5, attempt=2, output=["x"], model="gpt-4o-mini", cost=0.01,
+        if i == 1:  # the store keeps one record per step: attempt 2 means one failed try before it
+            records[2] = step(i, "tags", 0.4, 0.5, attempt=2, output=["x"], model="gpt-4o-mini", cost=0.01,
                               input_tokens=800, output_tokens=40, meta={"calls": 8})  # fmt: skip
         runs.append((run(i, same), records))
     return runs

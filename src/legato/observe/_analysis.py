@@ -199,13 +199,14 @@ def _count(s: StepStats, r: Any) -> None:
     if r.status == "skipped":
         s.skipped += 1
         return
-    s.attempts += 1
-    if r.attempt > 1:
-        s.retries += 1
+    # One record per execution of a step: ``attempt`` is how many attempts it took,
+    # the ones before the last having failed and been retried.
+    tries = max(1, int(r.attempt or 1))
+    s.attempts += tries
+    s.retries += tries - 1
+    s.failed += tries - 1 + (1 if r.status == "failed" else 0)
     if r.status == "succeeded":
         s.succeeded += 1
-    elif r.status in ("failed", "cancelled"):
-        s.failed += 1 if r.status == "failed" else 0
     s.cost += r.cost or 0.0
     s.input_tokens += r.input_tokens or 0
     s.output_tokens += r.output_tokens or 0
