@@ -168,3 +168,18 @@ def test_journal_add_search_recent_show(project: Path) -> None:
     code, _, err = invoke("journal", "show", "999", "--database-url", db)
     assert code == 1
     assert "no journal entry with id 999" in err
+
+
+def test_estimate_cost_of_priced_and_local_pipelines(monkeypatch: pytest.MonkeyPatch, project: Path) -> None:
+    from legato.cli.runs import estimate_cost
+    from legato.spec import load_pipeline
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    priced = load_pipeline(
+        "name: priced\ninputs: {text: string}\nsteps:\n"
+        "  answer: {llm: openai/gpt-4o-mini, prompt: 'Answer: ${inputs.text}', max_tokens: 50}\n"
+    )
+    estimate = estimate_cost(priced)
+    assert estimate is not None
+    assert 0 < estimate < 0.01
+    assert estimate_cost(load_pipeline(project / "gated.yaml")) is None  # python steps cost nothing

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from legato.engine import Pipeline, RunResult, Subscriber
     from legato.store import RunRecord, RunStore
 
-__all__ = ["open_store", "parse_duration", "stored_run"]
+__all__ = ["estimate_cost", "open_store", "parse_duration", "stored_run"]
 
 runs_app = typer.Typer(
     name="runs", help="Stored runs: list, show, resume, cancel, recover, prune.", no_args_is_help=True
@@ -96,12 +96,31 @@ async def stored_run(
         try:
             with progress if progress is not None else nullcontext():
                 return await runner.run(
-                    pipeline, inputs, idempotency_key=idempotency_key, subscribers=subscribers, source=source
+                    pipeline,
+                    inputs,
+                    idempotency_key=idempotency_key,
+                    subscribers=subscribers,
+                    source=source,
+                    estimated_cost=estimate_cost(pipeline),
                 )
         except IdempotencyConflict as exc:
             raise _fail(str(exc), 2) from None
         except StoreError as exc:
             raise _fail(str(exc)) from None
+
+
+def estimate_cost(pipeline: Pipeline) -> float | None:
+    """The pre-run cost estimate of a YAML pipeline's priced model calls (stored on the
+    run; its reflection compares the real cost with it), or None when nothing is priced."""
+    if pipeline.spec is None:
+        return None
+    from legato.cost import estimate_spec_cost
+
+    try:
+        plan = estimate_spec_cost(pipeline.spec)
+    except (LookupError, TypeError, ValueError):
+        return None  # an estimate is advisory: never a reason not to run
+    return plan.total_usd if plan.total_usd > 0 else None
 
 
 async def print_recall(store: RunStore, pipeline: Pipeline, inputs: dict[str, Any], console: Console) -> None:

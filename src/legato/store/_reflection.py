@@ -112,7 +112,7 @@ def _title(
         first = failures[0]
         return f"{record.pipeline}: step {first.step} failed with {first.error_type}"
     if record.status in ("failed", "dead", "cancelled"):
-        return f"{record.pipeline}: run {record.status}"
+        return f"{record.pipeline}: run {'dead-lettered' if record.status == 'dead' else record.status}"
     parts: list[Any] = []
     if retries:
         parts.append(f"{len(retries)} retries")

@@ -1,0 +1,47 @@
+"""Automatic reflection entries written from a run's stored data."""
+
+from __future__ import annotations
+
+from legato.store import EventRecord, RunStore, StepRecord, reflect_on_run
+
+
+async def test_over_estimate_fallbacks_and_slowest_step_are_reported(sqlite_store: RunStore) -> None:
+    store = sqlite_store
+    record, _ = await store.create_run(pipeline="answers", version_hash="v", inputs={}, owner="w", estimated_cost=0.01)
+    await store.checkpoint(
+        record.id,
+        "w",
+        attempts=[
+            StepRecord(record.id, "retrieve", "succeeded", output=1, duration_s=0.2),
+            StepRecord(
+                record.id, "answer", "succeeded", output=2, duration_s=1.5,
+                meta={"cost": 0.05, "fallbacks": ["openai/gpt-4o -> anthropic/claude-haiku"]},
+            ),
+        ],
+        new_events=[EventRecord(record.id, "StepRetried", 1.0, "answer", {"attempt": 1, "error_type": "RateLimited"})],
+    )  # fmt: skip
+    await store.finish_run(record.id, "w", status="succeeded", cost=0.05)
+    entry = await reflect_on_run(store, await store.get_run(record.id))
+    assert entry is not None
+    assert entry.author == "auto"
+    assert entry.run_id == record.id
+    assert entry.title == "answers: run succeeded with 1 retries, 1 fallbacks, over cost estimate"
+    assert {"auto", "retries", "ratelimited", "fallback", "over-estimate"} <= set(entry.tags)
+    assert "Cost: $0.050000 vs estimate $0.010000 (+400%)" in entry.body
+    assert "Fallbacks: answer: ['openai/gpt-4o -> anthropic/claude-haiku']" in entry.body
+    assert "Slowest step: 'answer' (1.500s" in entry.body
+
+
+async def test_uneventful_runs_write_nothing(sqlite_store: RunStore) -> None:
+    record, _ = await sqlite_store.create_run(pipeline="calm", version_hash="v", inputs={}, owner="w")
+    await sqlite_store.finish_run(record.id, "w", status="succeeded")
+    assert await reflect_on_run(sqlite_store, await sqlite_store.get_run(record.id)) is None
+
+
+async def test_dead_lettered_runs_say_why(sqlite_store: RunStore) -> None:
+    record, _ = await sqlite_store.create_run(pipeline="poison", version_hash="v", inputs={}, owner="w")
+    dead = await sqlite_store.dead_letter(record.id, "its worker died 4 times")
+    entry = await reflect_on_run(sqlite_store, dead)
+    assert entry is not None
+    assert entry.title == "poison: run dead-lettered"
+    assert "Dead-lettered: its worker died 4 times" in entry.body
