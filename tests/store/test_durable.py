@@ -279,3 +279,22 @@ async def test_successful_runs_with_retries_are_reflected_uneventful_ones_are_no
     assert "TimeoutError" in flaky_entries[0].body
     assert "Slowest step: 'fetch'" in flaky_entries[0].body
     assert await journal.recent(pipeline="quiet") == []
+
+
+async def test_a_key_whose_run_is_executing_elsewhere_returns_it_running(sqlite_store: RunStore) -> None:
+    calls: list[str] = []
+    p = diamond(calls, name="busy")
+    await sqlite_store.create_run(
+        pipeline=p.name, version_hash=_version(p), inputs={"x": 1}, idempotency_key="busy-1",
+        owner="another-host:77:abcd", lease_ttl=600,
+    )  # fmt: skip
+    result = await DurableRunner(sqlite_store).run(p, {"x": 1}, idempotency_key="busy-1")
+    assert result.status is RunStatus.RUNNING
+    assert calls == []
+
+
+async def test_an_in_memory_store_works(tmp_path: Path) -> None:
+    async with RunStore("sqlite:///:memory:") as store:
+        result = await DurableRunner(store).run(diamond([]), {"x": 1})
+        assert result.ok
+        assert len(await store.steps(result.run_id)) == 4

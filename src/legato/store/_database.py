@@ -31,7 +31,15 @@ from sqlalchemy.pool import QueuePool
 
 from legato.errors import ConfigError, StoreCorrupt, StoreError
 
-__all__ = ["DEFAULT_DATABASE_URL", "connect", "connect_sqlite_sync", "migrate", "resolve_url", "translate_error"]
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "connect",
+    "connect_sqlite_sync",
+    "migrate",
+    "resolve_url",
+    "sqlite_path",
+    "translate_error",
+]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///.legato/legato.db"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"

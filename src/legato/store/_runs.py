@@ -14,6 +14,7 @@ hashes (same request -> that run; different -> :class:`IdempotencyConflict`).
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -26,7 +27,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from legato.errors import IdempotencyConflict, LeaseLost, RunNotFound, StoreError
 from legato.store._codec import encode, request_hash
-from legato.store._database import READONLY, connect, connect_sqlite_sync, migrate, resolve_url, translate_error
+from legato.store._database import (
+    READONLY,
+    connect,
+    connect_sqlite_sync,
+    migrate,
+    resolve_url,
+    sqlite_path,
+    translate_error,
+)
 from legato.store._ids import new_run_id, owner_gone
 from legato.store._records import ACTIVE, TERMINAL, EventRecord, RunRecord, StepRecord
 from legato.store._rows import event_record, event_row, run_record, step_record, step_row
@@ -69,7 +78,7 @@ class RunStore:
                 await engine.dispose()
                 raise
             self._engine = engine
-            if engine.dialect.name == "sqlite":
+            if sqlite_path(self.url) is not None:  # an in-memory database stays on the async engine
                 self._sync_engine = connect_sqlite_sync(self.url, echo=self._echo)
         return self
 
@@ -419,7 +428,17 @@ class RunStore:
         """Running runs whose lease expired, was released, or whose holder (on this
         host) is gone: what :func:`recover_expired_runs` takes over."""
         now = self.clock()
-        query = sa.select(runs).where(runs.c.status.in_(tuple(ACTIVE))).order_by(runs.c.created_at).limit(limit)
+        maybe_orphaned = sa.or_(
+            runs.c.lease_owner.is_(None),
+            runs.c.lease_expires_at < now,
+            runs.c.lease_owner.startswith(f"{socket.gethostname()}:", autoescape=True),  # checked below
+        )
+        query = (
+            sa.select(runs)
+            .where(runs.c.status.in_(tuple(ACTIVE)), maybe_orphaned)
+            .order_by(runs.c.created_at)
+            .limit(limit)
+        )
         found = await self.run_sync(
             lambda conn: [run_record(r) for r in conn.execute(query).mappings().all()], readonly=True
         )
