@@ -61,6 +61,14 @@ class Ledger:
             node._add(call)
             node = node.parent
 
+    def record_saving(self, amount: float) -> None:
+        """Credit ``amount`` USD saved without a call of its own (a cheaper cascade tier answered)."""
+        node: Ledger | None = self
+        while node is not None:
+            with node._lock:
+                node.saved += amount
+            node = node.parent
+
     def _add(self, call: CallRecord) -> None:
         with self._lock:
             self.calls += 1

@@ -4,6 +4,7 @@ import pytest
 from scripted_model import Scripted, drain, req
 
 from legato.errors import ContextWindowExceeded, ServerError
+from legato.ledger import Ledger, use_ledger
 from legato.providers import ChatRequest, ImagePart, Message, TextPart
 from legato.resilience import CascadeAnswered, EventHub, VirtualClock
 from legato.routing import Cascade, Rule, Selector, Tier, confidence_at_least, json_valid
@@ -85,13 +86,18 @@ async def test_cheap_tier_answers_when_the_scorer_accepts(clock: VirtualClock) -
         clock=clock,
         events=hub,
     )
-    response = await c.chat(req())
+    ledger = Ledger("run")
+    with use_ledger(ledger.child("step")):
+        response = await c.chat(req())
     assert response.tier == "c/cheap"
     assert strong.calls == 0
-    # Scripted reports 10 input + 5 output tokens at cost 0.001; the strong tier would cost 0.00025.
+    # Scripted reports 10 input + 5 output tokens: the strong tier would have cost
+    # 10 * 10 / 1e6 + 5 * 30 / 1e6, the cheap one cost 10 * 0.1 / 1e6 + 5 * 0.1 / 1e6.
     assert seen[0].tier == "cheap"
-    assert seen[0].saved == pytest.approx(10 * 10 / 1e6 + 5 * 30 / 1e6 - 0.001)
+    assert seen[0].saved == pytest.approx((10 * 10 + 5 * 30) / 1e6 - (10 * 0.1 + 5 * 0.1) / 1e6)
     assert c.stats["answered"] == {"cheap": 1, "strong": 0}
+    assert c.stats["saved"] == pytest.approx(seen[0].saved)
+    assert ledger.saved == pytest.approx(seen[0].saved)  # credited to the run through the step
 
 
 async def test_escalates_when_the_scorer_rejects_or_the_tier_fails(clock: VirtualClock) -> None:

@@ -5,7 +5,10 @@ answer is returned whatever the scorer says. A tier that fails with a model erro
 escalates too (a small model's context window, an outage). The response's
 ``tier`` names the tier that answered; :class:`CascadeAnswered` events and
 ``Cascade.stats`` record how often each tier answered and the USD saved against
-sending everything to the top tier (from the tiers' prices, when known).
+sending everything to the top tier: the top tier's price for the usage of the
+answer, minus what every tier tried cost (a tier's declared price, else the cost
+its response reported). Unknown prices make the saving unknown (``None``). A known
+saving is also credited to the current run's ledger (``saved``).
 
 Scorers are one function ``(request, response) -> bool`` (sync or async):
 :func:`json_valid`, :func:`confidence_at_least`, or your own.
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from legato.errors import ModelError
+from legato.ledger import current_ledger
 from legato.providers import ChatChunk, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Model, Usage
 from legato.resilience import CascadeAnswered, Clock, EventHub, SystemClock, default_hub
 
@@ -129,13 +133,12 @@ class Cascade:
                     raise
                 last_error = error
                 continue
+            cost = tier.price(response.usage)
+            if cost is None:
+                cost = response.cost
+            spent = None if spent is None or cost is None else spent + cost
             if not final and not await self._accepts(request, response):
-                spent = None if spent is None or response.cost is None else spent + response.cost
                 continue
-            if spent is not None and response.cost is not None:
-                spent += response.cost
-            else:
-                spent = None
             return self._record(response, tier, index, spent)
         raise last_error or RuntimeError("unreachable")  # pragma: no cover - the final tier returns or raises
 
@@ -146,6 +149,9 @@ class Cascade:
             self.answered[tier.label] += 1
             if saved is not None:
                 self.saved += saved
+        ledger = current_ledger()
+        if ledger is not None and saved:
+            ledger.record_saving(saved)
         if self.events.active:
             self.events.emit(CascadeAnswered(self.name, self.clock.now(), tier.label, index, saved))
         return response.model_copy(update={"tier": f"{self.name}/{tier.label}"})
