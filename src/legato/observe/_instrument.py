@@ -34,6 +34,17 @@ Q = TypeVar("Q")
 R = TypeVar("R")
 
 
+def _has_cache(model: Any) -> bool:
+    for _ in range(16):
+        stats = getattr(model, "stats", None)
+        if stats is not None and hasattr(stats, "hits") and hasattr(stats, "misses"):
+            return True
+        model = getattr(model, "inner", None)
+        if model is None:
+            return False
+    return False
+
+
 def error_type(exc: BaseException) -> str:
     """The ``error.type`` / ``status`` value for an exception: its class name."""
     import anyio
@@ -67,6 +78,9 @@ class Instrumented(ModelWrapper):
         self._tracer_provider = tracer_provider
         self.provider = provider or str(getattr(inner, "provider", None) or "unknown")
         self._clock = clock
+        # A miss can only be told from a plain answer when a response cache is among
+        # the wrapped models; hits say so themselves (``cached=True``).
+        self._caching = _has_cache(inner)
 
     # -- spans -------------------------------------------------------------------
 
@@ -153,8 +167,10 @@ class Instrumented(ModelWrapper):
             cost=getattr(resp, "cost", None),
             **kw,
         )
-        if resp is not None and getattr(resp, "cached", None) is not None:
-            self.metrics.record_cache(bool(resp.cached))
+        if resp is not None and getattr(resp, "cached", False):
+            self.metrics.record_cache(True)
+        elif resp is not None and self._caching:
+            self.metrics.record_cache(False)
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
         span = self._start_span("chat", request)
