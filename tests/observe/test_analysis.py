@@ -164,3 +164,35 @@ def test_cli_analyzes_stored_runs_and_writes_the_journal(tmp_path: Path) -> None
             return [e.title for e in await Journal(store).recent(10)]
 
     assert anyio.run(entries) == ["Analysis of chain (4 run(s))"]
+
+
+def test_cli_with_a_spec_uses_its_graph(tmp_path: Path) -> None:
+    (tmp_path / "steps.py").write_text(
+        "def load(doc: str) -> str:\n    return doc.upper()\n\n"
+        "def count(text: str) -> int:\n    return len(text)\n\n"
+        "def shout(text: str) -> str:\n    return text + '!'\n"
+    )
+    spec = tmp_path / "words.yaml"
+    spec.write_text(
+        "name: words\ninputs:\n  doc: {type: string}\nsteps:\n"
+        "  load:\n    uses: ./steps.py:load\n"
+        "  count:\n    uses: ./steps.py:count\n    with: {text: '${steps.load}'}\n"
+        "  shout:\n    uses: ./steps.py:shout\n    with: {text: '${steps.load}'}\n"
+    )
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    cli = CliRunner()
+    for _ in range(3):
+        ran = cli.invoke(app, ["run", str(spec), "--input", "doc=hello", "--database-url", url, "--json"])
+        assert ran.exit_code == 0, ran.output
+    out = cli.invoke(app, ["analyze", str(spec), "--database-url", url, "--json", "--no-journal"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert data["graph_known"] is True
+    assert data["runs"] == 3
+    assert data["critical_path"][0] == "load"
+    assert len(data["critical_path"]) == 2
+    by = {s["step"]: s for s in data["steps"]}
+    assert by["load"]["repeated_inputs"] == 2  # the same document three times
+    assert any("repeated inputs" in r for r in data["recommendations"])
+    missing = cli.invoke(app, ["analyze", str(tmp_path / "nope.yaml"), "--database-url", url])
+    assert missing.exit_code == 2
