@@ -161,7 +161,7 @@ class Metrics:
             found = self._children[key] = metric.labels(*(self.label(v) for v in raw_labels))
         return found
 
-    # -- recording helpers used by Instrumented, the event subscriber and routing --
+    # -- recording, used by Instrumented, the event subscriber and routing --
 
     def record_model_call(
         self,
