@@ -15,7 +15,7 @@ async def test_over_estimate_fallbacks_and_slowest_step_are_reported(sqlite_stor
             StepRecord(record.id, "retrieve", "succeeded", output=1, duration_s=0.2),
             StepRecord(
                 record.id, "answer", "succeeded", output=2, duration_s=1.5,
-                meta={"cost": 0.05, "fallbacks": ["openai/gpt-4o -> anthropic/claude-haiku"]},
+                meta={"cost": 0.05, "by_model": {"openai/gpt-4o": 0.01, "anthropic/claude-haiku": 0.04}},
             ),
         ],
         new_events=[EventRecord(record.id, "StepRetried", 1.0, "answer", {"attempt": 1, "error_type": "RateLimited"})],
@@ -28,7 +28,7 @@ async def test_over_estimate_fallbacks_and_slowest_step_are_reported(sqlite_stor
     assert entry.title == "answers: run succeeded with 1 retries, 1 fallbacks, over cost estimate"
     assert {"auto", "retries", "ratelimited", "fallback", "over-estimate"} <= set(entry.tags)
     assert "Cost: $0.050000 vs estimate $0.010000 (+400%)" in entry.body
-    assert "Fallbacks: answer: ['openai/gpt-4o -> anthropic/claude-haiku']" in entry.body
+    assert "Fallbacks: answer: answered by anthropic/claude-haiku, openai/gpt-4o" in entry.body
     assert "Slowest step: 'answer' (1.500s" in entry.body
 
 

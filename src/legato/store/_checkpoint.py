@@ -65,7 +65,7 @@ class Checkpointer:
             self.notable = True
         if isinstance(event, StepFinished):
             self.cost += float(event.meta.get("cost") or 0.0)
-            if event.meta.get("fallbacks") or event.meta.get("fallback"):
+            if event.meta.get("fallbacks") or event.meta.get("fallback") or len(event.meta.get("by_model") or {}) > 1:
                 self.notable = True
             self._pending.attempts.append(_finished(event))
             await self._flush()

@@ -20,10 +20,14 @@ __all__ = ["reflect_on_run"]
 
 
 def _fallbacks(steps: list[StepRecord], events: list[EventRecord]) -> list[str]:
-    """Fallbacks reported by the model layer in step metadata (``fallbacks`` /
-    ``fallback``) or as events whose type names a fallback."""
+    """Fallbacks seen in a run: a step answered by more than one priced model (its
+    ledger's ``by_model``: a fallback or a cascade), fallbacks reported in step
+    metadata (``fallbacks`` / ``fallback``), or events whose type names a fallback."""
     found: list[str] = []
     for s in steps:
+        models = s.meta.get("by_model") or {}
+        if len(models) > 1:
+            found.append(f"{s.step}: answered by {', '.join(sorted(models))}")
         for key in ("fallbacks", "fallback"):
             value = s.meta.get(key)
             if value:
