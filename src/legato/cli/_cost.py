@@ -9,24 +9,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from legato.config import LegatoConfig
     from legato.cost import CostEstimator, PlanCost
 
-__all__ = ["plan_cost"]
+__all__ = ["plan_cost", "spec_cost"]
 
 
 def plan_cost(file: Path, config: Path | None, *, fan_out: int, ref_tokens: int) -> PlanCost:
     """Estimate one run of the pipeline in ``file``. Raises ``ConfigError``/``SpecError``/``ValueError``."""
     from legato.config import LegatoConfig
+    from legato.spec import load_spec
+
+    spec, _ = load_spec(file)
+    return spec_cost(spec, LegatoConfig.load(config), fan_out=fan_out, ref_tokens=ref_tokens)
+
+
+def spec_cost(spec: Any, config: LegatoConfig, *, fan_out: int = 10, ref_tokens: int = 200) -> PlanCost:
+    """Estimate one run of a loaded ``PipelineSpec`` with the models and groups of ``config``."""
     from legato.cost import CostEstimator, estimate_spec_cost
     from legato.models import configured
     from legato.providers import default_pricing
-    from legato.spec import load_spec
 
-    cfg = LegatoConfig.load(config)
-    models = configured(cfg)
+    models = configured(config)
     prices = {f"{m.provider}/{m.model or name}": m.price for name, m in models.items() if m.price is not None}
     estimator = CostEstimator(default_pricing().with_prices(prices) if prices else None)
-    groups = cfg.raw("groups") or {}
+    groups = config.raw("groups") or {}
     used_groups: set[str] = set()
 
     def model_id(name: str) -> str:
@@ -39,7 +46,6 @@ def plan_cost(file: Path, config: Path | None, *, fan_out: int, ref_tokens: int)
             return _priciest(estimator, [model_id(m) for m in _member_models(groups[name])]) or name
         return model_id(name)
 
-    spec, _ = load_spec(file)
     plan = estimate_spec_cost(spec, estimator=estimator, fan_out=fan_out, ref_tokens=ref_tokens, resolve=resolve)
     if used_groups:
         plan.assumptions.append(
