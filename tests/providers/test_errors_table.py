@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from legato import errors
-from legato.providers import AnthropicModel, ChatRequest, HttpModel, Message, OpenAIModel, TGIModel
+from legato.providers import AnthropicModel, ChatRequest, Message, OpenAIModel, TGIModel
 from legato.testing import ERROR_KINDS, FakeProvider, Fault
 
 REQ = ChatRequest(messages=[Message(role="user", content="hi")])
@@ -50,7 +50,7 @@ EXPECTED: dict[str, dict[str, type[errors.ModelError]]] = {
 }
 
 
-def adapters(fake: FakeProvider) -> list[HttpModel]:
+def adapters(fake: FakeProvider) -> list[OpenAIModel | AnthropicModel | TGIModel]:
     return [
         OpenAIModel("gpt-4o-mini", base_url=fake.openai_base_url, api_key="sk"),
         AnthropicModel("claude-3-5-haiku-latest", base_url=fake.anthropic_base_url, api_key="sk"),
@@ -61,7 +61,7 @@ def adapters(fake: FakeProvider) -> list[HttpModel]:
 @pytest.mark.parametrize("kind", ERROR_KINDS)
 async def test_status_errors_translate_per_provider(fake_provider: FakeProvider, kind: str) -> None:
     for model in adapters(fake_provider):
-        fake_provider.script(Fault.http_error(kind, retry_after=4))  # type: ignore[arg-type]
+        fake_provider.script(Fault.http_error(kind, retry_after=4))
         with pytest.raises(errors.ModelError) as info:
             await model.chat(REQ)
         err = info.value
@@ -77,7 +77,7 @@ async def test_retryable_flags_follow_the_class(fake_provider: FakeProvider) -> 
     model = OpenAIModel("gpt-4o-mini", base_url=fake_provider.openai_base_url, api_key="sk")
     seen = {}
     for kind in ("rate_limit", "quota", "server", "context_length"):
-        fake_provider.script(Fault.http_error(kind))  # type: ignore[arg-type]
+        fake_provider.script(Fault.http_error(kind))
         with pytest.raises(errors.ModelError) as info:
             await model.chat(REQ)
         seen[kind] = info.value.retryable

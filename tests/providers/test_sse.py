@@ -114,7 +114,7 @@ def test_data_payloads_reassemble_byte_identically() -> None:
         assert [e.data for e in decode(random_chunks(stream, rng))[0]] == whole
 
 
-_LINE_TEXT = st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=20)
+_LINE_TEXT = st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=["Cs"]), max_size=20)
 
 
 @settings(max_examples=300, deadline=None)

@@ -30,13 +30,17 @@ def _anthropic_body(parts: list[str]) -> str:
 
     start = {"id": "m1", "model": "claude", "content": [], "usage": {"input_tokens": 3, "output_tokens": 1}}
     out = [event("message_start", {"type": "message_start", "message": start})]
-    block = {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {}}
+    block: dict[str, object] = {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {}}
     out.append(event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}))
     for p in parts:
         delta = {"type": "input_json_delta", "partial_json": p}
         out.append(event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}))
     out.append(event("content_block_stop", {"type": "content_block_stop", "index": 0}))
-    stop = {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}
+    stop: dict[str, object] = {
+        "type": "message_delta",
+        "delta": {"stop_reason": "tool_use"},
+        "usage": {"output_tokens": 9},
+    }
     out.append(event("message_delta", stop))
     return "".join(out) + event("message_stop", {"type": "message_stop"})
 

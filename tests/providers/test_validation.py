@@ -13,6 +13,7 @@ from legato.providers import (
     ChatRequest,
     EmbedRequest,
     Message,
+    Model,
     OpenAIModel,
     PythonModel,
     ResponseFormat,
@@ -44,9 +45,11 @@ def _constructed(**fields: Any) -> ChatRequest:
     return ChatRequest.model_construct(**base)
 
 
+BAD_ROLE: Any = "robot"
+
 INVALID = {
     "empty messages": _constructed(messages=[]),
-    "unknown role": _constructed(messages=[Message.model_construct(role="robot", content="hi")]),
+    "unknown role": _constructed(messages=[Message.model_construct(role=BAD_ROLE, content="hi")]),
     "negative max_tokens": _constructed(max_tokens=-5),
     "schema that is not JSON": _constructed(
         response_format=ResponseFormat.model_construct(
@@ -63,7 +66,7 @@ INVALID = {
 
 @pytest.mark.parametrize("case", sorted(INVALID))
 async def test_rejected_before_any_network_call(fake_provider: FakeProvider, case: str) -> None:
-    models = [
+    models: list[Model] = [
         OpenAIModel("gpt-4o-mini", base_url=fake_provider.openai_base_url),
         AnthropicModel("claude-3-5-haiku-latest", base_url=fake_provider.anthropic_base_url),
         TGIModel(base_url=fake_provider.base_url),
@@ -83,7 +86,7 @@ def test_pydantic_rejects_the_same_requests_at_construction() -> None:
     with pytest.raises(ValidationError, match="messages"):
         ChatRequest(messages=[])
     with pytest.raises(ValidationError, match="role"):
-        ChatRequest(messages=[{"role": "robot", "content": "x"}])  # type: ignore[list-item]
+        ChatRequest(messages=[{"role": "robot", "content": "x"}])
     with pytest.raises(ValidationError, match="max_tokens"):
         ChatRequest(messages=GOOD, max_tokens=-1)
 

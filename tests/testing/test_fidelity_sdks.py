@@ -110,7 +110,7 @@ async def test_openai_sdk_stream_helper_assembles_tool_calls(fake_provider: Fake
         final = await stream.get_final_completion()
     calls = final.choices[0].message.tool_calls or []
     assert [c.id for c in calls] == ["call_abc", "call_2"]
-    assert all(c.function.arguments == CALL.arguments for c in calls)  # type: ignore[union-attr]
+    assert all(c.function.arguments == CALL.arguments for c in calls)
 
 
 async def test_openai_embeddings_float_and_base64(fake_provider: FakeProvider) -> None:
@@ -147,6 +147,7 @@ async def test_anthropic_sdk_raises_its_class_for_each_error(fake_provider: Fake
     async with ant(fake_provider) as client:
         with pytest.raises(ANTHROPIC_CLASSES[kind]) as info:
             await client.messages.create(model="claude-3-5-haiku-latest", max_tokens=64, messages=USER)
+    assert isinstance(info.value, anthropic.APIStatusError)
     assert info.value.request_id is not None
     assert info.value.request_id.startswith("req_")
 

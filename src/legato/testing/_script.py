@@ -147,9 +147,9 @@ class Fault(_Frozen):
     delay: float = Field(default=0.0, ge=0)
 
     @classmethod
-    def http_error(cls, error: ErrorKind, **kw: Any) -> Fault:
-        """The API's own error response for ``error`` (status, body, headers)."""
-        return cls(kind="error", error=error, **kw)
+    def http_error(cls, error: str, **kw: Any) -> Fault:
+        """The API's own error response for ``error`` (one of :data:`ERROR_KINDS`)."""
+        return cls.model_validate({"kind": "error", "error": error, **kw})
 
     @classmethod
     def rate_limited(cls, retry_after: float | None = 1.0, **kw: Any) -> Fault:
@@ -168,8 +168,8 @@ class Fault(_Frozen):
         return cls(kind="http", status=status, body=body, headers=headers or {})
 
     @classmethod
-    def stream_error(cls, error: ErrorKind = "overloaded", after_chunks: int = 1) -> Fault:
-        return cls(kind="stream_error", error=error, after_chunks=after_chunks)
+    def stream_error(cls, error: str = "overloaded", after_chunks: int = 1) -> Fault:
+        return cls.model_validate({"kind": "stream_error", "error": error, "after_chunks": after_chunks})
 
     @classmethod
     def disconnect(cls, after_chunks: int = 1) -> Fault:
