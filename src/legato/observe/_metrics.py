@@ -284,6 +284,8 @@ class MetricsSubscriber:
     def __call__(self, event: Event) -> None:
         m = self.metrics
         if isinstance(event, RunStarted):
+            if len(self._pipelines) > 10_000:  # runs that never reported their end
+                self._pipelines.pop(next(iter(self._pipelines)))
             self._pipelines[event.run_id] = event.pipeline
             m.child(m.runs_in_progress, event.pipeline).inc()
             return

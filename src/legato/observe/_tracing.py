@@ -71,6 +71,7 @@ class GenAI:
 
 
 _global_on = False
+MAX_OPEN_RUNS = 10_000  # runs whose spans are kept open at once; the oldest is closed beyond it
 _UNKNOWN = object()
 
 
@@ -166,6 +167,11 @@ class TracingSubscriber:
             outer.add(caller.span_id)
         with self._lock:
             self._runs[e.run_id] = (span, e.pipeline, frozenset(outer))
+            stale = next(iter(self._runs)) if len(self._runs) > MAX_OPEN_RUNS else None
+            abandoned = self._runs.pop(stale) if stale is not None else None
+        if abandoned is not None:  # a run that never reported its end (its process state was lost)
+            abandoned[0].set_attribute("legato.run.status", "unknown")
+            abandoned[0].end()
 
     def _step_started(self, e: Any) -> None:
         from opentelemetry import trace
