@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
@@ -113,3 +114,18 @@ def test_without_an_sdk_provider_nothing_is_recorded() -> None:
     assert not sub.enabled
     feed(sub)  # no error, nothing kept
     assert sub.step_context("r1", "a") is None
+
+
+def test_runs_that_never_end_do_not_accumulate(spans: Spans, monkeypatch: pytest.MonkeyPatch) -> None:
+    from legato.observe import _tracing
+
+    provider, exporter = spans
+    monkeypatch.setattr(_tracing, "MAX_OPEN_RUNS", 2)
+    sub = TracingSubscriber(provider)
+    for i in range(3):
+        sub(RunStarted(f"r{i}", float(i), pipeline="p", inputs={}))
+    (closed,) = exporter.get_finished_spans()
+    assert closed.attributes is not None
+    assert closed.attributes["legato.run.id"] == "r0"
+    assert closed.attributes["legato.run.status"] == "unknown"
+    assert sub.step_context("r2") is not None
