@@ -40,6 +40,7 @@ def test_models_health_reports_every_deployment(tmp_path: Path, monkeypatch: pyt
         "nokey": "unavailable",
     }
     assert "LEGATO_HEALTH_MISSING" in rows["nokey"]["error"]
+    assert rows["nokey"]["probe_ms"] is None  # nothing to probe without a key
     assert rows["ok"]["probe_ms"] is not None
 
 

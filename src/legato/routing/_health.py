@@ -71,7 +71,8 @@ class HealthChecker:
 
     async def check_once(self) -> list[ProbeResult]:
         """Probe every deployment concurrently and apply the verdicts."""
-        targets = [d for r in self.routers for d in r.deployments]
+        # A deployment that cannot be built here (no API key) has nothing to probe.
+        targets = [d for r in self.routers for d in r.deployments if d.unavailable is None]
         results: list[ProbeResult | None] = [None] * len(targets)
 
         async def one(index: int, deployment: DeploymentState) -> None:
