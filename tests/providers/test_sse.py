@@ -96,6 +96,12 @@ def test_every_single_byte_split_of_a_multibyte_character() -> None:
     assert decode([bytes([b]) for b in body])[0] == [ServerSentEvent(data='"🎻é"')]
 
 
+def test_byte_order_mark_at_the_start_is_ignored() -> None:
+    body = "\ufeffdata: x\n\n".encode()
+    for cut in range(1, 4):  # the BOM itself split across chunks
+        assert decode([body[:cut], body[cut:]])[0] == [ServerSentEvent(data="x")]
+
+
 def test_cut_stream_is_pending() -> None:
     events, pending = decode([b"data: complete\n\ndata: cut in the mid"])
     assert events == [ServerSentEvent(data="complete")]

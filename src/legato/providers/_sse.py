@@ -9,7 +9,8 @@ middle of an event (an interrupted stream must never look like a clean end).
 It follows the WHATWG "event stream interpretation": lines end with ``\\r\\n``,
 ``\\n`` or ``\\r``; a line starting with ``:`` is a comment; ``data`` lines of one
 event are joined with ``\\n``; one leading space after the colon is dropped; an
-empty line dispatches the event; an event with no ``data`` line is not dispatched.
+empty line dispatches the event; an event with no ``data`` line is not dispatched;
+a byte order mark at the start of the stream is ignored.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class SSEDecoder:
         self._retry: int | None = None
         self._has_fields = False
         self._last_was_cr = False
+        self._started = False
 
     @property
     def pending(self) -> bool:
@@ -53,6 +55,9 @@ class SSEDecoder:
         text = self._decoder.decode(chunk)
         if not text:
             return []
+        if not self._started:
+            self._started = True
+            text = text.removeprefix("\ufeff")  # a byte order mark at the very start is ignored
         if self._last_was_cr and text.startswith("\n"):
             text = text[1:]  # the \n of a \r\n split across chunks
         self._last_was_cr = text.endswith("\r")
