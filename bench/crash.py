@@ -78,6 +78,7 @@ async def child(trial: dict[str, Any]) -> None:
 
 
 def serve() -> None:
+    import sqlalchemy.dialects.postgresql.asyncpg
     import sqlalchemy.dialects.sqlite.pysqlite  # noqa: F401
 
     for line in sys.stdin:
@@ -125,9 +126,33 @@ class Server:
         self.proc.wait(timeout=30)
 
 
-async def main(trials: int, step_ms: float, seed: int) -> dict[str, Any]:
+async def pg_database(action: str, name: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        verb = f'CREATE DATABASE "{name}"' if action == "create" else f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+        await conn.execute(verb)
+    finally:
+        await conn.close()
+
+
+async def main(trials: int, step_ms: float, seed: int, postgres: bool) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="legato-crash-"))
     db = str(tmp / "crash.db")
+    pg_name = f"legato_crash_{os.getpid()}"
+    if postgres:
+        await pg_database("create", pg_name)
+        db = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{pg_name}"
+    try:
+        doc = await trials_on(db, tmp, trials, step_ms, seed)
+    finally:
+        if postgres:
+            await pg_database("drop", pg_name)
+    return {"database": "postgresql" if postgres else "sqlite", **doc}
+
+
+async def trials_on(db: str, tmp: Path, trials: int, step_ms: float, seed: int) -> dict[str, Any]:
     step_s = step_ms / 1000
     rng = random.Random(seed)
     server = Server()
@@ -184,7 +209,10 @@ async def main(trials: int, step_ms: float, seed: int) -> dict[str, Any]:
 
 
 def report(doc: dict[str, Any]) -> None:
-    print(f"{doc['trials']} kill -9 / resume trials of a 20-step pipeline ({doc['step_ms']:g} ms steps)")
+    print(
+        f"{doc['trials']} kill -9 / resume trials of a 20-step pipeline "
+        f"({doc['step_ms']:g} ms steps, {doc['database']})"
+    )
     rows = [
         ("outputs identical, run succeeded", f"{doc['ok']} / {doc['trials']}"),
         ("runs (one per key) / succeeded", f"{doc['runs']} / {doc['runs_succeeded']}"),
@@ -206,14 +234,16 @@ if __name__ == "__main__":
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--step-ms", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--postgres", action="store_true", help="Use a fresh PostgreSQL database instead of SQLite.")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve()
         sys.exit(0)
-    doc = anyio.run(main, args.trials, args.step_ms, args.seed)
+    doc = anyio.run(main, args.trials, args.step_ms, args.seed, args.postgres)
     report(doc)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(doc, indent=2) + "\n")
+    out = RESULTS.with_name("crash_postgres.json") if args.postgres else RESULTS
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
     failed = doc["ok"] != doc["trials"] or doc["finished_steps_rerun"] or doc["steps_missing"]
     sys.exit(1 if failed else 0)
