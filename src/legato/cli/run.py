@@ -94,16 +94,24 @@ def run(
     database_url: str | None = typer.Option(
         None, "--database-url", help="Run store: SQLite path or postgresql://HOST/DB (default ./.legato/legato.db)."
     ),
+    executor: str | None = typer.Option(
+        None, "--executor", help="Where steps run: local or ray (overrides the pipeline's `executor:`)."
+    ),
+    executor_option: list[str] = typer.Option(
+        [], "--executor-option", help="Executor option as key=value (repeatable; JSON values), e.g. address=HOST:PORT."
+    ),
 ) -> None:
     """Run a pipeline: independent steps run in parallel; live progress on a terminal.
 
-    The run is stored and checkpointed step by step: after a crash, ``legato runs
-    resume RUN_ID`` finishes it without redoing finished steps."""
+    The run is stored and checkpointed step by step: after a crash, `legato runs
+    resume RUN_ID` finishes it without redoing finished steps."""
     import anyio
 
     from legato.errors import InputError
 
     pipeline = _load(file, config)
+    if executor is not None or executor_option:
+        _choose_executor(pipeline, executor, executor_option)
     values = _parse_inputs(pipeline, input, inputs_file)
     try:
         pipeline.check_inputs(values)  # before anything is stored or run
@@ -150,6 +158,29 @@ def run(
     else:
         _print_result(out, result)
     raise typer.Exit(0 if result.ok else 1)
+
+
+def _choose_executor(pipeline: Pipeline, name: str | None, pairs: list[str]) -> None:
+    from legato.engine import executor_names
+
+    if name is not None and name not in executor_names():
+        _err.print(f"[red]error[/red]: unknown executor {name!r}; known: {', '.join(executor_names())}")
+        raise typer.Exit(2)
+    options: dict[str, Any] = (
+        {} if name is not None and name != pipeline.executor_name else dict(pipeline.executor_options)
+    )
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            _err.print(f"[red]error[/red]: --executor-option expects key=value, got {pair!r}")
+            raise typer.Exit(2)
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    pipeline.executor_name = name or pipeline.executor_name or "local"
+    pipeline.executor_options = options
+    pipeline.executor = None
 
 
 def _json_default(value: Any) -> Any:

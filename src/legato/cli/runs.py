@@ -197,7 +197,7 @@ def list_runs(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
 ) -> None:
-    """List runs, newest first (``--dead`` shows the dead-letter queue)."""
+    """List runs, newest first (--dead shows the dead-letter queue)."""
     import anyio
 
     wanted = "dead" if dead else status
@@ -239,7 +239,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
 ) -> None:
-    """Show a run: status, inputs, outputs, every step attempt and (``--events``) its events."""
+    """Show a run: status, inputs, outputs, every step attempt and (--events) its events."""
     import anyio
 
     from legato.errors import RunNotFound
