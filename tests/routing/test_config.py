@@ -209,3 +209,16 @@ def test_a_typo_in_a_deployment_name_fails_at_load(tmp_path: Path) -> None:
     text = "groups:\n  typo:\n    deployments: [{model: gtp-4o}]\n"
     with pytest.raises(ConfigError, match="gtp-4o"):
         legato.models.get("typo", load(tmp_path, text))
+
+
+async def test_closing_a_shared_group_leaves_its_models_open_until_the_groups_close(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
+    m = models(clock)
+    groups = build_groups(load(tmp_path), resolver(dict(m)), clock=clock)
+    smart = groups.get("smart")
+    await smart.chat(req())
+    await smart.aclose()  # one caller is done with it; others may still be mid-request
+    assert m["gpt"].closed == 0
+    await groups.aclose()
+    assert m["gpt"].closed == 1

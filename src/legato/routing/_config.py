@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
 from legato.errors import ConfigError, NoDeploymentAvailable
-from legato.providers import ChatChunk, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Model
+from legato.providers import ChatChunk, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Model, ModelWrapper
 from legato.resilience import (
     BreakerPolicy,
     Clock,
@@ -268,6 +268,18 @@ class _Missing:
         return None
 
 
+class _Borrowed(ModelWrapper):
+    """A model owned by a :class:`Groups`: closing it through a group is a no-op.
+
+    Groups are shared (one per process and configuration), so a caller that closes
+    the group it looked up must not close the connection pools under the other
+    callers' in-flight requests. :meth:`Groups.aclose` closes the real models.
+    """
+
+    async def aclose(self) -> None:
+        return None
+
+
 class _Ref:
     """A Model standing for a name, resolved on first use (lets groups refer to each other)."""
 
@@ -343,7 +355,7 @@ class Groups:
             return _Ref(name, self)
         if name not in self._models:
             try:
-                self._models[name] = self.resolve_model(name)
+                self._models[name] = _Borrowed(self.resolve_model(name))
             except ModelUnavailable as exc:
                 self._models[name] = _Missing(name, str(exc))
             except KeyError as exc:
@@ -484,8 +496,9 @@ class Groups:
         return HealthChecker(routers, interval=hc.interval, timeout=hc.timeout, clock=self.clock)
 
     async def aclose(self) -> None:
+        """Close every model the groups opened (their connection pools)."""
         for model in self._models.values():
-            await model.aclose()
+            await (model.inner if isinstance(model, _Borrowed) else model).aclose()
 
 
 def _references(group: GroupConfig) -> list[str]:
