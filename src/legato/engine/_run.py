@@ -4,8 +4,9 @@ Every step is a task of the run's task group, started the moment its last
 dependency finished. A finished step first publishes ``StepFinished`` (awaiting
 async subscribers), then starts its ready dependents, so a durable subscriber has
 committed a step before anything that needs it starts. Failures, cancellation and
-the run deadline all act through one cancel scope that wraps the task group;
-nothing outlives the run.
+the run deadline all act through the task group's cancel scope; nothing outlives
+the run. How a single step is called (retries, timeouts, map, loops, cache,
+executor) lives in :mod:`legato.engine._calls`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from legato.ledger import Ledger
 from legato.ledger import _current as _ledger_var
 from legato.spec._expr import Expression
 
-__all__ = ["RunOptions", "execute"]
+__all__ = ["execute"]
 
 _LEDGER_KEYS = ("cost", "input_tokens", "output_tokens", "calls", "by_model")
 
