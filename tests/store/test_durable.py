@@ -298,3 +298,21 @@ async def test_an_in_memory_store_works(tmp_path: Path) -> None:
         result = await DurableRunner(store).run(diamond([]), {"x": 1})
         assert result.ok
         assert len(await store.steps(result.run_id)) == 4
+
+
+async def test_concurrent_durable_submissions_with_one_key_execute_once(store: RunStore) -> None:
+    calls: list[str] = []
+    p = diamond(calls)
+    key = uuid.uuid4().hex
+    results: list[Any] = []
+
+    async def submit() -> None:
+        results.append(await DurableRunner(store).run(p, {"x": 3}, idempotency_key=key))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(submit)
+    assert len({r.run_id for r in results}) == 1
+    assert sorted(calls) == ["a", "b", "c", "d"]  # every step ran exactly once
+    assert {r.status for r in results} <= {RunStatus.SUCCEEDED, RunStatus.RUNNING}
+    assert (await store.get_run(results[0].run_id)).status == "succeeded"
