@@ -6,7 +6,7 @@ the name returns a Model. The built-in resolvers are, in order:
 1. the ``models:`` section of ``legato.yaml`` (``fast: {provider: openai, model: gpt-4o-mini,
    api_key: env:OPENAI_API_KEY}``);
 2. the ``groups:`` section (a model group: a :class:`~legato.routing.Router`, a cascade or
-   a selector; built once per process and configuration, so lookups share health state);
+   a selector; built once per event loop and configuration, so lookups share health state);
 3. ``provider/model`` written inline (``openai/gpt-4o-mini``, ``anthropic/claude-haiku-4-5``),
    reading the key from the provider's usual variable (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``).
 
@@ -82,7 +82,7 @@ def resolve_configured(name: str, config: LegatoConfig) -> Model | None:
 
 
 def resolve_group(name: str, config: LegatoConfig) -> Model | None:
-    """A group of the ``groups:`` section: a Router, Cascade or Selector (shared per process)."""
+    """A group of the ``groups:`` section: a Router, Cascade or Selector (shared per event loop)."""
     groups = config.raw("groups")
     if not isinstance(groups, dict) or name not in groups:
         return None
@@ -90,7 +90,7 @@ def resolve_group(name: str, config: LegatoConfig) -> Model | None:
 
 
 def model_groups(config: LegatoConfig | None = None) -> Groups:
-    """Every group of ``legato.yaml``, built once per process and configuration.
+    """Every group of ``legato.yaml``, built once per event loop and configuration.
 
     A model whose API key variable is not set becomes an unavailable deployment
     (the group falls back and says so) instead of failing the whole file.

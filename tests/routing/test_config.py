@@ -222,3 +222,37 @@ async def test_closing_a_shared_group_leaves_its_models_open_until_the_groups_cl
     assert m["gpt"].closed == 0
     await groups.aclose()
     assert m["gpt"].closed == 1
+
+
+def test_each_event_loop_gets_its_own_shared_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    import anyio
+
+    import legato.models
+    from legato.testing import FakeProvider
+
+    monkeypatch.setenv("LEGATO_TEST_KEY", "sk-test")
+    with FakeProvider(seed=1).in_thread() as fake:
+        text = (
+            "models:\n"
+            f"  a: {{provider: openai, model: a, api_key: env:LEGATO_TEST_KEY, base_url: '{fake.openai_base_url}'}}\n"
+            "groups:\n"
+            "  g:\n"
+            "    deployments: [{model: a}]\n"
+        )
+        config = load(tmp_path, text)
+
+        async def two_lookups() -> Model:
+            first = legato.models.get("g", config)
+            assert legato.models.get("g", config) is first  # shared on this loop
+            assert (await first.chat(req())).text == "hi"
+            await first.aclose()  # a caller closing its group leaves the pools to the others
+            assert (await legato.models.get("g", config).chat(req())).text == "hi"
+            return first
+
+        on_first_loop = anyio.run(two_lookups)
+        on_second_loop = anyio.run(two_lookups)  # a pool bound to the first loop would fail here
+    assert on_first_loop is not on_second_loop
+    del on_first_loop, on_second_loop
+    gc.collect()  # dropping a finished loop's groups raises no warning (warnings are errors here)

@@ -15,9 +15,11 @@ groups built together, so an outage cannot multiply load by going around.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
@@ -271,7 +273,7 @@ class _Missing:
 class _Borrowed(ModelWrapper):
     """A model owned by a :class:`Groups`: closing it through a group is a no-op.
 
-    Groups are shared (one per process and configuration), so a caller that closes
+    Groups are shared (one per event loop and configuration), so a caller that closes
     the group it looked up must not close the connection pools under the other
     callers' in-flight requests. :meth:`Groups.aclose` closes the real models.
     """
@@ -536,23 +538,36 @@ def build_groups(
     return built
 
 
-# One Groups per configuration content, so every lookup of a group name in a
-# process shares the same routers (their health, breakers and budget).
-_shared: dict[str, Groups] = {}
+# One Groups per event loop and configuration content, so every lookup of a group
+# name shares the same routers (health, breakers, budget) and connection pools,
+# and no pool is ever used from a loop other than the one that opened it.
+_shared: weakref.WeakKeyDictionary[object, dict[str, Groups]] = weakref.WeakKeyDictionary()
+_unlooped: dict[str, Groups] = {}
 _shared_lock = threading.Lock()
 
 
+def _running_loop() -> object | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def groups_for(config: Any, resolve_model: Callable[[str], Model]) -> Groups:
-    """The process-wide :class:`Groups` of ``config`` (built once per distinct content).
+    """The shared :class:`Groups` of ``config`` for the running event loop.
 
     This is what ``legato.models.get(name)`` uses for group names: two lookups of
-    the same group return the same Model, so health and breakers are shared.
+    the same group on one loop return the same Model, so health, breakers and
+    connection pools are shared. Outside a running loop (loading a pipeline, a
+    synchronous CLI) the groups are shared among such callers only.
     """
     key = json.dumps(
         [config.source, config.raw("groups"), config.raw("routing"), config.raw("models")], sort_keys=True, default=str
     )
+    loop = _running_loop()
     with _shared_lock:
-        groups = _shared.get(key)
+        table = _unlooped if loop is None else _shared.setdefault(loop, {})
+        groups = table.get(key)
         if groups is None:
-            groups = _shared[key] = build_groups(config, resolve_model)
+            groups = table[key] = build_groups(config, resolve_model)
         return groups
