@@ -21,7 +21,7 @@ AUTH = {"authorization": f"Bearer {ADMIN}"}
 
 
 def diamond() -> Pipeline:
-    p = Pipeline("diamond")
+    p = Pipeline("diamond", failure_policy="continue")  # b always finishes; d is skipped
 
     @p.step
     async def a(x: int) -> int:
@@ -138,7 +138,7 @@ async def test_run_page_shows_graph_timeline_and_step_details(store: RunStore, r
     async with client(app_for(store)) as c:
         html = (await c.get(f"/ui/runs/{runs['failed']}", headers=AUTH)).text
     nodes = dict(re.findall(r'<g class="node s-\w+" data-step="(\w+)" data-status="(\w+)"', html))
-    assert nodes == {"a": "succeeded", "b": "succeeded", "c": "failed", "d": "pending"}
+    assert nodes == {"a": "succeeded", "b": "succeeded", "c": "failed", "d": "skipped"}
     edges = set(re.findall(r'class="edge" data-from="(\w+)" data-to="(\w+)"', html))
     assert edges == {("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")}
     bars = re.findall(r'<rect class="bar s-\w+" data-step="(\w+)" data-attempt="1" data-status="(\w+)"', html)
@@ -345,3 +345,15 @@ async def test_run_page_shows_the_runs_journal_entries(store: RunStore) -> None:
     section = html.split('id="run-journal"')[1]
     assert "diamond" in section
     assert SECRET not in html
+
+
+@pytest.mark.postgres
+async def test_run_page_on_postgresql(postgres_url: str) -> None:
+    async with RunStore(postgres_url) as pg:
+        result = await DurableRunner(pg, reflect=None).run(diamond(), {"x": 5})
+        async with client(app_for(pg)) as c:
+            html = (await c.get(f"/ui/runs/{result.run_id}", headers=AUTH)).text
+            listed = (await c.get("/ui/?pipeline=diamond&status=failed", headers=AUTH)).text
+    nodes = dict(re.findall(r'<g class="node s-\w+" data-step="(\w+)" data-status="(\w+)"', html))
+    assert nodes == {"a": "succeeded", "b": "succeeded", "c": "failed", "d": "skipped"}
+    assert result.run_id in listed
