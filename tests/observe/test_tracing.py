@@ -30,7 +30,7 @@ def feed(sub: TracingSubscriber, t0: float = 1_700_000_000.0) -> None:
             step="a",
             output=2,
             duration_s=0.5,
-            meta={"model": "gpt-4o-mini", "input_tokens": 10, "output_tokens": 3, "cost": 0.01},
+            meta={"by_model": {"gpt-4o-mini": 0.01}, "calls": 2, "input_tokens": 10, "output_tokens": 3, "cost": 0.01},
         )
     )
     sub(StepStarted("r1", t0 + 0.6, step="b"))
@@ -57,6 +57,7 @@ def test_run_and_step_spans_with_exact_times_and_attributes(spans: Spans) -> Non
     assert a.attributes[GenAI.INPUT_TOKENS] == 10
     assert a.attributes[GenAI.OUTPUT_TOKENS] == 3
     assert a.attributes["legato.cost.usd"] == 0.01
+    assert a.attributes["legato.step.model_calls"] == 2
     assert b.attributes is not None
     assert b.attributes[GenAI.ERROR_TYPE] == "ValueError"
     assert b.status.status_code is StatusCode.ERROR

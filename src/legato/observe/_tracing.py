@@ -202,9 +202,17 @@ class TracingSubscriber:
             return
         meta = e.meta or {}
         attrs: dict[str, Any] = {"legato.step.status": "succeeded", "legato.step.duration_s": e.duration_s}
-        model = meta.get("model")
-        if isinstance(model, str) and model:
-            attrs[GenAI.REQUEST_MODEL] = model
+        # The engine's step meta is the step ledger's summary: ``by_model`` maps each
+        # model the step called to its spend, ``calls`` counts the calls.
+        models = sorted(meta.get("by_model") or ())
+        if isinstance(meta.get("model"), str) and meta["model"]:
+            models = [meta["model"]]
+        if len(models) == 1:
+            attrs[GenAI.REQUEST_MODEL] = models[0]
+        elif models:
+            attrs["legato.step.models"] = models
+        if isinstance(meta.get("calls"), int):
+            attrs["legato.step.model_calls"] = meta["calls"]
         for key, attr in (("input_tokens", GenAI.INPUT_TOKENS), ("output_tokens", GenAI.OUTPUT_TOKENS)):
             if isinstance(meta.get(key), int):
                 attrs[attr] = meta[key]
