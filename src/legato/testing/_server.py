@@ -25,52 +25,35 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from legato.providers._types import Usage
+from legato.testing import _errors as wire_errors
 from legato.testing import _wire as wire
+from legato.testing._asgi import (
+    Call,
+    Receive,
+    RecordedRequest,
+    Responder,
+    Scope,
+    Send,
+    abort_connection,
+    all_text,
+    encode,
+    id_headers,
+    json_headers,
+    last_user_text,
+    matches,
+    read_body,
+    route,
+    send_body,
+    send_stream,
+)
 from legato.testing._script import Fault, FaultRule, Latency, Reply, Script, ScriptItem
 
 __all__ = ["FakeProvider", "RecordedRequest"]
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-Responder = Callable[["RecordedRequest"], "Reply | Fault"]
-
-
-@dataclass(slots=True)
-class RecordedRequest:
-    """One request the fake received, for assertions.
-
-    ``api`` is ``openai.chat``, ``openai.embeddings``, ``anthropic.messages``,
-    ``tgi.generate``, ``tgi.generate_stream``, ``hf.<task>`` or ``unknown``;
-    ``body`` is the decoded JSON (None when it was not JSON); ``outcome`` is the
-    status sent or the transport fault (``reset``, ``disconnect``); ``request_id``
-    the id sent back in ``x-request-id`` / ``request-id``.
-    """
-
-    api: str
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-    model: str | None = None
-    stream: bool = False
-    outcome: str = ""
-    request_id: str = ""
-    raw: bytes = field(default=b"", repr=False)
-
-
-@dataclass(slots=True)
-class _Call:
-    scope: Scope
-    send: Send
-    record: RecordedRequest
-    request_id: str
 
 
 class FakeProvider:
@@ -187,11 +170,11 @@ class FakeProvider:
     def _choose(self, rec: RecordedRequest) -> Reply | Fault:
         with self._lock:
             for i, item in enumerate(self._queue):
-                if _matches(item.api, item.model, rec):
+                if matches(item.api, item.model, rec):
                     del self._queue[i]
                     return item.action
             for rule in self._rules:
-                if _matches(rule.api, rule.model, rec) and (
+                if matches(rule.api, rule.model, rec) and (
                     rule.probability >= 1.0 or self._rng.random() < rule.probability
                 ):
                     return rule.fault
@@ -291,10 +274,10 @@ class FakeProvider:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        raw = await _read_body(receive)
+        raw = await read_body(receive)
         method, path = scope["method"], scope["path"]
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        api, path_model, task = _route(method, path)
+        api, path_model, task = route(method, path)
         body: Any = None
         if raw:
             try:
@@ -308,7 +291,7 @@ class FakeProvider:
         request_id = f"req_fake{next(self._ids):012d}"
         rec = RecordedRequest(api, method, path, headers, body, model, stream, request_id=request_id, raw=raw)
         self._records.append(rec)
-        call = _Call(scope, send, rec, request_id)
+        call = Call(scope, send, rec, request_id)
         if method == "GET":
             await self._get(call, path)
             return
@@ -356,7 +339,7 @@ class FakeProvider:
         text = reply.text if reply.text is not None else prompt
         out_tokens = wire.count_tokens(text) + sum(wire.count_tokens(c.arguments) for c in reply.tool_calls)
         usage = reply.usage or Usage(
-            input_tokens=max(1, wire.count_tokens(_all_text(rec.body))), output_tokens=out_tokens
+            input_tokens=max(1, wire.count_tokens(all_text(rec.body))), output_tokens=out_tokens
         )
         finish = reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
         n = next(self._ids)
@@ -373,7 +356,7 @@ class FakeProvider:
             int(time.time()),
         )
 
-    async def _reply(self, call: _Call, api: str, task: str | None, reply: Reply) -> None:
+    async def _reply(self, call: Call, api: str, task: str | None, reply: Reply) -> None:
         rec, body = call.record, call.record.body
         if api == "openai.embeddings":
             await self._embeddings(call, reply)
@@ -392,28 +375,32 @@ class FakeProvider:
                 labels=reply.labels,
                 vectors=reply.vectors,
             )
-            await self._send(call, 200, {"content-type": "application/json"}, payload, reply)
+            await send_body(call, 200, {"content-type": "application/json"}, payload, reply)
             return
-        prompt = body["inputs"] if api.startswith("tgi") else _last_user_text(body)
+        prompt = body["inputs"] if api.startswith("tgi") else last_user_text(body)
         a = self._answer(rec, reply, str(prompt))
         if api == "openai.chat":
             if rec.stream:
                 include = bool((body.get("stream_options") or {}).get("include_usage"))
-                await self._stream(call, api, wire.openai_stream(a, include), wire.OPENAI_DONE, reply, None)
+                await send_stream(
+                    self._server, call, api, wire.openai_stream(a, include), wire.OPENAI_DONE, reply, None
+                )
             else:
-                await self._send(call, 200, _json_headers(api, call), wire.openai_completion(a), reply)
+                await send_body(call, 200, json_headers(api, call), wire.openai_completion(a), reply)
         elif api == "anthropic.messages":
             if rec.stream:
-                await self._stream(call, api, wire.anthropic_stream(a), wire.ANTHROPIC_STOP_EVENT, reply, None)
+                await send_stream(
+                    self._server, call, api, wire.anthropic_stream(a), wire.ANTHROPIC_STOP_EVENT, reply, None
+                )
             else:
-                await self._send(call, 200, _json_headers(api, call), wire.anthropic_message(a), reply)
+                await send_body(call, 200, json_headers(api, call), wire.anthropic_message(a), reply)
         elif api == "tgi.generate_stream" or (api == "tgi.generate" and rec.stream):
-            await self._stream(call, api, wire.tgi_stream(a), None, reply, None)
+            await send_stream(self._server, call, api, wire.tgi_stream(a), None, reply, None)
         else:
             details = bool((body.get("parameters") or {}).get("details"))
-            await self._send(call, 200, _json_headers(api, call), wire.tgi_generate(a, details), reply)
+            await send_body(call, 200, json_headers(api, call), wire.tgi_generate(a, details), reply)
 
-    async def _embeddings(self, call: _Call, reply: Reply) -> None:
+    async def _embeddings(self, call: Call, reply: Reply) -> None:
         body = call.record.body
         inputs = body["input"]
         texts = [inputs] if isinstance(inputs, str) else [str(t) for t in inputs]
@@ -424,64 +411,16 @@ class FakeProvider:
         if body.get("encoding_format") == "base64":
             data = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors]
         payload = wire.openai_embeddings(call.record.model or "fake-embedding", data, tokens)
-        await self._send(call, 200, _json_headers("openai", call), payload, reply)
+        await send_body(call, 200, json_headers("openai", call), payload, reply)
 
-    async def _send(self, call: _Call, status: int, headers: dict[str, str], body: bytes, reply: Reply | None) -> None:
-        await call.send({"type": "http.response.start", "status": status, "headers": _encode(headers)})
-        if reply is not None and reply.first_chunk_delay > 0:
-            await call.send({"type": "http.response.body", "body": b"", "more_body": True})
-            await asyncio.sleep(reply.first_chunk_delay)
-        await call.send({"type": "http.response.body", "body": body})
-        call.record.outcome = str(status)
-
-    async def _stream(
-        self,
-        call: _Call,
-        api: str,
-        events: Iterator[bytes],
-        end: bytes | None,
-        reply: Reply | None,
-        fault: Fault | None,
-    ) -> None:
-        headers = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
-        headers.update(_id_headers(api, call))
-        await call.send({"type": "http.response.start", "status": 200, "headers": _encode(headers)})
-        call.record.outcome = "200"
-        first_delay = reply.first_chunk_delay if reply else 0.0
-        chunk_delay = reply.chunk_delay if reply else 0.0
-        limit = fault.after_chunks if fault else None
-        if first_delay > 0:
-            await call.send({"type": "http.response.body", "body": b"", "more_body": True})
-            await asyncio.sleep(first_delay)
-        for sent, event in enumerate(events):
-            if limit is not None and sent >= limit:
-                break
-            if sent and chunk_delay > 0:
-                await asyncio.sleep(chunk_delay)
-            await call.send({"type": "http.response.body", "body": event, "more_body": True})
-        tail = end
-        if fault is not None:
-            model = call.record.model or "fake-model"
-            if fault.kind == "disconnect":
-                await self._abort(call, reset=False)
-                call.record.outcome = "disconnect"
-                return
-            if fault.kind == "stream_error":
-                tail = wire.stream_error_event(api, fault.error, model=model, request_id=call.request_id)
-            elif fault.kind == "malformed":
-                tail = b'data: {"choices": [{"delta": {"content": "x"\n\n'
-            else:  # truncate
-                tail = None
-        await call.send({"type": "http.response.body", "body": tail or b"", "more_body": False})
-
-    async def _fault(self, call: _Call, api: str, fault: Fault) -> None:
+    async def _fault(self, call: Call, api: str, fault: Fault) -> None:
         rec = call.record
         model = rec.model or "fake-model"
         if fault.kind == "reset":
-            await self._abort(call, reset=True)
+            await abort_connection(self._server, call, reset=True)
             rec.outcome = "reset"
         elif fault.kind == "error":
-            status, headers, body = wire.error_response(
+            status, headers, body = wire_errors.error_response(
                 api,
                 fault.error,
                 model=model,
@@ -492,28 +431,30 @@ class FakeProvider:
                 retry_after_ms=fault.retry_after_ms,
             )
             headers.update(fault.headers)
-            await self._send(call, status, headers, body, None)
+            await send_body(call, status, headers, body, None)
         elif fault.kind == "http":
-            headers = {"content-type": "application/json", **_id_headers(api, call), **fault.headers}
-            await self._send(call, fault.status or 500, headers, (fault.body or "").encode(), None)
+            headers = {"content-type": "application/json", **id_headers(api, call), **fault.headers}
+            await send_body(call, fault.status or 500, headers, (fault.body or "").encode(), None)
         elif rec.stream or api == "tgi.generate_stream":
             events = self._stream_events(call, api)
-            await self._stream(call, api, events, None, None, fault)
+            await send_stream(self._server, call, api, events, None, None, fault)
         elif fault.kind == "malformed":
-            await self._send(call, 200, _json_headers(api, call), b'{"id": "broken", "choices": [', None)
+            await send_body(call, 200, json_headers(api, call), b'{"id": "broken", "choices": [', None)
         elif fault.kind == "disconnect":
-            headers = {**_json_headers(api, call), "content-length": "4096"}
-            await call.send({"type": "http.response.start", "status": 200, "headers": _encode(headers)})
+            headers = {**json_headers(api, call), "content-length": "4096"}
+            await call.send({"type": "http.response.start", "status": 200, "headers": encode(headers)})
             await call.send({"type": "http.response.body", "body": b'{"id": "cut', "more_body": True})
-            await self._abort(call, reset=False)
+            await abort_connection(self._server, call, reset=False)
             rec.outcome = "disconnect"
         else:  # stream_error / truncate on a non-streaming call: an error response
-            status, headers, body = wire.error_response(api, fault.error, model=model, request_id=call.request_id)
-            await self._send(call, status, headers, body, None)
+            status, headers, body = wire_errors.error_response(
+                api, fault.error, model=model, request_id=call.request_id
+            )
+            await send_body(call, status, headers, body, None)
 
-    def _stream_events(self, call: _Call, api: str) -> Iterator[bytes]:
+    def _stream_events(self, call: Call, api: str) -> Iterator[bytes]:
         body = call.record.body
-        prompt = body.get("inputs") if api.startswith("tgi") else _last_user_text(body)
+        prompt = body.get("inputs") if api.startswith("tgi") else last_user_text(body)
         a = self._answer(call.record, self.default, str(prompt or ""))
         if api == "anthropic.messages":
             return wire.anthropic_stream(a)
@@ -522,8 +463,8 @@ class FakeProvider:
         include = bool((body.get("stream_options") or {}).get("include_usage"))
         return wire.openai_stream(a, include)
 
-    async def _error(self, call: _Call, api: str, kind: str, *, status: int | None = None, message: str = "") -> None:
-        st, headers, body = wire.error_response(
+    async def _error(self, call: Call, api: str, kind: str, *, status: int | None = None, message: str = "") -> None:
+        st, headers, body = wire_errors.error_response(
             api,
             kind,
             model=call.record.model or "fake-model",
@@ -531,113 +472,19 @@ class FakeProvider:
             message=message or None,
             status=status,
         )
-        await self._send(call, st, headers, body, None)
+        await send_body(call, st, headers, body, None)
 
-    async def _get(self, call: _Call, path: str) -> None:
+    async def _get(self, call: Call, path: str) -> None:
         if path in ("/v1/models", "/models"):
             seen = sorted({r.model for r in self._records if r.model} | {"fake-model"})
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "legato-fake"} for m in seen]
             payload = json.dumps({"object": "list", "data": data}).encode()
-            await self._send(call, 200, _json_headers("openai", call), payload, None)
+            await send_body(call, 200, json_headers("openai", call), payload, None)
         elif path in ("/health", "/", "/info"):
             info = {"status": "ok", "model_id": "fake-model", "model_dtype": "float16", "router": "legato-fake"}
-            await self._send(call, 200, {"content-type": "application/json"}, json.dumps(info).encode(), None)
+            await send_body(call, 200, {"content-type": "application/json"}, json.dumps(info).encode(), None)
         else:
             await self._error(call, "openai", "not_found", status=404, message=f"Unknown request URL: GET {path}.")
-
-    async def _abort(self, call: _Call, *, reset: bool) -> None:
-        server = self._server
-        client = call.scope.get("client")
-        if server is not None:
-            for conn in list(server.server_state.connections):
-                if tuple(getattr(conn, "client", None) or ()) == tuple(client or ()):
-                    transport = conn.transport
-                    sock = transport.get_extra_info("socket")
-                    if reset and sock is not None:
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    transport.abort()
-                    break
-        # Let uvicorn see the connection loss before the ASGI call returns.
-        for _ in range(3):
-            await asyncio.sleep(0)
-
-
-def _matches(api: str | None, model: str | None, rec: RecordedRequest) -> bool:
-    return (api is None or rec.api.startswith(api)) and (model is None or rec.model == model)
-
-
-def _route(method: str, path: str) -> tuple[str, str | None, str | None]:
-    """(api, model from the path, HF task) for a request path."""
-    if method == "GET":
-        return "get", None, None
-    if path in ("/v1/chat/completions", "/chat/completions"):
-        return "openai.chat", None, None
-    if path in ("/v1/embeddings", "/embeddings"):
-        return "openai.embeddings", None, None
-    if path in ("/v1/messages", "/messages"):
-        return "anthropic.messages", None, None
-    if path in ("/generate", "/generate_stream"):
-        return ("tgi.generate_stream" if path.endswith("_stream") else "tgi.generate"), None, None
-    if path.startswith("/openai/deployments/"):  # Azure OpenAI
-        rest = path.removeprefix("/openai/deployments/")
-        deployment, _, op = rest.partition("/")
-        if op == "chat/completions":
-            return "openai.chat", deployment, None
-        if op == "embeddings":
-            return "openai.embeddings", deployment, None
-    if "/pipeline/" in path:
-        head, _, task = path.partition("/pipeline/")
-        model = head.removeprefix("/hf-inference").removeprefix("/models/")
-        if task in ("feature-extraction", "text-classification", "token-classification", "summarization"):
-            return f"hf.{task}", model, task
-    return "unknown", None, None
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-def _encode(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-
-
-def _id_headers(api: str, call: _Call) -> dict[str, str]:
-    if api.startswith("anthropic"):
-        return {"request-id": call.request_id}
-    return {"x-request-id": call.request_id}
-
-
-def _json_headers(api: str, call: _Call) -> dict[str, str]:
-    return {"content-type": "application/json", **_id_headers(api, call)}
-
-
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
-
-
-def _last_user_text(body: Any) -> str:
-    for message in reversed(body.get("messages") or []):
-        if isinstance(message, dict) and message.get("role") == "user":
-            return _content_text(message.get("content"))
-    return ""
-
-
-def _all_text(body: Any) -> str:
-    if not isinstance(body, dict):
-        return ""
-    if "inputs" in body:
-        return str(body["inputs"])
-    system = _content_text(body.get("system"))
-    return system + "".join(_content_text(m.get("content")) for m in body.get("messages") or [] if isinstance(m, dict))
 
 
 async def serve_forever(fake: FakeProvider, on_ready: Callable[[FakeProvider], None]) -> None:
