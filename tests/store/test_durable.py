@@ -290,6 +290,8 @@ async def test_a_key_whose_run_is_executing_elsewhere_returns_it_running(sqlite_
     )  # fmt: skip
     result = await DurableRunner(sqlite_store).run(p, {"x": 1}, idempotency_key="busy-1")
     assert result.status is RunStatus.RUNNING
+    assert result.error is not None
+    assert "being executed by another-host:77:abcd" in result.error
     assert calls == []
 
 

@@ -271,6 +271,8 @@ async def result_from_record(store: RunStore, record: RunRecord) -> RunResult:
     }
     outputs = {name: s.output for name, s in latest.items() if s.status == "succeeded"}
     error = record.error or (f"dead-lettered: {record.dead_reason}" if record.status == "dead" else None)
+    if status is RunStatus.RUNNING and record.lease_owner:
+        error = f"run {record.id} is being executed by {record.lease_owner}; follow it with `legato runs show`"
     exception = RunError(error) if error and status is RunStatus.FAILED else None
     return RunResult(
         status=status,
