@@ -205,6 +205,9 @@ async def test_kill_9_then_legato_runs_resume_from_the_cli(tmp_path: Path) -> No
             proc.kill()
             proc.wait()
     (tmp_path / "hold").unlink()
+    legato = [sys.executable, "-c", "from legato.cli import main; main()"]
+    listed = await anyio.run_process([*legato, "runs", "list", "--database-url", db], cwd=tmp_path, check=False)
+    assert "orphaned" in listed.stdout.decode()
     resume = [sys.executable, "-c", "from legato.cli import main; main()", "runs", "resume", run_id]
     result = await anyio.run_process([*resume, "--database-url", db, "--json"], cwd=tmp_path, check=False)
     assert result.returncode == 0, result.stderr.decode()

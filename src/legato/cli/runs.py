@@ -202,11 +202,13 @@ def list_runs(
 
     wanted = "dead" if dead else status
 
-    async def main() -> list[RunRecord]:
+    async def main() -> tuple[list[RunRecord], set[str]]:
         async with open_store(database_url) as store:
-            return await store.list_runs(status=wanted, pipeline=pipeline, limit=limit)
+            records = await store.list_runs(status=wanted, pipeline=pipeline, limit=limit)
+            orphans = {r.id for r in await store.orphaned_runs()} if any(not r.terminal for r in records) else set()
+            return records, orphans
 
-    records = anyio.run(main)
+    records, orphans = anyio.run(main)
     if as_json:
         _dump([_record_dict(r) for r in records])
         return
@@ -218,12 +220,13 @@ def list_runs(
         table.add_column(col)
     for r in records:
         style = _STATUS_STYLE.get(r.status, "")
+        status = f"{r.status} (orphaned: resume it)" if r.id in orphans else r.status
         duration = f"{r.finished_at - (r.started_at or r.created_at):.2f}s" if r.finished_at else ""
         detail = r.dead_reason or r.error or (f"key {r.idempotency_key}" if r.idempotency_key else "")
         table.add_row(
             r.id,
             r.pipeline,
-            f"[{style}]{r.status}[/{style}]" if style else r.status,
+            f"[{style}]{status}[/{style}]" if style else status,
             _when(r.created_at),
             duration,
             str(r.recoveries or ""),
