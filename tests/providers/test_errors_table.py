@@ -173,3 +173,17 @@ async def test_http2_option_talks_to_an_http1_server(fake_provider: FakeProvider
     response = await model.chat(REQ)
     await model.aclose()
     assert response.text == "hi"
+
+
+async def test_bad_addresses_never_leak_client_exceptions() -> None:
+    out_of_range = OpenAIModel("gpt-4o-mini", base_url="http://127.0.0.1:99999/v1")
+    wrong_scheme = AnthropicModel("claude-3-5-haiku-latest", base_url="ftp://127.0.0.1:1")
+    with pytest.raises(errors.ConnectionFailed):
+        await out_of_range.chat(REQ)
+    with pytest.raises(errors.ConnectionFailed):
+        async for _ in out_of_range.stream(REQ):
+            pass
+    with pytest.raises(errors.BadRequest, match="invalid URL"):
+        await wrong_scheme.chat(REQ)
+    await out_of_range.aclose()
+    await wrong_scheme.aclose()

@@ -212,9 +212,18 @@ def translate_tgi(status: int, body: bytes) -> tuple[type[ModelError], str, str 
     return cls, message, code, wait
 
 
-def from_transport(exc: httpx.HTTPError, *, provider: str, model: str | None, streaming: bool = False) -> ModelError:
-    """Translate an ``httpx`` exception (the request never got a full answer)."""
+def from_transport(exc: BaseException, *, provider: str, model: str | None, streaming: bool = False) -> ModelError:
+    """Translate what the HTTP client raised (the request never got a full answer).
+
+    Besides ``httpx`` exceptions this covers ``httpx.InvalidURL`` (a bad ``base_url``,
+    :class:`BadRequest`) and anything else the connection stack lets through (an
+    ``OSError`` or an exception group from the socket layer: :class:`ConnectionFailed`).
+    """
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
     detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
+        return BadRequest(f"invalid URL ({detail})", provider=provider, model=model)
     if isinstance(exc, httpx.TimeoutException):
         return ProviderTimeout(f"the provider did not answer in time ({detail})", provider=provider, model=model)
     if streaming and isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):

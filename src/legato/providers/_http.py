@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from contextlib import aclosing, asynccontextmanager
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -190,8 +190,8 @@ class HttpModel:
         """POST JSON, return (decoded JSON, headers); raise the translated error otherwise."""
         try:
             response = await self._client().post(path, json=payload, headers=headers)
-        except httpx.HTTPError as exc:
-            raise from_transport(exc, provider=self.provider, model=self.model) from None
+        except Exception as exc:  # only the HTTP client runs here: every failure is a transport failure
+            raise from_transport(exc, provider=self.provider, model=self.model) from exc
         body = response.content
         if response.status_code >= 400:
             self._raise_status(response.status_code, response.headers, body)
@@ -205,16 +205,20 @@ class HttpModel:
         self, path: str, payload: Any, progress: Progress
     ) -> AsyncIterator[tuple[httpx.Response, AsyncIterator[ServerSentEvent]]]:
         """POST for an SSE answer: yields (response, its events); closes both on exit."""
-        client = self._client()
+        stack = AsyncExitStack()
         try:
-            async with client.stream("POST", path, json=payload) as response:
+            response = await stack.enter_async_context(self._client().stream("POST", path, json=payload))
+        except Exception as exc:  # only the HTTP client runs here: every failure is a transport failure
+            raise from_transport(exc, provider=self.provider, model=self.model, streaming=True) from exc
+        try:
+            async with stack:
                 if response.status_code >= 400:
                     body = await response.aread()
                     self._raise_status(response.status_code, response.headers, body)
                 async with aclosing(self._events(response, progress)) as events:
                     yield response, events
         except httpx.HTTPError as exc:
-            raise from_transport(exc, provider=self.provider, model=self.model, streaming=True) from None
+            raise from_transport(exc, provider=self.provider, model=self.model, streaming=True) from exc
 
     async def _events(self, response: httpx.Response, progress: Progress) -> AsyncGenerator[ServerSentEvent, None]:
         """The SSE events of ``response``; a cut body raises StreamInterrupted."""
@@ -223,12 +227,12 @@ class HttpModel:
             async for raw in response.aiter_raw():
                 for event in decoder.feed(raw):
                     yield event
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, OSError) as exc:
             err = from_transport(exc, provider=self.provider, model=self.model, streaming=True)
             if isinstance(err, StreamInterrupted):
                 err.retryable = not progress.delivered
                 err.request_id = self._request_id(response.headers)
-            raise err from None
+            raise err from exc
         decoder.close()
 
     def _interrupted(self, response: httpx.Response, why: str, delivered: bool) -> StreamInterrupted:
