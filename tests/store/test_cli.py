@@ -183,3 +183,30 @@ def test_estimate_cost_of_priced_and_local_pipelines(monkeypatch: pytest.MonkeyP
     assert estimate is not None
     assert 0 < estimate < 0.01
     assert estimate_cost(load_pipeline(project / "gated.yaml")) is None  # python steps cost nothing
+
+
+def test_runs_recover_reloads_pipelines_from_their_source(project: Path) -> None:
+    import anyio
+
+    from legato.spec import load_pipeline
+    from legato.store import RunStore, pipeline_version
+
+    db = project / "s.db"
+    yaml = project / "gated.yaml"
+
+    async def orphan() -> str:
+        async with RunStore(db) as store:
+            record, _ = await store.create_run(
+                pipeline="gated", version_hash=pipeline_version(load_pipeline(yaml)), inputs={"text": "late"},
+                owner="far-away-host:1:dead", lease_ttl=-1, source=str(yaml),
+            )  # fmt: skip
+            return record.id
+
+    run_id = anyio.run(orphan)
+    code, out, _ = invoke("runs", "list", "--database-url", str(db))
+    assert "orphaned" in out
+    code, out, _ = invoke("runs", "recover", "--database-url", str(db))
+    assert code == 0
+    assert out.strip() == f"{run_id} gated: resumed -> succeeded"
+    code, out, _ = invoke("runs", "recover", "--database-url", str(db))
+    assert out.strip() == "no orphaned runs"
