@@ -185,7 +185,14 @@ def _dump(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
 
 
-_STATUS_STYLE = {"succeeded": "green", "failed": "red", "dead": "magenta", "cancelled": "yellow", "running": "cyan"}
+_STATUS_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "dead": "magenta",
+    "cancelled": "yellow",
+    "running": "cyan",
+    "orphaned": "yellow",
+}
 
 
 @runs_app.command("list")
@@ -216,11 +223,13 @@ def list_runs(
 
     table = Table(show_edge=False)
     table.add_column("run", no_wrap=True)
-    for col in ("pipeline", "status", "created", "duration", "recoveries", "detail"):
+    table.add_column("pipeline")
+    table.add_column("status", no_wrap=True)
+    for col in ("created", "duration", "recoveries", "detail"):
         table.add_column(col)
     for r in records:
-        style = _STATUS_STYLE.get(r.status, "")
-        status = f"{r.status} (orphaned: resume it)" if r.id in orphans else r.status
+        status = "orphaned" if r.id in orphans else r.status  # running, but its worker is gone
+        style = _STATUS_STYLE.get(status, "")
         duration = f"{r.finished_at - (r.started_at or r.created_at):.2f}s" if r.finished_at else ""
         detail = r.dead_reason or r.error or (f"key {r.idempotency_key}" if r.idempotency_key else "")
         table.add_row(
