@@ -134,6 +134,10 @@ class HttpModel:
         """Open the connection pool now rather than on the first call."""
         self._client()
 
+    async def warm_up(self) -> None:
+        """Same as :meth:`start`: every model kind has ``warm_up`` (local ones load weights)."""
+        await self.start()
+
     async def aclose(self) -> None:
         client, self._http = self._http, None
         if client is not None:
