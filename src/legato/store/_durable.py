@@ -124,8 +124,13 @@ class DurableRunner:
             return await result_from_record(self.store, record)
         try:
             return await self.resume(pipeline, record.id, subscribers=subscribers, control=control)
-        except LeaseLost:
+        except LeaseLost:  # another live worker executes it
             return await result_from_record(self.store, await self.store.get_run(record.id))
+        except StoreError:
+            latest = await self.store.get_run(record.id)
+            if latest.terminal:  # it finished between our read and our takeover
+                return await result_from_record(self.store, latest)
+            raise
 
     async def resume(
         self,

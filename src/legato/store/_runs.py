@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import anyio
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from legato.errors import IdempotencyConflict, LeaseLost, RunNotFound, StoreError
@@ -125,6 +125,8 @@ class RunStore:
             raise
         except DBAPIError as exc:
             raise translate_error(exc, self.url) from exc
+        except SQLAlchemyError as exc:  # pool timeouts and the like: still the store failing
+            raise StoreError(f"{self.url.split('://')[0]} store: {exc}") from exc
 
     def _sync_transaction(self, fn: Callable[[Connection], T], readonly: bool) -> T:
         assert self._sync_engine is not None
