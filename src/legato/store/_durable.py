@@ -363,7 +363,9 @@ async def recover_expired_runs(
         except LeaseLost as exc:
             outcomes.append(Recovery(record.id, record.pipeline, "taken", detail=str(exc)))
         except StoreError as exc:
-            outcomes.append(Recovery(record.id, record.pipeline, "error", detail=str(exc)))
+            finished_meanwhile = (await store.get_run(record.id)).terminal
+            action = "taken" if finished_meanwhile else "error"
+            outcomes.append(Recovery(record.id, record.pipeline, action, detail=str(exc)))
         else:
             outcomes.append(Recovery(record.id, record.pipeline, "resumed", result=result))
 
