@@ -135,7 +135,7 @@ async def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
     finally:
         server.close()
     # The kills must really have landed inside runs, not only before or after them.
-    assert kinds["mid_run"] >= TRIALS // 2, kinds
+    assert kinds["mid_run"] >= TRIALS // 4, kinds
 
 
 RUNBOOK_STEPS = """
