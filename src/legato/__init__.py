@@ -68,6 +68,9 @@ _EXPORTS: dict[str, str] = {
     "DurableRunner": "legato.store",
     "Journal": "legato.store",
     "run_durably": "legato.store",
+    # gateway
+    "create_app": "legato.server",
+    "ServerSettings": "legato.server",
     # observability
     "Instrumented": "legato.observe",
     "Metrics": "legato.observe",
@@ -125,6 +128,8 @@ if TYPE_CHECKING:
     from legato.routing import Fallbacks as Fallbacks
     from legato.routing import Router as Router
     from legato.routing import Selector as Selector
+    from legato.server import ServerSettings as ServerSettings
+    from legato.server import create_app as create_app
     from legato.spec import load_pipeline as load_pipeline
     from legato.store import DurableRunner as DurableRunner
     from legato.store import Journal as Journal

@@ -46,15 +46,22 @@ async def open_gateway(
     *,
     config: LegatoConfig | None = None,
     catalog: ModelCatalog | None = None,
+    store: Any = None,
+    pipelines: dict[str, Any] | None = None,
 ) -> AsyncIterator[Gateway]:
-    """Open every shared resource of a gateway replica; close them on exit."""
+    """Open every shared resource of a gateway replica; close them on exit.
+
+    ``store`` (a :class:`legato.store.RunStore`, not yet open) and ``pipelines`` are
+    built from the settings and config when not given."""
     from legato.server._runs import RunsService, load_pipelines
     from legato.store import RunStore
 
     config = config or LegatoConfig()
-    pipelines = load_pipelines(config)
-    async with AsyncExitStack() as stack:
+    if pipelines is None:
+        pipelines = load_pipelines(config)
+    if store is None:
         store = RunStore(settings.database_url or settings.store_url(config.base_dir))
+    async with AsyncExitStack() as stack:
         await store.open()
         stack.push_async_callback(store.aclose)
         engine = store.engine
@@ -152,6 +159,41 @@ def _mount_dashboard(app: FastAPI, settings: ServerSettings) -> None:
     mount_dashboard(app, sources)
 
 
+class _KeyGuard:
+    """ASGI wrapper: the wrapped app answers only callers whose key has ``scope``."""
+
+    def __init__(self, app: Any, scope: str) -> None:
+        self.app = app
+        self.scope = scope
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        from legato.server._auth import check_scope
+
+        request = Request(scope, receive)
+        try:
+            await check_scope(request, self.scope)
+        except LegatoError as exc:
+            await error_response(request, from_exception(exc))(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _mount_mcp(app: FastAPI, store: Any, pipelines: dict[str, Any]) -> Any:
+    """The MCP server (journal and run tools) over streamable HTTP at ``/mcp``, for keys
+    with ``runs:write``. None when the ``mcp`` extra is not installed."""
+    try:
+        from legato.mcp import create_mcp_server
+    except ImportError:
+        return None
+    from starlette.routing import Route
+
+    server = create_mcp_server(store, pipelines=pipelines)
+    inner = server.streamable_http_app(streamable_http_path="/mcp")
+    endpoint = next(r.endpoint for r in inner.routes if isinstance(r, Route) and r.path == "/mcp")
+    app.router.routes.append(Route("/mcp", endpoint=_KeyGuard(endpoint, "runs:write"), include_in_schema=False))
+    return server
+
+
 def create_app(
     settings: ServerSettings | None = None,
     *,
@@ -160,14 +202,23 @@ def create_app(
 ) -> FastAPI:
     """The gateway application. ``catalog`` replaces the models of ``legato.yaml`` (tests, embedding)."""
     from legato.server import _admin, _gateway, _health, _runs
+    from legato.store import RunStore
 
     settings = settings or ServerSettings()
+    config = config or LegatoConfig()
+    pipelines = _runs.load_pipelines(config)
+    store = RunStore(settings.database_url or settings.store_url(config.base_dir))  # opened by the lifespan
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from legato.server._serve import drain_on_signals
 
-        async with open_gateway(settings, config=config, catalog=catalog) as gw:
+        async with AsyncExitStack() as stack:
+            gw = await stack.enter_async_context(
+                open_gateway(settings, config=config, catalog=catalog, store=store, pipelines=pipelines)
+            )
+            if mcp is not None:
+                await stack.enter_async_context(mcp.session_manager.run())
             app.state.gateway = gw
             with drain_on_signals(app.state.load):
                 yield
@@ -185,6 +236,7 @@ def create_app(
     app.include_router(_admin.router)
     app.include_router(_runs.router)
     _mount_dashboard(app, settings)
+    mcp = _mount_mcp(app, store, pipelines)
     app.state.load = Load(max_in_flight=settings.max_in_flight, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(Protection, load=app.state.load)
     return app

@@ -18,7 +18,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from legato.errors import InvalidAPIKey, ScopeDenied
 from legato.server._keys import SCOPES, ApiKey, KeyStore
 
-__all__ = ["MASTER", "Authenticator", "check_model", "require"]
+__all__ = ["MASTER", "Authenticator", "check_model", "check_scope", "require"]
 
 MASTER = ApiKey(id="master", prefix="master", name="master key", scopes=frozenset(SCOPES))
 
@@ -60,14 +60,19 @@ def require(scope: str | None) -> Callable[..., Awaitable[ApiKey]]:
         _bearer: HTTPAuthorizationCredentials | None = Security(bearer_scheme),
         _x_api_key: str | None = Security(x_api_key_scheme),
     ) -> ApiKey:
-        auth: Authenticator = request.app.state.gateway.auth
-        key = await auth.identify(request)
-        if scope is not None and not key.has_scope(scope):
-            raise ScopeDenied(f"API key {key.prefix}... lacks the {scope!r} scope")
-        request.state.api_key = key
-        return key
+        return await check_scope(request, scope)
 
     return dependency
+
+
+async def check_scope(request: Request, scope: str | None) -> ApiKey:
+    """The caller's key; :class:`InvalidAPIKey` (401) or :class:`ScopeDenied` (403)."""
+    auth: Authenticator = request.app.state.gateway.auth
+    key = await auth.identify(request)
+    if scope is not None and not key.has_scope(scope):
+        raise ScopeDenied(f"API key {key.prefix}... lacks the {scope!r} scope")
+    request.state.api_key = key
+    return key
 
 
 def check_model(key: ApiKey, model: str) -> None:
