@@ -296,3 +296,32 @@ def _worker_node_id(cluster: Cluster) -> str:
     out = subprocess.run([sys.executable, "-c", code], env=cluster.env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout.strip().splitlines()[-1]
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.local_models
+def test_document_pipeline_on_the_cluster_matches_local(ray_cluster: Cluster, tmp_path: Path) -> None:
+    """The document example (OCR, NER, sentiment, zero-shot topic, embeddings and
+    summaries, with models hosted in Ray actors) gives the same reports on Ray."""
+    spec = EXAMPLES / "document_insights.yaml"
+    local = _finish(_run(spec, tmp_path, ray_cluster.env), timeout=400)
+    args = [
+        LEGATO,
+        "run",
+        str(spec),
+        "--json",
+        "--executor",
+        "ray",
+        "--executor-option",
+        f"address={ray_cluster.address}",
+    ]
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, env=ray_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    on_ray = _finish(proc, timeout=400)
+    assert local["status"] == on_ray["status"] == "succeeded"
+    assert on_ray["outputs"] == local["outputs"]

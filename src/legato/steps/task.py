@@ -26,6 +26,7 @@ starts loading in the background, so later models load while earlier steps work.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from legato.errors import ConfigError, InputError, SpecError
 from legato.spec import BuildContext, StepBuild
 from legato.tasks import Task, get, names
 
-__all__ = ["build"]
+__all__ = ["actor_step", "build"]
 
 _OWN_KEYS = frozenset({"task", "options", "with"})
 _COMMON_KEYS = frozenset(
@@ -75,6 +76,12 @@ def build(spec: Mapping[str, Any], ctx: BuildContext) -> StepBuild:
     if task not in siblings:
         siblings.append(task)
     fn = _step_function(task, siblings, ctx.base_dir)
+    # Executors that host stateful steps (the ray executor's actors) rebuild the
+    # step from this recipe once per actor, so the model loads once per actor.
+    fn.legato_actor = (  # type: ignore[attr-defined]
+        "legato.steps.task:actor_step",
+        (name, json.dumps(dict(options), sort_keys=True, default=str), str(ctx.base_dir)),
+    )
     return StepBuild(
         fn=fn,
         args=args,
@@ -102,6 +109,15 @@ def _classify_at_run_time(args: dict[str, Any], spec: Mapping[str, Any]) -> Step
         depends_on=tuple(spec.get("depends_on") or ()),
         description="classify (zero-shot, all-MiniLM-L6-v2)",
     )
+
+
+def actor_step(name: str, options_json: str, base_dir: str) -> Callable[..., Any]:
+    """The step function of ``task: name`` built afresh in another process (a Ray
+    actor): the task loads there once (``warm_up``) and serves every call."""
+    task = get(name, **json.loads(options_json))
+    fn = _step_function(task, [task], Path(base_dir))
+    fn.warm_up = task.warm_up  # type: ignore[attr-defined]
+    return fn
 
 
 def _step_function(task: Task[Any, Any], siblings: list[Task[Any, Any]], base_dir: Path) -> Callable[..., Any]:
