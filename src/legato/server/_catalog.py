@@ -69,6 +69,7 @@ class _ConfigCatalog:
         self._groups: Any = None
         self._model_names: set[str] | None = None
         self._group_names: set[str] | None = None
+        self._shared: dict[str, Any] = {}  # one cache backend and one budget store for every model
 
     def _names(self) -> tuple[set[str], set[str]]:
         if self._model_names is None or self._group_names is None:
@@ -88,7 +89,7 @@ class _ConfigCatalog:
         from legato import models as facade
 
         try:
-            return facade.get(name, self._config)
+            return self._guard(facade.get(name, self._config))
         except ConfigError as exc:
             raise KeyError(name) from exc
 
@@ -101,9 +102,37 @@ class _ConfigCatalog:
                 from legato.routing import build_groups
 
                 self._groups = build_groups(self._config, self._model)
-            group: Model = self._groups.get(name)
-            return group
-        return facade.get(name, self._config)
+            return self._with_cache(self._groups.get(name))
+        return self._with_cache(self._guard(facade.get(name, self._config)))
+
+    def _guard(self, model: Model) -> Model:
+        """A named model behind the budget guard (``budgets.per_day_usd``). Groups get it
+        on each deployment, where the price is known."""
+        if self._config.raw("budgets"):
+            from legato.cost import Budget, BudgetGuard, BudgetsConfig
+
+            b = BudgetsConfig.load(self._config)
+            if b.per_day_usd is not None:
+                store = self._shared.setdefault("budget_store", b.store_for())
+                model = BudgetGuard(
+                    model,
+                    [Budget(b.per_day_usd, "day")],
+                    store=store,
+                    unpriced=b.unpriced,
+                    margin=b.margin,
+                    wait_s=b.wait_s,
+                )
+        return model
+
+    def _with_cache(self, model: Model) -> Model:
+        """The response cache (``cache:``), outermost so that a cache hit spends nothing."""
+        if self._config.raw("cache"):
+            from legato.cache import CacheConfig
+
+            c = CacheConfig.load(self._config)
+            backend = self._shared.setdefault("cache_backend", c.backend_for(self._config.base_dir))
+            model = c.wrap(model, backend=backend)
+        return model
 
     def get(self, name: str) -> Model:
         if name not in self.names():
