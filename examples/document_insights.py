@@ -1,16 +1,24 @@
 """Step functions for ``document_insights.yaml``: find the documents, assemble the reports.
 
-Everything in between (OCR, entities, sentiment, topic, embeddings, summary) is a
-built-in ``task:`` or ``llm:`` step; these two functions are the glue around them.
+OCR, entities, sentiment, topic and embeddings are built-in ``task:`` steps. The
+summary goes through the ``summarizer`` model group (Anthropic, then OpenAI, then
+the local extractive summariser) of ``legato.yaml``: the one found the usual way
+(``--config``, ``$LEGATO_CONFIG``, ``./legato.yaml``) when it defines that group,
+else ``examples/legato.yaml``, so the example runs with no setup. (An ``llm:
+summarizer`` step does the same when the group is always configured.)
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
+
+from legato.config import LegatoConfig
+from legato.providers import ChatRequest, Message
 
 HERE = Path(__file__).parent
 DOCUMENT_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".pdf"}
@@ -30,6 +38,48 @@ def list_documents(folder: str) -> list[str]:
     return found
 
 
+SUMMARY_GROUP = "summarizer"
+SYSTEM = "Summarise the document in at most three sentences. Keep names and figures exact."
+KEYS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY")
+
+
+def _config() -> LegatoConfig:
+    config = LegatoConfig.load()
+    if SUMMARY_GROUP in (config.raw("groups") or {}):
+        return config
+    return LegatoConfig.load(HERE / "legato.yaml")
+
+
+async def summarize(document: dict[str, Any]) -> dict[str, Any]:
+    """Summarise one OCR result through the ``summarizer`` group; say who answered and why."""
+    import legato.models
+
+    model = legato.models.get(SUMMARY_GROUP, _config())
+    request = ChatRequest(
+        messages=[Message(role="system", content=SYSTEM), Message(role="user", content=document["text"])],
+        max_tokens=200,
+        temperature=0,
+    )
+    try:
+        response = await model.chat(request)
+    finally:
+        await model.aclose()
+    note = None
+    if response.degraded:
+        missing = [k for k in KEYS if not os.environ.get(k)]
+        reason = f"{' and '.join(missing)} not set" if missing else "the hosted models failed"
+        note = f"degraded to the local extractive summary: {reason}"
+    return {
+        "text": response.text,
+        "model": response.model,
+        "provider": response.provider,
+        "tier": response.tier,
+        "degraded": response.degraded,
+        "cost": response.cost,
+        "note": note,
+    }
+
+
 def build_reports(
     documents: list[str],
     text: list[dict[str, Any]],
@@ -37,7 +87,7 @@ def build_reports(
     sentiment: list[dict[str, Any]],
     topic: list[dict[str, Any]],
     embedding: list[list[float]],
-    summary: list[Any],
+    summary: list[dict[str, Any]],
     out_dir: str,
 ) -> list[dict[str, Any]]:
     """Write one JSON report per document to ``out_dir``; return a short digest of each."""
@@ -77,20 +127,12 @@ def build_reports(
     return digests
 
 
-def _summary(value: Any) -> tuple[str, str]:
-    """The text of a summary step's output and who produced it: an ``llm`` step's
-    response (with its model, and whether a fallback answered) or a local summary."""
-    if isinstance(value, str):
-        return value, "model"
-    if isinstance(value, dict):
-        text = value.get("text") or value.get("content") or ""
-        if "method" in value:
-            return str(text), f"local extractive ({value['method']})"
-        who = str(value.get("model") or "model")
-        if value.get("degraded"):
-            who += " (fallback: no provider key or provider unavailable)"
-        return str(text), who
-    return str(value), "model"
+def _summary(value: dict[str, Any]) -> tuple[str, str]:
+    """The summary text and who wrote it (with the reason when a fallback did)."""
+    who = f"{value['model']} ({value['provider']})"
+    if value.get("note"):
+        who += f"; {value['note']}"
+    return str(value["text"]), who
 
 
 def _grouped(entities: list[dict[str, Any]]) -> dict[str, list[str]]:
