@@ -150,6 +150,8 @@ class RayExecutor:
         max_retries: Ray's own retries of a task whose worker or node died.
         actor_max_concurrency: concurrent calls one stateful-step actor accepts
             (they are micro-batched inside the actor).
+        actor_replicas: actors per stateful step (calls are spread round-robin), to
+            use more than one core or node for one model.
         namespace, runtime_env: passed to ``ray.init``.
         ref_cache_size: how many step outputs to remember as object references.
         init_options: any other ``ray.init`` keyword arguments.
@@ -164,6 +166,7 @@ class RayExecutor:
         num_cpus: int | None = None,
         max_retries: int = 3,
         actor_max_concurrency: int = 256,
+        actor_replicas: int = 1,
         namespace: str | None = "legato",
         runtime_env: Mapping[str, Any] | None = None,
         ref_cache_size: int = 256,
@@ -171,10 +174,13 @@ class RayExecutor:
     ) -> None:
         if max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {max_retries!r}")
+        if actor_replicas < 1:
+            raise ConfigError(f"actor_replicas must be >= 1, got {actor_replicas!r}")
         self.address = address
         self.num_cpus = num_cpus
         self.max_retries = max_retries
         self.actor_max_concurrency = actor_max_concurrency
+        self.actor_replicas = actor_replicas
         self.namespace = namespace
         self.runtime_env = dict(runtime_env or {})
         self.init_options = init_options
@@ -183,7 +189,8 @@ class RayExecutor:
         self._started_ray = False
         self._remote_task: Any = None
         self._actor_class: Any = None
-        self._actors: dict[tuple[str, tuple[Any, ...]], Any] = {}
+        self._actors: dict[tuple[str, tuple[Any, ...]], list[Any]] = {}
+        self._next_actor: dict[tuple[str, tuple[Any, ...]], int] = {}
         self._actor_lock = threading.Lock()
         # id(value) -> (value, ObjectRef): outputs already in the object store.
         self._refs: OrderedDict[int, tuple[Any, Any]] = OrderedDict()
@@ -249,17 +256,19 @@ class RayExecutor:
 
     def _actor(self, ray: Any, spec: tuple[str, tuple[Any, ...]], resources: Mapping[str, Any]) -> Any:
         with self._actor_lock:
-            actor = self._actors.get(spec)
-            if actor is None:
+            actors = self._actors.get(spec)
+            if actors is None:
                 options = self._options(resources)
                 options.pop("retry_exceptions", None)
                 options.pop("num_returns", None)
                 options["max_restarts"] = options.pop("max_retries")
                 options["max_task_retries"] = self.max_retries
                 options["max_concurrency"] = self.actor_max_concurrency
-                actor = self._actor_class.options(**options).remote(*spec)
-                self._actors[spec] = actor
-            return actor
+                cls = self._actor_class.options(**options)
+                actors = self._actors[spec] = [cls.remote(*spec) for _ in range(self.actor_replicas)]
+            turn = self._next_actor.get(spec, 0)
+            self._next_actor[spec] = turn + 1
+            return actors[turn % len(actors)]
 
     # -- running a step -------------------------------------------------------------
 
@@ -327,9 +336,11 @@ class RayExecutor:
         import ray
 
         with self._actor_lock:
-            for actor in self._actors.values():
-                ray.kill(actor)
+            for actors in self._actors.values():
+                for actor in actors:
+                    ray.kill(actor)
             self._actors.clear()
+            self._next_actor.clear()
         self._refs.clear()
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
