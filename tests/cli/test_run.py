@@ -29,7 +29,9 @@ async def boom(upper: str) -> str:
 
 @pytest.fixture
 def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    # `legato run` stores runs under ./.legato: keep them in the test's directory.
+    # `legato run` stores every run: in a database of the test's own, never in the
+    # working directory's ./.legato (nor a database named by the environment).
+    monkeypatch.setenv("LEGATO_DATABASE_URL", str(tmp_path / "runs.db"))
     monkeypatch.chdir(tmp_path)
     return CliRunner()
 
@@ -50,6 +52,17 @@ def test_run_example_as_json(runner: CliRunner) -> None:
     assert doc["outputs"]["sentiment"] == "positive"
     assert doc["outputs"]["entities"] == ["DHL"]
     assert doc["outputs"]["escalation"] is None
+
+
+def test_runs_are_stored_in_the_configured_database(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["run", str(EXAMPLE), "--json", "--input", "text=Great app"])
+    assert result.exit_code == 0, result.output
+    run_id = json.loads(result.stdout)["run_id"]
+    assert (tmp_path / "runs.db").is_file()
+    assert not (tmp_path / ".legato").exists()
+    listed = runner.invoke(app, ["runs", "show", run_id, "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout)["id"] == run_id
 
 
 def test_run_prints_a_summary_without_a_terminal(runner: CliRunner) -> None:
