@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import anyio
@@ -50,6 +51,18 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 def gateway(request: Request) -> Gateway:
     gw: Gateway = request.app.state.gateway
     return gw
+
+
+@contextmanager
+def traced(request: Request) -> Iterator[None]:
+    """Continue the caller's W3C trace (``traceparent``) for the model call, when it sent one."""
+    if "traceparent" not in request.headers:
+        yield
+        return
+    from legato.observe import continue_trace
+
+    with continue_trace(request.headers):
+        yield
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -179,6 +192,11 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 async def chat_completions(
     body: ow.ChatCompletionRequest, request: Request, key: ApiKey = Depends(require("chat"))
 ) -> Response:
+    with traced(request):
+        return await _chat_completions(body, request, key)
+
+
+async def _chat_completions(body: ow.ChatCompletionRequest, request: Request, key: ApiKey) -> Response:
     gw = gateway(request)
     max_tokens = body.max_completion_tokens or body.max_tokens
     model, creq = await _prepare(
@@ -225,6 +243,11 @@ async def _openai_events(up: _Upstream, model: str, include_usage: bool) -> Asyn
 
 @router.post("/v1/messages", tags=["Anthropic"], responses=_ERRORS, summary="Create a message (Anthropic format)")
 async def messages(body: aw.MessagesRequest, request: Request, key: ApiKey = Depends(require("chat"))) -> Response:
+    with traced(request):
+        return await _messages(body, request, key)
+
+
+async def _messages(body: aw.MessagesRequest, request: Request, key: ApiKey) -> Response:
     gw = gateway(request)
     model, creq = await _prepare(
         gw,
@@ -261,6 +284,11 @@ async def _anthropic_events(up: _Upstream, model: str) -> AsyncIterator[bytes]:
 
 @router.post("/v1/embeddings", tags=["OpenAI"], responses=_ERRORS, summary="Embeddings (OpenAI format)")
 async def embeddings(body: ow.EmbeddingRequest, request: Request, key: ApiKey = Depends(require("embed"))) -> Response:
+    with traced(request):
+        return await _embeddings(body, request, key)
+
+
+async def _embeddings(body: ow.EmbeddingRequest, request: Request, key: ApiKey) -> Response:
     gw = gateway(request)
     check_model(key, body.model)
     inputs = [body.input] if isinstance(body.input, str) else body.input
