@@ -93,11 +93,27 @@ __all__ = [
     "StoreError",
     "StreamInterrupted",
     "URLNotAllowed",
+    "WorkerLost",
 ]
 
 
 class LegatoError(Exception):
-    """Base class of every error legato raises."""
+    """Base class of every error legato raises.
+
+    Every legato error pickles (process pools, Ray, the run store): it is rebuilt
+    from its ``args`` without calling ``__init__``, then its attributes are restored,
+    so subclasses with their own constructor need nothing extra.
+    """
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_error, (type(self), self.args, self.__dict__.copy()))
+
+
+def _rebuild_error(cls: type[LegatoError], args: tuple[object, ...], state: dict[str, object]) -> LegatoError:
+    err = cls.__new__(cls, *args)
+    err.args = args
+    err.__dict__.update(state)
+    return err
 
 
 class ConfigError(LegatoError, ValueError):
