@@ -44,4 +44,10 @@ def serve(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"legato gateway on http://{settings.host}:{settings.port} (workers: {settings.workers})", err=True)
+    if settings.workers > 1 and not settings.redis_url:
+        typer.echo(
+            "warning: without --redis-url each worker counts rate limits and budgets on its own; "
+            "set --redis-url to share them",
+            err=True,
+        )
     run(settings, config=cfg, config_path=str(config) if config else None, overrides=overrides)
