@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,23 @@ async def test_default_reply_echoes_last_user_message(fake_provider: FakeProvide
     assert r.status_code == 200
     assert r.json()["choices"][0]["message"]["content"] == "ping"
     assert r.headers["x-request-id"].startswith("req_")
+
+
+async def test_whole_bodies_carry_content_length_and_connections_disable_nagle(
+    fake_provider: FakeProvider,
+) -> None:
+    # Without TCP_NODELAY on the server side, Nagle + the client's delayed ACK hold
+    # every loopback response back by ~40 ms.
+    async with httpx.AsyncClient(base_url=fake_provider.openai_base_url) as client:
+        r = await client.post("/chat/completions", json=CHAT)
+        nodelay = [
+            conn.transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            for conn in fake_provider._server.server_state.connections
+        ]
+    assert r.headers["content-length"] == str(len(r.content))
+    assert "transfer-encoding" not in r.headers
+    assert nodelay
+    assert all(nodelay)
 
 
 async def test_script_items_are_consumed_in_order_and_filtered(fake_provider: FakeProvider) -> None:

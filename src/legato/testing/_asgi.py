@@ -133,7 +133,9 @@ def all_text(body: Any) -> str:
 
 
 async def send_body(call: Call, status: int, headers: dict[str, str], body: bytes, reply: Reply | None) -> None:
-    """A whole response; ``reply.first_chunk_delay`` holds the body back after the headers."""
+    """A whole response with its ``content-length`` (so the body goes out in one write,
+    not as chunks); ``reply.first_chunk_delay`` holds the body back after the headers."""
+    headers = {"content-length": str(len(body)), **headers}
     await call.send({"type": "http.response.start", "status": status, "headers": encode(headers)})
     if reply is not None and reply.first_chunk_delay > 0:
         await call.send({"type": "http.response.body", "body": b"", "more_body": True})
