@@ -146,3 +146,7 @@ def test_gateway_errors_in_anthropic_shape(gateway: Running, key: str) -> None:
         with pytest.raises(anthropic.NotFoundError):
             client.messages.create(model="nope", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
     assert len(gateway.fake.requests) == before
+
+
+def test_models_list_in_anthropic_shape(client: anthropic.Anthropic) -> None:
+    assert sorted(m.id for m in client.models.list()) == ["claude-fake", "gpt-fake"]

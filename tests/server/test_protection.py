@@ -166,3 +166,24 @@ def test_overload_answers_429_then_drain_answers_503(tmp_path_factory: pytest.Te
                 assert r.headers["connection"] == "close"
                 assert c.get("/healthz").status_code == 503
                 assert c.get("/readyz").status_code == 503
+
+
+def test_upstream_timeout_is_504(tmp_path_factory: pytest.TempPathFactory) -> None:
+    with FakeProvider(seed=0).in_thread() as fake:
+        fake.script(Reply(text="too late", delay=5), api="openai")
+        fake.script(Reply(text="too late", delay=5), api="anthropic")
+        settings = gateway_settings(tmp_path_factory.mktemp("slow"), upstream_timeout_s=0.3)
+        app = create_app(settings, catalog=catalog_for(fake))
+        with serve_in_thread(app) as url:
+            headers = {"Authorization": "Bearer mk-test-master-key-0123456789"}
+            with httpx.Client(base_url=url, headers=headers, timeout=30) as c:
+                body = {"model": "gpt-fake", "messages": [{"role": "user", "content": "hi"}]}
+                r = c.post("/v1/chat/completions", json=body)
+                assert r.status_code == 504
+                assert r.json()["error"]["code"] == "upstream_timeout"
+                r = c.post("/v1/messages", json={**body, "model": "claude-fake", "max_tokens": 5})
+                assert r.status_code == 504
+                assert r.json() == {
+                    "type": "error",
+                    "error": {"type": "timeout_error", "message": "the model did not answer within 0.3s"},
+                }
