@@ -5,11 +5,18 @@ vendors' SDKs: one ``AsyncClient`` per adapter (opened lazily or by
 :meth:`HttpModel.start`), no per-call allocation beyond the request itself, and
 full control of the error edge (see docs/decisions). Subclasses implement the
 wire mapping; this module owns the transport and the accounting.
+
+Every request carries the current OpenTelemetry context (W3C ``traceparent``,
+through the globally configured propagator), so a trace continues into the
+provider. With tracing off this costs a dictionary lookup: when
+``opentelemetry.context`` was never imported, nothing can have made a span
+current, and an empty current context has nothing to propagate.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
@@ -26,7 +33,7 @@ from legato.providers._sse import ServerSentEvent, SSEDecoder
 from legato.providers._types import ChatChunk, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Usage
 from legato.providers._validate import validate_chat
 
-__all__ = ["HttpModel", "HttpOptions", "Progress", "record_call"]
+__all__ = ["HttpModel", "HttpOptions", "Progress", "record_call", "trace_headers"]
 
 log = logging.getLogger("legato.providers")
 
@@ -50,6 +57,21 @@ class Progress:
     """Whether a stream has delivered content yet (a cut after that is not retryable)."""
 
     delivered: bool = False
+
+
+def trace_headers(headers: Mapping[str, str] | None = None) -> Mapping[str, str] | None:
+    """``headers`` plus the current trace context's headers (``traceparent``, ...), if any."""
+    context = sys.modules.get("opentelemetry.context")
+    if context is None:
+        return headers
+    current = context.get_current()
+    if not current:
+        return headers
+    from opentelemetry.propagate import inject
+
+    carrier = dict(headers or {})
+    inject(carrier, context=current)
+    return carrier
 
 
 def record_call(*, model: str, provider: str, usage: Usage | None, cost: float | None, cached: bool = False) -> None:
@@ -193,7 +215,7 @@ class HttpModel:
     ) -> tuple[Any, httpx.Headers]:
         """POST JSON, return (decoded JSON, headers); raise the translated error otherwise."""
         try:
-            response = await self._client().post(path, json=payload, headers=headers)
+            response = await self._client().post(path, json=payload, headers=trace_headers(headers))
         except Exception as exc:  # only the HTTP client runs here: every failure is a transport failure
             raise from_transport(exc, provider=self.provider, model=self.model) from exc
         body = response.content
@@ -211,7 +233,9 @@ class HttpModel:
         """POST for an SSE answer: yields (response, its events); closes both on exit."""
         stack = AsyncExitStack()
         try:
-            response = await stack.enter_async_context(self._client().stream("POST", path, json=payload))
+            response = await stack.enter_async_context(
+                self._client().stream("POST", path, json=payload, headers=trace_headers())
+            )
         except Exception as exc:  # only the HTTP client runs here: every failure is a transport failure
             raise from_transport(exc, provider=self.provider, model=self.model, streaming=True) from exc
         try:
