@@ -82,3 +82,64 @@ def test_spec_errors_name_the_line(tmp_path: Path) -> None:
     typo = PIPELINE.replace("max_tokens: 50", "max_tokns: 50")
     with pytest.raises(SpecError, match="max_tokns"):
         load_pipeline(typo, config=cfg)
+
+
+CACHED = """\
+name: cached_llm
+steps:
+  a:
+    llm: cached-fast
+    prompt: "Same question"
+  b:
+    llm: cached-fast
+    prompt: "Same question"
+    depends_on: [a]
+    response_cache: {flag}
+outputs:
+  a: ${{steps.a.text}}
+  b: ${{steps.b.text}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("flag", "upstream_calls", "b_text"),
+    [("true", 1, "first"), ("false", 2, "second"), ("refresh", 2, "second")],
+)
+async def test_response_cache_option_decides_per_step(
+    tmp_path: Path,
+    fake_provider: FakeProvider,
+    monkeypatch: pytest.MonkeyPatch,
+    flag: str,
+    upstream_calls: int,
+    b_text: str,
+) -> None:
+    from legato import models
+    from legato.cache import MemoryBackend, ResponseCache
+    from legato.providers import Model, OpenAIModel
+
+    backend = MemoryBackend()
+
+    def cached(name: str, _: LegatoConfig) -> Model | None:
+        if name != "cached-fast":
+            return None
+        return ResponseCache(OpenAIModel("gpt-4o-mini", base_url=fake_provider.openai_base_url), backend)
+
+    monkeypatch.setattr(models, "_resolvers", [cached, *models._resolvers])
+    fake_provider.script(Reply(text="first"), Reply(text="second"))
+    pipeline = load_pipeline(CACHED.format(flag=flag), config=config(tmp_path, fake_provider.base_url))
+    result = await pipeline.run()
+    result.raise_for_status()
+    assert result.result == {"a": "first", "b": b_text}
+    assert len(fake_provider.requests) == upstream_calls
+    if flag == "refresh":  # the fresh answer was stored: a third call is served from the cache
+        again = load_pipeline(CACHED.format(flag="true"), config=config(tmp_path, fake_provider.base_url))
+        rerun = await again.run()
+        assert rerun.result == {"a": "second", "b": "second"}
+        assert len(fake_provider.requests) == 2
+
+
+def test_response_cache_option_is_checked(tmp_path: Path) -> None:
+    cfg = config(tmp_path, "http://127.0.0.1:9")
+    bad = PIPELINE.replace("max_tokens: 50", "max_tokens: 50\n    response_cache: sometimes")
+    with pytest.raises(SpecError, match="response_cache"):
+        load_pipeline(bad, config=cfg)

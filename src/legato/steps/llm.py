@@ -11,6 +11,7 @@
           ${steps.text}
         temperature: 0.2
         max_tokens: 200
+        response_cache: false            # never answer this step from a response cache
 
       verdict:
         llm: fast
@@ -26,6 +27,13 @@ in ``prompt`` and ``system`` make the step's dependencies; a reference that is t
 whole value and yields a non-string is sent as JSON. An answer that does not match
 the schema raises ``MalformedResponse`` (retryable, so ``retries:`` re-asks).
 
+``response_cache`` speaks to a :class:`~legato.cache.ResponseCache` around the model
+(one added by a resolver, see :func:`legato.models.add_resolver`, or by any wrapper
+that reads ``request.metadata``): ``true`` (the default) lets it answer,
+``false`` bypasses it (``metadata["cache"] = False``), ``refresh`` skips the lookup
+but stores the fresh answer. It is not the step option ``cache:``, which memoizes the
+step's output.
+
 The model is resolved when the pipeline is loaded (an unknown name is a spec error
 with file:line) and again for each call, whose connections are closed when the call
 ends: a YAML step owns no long-lived resources.
@@ -36,7 +44,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -72,6 +80,7 @@ class LlmStep(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     stop: list[str] | None = None
     seed: int | None = None
+    response_cache: bool | Literal["refresh"] = True
 
 
 def build(spec: Mapping[str, Any], ctx: BuildContext) -> StepBuild:
@@ -138,6 +147,7 @@ def request_for(step: LlmStep, prompt: Any, system: Any) -> ChatRequest:
         stop=step.stop,
         seed=step.seed,
         response_format=response_format,
+        metadata={} if step.response_cache is True else {"cache": step.response_cache},
     )
 
 
