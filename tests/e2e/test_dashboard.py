@@ -1,7 +1,9 @@
 """The dashboard in a real browser: ``legato serve``, one pipeline, the run watched live.
 
-Chromium comes from Debian (``/usr/bin/chromium``), driven by Playwright. The
-screenshots saved to ``docs/images/`` are the ones the README shows.
+Chromium comes from Debian (``/usr/bin/chromium``), driven by Playwright. With
+``LEGATO_SCREENSHOTS=1`` the screenshots are saved to ``docs/images/`` (the ones the
+README shows); otherwise to the test's temporary folder, so a test run leaves the
+work tree as it was.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 MASTER = "lg-e2e-master-key-0123456789"
-IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+DOC_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 
 WORK = """
 import os
@@ -137,7 +139,8 @@ def test_watch_a_run_finish_live(server: str, tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     gate = tmp_path / "gate"
-    IMAGES.mkdir(parents=True, exist_ok=True)
+    images = DOC_IMAGES if os.environ.get("LEGATO_SCREENSHOTS") == "1" else tmp_path / "images"
+    images.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -169,7 +172,7 @@ def test_watch_a_run_finish_live(server: str, tmp_path: Path) -> None:
             expect(page.locator('#run-graph g.node[data-step="report"]')).to_have_attribute("data-status", "pending")
             expect(page.locator("#run-status")).to_have_attribute("data-status", "running")
             page.wait_for_selector('#run-graph g.node[data-step="entities"][data-status="succeeded"]')
-            page.screenshot(path=str(IMAGES / "dashboard-run-live.png"))
+            page.screenshot(path=str(images / "dashboard-run-live.png"))
 
             gate.write_text("go")
             expect(page.locator("#run-status")).to_have_attribute("data-status", "succeeded")
@@ -198,7 +201,7 @@ def test_watch_a_run_finish_live(server: str, tmp_path: Path) -> None:
 
             page.click('#steps-box details[data-step="sentiment"] summary')
             expect(page.locator('#steps-box details[data-step="sentiment"] pre.output')).to_contain_text("positive")
-            page.screenshot(path=str(IMAGES / "dashboard-run.png"), full_page=True)
+            page.screenshot(path=str(images / "dashboard-run.png"), full_page=True)
 
             failing = httpx.post(
                 f"{server}/v1/pipelines/review_insights/runs",
@@ -219,6 +222,6 @@ def test_watch_a_run_finish_live(server: str, tmp_path: Path) -> None:
             expect(page.locator(f'tr[data-run="{run_id}"]')).to_have_attribute("data-status", "succeeded")
             failed_row = page.locator(f'tr[data-run="{failing.json()["id"]}"]')
             expect(failed_row).to_have_attribute("data-status", "failed")
-            page.locator("main").screenshot(path=str(IMAGES / "dashboard-runs.png"))
+            page.locator("main").screenshot(path=str(images / "dashboard-runs.png"))
         finally:
             browser.close()
