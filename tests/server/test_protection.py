@@ -110,7 +110,15 @@ def test_unknown_routes_methods_and_bodies_answer_json(gateway: Running, key: st
         assert r.json()["error"]["type"] == "invalid_request_error"
 
 
-def test_health_and_readiness(gateway: Running) -> None:
+def test_health_and_readiness(gateway: Running, key: str) -> None:
+    with gateway.client(key) as c:
+        gateway.fake.script(Reply(text="counted"))
+        assert (
+            c.post(
+                "/v1/chat/completions", json={"model": "gpt-fake", "messages": [{"role": "user", "content": "x"}]}
+            ).status_code
+            == 200
+        )
     with gateway.client() as c:
         assert c.get("/healthz").json() == {"status": "ok"}
         ready = c.get("/readyz")
@@ -120,6 +128,10 @@ def test_health_and_readiness(gateway: Running) -> None:
         metrics = c.get("/metrics")
         assert metrics.status_code == 200
         assert metrics.headers["content-type"].startswith("text/plain")
+        http_series = [line for line in metrics.text.splitlines() if line.startswith("legato_http_requests_total{")]
+        assert any('route="/v1/chat/completions"' in line and 'status="200"' in line for line in http_series)
+        model_series = [line for line in metrics.text.splitlines() if line.startswith("legato_model_requests_total{")]
+        assert model_series  # the served models are instrumented
         assert c.get("/openapi.json").json()["paths"]["/v1/chat/completions"]
 
 

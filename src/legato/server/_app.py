@@ -48,6 +48,7 @@ async def open_gateway(
     catalog: ModelCatalog | None = None,
     store: Any = None,
     pipelines: dict[str, Any] | None = None,
+    run_subscribers: list[Any] | None = None,
 ) -> AsyncIterator[Gateway]:
     """Open every shared resource of a gateway replica; close them on exit.
 
@@ -80,7 +81,7 @@ async def open_gateway(
         stack.push_async_callback(catalog.aclose)
         spend = SpendRecorder(engine)
         master = settings.master_key.get_secret_value() if settings.master_key else None
-        runs = RunsService(store, pipelines)
+        runs = RunsService(store, pipelines, subscribers=run_subscribers)
         gw = Gateway(
             settings=settings,
             catalog=catalog,
@@ -138,9 +139,10 @@ def _install_handlers(app: FastAPI) -> None:
         return error_response(request, GatewayError(500, "internal", "internal error"))
 
 
-def _mount_dashboard(app: FastAPI, settings: ServerSettings) -> None:
-    """The dashboard at ``/ui``, reading the same store and spend records as the API."""
-    from legato.server.ui import DashboardSources, mount_dashboard, pipeline_graph
+def _mount_dashboard(app: FastAPI, settings: ServerSettings) -> Any:
+    """The dashboard at ``/ui``, reading the same store and spend records as the API.
+    Returns its live-events subscriber (fed by the runs this replica executes)."""
+    from legato.server.ui import DashboardSources, LiveEvents, mount_dashboard, pipeline_graph
 
     def gw() -> Gateway:
         gateway: Gateway = app.state.gateway
@@ -155,8 +157,10 @@ def _mount_dashboard(app: FastAPI, settings: ServerSettings) -> None:
         return await gw().keys.spend_report(since_day=since_day)
 
     master = settings.master_key.get_secret_value() if settings.master_key else None
-    sources = DashboardSources(store=lambda: gw().runs.store, admin_key=master, graphs=graph, spend=spend)
+    live = LiveEvents()
+    sources = DashboardSources(store=lambda: gw().runs.store, admin_key=master, graphs=graph, spend=spend, live=live)
     mount_dashboard(app, sources)
+    return live
 
 
 class _KeyGuard:
@@ -215,7 +219,14 @@ def create_app(
 
         async with AsyncExitStack() as stack:
             gw = await stack.enter_async_context(
-                open_gateway(settings, config=config, catalog=catalog, store=store, pipelines=pipelines)
+                open_gateway(
+                    settings,
+                    config=config,
+                    catalog=catalog,
+                    store=store,
+                    pipelines=pipelines,
+                    run_subscribers=[*_run_subscribers(), live],
+                )
             )
             if mcp is not None:
                 await stack.enter_async_context(mcp.session_manager.run())
@@ -235,8 +246,18 @@ def create_app(
     app.include_router(_gateway.router)
     app.include_router(_admin.router)
     app.include_router(_runs.router)
-    _mount_dashboard(app, settings)
+    live = _mount_dashboard(app, settings)
     mcp = _mount_mcp(app, store, pipelines)
     app.state.load = Load(max_in_flight=settings.max_in_flight, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(Protection, load=app.state.load)
+    from legato.observe import TraceMiddleware
+
+    app.add_middleware(TraceMiddleware)  # outermost: refused requests are counted and traced too
     return app
+
+
+def _run_subscribers() -> list[Any]:
+    """Run metrics and run/step spans (spans only once an OpenTelemetry SDK is installed)."""
+    from legato.observe import MetricsSubscriber, TracingSubscriber
+
+    return [MetricsSubscriber(), TracingSubscriber()]

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
@@ -51,18 +50,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 def gateway(request: Request) -> Gateway:
     gw: Gateway = request.app.state.gateway
     return gw
-
-
-@contextmanager
-def traced(request: Request) -> Iterator[None]:
-    """Continue the caller's W3C trace (``traceparent``) for the model call, when it sent one."""
-    if "traceparent" not in request.headers:
-        yield
-        return
-    from legato.observe import continue_trace
-
-    with continue_trace(request.headers):
-        yield
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -120,7 +107,7 @@ async def _prepare(
         await gw.ssrf.check_all(urls)
     except URLNotAllowed as exc:
         raise GatewayError(400, "invalid_request", str(exc), code="url_not_allowed") from None
-    model = gw.catalog.get(model_name)
+    model = gw.model(model_name)
     await gw.limiter.admit(key)
     return model, request
 
@@ -192,8 +179,7 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 async def chat_completions(
     body: ow.ChatCompletionRequest, request: Request, key: ApiKey = Depends(require("chat"))
 ) -> Response:
-    with traced(request):
-        return await _chat_completions(body, request, key)
+    return await _chat_completions(body, request, key)
 
 
 async def _chat_completions(body: ow.ChatCompletionRequest, request: Request, key: ApiKey) -> Response:
@@ -243,8 +229,7 @@ async def _openai_events(up: _Upstream, model: str, include_usage: bool) -> Asyn
 
 @router.post("/v1/messages", tags=["Anthropic"], responses=_ERRORS, summary="Create a message (Anthropic format)")
 async def messages(body: aw.MessagesRequest, request: Request, key: ApiKey = Depends(require("chat"))) -> Response:
-    with traced(request):
-        return await _messages(body, request, key)
+    return await _messages(body, request, key)
 
 
 async def _messages(body: aw.MessagesRequest, request: Request, key: ApiKey) -> Response:
@@ -284,8 +269,7 @@ async def _anthropic_events(up: _Upstream, model: str) -> AsyncIterator[bytes]:
 
 @router.post("/v1/embeddings", tags=["OpenAI"], responses=_ERRORS, summary="Embeddings (OpenAI format)")
 async def embeddings(body: ow.EmbeddingRequest, request: Request, key: ApiKey = Depends(require("embed"))) -> Response:
-    with traced(request):
-        return await _embeddings(body, request, key)
+    return await _embeddings(body, request, key)
 
 
 async def _embeddings(body: ow.EmbeddingRequest, request: Request, key: ApiKey) -> Response:
@@ -294,7 +278,7 @@ async def _embeddings(body: ow.EmbeddingRequest, request: Request, key: ApiKey) 
     inputs = [body.input] if isinstance(body.input, str) else body.input
     if len(inputs) > 2048:
         raise GatewayError(422, "invalid_request", f"too many inputs: {len(inputs)} > 2048", param="input")
-    model = gw.catalog.get(body.model)
+    model = gw.model(body.model)
     await gw.limiter.admit(key)
     ereq = EmbedRequest(inputs=inputs, model=body.model, dimensions=body.dimensions, metadata={"api_key": key.prefix})
     resp = await _upstream(model.embed(ereq), gw.settings.upstream_timeout_s)

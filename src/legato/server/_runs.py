@@ -89,10 +89,13 @@ def load_pipelines(config: LegatoConfig) -> dict[str, Any]:
 class RunsService:
     """Starts, follows and cancels runs; owns the background run tasks."""
 
-    def __init__(self, store: Any, pipelines: Mapping[str, Any], *, poll_s: float = 0.25) -> None:
+    def __init__(
+        self, store: Any, pipelines: Mapping[str, Any], *, poll_s: float = 0.25, subscribers: list[Any] | None = None
+    ) -> None:
         from legato.store import DurableRunner
 
         self.store = store
+        self.subscribers = list(subscribers or [])
         self.pipelines = dict(pipelines)
         self.runner = DurableRunner(store)
         self.poll_s = poll_s
@@ -172,7 +175,7 @@ class RunsService:
         control = RunControl()
         self._controls[run_id] = control
         try:
-            await self.runner.resume(pipeline, run_id, control=control)
+            await self.runner.resume(pipeline, run_id, control=control, subscribers=self.subscribers)
         except Exception:
             log.exception("run %s could not be executed", run_id)
         finally:

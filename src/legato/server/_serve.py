@@ -38,7 +38,15 @@ def app_from_env() -> Any:
     args = json.loads(os.environ.get(_ENV, "{}"))
     config = LegatoConfig.load(args.pop("config", None))
     settings = load_settings(config, **args)
+    _observe(config)
     return create_app(settings, config=config)
+
+
+def _observe(config: LegatoConfig) -> None:
+    """Apply the ``observe:`` section (redaction, JSON logs, tracing) once per process."""
+    from legato.observe import ObserveConfig, setup
+
+    setup(ObserveConfig.from_config(config))
 
 
 @contextmanager
@@ -93,6 +101,7 @@ def run(settings: ServerSettings, *, config: LegatoConfig, config_path: str | No
     if settings.workers <= 1:
         from legato.server._app import create_app
 
+        _observe(config)
         uvicorn.run(create_app(settings, config=config), **_uvicorn_options(settings))
         return
     os.environ[_ENV] = json.dumps({"config": config_path, **{k: v for k, v in overrides.items() if v is not None}})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from legato.providers import Model
 from legato.server._auth import Authenticator
 from legato.server._catalog import ModelCatalog
 from legato.server._keys import ApiKey, KeyStore
@@ -28,6 +29,17 @@ class Gateway:
     redis: Any = None
     runs: Any = None  # the runs service, when the run store is available
     extras: dict[str, Any] = field(default_factory=dict)
+    _instrumented: dict[str, Model] = field(default_factory=dict)
+
+    def model(self, name: str) -> Model:
+        """The served model ``name``, instrumented (spans and ``legato_model_*`` metrics).
+        ``ModelNotFound`` when the catalog does not serve it."""
+        model = self._instrumented.get(name)
+        if model is None:
+            from legato.observe import Instrumented
+
+            model = self._instrumented[name] = Instrumented(self.catalog.get(name))
+        return model
 
     def record_usage(self, key: ApiKey, model: str, input_tokens: int, output_tokens: int, cost: float | None) -> None:
         if key.id != "master":
