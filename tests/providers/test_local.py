@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import anyio
 import pytest
 
 from legato import errors
 from legato.ledger import Ledger, use_ledger
 from legato.providers import ChatRequest, EmbedRequest, LocalModel, Message, collect, create
+from legato.providers._local import locate_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.local_models]
 
@@ -48,12 +50,35 @@ async def test_gguf_causal_lm_chat_and_stream() -> None:
     assert streamed.usage == response.usage
     with pytest.raises(errors.BadRequest, match="does not embed"):
         await model.embed(EmbedRequest(inputs=["x"]))
+    # The same GGUF named another way (lower-case alias, the file's path) reuses the
+    # loaded weights: the process holds one SmolLM2, however many models wrap it.
+    directory, gguf = locate_model("SmolLM2-135M-Instruct")
+    assert gguf is not None
+    for other in (LocalModel("smollm2-135m-instruct"), LocalModel("llama", path=str(directory / gguf))):
+        await other.warm_up()
+        assert other._loaded is model._loaded
+        assert other._tokenizer is model._tokenizer
     await model.aclose()
+
+
+async def test_one_load_per_files_whatever_the_name_and_however_concurrent() -> None:
+    directory, _ = locate_model("all-MiniLM-L6-v2")
+    models = [
+        LocalModel("all-MiniLM-L6-v2"),
+        LocalModel("sentence-transformers/all-MiniLM-L6-v2"),
+        LocalModel("minilm", path=str(directory), kind="embed"),
+        LocalModel("all-minilm-l6-v2"),
+    ]
+    assert all(m._loaded is None for m in models)  # lazy: nothing loads before warm_up or a call
+    async with anyio.create_task_group() as tg:
+        for m in models:
+            tg.start_soon(m.warm_up)
+    assert models[0]._loaded is not None
+    assert all(m._loaded is models[0]._loaded for m in models)
 
 
 def test_unknown_local_models_say_what_to_give() -> None:
     from legato.errors import ConfigError
-    from legato.providers._local import locate_model
 
     with pytest.raises(ConfigError, match="packaged model"):
         locate_model("no-such-model")

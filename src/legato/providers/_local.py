@@ -41,9 +41,13 @@ from legato.providers._validate import validate_chat, validate_embed
 
 __all__ = ["LocalModel", "locate_model"]
 
-# Loaded weights are shared by every LocalModel of the same files in this process,
-# so building a model by name again (``legato.models.get``) does not reload them.
-_SHARED: dict[tuple[str, str, str | None, str | None, str], tuple[Any, Any, str]] = {}
+# Loaded weights are shared by every LocalModel of the same files in this process:
+# the key is what the weights are made of (resolved directory, GGUF file, kind,
+# device), not how the model was named, so an alias, its other spelling and a path to
+# the same files load once, and concurrent first loads of one key wait for each other.
+_LoadKey = tuple[str, str | None, str, str]
+_SHARED: dict[_LoadKey, tuple[Any, Any]] = {}
+_LOADING: dict[_LoadKey, threading.Lock] = {}
 _SHARED_LOCK = threading.Lock()
 
 # alias -> (package, file or sub-directory pattern, kind)
@@ -142,38 +146,41 @@ class LocalModel:
                 await anyio.to_thread.run_sync(self._load, limiter=self._limiter)
 
     def _load(self) -> None:
-        key = (self.model, self.kind or "", self.path, self.package, self.device)
-        with _SHARED_LOCK:
-            shared = _SHARED.get(key)
-        if shared is not None:
-            self._loaded, self._tokenizer, self.kind = shared
-            return
-        self._load_files()
-        with _SHARED_LOCK:
-            _SHARED[key] = (self._loaded, self._tokenizer, self.kind or "")
-
-    def _load_files(self) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         directory, gguf = locate_model(self.model, path=self.path, package=self.package)
         kind = self.kind or ("chat" if gguf or not (directory / "modules.json").exists() else "embed")
+        key = (str(directory.resolve()), gguf, kind, self.device)
+        with _SHARED_LOCK:
+            loading = _LOADING.setdefault(key, threading.Lock())
+        with loading:
+            with _SHARED_LOCK:
+                shared = _SHARED.get(key)
+            if shared is None:
+                shared = self._load_files(directory, gguf, kind)
+                with _SHARED_LOCK:
+                    _SHARED[key] = shared
+        self._loaded, self._tokenizer = shared
+        self.kind = kind
+
+    def _load_files(self, directory: Path, gguf: str | None, kind: str) -> tuple[Any, Any]:
+        """(model, tokenizer or None) read from disk."""
         try:
             if kind == "embed":
                 from sentence_transformers import SentenceTransformer
 
-                self._loaded = SentenceTransformer(str(directory), device=self.device, local_files_only=True)
-            else:
-                from transformers import AutoModelForCausalLM, AutoTokenizer
+                return SentenceTransformer(str(directory), device=self.device, local_files_only=True), None
+            from transformers import AutoModelForCausalLM, AutoTokenizer
 
-                extra = {"gguf_file": gguf} if gguf else {}
-                self._tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True, **extra)
-                self._loaded = AutoModelForCausalLM.from_pretrained(str(directory), local_files_only=True, **extra)
-                self._loaded.to(self.device).eval()
+            extra = {"gguf_file": gguf} if gguf else {}
+            tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True, **extra)
+            model: Any = AutoModelForCausalLM.from_pretrained(str(directory), local_files_only=True, **extra)
+            model.to(self.device).eval()
+            return model, tokenizer
         except ImportError as exc:
             raise ConfigError(f"local models need the local extra (pip install 'legato[local]'): {exc}") from exc
         except OSError as exc:
             raise ConfigError(f"cannot load local model {self.model!r} from {directory}: {exc}") from exc
-        self.kind = kind
 
     async def aclose(self) -> None:
         """Drop this object's reference; the weights stay cached for the process."""
