@@ -20,6 +20,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -211,15 +212,16 @@ def main() -> None:
     args = parser.parse_args()
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    proc, base = start_fake(RESULTS.parent)
-    try:
-        chat = asyncio.run(bench_chat(base, args.requests))
-        ttfc = asyncio.run(bench_ttfc(base, args.streams))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stderr is not None:
-            proc.stderr.close()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, base = start_fake(Path(tmp))
+        try:
+            chat = asyncio.run(bench_chat(base, args.requests))
+            ttfc = asyncio.run(bench_ttfc(base, args.streams))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+            if proc.stderr is not None:
+                proc.stderr.close()
     in_process = asyncio.run(bench_in_process())
     imports = {
         "import legato.providers (types)": import_time("import legato.providers"),
