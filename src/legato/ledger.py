@@ -9,6 +9,11 @@ the step's totals into ``StepFinished.meta`` and the run's into ``RunResult.cost
 
 It is a leaf module (no legato imports) so that the engine and the model layer can
 both use it without depending on each other.
+
+A run opens one ledger per step, so a ledger is small: slotted, and guarded by one
+(reentrant) lock shared by every ledger rather than a lock each. Calls are recorded
+a few times per step at most, so the shared lock is rarely contended, and holding it
+for the whole walk up the parents makes a record atomic across the tree.
 """
 
 from __future__ import annotations
@@ -35,7 +40,20 @@ class CallRecord:
     saved: float = 0.0  # what a cache hit or cheaper tier saved, in USD
 
 
-@dataclass
+_LOCK = threading.RLock()
+_NOTHING: dict[str, Any] = {
+    "calls": 0,
+    "cache_hits": 0,
+    "input_tokens": 0,
+    "output_tokens": 0,
+    "cached_input_tokens": 0,
+    "cost": 0.0,
+    "saved": 0.0,
+    "unpriced_calls": 0,
+}
+
+
+@dataclass(slots=True)
 class Ledger:
     """Running totals of model calls. Thread-safe; children report to parents."""
 
@@ -50,41 +68,43 @@ class Ledger:
     saved: float = 0.0
     unpriced_calls: int = 0
     by_model: dict[str, float] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def child(self, name: str) -> Ledger:
         return Ledger(name=name, parent=self)
 
     def record(self, call: CallRecord) -> None:
-        node: Ledger | None = self
-        while node is not None:
-            node._add(call)
-            node = node.parent
+        with _LOCK:
+            node: Ledger | None = self
+            while node is not None:
+                node._add(call)
+                node = node.parent
 
     def record_saving(self, amount: float) -> None:
         """Credit ``amount`` USD saved without a call of its own (a cheaper cascade tier answered)."""
-        node: Ledger | None = self
-        while node is not None:
-            with node._lock:
+        with _LOCK:
+            node: Ledger | None = self
+            while node is not None:
                 node.saved += amount
-            node = node.parent
+                node = node.parent
 
     def _add(self, call: CallRecord) -> None:
-        with self._lock:
-            self.calls += 1
-            self.cache_hits += call.cached
-            self.input_tokens += call.input_tokens
-            self.output_tokens += call.output_tokens
-            self.cached_input_tokens += call.cached_input_tokens
-            self.saved += call.saved
-            if call.cost is None:
-                self.unpriced_calls += 1
-            else:
-                self.cost += call.cost
-                self.by_model[call.model] = self.by_model.get(call.model, 0.0) + call.cost
+        # called with _LOCK held
+        self.calls += 1
+        self.cache_hits += call.cached
+        self.input_tokens += call.input_tokens
+        self.output_tokens += call.output_tokens
+        self.cached_input_tokens += call.cached_input_tokens
+        self.saved += call.saved
+        if call.cost is None:
+            self.unpriced_calls += 1
+        else:
+            self.cost += call.cost
+            self.by_model[call.model] = self.by_model.get(call.model, 0.0) + call.cost
 
     def summary(self) -> dict[str, Any]:
-        with self._lock:
+        if not self.calls and not self.saved:  # nothing recorded (most runs and steps)
+            return {**_NOTHING, "by_model": {}}
+        with _LOCK:
             return {
                 "calls": self.calls,
                 "cache_hits": self.cache_hits,
@@ -98,12 +118,36 @@ class Ledger:
             }
 
 
-_current: contextvars.ContextVar[Ledger | None] = contextvars.ContextVar("legato_ledger", default=None)
+class _LazyChild:
+    """A child ledger created on first use: most steps make no model call, so the
+    engine makes one of these current for each step instead of a :class:`Ledger`."""
+
+    __slots__ = ("ledger", "name", "parent")
+
+    def __init__(self, parent: Ledger, name: str) -> None:
+        self.parent = parent
+        self.name = name
+        self.ledger: Ledger | None = None
+
+    def get(self) -> Ledger:
+        ledger = self.ledger
+        if ledger is None:
+            with _LOCK:
+                if self.ledger is None:
+                    self.ledger = self.parent.child(self.name)
+                ledger = self.ledger
+        return ledger
+
+
+_current: contextvars.ContextVar[Ledger | _LazyChild | None] = contextvars.ContextVar("legato_ledger", default=None)
 
 
 def current_ledger() -> Ledger | None:
     """The ledger of the step (or run) this code runs in, or None outside a run."""
-    return _current.get()
+    ledger = _current.get()
+    if isinstance(ledger, _LazyChild):
+        return ledger.get()
+    return ledger
 
 
 @contextmanager
