@@ -19,7 +19,7 @@ pytestmark = pytest.mark.local_models
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DOCUMENTS = EXAMPLES / "data" / "documents"
-KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
+KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "LOCAL_LLAMA_API_KEY")
 ANGRY = "The invoice from Acme Corp charged me twice and Maria Lopez never replied. This is terrible and I am angry."
 
 
