@@ -1,6 +1,6 @@
 """How one step is called: binding arguments, map fan-out, loops, retries, timeouts,
 the step cache and the executor. :class:`StepCalls` is the half of a run's state
-machine that deals with a single step; ``_run._Run`` schedules steps and reports.
+machine that deals with a single step; ``_run.Run`` schedules steps and reports.
 """
 
 from __future__ import annotations
@@ -17,79 +17,36 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from legato.engine._bus import EventBus
-from legato.engine._context import RunControl, StepContext, _reset_step, _set_step
+from legato.engine._context import _current as _step_var
 from legato.engine._events import StepRetried
 from legato.engine._executor import Executor, StepCache, StepCall
 from legato.engine._plan import CARRY, INPUT, INPUT_OR_DEFAULT, STEP, VALUE, Bind, CompiledStep
 from legato.engine._result import StepTiming
 from legato.engine._step import StepDef
 from legato.errors import DeadlineExceeded
-from legato.ledger import Ledger
 from legato.ledger import _current as _ledger_var
+from legato.ledger import _LazyChild
 from legato.retry import RetryPolicy
 from legato.spec._expr import Expression
 
-__all__ = ["RunOptions", "StepCalls", "cache_key"]
-
-
-class RunOptions:
-    """What one run needs from its pipeline and its caller (built by ``Pipeline.run``)."""
-
-    __slots__ = (
-        "bus",
-        "clock",
-        "control",
-        "deadline",
-        "executor",
-        "failure_policy",
-        "ledger",
-        "max_concurrency",
-        "pipeline",
-        "retry",
-        "sleep",
-        "step_cache",
-    )
-
-    def __init__(
-        self,
-        *,
-        pipeline: str,
-        bus: EventBus,
-        executor: Executor | None,
-        step_cache: StepCache | None,
-        deadline: float | None,
-        control: RunControl | None,
-        failure_policy: str,
-        max_concurrency: int | None,
-        retry: RetryPolicy | None,
-        ledger: Ledger,
-        clock: Callable[[], float],
-        sleep: Callable[[float], Awaitable[Any]],
-    ) -> None:
-        self.pipeline = pipeline
-        self.bus = bus
-        self.executor = executor
-        self.step_cache = step_cache
-        self.deadline = deadline
-        self.control = control
-        self.failure_policy = failure_policy
-        self.max_concurrency = max_concurrency
-        self.retry = retry
-        self.ledger = ledger
-        self.clock = clock
-        self.sleep = sleep
+__all__ = ["StepCalls", "cache_key"]
 
 
 class StepCalls(abc.ABC):
     """Calling steps: the attributes below are set by the run that subclasses this."""
 
+    __slots__ = ()
+
     run_id: str
-    o: RunOptions
+    pipeline: str
+    executor: Executor | None
+    step_cache: StepCache | None
+    retry: RetryPolicy | None
+    sleep: Callable[[float], Awaitable[Any]]
     inputs: dict[str, Any]
     view: dict[str, Any]
     timings: dict[str, StepTiming]
-    step_ledgers: dict[str, Ledger]
+    step_ledgers: dict[str, _LazyChild]
     limiter: anyio.CapacityLimiter | None
     fast: bool
     bus_on: bool
@@ -135,27 +92,28 @@ class StepCalls(abc.ABC):
 
         errors: list[Exception] = []
 
-        async def items_loop() -> None:
+        async def items_loop(kwargs: dict[str, Any]) -> None:
             if not fast:
                 for index, item in it:
                     results[index] = await self.attempts(cs, {**kwargs, param: item}, index, None)
                 return
             # Fast path: the item call without the retry/timeout/cache layers.
             self.timings[d.name].attempts = 1
-            fn, run_id, pipeline, name = d.fn, self.run_id, self.o.pipeline, d.name
+            fn, run_id, pipeline, name = d.fn, self.run_id, self.pipeline, d.name
+            set_step, reset_step = _step_var.set, _step_var.reset
             for index, item in it:
-                call_kwargs = {**kwargs, param: item}
-                token = _set_step(StepContext(run_id, pipeline, name, 1, index, None))
+                kwargs[param] = item  # this worker's own copy of the arguments
+                token = set_step((run_id, pipeline, name, 1, index, None))
                 try:
-                    results[index] = await fn(**call_kwargs)
+                    results[index] = await fn(**kwargs)
                 finally:
-                    _reset_step(token)
+                    reset_step(token)
 
         async def worker(tg: anyio.abc.TaskGroup) -> None:
             # The first failing item fails the step with its own exception (not an
             # ExceptionGroup); the other items are cancelled.
             try:
-                await items_loop()
+                await items_loop(dict(kwargs))
             except Exception as exc:
                 errors.append(exc)
                 tg.cancel_scope.cancel()
@@ -165,7 +123,7 @@ class StepCalls(abc.ABC):
         try:
             async with anyio.create_task_group() as tg:
                 for _ in range(workers):
-                    tg.start_soon(worker, tg)
+                    tg.start_soon(worker, tg, name=d.name)
         finally:
             _ledger_var.reset(ledger_token)
         if errors:
@@ -198,7 +156,7 @@ class StepCalls(abc.ABC):
 
     async def attempts(self, cs: CompiledStep, kwargs: dict[str, Any], index: int | None, iteration: int | None) -> Any:
         d = cs.d
-        policy = d.retry if d.retry is not None else self.o.retry
+        policy = d.retry if d.retry is not None else self.retry
         timing = self.timings[d.name]
         first = self.clock()
         attempt = 0
@@ -216,19 +174,19 @@ class StepCalls(abc.ABC):
                     await self.emit(
                         StepRetried(self.run_id, time.time(), d.name, attempt, delay, type(exc).__name__, str(exc))
                     )
-                await self.o.sleep(delay)
+                await self.sleep(delay)
 
     async def attempt(
         self, cs: CompiledStep, kwargs: dict[str, Any], attempt: int, index: int | None, iteration: int | None
     ) -> Any:
         d = cs.d
-        token = _set_step(StepContext(self.run_id, self.o.pipeline, d.name, attempt, index, iteration))
+        token = _step_var.set((self.run_id, self.pipeline, d.name, attempt, index, iteration))
         ledger_token = _ledger_var.set(self.step_ledgers[d.name])  # what use_ledger() does, minus its overhead
         try:
             key = None
-            cache = self.o.step_cache
+            cache = self.step_cache
             if d.cache and cache is not None:
-                key = cache_key(self.o.pipeline, d.name, d.code_version, kwargs)
+                key = cache_key(self.pipeline, d.name, d.code_version, kwargs)
                 hit, value = await cache.get(key)
                 if hit:
                     return value
@@ -242,7 +200,7 @@ class StepCalls(abc.ABC):
             return result
         finally:
             _ledger_var.reset(ledger_token)
-            _reset_step(token)
+            _step_var.reset(token)
 
     async def call(self, d: StepDef, kwargs: dict[str, Any], attempt: int, index: int | None) -> Any:
         if d.timeout is None:
@@ -256,7 +214,7 @@ class StepCalls(abc.ABC):
             raise DeadlineExceeded(f"step {d.name!r} timed out after {d.timeout:g}s") from None
 
     async def invoke(self, d: StepDef, kwargs: dict[str, Any], attempt: int, index: int | None) -> Any:
-        executor = self.o.executor
+        executor = self.executor
         if executor is None:
             if d.is_async:
                 return await d.fn(**kwargs)
@@ -268,7 +226,7 @@ class StepCalls(abc.ABC):
             run_id=self.run_id,
             is_async=d.is_async,
             resources=d.resources,
-            pipeline=self.o.pipeline,
+            pipeline=self.pipeline,
             attempt=attempt,
             index=index,
         )

@@ -55,20 +55,28 @@ class StepContext:
         return key if self.index is None else f"{key}/{self.index}"
 
 
-_current: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar("legato_step", default=None)
+# The scheduler sets a plain tuple of StepContext's fields (building the frozen
+# dataclass for every step and map item would cost more than the rest of the step's
+# bookkeeping); current_step() builds the StepContext when someone asks.
+StepFields = tuple[str, str, str, int, "int | None", "int | None"]
+
+_current: contextvars.ContextVar[StepContext | StepFields | None] = contextvars.ContextVar("legato_step", default=None)
 
 
 def current_step() -> StepContext | None:
     """The :class:`StepContext` of the step attempt running this code, or None
     outside a pipeline step. Worker threads started by the engine see it too."""
-    return _current.get()
+    ctx = _current.get()
+    if isinstance(ctx, tuple):
+        return StepContext(*ctx)
+    return ctx
 
 
-def _set_step(ctx: StepContext) -> contextvars.Token[StepContext | None]:
+def _set_step(ctx: StepContext | StepFields) -> contextvars.Token[StepContext | StepFields | None]:
     return _current.set(ctx)
 
 
-def _reset_step(token: contextvars.Token[StepContext | None]) -> None:
+def _reset_step(token: contextvars.Token[StepContext | StepFields | None]) -> None:
     _current.reset(token)
 
 

@@ -11,12 +11,11 @@ from typing import Any, Literal, overload
 import anyio
 
 from legato.engine._bus import EventBus, Subscriber
-from legato.engine._calls import RunOptions
 from legato.engine._context import RunControl
 from legato.engine._executor import Executor, StepCache, resolve_executor
 from legato.engine._plan import Plan, compile_plan
 from legato.engine._result import RunResult
-from legato.engine._run import execute
+from legato.engine._run import Run
 from legato.engine._step import InputDecl, LoopOptions, StepDef, make_step
 from legato.errors import InputError, SpecError, SpecIssue
 from legato.ledger import Ledger
@@ -249,15 +248,17 @@ class Pipeline:
         their outputs (``SKIPPED`` for a skipped step); they are not run again.
         ``ledger`` is a parent for the run's usage ledger (e.g. a budget's).
         """
-        plan = self.compile()
-        values = self._check_inputs(plan, {**(inputs or {}), **input_kwargs})
-        done = dict(completed or {})
+        plan = self._plan if self._plan is not None else self.compile()
+        values = self._check_inputs(plan, {**inputs, **input_kwargs} if inputs else input_kwargs)
+        done = dict(completed) if completed else {}
         unknown = [s for s in done if s not in plan.steps]
         if unknown:
             raise InputError(f"completed= names unknown step(s): {', '.join(map(repr, unknown))}")
         run_id = run_id or os.urandom(16).hex()  # 128 random bits, like uuid4().hex at a tenth of the cost
-        run_ledger = ledger.child(run_id) if ledger is not None else Ledger(name=run_id)
-        opts = RunOptions(
+        return await Run(
+            plan,
+            values,
+            run_id,
             pipeline=self.name,
             bus=subscribers if isinstance(subscribers, EventBus) else EventBus(subscribers),
             executor=executor if executor is not None else self._default_executor(),
@@ -267,11 +268,10 @@ class Pipeline:
             failure_policy=self.failure_policy,
             max_concurrency=self.max_concurrency,
             retry=self.retry,
-            ledger=run_ledger,
+            ledger=ledger.child(run_id) if ledger is not None else Ledger(name=run_id),
             clock=self.clock,
             sleep=self.sleep,
-        )
-        return await execute(plan, values, run_id, done, opts)
+        ).run(done)
 
     def _default_executor(self) -> Executor | None:
         if self.executor is None and self.executor_name is not None:

@@ -55,6 +55,12 @@ class Plan:
     inputs: dict[str, InputDecl]
     outputs: dict[str, Value]
     levels: list[list[str]]
+    roots: tuple[str, ...] = ()  # steps without dependencies, in order
+    dep_counts: dict[str, int] = field(default_factory=dict)  # step -> how many steps it waits for
+
+    def __post_init__(self) -> None:
+        self.roots = tuple(name for name in self.order if not self.steps[name].deps)
+        self.dep_counts = {name: len(self.steps[name].deps) for name in self.order}
 
 
 def compile_plan(

@@ -12,14 +12,16 @@ executor) lives in :mod:`legato.engine._calls`.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
 import anyio.abc
 
-from legato.engine._calls import RunOptions, StepCalls
-from legato.engine._context import SKIPPED, RunControl, StepContext, _reset_step, _set_step
+from legato.engine._bus import EventBus
+from legato.engine._calls import StepCalls
+from legato.engine._context import SKIPPED, RunControl
+from legato.engine._context import _current as _step_var
 from legato.engine._events import (
     RunFinished,
     RunStarted,
@@ -30,14 +32,16 @@ from legato.engine._events import (
     StepStarted,
     StepStatus,
 )
+from legato.engine._executor import Executor, StepCache
 from legato.engine._plan import CompiledStep, Plan
 from legato.engine._result import RunResult, StepTiming
 from legato.errors import DeadlineExceeded, RunCancelled, RunError, StepError
-from legato.ledger import Ledger
+from legato.ledger import Ledger, _LazyChild
 from legato.ledger import _current as _ledger_var
+from legato.retry import RetryPolicy
 from legato.spec._expr import Expression
 
-__all__ = ["execute"]
+__all__ = ["Run"]
 
 _LEDGER_KEYS = ("cost", "input_tokens", "output_tokens", "calls", "by_model")
 
@@ -46,12 +50,77 @@ class _Stop(Exception):
     """Internal: an event subscriber failed; the run stops."""
 
 
-class _Run(StepCalls):
-    def __init__(self, plan: Plan, inputs: dict[str, Any], run_id: str, opts: RunOptions) -> None:
+class Run(StepCalls):
+    """One run of a plan: ``await Run(plan, inputs, run_id, **options).run(completed)``."""
+
+    __slots__ = (
+        "bad",
+        "bus",
+        "bus_on",
+        "clock",
+        "control",
+        "deadline",
+        "executor",
+        "failure_policy",
+        "failures",
+        "fast",
+        "inputs",
+        "ledger",
+        "limiter",
+        "outputs",
+        "pipeline",
+        "plan",
+        "remaining",
+        "result",
+        "retry",
+        "run_error",
+        "run_id",
+        "scope",
+        "skipped",
+        "sleep",
+        "step_cache",
+        "step_ledgers",
+        "stopping",
+        "t0",
+        "tg",
+        "timings",
+        "view",
+    )
+
+    def __init__(
+        self,
+        plan: Plan,
+        inputs: dict[str, Any],
+        run_id: str,
+        *,
+        pipeline: str,
+        bus: EventBus,
+        executor: Executor | None,
+        step_cache: StepCache | None,
+        deadline: float | None,
+        control: RunControl | None,
+        failure_policy: str,
+        max_concurrency: int | None,
+        retry: RetryPolicy | None,
+        ledger: Ledger,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[Any]],
+    ) -> None:
         self.plan = plan
         self.inputs = inputs
         self.run_id = run_id
-        self.o = opts
+        self.pipeline = pipeline
+        self.bus = bus
+        self.bus_on = bool(bus)
+        self.executor = executor
+        self.step_cache = step_cache
+        self.deadline = deadline
+        self.control = control
+        self.failure_policy = failure_policy
+        self.retry = retry
+        self.ledger = ledger
+        self.clock = clock
+        self.sleep = sleep
         self.outputs: dict[str, Any] = {}
         self.view: dict[str, Any] = {}  # outputs plus None for skipped steps (what references see)
         self.timings: dict[str, StepTiming] = {name: StepTiming() for name in plan.order}
@@ -60,20 +129,19 @@ class _Run(StepCalls):
         self.failures: list[StepError] = []
         self.run_error: RunError | None = None
         self.stopping = False
+        self.bad = 0  # steps failed or skipped so far (while 0, no dependent needs a skip check)
         self.t0 = 0.0
         self.tg: anyio.abc.TaskGroup | None = None
         self.scope: anyio.CancelScope | None = None
-        self.limiter = anyio.CapacityLimiter(opts.max_concurrency) if opts.max_concurrency else None
-        self.step_ledgers: dict[str, Ledger] = {}
-        self.bus_on = bool(opts.bus)
-        self.clock = opts.clock
+        self.limiter = anyio.CapacityLimiter(max_concurrency) if max_concurrency else None
+        self.step_ledgers: dict[str, _LazyChild] = {}
         # run-level conditions of the fast path (see CompiledStep.fast for the step-level ones)
-        self.fast = opts.executor is None and self.limiter is None and opts.retry is None
+        self.fast = executor is None and self.limiter is None and retry is None
 
     # -- events -------------------------------------------------------------------
     async def emit(self, event: Any) -> None:
         try:
-            await self.o.bus.publish(event)
+            await self.bus.publish(event)
         except Exception as exc:
             if self.run_error is None:
                 self.run_error = RunError(
@@ -102,32 +170,38 @@ class _Run(StepCalls):
                 t.status = StepStatus.SUCCEEDED
                 self.outputs[name] = value
                 self.view[name] = value
-        ready: list[str] = []
-        for name in self.plan.order:
-            if name in completed:
-                continue
-            n = sum(1 for d in self.plan.steps[name].deps if d not in completed)
-            self.remaining[name] = n
-            if n == 0:
-                ready.append(name)
-        control = self.o.control
+        ready: list[str] | tuple[str, ...]
+        if not completed:
+            self.remaining = dict(self.plan.dep_counts)
+            ready = self.plan.roots
+        else:
+            self.bad = len(self.skipped)
+            ready = []
+            for name in self.plan.order:
+                if name in completed:
+                    continue
+                n = sum(1 for d in self.plan.steps[name].deps if d not in completed)
+                self.remaining[name] = n
+                if n == 0:
+                    ready.append(name)
+        control = self.control
         try:
             if self.bus_on:
                 await self.emit(
                     RunStarted(
-                        self.run_id, time.time(), self.o.pipeline, dict(self.inputs), resumed_steps=tuple(completed)
+                        self.run_id, time.time(), self.pipeline, dict(self.inputs), resumed_steps=tuple(completed)
                     )
                 )
             async with anyio.create_task_group() as tg:
                 self.tg = tg
                 self.scope = scope = tg.cancel_scope
-                if self.o.deadline is not None:
-                    scope.deadline = anyio.current_time() + self.o.deadline
+                if self.deadline is not None:
+                    scope.deadline = anyio.current_time() + self.deadline
                 if control is not None:
                     control._attach(scope)
                 # The first ready step runs in this task; the others get their own.
                 for name in ready[1:]:
-                    tg.start_soon(self.step, name)
+                    tg.start_soon(self.step, name, name=name)
                 if ready:
                     await self.step(ready[0])
         except _Stop:
@@ -144,12 +218,12 @@ class _Run(StepCalls):
     def outcome(self, control: RunControl | None) -> tuple[RunStatus, RunError | None]:
         if self.run_error is not None:
             return RunStatus.FAILED, self.run_error
-        if self.failures and self.o.failure_policy == "fail_fast":
+        if self.failures and self.failure_policy == "fail_fast":
             return RunStatus.FAILED, self.failures[0]
         if control is not None and control.cancelled:
             return RunStatus.CANCELLED, RunCancelled(f"run {self.run_id} cancelled: {control.reason}")
         if self.scope is not None and self.scope.cancelled_caught:
-            return RunStatus.FAILED, DeadlineExceeded(f"run {self.run_id} exceeded its deadline of {self.o.deadline}s")
+            return RunStatus.FAILED, DeadlineExceeded(f"run {self.run_id} exceeded its deadline of {self.deadline}s")
         if self.failures:
             return RunStatus.FAILED, self.failures[0]
         if self.plan.outputs:
@@ -168,15 +242,16 @@ class _Run(StepCalls):
 
     async def finish(self, status: RunStatus, error: RunError | None) -> RunResult:
         duration = self.clock() - self.t0
-        failed_step = next((f.step for f in self.failures), None)
-        for t in self.timings.values():
-            if t.status is StepStatus.RUNNING:
-                t.status = StepStatus.CANCELLED
-        usage = self.o.ledger.summary()
+        failed_step = self.failures[0].step if self.failures else None
+        if status is not RunStatus.SUCCEEDED:
+            for t in self.timings.values():
+                if t.status is StepStatus.RUNNING:
+                    t.status = StepStatus.CANCELLED
+        usage = self.ledger.summary()
         res = RunResult(
             status=status,
             run_id=self.run_id,
-            pipeline=self.o.pipeline,
+            pipeline=self.pipeline,
             outputs=self.outputs,
             result=getattr(self, "result", {}) if status is RunStatus.SUCCEEDED else {},
             timings=self.timings,
@@ -199,7 +274,7 @@ class _Run(StepCalls):
                 failed_step=res.failed_step,
             )
             try:
-                await self.o.bus.publish(event)
+                await self.bus.publish(event)
             except Exception as exc:
                 # The run's record may be incomplete: report the run as failed.
                 error = RunError(f"event subscriber failed on RunFinished: {type(exc).__name__}: {exc}")
@@ -215,23 +290,57 @@ class _Run(StepCalls):
         a chain of steps costs one task, not one per step."""
         next_name: str | None = name
         steps = self.plan.steps
+        scope = self.scope
+        assert scope is not None
+        # The common case, a plain async step (see CompiledStep.fast) in a run without
+        # executor, limiter, default retry policy or subscribers, runs inline below:
+        # the bookkeeping of execute() without events and without a coroutine of its own.
+        plain = self.fast and not self.bus_on
+        timings, clock, t0 = self.timings, self.clock, self.t0
         try:
             while next_name is not None:
-                if self.scope is not None and self.scope.cancel_called:
+                if scope.cancel_called:
                     return  # cancelled, failed fast or past the deadline: start nothing new
                 cs = steps[next_name]
-                reason = self.skip_reason(cs) if cs.deps else None
+                reason = self.skip_reason(cs) if self.bad and cs.deps else None
                 if reason is None and cs.d.when is not None:
                     try:
                         if not self.check_when(cs):
                             reason = f"condition {_when_text(cs)} is false"
                     except Exception as exc:
-                        next_name = await self.failed(cs, exc, self.clock(), 1)
+                        next_name = await self.failed(cs, exc, clock(), 1)
                         continue
                 if reason is not None:
                     next_name = await self.skip(next_name, reason)
-                else:
+                    continue
+                if not (plain and cs.fast):
                     next_name = await self.execute(cs)
+                    continue
+                timing = timings[next_name]
+                timing.status = StepStatus.RUNNING
+                timing.attempts = 1
+                start = clock()
+                timing.started = start - t0
+                token = _step_var.set((self.run_id, self.pipeline, next_name, 1, None, None))
+                ledger_token = _ledger_var.set(_LazyChild(self.ledger, next_name))
+                try:
+                    try:
+                        output = await cs.d.fn(**self.bind(cs.binds, None))
+                    finally:
+                        _ledger_var.reset(ledger_token)
+                        _step_var.reset(token)
+                except anyio.get_cancelled_exc_class():
+                    timing.status = StepStatus.CANCELLED
+                    timing.finished = clock() - t0
+                    raise
+                except Exception as exc:
+                    next_name = await self.failed(cs, exc, start, 1)
+                    continue
+                timing.finished = clock() - t0
+                timing.status = StepStatus.SUCCEEDED
+                self.outputs[next_name] = output
+                self.view[next_name] = output
+                next_name = self.done(next_name)
         except _Stop:
             return
 
@@ -252,6 +361,7 @@ class _Run(StepCalls):
         return bool(when(**self.bind(cs.when_binds, None)))
 
     async def skip(self, name: str, reason: str) -> str | None:
+        self.bad += 1
         self.timings[name].status = StepStatus.SKIPPED
         self.skipped[name] = reason
         self.view[name] = None
@@ -268,12 +378,13 @@ class _Run(StepCalls):
         remaining = self.remaining
         inline: str | None = None
         for dependent in self.plan.steps[name].dependents:
-            remaining[dependent] -= 1
-            if remaining[dependent] == 0:
+            n = remaining[dependent] - 1
+            remaining[dependent] = n
+            if n == 0:
                 if inline is None:
                     inline = dependent
                 else:
-                    self.tg.start_soon(self.step, dependent)
+                    self.tg.start_soon(self.step, dependent, name=dependent)
         return inline
 
     async def execute(self, cs: CompiledStep) -> str | None:
@@ -281,24 +392,25 @@ class _Run(StepCalls):
         name = d.name
         timing = self.timings[name]
         timing.status = StepStatus.RUNNING
-        started_wall = time.time() if self.o.bus else 0.0
+        bus_on = self.bus_on
+        started_wall = time.time() if bus_on else 0.0
         start = self.clock()
         timing.started = start - self.t0
-        self.step_ledgers[name] = step_ledger = self.o.ledger.child(name)
-        if self.bus_on:
+        self.step_ledgers[name] = step_ledger = _LazyChild(self.ledger, name)
+        if bus_on:
             await self.emit(StepStarted(self.run_id, started_wall, name))
         try:
             if self.fast and cs.fast:
-                # The common case (an async function, no options that need the general
-                # path) without four layers of coroutine frames.
+                # An async function with no options that need the general path,
+                # without four layers of coroutine frames.
                 timing.attempts = 1
-                token = _set_step(StepContext(self.run_id, self.o.pipeline, name, 1, None, None))
+                token = _step_var.set((self.run_id, self.pipeline, name, 1, None, None))
                 ledger_token = _ledger_var.set(step_ledger)
                 try:
                     output = await d.fn(**self.bind(cs.binds, None))
                 finally:
                     _ledger_var.reset(ledger_token)
-                    _reset_step(token)
+                    _step_var.reset(token)
             elif d.loop is not None:
                 output = await self.run_loop(cs)
             elif d.map is not None:
@@ -333,10 +445,11 @@ class _Run(StepCalls):
         timing.status = StepStatus.SUCCEEDED
         self.outputs[name] = output
         self.view[name] = output
-        if self.bus_on:
+        if bus_on:
             meta: dict[str, Any] = {}
-            if step_ledger.calls:
-                summary = step_ledger.summary()
+            used = step_ledger.ledger
+            if used is not None and used.calls:
+                summary = used.summary()
                 meta = {k: summary[k] for k in _LEDGER_KEYS}
             await self.emit(
                 StepFinished(
@@ -356,6 +469,7 @@ class _Run(StepCalls):
         self, cs: CompiledStep, exc: Exception, start: float, attempt: int, started_wall: float | None = None
     ) -> str | None:
         name = cs.d.name
+        self.bad += 1
         timing = self.timings[name]
         timing.status = StepStatus.FAILED
         timing.finished = self.clock() - self.t0
@@ -376,7 +490,7 @@ class _Run(StepCalls):
                     error=exc,
                 )
             )
-        if self.o.failure_policy == "fail_fast":
+        if self.failure_policy == "fail_fast":
             self.stop()
             return None
         return self.done(name)
@@ -387,9 +501,3 @@ def _when_text(cs: CompiledStep) -> str:
     if isinstance(when, Expression):
         return repr(when.source)
     return getattr(when, "__name__", repr(when))
-
-
-async def execute(
-    plan: Plan, inputs: dict[str, Any], run_id: str, completed: Mapping[str, Any], opts: RunOptions
-) -> RunResult:
-    return await _Run(plan, inputs, run_id, opts).run(completed)
