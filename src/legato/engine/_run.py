@@ -43,6 +43,12 @@ from legato.spec._expr import Expression
 
 __all__ = ["Run"]
 
+try:
+    from sniffio import current_async_library as _current_library
+    from sniffio import current_async_library_cvar as _library_var
+except ImportError:  # pragma: no cover - anyio then finds the running loop without sniffio
+    _library_var = None  # type: ignore[assignment]
+
 _LEDGER_KEYS = ("cost", "input_tokens", "output_tokens", "calls", "by_model")
 
 
@@ -158,6 +164,20 @@ class Run(StepCalls):
 
     # -- the run --------------------------------------------------------------------
     async def run(self, completed: Mapping[str, Any]) -> RunResult:
+        # anyio asks sniffio which async library runs for every task, cancel scope and
+        # event it creates. Under anyio.run the answer sits in sniffio's contextvar;
+        # under a bare asyncio.run (uvicorn, say) each lookup inspects the running
+        # task. Name the library once for the run, as anyio.run does for its loop.
+        token = None
+        if _library_var is not None and _library_var.get() is None:
+            token = _library_var.set(_current_library())
+        try:
+            return await self._run(completed)
+        finally:
+            if token is not None:
+                _library_var.reset(token)
+
+    async def _run(self, completed: Mapping[str, Any]) -> RunResult:
         self.t0 = self.clock()
         for name in completed:
             value = completed[name]
