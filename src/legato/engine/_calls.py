@@ -97,17 +97,16 @@ class StepCalls(abc.ABC):
                 for index, item in it:
                     results[index] = await self.attempts(cs, {**kwargs, param: item}, index, None)
                 return
-            # Fast path: the item call without the retry/timeout/cache layers.
+            # Fast path: the item call without the retry/timeout/cache layers. Each
+            # worker is a task with its own copy of the context, dropped when the
+            # worker ends, so the step context is set per item and never reset.
             self.timings[d.name].attempts = 1
             fn, run_id, pipeline, name = d.fn, self.run_id, self.pipeline, d.name
-            set_step, reset_step = _step_var.set, _step_var.reset
+            set_step = _step_var.set
             for index, item in it:
                 kwargs[param] = item  # this worker's own copy of the arguments
-                token = set_step((run_id, pipeline, name, 1, index, None))
-                try:
-                    results[index] = await fn(**kwargs)
-                finally:
-                    reset_step(token)
+                set_step((run_id, pipeline, name, 1, index, None))
+                results[index] = await fn(**kwargs)
 
         async def worker(tg: anyio.abc.TaskGroup) -> None:
             # The first failing item fails the step with its own exception (not an
