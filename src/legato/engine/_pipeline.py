@@ -261,7 +261,7 @@ class Pipeline:
             values,
             run_id,
             pipeline=self.name,
-            bus=subscribers if isinstance(subscribers, EventBus) else EventBus(subscribers),
+            bus=subscribers if isinstance(subscribers, EventBus) else EventBus(subscribers) if subscribers else _NO_BUS,
             executor=executor if executor is not None else self._default_executor(),
             step_cache=step_cache,
             deadline=deadline if deadline is not None else self.deadline,
@@ -316,6 +316,9 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"Pipeline({self.name!r}, steps={list(self._steps)})"
+
+
+_NO_BUS = EventBus()  # what runs without subscribers publish to (nothing: they skip events)
 
 
 class _RunIds:

@@ -164,20 +164,6 @@ class Run(StepCalls):
 
     # -- the run --------------------------------------------------------------------
     async def run(self, completed: Mapping[str, Any]) -> RunResult:
-        # anyio asks sniffio which async library runs for every task, cancel scope and
-        # event it creates. Under anyio.run the answer sits in sniffio's contextvar;
-        # under a bare asyncio.run (uvicorn, say) each lookup inspects the running
-        # task. Name the library once for the run, as anyio.run does for its loop.
-        token = None
-        if _library_var is not None and _library_var.get() is None:
-            token = _library_var.set(_current_library())
-        try:
-            return await self._run(completed)
-        finally:
-            if token is not None:
-                _library_var.reset(token)
-
-    async def _run(self, completed: Mapping[str, Any]) -> RunResult:
         self.t0 = self.clock()
         for name in completed:
             value = completed[name]
@@ -205,6 +191,13 @@ class Run(StepCalls):
                 if n == 0:
                     ready.append(name)
         control = self.control
+        # anyio asks sniffio which async library runs for every task, cancel scope and
+        # event it creates. Under anyio.run the answer sits in sniffio's contextvar;
+        # under a bare asyncio.run (uvicorn, say) each lookup inspects the running
+        # task. Name the library once for the run, as anyio.run does for its loop.
+        library_token = None
+        if _library_var is not None and _library_var.get() is None:
+            library_token = _library_var.set(_current_library())
         try:
             if self.bus_on:
                 await self.emit(
@@ -233,6 +226,8 @@ class Run(StepCalls):
         finally:
             if control is not None:
                 control._detach()
+            if library_token is not None:
+                _library_var.reset(library_token)
         return await self.finish(*self.outcome(control))
 
     def outcome(self, control: RunControl | None) -> tuple[RunStatus, RunError | None]:
