@@ -36,6 +36,7 @@ import anyio  # noqa: E402
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, loopback-only cluster
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep the local Ray on 127.0.0.1
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -12,12 +12,10 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +25,6 @@ import pytest
 from legato.errors import ConfigError, ExecutorError, WorkerLost
 
 VENV_BIN = Path(sys.executable).parent
-RAY = str(VENV_BIN / "ray")
 LEGATO = str(VENV_BIN / "legato")
 
 
@@ -101,65 +98,47 @@ def test_import_legato_does_not_import_ray() -> None:
 # -- a real local cluster ---------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Cluster:
     address: str
-    temp_dir: str
     worker_raylet: int
     env: dict[str, str]
 
-    def processes(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-f", self.temp_dir], capture_output=True, text=True)
-        return [int(p) for p in out.stdout.split()]
-
-
-def _raylets() -> set[int]:
-    out = subprocess.run(["pgrep", "-f", "raylet/raylet"], capture_output=True, text=True)
-    return {int(p) for p in out.stdout.split()}
-
 
 @pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[Cluster]:
-    temp_dir = f"/tmp/lgray-{uuid.uuid4().hex[:6]}"
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     env = dict(os.environ)
     env.update(
-        RAY_AUTH_MODE="disabled",  # loopback-only test cluster
+        RAY_AUTH_MODE="disabled",  # a loopback-only test cluster
         RAY_USAGE_STATS_ENABLED="0",
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # keep drivers on 127.0.0.1 too
         RAY_health_check_period_ms="500",
         RAY_health_check_timeout_ms="500",
         RAY_health_check_failure_threshold="4",
     )
-    port = _free_port()
-    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
-    head = [
-        RAY, "start", "--head", f"--port={port}", f"--temp-dir={temp_dir}", "--include-dashboard=false",
-        f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
-        "--min-worker-port=0", "--max-worker-port=0", *common,
-    ]  # fmt: skip
-    subprocess.run(head, env=env, check=True, capture_output=True, timeout=120)
-    before = _raylets()
-    worker = [
-        RAY, "start", f"--address=127.0.0.1:{port}", f"--dashboard-agent-listen-port={_free_port()}",
-        '--resources={"worker_node": 1}',
-        "--min-worker-port=0", "--max-worker-port=0", *common,
-    ]  # fmt: skip
-    subprocess.run(worker, env=env, check=True, capture_output=True, timeout=120)
-    new = _raylets() - before
-    assert len(new) == 1, f"expected one new raylet for the worker node, got {new}"
-    cluster = Cluster(f"127.0.0.1:{port}", temp_dir, new.pop(), env)
+    script = Path(__file__).with_name("ray_cluster.py")
+    log_path = tmp_path_factory.mktemp("ray") / "cluster.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(script)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True
+        )
+    assert proc.stdout is not None
+    assert proc.stdin is not None
     try:
-        yield cluster
+        line = proc.stdout.readline()
+        if not line:
+            proc.wait(timeout=30)
+            pytest.fail(f"the Ray test cluster did not start:\n{log_path.read_text()[-3000:]}")
+        info = json.loads(line)
+        yield Cluster(info["address"], int(info["worker_raylet"]), env)
     finally:
-        for pid in [*cluster.processes(), cluster.worker_raylet]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        subprocess.run(["rm", "-rf", temp_dir], check=False)
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
 
 
 STEPS = """

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import re
 import sys
 import sysconfig
@@ -128,6 +129,13 @@ class _StepActor:
         return result, ledger.records
 
 
+def _on_loopback(address: str | None) -> bool:
+    if address is None:
+        return True
+    host = address.removeprefix("ray://").rsplit(":", 1)[0]
+    return host == "localhost" or host.startswith("127.")
+
+
 def _is_installed(module_name: str) -> bool:
     """True when workers can import the module by name (stdlib or site-packages)."""
     module = sys.modules.get(module_name)
@@ -199,6 +207,11 @@ class RayExecutor:
     # -- set-up ---------------------------------------------------------------------
 
     def _ensure_ray(self) -> Any:
+        if _on_loopback(self.address) and "ray" not in sys.modules:
+            # A Ray started here, or a cluster on 127.0.0.1, serves this machine only:
+            # keep the driver on loopback (Ray otherwise resolves 127.0.0.1 to the
+            # host's first network address).
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         import ray
 
         with self._init_lock:
