@@ -1,5 +1,10 @@
 """Secret redaction for logs, span attributes, metric labels and stored text.
 
+A leaf module (it imports nothing from legato) so that every layer can use it:
+:mod:`legato.observe` re-exports it for logs, spans and metrics, and
+:mod:`legato.store` scrubs error messages and journal text with it before they
+reach the database.
+
 One :class:`Redactor` holds a single compiled alternation of every pattern, so
 redacting a string is one regex scan whatever the number of patterns. Values of
 sensitive keys (``authorization``, ``api_key``, ``x-api-key``, ``password``...) are
@@ -21,7 +26,14 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["DEFAULT_PATTERNS", "REDACTED", "SENSITIVE_KEYS", "Redactor", "default_redactor"]
+__all__ = [
+    "DEFAULT_PATTERNS",
+    "REDACTED",
+    "SENSITIVE_KEYS",
+    "Redactor",
+    "default_redactor",
+    "set_default_redactor",
+]
 
 REDACTED = "[REDACTED]"
 
@@ -159,5 +171,6 @@ def default_redactor() -> Redactor:
 
 
 def set_default_redactor(redactor: Redactor) -> None:
+    """Replace the process-wide redactor (``observe.redact`` patterns from ``legato.yaml``)."""
     global _default
     _default = redactor

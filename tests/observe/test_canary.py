@@ -1,11 +1,13 @@
 """Canary: secrets put into requests, errors and step outputs never reach logs,
-spans or metric labels."""
+spans, metric labels or the database (error messages, events, the journal)."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
+import sqlite3
+from pathlib import Path
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -24,6 +26,7 @@ from legato.observe import (
 from legato.providers import ChatRequest, Message
 from legato.resilience import EventHub, Retry, VirtualClock
 from legato.retry import RetryPolicy
+from legato.store import DurableRunner, Journal, RunStore
 
 from .conftest import EchoModel
 
@@ -107,3 +110,62 @@ async def test_canary_secrets_appear_nowhere(spans: tuple[TracerProvider, InMemo
         assert logs.count(canary) == 0, canary
         assert traces.count(canary) == 0, canary
         assert exposition.count(canary) == 0, canary
+
+
+async def test_canary_secrets_stay_out_of_the_database(tmp_path: Path) -> None:
+    """A durable run whose step fails (after a retry) with secrets in its error
+    message: the error columns, the events and the automatic journal reflection
+    hold none of them. Inputs and outputs are stored as given (resume needs them)."""
+    secret_in_request, secret_in_error, secret_in_output, configured = CANARIES
+    model = EchoModel()
+    p = Pipeline("canary-db")
+
+    @p.step
+    async def leak(key: str) -> str:
+        return f"output {secret_in_output}"
+
+    @p.step(retries=RetryPolicy(max_attempts=2, base_delay=0.0))
+    async def fail(leak: str) -> str:
+        await model.chat(ChatRequest(messages=[Message(role="user", content=f"FAIL {secret_in_error} {configured}")]))
+        return leak
+
+    db = tmp_path / "legato.db"
+    async with RunStore(db, redactor=Redactor(CONFIGURED)) as store:
+        result = await DurableRunner(store).run(p, {"key": secret_in_request})
+        assert result.failed_step == "fail"
+        assert result.error is not None
+        assert secret_in_error in result.error
+        record = await store.get_run(result.run_id)
+        steps = await store.steps(record.id)
+        events = await store.events(record.id)
+        entries = await Journal(store).recent(limit=10)
+
+    assert record.status == "failed"
+    assert record.error is not None
+    assert "[REDACTED]" in record.error
+    failed = [s for s in steps if s.status == "failed"]
+    assert failed
+    assert all(s.error and "[REDACTED]" in s.error for s in failed)
+    assert any(e.type == "StepRetried" for e in events)
+    assert [e.run_id for e in entries] == [record.id]  # the reflection quoting the error was written
+    assert "RateLimited" in entries[0].body
+
+    stored = json.dumps(
+        {
+            "error": record.error,
+            "steps": [(s.error, s.meta) for s in steps],
+            "events": [e.data for e in events],
+            "journal": [(e.title, e.body, e.tags) for e in entries],
+        }
+    )
+    for canary in CANARIES:
+        assert stored.count(canary) == 0, canary
+    assert any(s.output == f"output {secret_in_output}" for s in steps)  # outputs verbatim
+    assert record.inputs == {"key": secret_in_request}
+
+    # The database files as a whole: the error secrets are nowhere, not even in free pages.
+    raw = b"".join(f.read_bytes() for f in tmp_path.iterdir() if f.name.startswith("legato.db"))
+    for canary in (secret_in_error, configured):
+        assert raw.count(canary.encode()) == 0, canary
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM journal_entries").fetchone() == (1,)

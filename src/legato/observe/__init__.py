@@ -32,10 +32,10 @@ from legato.observe._propagation import (
     httpx_request_hook,
     inject_headers,
 )
-from legato.observe._redact import REDACTED, Redactor, default_redactor
 from legato.observe._routing import RoutingObserver
 from legato.observe._setup import LoggingConfig, Observability, ObserveConfig, TracingConfig, setup
 from legato.observe._tracing import GenAI, TracingSubscriber, get_tracer, tracing_enabled
+from legato.redaction import REDACTED, Redactor, default_redactor
 
 __all__ = [
     "REDACTED",

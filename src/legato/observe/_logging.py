@@ -19,7 +19,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
-from legato.observe._redact import Redactor, default_redactor
+from legato.redaction import Redactor, default_redactor
 
 __all__ = ["JsonFormatter", "RedactingFilter", "configure_logging"]
 

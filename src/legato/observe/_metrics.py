@@ -49,7 +49,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from legato.engine import Event, RunFinished, RunStarted, StepFailed, StepFinished, StepRetried, StepSkipped
-from legato.observe._redact import Redactor, default_redactor
+from legato.redaction import Redactor, default_redactor
 
 __all__ = ["BREAKER_STATES", "Metrics", "MetricsSubscriber", "default_metrics"]
 

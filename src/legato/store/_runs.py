@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from legato.errors import IdempotencyConflict, LeaseLost, RunNotFound, StoreError
+from legato.redaction import Redactor, default_redactor
 from legato.store._codec import encode, request_hash
 from legato.store._database import (
     READONLY,
@@ -54,13 +55,24 @@ class RunStore:
     ``url``: ``None`` (``$LEGATO_DATABASE_URL`` or ``./.legato/legato.db``), a
     SQLite path or ``sqlite:///PATH``, or ``postgresql://HOST/DB``.
     ``clock`` returns epoch seconds; inject one to test leases in virtual time.
+    ``redactor`` scrubs error messages, event data, step metadata and journal text
+    before they are written (default: the process-wide
+    :func:`~legato.redaction.default_redactor`, which ``observe.redact`` in
+    ``legato.yaml`` extends). Run inputs and step outputs are stored as given:
+    resuming a run needs them verbatim, so a step must not return secrets.
     """
 
     def __init__(
-        self, url: str | os.PathLike[str] | None = None, *, clock: Clock = time.time, echo: bool = False
+        self,
+        url: str | os.PathLike[str] | None = None,
+        *,
+        clock: Clock = time.time,
+        echo: bool = False,
+        redactor: Redactor | None = None,
     ) -> None:
         self.url = resolve_url(None if url is None else os.fspath(url))
         self.clock = clock
+        self._redactor = redactor
         self._echo = echo
         self._engine: AsyncEngine | None = None
         self._sync_engine: Engine | None = None  # SQLite: transactions run in a worker thread
@@ -95,6 +107,11 @@ class RunStore:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+    @property
+    def redactor(self) -> Redactor:
+        """What scrubs text on its way into the database (see the class docstring)."""
+        return self._redactor if self._redactor is not None else default_redactor()
 
     @property
     def engine(self) -> AsyncEngine:
@@ -279,8 +296,8 @@ class RunStore:
         """Commit finished step attempts and events in one transaction, extending the
         lease. Raises :class:`LeaseLost` (writing nothing) if ``owner`` lost the run."""
         now = self.clock()
-        step_rows = [step_row(a) for a in attempts]
-        event_rows = [event_row(e) for e in new_events]
+        step_rows = [step_row(a, self.redactor) for a in attempts]
+        event_rows = [event_row(e, self.redactor) for e in new_events]
 
         def write(conn: Connection) -> None:
             _fence(conn, run_id, owner, {"lease_expires_at": now + lease_ttl, "updated_at": now})
@@ -308,7 +325,7 @@ class RunStore:
         values: dict[str, Any] = {
             "status": status,
             "outputs": None if outputs is None else encode(outputs),
-            "error": error,
+            "error": None if error is None else self.redactor.text(error),
             "failed_step": failed_step,
             "cost": cost,
             "finished_at": now,
@@ -316,8 +333,8 @@ class RunStore:
             "lease_owner": None,
             "lease_expires_at": None,
         }
-        step_rows = [step_row(a) for a in attempts]
-        event_rows = [event_row(e) for e in new_events]
+        step_rows = [step_row(a, self.redactor) for a in attempts]
+        event_rows = [event_row(e, self.redactor) for e in new_events]
 
         def write(conn: Connection) -> None:
             _fence(conn, run_id, owner, values)
@@ -381,7 +398,8 @@ class RunStore:
                 type="LeaseAcquired",
                 at=now,
                 data={"owner": owner, "previous_owner": record.lease_owner, "previous_status": record.status},
-            )
+            ),
+            self.redactor,
         )
 
         def take(conn: Connection) -> RunRecord:
@@ -449,7 +467,10 @@ class RunStore:
     async def dead_letter(self, run_id: str, reason: str) -> RunRecord:
         """Move a run to the dead-letter queue (status ``dead``)."""
         now = self.clock()
-        event = event_row(EventRecord(run_id=run_id, type="RunDeadLettered", at=now, data={"reason": reason}))
+        reason = self.redactor.text(reason)
+        event = event_row(
+            EventRecord(run_id=run_id, type="RunDeadLettered", at=now, data={"reason": reason}), self.redactor
+        )
 
         def bury(conn: Connection) -> RunRecord:
             result = conn.execute(
@@ -484,7 +505,7 @@ class RunStore:
             values.update(
                 status="cancelled", finished_at=now, lease_owner=None, lease_expires_at=None, error="cancelled"
             )
-        event = event_row(EventRecord(run_id=record.id, type="CancelRequested", at=now))
+        event = event_row(EventRecord(run_id=record.id, type="CancelRequested", at=now), self.redactor)
 
         def cancel(conn: Connection) -> RunRecord:
             conn.execute(runs.update().where(runs.c.id == record.id, runs.c.status.in_(tuple(ACTIVE))).values(values))
