@@ -122,3 +122,26 @@ def test_runs_belong_to_their_key(gateway: Running, writer: str) -> None:
         assert run_id not in [r["id"] for r in c.get("/v1/runs").json()["data"]]
     with gateway.admin() as c:
         assert c.get(f"/v1/runs/{run_id}").status_code == 200
+
+
+def _counter(exposition: str, name: str, labels: dict[str, str]) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def test_runs_through_the_api_feed_the_run_and_step_metrics(gateway: Running, writer: str) -> None:
+    run_series = ("legato_runs_total", {"pipeline": "shout", "status": "succeeded"})
+    step_series = ("legato_steps_total", {"pipeline": "shout", "step": "upper", "status": "succeeded"})
+    with gateway.client(writer) as c:
+        before = c.get("/metrics").text
+        r = c.post("/v1/pipelines/shout/runs", json={"inputs": {"text": "counted"}})
+        assert r.status_code == 202, r.text
+        assert wait_for(c, r.json()["id"], {"succeeded", "failed"})["status"] == "succeeded"
+        after = c.get("/metrics").text
+    assert _counter(after, *run_series) == _counter(before, *run_series) + 1
+    assert _counter(after, *step_series) == _counter(before, *step_series) + 1
