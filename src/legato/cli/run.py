@@ -213,6 +213,23 @@ def _print_result(out: Console, result: RunResult) -> None:
         out.print(f"[green]succeeded[/green] in {result.duration_s:.3f}s" + _cost(result))
     else:
         out.print(f"[red]{result.status}[/red] after {result.duration_s:.3f}s: {result.error}")
+    out.print(wall_time_line(result))
+
+
+def wall_time_line(result: RunResult) -> str:
+    """``wall 16.9 s · sequential 29.8 s (1.8x from parallelism) · cost $0.000000 (3 model calls)``.
+
+    ``sequential`` is the sum of the step durations: what the run would have taken
+    with one step at a time (steps resumed from a checkpoint count as they ran then).
+    """
+    sequential = sum(t.duration or 0.0 for t in result.timings.values())
+    wall = result.duration_s
+    speedup = f" ({sequential / wall:.1f}x from parallelism)" if wall > 0 and sequential > 0 else ""
+    calls = int(result.usage.get("calls") or 0)
+    return (
+        f"wall {wall:.1f} s · sequential {sequential:.1f} s{speedup} · "
+        f"cost ${result.cost:.6f} ({calls} model call{'' if calls == 1 else 's'})"
+    )
 
 
 def _cost(result: RunResult) -> str:
