@@ -2,7 +2,9 @@
 
 The adapters talk to the APIs with ``httpx`` directly rather than through the
 vendors' SDKs: one ``AsyncClient`` per adapter (opened lazily or by
-:meth:`HttpModel.start`), no per-call allocation beyond the request itself, and
+:meth:`HttpModel.start`) whose bytes move over aiohttp's connection pool
+(:mod:`legato.providers._transport`; httpx's own transport when ``http2=True`` or
+when a ``transport`` is given), no per-call allocation beyond the request itself, and
 full control of the error edge (see docs/decisions). Subclasses implement the
 wire mapping; this module owns the transport and the accounting.
 
@@ -135,19 +137,25 @@ class HttpModel:
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
             o = self.options
+            limits = httpx.Limits(
+                max_connections=o.max_connections,
+                max_keepalive_connections=o.max_keepalive_connections,
+                keepalive_expiry=o.keepalive_expiry,
+            )
+            transport = self._transport
+            if transport is None and not o.http2:
+                from legato.providers._transport import AiohttpTransport
+
+                transport = AiohttpTransport(limits=limits)
             self._http = httpx.AsyncClient(
                 base_url=self.base_url,
                 headers={**self._auth_headers(), **self.extra_headers},
                 timeout=httpx.Timeout(
                     connect=o.connect_timeout, read=o.read_timeout, write=o.write_timeout, pool=o.pool_timeout
                 ),
-                limits=httpx.Limits(
-                    max_connections=o.max_connections,
-                    max_keepalive_connections=o.max_keepalive_connections,
-                    keepalive_expiry=o.keepalive_expiry,
-                ),
+                limits=limits,
                 http2=o.http2,
-                transport=self._transport,
+                transport=transport,
                 follow_redirects=False,
             )
         return self._http
