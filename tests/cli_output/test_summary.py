@@ -68,7 +68,7 @@ def test_legato_run_prints_wall_sequential_and_cost(
     result = CliRunner().invoke(
         app,
         ["run", "twice.yaml", "-i", "question=ready?", "--database-url", str(tmp_path / "runs.db")],
-        env={"COLUMNS": "200"},
+        env={"COLUMNS": "60"},  # a narrow terminal does not break the line
     )
     assert result.exit_code == 0, result.output
     assert "yes / yes" in result.output

@@ -213,7 +213,7 @@ def _print_result(out: Console, result: RunResult) -> None:
         out.print(f"[green]succeeded[/green] in {result.duration_s:.3f}s" + _cost(result))
     else:
         out.print(f"[red]{result.status}[/red] after {result.duration_s:.3f}s: {result.error}")
-    out.print(wall_time_line(result))
+    out.print(wall_time_line(result), soft_wrap=True)
 
 
 def wall_time_line(result: RunResult) -> str:
