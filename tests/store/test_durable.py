@@ -221,8 +221,11 @@ async def test_recover_expired_runs_takes_over_and_dead_letters(tmp_path: Path) 
             await store.acquire(poison.id, f"elsewhere:3:{i}", lease_ttl=30)
         clock.advance(31)
 
-        outcomes = {o.run_id: o for o in await recover_expired_runs(store, {p.name: p}.get)}
+        seen: list[Any] = []
+        outcomes = {o.run_id: o for o in await recover_expired_runs(store, {p.name: p}.get, subscribers=[seen.append])}
         assert outcomes[crashed.id].action == "resumed"
+        finished = [e for e in seen if type(e).__name__ == "RunFinished"]
+        assert [e.run_id for e in finished] == [crashed.id]  # the subscribers saw the resumed run
         result = outcomes[crashed.id].result
         assert result is not None
         assert result.ok

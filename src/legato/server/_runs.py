@@ -117,7 +117,7 @@ class RunsService:
 
     async def _recover(self, recover: Any) -> None:
         try:
-            outcomes = await recover(self.store, self.pipelines.get, runner=self.runner)
+            outcomes = await recover(self.store, self.pipelines.get, runner=self.runner, subscribers=self.subscribers)
         except Exception:
             log.exception("recovering orphaned runs failed")
             return

@@ -332,6 +332,7 @@ async def recover_expired_runs(
     *,
     runner: DurableRunner | None = None,
     limit: int = 100,
+    subscribers: Iterable[Subscriber] = (),
 ) -> list[Recovery]:
     """Take over every run whose worker died (lease expired, released, or holder gone)
     and finish it; call on start of ``legato serve`` or a worker (e.g. in its task
@@ -340,9 +341,11 @@ async def recover_expired_runs(
     ``pipelines_resolver(name)`` returns the :class:`Pipeline` for a stored pipeline
     name, or None if this process does not serve it (it may be async). Without a
     resolver, each run's pipeline is reloaded from its stored YAML ``source``.
-    Runs resume concurrently; returns when all have finished.
+    Runs resume concurrently; returns when all have finished. ``subscribers`` get
+    the events of every resumed run (metrics, spans, a dashboard's live view).
     """
     runner = runner or DurableRunner(store)
+    watchers = list(subscribers)
     outcomes: list[Recovery] = []
 
     async def recover(record: RunRecord) -> None:
@@ -359,7 +362,7 @@ async def recover_expired_runs(
             outcomes.append(Recovery(record.id, record.pipeline, "unknown_pipeline"))
             return
         try:
-            result = await runner.resume(pipeline, record.id)
+            result = await runner.resume(pipeline, record.id, subscribers=watchers)
         except LeaseLost as exc:
             outcomes.append(Recovery(record.id, record.pipeline, "taken", detail=str(exc)))
         except StoreError as exc:
