@@ -32,3 +32,21 @@ def test_mcp_needs_a_runs_write_key(gateway: Running, scopes: list[str] | None, 
         r = c.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
     assert r.status_code == status
     assert r.json()["error"]["type"] in ("authentication_error", "permission_error")
+
+
+async def test_runs_started_over_mcp_are_counted(gateway: Running) -> None:
+    from .test_runs_api import _counter
+
+    series = ("legato_steps_total", {"pipeline": "shout", "step": "upper", "status": "succeeded"})
+    key = gateway.create_key(["runs:read", "runs:write"])
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as plain:
+        before = _counter((await plain.get("/metrics")).text, *series)
+    async with (
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=30) as http,
+        Client(streamable_http_client(gateway.url + "/mcp", http_client=http)) as client,
+    ):
+        run = await client.call_tool("run_pipeline", {"name": "shout", "inputs": {"text": "counted"}})
+        assert not run.is_error
+    async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as plain:
+        after = _counter((await plain.get("/metrics")).text, *series)
+    assert after == before + 1

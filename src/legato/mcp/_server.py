@@ -16,10 +16,10 @@ are returned to the client as tool errors with a message that names the problem.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from legato.engine import Pipeline, RunResult
+from legato.engine import Pipeline, RunResult, Subscriber
 from legato.errors import IdempotencyConflict, InputError, RunNotFound, StoreError
 from legato.store import DurableRunner, Journal, RunStore
 
@@ -68,8 +68,10 @@ def create_mcp_server(
     journal: Journal | None = None,
     runner: DurableRunner | None = None,
     name: str = "legato",
+    subscribers: Sequence[Subscriber] = (),
 ) -> MCPServer[Any]:
-    """An MCP server whose tools use ``store`` (open) and serve ``pipelines``."""
+    """An MCP server whose tools use ``store`` (open) and serve ``pipelines``;
+    ``subscribers`` get the events of the runs its tools start (metrics, spans...)."""
     from mcp.server.mcpserver import MCPServer
     from mcp.server.mcpserver.exceptions import ToolError
 
@@ -134,7 +136,7 @@ def create_mcp_server(
         if pipeline is None:
             raise ToolError(f"no pipeline {name!r}; available: {', '.join(sorted(served)) or 'none'}")
         try:
-            result = await runner.run(pipeline, inputs or {}, idempotency_key=idempotency_key)
+            result = await runner.run(pipeline, inputs or {}, idempotency_key=idempotency_key, subscribers=subscribers)
         except (InputError, IdempotencyConflict) as exc:
             raise ToolError(str(exc)) from None
         return _result_dict(result)

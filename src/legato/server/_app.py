@@ -182,16 +182,17 @@ class _KeyGuard:
         await self.app(scope, receive, send)
 
 
-def _mount_mcp(app: FastAPI, store: Any, pipelines: dict[str, Any]) -> Any:
+def _mount_mcp(app: FastAPI, store: Any, pipelines: dict[str, Any], subscribers: list[Any]) -> Any:
     """The MCP server (journal and run tools) over streamable HTTP at ``/mcp``, for keys
-    with ``runs:write``. None when the ``mcp`` extra is not installed."""
+    with ``runs:write``; the runs its tools start feed ``subscribers`` like the runs API's.
+    None when the ``mcp`` extra is not installed."""
     try:
         from legato.mcp import create_mcp_server
     except ImportError:
         return None
     from starlette.routing import Route
 
-    server = create_mcp_server(store, pipelines=pipelines)
+    server = create_mcp_server(store, pipelines=pipelines, subscribers=subscribers)
     inner = server.streamable_http_app(streamable_http_path="/mcp")
     endpoint = next(r.endpoint for r in inner.routes if isinstance(r, Route) and r.path == "/mcp")
     app.router.routes.append(Route("/mcp", endpoint=_KeyGuard(endpoint, "runs:write"), include_in_schema=False))
@@ -247,7 +248,7 @@ def create_app(
     app.include_router(_admin.router)
     app.include_router(_runs.router)
     live = _mount_dashboard(app, settings)
-    mcp = _mount_mcp(app, store, pipelines)
+    mcp = _mount_mcp(app, store, pipelines, [*_run_subscribers(), live])
     app.state.load = Load(max_in_flight=settings.max_in_flight, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(Protection, load=app.state.load)
     from legato.observe import TraceMiddleware
