@@ -1,10 +1,10 @@
 """What every HTTP adapter shares: one pooled client, timeouts, error edges, the ledger.
 
 The adapters talk to the APIs with ``httpx`` directly rather than through the
-vendors' SDKs: one ``AsyncClient`` per adapter (opened lazily or by
-:meth:`HttpModel.start`) whose bytes move over aiohttp's connection pool
-(:mod:`legato.providers._transport`; httpx's own transport when ``http2=True`` or
-when a ``transport`` is given), no per-call allocation beyond the request itself, and
+vendors' SDKs: one connection pool per adapter (opened lazily or by
+:meth:`HttpModel.start`; aiohttp's, or an ``httpx.AsyncClient`` for HTTP/2 and
+injected transports: see :mod:`legato.providers._transport`), no per-call
+allocation beyond the request itself, and
 full control of the error edge (see docs/decisions). Subclasses implement the
 wire mapping; this module owns the transport and the accounting.
 
@@ -32,6 +32,7 @@ from legato.ledger import CallRecord, current_ledger
 from legato.providers._errors import from_transport, parse_retry_after
 from legato.providers._pricing import Price, PricingTable, cost_of
 from legato.providers._sse import ServerSentEvent, SSEDecoder
+from legato.providers._transport import AiohttpWire, Head, HttpxWire, Settings, Wire, dumps
 from legato.providers._types import ChatChunk, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Usage
 from legato.providers._validate import validate_chat
 
@@ -124,7 +125,7 @@ class HttpModel:
         self.pricing = pricing
         self._transport = transport
         self._clock = clock
-        self._http: httpx.AsyncClient | None = None
+        self._http: Wire | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.model!r}, base_url={self.base_url!r})"
@@ -134,30 +135,24 @@ class HttpModel:
     def _auth_headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
-    def _client(self) -> httpx.AsyncClient:
+    def _client(self) -> Wire:
         if self._http is None:
             o = self.options
-            limits = httpx.Limits(
+            settings = Settings(
+                base_url=self.base_url,
+                headers={**self._auth_headers(), **self.extra_headers},
+                connect_timeout=o.connect_timeout,
+                read_timeout=o.read_timeout,
+                write_timeout=o.write_timeout,
+                pool_timeout=o.pool_timeout,
                 max_connections=o.max_connections,
                 max_keepalive_connections=o.max_keepalive_connections,
                 keepalive_expiry=o.keepalive_expiry,
             )
-            transport = self._transport
-            if transport is None and not o.http2:
-                from legato.providers._transport import AiohttpTransport
-
-                transport = AiohttpTransport(limits=limits)
-            self._http = httpx.AsyncClient(
-                base_url=self.base_url,
-                headers={**self._auth_headers(), **self.extra_headers},
-                timeout=httpx.Timeout(
-                    connect=o.connect_timeout, read=o.read_timeout, write=o.write_timeout, pool=o.pool_timeout
-                ),
-                limits=limits,
-                http2=o.http2,
-                transport=transport,
-                follow_redirects=False,
-            )
+            if self._transport is None and not o.http2:
+                self._http = AiohttpWire(settings)
+            else:
+                self._http = HttpxWire(settings, http2=o.http2, transport=self._transport)
         return self._http
 
     async def start(self) -> None:
@@ -189,7 +184,7 @@ class HttpModel:
         """(class, message, provider code, retry_after from the body) for an error response."""
         raise NotImplementedError
 
-    def _raise_status(self, status: int, headers: httpx.Headers, body: bytes) -> NoReturn:
+    def _raise_status(self, status: int, headers: Mapping[str, str], body: bytes) -> NoReturn:
         cls, message, code, body_wait = self._translate(status, body)
         retry_after = parse_retry_after(headers)
         raise cls(
@@ -203,11 +198,11 @@ class HttpModel:
         )
 
     @staticmethod
-    def _request_id(headers: httpx.Headers) -> str | None:
+    def _request_id(headers: Mapping[str, str]) -> str | None:
         value = headers.get("x-request-id") or headers.get("request-id")
         return str(value) if value else None
 
-    def _malformed(self, what: str, headers: httpx.Headers | None = None, **kw: Any) -> MalformedResponse:
+    def _malformed(self, what: str, headers: Mapping[str, str] | None = None, **kw: Any) -> MalformedResponse:
         return MalformedResponse(
             f"{self.provider} sent {what}",
             provider=self.provider,
@@ -220,58 +215,57 @@ class HttpModel:
 
     async def _post(
         self, path: str, payload: Any, headers: Mapping[str, str] | None = None
-    ) -> tuple[Any, httpx.Headers]:
+    ) -> tuple[Any, Mapping[str, str]]:
         """POST JSON, return (decoded JSON, headers); raise the translated error otherwise."""
         try:
-            response = await self._client().post(path, json=payload, headers=trace_headers(headers))
+            head, body = await self._client().post(path, dumps(payload), trace_headers(headers))
         except Exception as exc:  # only the HTTP client runs here: every failure is a transport failure
             raise from_transport(exc, provider=self.provider, model=self.model) from exc
-        body = response.content
-        if response.status_code >= 400:
-            self._raise_status(response.status_code, response.headers, body)
+        if head.status >= 400:
+            self._raise_status(head.status, head.headers, body)
         try:
-            return _loads(body), response.headers
+            return _loads(body), head.headers
         except ValueError:
-            raise self._malformed("a body that is not JSON", response.headers, status=response.status_code) from None
+            raise self._malformed("a body that is not JSON", head.headers, status=head.status) from None
 
     @asynccontextmanager
     async def _open_stream(
         self, path: str, payload: Any, progress: Progress
-    ) -> AsyncIterator[tuple[httpx.Response, AsyncIterator[ServerSentEvent]]]:
-        """POST for an SSE answer: yields (response, its events); closes both on exit."""
+    ) -> AsyncIterator[tuple[Head, AsyncIterator[ServerSentEvent]]]:
+        """POST for an SSE answer: yields (status and headers, the events); closes both on exit."""
         stack = AsyncExitStack()
         try:
-            response = await stack.enter_async_context(
-                self._client().stream("POST", path, json=payload, headers=trace_headers())
-            )
+            head, chunks = await stack.enter_async_context(self._client().stream(path, dumps(payload), trace_headers()))
         except Exception as exc:  # only the HTTP client runs here: every failure is a transport failure
             raise from_transport(exc, provider=self.provider, model=self.model, streaming=True) from exc
         try:
             async with stack:
-                if response.status_code >= 400:
-                    body = await response.aread()
-                    self._raise_status(response.status_code, response.headers, body)
-                async with aclosing(self._events(response, progress)) as events:
-                    yield response, events
+                if head.status >= 400:
+                    body = b"".join([chunk async for chunk in chunks])
+                    self._raise_status(head.status, head.headers, body)
+                async with aclosing(self._events(head, chunks, progress)) as events:
+                    yield head, events
         except httpx.HTTPError as exc:
             raise from_transport(exc, provider=self.provider, model=self.model, streaming=True) from exc
 
-    async def _events(self, response: httpx.Response, progress: Progress) -> AsyncGenerator[ServerSentEvent, None]:
-        """The SSE events of ``response``; a cut body raises StreamInterrupted."""
+    async def _events(
+        self, head: Head, chunks: AsyncIterator[bytes], progress: Progress
+    ) -> AsyncGenerator[ServerSentEvent, None]:
+        """The SSE events of a body; a cut body raises StreamInterrupted."""
         decoder = SSEDecoder()
         try:
-            async for raw in response.aiter_raw():
+            async for raw in chunks:
                 for event in decoder.feed(raw):
                     yield event
         except (httpx.HTTPError, OSError) as exc:
             err = from_transport(exc, provider=self.provider, model=self.model, streaming=True)
             if isinstance(err, StreamInterrupted):
                 err.retryable = not progress.delivered
-                err.request_id = self._request_id(response.headers)
+                err.request_id = self._request_id(head.headers)
             raise err from exc
         decoder.close()
 
-    def _interrupted(self, response: httpx.Response, why: str, delivered: bool) -> StreamInterrupted:
+    def _interrupted(self, response: Head, why: str, delivered: bool) -> StreamInterrupted:
         return StreamInterrupted(
             f"the stream ended {why}",
             provider=self.provider,

@@ -1,132 +1,228 @@
-"""The adapters' default HTTP/1.1 transport: httpx's interface over aiohttp's connection pool.
+"""How the HTTP adapters move bytes: aiohttp's connection pool, or an httpx client.
 
-Why not httpx's own transport: httpcore's pool looks at every pooled connection on
-every request and polls each idle socket to see whether it expired, so with a few
-dozen calls in flight one upstream call costs 1.5-6 ms of CPU (a gateway worker then
-tops out near 100 calls/s; see docs/benchmarks.md). aiohttp keeps idle connections
-per host in a queue and parses responses in C: about 0.1-0.2 ms per call at any
-concurrency. httpx stays the interface of the adapters (request building, response
-objects, an injected ``transport=``, HTTP/2 through httpx's own transport when
-``http2=True``, the error translation of ``_errors.py``); only the bytes move
-through aiohttp.
+An adapter needs two things from HTTP: POST a JSON body and get (status, headers,
+body), and POST a JSON body and read the answer as it arrives (SSE). :class:`Wire`
+is that seam; the adapters build payloads, translate errors and decode events
+above it, and every failure below it is raised as the ``httpx`` exception httpcore
+raises for the same failure, so ``_errors.from_transport`` is the one translation.
 
-Why not the ``httpx-aiohttp`` package: it maps a server disconnect (a cut stream)
-to ``httpx.ConnectTimeout``, which would turn :class:`~legato.errors.StreamInterrupted`
-into a timeout. Here aiohttp's exceptions map to the httpx classes httpcore raises
-for the same failure.
+- :class:`AiohttpWire`, the default: HTTP/1.1 over aiohttp's ``ClientSession``.
+  httpx's own stack costs too much per call for a gateway: httpcore's pool looks
+  at every pooled connection and polls each idle socket on every request (1.5-6 ms
+  of CPU per call with a few dozen in flight), and even over a faster transport
+  httpx's request and URL building, cookie handling and per-request log line cost
+  about 0.4 ms. aiohttp keeps idle connections per host in a queue and parses
+  responses in C: about 0.1-0.2 ms per call at any concurrency (docs/benchmarks.md).
+- :class:`HttpxWire`: an ``httpx.AsyncClient``, for HTTP/2 (``http2=True``) and for
+  an injected ``httpx`` transport (``httpx.ASGITransport`` for an in-process app,
+  ``httpx.MockTransport`` in tests).
+
+Both send the same request: the client headers (auth and extras), the per-call
+headers (``traceparent``), ``content-type: application/json``, compression accepted
+and decoded; proxies from the environment (``HTTP_PROXY``...) and cookies a
+provider sets are honoured by both.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
-from typing import Any
+import json
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-import aiohttp
 import httpx
 
-__all__ = ["AiohttpTransport"]
+__all__ = ["AiohttpWire", "Head", "HttpxWire", "Wire", "dumps"]
+
+
+def dumps(payload: Any) -> bytes:
+    """The JSON body exactly as httpx's ``json=`` encodes it."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The status and headers of an answer (headers case-insensitive)."""
+
+    status: int
+    headers: Mapping[str, str]
+
+
+class Wire(Protocol):
+    """POST a JSON body; raises ``httpx`` exceptions for transport failures."""
+
+    async def post(self, path: str, body: bytes, headers: Mapping[str, str] | None) -> tuple[Head, bytes]: ...
+
+    def stream(
+        self, path: str, body: bytes, headers: Mapping[str, str] | None
+    ) -> AbstractAsyncContextManager[tuple[Head, AsyncIterator[bytes]]]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What a wire is built from (the adapter's base URL, client headers and HttpOptions)."""
+
+    base_url: str
+    headers: Mapping[str, str]
+    connect_timeout: float
+    read_timeout: float
+    write_timeout: float
+    pool_timeout: float
+    max_connections: int
+    max_keepalive_connections: int
+    keepalive_expiry: float
+
+
+def _url(base_url: str, path: str) -> str:
+    """``base_url`` joined with ``path`` the way httpx joins a client's base URL."""
+    return base_url.rstrip("/") + "/" + path.lstrip("/")
+
+
+class HttpxWire:
+    """An ``httpx.AsyncClient`` (HTTP/2, or an injected transport)."""
+
+    def __init__(self, s: Settings, *, http2: bool, transport: httpx.AsyncBaseTransport | None) -> None:
+        self.client = httpx.AsyncClient(
+            base_url=s.base_url,
+            headers=dict(s.headers),
+            timeout=httpx.Timeout(
+                connect=s.connect_timeout, read=s.read_timeout, write=s.write_timeout, pool=s.pool_timeout
+            ),
+            limits=httpx.Limits(
+                max_connections=s.max_connections,
+                max_keepalive_connections=s.max_keepalive_connections,
+                keepalive_expiry=s.keepalive_expiry,
+            ),
+            http2=http2,
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def _headers(self, headers: Mapping[str, str] | None) -> dict[str, str]:
+        return {"content-type": "application/json", **(headers or {})}
+
+    async def post(self, path: str, body: bytes, headers: Mapping[str, str] | None) -> tuple[Head, bytes]:
+        response = await self.client.post(path, content=body, headers=self._headers(headers))
+        return Head(response.status_code, response.headers), response.content
+
+    @asynccontextmanager
+    async def stream(
+        self, path: str, body: bytes, headers: Mapping[str, str] | None
+    ) -> AsyncIterator[tuple[Head, AsyncIterator[bytes]]]:
+        async with self.client.stream("POST", path, content=body, headers=self._headers(headers)) as response:
+            yield Head(response.status_code, response.headers), response.aiter_bytes()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
 
 
 @contextmanager
-def _mapped(request: httpx.Request) -> Iterator[None]:
+def _mapped() -> Iterator[None]:
     """aiohttp's exceptions as the httpx exceptions httpcore raises for the same failure."""
+    import aiohttp
+
     try:
         yield
     except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:
         cls = httpx.ConnectTimeout if isinstance(exc, aiohttp.ConnectionTimeoutError) else httpx.ConnectError
-        raise cls(str(exc) or type(exc).__name__, request=request) from exc
+        raise cls(str(exc) or type(exc).__name__) from exc
     except (aiohttp.SocketTimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise httpx.ReadTimeout(str(exc) or type(exc).__name__, request=request) from exc
+        raise httpx.ReadTimeout(str(exc) or type(exc).__name__) from exc
     except (aiohttp.ServerDisconnectedError, aiohttp.ClientResponseError) as exc:
-        raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__, request=request) from exc
+        raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__) from exc
     except (aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:
-        raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+        raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
     except aiohttp.NonHttpUrlClientError as exc:
-        raise httpx.UnsupportedProtocol(str(exc) or type(exc).__name__, request=request) from exc
+        raise httpx.UnsupportedProtocol(str(exc) or type(exc).__name__) from exc
     except aiohttp.InvalidURL as exc:  # a host or port no socket can reach (httpcore fails the connect)
-        raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
+        raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
     except aiohttp.ClientError as exc:
-        raise httpx.TransportError(str(exc) or type(exc).__name__, request=request) from exc
+        raise httpx.TransportError(str(exc) or type(exc).__name__) from exc
     except TimeoutError as exc:
-        raise httpx.TimeoutException(str(exc) or "timed out", request=request) from exc
+        raise httpx.TimeoutException(str(exc) or "timed out") from exc
 
 
-class _Body(httpx.AsyncByteStream):
-    """A response body read as it arrives (SSE events reach the adapter as soon as they are sent)."""
+class AiohttpWire:
+    """HTTP/1.1 over one aiohttp connection pool, opened on the first call (it needs the loop).
 
-    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
-        self._response = response
-        self._request = request
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _mapped(self._request):
-            async for chunk in self._response.content.iter_any():
-                yield chunk
-
-    async def aclose(self) -> None:
-        # A body read to its end returns the connection to the pool; aiohttp closes
-        # the connection of a body left unread rather than reuse it.
-        self._response.release()
-
-
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    """HTTP/1.1 over one aiohttp connection pool, opened on the first request.
-
-    ``limits.max_connections`` bounds the pool and ``limits.keepalive_expiry`` closes
-    idle connections; aiohttp keeps every idle connection until then (it has no
-    ``max_keepalive_connections``). Timeouts come from each request (httpx's
-    ``timeout`` extension): connect, read, and the wait for a pooled connection.
+    ``max_connections`` bounds the pool and ``keepalive_expiry`` closes idle
+    connections; aiohttp keeps every idle connection until then (it has no
+    ``max_keepalive_connections``). Timeouts: connect, read, and the wait for a
+    pooled connection plus the connect.
     """
 
-    def __init__(self, *, limits: httpx.Limits) -> None:
-        self._limits = limits
-        self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[tuple[Any, ...], aiohttp.ClientTimeout] = {}
+    def __init__(self, s: Settings) -> None:
+        self._settings = s
+        self._session: Any = None
+        self._urls: dict[str, Any] = {}
+        self._headers = {"content-type": "application/json", **s.headers}
 
-    def _open(self) -> aiohttp.ClientSession:
-        limits = self._limits
+    def _open(self) -> Any:
+        import aiohttp
+
+        s = self._settings
         connector = aiohttp.TCPConnector(
-            limit=limits.max_connections or 0,
-            keepalive_timeout=limits.keepalive_expiry,
-            ssl=httpx.create_ssl_context(),  # the same trust store as httpx's own transport
+            limit=s.max_connections,
+            keepalive_timeout=s.keepalive_expiry,
+            ssl=httpx.create_ssl_context(),  # the same trust store as httpx
         )
         self._session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, skip_auto_headers=("Content-Type",)
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                connect=s.pool_timeout + s.connect_timeout,
+                sock_connect=s.connect_timeout,
+                sock_read=s.read_timeout,
+            ),
+            trust_env=True,
+            skip_auto_headers=("content-type",),
         )
         return self._session
 
-    def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
-        t = request.extensions.get("timeout") or {}
-        key = (t.get("connect"), t.get("read"), t.get("pool"))
-        timeout = self._timeouts.get(key)
-        if timeout is None:
-            connect, read, pool = key
-            waited = None if connect is None or pool is None else connect + pool
-            timeout = self._timeouts[key] = aiohttp.ClientTimeout(
-                total=None, connect=waited, sock_connect=connect, sock_read=read
-            )
-        return timeout
+    def _url(self, path: str) -> Any:
+        url = self._urls.get(path)
+        if url is None:
+            from yarl import URL
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            url = self._urls[path] = URL(_url(self._settings.base_url, path))
+        return url
+
+    def _request(self, path: str, body: bytes, headers: Mapping[str, str] | None) -> Any:
         session = self._session or self._open()
-        body = await request.aread()
-        with _mapped(request):
-            response = await session.request(
-                request.method,
-                str(request.url),
-                headers=request.headers.multi_items(),
-                data=body or None,
-                allow_redirects=False,
-                timeout=self._timeout(request),
-            )
-        return httpx.Response(
-            response.status,
-            headers=response.raw_headers,
-            stream=_Body(response, request),
-            request=request,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode()},
+        return session.request(
+            "POST",
+            self._url(path),
+            data=body,
+            headers={**self._headers, **headers} if headers else self._headers,
+            allow_redirects=False,
         )
+
+    async def post(self, path: str, body: bytes, headers: Mapping[str, str] | None) -> tuple[Head, bytes]:
+        with _mapped():
+            async with self._request(path, body, headers) as response:
+                return Head(response.status, response.headers), await response.read()
+
+    @asynccontextmanager
+    async def stream(
+        self, path: str, body: bytes, headers: Mapping[str, str] | None
+    ) -> AsyncIterator[tuple[Head, AsyncIterator[bytes]]]:
+        with _mapped():
+            response = await self._request(path, body, headers)
+        try:
+            yield Head(response.status, response.headers), self._chunks(response)
+        finally:
+            # A body read to its end returns the connection to the pool; aiohttp
+            # closes the connection of a body left unread rather than reuse it.
+            response.release()
+
+    @staticmethod
+    async def _chunks(response: Any) -> AsyncIterator[bytes]:
+        with _mapped():
+            async for chunk in response.content.iter_any():
+                yield chunk
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
