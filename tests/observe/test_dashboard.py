@@ -357,3 +357,14 @@ async def test_run_page_on_postgresql(postgres_url: str) -> None:
     nodes = dict(re.findall(r'<g class="node s-\w+" data-step="(\w+)" data-status="(\w+)"', html))
     assert nodes == {"a": "succeeded", "b": "succeeded", "c": "failed", "d": "skipped"}
     assert result.run_id in listed
+
+
+def test_live_events_carry_redacted_error_messages() -> None:
+    from legato.engine import StepFailed, StepRetried
+
+    live = LiveEvents()
+    live(StepRetried("r1", 1.0, "call", 1, 0.5, "RateLimited", f"slow down, key {SECRET}"))
+    live(StepFailed("r1", 2.0, "call", "RateLimited", f"gave up with key {SECRET}", 1.5, attempt=2))
+    events = live.events("r1")
+    assert [e["type"] for e in events] == ["StepRetried", "StepFailed"]
+    assert [e["data"]["message"] for e in events] == ["slow down, key [REDACTED]", "gave up with key [REDACTED]"]

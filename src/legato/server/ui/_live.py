@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from legato.engine import Event, RunFinished, StepFailed, StepRetried, StepSkipped, StepStarted
+from legato.redaction import default_redactor
 
 __all__ = ["LiveEvents"]
 
@@ -25,9 +26,11 @@ def _data(e: Event) -> dict[str, Any]:
     if isinstance(e, StepStarted):
         return {"attempt": e.attempt}
     if isinstance(e, StepRetried):
-        return {"attempt": e.attempt, "delay_s": e.delay_s, "error_type": e.error_type, "message": e.message}
+        message = default_redactor().text(e.message)  # like the stored events the page shows otherwise
+        return {"attempt": e.attempt, "delay_s": e.delay_s, "error_type": e.error_type, "message": message}
     if isinstance(e, StepFailed):
-        return {"attempt": e.attempt, "error_type": e.error_type, "message": e.message, "cancelled": e.cancelled}
+        message = default_redactor().text(e.message)
+        return {"attempt": e.attempt, "error_type": e.error_type, "message": message, "cancelled": e.cancelled}
     if isinstance(e, StepSkipped):
         return {"reason": e.reason}
     return {"attempt": getattr(e, "attempt", 1)}
