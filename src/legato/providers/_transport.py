@@ -19,12 +19,14 @@ raises for the same failure, so ``_errors.from_transport`` is the one translatio
 
 Both send the same request: the client headers (auth and extras), the per-call
 headers (``traceparent``), ``content-type: application/json``, compression accepted
-and decoded; proxies from the environment (``HTTP_PROXY``...) and cookies a
-provider sets are honoured by both.
+and decoded; proxies from the environment (``HTTPS_PROXY``, ``NO_PROXY``...; looked up once per
+pool here, where aiohttp's own ``trust_env`` would ask a thread on every request)
+and cookies a provider sets are honoured by both.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
@@ -157,13 +159,27 @@ class AiohttpWire:
     def __init__(self, s: Settings) -> None:
         self._settings = s
         self._session: Any = None
+        self._opening = asyncio.Lock()
+        self._proxy: dict[str, Any] = {}
         self._urls: dict[str, Any] = {}
         self._headers = {"content-type": "application/json", **s.headers}
 
-    def _open(self) -> Any:
+    async def _open(self) -> Any:
+        async with self._opening:  # concurrent first calls open one pool
+            if self._session is None:
+                await self._open_now()
+        return self._session
+
+    async def _open_now(self) -> None:
         import aiohttp
+        from aiohttp.helpers import get_env_proxy_for_url
 
         s = self._settings
+        try:  # once per pool (one host), not on every request as aiohttp's trust_env does
+            proxy, auth = await asyncio.to_thread(get_env_proxy_for_url, self._url(""))
+            self._proxy = {"proxy": proxy, "proxy_auth": auth}
+        except LookupError:
+            self._proxy = {}
         connector = aiohttp.TCPConnector(
             limit=s.max_connections,
             keepalive_timeout=s.keepalive_expiry,
@@ -177,10 +193,8 @@ class AiohttpWire:
                 sock_connect=s.connect_timeout,
                 sock_read=s.read_timeout,
             ),
-            trust_env=True,
             skip_auto_headers=("content-type",),
         )
-        return self._session
 
     def _url(self, path: str) -> Any:
         url = self._urls.get(path)
@@ -190,20 +204,24 @@ class AiohttpWire:
             url = self._urls[path] = URL(_url(self._settings.base_url, path))
         return url
 
-    def _request(self, path: str, body: bytes, headers: Mapping[str, str] | None) -> Any:
-        session = self._session or self._open()
-        return session.request(
+    async def _request(self, path: str, body: bytes, headers: Mapping[str, str] | None) -> Any:
+        session = self._session or await self._open()
+        return await session.request(
             "POST",
             self._url(path),
             data=body,
             headers={**self._headers, **headers} if headers else self._headers,
             allow_redirects=False,
+            **self._proxy,
         )
 
     async def post(self, path: str, body: bytes, headers: Mapping[str, str] | None) -> tuple[Head, bytes]:
         with _mapped():
-            async with self._request(path, body, headers) as response:
+            response = await self._request(path, body, headers)
+            try:
                 return Head(response.status, response.headers), await response.read()
+            finally:
+                response.release()
 
     @asynccontextmanager
     async def stream(
