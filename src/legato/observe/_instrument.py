@@ -32,6 +32,8 @@ __all__ = ["Instrumented", "error_type"]
 
 Q = TypeVar("Q")
 R = TypeVar("R")
+Req = TypeVar("Req", ChatRequest, EmbedRequest)
+Resp = TypeVar("Resp", ChatResponse, EmbedResponse)
 
 
 def _has_cache(model: Any) -> bool:
@@ -173,38 +175,32 @@ class Instrumented(ModelWrapper):
             self.metrics.record_cache(False)
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
-        span = self._start_span("chat", request)
-        gauge = self.metrics.in_flight(self.name)
-        gauge.inc()
-        started = self._clock()
-        try:
-            resp = await self._call_in(span, self.inner.chat, request)
-        except BaseException as exc:
-            kind = error_type(exc)
-            self._record("chat", kind, started)
-            self._end_error(span, exc, kind)
-            raise
-        finally:
-            gauge.dec()
-        self._record("chat", "ok", started, resp)
-        self._end_ok(span, resp)
-        return resp
+        return await self._observed("chat", self.inner.chat, request)
 
     async def embed(self, request: EmbedRequest) -> EmbedResponse:
-        span = self._start_span("embeddings", request)
+        return await self._observed("embeddings", self.inner.embed, request)
+
+    async def _observed(
+        self,
+        operation: str,
+        call: Callable[[Req], Awaitable[Resp]],
+        request: Req,
+    ) -> Resp:
+        """One non-streamed call: its span, in-flight gauge, latency and outcome."""
+        span = self._start_span(operation, request)
         gauge = self.metrics.in_flight(self.name)
         gauge.inc()
         started = self._clock()
         try:
-            resp = await self._call_in(span, self.inner.embed, request)
+            resp = await self._call_in(span, call, request)
         except BaseException as exc:
             kind = error_type(exc)
-            self._record("embeddings", kind, started)
+            self._record(operation, kind, started)
             self._end_error(span, exc, kind)
             raise
         finally:
             gauge.dec()
-        self._record("embeddings", "ok", started, resp)
+        self._record(operation, "ok", started, resp)
         self._end_ok(span, resp)
         return resp
 
