@@ -77,6 +77,14 @@ def trace_headers(headers: Mapping[str, str] | None = None) -> Mapping[str, str]
     return carrier
 
 
+def embed_response(
+    *, vectors: list[list[float]], model: str, provider: str, usage: Usage, cost: float | None, latency_s: float
+) -> EmbedResponse:
+    """The response of a finished embed call, recorded on the current ledger."""
+    record_call(model=model, provider=provider, usage=usage, cost=cost)
+    return EmbedResponse(vectors=vectors, model=model, provider=provider, usage=usage, cost=cost, latency_s=latency_s)
+
+
 def record_call(*, model: str, provider: str, usage: Usage | None, cost: float | None, cached: bool = False) -> None:
     """Report a finished call on the current ledger, when there is one."""
     ledger = current_ledger()

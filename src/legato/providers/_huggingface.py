@@ -21,7 +21,7 @@ from typing import Any
 
 from legato.errors import BadRequest, ModelError
 from legato.providers._errors import translate_tgi
-from legato.providers._http import HttpModel, Progress, record_call
+from legato.providers._http import HttpModel, Progress, embed_response
 from legato.providers._tokens import estimate_text_tokens, estimate_tokens
 from legato.providers._types import ChatChunk, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Message, Usage
 from legato.providers._validate import validate_embed
@@ -215,8 +215,7 @@ class HuggingFaceModel(_HFBase):
             raise self._malformed(f"{len(vectors)} vectors for {len(request.inputs)} inputs")
         usage = Usage(input_tokens=sum(estimate_text_tokens(t, self.provider) for t in request.inputs))
         cost = self._cost(self.model, usage)
-        record_call(model=self.model, provider=self.provider, usage=usage, cost=cost)
-        return EmbedResponse(
+        return embed_response(
             vectors=vectors,
             model=self.model,
             provider=self.provider,

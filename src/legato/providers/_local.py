@@ -26,7 +26,7 @@ import anyio
 import anyio.to_thread
 
 from legato.errors import BadRequest, ConfigError, ServerError
-from legato.providers._http import record_call
+from legato.providers._http import embed_response, record_call
 from legato.providers._pricing import Price
 from legato.providers._types import (
     ChatChunk,
@@ -199,8 +199,7 @@ class LocalModel:
         vectors, tokens = await anyio.to_thread.run_sync(self._encode, texts, limiter=self._limiter)
         usage = Usage(input_tokens=tokens)
         cost = self._cost(usage)
-        record_call(model=self.name, provider=self.provider, usage=usage, cost=cost)
-        return EmbedResponse(
+        return embed_response(
             vectors=vectors,
             model=self.name,
             provider=self.provider,

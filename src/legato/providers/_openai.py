@@ -18,7 +18,7 @@ from typing import Any
 
 from legato.errors import ModelError
 from legato.providers._errors import translate_openai
-from legato.providers._http import HttpModel, Progress, record_call
+from legato.providers._http import HttpModel, Progress, embed_response
 from legato.providers._tokens import estimate_text_tokens, estimate_tokens
 from legato.providers._types import (
     ChatChunk,
@@ -322,8 +322,7 @@ class OpenAIModel(HttpModel):
         usage = Usage(input_tokens=tokens)
         model = data.get("model") or request.model or self.model
         cost = self._cost(model, usage)
-        record_call(model=model, provider=self.provider, usage=usage, cost=cost)
-        return EmbedResponse(
+        return embed_response(
             vectors=vectors,
             model=model,
             provider=self.provider,

@@ -21,7 +21,7 @@ from typing import Any
 import anyio.to_thread
 
 from legato.errors import BadRequest, LegatoError, ModelError, ServerError
-from legato.providers._http import record_call
+from legato.providers._http import embed_response, record_call
 from legato.providers._pricing import Price
 from legato.providers._tokens import estimate_text_tokens, estimate_tokens
 from legato.providers._types import (
@@ -265,8 +265,7 @@ class PythonModel:
             )
         usage = Usage(input_tokens=sum(estimate_text_tokens(t) for t in request.inputs))
         cost = self._cost(usage)
-        record_call(model=self.name, provider=self.provider, usage=usage, cost=cost)
-        return EmbedResponse(
+        return embed_response(
             vectors=vectors,
             model=self.name,
             provider=self.provider,
