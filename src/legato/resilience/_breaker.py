@@ -25,6 +25,7 @@ import enum
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from fractions import Fraction
 from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -72,7 +73,7 @@ def records_failure(error: BaseException) -> bool:
     return not (is_client_error(error) or is_local_rejection(error))
 
 
-class BreakerState(enum.Enum):
+class BreakerState(enum.StrEnum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
@@ -99,7 +100,7 @@ class BreakerPolicy(BaseModel):
 class _Window:
     """Failure and slow-call totals over the last N calls or N seconds."""
 
-    def __init__(self, kind: str, size: int) -> None:
+    def __init__(self, kind: Literal["count", "time"], size: int) -> None:
         self.kind = kind
         self.size = size
         self._entries: deque[list[float]] = deque()  # count: [fail, slow]; time: [second, calls, fail, slow]
@@ -137,12 +138,16 @@ class _Window:
             self.failures -= int(failures)
             self.slow -= int(slow)
 
-    def rates(self, now: float) -> tuple[int, float, float]:
+    def counts(self, now: float) -> tuple[int, int, int]:
+        """Calls, failures and slow calls currently in the window."""
         if self.kind == "time":
             self._expire(now)
-        if self.calls == 0:
-            return 0, 0.0, 0.0
-        return self.calls, 100.0 * self.failures / self.calls, 100.0 * self.slow / self.calls
+        return self.calls, self.failures, self.slow
+
+
+def _reaches(count: int, calls: int, threshold_percent: float) -> bool:
+    """Whether ``count`` of ``calls`` is at least ``threshold_percent`` percent, without rounding."""
+    return Fraction(100 * count, calls) >= Fraction(threshold_percent)
 
 
 class CircuitBreaker(ModelWrapper):
@@ -175,8 +180,11 @@ class CircuitBreaker(ModelWrapper):
         self._half_open_issued = 0
         self._half_open_done = 0
 
-    def _new_window(self) -> _Window:
+    def _new_window(self, state: BreakerState = BreakerState.CLOSED) -> _Window:
         p = self.policy
+        if state is BreakerState.HALF_OPEN:
+            # resilience4j: the probes are judged together, however long they take.
+            return _Window("count", p.permitted_number_of_calls_in_half_open_state)
         return _Window(p.sliding_window_type, p.sliding_window_size)
 
     # -- state machine -------------------------------------------------------
@@ -231,7 +239,7 @@ class CircuitBreaker(ModelWrapper):
             self.release()
 
     def _record(self, *, failed: bool, duration: float) -> None:
-        slow = duration >= self.policy.slow_call_duration_threshold
+        slow = duration > self.policy.slow_call_duration_threshold  # resilience4j: "slower than"
         with self._lock:
             now = self.clock.now()
             if self._state is BreakerState.OPEN:
@@ -241,18 +249,26 @@ class CircuitBreaker(ModelWrapper):
                 self._half_open_done += 1
                 if self._half_open_done >= self.policy.permitted_number_of_calls_in_half_open_state:
                     self._decide(now, self.policy.permitted_number_of_calls_in_half_open_state)
-            elif failed or slow:  # a fast success can only lower the rates: no decision needed
+            else:
+                # Every outcome is a decision point: the call that reaches the minimum may be a
+                # success (5 failures then 5 successes is 50% at a minimum of 10 calls).
                 minimum = self.policy.minimum_number_of_calls
                 if self.policy.sliding_window_type == "count":
                     minimum = min(minimum, self.policy.sliding_window_size)
                 self._decide(now, minimum)
 
     def _decide(self, now: float, minimum: int) -> None:
-        calls, failure_rate, slow_rate = self._window.rates(now)
-        if calls < minimum:
+        calls, failures, slow = self._window.counts(now)
+        if calls == 0 or calls < minimum:
             return
         p = self.policy
-        if failure_rate >= p.failure_rate_threshold or slow_rate >= p.slow_call_rate_threshold:
+        # Compared exactly (100 * count >= threshold * calls): a float percentage such as 100/3
+        # must not land on either side of a threshold by rounding.
+        tripped = _reaches(failures, calls, p.failure_rate_threshold) or _reaches(
+            slow, calls, p.slow_call_rate_threshold
+        )
+        failure_rate, slow_rate = 100.0 * failures / calls, 100.0 * slow / calls
+        if tripped:
             self._transition(BreakerState.OPEN, now, failure_rate, slow_rate)
         elif self._state is BreakerState.HALF_OPEN:
             self._transition(BreakerState.CLOSED, now, failure_rate, slow_rate)
@@ -275,7 +291,7 @@ class CircuitBreaker(ModelWrapper):
         old = self._state
         self._state = new
         self._since = now
-        self._window = self._new_window()
+        self._window = self._new_window(new)
         self._half_open_issued = 0
         self._half_open_done = 0
         if self.events.active:
