@@ -184,15 +184,18 @@ class _KeyGuard:
 
 def _mount_mcp(app: FastAPI, store: Any, pipelines: dict[str, Any], subscribers: list[Any]) -> Any:
     """The MCP server (journal and run tools) over streamable HTTP at ``/mcp``, for keys
-    with ``runs:write``; the runs its tools start feed ``subscribers`` like the runs API's.
-    None when the ``mcp`` extra is not installed."""
+    with ``runs:write``; each tool answers for the key of its request (the same ownership
+    rule as the runs API); the runs its tools start feed ``subscribers`` like the runs
+    API's. None when the ``mcp`` extra is not installed."""
     try:
         from legato.mcp import create_mcp_server
     except ImportError:
         return None
     from starlette.routing import Route
 
-    server = create_mcp_server(store, pipelines=pipelines, subscribers=subscribers)
+    from legato.server._auth import request_principal
+
+    server = create_mcp_server(store, pipelines=pipelines, subscribers=subscribers, identify=request_principal)
     inner = server.streamable_http_app(streamable_http_path="/mcp")
     endpoint = next(r.endpoint for r in inner.routes if isinstance(r, Route) and r.path == "/mcp")
     app.router.routes.append(Route("/mcp", endpoint=_KeyGuard(endpoint, "runs:write"), include_in_schema=False))

@@ -5,6 +5,11 @@
 403 means "we know you, and you may not do this" (missing scope or model). The
 master key is compared in constant time and acts as a key with every scope and no
 limits. Key material never enters an error message: only the visible prefix does.
+
+:func:`principal_of` turns a key into the store's :class:`~legato.store.Principal`:
+the key's id is its tenant, and keys with the ``admin`` scope (the master key among
+them) see every tenant. The runs API, the MCP tools at ``/mcp`` and the dashboard
+all decide what a caller sees from that one value.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from legato.errors import InvalidAPIKey, ScopeDenied
 from legato.server._keys import SCOPES, ApiKey, KeyStore
+from legato.store import Principal
 
-__all__ = ["MASTER", "Authenticator", "check_model", "check_scope", "require"]
+__all__ = ["MASTER", "Authenticator", "check_model", "check_scope", "principal_of", "request_principal", "require"]
 
 MASTER = ApiKey(id="master", prefix="master", name="master key", scopes=frozenset(SCOPES))
 
@@ -73,6 +79,18 @@ async def check_scope(request: Request, scope: str | None) -> ApiKey:
         raise ScopeDenied(f"API key {key.prefix}... lacks the {scope!r} scope")
     request.state.api_key = key
     return key
+
+
+def principal_of(key: ApiKey) -> Principal:
+    """The store's view of ``key``: it owns what it creates; ``admin`` keys see everything."""
+    return Principal(tenant=key.id, sees_all=key.has_scope("admin"))
+
+
+def request_principal(request: object) -> Principal | None:
+    """The caller of a request that :func:`check_scope` admitted; None when it was not checked."""
+    state = getattr(request, "scope", {}).get("state") or {}
+    key = state.get("api_key")
+    return principal_of(key) if isinstance(key, ApiKey) else None
 
 
 def check_model(key: ApiKey, model: str) -> None:

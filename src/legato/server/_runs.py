@@ -9,7 +9,9 @@ key for the same request returns the existing run (200), for a different request
 with ``Last-Event-ID``).
 
 Runs belong to the API key that started them (the store's ``tenant``): a key sees
-its own runs, a key with the ``admin`` scope sees all. At start-up the runs whose
+its own runs, a key with the ``admin`` scope sees all (:func:`legato.store.visible_run`,
+the same rule as the MCP tools and the dashboard). Another key's run is a 404, like
+an id that does not exist. At start-up the runs whose
 worker died (lease expired) are taken over; on SIGTERM the runs in flight get
 ``drain_timeout_s`` to finish and are then cancelled with their lease released, so
 another replica resumes them from their last checkpoint: no run is left half-recorded.
@@ -34,8 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response, StreamingResponse
 
 from legato.config import LegatoConfig
-from legato.errors import ConfigError, IdempotencyConflict, InputError, SpecError, StoreError
-from legato.server._auth import require
+from legato.errors import ConfigError, IdempotencyConflict, InputError, RunNotFound, SpecError, StoreError
+from legato.server._auth import principal_of, require
 from legato.server._errors import GatewayError
 from legato.server._gateway import _ERRORS, gateway, json_response
 from legato.server._keys import ApiKey
@@ -213,10 +215,12 @@ def _public(record: Any) -> dict[str, Any]:
 
 
 async def _own_run(service: RunsService, run_id: str, key: ApiKey) -> Any:
-    record = await service.store.get_run(run_id)
-    if not key.has_scope("admin") and record.tenant != key.id:
-        raise GatewayError(404, "not_found", f"no run with id {run_id!r}", code="run_not_found")
-    return record
+    from legato.store import visible_run
+
+    try:
+        return await visible_run(service.store, principal_of(key), run_id)
+    except RunNotFound:
+        raise GatewayError(404, "not_found", f"no run with id {run_id!r}", code="run_not_found") from None
 
 
 @router.post("/v1/pipelines/{name}/runs", status_code=202, summary="Start a run (honours Idempotency-Key)")
@@ -240,7 +244,7 @@ async def list_runs(
     key: ApiKey = Depends(require("runs:read")),
 ) -> Response:
     service = _runs(request)
-    tenant = None if key.has_scope("admin") else key.id
+    tenant = principal_of(key).tenant_filter
     records = await service.store.list_runs(status=status, pipeline=pipeline, tenant=tenant, limit=limit)
     return json_response({"data": [_public(r) for r in records]})
 

@@ -6,6 +6,7 @@ killed process resumes without redoing finished steps; ``Journal`` records and
 searches what was learned. See docs/durable-runs.md and docs/journal.md.
 """
 
+from legato.store._access import LOCAL, Principal, visible_run
 from legato.store._database import DEFAULT_DATABASE_URL, resolve_url
 from legato.store._durable import (
     DurableRunner,
@@ -24,12 +25,14 @@ from legato.store._runs import RunStore
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
+    "LOCAL",
     "DurableRunner",
     "Embedder",
     "EventRecord",
     "Journal",
     "JournalEntry",
     "LocalEmbedder",
+    "Principal",
     "Recovery",
     "RunRecord",
     "RunStore",
@@ -44,4 +47,5 @@ __all__ = [
     "resolve_url",
     "result_from_record",
     "run_durably",
+    "visible_run",
 ]

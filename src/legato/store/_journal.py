@@ -14,6 +14,12 @@ the stored vectors, which is fast enough for journals up to ~100k entries.
 
 Titles, bodies and tags go through the store's redactor before they are written:
 entries quote error messages, and no secret may reach the database that way.
+
+Each entry belongs to the tenant that wrote it (``owner``: an API key id, ``""``
+for the local owner; the automatic reflection on a run belongs to the run's
+tenant). Reads take a ``viewer`` (:class:`legato.store.Principal`, by default the
+local owner, who sees everything) and return only what it may see; an entry of
+another tenant is "not found", exactly like an id that does not exist.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from legato.errors import StoreError
+from legato.store._access import LOCAL, Principal
 from legato.store._runs import RunStore
 from legato.store._schema import journal_entries
 
@@ -196,7 +203,9 @@ class Journal:
         pipeline: str | None = None,
         run_id: str | None = None,
         author: str = "human",
+        owner: str = "",
     ) -> JournalEntry:
+        """Write an entry owned by tenant ``owner``."""
         redactor = self.store.redactor  # entries quote errors: no secret reaches the journal
         title, body = redactor.text(title.strip()), redactor.text(body.strip())
         if not title:
@@ -217,22 +226,30 @@ class Journal:
             "author": author,
             "created_at": now,
             "embedding": embedding,
+            "owner": owner,
         }
         insert = journal_entries.insert().values(row).returning(journal_entries.c.id)
         entry_id = await self.store.run_sync(lambda conn: conn.execute(insert).scalar_one())
         return JournalEntry(int(entry_id), title, body, clean_tags, author, now, pipeline, run_id)
 
-    async def get(self, entry_id: int) -> JournalEntry:
-        query = _select().where(journal_entries.c.id == entry_id)
+    async def get(self, entry_id: int, *, viewer: Principal = LOCAL) -> JournalEntry:
+        """The entry ``entry_id``; :class:`StoreError` when it does not exist or ``viewer`` may not see it."""
+        query = _visible(_select().where(journal_entries.c.id == entry_id), viewer)
         row = await self.store.run_sync(lambda conn: conn.execute(query).mappings().first(), readonly=True)
         if row is None:
             raise StoreError(f"no journal entry with id {entry_id}")
         return _entry(row)
 
     async def recent(
-        self, limit: int = 10, *, pipeline: str | None = None, run_id: str | None = None
+        self,
+        limit: int = 10,
+        *,
+        pipeline: str | None = None,
+        run_id: str | None = None,
+        viewer: Principal = LOCAL,
     ) -> list[JournalEntry]:
-        query = _select().order_by(journal_entries.c.created_at.desc(), journal_entries.c.id.desc()).limit(limit)
+        query = _visible(_select(), viewer)
+        query = query.order_by(journal_entries.c.created_at.desc(), journal_entries.c.id.desc()).limit(limit)
         if pipeline is not None:
             query = query.where(journal_entries.c.pipeline == pipeline)
         if run_id is not None:
@@ -242,20 +259,26 @@ class Journal:
         )
 
     async def search(
-        self, query: str, *, limit: int = 5, pipeline: str | None = None, mode: SearchMode = "auto"
+        self,
+        query: str,
+        *,
+        limit: int = 5,
+        pipeline: str | None = None,
+        mode: SearchMode = "auto",
+        viewer: Principal = LOCAL,
     ) -> list[JournalEntry]:
-        """Entries most related to ``query``, best first (``score`` set)."""
+        """Entries ``viewer`` may see most related to ``query``, best first (``score`` set)."""
         if mode == "auto":
             mode = "hybrid" if self.embedder is not None else "text"
         if mode in ("semantic", "hybrid") and self.embedder is None:
             raise StoreError(f"{mode} journal search needs an embedder (Journal(store, embedder=LocalEmbedder()))")
         if mode == "text":
-            return await self._text_search(query, limit, pipeline)
+            return await self._text_search(query, limit, pipeline, viewer)
         if mode == "semantic":
-            return await self._semantic_search(query, limit, pipeline)
+            return await self._semantic_search(query, limit, pipeline, viewer)
         depth = max(limit * 4, 20)
-        text_hits = await self._text_search(query, depth, pipeline)
-        sem_hits = await self._semantic_search(query, depth, pipeline)
+        text_hits = await self._text_search(query, depth, pipeline, viewer)
+        sem_hits = await self._semantic_search(query, depth, pipeline, viewer)
         fused: dict[int, float] = {}
         entries: dict[int, JournalEntry] = {}
         for hits in (text_hits, sem_hits):
@@ -265,7 +288,7 @@ class Journal:
         best = sorted(fused, key=lambda i: fused[i], reverse=True)[:limit]
         return [_with_score(entries[i], fused[i]) for i in best]
 
-    async def _text_search(self, query: str, limit: int, pipeline: str | None) -> list[JournalEntry]:
+    async def _text_search(self, query: str, limit: int, pipeline: str | None, viewer: Principal) -> list[JournalEntry]:
         words = [w for w in re.findall(r"\w+", query.lower()) if w not in _STOPWORDS]
         if not words:
             words = re.findall(r"\w+", query.lower())
@@ -298,10 +321,13 @@ class Journal:
             sign = 1.0
         if pipeline is not None:
             stmt = stmt.where(journal_entries.c.pipeline == pipeline)
+        stmt = _visible(stmt, viewer)
         rows = await self.store.run_sync(lambda conn: list(conn.execute(stmt).mappings().all()), readonly=True)
         return [_with_score(_entry(r), sign * float(r["rank"])) for r in rows]
 
-    async def _semantic_search(self, query: str, limit: int, pipeline: str | None) -> list[JournalEntry]:
+    async def _semantic_search(
+        self, query: str, limit: int, pipeline: str | None, viewer: Principal
+    ) -> list[JournalEntry]:
         import numpy as np
 
         assert self.embedder is not None
@@ -311,6 +337,7 @@ class Journal:
         )
         if pipeline is not None:
             stmt = stmt.where(journal_entries.c.pipeline == pipeline)
+        stmt = _visible(stmt, viewer)
         rows = await self.store.run_sync(lambda conn: list(conn.execute(stmt).all()), readonly=True)
         if not rows:
             return []
@@ -345,6 +372,11 @@ class Journal:
 
 def _text(title: str, body: str, tags: Sequence[str]) -> str:
     return f"{title}\n{' '.join(tags)}\n{body}"
+
+
+def _visible(query: sa.Select[Any], viewer: Principal) -> sa.Select[Any]:
+    tenant = viewer.tenant_filter
+    return query if tenant is None else query.where(journal_entries.c.owner == tenant)
 
 
 def _select(*extra: Any) -> sa.Select[Any]:

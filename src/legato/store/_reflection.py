@@ -40,7 +40,7 @@ def _fallbacks(steps: list[StepRecord], events: list[EventRecord]) -> list[str]:
 
 async def reflect_on_run(store: RunStore, record: RunRecord) -> JournalEntry | None:
     """Write the reflection entry for ``record`` if the run was failed or notable;
-    returns it (None for an uneventful run)."""
+    returns it (None for an uneventful run). The entry belongs to the run's tenant."""
     steps = await store.steps(record.id)
     events = await store.events(record.id)
     retries = [e for e in events if e.type == "StepRetried"]
@@ -106,6 +106,7 @@ async def reflect_on_run(store: RunStore, record: RunRecord) -> JournalEntry | N
         pipeline=record.pipeline,
         run_id=record.id,
         author="auto",
+        owner=record.tenant,  # what the system learns about a run belongs to the run's owner
     )
 
 

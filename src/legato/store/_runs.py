@@ -232,9 +232,12 @@ class RunStore:
 
         return await self.run_sync(find, readonly=True)
 
-    async def get_run(self, run_id: str) -> RunRecord:
-        """The run with id ``run_id`` (or a unique prefix of at least 6 characters)."""
-        return await self.run_sync(lambda conn: _get(conn, run_id, prefix=True), readonly=True)
+    async def get_run(self, run_id: str, *, tenant: str | None = None) -> RunRecord:
+        """The run with id ``run_id`` (or a unique prefix of at least 6 characters).
+
+        With ``tenant``, only that tenant's runs are considered: another tenant's run
+        is :class:`RunNotFound` like an unknown id (see :func:`legato.store.visible_run`)."""
+        return await self.run_sync(lambda conn: _get(conn, run_id, prefix=True, tenant=tenant), readonly=True)
 
     async def list_runs(
         self,
@@ -534,12 +537,11 @@ class RunStore:
         return await self.run_sync(delete)
 
 
-def _get(conn: Connection, run_id: str, *, prefix: bool = False) -> RunRecord:
-    row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
+def _get(conn: Connection, run_id: str, *, prefix: bool = False, tenant: str | None = None) -> RunRecord:
+    scoped = sa.select(runs) if tenant is None else sa.select(runs).where(runs.c.tenant == tenant)
+    row = conn.execute(scoped.where(runs.c.id == run_id)).mappings().first()
     if row is None and prefix and len(run_id) >= 6:
-        found = (
-            conn.execute(sa.select(runs).where(runs.c.id.startswith(run_id, autoescape=True)).limit(2)).mappings().all()
-        )
+        found = conn.execute(scoped.where(runs.c.id.startswith(run_id, autoescape=True)).limit(2)).mappings().all()
         row = found[0] if len(found) == 1 else None
     if row is None:
         raise RunNotFound(f"no run with id {run_id!r}")

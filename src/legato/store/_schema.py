@@ -95,6 +95,8 @@ journal_entries = sa.Table(
     sa.Column("author", sa.String(16), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("embedding", sa.LargeBinary, nullable=True),
+    sa.Column("owner", sa.String(255), nullable=False, server_default=""),  # the writing tenant (r0004)
     sa.Index("ix_journal_entries_created_at", "created_at"),
+    sa.Index("ix_journal_entries_owner", "owner", "created_at"),
     sa.Index("ix_journal_entries_run_id", "run_id"),
 )

@@ -1,0 +1,224 @@
+"""The MCP tools, each answering for the caller that invoked it.
+
+Every tool resolves its caller first (``identify`` maps the transport's request to
+a :class:`legato.store.Principal`; on stdio there is no request and the caller is
+the single local owner) and then reads through the store's ownership rule: runs
+via :func:`legato.store.visible_run`, journal entries with ``viewer=``. A run
+``run_pipeline`` starts and an entry ``process_thoughts`` writes belong to the
+caller's tenant. Another tenant's run or entry is reported exactly like an id that
+does not exist.
+
+This module imports the ``mcp`` SDK at the top (the SDK reads each tool's
+``Context`` annotation from the module globals); :mod:`legato.mcp._server`
+imports it only when a server is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+
+from legato.engine import Pipeline, RunResult, Subscriber
+from legato.errors import IdempotencyConflict, InputError, RunNotFound, StoreError
+from legato.store import LOCAL, DurableRunner, Journal, Principal, RunStore, visible_run
+
+__all__ = ["Identify", "register_tools"]
+
+Identify = Callable[[Any], "Principal | None"]
+"""The transport request carrying a tool call (None on stdio) -> its caller, or None when unknown."""
+
+
+def local_owner(request: Any) -> Principal:
+    """Every caller is the local owner: stdio, or an HTTP app the embedding application guards itself."""
+    return LOCAL
+
+
+def _pipeline_info(name: str, p: Pipeline) -> dict[str, Any]:
+    return {
+        "name": name,
+        "description": p.description,
+        "inputs": {
+            k: {"type": d.type_name or (getattr(d.type, "__name__", None) if d.type else None), "required": d.required}
+            for k, d in p.inputs.items()
+        },
+        "steps": list(p.steps),
+    }
+
+
+def _result_dict(r: RunResult) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "run_id": r.run_id,
+        "pipeline": r.pipeline,
+        "status": str(r.status),
+        "outputs": r.result,
+        "duration_s": round(r.duration_s, 6),
+    }
+    if not r.ok:
+        doc["error"] = r.error
+        doc["failed_step"] = r.failed_step
+    return doc
+
+
+def _step_dict(s: Any) -> dict[str, Any]:
+    return {
+        "step": s.step,
+        "attempt": s.attempt,
+        "status": s.status,
+        "duration_s": s.duration_s,
+        "error": f"{s.error_type}: {s.error}" if s.error_type else None,
+    }
+
+
+class Tools:
+    """The tools' shared parts: the store, the journal, the runner, the served pipelines."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        journal: Journal,
+        runner: DurableRunner,
+        pipelines: Mapping[str, Pipeline],
+        subscribers: Sequence[Subscriber],
+        identify: Identify,
+    ) -> None:
+        self.store = store
+        self.journal = journal
+        self.runner = runner
+        self.pipelines = dict(pipelines)
+        self.subscribers = list(subscribers)
+        self.identify = identify
+
+    def caller(self, ctx: Context) -> Principal:
+        try:
+            request = ctx.request_context.request
+        except ValueError:  # called in-process, outside of any transport request
+            request = None
+        principal = self.identify(request)
+        if principal is None:
+            raise ToolError("this server could not tell who is calling: send the request with your API key")
+        return principal
+
+    async def run(self, ctx: Context, run_id: str) -> dict[str, Any]:
+        try:
+            record = await visible_run(self.store, self.caller(ctx), run_id)
+        except RunNotFound as exc:
+            raise ToolError(str(exc)) from None
+        steps = await self.store.steps(record.id)
+        return {
+            "run_id": record.id,
+            "pipeline": record.pipeline,
+            "status": record.status,
+            "inputs": record.inputs,
+            "outputs": record.outputs,
+            "error": record.error,
+            "failed_step": record.failed_step,
+            "recoveries": record.recoveries,
+            "dead_reason": record.dead_reason,
+            "created_at": record.created_at,
+            "finished_at": record.finished_at,
+            "steps": [_step_dict(s) for s in steps],
+        }
+
+    async def start(
+        self, ctx: Context, name: str, inputs: dict[str, Any] | None, idempotency_key: str | None
+    ) -> dict[str, Any]:
+        caller = self.caller(ctx)
+        pipeline = self.pipelines.get(name)
+        if pipeline is None:
+            raise ToolError(f"no pipeline {name!r}; available: {', '.join(sorted(self.pipelines)) or 'none'}")
+        try:
+            result = await self.runner.run(
+                pipeline,
+                inputs or {},
+                idempotency_key=idempotency_key,
+                tenant=caller.tenant,
+                subscribers=self.subscribers,
+            )
+        except (InputError, IdempotencyConflict) as exc:
+            raise ToolError(str(exc)) from None
+        return _result_dict(result)
+
+    async def write(
+        self, ctx: Context, thoughts: str, title: str | None, tags: list[str] | None, pipeline: str | None,
+        run_id: str | None,
+    ) -> dict[str, Any]:  # fmt: skip
+        caller = self.caller(ctx)
+        text = thoughts.strip()
+        if not text:
+            raise ToolError("thoughts must not be empty")
+        if run_id is not None:  # an entry about a run may only name a run its author can see
+            try:
+                run_id = (await visible_run(self.store, caller, run_id)).id
+            except RunNotFound as exc:
+                raise ToolError(str(exc)) from None
+        heading = (title or text.splitlines()[0]).strip()[:200]
+        entry = await self.journal.add(
+            heading, text, tags=tags or (), pipeline=pipeline, run_id=run_id, author="human", owner=caller.tenant
+        )
+        return entry.to_dict()
+
+    async def entry(self, ctx: Context, entry_id: int) -> dict[str, Any]:
+        try:
+            return (await self.journal.get(entry_id, viewer=self.caller(ctx))).to_dict()
+        except StoreError as exc:
+            raise ToolError(str(exc)) from None
+
+
+def register_tools(server: MCPServer[Any], tools: Tools) -> None:
+    """Add the journal and run tools to ``server``."""
+
+    @server.tool()
+    async def process_thoughts(
+        ctx: Context,
+        thoughts: str,
+        title: str | None = None,
+        tags: list[str] | None = None,
+        pipeline: str | None = None,
+        run_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Record what you learned (a decision, a failure and its fix, a provider quirk) as a
+        journal entry. `thoughts` is the body; `title` defaults to its first line."""
+        return await tools.write(ctx, thoughts, title, tags, pipeline, run_id)
+
+    @server.tool()
+    async def search_journal(
+        ctx: Context, query: str, limit: int = 5, pipeline: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Search the journal for entries related to `query` (plain words), best first."""
+        if not 1 <= limit <= 50:
+            raise ToolError("limit must be between 1 and 50")
+        found = await tools.journal.search(query, limit=limit, pipeline=pipeline, viewer=tools.caller(ctx))
+        return [e.to_dict() for e in found]
+
+    @server.tool()
+    async def list_recent_entries(ctx: Context, limit: int = 10, pipeline: str | None = None) -> list[dict[str, Any]]:
+        """The newest journal entries (optionally only those about one pipeline)."""
+        if not 1 <= limit <= 100:
+            raise ToolError("limit must be between 1 and 100")
+        return [e.to_dict() for e in await tools.journal.recent(limit, pipeline=pipeline, viewer=tools.caller(ctx))]
+
+    @server.tool()
+    async def read_journal_entry(ctx: Context, entry_id: int) -> dict[str, Any]:
+        """One journal entry in full."""
+        return await tools.entry(ctx, entry_id)
+
+    @server.tool()
+    async def list_pipelines() -> list[dict[str, Any]]:
+        """The pipelines this server can run, with their inputs and steps."""
+        return [_pipeline_info(n, p) for n, p in sorted(tools.pipelines.items())]
+
+    @server.tool()
+    async def run_pipeline(
+        ctx: Context, name: str, inputs: dict[str, Any] | None = None, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Run a pipeline durably and wait for its result. With `idempotency_key`, a retried
+        call with the same inputs returns the same run instead of starting another."""
+        return await tools.start(ctx, name, inputs, idempotency_key)
+
+    @server.tool()
+    async def get_run(ctx: Context, run_id: str) -> dict[str, Any]:
+        """A stored run: status, inputs, outputs, error and each step attempt."""
+        return await tools.run(ctx, run_id)

@@ -1,0 +1,192 @@
+"""The ownership matrix against a real ``legato serve`` process.
+
+Every route, MCP tool and dashboard page that reads or changes a run, a run's
+events, a journal entry or spend, asked by the key that owns the record, by another
+(non-admin) key and by an admin-scope key. The other key gets exactly what it would
+get for an id that does not exist (404 / "no run"), never 403, so ids do not reveal
+that a record exists; the admin sees everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+import pytest
+from mcp.client.streamable_http import streamable_http_client
+
+from mcp import Client
+
+from .conftest import MASTER, ServedGateway
+
+pytestmark = pytest.mark.slow
+
+RUNNER = ["runs:read", "runs:write"]
+
+
+@dataclass
+class Tenants:
+    served: ServedGateway
+    a: str  # owns run_a and its journal entries
+    b: str  # another tenant
+    admin: str  # a key with the admin scope (not the master key)
+    run_a: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def tenants(served: ServedGateway) -> Tenants:
+    a = served.create_key(RUNNER, name="tenant-a")
+    b = served.create_key(RUNNER, name="tenant-b")
+    admin = served.create_key(["admin"], name="operator")
+    return Tenants(served, a, b, admin, served.finished_run(a, "shout", "mine"))
+
+
+@asynccontextmanager
+async def mcp_as(served: ServedGateway, key: str) -> AsyncIterator[Client]:
+    async with (
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=30) as http,
+        Client(streamable_http_client(served.url + "/mcp", http_client=http)) as client,
+    ):
+        yield client
+
+
+async def tool(served: ServedGateway, key: str, name: str, args: dict[str, Any]) -> tuple[bool, Any, str]:
+    """``(is_error, structured result, text)`` of one MCP tool call made with ``key``."""
+    async with mcp_as(served, key) as client:
+        result = await client.call_tool(name, args)
+    text = " ".join(getattr(c, "text", "") for c in result.content)
+    return result.is_error, result.structured_content, text
+
+
+async def answer(served: ServedGateway, key: str, name: str, args: dict[str, Any]) -> Any:
+    """The structured result of a tool call that must succeed (lists come as ``{"result": [...]}``)."""
+    error, doc, text = await tool(served, key, name, args)
+    assert not error, text
+    assert doc is not None
+    return doc.get("result", doc)
+
+
+async def refused(served: ServedGateway, key: str, name: str, args: dict[str, Any]) -> str:
+    """The message of a tool call that must fail."""
+    error, _, text = await tool(served, key, name, args)
+    assert error, text
+    return text
+
+
+# -- REST: the runs API ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/v1/runs/{id}"), ("GET", "/v1/runs/{id}/events"), ("POST", "/v1/runs/{id}/cancel")],
+)
+def test_runs_api_matrix(tenants: Tenants, method: str, path: str) -> None:
+    run_id = tenants.run_a["id"]
+    answers = {}
+    for who, key in (("owner", tenants.a), ("other", tenants.b), ("admin", tenants.admin), ("master", MASTER)):
+        with tenants.served.client(key) as c:
+            r = c.request(method, path.format(id=run_id))
+            is_json = r.headers["content-type"].startswith("application/json")
+            answers[who] = (r.status_code, r.json() if is_json else None)
+    with tenants.served.client(tenants.b) as c:
+        unknown = c.request(method, path.format(id="0" * len(run_id)))
+    # another tenant's run is indistinguishable from a run that does not exist
+    assert answers["other"][0] == unknown.status_code == 404
+    assert answers["other"][1]["error"]["code"] == unknown.json()["error"]["code"] == "run_not_found"  # type: ignore[index]
+    expected = 409 if method == "POST" else 200  # cancelling a finished run is a conflict, not a leak
+    assert answers["owner"][0] == answers["admin"][0] == answers["master"][0] == expected
+
+
+def test_run_id_prefixes_follow_the_same_rule(tenants: Tenants) -> None:
+    prefix = tenants.run_a["id"][:10]
+    with tenants.served.client(tenants.a) as c:
+        assert c.get(f"/v1/runs/{prefix}").json()["id"] == tenants.run_a["id"]
+    with tenants.served.client(tenants.b) as c:
+        assert c.get(f"/v1/runs/{prefix}").status_code == 404
+
+
+def test_run_listing_shows_own_runs_only(tenants: Tenants) -> None:
+    def ids(key: str) -> set[str]:
+        with tenants.served.client(key) as c:
+            return {r["id"] for r in c.get("/v1/runs", params={"limit": 500}).json()["data"]}
+
+    assert tenants.run_a["id"] in ids(tenants.a)
+    assert tenants.run_a["id"] not in ids(tenants.b)
+    assert tenants.run_a["id"] in ids(tenants.admin)
+
+
+@pytest.mark.parametrize("path", ["/v1/admin/spend", "/v1/admin/keys"])
+def test_spend_and_keys_are_for_admins(tenants: Tenants, path: str) -> None:
+    with tenants.served.client(tenants.a) as c:
+        assert c.get(path).status_code == 403
+    with tenants.served.client(tenants.admin) as c:
+        assert c.get(path).status_code == 200
+
+
+# -- MCP over /mcp ---------------------------------------------------------------------
+
+
+async def test_mcp_get_run_matrix(tenants: Tenants) -> None:
+    run_id = tenants.run_a["id"]
+    assert (await answer(tenants.served, tenants.a, "get_run", {"run_id": run_id}))["outputs"] == {"upper": "MINE"}
+    text = await refused(tenants.served, tenants.b, "get_run", {"run_id": run_id})
+    assert "MINE" not in text
+    unknown = await refused(tenants.served, tenants.b, "get_run", {"run_id": "0" * len(run_id)})
+    assert text.replace(run_id, "ID") == unknown.replace("0" * len(run_id), "ID")  # same answer as no run at all
+    assert (await answer(tenants.served, tenants.admin, "get_run", {"run_id": run_id[:10]}))["run_id"] == run_id
+
+
+async def test_a_run_started_over_mcp_belongs_to_the_calling_key(tenants: Tenants) -> None:
+    started = await answer(tenants.served, tenants.b, "run_pipeline", {"name": "shout", "inputs": {"text": "b"}})
+    run_b = started["run_id"]
+    with tenants.served.client(tenants.b) as c:
+        assert c.get(f"/v1/runs/{run_b}").status_code == 200
+        assert run_b in {r["id"] for r in c.get("/v1/runs").json()["data"]}
+    with tenants.served.client(tenants.a) as c:
+        assert c.get(f"/v1/runs/{run_b}").status_code == 404
+    await refused(tenants.served, tenants.a, "get_run", {"run_id": run_b})
+
+
+async def test_mcp_idempotency_keys_are_per_tenant(tenants: Tenants) -> None:
+    args = {"name": "shout", "inputs": {"text": "same"}, "idempotency_key": "shared-key"}
+    first = await answer(tenants.served, tenants.a, "run_pipeline", args)
+    second = await answer(tenants.served, tenants.b, "run_pipeline", args)
+    assert first["run_id"] != second["run_id"]
+
+
+async def test_journal_entries_belong_to_their_author(tenants: Tenants) -> None:
+    served = tenants.served
+    entry = await answer(served, tenants.a, "process_thoughts", {"thoughts": "zanzibar quota lesson"})
+    for key, visible in ((tenants.a, True), (tenants.b, False), (tenants.admin, True)):
+        found = await answer(served, key, "search_journal", {"query": "zanzibar", "limit": 50})
+        assert (entry["id"] in {e["id"] for e in found}) is visible
+        recent = await answer(served, key, "list_recent_entries", {"limit": 100})
+        assert (entry["id"] in {e["id"] for e in recent}) is visible
+        error, _, _ = await tool(served, key, "read_journal_entry", {"entry_id": entry["id"]})
+        assert error is not visible
+    unknown = await refused(served, tenants.b, "read_journal_entry", {"entry_id": 10**9})
+    other = await refused(served, tenants.b, "read_journal_entry", {"entry_id": entry["id"]})
+    assert other.replace(str(entry["id"]), "N") == unknown.replace(str(10**9), "N")
+
+
+async def test_an_entry_cannot_name_another_tenants_run(tenants: Tenants) -> None:
+    args = {"thoughts": "about your run", "run_id": tenants.run_a["id"]}
+    assert "no run" in await refused(tenants.served, tenants.b, "process_thoughts", args)
+    assert (await answer(tenants.served, tenants.a, "process_thoughts", args))["run_id"] == tenants.run_a["id"]
+
+
+async def test_the_reflection_on_a_run_belongs_to_the_runs_owner(tenants: Tenants) -> None:
+    failed = tenants.served.finished_run(tenants.a, "boom", "kaboom")
+    assert failed["status"] == "failed"
+
+    async def reflections(key: str) -> list[dict[str, Any]]:
+        recent = await answer(tenants.served, key, "list_recent_entries", {"limit": 100, "pipeline": "boom"})
+        return [e for e in recent if e["run_id"] == failed["id"]]
+
+    mine = await reflections(tenants.a)
+    assert [e["author"] for e in mine] == ["auto"]
+    assert await reflections(tenants.b) == []
+    assert len(await reflections(tenants.admin)) == 1
