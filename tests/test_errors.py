@@ -9,7 +9,9 @@ import pytest
 
 import legato.errors as errors
 from legato.errors import (
+    AgentLimitReached,
     BudgetExceeded,
+    InvalidToolArguments,
     LeaseLost,
     LegatoError,
     ModelError,
@@ -17,6 +19,9 @@ from legato.errors import (
     SpecError,
     SpecIssue,
     StepError,
+    ToolError,
+    ToolFailed,
+    UnknownTool,
 )
 
 # How to build an error whose constructor takes more than a message.
@@ -28,6 +33,11 @@ _BUILD: dict[str, Callable[[], BaseException]] = {
         [SpecIssue("unknown step 'b'", file="p.yaml", line=3, column=7), SpecIssue("cycle: a -> a", path="steps.a")]
     ),
     "RunNotFound": lambda: RunNotFound("no run 'abc123'"),
+    "AgentLimitReached": lambda: AgentLimitReached("stopped after 3 turns", outcome="max_turns"),
+    "ToolError": lambda: ToolError("failed", tool="refund", call_id="c1"),
+    "ToolFailed": lambda: ToolFailed("the tool raised", tool="refund", call_id="c1"),
+    "UnknownTool": lambda: UnknownTool("no tool named 'x'", tool="x"),
+    "InvalidToolArguments": lambda: InvalidToolArguments("city: Field required", tool="weather", call_id="c2"),
 }
 
 _CLASSES = sorted(

@@ -16,6 +16,12 @@ the :class:`ModelError` branch, which carries ``retryable``, ``provider``,
     │   ├── RunCancelled            the run was cancelled
     │   └── DeadlineExceeded        the run (or a step) ran past its deadline
     ├── BudgetExceeded              a budget would be overspent by the next call
+    ├── AgentError                  an agent did not answer
+    │   ├── AgentLimitReached       turns, tokens, cost or time ran out first (``.outcome``, ``.result``)
+    │   └── ToolError               a tool call failed and the agent was told to raise (``.tool``, ``.call_id``)
+    │       ├── UnknownTool         the model named a tool the agent does not have
+    │       ├── InvalidToolArguments    the arguments are not JSON or do not match the tool's schema
+    │       └── ToolFailed          the tool itself raised (its exception is ``__cause__``)
     ├── ExecutorError               an executor (e.g. Ray) could not run a step
     │   └── WorkerLost              the worker or node running the step died (retryable)
     ├── StoreError                  the run store failed
@@ -56,6 +62,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "AgentError",
+    "AgentLimitReached",
     "AuthError",
     "AuthenticationFailed",
     "BadRequest",
@@ -70,6 +78,7 @@ __all__ = [
     "IdempotencyConflict",
     "InputError",
     "InvalidAPIKey",
+    "InvalidToolArguments",
     "LeaseLost",
     "LegatoError",
     "MalformedResponse",
@@ -92,7 +101,10 @@ __all__ = [
     "StoreCorrupt",
     "StoreError",
     "StreamInterrupted",
+    "ToolError",
+    "ToolFailed",
     "URLNotAllowed",
+    "UnknownTool",
     "WorkerLost",
 ]
 
@@ -197,6 +209,44 @@ class BudgetExceeded(LegatoError):
             f"budget {scope!r} exhausted: spent ${spent:.6f} of ${limit:.6f}"
             + (f", next call needs ~${needed:.6f}" if needed else "")
         )
+
+
+class AgentError(LegatoError):
+    """An agent could not produce its answer."""
+
+
+class AgentLimitReached(AgentError):
+    """The agent ran out of turns, tokens, money or time before it answered.
+
+    ``outcome`` is the :class:`legato.agents.AgentOutcome` that stopped it and
+    ``result`` the :class:`legato.agents.AgentResult` so far (its turns, usage and cost).
+    """
+
+    def __init__(self, message: str, *, outcome: str, result: object = None) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.result = result
+
+
+class ToolError(AgentError):
+    """A tool call failed and the agent's ``on_tool_error`` is ``"raise"``."""
+
+    def __init__(self, message: str, *, tool: str, call_id: str | None = None) -> None:
+        super().__init__(message)
+        self.tool = tool
+        self.call_id = call_id
+
+
+class UnknownTool(ToolError):
+    """The model called a tool that the agent does not offer."""
+
+
+class InvalidToolArguments(ToolError):
+    """The model's arguments are not a JSON object or do not match the tool's schema."""
+
+
+class ToolFailed(ToolError):
+    """The tool raised; the original exception is ``__cause__``."""
 
 
 class ExecutorError(LegatoError):
