@@ -27,8 +27,11 @@ the :class:`ModelError` branch, which carries ``retryable``, ``provider``,
     ├── StoreError                  the run store failed
     │   ├── IdempotencyConflict     same idempotency key, different request
     │   ├── RunNotFound             no run with that id
+    │   │   └── AmbiguousRunId      a run-id prefix matches several runs (``candidates``)
     │   ├── LeaseLost               another worker holds (or took over) the run's lease
-    │   └── StoreCorrupt            the database file is not a legato store / is damaged
+    │   ├── StoreCorrupt            the database file is not a legato store / is damaged
+    │   ├── StoreNotFound           a reading command found no store at that path / database
+    │   └── StoreFull               the disk holding the store is full
     ├── AuthError                   gateway authentication / authorisation
     │   ├── InvalidAPIKey           401: missing, unknown or revoked key
     │   └── ScopeDenied             403: the key lacks the scope or model
@@ -64,6 +67,7 @@ from dataclasses import dataclass
 __all__ = [
     "AgentError",
     "AgentLimitReached",
+    "AmbiguousRunId",
     "AuthError",
     "AuthenticationFailed",
     "BadRequest",
@@ -100,6 +104,8 @@ __all__ = [
     "StepError",
     "StoreCorrupt",
     "StoreError",
+    "StoreFull",
+    "StoreNotFound",
     "StreamInterrupted",
     "ToolError",
     "ToolFailed",
@@ -293,6 +299,22 @@ class LeaseLost(StoreError):
 
 class StoreCorrupt(StoreError):
     """The database is not a legato store, is from a newer version, or is damaged."""
+
+
+class StoreNotFound(StoreError):
+    """A command that only reads was pointed at a store that does not exist (nothing created it)."""
+
+
+class StoreFull(StoreError):
+    """The disk holding the store is full: the failed transaction wrote nothing, earlier commits are kept."""
+
+
+class AmbiguousRunId(RunNotFound):
+    """A run-id prefix matches more than one run; ``candidates`` lists (some of) them."""
+
+    def __init__(self, message: str, *, candidates: list[str]) -> None:
+        super().__init__(message)
+        self.candidates = candidates
 
 
 class AuthError(LegatoError):

@@ -121,13 +121,13 @@ def test_failed_run_show_resume_and_reflection(project: Path) -> None:
 
 def test_runs_errors_cancel_and_prune(project: Path) -> None:
     db = str(project / "s.db")
-    code, _, err = invoke("runs", "show", "nope", "--database-url", db)
-    assert code == 1
-    assert "no run with id 'nope'" in err
     code, _, err = invoke("runs", "prune", "--older-than", "soon", "--database-url", db)
     assert code == 2
     code, out, _ = invoke("run", str(project / "gated.yaml"), "-i", "text=a", "--database-url", db, "--json")
     run_id = json.loads(out)["run_id"]
+    code, _, err = invoke("runs", "show", "nope", "--database-url", db)
+    assert code == 1
+    assert "no run with id 'nope'" in err
     code, _, err = invoke("runs", "cancel", run_id, "--database-url", db)
     assert code == 1
     assert "already succeeded" in err

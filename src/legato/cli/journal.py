@@ -61,7 +61,7 @@ def add(
         raise typer.Exit(2)
 
     async def main() -> JournalEntry:
-        async with open_store(database_url) as store:
+        async with open_store(database_url, create=True) as store:
             return await Journal(store).add(title, text, tags=tag, pipeline=pipeline, run_id=run_id)
 
     entry = anyio.run(main)

@@ -23,29 +23,33 @@ _CONFIG = typer.Option(None, "--config", "-c", help="legato.yaml (its server.dat
 _DB = typer.Option(None, "--database-url", help="sqlite:///PATH or postgresql://HOST/DB (overrides the config).")
 
 
-def _with_store(config: Path | None, database_url: str | None, action: Callable[[Any], Awaitable[T]]) -> T:
+def _with_store(
+    config: Path | None, database_url: str | None, action: Callable[[Any], Awaitable[T]], *, create: bool = False
+) -> T:
+    """Run ``action`` on the key store; only ``keys create`` (``create=True``) may create the database."""
     import anyio
 
     from legato.config import LegatoConfig
-    from legato.errors import ConfigError, StoreError
+    from legato.errors import ConfigError, StoreCorrupt, StoreError, StoreNotFound
     from legato.server._keys import KeyStore
     from legato.server._settings import load_settings
-    from legato.store._database import connect, migrate, resolve_url
+    from legato.store._database import connect, migrate, prepare, resolve_url
 
     async def main() -> T:
         cfg = LegatoConfig.load(config)
         settings = load_settings(cfg, database_url=database_url)
         url = resolve_url(settings.database_url or settings.store_url(cfg.base_dir))
-        engine = connect(url)
+        target, readonly = await prepare(url, create=create)
+        engine = connect(target, readonly=readonly)
         try:
-            await migrate(engine, url)
+            await migrate(engine, url, create=create, readonly=readonly)
             return await action(KeyStore(engine, cache_ttl_s=0))
         finally:
             await engine.dispose()
 
     try:
         return anyio.run(main)
-    except ConfigError as exc:
+    except (ConfigError, StoreNotFound, StoreCorrupt) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     except (StoreError, ValueError) as exc:
@@ -86,7 +90,7 @@ def create(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    key, secret = _with_store(config, database_url, action)
+    key, secret = _with_store(config, database_url, action, create=True)
     if as_json:
         typer.echo(json.dumps({**key.public(), "key": secret}))
         return

@@ -22,7 +22,7 @@ from rich.console import Console
 from legato.cli._app import app
 
 if TYPE_CHECKING:
-    from legato.engine import Pipeline, RunResult, Subscriber
+    from legato.engine import Event, Pipeline, RunResult, Subscriber
     from legato.store import RunRecord, RunStore
 
 __all__ = ["estimate_cost", "open_store", "parse_duration", "stored_run"]
@@ -53,16 +53,20 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 @asynccontextmanager
-async def open_store(database_url: str | None) -> AsyncIterator[RunStore]:
-    """The run store, with store errors turned into CLI exits (2 for a bad URL or a
-    foreign/damaged database, 1 otherwise)."""
-    from legato.errors import ConfigError, StoreCorrupt, StoreError
+async def open_store(database_url: str | None, *, create: bool = False) -> AsyncIterator[RunStore]:
+    """The run store, with store errors turned into CLI exits (2 for a bad URL, a
+    foreign/damaged database or, unless ``create``, one that does not exist; 1 otherwise).
+
+    Only commands that start work (``run``, ``journal add``, ``mcp``) create a store:
+    a reader pointed at a mistyped path must say so rather than show an empty store.
+    """
+    from legato.errors import ConfigError, StoreCorrupt, StoreError, StoreNotFound
     from legato.store import RunStore
 
     try:
-        store = RunStore(database_url)
+        store = RunStore(database_url, create=create)
         await store.open()
-    except (ConfigError, StoreCorrupt) as exc:
+    except (ConfigError, StoreCorrupt, StoreNotFound) as exc:
         raise _fail(str(exc), 2) from None
     except StoreError as exc:
         raise _fail(str(exc)) from None
@@ -89,7 +93,13 @@ async def stored_run(
     from legato.store import DurableRunner
 
     console = console or Console(highlight=False)
-    async with open_store(database_url) as store:
+    started: list[str] = []
+
+    def note_start(event: Event) -> None:
+        if not started:
+            started.append(event.run_id)
+
+    async with open_store(database_url, create=True) as store:
         if recall:
             await print_recall(store, pipeline, inputs, console)
         runner = DurableRunner(store)
@@ -99,14 +109,17 @@ async def stored_run(
                     pipeline,
                     inputs,
                     idempotency_key=idempotency_key,
-                    subscribers=subscribers,
+                    subscribers=[note_start, *subscribers],
                     source=source,
                     estimated_cost=estimate_cost(pipeline),
                 )
         except IdempotencyConflict as exc:
             raise _fail(str(exc), 2) from None
         except StoreError as exc:
-            raise _fail(str(exc)) from None
+            resume = (
+                f"; run {started[0]} keeps its finished steps: `legato runs resume {started[0]}`" if started else ""
+            )
+            raise _fail(f"{exc}{resume}") from None
 
 
 def estimate_cost(pipeline: Pipeline) -> float | None:

@@ -10,6 +10,14 @@ Opening never resets anything. A file that is not SQLite, a SQLite file of some
 other application, or a store written by a newer legato raises
 :class:`~legato.errors.StoreCorrupt` naming the file and what was found.
 
+Commands that only read open with ``create=False``: a store that does not exist
+raises :class:`~legato.errors.StoreNotFound` (a mistyped path is an error, not an
+empty store), and a SQLite file that cannot be written (read-only file, directory
+or file system) is opened read-only (``mode=ro``; ``immutable=1`` when even the WAL
+index cannot be created, which on a read-only file system nobody else can change).
+A full disk raises :class:`~legato.errors.StoreFull`: the transaction that failed
+wrote nothing and everything committed before it is kept.
+
 Migrations are alembic revisions shipped in ``legato/store/migrations`` and run
 here, under a lock (the SQLite write lock, a PostgreSQL advisory lock), so many
 processes opening a fresh database at once migrate it exactly once.
@@ -18,8 +26,11 @@ processes opening a fresh database at once migrate it exactly once.
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import sqlalchemy as sa
@@ -29,13 +40,14 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
 
-from legato.errors import ConfigError, StoreCorrupt, StoreError
+from legato.errors import ConfigError, StoreCorrupt, StoreError, StoreFull, StoreNotFound
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
     "connect",
     "connect_sqlite_sync",
     "migrate",
+    "prepare",
     "resolve_url",
     "sqlite_path",
     "translate_error",
@@ -81,16 +93,57 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def connect(url: str, *, echo: bool = False) -> AsyncEngine:
-    """An engine for ``url`` (see :func:`resolve_url`). Connects lazily."""
+async def prepare(url: str, *, create: bool) -> tuple[str, bool]:
+    """The URL to connect to for ``url`` and whether it is read-only.
+
+    ``create=False`` (commands that only read): a SQLite file that does not exist
+    raises :class:`StoreNotFound`; one that cannot be written is opened read-only.
+    """
+    path = sqlite_path(url)
+    if path is None or create:
+        return url, False
+    return await anyio.to_thread.run_sync(_prepare_existing, url, path)
+
+
+def _prepare_existing(url: str, path: Path) -> tuple[str, bool]:
+    if not path.is_file() or path.stat().st_size == 0:
+        shown = repr(str(path)) + ("" if path.is_absolute() else f" ({path.absolute()})")
+        raise StoreNotFound(
+            f"no store at {shown}: nothing has run with this database yet. "
+            "Check the path (--database-url or $LEGATO_DATABASE_URL); `legato run` and `legato serve` create a store"
+        )
+    if _writable(path):
+        return url, False
+    target = f"file:{quote(str(path.absolute()))}"
+    mode = "mode=ro"
+    try:  # a WAL database needs its -shm index; where it cannot be created, nobody can write either
+        probe = sqlite3.connect(f"{target}?{mode}", uri=True)
+        try:
+            probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            probe.close()
+    except sqlite3.OperationalError:
+        mode = "mode=ro&immutable=1"
+    return str(make_url(url).set(database=target)) + f"?{mode}&uri=true", True
+
+
+def _writable(path: Path) -> bool:
+    if not os.access(path, os.W_OK):
+        return False
+    shm = path.with_name(path.name + "-shm")
+    return os.access(path.parent, os.W_OK) or (shm.exists() and os.access(shm, os.W_OK))
+
+
+def connect(url: str, *, echo: bool = False, readonly: bool = False) -> AsyncEngine:
+    """An engine for ``url`` (see :func:`resolve_url` and :func:`prepare`). Connects lazily."""
     if make_url(url).get_backend_name() == "sqlite":
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30.0})
-        _configure_sqlite(engine.sync_engine)
+        _configure_sqlite(engine.sync_engine, readonly=readonly)
         return engine
     return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-def connect_sqlite_sync(url: str, *, echo: bool = False) -> Engine:
+def connect_sqlite_sync(url: str, *, echo: bool = False, readonly: bool = False) -> Engine:
     """A synchronous (pysqlite) engine on the SQLite file of ``url``, configured like
     :func:`connect`. The store runs whole transactions on it in a worker thread: one
     thread hop per transaction instead of one per statement (aiosqlite)."""
@@ -98,35 +151,70 @@ def connect_sqlite_sync(url: str, *, echo: bool = False) -> Engine:
     engine = sa.create_engine(
         parsed, echo=echo, connect_args={"timeout": 30.0, "check_same_thread": False}, poolclass=QueuePool
     )
-    _configure_sqlite(engine)
+    _configure_sqlite(engine, readonly=readonly)
     return engine
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, *, readonly: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see _on_begin)
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("PRAGMA busy_timeout = 30000")
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = FULL")
+            if not readonly:  # the journal mode is the writer's to set
+                cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.execute("PRAGMA synchronous = FULL")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
             cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("legato_readonly") else "BEGIN IMMEDIATE")
+        plain = readonly or conn.get_execution_options().get("legato_readonly")
+        conn.exec_driver_sql("BEGIN" if plain else "BEGIN IMMEDIATE")
 
 
 def translate_error(exc: BaseException, url: str) -> StoreError:
-    """The store error for a database exception (damaged file -> StoreCorrupt)."""
+    """The store error for a database exception (damaged file -> StoreCorrupt, full disk -> StoreFull)."""
     text = str(getattr(exc, "orig", None) or exc)
     where = _describe(url)
     if any(s in text for s in ("file is not a database", "malformed", "not a database")):
         return StoreCorrupt(f"{where} is damaged or is not a SQLite database ({text}); it was left untouched")
+    if "disk is full" in text or "No space left" in text or ("disk I/O error" in text and _disk_full(url)):
+        return StoreFull(
+            f"{where}: the disk is full{_free_space(url)}; the failed write was not made and everything "
+            "committed before it is kept"
+        )
+    if "readonly database" in text or "read-only file system" in text or _cannot_write(url, text):
+        return StoreError(f"{where} is read-only (the file, its directory or its file system cannot be written)")
     return StoreError(f"{where}: {text}")
+
+
+def _cannot_write(url: str, text: str) -> bool:
+    """SQLite says only "unable to open database file" when a writer cannot create its WAL files."""
+    path = sqlite_path(url)
+    return "unable to open database file" in text and path is not None and path.exists() and not _writable(path)
+
+
+def _disk_full(url: str) -> bool:
+    """SQLite reports a full disk while growing its WAL index as an I/O error: check the space."""
+    path = sqlite_path(url)
+    try:
+        return path is not None and shutil.disk_usage(path.absolute().parent).free < 256 * 1024
+    except OSError:
+        return False
+
+
+def _free_space(url: str) -> str:
+    path = sqlite_path(url)
+    if path is None:
+        return ""
+    try:
+        free = shutil.disk_usage(path.absolute().parent).free
+    except OSError:
+        return ""
+    return f" ({free // 1024} KiB free on the file system of {str(path.absolute().parent)!r})"
 
 
 def _describe(url: str) -> str:
@@ -151,16 +239,19 @@ async def _check_sqlite_file(path: Path) -> None:
         )
 
 
-async def migrate(engine: AsyncEngine, url: str) -> None:
+async def migrate(engine: AsyncEngine, url: str, *, create: bool = True, readonly: bool = False) -> None:
     """Check that the database is a legato store (or empty) and upgrade it to the
-    newest revision. Raises :class:`StoreCorrupt` for foreign or damaged databases."""
+    newest revision. Raises :class:`StoreCorrupt` for foreign or damaged databases,
+    :class:`StoreNotFound` for a database without a store when ``create`` is false.
+    A ``readonly`` store is checked, never upgraded."""
     path = sqlite_path(url)
-    if path is not None:
-        await anyio.to_thread.run_sync(lambda: path.parent.mkdir(parents=True, exist_ok=True))
+    if path is not None and not readonly:
+        if create:
+            await anyio.to_thread.run_sync(lambda: path.parent.mkdir(parents=True, exist_ok=True))
         await _check_sqlite_file(path)
     try:
         async with engine.begin() as conn:
-            await conn.run_sync(_migrate_sync, _describe(url))
+            await conn.run_sync(_migrate_sync, _describe(url), create, readonly)
     except StoreError:
         raise
     except DBAPIError as exc:
@@ -169,7 +260,7 @@ async def migrate(engine: AsyncEngine, url: str) -> None:
         raise StoreError(f"{_describe(url)}: cannot open: {exc}") from exc
 
 
-def _migrate_sync(conn: Connection, where: str) -> None:
+def _migrate_sync(conn: Connection, where: str, create: bool, readonly: bool) -> None:
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
@@ -188,6 +279,11 @@ def _migrate_sync(conn: Connection, where: str) -> None:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     script = ScriptDirectory.from_config(config)
     tables = set(sa.inspect(conn).get_table_names())
+    if not tables and not create:
+        raise StoreNotFound(
+            f"{where} holds no legato store: nothing has run with this database yet. Check --database-url "
+            "or $LEGATO_DATABASE_URL; `legato run` and `legato serve` create a store"
+        )
     current = set(MigrationContext.configure(conn).get_current_heads())
     if tables and "alembic_version" not in tables:
         shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
@@ -203,6 +299,11 @@ def _migrate_sync(conn: Connection, where: str) -> None:
         )
     if current == set(script.get_heads()):
         return
+    if readonly:
+        raise StoreError(
+            f"{where} was written by an older legato and needs a schema upgrade, which a read-only store "
+            "cannot get: run any command that writes (e.g. `legato runs recover`) once with write access"
+        )
     from alembic import command
 
     config.attributes["connection"] = conn

@@ -226,6 +226,8 @@ class DurableRunner:
     async def _release_quietly(self, run_id: str) -> None:
         try:
             await self.store.release(run_id, self.owner)
+        except StoreError as exc:  # the store itself failed (full disk, lost connection): the caller reports that
+            log.info("releasing the lease of run %s failed (%s); it will expire", run_id, exc)
         except Exception:
             log.exception("releasing the lease of run %s failed; it will expire", run_id)
 

@@ -33,6 +33,7 @@ from legato.store._database import (
     connect,
     connect_sqlite_sync,
     migrate,
+    prepare,
     resolve_url,
     sqlite_path,
     translate_error,
@@ -54,6 +55,9 @@ class RunStore:
 
     ``url``: ``None`` (``$LEGATO_DATABASE_URL`` or ``./.legato/legato.db``), a
     SQLite path or ``sqlite:///PATH``, or ``postgresql://HOST/DB``.
+    ``create=False`` is for readers: a store that does not exist raises
+    :class:`~legato.errors.StoreNotFound` instead of being created, and a SQLite
+    file that cannot be written is opened read-only (:attr:`read_only`).
     ``clock`` returns epoch seconds; inject one to test leases in virtual time.
     ``redactor`` scrubs error messages, event data, step metadata and journal text
     before they are written (default: the process-wide
@@ -69,9 +73,12 @@ class RunStore:
         clock: Clock = time.time,
         echo: bool = False,
         redactor: Redactor | None = None,
+        create: bool = True,
     ) -> None:
         self.url = resolve_url(None if url is None else os.fspath(url))
         self.clock = clock
+        self.create = create
+        self.read_only = False
         self._redactor = redactor
         self._echo = echo
         self._engine: AsyncEngine | None = None
@@ -83,15 +90,16 @@ class RunStore:
         """Connect and bring the schema up to date. Raises ``StoreCorrupt`` for a file
         that is not a legato store (never resets it)."""
         if self._engine is None:
-            engine = connect(self.url, echo=self._echo)
+            url, self.read_only = await prepare(self.url, create=self.create)
+            engine = connect(url, echo=self._echo, readonly=self.read_only)
             try:
-                await migrate(engine, self.url)
+                await migrate(engine, self.url, create=self.create, readonly=self.read_only)
             except BaseException:
                 await engine.dispose()
                 raise
             self._engine = engine
             if sqlite_path(self.url) is not None:  # an in-memory database stays on the async engine
-                self._sync_engine = connect_sqlite_sync(self.url, echo=self._echo)
+                self._sync_engine = connect_sqlite_sync(url, echo=self._echo, readonly=self.read_only)
         return self
 
     async def aclose(self) -> None:
