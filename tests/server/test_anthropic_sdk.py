@@ -141,7 +141,7 @@ def test_gateway_errors_in_anthropic_shape(gateway: Running, key: str) -> None:
     assert err.value.body == {"type": "error", "error": {"type": "authentication_error", "message": "invalid API key"}}
     before = len(gateway.fake.requests)
     with anthropic.Anthropic(api_key=key, base_url=gateway.url, max_retries=0) as client:
-        with pytest.raises(anthropic.UnprocessableEntityError):
+        with pytest.raises(anthropic.BadRequestError):
             client.messages.create(model="claude-fake", max_tokens=0, messages=[{"role": "user", "content": "hi"}])
         with pytest.raises(anthropic.NotFoundError):
             client.messages.create(model="nope", max_tokens=5, messages=[{"role": "user", "content": "hi"}])

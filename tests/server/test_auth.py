@@ -120,7 +120,7 @@ def test_canaries_never_leak(gateway: Running, caplog: pytest.LogCaptureFixture)
         with gateway.client(canary) as c:
             bodies.append(c.post("/v1/chat/completions", json=CHAT).text)  # 403 scope
             bodies.append(c.post("/v1/embeddings", json={"model": "nope", "input": "x"}).text)  # 404
-            bodies.append(c.post("/v1/embeddings", json={"model": "gpt-fake", "input": []}).text)  # 422
+            bodies.append(c.post("/v1/embeddings", json={"model": "gpt-fake", "input": []}).text)  # 400
             bodies.append(
                 c.post("/v1/embeddings", content=b"{not json", headers={"content-type": "application/json"}).text
             )

@@ -211,10 +211,10 @@ def _invalid_requests_make_no_provider_call(client: openai.OpenAI, gateway: Runn
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="no-such-model", messages=messages)
     before = len(gateway.fake.requests)
-    with pytest.raises(openai.UnprocessableEntityError):
+    with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="gpt-fake", messages=messages, max_tokens=1_000_000)
-    with pytest.raises(openai.UnprocessableEntityError):
+    with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="gpt-fake", messages=[])
-    with pytest.raises(openai.UnprocessableEntityError):
+    with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="gpt-fake", messages=[{"role": "tool", "content": "no id"}])  # type: ignore[list-item,misc]
     assert len(gateway.fake.requests) == before  # not one provider call

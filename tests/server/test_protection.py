@@ -1,4 +1,4 @@
-"""Protection: body size 413, request limits 422 with no provider call, bounded in-flight 429,
+"""Protection: body size 413, request limits 400 with no provider call, bounded in-flight 429,
 drain 503, health and readiness, error bodies always JSON in the client's format."""
 
 from __future__ import annotations
@@ -62,10 +62,10 @@ def test_body_too_large(gateway: Running, key: str) -> None:
         {"model": "gpt-fake", "messages": [{"role": "user", "content": "x"}], "tools": [{"function": {"name": "a b"}}]},
     ],
 )
-def test_invalid_requests_are_422_without_provider_calls(gateway: Running, key: str, body: dict[str, object]) -> None:
+def test_invalid_requests_are_400_without_provider_calls(gateway: Running, key: str, body: dict[str, object]) -> None:
     with gateway.client(key) as c:
         r = c.post("/v1/chat/completions", json=body)
-    assert r.status_code == 422, r.text
+    assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["type"] == "invalid_request_error"
     assert err["message"]
@@ -106,7 +106,7 @@ def test_unknown_routes_methods_and_bodies_answer_json(gateway: Running, key: st
         assert r.status_code == 405
         assert r.json()["error"]["message"]
         r = c.post("/v1/chat/completions", content=b"{oops", headers={"content-type": "application/json"})
-        assert r.status_code == 422
+        assert r.status_code == 400
         assert r.json()["error"]["type"] == "invalid_request_error"
 
 

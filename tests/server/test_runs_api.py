@@ -95,7 +95,7 @@ def test_bad_requests(gateway: Running, writer: str) -> None:
     with gateway.client(writer) as c:
         before = len(c.get("/v1/runs").json()["data"])
         r = c.post("/v1/pipelines/shout/runs", json={"inputs": {"txt": "typo"}})
-        assert r.status_code == 422
+        assert r.status_code == 400
         assert "txt" in r.json()["error"]["message"]
         assert c.post("/v1/pipelines/nope/runs", json={"inputs": {}}).status_code == 404
         assert c.get("/v1/runs/does-not-exist").status_code == 404

@@ -221,12 +221,32 @@ class HttpModel:
 
     # ------------------------------------------------------------------ transport
 
+    def _encode(self, payload: Any) -> bytes:
+        """The JSON body of a request; :class:`BadRequest` when the request holds what JSON
+        cannot carry (text that is not valid Unicode, NaN): the request's fault, never sent."""
+        try:
+            return dumps(payload)
+        except UnicodeEncodeError as exc:
+            char = exc.object[exc.start] if isinstance(exc.object, str) else "?"
+            raise BadRequest(
+                f"the request holds text that is not valid Unicode (lone surrogate U+{ord(char):04X})",
+                provider=self.provider,
+                model=self.model,
+            ) from None
+        except ValueError:
+            raise BadRequest(
+                "the request holds a number JSON cannot carry (NaN or infinity)",
+                provider=self.provider,
+                model=self.model,
+            ) from None
+
     async def _post(
         self, path: str, payload: Any, headers: Mapping[str, str] | None = None
     ) -> tuple[Any, Mapping[str, str]]:
         """POST JSON, return (decoded JSON, headers); raise the translated error otherwise."""
+        body = self._encode(payload)
         try:
-            head, body = await self._client().post(path, dumps(payload), trace_headers(headers))
+            head, body = await self._client().post(path, body, trace_headers(headers))
         except Exception as exc:  # only the HTTP client runs here: every failure is a transport failure
             raise from_transport(exc, provider=self.provider, model=self.model) from exc
         if head.status >= 400:
@@ -241,9 +261,10 @@ class HttpModel:
         self, path: str, payload: Any, progress: Progress
     ) -> AsyncIterator[tuple[Head, AsyncIterator[ServerSentEvent]]]:
         """POST for an SSE answer: yields (status and headers, the events); closes both on exit."""
+        body = self._encode(payload)
         stack = AsyncExitStack()
         try:
-            head, chunks = await stack.enter_async_context(self._client().stream(path, dumps(payload), trace_headers()))
+            head, chunks = await stack.enter_async_context(self._client().stream(path, body, trace_headers()))
         except Exception as exc:  # only the HTTP client runs here: every failure is a transport failure
             raise from_transport(exc, provider=self.provider, model=self.model, streaming=True) from exc
         try:

@@ -241,13 +241,14 @@ class DeploymentState:
             self.breaker.on_error(now - started, error)
         if is_local_rejection(error):
             return
-        self.last_error = f"{type(error).__name__}: {error}"
         if isinstance(error, AuthenticationFailed):
+            self.last_error = f"{type(error).__name__}: {error}"
             self.failures += 1
             self.mark_unhealthy("authentication")
             return
         if is_client_error(error) or not isinstance(error, ModelError):
-            return
+            return  # the request's fault (or not a model failure): nothing learned about the deployment
+        self.last_error = f"{type(error).__name__}: {error}"
         self.failures += 1
         self.consecutive_failures += 1
         if self.outlier is not None and self.consecutive_failures >= self.outlier.consecutive_failures:

@@ -1,7 +1,9 @@
-"""Admin API behind the master key (or a key with the ``admin`` scope): keys and spend."""
+"""Admin API behind the master key (or a key with the ``admin`` scope): keys, spend and
+deployment health."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -9,26 +11,27 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from legato.server._auth import require
+from legato.server._body import StrictJSONRoute
 from legato.server._errors import GatewayError
 from legato.server._gateway import _ERRORS, gateway, json_response
-from legato.server._keys import ApiKey
+from legato.server._keys import INT32_MAX, MAX_BUDGET_USD, ApiKey
 
 __all__ = ["KeyCreate", "router"]
 
-router = APIRouter(prefix="/v1/admin", tags=["Admin"], responses=_ERRORS)
+router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/admin", tags=["Admin"], responses=_ERRORS)
 
 ScopeName = Literal["chat", "embed", "runs:read", "runs:write", "admin"]
 
 
 class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=200)
     scopes: list[ScopeName] = Field(min_length=1)
     models: list[str] | None = Field(None, description="Models the key may use; omitted: all.")
-    rpm: int | None = Field(None, ge=0, le=10_000_000)
-    tpm: int | None = Field(None, ge=0, le=10_000_000_000)
-    budget_usd: float | None = Field(None, ge=0, le=1e12)
+    rpm: int | None = Field(None, ge=0, le=INT32_MAX)
+    tpm: int | None = Field(None, ge=0, le=INT32_MAX)
+    budget_usd: float | None = Field(None, ge=0, le=MAX_BUDGET_USD)
     budget_period: Literal["day", "month", "total"] = "month"
 
 
@@ -87,3 +90,8 @@ async def spend(
         key_id = found.id
     rows = await gw.keys.spend_report(key_id=key_id, since_day=since)
     return json_response({"data": rows})
+
+
+@router.get("/deployments", summary="Health of every deployment of the served routing groups")
+async def deployments(request: Request, _: ApiKey = Depends(require("admin"))) -> Response:
+    return json_response({"data": [asdict(h) for h in gateway(request).catalog.health()]})

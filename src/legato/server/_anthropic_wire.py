@@ -32,7 +32,8 @@ __all__ = ["MessagesRequest", "StreamWriter", "chat_request", "image_urls", "mes
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # strict: JSON types as sent (``max_tokens: true`` or ``stream: "yes"`` is an error, not 1 or True)
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class TextBlock(_Wire):

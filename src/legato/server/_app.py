@@ -24,7 +24,7 @@ from legato.config import LegatoConfig
 from legato.errors import LegatoError
 from legato.server._auth import Authenticator
 from legato.server._catalog import ModelCatalog, catalog_from_config
-from legato.server._errors import GatewayError, error_response, from_exception
+from legato.server._errors import GatewayError, error_response, from_exception, invalid_request
 from legato.server._keys import KeyStore
 from legato.server._limits import KeyLimiter, MemoryCounters, RedisCounters
 from legato.server._protect import Load, Protection
@@ -118,14 +118,7 @@ def _install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-        parts = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-            parts.append(f"{loc}: {err.get('msg', 'invalid')}" if loc else str(err.get("msg", "invalid")))
-        message = "invalid request: " + ("; ".join(parts[:10]) or "could not read the body")
-        first = exc.errors()[0].get("loc", ()) if exc.errors() else ()
-        param = ".".join(str(p) for p in first if p != "body") or None
-        return error_response(request, GatewayError(422, "invalid_request", message, param=param))
+        return error_response(request, invalid_request(exc.errors()))
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> Response:

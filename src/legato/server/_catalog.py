@@ -2,7 +2,8 @@
 
 :class:`ModelCatalog` is the one-method-per-question seam between the gateway and
 the model layer: ``names()`` for ``GET /v1/models``, ``get(name)`` for a call,
-``ready()`` for ``/readyz``. :class:`MappingCatalog` serves a fixed mapping (tests,
+``ready()`` for ``/readyz``, ``health()`` for the deployments of
+its routing groups. :class:`MappingCatalog` serves a fixed mapping (tests,
 embedding the gateway in an application); :func:`catalog_from_config` serves the
 named models and routing groups of ``legato.yaml`` through ``legato.models``, where
 the routing, resilience, cache and budget wrappers are applied.
@@ -16,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 from legato.config import LegatoConfig
 from legato.errors import ConfigError, ModelNotFound, NoDeploymentAvailable
 from legato.providers import Model
+from legato.routing import DeploymentHealth, Router
 
 __all__ = ["MappingCatalog", "ModelCatalog", "catalog_from_config"]
 
@@ -27,6 +29,8 @@ class ModelCatalog(Protocol):
     def get(self, name: str) -> Model: ...
 
     async def ready(self) -> dict[str, bool]: ...
+
+    def health(self) -> list[DeploymentHealth]: ...
 
     async def aclose(self) -> None: ...
 
@@ -48,6 +52,10 @@ class MappingCatalog:
 
     async def ready(self) -> dict[str, bool]:
         return dict.fromkeys(self._models, True)
+
+    def health(self) -> list[DeploymentHealth]:
+        """The deployments of the mapping's :class:`~legato.routing.Router` models."""
+        return [h for model in self._models.values() if isinstance(model, Router) for h in model.health()]
 
     async def aclose(self) -> None:
         for model in self._models.values():
@@ -162,6 +170,10 @@ class _ConfigCatalog:
             else:
                 result[name] = any(h.state in ("healthy", "half_open") for h in router.health())
         return result
+
+    def health(self) -> list[DeploymentHealth]:
+        """The deployments of every routing group built so far (``ready()`` builds them all)."""
+        return self._groups.health() if self._groups is not None else []
 
     async def aclose(self) -> None:
         for name, model in self._cache.items():

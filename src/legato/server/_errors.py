@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from starlette.requests import Request
@@ -46,7 +46,15 @@ from legato.errors import (
     StreamInterrupted,
 )
 
-__all__ = ["GatewayError", "error_response", "from_exception", "is_anthropic_path", "render_error", "wants_anthropic"]
+__all__ = [
+    "GatewayError",
+    "error_response",
+    "from_exception",
+    "invalid_request",
+    "is_anthropic_path",
+    "render_error",
+    "wants_anthropic",
+]
 
 # OpenAI error "type" per kind; Anthropic uses its own vocabulary (below).
 _OPENAI_TYPE = {
@@ -136,6 +144,25 @@ def render_error(error: GatewayError, anthropic: bool) -> Response:
     return Response(body, status_code=error.status, media_type="application/json", headers=error.headers)
 
 
+def invalid_request(errors: Sequence[Any]) -> GatewayError:
+    """400 ``invalid_request_error`` for pydantic/FastAPI validation errors (as OpenAI and
+    Anthropic answer them): each problem as ``field.path: message``, ``param`` the first field.
+    The rejected values are never echoed."""
+    parts = []
+    for err in errors:
+        loc = _field(err.get("loc", ()))
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}" if loc else str(err.get("msg", "invalid")))
+    message = "invalid request: " + ("; ".join(parts[:10]) or "could not read the body")
+    param = _field(errors[0].get("loc", ())) if errors else None
+    return GatewayError(400, "invalid_request", message, param=param or None)
+
+
+def _field(loc: Sequence[Any]) -> str:
+    """``messages.0.content`` for ``("body", "messages", 0, "content")``; ``body`` for the body itself."""
+    path = list(loc[1:]) if len(loc) > 1 and loc[0] == "body" else list(loc)
+    return ".".join(str(p) for p in path)
+
+
 def _retry_after(seconds: float | None) -> dict[str, str]:
     if seconds is None or seconds < 0 or not math.isfinite(seconds):
         return {}
@@ -161,6 +188,14 @@ def from_exception(exc: BaseException) -> GatewayError:
     return GatewayError(500, "internal", "internal error")
 
 
+_TRANSPORT_MESSAGES: tuple[tuple[type[ModelError], str], ...] = (
+    (ProviderTimeout, "did not answer in time"),
+    (ConnectionFailed, "could not be reached"),
+    (StreamInterrupted, "cut the stream before its end"),
+    (MalformedResponse, "sent an answer that could not be read"),
+)
+
+
 def _upstream_message(exc: ModelError) -> str:
     """What the client may read of an upstream failure.
 
@@ -172,6 +207,11 @@ def _upstream_message(exc: ModelError) -> str:
         return f"{where} rejected the gateway's credentials; this is a gateway configuration problem"
     if isinstance(exc, PermissionDenied):
         return f"{where} denied access with the gateway's credentials"
+    for cls, text in _TRANSPORT_MESSAGES:
+        # An adapter's message holds the connection stack's own exception text (hosts,
+        # addresses); the gateway's own timeout (no provider) says what it waited for.
+        if isinstance(exc, cls) and exc.provider is not None:
+            return f"{where} {text}"
     from legato.observe import default_redactor
 
     return str(default_redactor().text(exc.message))

@@ -1,7 +1,7 @@
 """OpenAI- and Anthropic-compatible model routes.
 
-Each request goes: key (401) -> body validation (422) -> scope and model (403) ->
-request limits (422) -> SSRF check of user URLs (400) -> model lookup (404) -> the
+Each request goes: key (401) -> body validation (400) -> scope and model (403) ->
+request limits (400) -> SSRF check of user URLs (400) -> model lookup (404) -> the
 key's RPM/TPM/budget (429) -> the model (through whatever routing, resilience,
 cache and budget wrappers the catalog applies) -> usage settled against the key.
 Everything before the model call happens without any provider call.
@@ -28,13 +28,14 @@ from legato.providers import ChatChunk, ChatRequest, ChatResponse, EmbedRequest,
 from legato.server import _anthropic_wire as aw
 from legato.server import _openai_wire as ow
 from legato.server._auth import check_model, require
+from legato.server._body import StrictJSONRoute
 from legato.server._errors import GatewayError, from_exception
 from legato.server._keys import ApiKey
 from legato.server._state import Gateway
 
 __all__ = ["router"]
 
-router = APIRouter()
+router = APIRouter(route_class=StrictJSONRoute)
 T = TypeVar("T")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -88,11 +89,11 @@ async def _prepare(
     check_model(key, model_name)
     if n_messages > settings.max_messages:
         raise GatewayError(
-            422, "invalid_request", f"too many messages: {n_messages} > {settings.max_messages}", param="messages"
+            400, "invalid_request", f"too many messages: {n_messages} > {settings.max_messages}", param="messages"
         )
     if max_tokens is not None and max_tokens > settings.max_output_tokens:
         raise GatewayError(
-            422,
+            400,
             "invalid_request",
             f"max_tokens {max_tokens} exceeds this gateway's limit of {settings.max_output_tokens}",
             param="max_tokens",
@@ -100,9 +101,9 @@ async def _prepare(
     try:
         request = build({"api_key": key.prefix, "tenant": key.name})
     except ValidationError as exc:
-        raise GatewayError(422, "invalid_request", _describe(exc)) from None
+        raise GatewayError(400, "invalid_request", _describe(exc)) from None
     except ValueError as exc:
-        raise GatewayError(422, "invalid_request", str(exc)) from None
+        raise GatewayError(400, "invalid_request", str(exc)) from None
     try:
         await gw.ssrf.check_all(urls)
     except URLNotAllowed as exc:
@@ -277,7 +278,7 @@ async def _embeddings(body: ow.EmbeddingRequest, request: Request, key: ApiKey) 
     check_model(key, body.model)
     inputs = [body.input] if isinstance(body.input, str) else body.input
     if len(inputs) > 2048:
-        raise GatewayError(422, "invalid_request", f"too many inputs: {len(inputs)} > 2048", param="input")
+        raise GatewayError(400, "invalid_request", f"too many inputs: {len(inputs)} > 2048", param="input")
     model = gw.model(body.model)
     await gw.limiter.admit(key)
     ereq = EmbedRequest(inputs=inputs, model=body.model, dimensions=body.dimensions, metadata={"api_key": key.prefix})

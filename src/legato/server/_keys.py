@@ -50,6 +50,8 @@ SCOPES = ("chat", "embed", "runs:read", "runs:write", "admin")
 Scope = Literal["chat", "embed", "runs:read", "runs:write", "admin"]
 BudgetPeriod = Literal["day", "month", "total"]
 
+INT32_MAX = 2**31 - 1  # the rpm and tpm columns are INTEGER (32-bit on PostgreSQL)
+MAX_BUDGET_USD = 1e12
 KEY_PREFIX = "lg_"
 _ALPHABET = string.ascii_letters + string.digits
 _SECRET_LEN = 40
@@ -150,6 +152,22 @@ def _check_scopes(scopes: Iterable[str]) -> frozenset[str]:
     return result
 
 
+def _check_limits(*, rpm: int | None, tpm: int | None, budget_usd: float | None) -> None:
+    """``ValueError`` unless each limit fits its column (``rpm``/``tpm``: 32-bit integers)."""
+    limits: tuple[tuple[str, float | None, float], ...] = (
+        ("rpm", rpm, INT32_MAX),
+        ("tpm", tpm, INT32_MAX),
+        ("budget_usd", budget_usd, MAX_BUDGET_USD),
+    )
+    for label, value, top in limits:
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{label} must be a number, got {type(value).__name__}")
+        if not 0 <= value <= top:  # also false for NaN
+            raise ValueError(f"{label} must be between 0 and {top:g}, got {value}")
+
+
 def _row_to_key(row: Any) -> tuple[ApiKey, str]:
     models = json.loads(row.models) if row.models is not None else None
     key = ApiKey(
@@ -206,9 +224,7 @@ class KeyStore:
     ) -> tuple[ApiKey, str]:
         """Store a new key; returns it and its secret (the only time the secret exists)."""
         checked = _check_scopes(scopes)
-        for label, value in (("rpm", rpm), ("tpm", tpm), ("budget_usd", budget_usd)):
-            if value is not None and value < 0:
-                raise ValueError(f"{label} must be >= 0, got {value}")
+        _check_limits(rpm=rpm, tpm=tpm, budget_usd=budget_usd)
         if budget_period not in ("day", "month", "total"):
             raise ValueError(f"budget_period must be day, month or total, got {budget_period!r}")
         model_set = frozenset(models) if models is not None else None

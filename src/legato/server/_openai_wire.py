@@ -45,7 +45,8 @@ __all__ = [
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # strict: JSON types as sent (``max_tokens: true`` or ``stream: "yes"`` is an error, not 1 or True)
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class ImageURL(_Wire):
@@ -129,7 +130,7 @@ class ChatCompletionRequest(_Wire):
     max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
     seed: int | None = None
-    n: Literal[1] | None = None
+    n: int | None = Field(None, ge=1, le=1, description="Only one choice is supported.")
     tools: list[ToolDef] | None = None
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     response_format: ResponseFormatWire | None = None

@@ -38,6 +38,7 @@ from starlette.responses import Response, StreamingResponse
 from legato.config import LegatoConfig
 from legato.errors import ConfigError, IdempotencyConflict, InputError, RunNotFound, SpecError, StoreError
 from legato.server._auth import principal_of, require
+from legato.server._body import StrictJSONRoute
 from legato.server._errors import GatewayError
 from legato.server._gateway import _ERRORS, gateway, json_response
 from legato.server._keys import ApiKey
@@ -45,7 +46,7 @@ from legato.server._keys import ApiKey
 __all__ = ["RunsService", "load_pipelines", "router"]
 
 log = logging.getLogger("legato.server")
-router = APIRouter(tags=["Runs"], responses=_ERRORS)
+router = APIRouter(route_class=StrictJSONRoute, tags=["Runs"], responses=_ERRORS)
 
 
 def _pipeline_files(raw: Any, base: Path) -> dict[str | None, Path]:
@@ -164,7 +165,7 @@ class RunsService:
                 tenant=tenant,
             )
         except InputError as exc:
-            raise GatewayError(422, "invalid_request", str(exc), param="inputs") from None
+            raise GatewayError(400, "invalid_request", str(exc), param="inputs") from None
         except IdempotencyConflict as exc:
             raise GatewayError(409, "conflict", str(exc), code="idempotency_conflict") from None
         if created:

@@ -6,6 +6,10 @@ SQLite (the default, ``./.legato/legato.db``) runs in WAL mode with
 ``BEGIN IMMEDIATE`` so two processes never deadlock upgrading a read lock; a
 busy database is waited for (``busy_timeout``), not reported as an error.
 
+A new database file is created with mode 0600 (its WAL and shared-memory files
+follow), and statement parameters never appear in logged database errors
+(``hide_parameters``): they may hold key hashes or run inputs.
+
 Opening never resets anything. A file that is not SQLite, a SQLite file of some
 other application, or a store written by a newer legato raises
 :class:`~legato.errors.StoreCorrupt` naming the file and what was found.
@@ -137,10 +141,10 @@ def _writable(path: Path) -> bool:
 def connect(url: str, *, echo: bool = False, readonly: bool = False) -> AsyncEngine:
     """An engine for ``url`` (see :func:`resolve_url` and :func:`prepare`). Connects lazily."""
     if make_url(url).get_backend_name() == "sqlite":
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30.0})
+        engine = create_async_engine(url, echo=echo, hide_parameters=True, connect_args={"timeout": 30.0})
         _configure_sqlite(engine.sync_engine, readonly=readonly)
         return engine
-    return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_async_engine(url, echo=echo, hide_parameters=True, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
 def connect_sqlite_sync(url: str, *, echo: bool = False, readonly: bool = False) -> Engine:
@@ -149,7 +153,11 @@ def connect_sqlite_sync(url: str, *, echo: bool = False, readonly: bool = False)
     thread hop per transaction instead of one per statement (aiosqlite)."""
     parsed = make_url(url).set(drivername="sqlite+pysqlite")
     engine = sa.create_engine(
-        parsed, echo=echo, connect_args={"timeout": 30.0, "check_same_thread": False}, poolclass=QueuePool
+        parsed,
+        echo=echo,
+        hide_parameters=True,
+        connect_args={"timeout": 30.0, "check_same_thread": False},
+        poolclass=QueuePool,
     )
     _configure_sqlite(engine, readonly=readonly)
     return engine
@@ -239,6 +247,19 @@ async def _check_sqlite_file(path: Path) -> None:
         )
 
 
+def _create_private(path: Path) -> None:
+    """Create a new database file readable and writable by its owner only (0600);
+    SQLite gives the ``-wal``, ``-shm`` and ``-journal`` files the mode of the database.
+    An existing file keeps the mode its owner chose."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # unwritable directory or file system: SQLite's own open fails next and is reported
+    os.close(fd)
+
+
 async def migrate(engine: AsyncEngine, url: str, *, create: bool = True, readonly: bool = False) -> None:
     """Check that the database is a legato store (or empty) and upgrade it to the
     newest revision. Raises :class:`StoreCorrupt` for foreign or damaged databases,
@@ -248,6 +269,7 @@ async def migrate(engine: AsyncEngine, url: str, *, create: bool = True, readonl
     if path is not None and not readonly:
         if create:
             await anyio.to_thread.run_sync(lambda: path.parent.mkdir(parents=True, exist_ok=True))
+            await anyio.to_thread.run_sync(_create_private, path)
         await _check_sqlite_file(path)
     try:
         async with engine.begin() as conn:

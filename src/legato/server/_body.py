@@ -1,0 +1,106 @@
+"""Request bodies read strictly: what is not valid JSON text is the client's mistake.
+
+Python's ``json`` accepts more than JSON: escapes of lone UTF-16 surrogates
+(``"\\ud800"``), surrogates encoded in the UTF-8 bytes, and ``NaN``/``Infinity``.
+Such a string survives validation and fails later, while legato encodes the
+upstream request, where it would look like an upstream failure. Every route of
+the gateway therefore parses its JSON body with pydantic-core's parser (jiter, in
+Rust), which refuses all of these, and answers 400 naming the problem and where it
+is, before any handler runs. On the (rare) error path the body is parsed again with
+the standard library to say which field holds the invalid text.
+
+:class:`StrictJSONRoute` is the ``route_class`` of every gateway router.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi.routing import APIRoute
+from pydantic_core import from_json
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+__all__ = ["InvalidBody", "StrictJSONRoute", "parse_json"]
+
+_NESTING = 200  # jiter's recursion limit
+
+
+class InvalidBody(HTTPException):
+    """A body that is not valid JSON text (400 ``invalid_request_error``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(400, message)
+
+
+def parse_json(body: bytes) -> Any:
+    """The JSON value of ``body``; :class:`InvalidBody` naming the problem otherwise."""
+    try:
+        return from_json(body, allow_inf_nan=False)
+    except ValueError:
+        raise InvalidBody(_diagnose(body)) from None
+
+
+def _diagnose(body: bytes) -> str:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"the body is not valid UTF-8 (byte {exc.start} is 0x{body[exc.start]:02x})"
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON value")
+
+    try:
+        value = json.loads(text, parse_constant=constant)
+    except json.JSONDecodeError as exc:
+        return f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    except ValueError as exc:
+        return f"the body is not valid JSON: {exc}"
+    except RecursionError:
+        return f"the body is nested deeper than {_NESTING} levels"
+    where = _lone_surrogate(value, "")
+    if where is not None:
+        path, char = where
+        at = f" in {path}" if path else ""
+        return f"invalid Unicode{at}: lone surrogate U+{ord(char):04X} (a UTF-16 surrogate escape without its pair)"
+    return f"the body is not valid JSON or is nested deeper than {_NESTING} levels"
+
+
+def _lone_surrogate(value: Any, path: str) -> tuple[str, str] | None:
+    """(JSON path, character) of the first string holding a lone surrogate."""
+    if isinstance(value, str):
+        bad = next((c for c in value if "\ud800" <= c <= "\udfff"), None)
+        return (path, bad) if bad is not None else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _lone_surrogate(key, path) or _lone_surrogate(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _lone_surrogate(item, f"{path}.{index}" if path else str(index))
+            if found is not None:
+                return found
+    return None
+
+
+class _StrictRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = parse_json(await self.body())
+        return self._json
+
+
+class StrictJSONRoute(APIRoute):
+    """An ``APIRoute`` whose JSON body is parsed by :func:`parse_json`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(_StrictRequest(request.scope, request.receive))
+
+        return strict

@@ -1,0 +1,78 @@
+"""A real ``legato serve`` process on a loopback port, for adversarial tests.
+
+The process runs the installed CLI with a ``legato.yaml`` written by the test; its
+standard error (uvicorn and legato logs, the access log) goes to a file the test
+can read. Secrets reach it through ``env:`` references, as in production.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+MASTER = "mk-security-0123456789abcdef"
+FAKE_KEY = "sk-fake-provider-secret-0123"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServeProcess:
+    """``legato serve --config CONFIG`` until :meth:`stop`."""
+
+    def __init__(self, config: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = config.parent / f"serve-{self.port}.log"
+        full_env = {**os.environ, "SECURITY_FAKE_KEY": FAKE_KEY, "SECURITY_MASTER_KEY": MASTER, **(env or {})}
+        cmd = [str(Path(sys.executable).parent / "legato"), "serve", "--config", str(config), "--port", str(self.port)]
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen([*cmd, *args], env=full_env, cwd=config.parent, stderr=self._log)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"legato serve exited: {self.log()}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"legato serve did not become ready: {self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def client(self, key: str | None = MASTER, **headers: str) -> httpx.Client:
+        auth = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers={**auth, **headers}, timeout=30)
+
+    def create_key(self, scopes: list[str], **limits: Any) -> str:
+        with self.client() as c:
+            r = c.post("/v1/admin/keys", json={"name": "security", "scopes": scopes, **limits})
+            assert r.status_code == 201, r.text
+            return str(r.json()["key"])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
