@@ -31,7 +31,20 @@ __all__ = ["LegatoConfig", "find_config", "resolve_env"]
 T = TypeVar("T", bound=BaseModel)
 
 KNOWN_SECTIONS = frozenset(
-    {"models", "groups", "routing", "cache", "budgets", "store", "server", "observe", "journal", "pipelines", "tasks"}
+    {
+        "models",
+        "groups",
+        "routing",
+        "cache",
+        "budgets",
+        "store",
+        "server",
+        "observe",
+        "journal",
+        "pipelines",
+        "tasks",
+        "mcp_servers",
+    }
 )
 
 

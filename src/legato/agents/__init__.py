@@ -18,15 +18,16 @@
     result.text          # the answer
 
 Tools are Python functions (:func:`function_tool`), steps and pipelines (the
-``agent:`` step kind builds those) and tools of MCP servers (:class:`McpServer`).
+``agent:`` step kind builds those) and tools of MCP servers (:class:`McpToolbox`).
 Each turn and tool call can be recorded in an :class:`AgentJournal`, so a resumed
 agent never repeats a model call or a tool call that finished. See ``docs/agents.md``.
 """
 
 from legato.agents._agent import Agent
 from legato.agents._journal import AgentJournal, MemoryJournal
+from legato.agents._mcp import McpServerConfig, McpTool, McpToolbox
 from legato.agents._result import AgentOutcome, AgentResult, ToolCallRecord, ToolErrorKind, Turn
-from legato.agents._tools import AgentTool, FunctionTool, function_tool
+from legato.agents._tools import AgentTool, FunctionTool, PipelineTool, function_tool
 
 __all__ = [
     "Agent",
@@ -35,7 +36,11 @@ __all__ = [
     "AgentResult",
     "AgentTool",
     "FunctionTool",
+    "McpServerConfig",
+    "McpTool",
+    "McpToolbox",
     "MemoryJournal",
+    "PipelineTool",
     "ToolCallRecord",
     "ToolErrorKind",
     "Turn",

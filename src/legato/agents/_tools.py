@@ -22,7 +22,7 @@ import inspect
 import re
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from pydantic import TypeAdapter, ValidationError
@@ -30,7 +30,10 @@ from pydantic import TypeAdapter, ValidationError
 from legato.errors import InvalidToolArguments
 from legato.providers import Tool
 
-__all__ = ["AgentTool", "FunctionTool", "function_tool", "to_tools"]
+if TYPE_CHECKING:
+    from legato.engine import Pipeline
+
+__all__ = ["AgentTool", "FunctionTool", "PipelineTool", "function_tool", "to_tools"]
 
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
@@ -57,14 +60,26 @@ class AgentTool(abc.ABC):
 
 
 class FunctionTool(AgentTool):
-    """A Python function as a tool (see :func:`function_tool`)."""
+    """A Python function as a tool (see :func:`function_tool`).
 
-    def __init__(self, fn: Callable[..., Any], *, name: str | None = None, description: str | None = None) -> None:
+    ``fixed`` gives some parameters their values: the model neither sees nor sets
+    them. Calling the tool object calls the function itself.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        fixed: Mapping[str, Any] | None = None,
+    ) -> None:
         self.fn = fn
+        self.fixed = dict(fixed or {})
         tool_name = str(name or getattr(fn, "__name__", ""))
         if not _NAME.match(tool_name):
             raise ValueError(f"tool name {tool_name!r} must be 1-64 letters, digits, '_' or '-'")
-        self._arguments = _arguments_adapter(fn)
+        self._arguments = _arguments_adapter(fn, frozenset(self.fixed))
         self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
             getattr(fn, "__call__", None)  # noqa: B004 - an async callable object
         )
@@ -76,9 +91,64 @@ class FunctionTool(AgentTool):
             kwargs = self._arguments.validate_python(arguments)
         except ValidationError as exc:
             raise InvalidToolArguments(_describe(exc), tool=self.name) from None
+        kwargs.update(self.fixed)
         if self._is_async:
             return await self.fn(**kwargs)
         return await anyio.to_thread.run_sync(functools.partial(self.fn, **kwargs), abandon_on_cancel=False)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+
+class PipelineTool(AgentTool):
+    """A pipeline as a tool: its declared inputs are the arguments, its result the answer.
+
+    The pipeline runs as a nested run whose model calls count in the calling turn's
+    ledger; a run that does not succeed is the tool's failure.
+    """
+
+    def __init__(self, pipeline: Pipeline, *, name: str | None = None, description: str | None = None) -> None:
+        self.pipeline = pipeline
+        tool_name = name or re.sub(r"[^a-zA-Z0-9_-]", "_", pipeline.name)[:64]
+        properties: dict[str, Any] = {}
+        required = []
+        for decl in pipeline.inputs.values():
+            prop = dict(_INPUT_SCHEMA.get(decl.type_name, {}))
+            if decl.description:
+                prop["description"] = decl.description
+            if decl.required:
+                required.append(decl.name)
+            elif decl.default is not None:
+                prop["default"] = decl.default
+            properties[decl.name] = prop
+        parameters: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+        if required:
+            parameters["required"] = required
+        summary = description or pipeline.description or f"Run the {pipeline.name!r} pipeline."
+        self.spec = Tool(name=tool_name, description=summary, parameters=parameters)
+
+    async def invoke(self, arguments: dict[str, Any]) -> Any:
+        from legato.errors import InputError
+        from legato.ledger import current_ledger
+
+        try:
+            result = await self.pipeline.run(arguments, ledger=current_ledger())
+        except InputError as exc:
+            raise InvalidToolArguments(str(exc), tool=self.name) from None
+        result.raise_for_status()
+        return result.result
+
+
+_INPUT_SCHEMA: dict[str, dict[str, Any]] = {
+    "string": {"type": "string"},
+    "integer": {"type": "integer"},
+    "number": {"type": "number"},
+    "boolean": {"type": "boolean"},
+    "list": {"type": "array"},
+    "array": {"type": "array"},
+    "object": {"type": "object"},
+    "mapping": {"type": "object"},
+}
 
 
 def function_tool(
@@ -112,7 +182,7 @@ def to_tools(tools: typing.Iterable[AgentTool | Callable[..., Any]]) -> dict[str
     return found
 
 
-def _arguments_adapter(fn: Callable[..., Any]) -> TypeAdapter[dict[str, Any]]:
+def _arguments_adapter(fn: Callable[..., Any], fixed: frozenset[str] = frozenset()) -> TypeAdapter[dict[str, Any]]:
     """A pydantic adapter that validates keyword arguments for ``fn`` without calling it.
 
     It validates a stand-in with ``fn``'s signature (annotations resolved, so
@@ -126,6 +196,8 @@ def _arguments_adapter(fn: Callable[..., Any]) -> TypeAdapter[dict[str, Any]]:
         raise ValueError(f"tool {getattr(fn, '__name__', fn)!r}: cannot resolve its type hints ({exc})") from exc
     params = []
     for p in signature.parameters.values():
+        if p.name in fixed:
+            continue
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
             raise ValueError(
                 f"tool {getattr(fn, '__name__', fn)!r}: parameter {p.name!r} must be a named parameter "

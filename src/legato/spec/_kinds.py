@@ -5,7 +5,8 @@ time a pipeline uses it (so ``legato.spec`` imports nothing of the model layer):
 
 * ``uses`` (built in): ``uses: package.module:function`` or ``uses: ./file.py:function``
   (relative to the YAML file); ``with:`` maps the function's parameters.
-* ``llm`` -> ``legato.steps.llm:build`` and ``task`` -> ``legato.steps.task:build``.
+* ``llm`` -> ``legato.steps.llm:build``, ``task`` -> ``legato.steps.task:build`` and
+  ``agent`` -> ``legato.steps.agent:build``.
 
 Factory contract::
 
@@ -36,6 +37,7 @@ from legato._yaml import Position, locate
 from legato.config import LegatoConfig
 from legato.errors import SpecError, SpecIssue
 from legato.spec._expr import closest
+from legato.spec._models import COMMON_STEP_KEYS
 from legato.spec._template import compile_value
 
 __all__ = ["BuildContext", "StepBuild", "StepFactory", "load_callable", "register_step_kind", "resolve_kind"]
@@ -89,6 +91,12 @@ class BuildContext:
         """Step names that a value's ``${...}`` references read."""
         return compile_value(value).steps
 
+    def build_step(self, name: str, *path: str | int) -> StepBuild:
+        """Build another step of the same file (for kinds that use steps, like ``agent:``)."""
+        from legato.spec._loader import build_named_step
+
+        return build_named_step(self, name, path)
+
     def load_callable(self, ref: str, *path: str | int) -> Callable[..., Any]:
         """Import ``package.module:attr`` or ``./file.py:attr`` (relative to the file)."""
         try:
@@ -103,6 +111,7 @@ _KINDS: dict[str, str | StepFactory] = {
     "uses": "legato.spec._kinds:build_uses",
     "llm": "legato.steps.llm:build",
     "task": "legato.steps.task:build",
+    "agent": "legato.steps.agent:build",
 }
 
 
@@ -191,20 +200,12 @@ def _load_file(path: Path) -> Any:
     return module
 
 
-_USES_KEYS = frozenset(
-    {
-        "kind", "uses", "with", "description", "when", "map", "max_concurrency", "timeout", "retries",
-        "optional", "depends_on", "cache", "version", "resources", "estimate_ms", "loop",
-    }
-)  # fmt: skip
-
-
 def build_uses(spec: Mapping[str, Any], ctx: BuildContext) -> StepBuild:
     """The built-in ``uses`` kind: a Python callable named by import string or file."""
     issues = []
     for key in spec:
-        if key not in _USES_KEYS:
-            hint = closest(str(key), _USES_KEYS)
+        if key not in COMMON_STEP_KEYS:
+            hint = closest(str(key), COMMON_STEP_KEYS)
             issues.append(ctx.issue(f"unknown field {key!r}" + (f" (did you mean {hint!r}?)" if hint else ""), key))
     ref = spec.get("uses")
     if not isinstance(ref, str):

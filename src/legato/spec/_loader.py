@@ -24,7 +24,7 @@ from legato.spec._models import INPUT_TYPES, PipelineSpec, RetrySpec, StepSpec
 if TYPE_CHECKING:
     from legato.engine import Pipeline
 
-__all__ = ["load_pipeline", "load_spec"]
+__all__ = ["build_named_step", "load_pipeline", "load_spec"]
 
 
 class _Source:
@@ -219,28 +219,13 @@ def _add_step(
 ) -> list[SpecIssue]:
     from legato.engine import LoopOptions
 
-    raw = data["steps"][name]
     ctx = BuildContext(step=name, file=src.name, base_dir=src.base_dir, config=cfg, data=data)
-    kind = step.kind
-    if kind is None:
-        if step.uses is not None:
-            kind = "uses"
-        else:
-            extra = [k for k in (step.model_extra or {}) if k in kind_names()]
-            if len(extra) == 1:
-                kind = extra[0]
-            else:
-                return [ctx.issue("a step needs 'uses: module:function' or a kind (" + ", ".join(kind_names()) + ")")]
     try:
-        factory = resolve_kind(kind)
-    except LookupError as exc:
-        return [ctx.issue(str(exc), "kind")]
-    try:
-        built = factory(raw, ctx)
+        built = _build(ctx, data["steps"][name], step)
     except SpecError as exc:
         return list(exc.issues)
-    if not isinstance(built, StepBuild):
-        return [ctx.issue(f"step kind {kind!r} returned {type(built).__name__}, not a StepBuild")]
+    if step.tool:  # built to check it; the agents that list it call it
+        return []
     loop = None
     if step.loop is not None:
         try:
@@ -280,6 +265,51 @@ def _add_step(
         message = str(exc).removeprefix(f"step {name!r}: ")
         return [ctx.issue(message, *_option_field(message))]
     return []
+
+
+def _build(ctx: BuildContext, raw: Any, step: StepSpec) -> StepBuild:
+    """Run the step's kind factory; raises :class:`SpecError` located in the file."""
+    kind = step.kind
+    if kind is None:
+        if step.uses is not None:
+            kind = "uses"
+        else:
+            extra = [k for k in (step.model_extra or {}) if k in kind_names()]
+            if len(extra) != 1:
+                raise SpecError(
+                    [ctx.issue("a step needs 'uses: module:function' or a kind (" + ", ".join(kind_names()) + ")")]
+                )
+            kind = extra[0]
+    try:
+        factory = resolve_kind(kind)
+    except LookupError as exc:
+        raise SpecError([ctx.issue(str(exc), "kind")]) from exc
+    built = factory(raw, ctx)
+    if not isinstance(built, StepBuild):
+        raise SpecError([ctx.issue(f"step kind {kind!r} returned {type(built).__name__}, not a StepBuild")])
+    return built
+
+
+def build_named_step(ctx: BuildContext, name: str, path: Sequence[str | int]) -> StepBuild:
+    """Build step ``name`` of the file ``ctx`` comes from, for the step ``ctx`` builds.
+
+    The step must be marked ``tool: true``; problems are reported at ``path`` of
+    the asking step (a missing or unmarked step) or at the step itself.
+    """
+    steps = ctx.data.get("steps") if isinstance(ctx.data, Mapping) else None
+    raw = steps.get(name) if isinstance(steps, Mapping) else None
+    if not isinstance(raw, Mapping):
+        hint = closest(name, list(steps or ()))
+        message = f"no step named {name!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+        raise SpecError([ctx.issue(message, *path)])
+    try:
+        step = StepSpec.model_validate(raw)
+    except ValidationError:
+        raise SpecError([ctx.issue(f"step {name!r} is not valid (see its own errors)", *path)]) from None
+    if not step.tool:
+        raise SpecError([ctx.issue(f"step {name!r} is not marked 'tool: true', so it cannot be a tool", *path)])
+    own = BuildContext(step=name, file=ctx.file, base_dir=ctx.base_dir, config=ctx.config, data=ctx.data)
+    return _build(own, raw, step)
 
 
 def _expr_field(step: StepSpec, exc: ExpressionError) -> str:

@@ -12,7 +12,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["INPUT_TYPES", "InputSpec", "LoopSpec", "PipelineSpec", "RetrySpec", "StepSpec"]
+__all__ = [
+    "COMMON_STEP_KEYS",
+    "INPUT_TYPES",
+    "KIND_COMMON_KEYS",
+    "InputSpec",
+    "LoopSpec",
+    "PipelineSpec",
+    "RetrySpec",
+    "StepSpec",
+]
 
 INPUT_TYPES: dict[str, type | tuple[type, ...] | None] = {
     "string": str,
@@ -99,6 +108,7 @@ class StepSpec(BaseModel):
     resources: dict[str, Any] = Field(default_factory=dict)
     estimate_ms: float | None = Field(None, ge=0)
     loop: LoopSpec | None = None
+    tool: bool = False  # only an agent's tool (``tools: [step:NAME]``), never scheduled by itself
 
     @field_validator("retries", mode="before")
     @classmethod
@@ -118,6 +128,9 @@ class StepSpec(BaseModel):
 
 
 COMMON_STEP_KEYS = frozenset(StepSpec.model_fields) - {"with_"} | {"with"}
+"""Every key a step may have whatever its kind (``uses`` and ``with`` included)."""
+KIND_COMMON_KEYS = COMMON_STEP_KEYS - {"uses", "with"}
+"""The common keys a step kind's factory leaves to the loader (``with`` may be its own)."""
 
 
 class PipelineSpec(_Strict):

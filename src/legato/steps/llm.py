@@ -53,15 +53,10 @@ from legato.errors import BadRequest, ConfigError, MalformedResponse, SpecError
 from legato.providers import ChatRequest, ChatResponse, Message, ResponseFormat
 from legato.providers._validate import check_json_schema
 from legato.spec import BuildContext, StepBuild
+from legato.spec._models import KIND_COMMON_KEYS
 
 __all__ = ["build"]
 
-_COMMON_KEYS = frozenset(
-    {
-        "kind", "description", "when", "map", "max_concurrency", "timeout", "retries", "optional",
-        "depends_on", "cache", "version", "resources", "estimate_ms", "loop",
-    }
-)  # fmt: skip
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
 
@@ -85,7 +80,7 @@ class LlmStep(BaseModel):
 
 def build(spec: Mapping[str, Any], ctx: BuildContext) -> StepBuild:
     """Build an ``llm:`` step (the factory the spec loader calls)."""
-    own = {k: v for k, v in spec.items() if k not in _COMMON_KEYS}
+    own = {k: v for k, v in spec.items() if k not in KIND_COMMON_KEYS}
     try:
         step = LlmStep.model_validate(own)
     except ValidationError as exc:

@@ -35,17 +35,12 @@ from pydantic import BaseModel
 
 from legato.errors import ConfigError, InputError, SpecError
 from legato.spec import BuildContext, StepBuild
+from legato.spec._models import KIND_COMMON_KEYS
 from legato.tasks import Task, get, names
 
 __all__ = ["actor_step", "build"]
 
 _OWN_KEYS = frozenset({"task", "options", "with"})
-_COMMON_KEYS = frozenset(
-    {
-        "kind", "description", "when", "map", "max_concurrency", "timeout", "retries", "optional",
-        "depends_on", "cache", "version", "resources", "estimate_ms", "loop",
-    }
-)  # fmt: skip
 
 # Tasks of one pipeline file (keyed by the loaded document), prefetched together.
 _siblings: dict[int, list[Task[Any, Any]]] = {}
@@ -53,7 +48,7 @@ _siblings: dict[int, list[Task[Any, Any]]] = {}
 
 def build(spec: Mapping[str, Any], ctx: BuildContext) -> StepBuild:
     """Build a ``task:`` step (the factory the spec loader calls)."""
-    issues = [ctx.issue(f"unknown field {key!r}", key) for key in spec if key not in _OWN_KEYS | _COMMON_KEYS]
+    issues = [ctx.issue(f"unknown field {key!r}", key) for key in spec if key not in _OWN_KEYS | KIND_COMMON_KEYS]
     name = spec.get("task")
     options = spec.get("options") or {}
     if not isinstance(name, str) or name not in names():
