@@ -16,7 +16,9 @@ from legato.errors import (
     LeaseLost,
     LegatoError,
     ModelError,
+    PipelineChanged,
     RunNotFound,
+    RunNotResumable,
     SpecError,
     SpecIssue,
     StepError,
@@ -40,6 +42,8 @@ _BUILD: dict[str, Callable[[], BaseException]] = {
     "ToolFailed": lambda: ToolFailed("the tool raised", tool="refund", call_id="c1"),
     "UnknownTool": lambda: UnknownTool("no tool named 'x'", tool="x"),
     "InvalidToolArguments": lambda: InvalidToolArguments("city: Field required", tool="weather", call_id="c2"),
+    "RunNotResumable": lambda: RunNotResumable("run r1 is cancelled", status="cancelled"),
+    "PipelineChanged": lambda: PipelineChanged("run r1 was started by version a", started="a", current="b"),
 }
 
 _CLASSES = sorted(

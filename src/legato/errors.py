@@ -29,6 +29,8 @@ the :class:`ModelError` branch, which carries ``retryable``, ``provider``,
     │   ├── RunNotFound             no run with that id
     │   │   └── AmbiguousRunId      a run-id prefix matches several runs (``candidates``)
     │   ├── LeaseLost               another worker holds (or took over) the run's lease
+    │   ├── RunNotResumable         succeeded, or cancelled/dead-lettered and not forced
+    │   ├── PipelineChanged         the run was started by another version of its pipeline
     │   ├── StoreCorrupt            the database file is not a legato store / is damaged
     │   ├── StoreNotFound           a reading command found no store at that path / database
     │   └── StoreFull               the disk holding the store is full
@@ -91,12 +93,14 @@ __all__ = [
     "NoDeploymentAvailable",
     "Overloaded",
     "PermissionDenied",
+    "PipelineChanged",
     "ProviderTimeout",
     "QuotaExhausted",
     "RateLimited",
     "RunCancelled",
     "RunError",
     "RunNotFound",
+    "RunNotResumable",
     "ScopeDenied",
     "ServerError",
     "SpecError",
@@ -295,6 +299,25 @@ class LeaseLost(StoreError):
         super().__init__(message)
         self.owner = owner
         self.expires_at = expires_at
+
+
+class RunNotResumable(StoreError):
+    """The run cannot be resumed: it succeeded, or it was cancelled or dead-lettered
+    and the resume was not forced. ``status`` is the run's stored status."""
+
+    def __init__(self, message: str, *, status: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class PipelineChanged(StoreError):
+    """The run was started by another version of its pipeline (a step's code or the
+    spec changed); resuming would mix results of two versions unless allowed."""
+
+    def __init__(self, message: str, *, started: str, current: str) -> None:
+        super().__init__(message)
+        self.started = started
+        self.current = current
 
 
 class StoreCorrupt(StoreError):

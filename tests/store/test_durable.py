@@ -95,7 +95,12 @@ async def test_resume_after_a_failure_reruns_only_what_did_not_finish(store: Run
     assert resumed.result["d"] == {"sum": 10, "pair": (4, 6)}
     record = await store.get_run(failed.run_id)
     assert record.status == "succeeded"
-    assert record.recoveries == 1
+    assert record.recoveries == 0  # the failed run released its lease: no worker died
+    # attempt numbers continue across the resume: c failed as attempt 1 and succeeded as attempt 2
+    assert [(s.attempt, s.status) for s in await store.steps(failed.run_id) if s.step == "c"] == [
+        (1, "failed"),
+        (2, "succeeded"),
+    ]
     # the failure left an automatic reflection in the journal
     entries = await Journal(store).recent(5, pipeline=p.name)
     assert any(e.author == "auto" and "c" in e.tags and "RuntimeError" in e.body for e in entries)

@@ -7,8 +7,8 @@ import uuid
 import anyio
 import pytest
 
-from legato.errors import IdempotencyConflict, LeaseLost, RunNotFound, StoreError
-from legato.store import EventRecord, RunStore, StepRecord
+from legato.errors import IdempotencyConflict, LeaseLost, RunNotFound, RunNotResumable, StoreError
+from legato.store import CancelRequest, EventRecord, RunStore, StepRecord
 
 from .conftest import FakeClock
 
@@ -89,11 +89,12 @@ async def test_100_concurrent_submissions_with_one_key_make_exactly_one_run(data
 
 
 async def test_checkpoints_are_fenced_by_the_lease(store: RunStore, clock: FakeClock) -> None:
-    record, _ = await store.create_run(pipeline=name(), version_hash="v", inputs={}, owner="w1", lease_ttl=30)
+    w1 = name()  # unique: a takeover is charged only when its holder held no other run
+    record, _ = await store.create_run(pipeline=name(), version_hash="v", inputs={}, owner=w1, lease_ttl=30)
     step = StepRecord(record.id, "a", "succeeded", output={"x": 1})
-    await store.checkpoint(record.id, "w1", attempts=[step], new_events=[EventRecord(record.id, "StepFinished", 1.0)])
+    await store.checkpoint(record.id, w1, attempts=[step], new_events=[EventRecord(record.id, "StepFinished", 1.0)])
     # a live lease cannot be taken by another worker...
-    with pytest.raises(LeaseLost, match="being executed by w1"):
+    with pytest.raises(LeaseLost, match=f"being executed by {w1}"):
         await store.acquire(record.id, "w2")
     # ...until it expires; then w2 takes over and w1's late writes are refused
     clock.advance(31)
@@ -101,9 +102,9 @@ async def test_checkpoints_are_fenced_by_the_lease(store: RunStore, clock: FakeC
     assert taken.lease_owner == "w2"
     assert taken.recoveries == 1
     with pytest.raises(LeaseLost, match="now held by w2"):
-        await store.checkpoint(record.id, "w1", attempts=[StepRecord(record.id, "b", "succeeded", output=2)])
+        await store.checkpoint(record.id, w1, attempts=[StepRecord(record.id, "b", "succeeded", output=2)])
     with pytest.raises(LeaseLost):
-        await store.heartbeat(record.id, "w1")
+        await store.heartbeat(record.id, w1)
     assert set(await store.completed_steps(record.id)) == {"a"}
     assert [e.type for e in await store.events(record.id)] == ["StepFinished", "LeaseAcquired"]
 
@@ -121,17 +122,32 @@ async def test_finish_releases_and_succeeded_runs_cannot_be_resumed(store: RunSt
         await store.finish_run(record.id, "w1", status="running")
 
 
-async def test_heartbeat_reports_cancellation(store: RunStore, clock: FakeClock) -> None:
+async def test_heartbeat_and_checkpoint_report_who_cancelled(store: RunStore, clock: FakeClock) -> None:
     record, _ = await store.create_run(pipeline=name(), version_hash="v", inputs={}, owner="w1", lease_ttl=30)
-    assert await store.heartbeat(record.id, "w1", lease_ttl=30) is False
-    requested = await store.request_cancel(record.id)
+    assert await store.heartbeat(record.id, "w1", lease_ttl=30) is None
+    assert await store.checkpoint(record.id, "w1") is None
+    requested = await store.request_cancel(record.id, by="ops@example")
     assert requested.status == "running"  # w1 is alive: it stops the run itself
-    assert await store.heartbeat(record.id, "w1", lease_ttl=30) is True
-    # a run nobody executes is cancelled at once
+    expected = CancelRequest("ops@example", clock.now)
+    assert await store.heartbeat(record.id, "w1", lease_ttl=30) == expected
+    assert await store.checkpoint(record.id, "w1") == expected  # read in the checkpoint's own transaction
+    assert await store.cancel_request(record.id) == expected
+    assert await store.wait_cancel(record.id) == expected
+    # a run nobody executes is cancelled at once, and says by whom
     idle, _ = await store.create_run(pipeline=name(), version_hash="v", inputs={})
-    assert (await store.request_cancel(idle.id)).status == "cancelled"
+    cancelled = await store.request_cancel(idle.id, by="ops@example")
+    assert cancelled.status == "cancelled"
+    assert cancelled.cancelled_by == "ops@example"
+    assert cancelled.error is not None
+    assert cancelled.error.startswith("cancelled by ops@example at ")
     with pytest.raises(StoreError, match="already cancelled"):
         await store.request_cancel(idle.id)
+    # a cancelled run resumes only when forced; forcing clears the request
+    with pytest.raises(RunNotResumable, match="is cancelled") as refused:
+        await store.acquire(idle.id, "w2")
+    assert refused.value.status == "cancelled"
+    revived = await store.acquire(idle.id, "w2", force=True)
+    assert (revived.status, revived.cancel_request) == ("running", None)
 
 
 async def test_orphans_dead_letters_and_force(store: RunStore, clock: FakeClock) -> None:
@@ -157,12 +173,19 @@ async def test_a_lease_of_a_dead_process_on_this_host_is_taken_at_once(store: Ru
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    gone = f"{socket.gethostname()}:{proc.pid}:abcd"
+    code = "from legato.store import new_owner_id; print(new_owner_id())"
+    gone = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert gone.startswith(f"{socket.gethostname()}:")
     record, _ = await store.create_run(pipeline=name(), version_hash="v", inputs={}, owner=gone, lease_ttl=3600)
     assert record.id in {r.id for r in await store.orphaned_runs()}
     assert (await store.acquire(record.id, "me")).lease_owner == "me"
+    # an owner id of an older format (host:pid:random) cannot be checked: its lease is honoured
+    old, _ = await store.create_run(
+        pipeline=name(), version_hash="v", inputs={}, owner=f"{socket.gethostname()}:999999:abcd", lease_ttl=3600
+    )
+    assert old.id not in {r.id for r in await store.orphaned_runs()}
+    with pytest.raises(LeaseLost, match="cannot be checked from here"):
+        await store.acquire(old.id, "me")
 
 
 async def test_prune_deletes_old_finished_runs_only(store: RunStore, clock: FakeClock) -> None:

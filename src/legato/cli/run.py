@@ -1,7 +1,8 @@
 """``legato run``, ``legato validate`` and ``legato plan``.
 
 Exit codes: 0 success, 1 the run failed (or was cancelled), 2 invalid spec,
-inputs or usage. Heavy imports (the engine, pydantic models) happen inside the
+inputs or usage, 130 the run was cancelled by Ctrl-C (see :mod:`legato.cli._interrupt`).
+Heavy imports (the engine, pydantic models) happen inside the
 commands so ``legato --help`` stays fast.
 """
 
@@ -104,7 +105,8 @@ def run(
     """Run a pipeline: independent steps run in parallel; live progress on a terminal.
 
     The run is stored and checkpointed step by step: after a crash, `legato runs
-    resume RUN_ID` finishes it without redoing finished steps."""
+    resume RUN_ID` finishes it without redoing finished steps. Ctrl-C cancels the
+    run (it is stored as cancelled; Ctrl-C again exits at once)."""
     import anyio
 
     from legato.errors import InputError
@@ -121,26 +123,36 @@ def run(
     out = Console(highlight=False)
     progress = _Progress(pipeline, out) if out.is_terminal and not as_json else None
     subscribers = [progress.on_event] if progress is not None else []
+    from legato.cli._interrupt import EXIT_INTERRUPTED, Interrupt, exit_now
     from legato.cli.runs import stored_run
+    from legato.engine import RunControl
+    from legato.store import new_run_id
+
+    interrupt = Interrupt(RunControl(), new_run_id())
+    source = str(file.resolve())
+
+    async def main() -> RunResult:
+        with interrupt.installed():
+            return await stored_run(
+                pipeline,
+                values,
+                subscribers=subscribers,
+                progress=progress,
+                console=out,
+                database_url=database_url,
+                idempotency_key=idempotency_key,
+                recall=recall and not as_json,
+                source=source,
+                control=interrupt.control,
+                run_id=interrupt.run_id,
+            )
 
     # With --json, stdout carries the JSON document only: whatever libraries print
     # while the run goes on (Ray's worker messages, for one) goes to stderr.
     quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
     try:
         with quiet:
-            result = anyio.run(
-                lambda: stored_run(
-                    pipeline,
-                    values,
-                    subscribers=subscribers,
-                    progress=progress,
-                    console=out,
-                    database_url=database_url,
-                    idempotency_key=idempotency_key,
-                    recall=recall and not as_json,
-                    source=str(file.resolve()),
-                )
-            )
+            result = anyio.run(main)
     except InputError as exc:
         _err.print(f"[red]error[/red]: {exc}")
         raise typer.Exit(2) from None
@@ -157,7 +169,12 @@ def run(
         sys.stdout.write(json.dumps(doc, default=_json_default, indent=2) + "\n")
     else:
         _print_result(out, result)
-    raise typer.Exit(0 if result.ok else 1)
+    code = 0 if result.ok else 1
+    if interrupt.interrupted and str(result.status) == "cancelled":
+        _err.print(interrupt.resume_hint(result.run_id), soft_wrap=True)
+        code = EXIT_INTERRUPTED
+    exit_now(code)  # abandoned sync steps delay the exit a bounded time
+    raise typer.Exit(code)
 
 
 def _choose_executor(pipeline: Pipeline, name: str | None, pairs: list[str]) -> None:

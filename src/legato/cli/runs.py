@@ -8,6 +8,7 @@ step by step, and can be resumed with ``legato runs resume RUN_ID`` after a cras
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -22,7 +23,7 @@ from rich.console import Console
 from legato.cli._app import app
 
 if TYPE_CHECKING:
-    from legato.engine import Event, Pipeline, RunResult, Subscriber
+    from legato.engine import Event, Pipeline, RunControl, RunResult, Subscriber
     from legato.store import RunRecord, RunStore
 
 __all__ = ["estimate_cost", "open_store", "parse_duration", "stored_run"]
@@ -87,8 +88,11 @@ async def stored_run(
     idempotency_key: str | None = None,
     recall: bool = False,
     source: str | None = None,
+    control: RunControl | None = None,
+    run_id: str | None = None,
 ) -> RunResult:
-    """Run ``pipeline`` durably for ``legato run``; ``progress`` is entered around the run."""
+    """Run ``pipeline`` durably for ``legato run``; ``progress`` is entered around the run,
+    ``control`` cancels it (Ctrl-C), ``run_id`` names a new run."""
     from legato.errors import IdempotencyConflict, StoreError
     from legato.store import DurableRunner
 
@@ -112,6 +116,8 @@ async def stored_run(
                     subscribers=[note_start, *subscribers],
                     source=source,
                     estimated_cost=estimate_cost(pipeline),
+                    control=control,
+                    run_id=run_id,
                 )
         except IdempotencyConflict as exc:
             raise _fail(str(exc), 2) from None
@@ -185,6 +191,8 @@ def _record_dict(r: RunRecord) -> dict[str, Any]:
         "lease_expires_at": r.lease_expires_at,
         "recoveries": r.recoveries,
         "dead_reason": r.dead_reason,
+        "cancelled_by": r.cancelled_by,
+        "cancel_requested_at": r.cancel_requested_at,
         "cost": r.cost,
         "version_hash": r.version_hash,
         "source": r.source,
@@ -311,6 +319,9 @@ def show(
         out.print(f"recoveries: {record.recoveries}")
     if record.dead_reason:
         out.print(f"[magenta]dead-lettered[/magenta]: {record.dead_reason}")
+    request = record.cancel_request
+    if request is not None:
+        out.print(f"[yellow]{request.describe()}[/yellow]" + ("" if record.terminal else " (stopping)"))
     if record.error:
         out.print(f"[red]error[/red]: {record.error}", soft_wrap=True)
     out.print("inputs: " + json.dumps(record.inputs, default=str)[:500], soft_wrap=True)
@@ -333,7 +344,9 @@ def resume(
     run_id: str = typer.Argument(..., help="Run id (or a unique prefix)."),
     file: Path | None = typer.Option(None, "--file", "-f", help="Pipeline YAML (default: the file the run came from)."),
     force: bool = typer.Option(
-        False, "--force", help="Take the run even if its lease looks live, and revive a dead-lettered run."
+        False,
+        "--force",
+        help="Take the run even if its lease looks live, and resume a cancelled or dead-lettered run.",
     ),
     allow_changed: bool = typer.Option(
         False, "--allow-changed", help="Resume even though the pipeline changed since the run started."
@@ -345,7 +358,7 @@ def resume(
     """Resume a run after a crash or failure: finished steps are reused, the rest run."""
     import anyio
 
-    from legato.errors import LeaseLost, RunNotFound, SpecError, StoreError
+    from legato.errors import LeaseLost, PipelineChanged, RunNotFound, RunNotResumable, SpecError, StoreError
     from legato.store import DurableRunner
 
     async def main() -> RunResult:
@@ -361,9 +374,14 @@ def resume(
             try:
                 return await DurableRunner(store).resume(pipeline, record.id, force=force, allow_changed=allow_changed)
             except LeaseLost as exc:
-                raise _fail(str(exc)) from None
+                raise _fail(f"{exc}: resume it after that, or with --force if that process is gone") from None
+            except PipelineChanged as exc:
+                raise _fail(f"{exc}. Start a new run, or resume with --allow-changed to keep them anyway", 2) from None
+            except RunNotResumable as exc:
+                hint = "" if exc.status == "succeeded" else ": resume it with --force once you mean to"
+                raise _fail(f"{exc}{hint}") from None
             except StoreError as exc:
-                raise _fail(str(exc), 2 if "changed" in str(exc) else 1) from None
+                raise _fail(str(exc)) from None
             except SpecError as exc:
                 raise _fail(str(exc), 2) from None
 
@@ -400,7 +418,7 @@ def cancel(
     run_id: str = typer.Argument(..., help="Run id (or a unique prefix)."),
     database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
 ) -> None:
-    """Cancel a run: its worker stops it at the next heartbeat (a run nobody executes stops at once)."""
+    """Cancel a run: its worker stops its steps within a second (a run nobody executes stops at once)."""
     import anyio
 
     from legato.errors import StoreError
@@ -408,7 +426,7 @@ def cancel(
     async def main() -> RunRecord:
         async with open_store(database_url) as store:
             try:
-                return await store.request_cancel(run_id)
+                return await store.request_cancel(run_id, by=who_cancels())
             except StoreError as exc:
                 raise _fail(str(exc)) from None
 
@@ -416,7 +434,19 @@ def cancel(
     if record.status == "cancelled":
         typer.echo(f"run {record.id} cancelled")
     else:
-        typer.echo(f"run {record.id}: cancellation requested; {record.lease_owner} stops it at its next heartbeat")
+        typer.echo(f"run {record.id}: cancellation requested; {record.lease_owner} stops it within a second")
+
+
+def who_cancels() -> str:
+    """``legato runs cancel`` by ``user@host``: recorded as who cancelled the run."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        user = "uid " + str(os.getuid()) if hasattr(os, "getuid") else "unknown user"
+    return f"legato runs cancel by {user}@{socket.gethostname()}"
 
 
 @runs_app.command("recover")

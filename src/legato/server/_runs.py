@@ -186,11 +186,13 @@ class RunsService:
             if not self._controls and self._idle is not None:
                 self._idle.set()
 
-    async def cancel(self, run_id: str) -> Any:
-        record = await self.store.request_cancel(run_id)
+    async def cancel(self, run_id: str, *, by: str = "") -> Any:
+        """Record the cancel (who asked, when) and stop the run: at once when this
+        process executes it, through the store's notification otherwise."""
+        record = await self.store.request_cancel(run_id, by=by)
         control = self._controls.get(record.id)
         if control is not None:
-            control.cancel("cancellation requested")
+            control.cancel(record.cancel_request.describe() if record.cancel_request else "cancelled")
         return record
 
 
@@ -263,7 +265,7 @@ async def cancel_run(run_id: str, request: Request, key: ApiKey = Depends(requir
     service = _runs(request)
     record = await _own_run(service, run_id, key)
     try:
-        record = await service.cancel(record.id)
+        record = await service.cancel(record.id, by=f"API key {key.name!r} ({key.prefix})")
     except StoreError as exc:
         raise GatewayError(409, "conflict", str(exc), code="run_finished") from None
     return json_response(_public(record))

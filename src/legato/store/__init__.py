@@ -17,30 +17,35 @@ from legato.store._durable import (
     result_from_record,
     run_durably,
 )
-from legato.store._ids import new_owner_id, new_run_id
+from legato.store._ids import OwnerState, new_owner_id, new_run_id, owner_state
 from legato.store._journal import Embedder, Journal, JournalEntry, LocalEmbedder, SearchMode
-from legato.store._records import EventRecord, RunRecord, StepRecord
+from legato.store._records import CancelRequest, EventRecord, RecoveryAction, RunRecord, StepRecord, StoredStatus
 from legato.store._reflection import reflect_on_run
 from legato.store._runs import RunStore
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
     "LOCAL",
+    "CancelRequest",
     "DurableRunner",
     "Embedder",
     "EventRecord",
     "Journal",
     "JournalEntry",
     "LocalEmbedder",
+    "OwnerState",
     "Principal",
     "Recovery",
+    "RecoveryAction",
     "RunRecord",
     "RunStore",
     "SearchMode",
     "StepRecord",
+    "StoredStatus",
     "load_source",
     "new_owner_id",
     "new_run_id",
+    "owner_state",
     "pipeline_version",
     "recover_expired_runs",
     "reflect_on_run",

@@ -9,11 +9,17 @@ checkpoint: they cost no extra commit.
 Group commit: steps finishing at the same moment in parallel branches wait for
 one transaction between them instead of one each. Whoever takes the lock first
 commits everything queued so far; the others find their record already durable.
+
+Each commit also reads whether a cancel was recorded for the run; if so,
+``on_cancel`` is called before the engine hears that the step is done, so none of
+its dependents starts. Attempt numbers continue across resumes: a resumed run's
+attempts are stored (and its events numbered) after ``attempts_before``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -29,7 +35,7 @@ from legato.engine import (
     StepStarted,
 )
 from legato.errors import LeaseLost
-from legato.store._records import EventRecord, StepRecord
+from legato.store._records import CancelRequest, EventRecord, StepRecord
 from legato.store._runs import RunStore
 
 __all__ = ["Checkpointer"]
@@ -45,8 +51,19 @@ class _Pending:
 class Checkpointer:
     """Event subscriber that records one run in a :class:`RunStore` under ``owner``'s lease."""
 
-    def __init__(self, store: RunStore, run_id: str, owner: str, *, lease_ttl: float) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        run_id: str,
+        owner: str,
+        *,
+        lease_ttl: float,
+        on_cancel: Callable[[CancelRequest], None] | None = None,
+        attempts_before: Mapping[str, int] | None = None,
+    ) -> None:
         self.store = store
+        self.on_cancel = on_cancel
+        self.attempts_before = dict(attempts_before or {})
         self.run_id = run_id
         self.owner = owner
         self.lease_ttl = lease_ttl
@@ -59,7 +76,8 @@ class Checkpointer:
         self._failure: BaseException | None = None
 
     async def __call__(self, event: Event) -> None:
-        record = _event_record(event)
+        base = self.attempts_before.get(getattr(event, "step", None) or "", 0)
+        record = _event_record(event, base)
         self._pending.events.append(record)
         if isinstance(event, StepRetried):
             self.notable = True
@@ -67,13 +85,13 @@ class Checkpointer:
             self.cost += float(event.meta.get("cost") or 0.0)
             if event.meta.get("fallbacks") or event.meta.get("fallback") or len(event.meta.get("by_model") or {}) > 1:
                 self.notable = True
-            self._pending.attempts.append(_finished(event))
+            self._pending.attempts.append(_finished(event, base))
             await self._flush()
         elif isinstance(event, StepSkipped):
             self._pending.attempts.append(StepRecord(self.run_id, event.step, "skipped", finished_at=event.at))
             await self._flush()
         elif isinstance(event, StepFailed):
-            self._pending.attempts.append(_failed(event))
+            self._pending.attempts.append(_failed(event, base))
 
     def take_pending(self) -> tuple[list[StepRecord], list[EventRecord]]:
         """What has not been committed yet (written by the runner with the run's end)."""
@@ -95,13 +113,15 @@ class Checkpointer:
                 return
             batch, self._pending = self._pending, _Pending(generation=mine + 1)
             try:
-                await self.store.checkpoint(
+                request = await self.store.checkpoint(
                     self.run_id,
                     self.owner,
                     attempts=batch.attempts,
                     new_events=batch.events,
                     lease_ttl=self.lease_ttl,
                 )
+                if request is not None and self.on_cancel is not None:
+                    self.on_cancel(request)
             except LeaseLost as exc:
                 self.lost = exc
                 self._failure = exc
@@ -113,13 +133,13 @@ class Checkpointer:
                 self._committed_generation = mine
 
 
-def _finished(e: StepFinished) -> StepRecord:
+def _finished(e: StepFinished, base: int) -> StepRecord:
     by_model = e.meta.get("by_model") or {}
     return StepRecord(
         run_id=e.run_id,
         step=e.step,
         status="succeeded",
-        attempt=e.attempt,
+        attempt=base + e.attempt,
         output=e.output,
         started_at=e.started_at or None,
         finished_at=e.at,
@@ -132,12 +152,12 @@ def _finished(e: StepFinished) -> StepRecord:
     )
 
 
-def _failed(e: StepFailed) -> StepRecord:
+def _failed(e: StepFailed, base: int) -> StepRecord:
     return StepRecord(
         run_id=e.run_id,
         step=e.step,
         status="cancelled" if e.cancelled else "failed",
-        attempt=e.attempt,
+        attempt=base + e.attempt,
         error_type=e.error_type,
         error=e.message,
         started_at=e.started_at or None,
@@ -146,7 +166,14 @@ def _failed(e: StepFailed) -> StepRecord:
     )
 
 
-def _event_record(e: Event) -> EventRecord:
+def _event_record(e: Event, base: int) -> EventRecord:
+    record = _event_fields(e)
+    if base and "attempt" in record.data:
+        record = replace(record, data={**record.data, "attempt": base + record.data["attempt"]})
+    return record
+
+
+def _event_fields(e: Event) -> EventRecord:
     data: dict[str, Any] = {}
     step: str | None = getattr(e, "step", None)
     if isinstance(e, RunStarted):

@@ -8,9 +8,15 @@ to a provider or tool to make its side effect happen once.
 
 While a run executes, its worker holds a lease on it and renews it every
 ``lease_ttl / 3`` seconds; every checkpoint is fenced by that lease. A run whose
-lease expired (or whose holder on this host is gone) is taken over by
-:meth:`DurableRunner.resume` or :func:`recover_expired_runs`; a run that needed
-more than ``max_recoveries`` takeovers is dead-lettered instead.
+lease expired (or whose holder provably died) is taken over by
+:meth:`DurableRunner.resume` or :func:`recover_expired_runs`; a run whose worker
+died more than ``max_recoveries`` times while executing it alone is dead-lettered
+instead (see :mod:`legato.store._leases` for how deaths are charged).
+
+A cancel recorded in the store (``legato runs cancel``, the runs API, the
+dashboard) reaches the worker within a fraction of a second
+(:meth:`RunStore.wait_cancel`): its running steps are cancelled, and no step
+starts after a checkpoint that saw the request.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +33,11 @@ from typing import Any
 import anyio
 
 from legato.engine import SKIPPED, Pipeline, RunControl, RunResult, RunStatus, StepStatus, StepTiming, Subscriber
-from legato.errors import LeaseLost, LegatoError, RunCancelled, RunError, StoreError
+from legato.errors import LeaseLost, LegatoError, PipelineChanged, RunCancelled, RunError, StoreError
+from legato.resilience import Clock, SystemClock
 from legato.store._checkpoint import Checkpointer
 from legato.store._ids import new_owner_id
-from legato.store._records import RunRecord, StepRecord
+from legato.store._records import CancelRequest, RecoveryAction, RunRecord, StepRecord, StoredStatus
 from legato.store._reflection import reflect_on_run
 from legato.store._runs import RunStore
 
@@ -63,10 +71,12 @@ class DurableRunner:
         store: an open :class:`RunStore`.
         owner: this worker's lease id (default: ``host:pid:random``).
         lease_ttl: seconds a lease lasts without renewal.
-        max_recoveries: takeovers after which :func:`recover_expired_runs`
-            dead-letters a run instead of resuming it again.
+        max_recoveries: charged takeovers (deaths of a worker executing the run
+            alone) after which :func:`recover_expired_runs` dead-letters it.
         reflect: called with each finished run's record; the default writes the
             journal's automatic reflection for failed or notable runs. None disables it.
+        clock: what the heartbeat and the cancel polls sleep on (a ``VirtualClock``
+            in tests); lease times themselves come from the store's clock.
     """
 
     def __init__(
@@ -77,6 +87,7 @@ class DurableRunner:
         lease_ttl: float = 30.0,
         max_recoveries: int = 3,
         reflect: Reflector | None = reflect_on_run,
+        clock: Clock | None = None,
     ) -> None:
         if lease_ttl <= 0:
             raise ValueError(f"lease_ttl must be > 0 seconds, got {lease_ttl!r}")
@@ -85,6 +96,7 @@ class DurableRunner:
         self.lease_ttl = lease_ttl
         self.max_recoveries = max_recoveries
         self.reflect = reflect
+        self.clock = clock or SystemClock()
 
     async def run(
         self,
@@ -141,28 +153,33 @@ class DurableRunner:
         allow_changed: bool = False,
         subscribers: Iterable[Subscriber] = (),
         control: RunControl | None = None,
+        charge: bool | None = None,
     ) -> RunResult:
         """Take over run ``run_id`` and finish it: finished steps are reused, the rest run.
 
         Raises ``LeaseLost`` while another live worker holds it (``force`` takes it
-        anyway), ``StoreError`` if it already succeeded, is dead-lettered (unless
-        ``force``) or was started by another version of the pipeline (unless
-        ``allow_changed``)."""
+        anyway), ``RunNotResumable`` if it already succeeded or was cancelled or
+        dead-lettered (unless ``force``), ``PipelineChanged`` if another version of
+        the pipeline started it (unless ``allow_changed``). ``charge``: see
+        :meth:`RunStore.acquire`. Attempt numbers continue from the stored ones."""
         current = await self.store.get_run(run_id)
         if current.pipeline != pipeline.name:
             raise StoreError(f"run {current.id} belongs to pipeline {current.pipeline!r}, not {pipeline.name!r}")
         version = pipeline_version(pipeline)
         if current.version_hash != version and not allow_changed:
-            raise StoreError(
+            raise PipelineChanged(
                 f"run {current.id} was started by version {current.version_hash} of pipeline {pipeline.name!r}, "
                 f"which is now version {version} (a step's code or the spec changed); its finished steps may not "
-                "match the new code. Start a new run, or resume with --allow-changed to keep them anyway"
+                "match the new code",
+                started=current.version_hash,
+                current=version,
             )
-        record = await self.store.acquire(current.id, self.owner, lease_ttl=self.lease_ttl, force=force)
+        record = await self.store.acquire(current.id, self.owner, lease_ttl=self.lease_ttl, force=force, charge=charge)
         finished = await self.store.completed_steps(record.id)
         completed = {name: (SKIPPED if s.status == "skipped" else s.output) for name, s in finished.items()}
         completed = {k: v for k, v in completed.items() if k in pipeline.steps}
-        return await self._execute(pipeline, record, completed, subscribers, control)
+        attempts = await self.store.last_attempts(record.id)
+        return await self._execute(pipeline, record, completed, subscribers, control, attempts)
 
     async def _execute(
         self,
@@ -171,14 +188,24 @@ class DurableRunner:
         completed: dict[str, Any],
         subscribers: Iterable[Subscriber],
         control: RunControl | None,
+        attempts_before: Mapping[str, int] | None = None,
     ) -> RunResult:
         control = control or RunControl()
-        checkpointer = Checkpointer(self.store, record.id, self.owner, lease_ttl=self.lease_ttl)
+        stop = _Stop(control)
+        checkpointer = Checkpointer(
+            self.store,
+            record.id,
+            self.owner,
+            lease_ttl=self.lease_ttl,
+            on_cancel=stop.cancel,
+            attempts_before=attempts_before,
+        )
         finished = False
         try:
             try:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._heartbeat, record.id, control, checkpointer)
+                    tg.start_soon(self._heartbeat, record.id, stop, checkpointer)
+                    tg.start_soon(self._watch_cancel, record.id, stop)
                     try:
                         result = await pipeline.run(
                             record.inputs,
@@ -197,16 +224,21 @@ class DurableRunner:
                 raise checkpointer.lost
             attempts, events = checkpointer.take_pending()
             status = _stored_status(result)
+            error, cancelled_by = result.error, None
+            if status is StoredStatus.CANCELLED:
+                request = stop.request or CancelRequest(control.reason or "", time.time())
+                error, cancelled_by = request.describe(), request.by or None
             await self.store.finish_run(
                 record.id,
                 self.owner,
                 status=status,
                 outputs=result.result if result.ok else None,
-                error=result.error,
+                error=error,
                 failed_step=result.failed_step,
                 cost=checkpointer.cost or result.cost or None,
                 attempts=attempts,
                 new_events=events,
+                cancelled_by=cancelled_by,
             )
             finished = True
         finally:
@@ -231,30 +263,56 @@ class DurableRunner:
         except Exception:
             log.exception("releasing the lease of run %s failed; it will expire", run_id)
 
-    async def _heartbeat(self, run_id: str, control: RunControl, checkpointer: Checkpointer) -> None:
+    async def _heartbeat(self, run_id: str, stop: _Stop, checkpointer: Checkpointer) -> None:
         interval = self.lease_ttl / 3
         while True:
-            await anyio.sleep(interval)
+            await self.clock.sleep(interval)
             try:
-                cancel = await self.store.heartbeat(run_id, self.owner, lease_ttl=self.lease_ttl)
+                request = await self.store.heartbeat(run_id, self.owner, lease_ttl=self.lease_ttl)
             except LeaseLost as exc:
                 checkpointer.lost = exc
-                control.cancel(f"lease lost: {exc}")
+                stop.control.cancel(f"lease lost: {exc}")
                 return
             except StoreError:
                 log.warning("heartbeat of run %s failed; retrying", run_id, exc_info=True)
                 continue
-            if cancel:
-                control.cancel("cancellation requested")
+            if request is not None:
+                stop.cancel(request)
+
+    async def _watch_cancel(self, run_id: str, stop: _Stop) -> None:
+        while True:
+            try:
+                request = await self.store.wait_cancel(run_id, sleep=self.clock.sleep)
+            except StoreError:
+                log.warning("watching run %s for cancellation failed; retrying", run_id, exc_info=True)
+                await self.clock.sleep(self.lease_ttl / 3)
+                continue
+            stop.cancel(request)
+            return
+
+
+class _Stop:
+    """Cancels one run's control for a recorded cancel request, remembering the first."""
+
+    __slots__ = ("control", "request")
+
+    def __init__(self, control: RunControl) -> None:
+        self.control = control
+        self.request: CancelRequest | None = None
+
+    def cancel(self, request: CancelRequest) -> None:
+        if self.request is None and not self.control.cancelled:
+            self.request = request
+        self.control.cancel(request.describe())
 
 
 _STEP_STATUSES = frozenset(s.value for s in StepStatus)
 
 
-def _stored_status(result: RunResult) -> str:
+def _stored_status(result: RunResult) -> StoredStatus:
     if result.status is RunStatus.CANCELLED or isinstance(result.exception, RunCancelled):
-        return "cancelled"
-    return "succeeded" if result.ok else "failed"
+        return StoredStatus.CANCELLED
+    return StoredStatus.SUCCEEDED if result.ok else StoredStatus.FAILED
 
 
 async def result_from_record(store: RunStore, record: RunRecord) -> RunResult:
@@ -264,11 +322,11 @@ async def result_from_record(store: RunStore, record: RunRecord) -> RunResult:
     for s in steps:
         latest[s.step] = s
     status = {
-        "succeeded": RunStatus.SUCCEEDED,
-        "failed": RunStatus.FAILED,
-        "dead": RunStatus.FAILED,
-        "cancelled": RunStatus.CANCELLED,
-        "pending": RunStatus.PENDING,
+        StoredStatus.SUCCEEDED: RunStatus.SUCCEEDED,
+        StoredStatus.FAILED: RunStatus.FAILED,
+        StoredStatus.DEAD: RunStatus.FAILED,
+        StoredStatus.CANCELLED: RunStatus.CANCELLED,
+        StoredStatus.PENDING: RunStatus.PENDING,
     }.get(record.status, RunStatus.RUNNING)
     timings = {
         name: StepTiming(
@@ -277,7 +335,7 @@ async def result_from_record(store: RunStore, record: RunRecord) -> RunResult:
         for name, s in latest.items()
     }
     outputs = {name: s.output for name, s in latest.items() if s.status == "succeeded"}
-    error = record.error or (f"dead-lettered: {record.dead_reason}" if record.status == "dead" else None)
+    error = record.error or (f"dead-lettered: {record.dead_reason}" if record.status is StoredStatus.DEAD else None)
     if status is RunStatus.RUNNING and record.lease_owner:
         error = f"run {record.id} is being executed by {record.lease_owner}; follow it with `legato runs show`"
     exception = RunError(error) if error and status is RunStatus.FAILED else None
@@ -314,16 +372,13 @@ async def run_durably(
 
 @dataclass(frozen=True, slots=True)
 class Recovery:
-    """What :func:`recover_expired_runs` did with one orphaned run.
-
-    ``action``: ``resumed`` (``result`` says how it ended), ``dead_lettered``,
-    ``unknown_pipeline`` (the resolver did not know it; left for another worker),
-    ``taken`` (another worker took it first) or ``error`` (``detail`` says why).
-    """
+    """What :func:`recover_expired_runs` did with one orphaned run (see
+    :class:`RecoveryAction`); ``result`` says how a resumed run ended, ``detail`` why
+    a run was dead-lettered or could not be resumed."""
 
     run_id: str
     pipeline: str
-    action: str
+    action: RecoveryAction
     result: RunResult | None = None
     detail: str = ""
 
@@ -338,51 +393,90 @@ async def recover_expired_runs(
 ) -> list[Recovery]:
     """Take over every run whose worker died (lease expired, released, or holder gone)
     and finish it; call on start of ``legato serve`` or a worker (e.g. in its task
-    group). Runs recovered ``runner.max_recoveries`` times already are dead-lettered.
+    group), or from cron with ``legato runs recover``.
+
+    Runs whose worker stopped cleanly (released lease) resume concurrently. Runs
+    whose worker died resume **one at a time**, those charged least often first: if
+    one of them kills this worker too, no other run was in flight, so the death is
+    charged to it alone. A run whose worker died more than ``runner.max_recoveries``
+    times while executing it alone is dead-lettered instead of resumed.
 
     ``pipelines_resolver(name)`` returns the :class:`Pipeline` for a stored pipeline
     name, or None if this process does not serve it (it may be async). Without a
     resolver, each run's pipeline is reloaded from its stored YAML ``source``.
-    Runs resume concurrently; returns when all have finished. ``subscribers`` get
-    the events of every resumed run (metrics, spans, a dashboard's live view).
+    Returns when all have finished. ``subscribers`` get the events of every resumed
+    run (metrics, spans, a dashboard's live view).
     """
     runner = runner or DurableRunner(store)
-    watchers = list(subscribers)
-    outcomes: list[Recovery] = []
-
-    async def recover(record: RunRecord) -> None:
-        try:
-            if pipelines_resolver is None:
-                pipeline = await load_source(record)
+    orphans = await store.orphaned_runs(limit=limit)
+    charged = await store.sole_holders(orphans)  # decided before any takeover changes the holders
+    recovering = _Recovering(store, pipelines_resolver, runner, list(subscribers))
+    suspects: list[RunRecord] = []
+    async with anyio.create_task_group() as tg:
+        for record in orphans:
+            if record.lease_owner is None:  # released by a worker that stopped cleanly
+                tg.start_soon(recovering.one, record, False)
+            elif record.id in charged and record.recoveries >= runner.max_recoveries:
+                await recovering.bury(record)
             else:
-                resolved = pipelines_resolver(record.pipeline)
-                pipeline = await resolved if inspect.isawaitable(resolved) else resolved
+                suspects.append(record)
+    for record in sorted(suspects, key=lambda r: (r.recoveries, r.created_at)):
+        await recovering.one(record, record.id in charged)
+    return recovering.outcomes
+
+
+class _Recovering:
+    """One pass of :func:`recover_expired_runs`: resumes runs and collects outcomes."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        resolver: PipelineResolver | None,
+        runner: DurableRunner,
+        subscribers: list[Subscriber],
+    ) -> None:
+        self.store = store
+        self.resolver = resolver
+        self.runner = runner
+        self.subscribers = subscribers
+        self.outcomes: list[Recovery] = []
+
+    def note(self, record: RunRecord, action: RecoveryAction, **kw: Any) -> None:
+        self.outcomes.append(Recovery(record.id, record.pipeline, action, **kw))
+
+    async def bury(self, record: RunRecord) -> None:
+        deaths = record.recoveries + 1
+        reason = (
+            f"its worker died {deaths} times while executing it with no other run in flight "
+            f"(last holder {record.lease_owner}; max_recoveries={self.runner.max_recoveries})"
+        )
+        await self.store.dead_letter(record.id, reason)
+        self.note(record, RecoveryAction.DEAD_LETTERED, detail=reason)
+
+    async def one(self, record: RunRecord, charge: bool) -> None:
+        try:
+            pipeline = await self.pipeline(record)
         except LegatoError as exc:
-            outcomes.append(Recovery(record.id, record.pipeline, "error", detail=str(exc)))
+            self.note(record, RecoveryAction.ERROR, detail=str(exc))
             return
         if pipeline is None:
-            outcomes.append(Recovery(record.id, record.pipeline, "unknown_pipeline"))
+            self.note(record, RecoveryAction.UNKNOWN_PIPELINE)
             return
         try:
-            result = await runner.resume(pipeline, record.id, subscribers=watchers)
+            result = await self.runner.resume(pipeline, record.id, subscribers=self.subscribers, charge=charge)
         except LeaseLost as exc:
-            outcomes.append(Recovery(record.id, record.pipeline, "taken", detail=str(exc)))
+            self.note(record, RecoveryAction.TAKEN, detail=str(exc))
         except StoreError as exc:
-            finished_meanwhile = (await store.get_run(record.id)).terminal
-            action = "taken" if finished_meanwhile else "error"
-            outcomes.append(Recovery(record.id, record.pipeline, action, detail=str(exc)))
+            finished_meanwhile = (await self.store.get_run(record.id)).terminal
+            self.note(record, RecoveryAction.TAKEN if finished_meanwhile else RecoveryAction.ERROR, detail=str(exc))
         else:
-            outcomes.append(Recovery(record.id, record.pipeline, "resumed", result=result))
+            self.note(record, RecoveryAction.RESUMED, result=result)
 
-    async with anyio.create_task_group() as tg:
-        for record in await store.orphaned_runs(limit=limit):
-            if record.recoveries >= runner.max_recoveries:
-                reason = f"its worker died {record.recoveries + 1} times (max_recoveries={runner.max_recoveries})"
-                await store.dead_letter(record.id, reason)
-                outcomes.append(Recovery(record.id, record.pipeline, "dead_lettered", detail=reason))
-                continue
-            tg.start_soon(recover, record)
-    return outcomes
+    async def pipeline(self, record: RunRecord) -> Pipeline | None:
+        if self.resolver is None:
+            return await load_source(record)
+        resolved = self.resolver(record.pipeline)
+        return await resolved if inspect.isawaitable(resolved) else resolved
 
 
 async def load_source(record: RunRecord) -> Pipeline | None:

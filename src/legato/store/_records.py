@@ -2,15 +2,62 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Final
 
-__all__ = ["ACTIVE", "TERMINAL", "EventRecord", "RunRecord", "StepRecord"]
+__all__ = [
+    "ACTIVE",
+    "NEEDS_FORCE",
+    "TERMINAL",
+    "CancelRequest",
+    "EventRecord",
+    "RecoveryAction",
+    "RunRecord",
+    "StepRecord",
+    "StoredStatus",
+]
 
-# Run statuses in the store: the engine's RunStatus values plus "dead" (dead-lettered
-# after too many failed recoveries; only an explicit ``resume --force`` revives it).
-ACTIVE: Final = frozenset({"pending", "running"})
-TERMINAL: Final = frozenset({"succeeded", "failed", "cancelled", "dead"})
+
+class StoredStatus(StrEnum):
+    """A run's status in the store: the engine's ``RunStatus`` values plus ``dead``
+    (dead-lettered after its worker died too often; only ``resume --force`` revives it)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    DEAD = "dead"
+
+
+class RecoveryAction(StrEnum):
+    """What :func:`~legato.store.recover_expired_runs` did with one orphaned run."""
+
+    RESUMED = "resumed"  # taken over and executed (the Recovery's result says how it ended)
+    DEAD_LETTERED = "dead_lettered"  # its worker died too often while executing it
+    UNKNOWN_PIPELINE = "unknown_pipeline"  # this process does not serve its pipeline
+    TAKEN = "taken"  # another worker took it (or it finished) first
+    ERROR = "error"  # could not be resumed; the Recovery's detail says why
+
+
+ACTIVE: Final = frozenset({StoredStatus.PENDING, StoredStatus.RUNNING})
+TERMINAL: Final = frozenset({StoredStatus.SUCCEEDED, StoredStatus.FAILED, StoredStatus.CANCELLED, StoredStatus.DEAD})
+# Stopped on purpose (an operator cancelled it, recovery gave up on it): resumed only with force.
+NEEDS_FORCE: Final = frozenset({StoredStatus.CANCELLED, StoredStatus.DEAD})
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    """A recorded request to cancel a run: who asked (free text) and when (epoch seconds)."""
+
+    by: str
+    at: float
+
+    def describe(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.at))
+        return f"cancelled by {self.by or 'an unnamed caller'} at {when}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +68,7 @@ class RunRecord:
     pipeline: str
     version_hash: str
     inputs: dict[str, Any]
-    status: str
+    status: StoredStatus
     tenant: str = ""
     idempotency_key: str | None = None
     outputs: dict[str, Any] | None = None
@@ -40,6 +87,14 @@ class RunRecord:
     finished_at: float | None = None
     request_hash: str = ""  # identity of (pipeline, inputs) for idempotency
     source: str | None = None  # where the pipeline came from (a YAML path), for resuming from the CLI
+    cancelled_by: str | None = None  # who asked to cancel it (revision 0004_run_cancel)
+    cancel_requested_at: float | None = None
+
+    @property
+    def cancel_request(self) -> CancelRequest | None:
+        if not self.cancel_requested:
+            return None
+        return CancelRequest(self.cancelled_by or "", self.cancel_requested_at or self.updated_at)
 
     @property
     def terminal(self) -> bool:

@@ -12,7 +12,7 @@ from typing import Any
 
 from legato.redaction import Redactor
 from legato.store._codec import decode, encode
-from legato.store._records import EventRecord, RunRecord, StepRecord
+from legato.store._records import EventRecord, RunRecord, StepRecord, StoredStatus
 
 __all__ = ["event_record", "event_row", "run_record", "step_record", "step_row"]
 
@@ -74,7 +74,7 @@ def run_record(r: Any) -> RunRecord:
         pipeline=r["pipeline"],
         version_hash=r["version_hash"],
         inputs=decode(r["inputs"]) or {},
-        status=r["status"],
+        status=StoredStatus(r["status"]),
         tenant=r["tenant"],
         idempotency_key=r["idempotency_key"],
         outputs=decode(r["outputs"]),
@@ -93,4 +93,6 @@ def run_record(r: Any) -> RunRecord:
         finished_at=r["finished_at"],
         request_hash=r["request_hash"],
         source=r["source"],
+        cancelled_by=r["cancelled_by"],
+        cancel_requested_at=r["cancel_requested_at"],
     )

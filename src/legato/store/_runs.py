@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import nullcontext
 from typing import Any, TypeVar
 
 import anyio
@@ -27,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from legato.errors import IdempotencyConflict, LeaseLost, RunNotFound, StoreError
 from legato.redaction import Redactor, default_redactor
+from legato.store._cancel import CHANNEL, CancelListener
 from legato.store._codec import encode, request_hash
 from legato.store._database import (
     READONLY,
@@ -39,7 +41,8 @@ from legato.store._database import (
     translate_error,
 )
 from legato.store._ids import new_run_id, owner_gone
-from legato.store._records import ACTIVE, TERMINAL, EventRecord, RunRecord, StepRecord
+from legato.store._leases import cancel_columns, cancel_request, check_takeover, fence, sole_holder
+from legato.store._records import ACTIVE, TERMINAL, CancelRequest, EventRecord, RunRecord, StepRecord, StoredStatus
 from legato.store._rows import event_record, event_row, run_record, step_record, step_row
 from legato.store._schema import events, runs, step_attempts
 
@@ -83,6 +86,9 @@ class RunStore:
         self._echo = echo
         self._engine: AsyncEngine | None = None
         self._sync_engine: Engine | None = None  # SQLite: transactions run in a worker thread
+        self._cancels: CancelListener | None = None
+        self._serial: anyio.Lock | None = None
+        self.cancel_poll_s = 0.2  # SQLite: how often a running run reads its cancel flag
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -100,9 +106,14 @@ class RunStore:
             self._engine = engine
             if sqlite_path(self.url) is not None:  # an in-memory database stays on the async engine
                 self._sync_engine = connect_sqlite_sync(url, echo=self._echo, readonly=self.read_only)
+            elif engine.dialect.name == "sqlite":  # one shared connection: one transaction at a time
+                self._serial = anyio.Lock()
         return self
 
     async def aclose(self) -> None:
+        if self._cancels is not None:
+            cancels, self._cancels = self._cancels, None
+            await cancels.aclose()
         if self._sync_engine is not None:
             sync_engine, self._sync_engine = self._sync_engine, None
             await anyio.to_thread.run_sync(sync_engine.dispose)
@@ -144,7 +155,7 @@ class RunStore:
             if self._sync_engine is not None:
                 return await anyio.to_thread.run_sync(self._sync_transaction, fn, readonly)
             engine = self.engine.execution_options(**READONLY) if readonly else self.engine
-            async with engine.begin() as conn:
+            async with self._serial or nullcontext(), engine.begin() as conn:
                 return await conn.run_sync(fn)
         except IntegrityError:
             raise
@@ -193,7 +204,7 @@ class RunStore:
             "version_hash": version_hash,
             "inputs": encode(inputs),
             "request_hash": digest,
-            "status": "running" if owner else "pending",
+            "status": StoredStatus.RUNNING.value if owner else StoredStatus.PENDING.value,
             "tenant": tenant,
             "idempotency_key": idempotency_key,
             "lease_owner": owner,
@@ -286,6 +297,17 @@ class RunStore:
             lambda conn: {r["step"]: step_record(r) for r in conn.execute(query).mappings().all()}, readonly=True
         )
 
+    async def last_attempts(self, run_id: str) -> dict[str, int]:
+        """The highest stored attempt number of each step (a resume numbers on from it)."""
+        query = (
+            sa.select(step_attempts.c.step, sa.func.max(step_attempts.c.attempt))
+            .where(step_attempts.c.run_id == run_id)
+            .group_by(step_attempts.c.step)
+        )
+        return await self.run_sync(
+            lambda conn: {str(r[0]): int(r[1]) for r in conn.execute(query).all()}, readonly=True
+        )
+
     async def events(self, run_id: str, *, after_id: int = 0) -> list[EventRecord]:
         """The run's events in order (``after_id``: only those after that event id)."""
         query = sa.select(events).where(events.c.run_id == run_id, events.c.id > after_id).order_by(events.c.id)
@@ -303,18 +325,21 @@ class RunStore:
         attempts: Sequence[StepRecord] = (),
         new_events: Sequence[EventRecord] = (),
         lease_ttl: float = 30.0,
-    ) -> None:
+    ) -> CancelRequest | None:
         """Commit finished step attempts and events in one transaction, extending the
-        lease. Raises :class:`LeaseLost` (writing nothing) if ``owner`` lost the run."""
+        lease. Raises :class:`LeaseLost` (writing nothing) if ``owner`` lost the run.
+        Returns the run's cancel request when one was recorded (read in the same
+        transaction: the caller starts no new step after seeing it)."""
         now = self.clock()
         step_rows = [step_row(a, self.redactor) for a in attempts]
         event_rows = [event_row(e, self.redactor) for e in new_events]
 
-        def write(conn: Connection) -> None:
-            _fence(conn, run_id, owner, {"lease_expires_at": now + lease_ttl, "updated_at": now})
+        def write(conn: Connection) -> CancelRequest | None:
+            request = fence(conn, run_id, owner, {"lease_expires_at": now + lease_ttl, "updated_at": now})
             _insert(conn, step_rows, event_rows)
+            return request
 
-        await self.run_sync(write)
+        return await self.run_sync(write)
 
     async def finish_run(
         self,
@@ -328,8 +353,11 @@ class RunStore:
         cost: float | None = None,
         attempts: Sequence[StepRecord] = (),
         new_events: Sequence[EventRecord] = (),
+        cancelled_by: str | None = None,
     ) -> None:
-        """Record the run's end and release its lease (fenced like :meth:`checkpoint`)."""
+        """Record the run's end and release its lease (fenced like :meth:`checkpoint`).
+        ``cancelled_by`` names who stopped a cancelled run when no cancel request was
+        recorded before (Ctrl-C on ``legato run``, say)."""
         if status not in TERMINAL:
             raise ValueError(f"finish_run: {status!r} is not a terminal status ({', '.join(sorted(TERMINAL))})")
         now = self.clock()
@@ -344,11 +372,15 @@ class RunStore:
             "lease_owner": None,
             "lease_expires_at": None,
         }
+        if status == StoredStatus.CANCELLED:
+            values["cancel_requested"] = True
+            values["cancelled_by"] = sa.func.coalesce(runs.c.cancelled_by, cancelled_by)
+            values["cancel_requested_at"] = sa.func.coalesce(runs.c.cancel_requested_at, now)
         step_rows = [step_row(a, self.redactor) for a in attempts]
         event_rows = [event_row(e, self.redactor) for e in new_events]
 
         def write(conn: Connection) -> None:
-            _fence(conn, run_id, owner, values)
+            fence(conn, run_id, owner, values)
             _insert(conn, step_rows, event_rows)
 
         await self.run_sync(write)
@@ -356,44 +388,35 @@ class RunStore:
     # -- leases ----------------------------------------------------------------------------
 
     async def acquire(
-        self, run_id: str, owner: str, *, lease_ttl: float = 30.0, force: bool = False, recovery: bool = True
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        lease_ttl: float = 30.0,
+        force: bool = False,
+        charge: bool | None = None,
     ) -> RunRecord:
         """Take the run's lease to execute (resume) it.
 
         Allowed when nobody holds a live lease: the lease expired, was released, or
-        names a process on this host that no longer exists. ``force`` also takes a
-        live lease (the operator knows its holder is gone) and revives a dead-lettered
-        run. A run that already succeeded cannot be resumed. ``recovery`` counts the
-        takeover towards the dead-letter threshold.
+        names a process that provably no longer exists (same host, boot and PID
+        namespace; see :mod:`legato.store._ids`). ``force`` also takes a live lease
+        (the operator knows its holder is gone) and revives a cancelled or
+        dead-lettered run. A run that already succeeded cannot be resumed
+        (:class:`RunNotResumable`). ``charge`` counts the takeover as a recovery of
+        this run (None: when the previous holder executed no other run; see
+        :mod:`legato.store._leases`).
         """
         record = await self.get_run(run_id)
         now = self.clock()
-        if record.status == "succeeded":
-            raise StoreError(f"run {record.id} already succeeded; there is nothing to resume")
-        if record.status == "dead" and not force:
-            raise StoreError(
-                f"run {record.id} is dead-lettered ({record.dead_reason}); "
-                "resume it with --force once the cause is fixed"
-            )
-        if (
-            record.status in ACTIVE
-            and record.lease_owner != owner
-            and record.lease_live(now)
-            and not owner_gone(record.lease_owner)
-            and not force
-        ):
-            until = time.strftime("%H:%M:%S", time.localtime(record.lease_expires_at))
-            raise LeaseLost(
-                f"run {record.id} is being executed by {record.lease_owner} (lease until {until}); "
-                "resume it after that, or with --force if that process is gone",
-                owner=record.lease_owner,
-                expires_at=record.lease_expires_at,
-            )
+        check_takeover(record, owner, now, force=force)
         values: dict[str, Any] = {
             "lease_owner": owner,
             "lease_expires_at": now + lease_ttl,
-            "status": "running",
+            "status": StoredStatus.RUNNING.value,
             "cancel_requested": False,
+            "cancelled_by": None,
+            "cancel_requested_at": None,
             "dead_reason": None,
             "finished_at": None,
             "error": None,
@@ -401,19 +424,12 @@ class RunStore:
             "updated_at": now,
             "started_at": record.started_at or now,
         }
-        if recovery and record.status != "pending":  # a pending run's first start is no recovery
-            values["recoveries"] = runs.c.recoveries + 1
-        taken = event_row(
-            EventRecord(
-                run_id=record.id,
-                type="LeaseAcquired",
-                at=now,
-                data={"owner": owner, "previous_owner": record.lease_owner, "previous_status": record.status},
-            ),
-            self.redactor,
-        )
+        data = {"owner": owner, "previous_owner": record.lease_owner, "previous_status": str(record.status)}
 
         def take(conn: Connection) -> RunRecord:
+            charged = sole_holder(conn, record) if charge is None else charge
+            if charged:
+                values["recoveries"] = runs.c.recoveries + 1
             result = conn.execute(
                 runs.update()
                 .where(
@@ -426,25 +442,38 @@ class RunStore:
             )
             if result.rowcount != 1:
                 raise LeaseLost(f"run {record.id} was taken over by another worker at the same moment")
-            _insert(conn, [], [taken])
+            taken = EventRecord(record.id, "LeaseAcquired", now, data={**data, "charged": charged})
+            _insert(conn, [], [event_row(taken, self.redactor)])
             return _get(conn, record.id)
 
         return await self.run_sync(take)
 
-    async def heartbeat(self, run_id: str, owner: str, *, lease_ttl: float = 30.0) -> bool:
-        """Extend the lease. Returns whether cancellation was requested; raises
-        :class:`LeaseLost` if ``owner`` no longer holds the run."""
+    async def heartbeat(self, run_id: str, owner: str, *, lease_ttl: float = 30.0) -> CancelRequest | None:
+        """Extend the lease. Returns the run's cancel request, if one was recorded;
+        raises :class:`LeaseLost` if ``owner`` no longer holds the run."""
         now = self.clock()
-        query = (
-            runs.update()
-            .where(runs.c.id == run_id, runs.c.lease_owner == owner)
-            .values(lease_expires_at=now + lease_ttl, updated_at=now)
-            .returning(runs.c.cancel_requested)
-        )
-        row = await self.run_sync(lambda conn: conn.execute(query).first())
-        if row is None:
-            raise LeaseLost(f"run {run_id} is no longer leased to {owner}")
-        return bool(row[0])
+        values = {"lease_expires_at": now + lease_ttl, "updated_at": now}
+        return await self.run_sync(lambda conn: fence(conn, run_id, owner, values))
+
+    async def cancel_request(self, run_id: str) -> CancelRequest | None:
+        """The cancel request recorded for the run, if any (one primary-key read)."""
+        query = sa.select(*cancel_columns()).where(runs.c.id == run_id)
+
+        def read(conn: Connection) -> CancelRequest | None:
+            row = conn.execute(query).first()
+            return None if row is None else cancel_request(row)
+
+        return await self.run_sync(read, readonly=True)
+
+    async def wait_cancel(
+        self, run_id: str, *, sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+    ) -> CancelRequest:
+        """Return once a cancel of ``run_id`` is recorded: at once by PostgreSQL
+        ``NOTIFY``, within :attr:`cancel_poll_s` by polling on SQLite (see
+        :mod:`legato.store._cancel`). ``sleep`` paces the polls (an injected clock's)."""
+        if self._cancels is None:
+            self._cancels = CancelListener(self.url, self.cancel_request, poll_s=self.cancel_poll_s)
+        return await self._cancels.wait(run_id, sleep)
 
     async def release(self, run_id: str, owner: str) -> None:
         """Give up the lease without finishing the run (it stays resumable at once)."""
@@ -475,6 +504,12 @@ class RunStore:
         )
         return [r for r in found if not r.lease_live(now) or owner_gone(r.lease_owner)]
 
+    async def sole_holders(self, records: Iterable[RunRecord]) -> set[str]:
+        """Of ``records``, the ids of those whose lease holder executed no other run
+        (their takeover is charged as a recovery; see :mod:`legato.store._leases`)."""
+        wanted = list(records)
+        return await self.run_sync(lambda conn: {r.id for r in wanted if sole_holder(conn, r)}, readonly=True)
+
     async def dead_letter(self, run_id: str, reason: str) -> RunRecord:
         """Move a run to the dead-letter queue (status ``dead``)."""
         now = self.clock()
@@ -486,9 +521,9 @@ class RunStore:
         def bury(conn: Connection) -> RunRecord:
             result = conn.execute(
                 runs.update()
-                .where(runs.c.id == run_id, runs.c.status != "succeeded")
+                .where(runs.c.id == run_id, runs.c.status != StoredStatus.SUCCEEDED.value)
                 .values(
-                    status="dead",
+                    status=StoredStatus.DEAD.value,
                     dead_reason=reason,
                     lease_owner=None,
                     lease_expires_at=None,
@@ -503,24 +538,38 @@ class RunStore:
 
         return await self.run_sync(bury)
 
-    async def request_cancel(self, run_id: str) -> RunRecord:
-        """Ask the run's worker to cancel it (it checks at each heartbeat). A run
-        nobody is executing is cancelled at once."""
+    async def request_cancel(self, run_id: str, *, by: str = "") -> RunRecord:
+        """Record a request to cancel the run (``by`` says who asked). Its worker stops
+        it within a fraction of a second (see :meth:`wait_cancel`); a run nobody is
+        executing is cancelled at once. Raises :class:`StoreError` for a finished run."""
         record = await self.get_run(run_id)
         if record.terminal:
             raise StoreError(f"run {record.id} is already {record.status}")
         now = self.clock()
+        request = CancelRequest(by, now)
         nobody = not record.lease_live(now) or owner_gone(record.lease_owner)
-        values: dict[str, Any] = {"cancel_requested": True, "updated_at": now}
+        values: dict[str, Any] = {
+            "cancel_requested": True,
+            "cancelled_by": by or None,
+            "cancel_requested_at": now,
+            "updated_at": now,
+        }
         if nobody:
             values.update(
-                status="cancelled", finished_at=now, lease_owner=None, lease_expires_at=None, error="cancelled"
+                status=StoredStatus.CANCELLED.value,
+                finished_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+                error=request.describe(),
             )
-        event = event_row(EventRecord(run_id=record.id, type="CancelRequested", at=now), self.redactor)
+        event = event_row(EventRecord(record.id, "CancelRequested", now, data={"by": by}), self.redactor)
+        postgres = self.dialect == "postgresql"
 
         def cancel(conn: Connection) -> RunRecord:
             conn.execute(runs.update().where(runs.c.id == record.id, runs.c.status.in_(tuple(ACTIVE))).values(values))
             _insert(conn, [], [event])
+            if postgres:  # delivered to the LISTENing worker when this transaction commits
+                conn.execute(sa.select(sa.func.pg_notify(CHANNEL, record.id)))
             return _get(conn, record.id)
 
         return await self.run_sync(cancel)
@@ -554,20 +603,6 @@ def _get(conn: Connection, run_id: str, *, prefix: bool = False, tenant: str | N
     if row is None:
         raise RunNotFound(f"no run with id {run_id!r}")
     return run_record(row)
-
-
-def _fence(conn: Connection, run_id: str, owner: str, values: dict[str, Any]) -> None:
-    result = conn.execute(runs.update().where(runs.c.id == run_id, runs.c.lease_owner == owner).values(values))
-    if result.rowcount == 1:
-        return
-    row = conn.execute(sa.select(runs.c.lease_owner, runs.c.lease_expires_at).where(runs.c.id == run_id)).first()
-    if row is None:
-        raise RunNotFound(f"no run with id {run_id!r}")
-    raise LeaseLost(
-        f"run {run_id} is no longer leased to {owner} (now held by {row[0] or 'nobody'}); another worker took it over",
-        owner=row[0],
-        expires_at=row[1],
-    )
 
 
 def _insert(conn: Connection, step_rows: list[dict[str, Any]], event_rows: list[dict[str, Any]]) -> None:

@@ -1,0 +1,139 @@
+"""Telling a run's worker, within a fraction of a second, that a cancel was recorded.
+
+``legato runs cancel``, the runs API and the dashboard record a cancel in the
+``runs`` row (``cancel_requested``, ``cancelled_by``, ``cancel_requested_at``); the
+worker executing the run must notice it. Waiting for the next heartbeat (a third of
+the lease, 10 s by default) is too slow, so :class:`CancelListener` watches:
+
+* **PostgreSQL**: the recording transaction runs ``pg_notify('legato_run_cancel',
+  run_id)``; one ``LISTEN`` connection per store (asyncpg, opened on first use)
+  wakes the waiting run when it commits. A notification sent while the listener was
+  reconnecting is covered by a slow poll (every ``fallback_s``) and by the
+  heartbeat, which reports the flag too.
+* **SQLite** has no notifications: each waiting run reads its own row every
+  ``poll_s`` (250 ms at most; one primary-key read in WAL mode, which never waits
+  for a writer).
+
+Every checkpoint also reads the flag in its own transaction (see
+``RunStore.checkpoint``): a step whose dependencies committed after the cancel was
+recorded never starts, whatever the listener's latency.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+from sqlalchemy.engine import make_url
+
+from legato.store._records import CancelRequest
+
+__all__ = ["CHANNEL", "CancelListener"]
+
+CHANNEL = "legato_run_cancel"
+log = logging.getLogger("legato.store")
+
+Check = Callable[[str], Awaitable[CancelRequest | None]]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class CancelListener:
+    """Waits for cancel requests of runs executing in this process (see the module docstring).
+
+    ``check(run_id)`` reads the run's recorded request; ``url`` is the store's
+    SQLAlchemy URL (a ``postgresql+asyncpg`` URL turns on ``LISTEN``).
+    """
+
+    def __init__(self, url: str, check: Check, *, poll_s: float = 0.2, fallback_s: float = 5.0) -> None:
+        self._check = check
+        self._dsn = _asyncpg_dsn(url)
+        self.poll_s = poll_s
+        self.fallback_s = fallback_s
+        self._waiting: dict[str, set[anyio.Event]] = {}
+        self._conn: Any = None
+        self._lock = anyio.Lock()
+
+    @property
+    def notifies(self) -> bool:
+        """Whether requests arrive by notification (PostgreSQL) rather than by polling."""
+        return self._dsn is not None
+
+    async def wait(self, run_id: str, sleep: Sleep) -> CancelRequest:
+        """Return once a cancel of ``run_id`` is recorded (``sleep`` paces the polls)."""
+        if self._dsn is not None and await self._listening():
+            return await self._wait_notified(run_id, sleep)
+        while True:
+            request = await self._check(run_id)
+            if request is not None:
+                return request
+            await sleep(self.poll_s)
+
+    async def _wait_notified(self, run_id: str, sleep: Sleep) -> CancelRequest:
+        woken = self._subscribe(run_id)
+        try:
+            while True:
+                # Checked after subscribing: a cancel recorded before LISTEN is seen here.
+                request = await self._check(run_id)
+                if request is not None:
+                    return request
+                with anyio.move_on_after(self.fallback_s):
+                    await woken.wait()
+                self._unsubscribe(run_id, woken)
+                woken = self._subscribe(run_id)
+                await self._listening()  # reconnects if the listener's connection dropped
+                await sleep(0)
+        finally:
+            self._unsubscribe(run_id, woken)
+
+    def _subscribe(self, run_id: str) -> anyio.Event:
+        event = anyio.Event()
+        self._waiting.setdefault(run_id, set()).add(event)
+        return event
+
+    def _unsubscribe(self, run_id: str, event: anyio.Event) -> None:
+        waiters = self._waiting.get(run_id)
+        if waiters is not None:
+            waiters.discard(event)
+            if not waiters:
+                del self._waiting[run_id]
+
+    def _wake_all(self, *_args: Any) -> None:
+        for waiters in self._waiting.values():
+            for event in waiters:
+                event.set()
+
+    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        for event in self._waiting.get(payload, ()):
+            event.set()
+
+    async def _listening(self) -> bool:
+        async with self._lock:
+            if self._conn is not None and not self._conn.is_closed():
+                return True
+            try:
+                import asyncpg  # type: ignore[import-untyped]
+
+                conn = await asyncpg.connect(self._dsn)
+                await conn.add_listener(CHANNEL, self._notified)
+                conn.add_termination_listener(self._wake_all)
+            except Exception:
+                log.warning("cannot LISTEN for run cancellations; polling instead", exc_info=True)
+                return False
+            self._conn = conn
+            self._wake_all()  # a request may have been sent while nobody listened: re-check
+            return True
+
+    async def aclose(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await conn.close()
+
+
+def _asyncpg_dsn(url: str) -> str | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return None
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
