@@ -87,7 +87,7 @@ class RunRecord:
     finished_at: float | None = None
     request_hash: str = ""  # identity of (pipeline, inputs) for idempotency
     source: str | None = None  # where the pipeline came from (a YAML path), for resuming from the CLI
-    cancelled_by: str | None = None  # who asked to cancel it (revision 0004_run_cancel)
+    cancelled_by: str | None = None  # who asked to cancel it (revision r0005_run_cancel)
     cancel_requested_at: float | None = None
 
     @property

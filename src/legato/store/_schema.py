@@ -44,7 +44,7 @@ runs = sa.Table(
     sa.Column("started_at", sa.Float, nullable=True),
     sa.Column("finished_at", sa.Float, nullable=True),
     sa.Column("source", sa.Text, nullable=True),  # the pipeline's YAML path (revision 0003_run_source)
-    sa.Column("cancelled_by", sa.String(255), nullable=True),  # who asked to cancel (revision 0004_run_cancel)
+    sa.Column("cancelled_by", sa.String(255), nullable=True),  # who asked to cancel (revision r0005_run_cancel)
     sa.Column("cancel_requested_at", sa.Float, nullable=True),
     sa.UniqueConstraint("tenant", "idempotency_key", name="uq_runs_idempotency"),
     sa.Index("ix_runs_status_lease", "status", "lease_expires_at"),

@@ -1,7 +1,7 @@
 """Who asked to cancel a run, and when.
 
-Revision ID: 0004_run_cancel
-Revises: 0003_run_source
+Revision ID: r0005_run_cancel
+Revises: r0004_journal_owner
 Create Date: 2026-12-05
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004_run_cancel"
-down_revision: str | None = "0003_run_source"
+revision: str = "r0005_run_cancel"
+down_revision: str | None = "r0004_journal_owner"
 branch_labels: str | None = None
 depends_on: str | None = None
 
