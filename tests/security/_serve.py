@@ -40,13 +40,14 @@ class ServeProcess:
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen([*cmd, *args], env=full_env, cwd=config.parent, stderr=self._log)
 
-    def wait_ready(self) -> None:
+    def wait_ready(self, path: str = "/readyz") -> None:
+        """Until ``path`` answers 200 (``/healthz`` for a replica that is meant to stay not ready)."""
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"legato serve exited: {self.log()}")
             try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                if httpx.get(self.url + path, timeout=2).status_code == 200:
                     return
             except httpx.TransportError:
                 pass

@@ -135,7 +135,7 @@ def test_health_and_readiness(gateway: Running, key: str) -> None:
         assert c.get("/openapi.json").json()["paths"]["/v1/chat/completions"]
 
 
-def test_overload_answers_429_then_drain_answers_503(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_overload_answers_429_then_drain_then_stop_answers_503(tmp_path_factory: pytest.TempPathFactory) -> None:
     """With room for one request in flight, a second one gets 429 + Retry-After at once."""
     with FakeProvider(seed=0).in_thread() as fake:
         release = threading.Event()
@@ -172,12 +172,17 @@ def test_overload_answers_429_then_drain_answers_503(tmp_path_factory: pytest.Te
                 assert results == [200]
                 assert c.post("/v1/chat/completions", json=body).status_code == 200
 
-                app.state.load.drain()
+                app.state.load.drain()  # the drain window: not ready, still serving
+                assert c.get("/readyz").status_code == 503
+                assert c.get("/healthz").json() == {"status": "draining"}
+                r = c.post("/v1/chat/completions", json=body)
+                assert r.status_code == 200
+                assert r.headers["connection"] == "close"
+                app.state.load.stop()  # then: refusing new requests
                 r = c.post("/v1/chat/completions", json=body)
                 assert r.status_code == 503
                 assert r.headers["connection"] == "close"
                 assert c.get("/healthz").status_code == 503
-                assert c.get("/readyz").status_code == 503
 
 
 def test_upstream_timeout_is_504(tmp_path_factory: pytest.TempPathFactory) -> None:

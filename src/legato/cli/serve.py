@@ -26,6 +26,7 @@ def serve(
     """Serve the OpenAI- and Anthropic-compatible gateway, the runs API and the admin API."""
     from legato.config import LegatoConfig
     from legato.errors import ConfigError
+    from legato.server._catalog import check_models
     from legato.server._serve import run
     from legato.server._settings import load_settings
 
@@ -40,9 +41,12 @@ def serve(
     try:
         cfg = LegatoConfig.load(config)
         settings = load_settings(cfg, **overrides)
+        warnings = check_models(cfg, settings.models)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    for warning in warnings:
+        typer.echo(f"warning: {warning}; it will not be served", err=True)
     typer.echo(f"legato gateway on http://{settings.host}:{settings.port} (workers: {settings.workers})", err=True)
     if settings.workers > 1 and not settings.redis_url:
         typer.echo(

@@ -22,6 +22,7 @@ from starlette.responses import Response
 from legato._version import __version__
 from legato.config import LegatoConfig
 from legato.errors import LegatoError
+from legato.server._admission import Admission
 from legato.server._auth import Authenticator
 from legato.server._catalog import ModelCatalog, catalog_from_config
 from legato.server._errors import GatewayError, error_response, from_exception, invalid_request
@@ -228,7 +229,7 @@ def create_app(
             if mcp is not None:
                 await stack.enter_async_context(mcp.session_manager.run())
             app.state.gateway = gw
-            with drain_on_signals(app.state.load):
+            with drain_on_signals(app.state.load, delay_s=settings.drain_delay_s):
                 yield
 
     app = FastAPI(
@@ -245,12 +246,27 @@ def create_app(
     app.include_router(_runs.router)
     live = _mount_dashboard(app, settings)
     mcp = _mount_mcp(app, store, pipelines, [*_run_subscribers(), live])
-    app.state.load = Load(max_in_flight=settings.max_in_flight, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(Protection, load=app.state.load)
+    app.state.load = _load(settings)
+
+    async def identify(request: Request) -> Any:
+        gw: Gateway = app.state.gateway
+        return await gw.auth.identify(request)
+
+    app.add_middleware(Protection, load=app.state.load, identify=identify)
     from legato.observe import TraceMiddleware
 
     app.add_middleware(TraceMiddleware)  # outermost: refused requests are counted and traced too
     return app
+
+
+def _load(settings: ServerSettings) -> Load:
+    admission = Admission(settings.admission, max_limit=settings.max_in_flight) if settings.admission.enabled else None
+    return Load(
+        max_in_flight=settings.max_in_flight,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+        admission=admission,
+    )
 
 
 def _run_subscribers() -> list[Any]:

@@ -24,8 +24,18 @@ from legato.errors import InvalidAPIKey, ScopeDenied
 from legato.server._keys import SCOPES, ApiKey, KeyStore
 from legato.store import Principal
 
-__all__ = ["MASTER", "Authenticator", "check_model", "check_scope", "principal_of", "request_principal", "require"]
+__all__ = [
+    "IDENTIFIED",
+    "MASTER",
+    "Authenticator",
+    "check_model",
+    "check_scope",
+    "principal_of",
+    "request_principal",
+    "require",
+]
 
+IDENTIFIED = "legato.identified"  # the scope-state entry holding a key already checked from the headers
 MASTER = ApiKey(id="master", prefix="master", name="master key", scopes=frozenset(SCOPES))
 
 # Declared for the OpenAPI spec (security schemes); the headers are read directly below.
@@ -50,6 +60,9 @@ class Authenticator:
         self._master = master_key.encode() if master_key else None
 
     async def identify(self, request: Request) -> ApiKey:
+        known = request.scope.get("state", {}).get(IDENTIFIED)
+        if isinstance(known, ApiKey):
+            return known
         secret = presented_key(request)
         if not secret:
             raise InvalidAPIKey("missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'")

@@ -19,7 +19,7 @@ from legato.errors import ConfigError, ModelNotFound, NoDeploymentAvailable
 from legato.providers import Model
 from legato.routing import DeploymentHealth, Router
 
-__all__ = ["MappingCatalog", "ModelCatalog", "catalog_from_config"]
+__all__ = ["MappingCatalog", "ModelCatalog", "catalog_from_config", "check_models"]
 
 
 @runtime_checkable
@@ -186,3 +186,43 @@ class _ConfigCatalog:
 
 def catalog_from_config(config: LegatoConfig, only: list[str] | None = None) -> ModelCatalog:
     return _ConfigCatalog(config, only)
+
+
+def check_models(config: LegatoConfig, only: list[str] | None = None) -> list[str]:
+    """Build every model and group the gateway would serve, once, at start-up.
+
+    An invalid entry (unknown provider, a field of the wrong type, an unknown option,
+    a group naming a model that does not exist, ``server.models`` naming something
+    not configured) raises :class:`ConfigError` whose first line names the model and
+    the field. A model whose API key variable is not set is not fatal (another
+    environment may set it): it comes back as a warning line, and ``/readyz`` lists
+    that model as not ready. Nothing is connected: models open their pools on first use.
+    """
+    from legato import models as facade
+    from legato.routing import build_groups
+
+    configured = facade.configured(config)  # the section's own validation: field errors with file:line
+    groups = set(facade.group_names(config))
+    known = set(facade.names(config)) | groups
+    for name in only or ():
+        if name not in known:
+            where = config.source or "legato.yaml"
+            raise ConfigError(f"{where}: server.models: {name!r} is neither a model nor a group")
+    warnings: list[str] = []
+    for name, cfg in configured.items():
+        missing = cfg.missing_secret()
+        if missing:
+            warnings.append(f"model {name!r} (api_key) needs the environment variable {missing}, which is not set")
+            continue
+        facade.get(name, config)
+    if groups:
+
+        def resolve(name: str) -> Model:
+            if name in configured and configured[name].missing_secret():
+                from legato.routing import ModelUnavailable
+
+                raise ModelUnavailable(f"model {name!r} has no API key")
+            return facade.get(name, config)
+
+        build_groups(config, resolve)
+    return warnings

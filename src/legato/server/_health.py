@@ -1,14 +1,19 @@
 """Liveness, readiness and Prometheus metrics.
 
-``/healthz`` answers 200 while the process serves HTTP (it is not draining).
-``/readyz`` answers 200 only when the store answers, Redis answers (when
-configured) and every exposed model or group has a healthy deployment; otherwise
-503 with what failed, so a load balancer takes the replica out. ``/metrics`` is
-the Prometheus exposition of :mod:`legato.observe`'s metrics.
+``/healthz`` (liveness) answers 200 while the process serves HTTP, including the
+drain window (status ``draining``), and 503 once it stops taking requests.
+``/readyz`` answers 200 when the store answers, Redis answers (when configured) and
+enough models can be served: at least one (``ready_when: any_model``, the default)
+or every one (``all_models``). Its body lists each model's health (a group is
+healthy while one of its deployments is) and the admission limit. It answers 503
+from the first SIGTERM on (the drain window), so a load balancer stops sending new
+connections while requests are still served. ``/metrics`` is the Prometheus
+exposition of :mod:`legato.observe`'s metrics.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import anyio
@@ -17,17 +22,20 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from legato.server._gateway import gateway, json_response
+from legato.server._protect import Load, Phase
 
 __all__ = ["router"]
 
+log = logging.getLogger("legato.server")
 router = APIRouter(tags=["Operations"])
 
 
 @router.get("/healthz", summary="Liveness")
 async def healthz(request: Request) -> Response:
-    if request.app.state.load.draining:
-        return json_response({"status": "draining"}, status=503)
-    return json_response({"status": "ok"})
+    load: Load = request.app.state.load
+    if load.phase is Phase.STOPPING:
+        return json_response({"status": "stopping"}, status=503)
+    return json_response({"status": "draining" if load.draining else "ok"})
 
 
 async def _check_store(request: Request) -> str:
@@ -39,31 +47,48 @@ async def _check_store(request: Request) -> str:
     return "ok"
 
 
+async def _check_models(request: Request, checks: dict[str, Any]) -> bool:
+    """Per-model health into ``checks``; whether enough of them can be served."""
+    gw = gateway(request)
+    try:
+        with anyio.fail_after(5.0):
+            models = await gw.catalog.ready()
+    except Exception as exc:
+        log.warning("readiness: the model catalog did not answer: %s", type(exc).__name__, exc_info=exc)
+        checks["models_error"] = f"failed: {type(exc).__name__}"
+        return False
+    checks["models"] = models
+    unready = sorted(name for name, ok in models.items() if not ok)
+    if unready:
+        checks["models_not_ready"] = unready
+    if not models:  # a gateway serving only pipelines
+        return True
+    return all(models.values()) if gw.settings.ready_when == "all_models" else any(models.values())
+
+
 @router.get("/readyz", summary="Readiness: store, Redis and models")
 async def readyz(request: Request) -> Response:
-    gw = gateway(request)
+    load: Load = request.app.state.load
     checks: dict[str, Any] = {}
-    ready = not request.app.state.load.draining
+    ready = True
     for name, probe in (("store", _check_store), ("redis", _check_redis)):
         try:
             with anyio.fail_after(2.0):
                 checks[name] = await probe(request)
         except Exception as exc:
+            log.warning("readiness: %s check failed: %s", name, type(exc).__name__, exc_info=exc)
             checks[name] = f"failed: {type(exc).__name__}"
             ready = False
-    try:
-        with anyio.fail_after(5.0):
-            models = await gw.catalog.ready()
-    except Exception as exc:
-        models = {}
-        checks["models_error"] = f"failed: {type(exc).__name__}"
-        ready = False
-    checks["models"] = models
-    if not models or not all(models.values()):
-        ready = False
-    if request.app.state.load.draining:
+    ready = await _check_models(request, checks) and ready
+    if load.admission is not None:
+        checks["admission"] = load.admission.snapshot()
+    if load.draining:
         checks["draining"] = True
-    return json_response({"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503)
+        status = "draining"
+    else:
+        status = "ready" if ready else "not ready"
+    ok = ready and not load.draining
+    return json_response({"status": status, "checks": checks}, status=200 if ok else 503)
 
 
 async def _check_redis(request: Request) -> str:

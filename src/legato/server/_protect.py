@@ -1,74 +1,191 @@
-"""Overload and body-size protection, as one small ASGI middleware.
+"""Request protection, as one small ASGI middleware. In order, for every request but
+the probes (``/healthz``, ``/readyz``, ``/metrics``):
 
-- Bounded in-flight work: at most ``max_in_flight`` requests are served at once
-  (a streamed response counts until its last byte). One more is answered at once
-  with 429 and ``Retry-After`` instead of queueing until everything collapses.
-- Body size: a ``Content-Length`` over ``max_body_bytes`` is answered 413 before
-  the body is read; a chunked body is counted as it arrives and cut off at the limit.
-- Draining: once :meth:`Protection.drain` is called (SIGTERM), new requests get 503
-  with ``Connection: close`` while those in flight finish.
+1. Stopping (SIGTERM, after the drain window): 503 with ``Connection: close``.
+2. A ``Content-Length`` over ``max_body_bytes``: 413 before the body is read.
+3. Routes that need a key (``/v1/...``, ``/mcp``): the key is checked from the
+   headers; a missing or unknown key is answered 401 at once, without waiting for
+   a body, and the connection is closed (its unread body is never read).
+4. The body is read in full within ``body_timeout_s`` (else 408) and at most
+   ``max_body_bytes`` (else 413), then replayed to the app. A request whose body is
+   still arriving therefore holds no in-flight slot.
+5. Bounded in-flight work: at most ``max_in_flight`` requests are served at once (a
+   stream counts until its last byte); one more gets 429 + ``Retry-After`` at once.
+6. Model routes pass the adaptive admission (:mod:`legato.server._admission`): 429 +
+   ``Retry-After`` within milliseconds when the latency-following limit and its short
+   queue are full.
 
-Health and metrics endpoints are exempt, so a busy replica still answers its probes.
-A pure ASGI class rather than Starlette's ``BaseHTTPMiddleware``: it costs a few
-microseconds and does not buffer streams.
+During the drain window (SIGTERM, before stopping) requests are served normally,
+with ``Connection: close`` so that kept-alive clients reconnect elsewhere.
+
+Early answers (401, 408, 413, 503) carry ``Connection: close``: the server then
+closes the socket instead of reading a body nobody will use. A pure ASGI class
+rather than Starlette's ``BaseHTTPMiddleware``: it costs a few microseconds and does
+not buffer streams.
 """
 
 from __future__ import annotations
 
-from starlette.exceptions import HTTPException
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import Any
+
+import anyio
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from legato.server._errors import GatewayError, render_error, wants_anthropic
+from legato.errors import LegatoError
+from legato.server._admission import Admission
+from legato.server._auth import IDENTIFIED
+from legato.server._errors import GatewayError, from_exception, render_error, wants_anthropic
 
-__all__ = ["BodyTooLarge", "Load", "Protection", "body_too_large"]
+__all__ = ["Load", "Phase", "Protection", "body_too_large"]
+
+log = logging.getLogger("legato.server")
 
 EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
+MODEL_ROUTES = frozenset({"/v1/chat/completions", "/v1/messages", "/v1/embeddings"})
+CLOSE = {"Connection": "close"}
 
 
 def body_too_large(limit: int) -> GatewayError:
-    return GatewayError(413, "too_large", f"request body exceeds {limit} bytes", code="request_too_large")
+    message = f"request body exceeds {limit} bytes"
+    return GatewayError(413, "too_large", message, code="request_too_large", headers=CLOSE)
 
 
-class BodyTooLarge(HTTPException):
-    """Raised from ``receive`` when a streamed body passes the limit. An HTTPException
-    so that FastAPI's body reader lets it through rather than calling it a parse error."""
+def _needs_key(path: str) -> bool:
+    return path.startswith("/v1/") or path == "/mcp"
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body exceeds {limit} bytes")
+
+class Phase(StrEnum):
+    SERVING = "serving"
+    DRAINING = "draining"  # not ready, still serving (the drain window)
+    STOPPING = "stopping"  # refusing new requests, finishing those in flight
 
 
 class Load:
     """Shared by the middleware, ``/readyz`` and the shutdown path of ``legato serve``."""
 
-    def __init__(self, *, max_in_flight: int, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        *,
+        max_in_flight: int,
+        max_body_bytes: int,
+        body_timeout_s: float = 30.0,
+        admission: Admission | None = None,
+    ) -> None:
         self.max_in_flight = max_in_flight
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
+        self.admission = admission
         self.in_flight = 0
-        self.draining = False
+        self.phase = Phase.SERVING
+
+    @property
+    def draining(self) -> bool:
+        """Not ready for new traffic (the drain window or later)."""
+        return self.phase is not Phase.SERVING
 
     def drain(self) -> None:
+        """Start the drain window: report not ready, keep serving."""
+        if self.phase is Phase.SERVING:
+            self.phase = Phase.DRAINING
+
+    def stop(self) -> None:
         """Refuse new requests from now on (those in flight finish)."""
-        self.draining = True
+        self.phase = Phase.STOPPING
+
+
+class _BodyTimeout(Exception):
+    pass
+
+
+class _Disconnected(Exception):
+    pass
 
 
 class Protection:
-    def __init__(self, app: ASGIApp, *, load: Load) -> None:
+    def __init__(
+        self, app: ASGIApp, *, load: Load, identify: Callable[[Request], Awaitable[Any]] | None = None
+    ) -> None:
         self.app = app
         self.load = load
+        self.identify = identify
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in EXEMPT:
             await self.app(scope, receive, send)
             return
-        load = self.load
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         anthropic = wants_anthropic(scope["path"], headers)
-        if load.draining:
-            err = GatewayError(
-                503, "overloaded", "the server is shutting down", headers={"Connection": "close", "Retry-After": "1"}
-            )
-            await render_error(err, anthropic)(scope, receive, send)
+        refusal = await self._refusal(scope, headers)
+        if refusal is not None:
+            await render_error(refusal, anthropic)(scope, receive, send)
             return
+        try:
+            body = await self._read_body(receive)
+        except _Disconnected:
+            return
+        except _BodyTimeout:
+            refusal = GatewayError(
+                408,
+                "invalid_request",
+                f"the request body did not arrive within {self.load.body_timeout_s:g}s",
+                code="request_timeout",
+                headers=CLOSE,
+            )
+        except GatewayError as exc:
+            refusal = exc
+        if refusal is not None:
+            await render_error(refusal, anthropic)(scope, receive, send)
+            return
+        await self._serve(scope, _replay(body, receive), send, anthropic)
+
+    async def _refusal(self, scope: Scope, headers: dict[str, str]) -> GatewayError | None:
+        """What is decided from the headers alone: stopping, declared size, the key."""
+        load = self.load
+        if load.phase is Phase.STOPPING:
+            return GatewayError(503, "overloaded", "the server is shutting down", headers={**CLOSE, "Retry-After": "1"})
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > load.max_body_bytes:
+            return body_too_large(load.max_body_bytes)
+        if self.identify is not None and _needs_key(scope["path"]):
+            try:
+                key = await self.identify(Request(scope))
+            except LegatoError as exc:
+                err = from_exception(exc)
+                return GatewayError(err.status, err.kind, err.message, code=err.code, headers={**err.headers, **CLOSE})
+            except Exception:
+                log.exception("the key store did not answer")
+                return GatewayError(
+                    503, "overloaded", "API keys cannot be checked right now; retry shortly",
+                    code="key_store_unavailable", headers={**CLOSE, "Retry-After": "1"},
+                )  # fmt: skip
+            scope.setdefault("state", {})[IDENTIFIED] = key
+        return None
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        chunks: list[bytes] = []
+        seen = 0
+        limit = self.load.max_body_bytes
+        with anyio.move_on_after(self.load.body_timeout_s):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _Disconnected
+                chunk = message.get("body", b"")
+                seen += len(chunk)
+                if seen > limit:
+                    raise body_too_large(limit)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+        raise _BodyTimeout
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, anthropic: bool) -> None:
+        load = self.load
         if load.in_flight >= load.max_in_flight:
             err = GatewayError(
                 429,
@@ -79,27 +196,67 @@ class Protection:
             )
             await render_error(err, anthropic)(scope, receive, send)
             return
-        length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > load.max_body_bytes:
-            await render_error(body_too_large(load.max_body_bytes), anthropic)(scope, receive, send)
+        if load.draining:
+            send = _closing(send)
+        admission = load.admission if scope["path"] in MODEL_ROUTES else None
+        if admission is not None and not await admission.acquire():
+            err = GatewayError(
+                429,
+                "rate_limit",
+                f"the server is shedding load ({admission.limit} model calls admitted at once); retry shortly",
+                code="server_overloaded",
+                headers={"Retry-After": "1"},
+            )
+            await render_error(err, anthropic)(scope, receive, send)
             return
         load.in_flight += 1
+        timing = _Timing(send)
         try:
-            await self.app(scope, self._counting(receive), send)
+            await self.app(scope, receive, timing.send if admission is not None else send)
         finally:
             load.in_flight -= 1
+            if admission is not None:
+                admission.release(timing.rtt())
 
-    def _counting(self, receive: Receive) -> Receive:
-        seen = 0
-        limit = self.load.max_body_bytes
 
-        async def wrapped() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise BodyTooLarge(limit)
-            return message
+class _Timing:
+    """Wraps ``send``: the time to the response's first byte, for successful responses."""
 
-        return wrapped
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._start = time.monotonic()
+        self._first: float | None = None
+        self._ok = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start" and self._first is None:
+            self._first = time.monotonic() - self._start
+            self._ok = message["status"] < 400
+        await self._send(message)
+
+    def rtt(self) -> float | None:
+        return self._first if self._ok else None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The body already read, then whatever the server says next (a disconnect)."""
+    pending = True
+
+    async def replayed() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+def _closing(send: Send) -> Send:
+    async def closing(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
+            message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        await send(message)
+
+    return closing

@@ -1,11 +1,17 @@
 """Running the gateway on uvicorn (uvloop event loop, httptools parser).
 
-Graceful drain on SIGTERM/SIGINT: uvicorn stops accepting connections and waits up
-to ``drain_timeout_s`` for in-flight requests (streams included); from the moment
-the signal arrives the app answers any new request on a kept-alive connection with
-503 ``Connection: close`` and ``/healthz`` reports ``draining``, so a load balancer
-moves traffic away. Only then does the lifespan close the store, Redis and the
+Graceful drain on SIGTERM/SIGINT, in two steps. First the drain window
+(``drain_delay_s``): ``/readyz`` answers 503 so that a load balancer stops sending
+new connections, while the listener keeps accepting and every request is still
+served (with ``Connection: close``, so kept-alive clients reconnect elsewhere). Then
+uvicorn stops accepting and waits up to ``drain_timeout_s`` for in-flight requests
+(streams included); a new request on a kept-alive connection now gets 503
+``Connection: close``. Only then does the lifespan close the store, Redis and the
 models, after flushing the spend records.
+
+The HTTP protocol is uvicorn's, with the guards of :mod:`legato.server._conn`
+(header deadline, per-client connection cap); ``idle_timeout_s`` is uvicorn's
+keep-alive timeout.
 
 With ``workers > 1`` uvicorn's supervisor forks worker processes that build the
 app from :func:`app_from_env`; only the config path and the command-line overrides
@@ -14,7 +20,9 @@ travel through the environment (never a secret: those are ``env:`` references).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import signal
 import threading
@@ -24,11 +32,13 @@ from types import FrameType
 from typing import Any
 
 from legato.config import LegatoConfig
+from legato.server._protect import Load, Phase
 from legato.server._settings import ServerSettings, load_settings
 
 __all__ = ["app_from_env", "drain_on_signals", "run"]
 
 _ENV = "LEGATO_SERVE_ARGS"
+log = logging.getLogger("legato.server")
 
 
 def app_from_env() -> Any:
@@ -50,8 +60,11 @@ def _observe(config: LegatoConfig) -> None:
 
 
 @contextmanager
-def drain_on_signals(load: Any) -> Iterator[None]:
-    """While open, SIGTERM/SIGINT first mark ``load`` as draining, then reach uvicorn's own handler.
+def drain_on_signals(load: Load, *, delay_s: float) -> Iterator[None]:
+    """While open, the first SIGTERM/SIGINT starts the drain window: ``load`` reports
+    not ready while requests are still served, and ``delay_s`` later the signal reaches
+    uvicorn's own handler (stop accepting, finish in-flight work). A second signal
+    during the window skips the rest of it.
 
     Installed from the app's lifespan, which runs after uvicorn installed its handlers,
     so it works the same in one process and in each worker of ``--workers N``.
@@ -60,19 +73,37 @@ def drain_on_signals(load: Any) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    loop = asyncio.get_running_loop()  # uvicorn's loop: the timer is set from the signal handler
     previous: dict[int, Any] = {}
+    timers: list[asyncio.TimerHandle] = []
 
-    def handler(sig: int, frame: FrameType | None) -> None:
-        load.drain()
+    def stop(sig: int, frame: FrameType | None) -> None:
+        for timer in timers:
+            timer.cancel()
+        timers.clear()
+        load.stop()
         before = previous.get(sig)
         if callable(before):
             before(sig, frame)
+
+    def later(sig: int) -> None:
+        timers.append(loop.call_later(delay_s, stop, sig, None))
+
+    def handler(sig: int, frame: FrameType | None) -> None:
+        if load.phase is Phase.SERVING and delay_s > 0:
+            log.info("draining: not ready from now, stopping in %gs", delay_s)
+            load.drain()
+            loop.call_soon_threadsafe(later, sig)
+        else:
+            stop(sig, frame)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous[sig] = signal.signal(sig, handler)
     try:
         yield
     finally:
+        for timer in timers:
+            timer.cancel()
         for number, before in previous.items():
             signal.signal(number, before)
 
@@ -80,17 +111,23 @@ def drain_on_signals(load: Any) -> Iterator[None]:
 def _uvicorn_options(settings: ServerSettings) -> dict[str, Any]:
     import importlib.util
 
+    from legato.server._conn import ConnectionGuard, protocol_factory
+
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    guard = ConnectionGuard(
+        header_timeout_s=settings.header_timeout_s, max_connections_per_client=settings.max_connections_per_client
+    )
     return {
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "http": protocol_factory(http, guard),
         "lifespan": "on",
         "timeout_graceful_shutdown": settings.drain_timeout_s,
         "log_level": settings.log_level,
         "access_log": False,
         "server_header": False,
-        "timeout_keep_alive": 15,
+        "timeout_keep_alive": settings.idle_timeout_s,
     }
 
 

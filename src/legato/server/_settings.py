@@ -7,13 +7,13 @@ secrets are written ``env:NAME`` in the file and resolved by the config loader.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from legato.config import LegatoConfig
 
-__all__ = ["SSRFSettings", "ServerSettings", "load_settings"]
+__all__ = ["AdmissionSettings", "SSRFSettings", "ServerSettings", "load_settings"]
 
 
 class SSRFSettings(BaseModel):
@@ -30,6 +30,24 @@ class SSRFSettings(BaseModel):
     schemes: list[str] = Field(default_factory=lambda: ["https", "http"])
     resolve_dns: bool = Field(True, description="Resolve host names and check every address they resolve to.")
     max_redirects: int = Field(5, ge=0, le=20)
+
+
+class AdmissionSettings(BaseModel):
+    """Adaptive admission in front of the model routes (see :mod:`legato.server._admission`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    initial_limit: int = Field(128, ge=1, description="Model calls admitted at once before any latency is observed.")
+    min_limit: int = Field(8, ge=1, description="The limit never shrinks below this.")
+    max_limit: int | None = Field(None, ge=1, description="The limit never grows above this (default max_in_flight).")
+    tolerance: float = Field(1.5, ge=1.0, description="Latency over the baseline (a factor) before the limit shrinks.")
+    smoothing: float = Field(0.2, gt=0, le=1, description="How much of each computed decrease is applied at once.")
+    window_s: float = Field(0.25, gt=0, description="Latency samples are averaged over windows at least this long...")
+    window_samples: int = Field(10, ge=1, description="...holding at least this many samples.")
+    baseline_s: float = Field(60.0, gt=0, description="The baseline is the lowest window average over this horizon.")
+    queue: int = Field(32, ge=0, description="Calls that may wait for a free slot; more are refused at once.")
+    queue_timeout_s: float = Field(0.02, ge=0, description="How long a call waits in the queue before a 429.")
 
 
 class ServerSettings(BaseModel):
@@ -52,7 +70,24 @@ class ServerSettings(BaseModel):
     max_output_tokens: int = Field(65536, ge=1)
     max_in_flight: int = Field(512, ge=1, description="Requests served at once before answering 429.")
     upstream_timeout_s: float = Field(120.0, gt=0)
-    drain_timeout_s: float = Field(30.0, ge=0, description="Grace period for in-flight work on SIGTERM.")
+    admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
+    # Slow and idle clients.
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="A request's headers must arrive within this, from the connection or its first byte."
+    )
+    body_timeout_s: float = Field(30.0, gt=0, description="A request's whole body must arrive within this; else 408.")
+    idle_timeout_s: float = Field(5.0, gt=0, description="A kept-alive connection idle this long is closed.")
+    max_connections_per_client: int = Field(
+        256, ge=0, description="Open connections per client address and worker process (0: no cap)."
+    )
+    # Shutdown and readiness.
+    drain_delay_s: float = Field(
+        5.0, ge=0, description="On SIGTERM, /readyz answers 503 this long while requests are still served."
+    )
+    drain_timeout_s: float = Field(30.0, ge=0, description="Then the grace period for in-flight work.")
+    ready_when: Literal["any_model", "all_models"] = Field(
+        "any_model", description="/readyz is 200 when at least one served model (or every one) is healthy."
+    )
     key_cache_ttl_s: float = Field(5.0, ge=0, description="How long a replica trusts a looked-up key.")
     ssrf: SSRFSettings = Field(default_factory=SSRFSettings)
     # What is exposed.

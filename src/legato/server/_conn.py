@@ -1,0 +1,149 @@
+"""Connection guards uvicorn does not have: a deadline for a request's headers and a
+cap on the connections one client address holds open.
+
+uvicorn closes a kept-alive connection after ``timeout_keep_alive`` of silence
+between requests (the gateway sets it from ``idle_timeout_s``), but it has no
+deadline for headers: a client that connects and sends nothing, or one header byte
+a second, holds its socket forever. Its ``limit_concurrency`` counts every
+connection together and answers 503, which lets one client lock everybody out.
+Neither h11 nor httptools offers either guard, and they cannot live in the ASGI app,
+which sees a request only once its headers are complete. So this module subclasses
+uvicorn's two HTTP protocols with one small mixin:
+
+- headers must be complete within ``header_timeout_s`` of the connection opening or
+  of the first byte of the next request on a kept-alive connection; otherwise the
+  client gets ``408`` with ``Connection: close`` and the socket is closed;
+- a client address with ``max_connections_per_client`` connections open gets ``429``
+  with ``Retry-After`` and ``Connection: close`` on the next one (``0``: no cap).
+  Counts are per worker process; behind a load balancer every connection comes from
+  the balancer's address, so raise the cap or set it to 0 there.
+
+The request body's deadline is enforced in the app (:mod:`legato.server._protect`),
+which reads the body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from functools import partial
+from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+__all__ = ["ConnectionGuard", "protocol_factory"]
+
+
+def _raw_error(status: str, message: str, code: str, extra: str = "") -> bytes:
+    kind = "rate_limit_error" if status.startswith("429") else "invalid_request_error"
+    body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
+    head = (
+        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        f"{extra}connection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+class ConnectionGuard:
+    """The limits, and the open connections counted per client address (one worker)."""
+
+    def __init__(self, *, header_timeout_s: float, max_connections_per_client: int) -> None:
+        self.header_timeout_s = header_timeout_s
+        self.max_per_client = max_connections_per_client
+        self.open: Counter[str] = Counter()
+        self.timed_out = _raw_error(
+            "408 Request Timeout",
+            f"the request headers did not arrive within {header_timeout_s:g}s",
+            "request_timeout",
+        )
+        self.too_many = _raw_error(
+            "429 Too Many Requests",
+            f"too many connections from this address (at most {max_connections_per_client})",
+            "too_many_connections",
+            "retry-after: 1\r\n",
+        )
+
+    def admit(self, host: str) -> bool:
+        if self.max_per_client and self.open[host] >= self.max_per_client:
+            return False
+        self.open[host] += 1
+        return True
+
+    def release(self, host: str) -> None:
+        self.open[host] -= 1
+        if self.open[host] <= 0:
+            del self.open[host]
+
+
+class _Guarded:
+    """Mixed into a uvicorn HTTP protocol (which provides ``transport``, ``client``,
+    ``cycle`` and ``loop``). A new ``cycle`` object means a request's headers are complete."""
+
+    transport: asyncio.Transport
+    client: tuple[str, int] | None
+    cycle: Any
+    loop: asyncio.AbstractEventLoop
+
+    def __init__(self, *args: Any, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._guard = guard
+        self._host: str | None = None
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        host = self.client[0] if self.client else "unknown"
+        if not self._guard.admit(host):
+            self.transport.write(self._guard.too_many)
+            self.transport.close()
+            return
+        self._host = host
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self._host is not None:
+            self._guard.release(self._host)
+            self._host = None
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def data_received(self, data: bytes) -> None:
+        before = self.cycle
+        super().data_received(data)  # type: ignore[misc]
+        if self.cycle is not before:
+            self._disarm()
+        elif self._header_timer is None and (before is None or before.response_complete):
+            self._arm()  # the first bytes of the next request on a kept-alive connection
+
+    def _arm(self) -> None:
+        if self._header_timer is None and not self.transport.is_closing():
+            self._header_timer = self.loop.call_later(self._guard.header_timeout_s, self._headers_late)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self.transport.write(self._guard.timed_out)
+            self.transport.close()
+
+
+class GuardedHttpTools(_Guarded, HttpToolsProtocol):
+    """uvicorn's httptools protocol with the header deadline and the per-client cap."""
+
+
+class GuardedH11(_Guarded, H11Protocol):
+    """uvicorn's h11 protocol with the header deadline and the per-client cap."""
+
+
+def protocol_factory(http: str, guard: ConnectionGuard) -> Any:
+    """The ``http=`` value for :class:`uvicorn.Config`: the guarded protocol for ``http``
+    (``"httptools"`` or ``"h11"``) bound to ``guard``. A ``partial`` of a module-level
+    class, so it pickles into the worker processes of ``--workers N`` (each gets its own counts)."""
+    cls = GuardedHttpTools if http == "httptools" else GuardedH11
+    return partial(cls, guard=guard)
