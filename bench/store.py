@@ -4,7 +4,13 @@ Measures, for the same pipelines run in-process:
 
 * a chain of N trivial steps (every step is its own commit: the worst case),
 * a wide pipeline (20 parallel branches x 5 levels: group commit shares transactions),
-* resume time of a 1,000-step run whose last step failed (load 999 checkpoints, run 1).
+* resume time of a 1,000-step run whose last step failed (load 999 checkpoints, run 1),
+* a map step of 1,000 trivial items, ``max_concurrency`` 16: the added cost of each
+  committed item (every item is checkpointed; items finishing together share a
+  commit), measured as the marginal cost of 999 more items over a 1-item map, with
+  and without a store,
+* a map of 1,000 items stopped once half of them finished (a subscriber fails the
+  run, as a crash would), then resumed: how many items ran twice.
 
 The floor is the same pipeline run by the engine without a store, in the same process.
 Each figure is the best of ``--repeats`` runs: on a shared machine the best run is the
@@ -27,7 +33,7 @@ from typing import Any
 
 import anyio
 
-from legato.engine import Pipeline
+from legato.engine import Event, MapItemFinished, Pipeline
 from legato.store import DurableRunner, RunStore
 
 RESULTS = Path(__file__).parent / "results" / "store.json"
@@ -55,6 +61,71 @@ def wide(width: int, depth: int, name: str) -> Pipeline:
             exec(f"async def l{level}b{b}({params}):\n    return {params} + 1\n", ns)
             p.add_step(ns[f"l{level}b{b}"], name=f"l{level}b{b}")
     return p
+
+
+MAP_ITEMS = 1000
+MAP_CONCURRENCY = 16
+
+
+def mapped(name: str, calls: dict[int, int] | None = None) -> Pipeline:
+    p = Pipeline(name)
+    counts = calls if calls is not None else {}
+
+    @p.step(map="x", max_concurrency=MAP_CONCURRENCY)
+    async def item(x: int) -> int:
+        counts[x] = counts.get(x, 0) + 1
+        return x + 1
+
+    return p
+
+
+async def map_item_cost(url: str | None, repeats: int) -> float:
+    """Seconds added per map item: (1,000-item map - 1-item map) / 999."""
+    p = mapped("map")
+
+    async def once(n: int) -> Any:
+        if url is None:
+            return await p.run({"x": list(range(n))})
+        return await runner.run(p, {"x": list(range(n))})
+
+    if url is None:
+        await once(MAP_ITEMS)
+        big = await timed(lambda: once(MAP_ITEMS), repeats)
+        small = await timed(lambda: once(1), repeats)
+        return (big - small) / (MAP_ITEMS - 1)
+    async with RunStore(url) as store:
+        runner = DurableRunner(store, reflect=None)
+        await once(MAP_ITEMS)
+        big = await timed(lambda: once(MAP_ITEMS), repeats)
+        small = await timed(lambda: once(1), repeats)
+    return (big - small) / (MAP_ITEMS - 1)
+
+
+class _Crash(Exception):
+    pass
+
+
+async def map_crash_reruns(url: str) -> int:
+    """Items executed twice after a stop at 50% of a 1,000-item map and a resume."""
+    calls: dict[int, int] = {}
+    p = mapped(f"mapcrash-{uuid.uuid4().hex[:6]}", calls)
+    seen = [0]
+
+    def crash(event: Event) -> None:
+        if isinstance(event, MapItemFinished):
+            seen[0] += 1
+            if seen[0] == MAP_ITEMS // 2:
+                raise _Crash("stopped at 50%")
+
+    async with RunStore(url) as store:
+        runner = DurableRunner(store, reflect=None)
+        first = await runner.run(p, {"x": list(range(MAP_ITEMS))}, subscribers=[crash])
+        assert not first.ok
+        result = await runner.resume(p, first.run_id)
+        assert result.ok
+        assert result.outputs["item"] == [x + 1 for x in range(MAP_ITEMS)]
+    assert set(calls) == set(range(MAP_ITEMS))
+    return sum(n - 1 for n in calls.values())
 
 
 CPU: dict[int, list[float]] = {}
@@ -127,8 +198,10 @@ async def main(steps: int, repeats: int, postgres: bool) -> dict[str, Any]:
             cpu_seq = CPU[0].pop()
             t_par = await measure(url, par, repeats)
             rows[label] = {"chain_s": t_seq, "wide_s": t_par, "chain_cpu_s": cpu_seq}
+            rows[label]["map_item_s"] = await map_item_cost(url, repeats)
             if url is not None:
                 rows[label]["resume_1000_s"] = await resume_time(url, 1000)
+                rows[label]["map_crash_reruns"] = await map_crash_reruns(url)
         base = rows["no store"]
         for row in rows.values():
             row["chain_ms_per_step"] = row["chain_s"] / steps * 1000
@@ -138,11 +211,14 @@ async def main(steps: int, repeats: int, postgres: bool) -> dict[str, Any]:
             row["chain_overhead_ms_per_step"] = (row["chain_s"] - base["chain_s"]) / steps * 1000
             row["wide_overhead_ms_per_step"] = (row["wide_s"] - base["wide_s"]) / 100 * 1000
             row["chain_cpu_overhead_ms_per_step"] = (row["chain_cpu_s"] - base["chain_cpu_s"]) / steps * 1000
+            row["map_item_overhead_ms"] = (row["map_item_s"] - base["map_item_s"]) * 1000
         return {
             "steps": steps,
             "repeats": repeats,
             "cpus": os.cpu_count(),
             "load_average_1m": os.getloadavg()[0],
+            "map_items": MAP_ITEMS,
+            "map_concurrency": MAP_CONCURRENCY,
             "results": rows,
         }
     finally:
@@ -166,6 +242,14 @@ def report(doc: dict[str, Any]) -> None:
             f"{r['chain_cpu_overhead_ms_per_step']:>9.3f}{r['chain_steps_per_s']:>10.0f}{r['wide_ms_per_step']:>14.3f}{r['wide_overhead_ms_per_step']:>11.3f}"
             f"{r['wide_steps_per_s']:>10.0f}{resume:>13}"
         )
+    print(
+        f"\nmap of {doc['map_items']} items, max_concurrency {doc['map_concurrency']}: "
+        "added cost per committed item, and items run twice after a stop at 50% and a resume"
+    )
+    print(f"{'backend':<12}{'ms/item':>10}{'added ms/item':>15}{'run twice':>11}")
+    for label, r in rows.items():
+        reruns = str(r["map_crash_reruns"]) if "map_crash_reruns" in r else "-"
+        print(f"{label:<12}{r['map_item_s'] * 1000:>10.3f}{r['map_item_overhead_ms']:>15.3f}{reruns:>11}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from legato.errors import (
     LeaseLost,
     LegatoError,
     ModelError,
+    OutputNotStorable,
     PipelineChanged,
     RunNotFound,
     RunNotResumable,
@@ -32,6 +33,9 @@ _BUILD: dict[str, Callable[[], BaseException]] = {
     "StepError": lambda: StepError("summarize", ValueError("no text")),
     "BudgetExceeded": lambda: BudgetExceeded("run", 0.5, 0.49, needed=0.02),
     "LeaseLost": lambda: LeaseLost("run r1 is held by w2", owner="w2", expires_at=1700000000.5),
+    "OutputNotStorable": lambda: OutputNotStorable(
+        "step 'make' returned a _thread.lock", step="make", index=3, type_name="_thread.lock"
+    ),
     "AmbiguousRunId": lambda: AmbiguousRunId("run id '01a2' matches 2 runs", candidates=["01a2aa", "01a2bb"]),
     "SpecError": lambda: SpecError(
         [SpecIssue("unknown step 'b'", file="p.yaml", line=3, column=7), SpecIssue("cycle: a -> a", path="steps.a")]

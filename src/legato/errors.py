@@ -33,7 +33,8 @@ the :class:`ModelError` branch, which carries ``retryable``, ``provider``,
     │   ├── PipelineChanged         the run was started by another version of its pipeline
     │   ├── StoreCorrupt            the database file is not a legato store / is damaged
     │   ├── StoreNotFound           a reading command found no store at that path / database
-    │   └── StoreFull               the disk holding the store is full
+    │   ├── StoreFull               the disk holding the store is full
+    │   └── OutputNotStorable       a step returned a value that cannot be checkpointed
     ├── AuthError                   gateway authentication / authorisation
     │   ├── InvalidAPIKey           401: missing, unknown or revoked key
     │   └── ScopeDenied             403: the key lacks the scope or model
@@ -91,6 +92,7 @@ __all__ = [
     "ModelError",
     "ModelNotFound",
     "NoDeploymentAvailable",
+    "OutputNotStorable",
     "Overloaded",
     "PermissionDenied",
     "PipelineChanged",
@@ -338,6 +340,21 @@ class AmbiguousRunId(RunNotFound):
     def __init__(self, message: str, *, candidates: list[str]) -> None:
         super().__init__(message)
         self.candidates = candidates
+
+
+class OutputNotStorable(StoreError, TypeError):
+    """A step returned a value the run store cannot record (a lock, an open socket or
+    file, a generator...), so a resumed run could not reuse it.
+
+    Raised by the store's event subscriber while checkpointing; the engine fails
+    *that step* with it (``step``; ``index`` for a map item; ``type_name`` of the value).
+    """
+
+    def __init__(self, message: str, *, step: str, index: int | None = None, type_name: str = "") -> None:
+        super().__init__(message)
+        self.step = step
+        self.index = index
+        self.type_name = type_name
 
 
 class AuthError(LegatoError):

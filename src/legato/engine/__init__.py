@@ -10,6 +10,7 @@ from legato.engine._calls import cache_key
 from legato.engine._context import SKIPPED, RunControl, StepContext, current_step
 from legato.engine._events import (
     Event,
+    MapItemFinished,
     RunFinished,
     RunStarted,
     RunStatus,
@@ -42,6 +43,7 @@ __all__ = [
     "FailurePolicy",
     "InputDecl",
     "LoopOptions",
+    "MapItemFinished",
     "Pipeline",
     "Plan",
     "PlanSummary",

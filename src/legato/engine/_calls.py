@@ -18,7 +18,7 @@ import anyio
 import anyio.abc
 
 from legato.engine._context import _current as _step_var
-from legato.engine._events import StepRetried
+from legato.engine._events import MapItemFinished, StepRetried
 from legato.engine._executor import Executor, StepCache, StepCall
 from legato.engine._plan import CARRY, INPUT, INPUT_OR_DEFAULT, STEP, VALUE, Bind, CompiledStep
 from legato.engine._result import StepTiming
@@ -51,6 +51,7 @@ class StepCalls(abc.ABC):
     fast: bool
     bus_on: bool
     clock: Callable[[], float]
+    partial: Mapping[str, Mapping[int, Any]]  # map items finished by an earlier attempt, by step
 
     @abc.abstractmethod
     async def emit(self, event: Any) -> None:
@@ -84,29 +85,46 @@ class StepCalls(abc.ABC):
         if not isinstance(items, list | tuple):
             raise TypeError(f"map parameter {d.map!r} must be a list, got {type(items).__name__}")
         results: list[Any] = [None] * len(items)
-        if not items:
+        done = self.partial.get(d.name) if self.partial else None
+        if done:  # items committed by an earlier attempt of this run: not called again
+            for index, value in done.items():
+                if 0 <= index < len(results):
+                    results[index] = value
+            todo = [(i, item) for i, item in enumerate(items) if i not in done]
+        else:
+            todo = list(enumerate(items))
+        if not todo:
             return results
-        it = iter(enumerate(items))
+        it = iter(todo)
         param = d.map
         fast = self.fast and d.is_async and d.retry is None and d.timeout is None and not d.cache
-
+        report = self.bus_on  # each finished item is published (and checkpointed) before the next starts
         errors: list[Exception] = []
 
         async def items_loop(kwargs: dict[str, Any]) -> None:
+            timing = self.timings[d.name]
             if not fast:
                 for index, item in it:
-                    results[index] = await self.attempts(cs, {**kwargs, param: item}, index, None)
+                    started = self.clock()
+                    results[index] = out = await self.attempts(cs, {**kwargs, param: item}, index, None)
+                    if report:
+                        await self.item_done(d.name, index, out, max(timing.attempts, 1), started)
                 return
             # Fast path: the item call without the retry/timeout/cache layers. Each
             # worker is a task with its own copy of the context, dropped when the
             # worker ends, so the step context is set per item and never reset.
-            self.timings[d.name].attempts = 1
+            timing.attempts = 1
             fn, run_id, pipeline, name = d.fn, self.run_id, self.pipeline, d.name
             set_step = _step_var.set
             for index, item in it:
                 kwargs[param] = item  # this worker's own copy of the arguments
                 set_step((run_id, pipeline, name, 1, index, None))
-                results[index] = await fn(**kwargs)
+                if not report:
+                    results[index] = await fn(**kwargs)
+                    continue
+                started = self.clock()
+                results[index] = out = await fn(**kwargs)
+                await self.item_done(name, index, out, 1, started)
 
         async def worker(tg: anyio.abc.TaskGroup) -> None:
             # The first failing item fails the step with its own exception (not an
@@ -117,7 +135,7 @@ class StepCalls(abc.ABC):
                 errors.append(exc)
                 tg.cancel_scope.cancel()
 
-        workers = min(len(items), d.max_concurrency or len(items))
+        workers = min(len(todo), d.max_concurrency or len(todo))
         ledger_token = _ledger_var.set(self.step_ledgers[d.name])  # the workers inherit it
         try:
             async with anyio.create_task_group() as tg:
@@ -128,6 +146,9 @@ class StepCalls(abc.ABC):
         if errors:
             raise errors[0]
         return results
+
+    async def item_done(self, step: str, index: int, output: Any, attempt: int, started: float) -> None:
+        await self.emit(MapItemFinished(self.run_id, time.time(), step, index, output, attempt, self.clock() - started))
 
     async def run_loop(self, cs: CompiledStep) -> Any:
         loop = cs.d.loop

@@ -61,6 +61,19 @@ class StepFinished(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class MapItemFinished(Event):
+    """One item of a map step returned ``output``. Published (and awaited) before the
+    worker that ran it takes its next item, so a durable subscriber that commits it
+    here bounds what a crash can lose to the items in flight."""
+
+    step: str
+    index: int
+    output: Any
+    attempt: int = 1
+    duration_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class StepFailed(Event):
     step: str
     error_type: str

@@ -230,6 +230,7 @@ class Pipeline:
         *,
         run_id: str | None = None,
         completed: Mapping[str, Any] | None = None,
+        map_items: Mapping[str, Mapping[int, Any]] | None = None,
         subscribers: Iterable[Subscriber] = (),
         executor: Executor | None = None,
         step_cache: StepCache | None = None,
@@ -247,6 +248,8 @@ class Pipeline:
 
         ``completed`` maps steps finished by an earlier attempt of the same run to
         their outputs (``SKIPPED`` for a skipped step); they are not run again.
+        ``map_items`` maps a map step to the items (index -> output) an earlier
+        attempt finished: only the other items run.
         ``ledger`` is a parent for the run's usage ledger (e.g. a budget's).
         """
         plan = self._plan if self._plan is not None else self.compile()
@@ -255,6 +258,9 @@ class Pipeline:
         unknown = [s for s in done if s not in plan.steps]
         if unknown:
             raise InputError(f"completed= names unknown step(s): {', '.join(map(repr, unknown))}")
+        unmapped = [s for s in map_items or () if s not in plan.steps or plan.steps[s].d.map is None]
+        if unmapped:
+            raise InputError(f"map_items= names step(s) that are not map steps: {', '.join(map(repr, unmapped))}")
         run_id = run_id or _new_run_id()
         return await Run(
             plan,
@@ -272,7 +278,7 @@ class Pipeline:
             ledger=ledger.child(run_id) if ledger is not None else Ledger(name=run_id),
             clock=self.clock,
             sleep=self.sleep,
-        ).run(done)
+        ).run(done, map_items)
 
     def _default_executor(self) -> Executor | None:
         if self.executor is None and self.executor_name is not None:

@@ -35,7 +35,7 @@ from legato.engine._events import (
 from legato.engine._executor import Executor, StepCache
 from legato.engine._plan import CompiledStep, Plan
 from legato.engine._result import RunResult, StepTiming
-from legato.errors import DeadlineExceeded, RunCancelled, RunError, StepError
+from legato.errors import DeadlineExceeded, OutputNotStorable, RunCancelled, RunError, StepError
 from legato.ledger import Ledger, _LazyChild
 from legato.ledger import _current as _ledger_var
 from legato.retry import RetryPolicy
@@ -74,6 +74,7 @@ class Run(StepCalls):
         "ledger",
         "limiter",
         "outputs",
+        "partial",
         "pipeline",
         "plan",
         "remaining",
@@ -141,6 +142,7 @@ class Run(StepCalls):
         self.scope: anyio.CancelScope | None = None
         self.limiter = anyio.CapacityLimiter(max_concurrency) if max_concurrency else None
         self.step_ledgers: dict[str, _LazyChild] = {}
+        self.partial: Mapping[str, Mapping[int, Any]] = {}
         # run-level conditions of the fast path (see CompiledStep.fast for the step-level ones)
         self.fast = executor is None and self.limiter is None and retry is None
 
@@ -148,6 +150,8 @@ class Run(StepCalls):
     async def emit(self, event: Any) -> None:
         try:
             await self.bus.publish(event)
+        except OutputNotStorable:
+            raise  # the step's output, not the subscriber, is at fault: the step fails
         except Exception as exc:
             if self.run_error is None:
                 self.run_error = RunError(
@@ -163,8 +167,14 @@ class Run(StepCalls):
             self.scope.cancel()
 
     # -- the run --------------------------------------------------------------------
-    async def run(self, completed: Mapping[str, Any]) -> RunResult:
+    async def run(
+        self, completed: Mapping[str, Any], map_items: Mapping[str, Mapping[int, Any]] | None = None
+    ) -> RunResult:
+        """Run the plan; ``completed`` steps and ``map_items`` (finished items of map
+        steps, by step and index) come from an earlier attempt and are not run again."""
         self.t0 = self.clock()
+        if map_items:
+            self.partial = map_items
         for name in completed:
             value = completed[name]
             t = self.timings[name]
@@ -456,28 +466,30 @@ class Run(StepCalls):
         except Exception as exc:
             return await self.failed(cs, exc, start, max(timing.attempts, 1), started_wall)
         end = self.clock()
-        timing.finished = end - self.t0
-        timing.status = StepStatus.SUCCEEDED
-        self.outputs[name] = output
-        self.view[name] = output
         if bus_on:
             meta: dict[str, Any] = {}
             used = step_ledger.ledger
             if used is not None and used.calls:
                 summary = used.summary()
                 meta = {k: summary[k] for k in _LEDGER_KEYS}
-            await self.emit(
-                StepFinished(
-                    self.run_id,
-                    time.time(),
-                    name,
-                    output,
-                    end - start,
-                    attempt=max(timing.attempts, 1),
-                    started_at=started_wall,
-                    meta=meta,
-                )
+            finished = StepFinished(
+                self.run_id,
+                time.time(),
+                name,
+                output,
+                end - start,
+                attempt=max(timing.attempts, 1),
+                started_at=started_wall,
+                meta=meta,
             )
+            try:
+                await self.emit(finished)
+            except OutputNotStorable as exc:
+                return await self.failed(cs, exc, start, max(timing.attempts, 1), started_wall)
+        timing.finished = end - self.t0
+        timing.status = StepStatus.SUCCEEDED
+        self.outputs[name] = output
+        self.view[name] = output
         return self.done(name)
 
     async def failed(

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
+
 from legato._yaml import Position, locate
 from legato.config import LegatoConfig
 from legato.errors import SpecError, SpecIssue
@@ -197,6 +199,9 @@ def _load_file(path: Path) -> Any:
     except Exception as exc:
         del sys.modules[name]
         raise ImportError(f"importing {path.name} failed: {type(exc).__name__}: {exc}") from exc
+    # The module is not importable by name elsewhere (a `legato runs show`, a resume, a
+    # Ray worker): values of its classes are pickled by value, not by reference.
+    cloudpickle.register_pickle_by_value(module)
     return module
 
 

@@ -6,9 +6,18 @@ and only then do its dependents start. Events that do not finish a step
 (``StepStarted``, ``StepRetried``, failures) are buffered and written with the next
 checkpoint: they cost no extra commit.
 
-Group commit: steps finishing at the same moment in parallel branches wait for
-one transaction between them instead of one each. Whoever takes the lock first
+Each finished item of a map step (``MapItemFinished``) is committed the same
+way before its worker takes the next item, so a crash re-runs at most the items
+in flight; the item rows are dropped when the whole step is committed.
+
+Group commit: steps (or map items) finishing at the same moment wait for one
+transaction between them instead of one each. Whoever takes the lock first
 commits everything queued so far; the others find their record already durable.
+
+Outputs are encoded here, when their event arrives, so a value the store cannot
+hold fails the step that returned it (:class:`~legato.errors.OutputNotStorable`,
+which the engine reports as that step's failure) and never the batch it would
+have been committed with.
 
 Each commit also reads whether a cancel was recorded for the run; if so,
 ``on_cancel`` is called before the engine hears that the step is done, so none of
@@ -26,6 +35,7 @@ import anyio
 
 from legato.engine import (
     Event,
+    MapItemFinished,
     RunFinished,
     RunStarted,
     StepFailed,
@@ -34,8 +44,9 @@ from legato.engine import (
     StepSkipped,
     StepStarted,
 )
-from legato.errors import LeaseLost
-from legato.store._records import CancelRequest, EventRecord, StepRecord
+from legato.errors import LeaseLost, OutputNotStorable
+from legato.store._codec import Encoded, NotSerialisable, encode
+from legato.store._records import CancelRequest, EventRecord, MapItemRecord, StepRecord
 from legato.store._runs import RunStore
 
 __all__ = ["Checkpointer"]
@@ -45,6 +56,8 @@ __all__ = ["Checkpointer"]
 class _Pending:
     attempts: list[StepRecord] = field(default_factory=list)
     events: list[EventRecord] = field(default_factory=list)
+    items: list[MapItemRecord] = field(default_factory=list)
+    maps_done: list[str] = field(default_factory=list)
     generation: int = 0
 
 
@@ -60,6 +73,7 @@ class Checkpointer:
         lease_ttl: float,
         on_cancel: Callable[[CancelRequest], None] | None = None,
         attempts_before: Mapping[str, int] | None = None,
+        mapped: frozenset[str] = frozenset(),
     ) -> None:
         self.store = store
         self.on_cancel = on_cancel
@@ -74,18 +88,33 @@ class Checkpointer:
         self._committed_generation = -1
         self._lock = anyio.Lock()
         self._failure: BaseException | None = None
+        self._mapped = set(mapped)  # map steps with item rows in the store
 
     async def __call__(self, event: Event) -> None:
         base = self.attempts_before.get(getattr(event, "step", None) or "", 0)
-        record = _event_record(event, base)
-        self._pending.events.append(record)
+        if isinstance(event, MapItemFinished):
+            output = _stored(event.output, event.step, event.index)
+            self._pending.items.append(
+                MapItemRecord(
+                    event.run_id, event.step, event.index, output, base + event.attempt, event.at, event.duration_s
+                )
+            )
+            self._mapped.add(event.step)
+            await self._flush()
+            return
+        if isinstance(event, StepFinished):
+            finished = _finished(event, base, _stored(event.output, event.step, None))
+        self._pending.events.append(_event_record(event, base))
         if isinstance(event, StepRetried):
             self.notable = True
         if isinstance(event, StepFinished):
             self.cost += float(event.meta.get("cost") or 0.0)
             if event.meta.get("fallbacks") or event.meta.get("fallback") or len(event.meta.get("by_model") or {}) > 1:
                 self.notable = True
-            self._pending.attempts.append(_finished(event, base))
+            self._pending.attempts.append(finished)
+            if event.step in self._mapped:
+                self._pending.maps_done.append(event.step)
+                self._mapped.discard(event.step)
             await self._flush()
         elif isinstance(event, StepSkipped):
             self._pending.attempts.append(StepRecord(self.run_id, event.step, "skipped", finished_at=event.at))
@@ -118,6 +147,8 @@ class Checkpointer:
                     self.owner,
                     attempts=batch.attempts,
                     new_events=batch.events,
+                    items=batch.items,
+                    maps_done=batch.maps_done,
                     lease_ttl=self.lease_ttl,
                 )
                 if request is not None and self.on_cancel is not None:
@@ -133,14 +164,32 @@ class Checkpointer:
                 self._committed_generation = mine
 
 
-def _finished(e: StepFinished, base: int) -> StepRecord:
+def _stored(value: Any, step: str, index: int | None) -> Encoded:
+    """``value`` as stored text, or :class:`OutputNotStorable` naming the step, the type and the fix."""
+    try:
+        return Encoded(encode(value))
+    except NotSerialisable as exc:
+        kind = type(value)
+        type_name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        where = f"step {step!r}" if index is None else f"item {index} of map step {step!r}"
+        raise OutputNotStorable(
+            f"{where} returned a {type_name} that cannot be stored to resume the run ({exc}). "
+            "Return plain data (strings, numbers, lists, dicts, dataclasses, pydantic models) and open "
+            "locks, connections, clients or files inside the step that uses them",
+            step=step,
+            index=index,
+            type_name=type_name,
+        ) from None
+
+
+def _finished(e: StepFinished, base: int, output: Encoded) -> StepRecord:
     by_model = e.meta.get("by_model") or {}
     return StepRecord(
         run_id=e.run_id,
         step=e.step,
         status="succeeded",
         attempt=base + e.attempt,
-        output=e.output,
+        output=output,
         started_at=e.started_at or None,
         finished_at=e.at,
         duration_s=e.duration_s,

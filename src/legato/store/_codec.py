@@ -6,6 +6,13 @@ produced, so values JSON cannot represent faithfully are tagged instead of being
 coerced: tuples keep their type, bytes are base64, and any other object (a
 pydantic model, a dataclass, a set...) is pickled. The store is trusted data:
 only legato writes it, as pickle-based caches and task queues do.
+
+Objects whose class cannot be pickled by reference (a class from a pipeline's
+``./steps.py``, which is not an importable module) are pickled *by value* with
+cloudpickle, so any process can read them back: ``legato runs show`` as well as a
+resume. A value that neither can serialise (a lock, a socket, an open file, a
+generator) raises :class:`NotSerialisable`, which the checkpointer turns into a
+failure of the step that returned it.
 """
 
 from __future__ import annotations
@@ -14,9 +21,12 @@ import base64
 import hashlib
 import json
 import pickle
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["decode", "encode", "request_hash"]
+import cloudpickle
+
+__all__ = ["Encoded", "NotSerialisable", "decode", "encode", "request_hash"]
 
 _TAG = "__legato__"
 _PLAIN = (str, int, float, bool, type(None))
@@ -33,7 +43,34 @@ def _pack(value: Any) -> Any:
         return {_TAG: "tuple", "items": [_pack(v) for v in value]}
     if type(value) is bytes:
         return {_TAG: "bytes", "b64": base64.b64encode(value).decode("ascii")}
-    return {_TAG: "pickle", "b64": base64.b64encode(pickle.dumps(value, protocol=5)).decode("ascii")}
+    return {_TAG: "pickle", "b64": base64.b64encode(_pickle(value)).decode("ascii")}
+
+
+class NotSerialisable(TypeError):
+    """A value that neither JSON, pickle nor cloudpickle can write."""
+
+
+# What pickling an unpicklable value raises: PicklingError, TypeError ("cannot pickle
+# '_thread.lock' object"), AttributeError (local objects), RecursionError (cycles).
+_PICKLE_ERRORS = (pickle.PicklingError, TypeError, AttributeError, RecursionError, ValueError)
+
+
+def _pickle(value: Any) -> bytes:
+    try:
+        return pickle.dumps(value, protocol=5)
+    except _PICKLE_ERRORS:
+        pass
+    try:  # classes and functions that are not importable by name travel by value
+        return cloudpickle.dumps(value, protocol=5)  # type: ignore[no-any-return]
+    except _PICKLE_ERRORS as exc:
+        raise NotSerialisable(str(exc) or type(exc).__name__) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A value already turned into stored text by :func:`encode` (written as is)."""
+
+    text: str
 
 
 def _unpack(value: Any) -> Any:
@@ -54,7 +91,10 @@ def _unpack(value: Any) -> Any:
 
 
 def encode(value: Any) -> str:
-    """Serialise ``value`` to text that :func:`decode` turns back into an equal value."""
+    """Serialise ``value`` to text that :func:`decode` turns back into an equal value.
+    Raises :class:`NotSerialisable` for a value that cannot be stored."""
+    if type(value) is Encoded:
+        return value.text
     return json.dumps(_pack(value), ensure_ascii=False, separators=(",", ":"))
 
 

@@ -1,10 +1,12 @@
 """Durable runs: create or find the run, hold its lease, checkpoint, resume.
 
 Semantics (see docs/durable-runs.md): a finished step is committed before any
-step that depends on it starts and is never executed again for that run; a step
-in flight when the process died runs again on resume (at-least-once), with the
-same :attr:`StepContext.idempotency_key` (``"{run_id}/{step}"``), which it may hand
-to a provider or tool to make its side effect happen once.
+step that depends on it starts and is never executed again for that run; each
+finished item of a map step is committed before its worker takes the next item,
+and a resume runs only the items not committed. A step (or item) in flight when
+the process died runs again on resume (at-least-once), with the same
+:attr:`StepContext.idempotency_key` (``"{run_id}/{step}"``, plus ``/{index}`` for
+an item), which it may hand to a provider or tool to make its side effect happen once.
 
 While a run executes, its worker holds a lease on it and renews it every
 ``lease_ttl / 3`` seconds; every checkpoint is fenced by that lease. A run whose
@@ -179,7 +181,9 @@ class DurableRunner:
         completed = {name: (SKIPPED if s.status == "skipped" else s.output) for name, s in finished.items()}
         completed = {k: v for k, v in completed.items() if k in pipeline.steps}
         attempts = await self.store.last_attempts(record.id)
-        return await self._execute(pipeline, record, completed, subscribers, control, attempts)
+        items = await self.store.map_items(record.id)
+        items = {k: v for k, v in items.items() if k not in completed and k in pipeline.steps and pipeline.steps[k].map}
+        return await self._execute(pipeline, record, completed, subscribers, control, attempts, items)
 
     async def _execute(
         self,
@@ -189,6 +193,7 @@ class DurableRunner:
         subscribers: Iterable[Subscriber],
         control: RunControl | None,
         attempts_before: Mapping[str, int] | None = None,
+        map_items: dict[str, dict[int, Any]] | None = None,
     ) -> RunResult:
         control = control or RunControl()
         stop = _Stop(control)
@@ -199,6 +204,7 @@ class DurableRunner:
             lease_ttl=self.lease_ttl,
             on_cancel=stop.cancel,
             attempts_before=attempts_before,
+            mapped=frozenset(map_items or ()),
         )
         finished = False
         try:
@@ -211,6 +217,7 @@ class DurableRunner:
                             record.inputs,
                             run_id=record.id,
                             completed=completed,
+                            map_items=map_items,
                             subscribers=[checkpointer, *subscribers],
                             control=control,
                         )

@@ -13,6 +13,7 @@ __all__ = [
     "TERMINAL",
     "CancelRequest",
     "EventRecord",
+    "MapItemRecord",
     "RecoveryAction",
     "RunRecord",
     "StepRecord",
@@ -124,6 +125,20 @@ class StepRecord:
     output_tokens: int | None = None
     cost: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MapItemRecord:
+    """One finished item of a map step whose other items may still be running: a
+    resume reuses it. Kept only until the whole step is checkpointed."""
+
+    run_id: str
+    step: str
+    index: int
+    output: Any = None
+    attempt: int = 1
+    finished_at: float = 0.0
+    duration_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

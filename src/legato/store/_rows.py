@@ -12,9 +12,9 @@ from typing import Any
 
 from legato.redaction import Redactor
 from legato.store._codec import decode, encode
-from legato.store._records import EventRecord, RunRecord, StepRecord, StoredStatus
+from legato.store._records import EventRecord, MapItemRecord, RunRecord, StepRecord, StoredStatus
 
-__all__ = ["event_record", "event_row", "run_record", "step_record", "step_row"]
+__all__ = ["event_record", "event_row", "map_item_row", "run_record", "step_record", "step_row"]
 
 
 def event_row(e: EventRecord, redactor: Redactor) -> dict[str, Any]:
@@ -45,6 +45,18 @@ def step_row(a: StepRecord, redactor: Redactor) -> dict[str, Any]:
         "output_tokens": a.output_tokens,
         "cost": a.cost,
         "meta": encode(redactor.value(a.meta)) if a.meta else None,
+    }
+
+
+def map_item_row(m: MapItemRecord) -> dict[str, Any]:
+    return {
+        "run_id": m.run_id,
+        "step": m.step,
+        "item": m.index,
+        "attempt": m.attempt,
+        "output": encode(m.output),
+        "finished_at": m.finished_at,
+        "duration_s": m.duration_s,
     }
 
 

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from legato.errors import IdempotencyConflict, LeaseLost, RunNotFound, StoreError
 from legato.redaction import Redactor, default_redactor
 from legato.store._cancel import CHANNEL, CancelListener
-from legato.store._codec import encode, request_hash
+from legato.store._codec import decode, encode, request_hash
 from legato.store._database import (
     READONLY,
     connect,
@@ -42,9 +42,18 @@ from legato.store._database import (
 )
 from legato.store._ids import new_run_id, owner_gone
 from legato.store._leases import cancel_columns, cancel_request, check_takeover, fence, sole_holder
-from legato.store._records import ACTIVE, TERMINAL, CancelRequest, EventRecord, RunRecord, StepRecord, StoredStatus
-from legato.store._rows import event_record, event_row, run_record, step_record, step_row
-from legato.store._schema import events, runs, step_attempts
+from legato.store._records import (
+    ACTIVE,
+    TERMINAL,
+    CancelRequest,
+    EventRecord,
+    MapItemRecord,
+    RunRecord,
+    StepRecord,
+    StoredStatus,
+)
+from legato.store._rows import event_record, event_row, map_item_row, run_record, step_record, step_row
+from legato.store._schema import events, map_items, runs, step_attempts
 
 __all__ = ["RunStore"]
 
@@ -308,6 +317,22 @@ class RunStore:
             lambda conn: {str(r[0]): int(r[1]) for r in conn.execute(query).all()}, readonly=True
         )
 
+    async def map_items(self, run_id: str) -> dict[str, dict[int, Any]]:
+        """The checkpointed items of the run's unfinished map steps: step -> index -> output."""
+        query = (
+            sa.select(map_items.c.step, map_items.c.item, map_items.c.output)
+            .where(map_items.c.run_id == run_id)
+            .order_by(map_items.c.id)
+        )
+
+        def read(conn: Connection) -> dict[str, dict[int, Any]]:
+            found: dict[str, dict[int, Any]] = {}
+            for step, item, output in conn.execute(query).all():
+                found.setdefault(step, {})[item] = decode(output)
+            return found
+
+        return await self.run_sync(read, readonly=True)
+
     async def events(self, run_id: str, *, after_id: int = 0) -> list[EventRecord]:
         """The run's events in order (``after_id``: only those after that event id)."""
         query = sa.select(events).where(events.c.run_id == run_id, events.c.id > after_id).order_by(events.c.id)
@@ -324,19 +349,29 @@ class RunStore:
         *,
         attempts: Sequence[StepRecord] = (),
         new_events: Sequence[EventRecord] = (),
+        items: Sequence[MapItemRecord] = (),
+        maps_done: Iterable[str] = (),
         lease_ttl: float = 30.0,
     ) -> CancelRequest | None:
-        """Commit finished step attempts and events in one transaction, extending the
-        lease. Raises :class:`LeaseLost` (writing nothing) if ``owner`` lost the run.
-        Returns the run's cancel request when one was recorded (read in the same
-        transaction: the caller starts no new step after seeing it)."""
+        """Commit finished step attempts, map items and events in one transaction,
+        extending the lease; the item rows of ``maps_done`` (map steps whose whole
+        output is in ``attempts``) are dropped. Raises :class:`LeaseLost` (writing
+        nothing) if ``owner`` lost the run. Returns the run's cancel request when one
+        was recorded (read in the same transaction: the caller starts no new step
+        after seeing it)."""
         now = self.clock()
         step_rows = [step_row(a, self.redactor) for a in attempts]
         event_rows = [event_row(e, self.redactor) for e in new_events]
+        item_rows = [map_item_row(m) for m in items]
+        done = list(maps_done)
 
         def write(conn: Connection) -> CancelRequest | None:
             request = fence(conn, run_id, owner, {"lease_expires_at": now + lease_ttl, "updated_at": now})
             _insert(conn, step_rows, event_rows)
+            if item_rows:
+                conn.execute(map_items.insert(), item_rows)
+            if done:
+                conn.execute(map_items.delete().where(map_items.c.run_id == run_id, map_items.c.step.in_(done)))
             return request
 
         return await self.run_sync(write)
@@ -587,6 +622,7 @@ class RunStore:
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 conn.execute(step_attempts.delete().where(step_attempts.c.run_id.in_(chunk)))
+                conn.execute(map_items.delete().where(map_items.c.run_id.in_(chunk)))
                 conn.execute(events.delete().where(events.c.run_id.in_(chunk)))
                 conn.execute(runs.delete().where(runs.c.id.in_(chunk)))
             return len(ids)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["events", "journal_entries", "metadata", "runs", "step_attempts"]
+__all__ = ["events", "journal_entries", "map_items", "metadata", "runs", "step_attempts"]
 
 metadata = sa.MetaData()
 
@@ -71,6 +71,22 @@ step_attempts = sa.Table(
     sa.Column("cost", sa.Float, nullable=True),
     sa.Column("meta", sa.Text, nullable=True),
     sa.Index("ix_step_attempts_run_step", "run_id", "step"),
+)
+
+# Finished items of map steps still running (revision r0004_map_items): a resume runs
+# only the other items. The rows of a step are deleted when the whole step is committed.
+map_items = sa.Table(
+    "map_items",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("step", sa.String(255), nullable=False),
+    sa.Column("item", sa.Integer, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("output", sa.Text, nullable=True),
+    sa.Column("finished_at", sa.Float, nullable=False),
+    sa.Column("duration_s", sa.Float, nullable=True),
+    sa.Index("ix_map_items_run_step", "run_id", "step"),
 )
 
 events = sa.Table(
