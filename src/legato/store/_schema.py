@@ -73,7 +73,7 @@ step_attempts = sa.Table(
     sa.Index("ix_step_attempts_run_step", "run_id", "step"),
 )
 
-# Finished items of map steps still running (revision r0005_map_items): a resume runs
+# Finished items of map steps still running (revision r0006_map_items): a resume runs
 # only the other items. The rows of a step are deleted when the whole step is committed.
 map_items = sa.Table(
     "map_items",

@@ -1,8 +1,8 @@
 """Per-item checkpoints of map steps: the finished items of a map step that has not
 finished yet, so a resume runs only the other items.
 
-Revision ID: r0005_map_items
-Revises: r0004_journal_owner
+Revision ID: r0006_map_items
+Revises: r0005_run_cancel
 Create Date: 2026-12-05
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "r0005_map_items"
-down_revision: str | None = "r0004_journal_owner"
+revision: str = "r0006_map_items"
+down_revision: str | None = "r0005_run_cancel"
 branch_labels: str | None = None
 depends_on: str | None = None
 
