@@ -305,3 +305,53 @@ steps:
     assert made["s2"]["error"] == "unknown_tool"  # offered by the server, but not allowed
     assert seen
     assert set(seen) == {"Bearer t0k3n"}
+
+
+async def test_a_retried_agent_step_repeats_no_model_call_and_no_tool_call(
+    tmp_path: Path, fake_provider: FakeProvider
+) -> None:
+    config = write(tmp_path, fake_provider.base_url)
+    (tmp_path / "flaky.py").write_text(
+        '''\
+from pathlib import Path
+
+LOG = Path(__file__).with_name("effects.log")
+
+
+def charge(amount: int) -> str:
+    """Charge the card."""
+    with LOG.open("a") as log:
+        log.write(f"charge {amount}\\n")
+    return "charged"
+
+
+def notify(text: str) -> str:
+    """Tell the customer; fails the first time."""
+    with LOG.open("a") as log:
+        log.write(f"notify {text}\\n")
+    if LOG.read_text().count("notify") == 1:
+        raise ConnectionError("mail server down")
+    return "sent"
+'''
+    )
+    text = f"""\
+name: billing
+steps:
+  bill:
+    agent: fast
+    prompt: Charge 5 and tell them.
+    tools: [{tmp_path}/flaky.py:charge, {tmp_path}/flaky.py:notify]
+    on_tool_error: raise
+    retries: 1
+"""
+    fake_provider.script(
+        calls(("c1", "charge", {"amount": 5}), ("n1", "notify", {"text": "done"})),
+        Reply(text="Charged and told."),
+    )
+    result = await load_pipeline(text, config=config).run()
+    result.raise_for_status()
+
+    assert result.outputs["bill"]["text"] == "Charged and told."
+    assert (tmp_path / "effects.log").read_text().splitlines() == ["charge 5", "notify done", "notify done"]
+    assert len(fake_provider.requests) == 2  # the first turn was not asked again
+    assert result.timings["bill"].attempts == 2

@@ -335,6 +335,8 @@ class _Session:
                 turns.append(_turn_from(entry))
             elif entry.get("kind") == "tool":
                 record = ToolCallRecord.from_dict(entry["call"])
+                if record.error is not None and self.agent.on_tool_error == "raise":
+                    continue  # that failure ended the earlier attempt: this one calls the tool again
                 calls.setdefault(int(entry["turn"]), {})[record.id] = record
         self.resumed = len(turns)
         for turn in turns:

@@ -16,6 +16,7 @@ from legato.engine._events import (
     RunStatus,
     StepFailed,
     StepFinished,
+    StepProgress,
     StepRetried,
     StepSkipped,
     StepStarted,
@@ -30,6 +31,7 @@ from legato.engine._executor import (
     resolve_executor,
     run_in_process,
 )
+from legato.engine._journal import StepJournal, journal_key, step_journal
 from legato.engine._pipeline import FailurePolicy, Pipeline
 from legato.engine._plan import Plan
 from legato.engine._result import RunResult, StepTiming
@@ -58,6 +60,8 @@ __all__ = [
     "StepDef",
     "StepFailed",
     "StepFinished",
+    "StepJournal",
+    "StepProgress",
     "StepRetried",
     "StepSkipped",
     "StepStarted",
@@ -67,8 +71,10 @@ __all__ = [
     "cache_key",
     "current_step",
     "executor_names",
+    "journal_key",
     "register_executor",
     "resolve_executor",
     "run_in_process",
+    "step_journal",
     "summarize",
 ]

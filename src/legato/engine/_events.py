@@ -74,6 +74,19 @@ class MapItemFinished(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class StepProgress(Event):
+    """A running step recorded entry ``seq`` of its journal (an agent's model turn or
+    tool call). Published and awaited before the step goes on, so a durable
+    subscriber that commits it here lets a later attempt skip that part of the work
+    (see :func:`legato.engine.step_journal`). ``index`` is the map item, if any."""
+
+    step: str
+    index: int | None
+    seq: int
+    entry: Any
+
+
+@dataclass(frozen=True, slots=True)
 class StepFailed(Event):
     step: str
     error_type: str

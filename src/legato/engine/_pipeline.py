@@ -6,7 +6,7 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, overload
 
 import anyio
@@ -231,6 +231,7 @@ class Pipeline:
         run_id: str | None = None,
         completed: Mapping[str, Any] | None = None,
         map_items: Mapping[str, Mapping[int, Any]] | None = None,
+        journals: Mapping[str, Sequence[Any]] | None = None,
         subscribers: Iterable[Subscriber] = (),
         executor: Executor | None = None,
         step_cache: StepCache | None = None,
@@ -250,6 +251,8 @@ class Pipeline:
         their outputs (``SKIPPED`` for a skipped step); they are not run again.
         ``map_items`` maps a map step to the items (index -> output) an earlier
         attempt finished: only the other items run.
+        ``journals`` maps :func:`~legato.engine.journal_key` to the entries steps
+        recorded with :func:`~legato.engine.step_journal` in an earlier attempt.
         ``ledger`` is a parent for the run's usage ledger (e.g. a budget's).
         """
         plan = self._plan if self._plan is not None else self.compile()
@@ -278,7 +281,7 @@ class Pipeline:
             ledger=ledger.child(run_id) if ledger is not None else Ledger(name=run_id),
             clock=self.clock,
             sleep=self.sleep,
-        ).run(done, map_items)
+        ).run(done, map_items, journals)
 
     def _default_executor(self) -> Executor | None:
         if self.executor is None and self.executor_name is not None:

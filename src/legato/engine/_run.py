@@ -12,7 +12,7 @@ executor) lives in :mod:`legato.engine._calls`.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -33,6 +33,7 @@ from legato.engine._events import (
     StepStatus,
 )
 from legato.engine._executor import Executor, StepCache
+from legato.engine._journal import RunJournals, _journals
 from legato.engine._plan import CompiledStep, Plan
 from legato.engine._result import RunResult, StepTiming
 from legato.errors import DeadlineExceeded, OutputNotStorable, RunCancelled, RunError, StepError
@@ -168,10 +169,14 @@ class Run(StepCalls):
 
     # -- the run --------------------------------------------------------------------
     async def run(
-        self, completed: Mapping[str, Any], map_items: Mapping[str, Mapping[int, Any]] | None = None
+        self,
+        completed: Mapping[str, Any],
+        map_items: Mapping[str, Mapping[int, Any]] | None = None,
+        journals: Mapping[str, Sequence[Any]] | None = None,
     ) -> RunResult:
-        """Run the plan; ``completed`` steps and ``map_items`` (finished items of map
-        steps, by step and index) come from an earlier attempt and are not run again."""
+        """Run the plan; ``completed`` steps, ``map_items`` (finished items of map
+        steps, by step and index) and ``journals`` (step journal entries, see
+        :mod:`legato.engine._journal`) come from earlier attempts of the run."""
         self.t0 = self.clock()
         if map_items:
             self.partial = map_items
@@ -208,6 +213,7 @@ class Run(StepCalls):
         library_token = None
         if _library_var is not None and _library_var.get() is None:
             library_token = _library_var.set(_current_library())
+        journals_token = _journals.set(RunJournals(self.run_id, self.emit if self.bus_on else None, journals or {}))
         try:
             if self.bus_on:
                 await self.emit(
@@ -234,6 +240,7 @@ class Run(StepCalls):
                 await self.finish(RunStatus.CANCELLED, RunCancelled("the run was cancelled by its caller"))
             raise
         finally:
+            _journals.reset(journals_token)
             if control is not None:
                 control._detach()
             if library_token is not None:

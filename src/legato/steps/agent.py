@@ -29,8 +29,12 @@ per_turn}`` (see :meth:`legato.agents.AgentResult.to_dict`). ``${...}`` referenc
 
 A ``step:NAME`` tool is the named step's function; its ``with:`` values are fixed
 (no ``${...}`` references) and the model supplies the other parameters. A
-``pipeline:PATH`` tool (relative to this file) runs as a nested run. The model and
-the tools are resolved when the pipeline is loaded, so a typo is a spec error with
+``pipeline:PATH`` tool (relative to this file) runs as a nested run.
+
+Each model turn and tool call is recorded in the step's journal
+(:func:`legato.engine.step_journal`): a retry of the step, or a resumed durable run,
+replays them instead of calling the model or the tool again. The model and the
+tools are resolved when the pipeline is loaded, so a typo is a spec error with
 file:line; MCP servers are started for each run of the step and stopped after it.
 """
 
@@ -200,6 +204,7 @@ async def _run(
 ) -> dict[str, Any]:
     import legato.models
     from legato.agents._mcp import McpToolbox
+    from legato.engine import step_journal
 
     model = legato.models.get(name, ctx.config)
     try:
@@ -218,7 +223,7 @@ async def _run(
                 temperature=step.temperature,
                 max_tokens=step.max_tokens,
             )
-            result = await agent.run(_text(prompt))
+            result = await agent.run(_text(prompt), journal=step_journal())
     finally:
         await model.aclose()
     if step.on_limit == "fail":
