@@ -11,6 +11,7 @@ import legato.errors as errors
 from legato.errors import (
     AgentLimitReached,
     AmbiguousRunId,
+    BudgetBusy,
     BudgetExceeded,
     InvalidToolArguments,
     LeaseLost,
@@ -32,6 +33,7 @@ from legato.errors import (
 _BUILD: dict[str, Callable[[], BaseException]] = {
     "StepError": lambda: StepError("summarize", ValueError("no text")),
     "BudgetExceeded": lambda: BudgetExceeded("run", 0.5, 0.49, needed=0.02),
+    "BudgetBusy": lambda: BudgetBusy("key:k1", 0.5, 0.3, needed=0.4),
     "LeaseLost": lambda: LeaseLost("run r1 is held by w2", owner="w2", expires_at=1700000000.5),
     "OutputNotStorable": lambda: OutputNotStorable(
         "step 'make' returned a _thread.lock", step="make", index=3, type_name="_thread.lock"

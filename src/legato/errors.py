@@ -16,6 +16,8 @@ the :class:`ModelError` branch, which carries ``retryable``, ``provider``,
     │   ├── RunCancelled            the run was cancelled
     │   └── DeadlineExceeded        the run (or a step) ran past its deadline
     ├── BudgetExceeded              a budget would be overspent by the next call
+    │   └── BudgetBusy              what is left is held by calls in flight that did not settle in time
+    ├── LimitsUnavailable           the shared store of limits and budgets (Redis) cannot be reached
     ├── AgentError                  an agent did not answer
     │   ├── AgentLimitReached       turns, tokens, cost or time ran out first (``.outcome``, ``.result``)
     │   └── ToolError               a tool call failed and the agent was told to raise (``.tool``, ``.call_id``)
@@ -74,6 +76,7 @@ __all__ = [
     "AuthError",
     "AuthenticationFailed",
     "BadRequest",
+    "BudgetBusy",
     "BudgetExceeded",
     "CircuitOpen",
     "ConfigError",
@@ -88,6 +91,7 @@ __all__ = [
     "InvalidToolArguments",
     "LeaseLost",
     "LegatoError",
+    "LimitsUnavailable",
     "MalformedResponse",
     "ModelError",
     "ModelNotFound",
@@ -223,6 +227,25 @@ class BudgetExceeded(LegatoError):
         )
 
 
+class BudgetBusy(BudgetExceeded):
+    """The money left in a budget is held by calls in flight, and they did not settle in time.
+
+    Unlike its base, trying again later may succeed: those calls may cost less than
+    they reserved.
+    """
+
+
+class LimitsUnavailable(LegatoError):
+    """The store that counts limits and budgets across processes (Redis) could not be reached.
+
+    Nothing was counted or reserved. ``retry_after`` is a suggested wait in seconds.
+    """
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 class AgentError(LegatoError):
     """An agent could not produce its answer."""
 

@@ -13,7 +13,7 @@ from legato.cost import (
     MemoryBudgetStore,
     RedisBudgetStore,
 )
-from legato.errors import BadRequest, BudgetExceeded, ConfigError, ServerError
+from legato.errors import BadRequest, BudgetBusy, BudgetExceeded, ConfigError, LimitsUnavailable, ServerError
 from legato.ledger import Ledger, use_ledger
 from legato.providers import ChatChunk, ChatRequest, EmbedRequest
 
@@ -314,3 +314,72 @@ async def test_memory_store_forgets_periods_long_over() -> None:
         await store.charge(Budget(1.0, "day"), 0.5)
     assert len(store._spent) <= 3  # today's, yesterday's (kept a day past its end) and maybe one more
     assert (await store.state(Budget(1.0, "day"))).spent == 0.5
+
+
+async def test_a_free_call_settles(store: BudgetStore) -> None:
+    """Holding and releasing $0 (an unpriced call allowed through) leaves nothing behind."""
+    budget = Budget(1.0, "label:free")
+    reservation = await store.reserve(budget, 0.0)
+    await reservation.settle(0.0)
+    state = await store.state(budget)
+    assert (state.spent, state.reserved) == (0.0, 0.0)
+
+
+async def test_last_alone_admits_a_call_bigger_than_what_is_left_only_by_itself(store: BudgetStore) -> None:
+    budget = Budget(1.0, "label:last")
+    await store.charge(budget, 0.9)
+    last = await store.reserve(budget, 0.5, margin=1.0, wait_s=0, last_alone=True)
+    with pytest.raises(BudgetBusy):  # money is left, but held by the call in flight
+        await store.reserve(budget, 0.01, margin=1.0, wait_s=0, last_alone=True)
+    await last.settle(0.2)
+    with pytest.raises(BudgetExceeded) as err:  # 1.1 spent: at most one call over
+        await store.reserve(budget, 0.01, margin=1.0, wait_s=0, last_alone=True)
+    assert not isinstance(err.value, BudgetBusy)
+
+
+async def test_an_unseen_budget_starts_from_its_seed(store: BudgetStore) -> None:
+    budget = Budget(1.0, "label:seeded")
+    seeded: list[int] = []
+
+    async def seed() -> float:
+        seeded.append(1)
+        return 0.75
+
+    await (await store.reserve(budget, 0.2, seed=seed)).settle(0.2)
+    await (await store.reserve(budget, 0.01, seed=seed)).settle(0.01)
+    assert len(seeded) == 1
+    assert round((await store.state(budget)).spent, 6) == 0.96
+
+
+def unreachable_redis() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"  # nothing listens there once the socket is closed
+
+
+async def test_an_unreachable_redis_is_a_legato_error_in_pipelines() -> None:
+    store = RedisBudgetStore(unreachable_redis(), timeout_s=0.5)
+    model = PricedModel()
+    guard = BudgetGuard(model, [Budget(1.0, "day")], store=store)
+    try:
+        with pytest.raises(LimitsUnavailable) as err:
+            await guard.chat(ask())
+        assert err.value.retryable
+        assert model.calls == 0  # fail_closed: nothing was sent
+    finally:
+        await store.aclose()
+
+
+async def test_fail_open_lets_pipeline_calls_through_uncounted() -> None:
+    store = RedisBudgetStore(unreachable_redis(), timeout_s=0.5, on_unavailable="fail_open")
+    model = PricedModel()
+    guard = BudgetGuard(model, [Budget(1.0, "day")], store=store)
+    try:
+        response = await guard.chat(ask())
+        assert response.message.content == "ok"
+        assert model.calls == 1
+    finally:
+        await store.aclose()

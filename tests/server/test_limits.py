@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
+from legato.cost import BudgetStore, MemoryBudgetStore, RedisBudgetStore
 from legato.server import ApiKey
 from legato.server._errors import GatewayError
 from legato.server._limits import KeyLimiter, MemoryCounters, RedisCounters, period_start
@@ -25,10 +28,24 @@ def key(**kw: object) -> ApiKey:
     return ApiKey(id="k1", prefix="lg_abcdefghi", name="t", scopes=frozenset({"chat"}), **kw)  # type: ignore[arg-type]
 
 
+class Stores:
+    """The counters and the budget store of one replica, on one clock."""
+
+    def __init__(self, kind: str, prefix: str, redis: Any = None) -> None:
+        self.clock = Clock()
+        self.counters: Any = MemoryCounters() if redis is None else RedisCounters(redis)
+        self.budgets: BudgetStore = (
+            MemoryBudgetStore(clock=self.clock)
+            if redis is None
+            else RedisBudgetStore(client=redis, prefix=prefix + "budget:", clock=self.clock)
+        )
+        self.prefix = prefix
+
+
 @pytest.fixture(params=["memory", "redis"])
-async def counters(request: pytest.FixtureRequest) -> AsyncIterator[object]:
+async def stores(request: pytest.FixtureRequest) -> AsyncIterator[Stores]:
     if request.param == "memory":
-        yield MemoryCounters()
+        yield Stores("memory", "mem:")
         return
     from redis.asyncio import Redis
 
@@ -36,7 +53,7 @@ async def counters(request: pytest.FixtureRequest) -> AsyncIterator[object]:
     prefix = request.getfixturevalue("redis_prefix")
     redis = Redis.from_url(url)
     try:
-        yield RedisCounters(redis)
+        yield Stores("redis", prefix, redis)
     finally:
         names = [k async for k in redis.scan_iter(match=prefix + "*")]
         if names:
@@ -44,23 +61,16 @@ async def counters(request: pytest.FixtureRequest) -> AsyncIterator[object]:
         await redis.aclose()
 
 
-def limiter(counters: object, clock: Clock, prefix: str = "legato-test:", spent: float = 0.0) -> KeyLimiter:
+def limiter(stores: Stores, *, spent: float = 0.0, **kw: Any) -> KeyLimiter:
     async def seed(key_id: str, since: str | None) -> float:
         return spent
 
-    return KeyLimiter(counters, prefix=prefix, clock=clock, seed=seed)  # type: ignore[arg-type]
+    return KeyLimiter(stores.counters, stores.budgets, prefix=stores.prefix, clock=stores.clock, seed=seed, **kw)
 
 
-@pytest.fixture
-def prefix(request: pytest.FixtureRequest) -> str:
-    if "redis" in request.node.name:
-        return str(request.getfixturevalue("redis_prefix"))
-    return "mem:"
-
-
-async def test_rpm(counters: object, prefix: str) -> None:
-    clock = Clock()
-    lim = limiter(counters, clock, prefix)
+async def test_rpm(stores: Stores) -> None:
+    clock = stores.clock
+    lim = limiter(stores)
     k = key(rpm=3)
     for _ in range(3):
         await lim.admit(k)
@@ -74,9 +84,10 @@ async def test_rpm(counters: object, prefix: str) -> None:
     await lim.admit(k)
 
 
-async def test_sliding_window_carries_part_of_the_previous_minute(counters: object, prefix: str) -> None:
-    clock = Clock(T0 + 15)  # 55 s into the minute
-    lim = limiter(counters, clock, prefix)
+async def test_sliding_window_carries_part_of_the_previous_minute(stores: Stores) -> None:
+    clock = stores.clock
+    clock.now = T0 + 15  # 55 s into the minute
+    lim = limiter(stores)
     k = key(rpm=10)
     for _ in range(10):
         await lim.admit(k)
@@ -92,48 +103,96 @@ async def test_sliding_window_carries_part_of_the_previous_minute(counters: obje
         await lim.admit(k)
 
 
-async def test_tpm_counts_settled_tokens(counters: object, prefix: str) -> None:
-    clock = Clock()
-    lim = limiter(counters, clock, prefix)
+async def test_tpm_counts_settled_tokens(stores: Stores) -> None:
+    lim = limiter(stores)
     k = key(tpm=100)
-    await lim.admit(k)
-    await lim.settle(k, tokens=60, cost=None)
-    await lim.admit(k)
-    await lim.settle(k, tokens=60, cost=None)
+    await (await lim.admit(k)).settle(tokens=60, cost=None)
+    await (await lim.admit(k)).settle(tokens=60, cost=None)
     with pytest.raises(GatewayError) as err:
         await lim.admit(k)
     assert "tokens per minute" in err.value.message
 
 
-async def test_budget(counters: object, prefix: str) -> None:
-    clock = Clock()
-    lim = limiter(counters, clock, prefix, spent=0.5)  # 0.5 already recorded this month
+async def test_budget(stores: Stores) -> None:
+    lim = limiter(stores, spent=0.5)  # 0.5 already recorded this month
     k = key(budget_usd=1.0, budget_period="month")
-    await lim.admit(k)
-    await lim.settle(k, tokens=10, cost=0.4)
-    await lim.admit(k)
-    await lim.settle(k, tokens=10, cost=0.2)
+    await (await lim.admit(k, 0.1)).settle(tokens=10, cost=0.4)
+    await (await lim.admit(k, 0.1)).settle(tokens=10, cost=0.2)
     with pytest.raises(GatewayError) as err:
-        await lim.admit(k)
+        await lim.admit(k, 0.1)
     assert err.value.status == 429
     assert err.value.code == "budget_exceeded"
     assert "lg_abcdefghi" in err.value.message
 
 
-async def test_daily_budget_renews_the_next_day(counters: object, prefix: str) -> None:
-    clock = Clock()
-    lim = limiter(counters, clock, prefix)
+async def test_the_worst_case_is_held_until_the_call_settles(stores: Stores) -> None:
+    lim = limiter(stores, budget_wait_s=0)
+    k = key(budget_usd=1.0, budget_period="day")
+    first = await lim.admit(k, 0.6)
+    with pytest.raises(GatewayError) as err:  # 0.6 held + 0.6 > 1.0, and a call is in flight
+        await lim.admit(k, 0.6)
+    assert (err.value.status, err.value.code) == (429, "budget_busy")
+    assert int(err.value.headers["Retry-After"]) >= 1
+    await first.settle(tokens=5, cost=0.1)  # it cost far less than its worst case
+    second = await lim.admit(k, 0.6)
+    third = await lim.admit(k, 0.3)  # 0.1 spent + 0.6 held + 0.3 fits
+    await second.settle(tokens=0, cost=0.0)  # a failed call releases everything
+    await third.settle(tokens=0, cost=0.0)
+    state = await stores.budgets.state(lim_budget(k), run=None)
+    assert (round(state.spent, 6), state.reserved) == (0.1, 0.0)
+
+
+async def test_the_last_call_of_a_budget_runs_alone(stores: Stores) -> None:
+    """A worst case bigger than what is left is admitted only with nothing else in flight."""
+    lim = limiter(stores, spent=0.9, budget_wait_s=0)
+    k = key(budget_usd=1.0, budget_period="day")
+    last = await lim.admit(k, 0.5)
+    with pytest.raises(GatewayError) as err:
+        await lim.admit(k, 0.01)
+    assert err.value.code == "budget_busy"
+    await last.settle(tokens=1, cost=0.2)  # 1.1 spent: over by less than one worst case
+    with pytest.raises(GatewayError) as err:
+        await lim.admit(k, 0.01)
+    assert err.value.code == "budget_exceeded"
+
+
+async def test_a_waiting_call_is_admitted_when_the_call_in_flight_settles(stores: Stores) -> None:
+    import anyio
+
+    lim = limiter(stores, budget_wait_s=30)
+    k = key(budget_usd=1.0, budget_period="day")
+    first = await lim.admit(k, 0.8)
+    admitted: list[object] = []
+
+    async def second() -> None:
+        admitted.append(await lim.admit(k, 0.8))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(second)
+        await anyio.sleep(0.1)
+        assert not admitted  # still waiting for the first call
+        await first.settle(tokens=1, cost=0.1)
+    assert len(admitted) == 1
+
+
+def lim_budget(k: ApiKey) -> Any:
+    from legato.cost import Budget
+
+    return Budget(k.budget_usd or 0.0, f"key:{k.id}", "day")
+
+
+async def test_daily_budget_renews_the_next_day(stores: Stores) -> None:
+    lim = limiter(stores)
     k = key(budget_usd=0.01, budget_period="day")
-    await lim.admit(k)
-    await lim.settle(k, tokens=1, cost=0.02)
+    await (await lim.admit(k, 0.001)).settle(tokens=1, cost=0.02)
     with pytest.raises(GatewayError):
-        await lim.admit(k)
-    clock.now += 86_400
-    await lim.admit(k)
+        await lim.admit(k, 0.001)
+    stores.clock.now += 86_400
+    await lim.admit(k, 0.001)
 
 
-async def test_keys_without_limits_cost_nothing(counters: object, prefix: str) -> None:
-    lim = limiter(counters, Clock(), prefix)
+async def test_keys_without_limits_cost_nothing(stores: Stores) -> None:
+    lim = limiter(stores)
     for _ in range(100):
         await lim.admit(key())
 
@@ -144,19 +203,18 @@ async def test_two_limiters_on_one_redis_share_counts(redis_url: str, redis_pref
 
     a, b = Redis.from_url(redis_url), Redis.from_url(redis_url)
     try:
-        clock = Clock()
-        la, lb = limiter(RedisCounters(a), clock, redis_prefix), limiter(RedisCounters(b), clock, redis_prefix)
+        sa, sb = Stores("redis", redis_prefix, a), Stores("redis", redis_prefix, b)
+        sb.clock = sa.clock
+        sb.budgets = RedisBudgetStore(client=b, prefix=redis_prefix + "budget:", clock=sa.clock)
+        la, lb = limiter(sa), limiter(sb)
         k = key(rpm=4, budget_usd=1.0)
-        await la.admit(k)
-        await lb.admit(k)
-        await la.admit(k)
-        await lb.admit(k)
+        held = [await la.admit(k), await lb.admit(k), await la.admit(k), await lb.admit(k)]
         with pytest.raises(GatewayError):
             await la.admit(k)
         with pytest.raises(GatewayError):
             await lb.admit(k)
-        clock.now += 120
-        await la.settle(k, tokens=1, cost=1.5)
+        sa.clock.now += 120
+        await held[0].settle(tokens=1, cost=1.5)
         with pytest.raises(GatewayError) as err:
             await lb.admit(k)
         assert err.value.code == "budget_exceeded"
@@ -166,6 +224,34 @@ async def test_two_limiters_on_one_redis_share_counts(redis_url: str, redis_pref
             await a.delete(*names)
         await a.aclose()
         await b.aclose()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # nothing listens there once the socket is closed
+
+
+@pytest.mark.parametrize("mode", ["fail_closed", "fail_open"])
+async def test_an_unreachable_limits_store_follows_the_failure_mode(mode: str) -> None:
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(f"redis://127.0.0.1:{closed_port()}/0", socket_connect_timeout=1, socket_timeout=1)
+    try:
+        stores = Stores("redis", "down:", redis)
+        stores.budgets = RedisBudgetStore(client=redis, prefix="down:budget:", on_unavailable=mode)  # type: ignore[arg-type]
+        lim = limiter(stores, failure_mode=mode)
+        for k in (key(rpm=10), key(budget_usd=1.0)):
+            if mode == "fail_open":
+                await (await lim.admit(k, 0.1)).settle(tokens=5, cost=0.1)  # served, not counted, no error
+                continue
+            with pytest.raises(GatewayError) as err:
+                await lim.admit(k, 0.1)
+            assert (err.value.status, err.value.code) == (503, "limits_unavailable")
+            assert int(err.value.headers["Retry-After"]) >= 1
+            assert "Connection" not in err.value.message
+    finally:
+        await redis.aclose()
 
 
 def test_period_start() -> None:

@@ -28,28 +28,46 @@ its estimate (with ``max_tokens`` set, estimates are upper bounds on output). No
 money is wasted: a caller refused while others are in flight would have been
 admitted after they settle, so it waits instead.
 
+With ``last_alone=True`` (the gateway's key budgets, which reserve each call's
+worst case) a budget is exhausted only when ``spent >= limit``: a call that does
+not fit in what is left still runs when nothing else is in flight, so the budget
+ends above its limit by at most that one call's worst case, and a small remainder
+stays usable by calls whose worst case is large.
+
 A reservation is a lease (``lease_s``): if its process dies before settling, the
 hold lapses instead of keeping the money for ever. Amounts are integer
 nano-dollars, so thousands of small charges add up exactly.
+
+When the store cannot be reached (:class:`~legato.errors.LimitsUnavailable`),
+``on_unavailable`` decides: ``"fail_closed"`` (the default) raises it, nothing is
+spent; ``"fail_open"`` lets the call through uncounted (logged as a warning).
+Settling never raises: a settlement the store cannot take is logged and its hold
+lapses with its lease.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import anyio
 
-from legato.errors import BudgetExceeded
+from legato.errors import BudgetBusy, BudgetExceeded, LimitsUnavailable
 from legato.ledger import current_ledger
 
-__all__ = ["Budget", "BudgetState", "BudgetStore", "MemoryBudgetStore", "Reservation"]
+__all__ = ["Budget", "BudgetState", "BudgetStore", "FailureMode", "MemoryBudgetStore", "Reservation"]
+
+log = logging.getLogger("legato.cost")
+
+FailureMode = Literal["fail_closed", "fail_open"]
+Seed = Callable[[], Awaitable[float]]
 
 NANO = 1_000_000_000
 _DAY_S = 86_400.0
@@ -138,7 +156,20 @@ class BudgetState:
         return max(0.0, self.limit - self.spent - self.reserved)
 
 
-EXHAUSTED, ADMITTED, BUSY = 0, 1, -1
+EXHAUSTED, ADMITTED, BUSY, UNSEEDED = 0, 1, -1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """How :meth:`BudgetStore.try_reserve` admits a call (see the module docstring).
+
+    ``last_alone``: exhausted only at ``spent >= limit``; a call that does not fit
+    runs when nothing else is in flight. ``seeding``: answer ``UNSEEDED`` while the
+    count of the key has not been seeded (:meth:`BudgetStore.seed`).
+    """
+
+    last_alone: bool = False
+    seeding: bool = False
 
 
 class BudgetStore(ABC):
@@ -151,6 +182,7 @@ class BudgetStore(ABC):
 
     clock: Callable[[], float]
     lease_s: float
+    on_unavailable: FailureMode = "fail_closed"
     poll_s: float = 0.05  # how often a waiting caller looks again (settles elsewhere are not signalled)
     _settled: anyio.Event | None = None
 
@@ -166,13 +198,18 @@ class BudgetStore(ABC):
         now: float,
         lease_s: float,
         keep_s: float | None,
+        rule: Rule = Rule(),
     ) -> tuple[int, int, int]:
         """Apply the admission rule (module docstring) atomically.
 
-        Returns ``(status, spent, reserved)``: ``ADMITTED``, ``EXHAUSTED`` or ``BUSY``,
-        with the counts seen by the check. ``keep_s``: seconds to keep the key's
-        counts (``None``: for ever).
+        Returns ``(status, spent, reserved)``: ``ADMITTED``, ``EXHAUSTED``, ``BUSY`` or
+        ``UNSEEDED``, with the counts seen by the check. ``keep_s``: seconds to keep
+        the key's counts (``None``: for ever).
         """
+
+    @abstractmethod
+    async def seed(self, key: str, spent: int, *, keep_s: float | None) -> None:
+        """Add ``spent`` to the count of ``key`` unless it was seeded already."""
 
     @abstractmethod
     async def settle(self, key: str, rid: str, actual: int, *, keep_s: float | None) -> None:
@@ -193,17 +230,47 @@ class BudgetStore(ABC):
         run: str | None = None,
         margin: float = 2.0,
         wait_s: float = 30.0,
+        last_alone: bool = False,
+        seed: Seed | None = None,
     ) -> Reservation:
         """Hold ``usd`` against ``budget`` or raise :class:`BudgetExceeded`.
 
-        ``margin`` and ``wait_s``: see the module docstring (``wait_s=0`` never waits).
+        ``margin``, ``wait_s`` and ``last_alone``: see the module docstring (``wait_s=0``
+        never waits). ``seed``: where the count of a budget this store has not seen
+        starts (the USD already spent, e.g. from a durable record). Raises
+        :class:`BudgetBusy` when the money left stayed held by calls in flight for
+        ``wait_s``, :class:`LimitsUnavailable` when the store cannot be reached
+        (unless ``on_unavailable`` is ``"fail_open"``).
         """
         if not usd >= 0:
             raise ValueError(f"cannot reserve {usd!r} USD")
         if margin < 1:
             raise ValueError(f"margin must be >= 1, got {margin}")
         rid = uuid.uuid4().hex
+        rule = Rule(last_alone=last_alone, seeding=seed is not None)
+        try:
+            status, key, spent, reserved = await self._admit(budget, usd, rid, run, margin, rule, seed, wait_s)
+        except LimitsUnavailable as exc:
+            if self.on_unavailable == "fail_closed":
+                raise
+            log.warning("budget %s not counted (fail_open): %s", budget.scope, exc)
+            return Reservation(self, budget, budget.key(self.clock(), run=run), "", usd, held=False)
+        if status == ADMITTED:
+            return Reservation(self, budget, key, rid, usd)
+        error = BudgetBusy if status == BUSY else BudgetExceeded
+        raise error(key, budget.limit_usd, from_nano(spent + reserved), usd)
 
+    async def _admit(
+        self,
+        budget: Budget,
+        usd: float,
+        rid: str,
+        run: str | None,
+        margin: float,
+        rule: Rule,
+        seed: Seed | None,
+        wait_s: float,
+    ) -> tuple[int, str, int, int]:
         async def attempt() -> tuple[int, str, int, int]:
             now = self.clock()
             key = budget.key(now, run=run)
@@ -217,18 +284,20 @@ class BudgetStore(ABC):
                     now=now,
                     lease_s=self.lease_s,
                     keep_s=budget.expires_after(now),
+                    rule=rule,
                 )
             return status, key, spent, reserved
 
         status, key, spent, reserved = await attempt()
+        if status == UNSEEDED and seed is not None:
+            await self.seed(key, to_nano(max(0.0, await seed())), keep_s=budget.expires_after(self.clock()))
+            status, key, spent, reserved = await attempt()
         if status == BUSY and wait_s > 0:
             with anyio.move_on_after(wait_s):
                 while status == BUSY:
                     await self._wait_for_settle()
                     status, key, spent, reserved = await attempt()
-        if status == ADMITTED:
-            return Reservation(self, budget, key, rid, usd)
-        raise BudgetExceeded(key, budget.limit_usd, from_nano(spent + reserved), usd)
+        return status, key, spent, reserved
 
     async def charge(self, budget: Budget, usd: float, *, run: str | None = None) -> None:
         """Add ``usd`` to ``budget``'s spend without a reservation (spend known after the fact)."""
@@ -256,23 +325,34 @@ class BudgetStore(ABC):
 
 @dataclass(eq=False)
 class Reservation:
-    """Money held for one call. Settle it exactly once (later calls are no-ops)."""
+    """Money held for one call. Settle it exactly once (later calls are no-ops).
+
+    ``held`` is False for a call let through uncounted while the store was
+    unreachable (``fail_open``): settling it still tries to charge the real cost.
+    """
 
     store: BudgetStore
     budget: Budget
     key: str
     rid: str
     usd: float
+    held: bool = True
     settled: bool = field(default=False)
 
     async def settle(self, actual_usd: float) -> None:
-        """Release the reservation and charge ``actual_usd`` (the real cost of the call)."""
+        """Release the reservation and charge ``actual_usd`` (the real cost of the call).
+
+        Never raises for an unreachable store: the call already happened; the failure
+        is logged and the hold lapses with its lease."""
         if self.settled:
             return
         self.settled = True
         keep_s = self.budget.expires_after(self.store.clock())
         try:
-            await self.store.settle(self.key, self.rid, to_nano(max(0.0, actual_usd)), keep_s=keep_s)
+            with anyio.CancelScope(shield=True):
+                await self.store.settle(self.key, self.rid, to_nano(max(0.0, actual_usd)), keep_s=keep_s)
+        except LimitsUnavailable as exc:
+            log.warning("could not settle $%.6f on budget %s: %s", actual_usd, self.key, exc)
         finally:
             self.store._signal_settle()
 
@@ -289,6 +369,7 @@ class MemoryBudgetStore(BudgetStore):
         self.clock = clock
         self._lock = threading.Lock()
         self._spent: dict[str, int] = {}
+        self._seeded: set[str] = set()
         self._leases: dict[str, dict[str, tuple[int, float]]] = {}  # key -> rid -> (amount, lapses_at)
         self._expiry: dict[str, float] = {}
         self._next_sweep = 0.0
@@ -297,18 +378,20 @@ class MemoryBudgetStore(BudgetStore):
         if now >= self._next_sweep:  # drop the counts of periods long over (yesterday's keys)
             self._next_sweep = now + 3600.0
             for old in [k for k, at in self._expiry.items() if now >= at]:
-                self._spent.pop(old, None)
-                self._leases.pop(old, None)
-                self._expiry.pop(old, None)
+                self._forget(old)
         expires = self._expiry.get(key)
         if expires is not None and now >= expires:
-            self._spent.pop(key, None)
-            self._leases.pop(key, None)
-            self._expiry.pop(key, None)
+            self._forget(key)
         leases = self._leases.get(key)
         if leases:
             for rid in [r for r, (_, lapses_at) in leases.items() if now >= lapses_at]:
                 del leases[rid]
+
+    def _forget(self, key: str) -> None:
+        self._spent.pop(key, None)
+        self._leases.pop(key, None)
+        self._expiry.pop(key, None)
+        self._seeded.discard(key)
 
     async def try_reserve(
         self,
@@ -321,13 +404,16 @@ class MemoryBudgetStore(BudgetStore):
         now: float,
         lease_s: float,
         keep_s: float | None,
+        rule: Rule = Rule(),
     ) -> tuple[int, int, int]:
         with self._lock:
             self._purge(key, now)
+            if rule.seeding and key not in self._seeded:
+                return UNSEEDED, 0, 0
             spent = self._spent.get(key, 0)
             leases = self._leases.setdefault(key, {})
             reserved = sum(a for a, _ in leases.values())
-            if spent + amount > limit:
+            if (spent >= limit) if rule.last_alone else (spent + amount > limit):
                 return EXHAUSTED, spent, reserved
             if spent + reserved + padded <= limit:
                 hold = padded
@@ -339,6 +425,15 @@ class MemoryBudgetStore(BudgetStore):
             if keep_s is not None:
                 self._expiry[key] = now + keep_s
             return ADMITTED, spent, reserved + hold
+
+    async def seed(self, key: str, spent: int, *, keep_s: float | None) -> None:
+        with self._lock:
+            if key in self._seeded:
+                return
+            self._seeded.add(key)
+            self._spent[key] = self._spent.get(key, 0) + spent
+            if keep_s is not None:
+                self._expiry[key] = self.clock() + keep_s
 
     async def settle(self, key: str, rid: str, actual: int, *, keep_s: float | None) -> None:
         with self._lock:

@@ -6,6 +6,7 @@
       store: redis                   # memory (default) or redis
       url: env:LEGATO_REDIS_URL      # redis
       prefix: "legato:budget:"
+      on_unavailable: fail_closed    # or fail_open: calls go uncounted while Redis is down
       per_run_usd: 2.00              # every run
       per_day_usd: 50.00             # everything, per UTC day
       pipelines:                     # per pipeline, cumulative (or per period)
@@ -28,7 +29,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from legato.config import LegatoConfig
-from legato.cost._budget import Budget, BudgetStore, MemoryBudgetStore
+from legato.cost._budget import Budget, BudgetStore, FailureMode, MemoryBudgetStore
 from legato.cost._guard import BudgetGuard
 from legato.cost._redis import RedisBudgetStore
 from legato.providers import Model
@@ -51,6 +52,8 @@ class BudgetsConfig(BaseModel):
     store: Literal["memory", "redis"] = "memory"
     url: str | None = None
     prefix: str = "legato:budget:"
+    on_unavailable: FailureMode = "fail_closed"
+    timeout_s: float = Field(default=1.0, gt=0)
     per_run_usd: float | None = Field(default=None, ge=0)
     per_day_usd: float | None = Field(default=None, ge=0)
     pipelines: dict[str, PipelineBudget] = Field(default_factory=dict)
@@ -109,5 +112,11 @@ class BudgetsConfig(BaseModel):
         """A new store as configured."""
         if self.store == "redis":
             assert self.url is not None
-            return RedisBudgetStore(self.url, prefix=self.prefix, lease_s=self.lease_s)
+            return RedisBudgetStore(
+                self.url,
+                prefix=self.prefix,
+                lease_s=self.lease_s,
+                timeout_s=self.timeout_s,
+                on_unavailable=self.on_unavailable,
+            )
         return MemoryBudgetStore(lease_s=self.lease_s)

@@ -6,6 +6,10 @@ open reservations' amounts, and a sorted set of their lapse times. Reserving and
 settling are Lua scripts, so the check-and-reserve is atomic across replicas; a
 reservation whose process died lapses after its lease and is purged by the next
 reserve.
+
+Every Redis failure (refused, timed out, reset, an error reply) is raised as
+:class:`~legato.errors.LimitsUnavailable`, never as a ``redis`` exception; the
+client made from a URL gives up on a silent server after ``timeout_s``.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from legato.cost._budget import BudgetStore
+from legato.cost._budget import BudgetStore, FailureMode, Rule
+from legato.errors import LimitsUnavailable
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -26,7 +31,7 @@ local lapsed = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
 for _, rid in ipairs(lapsed) do
   local amount = redis.call('HGET', KEYS[3], rid)
   if amount then
-    redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(amount))
+    redis.call('HINCRBY', KEYS[1], 'reserved', 0 - tonumber(amount))  -- never -0: Redis refuses it as an integer
     redis.call('HDEL', KEYS[3], rid)
   end
   redis.call('ZREM', KEYS[2], rid)
@@ -40,18 +45,26 @@ if keep > 0 then
 end
 """
 
-# KEYS: counts, lapse zset, amounts; ARGV: now_ms, amount, limit, lapses_at_ms, rid, keep_ms, padded
-# Returns {status, spent, reserved}: 1 admitted, 0 exhausted, -1 busy (see legato.cost._budget).
+# KEYS: counts, lapse zset, amounts
+# ARGV: now_ms, amount, limit, lapses_at_ms, rid, keep_ms, padded, last_alone (0/1), seeding (0/1)
+# Returns {status, spent, reserved}: 1 admitted, 0 exhausted, -1 busy, 2 unseeded (see legato.cost._budget).
 _RESERVE = (
-    _PURGE
+    """
+if ARGV[9] == '1' and redis.call('HEXISTS', KEYS[1], 'seeded') == 0 then
+  return {2, 0, 0}
+end
+"""
+    + _PURGE
     + """
 local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
 local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
 local amount = tonumber(ARGV[2])
 local padded = tonumber(ARGV[7])
 local limit = tonumber(ARGV[3])
+local exhausted
+if ARGV[8] == '1' then exhausted = spent >= limit else exhausted = spent + amount > limit end
 local hold
-if spent + amount > limit then
+if exhausted then
   return {0, spent, reserved}
 elseif spent + reserved + padded <= limit then
   hold = padded
@@ -75,13 +88,26 @@ _SETTLE = (
     """
 local amount = redis.call('HGET', KEYS[3], ARGV[1])
 if amount then
-  redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(amount))
+  redis.call('HINCRBY', KEYS[1], 'reserved', 0 - tonumber(amount))  -- never -0: Redis refuses it as an integer
   redis.call('HDEL', KEYS[3], ARGV[1])
   redis.call('ZREM', KEYS[2], ARGV[1])
 end
 redis.call('HINCRBY', KEYS[1], 'spent', ARGV[2])
 """
     + _KEEP.replace("KEEP", "3")
+    + """
+return 1
+"""
+)
+
+# KEYS: as above; ARGV: spent, keep_ms
+_SEED = (
+    """
+if redis.call('HSETNX', KEYS[1], 'seeded', 1) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'spent', ARGV[1])
+end
+"""
+    + _KEEP.replace("KEEP", "2")
     + """
 return 1
 """
@@ -108,13 +134,19 @@ class RedisBudgetStore(BudgetStore):
         prefix: str = "legato:budget:",
         lease_s: float = 600.0,
         clock: Callable[[], float] = time.time,
+        timeout_s: float = 1.0,
+        on_unavailable: FailureMode = "fail_closed",
     ) -> None:
         if (url is None) == (client is None):
             raise ValueError("RedisBudgetStore needs exactly one of url= or client=")
+        if on_unavailable not in ("fail_closed", "fail_open"):
+            raise ValueError(f"on_unavailable must be 'fail_closed' or 'fail_open', got {on_unavailable!r}")
         self.url = url
         self.prefix = prefix
         self.lease_s = lease_s
         self.clock = clock
+        self.timeout_s = timeout_s
+        self.on_unavailable = on_unavailable
         self._client = client
         self._owns_client = client is None
         self._scripts: dict[str, Any] = {}
@@ -128,7 +160,9 @@ class RedisBudgetStore(BudgetStore):
             from redis.asyncio import Redis
 
             assert self.url is not None
-            self._client = Redis.from_url(self.url)
+            self._client = Redis.from_url(
+                self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s
+            )
         return self._client
 
     def _keys(self, key: str) -> list[str]:
@@ -136,10 +170,15 @@ class RedisBudgetStore(BudgetStore):
         return [f"{tag}:counts", f"{tag}:lapses", f"{tag}:leases"]
 
     async def _run(self, name: str, source: str, keys: list[str], args: list[Any]) -> Any:
+        from redis.exceptions import RedisError
+
         script = self._scripts.get(name)
         if script is None:
             script = self._scripts[name] = self.client.register_script(source)
-        return await script(keys=keys, args=args)
+        try:
+            return await script(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise LimitsUnavailable(f"the budget store (Redis) is unavailable: {type(exc).__name__}") from exc
 
     async def try_reserve(
         self,
@@ -152,14 +191,15 @@ class RedisBudgetStore(BudgetStore):
         now: float,
         lease_s: float,
         keep_s: float | None,
+        rule: Rule = Rule(),
     ) -> tuple[int, int, int]:
-        status, spent, reserved = await self._run(
-            "reserve",
-            _RESERVE,
-            self._keys(key),
-            [_ms(now), amount, limit, _ms(now + lease_s), rid, _ms(keep_s or 0), padded],
-        )
+        args = [_ms(now), amount, limit, _ms(now + lease_s), rid, _ms(keep_s or 0), padded]
+        args += [int(rule.last_alone), int(rule.seeding)]
+        status, spent, reserved = await self._run("reserve", _RESERVE, self._keys(key), args)
         return int(status), int(spent), int(reserved)
+
+    async def seed(self, key: str, spent: int, *, keep_s: float | None) -> None:
+        await self._run("seed", _SEED, self._keys(key), [spent, _ms(keep_s or 0)])
 
     async def settle(self, key: str, rid: str, actual: int, *, keep_s: float | None) -> None:
         await self._run("settle", _SETTLE, self._keys(key), [rid or "-", actual, _ms(keep_s or 0)])

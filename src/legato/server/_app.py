@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from legato._version import __version__
 from legato.config import LegatoConfig
+from legato.cost import BudgetStore, MemoryBudgetStore, RedisBudgetStore
 from legato.errors import LegatoError
 from legato.server._admission import Admission
 from legato.server._auth import Authenticator
@@ -29,6 +30,7 @@ from legato.server._errors import GatewayError, error_response, from_exception, 
 from legato.server._keys import KeyStore
 from legato.server._limits import KeyLimiter, MemoryCounters, RedisCounters
 from legato.server._protect import Load, Protection
+from legato.server._revocation import Revocations
 from legato.server._settings import ServerSettings
 from legato.server._spend import SpendRecorder
 from legato.server._ssrf import SSRFPolicy
@@ -68,15 +70,22 @@ async def open_gateway(
         stack.push_async_callback(store.aclose)
         engine = store.engine
         redis: Any = None
+        keys = KeyStore(engine, cache_ttl_s=settings.key_cache_ttl_s)
         if settings.redis_url:
             from redis.asyncio import Redis
 
-            redis = Redis.from_url(settings.redis_url)
+            timeout = settings.redis_timeout_s
+            redis = Redis.from_url(settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
             stack.push_async_callback(redis.aclose)
             counters: MemoryCounters | RedisCounters = RedisCounters(redis)
+            budgets: BudgetStore = RedisBudgetStore(
+                client=redis, prefix=f"{settings.redis_prefix}budget:", on_unavailable=settings.limits_failure_mode
+            )
+            channel = f"{settings.redis_prefix}keys:invalidate"
+            revocations = Revocations(settings.redis_url, channel, keys, publisher=redis, connect_timeout_s=timeout)
+            keys.on_change = revocations.publish
         else:
-            counters = MemoryCounters()
-        keys = KeyStore(engine, cache_ttl_s=settings.key_cache_ttl_s)
+            counters, budgets, revocations = MemoryCounters(), MemoryBudgetStore(), None
         if catalog is None:
             catalog = catalog_from_config(config, settings.models)
         stack.push_async_callback(catalog.aclose)
@@ -88,7 +97,14 @@ async def open_gateway(
             catalog=catalog,
             keys=keys,
             auth=Authenticator(keys, master),
-            limiter=KeyLimiter(counters, prefix=settings.redis_prefix, seed=keys.spend_since),
+            limiter=KeyLimiter(
+                counters,
+                budgets,
+                prefix=settings.redis_prefix,
+                seed=keys.spend_since,
+                failure_mode=settings.limits_failure_mode,
+                budget_wait_s=settings.budget_wait_s,
+            ),
             spend=spend,
             ssrf=SSRFPolicy(settings.ssrf),
             redis=redis,
@@ -97,6 +113,8 @@ async def open_gateway(
         gw.extras["engine"] = engine
         async with anyio.create_task_group() as tg:
             tg.start_soon(spend.run)
+            if revocations is not None:
+                tg.start_soon(revocations.listen)
             await tg.start(runs.serve)
             try:
                 yield gw

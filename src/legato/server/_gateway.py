@@ -2,8 +2,10 @@
 
 Each request goes: key (401) -> body validation (400) -> scope and model (403) ->
 request limits (400) -> SSRF check of user URLs (400) -> model lookup (404) -> the
-key's RPM/TPM/budget (429) -> the model (through whatever routing, resilience,
-cache and budget wrappers the catalog applies) -> usage settled against the key.
+key's budget (the call's worst case reserved) and RPM/TPM (429; 503 when the limits
+store is unreachable and fails closed) -> the model (through whatever routing,
+resilience, cache and budget wrappers the catalog applies) -> the real usage
+settled against the key (the reservation released in full when the call failed).
 Everything before the model call happens without any provider call.
 
 Streams are started before the response is: an error before the first chunk is
@@ -24,19 +26,21 @@ from pydantic import ValidationError
 from starlette.responses import Response, StreamingResponse
 
 from legato.errors import ModelError, ProviderTimeout, URLNotAllowed
-from legato.providers import ChatChunk, ChatRequest, ChatResponse, EmbedRequest, Model, Usage
+from legato.providers import ChatChunk, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Model, Usage
 from legato.server import _anthropic_wire as aw
 from legato.server import _openai_wire as ow
 from legato.server._auth import check_model, require
 from legato.server._body import StrictJSONRoute
 from legato.server._errors import GatewayError, from_exception
 from legato.server._keys import ApiKey
+from legato.server._limits import Admission
 from legato.server._state import Gateway
 
 __all__ = ["router"]
 
 router = APIRouter(route_class=StrictJSONRoute)
 T = TypeVar("T")
+R = TypeVar("R", ChatResponse, EmbedResponse)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing, unknown or revoked API key"},
@@ -84,7 +88,7 @@ async def _prepare(
     urls: list[str],
     n_messages: int,
     max_tokens: int | None,
-) -> tuple[Model, ChatRequest]:
+) -> tuple[Model, ChatRequest, Admission]:
     settings = gw.settings
     check_model(key, model_name)
     if n_messages > settings.max_messages:
@@ -109,26 +113,33 @@ async def _prepare(
     except URLNotAllowed as exc:
         raise GatewayError(400, "invalid_request", str(exc), code="url_not_allowed") from None
     model = gw.model(model_name)
-    await gw.limiter.admit(key)
-    return model, request
+    admission = await gw.limiter.admit(key, gw.worst_case(request, model))
+    return model, request, admission
 
 
-async def _settle(gw: Gateway, key: ApiKey, model: str, usage: Usage, cost: float | None) -> None:
-    gw.record_usage(key, model, usage.input_tokens, usage.output_tokens, cost)
-    await gw.limiter.settle(key, tokens=usage.total_tokens, cost=cost)
+async def _settle(gw: Gateway, admission: Admission, model: str, usage: Usage, cost: float | None) -> None:
+    with anyio.CancelScope(shield=True):
+        gw.record_usage(admission.key, model, usage.input_tokens, usage.output_tokens, cost)
+        await admission.settle(tokens=usage.total_tokens, cost=cost)
 
 
-async def _chat(gw: Gateway, key: ApiKey, model: Model, name: str, request: ChatRequest) -> ChatResponse:
-    resp = await _upstream(model.chat(request), gw.settings.upstream_timeout_s)
-    await _settle(gw, key, name, resp.usage, resp.cost)
+async def _call(gw: Gateway, admission: Admission, name: str, call: Awaitable[R]) -> R:
+    """Await a model call; settle its real usage, or release its reservation when it failed."""
+    try:
+        resp = await _upstream(call, gw.settings.upstream_timeout_s)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await admission.settle(tokens=0, cost=0.0)
+        raise
+    await _settle(gw, admission, name, resp.usage, resp.cost)
     return resp
 
 
 class _Upstream:
     """A started stream: the first chunk already in hand, the rest pulled with a per-chunk timeout."""
 
-    def __init__(self, gw: Gateway, key: ApiKey, name: str, it: AsyncIterator[ChatChunk]) -> None:
-        self.gw, self.key, self.name, self.it = gw, key, name, it
+    def __init__(self, gw: Gateway, admission: Admission, name: str, it: AsyncIterator[ChatChunk]) -> None:
+        self.gw, self.admission, self.name, self.it = gw, admission, name, it
         self.usage: Usage | None = None
         self.cost: float | None = None
         self.finish: str | None = None
@@ -160,11 +171,11 @@ class _Upstream:
         with anyio.CancelScope(shield=True):
             if aclose is not None:
                 await aclose()
-            await _settle(self.gw, self.key, self.name, self.usage or Usage(), self.cost)
+            await _settle(self.gw, self.admission, self.name, self.usage or Usage(), self.cost)
 
 
-async def _start_stream(gw: Gateway, key: ApiKey, model: Model, name: str, request: ChatRequest) -> _Upstream:
-    up = _Upstream(gw, key, name, aiter(model.stream(request)))
+async def _start_stream(gw: Gateway, admission: Admission, model: Model, name: str, request: ChatRequest) -> _Upstream:
+    up = _Upstream(gw, admission, name, aiter(model.stream(request)))
     try:
         await up.start()
     except BaseException:
@@ -186,7 +197,7 @@ async def chat_completions(
 async def _chat_completions(body: ow.ChatCompletionRequest, request: Request, key: ApiKey) -> Response:
     gw = gateway(request)
     max_tokens = body.max_completion_tokens or body.max_tokens
-    model, creq = await _prepare(
+    model, creq, admission = await _prepare(
         gw,
         key,
         body.model,
@@ -196,9 +207,9 @@ async def _chat_completions(body: ow.ChatCompletionRequest, request: Request, ke
         max_tokens,
     )
     if not body.stream:
-        resp = await _chat(gw, key, model, body.model, creq)
+        resp = await _call(gw, admission, body.model, model.chat(creq))
         return json_response(ow.completion(resp, body.model))
-    up = await _start_stream(gw, key, model, body.model, creq)
+    up = await _start_stream(gw, admission, model, body.model, creq)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
         _openai_events(up, body.model, include_usage), media_type="text/event-stream", headers=_SSE_HEADERS
@@ -235,7 +246,7 @@ async def messages(body: aw.MessagesRequest, request: Request, key: ApiKey = Dep
 
 async def _messages(body: aw.MessagesRequest, request: Request, key: ApiKey) -> Response:
     gw = gateway(request)
-    model, creq = await _prepare(
+    model, creq, admission = await _prepare(
         gw,
         key,
         body.model,
@@ -245,9 +256,9 @@ async def _messages(body: aw.MessagesRequest, request: Request, key: ApiKey) -> 
         body.max_tokens,
     )
     if not body.stream:
-        resp = await _chat(gw, key, model, body.model, creq)
+        resp = await _call(gw, admission, body.model, model.chat(creq))
         return json_response(aw.message(resp, body.model))
-    up = await _start_stream(gw, key, model, body.model, creq)
+    up = await _start_stream(gw, admission, model, body.model, creq)
     return StreamingResponse(_anthropic_events(up, body.model), media_type="text/event-stream", headers=_SSE_HEADERS)
 
 
@@ -280,10 +291,9 @@ async def _embeddings(body: ow.EmbeddingRequest, request: Request, key: ApiKey) 
     if len(inputs) > 2048:
         raise GatewayError(400, "invalid_request", f"too many inputs: {len(inputs)} > 2048", param="input")
     model = gw.model(body.model)
-    await gw.limiter.admit(key)
     ereq = EmbedRequest(inputs=inputs, model=body.model, dimensions=body.dimensions, metadata={"api_key": key.prefix})
-    resp = await _upstream(model.embed(ereq), gw.settings.upstream_timeout_s)
-    await _settle(gw, key, body.model, resp.usage, resp.cost)
+    admission = await gw.limiter.admit(key, gw.worst_case(ereq, model))
+    resp = await _call(gw, admission, body.model, model.embed(ereq))
     return json_response(ow.embeddings(resp, body.model, body.encoding_format))
 
 

@@ -10,8 +10,10 @@ secret is random and long, so there is nothing for a slow password KDF to protec
 and a KDF would add milliseconds to every request.
 
 Looked-up keys are cached in the replica for ``key_cache_ttl_s`` seconds (keyed by
-the hash, never the key): a revocation is immediate on the replica that made it and
-reaches the others within that time. Unknown keys are cached too, so a flood of bad
+the hash, never the key). A revocation is immediate on the replica that made it;
+with Redis it is announced to the other replicas, which clear their cache at once
+(:mod:`legato.server._revocation`), and without Redis (or while it is unreachable)
+it reaches them when the TTL ends. Unknown keys are cached too, so a flood of bad
 keys does not become a flood of database queries.
 """
 
@@ -26,7 +28,7 @@ import string
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -210,6 +212,13 @@ class KeyStore:
         self._clock = clock
         self._wall = wall_clock
         self._cache: OrderedDict[str, tuple[float, ApiKey | None]] = OrderedDict()
+        self._generation = 0  # bumped by invalidate(): a lookup that raced with it is not cached
+        self.on_change: Callable[[str], Awaitable[None]] | None = None  # announces a changed key id
+
+    def invalidate(self) -> None:
+        """Forget every cached key (a key changed here or on another replica)."""
+        self._generation += 1
+        self._cache.clear()
 
     async def create(
         self,
@@ -289,7 +298,9 @@ class KeyStore:
         now = self._wall()
         async with self.engine.begin() as conn:
             await conn.execute(api_keys_table.update().where(api_keys_table.c.id == key.id).values(revoked_at=now))
-        self._cache.clear()
+        self.invalidate()
+        if self.on_change is not None:
+            await self.on_change(key.id)
         return replace(key, revoked_at=now)
 
     async def authenticate(self, secret: str) -> ApiKey:
@@ -302,8 +313,10 @@ class KeyStore:
         if hit is not None and hit[0] > now:
             key: ApiKey | None = hit[1]
         else:
+            generation = self._generation
             key = await self._lookup(secret[:_VISIBLE], digest)
-            self._remember(digest, key, now)
+            if generation == self._generation:
+                self._remember(digest, key, now)
         if key is None:
             raise InvalidAPIKey("invalid API key")
         if key.revoked:

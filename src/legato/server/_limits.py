@@ -7,33 +7,48 @@ the same Redis keys; the admission check runs as one Lua script so that
 check-and-increment is atomic across replicas. Without Redis the same arithmetic
 runs in process (one replica).
 
-Admission (:meth:`KeyLimiter.admit`) counts the request and refuses it when the
-key is over its RPM, its TPM (tokens already used in the window) or its budget.
-Settlement (:meth:`KeyLimiter.settle`) adds the tokens and dollars the call really
-used. Budgets are therefore checked before a call with what has been spent so far:
-one call may overrun a budget by its own cost, never more.
+Budgets are reservations (:mod:`legato.cost`): :meth:`KeyLimiter.admit` holds the
+call's worst case (input estimate plus ``max_tokens``, or the gateway's
+``max_output_tokens``, at the model's prices) on the key's budget before the call,
+atomically across replicas, and :meth:`Admission.settle` replaces the hold with
+what the call really cost (nothing, when it failed). A key's budget is exhausted
+once ``spent >= limit``; a call whose worst case does not fit in what is left runs
+only when nothing else of that key is in flight, and the others wait for it
+(``budget_wait_s``), so a budget ends above its limit by at most one call's worst
+case, however many callers race for it.
 
-The live budget counter of the current period is seeded from the durable ``spend``
-table the first time a replica needs it (and again whenever Redis lost it), so a
-Redis restart does not reset anyone's budget.
+The live budget count of the current period is seeded from the durable ``spend``
+table the first time it is needed (and again whenever Redis lost it), so a Redis
+restart does not reset anyone's budget.
+
+When Redis cannot be reached, ``failure_mode`` decides: ``fail_closed`` answers
+503 with ``Retry-After`` for keys that have limits or a budget; ``fail_open`` lets
+their calls through uncounted. Keys without limits never touch Redis.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from legato.cost import Budget, BudgetStore, Reservation
+from legato.cost._budget import FailureMode
+from legato.errors import BudgetBusy, BudgetExceeded, LimitsUnavailable
 from legato.server._errors import GatewayError
 from legato.server._keys import ApiKey
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["KeyLimiter", "MemoryCounters", "RedisCounters", "period_start"]
+__all__ = ["Admission", "KeyLimiter", "MemoryCounters", "RedisCounters", "period_start"]
+
+log = logging.getLogger("legato.server")
 
 WINDOW_S = 60
 
@@ -50,11 +65,12 @@ def period_start(period: str, now: float) -> str | None:
     return None
 
 
+Verdict = Literal["ok", "rpm", "tpm"]
+
+
 @dataclass(frozen=True, slots=True)
 class _Verdict:
-    """``kind`` is ``ok``, ``rpm``, ``tpm``, ``budget`` or ``seed`` (budget counter missing)."""
-
-    kind: str
+    kind: Verdict
     current: float = 0.0
     previous: float = 0.0
 
@@ -65,14 +81,8 @@ class MemoryCounters:
     def __init__(self) -> None:
         self._values: dict[str, float] = {}
 
-    async def admit(self, keys: list[str], rpm: int, tpm: int, weight: float, budget: float) -> _Verdict:
+    async def admit(self, keys: list[str], rpm: int, tpm: int, weight: float) -> _Verdict:
         get = self._values.get
-        if budget >= 0:
-            spent = get(keys[4])
-            if spent is None:
-                return _Verdict("seed")
-            if spent >= budget:
-                return _Verdict("budget", spent)
         if tpm >= 0:
             tc, tp = get(keys[2], 0.0), get(keys[3], 0.0)
             if tc + tp * weight >= tpm:
@@ -85,13 +95,8 @@ class MemoryCounters:
         self._values[keys[0]] = rc + 1
         return _Verdict("ok")
 
-    async def settle(self, tokens_key: str, tokens: int, spend_key: str | None, cost: float) -> None:
+    async def settle(self, tokens_key: str, tokens: int) -> None:
         self._values[tokens_key] = self._values.get(tokens_key, 0.0) + tokens
-        if spend_key is not None and cost:
-            self._values[spend_key] = self._values.get(spend_key, 0.0) + cost
-
-    async def seed(self, spend_key: str, value: float) -> None:
-        self._values.setdefault(spend_key, value)
 
     def prune(self, live_windows: set[str]) -> None:
         """Forget window counters other than ``live_windows`` (window ids)."""
@@ -103,12 +108,6 @@ _ADMIT_LUA = """
 local rpm = tonumber(ARGV[1])
 local tpm = tonumber(ARGV[2])
 local w = tonumber(ARGV[3])
-local budget = tonumber(ARGV[4])
-if budget >= 0 then
-  local spent = redis.call('GET', KEYS[5])
-  if not spent then return {'seed', '0', '0'} end
-  if tonumber(spent) >= budget then return {'budget', spent, '0'} end
-end
 if tpm >= 0 then
   local tc = tonumber(redis.call('GET', KEYS[3]) or '0')
   local tp = tonumber(redis.call('GET', KEYS[4]) or '0')
@@ -120,90 +119,158 @@ if rpm >= 0 then
   if rc + rp * w + 1 > rpm then return {'rpm', tostring(rc), tostring(rp)} end
 end
 redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 return {'ok', '0', '0'}
 """
 
 
 class RedisCounters:
-    """Counters in Redis, shared by every replica that uses the same URL and prefix."""
+    """Counters in Redis, shared by every replica that uses the same URL and prefix.
+
+    Every Redis failure is raised as :class:`LimitsUnavailable`."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._admit = redis.register_script(_ADMIT_LUA)
 
-    async def admit(self, keys: list[str], rpm: int, tpm: int, weight: float, budget: float) -> _Verdict:
-        raw: list[Any] = await self._admit(keys=keys, args=[rpm, tpm, weight, budget, 2 * WINDOW_S + 5])
+    async def admit(self, keys: list[str], rpm: int, tpm: int, weight: float) -> _Verdict:
+        async with _translated():
+            raw: list[Any] = await self._admit(keys=keys, args=[rpm, tpm, weight, 2 * WINDOW_S + 5])
         kind, cur, prev = (v.decode() if isinstance(v, bytes) else str(v) for v in raw)
-        return _Verdict(kind, float(cur), float(prev))
+        verdict: Verdict = "rpm" if kind == "rpm" else "tpm" if kind == "tpm" else "ok"
+        return _Verdict(verdict, float(cur), float(prev))
 
-    async def settle(self, tokens_key: str, tokens: int, spend_key: str | None, cost: float) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            if tokens:
-                pipe.incrby(tokens_key, tokens)
-                pipe.expire(tokens_key, 2 * WINDOW_S + 5)
-            if spend_key is not None and cost:
-                pipe.incrbyfloat(spend_key, cost)
-                pipe.expire(spend_key, 40 * 86400)
+    async def settle(self, tokens_key: str, tokens: int) -> None:
+        async with _translated(), self.redis.pipeline(transaction=False) as pipe:
+            pipe.incrby(tokens_key, tokens)
+            pipe.expire(tokens_key, 2 * WINDOW_S + 5)
             await pipe.execute()
 
-    async def seed(self, spend_key: str, value: float) -> None:
-        await self.redis.set(spend_key, repr(float(value)), nx=True, ex=40 * 86400)
+
+@asynccontextmanager
+async def _translated() -> AsyncIterator[None]:
+    """Raise any Redis failure as :class:`LimitsUnavailable` (the type callers decide on)."""
+    from redis.exceptions import RedisError
+
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise LimitsUnavailable(f"the limits store (Redis) is unavailable: {type(exc).__name__}") from exc
 
 
 Counters = MemoryCounters | RedisCounters
 
 
+@dataclass(eq=False)
+class Admission:
+    """An admitted call: settle it once with what it used (:meth:`KeyLimiter.admit`)."""
+
+    limiter: KeyLimiter
+    key: ApiKey
+    reservation: Reservation | None = None
+
+    async def settle(self, *, tokens: int, cost: float | None) -> None:
+        """Add the tokens to TPM and replace the budget hold with ``cost`` (0 releases it)."""
+        await self.limiter.settle_tokens(self.key, tokens)
+        if self.reservation is not None:
+            await self.reservation.settle(cost or 0.0)
+
+
 class KeyLimiter:
-    """Admits requests of a key within its limits and records what they used."""
+    """Admits requests of a key within its limits and records what they used.
+
+    ``failure_mode`` applies to the RPM/TPM counters; the budget store applies its own
+    ``on_unavailable`` (the app gives both the same setting)."""
 
     def __init__(
         self,
         counters: Counters,
+        budgets: BudgetStore,
         *,
         prefix: str = "legato:",
         seed: SpendSeed | None = None,
         clock: Callable[[], float] = time.time,
+        failure_mode: FailureMode = "fail_closed",
+        budget_wait_s: float = 10.0,
     ) -> None:
         self.counters = counters
+        self.budgets = budgets
         self.prefix = prefix
+        self.failure_mode = failure_mode
+        self.budget_wait_s = budget_wait_s
         self._seed = seed
         self._clock = clock
 
     def _keys(self, key: ApiKey, now: float) -> tuple[list[str], int, float]:
         window = int(now // WINDOW_S)
         tag = f"{self.prefix}limit:{{{key.id}}}"
-        start = period_start(key.budget_period, now)
-        spend = f"{tag}:spend:{start or 'total'}"
         keys = [f"{tag}:req:w{window}", f"{tag}:req:w{window - 1}", f"{tag}:tok:w{window}", f"{tag}:tok:w{window - 1}"]
-        return [*keys, spend], window, (now % WINDOW_S) / WINDOW_S
+        return keys, window, (now % WINDOW_S) / WINDOW_S
 
-    async def admit(self, key: ApiKey) -> None:
-        """Count one request for ``key``; :class:`GatewayError` 429 when over a limit or budget."""
-        if key.rpm is None and key.tpm is None and key.budget_usd is None:
+    async def admit(self, key: ApiKey, worst_usd: float = 0.0) -> Admission:
+        """Hold ``worst_usd`` on the key's budget and count one request against its RPM.
+
+        :class:`GatewayError` 429 when over a limit or the budget, 503 when the limits
+        store is unreachable and the failure mode is ``fail_closed``."""
+        admission = Admission(self, key, await self._reserve(key, worst_usd))
+        try:
+            await self._count(key)
+        except BaseException:
+            await admission.settle(tokens=0, cost=0.0)
+            raise
+        return admission
+
+    async def _reserve(self, key: ApiKey, worst_usd: float) -> Reservation | None:
+        if key.budget_usd is None:
+            return None
+        period = None if key.budget_period == "total" else key.budget_period
+        budget = Budget(key.budget_usd, f"key:{key.id}", period)
+
+        async def spent_so_far() -> float:
+            start = period_start(key.budget_period, self._clock())
+            return await self._seed(key.id, start) if self._seed else 0.0
+
+        try:
+            return await self.budgets.reserve(
+                budget, worst_usd, margin=1.0, wait_s=self.budget_wait_s, last_alone=True, seed=spent_so_far
+            )
+        except BudgetBusy:
+            raise GatewayError(
+                429,
+                "rate_limit",
+                f"the budget of API key {key.prefix}... left is held by its calls in flight; retry shortly",
+                code="budget_busy",
+                headers={"Retry-After": "1"},
+            ) from None
+        except BudgetExceeded as exc:
+            raise GatewayError(
+                429,
+                "quota",
+                f"budget of API key {key.prefix}... is exhausted: spent ${exc.spent:.4f} "
+                f"of ${key.budget_usd:.4f} this {key.budget_period}",
+                code="budget_exceeded",
+            ) from None
+        except LimitsUnavailable as exc:
+            raise _unavailable(exc) from None
+
+    async def _count(self, key: ApiKey) -> None:
+        if key.rpm is None and key.tpm is None:
             return
         now = self._clock()
         keys, window, elapsed = self._keys(key, now)
         rpm = key.rpm if key.rpm is not None else -1
         tpm = key.tpm if key.tpm is not None else -1
-        budget = key.budget_usd if key.budget_usd is not None else -1.0
-        verdict = await self.counters.admit(keys, rpm, tpm, 1.0 - elapsed, budget)
-        if verdict.kind == "seed":
-            spent = await self._seed(key.id, period_start(key.budget_period, now)) if self._seed else 0.0
-            await self.counters.seed(keys[4], spent)
-            verdict = await self.counters.admit(keys, rpm, tpm, 1.0 - elapsed, budget)
+        try:
+            verdict = await self.counters.admit(keys, rpm, tpm, 1.0 - elapsed)
+        except LimitsUnavailable as exc:
+            if self.failure_mode == "fail_open":
+                log.warning("rate limits of API key %s... not counted (fail_open): %s", key.prefix, exc)
+                return
+            raise _unavailable(exc) from None
         if isinstance(self.counters, MemoryCounters) and window % 8 == 0:
             self.counters.prune({str(window), str(window - 1)})
         if verdict.kind == "ok":
             return
-        if verdict.kind == "budget":
-            raise GatewayError(
-                429,
-                "quota",
-                f"budget of API key {key.prefix}... is exhausted: spent ${verdict.current:.4f} "
-                f"of ${budget:.4f} this {key.budget_period}",
-                code="budget_exceeded",
-            )
         limit = rpm if verdict.kind == "rpm" else tpm
         wait = _wait_seconds(verdict.current, verdict.previous, limit, elapsed, verdict.kind == "rpm")
         raise GatewayError(
@@ -215,12 +282,25 @@ class KeyLimiter:
             headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
 
-    async def settle(self, key: ApiKey, *, tokens: int, cost: float | None) -> None:
-        """Add what a finished call used (tokens for TPM, dollars for the budget)."""
-        if key.tpm is None and key.budget_usd is None:
+    async def settle_tokens(self, key: ApiKey, tokens: int) -> None:
+        """Add the tokens a finished call used to the key's TPM window (never raises for Redis)."""
+        if key.tpm is None or tokens <= 0:
             return
         keys, _, _ = self._keys(key, self._clock())
-        await self.counters.settle(keys[2], tokens, keys[4] if key.budget_usd is not None else None, cost or 0.0)
+        try:
+            await self.counters.settle(keys[2], tokens)
+        except LimitsUnavailable as exc:
+            log.warning("tokens of API key %s... not counted: %s", key.prefix, exc)
+
+
+def _unavailable(exc: LimitsUnavailable) -> GatewayError:
+    return GatewayError(
+        503,
+        "overloaded",
+        "the limits and budgets store is unavailable; retry shortly",
+        code="limits_unavailable",
+        headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))},
+    )
 
 
 def _wait_seconds(current: float, previous: float, limit: float, elapsed: float, counting_this: bool) -> float:

@@ -63,6 +63,14 @@ class ServerSettings(BaseModel):
     )
     redis_url: str | None = Field(None, description="Redis for limits and budgets shared across replicas.")
     redis_prefix: str = "legato:"
+    redis_timeout_s: float = Field(1.0, gt=0, le=60, description="Give up on a Redis command after this long.")
+    limits_failure_mode: Literal["fail_closed", "fail_open"] = Field(
+        "fail_closed",
+        description="When Redis is unreachable: answer 503 (fail_closed) or serve keys with limits uncounted.",
+    )
+    budget_wait_s: float = Field(
+        10.0, ge=0, le=600, description="How long a call waits for the same key's calls in flight to settle."
+    )
     master_key: SecretStr | None = Field(None, description="Admin key; write it as env:LEGATO_MASTER_KEY.")
     # Protection.
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from legato.providers import Model
+from legato.cost import CostEstimator
+from legato.providers import ChatRequest, EmbedRequest, Model
 from legato.server._auth import Authenticator
 from legato.server._catalog import ModelCatalog
 from legato.server._keys import ApiKey, KeyStore
@@ -30,6 +31,7 @@ class Gateway:
     runs: Any = None  # the runs service, when the run store is available
     extras: dict[str, Any] = field(default_factory=dict)
     _instrumented: dict[str, Model] = field(default_factory=dict)
+    _estimator: CostEstimator | None = None
 
     def model(self, name: str) -> Model:
         """The served model ``name``, instrumented (spans and ``legato_model_*`` metrics).
@@ -40,6 +42,15 @@ class Gateway:
 
             model = self._instrumented[name] = Instrumented(self.catalog.get(name))
         return model
+
+    def worst_case(self, request: ChatRequest | EmbedRequest, model: Model) -> float:
+        """The most ``request`` can cost on ``model`` in USD: its input estimate plus
+        ``max_tokens`` (or the gateway's ``max_output_tokens``) of output; 0 when unpriced."""
+        if self._estimator is None:
+            self._estimator = CostEstimator(default_output_tokens=self.settings.max_output_tokens)
+        if isinstance(request, ChatRequest):
+            return self._estimator.chat(request, model).usd or 0.0
+        return self._estimator.embed(request, model).usd or 0.0
 
     def record_usage(self, key: ApiKey, model: str, input_tokens: int, output_tokens: int, cost: float | None) -> None:
         if key.id != "master":
