@@ -246,6 +246,8 @@ class LimitsUnavailable(LegatoError):
     def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
 class AgentError(LegatoError):
     """An agent could not produce its answer."""
 
