@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ async def test_journal_and_run_tools_over_stdio(tmp_path: Path) -> None:
             "mcp", "--pipeline", str(tmp_path / "shouter.yaml"), "--database-url", str(tmp_path / "mcp.db"),
         ],
         cwd=str(tmp_path),
+        env=dict(os.environ),  # the SDK's default environment drops PYTHONPATH: serve the code under test
     )  # fmt: skip
     async with Client(params) as client:
         tools = {t.name for t in (await client.list_tools()).tools}
@@ -84,6 +86,14 @@ async def test_journal_and_run_tools_over_stdio(tmp_path: Path) -> None:
         stored = structured(await client.call_tool("get_run", {"run_id": run["run_id"]}))
         assert stored["status"] == "succeeded"
         assert [(s["step"], s["status"]) for s in stored["steps"]] == [("words", "succeeded"), ("shout", "succeeded")]
+        second = structured(await client.call_tool("run_pipeline", {"name": "shouter", "inputs": {"text": "b"}}))
+        shared = os.path.commonprefix([run["run_id"], second["run_id"]])  # noqa: RUF071 (ids, not paths)
+        by_prefix = structured(await client.call_tool("get_run", {"run_id": run["run_id"][: len(shared) + 1]}))
+        assert by_prefix["run_id"] == run["run_id"]
+        ambiguous = await client.call_tool("get_run", {"run_id": shared})
+        assert ambiguous.is_error
+        assert run["run_id"] in ambiguous.content[0].text
+        assert second["run_id"] in ambiguous.content[0].text
 
         # mistakes come back as tool errors that name the problem
         missing = await client.call_tool("get_run", {"run_id": "nope"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
@@ -122,6 +123,32 @@ def test_runs_belong_to_their_key(gateway: Running, writer: str) -> None:
         assert run_id not in [r["id"] for r in c.get("/v1/runs").json()["data"]]
     with gateway.admin() as c:
         assert c.get(f"/v1/runs/{run_id}").status_code == 200
+
+
+def test_run_id_prefixes_resolve_within_the_callers_runs(gateway: Running, writer: str) -> None:
+    other = gateway.create_key(["runs:read", "runs:write"])
+    with gateway.client(other) as c:
+        theirs = c.post("/v1/pipelines/shout/runs", json={"inputs": {"text": "theirs"}}).json()["id"]
+    with gateway.client(writer) as c:
+        mine = [c.post("/v1/pipelines/shout/runs", json={"inputs": {"text": t}}).json()["id"] for t in "abc"]
+        visible = [r["id"] for r in c.get("/v1/runs", params={"limit": 500}).json()["data"]]
+        for run_id in mine:
+            longest = max(len(os.path.commonprefix([run_id, v])) for v in visible if v != run_id)  # noqa: RUF071 (ids, not paths)
+            r = c.get(f"/v1/runs/{run_id[: longest + 1]}")
+            assert r.status_code == 200, r.text
+            assert r.json()["id"] == run_id
+        shared = os.path.commonprefix([*mine, theirs])  # noqa: RUF071 (ids, not paths)
+        r = c.get(f"/v1/runs/{shared}")
+        assert r.status_code == 409
+        error = r.json()["error"]
+        assert error["code"] == "ambiguous_run_id"
+        assert all(run_id in error["message"] for run_id in mine[-1:])
+        assert theirs not in error["message"]  # another key's run is never a candidate
+        assert c.post(f"/v1/runs/{shared}/cancel").status_code == 409
+    with gateway.client(other) as c:
+        r = c.get(f"/v1/runs/{shared}")  # the only run of this key with that prefix
+        assert r.status_code == 200
+        assert r.json()["id"] == theirs
 
 
 def _counter(exposition: str, name: str, labels: dict[str, str]) -> float:

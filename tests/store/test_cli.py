@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
@@ -210,3 +211,27 @@ def test_runs_recover_reloads_pipelines_from_their_source(project: Path) -> None
     assert out.strip() == f"{run_id} gated: resumed -> succeeded"
     code, out, _ = invoke("runs", "recover", "--database-url", str(db))
     assert out.strip() == "no orphaned runs"
+
+
+def test_listed_short_ids_resolve_and_ambiguous_prefixes_list_the_runs(project: Path) -> None:
+    db = str(project / "s.db")
+    ids = []
+    for text in ("a", "b", "c"):
+        code, out, _ = invoke("run", str(project / "gated.yaml"), "-i", f"text={text}", "--database-url", db, "--json")
+        ids.append(json.loads(out)["run_id"])
+    code, out, _ = invoke("runs", "list", "--database-url", db)
+    assert code == 0
+    shown = [line.split()[0] for line in out.splitlines() if line.split() and line.split()[0][:4] == ids[0][:4]]
+    assert len(shown) == 3
+    for prefix in shown:
+        code, out, err = invoke("runs", "show", prefix, "--json", "--database-url", db)
+        assert code == 0, err
+        assert json.loads(out)["id"].startswith(prefix)
+    shared = os.path.commonprefix(ids)  # noqa: RUF071 (ids, not paths)
+    code, _, err = invoke("runs", "show", shared, "--database-url", db)
+    assert code == 2
+    message = err.replace("\n", "")
+    assert f"run id prefix {shared!r} matches 3 runs" in message
+    assert all(run_id in message for run_id in ids)
+    code, _, err = invoke("runs", "cancel", shared, "--database-url", db)
+    assert code == 2

@@ -49,7 +49,7 @@ def analyze(
 
 
 async def _analyze(target: str, last: int, database_url: str | None, config: Path | None, journal: bool) -> Analysis:
-    from legato.errors import RunNotFound
+    from legato.errors import AmbiguousRunId, RunNotFound
     from legato.observe import analyze_runs
 
     graph: dict[str, list[str]] | None = None
@@ -61,13 +61,12 @@ async def _analyze(target: str, last: int, database_url: str | None, config: Pat
         else:
             try:
                 run = await store.get_run(target)
-            except RunNotFound:
+            except RunNotFound as exc:
                 name = target
                 records = await store.list_runs(pipeline=name, limit=last)
                 if not records:
-                    _err.print(
-                        f"[red]error[/red]: no run with id {target!r} and no stored runs of a pipeline {target!r}"
-                    )
+                    why = str(exc) if isinstance(exc, AmbiguousRunId) else f"no run with id {target!r}"
+                    _err.print(f"[red]error[/red]: {why} and no stored runs of a pipeline {target!r}", soft_wrap=True)
                     raise typer.Exit(2) from None
             else:
                 name, records, single = run.pipeline, [run], run.id

@@ -24,6 +24,7 @@ from legato.cli._app import app
 
 if TYPE_CHECKING:
     from legato.engine import Event, Pipeline, RunControl, RunResult, Subscriber
+    from legato.errors import RunNotFound
     from legato.store import RunRecord, RunStore
 
 __all__ = ["estimate_cost", "open_store", "parse_duration", "stored_run"]
@@ -51,6 +52,13 @@ def parse_duration(text: str) -> float:
 def _fail(message: str, code: int = 1) -> typer.Exit:
     _err.print(f"[red]error[/red]: {message}", soft_wrap=True)
     return typer.Exit(code)
+
+
+def _not_found(exc: RunNotFound) -> typer.Exit:
+    """Exit 1 for an unknown run, 2 for a prefix that matches several (the message lists them)."""
+    from legato.errors import AmbiguousRunId
+
+    return _fail(str(exc), 2 if isinstance(exc, AmbiguousRunId) else 1)
 
 
 @asynccontextmanager
@@ -225,18 +233,22 @@ def list_runs(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
 ) -> None:
-    """List runs, newest first (--dead shows the dead-letter queue)."""
+    """List runs, newest first (--dead shows the dead-letter queue).
+
+    The table shows each run's shortest unique id prefix (at least 8 characters), which
+    every command taking a run id accepts; --json gives the full ids."""
     import anyio
 
     wanted = "dead" if dead else status
 
-    async def main() -> tuple[list[RunRecord], set[str]]:
+    async def main() -> tuple[list[RunRecord], set[str], dict[str, str]]:
         async with open_store(database_url) as store:
             records = await store.list_runs(status=wanted, pipeline=pipeline, limit=limit)
             orphans = {r.id for r in await store.orphaned_runs()} if any(not r.terminal for r in records) else set()
-            return records, orphans
+            short = {} if as_json else await store.short_ids(r.id for r in records)
+            return records, orphans, short
 
-    records, orphans = anyio.run(main)
+    records, orphans, short = anyio.run(main)
     if as_json:
         _dump([_record_dict(r) for r in records])
         return
@@ -254,7 +266,7 @@ def list_runs(
         duration = f"{r.finished_at - (r.started_at or r.created_at):.2f}s" if r.finished_at else ""
         detail = r.dead_reason or r.error or (f"key {r.idempotency_key}" if r.idempotency_key else "")
         table.add_row(
-            r.id,
+            short.get(r.id, r.id),
             r.pipeline,
             f"[{style}]{status}[/{style}]" if style else status,
             _when(r.created_at),
@@ -267,7 +279,7 @@ def list_runs(
 
 @runs_app.command("show")
 def show(
-    run_id: str = typer.Argument(..., help="Run id (or a unique prefix of 6+ characters)."),
+    run_id: str = typer.Argument(..., help="Run id, or a unique prefix of it (as `runs list` shows)."),
     events: bool = typer.Option(False, "--events", help="Also list the run's events."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
@@ -282,7 +294,7 @@ def show(
             try:
                 record = await store.get_run(run_id)
             except RunNotFound as exc:
-                raise _fail(str(exc)) from None
+                raise _not_found(exc) from None
             return record, await store.steps(record.id), (await store.events(record.id) if events else [])
 
     record, steps, evs = anyio.run(main)
@@ -341,7 +353,7 @@ def show(
 
 @runs_app.command("resume")
 def resume(
-    run_id: str = typer.Argument(..., help="Run id (or a unique prefix)."),
+    run_id: str = typer.Argument(..., help="Run id, or a unique prefix of it (as `runs list` shows)."),
     file: Path | None = typer.Option(None, "--file", "-f", help="Pipeline YAML (default: the file the run came from)."),
     force: bool = typer.Option(
         False,
@@ -366,7 +378,7 @@ def resume(
             try:
                 record = await store.get_run(run_id)
             except RunNotFound as exc:
-                raise _fail(str(exc)) from None
+                raise _not_found(exc) from None
             path = file or (Path(record.source) if record.source else None)
             if path is None:
                 raise _fail(f"run {record.id} was not started from a YAML file: pass --file PIPELINE.yaml", 2)
@@ -415,18 +427,20 @@ def _report(result: RunResult, as_json: bool) -> None:
 
 @runs_app.command("cancel")
 def cancel(
-    run_id: str = typer.Argument(..., help="Run id (or a unique prefix)."),
+    run_id: str = typer.Argument(..., help="Run id, or a unique prefix of it (as `runs list` shows)."),
     database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
 ) -> None:
     """Cancel a run: its worker stops its steps within a second (a run nobody executes stops at once)."""
     import anyio
 
-    from legato.errors import StoreError
+    from legato.errors import RunNotFound, StoreError
 
     async def main() -> RunRecord:
         async with open_store(database_url) as store:
             try:
                 return await store.request_cancel(run_id, by=who_cancels())
+            except RunNotFound as exc:
+                raise _not_found(exc) from None
             except StoreError as exc:
                 raise _fail(str(exc)) from None
 

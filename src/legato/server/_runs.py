@@ -11,7 +11,9 @@ with ``Last-Event-ID``).
 Runs belong to the API key that started them (the store's ``tenant``): a key sees
 its own runs, a key with the ``admin`` scope sees all (:func:`legato.store.visible_run`,
 the same rule as the MCP tools and the dashboard). Another key's run is a 404, like
-an id that does not exist. At start-up the runs whose
+an id that does not exist. ``{run_id}`` may be a unique prefix of the id; a prefix
+that matches several of the key's runs is a 409 ``ambiguous_run_id`` naming them
+(never another key's runs). At start-up the runs whose
 worker died (lease expired) are taken over; on SIGTERM the runs in flight get
 ``drain_timeout_s`` to finish and are then cancelled with their lease released, so
 another replica resumes them from their last checkpoint: no run is left half-recorded.
@@ -36,7 +38,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response, StreamingResponse
 
 from legato.config import LegatoConfig
-from legato.errors import ConfigError, IdempotencyConflict, InputError, RunNotFound, SpecError, StoreError
+from legato.errors import (
+    AmbiguousRunId,
+    ConfigError,
+    IdempotencyConflict,
+    InputError,
+    RunNotFound,
+    SpecError,
+    StoreError,
+)
 from legato.server._auth import principal_of, require
 from legato.server._body import StrictJSONRoute
 from legato.server._errors import GatewayError
@@ -218,10 +228,14 @@ def _public(record: Any) -> dict[str, Any]:
 
 
 async def _own_run(service: RunsService, run_id: str, key: ApiKey) -> Any:
+    """The caller's run by id or unique prefix; an ambiguous prefix is a 409 listing the
+    matching ids, all of them runs this key may see."""
     from legato.store import visible_run
 
     try:
         return await visible_run(service.store, principal_of(key), run_id)
+    except AmbiguousRunId as exc:
+        raise GatewayError(409, "conflict", str(exc), code="ambiguous_run_id") from None
     except RunNotFound:
         raise GatewayError(404, "not_found", f"no run with id {run_id!r}", code="run_not_found") from None
 

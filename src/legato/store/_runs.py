@@ -42,6 +42,7 @@ from legato.store._database import (
 )
 from legato.store._ids import new_run_id, owner_gone
 from legato.store._leases import cancel_columns, cancel_request, check_takeover, fence, sole_holder
+from legato.store._lookup import resolve, short_ids
 from legato.store._records import (
     ACTIVE,
     TERMINAL,
@@ -261,11 +262,31 @@ class RunStore:
         return await self.run_sync(find, readonly=True)
 
     async def get_run(self, run_id: str, *, tenant: str | None = None) -> RunRecord:
-        """The run with id ``run_id`` (or a unique prefix of at least 6 characters).
+        """The run with id ``run_id`` or a unique prefix of it (see :meth:`resolve_run_id`).
 
         With ``tenant``, only that tenant's runs are considered: another tenant's run
         is :class:`RunNotFound` like an unknown id (see :func:`legato.store.visible_run`)."""
         return await self.run_sync(lambda conn: _get(conn, run_id, prefix=True, tenant=tenant), readonly=True)
+
+    async def resolve_run_id(self, prefix: str, *, tenant: str | None = None) -> str:
+        """The full id of the one run whose id is, or starts with, ``prefix``.
+
+        Raises :class:`RunNotFound` when none matches and :class:`AmbiguousRunId`
+        (listing the matching ids) when several do. With ``tenant`` only that tenant's
+        runs are considered, so neither the answer nor the candidates reveal other
+        tenants' runs."""
+        return await self.run_sync(lambda conn: resolve(conn, prefix, tenant), readonly=True)
+
+    async def short_ids(self, ids: Iterable[str], *, tenant: str | None = None, minimum: int = 8) -> dict[str, str]:
+        """The shortest prefix (at least ``minimum`` characters) of each id that no other
+        run's id shares, within ``tenant``'s runs when given: what a listing prints so
+        that the printed id resolves. Time-ordered ids of runs started close together
+        share their leading characters, so a fixed-length prefix would not do.
+
+        A prefix stays unique as later runs are added unless one starts in the same
+        millisecond range, so the short ids of older runs are stable."""
+        wanted = list(ids)
+        return await self.run_sync(lambda conn: short_ids(conn, wanted, tenant, minimum), readonly=True)
 
     async def list_runs(
         self,
@@ -633,9 +654,8 @@ class RunStore:
 def _get(conn: Connection, run_id: str, *, prefix: bool = False, tenant: str | None = None) -> RunRecord:
     scoped = sa.select(runs) if tenant is None else sa.select(runs).where(runs.c.tenant == tenant)
     row = conn.execute(scoped.where(runs.c.id == run_id)).mappings().first()
-    if row is None and prefix and len(run_id) >= 6:
-        found = conn.execute(scoped.where(runs.c.id.startswith(run_id, autoescape=True)).limit(2)).mappings().all()
-        row = found[0] if len(found) == 1 else None
+    if row is None and prefix:
+        row = conn.execute(scoped.where(runs.c.id == resolve(conn, run_id, tenant))).mappings().first()
     if row is None:
         raise RunNotFound(f"no run with id {run_id!r}")
     return run_record(row)
