@@ -368,3 +368,43 @@ def test_live_events_carry_redacted_error_messages() -> None:
     events = live.events("r1")
     assert [e["type"] for e in events] == ["StepRetried", "StepFailed"]
     assert [e["data"]["message"] for e in events] == ["slow down, key [REDACTED]", "gave up with key [REDACTED]"]
+
+
+async def test_the_cancel_button_stops_a_running_run_and_says_who(store: RunStore, runs: dict[str, str]) -> None:
+    p = Pipeline("long")
+    started = anyio.Event()
+
+    @p.step
+    async def wait() -> int:
+        started.set()
+        await anyio.sleep(60)
+        return 1
+
+    outcome: dict[str, object] = {}
+
+    async def execute() -> None:
+        outcome["result"] = await DurableRunner(store, reflect=None).run(p, {}, run_id="dash-cancel")
+
+    async with client(app_for(store)) as c, anyio.create_task_group() as tg:
+        tg.start_soon(execute)
+        await started.wait()
+        page = await c.get("/ui/runs/dash-cancel", headers=AUTH)
+        assert 'action="/ui/runs/dash-cancel/cancel"' in page.text
+        # another site's form is refused, even with the credentials
+        foreign = await c.post("/ui/runs/dash-cancel/cancel", headers={**AUTH, "origin": "https://evil.example"})
+        assert foreign.status_code == 403
+        assert (await c.post("/ui/runs/dash-cancel/cancel")).status_code == 303  # to the login page
+        assert (await store.get_run("dash-cancel")).cancel_request is None
+        done = await c.post("/ui/runs/dash-cancel/cancel", headers={**AUTH, "origin": "http://dash"})
+        assert done.status_code == 303
+        assert done.headers["location"] == "/ui/runs/dash-cancel"
+    record = await store.get_run("dash-cancel")
+    assert record.status == "cancelled"
+    assert record.cancelled_by == "the dashboard (127.0.0.1)"
+    async with client(app_for(store)) as c:
+        page = await c.get("/ui/runs/dash-cancel", headers=AUTH)
+        assert "cancelled by the dashboard (127.0.0.1) at " in page.text
+        assert "Cancel run" not in page.text
+        again = await c.post(f"/ui/runs/{runs['ok']}/cancel", headers=AUTH)
+        assert again.status_code == 409
+        assert "already succeeded" in again.text

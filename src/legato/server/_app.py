@@ -170,7 +170,13 @@ def _mount_dashboard(app: FastAPI, settings: ServerSettings) -> Any:
 
     master = settings.master_key.get_secret_value() if settings.master_key else None
     live = LiveEvents()
-    sources = DashboardSources(store=lambda: gw().runs.store, admin_key=master, graphs=graph, spend=spend, live=live)
+
+    async def cancel(run_id: str, by: str) -> Any:
+        return await gw().runs.cancel(run_id, by=by)  # a run this replica executes stops at once
+
+    sources = DashboardSources(
+        store=lambda: gw().runs.store, admin_key=master, graphs=graph, spend=spend, live=live, cancel=cancel
+    )
     mount_dashboard(app, sources)
     return live
 

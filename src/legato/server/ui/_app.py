@@ -31,7 +31,7 @@ import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from legato.errors import RunNotFound
+from legato.errors import RunNotFound, StoreError
 from legato.server.ui._live import LiveEvents, merge_events
 from legato.server.ui._render import Renderer
 from legato.server.ui._view import build_run_view, gantt
@@ -74,6 +74,8 @@ class DashboardSources:
     - ``journal``: a :class:`legato.store.Journal`; default: a journal on ``store``.
     - ``live``: a :class:`LiveEvents` subscribed to the runs this process executes, so
       running steps show the moment they start (without it: at the next checkpoint).
+    - ``cancel``: ``async (run_id, by) -> record`` behind the run page's Cancel button;
+      default: ``store.request_cancel`` (the run's worker stops it within a second).
     """
 
     store: Source
@@ -84,6 +86,7 @@ class DashboardSources:
     spend: Callable[[str | None], Awaitable[list[dict[str, Any]]]] | None = None
     journal: Source = None
     live: LiveEvents | None = None
+    cancel: Callable[[str, str], Awaitable[Any]] | None = None
     poll_s: float = 0.5
     clock: Callable[[], float] = time.time
 
@@ -161,6 +164,11 @@ class Dashboard:
             journal = Journal(self.store())
         return journal
 
+    async def cancel(self, run_id: str, by: str) -> Any:
+        if self.sources.cancel is not None:
+            return await self.sources.cancel(run_id, by)
+        return await self.store().request_cancel(run_id, by=by)
+
     def store(self) -> Any:
         store = _resolve(self.sources.store)
         if store is None:
@@ -231,6 +239,14 @@ class Dashboard:
 
         headers = {"cache-control": "no-store", "x-accel-buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+def _same_origin(request: Request) -> bool:
+    """False when the browser says the request came from another site."""
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
+    return origin == f"{request.url.scheme}://{request.url.netloc}"
 
 
 def _int(value: str | None, default: int, lo: int, hi: int) -> int:
@@ -318,6 +334,20 @@ def dashboard_router(sources: DashboardSources, *, prefix: str = "/ui") -> APIRo
         bars, span = gantt(view, now)
         notes = await d.journal().recent(5, run_id=view.id)
         return d.page("run.html", request, nav="runs", notes=notes, **d.render.run_context(view, now, bars, span))
+
+    @router.post("/runs/{run_id}/cancel")
+    async def cancel_run(request: Request, run_id: str) -> Response:
+        if (denied := d.deny(request)) is not None:
+            return denied
+        if not _same_origin(request):  # the cookie is SameSite=Strict; this covers bearer-less forms too
+            return d.page("error.html", request, status=403, title="Forbidden", message="Cross-site request refused.")
+        try:
+            record = await d.cancel(run_id, f"the dashboard ({request.client.host if request.client else 'unknown'})")
+        except RunNotFound:
+            return d.page("error.html", request, status=404, title="Run not found", message=f"No run {run_id!r}.")
+        except StoreError as exc:
+            return d.page("error.html", request, status=409, title="Not cancelled", message=str(exc))
+        return RedirectResponse(f"{d.base}/runs/{record.id}", status_code=303)
 
     @router.get("/live/runs/{run_id}")
     async def live_run(request: Request, run_id: str) -> Response:
