@@ -5,7 +5,7 @@ Measures, for the same pipelines run in-process:
 * a chain of N trivial steps (every step is its own commit: the worst case),
 * a wide pipeline (20 parallel branches x 5 levels: group commit shares transactions),
 * resume time of a 1,000-step run whose last step failed (load 999 checkpoints, run 1),
-* a map step of 1,000 trivial items, ``max_concurrency`` 16: the added cost of each
+* a map step of 1,000 trivial items, ``max_concurrency`` 4, 16 and 64: the added cost of each
   committed item (every item is checkpointed; items finishing together share a
   commit), measured as the marginal cost of 999 more items over a 1-item map, with
   and without a store,
@@ -64,41 +64,45 @@ def wide(width: int, depth: int, name: str) -> Pipeline:
 
 
 MAP_ITEMS = 1000
-MAP_CONCURRENCY = 16
+MAP_CONCURRENCY = 16  # of the stop-at-50% run
+MAP_CONCURRENCIES = (4, 16, 64)  # of the per-item cost runs
 
 
-def mapped(name: str, calls: dict[int, int] | None = None) -> Pipeline:
+def mapped(name: str, calls: dict[int, int] | None = None, concurrency: int = MAP_CONCURRENCY) -> Pipeline:
     p = Pipeline(name)
     counts = calls if calls is not None else {}
 
-    @p.step(map="x", max_concurrency=MAP_CONCURRENCY)
-    async def item(x: int) -> int:
+    @p.step(map="x", max_concurrency=concurrency)
+    async def bump(x: int) -> int:
         counts[x] = counts.get(x, 0) + 1
         return x + 1
 
     return p
 
 
-async def map_item_cost(url: str | None, repeats: int) -> float:
-    """Seconds added per map item: (1,000-item map - 1-item map) / 999."""
-    p = mapped("map")
+async def map_item_cost(url: str | None, repeats: int, concurrency: int) -> tuple[float, float]:
+    """Wall and CPU seconds per map item: (1,000-item map - 1-item map) / 999."""
+    p = mapped(f"map{concurrency}", concurrency=concurrency)
 
     async def once(n: int) -> Any:
-        if url is None:
+        if runner is None:
             return await p.run({"x": list(range(n))})
         return await runner.run(p, {"x": list(range(n))})
 
-    if url is None:
-        await once(MAP_ITEMS)
+    async def both() -> tuple[float, float]:
+        await once(MAP_ITEMS)  # warm-up
         big = await timed(lambda: once(MAP_ITEMS), repeats)
+        big_cpu = CPU[0].pop()
         small = await timed(lambda: once(1), repeats)
-        return (big - small) / (MAP_ITEMS - 1)
+        small_cpu = CPU[0].pop()
+        return (big - small) / (MAP_ITEMS - 1), (big_cpu - small_cpu) / (MAP_ITEMS - 1)
+
+    runner: DurableRunner | None = None
+    if url is None:
+        return await both()
     async with RunStore(url) as store:
         runner = DurableRunner(store, reflect=None)
-        await once(MAP_ITEMS)
-        big = await timed(lambda: once(MAP_ITEMS), repeats)
-        small = await timed(lambda: once(1), repeats)
-    return (big - small) / (MAP_ITEMS - 1)
+        return await both()
 
 
 class _Crash(Exception):
@@ -123,7 +127,7 @@ async def map_crash_reruns(url: str) -> int:
         assert not first.ok
         result = await runner.resume(p, first.run_id)
         assert result.ok
-        assert result.outputs["item"] == [x + 1 for x in range(MAP_ITEMS)]
+        assert result.outputs["bump"] == [x + 1 for x in range(MAP_ITEMS)]
     assert set(calls) == set(range(MAP_ITEMS))
     return sum(n - 1 for n in calls.values())
 
@@ -198,7 +202,8 @@ async def main(steps: int, repeats: int, postgres: bool) -> dict[str, Any]:
             cpu_seq = CPU[0].pop()
             t_par = await measure(url, par, repeats)
             rows[label] = {"chain_s": t_seq, "wide_s": t_par, "chain_cpu_s": cpu_seq}
-            rows[label]["map_item_s"] = await map_item_cost(url, repeats)
+            for c in MAP_CONCURRENCIES:
+                rows[label][f"map{c}_item_s"], rows[label][f"map{c}_item_cpu_s"] = await map_item_cost(url, repeats, c)
             if url is not None:
                 rows[label]["resume_1000_s"] = await resume_time(url, 1000)
                 rows[label]["map_crash_reruns"] = await map_crash_reruns(url)
@@ -211,7 +216,9 @@ async def main(steps: int, repeats: int, postgres: bool) -> dict[str, Any]:
             row["chain_overhead_ms_per_step"] = (row["chain_s"] - base["chain_s"]) / steps * 1000
             row["wide_overhead_ms_per_step"] = (row["wide_s"] - base["wide_s"]) / 100 * 1000
             row["chain_cpu_overhead_ms_per_step"] = (row["chain_cpu_s"] - base["chain_cpu_s"]) / steps * 1000
-            row["map_item_overhead_ms"] = (row["map_item_s"] - base["map_item_s"]) * 1000
+            for c in MAP_CONCURRENCIES:
+                row[f"map{c}_item_overhead_ms"] = (row[f"map{c}_item_s"] - base[f"map{c}_item_s"]) * 1000
+                row[f"map{c}_item_cpu_overhead_ms"] = (row[f"map{c}_item_cpu_s"] - base[f"map{c}_item_cpu_s"]) * 1000
         return {
             "steps": steps,
             "repeats": repeats,
@@ -219,6 +226,7 @@ async def main(steps: int, repeats: int, postgres: bool) -> dict[str, Any]:
             "load_average_1m": os.getloadavg()[0],
             "map_items": MAP_ITEMS,
             "map_concurrency": MAP_CONCURRENCY,
+            "map_concurrencies": list(MAP_CONCURRENCIES),
             "results": rows,
         }
     finally:
@@ -243,13 +251,17 @@ def report(doc: dict[str, Any]) -> None:
             f"{r['wide_steps_per_s']:>10.0f}{resume:>13}"
         )
     print(
-        f"\nmap of {doc['map_items']} items, max_concurrency {doc['map_concurrency']}: "
-        "added cost per committed item, and items run twice after a stop at 50% and a resume"
+        f"\nmap of {doc['map_items']} trivial items: added wall / CPU ms per committed item by max_concurrency, "
+        f"and items run twice after a stop at 50% and a resume (max_concurrency {doc['map_concurrency']})"
     )
-    print(f"{'backend':<12}{'ms/item':>10}{'added ms/item':>15}{'run twice':>11}")
+    print(f"{'backend':<12}" + "".join(f"{f'c={c}':>16}" for c in doc["map_concurrencies"]) + f"{'run twice':>11}")
     for label, r in rows.items():
+        cells = "".join(
+            f"{r[f'map{c}_item_overhead_ms']:>9.3f} /{r[f'map{c}_item_cpu_overhead_ms']:>5.3f}"
+            for c in doc["map_concurrencies"]
+        )
         reruns = str(r["map_crash_reruns"]) if "map_crash_reruns" in r else "-"
-        print(f"{label:<12}{r['map_item_s'] * 1000:>10.3f}{r['map_item_overhead_ms']:>15.3f}{reruns:>11}")
+        print(f"{label:<12}{cells}{reruns:>11}")
 
 
 if __name__ == "__main__":

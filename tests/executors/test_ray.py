@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import pytest
 
 from legato.errors import ConfigError, ExecutorError, WorkerLost
@@ -160,7 +161,7 @@ def work(items: int, marker_dir: str, delay: float) -> dict:
             node = ray.get_runtime_context().get_node_id()
     except ImportError:
         pass
-    Path(marker_dir, f"{items}-{node}-{os.getpid()}").touch()
+    Path(marker_dir, f"{items}-{node}-{os.getpid()}-{time.time_ns()}").touch()  # one per execution
     time.sleep(delay)
     return {"item": items, "square": items * items}
 
@@ -304,3 +305,55 @@ def test_document_pipeline_on_the_cluster_matches_local(ray_cluster: Cluster, tm
     on_ray = _finish(proc, timeout=400)
     assert local["status"] == on_ray["status"] == "succeeded"
     assert on_ray["outputs"] == local["outputs"]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+async def test_driver_killed_mid_map_resume_runs_only_uncommitted_items(ray_cluster: Cluster, tmp_path: Path) -> None:
+    """Per-item checkpoints on Ray: the driver (`legato run`) is SIGKILLed in the middle
+    of a map whose items run as Ray tasks; `legato runs resume` runs only the items
+    that were not committed (each item leaves one marker per execution)."""
+    from legato.store import RunStore
+
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    db = tmp_path / "legato.db"
+    spec = _pipeline(tmp_path, "ray", ray_cluster.address)
+    inputs = {"n": 24, "marker_dir": markers, "delay": 0.3}
+    args = [LEGATO, "run", str(spec), "--json", "--database-url", str(db)]
+    for key, value in inputs.items():
+        args += ["--input", f"{key}={value}"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=ray_cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        async with RunStore(db) as store:
+            committed: set[int] = set()
+            deadline = time.monotonic() + 180
+            while len(committed) < 8:
+                assert proc.poll() is None, f"legato run exited early ({proc.returncode})"
+                assert time.monotonic() < deadline, "no map items were committed in time"
+                await anyio.sleep(0.1)
+                runs = await store.list_runs() if db.exists() else []
+                committed = set((await store.map_items(runs[0].id)).get("work", {})) if runs else set()
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            run_id = runs[0].id
+            committed = set((await store.map_items(run_id)).get("work", {}))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    assert len(committed) < 24, "the run finished before the kill"
+
+    resume = [LEGATO, "runs", "resume", run_id, "--database-url", str(db), "--json"]
+    resumed = subprocess.run(resume, cwd=tmp_path, env=ray_cluster.env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads(resumed.stdout)["outputs"]["total"] == {"count": 24, "sum": sum(i * i for i in range(24))}
+    runs_of: dict[int, int] = {}
+    for m in markers.iterdir():
+        item = int(m.name.split("-")[0])
+        runs_of[item] = runs_of.get(item, 0) + 1
+    assert set(runs_of) == set(range(24))
+    assert all(runs_of[i] == 1 for i in committed), "a committed item ran again"
+    assert sum(1 for n in runs_of.values() if n > 1) <= 8  # at most max_concurrency items were in flight
