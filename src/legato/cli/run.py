@@ -1,6 +1,7 @@
 """``legato run``, ``legato validate`` and ``legato plan``.
 
-Exit codes: 0 success, 1 the run failed (or was cancelled), 2 invalid spec,
+Exit codes: 0 success (or, with ``--no-wait``, the idempotency key's run is still in
+progress elsewhere), 1 the run failed (or was cancelled), 2 invalid spec,
 inputs or usage, 130 the run was cancelled by Ctrl-C (see :mod:`legato.cli._interrupt`).
 Heavy imports (the engine, pydantic models) happen inside the
 commands so ``legato --help`` stays fast.
@@ -91,6 +92,12 @@ def run(
     idempotency_key: str | None = typer.Option(
         None, "--idempotency-key", help="Same key and inputs: return (or resume) the existing run instead of a new one."
     ),
+    no_wait: bool = typer.Option(
+        False,
+        "--no-wait",
+        help="When the idempotency key's run is in progress elsewhere, print its id and status and exit 0 "
+        "instead of waiting for its result.",
+    ),
     recall: bool = typer.Option(False, "--recall", help="Print the most related journal entries before running."),
     database_url: str | None = typer.Option(
         None, "--database-url", help="Run store: SQLite path or postgresql://HOST/DB (default ./.legato/legato.db)."
@@ -145,6 +152,7 @@ def run(
                 source=source,
                 control=interrupt.control,
                 run_id=interrupt.run_id,
+                wait=not no_wait,
             )
 
     # With --json, stdout carries the JSON document only: whatever libraries print
@@ -156,6 +164,9 @@ def run(
     except InputError as exc:
         _err.print(f"[red]error[/red]: {exc}")
         raise typer.Exit(2) from None
+    if str(result.status) == "running":  # --no-wait: the run goes on in another process
+        _report_elsewhere(result, as_json)
+        raise typer.Exit(0)
     if as_json:
         doc: dict[str, Any] = {
             "run_id": result.run_id,
@@ -175,6 +186,17 @@ def run(
         code = EXIT_INTERRUPTED
     exit_now(code)  # abandoned sync steps delay the exit a bounded time
     raise typer.Exit(code)
+
+
+def _report_elsewhere(result: RunResult, as_json: bool) -> None:
+    if as_json:
+        doc = {"run_id": result.run_id, "status": str(result.status), "outputs": None, "duration_s": 0.0}
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        typer.echo(
+            f"run {result.run_id} is {result.status} in another process; follow it with "
+            f"`legato runs show {result.run_id}`"
+        )
 
 
 def _choose_executor(pipeline: Pipeline, name: str | None, pairs: list[str]) -> None:

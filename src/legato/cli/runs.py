@@ -12,7 +12,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,9 +98,15 @@ async def stored_run(
     source: str | None = None,
     control: RunControl | None = None,
     run_id: str | None = None,
+    wait: bool = True,
 ) -> RunResult:
     """Run ``pipeline`` durably for ``legato run``; ``progress`` is entered around the run,
-    ``control`` cancels it (Ctrl-C), ``run_id`` names a new run."""
+    ``control`` cancels it (Ctrl-C), ``run_id`` names a new run.
+
+    When ``idempotency_key`` names a run another live process is executing, ``wait``
+    polls until it finishes and returns its result (taking the run over if its worker
+    dies meanwhile); without ``wait`` the ``RUNNING`` result comes back at once."""
+    from legato.engine import RunStatus
     from legato.errors import IdempotencyConflict, StoreError
     from legato.store import DurableRunner
 
@@ -115,18 +121,25 @@ async def stored_run(
         if recall:
             await print_recall(store, pipeline, inputs, console)
         runner = DurableRunner(store)
+
+        async def submit() -> RunResult:
+            return await runner.run(
+                pipeline,
+                inputs,
+                idempotency_key=idempotency_key,
+                subscribers=[note_start, *subscribers],
+                source=source,
+                estimated_cost=estimate_cost(pipeline),
+                control=control,
+                run_id=run_id,
+            )
+
         try:
             with progress if progress is not None else nullcontext():
-                return await runner.run(
-                    pipeline,
-                    inputs,
-                    idempotency_key=idempotency_key,
-                    subscribers=[note_start, *subscribers],
-                    source=source,
-                    estimated_cost=estimate_cost(pipeline),
-                    control=control,
-                    run_id=run_id,
-                )
+                result = await submit()
+            if wait and result.status is RunStatus.RUNNING:
+                result = await _wait_for_other(result, submit, control)
+            return result
         except IdempotencyConflict as exc:
             raise _fail(str(exc), 2) from None
         except StoreError as exc:
@@ -134,6 +147,39 @@ async def stored_run(
                 f"; run {started[0]} keeps its finished steps: `legato runs resume {started[0]}`" if started else ""
             )
             raise _fail(f"{exc}{resume}") from None
+
+
+_WAIT_POLL_S = (0.05, 1.0)  # first and longest pause between looks at a run executed elsewhere
+
+
+async def _wait_for_other(
+    result: RunResult, submit: Callable[[], Awaitable[RunResult]], control: RunControl | None
+) -> RunResult:
+    """Wait for the run another process executes under the same idempotency key.
+
+    Each look submits again: a finished run returns its stored result, a live one
+    ``RUNNING`` again, and one whose worker died is taken over and finished here."""
+    import anyio
+
+    from legato.engine import RunStatus
+
+    _err.print(
+        f"run {result.run_id} with this idempotency key is in progress in another process; "
+        "waiting for its result (--no-wait returns at once)",
+        soft_wrap=True,
+    )
+    pause = _WAIT_POLL_S[0]
+    while result.status is RunStatus.RUNNING:
+        if control is not None and control.cancelled:
+            raise _fail(
+                f"stopped waiting for run {result.run_id}; it goes on in the other process: "
+                f"`legato runs show {result.run_id}`",
+                130,
+            )
+        await anyio.sleep(pause)
+        pause = min(pause * 1.5, _WAIT_POLL_S[1])
+        result = await submit()
+    return result
 
 
 def estimate_cost(pipeline: Pipeline) -> float | None:
