@@ -87,6 +87,12 @@ steps:
   after: {uses: ./steps.py:after}
 """
 
+TIMED = """
+name: timed
+steps:
+  c: {uses: ./steps.py:blocking, timeout: 0.3}
+"""
+
 STUBBORN = """
 name: stubborn
 steps:
@@ -99,6 +105,7 @@ def project(tmp_path: Path) -> Path:
     (tmp_path / "steps.py").write_text(STEPS)
     (tmp_path / "stoppable.yaml").write_text(PIPELINE.lstrip())
     (tmp_path / "stubborn.yaml").write_text(STUBBORN.lstrip())
+    (tmp_path / "timed.yaml").write_text(TIMED.lstrip())
     return tmp_path
 
 
@@ -246,3 +253,51 @@ def test_a_second_ctrl_c_exits_at_once(project: Path) -> None:
     record, _ = stored(db, "stubborn")
     assert record.status == "running"  # left for recovery, which the message names
     assert "legato runs recover" in err
+
+
+def test_a_timed_out_sync_step_does_not_hold_the_command(project: Path) -> None:
+    db = str(project / "s.db")
+    proc = start_run(project, db, "timed.yaml")
+    try:
+        proc.wait(timeout=30)  # the step's thread sleeps for a minute; the command does not wait for it
+    finally:
+        proc.kill()
+        _, err = proc.communicate()
+    assert proc.returncode == 1, err
+    record, _ = stored(db, "timed")
+    assert record.status == "failed"
+    assert record.error is not None
+    assert "DeadlineExceeded" in record.error
+
+
+def test_ctrl_c_on_runs_resume_cancels_the_resumed_run(project: Path) -> None:
+    db = str(project / "s.db")
+    proc = start_run(project, db)
+    wait_for(project, proc, {"start a#1", "start b#1", "start c#1"})
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    record, _ = stored(db)
+    resumed = subprocess.Popen(
+        [LEGATO, "runs", "resume", record.id, "--force", "--database-url", db],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(logged(project)) < 6:  # a, b and c started again
+            assert resumed.poll() is None, resumed.communicate()
+            assert time.monotonic() < deadline, logged(project)
+            time.sleep(0.02)
+        resumed.send_signal(signal.SIGINT)
+        resumed.wait(timeout=60)
+    finally:
+        resumed.kill()
+        _, err = resumed.communicate()
+    assert resumed.returncode == 130, err
+    assert f"legato runs resume {record.id} --force" in err
+    record, _ = stored(db)
+    assert record.status == "cancelled"
+    assert record.cancelled_by is not None
+    assert "Ctrl-C" in record.cancelled_by

@@ -23,6 +23,7 @@ from rich.console import Console
 from legato.cli._app import app
 
 if TYPE_CHECKING:
+    from legato.cli._interrupt import Interrupt
     from legato.engine import Event, Pipeline, RunControl, RunResult, Subscriber
     from legato.errors import RunNotFound
     from legato.store import RunRecord, RunStore
@@ -413,11 +414,16 @@ def resume(
     database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
     config: Path | None = typer.Option(None, "--config", help="legato.yaml (default: $LEGATO_CONFIG, ./legato.yaml)."),
 ) -> None:
-    """Resume a run after a crash or failure: finished steps are reused, the rest run."""
+    """Resume a run after a crash or failure: finished steps are reused, the rest run.
+    Ctrl-C cancels it, as on `legato run`."""
     import anyio
 
+    from legato.cli._interrupt import Interrupt
+    from legato.engine import RunControl
     from legato.errors import LeaseLost, PipelineChanged, RunNotFound, RunNotResumable, SpecError, StoreError
     from legato.store import DurableRunner
+
+    interrupt = Interrupt(RunControl(), run_id)
 
     async def main() -> RunResult:
         async with open_store(database_url) as store:
@@ -429,8 +435,12 @@ def resume(
             if path is None:
                 raise _fail(f"run {record.id} was not started from a YAML file: pass --file PIPELINE.yaml", 2)
             pipeline = _load_pipeline(path, config)
+            interrupt.run_id = record.id
             try:
-                return await DurableRunner(store).resume(pipeline, record.id, force=force, allow_changed=allow_changed)
+                with interrupt.installed():
+                    return await DurableRunner(store).resume(
+                        pipeline, record.id, force=force, allow_changed=allow_changed, control=interrupt.control
+                    )
             except LeaseLost as exc:
                 raise _fail(f"{exc}: resume it after that, or with --force if that process is gone") from None
             except PipelineChanged as exc:
@@ -444,7 +454,7 @@ def resume(
                 raise _fail(str(exc), 2) from None
 
     result = anyio.run(main)
-    _report(result, as_json)
+    _report(result, as_json, interrupt)
 
 
 def _load_pipeline(path: Path, config: Path | None) -> Pipeline:
@@ -458,7 +468,9 @@ def _load_pipeline(path: Path, config: Path | None) -> Pipeline:
         raise _fail(str(exc), 2) from None
 
 
-def _report(result: RunResult, as_json: bool) -> None:
+def _report(result: RunResult, as_json: bool, interrupt: Interrupt) -> None:
+    from legato.cli._interrupt import EXIT_INTERRUPTED, exit_now
+
     if as_json:
         _dump(result.to_dict())
     else:
@@ -468,7 +480,12 @@ def _report(result: RunResult, as_json: bool) -> None:
             out.print(f"[green]succeeded[/green] run {result.run_id} in {result.duration_s:.3f}s")
         else:
             out.print(f"[red]{result.status}[/red] run {result.run_id}: {result.error}", soft_wrap=True)
-    raise typer.Exit(0 if result.ok else 1)
+    code = 0 if result.ok else 1
+    if interrupt.interrupted and str(result.status) == "cancelled":
+        _err.print(interrupt.resume_hint(result.run_id), soft_wrap=True)
+        code = EXIT_INTERRUPTED
+    exit_now(code)  # abandoned sync steps delay the exit a bounded time
+    raise typer.Exit(code)
 
 
 @runs_app.command("cancel")
