@@ -10,6 +10,13 @@ Each finished item of a map step (``MapItemFinished``) is committed the same
 way before its worker takes the next item, so a crash re-runs at most the items
 in flight; the item rows are dropped when the whole step is committed.
 
+Entries of step journals (``StepProgress``: an agent's model turns and tool
+calls, see :func:`legato.engine.step_journal`) are committed the same way, before
+the step goes on, as rows of the same table under the key ``journal:<step>`` (or
+``journal:<step>[<index>]`` for a map item) with the entry's number as the item; a
+resume hands them back to the run (:func:`journals_from_rows`). They are dropped with
+the step's map items when the whole step is committed.
+
 Group commit: steps (or map items) finishing at the same moment wait for one
 transaction between them instead of one each. Whoever takes the lock first
 commits everything queued so far; the others find their record already durable.
@@ -27,7 +34,7 @@ attempts are stored (and its events numbered) after ``attempts_before``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -40,16 +47,32 @@ from legato.engine import (
     RunStarted,
     StepFailed,
     StepFinished,
+    StepProgress,
     StepRetried,
     StepSkipped,
     StepStarted,
+    journal_key,
 )
 from legato.errors import LeaseLost, OutputNotStorable
 from legato.store._codec import Encoded, NotSerialisable, encode
 from legato.store._records import CancelRequest, EventRecord, MapItemRecord, StepRecord
 from legato.store._runs import RunStore
 
-__all__ = ["Checkpointer"]
+__all__ = ["JOURNAL_ROWS", "Checkpointer", "journals_from_rows"]
+
+JOURNAL_ROWS = "journal:"  # item rows under this prefix hold step journal entries (no step name has a colon)
+
+
+def journals_from_rows(rows: Mapping[str, Mapping[int, Any]], steps: Container[str]) -> dict[str, list[Any]]:
+    """Step journals (by :func:`~legato.engine.journal_key`) from the store's item rows,
+    for the unfinished ``steps`` only."""
+    found: dict[str, list[Any]] = {}
+    for key, entries in rows.items():
+        if key.startswith(JOURNAL_ROWS):
+            journal = key.removeprefix(JOURNAL_ROWS)
+            if journal.partition("[")[0] in steps:
+                found[journal] = [entries[seq] for seq in sorted(entries)]
+    return found
 
 
 @dataclass(slots=True)
@@ -74,6 +97,7 @@ class Checkpointer:
         on_cancel: Callable[[CancelRequest], None] | None = None,
         attempts_before: Mapping[str, int] | None = None,
         mapped: frozenset[str] = frozenset(),
+        journaled: Iterable[str] = (),
     ) -> None:
         self.store = store
         self.on_cancel = on_cancel
@@ -89,6 +113,9 @@ class Checkpointer:
         self._lock = anyio.Lock()
         self._failure: BaseException | None = None
         self._mapped = set(mapped)  # map steps with item rows in the store
+        self._journals: dict[str, set[str]] = {}  # step -> its journal row keys in the store
+        for key in journaled:
+            self._journals.setdefault(key.partition("[")[0], set()).add(JOURNAL_ROWS + key)
 
     async def __call__(self, event: Event) -> None:
         base = self.attempts_before.get(getattr(event, "step", None) or "", 0)
@@ -101,6 +128,9 @@ class Checkpointer:
             )
             self._mapped.add(event.step)
             await self._flush()
+            return
+        if isinstance(event, StepProgress):
+            await self._journal_entry(event, base)
             return
         if isinstance(event, StepFinished):
             finished = _finished(event, base, _stored(event.output, event.step, None))
@@ -115,12 +145,20 @@ class Checkpointer:
             if event.step in self._mapped:
                 self._pending.maps_done.append(event.step)
                 self._mapped.discard(event.step)
+            self._pending.maps_done.extend(self._journals.pop(event.step, ()))
             await self._flush()
         elif isinstance(event, StepSkipped):
             self._pending.attempts.append(StepRecord(self.run_id, event.step, "skipped", finished_at=event.at))
             await self._flush()
         elif isinstance(event, StepFailed):
             self._pending.attempts.append(_failed(event, base))
+
+    async def _journal_entry(self, event: StepProgress, base: int) -> None:
+        key = JOURNAL_ROWS + journal_key(event.step, event.index)
+        entry = _stored(event.entry, event.step, event.index)
+        self._pending.items.append(MapItemRecord(event.run_id, key, event.seq, entry, base + 1, event.at, None))
+        self._journals.setdefault(event.step, set()).add(key)
+        await self._flush()
 
     def take_pending(self) -> tuple[list[StepRecord], list[EventRecord]]:
         """What has not been committed yet (written by the runner with the run's end)."""

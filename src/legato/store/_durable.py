@@ -37,7 +37,7 @@ import anyio
 from legato.engine import SKIPPED, Pipeline, RunControl, RunResult, RunStatus, StepStatus, StepTiming, Subscriber
 from legato.errors import LeaseLost, LegatoError, PipelineChanged, RunCancelled, RunError, StoreError
 from legato.resilience import Clock, SystemClock
-from legato.store._checkpoint import Checkpointer
+from legato.store._checkpoint import Checkpointer, journals_from_rows
 from legato.store._ids import new_owner_id
 from legato.store._records import CancelRequest, RecoveryAction, RunRecord, StepRecord, StoredStatus
 from legato.store._reflection import reflect_on_run
@@ -181,9 +181,10 @@ class DurableRunner:
         completed = {name: (SKIPPED if s.status == "skipped" else s.output) for name, s in finished.items()}
         completed = {k: v for k, v in completed.items() if k in pipeline.steps}
         attempts = await self.store.last_attempts(record.id)
-        items = await self.store.map_items(record.id)
-        items = {k: v for k, v in items.items() if k not in completed and k in pipeline.steps and pipeline.steps[k].map}
-        return await self._execute(pipeline, record, completed, subscribers, control, attempts, items)
+        rows = await self.store.map_items(record.id)
+        items = {k: v for k, v in rows.items() if k not in completed and k in pipeline.steps and pipeline.steps[k].map}
+        journals = journals_from_rows(rows, [s for s in pipeline.steps if s not in completed])
+        return await self._execute(pipeline, record, completed, subscribers, control, attempts, items, journals)
 
     async def _execute(
         self,
@@ -194,6 +195,7 @@ class DurableRunner:
         control: RunControl | None,
         attempts_before: Mapping[str, int] | None = None,
         map_items: dict[str, dict[int, Any]] | None = None,
+        journals: dict[str, list[Any]] | None = None,
     ) -> RunResult:
         control = control or RunControl()
         stop = _Stop(control)
@@ -205,6 +207,7 @@ class DurableRunner:
             on_cancel=stop.cancel,
             attempts_before=attempts_before,
             mapped=frozenset(map_items or ()),
+            journaled=tuple(journals or ()),
         )
         finished = False
         try:
@@ -218,6 +221,7 @@ class DurableRunner:
                             run_id=record.id,
                             completed=completed,
                             map_items=map_items,
+                            journals=journals,
                             subscribers=[checkpointer, *subscribers],
                             control=control,
                         )
