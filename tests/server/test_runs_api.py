@@ -109,7 +109,13 @@ def test_cancel(gateway: Running, writer: str) -> None:
         wait_for(c, run_id, {"running"})
         r = c.post(f"/v1/runs/{run_id}/cancel")
         assert r.status_code == 200
-        assert wait_for(c, run_id, {"cancelled", "failed", "succeeded"})["status"] == "cancelled"
+        assert r.json()["cancelled_by"].startswith("API key ")
+        final = wait_for(c, run_id, {"cancelled", "failed", "succeeded"})
+        assert final["status"] == "cancelled"
+        # who and when, once: the gateway executing the run stopped it directly
+        assert final["error"] == f"cancelled by {r.json()['cancelled_by']} at " + time.strftime(
+            "%Y-%m-%d %H:%M:%S", time.localtime(final["cancel_requested_at"])
+        )
         assert c.post(f"/v1/runs/{run_id}/cancel").status_code == 409
 
 

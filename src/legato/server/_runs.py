@@ -202,7 +202,7 @@ class RunsService:
         record = await self.store.request_cancel(run_id, by=by)
         control = self._controls.get(record.id)
         if control is not None:
-            control.cancel(record.cancel_request.describe() if record.cancel_request else "cancelled")
+            control.cancel(by or "the runs API")
         return record
 
 
@@ -279,7 +279,7 @@ async def cancel_run(run_id: str, request: Request, key: ApiKey = Depends(requir
     service = _runs(request)
     record = await _own_run(service, run_id, key)
     try:
-        record = await service.cancel(record.id, by=f"API key {key.name!r} ({key.prefix})")
+        record = await service.cancel(record.id, by=f"API key {key.name!r} (id {key.id})")
     except StoreError as exc:
         raise GatewayError(409, "conflict", str(exc), code="run_finished") from None
     return json_response(_public(record))

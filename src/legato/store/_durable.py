@@ -237,7 +237,7 @@ class DurableRunner:
             status = _stored_status(result)
             error, cancelled_by = result.error, None
             if status is StoredStatus.CANCELLED:
-                request = stop.request or CancelRequest(control.reason or "", time.time())
+                request = stop.request or await self._cancelled_by(record.id, control)
                 error, cancelled_by = request.describe(), request.by or None
             await self.store.finish_run(
                 record.id,
@@ -265,6 +265,12 @@ class DurableRunner:
             except Exception:
                 log.exception("writing the reflection of run %s failed", record.id)
         return result
+
+    async def _cancelled_by(self, run_id: str, control: RunControl) -> CancelRequest:
+        """Who cancelled a run whose control was cancelled directly (Ctrl-C, the gateway
+        that executes it): the recorded request if there is one, else the control's reason."""
+        recorded = await self.store.cancel_request(run_id)
+        return recorded or CancelRequest(control.reason or "", time.time())
 
     async def _release_quietly(self, run_id: str) -> None:
         try:
