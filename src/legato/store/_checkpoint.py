@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from legato.engine import (
     Event,
@@ -110,8 +111,8 @@ class Checkpointer:
         self.notable = False  # retries or fallbacks seen: worth a reflection even if the run succeeds
         self._pending = _Pending()
         self._committed_generation = -1
-        self._lock = anyio.Lock()
-        self._failure: BaseException | None = None
+        self._committing: anyio.Event | None = None  # set when the commit under way ends
+        self._failure: tuple[int, BaseException] | None = None  # the generation whose commit failed
         self._mapped = set(mapped)  # map steps with item rows in the store
         self._journals: dict[str, set[str]] = {}  # step -> its journal row keys in the store
         for key in journaled:
@@ -173,12 +174,27 @@ class Checkpointer:
 
     async def _flush_now(self) -> None:
         mine = self._pending.generation
-        async with self._lock:
-            if self._committed_generation >= mine:
-                if self._failure is not None:
-                    raise self._failure
+        while self._committed_generation < mine:
+            if self._committing is None:
+                await self._commit()  # raises its own failure
                 return
-            batch, self._pending = self._pending, _Pending(generation=mine + 1)
+            await self._committing.wait()  # another task is committing: then look again
+        failure = self._failure
+        if failure is not None and failure[0] == mine:
+            raise failure[1]
+
+    async def _commit(self) -> None:
+        """Commit everything queued. One committer at a time; the tasks waiting for
+        it all wake when it ends, and the first with records still queued commits
+        them (and whatever else arrived meanwhile) next."""
+        self._committing = done = anyio.Event()
+        try:
+            if self._pending.items:
+                # Let the other map workers that are ready append their items first:
+                # one commit for all of them instead of a lone item, then the rest.
+                await anyio.lowlevel.cancel_shielded_checkpoint()
+            batch = self._pending
+            self._pending = _Pending(generation=batch.generation + 1)
             try:
                 request = await self.store.checkpoint(
                     self.run_id,
@@ -191,15 +207,16 @@ class Checkpointer:
                 )
                 if request is not None and self.on_cancel is not None:
                     self.on_cancel(request)
-            except LeaseLost as exc:
-                self.lost = exc
-                self._failure = exc
-                raise
             except BaseException as exc:
-                self._failure = exc
+                if isinstance(exc, LeaseLost):
+                    self.lost = exc
+                self._failure = (batch.generation, exc)
                 raise
             finally:
-                self._committed_generation = mine
+                self._committed_generation = batch.generation
+        finally:
+            self._committing = None
+            done.set()
 
 
 def _stored(value: Any, step: str, index: int | None) -> Encoded:
