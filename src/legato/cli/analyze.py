@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from legato.cli._app import app
+from legato.cli._console import new_console, new_table
 from legato.cli.runs import DATABASE_URL_HELP, open_store
 
 if TYPE_CHECKING:
@@ -25,8 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = ["analyze"]
 
-_out = Console(highlight=False)
-_err = Console(stderr=True, highlight=False)
+_out = new_console()
+_err = new_console(stderr=True)
 
 
 @app.command()
@@ -119,7 +118,7 @@ def _print(a: Analysis) -> None:
         f"[bold]{a.pipeline}[/bold]: {a.runs} run(s), {a.succeeded_runs} succeeded, {a.failed_runs} failed; "
         f"cost ${a.total_cost:.6f}; wall p50 {_ms(a.wall_p50_s)}, p95 {_ms(a.wall_p95_s)}"
     )
-    table = Table(show_edge=False, header_style="bold")
+    table = new_table(show_edge=False, header_style="bold")
     for col in ("step", "attempts", "errors", "p50", "p95", "cost", "share", "cache-hit potential"):
         table.add_column(col, justify="left" if col == "step" else "right")
     path = set(a.critical_path)

@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 
+from legato.cli._console import new_console, new_table
 from legato.cli.models import models_app
 
 __all__ = ["health"]
@@ -86,10 +87,8 @@ async def _collect(config: Any, only: list[str], probe: bool, timeout: float) ->
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
 
-    table = Table("group", "deployment", "model", "state", "probe ms", "error")
+    table = new_table("group", "deployment", "model", "state", "probe ms", "error")
     colours = {"healthy": "green", "open": "red", "unhealthy": "red", "unavailable": "yellow"}
     for r in rows:
         colour = colours.get(r["state"], "yellow")
@@ -101,4 +100,4 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
             "-" if r["probe_ms"] is None else f"{r['probe_ms']:g}",
             r["error"] or "",
         )
-    Console().print(table)
+    new_console().print(table)

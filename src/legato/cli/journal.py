@@ -8,9 +8,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
 
 from legato.cli._app import app
+from legato.cli._console import new_console
 from legato.cli.runs import DATABASE_URL_HELP, open_store
 
 if TYPE_CHECKING:
@@ -21,14 +21,14 @@ __all__ = ["journal_app"]
 journal_app = typer.Typer(name="journal", help="The journal: add, search, recent, show.", no_args_is_help=True)
 app.add_typer(journal_app)
 
-_err = Console(stderr=True, highlight=False)
+_err = new_console(stderr=True)
 
 
 def _print_entries(entries: list[JournalEntry], as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps([e.to_dict() for e in entries], indent=2) + "\n")
         return
-    out = Console(highlight=False)
+    out = new_console()
     if not entries:
         out.print("[dim]no entries[/dim]")
     for e in entries:
@@ -143,7 +143,7 @@ def show(
     if as_json:
         sys.stdout.write(json.dumps(entry.to_dict(), indent=2) + "\n")
         return
-    out = Console(highlight=False)
+    out = new_console()
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.created_at))
     out.print(f"[bold]#{entry.id} {entry.title}[/bold]", soft_wrap=True)
     meta: list[Any] = [when, entry.author]

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import typer
 
 from legato.cli._app import app
+from legato.cli._console import new_console, new_table
 
 keys_app = typer.Typer(help="Gateway API keys: create, list, revoke, spend.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -119,10 +120,8 @@ def list_keys(
     if as_json:
         typer.echo(json.dumps([k.public() for k in keys]))
         return
-    from rich.console import Console
-    from rich.table import Table
 
-    table = Table("prefix", "name", "scopes", "models", "rpm", "tpm", "budget", "status")
+    table = new_table("prefix", "name", "scopes", "models", "rpm", "tpm", "budget", "status")
     for k in keys:
         budget = f"${k.budget_usd:g}/{k.budget_period}" if k.budget_usd is not None else "-"
         table.add_row(
@@ -135,7 +134,7 @@ def list_keys(
             budget,
             "revoked" if k.revoked else "active",
         )
-    Console().print(table)
+    new_console().print(table)
 
 
 @keys_app.command("revoke")
@@ -180,10 +179,8 @@ def spend(
     if as_json:
         typer.echo(json.dumps(rows))
         return
-    from rich.console import Console
-    from rich.table import Table
 
-    table = Table("day", "key", "model", "requests", "input tokens", "output tokens", "cost (USD)")
+    table = new_table("day", "key", "model", "requests", "input tokens", "output tokens", "cost (USD)")
     for r in rows:
         table.add_row(
             r["day"],
@@ -194,4 +191,4 @@ def spend(
             str(r["output_tokens"]),
             f"{r['cost']:.6f}",
         )
-    Console().print(table)
+    new_console().print(table)

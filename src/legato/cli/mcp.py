@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
 
 from legato.cli._app import app
+from legato.cli._console import new_console
 from legato.cli.runs import DATABASE_URL_HELP, open_store
 
 if TYPE_CHECKING:
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = ["mcp"]
 
-_err = Console(stderr=True, highlight=False)
+_err = new_console(stderr=True)
 
 
 def _pipelines(paths: list[Path], config: Path | None) -> dict[str, Pipeline]:

@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from legato.cli._app import app
+from legato.cli._console import new_console, new_table
 
 __all__ = ["models_app"]
 
@@ -66,17 +67,15 @@ def list_models(
     if not rows:
         typer.echo("no models configured (add a 'models:' section to legato.yaml)")
         return
-    from rich.console import Console
-    from rich.table import Table
 
-    out = Table("name", "provider", "model", "base url", "key", "$/1M in/out")
+    out = new_table("name", "provider", "model", "base url", "key", "$/1M in/out")
     for r in rows:
         p = r["price_per_1m"]
         out.add_row(
             r["name"], r["provider"], r["model"], r["base_url"] or "-", r["key"],
             "unknown" if p is None else f"{p['input']:g} / {p['output']:g}",
         )  # fmt: skip
-    Console().print(out)
+    new_console().print(out)
 
 
 @app.command("chat")

@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from legato.cli._app import app
+from legato.cli._console import new_console, new_table
 
 if TYPE_CHECKING:
     from legato.engine import Event, Pipeline, PlanSummary, RunResult
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["plan", "run", "validate"]
 
-_err = Console(stderr=True, highlight=False)
+_err = new_console(stderr=True)
 
 
 def _fail_spec(exc: SpecError) -> typer.Exit:
@@ -127,7 +128,7 @@ def run(
     except InputError as exc:
         _err.print(f"[red]error[/red]: {exc}")
         raise typer.Exit(2) from None
-    out = Console(highlight=False)
+    out = new_console()
     progress = _Progress(pipeline, out) if out.is_terminal and not as_json else None
     subscribers = [progress.on_event] if progress is not None else []
     from legato.cli._interrupt import EXIT_INTERRUPTED, Interrupt, exit_now
@@ -232,9 +233,8 @@ def _json_default(value: Any) -> Any:
 
 
 def _print_result(out: Console, result: RunResult) -> None:
-    from rich.table import Table
 
-    table = Table(title=f"run {result.run_id} · {result.pipeline}", title_justify="left", show_edge=False)
+    table = new_table(title=f"run {result.run_id} · {result.pipeline}", title_justify="left", show_edge=False)
     table.add_column("step")
     table.add_column("status")
     table.add_column("start ms", justify="right")
@@ -434,7 +434,7 @@ def _dot(name: str, summary: PlanSummary) -> str:
 
 
 def _text(name: str, summary: PlanSummary) -> None:
-    out = Console(highlight=False)
+    out = new_console()
     out.print(f"pipeline [bold]{name}[/bold]: {len(summary.steps)} steps")
     by_name = {s["name"]: s for s in summary.steps}
     for i, level in enumerate(summary.levels):

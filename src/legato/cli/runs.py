@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 
 from legato.cli._app import app
+from legato.cli._console import new_console, new_table
 
 if TYPE_CHECKING:
     from legato.cli._interrupt import Interrupt
@@ -35,7 +36,7 @@ runs_app = typer.Typer(
 )
 app.add_typer(runs_app)
 
-_err = Console(stderr=True, highlight=False)
+_err = new_console(stderr=True)
 DATABASE_URL_HELP = (
     "Store database: a SQLite path, sqlite:///PATH or postgresql://HOST/DB (default ./.legato/legato.db)."
 )
@@ -111,7 +112,7 @@ async def stored_run(
     from legato.errors import IdempotencyConflict, StoreError
     from legato.store import DurableRunner
 
-    console = console or Console(highlight=False)
+    console = console or new_console()
     started: list[str] = []
 
     def note_start(event: Event) -> None:
@@ -299,9 +300,8 @@ def list_runs(
     if as_json:
         _dump([_record_dict(r) for r in records])
         return
-    from rich.table import Table
 
-    table = Table(show_edge=False)
+    table = new_table(show_edge=False)
     table.add_column("run", no_wrap=True)
     table.add_column("pipeline")
     table.add_column("status", no_wrap=True)
@@ -321,7 +321,7 @@ def list_runs(
             str(r.recoveries or ""),
             (detail or "")[:80],
         )
-    Console(highlight=False).print(table if records else "[dim]no runs[/dim]")
+    new_console().print(table if records else "[dim]no runs[/dim]")
 
 
 @runs_app.command("show")
@@ -364,9 +364,8 @@ def show(
             doc["events"] = [{"type": e.type, "step": e.step, "at": e.at, "data": e.data} for e in evs]
         _dump(doc)
         return
-    from rich.table import Table
 
-    out = Console(highlight=False)
+    out = new_console()
     style = _STATUS_STYLE.get(record.status, "white")
     out.print(f"run [bold]{record.id}[/bold] · {record.pipeline} · [{style}]{record.status}[/{style}]")
     out.print(f"created {_when(record.created_at)}, finished {_when(record.finished_at) or '-'}")
@@ -384,7 +383,7 @@ def show(
     if record.error:
         out.print(f"[red]error[/red]: {record.error}", soft_wrap=True)
     out.print("inputs: " + json.dumps(record.inputs, default=str)[:500], soft_wrap=True)
-    table = Table(show_edge=False)
+    table = new_table(show_edge=False)
     for col in ("step", "attempt", "status", "duration ms", "model", "detail"):
         table.add_column(col)
     for s in steps:
@@ -474,7 +473,7 @@ def _report(result: RunResult, as_json: bool, interrupt: Interrupt) -> None:
     if as_json:
         _dump(result.to_dict())
     else:
-        out = Console(highlight=False)
+        out = new_console()
         if result.ok:
             out.print_json(json.dumps(result.result, default=str))
             out.print(f"[green]succeeded[/green] run {result.run_id} in {result.duration_s:.3f}s")

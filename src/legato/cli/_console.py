@@ -1,0 +1,41 @@
+"""The CLI's consoles: terminal output fits the terminal, anything else is never wrapped.
+
+On a terminal Rich adapts to its width. Anywhere else (a pipe, a file, a CI log)
+Rich assumes 80 columns: error messages break mid-sentence, ``plan`` lines wrap and
+tables squeeze names to ``entiti…``. Off a terminal these consoles are unbounded
+instead, so every line comes out whole, and :func:`new_table` drops the box drawing:
+tables keep their natural width as plain aligned text a script can cut. Text printed with them is soft-wrapped on a
+terminal too: the terminal folds a long error, nothing inserts line breaks into it.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["UNBOUNDED", "new_console", "new_table"]
+
+UNBOUNDED = 1_000_000  # columns: wider than any line legato prints
+
+
+def new_console(*, stderr: bool = False) -> Console:
+    """A console on stdout (or stderr) following the rules of the module docstring."""
+    terminal = _is_terminal(sys.stderr if stderr else sys.stdout)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=None if terminal else UNBOUNDED)
+
+
+def new_table(*headers: str, **options: Any) -> Table:
+    """A rich ``Table``; off a terminal, without box drawing (plain aligned columns)."""
+    if not _is_terminal(sys.stdout):
+        options.update(box=None, show_edge=False, pad_edge=False)
+    return Table(*headers, **options)
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False

@@ -1,0 +1,70 @@
+"""Output that is not a terminal (a pipe, a file, a CI log) is never wrapped or truncated.
+
+Each command runs as a real process with its stdout and stderr on pipes, as a CI job
+or ``| grep`` would see them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+LEGATO = [sys.executable, "-c", "from legato.cli import main; main()"]
+PIPELINE_NAME = "entity_extraction_and_classification_of_customer_support_tickets"
+FIRST = "extract_named_entities_from_the_customer_message_text"
+SECOND = "classify_the_customer_message_into_support_categories"
+
+STEPS = """
+async def extract(text: str) -> str:
+    return text.upper()
+
+
+async def classify(extract: str) -> str:
+    return extract.lower()
+"""
+
+
+def legato(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    return subprocess.run([*LEGATO, *args], cwd=project, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_tables_plans_and_errors_keep_whole_lines_in_a_pipe(tmp_path: Path) -> None:
+    (tmp_path / "steps.py").write_text(STEPS)
+    spec = f"""
+        name: {PIPELINE_NAME}
+        inputs: {{text: string}}
+        steps:
+          {FIRST}: {{uses: ./steps.py:extract, with: {{text: "${{inputs.text}}"}}}}
+          {SECOND}: {{uses: ./steps.py:classify, with: {{extract: "${{steps.{FIRST}}}"}}}}
+    """
+    (tmp_path / "long.yaml").write_text(textwrap.dedent(spec).lstrip())
+    db = str(tmp_path / "runs.db")
+    done = legato(tmp_path, "run", "long.yaml", "-i", "text=hi", "--database-url", db)
+    assert done.returncode == 0, done.stderr
+    assert f"run {done.stdout.split()[1]} · {PIPELINE_NAME}" in done.stdout
+    assert any(line.split()[:2] == [FIRST, "succeeded"] for line in done.stdout.splitlines())
+
+    listed = legato(tmp_path, "runs", "list", "--database-url", db)
+    row = next(line for line in listed.stdout.splitlines() if PIPELINE_NAME in line)
+    assert row.split()[1:3] == [PIPELINE_NAME, "succeeded"]
+    assert "…" not in listed.stdout
+    assert not set("┃━│╇") & set(listed.stdout)  # plain aligned text, no box drawing
+
+    analysis = legato(tmp_path, "analyze", PIPELINE_NAME, "--database-url", db)
+    assert analysis.returncode == 0, analysis.stderr
+    assert f"{FIRST} -> {SECOND}" in analysis.stdout
+    assert any(line.split()[:2] == ["*", FIRST] for line in analysis.stdout.splitlines())
+    assert "…" not in analysis.stdout
+
+    plan = legato(tmp_path, "plan", "long.yaml")
+    assert f"critical path: {FIRST} -> {SECOND}" in plan.stdout.splitlines()
+
+    missing = tmp_path / ("a-rather-long-directory-name-" * 3) / "and-a-store-that-was-never-created.db"
+    error = legato(tmp_path, "runs", "list", "--database-url", str(missing))
+    assert error.returncode == 2
+    (line,) = error.stderr.strip().splitlines()  # one line, however long
+    assert line.startswith(f"error: no store at '{missing}'")
