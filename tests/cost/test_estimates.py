@@ -121,3 +121,34 @@ def test_plan_cost_rejects_a_bad_fan_out() -> None:
     spec, _ = load_spec(PIPELINE)
     with pytest.raises(ValueError, match="fan_out"):
         estimate_spec_cost(spec, fan_out=0)
+
+
+def test_the_worst_case_of_a_group_is_its_dearest_model_and_a_cascade_adds_its_tiers() -> None:
+    from legato.observe import Instrumented
+    from legato.routing import Cascade, Fallbacks, Router
+
+    cheap = PricedModel("cheap", price=Price(input=1.0, output=2.0))
+    dear = PricedModel("dear", price=Price(input=10.0, output=20.0))
+    unpriced = PricedModel("free", price=None)
+    request = ChatRequest(messages=[Message(role="user", content="x" * 400)], max_tokens=100, model="group-alias")
+    est = CostEstimator()
+    one = est.chat(request.model_copy(update={"model": None}), dear).usd
+    assert one is not None
+
+    router = Router("g", [cheap, unpriced], fallbacks=Fallbacks(on_failure=[dear]))
+    assert est.worst_case(request, Instrumented(router)) == pytest.approx(one)
+    cascade = Cascade("c", [cheap, dear])
+    cheap_one = est.chat(request.model_copy(update={"model": None}), cheap).usd or 0.0
+    assert est.worst_case(request, cascade) == pytest.approx(one + cheap_one)
+    assert est.worst_case(request, Router("u", [unpriced])) is None
+
+
+def test_a_price_listed_on_a_deployment_counts_in_the_worst_case() -> None:
+    from legato.routing import Deployment, Router
+
+    unpriced = PricedModel("free", price=None)
+    router = Router("g", [Deployment(unpriced, input_cost_per_mtok=1000.0, output_cost_per_mtok=1000.0)])
+    request = ChatRequest(messages=[Message(role="user", content="hello")], max_tokens=10)
+    worst = CostEstimator().worst_case(request, router)
+    assert worst is not None
+    assert worst >= 10 * 1000.0 / 1e6  # at least the 10 output tokens at $1,000 per million

@@ -33,6 +33,10 @@ models:
     base_url: {base_url}
     api_key: env:SECURITY_FAKE_KEY
     price: {{input: 1000, output: 1000}}
+groups:
+  fake-group:
+    deployments:
+      - {{model: gpt-fake}}
 server:
   master_key: env:SECURITY_MASTER_KEY
   redis_prefix: "{redis_prefix}"
@@ -150,6 +154,7 @@ CASES = {
     "openai max_tokens": ("/v1/chat/completions", {"model": "gpt-fake", "messages": PROMPT, "max_tokens": 16}),
     "openai stream": ("/v1/chat/completions", {"model": "gpt-fake", "messages": PROMPT, "stream": True}),
     "anthropic": ("/v1/messages", {"model": "gpt-fake", "messages": PROMPT, "max_tokens": 16}),
+    "routing group": ("/v1/chat/completions", {"model": "fake-group", "messages": PROMPT, "max_tokens": 16}),
 }
 
 

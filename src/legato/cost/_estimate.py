@@ -13,6 +13,7 @@ model), then the pricing table, looked up by provider and model id.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from legato.providers import ChatRequest, EmbedRequest, Model, Price, PricingTable, default_pricing, estimate_tokens
@@ -113,6 +114,37 @@ class CostEstimator:
         provider, name, own = describe_model(model, request_model)
         return self._priced(provider, name, own, input_tokens, output_tokens)
 
+    def worst_case(self, request: ChatRequest | EmbedRequest, model: Model) -> float | None:
+        """The most ``request`` can cost in USD on ``model`` (a model or a group; see the
+        module docstring); None when no model it may reach has a known price."""
+        return self._worst(request.model_copy(update={"model": None}), model, 0)
+
+    def _worst(self, request: ChatRequest | EmbedRequest, node: object, depth: int) -> float | None:
+        if depth > 32:  # a chain of wrappers, never a cycle
+            return None
+        tiers = getattr(node, "tiers", None)
+        if isinstance(tiers, list):
+            parts = [v for t in tiers if (v := self._worst(request, t, depth + 1)) is not None]
+            return sum(parts) if parts else None
+        if not isinstance(node, Model):  # a deployment or a tier: its own listed price, else its model's
+            inner = getattr(node, "model", None)
+            listed = getattr(node, "input_cost_per_mtok", None)
+            if listed is None or not isinstance(inner, Model):
+                return self._worst(request, inner, depth + 1) if inner is not None else None
+            tokens = self._tokens_of(request, inner)
+            output_price = float(getattr(node, "output_cost_per_mtok", None) or 0.0)
+            return (tokens[0] * float(listed) + tokens[1] * output_price) / 1e6
+        children = list(_reachable(node))
+        if children:
+            values = [v for c in children if (v := self._worst(request, c, depth + 1)) is not None]
+            return max(values) if values else None
+        estimate = self.chat(request, node) if isinstance(request, ChatRequest) else self.embed(request, node)
+        return estimate.usd
+
+    def _tokens_of(self, request: ChatRequest | EmbedRequest, model: Model) -> tuple[int, int]:
+        estimate = self.chat(request, model) if isinstance(request, ChatRequest) else self.embed(request, model)
+        return estimate.input_tokens, estimate.output_tokens
+
     def _priced(
         self, provider: str, name: str, own: Price | None, input_tokens: int, output_tokens: int
     ) -> CostEstimate:
@@ -121,3 +153,24 @@ class CostEstimator:
         if price is not None:
             usd = (input_tokens * price.input + output_tokens * price.output) / 1_000_000
         return CostEstimate(name, provider, input_tokens, output_tokens, usd)
+
+
+def _reachable(node: object) -> Iterator[object]:
+    """The models a wrapper, router or selector may send a request to."""
+    for attr in ("inner", "downgrade", "default"):
+        child = getattr(node, attr, None)
+        if isinstance(child, Model):
+            yield child
+    for state in getattr(node, "deployments", None) or ():
+        yield getattr(state, "deployment", state)
+    for rule in getattr(node, "rules", None) or ():
+        target = getattr(rule, "target", None)
+        if isinstance(target, Model):
+            yield target
+    fallbacks = getattr(node, "fallbacks", None)
+    if fallbacks is not None:
+        for attr in ("on_failure", "context_window", "content_filtered"):
+            yield from getattr(fallbacks, attr, None) or ()
+        degrade = getattr(fallbacks, "degrade", None)
+        if isinstance(degrade, Model):
+            yield degrade

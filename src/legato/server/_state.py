@@ -44,13 +44,12 @@ class Gateway:
         return model
 
     def worst_case(self, request: ChatRequest | EmbedRequest, model: Model) -> float:
-        """The most ``request`` can cost on ``model`` in USD: its input estimate plus
-        ``max_tokens`` (or the gateway's ``max_output_tokens``) of output; 0 when unpriced."""
+        """The most ``request`` can cost on ``model`` (a model or a group) in USD: its
+        input estimate plus ``max_tokens`` (or the gateway's ``max_output_tokens``) of
+        output at the prices of the dearest model it may reach; 0 when none is priced."""
         if self._estimator is None:
             self._estimator = CostEstimator(default_output_tokens=self.settings.max_output_tokens)
-        if isinstance(request, ChatRequest):
-            return self._estimator.chat(request, model).usd or 0.0
-        return self._estimator.embed(request, model).usd or 0.0
+        return self._estimator.worst_case(request, model) or 0.0
 
     def record_usage(self, key: ApiKey, model: str, input_tokens: int, output_tokens: int, cost: float | None) -> None:
         if key.id != "master":
