@@ -190,3 +190,84 @@ async def test_the_reflection_on_a_run_belongs_to_the_runs_owner(tenants: Tenant
     assert [e["author"] for e in mine] == ["auto"]
     assert await reflections(tenants.b) == []
     assert len(await reflections(tenants.admin)) == 1
+
+
+# -- the dashboard ---------------------------------------------------------------------
+
+
+def ui(tenants: Tenants, key: str) -> Any:
+    return tenants.served.client(key, follow_redirects=False)
+
+
+def test_dashboard_run_pages_matrix(tenants: Tenants) -> None:
+    run_id = tenants.run_a["id"]
+    for path in (f"/ui/runs/{run_id}", f"/ui/live/runs/{run_id}", f"/ui/runs/{run_id[:10]}"):
+        with ui(tenants, tenants.b) as c:
+            assert c.get(path).status_code == 404, path
+            assert c.get(path.replace(run_id[:10], "0" * 10)).status_code == 404
+        for key in (tenants.a, tenants.admin, MASTER):
+            with ui(tenants, key) as c:
+                r = c.get(path)
+                assert r.status_code == 200, (path, r.text[:200])
+                assert run_id in r.text
+
+
+def test_dashboard_runs_list_shows_own_runs_only(tenants: Tenants) -> None:
+    run_id = tenants.run_a["id"]
+    for key, visible in ((tenants.a, True), (tenants.b, False), (tenants.admin, True)):
+        with ui(tenants, key) as c:
+            page = c.get("/ui/", params={"limit": 500})
+            assert page.status_code == 200
+            assert (run_id[:12] in page.text) is visible
+            assert (run_id in c.get("/ui/", params={"q": run_id[:10]}).text) is visible
+
+
+async def test_dashboard_journal_shows_own_entries_only(tenants: Tenants) -> None:
+    await answer(tenants.served, tenants.a, "process_thoughts", {"thoughts": "quixotic provider quirk"})
+    for key, visible in ((tenants.a, True), (tenants.b, False), (tenants.admin, True)):
+        with ui(tenants, key) as c:
+            assert ("quixotic provider quirk" in c.get("/ui/journal").text) is visible
+            found = c.get("/ui/journal", params={"q": "quixotic"}).text  # the query itself is echoed back
+            assert ("quixotic provider quirk" in found) is visible
+
+
+def test_dashboard_spend_shows_own_rows_only(tenants: Tenants) -> None:
+    served = tenants.served
+    chat_a = served.create_key(["chat", "runs:read"], name="spender-a")
+    chat_b = served.create_key(["chat", "runs:read"], name="spender-b")
+    for key in (chat_a, chat_b):
+        with served.client(key) as c:
+            body = {"model": "gpt-fake", "messages": [{"role": "user", "content": "hi"}]}
+            assert c.post("/v1/chat/completions", json=body).status_code == 200
+    for key, sees in ((chat_a, {chat_a}), (chat_b, {chat_b}), (tenants.admin, {chat_a, chat_b})):
+        with ui(tenants, key) as c:
+            page = c.get("/ui/spend").text
+        assert {k for k in (chat_a, chat_b) if k[:12] in page} == sees
+
+
+def test_dashboard_models_page_is_for_admins(tenants: Tenants) -> None:
+    with ui(tenants, tenants.a) as c:
+        assert c.get("/ui/models").status_code == 403
+    with ui(tenants, tenants.admin) as c:
+        assert c.get("/ui/models").status_code == 200
+
+
+def test_keys_without_runs_read_do_not_get_in(tenants: Tenants) -> None:
+    chat_only = tenants.served.create_key(["chat"], name="chat-only")
+    with ui(tenants, chat_only) as c:
+        assert c.get("/ui/").status_code == 303
+        assert c.get("/ui/live/runs").status_code == 401
+
+
+def test_dashboard_cancel_matrix(tenants: Tenants) -> None:
+    run_id = tenants.run_a["id"]
+    with ui(tenants, tenants.b) as c:
+        assert c.post(f"/ui/runs/{run_id}/cancel").status_code == 404
+    for key in (tenants.a, tenants.admin):  # seen, but already finished: a conflict, not a leak
+        with ui(tenants, key) as c:
+            assert c.post(f"/ui/runs/{run_id}/cancel").status_code == 409
+    reader = tenants.served.create_key(["runs:read"], name="reader")
+    with ui(tenants, reader) as c:
+        assert c.post(f"/ui/runs/{run_id}/cancel").status_code == 404
+    with tenants.served.client(MASTER) as admin:
+        assert admin.get(f"/v1/runs/{run_id}").json()["status"] == "succeeded"

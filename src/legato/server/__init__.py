@@ -11,15 +11,20 @@ the runs API, API keys with scopes, limits and budgets, and health endpoints.
 """
 
 from legato.server._app import create_app, open_gateway
+from legato.server._audit import AuditAction, AuditLog, AuditRecord
 from legato.server._catalog import MappingCatalog, ModelCatalog, catalog_from_config
 from legato.server._errors import GatewayError
 from legato.server._keys import SCOPES, ApiKey, KeyStore
-from legato.server._settings import ServerSettings, SSRFSettings, load_settings
+from legato.server._settings import DashboardSettings, ServerSettings, SSRFSettings, load_settings
 from legato.server._ssrf import SSRFPolicy
 
 __all__ = [
     "SCOPES",
     "ApiKey",
+    "AuditAction",
+    "AuditLog",
+    "AuditRecord",
+    "DashboardSettings",
     "GatewayError",
     "KeyStore",
     "MappingCatalog",

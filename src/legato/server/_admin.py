@@ -1,15 +1,20 @@
-"""Admin API behind the master key (or a key with the ``admin`` scope): keys, spend and
-deployment health."""
+"""Admin API behind the master key (or a key with the ``admin`` scope): keys, spend,
+deployment health and audit records.
+
+Creating and revoking a key and changing its limits each write an audit record
+(who, when, from where; :mod:`legato.server._audit`), listed by ``GET /v1/admin/audit``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from legato.server._audit import AuditAction
 from legato.server._auth import require
 from legato.server._body import StrictJSONRoute
 from legato.server._errors import GatewayError
@@ -35,8 +40,26 @@ class KeyCreate(BaseModel):
     budget_period: Literal["day", "month", "total"] = "month"
 
 
+class KeyLimits(BaseModel):
+    """New limits of a key: a field given as null clears that limit; a field left out keeps it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    rpm: int | None = Field(None, ge=0, le=INT32_MAX)
+    tpm: int | None = Field(None, ge=0, le=INT32_MAX)
+    budget_usd: float | None = Field(None, ge=0, le=MAX_BUDGET_USD)
+    budget_period: Literal["day", "month", "total"] | None = None
+
+
+async def _audit(request: Request, actor: ApiKey, action: AuditAction, target: ApiKey, **detail: Any) -> None:
+    await gateway(request).audit.record(
+        action, actor=actor.id, actor_prefix=actor.prefix, target=target.id,
+        client=request.client.host if request.client else None, detail={"prefix": target.prefix, **detail},
+    )  # fmt: skip
+
+
 @router.post("/keys", status_code=201, summary="Create an API key (the secret is shown once)")
-async def create_key(body: KeyCreate, request: Request, _: ApiKey = Depends(require("admin"))) -> Response:
+async def create_key(body: KeyCreate, request: Request, actor: ApiKey = Depends(require("admin"))) -> Response:
     key, secret = await gateway(request).keys.create(
         body.name,
         body.scopes,
@@ -46,6 +69,7 @@ async def create_key(body: KeyCreate, request: Request, _: ApiKey = Depends(requ
         budget_usd=body.budget_usd,
         budget_period=body.budget_period,
     )
+    await _audit(request, actor, AuditAction.KEY_CREATED, key, name=key.name, scopes=sorted(key.scopes))
     return json_response({**key.public(), "key": secret}, status=201)
 
 
@@ -66,11 +90,40 @@ async def get_key(key_id: str, request: Request, _: ApiKey = Depends(require("ad
 
 
 @router.delete("/keys/{key_id}", summary="Revoke an API key (by id or prefix)")
-async def revoke_key(key_id: str, request: Request, _: ApiKey = Depends(require("admin"))) -> Response:
+async def revoke_key(key_id: str, request: Request, actor: ApiKey = Depends(require("admin"))) -> Response:
     key = await gateway(request).keys.revoke(key_id)
     if key is None:
         raise GatewayError(404, "not_found", f"no API key {key_id!r}", code="key_not_found")
+    await _audit(request, actor, AuditAction.KEY_REVOKED, key)
     return json_response(key.public())
+
+
+@router.patch("/keys/{key_id}", summary="Change a key's limits (rpm, tpm, budget)")
+async def change_limits(
+    key_id: str, body: KeyLimits, request: Request, actor: ApiKey = Depends(require("admin"))
+) -> Response:
+    changes = body.model_dump(exclude_unset=True)
+    if changes.get("budget_period", "month") is None:
+        raise GatewayError(400, "invalid_request", "budget_period cannot be null", param="budget_period")
+    found = await gateway(request).keys.update_limits(key_id, changes)
+    if found is None:
+        raise GatewayError(404, "not_found", f"no live API key {key_id!r}", code="key_not_found")
+    before, after = found
+    old = {k: getattr(before, k) for k in changes}
+    await _audit(request, actor, AuditAction.KEY_LIMITS_CHANGED, after, before=old, after=changes)
+    return json_response(after.public())
+
+
+@router.get("/audit", summary="Audit records, newest first")
+async def audit(
+    request: Request,
+    action: AuditAction | None = Query(None, description="Only this action"),
+    since: float | None = Query(None, ge=0, le=1e11, description="Only records at or after this epoch time"),
+    limit: int = Query(100, ge=1, le=1000),
+    _: ApiKey = Depends(require("admin")),
+) -> Response:
+    records = await gateway(request).audit.list(since=since, action=action, limit=limit)
+    return json_response({"data": [r.public() for r in records]})
 
 
 @router.get("/spend", summary="Spend per key, day and model")

@@ -24,6 +24,7 @@ from legato.config import LegatoConfig
 from legato.cost import BudgetStore, MemoryBudgetStore, RedisBudgetStore
 from legato.errors import LegatoError
 from legato.server._admission import Admission
+from legato.server._audit import AuditLog
 from legato.server._auth import Authenticator
 from legato.server._catalog import ModelCatalog, catalog_from_config
 from legato.server._errors import GatewayError, error_response, from_exception, invalid_request
@@ -107,6 +108,7 @@ async def open_gateway(
             ),
             spend=spend,
             ssrf=SSRFPolicy(settings.ssrf),
+            audit=AuditLog(engine),
             redis=redis,
             runs=runs,
         )
@@ -154,7 +156,7 @@ def _install_handlers(app: FastAPI) -> None:
 def _mount_dashboard(app: FastAPI, settings: ServerSettings) -> Any:
     """The dashboard at ``/ui``, reading the same store and spend records as the API.
     Returns its live-events subscriber (fed by the runs this replica executes)."""
-    from legato.server.ui import DashboardSources, LiveEvents, mount_dashboard, pipeline_graph
+    from legato.server.ui import DashboardSources, LiveEvents, LoginThrottle, mount_dashboard, pipeline_graph
 
     def gw() -> Gateway:
         gateway: Gateway = app.state.gateway
@@ -174,9 +176,13 @@ def _mount_dashboard(app: FastAPI, settings: ServerSettings) -> Any:
     async def cancel(run_id: str, by: str) -> Any:
         return await gw().runs.cancel(run_id, by=by)  # a run this replica executes stops at once
 
+    dash = settings.dashboard
+    throttle = LoginThrottle(limit=dash.login_attempts, window_s=dash.login_window_s, redis=lambda: gw().redis,
+                             prefix=settings.redis_prefix)  # fmt: skip
     sources = DashboardSources(
-        store=lambda: gw().runs.store, admin_key=master, graphs=graph, spend=spend, live=live, cancel=cancel
-    )
+        store=lambda: gw().runs.store, admin_key=master, keys=lambda: gw().keys, audit=lambda: gw().audit,
+        throttle=throttle, session_ttl_s=dash.session_ttl_s, graphs=graph, spend=spend, live=live, cancel=cancel,
+    )  # fmt: skip
     mount_dashboard(app, sources)
     return live
 

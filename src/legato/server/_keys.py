@@ -303,6 +303,21 @@ class KeyStore:
             await self.on_change(key.id)
         return replace(key, revoked_at=now)
 
+    async def update_limits(self, id_or_prefix: str, changes: dict[str, Any]) -> tuple[ApiKey, ApiKey] | None:
+        """Change a live key's ``rpm``, ``tpm``, ``budget_usd`` and ``budget_period`` (None
+        clears a limit); returns the key before and after, or None when there is no live key."""
+        unknown = sorted(set(changes) - {"rpm", "tpm", "budget_usd", "budget_period"})
+        if unknown:
+            raise ValueError(f"only rpm, tpm, budget_usd and budget_period can change, not {', '.join(unknown)}")
+        key = await self.get(id_or_prefix)
+        if key is None or key.revoked:
+            return None
+        if changes:
+            async with self.engine.begin() as conn:
+                await conn.execute(api_keys_table.update().where(api_keys_table.c.id == key.id).values(**changes))
+            self._cache.clear()
+        return key, replace(key, **changes)
+
     async def authenticate(self, secret: str) -> ApiKey:
         """The key for ``secret``; :class:`InvalidAPIKey` when unknown, malformed or revoked."""
         if not secret.startswith(KEY_PREFIX) or len(secret) != len(KEY_PREFIX) + _SECRET_LEN:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from legato.config import LegatoConfig
 
-__all__ = ["AdmissionSettings", "SSRFSettings", "ServerSettings", "load_settings"]
+__all__ = ["AdmissionSettings", "DashboardSettings", "SSRFSettings", "ServerSettings", "load_settings"]
 
 
 class SSRFSettings(BaseModel):
@@ -48,6 +48,16 @@ class AdmissionSettings(BaseModel):
     baseline_s: float = Field(60.0, gt=0, description="The baseline is the lowest window average over this horizon.")
     queue: int = Field(32, ge=0, description="Calls that may wait for a free slot; more are refused at once.")
     queue_timeout_s: float = Field(0.02, ge=0, description="How long a call waits in the queue before a 429.")
+
+
+class DashboardSettings(BaseModel):
+    """Dashboard sign-in: how long a session lasts and how failed sign-ins are throttled."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    session_ttl_s: float = Field(12 * 3600, gt=0, le=30 * 86400, description="How long a sign-in lasts.")
+    login_attempts: int = Field(5, ge=1, le=1000, description="Failed sign-ins per client before it must wait.")
+    login_window_s: float = Field(300, gt=0, le=86400, description="The window those failures are counted in.")
 
 
 class ServerSettings(BaseModel):
@@ -98,6 +108,7 @@ class ServerSettings(BaseModel):
     )
     key_cache_ttl_s: float = Field(5.0, ge=0, description="How long a replica trusts a looked-up key.")
     ssrf: SSRFSettings = Field(default_factory=SSRFSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     # What is exposed.
     models: list[str] | None = Field(None, description="Model and group names to expose; default all.")
     default_model: str | None = None

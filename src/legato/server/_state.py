@@ -7,6 +7,7 @@ from typing import Any
 
 from legato.cost import CostEstimator
 from legato.providers import ChatRequest, EmbedRequest, Model
+from legato.server._audit import AuditLog
 from legato.server._auth import Authenticator
 from legato.server._catalog import ModelCatalog
 from legato.server._keys import ApiKey, KeyStore
@@ -27,6 +28,7 @@ class Gateway:
     limiter: KeyLimiter
     spend: SpendRecorder
     ssrf: SSRFPolicy
+    audit: AuditLog
     redis: Any = None
     runs: Any = None  # the runs service, when the run store is available
     extras: dict[str, Any] = field(default_factory=dict)

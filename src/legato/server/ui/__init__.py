@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from legato.server.ui._app import DashboardSources, dashboard_router
 from legato.server.ui._live import LiveEvents
+from legato.server.ui._throttle import LoginThrottle
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-__all__ = ["DashboardSources", "LiveEvents", "dashboard_router", "mount_dashboard", "pipeline_graph"]
+__all__ = ["DashboardSources", "LiveEvents", "LoginThrottle", "dashboard_router", "mount_dashboard", "pipeline_graph"]
 
 
 def mount_dashboard(app: FastAPI, sources: DashboardSources, *, path: str = "/ui") -> None:

@@ -6,18 +6,16 @@ endpoints poll the run store (every ``poll_s``) and send only what changed, so a
 replica can serve any browser: nothing depends on the run executing in the process
 that serves the page.
 
-Access needs the gateway's admin key: ``Authorization: Bearer <key>`` or the
-session cookie set by the sign-in form (an HMAC of the key, never the key). With
-no admin key configured the dashboard answers loopback clients only.
+Who gets in and what they see is decided in :mod:`legato.server.ui._access`
+(keys, server-side sessions, the one ownership rule); failed sign-ins are throttled
+per client (:mod:`legato.server.ui._throttle`) and sign-in and sign-out are written
+to the audit log when the dashboard has one.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
 import inspect
-import ipaddress
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -32,13 +30,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from legato.errors import RunNotFound, StoreError
+from legato.server._audit import AuditAction
+from legato.server.ui._access import COOKIE, Access, Viewer, client_address
 from legato.server.ui._live import LiveEvents, merge_events
 from legato.server.ui._render import Renderer
+from legato.server.ui._sessions import SessionStore
+from legato.server.ui._throttle import LoginThrottle
 from legato.server.ui._view import build_run_view, gantt
+from legato.store import visible_run
 
 __all__ = ["DashboardSources", "dashboard_router"]
-
-COOKIE = "legato_dashboard"
 STATUSES = ("pending", "running", "succeeded", "failed", "cancelled", "dead")
 _STATIC = Path(__file__).parent / "static"
 # Pages load only their own script and stylesheet; nothing may frame them.
@@ -60,8 +61,16 @@ class DashboardSources:
     """Where the dashboard reads from. Each may be the object itself or a zero-argument
     callable returning it (for parts the app builds at start-up).
 
-    - ``store``: a :class:`legato.store.RunStore` (runs, steps, events).
-    - ``admin_key``: the key that opens the dashboard (None: loopback clients only).
+    - ``store``: a :class:`legato.store.RunStore` (runs, steps, events; sign-in
+      sessions are kept in its database).
+    - ``admin_key``: the key that opens the dashboard and sees everything.
+    - ``keys``: a :class:`legato.server.KeyStore`: its keys with ``runs:read`` may sign
+      in and see their own records (``admin`` keys: everything). With neither
+      ``admin_key`` nor ``keys`` the dashboard answers loopback clients only.
+    - ``audit``: a :class:`legato.server.AuditLog` for sign-in and sign-out records.
+    - ``throttle``: a :class:`LoginThrottle` (default: 5 failures per 5 minutes per
+      client, counted in this process).
+    - ``session_ttl_s``: how long a sign-in lasts.
     - ``graphs``: ``pipeline name -> {step: [dependencies]}`` or None when unknown.
     - ``health``: routing health rows (mappings or dataclasses such as
       :class:`legato.routing.DeploymentHealth`: ``group``, ``deployment``, ``state``,
@@ -80,6 +89,10 @@ class DashboardSources:
 
     store: Source
     admin_key: Source = None
+    keys: Source = None
+    audit: Source = None
+    throttle: LoginThrottle | None = None
+    session_ttl_s: float = 12 * 3600
     graphs: Callable[[str], Mapping[str, Sequence[str]] | None] | None = None
     health: Callable[[], Any] | None = None
     models: Source = None
@@ -92,7 +105,7 @@ class DashboardSources:
 
 
 def _resolve(value: Source) -> Any:
-    if callable(value) and not hasattr(value, "list_runs") and not hasattr(value, "search"):
+    if callable(value) and not any(hasattr(value, a) for a in ("list_runs", "search", "authenticate", "record")):
         return value()
     return value
 
@@ -101,24 +114,14 @@ async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-def _session_token(admin_key: str) -> str:
-    return hmac.new(admin_key.encode(), b"legato-dashboard-session-v1", hashlib.sha256).hexdigest()
-
-
-def _is_loopback(request: Request) -> bool:
-    """Whether the peer of the connection is this machine. Behind a reverse proxy on
-    the same machine every client looks local: configure an admin key there."""
-    try:
-        return ipaddress.ip_address(request.client.host if request.client else "").is_loopback
-    except ValueError:
-        return False
-
-
 class Dashboard:
     def __init__(self, sources: DashboardSources, base: str) -> None:
         self.sources = sources
         self.base = base.rstrip("/")
         self.render = Renderer(self.base)
+        self.throttle = sources.throttle or LoginThrottle()
+        self._sessions: SessionStore | None = None
+        self.access = Access(self.admin_key, lambda: _resolve(sources.keys), self.session_store)
 
     # -- access ------------------------------------------------------------------------
 
@@ -128,30 +131,38 @@ class Dashboard:
             key = key.get_secret_value()
         return str(key) if key else None
 
-    def allowed(self, request: Request) -> bool:
-        key = self.admin_key()
-        if key is None:
-            return _is_loopback(request)
-        auth = request.headers.get("authorization", "")
-        scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), key.encode()):
-            return True
-        cookie = request.cookies.get(COOKIE, "")
-        return bool(cookie) and hmac.compare_digest(cookie.encode(), _session_token(key).encode())
+    def session_store(self) -> SessionStore:
+        store = self.store()
+        if self._sessions is None or self._sessions.engine is not store.engine:
+            self._sessions = SessionStore(store.engine, ttl_s=self.sources.session_ttl_s, clock=self.sources.clock)
+        return self._sessions
 
-    def deny(self, request: Request, *, page: bool = True) -> Response | None:
-        if self.allowed(request):
-            return None
-        if self.admin_key() is None:
+    async def gate(self, request: Request, *, page: bool = True) -> Viewer | Response:
+        """The signed-in viewer, or the response that turns the request away."""
+        viewer = await self.access.viewer(request)
+        if viewer is not None:
+            request.state.viewer = viewer
+            return viewer
+        if self.access.open_to_loopback:
             message = "No admin key is configured: the dashboard answers local clients only."
             return self.page("error.html", request, status=403, title="Forbidden", message=message)
         if not page:
-            return Response("admin key required", status_code=401, media_type="text/plain")
+            return Response("sign-in required", status_code=401, media_type="text/plain")
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"{self.base}/login?next={quote(target)}", status_code=303)
 
+    async def audit(self, action: AuditAction, request: Request, viewer: Viewer | None, **detail: Any) -> None:
+        log = _resolve(self.sources.audit)
+        if log is None:
+            return
+        key = viewer.key if viewer is not None else None
+        await log.record(action, actor=key.id if key else None, actor_prefix=key.prefix if key else None,
+                         client=client_address(request), detail=detail)  # fmt: skip
+
     def page(self, template: str, request: Request, *, status: int = 200, **ctx: Any) -> HTMLResponse:
-        ctx.setdefault("logged_in", self.admin_key() is not None and COOKIE in request.cookies)
+        viewer = getattr(request.state, "viewer", None)
+        ctx.setdefault("viewer", viewer)
+        ctx.setdefault("logged_in", viewer is not None and COOKIE in request.cookies)
         ctx.setdefault("now", self.sources.clock())
         html = self.render.page(template, **ctx)
         return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
@@ -177,25 +188,28 @@ class Dashboard:
 
     # -- runs --------------------------------------------------------------------------
 
-    async def runs(self, request: Request, params: Mapping[str, str]) -> list[Any]:
+    async def runs(self, viewer: Viewer, params: Mapping[str, str]) -> list[Any]:
         status = params.get("status") or None
         if status is not None and status not in STATUSES:
             status = None
         pipeline = params.get("pipeline") or None
         limit = _int(params.get("limit"), 50, 1, 500)
         q = (params.get("q") or "").strip()
-        runs = await self.store().list_runs(status=status, pipeline=pipeline, limit=limit if not q else 1000)
+        tenant = viewer.principal.tenant_filter
+        runs = await self.store().list_runs(
+            status=status, pipeline=pipeline, tenant=tenant, limit=limit if q == "" else 1000
+        )
         if q:
             runs = [r for r in runs if r.id.startswith(q)][:limit]
         return list(runs)
 
-    async def pipelines(self) -> list[str]:
-        recent = await self.store().list_runs(limit=500)
+    async def pipelines(self, viewer: Viewer) -> list[str]:
+        recent = await self.store().list_runs(tenant=viewer.principal.tenant_filter, limit=500)
         return sorted({r.pipeline for r in recent})
 
-    async def run_view(self, run_id: str) -> Any:
+    async def run_view(self, viewer: Viewer, run_id: str) -> Any:
         store = self.store()
-        run = await store.get_run(run_id)
+        run = await visible_run(store, viewer.principal, run_id)
         steps = await store.steps(run.id)
         events = await store.events(run.id)
         if self.sources.live is not None:
@@ -269,36 +283,64 @@ def dashboard_router(sources: DashboardSources, *, prefix: str = "/ui") -> APIRo
         return Response(path.read_bytes(), media_type=_STATIC_TYPES[path.suffix],
                         headers={"cache-control": "public, max-age=300"})  # fmt: skip
 
+    _sign_in_routes(router, d)
+    _run_routes(router, d)
+    _other_pages(router, d)
+    return router
+
+
+def _sign_in_routes(router: APIRouter, d: Dashboard) -> None:
     @router.get("/login")
     async def login_form(request: Request, next: str = "") -> Response:
         return d.page("login.html", request, next=_safe_next(next, d.base), error=None)
 
     @router.post("/login")
     async def login(request: Request) -> Response:
+        client = client_address(request)
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
-        given = (form.get("key") or [""])[0].strip()
         target = _safe_next((form.get("next") or [""])[0], d.base)
-        key = d.admin_key()
-        if key is None or not given or not hmac.compare_digest(given.encode(), key.encode()):
-            return d.page("login.html", request, status=401, next=target, error="That is not the admin key.")
-        response = RedirectResponse(target, status_code=303)
+        wait = await d.throttle.retry_after(client)
+        if wait is not None:
+            message = f"Too many failed sign-ins from this address: try again in {wait} s."
+            response = d.page("login.html", request, status=429, next=target, error=message)
+            response.headers["retry-after"] = str(wait)
+            return response
+        given = (form.get("key") or [""])[0].strip()
+        viewer = await d.access.from_secret(given) if given else None
+        if viewer is None or viewer.key is None:
+            await d.throttle.failed(client)
+            await d.audit(
+                AuditAction.SIGN_IN_REFUSED, request, None, prefix=given[:12] if given.startswith("lg_") else None
+            )
+            return d.page("login.html", request, status=401, next=target, error="That key cannot sign in here.")
+        token = await d.session_store().create(viewer.key.id, client)
+        await d.audit(AuditAction.SIGN_IN, request, viewer)
+        redirect = RedirectResponse(target, status_code=303)
         secure = request.url.scheme == "https"
-        response.set_cookie(COOKIE, _session_token(key), httponly=True, samesite="strict", secure=secure,
-                            path=d.base or "/", max_age=12 * 3600)  # fmt: skip
-        return response
+        redirect.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=secure, path=d.base or "/",
+                            max_age=int(d.sources.session_ttl_s))  # fmt: skip
+        return redirect
 
     @router.post("/logout")
-    async def logout() -> Response:
+    async def logout(request: Request) -> Response:
+        token = request.cookies.get(COOKIE)
+        session = await d.session_store().revoke(token) if token else None
+        if session is not None:
+            await d.audit(AuditAction.SIGN_OUT, request, await d.access.from_key_id(session.key_id))
         response = RedirectResponse(f"{d.base}/login", status_code=303)
         response.delete_cookie(COOKIE, path=d.base or "/")
         return response
 
+
+def _run_routes(router: APIRouter, d: Dashboard) -> None:
+    sources = d.sources
+
     @router.get("/")
     async def runs_page(request: Request) -> Response:
-        if (denied := d.deny(request)) is not None:
-            return denied
+        if not isinstance(viewer := await d.gate(request), Viewer):
+            return viewer
         params = dict(request.query_params)
-        runs = await d.runs(request, params)
+        runs = await d.runs(viewer, params)
         filters = {
             "pipeline": params.get("pipeline", ""),
             "status": params.get("status", ""),
@@ -307,16 +349,16 @@ def dashboard_router(sources: DashboardSources, *, prefix: str = "/ui") -> APIRo
         }
         query = urlencode({k: v for k, v in filters.items() if v})
         return d.page("runs.html", request, nav="runs", runs=runs, filters=filters, query=query,
-                      pipelines=await d.pipelines(), statuses=STATUSES)  # fmt: skip
+                      pipelines=await d.pipelines(viewer), statuses=STATUSES)  # fmt: skip
 
     @router.get("/live/runs")
     async def live_runs(request: Request) -> Response:
-        if (denied := d.deny(request, page=False)) is not None:
-            return denied
+        if not isinstance(viewer := await d.gate(request, page=False), Viewer):
+            return viewer
         params = dict(request.query_params)
 
         async def produce() -> tuple[dict[str, Any], bool]:
-            runs = await d.runs(request, params)
+            runs = await d.runs(viewer, params)
             rows = d.render.fragment("_runs_rows.html", runs=runs, now=sources.clock())
             return {"fragments": {"runs-body": rows}}, False
 
@@ -324,25 +366,29 @@ def dashboard_router(sources: DashboardSources, *, prefix: str = "/ui") -> APIRo
 
     @router.get("/runs/{run_id}")
     async def run_page(request: Request, run_id: str) -> Response:
-        if (denied := d.deny(request)) is not None:
-            return denied
+        if not isinstance(viewer := await d.gate(request), Viewer):
+            return viewer
         try:
-            view = await d.run_view(run_id)
+            view = await d.run_view(viewer, run_id)
         except RunNotFound:
             return d.page("error.html", request, status=404, title="Run not found", message=f"No run {run_id!r}.")
         now = sources.clock()
         bars, span = gantt(view, now)
-        notes = await d.journal().recent(5, run_id=view.id)
+        notes = await d.journal().recent(5, run_id=view.id, viewer=viewer.principal)
         return d.page("run.html", request, nav="runs", notes=notes, **d.render.run_context(view, now, bars, span))
 
     @router.post("/runs/{run_id}/cancel")
     async def cancel_run(request: Request, run_id: str) -> Response:
-        if (denied := d.deny(request)) is not None:
-            return denied
+        if not isinstance(viewer := await d.gate(request), Viewer):
+            return viewer
         if not _same_origin(request):  # the cookie is SameSite=Strict; this covers bearer-less forms too
             return d.page("error.html", request, status=403, title="Forbidden", message="Cross-site request refused.")
         try:
-            record = await d.cancel(run_id, f"the dashboard ({request.client.host if request.client else 'unknown'})")
+            run_id = (await visible_run(d.store(), viewer.principal, run_id)).id  # the same rule as every read
+            if viewer.key is not None and not viewer.key.has_scope("runs:write"):
+                message = "Cancelling a run needs a key with the runs:write scope."
+                return d.page("error.html", request, status=403, title="Forbidden", message=message)
+            record = await d.cancel(run_id, f"the dashboard ({viewer.label}, {client_address(request)})")
         except RunNotFound:
             return d.page("error.html", request, status=404, title="Run not found", message=f"No run {run_id!r}.")
         except StoreError as exc:
@@ -351,49 +397,59 @@ def dashboard_router(sources: DashboardSources, *, prefix: str = "/ui") -> APIRo
 
     @router.get("/live/runs/{run_id}")
     async def live_run(request: Request, run_id: str) -> Response:
-        if (denied := d.deny(request, page=False)) is not None:
-            return denied
+        if not isinstance(viewer := await d.gate(request, page=False), Viewer):
+            return viewer
         try:
-            await d.store().get_run(run_id)
+            run_id = (await visible_run(d.store(), viewer.principal, run_id)).id
         except RunNotFound:
             return Response(f"no run {run_id!r}", status_code=404, media_type="text/plain")
 
         async def produce() -> tuple[dict[str, Any], bool]:
-            view = await d.run_view(run_id)
+            view = await d.run_view(viewer, run_id)
             return {"status": view.status, "fragments": d.run_fragments(view)}, view.terminal
 
         return await d.live(request, produce)  # type: ignore[no-any-return]
 
+
+def _other_pages(router: APIRouter, d: Dashboard) -> None:
+    sources = d.sources
+
     @router.get("/models")
     async def models_page(request: Request) -> Response:
-        if (denied := d.deny(request)) is not None:
-            return denied
+        if not isinstance(viewer := await d.gate(request), Viewer):
+            return viewer
+        if not viewer.admin:
+            message = "Model health is shown to admin keys only."
+            return d.page("error.html", request, status=403, title="Forbidden", message=message)
         rows = await _health_rows(sources, request)
         columns = _columns(rows or [])
         return d.page("models.html", request, nav="models", rows=rows, columns=columns)
 
     @router.get("/spend")
     async def spend_page(request: Request, since: str = "") -> Response:
-        if (denied := d.deny(request)) is not None:
-            return denied
+        if not isinstance(viewer := await d.gate(request), Viewer):
+            return viewer
         now = sources.clock()
         since_day = _valid_day(since) or (datetime.fromtimestamp(now, UTC) - timedelta(days=30)).strftime("%Y-%m-%d")
         key_rows = await sources.spend(since_day) if sources.spend is not None else None
-        run_rows = _runs_by_day(await d.store().list_runs(limit=5000), since_day)
+        if key_rows is not None and not viewer.admin:  # a key's spend rows belong to that key
+            own = viewer.key.prefix if viewer.key is not None else None
+            key_rows = [r for r in key_rows if r.get("prefix") == own]
+        runs = await d.store().list_runs(tenant=viewer.principal.tenant_filter, limit=5000)
+        run_rows = _runs_by_day(runs, since_day)
         return d.page("spend.html", request, nav="spend", since=since_day, key_rows=key_rows,
                       by_model=_by_model(key_rows or []), key_total=sum(r.get("cost") or 0 for r in key_rows or []),
                       run_rows=run_rows, run_total=sum(r["cost"] for r in run_rows))  # fmt: skip
 
     @router.get("/journal")
     async def journal_page(request: Request, q: str = "") -> Response:
-        if (denied := d.deny(request)) is not None:
-            return denied
+        if not isinstance(viewer := await d.gate(request), Viewer):
+            return viewer
         journal = d.journal()
         q = q.strip()
-        entries = list(await journal.search(q, limit=30) if q else await journal.recent(30))
+        who = viewer.principal
+        entries = list(await journal.search(q, limit=30, viewer=who) if q else await journal.recent(30, viewer=who))
         return d.page("journal.html", request, nav="journal", q=q, entries=entries, unavailable=False)
-
-    return router
 
 
 COLUMN_ORDER = ("group", "deployment", "model", "provider", "state", "health", "breaker", "in_flight",
