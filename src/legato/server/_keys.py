@@ -315,7 +315,9 @@ class KeyStore:
         if changes:
             async with self.engine.begin() as conn:
                 await conn.execute(api_keys_table.update().where(api_keys_table.c.id == key.id).values(**changes))
-            self._cache.clear()
+            self.invalidate()
+            if self.on_change is not None:  # other replicas drop their cached copy too
+                await self.on_change(key.id)
         return key, replace(key, **changes)
 
     async def authenticate(self, secret: str) -> ApiKey:
