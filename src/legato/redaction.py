@@ -42,7 +42,7 @@ REDACTED = "[REDACTED]"
 DEFAULT_PATTERNS: tuple[str, ...] = (
     r"sk-ant-[A-Za-z0-9_\-]{8,}",
     r"sk-[A-Za-z0-9_\-]{16,}",
-    r"lg_[A-Za-z0-9_\-]{8,}",
+    r"lg_[A-Za-z0-9_\-]{10,}",  # a key's visible prefix (lg_ + 9) is public: listings, logs
     r"hf_[A-Za-z0-9]{16,}",
     r"(?:AKIA|ASIA)[0-9A-Z]{16}",
     r"\b[Bb]earer\s+(?P<secret>[A-Za-z0-9._~+/=\-]{8,})",

@@ -55,7 +55,8 @@ class ServeProcess:
         raise RuntimeError(f"legato serve did not become ready: {self.log()}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def client(self, key: str | None = MASTER, **headers: str) -> httpx.Client:

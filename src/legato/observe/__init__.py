@@ -23,7 +23,7 @@ a single check.
 from legato.observe._analysis import Analysis, StepStats, analyze_runs
 from legato.observe._asgi import TraceMiddleware
 from legato.observe._instrument import Instrumented, error_type
-from legato.observe._logging import JsonFormatter, RedactingFilter, configure_logging
+from legato.observe._logging import JsonFormatter, RedactingFilter, configure_logging, request_id
 from legato.observe._metrics import Metrics, MetricsSubscriber, default_metrics
 from legato.observe._propagation import (
     continue_trace,
@@ -66,6 +66,7 @@ __all__ = [
     "get_tracer",
     "httpx_request_hook",
     "inject_headers",
+    "request_id",
     "setup",
     "tracing_enabled",
 ]

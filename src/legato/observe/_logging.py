@@ -1,9 +1,10 @@
 """Structured JSON logs with secrets redacted, on the standard ``logging`` module.
 
 Every record becomes one JSON object per line: ``ts`` (ISO 8601, UTC), ``level``,
-``logger``, ``msg``, the record's ``extra`` fields, ``exc`` for exceptions, and
+``logger``, ``msg``, the record's ``extra`` fields, ``exc`` for exceptions,
 ``trace_id``/``span_id`` when an OpenTelemetry span is current, so a log line can
-be joined to its trace. The message, the extras and the traceback all pass through
+be joined to its trace, and ``request_id`` while a gateway request is being served
+(:data:`request_id`, set by the gateway for each request). The message, the extras and the traceback all pass through
 a :class:`~legato.observe.Redactor` before they are written.
 
 Stdlib ``logging`` rather than a structured-logging library: every dependency
@@ -16,12 +17,16 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
 from legato.redaction import Redactor, default_redactor
 
-__all__ = ["JsonFormatter", "RedactingFilter", "configure_logging"]
+__all__ = ["JsonFormatter", "RedactingFilter", "configure_logging", "request_id"]
+
+request_id: ContextVar[str | None] = ContextVar("legato_request_id", default=None)
+"""The id of the HTTP request being served (``x-request-id``), added to every log line."""
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _RECORD_ATTRS = frozenset(
@@ -76,6 +81,9 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _RECORD_ATTRS and not key.startswith("_"):
                 out[key] = r.replacement if r.is_sensitive_key(key) else r.value(_jsonable(value))
+        rid = request_id.get()
+        if rid is not None:
+            out.setdefault("request_id", rid)
         ids = _trace_ids()
         if ids is not None:
             out["trace_id"], out["span_id"] = ids

@@ -28,7 +28,15 @@ from legato.providers import (
     Usage,
 )
 
-__all__ = ["MessagesRequest", "StreamWriter", "chat_request", "image_urls", "message"]
+__all__ = [
+    "CountTokensRequest",
+    "MessagesRequest",
+    "StreamWriter",
+    "chat_request",
+    "count_request",
+    "image_urls",
+    "message",
+]
 
 
 class _Wire(BaseModel):
@@ -86,19 +94,24 @@ class ToolChoice(_Wire):
     name: str | None = None
 
 
-class MessagesRequest(_Wire):
-    """``POST /v1/messages``."""
+class CountTokensRequest(_Wire):
+    """``POST /v1/messages/count_tokens``: the conversation of a Messages request."""
 
     model: str = Field(min_length=1, max_length=200)
-    max_tokens: int = Field(ge=1)
     messages: list[MessageParam] = Field(min_length=1)
     system: str | list[TextBlock] | None = None
+    tools: list[ToolParam] | None = None
+    tool_choice: ToolChoice | None = None
+
+
+class MessagesRequest(CountTokensRequest):
+    """``POST /v1/messages``."""
+
+    max_tokens: int = Field(ge=1)
     stop_sequences: list[str] | None = None
     temperature: float | None = Field(None, ge=0, le=1)
     top_p: float | None = Field(None, gt=0, le=1)
     top_k: int | None = Field(None, ge=1)
-    tools: list[ToolParam] | None = None
-    tool_choice: ToolChoice | None = None
     stream: bool = False
 
 
@@ -143,6 +156,27 @@ def _messages(m: MessageParam) -> list[Message]:
 
 def chat_request(body: MessagesRequest, *, metadata: dict[str, Any]) -> ChatRequest:
     """legato's request for an Anthropic one. Raises ``ValueError`` (pydantic) when invalid."""
+    messages, tools, choice = _conversation(body)
+    return ChatRequest(
+        messages=messages,
+        model=body.model,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        max_tokens=body.max_tokens,
+        stop=body.stop_sequences,
+        tools=tools or None,
+        tool_choice=choice,
+        metadata=metadata,
+    )
+
+
+def count_request(body: CountTokensRequest) -> ChatRequest:
+    """The conversation of a ``count_tokens`` body as legato's request (never sent)."""
+    messages, tools, choice = _conversation(body)
+    return ChatRequest(messages=messages, model=body.model, tools=tools or None, tool_choice=choice)
+
+
+def _conversation(body: CountTokensRequest) -> tuple[list[Message], list[Tool], str | None]:
     messages: list[Message] = []
     if body.system:
         text = body.system if isinstance(body.system, str) else "\n".join(b.text for b in body.system)
@@ -157,20 +191,10 @@ def chat_request(body: MessagesRequest, *, metadata: dict[str, Any]) -> ChatRequ
                 raise ValueError("tool_choice of type 'tool' needs name")
             choice = body.tool_choice.name
     tools = [Tool(name=t.name, description=t.description, parameters=t.input_schema) for t in body.tools or []]
-    return ChatRequest(
-        messages=messages,
-        model=body.model,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        max_tokens=body.max_tokens,
-        stop=body.stop_sequences,
-        tools=tools or None,
-        tool_choice=choice,
-        metadata=metadata,
-    )
+    return messages, tools, choice
 
 
-def image_urls(body: MessagesRequest) -> list[str]:
+def image_urls(body: CountTokensRequest) -> list[str]:
     urls: list[str] = []
     for m in body.messages:
         if isinstance(m.content, str):

@@ -283,6 +283,9 @@ def create_app(
         return await gw.auth.identify(request)
 
     app.add_middleware(Protection, load=app.state.load, identify=identify)
+    from legato.server._access import AccessLog
+
+    app.add_middleware(AccessLog)  # inside the span; outside everything that answers
     from legato.observe import TraceMiddleware
 
     app.add_middleware(TraceMiddleware)  # outermost: refused requests are counted and traced too

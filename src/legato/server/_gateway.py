@@ -29,6 +29,7 @@ from legato.errors import ModelError, ProviderTimeout, URLNotAllowed
 from legato.providers import ChatChunk, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Model, Usage
 from legato.server import _anthropic_wire as aw
 from legato.server import _openai_wire as ow
+from legato.server._access import Exchange, exchange
 from legato.server._auth import check_model, require
 from legato.server._body import StrictJSONRoute
 from legato.server._errors import GatewayError, from_exception
@@ -80,7 +81,21 @@ async def _upstream(call: Awaitable[T], timeout: float) -> T:
         raise ProviderTimeout(f"the model did not answer within {timeout:g}s") from exc
 
 
+def _note_model(request: Request, model: str) -> Exchange | None:
+    ex = exchange(request)
+    if ex is not None:
+        ex.model = model
+    return ex
+
+
+def _note_quota(ex: Exchange | None, admission: Admission) -> None:
+    """What is left of the key's limits goes out as ``x-ratelimit-*`` headers."""
+    if ex is not None and admission.quota is not None:
+        ex.headers.update(admission.quota.headers())
+
+
 async def _prepare(
+    ex: Exchange | None,
     gw: Gateway,
     key: ApiKey,
     model_name: str,
@@ -114,16 +129,21 @@ async def _prepare(
         raise GatewayError(400, "invalid_request", str(exc), code="url_not_allowed") from None
     model = gw.model(model_name)
     admission = await gw.limiter.admit(key, gw.worst_case(request, model))
+    _note_quota(ex, admission)
     return model, request, admission
 
 
-async def _settle(gw: Gateway, admission: Admission, model: str, usage: Usage, cost: float | None) -> None:
+async def _settle(
+    gw: Gateway, admission: Admission, model: str, usage: Usage, cost: float | None, ex: Exchange | None
+) -> None:
     with anyio.CancelScope(shield=True):
         gw.record_usage(admission.key, model, usage.input_tokens, usage.output_tokens, cost)
+        if ex is not None:
+            ex.used(usage.input_tokens, usage.output_tokens, cost)
         await admission.settle(tokens=usage.total_tokens, cost=cost)
 
 
-async def _call(gw: Gateway, admission: Admission, name: str, call: Awaitable[R]) -> R:
+async def _call(gw: Gateway, admission: Admission, name: str, call: Awaitable[R], ex: Exchange | None) -> R:
     """Await a model call; settle its real usage, or release its reservation when it failed."""
     try:
         resp = await _upstream(call, gw.settings.upstream_timeout_s)
@@ -131,15 +151,17 @@ async def _call(gw: Gateway, admission: Admission, name: str, call: Awaitable[R]
         with anyio.CancelScope(shield=True):
             await admission.settle(tokens=0, cost=0.0)
         raise
-    await _settle(gw, admission, name, resp.usage, resp.cost)
+    await _settle(gw, admission, name, resp.usage, resp.cost, ex)
     return resp
 
 
 class _Upstream:
     """A started stream: the first chunk already in hand, the rest pulled with a per-chunk timeout."""
 
-    def __init__(self, gw: Gateway, admission: Admission, name: str, it: AsyncIterator[ChatChunk]) -> None:
-        self.gw, self.admission, self.name, self.it = gw, admission, name, it
+    def __init__(
+        self, gw: Gateway, admission: Admission, name: str, it: AsyncIterator[ChatChunk], ex: Exchange | None
+    ) -> None:
+        self.gw, self.admission, self.name, self.it, self.ex = gw, admission, name, it, ex
         self.usage: Usage | None = None
         self.cost: float | None = None
         self.finish: str | None = None
@@ -171,11 +193,13 @@ class _Upstream:
         with anyio.CancelScope(shield=True):
             if aclose is not None:
                 await aclose()
-            await _settle(self.gw, self.admission, self.name, self.usage or Usage(), self.cost)
+            await _settle(self.gw, self.admission, self.name, self.usage or Usage(), self.cost, self.ex)
 
 
-async def _start_stream(gw: Gateway, admission: Admission, model: Model, name: str, request: ChatRequest) -> _Upstream:
-    up = _Upstream(gw, admission, name, aiter(model.stream(request)))
+async def _start_stream(
+    gw: Gateway, admission: Admission, model: Model, name: str, request: ChatRequest, ex: Exchange | None
+) -> _Upstream:
+    up = _Upstream(gw, admission, name, aiter(model.stream(request)), ex)
     try:
         await up.start()
     except BaseException:
@@ -196,8 +220,10 @@ async def chat_completions(
 
 async def _chat_completions(body: ow.ChatCompletionRequest, request: Request, key: ApiKey) -> Response:
     gw = gateway(request)
+    ex = _note_model(request, body.model)
     max_tokens = body.max_completion_tokens or body.max_tokens
     model, creq, admission = await _prepare(
+        ex,
         gw,
         key,
         body.model,
@@ -207,9 +233,9 @@ async def _chat_completions(body: ow.ChatCompletionRequest, request: Request, ke
         max_tokens,
     )
     if not body.stream:
-        resp = await _call(gw, admission, body.model, model.chat(creq))
+        resp = await _call(gw, admission, body.model, model.chat(creq), ex)
         return json_response(ow.completion(resp, body.model))
-    up = await _start_stream(gw, admission, model, body.model, creq)
+    up = await _start_stream(gw, admission, model, body.model, creq, ex)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
         _openai_events(up, body.model, include_usage), media_type="text/event-stream", headers=_SSE_HEADERS
@@ -246,7 +272,9 @@ async def messages(body: aw.MessagesRequest, request: Request, key: ApiKey = Dep
 
 async def _messages(body: aw.MessagesRequest, request: Request, key: ApiKey) -> Response:
     gw = gateway(request)
+    ex = _note_model(request, body.model)
     model, creq, admission = await _prepare(
+        ex,
         gw,
         key,
         body.model,
@@ -256,9 +284,9 @@ async def _messages(body: aw.MessagesRequest, request: Request, key: ApiKey) -> 
         body.max_tokens,
     )
     if not body.stream:
-        resp = await _call(gw, admission, body.model, model.chat(creq))
+        resp = await _call(gw, admission, body.model, model.chat(creq), ex)
         return json_response(aw.message(resp, body.model))
-    up = await _start_stream(gw, admission, model, body.model, creq)
+    up = await _start_stream(gw, admission, model, body.model, creq, ex)
     return StreamingResponse(_anthropic_events(up, body.model), media_type="text/event-stream", headers=_SSE_HEADERS)
 
 
@@ -286,6 +314,7 @@ async def embeddings(body: ow.EmbeddingRequest, request: Request, key: ApiKey = 
 
 async def _embeddings(body: ow.EmbeddingRequest, request: Request, key: ApiKey) -> Response:
     gw = gateway(request)
+    ex = _note_model(request, body.model)
     check_model(key, body.model)
     inputs = [body.input] if isinstance(body.input, str) else body.input
     if len(inputs) > 2048:
@@ -293,24 +322,59 @@ async def _embeddings(body: ow.EmbeddingRequest, request: Request, key: ApiKey) 
     model = gw.model(body.model)
     ereq = EmbedRequest(inputs=inputs, model=body.model, dimensions=body.dimensions, metadata={"api_key": key.prefix})
     admission = await gw.limiter.admit(key, gw.worst_case(ereq, model))
-    resp = await _call(gw, admission, body.model, model.embed(ereq))
+    _note_quota(ex, admission)
+    resp = await _call(gw, admission, body.model, model.embed(ereq), ex)
     return json_response(ow.embeddings(resp, body.model, body.encoding_format))
+
+
+def _model_object(name: str, anthropic: bool) -> dict[str, Any]:
+    if anthropic:
+        return {"type": "model", "id": name, "display_name": name, "created_at": "1970-01-01T00:00:00Z"}
+    return {"id": name, "object": "model", "created": 0, "owned_by": "legato"}
 
 
 @router.get("/v1/models", tags=["OpenAI", "Anthropic"], responses=_ERRORS, summary="Models this key may use")
 async def list_models(request: Request, key: ApiKey = Depends(require(None))) -> Response:
     gw = gateway(request)
     names = [n for n in gw.catalog.names() if key.allows_model(n)]
-    if "anthropic-version" in request.headers:
-        data = [{"type": "model", "id": n, "display_name": n, "created_at": "1970-01-01T00:00:00Z"} for n in names]
-        return json_response(
-            {
-                "data": data,
-                "has_more": False,
-                "first_id": names[0] if names else None,
-                "last_id": names[-1] if names else None,
-            }
-        )
-    return json_response(
-        {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "legato"} for n in names]}
-    )
+    anthropic = "anthropic-version" in request.headers
+    data = [_model_object(n, anthropic) for n in names]
+    if anthropic:
+        first, last = (names[0], names[-1]) if names else (None, None)
+        return json_response({"data": data, "has_more": False, "first_id": first, "last_id": last})
+    return json_response({"object": "list", "data": data})
+
+
+@router.get("/v1/models/{model_id:path}", tags=["OpenAI", "Anthropic"], responses=_ERRORS, summary="One model")
+async def get_model(model_id: str, request: Request, key: ApiKey = Depends(require(None))) -> Response:
+    """404 ``model_not_found`` for a model this gateway does not serve or this key may not use
+    (the same answer for both, so a key cannot probe for models it was not given)."""
+    if model_id not in gateway(request).catalog.names() or not key.allows_model(model_id):
+        raise GatewayError(404, "not_found", f"model {model_id!r} does not exist", code="model_not_found")
+    return json_response(_model_object(model_id, "anthropic-version" in request.headers))
+
+
+@router.post(
+    "/v1/messages/count_tokens",
+    tags=["Anthropic"],
+    responses=_ERRORS,
+    summary="Count the input tokens of a message (an estimate; no provider call)",
+)
+async def count_tokens(
+    body: aw.CountTokensRequest, request: Request, key: ApiKey = Depends(require("chat"))
+) -> Response:
+    """``{"input_tokens": N}``, estimated offline as budgets estimate it (a little pessimistic):
+    nothing is sent to a provider and nothing is counted against the key's limits."""
+    from legato.providers import estimate_tokens
+
+    gw = gateway(request)
+    _note_model(request, body.model)
+    check_model(key, body.model)
+    try:
+        chat = aw.count_request(body)
+    except ValidationError as exc:
+        raise GatewayError(400, "invalid_request", _describe(exc)) from None
+    except ValueError as exc:
+        raise GatewayError(400, "invalid_request", str(exc)) from None
+    provider = getattr(gw.catalog.get(body.model), "provider", None)
+    return json_response({"input_tokens": estimate_tokens(chat, provider if isinstance(provider, str) else None)})

@@ -46,7 +46,7 @@ from legato.server._keys import ApiKey
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["Admission", "KeyLimiter", "MemoryCounters", "RedisCounters", "period_start"]
+__all__ = ["Admission", "KeyLimiter", "MemoryCounters", "Quota", "RedisCounters", "period_start"]
 
 log = logging.getLogger("legato.server")
 
@@ -70,9 +70,38 @@ Verdict = Literal["ok", "rpm", "tpm"]
 
 @dataclass(frozen=True, slots=True)
 class _Verdict:
+    """For ``ok``: ``current``/``previous`` count requests (this one included) and
+    ``tokens``/``tokens_previous`` the tokens, in this window and the one before."""
+
     kind: Verdict
     current: float = 0.0
     previous: float = 0.0
+    tokens: float = 0.0
+    tokens_previous: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """What a key has left of its per-minute limits, as OpenAI's ``x-ratelimit-*`` headers."""
+
+    rpm: int | None
+    requests: float  # sliding count, this request included
+    tpm: int | None
+    tokens: float  # sliding count of tokens used
+    reset_s: float  # until the current one-minute window ends
+
+    def headers(self) -> dict[str, str]:
+        reset = f"{max(1, math.ceil(self.reset_s))}s"
+        out: dict[str, str] = {}
+        if self.rpm is not None:
+            out["x-ratelimit-limit-requests"] = str(self.rpm)
+            out["x-ratelimit-remaining-requests"] = str(max(0, math.floor(self.rpm - self.requests)))
+            out["x-ratelimit-reset-requests"] = reset
+        if self.tpm is not None:
+            out["x-ratelimit-limit-tokens"] = str(self.tpm)
+            out["x-ratelimit-remaining-tokens"] = str(max(0, math.floor(self.tpm - self.tokens)))
+            out["x-ratelimit-reset-tokens"] = reset
+        return out
 
 
 class MemoryCounters:
@@ -87,13 +116,11 @@ class MemoryCounters:
             tc, tp = get(keys[2], 0.0), get(keys[3], 0.0)
             if tc + tp * weight >= tpm:
                 return _Verdict("tpm", tc, tp)
-        rc = get(keys[0], 0.0)
-        if rpm >= 0:
-            rp = get(keys[1], 0.0)
-            if rc + rp * weight + 1 > rpm:
-                return _Verdict("rpm", rc, rp)
+        rc, rp = get(keys[0], 0.0), get(keys[1], 0.0)
+        if rpm >= 0 and rc + rp * weight + 1 > rpm:
+            return _Verdict("rpm", rc, rp)
         self._values[keys[0]] = rc + 1
-        return _Verdict("ok")
+        return _Verdict("ok", rc + 1, rp, get(keys[2], 0.0), get(keys[3], 0.0))
 
     async def settle(self, tokens_key: str, tokens: int) -> None:
         self._values[tokens_key] = self._values.get(tokens_key, 0.0) + tokens
@@ -114,13 +141,15 @@ if tpm >= 0 then
   if tc + tp * w >= tpm then return {'tpm', tostring(tc), tostring(tp)} end
 end
 local rc = tonumber(redis.call('GET', KEYS[1]) or '0')
+local rp = tonumber(redis.call('GET', KEYS[2]) or '0')
 if rpm >= 0 then
-  local rp = tonumber(redis.call('GET', KEYS[2]) or '0')
   if rc + rp * w + 1 > rpm then return {'rpm', tostring(rc), tostring(rp)} end
 end
 redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
-return {'ok', '0', '0'}
+local tc = redis.call('GET', KEYS[3]) or '0'
+local tp = redis.call('GET', KEYS[4]) or '0'
+return {'ok', tostring(rc + 1), tostring(rp), tc, tp}
 """
 
 
@@ -136,9 +165,9 @@ class RedisCounters:
     async def admit(self, keys: list[str], rpm: int, tpm: int, weight: float) -> _Verdict:
         async with _translated():
             raw: list[Any] = await self._admit(keys=keys, args=[rpm, tpm, weight, 2 * WINDOW_S + 5])
-        kind, cur, prev = (v.decode() if isinstance(v, bytes) else str(v) for v in raw)
+        kind, *numbers = (v.decode() if isinstance(v, bytes) else str(v) for v in raw)
         verdict: Verdict = "rpm" if kind == "rpm" else "tpm" if kind == "tpm" else "ok"
-        return _Verdict(verdict, float(cur), float(prev))
+        return _Verdict(verdict, *(float(n) for n in numbers))
 
     async def settle(self, tokens_key: str, tokens: int) -> None:
         async with _translated(), self.redis.pipeline(transaction=False) as pipe:
@@ -168,6 +197,7 @@ class Admission:
     limiter: KeyLimiter
     key: ApiKey
     reservation: Reservation | None = None
+    quota: Quota | None = None  # what is left of the key's RPM/TPM (None: no such limit)
 
     async def settle(self, *, tokens: int, cost: float | None) -> None:
         """Add the tokens to TPM and replace the budget hold with ``cost`` (0 releases it)."""
@@ -214,7 +244,7 @@ class KeyLimiter:
         store is unreachable and the failure mode is ``fail_closed``."""
         admission = Admission(self, key, await self._reserve(key, worst_usd))
         try:
-            await self._count(key)
+            admission.quota = await self._count(key)
         except BaseException:
             await admission.settle(tokens=0, cost=0.0)
             raise
@@ -253,9 +283,9 @@ class KeyLimiter:
         except LimitsUnavailable as exc:
             raise _unavailable(exc) from None
 
-    async def _count(self, key: ApiKey) -> None:
+    async def _count(self, key: ApiKey) -> Quota | None:
         if key.rpm is None and key.tpm is None:
-            return
+            return None
         now = self._clock()
         keys, window, elapsed = self._keys(key, now)
         rpm = key.rpm if key.rpm is not None else -1
@@ -265,12 +295,18 @@ class KeyLimiter:
         except LimitsUnavailable as exc:
             if self.failure_mode == "fail_open":
                 log.warning("rate limits of API key %s... not counted (fail_open): %s", key.prefix, exc)
-                return
+                return None
             raise _unavailable(exc) from None
         if isinstance(self.counters, MemoryCounters) and window % 8 == 0:
             self.counters.prune({str(window), str(window - 1)})
+        weight, reset = 1.0 - elapsed, (1.0 - elapsed) * WINDOW_S
         if verdict.kind == "ok":
-            return
+            requests = verdict.current + verdict.previous * weight
+            return Quota(key.rpm, requests, key.tpm, verdict.tokens + verdict.tokens_previous * weight, reset)
+        # the exhausted limit's headers (remaining 0); the other counter was not read
+        exhausted = (
+            Quota(key.rpm, float(rpm), None, 0.0, reset) if verdict.kind == "rpm" else Quota(None, 0, key.tpm, tpm, reset)
+        ).headers()
         limit = rpm if verdict.kind == "rpm" else tpm
         wait = _wait_seconds(verdict.current, verdict.previous, limit, elapsed, verdict.kind == "rpm")
         raise GatewayError(
@@ -279,7 +315,7 @@ class KeyLimiter:
             f"rate limit of API key {key.prefix}... reached: {limit} "
             f"{'requests' if verdict.kind == 'rpm' else 'tokens'} per minute",
             code="rate_limit_exceeded",
-            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            headers={"Retry-After": str(max(1, math.ceil(wait))), **exhausted},
         )
 
     async def settle_tokens(self, key: ApiKey, tokens: int) -> None:
