@@ -29,6 +29,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from legato.observe import request_id as request_id_var
+from legato.server._auth import IDENTIFIED
 from legato.server._errors import GatewayError, render_error, wants_anthropic
 
 __all__ = ["AccessLog", "Exchange", "exchange"]
@@ -129,7 +130,8 @@ class AccessLog:
     def _log(scope: Scope, ex: Exchange, status: int, elapsed: float) -> None:
         if not log.isEnabledFor(logging.INFO):
             return
-        key = scope.get("state", {}).get("api_key")
+        state = scope.get("state", {})
+        key = state.get("api_key") or state.get(IDENTIFIED)  # the route's check, or the middleware's
         fields: dict[str, Any] = {
             "request_id": ex.request_id,
             "method": scope.get("method"),
