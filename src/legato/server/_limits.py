@@ -305,7 +305,9 @@ class KeyLimiter:
             return Quota(key.rpm, requests, key.tpm, verdict.tokens + verdict.tokens_previous * weight, reset)
         # the exhausted limit's headers (remaining 0); the other counter was not read
         exhausted = (
-            Quota(key.rpm, float(rpm), None, 0.0, reset) if verdict.kind == "rpm" else Quota(None, 0, key.tpm, tpm, reset)
+            Quota(key.rpm, float(rpm), None, 0.0, reset)
+            if verdict.kind == "rpm"
+            else Quota(None, 0, key.tpm, tpm, reset)
         ).headers()
         limit = rpm if verdict.kind == "rpm" else tpm
         wait = _wait_seconds(verdict.current, verdict.previous, limit, elapsed, verdict.kind == "rpm")
