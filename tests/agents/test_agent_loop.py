@@ -15,6 +15,9 @@ from legato.errors import AgentLimitReached, InvalidToolArguments, ToolFailed, U
 from legato.ledger import Ledger, use_ledger
 from legato.providers import AnthropicModel, Model, OpenAIModel, ToolCall, Usage
 from legato.testing import FakeProvider, Reply
+from legato.testing.pytest_plugin import fake_provider
+
+__all__ = ["fake_provider"]
 
 FORMATS = ["openai", "anthropic"]
 
@@ -296,3 +299,74 @@ def test_function_tool_schema_and_names() -> None:
         function_tool(variadic)
     with pytest.raises(ValueError, match="two tools are named"):
         Agent(OpenAIModel("m", base_url="http://127.0.0.1:9", api_key="k"), tools=[forecast, forecast])
+
+
+async def test_spans_per_run_turn_and_tool_call(fake_provider: FakeProvider) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    def broken() -> str:
+        """Always fails."""
+        raise KeyError("gone")
+
+    fake_provider.script(calls(("c1", "get_weather", {"city": "Oslo"}), ("c2", "broken", {})), answer("done"))
+    model = OpenAIModel("gpt-4o-mini", base_url=fake_provider.openai_base_url, api_key="sk-test")
+    try:
+        agent = Agent(model, tools=[get_weather, broken], name="helper", tracer_provider=provider)
+        await agent.run("go")
+    finally:
+        await model.aclose()
+        provider.shutdown()
+    found = {s.name: s for s in exporter.get_finished_spans()}
+    assert set(found) == {"invoke_agent helper", "agent_turn 1", "agent_turn 2", "execute_tool get_weather",
+                          "execute_tool broken"}  # fmt: skip
+    root = found["invoke_agent helper"]
+    assert root.attributes is not None
+    assert root.attributes["legato.agent.outcome"] == "answered"
+    turn = found["agent_turn 1"]
+    assert turn.parent is not None
+    assert turn.parent.span_id == root.context.span_id
+    assert turn.attributes is not None
+    assert turn.attributes["gen_ai.usage.input_tokens"] == 10
+    assert turn.attributes["legato.agent.tool_calls"] == 2
+    tool = found["execute_tool broken"]
+    assert tool.parent is not None
+    assert tool.parent.span_id == turn.context.span_id
+    assert tool.attributes is not None
+    assert tool.attributes["gen_ai.tool.call.id"] == "c2"
+    assert tool.attributes["error.type"] == "KeyError"
+    assert "error.type" not in (found["execute_tool get_weather"].attributes or {})
+
+
+async def test_hostile_tool_results_and_a_sync_tool_past_the_deadline(fake_provider: FakeProvider) -> None:
+    import threading
+
+    release = threading.Event()
+
+    def surrogate() -> str:
+        """Returns text no provider accepts."""
+        return "bad \udc80 bytes"
+
+    def stuck() -> str:
+        """A sync tool that does not return in time."""
+        release.wait(10)
+        return "late"
+
+    fake_provider.script(calls(("s1", "surrogate", {})), answer("fine"))
+    model = OpenAIModel("gpt-4o-mini", base_url=fake_provider.openai_base_url, api_key="sk-test")
+    try:
+        result = await Agent(model, tools=[surrogate]).run("go")
+        assert result.outcome is AgentOutcome.ANSWERED
+        assert result.tool_calls[0].content == "bad ? bytes"
+
+        fake_provider.script(calls(("k1", "stuck", {})))
+        result = await Agent(model, tools=[stuck], deadline=0.3).run("go")
+        assert result.outcome is AgentOutcome.DEADLINE
+    finally:
+        release.set()
+        await model.aclose()

@@ -355,3 +355,29 @@ steps:
     assert (tmp_path / "effects.log").read_text().splitlines() == ["charge 5", "notify done", "notify done"]
     assert len(fake_provider.requests) == 2  # the first turn was not asked again
     assert result.timings["bill"].attempts == 2
+
+
+async def test_an_mcp_server_that_cannot_start_fails_the_step_clearly(
+    tmp_path: Path, fake_provider: FakeProvider
+) -> None:
+    extra = """\
+mcp_servers:
+  ghost:
+    command: legato-no-such-mcp-server
+    tools: [haunt]
+"""
+    config = write(tmp_path, fake_provider.base_url, extra=extra)
+    text = """\
+name: ghostly
+steps:
+  answer:
+    agent: fast
+    prompt: boo
+    tools: [mcp:ghost/haunt]
+"""
+    result = await load_pipeline(text, config=config).run()
+    assert result.failed_step == "answer"
+    assert result.error is not None
+    assert "AgentError" in result.error
+    assert "MCP server 'ghost' (legato-no-such-mcp-server) could not be reached" in result.error
+    assert fake_provider.requests == []  # no model call before the tools are ready

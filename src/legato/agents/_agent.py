@@ -25,7 +25,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from pydantic_core import to_json
@@ -37,6 +37,9 @@ from legato.agents._tools import AgentTool, to_tools
 from legato.errors import InvalidToolArguments, ToolError, ToolFailed, UnknownTool
 from legato.ledger import CallRecord, Ledger, current_ledger, use_ledger
 from legato.providers import ChatRequest, Message, Model, ToolCall
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 __all__ = ["Agent"]
 
@@ -60,6 +63,7 @@ class Agent:
             result; ``"raise"`` raises it as a :class:`~legato.errors.ToolError`.
         max_tool_concurrency: most tool calls of one turn running at once (all by default).
         temperature, max_tokens, tool_choice, metadata: passed on each model call.
+        tracer_provider: where the agent's spans go (default: the global provider).
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class Agent:
         max_tokens: int | None = None,
         tool_choice: str | None = None,
         metadata: dict[str, Any] | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         if max_turns < 1:
             raise ValueError("max_turns must be at least 1")
@@ -104,6 +109,7 @@ class Agent:
         self.max_tokens = max_tokens
         self.tool_choice = tool_choice
         self.metadata = dict(metadata or {})
+        self.tracer_provider = tracer_provider
 
     async def run(self, prompt: str | Sequence[Message], *, journal: AgentJournal | None = None) -> AgentResult:
         """Run until the model answers or a limit is reached.
@@ -151,7 +157,7 @@ class _Session:
         self.recorded: dict[str, ToolCallRecord] = {}  # tool calls of the pending turn already recorded
         self.errors: dict[str, BaseException] = {}
         self.parent = current_ledger()
-        self.spans: AgentSpans = agent_spans(agent.name)
+        self.spans: AgentSpans = agent_spans(agent.name, agent.tracer_provider)
 
     async def run(self) -> AgentResult:
         pending = await self.replay()
@@ -353,9 +359,10 @@ class _Session:
 
 
 def _content(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return to_json(value, fallback=str).decode()
+    text = value if isinstance(value, str) else to_json(value, fallback=str).decode()
+    # A lone surrogate (from a tool that decoded bytes with surrogateescape, say) cannot
+    # be sent to any provider: it becomes '?' rather than failing the next turn.
+    return text.encode("utf-8", "replace").decode("utf-8") if not text.isascii() else text
 
 
 def _tool_error(record: ToolCallRecord) -> ToolError:

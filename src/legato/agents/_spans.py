@@ -20,7 +20,7 @@ from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import Span, Tracer
+    from opentelemetry.trace import Span, Tracer, TracerProvider
 
 __all__ = ["AgentSpans", "agent_spans"]
 
@@ -57,7 +57,8 @@ class AgentSpans:
         return self.tracer.start_as_current_span(f"execute_tool {name}", attributes=attributes)
 
 
-def agent_spans(agent: str) -> AgentSpans:
+def agent_spans(agent: str, provider: TracerProvider | None = None) -> AgentSpans:
+    """Spans through ``provider`` (default: the global tracer provider)."""
     from legato.observe._tracing import get_tracer, tracing_enabled
 
-    return AgentSpans(get_tracer() if tracing_enabled() else None, agent)
+    return AgentSpans(get_tracer(provider) if tracing_enabled(provider) else None, agent)

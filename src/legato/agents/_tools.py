@@ -94,7 +94,9 @@ class FunctionTool(AgentTool):
         kwargs.update(self.fixed)
         if self._is_async:
             return await self.fn(**kwargs)
-        return await anyio.to_thread.run_sync(functools.partial(self.fn, **kwargs), abandon_on_cancel=False)
+        # Abandoned on cancel, as the engine does for sync steps: a deadline is kept even
+        # when the function never returns (the thread finishes on its own).
+        return await anyio.to_thread.run_sync(functools.partial(self.fn, **kwargs), abandon_on_cancel=True)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
