@@ -352,7 +352,8 @@ steps:
     result.raise_for_status()
 
     assert result.outputs["bill"]["text"] == "Charged and told."
-    assert (tmp_path / "effects.log").read_text().splitlines() == ["charge 5", "notify done", "notify done"]
+    effects = (tmp_path / "effects.log").read_text().splitlines()  # the two calls of a turn run concurrently
+    assert sorted(effects) == ["charge 5", "notify done", "notify done"]
     assert len(fake_provider.requests) == 2  # the first turn was not asked again
     assert result.timings["bill"].attempts == 2
 
