@@ -68,3 +68,17 @@ def test_tables_plans_and_errors_keep_whole_lines_in_a_pipe(tmp_path: Path) -> N
     assert error.returncode == 2
     (line,) = error.stderr.strip().splitlines()  # one line, however long
     assert line.startswith(f"error: no store at '{missing}'")
+
+
+def test_brackets_in_messages_print_as_written(tmp_path: Path) -> None:
+    db = str(tmp_path / "j.db")
+    title = "retry list[str] inputs [/] twice"
+    added = legato(tmp_path, "journal", "add", title, "--body", "body [bold]kept[/bold]", "--database-url", db)
+    assert added.returncode == 0, added.stderr
+    recent = legato(tmp_path, "journal", "recent", "--database-url", db)
+    assert recent.returncode == 0, recent.stderr
+    assert title in recent.stdout
+    assert "body [bold]kept[/bold]" in recent.stdout
+    error = legato(tmp_path, "runs", "show", "x", "--database-url", str(tmp_path / "no[/]such.db"))
+    assert error.returncode == 2
+    assert "no[/]such.db" in error.stderr

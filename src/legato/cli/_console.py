@@ -13,10 +13,12 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
+import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-__all__ = ["UNBOUNDED", "new_console", "new_table"]
+__all__ = ["UNBOUNDED", "fail", "new_console", "new_table", "print_error"]
 
 UNBOUNDED = 1_000_000  # columns: wider than any line legato prints
 
@@ -25,6 +27,18 @@ def new_console(*, stderr: bool = False) -> Console:
     """A console on stdout (or stderr) following the rules of the module docstring."""
     terminal = _is_terminal(sys.stderr if stderr else sys.stdout)
     return Console(stderr=stderr, highlight=False, soft_wrap=True, width=None if terminal else UNBOUNDED)
+
+
+def print_error(message: str) -> None:
+    """``error: MESSAGE`` on stderr ("error" in red on a terminal). The message is plain
+    text, never markup: ``list[str]`` or ``[/]`` in it print as written."""
+    new_console(stderr=True).print(Text.assemble(("error", "red"), ": ", message))
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``message`` as an error and return the exit to raise (2: the user's mistake)."""
+    print_error(message)
+    return typer.Exit(code)
 
 
 def new_table(*headers: str, **options: Any) -> Table:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from legato.cli._app import app
-from legato.cli._console import new_console, new_table
+from legato.cli._console import new_console, new_table, print_error
 from legato.cli.runs import DATABASE_URL_HELP, open_store
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ async def _analyze(target: str, last: int, database_url: str | None, config: Pat
                 records = await store.list_runs(pipeline=name, limit=last)
                 if not records:
                     why = str(exc) if isinstance(exc, AmbiguousRunId) else f"no run with id {target!r}"
-                    _err.print(f"[red]error[/red]: {why} and no stored runs of a pipeline {target!r}", soft_wrap=True)
+                    print_error(f"{why} and no stored runs of a pipeline {target!r}")
                     raise typer.Exit(2) from None
             else:
                 name, records, single = run.pipeline, [run], run.id
@@ -82,13 +82,13 @@ def _spec(path: Path, config: Path | None) -> tuple[str, dict[str, list[str]]]:
     from legato.spec import load_pipeline
 
     if not path.exists():
-        _err.print(f"[red]error[/red]: spec file not found: {path}")
+        print_error(f"spec file not found: {path}")
         raise typer.Exit(2)
     try:
         pipeline = load_pipeline(path, config=LegatoConfig.load(config))
         plan = pipeline.compile()
     except (ConfigError, SpecError) as exc:
-        _err.print(f"[red]error[/red]: {exc}", soft_wrap=True)
+        print_error(str(exc))
         raise typer.Exit(2) from None
     return pipeline.name, {n: sorted(s.deps) for n, s in plan.steps.items()}
 

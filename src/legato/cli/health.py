@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from legato.cli._console import new_console, new_table
+from legato.cli._console import new_console, new_table, print_error
 from legato.cli.models import models_app
 
 __all__ = ["health"]
@@ -40,7 +40,7 @@ def health(
     try:
         rows = anyio.run(_collect, LegatoConfig.load(config), group, probe, timeout)
     except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        print_error(str(exc))
         raise typer.Exit(2) from None
     if as_json:
         typer.echo(json.dumps(rows, indent=2))

@@ -8,9 +8,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 
 from legato.cli._app import app
-from legato.cli._console import new_console
+from legato.cli._console import new_console, print_error
 from legato.cli.runs import DATABASE_URL_HELP, open_store
 
 if TYPE_CHECKING:
@@ -33,11 +34,11 @@ def _print_entries(entries: list[JournalEntry], as_json: bool) -> None:
         out.print("[dim]no entries[/dim]")
     for e in entries:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created_at))
-        tags = f" [cyan]{' '.join('#' + t for t in e.tags)}[/cyan]" if e.tags else ""
-        out.print(f"[bold]#{e.id}[/bold] {e.title} [dim]({when}, {e.author})[/dim]{tags}", soft_wrap=True)
+        tags = f" [cyan]{escape(' '.join('#' + t for t in e.tags))}[/cyan]" if e.tags else ""
+        out.print(f"[bold]#{e.id}[/bold] {escape(e.title)} [dim]({when}, {escape(e.author)})[/dim]{tags}")
         first = e.body.strip().splitlines()[0] if e.body.strip() else ""
         if first:
-            out.print(f"    {first[:200]}", soft_wrap=True)
+            out.print(f"    {escape(first[:200])}")
 
 
 @journal_app.command("add")
@@ -57,7 +58,7 @@ def add(
 
     text = body if body is not None else ("" if sys.stdin.isatty() else sys.stdin.read())
     if not title.strip():
-        _err.print("[red]error[/red]: the title must not be empty")
+        print_error("the title must not be empty")
         raise typer.Exit(2)
 
     async def main() -> JournalEntry:
@@ -94,7 +95,7 @@ def search(
             try:
                 return await journal.search(query, limit=limit, pipeline=pipeline)
             except StoreError as exc:
-                _err.print(f"[red]error[/red]: {exc}")
+                print_error(str(exc))
                 raise typer.Exit(1) from None
 
     _print_entries(anyio.run(main), as_json)
@@ -136,7 +137,7 @@ def show(
             try:
                 return await Journal(store).get(entry_id)
             except StoreError as exc:
-                _err.print(f"[red]error[/red]: {exc}")
+                print_error(str(exc))
                 raise typer.Exit(1) from None
 
     entry = anyio.run(main)
@@ -145,7 +146,7 @@ def show(
         return
     out = new_console()
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.created_at))
-    out.print(f"[bold]#{entry.id} {entry.title}[/bold]", soft_wrap=True)
+    out.print(f"[bold]#{entry.id} {escape(entry.title)}[/bold]")
     meta: list[Any] = [when, entry.author]
     if entry.pipeline:
         meta.append(f"pipeline {entry.pipeline}")
@@ -153,5 +154,5 @@ def show(
         meta.append(f"run {entry.run_id}")
     if entry.tags:
         meta.append(" ".join("#" + t for t in entry.tags))
-    out.print("[dim]" + " · ".join(map(str, meta)) + "[/dim]")
-    out.print(entry.body, soft_wrap=True, markup=False)
+    out.print("[dim]" + escape(" · ".join(map(str, meta))) + "[/dim]")
+    out.print(entry.body, markup=False)

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import typer
 
 from legato.cli._app import app
-from legato.cli._console import new_console, new_table
+from legato.cli._console import new_console, new_table, print_error
 
 keys_app = typer.Typer(help="Gateway API keys: create, list, revoke, spend.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -51,10 +51,10 @@ def _with_store(
     try:
         return anyio.run(main)
     except (ConfigError, StoreNotFound, StoreCorrupt) as exc:
-        typer.echo(f"error: {exc}", err=True)
+        print_error(str(exc))
         raise typer.Exit(2) from None
     except (StoreError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
+        print_error(str(exc))
         raise typer.Exit(1) from None
 
 
@@ -73,7 +73,7 @@ def create(
 ) -> None:
     """Create a key. Its secret is shown once: store it now."""
     if period not in ("day", "month", "total"):
-        typer.echo(f"error: --period must be day, month or total, got {period!r}", err=True)
+        print_error(f"--period must be day, month or total, got {period!r}")
         raise typer.Exit(2)
 
     async def action(store: Any) -> tuple[Any, str]:
@@ -89,7 +89,7 @@ def create(
         if unknown:
             raise ValueError(f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(SCOPES)}")
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        print_error(str(exc))
         raise typer.Exit(2) from None
     key, secret = _with_store(config, database_url, action, create=True)
     if as_json:
@@ -150,7 +150,7 @@ def revoke(
 
     found = _with_store(config, database_url, action)
     if found is None:
-        typer.echo(f"error: no API key {key!r}", err=True)
+        print_error(f"no API key {key!r}")
         raise typer.Exit(1)
     typer.echo(f"revoked {found.prefix}... ({found.name})")
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from legato.cli._app import app
-from legato.cli._console import new_console
+from legato.cli._console import new_console, print_error
 from legato.cli.runs import DATABASE_URL_HELP, open_store
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def _pipelines(paths: list[Path], config: Path | None) -> dict[str, Pipeline]:
                 found[pipeline.name] = pipeline
         return found
     except (ConfigError, SpecError, OSError) as exc:
-        _err.print(f"[red]error[/red]: {exc}")
+        print_error(str(exc))
         raise typer.Exit(2) from None
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import typer
 
 from legato.cli._app import app
-from legato.cli._console import new_console, new_table
+from legato.cli._console import new_console, new_table, print_error
 
 __all__ = ["models_app"]
 
@@ -27,7 +27,7 @@ CONFIG_OPTION = typer.Option(
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    print_error(message)
     return typer.Exit(code)
 
 

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from legato.cli._app import app
-from legato.cli._console import new_console, new_table
+from legato.cli._console import new_console, new_table, print_error
 
 if TYPE_CHECKING:
     from legato.engine import Event, Pipeline, PlanSummary, RunResult
@@ -32,7 +33,7 @@ _err = new_console(stderr=True)
 
 def _fail_spec(exc: SpecError) -> typer.Exit:
     for issue in exc.issues:
-        _err.print(f"[red]error[/red]: {issue}", markup=True, soft_wrap=True)
+        print_error(str(issue))
     n = len(exc.issues)
     _err.print(f"{n} error{'s' if n != 1 else ''}", style="red")
     return typer.Exit(2)
@@ -46,7 +47,7 @@ def _load(file: Path, config: Path | None) -> Pipeline:
     try:
         cfg = LegatoConfig.load(config)
     except ConfigError as exc:
-        _err.print(f"[red]error[/red]: {exc}")
+        print_error(str(exc))
         raise typer.Exit(2) from None
     try:
         return load_pipeline(file, config=cfg)
@@ -60,17 +61,17 @@ def _parse_inputs(pipeline: Pipeline, pairs: list[str], inputs_file: Path | None
         try:
             loaded = json.loads(inputs_file.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
-            _err.print(f"[red]error[/red]: --inputs-file {inputs_file}: {exc}")
+            print_error(f"--inputs-file {inputs_file}: {exc}")
             raise typer.Exit(2) from None
         if not isinstance(loaded, dict):
-            _err.print(f"[red]error[/red]: --inputs-file {inputs_file}: must hold a JSON object")
+            print_error(f"--inputs-file {inputs_file}: must hold a JSON object")
             raise typer.Exit(2)
         values.update(loaded)
     declared = pipeline.inputs
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            _err.print(f"[red]error[/red]: --input expects key=value, got {pair!r}")
+            print_error(f"--input expects key=value, got {pair!r}")
             raise typer.Exit(2)
         decl = declared.get(key)
         if decl is not None and decl.type is str:
@@ -126,7 +127,7 @@ def run(
     try:
         pipeline.check_inputs(values)  # before anything is stored or run
     except InputError as exc:
-        _err.print(f"[red]error[/red]: {exc}")
+        print_error(str(exc))
         raise typer.Exit(2) from None
     out = new_console()
     progress = _Progress(pipeline, out) if out.is_terminal and not as_json else None
@@ -163,7 +164,7 @@ def run(
         with quiet:
             result = anyio.run(main)
     except InputError as exc:
-        _err.print(f"[red]error[/red]: {exc}")
+        print_error(str(exc))
         raise typer.Exit(2) from None
     if str(result.status) == "running":  # --no-wait: the run goes on in another process
         _report_elsewhere(result, as_json)
@@ -204,7 +205,7 @@ def _choose_executor(pipeline: Pipeline, name: str | None, pairs: list[str]) -> 
     from legato.engine import executor_names
 
     if name is not None and name not in executor_names():
-        _err.print(f"[red]error[/red]: unknown executor {name!r}; known: {', '.join(executor_names())}")
+        print_error(f"unknown executor {name!r}; known: {', '.join(executor_names())}")
         raise typer.Exit(2)
     options: dict[str, Any] = (
         {} if name is not None and name != pipeline.executor_name else dict(pipeline.executor_options)
@@ -212,7 +213,7 @@ def _choose_executor(pipeline: Pipeline, name: str | None, pairs: list[str]) -> 
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            _err.print(f"[red]error[/red]: --executor-option expects key=value, got {pair!r}")
+            print_error(f"--executor-option expects key=value, got {pair!r}")
             raise typer.Exit(2)
         try:
             options[key] = json.loads(raw)
@@ -251,7 +252,7 @@ def _print_result(out: Console, result: RunResult) -> None:
         out.print_json(json.dumps(result.result, default=_json_default))
         out.print(f"[green]succeeded[/green] in {result.duration_s:.3f}s" + _cost(result))
     else:
-        out.print(f"[red]{result.status}[/red] after {result.duration_s:.3f}s: {result.error}")
+        out.print(f"[red]{result.status}[/red] after {result.duration_s:.3f}s: {escape(result.error or '')}")
     out.print(wall_time_line(result), soft_wrap=True)
 
 
@@ -364,10 +365,10 @@ def plan(
     from legato.engine import summarize
 
     if format not in _FORMATS:
-        _err.print(f"[red]error[/red]: --format must be one of {', '.join(_FORMATS)}, got {format!r}")
+        print_error(f"--format must be one of {', '.join(_FORMATS)}, got {format!r}")
         raise typer.Exit(2)
     if cost and format not in ("text", "json"):
-        _err.print("[red]error[/red]: --cost works with --format text or json")
+        print_error("--cost works with --format text or json")
         raise typer.Exit(2)
     pipeline = _load(file, config)
     summary = summarize(pipeline.compile())
@@ -394,7 +395,7 @@ def _plan_cost(file: Path, config: Path | None, fan_out: int, ref_tokens: int) -
     try:
         return plan_cost(file, config, fan_out=fan_out, ref_tokens=ref_tokens)
     except ConfigError as exc:
-        _err.print(f"[red]error[/red]: {exc}")
+        print_error(str(exc))
         raise typer.Exit(2) from None
 
 

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from legato.cli._app import app
-from legato.cli._console import new_console, new_table
+from legato.cli._console import new_console, new_table, print_error
 
 if TYPE_CHECKING:
     from legato.cli._interrupt import Interrupt
@@ -52,7 +53,7 @@ def parse_duration(text: str) -> float:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    _err.print(f"[red]error[/red]: {message}", soft_wrap=True)
+    print_error(message)
     return typer.Exit(code)
 
 
@@ -214,10 +215,10 @@ async def print_recall(store: RunStore, pipeline: Pipeline, inputs: dict[str, An
         return
     console.print("[bold]journal: related entries[/bold]")
     for e in entries:
-        console.print(f"  #{e.id} [bold]{e.title}[/bold] [dim]({_ago(e.created_at)}, {e.author})[/dim]")
+        console.print(f"  #{e.id} [bold]{escape(e.title)}[/bold] [dim]({_ago(e.created_at)}, {escape(e.author)})[/dim]")
         first = e.body.strip().splitlines()[0] if e.body.strip() else ""
         if first:
-            console.print(f"      {first[:160]}", soft_wrap=True)
+            console.print(f"      {escape(first[:160])}")
 
 
 def _ago(at: float) -> str:
@@ -367,7 +368,7 @@ def show(
 
     out = new_console()
     style = _STATUS_STYLE.get(record.status, "white")
-    out.print(f"run [bold]{record.id}[/bold] · {record.pipeline} · [{style}]{record.status}[/{style}]")
+    out.print(f"run [bold]{record.id}[/bold] · {escape(record.pipeline)} · [{style}]{record.status}[/{style}]")
     out.print(f"created {_when(record.created_at)}, finished {_when(record.finished_at) or '-'}")
     if record.idempotency_key:
         out.print(f"idempotency key: {record.idempotency_key}")
@@ -376,12 +377,12 @@ def show(
     if record.recoveries:
         out.print(f"recoveries: {record.recoveries}")
     if record.dead_reason:
-        out.print(f"[magenta]dead-lettered[/magenta]: {record.dead_reason}")
+        out.print(f"[magenta]dead-lettered[/magenta]: {escape(record.dead_reason)}")
     request = record.cancel_request
     if request is not None:
         out.print(f"[yellow]{request.describe()}[/yellow]" + ("" if record.terminal else " (stopping)"))
     if record.error:
-        out.print(f"[red]error[/red]: {record.error}", soft_wrap=True)
+        out.print(f"[red]error[/red]: {escape(record.error)}")
     out.print("inputs: " + json.dumps(record.inputs, default=str)[:500], soft_wrap=True)
     table = new_table(show_edge=False)
     for col in ("step", "attempt", "status", "duration ms", "model", "detail"):
@@ -478,7 +479,7 @@ def _report(result: RunResult, as_json: bool, interrupt: Interrupt) -> None:
             out.print_json(json.dumps(result.result, default=str))
             out.print(f"[green]succeeded[/green] run {result.run_id} in {result.duration_s:.3f}s")
         else:
-            out.print(f"[red]{result.status}[/red] run {result.run_id}: {result.error}", soft_wrap=True)
+            out.print(f"[red]{result.status}[/red] run {result.run_id}: {escape(result.error or '')}")
     code = 0 if result.ok else 1
     if interrupt.interrupted and str(result.status) == "cancelled":
         _err.print(interrupt.resume_hint(result.run_id), soft_wrap=True)

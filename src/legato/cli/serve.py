@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from legato.cli._app import app
+from legato.cli._console import print_error
 
 
 @app.command()
@@ -43,7 +44,7 @@ def serve(
         settings = load_settings(cfg, **overrides)
         warnings = check_models(cfg, settings.models)
     except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        print_error(str(exc))
         raise typer.Exit(2) from None
     for warning in warnings:
         typer.echo(f"warning: {warning}; it will not be served", err=True)
