@@ -117,3 +117,28 @@ def test_cli_create_list_revoke(tmp_path: Path) -> None:
     table = runner.invoke(cli, ["keys", "create", "human", *db])
     assert table.exit_code == 0
     assert table.stdout.strip().startswith("lg_")
+
+
+def test_cli_key_changes_are_audited_as_the_local_owner(tmp_path: Path) -> None:
+    import anyio
+
+    from legato.server import AuditLog, AuditRecord
+    from legato.store import RunStore
+
+    async def audit_records() -> list[AuditRecord]:
+        async with RunStore(tmp_path / "audit.db") as store:
+            return await AuditLog(store.engine).list()
+
+    runner = CliRunner()
+    db = ["--database-url", f"sqlite:///{tmp_path / 'audit.db'}"]
+    made = runner.invoke(cli, ["keys", "create", "ops-bot", "-s", "chat", "--json", *db])
+    assert made.exit_code == 0, made.output
+    created = json.loads(made.stdout)
+    assert runner.invoke(cli, ["keys", "revoke", created["prefix"], *db]).exit_code == 0
+    records = anyio.run(audit_records)
+    assert [(r.action, r.actor, r.target) for r in records] == [
+        ("key_revoked", "local", created["id"]),
+        ("key_created", "local", created["id"]),
+    ]
+    assert all(r.client is not None and r.client.startswith("cli ") for r in records)
+    assert created["key"] not in str([r.public() for r in records])

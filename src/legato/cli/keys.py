@@ -58,6 +58,24 @@ def _with_store(
         raise typer.Exit(1) from None
 
 
+async def _audit(store: Any, action: str, key: Any, **detail: Any) -> None:
+    """An audit record of a key change made here: the actor is the local owner, the
+    client the operating-system user and host that ran the command."""
+    import getpass
+    import socket
+
+    from legato.server._audit import AuditAction, AuditLog
+
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no login name (a container without a passwd entry)
+        user = "unknown"
+    await AuditLog(store.engine).record(
+        AuditAction(action), actor="local", actor_prefix="local", target=key.id,
+        client=f"cli {user}@{socket.gethostname()}", detail={"prefix": key.prefix, **detail},
+    )  # fmt: skip
+
+
 @keys_app.command("create")
 def create(
     name: str = typer.Argument(..., help="Who or what the key is for."),
@@ -80,6 +98,7 @@ def create(
         result: tuple[Any, str] = await store.create(
             name, scope, models=model or None, rpm=rpm, tpm=tpm, budget_usd=budget, budget_period=period
         )
+        await _audit(store, "key_created", result[0], name=name, scopes=sorted(result[0].scopes))
         return result
 
     try:
@@ -146,7 +165,10 @@ def revoke(
     """Revoke a key. Replicas stop accepting it within server.key_cache_ttl_s seconds."""
 
     async def action(store: Any) -> Any:
-        return await store.revoke(key.removesuffix("..."))
+        found = await store.revoke(key.removesuffix("..."))
+        if found is not None:
+            await _audit(store, "key_revoked", found)
+        return found
 
     found = _with_store(config, database_url, action)
     if found is None:
