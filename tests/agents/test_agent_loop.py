@@ -370,3 +370,18 @@ async def test_hostile_tool_results_and_a_sync_tool_past_the_deadline(fake_provi
     finally:
         release.set()
         await model.aclose()
+
+
+async def test_empty_and_repeated_call_ids_are_made_unique(fake_and_model: tuple[FakeProvider, Model, str]) -> None:
+    fake, model, api = fake_and_model
+    fake.script(
+        calls(("", "get_weather", {"city": "Oslo"}), ("", "get_weather", {"city": "Rome"})),
+        calls(("same", "get_weather", {"city": "Oslo"}), ("same", "get_weather", {"city": "Rome"})),
+        answer("done"),
+    )
+    result = await Agent(model, tools=[get_weather]).run("two cities")
+    assert result.outcome is AgentOutcome.ANSWERED
+    assert [c.id for c in result.tool_calls] == ["call_1_0", "call_1_1", "same", "call_2_1"]
+    sent = tool_messages(fake.requests_for(api)[2].body, api)
+    assert [json.loads(content)["city"] for _, content in sent] == ["Oslo", "Rome", "Oslo", "Rome"]
+    assert [call_id for call_id, _ in sent] == ["call_1_0", "call_1_1", "same", "call_2_1"]

@@ -214,6 +214,7 @@ class _Session:
         with use_ledger(ledger):
             response = await self.agent.model.chat(self.agent.request(self.messages))
         latency = time.perf_counter() - started
+        message = _unique_ids(response.message, index)
         if not ledger.calls:  # a model that does not record its calls: count this one here
             usage = response.usage
             ledger.record(
@@ -229,7 +230,7 @@ class _Session:
             )
         turn = Turn(
             index=index,
-            message=response.message,
+            message=message,
             model=response.model,
             provider=response.provider,
             finish_reason=response.finish_reason,
@@ -251,7 +252,7 @@ class _Session:
         if self.journal is not None:
             await self.journal.append({"kind": "turn", **_turn_entry(turn)})
         self.turns.append(turn)
-        self.messages.append(response.message)
+        self.messages.append(message)
         return turn
 
     # -- tool calls --------------------------------------------------------------------
@@ -356,6 +357,24 @@ class _Session:
             self.turns.append(dataclasses.replace(turn, tool_calls=ordered))
             self.messages.extend(r.message() for r in ordered)
         return None
+
+
+def _unique_ids(message: Message, turn: int) -> Message:
+    """The message with every tool call id present and unique within the turn.
+
+    Some OpenAI-compatible servers send empty or repeated ids; the results must be
+    matched to their calls, so such ids are replaced (in the history too)."""
+    calls = message.tool_calls or []
+    seen: set[str] = set()
+    fixed = []
+    for position, call in enumerate(calls):
+        if not call.id or call.id in seen:
+            call = call.model_copy(update={"id": f"call_{turn}_{position}"})
+        seen.add(call.id)
+        fixed.append(call)
+    if all(a is b for a, b in zip(fixed, calls, strict=True)):
+        return message
+    return message.model_copy(update={"tool_calls": fixed})
 
 
 def _content(value: Any) -> str:
