@@ -235,3 +235,14 @@ def test_listed_short_ids_resolve_and_ambiguous_prefixes_list_the_runs(project: 
     assert all(run_id in message for run_id in ids)
     code, _, err = invoke("runs", "cancel", shared, "--database-url", db)
     assert code == 2
+
+
+def test_runs_list_rejects_an_unknown_status_with_a_suggestion(project: Path) -> None:
+    db = str(project / "s.db")
+    invoke("run", str(project / "gated.yaml"), "-i", "text=a", "--database-url", db)
+    code, out, err = invoke("runs", "list", "--status", "falied", "--database-url", db)
+    assert code == 2
+    assert "unknown status 'falied' (did you mean 'failed'?)" in err.replace("\n", "")
+    code, out, _ = invoke("runs", "list", "--status", "orphaned", "--database-url", db)
+    assert code == 0
+    assert "no runs" in out

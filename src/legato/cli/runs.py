@@ -275,7 +275,11 @@ _STATUS_STYLE = {
 
 @runs_app.command("list")
 def list_runs(
-    status: str | None = typer.Option(None, "--status", help="Only runs with this status."),
+    status: str | None = typer.Option(
+        None,
+        "--status",
+        help="Only runs with this status: pending, running, succeeded, failed, cancelled, dead or orphaned.",
+    ),
     dead: bool = typer.Option(False, "--dead", help="Only dead-lettered runs (same as --status dead)."),
     pipeline: str | None = typer.Option(None, "--pipeline", help="Only runs of this pipeline."),
     limit: int = typer.Option(20, "--limit", "-n", min=1, help="How many runs (newest first)."),
@@ -286,14 +290,28 @@ def list_runs(
 
     The table shows each run's shortest unique id prefix (at least 8 characters), which
     every command taking a run id accepts; --json gives the full ids."""
+    import difflib
+
     import anyio
 
-    wanted = "dead" if dead else status
+    from legato.store import StoredStatus
+
+    known = [*map(str, StoredStatus), "orphaned"]
+    if status is not None and status not in known:
+        hint = next(iter(difflib.get_close_matches(status, known, n=1)), None)
+        raise _fail(
+            f"unknown status {status!r}{f' (did you mean {hint!r}?)' if hint else ''}; one of: {', '.join(known)}",
+            2,
+        )
+    only_orphans = status == "orphaned"
+    wanted = "dead" if dead else ("running" if only_orphans else status)
 
     async def main() -> tuple[list[RunRecord], set[str], dict[str, str]]:
         async with open_store(database_url) as store:
             records = await store.list_runs(status=wanted, pipeline=pipeline, limit=limit)
             orphans = {r.id for r in await store.orphaned_runs()} if any(not r.terminal for r in records) else set()
+            if only_orphans:
+                records = [r for r in records if r.id in orphans]
             short = {} if as_json else await store.short_ids(r.id for r in records)
             return records, orphans, short
 
