@@ -382,3 +382,31 @@ steps:
     assert "AgentError" in result.error
     assert "MCP server 'ghost' (legato-no-such-mcp-server) could not be reached" in result.error
     assert fake_provider.requests == []  # no model call before the tools are ready
+
+
+async def test_an_agent_step_mapped_over_questions(tmp_path: Path, fake_provider: FakeProvider) -> None:
+    config = write(tmp_path, fake_provider.base_url)
+    text = f"""\
+name: many
+inputs:
+  questions: {{type: list}}
+steps:
+  answer:
+    agent: fast
+    prompt: ${{inputs.questions}}
+    map: prompt
+    max_concurrency: 2
+    tools: [{tmp_path}/tools.py:lookup_order]
+"""
+
+    def respond(request: Any) -> Reply:
+        messages = request.body["messages"]
+        if messages[-1]["role"] == "tool":
+            return Reply(text=f"answer to {messages[0]['content']}")
+        return calls((f"c-{messages[0]['content']}", "lookup_order", {"order_id": "A-1"}))
+
+    fake_provider.responder = respond
+    result = await load_pipeline(text, config=config).run(questions=["q1", "q2", "q3"])
+    result.raise_for_status()
+    assert [o["text"] for o in result.outputs["answer"]] == ["answer to q1", "answer to q2", "answer to q3"]
+    assert all(o["turns"] == 2 for o in result.outputs["answer"])

@@ -16,7 +16,16 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from legato.engine import Event, MapItemFinished, RunFinished, StepFailed, StepRetried, StepSkipped, StepStarted
+from legato.engine import (
+    Event,
+    MapItemFinished,
+    RunFinished,
+    StepFailed,
+    StepProgress,
+    StepRetried,
+    StepSkipped,
+    StepStarted,
+)
 from legato.redaction import default_redactor
 
 __all__ = ["LiveEvents"]
@@ -48,8 +57,8 @@ class LiveEvents:
         self._lock = threading.Lock()
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, MapItemFinished):
-            return  # one per map item: the step's own events say enough for the live view
+        if isinstance(event, MapItemFinished | StepProgress):
+            return  # one per map item or journal entry: the step's own events say enough for the live view
         with self._lock:
             if isinstance(event, RunFinished):
                 self._finished[event.run_id] = self._clock()
