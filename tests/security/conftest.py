@@ -127,9 +127,9 @@ class ServedGateway:
                 self.proc.wait()
         self.log.close()
 
-    def client(self, key: str | None = None, **kwargs: Any) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
+    def client(self, key: str | None = None, headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Client:
+        auth = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers={**auth, **(headers or {})}, timeout=30, **kwargs)
 
     def create_key(self, scopes: list[str], name: str = "security", **limits: Any) -> str:
         with self.client(MASTER) as c:

@@ -271,3 +271,22 @@ def test_dashboard_cancel_matrix(tenants: Tenants) -> None:
         assert c.post(f"/ui/runs/{run_id}/cancel").status_code == 404
     with tenants.served.client(MASTER) as admin:
         assert admin.get(f"/v1/runs/{run_id}").json()["status"] == "succeeded"
+
+
+def test_an_mcp_session_belongs_to_the_key_that_opened_it(tenants: Tenants) -> None:
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "probe", "version": "1"}}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}
+    with tenants.served.client(tenants.a, headers=headers) as a:
+        opened = a.post("/mcp", json=init)
+        assert opened.status_code == 200, opened.text
+        session = opened.headers["mcp-session-id"]
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    with tenants.served.client(tenants.b, headers={**headers, "mcp-session-id": session}) as b:
+        r = b.post("/mcp", json=listing)
+        assert r.status_code == 404
+        assert r.json()["error"]["code"] == "session_not_found"
+        assert b.delete("/mcp").status_code == 404  # nor can it end the session
+    with tenants.served.client(tenants.a, headers={**headers, "mcp-session-id": session}) as a:
+        a.post("/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        assert a.post("/mcp", json=listing).status_code == 200

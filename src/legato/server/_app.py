@@ -187,25 +187,6 @@ def _mount_dashboard(app: FastAPI, settings: ServerSettings) -> Any:
     return live
 
 
-class _KeyGuard:
-    """ASGI wrapper: the wrapped app answers only callers whose key has ``scope``."""
-
-    def __init__(self, app: Any, scope: str) -> None:
-        self.app = app
-        self.scope = scope
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        from legato.server._auth import check_scope
-
-        request = Request(scope, receive)
-        try:
-            await check_scope(request, self.scope)
-        except LegatoError as exc:
-            await error_response(request, from_exception(exc))(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
 def _mount_mcp(app: FastAPI, store: Any, pipelines: dict[str, Any], subscribers: list[Any]) -> Any:
     """The MCP server (journal and run tools) over streamable HTTP at ``/mcp``, for keys
     with ``runs:write``; each tool answers for the key of its request (the same ownership
@@ -218,11 +199,13 @@ def _mount_mcp(app: FastAPI, store: Any, pipelines: dict[str, Any], subscribers:
     from starlette.routing import Route
 
     from legato.server._auth import request_principal
+    from legato.server._mcp_guard import McpGuard
 
     server = create_mcp_server(store, pipelines=pipelines, subscribers=subscribers, identify=request_principal)
     inner = server.streamable_http_app(streamable_http_path="/mcp")
     endpoint = next(r.endpoint for r in inner.routes if isinstance(r, Route) and r.path == "/mcp")
-    app.router.routes.append(Route("/mcp", endpoint=_KeyGuard(endpoint, "runs:write"), include_in_schema=False))
+    guard = McpGuard(endpoint, "runs:write")
+    app.router.routes.append(Route("/mcp", endpoint=guard, include_in_schema=False))
     return server
 
 
