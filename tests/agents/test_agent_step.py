@@ -410,3 +410,32 @@ steps:
     result.raise_for_status()
     assert [o["text"] for o in result.outputs["answer"]] == ["answer to q1", "answer to q2", "answer to q3"]
     assert all(o["turns"] == 2 for o in result.outputs["answer"])
+
+
+def test_the_cost_estimate_counts_an_agent_step_as_max_turns_calls() -> None:
+    from legato.cost import estimate_spec_cost
+    from legato.spec import load_spec
+
+    text = """\
+name: estimate
+steps:
+  answer:
+    agent: openai/gpt-4o-mini
+    prompt: Where is my order?
+    max_turns: 6
+    max_tokens: 100
+  capped:
+    agent: openai/gpt-4o-mini
+    prompt: Where is my order?
+    max_cost: 0.000001
+"""
+    spec, _ = load_spec(text)
+    plan = estimate_spec_cost(spec)
+    answer, capped = plan.steps
+    assert (answer.kind, answer.calls, answer.output_tokens) == ("agent", 6, 100)
+    assert answer.usd is not None
+    assert answer.usd > 0
+    assert answer.note.startswith("upper bound: 6 turns per run")
+    assert capped.calls == 10
+    assert capped.usd == 0.000001
+    assert "capped by max_cost" in capped.note

@@ -150,18 +150,22 @@ def _step_cost(
     resolve: Callable[[str], Model | str] | None,
 ) -> StepCost:
     extra: Mapping[str, Any] = getattr(step, "model_extra", None) or {}
-    kind = getattr(step, "kind", None) or next((k for k in ("llm", "task") if k in extra), None)
+    kind = getattr(step, "kind", None) or next((k for k in ("llm", "task", "agent") if k in extra), None)
     kind = kind or ("python" if getattr(step, "uses", None) else "unknown")
     calls = fan_out if getattr(step, "map", None) else 1
     loop = getattr(step, "loop", None)
     if loop is not None:
         calls *= int(getattr(loop, "max_iterations", 1))
-    if kind != "llm":
+    turns = 1
+    if kind == "agent":  # at most max_turns model calls per run of the step
+        turns = int(extra.get("max_turns") or _AGENT_TURNS)
+        calls *= turns
+    if kind not in ("llm", "agent"):
         free = kind == "task"
         note = "local model: free" if free else "not a model step"
         local = str(extra.get("task") or "") or None
         return StepCost(name, kind, local if free else None, calls, 0, 0, 0.0, 0.0, note)
-    model_ref = str(extra.get("llm") or extra.get("model") or "")
+    model_ref = str(extra.get(kind) or extra.get("model") or "")
     model: Model | str = resolve(model_ref) if resolve and model_ref else model_ref
     text = " ".join(_texts(extra.get("system")) + _texts(extra.get("prompt")) + _texts(extra.get("messages")))
     refs = len(_REF.findall(text))
@@ -171,7 +175,23 @@ def _step_cost(
     per_call = estimator.tokens(model, input_tokens, output_tokens)
     usd = None if per_call.usd is None else per_call.usd * calls
     note = "" if per_call.usd is not None else f"no price known for {model_ref or 'its model'!r}"
+    if kind == "agent":
+        usd, note = _agent_bound(extra, usd, note, calls // turns, turns)
     return StepCost(name, kind, model_ref or None, calls, input_tokens, output_tokens, per_call.usd, usd, note)
+
+
+_AGENT_TURNS = 10  # the agent step's default max_turns
+
+
+def _agent_bound(
+    extra: Mapping[str, Any], usd: float | None, note: str, runs: int, turns: int
+) -> tuple[float | None, str]:
+    """An agent step's upper bound: every turn used, capped by its max_cost."""
+    cap = extra.get("max_cost")
+    bound = f"upper bound: {turns} turns per run; tool results not counted"
+    if isinstance(cap, int | float) and cap > 0 and (usd is None or usd > cap * runs):
+        return float(cap) * runs, f"{bound}; capped by max_cost"
+    return usd, f"{bound}; {note}" if note else bound
 
 
 def _texts(value: Any) -> list[str]:
