@@ -9,10 +9,15 @@ generator. Measures:
 - streaming time-to-first-chunk added (sequential streams);
 - the highest rate one gateway worker sustains (closed loop, no errors), next to the
   fake provider's own maximum, which bounds it from above;
-- gateway RSS over many requests (after warm-up, and at the end).
+- gateway RSS over many requests (after warm-up, and at the end);
+- overload (``--phases overload`` runs only this): a model whose upstream answers in
+  50 ms (a second fake provider), its sustainable rate through one worker (closed
+  loop), its unloaded latency (open loop at a third of that), then an open loop at
+  twice that rate: admitted p50/p99, how fast refusals (429) are answered, goodput
+  against the sustainable rate, and 5xx (there must be none).
 
 Bounded loopback load only. ``--quick`` shortens every phase. Writes
-``bench/results/gateway.json``.
+``bench/results/gateway.json`` (``gateway-overload.json`` for the overload phase alone).
 """
 
 from __future__ import annotations
@@ -165,6 +170,73 @@ async def open_loop(target: Target, rps: int, seconds: float) -> dict[str, Any]:
     }
 
 
+async def open_loop_statuses(target: Target, rps: float, seconds: float) -> dict[str, Any]:
+    """Like :func:`open_loop`, keeping every answer: latency by status class."""
+    by_status: dict[int, list[float]] = {}
+    failures = 0
+    total = int(rps * seconds)
+
+    async def one(scheduled: float) -> None:
+        nonlocal failures
+        try:
+            status, _ = await target.call()
+        except (OSError, asyncio.IncompleteReadError):
+            failures += 1
+            return
+        by_status.setdefault(status, []).append(time.perf_counter() - scheduled)
+
+    t0 = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for i in range(total):
+            at = t0 + i / rps
+            delay = at - time.perf_counter()
+            if delay > 0:
+                await anyio.sleep(delay)
+            tg.start_soon(one, at)
+        sent = time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0
+    ok, refused = by_status.get(200, []), by_status.get(429, [])
+    return {
+        "offered_rps": rps,
+        "achieved_rps": total / sent,
+        "requests": total,
+        "ok": len(ok),
+        "refused_429": len(refused),
+        "status_5xx": sum(len(v) for k, v in by_status.items() if k >= 500),
+        "other": {str(k): len(v) for k, v in by_status.items() if k not in (200, 429) and k < 500},
+        "transport_failures": failures,
+        "ok_p50_ms": pct(ok, 50) * 1e3 if ok else None,
+        "ok_p99_ms": pct(ok, 99) * 1e3 if ok else None,
+        "refused_p50_ms": pct(refused, 50) * 1e3 if refused else None,
+        "refused_p99_ms": pct(refused, 99) * 1e3 if refused else None,
+        "goodput_rps": len(ok) / elapsed,
+    }
+
+
+async def overload(gw_url: str, key: str, args: argparse.Namespace, gw: psutil.Process) -> dict[str, Any]:
+    """Sustainable rate, unloaded latency, then twice the sustainable rate, on ``gpt-slow``."""
+    target = Target(gw_url + "/v1/chat/completions", {"Authorization": f"Bearer {key}"}, {**BODY, "model": "gpt-slow"})
+    await target.open(512)
+    try:
+        await closed_loop(target, concurrency=32, requests=500)  # warm-up
+        sustained = await closed_loop(target, concurrency=64, requests=args.max_requests)
+        rate = sustained["rps"]
+        progress(f"overload: sustainable {rate:.0f} req/s (closed loop, 64 in flight)")
+        unloaded = await open_loop_statuses(target, rps=rate / 3, seconds=args.seconds)
+        progress(f"overload: unloaded p99 {unloaded['ok_p99_ms']:.1f} ms at {rate / 3:.0f} req/s")
+        await anyio.sleep(2)
+        cpu0, me0 = sum(gw.cpu_times()[:2]), sum(psutil.Process().cpu_times()[:2])
+        loaded = await open_loop_statuses(target, rps=2 * rate, seconds=args.overload_seconds)
+        loaded["gateway_cpu_pct"] = (sum(gw.cpu_times()[:2]) - cpu0) / args.overload_seconds * 100
+        loaded["generator_cpu_pct"] = (sum(psutil.Process().cpu_times()[:2]) - me0) / args.overload_seconds * 100
+        async with httpx.AsyncClient() as c:  # the gateway's own view: its admission limit and latency baseline
+            loaded["admission"] = (await c.get(gw_url + "/readyz")).json()["checks"].get("admission")
+        progress(f"overload: {loaded}")
+    finally:
+        await target.close()
+    return {"sustainable": sustained, "unloaded": unloaded, "overload": loaded}
+
+
 async def closed_loop(target: Target, concurrency: int, requests: int) -> dict[str, Any]:
     done = errors = 0
     t0 = time.perf_counter()
@@ -261,26 +333,38 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=3000)
     parser.add_argument("--rss-requests", type=int, default=100_000, help="the issue asks 200,000; scaled to ~1 min")
     parser.add_argument("--rss-warmup", type=int, default=10_000)
+    parser.add_argument("--overload-seconds", type=float, default=15.0, help="seconds at twice the sustainable rate")
+    parser.add_argument("--phases", choices=["all", "overload"], default="all")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.streams, args.max_requests, args.rss_requests, args.rss_warmup = 2, 30, 1000, 3000, 1000
+        args.overload_seconds = 5
 
     legato = str(Path(sys.executable).parent / "legato")
     tmp = Path(tempfile.mkdtemp(prefix="legato-bench-gateway-"))
-    fake_port, gw_port = free_port(), free_port()
+    fake_port, gw_port, slow_port = free_port(), free_port(), free_port()
     fake_url, gw_url = f"http://127.0.0.1:{fake_port}", f"http://127.0.0.1:{gw_port}"
+    slow_url = f"http://127.0.0.1:{slow_port}"
     (tmp / "legato.yaml").write_text(
         "models:\n  gpt-fake:\n    provider: openai\n    model: gpt-fake\n"
         f"    base_url: {fake_url}/v1\n    api_key: env:BENCH_FAKE_KEY\n    price: {{input: 0.15, output: 0.6}}\n"
         "  echo:\n    provider: python\n    model: bench_gateway_echo:echo\n"
-        "server:\n  master_key: env:BENCH_MASTER_KEY\n  max_in_flight: 4096\n"
+        "  gpt-slow:\n    provider: openai\n    model: gpt-fake\n"
+        f"    base_url: {slow_url}/v1\n    api_key: env:BENCH_FAKE_KEY\n    price: {{input: 0.15, output: 0.6}}\n"
+        # One load generator stands for many clients: no per-client connection cap.
+        "server:\n  master_key: env:BENCH_MASTER_KEY\n  max_in_flight: 4096\n  max_connections_per_client: 0\n"
     )
+    (tmp / "slow.yaml").write_text("latency: {distribution: fixed, value: 0.05}\n")
     (tmp / "bench_gateway_echo.py").write_text(ECHO)
     env = {**os.environ, "BENCH_FAKE_KEY": "sk-fake", "BENCH_MASTER_KEY": MASTER, "PYTHONPATH": str(tmp)}
     procs = [
         subprocess.Popen(
             [legato, "fake-provider", "--port", str(fake_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        ),
+        subprocess.Popen(
+            [legato, "fake-provider", "--port", str(slow_port), "--script", str(tmp / "slow.yaml")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         ),
         subprocess.Popen(
             [legato, "serve", "--config", str(tmp / "legato.yaml"), "--port", str(gw_port), "--log-level", "warning"],
@@ -289,6 +373,7 @@ def main() -> None:
     ]  # fmt: skip
     try:
         wait_http(fake_url + "/health")
+        wait_http(slow_url + "/health")
         wait_http(gw_url + "/healthz")
         created = httpx.post(
             gw_url + "/v1/admin/keys",
@@ -296,9 +381,12 @@ def main() -> None:
             headers={"Authorization": f"Bearer {MASTER}"},
         )
         key = created.json()["key"]
-        gw = psutil.Process(procs[1].pid)
+        gw = psutil.Process(procs[2].pid)
         started = time.perf_counter()
-        result = anyio.run(measure, args, fake_url, gw_url, key, gw, backend_options={"use_uvloop": True})
+        result: dict[str, Any] = {}
+        if args.phases == "all":
+            result = anyio.run(measure, args, fake_url, gw_url, key, gw, backend_options={"use_uvloop": True})
+        result["overload"] = anyio.run(overload, gw_url, key, args, gw, backend_options={"use_uvloop": True})
         result["wall_s"] = time.perf_counter() - started
     finally:
         for p in procs:
@@ -308,6 +396,48 @@ def main() -> None:
 
 
 def report(r: dict[str, Any], args: argparse.Namespace) -> None:
+    if args.phases == "all":
+        report_overhead(r)
+    report_overload(r["overload"])
+    print(f"wall time {r['wall_s']:.0f} s")
+    name = "gateway.json" if args.phases == "all" else "gateway-overload.json"
+    out = Path(__file__).parent / "results" / name
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"args": vars(args), **r}, indent=2, default=str))
+
+
+def report_overload(o: dict[str, Any]) -> None:
+    rate, base, load = o["sustainable"]["rps"], o["unloaded"], o["overload"]
+    o["targets"] = {
+        "admitted_p99_within_2x_unloaded": load["ok_p99_ms"] is not None and load["ok_p99_ms"] <= 2 * base["ok_p99_ms"],
+        "refusals_p99_within_50ms": load["refused_p99_ms"] is None or load["refused_p99_ms"] <= 50,
+        "goodput_at_least_90pct": load["goodput_rps"] >= 0.9 * rate,
+        "no_5xx": load["status_5xx"] == 0,
+    }
+    print("\noverload (model with a 50 ms upstream; one gateway worker; open loop at twice the sustainable rate)")
+    print(f"  sustainable (closed loop, 64 in flight): {rate:.0f} req/s, errors {o['sustainable']['errors']}")
+    print(
+        f"  unloaded ({base['offered_rps']:.0f} req/s): p50 {base['ok_p50_ms']:.1f} ms, p99 {base['ok_p99_ms']:.1f} ms"
+    )
+    refused = (
+        f"{load['refused_429']} refused (429) p50 {load['refused_p50_ms']:.1f} ms p99 {load['refused_p99_ms']:.1f} ms"
+        if load["refused_429"]
+        else "0 refused"
+    )
+    print(
+        f"  overload ({load['offered_rps']:.0f} req/s offered, {load['achieved_rps']:.0f} sent): "
+        f"{load['ok']} admitted p50 {load['ok_p50_ms']:.1f} ms p99 {load['ok_p99_ms']:.1f} ms; {refused}; "
+        f"goodput {load['goodput_rps']:.0f} req/s ({load['goodput_rps'] / rate:.0%} of sustainable); "
+        f"5xx {load['status_5xx']}, other {load['other']}, transport failures {load['transport_failures']}"
+    )
+    print(
+        f"  gateway CPU {load['gateway_cpu_pct']:.0f}%, load generator CPU {load['generator_cpu_pct']:.0f}%; "
+        f"admission at the end: {load['admission']}"
+    )
+    print("  targets: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in o["targets"].items()))
+
+
+def report_overhead(r: dict[str, Any]) -> None:
     print("\ngateway overhead on loopback (one gateway worker; fake provider as the floor; same run)")
     head = ("direct p50", "gateway p50", "added p50", "direct p99", "gateway p99", "added p99")
     print(f"{'load':<22}" + "".join(f"{h:>13}" for h in head))
@@ -352,10 +482,6 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> None:
         f"gateway RSS over {m['requests']:,} requests: {m['after_warmup_mb']:.1f} MB after warm-up, "
         f"{m['end_mb']:.1f} MB at the end ({m['growth_pct']:+.1f}%), errors {m['errors']}"
     )
-    print(f"wall time {r['wall_s']:.0f} s")
-    out = Path(__file__).parent / "results" / "gateway.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), **r}, indent=2, default=str))
 
 
 if __name__ == "__main__":
