@@ -114,10 +114,12 @@ def test_sigterm_opens_a_drain_window_a_poller_can_see(served: tuple[ServeProces
     assert phases[-1] == "refused"
     window = [s for s in seen if s.ready == "503 draining"]
     assert window, f"no drain window was observed: {phases}"
-    # still served during the window (the last poll's chat may race the window's end)...
-    assert {s.chat for s in window[:-1]} == {"200"}
+    # Still served during the window, asking clients to reconnect elsewhere. The last poll
+    # may race the end of the window: then it is refused with 503 + Connection: close.
+    assert any(s.chat == "200" for s in window)
+    assert all(s.chat == "200" for s in window[:-1])
     assert window[-1].chat in ("200", "503")
-    assert all(s.close for s in window)  # ...asking clients to reconnect elsewhere
+    assert all(s.close for s in window)
     first = phases.index("503 draining")
     assert all(p == "503 draining" for p in phases[first:-1])  # never ready again once draining
     assert slow[0].status_code == 200
