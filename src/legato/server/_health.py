@@ -2,7 +2,8 @@
 
 ``/healthz`` (liveness) answers 200 while the process serves HTTP, including the
 drain window (status ``draining``), and 503 once it stops taking requests.
-``/readyz`` answers 200 when the store answers, Redis answers (when configured) and
+``/readyz`` answers 200 when the store answers, Redis answers (when configured,
+unless ``limits_failure_mode`` is ``fail_open``: then it serves without) and
 enough models can be served: at least one (``ready_when: any_model``, the default)
 or every one (``all_models``). Its body lists each model's health (a group is
 healthy while one of its deployments is) and the admission limit. It answers 503
@@ -78,7 +79,7 @@ async def readyz(request: Request) -> Response:
         except Exception as exc:
             log.warning("readiness: %s check failed: %s", name, type(exc).__name__, exc_info=exc)
             checks[name] = f"failed: {type(exc).__name__}"
-            ready = False
+            ready = ready and _serves_without(name, request)
     ready = await _check_models(request, checks) and ready
     if load.admission is not None:
         checks["admission"] = load.admission.snapshot()
@@ -89,6 +90,12 @@ async def readyz(request: Request) -> Response:
         status = "ready" if ready else "not ready"
     ok = ready and not load.draining
     return json_response({"status": status, "checks": checks}, status=200 if ok else 503)
+
+
+def _serves_without(dependency: str, request: Request) -> bool:
+    """Whether the replica serves every request without ``dependency``: without Redis
+    only under ``limits_failure_mode: fail_open`` (the limits go uncounted)."""
+    return dependency == "redis" and gateway(request).settings.limits_failure_mode == "fail_open"
 
 
 async def _check_redis(request: Request) -> str:
