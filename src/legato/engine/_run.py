@@ -79,7 +79,6 @@ class Run(StepCalls):
         "pipeline",
         "plan",
         "remaining",
-        "result",
         "retry",
         "run_error",
         "run_id",
@@ -247,32 +246,33 @@ class Run(StepCalls):
                 _library_var.reset(library_token)
         return await self.finish(*self.outcome(control))
 
-    def outcome(self, control: RunControl | None) -> tuple[RunStatus, RunError | None]:
+    def outcome(self, control: RunControl | None) -> tuple[RunStatus, RunError | None, dict[str, Any]]:
+        """How the run ended: its status, the error that decided it, and (when it
+        succeeded) its result: the rendered pipeline outputs, or every step's output."""
         if self.run_error is not None:
-            return RunStatus.FAILED, self.run_error
+            return RunStatus.FAILED, self.run_error, {}
         if self.failures and self.failure_policy == "fail_fast":
-            return RunStatus.FAILED, self.failures[0]
+            return RunStatus.FAILED, self.failures[0], {}
         if control is not None and control.cancelled:
-            return RunStatus.CANCELLED, RunCancelled(f"run {self.run_id} cancelled: {control.reason}")
+            return RunStatus.CANCELLED, RunCancelled(f"run {self.run_id} cancelled: {control.reason}"), {}
         if self.scope is not None and self.scope.cancelled_caught:
-            return RunStatus.FAILED, DeadlineExceeded(f"run {self.run_id} exceeded its deadline of {self.deadline}s")
+            deadline = DeadlineExceeded(f"run {self.run_id} exceeded its deadline of {self.deadline}s")
+            return RunStatus.FAILED, deadline, {}
         if self.failures:
-            return RunStatus.FAILED, self.failures[0]
-        if self.plan.outputs:
-            try:
-                scope = {"inputs": self.inputs, "steps": self.view}
-                self.result = {k: v.render(scope) for k, v in self.plan.outputs.items()}
-            except Exception as exc:
-                err = RunError(f"pipeline outputs could not be rendered: {exc}")
-                err.__cause__ = exc
-                return RunStatus.FAILED, err
-        else:
-            self.result = self.outputs
-        return RunStatus.SUCCEEDED, None
+            return RunStatus.FAILED, self.failures[0], {}
+        if not self.plan.outputs:
+            return RunStatus.SUCCEEDED, None, self.outputs
+        try:
+            scope = {"inputs": self.inputs, "steps": self.view}
+            return RunStatus.SUCCEEDED, None, {k: v.render(scope) for k, v in self.plan.outputs.items()}
+        except Exception as exc:
+            err = RunError(f"pipeline outputs could not be rendered: {exc}")
+            err.__cause__ = exc
+            return RunStatus.FAILED, err, {}
 
-    result: dict[str, Any]
-
-    async def finish(self, status: RunStatus, error: RunError | None) -> RunResult:
+    async def finish(
+        self, status: RunStatus, error: RunError | None, result: dict[str, Any] | None = None
+    ) -> RunResult:
         duration = self.clock() - self.t0
         failed_step = self.failures[0].step if self.failures else None
         if status is not RunStatus.SUCCEEDED:
@@ -285,7 +285,7 @@ class Run(StepCalls):
             run_id=self.run_id,
             pipeline=self.pipeline,
             outputs=self.outputs,
-            result=getattr(self, "result", {}) if status is RunStatus.SUCCEEDED else {},
+            result=result if result is not None and status is RunStatus.SUCCEEDED else {},
             timings=self.timings,
             duration_s=duration,
             error=None if error is None else f"{type(error).__name__}: {error}",
