@@ -120,7 +120,11 @@ def estimate_spec_cost(
     if fan_out < 1:
         raise ValueError(f"fan_out must be >= 1, got {fan_out}")
     estimator = estimator or CostEstimator()
-    steps = [_step_cost(name, step, estimator, fan_out, ref_tokens, resolve) for name, step in dict(spec.steps).items()]
+    steps = [
+        _step_cost(name, step, estimator, fan_out, ref_tokens, resolve)
+        for name, step in dict(spec.steps).items()
+        if not getattr(step, "tool", False)  # an agent's tool: its calls are the agent's turns
+    ]
     assumptions = [
         f"each ${{...}} reference in a prompt expands to ~{ref_tokens} tokens (--ref-tokens)",
         f"a step without max_tokens writes {estimator.default_output_tokens} tokens per call",

@@ -153,6 +153,8 @@ def _tool(ref: str, ctx: BuildContext, i: int) -> AgentTool:
             return _pipeline_tool(ref.removeprefix("pipeline:"), ctx, i)
         fn = ctx.load_callable(ref, "tools", i)
         return fn if isinstance(fn, AgentTool) else FunctionTool(fn)
+    except SpecError:
+        raise  # already located
     except ValueError as exc:
         raise SpecError([ctx.issue(str(exc), "tools", i)]) from exc
 
