@@ -179,3 +179,35 @@ def test_owner_ids_name_the_process_precisely() -> None:
     ):
         assert owner_state(unknown) is OwnerState.UNKNOWN, unknown
     assert owner_state(None) is OwnerState.GONE
+
+
+async def test_runs_waiting_in_one_store_are_cancelled_one_by_one(database_url: str) -> None:
+    """On SQLite one waiting run polls for all; when it ends, another takes over."""
+    release = anyio.Event()
+    p = Pipeline(name())
+
+    @p.step
+    async def hold(n: int) -> int:
+        with anyio.move_on_after(3600):
+            await release.wait()
+        return n
+
+    ids = [uuid.uuid4().hex for _ in range(3)]
+    results: dict[str, RunStatus] = {}
+    async with RunStore(database_url) as worker, RunStore(database_url) as other:
+
+        async def execute(i: int) -> None:
+            runner = DurableRunner(worker, lease_ttl=3600, reflect=None)
+            results[ids[i]] = (await runner.run(p, {"n": i}, run_id=ids[i])).status
+
+        async with anyio.create_task_group() as tg:
+            for i in range(3):
+                tg.start_soon(execute, i)
+            while len([r for r in await other.list_runs(pipeline=p.name) if r.status == "running"]) < 3:
+                await anyio.sleep(0.01)
+            for run_id in (ids[0], ids[2]):  # the first waiter (the SQLite poller) first
+                await other.request_cancel(run_id, by="ops")
+                while run_id not in results:
+                    await anyio.sleep(0.01)
+            release.set()
+    assert results == {ids[0]: RunStatus.CANCELLED, ids[1]: RunStatus.SUCCEEDED, ids[2]: RunStatus.CANCELLED}

@@ -10,9 +10,10 @@ the lease, 10 s by default) is too slow, so :class:`CancelListener` watches:
   wakes the waiting run when it commits. A notification sent while the listener was
   reconnecting is covered by a slow poll (every ``fallback_s``) and by the
   heartbeat, which reports the flag too.
-* **SQLite** has no notifications: each waiting run reads its own row every
-  ``poll_s`` (250 ms at most; one primary-key read in WAL mode, which never waits
-  for a writer).
+* **SQLite** has no notifications: the store polls every ``poll_s`` (200 ms), one
+  query for all the runs waiting in this process (WAL readers never wait for the
+  writer). One of the waiting runs does the polling for all; when its run ends,
+  another takes over.
 
 Every checkpoint also reads the flag in its own transaction (see
 ``RunStore.checkpoint``): a step whose dependencies committed after the cancel was
@@ -36,18 +37,25 @@ CHANNEL = "legato_run_cancel"
 log = logging.getLogger("legato.store")
 
 Check = Callable[[str], Awaitable[CancelRequest | None]]
+CheckMany = Callable[[list[str]], Awaitable[dict[str, CancelRequest]]]
 Sleep = Callable[[float], Awaitable[None]]
 
 
 class CancelListener:
     """Waits for cancel requests of runs executing in this process (see the module docstring).
 
-    ``check(run_id)`` reads the run's recorded request; ``url`` is the store's
-    SQLAlchemy URL (a ``postgresql+asyncpg`` URL turns on ``LISTEN``).
+    ``check(run_id)`` reads the run's recorded request, ``check_many(ids)`` those of
+    several runs; ``url`` is the store's SQLAlchemy URL (a ``postgresql+asyncpg`` URL
+    turns on ``LISTEN``).
     """
 
-    def __init__(self, url: str, check: Check, *, poll_s: float = 0.2, fallback_s: float = 5.0) -> None:
+    def __init__(
+        self, url: str, check: Check, check_many: CheckMany, *, poll_s: float = 0.2, fallback_s: float = 5.0
+    ) -> None:
         self._check = check
+        self._check_many = check_many
+        self._found: dict[str, CancelRequest] = {}
+        self._polling = False
         self._dsn = _asyncpg_dsn(url)
         self.poll_s = poll_s
         self.fallback_s = fallback_s
@@ -64,10 +72,38 @@ class CancelListener:
         """Return once a cancel of ``run_id`` is recorded (``sleep`` paces the polls)."""
         if self._dsn is not None and await self._listening():
             return await self._wait_notified(run_id, sleep)
+        return await self._wait_polled(run_id, sleep)
+
+    async def _wait_polled(self, run_id: str, sleep: Sleep) -> CancelRequest:
+        woken = self._subscribe(run_id)
+        try:
+            while run_id not in self._found:
+                if not self._polling:  # nobody polls for this process's runs: this one does
+                    self._polling = True
+                    try:
+                        await self._poll(run_id, sleep)
+                    finally:
+                        self._polling = False
+                        self._wake_all()  # another waiter takes over if this run ended
+                    continue
+                with anyio.move_on_after(self.poll_s * 2):
+                    await woken.wait()
+                self._unsubscribe(run_id, woken)
+                woken = self._subscribe(run_id)
+            return self._found.pop(run_id)
+        finally:
+            self._unsubscribe(run_id, woken)
+            self._found.pop(run_id, None)
+
+    async def _poll(self, mine: str, sleep: Sleep) -> None:
         while True:
-            request = await self._check(run_id)
-            if request is not None:
-                return request
+            found = await self._check_many(list(self._waiting))
+            for run_id, request in found.items():
+                self._found[run_id] = request
+                for event in self._waiting.get(run_id, ()):
+                    event.set()
+            if mine in self._found:
+                return
             await sleep(self.poll_s)
 
     async def _wait_notified(self, run_id: str, sleep: Sleep) -> CancelRequest:

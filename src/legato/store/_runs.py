@@ -521,6 +521,22 @@ class RunStore:
 
         return await self.run_sync(read, readonly=True)
 
+    async def cancel_requests(self, run_ids: list[str]) -> dict[str, CancelRequest]:
+        """The cancel requests recorded for any of ``run_ids`` (one query per 500 ids)."""
+
+        def read(conn: Connection) -> dict[str, CancelRequest]:
+            found: dict[str, CancelRequest] = {}
+            for start in range(0, len(run_ids), 500):
+                chunk = run_ids[start : start + 500]
+                query = sa.select(runs.c.id, *cancel_columns()).where(runs.c.id.in_(chunk), runs.c.cancel_requested)
+                for row in conn.execute(query).all():
+                    request = cancel_request(row[1:])
+                    if request is not None:
+                        found[str(row[0])] = request
+            return found
+
+        return await self.run_sync(read, readonly=True) if run_ids else {}
+
     async def wait_cancel(
         self, run_id: str, *, sleep: Callable[[float], Awaitable[None]] = anyio.sleep
     ) -> CancelRequest:
@@ -528,7 +544,9 @@ class RunStore:
         ``NOTIFY``, within :attr:`cancel_poll_s` by polling on SQLite (see
         :mod:`legato.store._cancel`). ``sleep`` paces the polls (an injected clock's)."""
         if self._cancels is None:
-            self._cancels = CancelListener(self.url, self.cancel_request, poll_s=self.cancel_poll_s)
+            self._cancels = CancelListener(
+                self.url, self.cancel_request, self.cancel_requests, poll_s=self.cancel_poll_s
+            )
         return await self._cancels.wait(run_id, sleep)
 
     async def release(self, run_id: str, owner: str) -> None:
