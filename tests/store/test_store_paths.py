@@ -151,6 +151,12 @@ def test_reads_work_on_a_read_only_file_system(project: Path, tmpfs: Path) -> No
     assert any(e["title"] == "a note" for e in json.loads(out))
     code, out, err = invoke("keys", "list", "--database-url", str(db))
     assert code == 0, err
+    code, out, err = invoke("runs", "list", "--database-url", str(db))  # the table: short ids are read too
+    assert code == 0, err
+    assert run_id[:8] in out
+    code, out, err = invoke("analyze", "hoard", "--database-url", str(db))
+    assert code == 0, err
+    assert "not written to the journal" in err
     code, out, err = invoke("run", str(project / "hoard.yaml"), "-i", "text=x", "--database-url", str(db))
     assert code == 1
     assert "is read-only" in err

@@ -71,7 +71,9 @@ async def _analyze(target: str, last: int, database_url: str | None, config: Pat
                 name, records, single = run.pipeline, [run], run.id
         runs = [(r, await store.steps(r.id)) for r in records]
         analysis = analyze_runs(name, runs, graph)
-        if journal and runs:
+        if journal and runs and store.read_only:
+            _err.print("[dim]the store is read-only: this analysis is not written to the journal[/dim]")
+        elif journal and runs:
             await _write_journal(store, analysis, single)
     return analysis
 
@@ -94,17 +96,21 @@ def _spec(path: Path, config: Path | None) -> tuple[str, dict[str, list[str]]]:
 
 
 async def _write_journal(store: RunStore, analysis: Analysis, run_id: str | None) -> None:
+    from legato.errors import StoreError
     from legato.store import Journal
 
     what = f"run {run_id}" if run_id else f"{analysis.runs} run(s)"
-    await Journal(store).add(
-        f"Analysis of {analysis.pipeline} ({what})",
-        analysis.to_markdown(),
-        tags=["analysis", analysis.pipeline],
-        pipeline=analysis.pipeline,
-        run_id=run_id,
-        author="auto",
-    )
+    try:
+        await Journal(store).add(
+            f"Analysis of {analysis.pipeline} ({what})",
+            analysis.to_markdown(),
+            tags=["analysis", analysis.pipeline],
+            pipeline=analysis.pipeline,
+            run_id=run_id,
+            author="auto",
+        )
+    except StoreError as exc:  # the analysis itself stands: say why it was not recorded
+        print_error(f"the analysis was not written to the journal: {exc}")
 
 
 def _ms(value: float | None) -> str:

@@ -353,8 +353,11 @@ class Journal:
         return [_with_score(found[i], float(scores[j])) for i, j in zip(ids, order, strict=True) if i in found]
 
     async def _backfill(self) -> None:
-        """Embed entries written while no embedder was configured."""
+        """Embed entries written while no embedder was configured (not on a read-only
+        store: those entries are then found by text search only)."""
         assert self.embedder is not None
+        if self.store.read_only:
+            return
         stmt = _select().where(journal_entries.c.embedding.is_(None)).limit(1000)
         missing = await self.store.run_sync(
             lambda conn: [_entry(r) for r in conn.execute(stmt).mappings().all()], readonly=True
