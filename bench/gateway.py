@@ -219,7 +219,7 @@ async def overload(gw_url: str, key: str, args: argparse.Namespace, gw: psutil.P
     await target.open(512)
     try:
         await closed_loop(target, concurrency=32, requests=500)  # warm-up
-        sustained = await closed_loop(target, concurrency=64, requests=args.max_requests)
+        sustained = await closed_loop(target, concurrency=64, requests=args.max_requests, refusal_pause=0.05)
         rate = sustained["rps"]
         progress(f"overload: sustainable {rate:.0f} req/s (closed loop, 64 in flight)")
         unloaded = await open_loop_statuses(target, rps=rate / 3, seconds=args.seconds)
@@ -237,7 +237,9 @@ async def overload(gw_url: str, key: str, args: argparse.Namespace, gw: psutil.P
     return {"sustainable": sustained, "unloaded": unloaded, "overload": loaded}
 
 
-async def closed_loop(target: Target, concurrency: int, requests: int) -> dict[str, Any]:
+async def closed_loop(target: Target, concurrency: int, requests: int, refusal_pause: float = 0.0) -> dict[str, Any]:
+    """``concurrency`` workers sending back to back; a worker refused with 429 waits
+    ``refusal_pause`` first (as a client honouring a short back-off would)."""
     done = errors = 0
     t0 = time.perf_counter()
 
@@ -249,6 +251,8 @@ async def closed_loop(target: Target, concurrency: int, requests: int) -> dict[s
                 done += 1
             else:
                 errors += 1
+                if status == 429 and refusal_pause:
+                    await anyio.sleep(refusal_pause)
 
     async with anyio.create_task_group() as tg:
         for _ in range(concurrency):
@@ -415,7 +419,10 @@ def report_overload(o: dict[str, Any]) -> None:
         "no_5xx": load["status_5xx"] == 0,
     }
     print("\noverload (model with a 50 ms upstream; one gateway worker; open loop at twice the sustainable rate)")
-    print(f"  sustainable (closed loop, 64 in flight): {rate:.0f} req/s, errors {o['sustainable']['errors']}")
+    print(
+        f"  sustainable (closed loop, 64 in flight, 50 ms pause after a 429): {rate:.0f} req/s, "
+        f"429s {o['sustainable']['errors']}"
+    )
     print(
         f"  unloaded ({base['offered_rps']:.0f} req/s): p50 {base['ok_p50_ms']:.1f} ms, p99 {base['ok_p99_ms']:.1f} ms"
     )

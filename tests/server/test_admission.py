@@ -21,7 +21,9 @@ from legato.testing import FakeProvider, Reply
 
 from .conftest import MASTER, catalog_for, gateway_settings, serve_in_thread
 
-SETTINGS = AdmissionSettings(initial_limit=20, min_limit=4, window_s=1.0, window_samples=10, tolerance=1.5)
+SETTINGS = AdmissionSettings(
+    initial_limit=20, min_limit=4, window_s=1.0, window_samples=10, tolerance=1.5, baseline_s=10.0
+)
 
 
 def feed(limit: GradientLimit, rtt: float, in_flight: int, windows: int, start: float = 0.0) -> float:
@@ -48,7 +50,7 @@ def test_the_limit_does_not_grow_when_the_traffic_does_not_use_it() -> None:
 
 
 def test_the_limit_shrinks_when_latency_rises_past_the_tolerance_and_not_below_the_minimum() -> None:
-    limit = GradientLimit(SETTINGS, max_limit=100)
+    limit = GradientLimit(SETTINGS.model_copy(update={"baseline_s": 600.0}), max_limit=100)
     now = feed(limit, rtt=0.1, in_flight=20, windows=1)
     grown = limit.limit
     now = feed(limit, rtt=0.14, in_flight=20, windows=1, start=now)  # within the tolerance: no cut
@@ -57,15 +59,21 @@ def test_the_limit_shrinks_when_latency_rises_past_the_tolerance_and_not_below_t
     now = feed(limit, rtt=0.4, in_flight=20, windows=1, start=now)
     assert limit.limit < before
     assert limit.limit >= before / 2  # one window never more than halves it
-    feed(limit, rtt=2.0, in_flight=20, windows=25, start=now)  # 30 s: within the horizon
+    feed(limit, rtt=2.0, in_flight=20, windows=25, start=now)
     assert limit.limit == SETTINGS.min_limit
 
 
-def test_the_baseline_forgets_windows_older_than_its_horizon() -> None:
-    limit = GradientLimit(AdmissionSettings(window_s=1.0, baseline_s=5.0), max_limit=100)
-    now = feed(limit, rtt=0.05, in_flight=1, windows=1)
-    feed(limit, rtt=0.2, in_flight=1, windows=8, start=now)
-    assert limit.baseline == pytest.approx(0.2)
+def test_a_lasting_change_of_latency_becomes_the_baseline_and_the_limit_recovers() -> None:
+    """A slower upstream or a busy machine is not queueing the limit can fix: after about
+    ``baseline_s`` the new latency is the baseline and the limit grows again."""
+    limit = GradientLimit(SETTINGS, max_limit=100)  # baseline_s 10, windows of 1 s
+    now = feed(limit, rtt=0.05, in_flight=20, windows=1)
+    now = feed(limit, rtt=0.2, in_flight=20, windows=5, start=now)
+    low = limit.limit
+    assert low < 20
+    feed(limit, rtt=0.2, in_flight=20, windows=40, start=now)
+    assert limit.baseline == pytest.approx(0.2, rel=0.05)
+    assert limit.limit > low
 
 
 async def test_a_full_limit_queues_briefly_then_refuses() -> None:

@@ -8,7 +8,10 @@ limit here is estimated from what the gateway observes, as Netflix's
 - every admitted call that succeeds gives one sample, the time from admission to the
   response's first byte (a stream's time to first chunk);
 - samples are averaged over windows (at least ``window_s`` and ``window_samples``);
-- the baseline is the lowest window average seen over the last ``baseline_s``;
+- the baseline is a long-term average of the window averages, following a lasting
+  change of latency over about ``baseline_s`` (Gradient2's long RTT): latency that rose
+  for reasons the limit cannot fix (a slower upstream, a busy machine) stops counting
+  as queueing after a while instead of pinning the limit at its minimum;
 - at the end of each window, ``gradient = clamp(tolerance * baseline / average, 0.5, 1)``.
   Below 1, latency has risen past the tolerance: calls are queueing somewhere, and the
   limit shrinks towards ``limit * gradient`` (a ``smoothing`` share of the step at a
@@ -46,15 +49,12 @@ class GradientLimit:
         self.settings = settings
         self.max_limit = max(settings.min_limit, settings.max_limit or max_limit)
         self.limit = float(min(self.max_limit, max(settings.min_limit, settings.initial_limit)))
-        self._windows: deque[tuple[float, float]] = deque()  # (end time, average) of recent windows
+        self.baseline: float | None = None  # the long-term average latency, per window
+        self._weight = min(1.0, settings.window_s / settings.baseline_s)
         self._start: float | None = None
         self._sum = 0.0
         self._count = 0
         self._peak = 0
-
-    @property
-    def baseline(self) -> float | None:
-        return min(avg for _, avg in self._windows) if self._windows else None
 
     def sample(self, rtt: float, in_flight: int, now: float) -> None:
         """Add one latency sample taken with ``in_flight`` calls admitted."""
@@ -65,16 +65,17 @@ class GradientLimit:
         self._peak = max(self._peak, in_flight)
         s = self.settings
         if self._count >= s.window_samples and now - self._start >= s.window_s:
-            self._update(self._sum / self._count, self._peak, now)
+            self._update(self._sum / self._count, self._peak)
             self._start, self._sum, self._count, self._peak = None, 0.0, 0, 0
 
-    def _update(self, average: float, peak: int, now: float) -> None:
+    def _update(self, average: float, peak: int) -> None:
         s = self.settings
-        while self._windows and self._windows[0][0] < now - s.baseline_s:
-            self._windows.popleft()
-        self._windows.append((now, average))
-        baseline = self.baseline or average
-        gradient = max(0.5, min(1.0, s.tolerance * baseline / average)) if average > 0 else 1.0
+        if self.baseline is None:
+            self.baseline = average
+        self.baseline += (average - self.baseline) * self._weight
+        if average > 0 and self.baseline / average > 2:  # back from a long overload: forget it faster
+            self.baseline *= 0.9
+        gradient = max(0.5, min(1.0, s.tolerance * self.baseline / average)) if average > 0 else 1.0
         if gradient < 1.0:
             target = self.limit * gradient
             self.limit -= (self.limit - target) * s.smoothing

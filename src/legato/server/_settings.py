@@ -45,7 +45,7 @@ class AdmissionSettings(BaseModel):
     smoothing: float = Field(0.5, gt=0, le=1, description="How much of each computed decrease is applied at once.")
     window_s: float = Field(0.25, gt=0, description="Latency samples are averaged over windows at least this long...")
     window_samples: int = Field(10, ge=1, description="...holding at least this many samples.")
-    baseline_s: float = Field(60.0, gt=0, description="The baseline is the lowest window average over this horizon.")
+    baseline_s: float = Field(10.0, gt=0, description="The latency baseline follows a lasting change over about this.")
     queue: int = Field(32, ge=0, description="Calls that may wait for a free slot; more are refused at once.")
     queue_timeout_s: float = Field(0.02, ge=0, description="How long a call waits in the queue before a 429.")
 
