@@ -11,7 +11,9 @@ Two set-ups, each against a floor measured in the same run:
   with the real adapter and wire, where the loop's share is what a user sees.
 
 Also: the same in-process agent with a journal (``MemoryJournal``), the cost of
-recording each turn and tool call apart from the store's commit.
+recording each turn and tool call apart from the store's commit; and a durable run
+(SQLite run store) of a step running the agent with and without its step journal,
+where the difference is the commit of each turn and tool call.
 
 Writes ``bench/results/agents.json``. Run: ``python bench/agents.py``.
 """
@@ -45,6 +47,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "agents.json"
 TURNS = 8
 RUNS = 300
 HTTP_RUNS = 150
+DURABLE_RUNS = 40
 
 
 def lookup(order_id: str) -> dict[str, str]:
@@ -164,8 +167,47 @@ async def over_http() -> dict[str, float]:
     return {"direct_us_per_turn": floor, "agent_us_per_turn": loop, "overhead_us_per_turn": loop - floor}
 
 
+async def durable(tmp: Path) -> dict[str, float]:
+    from legato.engine import Pipeline, step_journal
+    from legato.store import DurableRunner, RunStore
+
+    model = ScriptedModel()
+
+    def pipeline(journaled: bool) -> Pipeline:
+        p = Pipeline(f"agent_{journaled}")
+
+        @p.step
+        async def answer() -> str:
+            agent = Agent(model, tools=[alookup], max_turns=TURNS + 1)
+            result = await agent.run("where is A-1?", journal=step_journal() if journaled else None)
+            return result.text
+
+        return p
+
+    async with RunStore(f"sqlite:///{tmp / 'bench.db'}") as store:
+        runner = DurableRunner(store, reflect=None)
+        plain, journaled = pipeline(False), pipeline(True)
+
+        async def without() -> None:
+            await runner.run(plain)
+
+        async def with_journal() -> None:
+            await runner.run(journaled)
+
+        floor, loop = map(per_turn_us, await timed([without, with_journal], DURABLE_RUNS))
+    return {"durable_run_us_per_turn": floor, "journaled_us_per_turn": loop, "commit_us_per_turn": loop - floor}
+
+
 async def main() -> None:
-    results = {"turns_per_run": TURNS, "in_process": await in_process(), "http_fake_provider": await over_http()}
+    import tempfile
+
+    results: dict[str, Any] = {
+        "turns_per_run": TURNS,
+        "in_process": await in_process(),
+        "http_fake_provider": await over_http(),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        results["durable_sqlite"] = await durable(Path(tmp))
     print(f"agent loop, {TURNS} turns a run (7 tool calls + the answer); median per turn")
     print(f"{'set-up':<28}{'direct':>12}{'agent':>12}{'overhead':>12}")
     for label, key in (("in-process model", "in_process"), ("fake provider over HTTP", "http_fake_provider")):
@@ -177,6 +219,11 @@ async def main() -> None:
     j = results["in_process"]
     journal, extra = j["agent_journal_us_per_turn"], j["journal_overhead_us_per_turn"]
     print(f"{'+ MemoryJournal':<28}{'':>12}{journal:>10.1f}us{extra:>10.1f}us")
+    d = results["durable_sqlite"]
+    print(
+        f"{'durable run (SQLite)':<28}{d['durable_run_us_per_turn']:>10.1f}us{d['journaled_us_per_turn']:>10.1f}us"
+        f"{d['commit_us_per_turn']:>10.1f}us   (without / with the step journal)"
+    )
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
