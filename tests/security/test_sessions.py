@@ -128,3 +128,18 @@ def test_sessions_expire(fake: FakeProvider, tmp_path_factory: pytest.TempPathFa
             assert c.get("/ui/").status_code == 303
     finally:
         served.stop()
+
+
+def test_admins_see_who_is_signed_in(gateway: ServedGateway) -> None:
+    reader = gateway.create_key(["runs:read"], name="curious-reader")
+    with browser(gateway, "127.0.0.6") as c:
+        assert sign_in(c, reader).status_code == 303
+        assert c.get("/ui/sessions").status_code == 403  # not for non-admin keys
+        assert "/ui/sessions" not in c.get("/ui/").text
+    with gateway.client(MASTER) as admin:
+        page = admin.get("/ui/sessions")
+        assert page.status_code == 200
+        row = next(line for line in page.text.splitlines() if "curious-reader" in line)
+        assert reader[:12] in row
+        assert "127.0.0.6" in row
+        assert reader not in page.text

@@ -441,6 +441,21 @@ def _other_pages(router: APIRouter, d: Dashboard) -> None:
                       by_model=_by_model(key_rows or []), key_total=sum(r.get("cost") or 0 for r in key_rows or []),
                       run_rows=run_rows, run_total=sum(r["cost"] for r in run_rows))  # fmt: skip
 
+    @router.get("/sessions")
+    async def sessions_page(request: Request) -> Response:
+        if not isinstance(viewer := await d.gate(request), Viewer):
+            return viewer
+        if not viewer.admin:
+            message = "Who is signed in is shown to admin keys only."
+            return d.page("error.html", request, status=403, title="Forbidden", message=message)
+        rows = []
+        for session in await d.session_store().active():
+            who = await d.access.from_key_id(session.key_id)
+            if who is not None:  # a session whose key was revoked is already closed
+                rows.append({"who": who.label, "admin": who.admin, "client": session.client,
+                             "since": session.created_at, "until": session.expires_at})  # fmt: skip
+        return d.page("sessions.html", request, nav="sessions", rows=rows)
+
     @router.get("/journal")
     async def journal_page(request: Request, q: str = "") -> Response:
         if not isinstance(viewer := await d.gate(request), Viewer):

@@ -18,6 +18,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -49,6 +50,10 @@ class Session:
     created_at: float
     expires_at: float
     client: str | None
+
+
+def _session(row: Any) -> Session:
+    return Session(key_id=row.key_id, created_at=row.created_at, expires_at=row.expires_at, client=row.client)
 
 
 class SessionStore:
@@ -83,7 +88,22 @@ class SessionStore:
             row = (await conn.execute(query)).first()
         if row is None or row.revoked_at is not None or row.expires_at <= self._clock():
             return None
-        return Session(key_id=row.key_id, created_at=row.created_at, expires_at=row.expires_at, client=row.client)
+        return _session(row)
+
+    async def active(self, limit: int = 500) -> list[Session]:
+        """The live sessions, newest first: who is signed in, from where, until when."""
+        t, now = sessions_table, self._clock()
+        query = (
+            sa.select(t)
+            .where(t.c.revoked_at.is_(None), t.c.expires_at > now)
+            .order_by(t.c.created_at.desc())
+            .limit(limit)
+        )
+        async with self._reader.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            Session(key_id=r.key_id, created_at=r.created_at, expires_at=r.expires_at, client=r.client) for r in rows
+        ]
 
     async def revoke(self, token: str) -> Session | None:
         """End the session ``token``; returns what it was (None when it was not live)."""
