@@ -54,3 +54,8 @@ def test_the_python_agent_example_runs(examples: Path) -> None:
 def test_the_pipeline_example_runs(examples: Path) -> None:
     out = run("run_support.py", examples).splitlines()
     assert out == ["A-1001 was delivered; you get 40.0 back.", "['lookup_order', 'shipping', 'refund_amount']"]
+
+
+def test_the_durable_python_example_runs(examples: Path) -> None:
+    out = run("durable_agent.py", examples).splitlines()
+    assert out == ["Invoice sent. (2 model calls, 2 tool calls)"]
