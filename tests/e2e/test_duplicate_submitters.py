@@ -4,6 +4,7 @@ reports that run's outcome (they wait for it), not "failed" while it is in progr
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -90,3 +91,24 @@ def test_duplicate_submitters_wait_for_the_one_run(project: Path, fails: bool) -
         assert all(doc["outputs"] == {"slow": "HI"} for _, doc, _ in results)
     waited = [err for _, _, err in results[1:] if "waiting for its result" in err]
     assert waited  # at least the submitters that arrived while it ran said they were waiting
+
+
+def test_ctrl_c_stops_waiting_and_leaves_the_run_to_its_process(project: Path) -> None:
+    first = submit(project)
+    wait_for_file(project / "started")
+    waiter = submit(project)
+    deadline = time.monotonic() + 120
+    seen = ""
+    while "waiting for its result" not in seen:  # the waiter found the run in progress
+        assert time.monotonic() < deadline, seen
+        assert waiter.poll() is None, seen
+        seen += waiter.stderr.readline() if waiter.stderr else ""
+    waiter.send_signal(signal.SIGINT)
+    out, err = waiter.communicate(timeout=60)
+    assert waiter.returncode == 130, err
+    assert "stopped waiting for run" in err
+    assert "cancelling run" not in err
+    (project / "release").touch()
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert json.loads(out)["status"] == "succeeded"  # the other process's run was left alone

@@ -46,6 +46,12 @@ class Interrupt:
         self.control = control
         self.run_id = run_id
         self.hits = 0
+        self.waiting_for: str | None = None  # another process's run this command only waits for
+
+    def waiting(self, run_id: str) -> None:
+        """This command now waits for ``run_id``, which another process executes: Ctrl-C
+        stops the wait and leaves that run alone."""
+        self.waiting_for = run_id
 
     @property
     def interrupted(self) -> bool:
@@ -64,7 +70,8 @@ class Interrupt:
             if self.hits == 1:
                 loop.call_soon_threadsafe(self._cancel)
                 return
-            _say(f"\nexiting at once: run {self.run_id} is left running; `legato runs recover` finishes it\n")
+            if self.waiting_for is None:
+                _say(f"\nexiting at once: run {self.run_id} is left running; `legato runs recover` finishes it\n")
             os._exit(EXIT_INTERRUPTED)
 
         previous = signal.signal(signal.SIGINT, on_sigint)
@@ -74,7 +81,8 @@ class Interrupt:
             signal.signal(signal.SIGINT, previous)
 
     def _cancel(self) -> None:
-        _say(f"\ncancelling run {self.run_id} (Ctrl-C again to exit at once)\n")
+        if self.waiting_for is None:  # waiting: the wait loop says what happens to the other run
+            _say(f"\ncancelling run {self.run_id} (Ctrl-C again to exit at once)\n")
         self.control.cancel(f"Ctrl-C (SIGINT) on legato run, pid {os.getpid()}")
 
     def resume_hint(self, run_id: str) -> str:

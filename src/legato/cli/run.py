@@ -155,6 +155,7 @@ def run(
                 control=interrupt.control,
                 run_id=interrupt.run_id,
                 wait=not no_wait,
+                on_wait=interrupt.waiting,
             )
 
     # With --json, stdout carries the JSON document only: whatever libraries print

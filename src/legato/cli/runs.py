@@ -102,13 +102,15 @@ async def stored_run(
     control: RunControl | None = None,
     run_id: str | None = None,
     wait: bool = True,
+    on_wait: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Run ``pipeline`` durably for ``legato run``; ``progress`` is entered around the run,
     ``control`` cancels it (Ctrl-C), ``run_id`` names a new run.
 
     When ``idempotency_key`` names a run another live process is executing, ``wait``
     polls until it finishes and returns its result (taking the run over if its worker
-    dies meanwhile); without ``wait`` the ``RUNNING`` result comes back at once."""
+    dies meanwhile); without ``wait`` the ``RUNNING`` result comes back at once.
+    ``on_wait`` is told the id of the run waited for before the wait starts."""
     from legato.engine import RunStatus
     from legato.errors import IdempotencyConflict, StoreError
     from legato.store import DurableRunner
@@ -141,6 +143,8 @@ async def stored_run(
             with progress if progress is not None else nullcontext():
                 result = await submit()
             if wait and result.status is RunStatus.RUNNING:
+                if on_wait is not None:
+                    on_wait(result.run_id)
                 result = await _wait_for_other(result, submit, control)
             return result
         except IdempotencyConflict as exc:
