@@ -43,6 +43,7 @@ server:
   key_cache_ttl_s: {key_cache_ttl_s}
   max_output_tokens: 256
   drain_timeout_s: 5
+  drain_delay_s: 0
 {extra}"""
 
 PROMPT = [{"role": "user", "content": "hello there"}]
@@ -268,8 +269,8 @@ def test_fail_closed_answers_503_in_the_clients_format(fake: FakeProvider, redis
         serve.stop()
 
 
-def test_fail_open_serves_keys_with_limits_uncounted(fake: FakeProvider, redis_down: str, tmp_path: Path) -> None:
-    serve = replica_without_redis(tmp_path, fake, redis_down, "fail_open")
+def test_fail_open_serves_keys_with_limits_uncounted(fake: FakeProvider, tmp_path: Path) -> None:
+    serve = replica_without_redis(tmp_path, fake, closed_redis(), "fail_open")
     try:
         key = serve.create_key(["chat"], budget_usd=0.001, rpm=1)
         with serve.client(key) as c:
