@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -302,3 +304,32 @@ def test_a_revoked_key_is_refused_by_the_other_replica_through_pub_sub(
             time.sleep(0.01)
         assert r.status_code == 401
         assert "revoked" in r.json()["error"]["message"]
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_a_key_revoked_with_the_cli_is_refused_by_every_replica(
+    two_replicas: tuple[ServeProcess, ServeProcess], postgres_url: str, redis_url: str
+) -> None:
+    a, b = two_replicas
+    key = a.create_key(["chat"])
+    with a.client(key) as ca, b.client(key) as cb:
+        for c in (ca, cb):
+            assert c.post("/v1/chat/completions", json=CHAT).status_code == 200  # cached on both
+        config = a.log_path.parent / "legato.yaml"
+        cli = [str(Path(sys.executable).parent / "legato"), "keys", "revoke", key[:12], "--config", str(config)]
+        done = subprocess.run(
+            [*cli, "--database-url", postgres_url, "--redis-url", redis_url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "SECURITY_MASTER_KEY": "unused", "SECURITY_FAKE_KEY": "unused"},
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "warning" not in done.stderr
+        deadline = time.monotonic() + 10  # far below the hour of the cache
+        for c in (ca, cb):
+            while c.post("/v1/chat/completions", json=CHAT).status_code == 200:
+                assert time.monotonic() < deadline, "a replica still accepts the key revoked from the CLI"
+                time.sleep(0.01)

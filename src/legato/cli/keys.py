@@ -161,13 +161,24 @@ def revoke(
     key: str = typer.Argument(..., help="Key id or prefix (lg_XXXXXXXXX)."),
     config: Path | None = _CONFIG,
     database_url: str | None = _DB,
+    redis_url: str | None = typer.Option(
+        None, "--redis-url", help="Redis of the replicas, to tell them at once (default: server.redis_url)."
+    ),
 ) -> None:
-    """Revoke a key. Replicas stop accepting it within server.key_cache_ttl_s seconds."""
+    """Revoke a key. Replicas sharing Redis stop accepting it at once; others within server.key_cache_ttl_s."""
+    from legato.config import LegatoConfig
+    from legato.server._revocation import announce
+    from legato.server._settings import load_settings
+
+    announced: list[bool] = []
 
     async def action(store: Any) -> Any:
         found = await store.revoke(key.removesuffix("..."))
         if found is not None:
             await _audit(store, "key_revoked", found)
+            settings = load_settings(LegatoConfig.load(config), redis_url=redis_url)
+            if settings.redis_url:
+                announced.append(await announce(settings.redis_url, settings.redis_prefix, found.id))
         return found
 
     found = _with_store(config, database_url, action)
@@ -175,6 +186,10 @@ def revoke(
         print_error(f"no API key {key!r}")
         raise typer.Exit(1)
     typer.echo(f"revoked {found.prefix}... ({found.name})")
+    if announced == [False]:
+        typer.echo(
+            "warning: Redis unreachable; replicas stop accepting the key within server.key_cache_ttl_s", err=True
+        )
 
 
 @keys_app.command("spend")

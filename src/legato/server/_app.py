@@ -31,7 +31,7 @@ from legato.server._errors import GatewayError, error_response, from_exception, 
 from legato.server._keys import KeyStore
 from legato.server._limits import KeyLimiter, MemoryCounters, RedisCounters
 from legato.server._protect import Load, Protection
-from legato.server._revocation import Revocations
+from legato.server._revocation import Revocations, channel_for
 from legato.server._settings import ServerSettings
 from legato.server._spend import SpendRecorder
 from legato.server._ssrf import SSRFPolicy
@@ -82,7 +82,7 @@ async def open_gateway(
             budgets: BudgetStore = RedisBudgetStore(
                 client=redis, prefix=f"{settings.redis_prefix}budget:", on_unavailable=settings.limits_failure_mode
             )
-            channel = f"{settings.redis_prefix}keys:invalidate"
+            channel = channel_for(settings.redis_prefix)
             revocations = Revocations(settings.redis_url, channel, keys, publisher=redis, connect_timeout_s=timeout)
             keys.on_change = revocations.publish
         else:

@@ -28,9 +28,30 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.client import PubSub
 
-__all__ = ["Revocations"]
+__all__ = ["Revocations", "announce", "channel_for"]
 
 log = logging.getLogger("legato.server")
+
+
+def channel_for(redis_prefix: str) -> str:
+    """The channel every replica with this ``redis_prefix`` listens on."""
+    return f"{redis_prefix}keys:invalidate"
+
+
+async def announce(url: str, redis_prefix: str, key_id: str, *, timeout_s: float = 1.0) -> bool:
+    """Tell the replicas on ``url`` that ``key_id`` changed (for changes made outside a
+    replica, e.g. ``legato keys revoke``); False when Redis could not be reached."""
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    client = Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        await client.publish(channel_for(redis_prefix), key_id)
+    except (RedisError, OSError):
+        return False
+    finally:
+        await client.aclose()
+    return True
 
 
 class _Cache(Protocol):
