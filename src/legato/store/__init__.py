@@ -8,18 +8,11 @@ searches what was learned. See docs/durable-runs.md and docs/journal.md.
 
 from legato.store._access import LOCAL, Principal, visible_run
 from legato.store._database import DEFAULT_DATABASE_URL, resolve_url
-from legato.store._durable import (
-    DurableRunner,
-    Recovery,
-    load_source,
-    pipeline_version,
-    recover_expired_runs,
-    result_from_record,
-    run_durably,
-)
+from legato.store._durable import DurableRunner, pipeline_version, result_from_record, run_durably
 from legato.store._ids import OwnerState, new_owner_id, new_run_id, owner_state
 from legato.store._journal import Embedder, Journal, JournalEntry, LocalEmbedder, SearchMode
 from legato.store._records import CancelRequest, EventRecord, RecoveryAction, RunRecord, StepRecord, StoredStatus
+from legato.store._recovery import Recovery, load_source, recover_expired_runs
 from legato.store._reflection import reflect_on_run
 from legato.store._runs import RunStore
 
