@@ -211,3 +211,28 @@ async def test_runs_waiting_in_one_store_are_cancelled_one_by_one(database_url: 
                     await anyio.sleep(0.01)
             release.set()
     assert results == {ids[0]: RunStatus.CANCELLED, ids[1]: RunStatus.SUCCEEDED, ids[2]: RunStatus.CANCELLED}
+
+
+async def test_the_heartbeat_and_the_cancel_poll_sleep_on_the_injected_clock(sqlite_store: RunStore) -> None:
+    from legato.resilience import SystemClock
+
+    class Recording(SystemClock):
+        def __init__(self) -> None:
+            self.sleeps: list[float] = []
+
+        async def sleep(self, seconds: float) -> None:
+            self.sleeps.append(seconds)
+            await anyio.sleep(seconds if seconds < 1 else 3600)
+
+    p = Pipeline(name())
+
+    @p.step
+    async def brief() -> int:
+        await anyio.sleep(0.5)
+        return 1
+
+    clock = Recording()
+    result = await DurableRunner(sqlite_store, lease_ttl=30, reflect=None, clock=clock).run(p, {})
+    assert result.ok
+    assert 10.0 in clock.sleeps  # the heartbeat, every lease_ttl / 3
+    assert sqlite_store.cancel_poll_s in clock.sleeps  # the SQLite cancel poll
