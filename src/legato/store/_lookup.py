@@ -29,6 +29,8 @@ def resolve(conn: Connection, prefix: str, tenant: str | None) -> str:
     if conn.execute(exact).first() is not None:
         return prefix
     query = sa.select(runs.c.id).where(runs.c.id.startswith(prefix, autoescape=True), *_tenant_is(tenant))
+    if conn.dialect.name == "sqlite":  # SQLite's LIKE cannot use the key's index; this range can
+        query = query.where(runs.c.id >= prefix, runs.c.id < prefix[:-1] + chr(ord(prefix[-1]) + 1))
     found = [r[0] for r in conn.execute(query.order_by(runs.c.id.desc()).limit(_SHOWN_CANDIDATES + 1)).all()]
     if not found:
         raise RunNotFound(f"no run with id {prefix!r}")
