@@ -143,3 +143,13 @@ def test_admins_see_who_is_signed_in(gateway: ServedGateway) -> None:
         assert reader[:12] in row
         assert "127.0.0.6" in row
         assert reader not in page.text
+
+
+def test_sign_in_and_out_are_refused_from_another_site(gateway: ServedGateway) -> None:
+    with browser(gateway) as c:
+        foreign = c.post("/ui/login", data={"key": MASTER}, headers={"origin": "https://evil.example"})
+        assert foreign.status_code == 403
+        assert "legato_dashboard" not in foreign.cookies
+        assert sign_in(c, MASTER).status_code == 303
+        assert c.post("/ui/logout", headers={"sec-fetch-site": "cross-site"}).status_code == 403
+        assert c.get("/ui/").status_code == 200  # still signed in

@@ -296,6 +296,8 @@ def _sign_in_routes(router: APIRouter, d: Dashboard) -> None:
 
     @router.post("/login")
     async def login(request: Request) -> Response:
+        if not _same_origin(request):  # no signing a browser in (or out) from another site
+            return d.page("error.html", request, status=403, title="Forbidden", message="Cross-site request refused.")
         client = client_address(request)
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
         target = _safe_next((form.get("next") or [""])[0], d.base)
@@ -323,6 +325,8 @@ def _sign_in_routes(router: APIRouter, d: Dashboard) -> None:
 
     @router.post("/logout")
     async def logout(request: Request) -> Response:
+        if not _same_origin(request):
+            return d.page("error.html", request, status=403, title="Forbidden", message="Cross-site request refused.")
         token = request.cookies.get(COOKIE)
         session = await d.session_store().revoke(token) if token else None
         if session is not None:
