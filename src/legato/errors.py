@@ -234,6 +234,13 @@ class BudgetBusy(BudgetExceeded):
     they reserved.
     """
 
+    def __init__(self, scope: str, limit: float, spent: float, needed: float = 0.0) -> None:
+        super().__init__(scope, limit, spent, needed)
+        self.args = (
+            f"budget {scope!r}: what is left of ${limit:.6f} is held by calls in flight "
+            f"(spent and held ${spent:.6f}, next call needs ~${needed:.6f}); retry shortly",
+        )
+
 
 class LimitsUnavailable(LegatoError):
     """The store that counts limits and budgets across processes (Redis) could not be reached.

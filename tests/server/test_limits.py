@@ -258,3 +258,16 @@ def test_period_start() -> None:
     assert period_start("day", T0) == "2026-09-21"
     assert period_start("month", T0) == "2026-09-01"
     assert period_start("total", T0) is None
+
+
+def test_a_budget_guard_behind_the_gateway_answers_redis_failures_as_503() -> None:
+    """A pipeline-style budget (``budgets:`` in legato.yaml) raising inside the model call."""
+    from legato.errors import BudgetBusy, LimitsUnavailable
+    from legato.server._errors import from_exception
+
+    down = from_exception(LimitsUnavailable("the budget store (Redis) is unavailable: ConnectionError"))
+    assert (down.status, down.code, down.headers) == (503, "limits_unavailable", {"Retry-After": "1"})
+    assert "ConnectionError" not in down.message
+    busy = from_exception(BudgetBusy("day", 1.0, 0.9, needed=0.2))
+    assert (busy.status, busy.code) == (429, "budget_busy")
+    assert "held by calls in flight" in busy.message

@@ -25,12 +25,14 @@ from starlette.responses import Response
 from legato.errors import (
     AuthenticationFailed,
     BadRequest,
+    BudgetBusy,
     BudgetExceeded,
     ConnectionFailed,
     ContentFiltered,
     ContextWindowExceeded,
     InvalidAPIKey,
     LegatoError,
+    LimitsUnavailable,
     MalformedResponse,
     ModelError,
     ModelNotFound,
@@ -177,8 +179,8 @@ def from_exception(exc: BaseException) -> GatewayError:
         return GatewayError(401, "authentication", str(exc) or "invalid API key", code="invalid_api_key")
     if isinstance(exc, ScopeDenied):
         return GatewayError(403, "permission", str(exc) or "permission denied", code="permission_denied")
-    if isinstance(exc, BudgetExceeded):
-        return GatewayError(429, "quota", str(exc), code="budget_exceeded")
+    if isinstance(exc, BudgetExceeded | LimitsUnavailable):
+        return _from_limits(exc)
     if isinstance(exc, RunNotFound):
         return GatewayError(404, "not_found", str(exc), code="run_not_found")
     if isinstance(exc, ModelError):
@@ -186,6 +188,16 @@ def from_exception(exc: BaseException) -> GatewayError:
     if isinstance(exc, LegatoError):
         return GatewayError(400, "invalid_request", str(exc))
     return GatewayError(500, "internal", "internal error")
+
+
+def _from_limits(exc: BudgetExceeded | LimitsUnavailable) -> GatewayError:
+    if isinstance(exc, LimitsUnavailable):  # never the Redis exception's text
+        message = "the limits and budgets store is unavailable; retry shortly"
+        headers = _retry_after(exc.retry_after)
+        return GatewayError(503, "overloaded", message, code="limits_unavailable", headers=headers)
+    if isinstance(exc, BudgetBusy):
+        return GatewayError(429, "rate_limit", str(exc), code="budget_busy", headers={"Retry-After": "1"})
+    return GatewayError(429, "quota", str(exc), code="budget_exceeded")
 
 
 _TRANSPORT_MESSAGES: tuple[tuple[type[ModelError], str], ...] = (

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from legato.cost import Budget, BudgetStore, Reservation
 from legato.cost._budget import FailureMode
 from legato.errors import BudgetBusy, BudgetExceeded, LimitsUnavailable
-from legato.server._errors import GatewayError
+from legato.server._errors import GatewayError, from_exception
 from legato.server._keys import ApiKey
 
 if TYPE_CHECKING:
@@ -281,7 +281,7 @@ class KeyLimiter:
                 code="budget_exceeded",
             ) from None
         except LimitsUnavailable as exc:
-            raise _unavailable(exc) from None
+            raise from_exception(exc) from None
 
     async def _count(self, key: ApiKey) -> Quota | None:
         if key.rpm is None and key.tpm is None:
@@ -296,7 +296,7 @@ class KeyLimiter:
             if self.failure_mode == "fail_open":
                 log.warning("rate limits of API key %s... not counted (fail_open): %s", key.prefix, exc)
                 return None
-            raise _unavailable(exc) from None
+            raise from_exception(exc) from None
         if isinstance(self.counters, MemoryCounters) and window % 8 == 0:
             self.counters.prune({str(window), str(window - 1)})
         weight, reset = 1.0 - elapsed, (1.0 - elapsed) * WINDOW_S
@@ -329,16 +329,6 @@ class KeyLimiter:
             await self.counters.settle(keys[2], tokens)
         except LimitsUnavailable as exc:
             log.warning("tokens of API key %s... not counted: %s", key.prefix, exc)
-
-
-def _unavailable(exc: LimitsUnavailable) -> GatewayError:
-    return GatewayError(
-        503,
-        "overloaded",
-        "the limits and budgets store is unavailable; retry shortly",
-        code="limits_unavailable",
-        headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))},
-    )
 
 
 def _wait_seconds(current: float, previous: float, limit: float, elapsed: float, counting_this: bool) -> float:
