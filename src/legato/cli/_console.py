@@ -18,9 +18,26 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["UNBOUNDED", "fail", "new_console", "new_table", "print_error"]
+__all__ = ["STATUS_STYLE", "UNBOUNDED", "fail", "new_console", "new_table", "print_error", "styled"]
 
 UNBOUNDED = 1_000_000  # columns: wider than any line legato prints
+
+STATUS_STYLE = {  # one palette for run and step statuses, in every command
+    "succeeded": "green",
+    "failed": "red",
+    "dead": "magenta",
+    "cancelled": "yellow",
+    "orphaned": "yellow",
+    "running": "cyan",
+    "pending": "dim",
+    "skipped": "dim",
+}
+
+
+def styled(status: str) -> str:
+    """``status`` as markup in its palette colour (plain text when it has none)."""
+    style = STATUS_STYLE.get(status)
+    return f"[{style}]{status}[/{style}]" if style else status
 
 
 def new_console(*, stderr: bool = False) -> Console:

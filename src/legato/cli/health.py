@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from legato.cli._console import new_console, new_table, print_error
 from legato.cli.models import models_app
@@ -98,6 +99,6 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
             r["model"],
             f"[{colour}]{r['state']}[/{colour}]",
             "-" if r["probe_ms"] is None else f"{r['probe_ms']:g}",
-            r["error"] or "",
+            escape(r["error"] or ""),
         )
     new_console().print(table)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
+from rich.markup import escape
 
 from legato.cli._app import app
 from legato.cli._console import new_console, new_table, print_error
@@ -145,7 +146,7 @@ def list_keys(
         budget = f"${k.budget_usd:g}/{k.budget_period}" if k.budget_usd is not None else "-"
         table.add_row(
             k.prefix + "...",
-            k.name,
+            escape(k.name),
             ",".join(sorted(k.scopes)),
             ",".join(sorted(k.models)) if k.models is not None else "all",
             str(k.rpm) if k.rpm is not None else "-",

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from legato.cli._app import app
-from legato.cli._console import new_console, new_table, print_error
+from legato.cli._console import new_console, new_table, print_error, styled
 
 if TYPE_CHECKING:
     from legato.engine import Event, Pipeline, PlanSummary, RunResult
@@ -245,7 +245,7 @@ def _print_result(out: Console, result: RunResult) -> None:
     for name, t in result.timings.items():
         start = "" if t.started is None else f"{t.started * 1000:.1f}"
         dur = "" if t.duration is None else f"{t.duration * 1000:.1f}"
-        table.add_row(name, _styled(str(t.status)), start, dur, str(t.attempts or ""))
+        table.add_row(name, styled(str(t.status)), start, dur, str(t.attempts or ""))
     out.print(table)
     for name, reason in result.skipped.items():
         out.print(f"[dim]skipped {name}: {reason}[/dim]")
@@ -275,14 +275,6 @@ def wall_time_line(result: RunResult) -> str:
 
 def _cost(result: RunResult) -> str:
     return f" · ${result.cost:.6f}" if result.usage.get("calls") else ""
-
-
-_STYLES = {"succeeded": "green", "failed": "red", "cancelled": "red", "skipped": "dim", "running": "yellow"}
-
-
-def _styled(status: str) -> str:
-    style = _STYLES.get(status)
-    return f"[{style}]{status}[/{style}]" if style else status
 
 
 class _Progress:
@@ -328,7 +320,7 @@ class _Progress:
 
         table = Table(show_header=False, show_edge=False, box=None)
         for name in self.order:
-            table.add_row(name, _styled(self.state[name]), self.detail.get(name, ""))
+            table.add_row(name, styled(self.state[name]), escape(self.detail.get(name, "")))
         return table
 
 

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from legato.cli._app import app
-from legato.cli._console import new_console, new_table, print_error
+from legato.cli._console import new_console, new_table, print_error, styled
 
 if TYPE_CHECKING:
     from legato.cli._interrupt import Interrupt
@@ -267,16 +267,6 @@ def _dump(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
 
 
-_STATUS_STYLE = {
-    "succeeded": "green",
-    "failed": "red",
-    "dead": "magenta",
-    "cancelled": "yellow",
-    "running": "cyan",
-    "orphaned": "yellow",
-}
-
-
 @runs_app.command("list")
 def list_runs(
     status: str | None = typer.Option(
@@ -332,17 +322,16 @@ def list_runs(
         table.add_column(col)
     for r in records:
         status = "orphaned" if r.id in orphans else r.status  # running, but its worker is gone
-        style = _STATUS_STYLE.get(status, "")
         duration = f"{r.finished_at - (r.started_at or r.created_at):.2f}s" if r.finished_at else ""
         detail = r.dead_reason or r.error or (f"key {r.idempotency_key}" if r.idempotency_key else "")
         table.add_row(
             short.get(r.id, r.id),
-            r.pipeline,
-            f"[{style}]{status}[/{style}]" if style else status,
+            escape(r.pipeline),
+            styled(status),
             _when(r.created_at),
             duration,
             str(r.recoveries or ""),
-            (detail or "")[:80],
+            escape((detail or "")[:80]),
         )
     new_console().print(table if records else "[dim]no runs[/dim]")
 
@@ -389,8 +378,7 @@ def show(
         return
 
     out = new_console()
-    style = _STATUS_STYLE.get(record.status, "white")
-    out.print(f"run [bold]{record.id}[/bold] · {escape(record.pipeline)} · [{style}]{record.status}[/{style}]")
+    out.print(f"run [bold]{record.id}[/bold] · {escape(record.pipeline)} · {styled(record.status)}")
     out.print(f"created {_when(record.created_at)}, finished {_when(record.finished_at) or '-'}")
     if record.idempotency_key:
         out.print(f"idempotency key: {record.idempotency_key}")
@@ -412,7 +400,7 @@ def show(
     for s in steps:
         detail = f"{s.error_type}: {s.error}" if s.error_type else json.dumps(s.output, default=str)[:60]
         dur = "" if s.duration_s is None else f"{s.duration_s * 1000:.1f}"
-        table.add_row(s.step, str(s.attempt), s.status, dur, s.model or "", detail)
+        table.add_row(escape(s.step), str(s.attempt), styled(s.status), dur, escape(s.model or ""), escape(detail))
     out.print(table)
     if record.outputs is not None:
         out.print_json(json.dumps(record.outputs, default=str))
