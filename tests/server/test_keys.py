@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
@@ -142,3 +143,32 @@ def test_cli_key_changes_are_audited_as_the_local_owner(tmp_path: Path) -> None:
     ]
     assert all(r.client is not None and r.client.startswith("cli ") for r in records)
     assert created["key"] not in str([r.public() for r in records])
+
+
+async def test_an_expired_cache_entry_is_looked_up_once_for_every_caller_waiting_on_it(store: RunStore) -> None:
+    """50 requests that find the same key expired share one query (not 50)."""
+    clock = Clock()
+    keys = KeyStore(store.engine, cache_ttl_s=5, clock=clock)
+    _, secret = await keys.create("busy", ["chat"])
+    await keys.authenticate(secret)
+    clock.now += 5.1
+    lookups: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "FROM api_keys" in statement:
+            lookups.append(statement)
+
+    sa.event.listen(store.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        found: list[str] = []
+        async with anyio.create_task_group() as tg:
+            for _ in range(50):
+
+                async def one() -> None:
+                    found.append((await keys.authenticate(secret)).name)
+
+                tg.start_soon(one)
+    finally:
+        sa.event.remove(store.engine.sync_engine, "before_cursor_execute", count)
+    assert found == ["busy"] * 50
+    assert len(lookups) == 1

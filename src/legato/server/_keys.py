@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+import anyio
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -188,6 +189,16 @@ def _row_to_key(row: Any) -> tuple[ApiKey, str]:
     return key, row.key_hash
 
 
+class _Refresh:
+    """One key lookup under way: its result, for the callers that wait on it."""
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.finished = False
+        self.key: ApiKey | None = None
+        self.error: Exception | None = None
+
+
 class KeyStore:
     """Keys in the run store's database (tables ``api_keys`` and ``spend``).
 
@@ -213,6 +224,7 @@ class KeyStore:
         self._wall = wall_clock
         self._cache: OrderedDict[str, tuple[float, ApiKey | None]] = OrderedDict()
         self._generation = 0  # bumped by invalidate(): a lookup that raced with it is not cached
+        self._refreshing: dict[str, _Refresh] = {}  # lookups under way, shared by their waiters
         self.on_change: Callable[[str], Awaitable[None]] | None = None  # announces a changed key id
 
     def invalidate(self) -> None:
@@ -330,15 +342,41 @@ class KeyStore:
         if hit is not None and hit[0] > now:
             key: ApiKey | None = hit[1]
         else:
-            generation = self._generation
-            key = await self._lookup(secret[:_VISIBLE], digest)
-            if generation == self._generation:
-                self._remember(digest, key, now)
+            key = await self._refresh(secret[:_VISIBLE], digest, now)
         if key is None:
             raise InvalidAPIKey("invalid API key")
         if key.revoked:
             raise InvalidAPIKey(f"API key {key.prefix}... has been revoked")
         return key
+
+    async def _refresh(self, prefix: str, digest: str, now: float) -> ApiKey | None:
+        """Look the key up and cache it. With a cache, calls that find the same entry
+        missing or expired share one query: when it expires under load, the database
+        sees one lookup, not one per request in flight."""
+        if self._ttl <= 0:
+            return await self._lookup(prefix, digest)
+        shared = self._refreshing.get(digest)
+        if shared is not None:
+            await shared.done.wait()
+            if shared.finished:
+                if shared.error is not None:
+                    raise shared.error
+                return shared.key
+            return await self._refresh(prefix, digest, now)  # the first caller was cancelled
+        shared = self._refreshing[digest] = _Refresh()
+        generation = self._generation
+        try:
+            shared.key = await self._lookup(prefix, digest)
+            shared.finished = True
+        except Exception as exc:
+            shared.error, shared.finished = exc, True
+            raise
+        finally:
+            del self._refreshing[digest]
+            shared.done.set()
+        if generation == self._generation:
+            self._remember(digest, shared.key, now)
+        return shared.key
 
     async def _lookup(self, prefix: str, digest: str) -> ApiKey | None:
         query = sa.select(api_keys_table).where(api_keys_table.c.prefix == prefix)
