@@ -231,7 +231,7 @@ async def test_dashboard_journal_shows_own_entries_only(tenants: Tenants) -> Non
             assert ("quixotic provider quirk" in found) is visible
 
 
-def test_dashboard_spend_shows_own_rows_only(tenants: Tenants) -> None:
+def test_spend_rows_belong_to_their_key(tenants: Tenants) -> None:
     served = tenants.served
     chat_a = served.create_key(["chat", "runs:read"], name="spender-a")
     chat_b = served.create_key(["chat", "runs:read"], name="spender-b")
@@ -242,7 +242,9 @@ def test_dashboard_spend_shows_own_rows_only(tenants: Tenants) -> None:
     for key, sees in ((chat_a, {chat_a}), (chat_b, {chat_b}), (tenants.admin, {chat_a, chat_b})):
         with ui(tenants, key) as c:
             page = c.get("/ui/spend").text
+            rows = c.get("/v1/spend").json()["data"]  # the same rule over REST
         assert {k for k in (chat_a, chat_b) if k[:12] in page} == sees
+        assert {k for k in (chat_a, chat_b) if any(r["prefix"] == k[:12] for r in rows)} == sees
 
 
 def test_dashboard_models_page_is_for_admins(tenants: Tenants) -> None:

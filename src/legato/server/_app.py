@@ -216,7 +216,7 @@ def create_app(
     catalog: ModelCatalog | None = None,
 ) -> FastAPI:
     """The gateway application. ``catalog`` replaces the models of ``legato.yaml`` (tests, embedding)."""
-    from legato.server import _admin, _gateway, _health, _runs
+    from legato.server import _admin, _gateway, _health, _runs, _usage
     from legato.store import RunStore
 
     settings = settings or ServerSettings()
@@ -257,6 +257,7 @@ def create_app(
     app.include_router(_gateway.router)
     app.include_router(_admin.router)
     app.include_router(_runs.router)
+    app.include_router(_usage.router)
     live = _mount_dashboard(app, settings)
     mcp = _mount_mcp(app, store, pipelines, [*_run_subscribers(), live])
     app.state.load = _load(settings)
