@@ -117,6 +117,9 @@ async def test_sigkill_mid_agent_repeats_no_model_call_and_no_tool_call(
 
         requests = fake.requests_for("openai.chat")
 
+    # The run's ledger counts the turns paid for before the crash as well.
+    assert result.usage["calls"] == TURNS
+    assert result.usage["input_tokens"] == sum(50 * t for t in range(1, TURNS + 1))
     output: dict[str, Any] = result.outputs["answer"]
     assert output["text"] == "All recorded."
     assert output["turns"] == TURNS

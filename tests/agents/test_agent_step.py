@@ -356,6 +356,7 @@ steps:
     assert sorted(effects) == ["charge 5", "notify done", "notify done"]
     assert len(fake_provider.requests) == 2  # the first turn was not asked again
     assert result.timings["bill"].attempts == 2
+    assert result.usage["calls"] == 2  # the replayed turn is not counted twice
 
 
 async def test_an_mcp_server_that_cannot_start_fails_the_step_clearly(

@@ -206,6 +206,15 @@ class _Session:
         name = f"{self.agent.name} turn {index}"
         return self.parent.child(name) if self.parent is not None else Ledger(name=name)
 
+    def charge(self, turn: Turn) -> None:
+        """Record a replayed turn's spend on the ledger (one call, as the model made it)."""
+        if self.parent is None:
+            return
+        cost = None if turn.unpriced_calls and not turn.cost else turn.cost
+        self.ledger(turn.index).record(
+            CallRecord(turn.model, turn.provider, turn.input_tokens, turn.output_tokens, 0, cost)
+        )
+
     # -- a model turn ------------------------------------------------------------------
 
     async def model_turn(self, index: int, span: Any) -> Turn:
@@ -337,9 +346,12 @@ class _Session:
             return None
         turns: list[Turn] = []
         calls: dict[int, dict[str, ToolCallRecord]] = {}
-        for entry in await self.journal.load():
+        inherited = int(getattr(self.journal, "inherited", 0) or 0)
+        for position, entry in enumerate(await self.journal.load()):
             if entry.get("kind") == "turn":
                 turns.append(_turn_from(entry))
+                if position < inherited:  # paid for by a process that died: count it in this run
+                    self.charge(turns[-1])
             elif entry.get("kind") == "tool":
                 record = ToolCallRecord.from_dict(entry["call"])
                 if record.error is not None and self.agent.on_tool_error == "raise":

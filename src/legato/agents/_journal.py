@@ -11,6 +11,11 @@ and tool results are used as they are, and only what is missing runs.
 In a durable pipeline run the ``agent:`` step journals into the run store; in
 Python, pass any implementation (for example :class:`MemoryJournal`) to
 :meth:`legato.agents.Agent.run`.
+
+A journal may also say how many of its entries were ``inherited`` from another
+process (a resumed run): the model calls of those turns were never counted in this
+process, so the agent charges them to the current ledger when it replays them, and
+the run's cost includes what the turns before the crash spent.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ class AgentJournal(Protocol):
 
 class MemoryJournal:
     """A journal in memory: resumes within one process (tests, retries of a step)."""
+
+    inherited = 0  # every entry was appended in this process
 
     def __init__(self) -> None:
         self.entries: list[dict[str, Any]] = []

@@ -35,7 +35,7 @@ def journal_key(step: str, index: int | None = None) -> str:
 class RunJournals:
     """The journals of one run: entries handed in on resume plus those appended since."""
 
-    __slots__ = ("emit", "entries", "run_id")
+    __slots__ = ("emit", "entries", "inherited", "run_id")
 
     def __init__(
         self, run_id: str, emit: Callable[[Event], Awaitable[Any]] | None, loaded: Mapping[str, Sequence[Any]]
@@ -43,6 +43,7 @@ class RunJournals:
         self.run_id = run_id
         self.emit = emit
         self.entries: dict[str, list[Any]] = {key: list(values) for key, values in loaded.items()}
+        self.inherited = {key: len(values) for key, values in self.entries.items()}
 
 
 class StepJournal:
@@ -55,6 +56,12 @@ class StepJournal:
         self.step = step
         self.index = index
         self.key = journal_key(step, index)
+
+    @property
+    def inherited(self) -> int:
+        """How many of the entries were recorded before this process took the run over
+        (the rest were appended by earlier attempts in this process)."""
+        return self._run.inherited.get(self.key, 0)
 
     async def load(self) -> list[Any]:
         """The entries recorded so far, oldest first (copies: changing them changes nothing)."""
