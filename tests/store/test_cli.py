@@ -246,3 +246,42 @@ def test_runs_list_rejects_an_unknown_status_with_a_suggestion(project: Path) ->
     code, out, _ = invoke("runs", "list", "--status", "orphaned", "--database-url", db)
     assert code == 0
     assert "no runs" in out
+
+
+def test_runs_show_lists_every_attempt_including_retries(tmp_path: Path) -> None:
+    (tmp_path / "flaky.py").write_text(
+        textwrap.dedent(
+            """
+            from pathlib import Path
+
+            COUNT = Path(__file__).parent / "count"
+
+
+            def flaky(text: str) -> str:
+                n = int(COUNT.read_text()) if COUNT.exists() else 0
+                COUNT.write_text(str(n + 1))
+                if n < 2:
+                    raise ConnectionError(f"attempt {n + 1} lost the connection")
+                return text
+            """
+        )
+    )
+    spec = """
+        name: flaky
+        inputs: {text: string}
+        steps:
+          call:
+            uses: ./flaky.py:flaky
+            retries: {max_attempts: 3, base_delay: 0, jitter: none, retry_on: any}
+    """
+    (tmp_path / "flaky.yaml").write_text(textwrap.dedent(spec).lstrip())
+    db = str(tmp_path / "s.db")
+    code, out, err = invoke("run", str(tmp_path / "flaky.yaml"), "-i", "text=ok", "--database-url", db, "--json")
+    assert code == 0, out + err
+    run_id = json.loads(out)["run_id"]
+    code, out, _ = invoke("runs", "show", run_id, "--json", "--database-url", db)
+    rows = [(s["step"], s["attempt"], s["status"]) for s in json.loads(out)["steps"]]
+    assert rows == [("call", 1, "retried"), ("call", 2, "retried"), ("call", 3, "succeeded")]
+    assert json.loads(out)["steps"][0]["error"] == "ConnectionError: attempt 1 lost the connection"
+    code, out, _ = invoke("runs", "show", run_id, "--database-url", db)
+    assert "attempt 2 lost the connection" in out

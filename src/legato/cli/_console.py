@@ -28,6 +28,7 @@ STATUS_STYLE = {  # one palette for run and step statuses, in every command
     "dead": "magenta",
     "cancelled": "yellow",
     "orphaned": "yellow",
+    "retried": "yellow",
     "running": "cyan",
     "pending": "dim",
     "skipped": "dim",

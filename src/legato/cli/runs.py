@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from legato.cli._interrupt import Interrupt
     from legato.engine import Event, Pipeline, RunControl, RunResult, Subscriber
     from legato.errors import RunNotFound
-    from legato.store import RunRecord, RunStore
+    from legato.store import EventRecord, RunRecord, RunStore, StepRecord
 
 __all__ = ["estimate_cost", "open_store", "parse_duration", "stored_run"]
 
@@ -354,24 +354,13 @@ def show(
                 record = await store.get_run(run_id)
             except RunNotFound as exc:
                 raise _not_found(exc) from None
-            return record, await store.steps(record.id), (await store.events(record.id) if events else [])
+            return record, await store.steps(record.id), await store.events(record.id)
 
     record, steps, evs = anyio.run(main)
+    attempts = _attempts(steps, evs)
     if as_json:
         doc = _record_dict(record)
-        doc["steps"] = [
-            {
-                "step": s.step,
-                "attempt": s.attempt,
-                "status": s.status,
-                "output": s.output,
-                "error": f"{s.error_type}: {s.error}" if s.error_type else None,
-                "duration_s": s.duration_s,
-                "model": s.model,
-                "cost": s.cost,
-            }
-            for s in steps
-        ]
+        doc["steps"] = attempts
         if events:
             doc["events"] = [{"type": e.type, "step": e.step, "at": e.at, "data": e.data} for e in evs]
         _dump(doc)
@@ -397,14 +386,15 @@ def show(
     table = new_table(show_edge=False)
     for col in ("step", "attempt", "status", "duration ms", "model", "detail"):
         table.add_column(col)
-    for s in steps:
-        detail = f"{s.error_type}: {s.error}" if s.error_type else json.dumps(s.output, default=str)[:60]
-        dur = "" if s.duration_s is None else f"{s.duration_s * 1000:.1f}"
-        table.add_row(escape(s.step), str(s.attempt), styled(s.status), dur, escape(s.model or ""), escape(detail))
+    for a in attempts:
+        detail = a["error"] or json.dumps(a["output"], default=str)[:60]
+        dur = "" if a["duration_s"] is None else f"{a['duration_s'] * 1000:.1f}"
+        row = (escape(a["step"]), str(a["attempt"]), styled(a["status"]), dur, escape(a["model"] or ""), escape(detail))
+        table.add_row(*row)
     out.print(table)
     if record.outputs is not None:
         out.print_json(json.dumps(record.outputs, default=str))
-    for e in evs:
+    for e in evs if events else ():
         out.print(f"[dim]{_when(e.at)}[/dim] {e.type} {e.step or ''} {json.dumps(e.data, default=str)[:100]}")
 
 
@@ -465,6 +455,33 @@ def resume(
 
     result = anyio.run(main)
     _report(result, as_json, interrupt)
+
+
+def _attempts(steps: list[StepRecord], evs: list[EventRecord]) -> list[dict[str, Any]]:
+    """Every attempt of every step, in the order they ended: the stored attempts plus
+    the ones the step's retry policy retried within a run (``StepRetried`` events)."""
+    rows = [
+        (
+            s.finished_at or 0.0,
+            {
+                "step": s.step,
+                "attempt": s.attempt,
+                "status": s.status,
+                "output": s.output,
+                "error": f"{s.error_type}: {s.error}" if s.error_type else None,
+                "duration_s": s.duration_s,
+                "model": s.model,
+                "cost": s.cost,
+            },
+        )
+        for s in steps
+    ]
+    for e in evs:
+        if e.type == "StepRetried" and e.step:
+            error = f"{e.data.get('error_type', 'Error')}: {e.data.get('message', '')}"
+            row = {"step": e.step, "attempt": e.data.get("attempt"), "status": "retried", "output": None}
+            rows.append((e.at, {**row, "error": error, "duration_s": None, "model": None, "cost": None}))
+    return [row for _, row in sorted(rows, key=lambda pair: pair[0])]
 
 
 def _load_pipeline(path: Path, config: Path | None) -> Pipeline:
