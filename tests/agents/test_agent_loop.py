@@ -357,12 +357,17 @@ async def test_hostile_tool_results_and_a_sync_tool_past_the_deadline(fake_provi
         release.wait(10)
         return "late"
 
-    fake_provider.script(calls(("s1", "surrogate", {})), answer("fine"))
+    fake_provider.script(
+        calls(("s1", "surrogate", {}), ("d1", "surrogate", "[" * 100_000 + "]" * 100_000)), answer("fine")
+    )
     model = OpenAIModel("gpt-4o-mini", base_url=fake_provider.openai_base_url, api_key="sk-test")
     try:
         result = await Agent(model, tools=[surrogate]).run("go")
         assert result.outcome is AgentOutcome.ANSWERED
         assert result.tool_calls[0].content == "bad ? bytes"
+        deep = result.tool_calls[1]
+        assert deep.error is ToolErrorKind.INVALID_ARGUMENTS
+        assert "nested too deeply" in deep.content
 
         fake_provider.script(calls(("k1", "stuck", {})))
         result = await Agent(model, tools=[stuck], deadline=0.3).run("go")

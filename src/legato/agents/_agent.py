@@ -330,6 +330,8 @@ class _Session:
             raise UnknownTool(f"there is no tool named {call.name!r} (the tools are: {known})", tool=call.name)
         try:
             arguments = json.loads(call.arguments or "{}")
+        except RecursionError:
+            raise InvalidToolArguments("the arguments are nested too deeply", tool=call.name) from None
         except ValueError as exc:
             raise InvalidToolArguments(f"the arguments are not valid JSON ({exc})", tool=call.name) from None
         if not isinstance(arguments, dict):
