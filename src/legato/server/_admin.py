@@ -11,12 +11,12 @@ from dataclasses import asdict
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from starlette.responses import Response
 
 from legato.server._audit import AuditAction
 from legato.server._auth import require
-from legato.server._body import StrictJSONRoute
+from legato.server._body import StrictJSONRoute, WireModel
 from legato.server._errors import GatewayError
 from legato.server._gateway import _ERRORS, gateway, json_response
 from legato.server._keys import INT32_MAX, MAX_BUDGET_USD, ApiKey
@@ -28,8 +28,8 @@ router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/admin", tags=["Admin
 ScopeName = Literal["chat", "embed", "runs:read", "runs:write", "admin"]
 
 
-class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class KeyCreate(WireModel):
+    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
     scopes: list[ScopeName] = Field(min_length=1)
@@ -40,15 +40,21 @@ class KeyCreate(BaseModel):
     budget_period: Literal["day", "month", "total"] = "month"
 
 
-class KeyLimits(BaseModel):
+def _not_null(schema: dict[str, Any]) -> None:
+    """In the schema: a value when given (``null`` is refused; leave the field out to keep it)."""
+    schema["anyOf"] = [branch for branch in schema.get("anyOf", []) if branch.get("type") != "null"]
+    schema.pop("default", None)
+
+
+class KeyLimits(WireModel):
     """New limits of a key: a field given as null clears that limit; a field left out keeps it."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid")
 
     rpm: int | None = Field(None, ge=0, le=INT32_MAX)
     tpm: int | None = Field(None, ge=0, le=INT32_MAX)
     budget_usd: float | None = Field(None, ge=0, le=MAX_BUDGET_USD)
-    budget_period: Literal["day", "month", "total"] | None = None
+    budget_period: Literal["day", "month", "total"] | None = Field(None, json_schema_extra=_not_null)
 
 
 async def _audit(request: Request, actor: ApiKey, action: AuditAction, target: ApiKey, **detail: Any) -> None:

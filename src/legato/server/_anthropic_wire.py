@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from legato.providers import (
     ChatChunk,
@@ -27,6 +27,7 @@ from legato.providers import (
     ToolCall,
     Usage,
 )
+from legato.server._body import WireModel
 
 __all__ = [
     "CountTokensRequest",
@@ -39,9 +40,8 @@ __all__ = [
 ]
 
 
-class _Wire(BaseModel):
-    # strict: JSON types as sent (``max_tokens: true`` or ``stream: "yes"`` is an error, not 1 or True)
-    model_config = ConfigDict(extra="ignore", strict=True)
+class _Wire(WireModel):
+    model_config = ConfigDict(extra="ignore")
 
 
 class TextBlock(_Wire):
@@ -49,16 +49,20 @@ class TextBlock(_Wire):
     text: str
 
 
-class ImageSource(_Wire):
-    type: Literal["base64", "url"]
-    media_type: str | None = None
-    data: str | None = None
-    url: str | None = None
+class Base64Source(_Wire):
+    type: Literal["base64"]
+    media_type: str = Field(min_length=1)
+    data: str = Field(min_length=1)
+
+
+class URLSource(_Wire):
+    type: Literal["url"]
+    url: str = Field(pattern=r"^https?://")
 
 
 class ImageBlock(_Wire):
     type: Literal["image"]
-    source: ImageSource
+    source: Annotated[Base64Source | URLSource, Field(discriminator="type")]
 
 
 class ToolUseBlock(_Wire):
@@ -70,7 +74,7 @@ class ToolUseBlock(_Wire):
 
 class ToolResultBlock(_Wire):
     type: Literal["tool_result"]
-    tool_use_id: str
+    tool_use_id: str = Field(min_length=1)
     content: str | list[TextBlock | ImageBlock] | None = None
     is_error: bool | None = None
 
@@ -80,7 +84,7 @@ Block = TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock
 
 class MessageParam(_Wire):
     role: Literal["user", "assistant"]
-    content: str | list[Block] = Field(min_length=1)
+    content: Annotated[str, Field(min_length=1)] | Annotated[list[Block], Field(min_length=1)]
 
 
 class ToolParam(_Wire):
@@ -89,9 +93,16 @@ class ToolParam(_Wire):
     input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
 
 
-class ToolChoice(_Wire):
-    type: Literal["auto", "any", "tool", "none"]
-    name: str | None = None
+class ToolChoiceMode(_Wire):
+    type: Literal["auto", "any", "none"]
+
+
+class ToolChoiceTool(_Wire):
+    type: Literal["tool"]
+    name: str = Field(min_length=1)
+
+
+ToolChoice = Annotated[ToolChoiceMode | ToolChoiceTool, Field(discriminator="type")]
 
 
 class CountTokensRequest(_Wire):
@@ -117,12 +128,8 @@ class MessagesRequest(CountTokensRequest):
 
 def _image(block: ImageBlock) -> ImagePart:
     src = block.source
-    if src.type == "url":
-        if not src.url:
-            raise ValueError("image source of type 'url' needs url")
+    if isinstance(src, URLSource):
         return ImagePart(url=src.url)
-    if not src.data or not src.media_type:
-        raise ValueError("image source of type 'base64' needs media_type and data")
     return ImagePart(url=f"data:{src.media_type};base64,{src.data}")
 
 
@@ -184,12 +191,10 @@ def _conversation(body: CountTokensRequest) -> tuple[list[Message], list[Tool], 
     for m in body.messages:
         messages.extend(_messages(m))
     choice: str | None = None
-    if body.tool_choice is not None:
-        choice = {"auto": "auto", "any": "required", "none": "none"}.get(body.tool_choice.type)
-        if body.tool_choice.type == "tool":
-            if not body.tool_choice.name:
-                raise ValueError("tool_choice of type 'tool' needs name")
-            choice = body.tool_choice.name
+    if isinstance(body.tool_choice, ToolChoiceTool):
+        choice = body.tool_choice.name
+    elif body.tool_choice is not None:
+        choice = {"auto": "auto", "any": "required", "none": "none"}[body.tool_choice.type]
     tools = [Tool(name=t.name, description=t.description, parameters=t.input_schema) for t in body.tools or []]
     return messages, tools, choice
 
@@ -203,7 +208,7 @@ def image_urls(body: CountTokensRequest) -> list[str]:
             blocks = (
                 block.content if isinstance(block, ToolResultBlock) and isinstance(block.content, list) else [block]
             )
-            urls.extend(b.source.url for b in blocks if isinstance(b, ImageBlock) and b.source.url)
+            urls.extend(b.source.url for b in blocks if isinstance(b, ImageBlock) and isinstance(b.source, URLSource))
     return urls
 
 

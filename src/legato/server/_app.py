@@ -9,7 +9,7 @@ stopped accepting and drained in-flight requests (see :mod:`legato.server._serve
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -252,6 +252,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.openapi = _openapi_with_limits(app, settings)  # type: ignore[method-assign]
     _install_handlers(app)
     app.include_router(_health.router)
     app.include_router(_gateway.router)
@@ -284,6 +285,32 @@ def _load(settings: ServerSettings) -> Load:
         body_timeout_s=settings.body_timeout_s,
         admission=admission,
     )
+
+
+def _openapi_with_limits(app: FastAPI, settings: ServerSettings) -> Callable[[], dict[str, Any]]:
+    """The OpenAPI document with this gateway's own request limits in the request schemas
+    (``max_tokens`` up to ``max_output_tokens``, at most ``max_messages`` messages), so
+    that what the schema allows is what the gateway accepts."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            models = schema.get("components", {}).get("schemas", {})
+            for name, fields in (
+                ("ChatCompletionRequest", ("max_tokens", "max_completion_tokens")),
+                ("MessagesRequest", ("max_tokens",)),
+            ):
+                props = models.get(name, {}).get("properties", {})
+                for field in fields:
+                    if field in props:
+                        props[field]["maximum"] = settings.max_output_tokens
+                if "messages" in props:
+                    props["messages"]["maxItems"] = settings.max_messages
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return openapi
 
 
 def _run_subscribers() -> list[Any]:

@@ -14,17 +14,20 @@ the standard library to say which field holds the invalid text.
 
 from __future__ import annotations
 
+import functools
 import json
+import typing
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic_core import from_json
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = ["InvalidBody", "StrictJSONRoute", "parse_json"]
+__all__ = ["InvalidBody", "StrictJSONRoute", "WireModel", "parse_json"]
 
 _NESTING = 200  # jiter's recursion limit
 
@@ -85,6 +88,31 @@ def _lone_surrogate(value: Any, path: str) -> tuple[str, str] | None:
             if found is not None:
                 return found
     return None
+
+
+class WireModel(BaseModel):
+    """Base of the gateway's request bodies: JSON types as sent (strict: ``max_tokens: true``
+    and ``stream: "yes"`` are errors, not 1 and True), with JSON Schema's ``integer``:
+    ``2.0`` is the integer 2."""
+
+    model_config = ConfigDict(strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_integers(cls, data: Any) -> Any:
+        ints = _integer_fields(cls)
+        if not ints or not isinstance(data, dict):
+            return data
+        return {k: int(v) if k in ints and isinstance(v, float) and v.is_integer() else v for k, v in data.items()}
+
+
+@functools.cache
+def _integer_fields(model: type[BaseModel]) -> frozenset[str]:
+    return frozenset(
+        name
+        for name, info in model.model_fields.items()
+        if info.annotation is int or int in typing.get_args(info.annotation)
+    )
 
 
 class _StrictRequest(Request):

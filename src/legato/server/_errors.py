@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -49,8 +50,11 @@ from legato.errors import (
 )
 
 __all__ = [
+    "AnthropicError",
     "GatewayError",
+    "OpenAIError",
     "error_response",
+    "error_responses",
     "from_exception",
     "invalid_request",
     "is_anthropic_path",
@@ -124,6 +128,49 @@ class GatewayError(Exception):
                 "code": self.code,
             }
         }
+
+
+class _OpenAIErrorObject(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIError(BaseModel):
+    """The OpenAI error body (every route but ``/v1/messages``)."""
+
+    error: _OpenAIErrorObject
+
+
+class _AnthropicErrorObject(BaseModel):
+    type: str
+    message: str
+
+
+class AnthropicError(BaseModel):
+    """The Anthropic error body (``/v1/messages``, and clients that send ``anthropic-version``)."""
+
+    type: Literal["error"]
+    error: _AnthropicErrorObject
+
+
+def error_responses(described: Mapping[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the error answers of a route: each status described, any
+    other 4xx/5xx documented too (the body is always an error object), and no 422: the
+    gateway answers validation errors 400, as OpenAI and Anthropic do."""
+    out: dict[int | str, dict[str, Any]] = {
+        status: {"description": text, "model": OpenAIError | AnthropicError} for status, text in described.items()
+    }
+    out["4XX"] = {
+        "description": "Another client error (408 body timeout, 409 conflict...)",
+        "model": OpenAIError | AnthropicError,
+    }
+    out["5XX"] = {
+        "description": "Upstream or gateway failure (502, 503 + Retry-After, 504)",
+        "model": OpenAIError | AnthropicError,
+    }
+    return out
 
 
 def is_anthropic_path(path: str) -> bool:

@@ -1,7 +1,7 @@
 """OpenAI- and Anthropic-compatible model routes.
 
 Each request goes: key (401) -> body validation (400) -> scope and model (403) ->
-request limits (400) -> SSRF check of user URLs (400) -> model lookup (404) -> the
+model lookup (404) -> request limits (400) -> SSRF check of user URLs (400) -> the
 key's budget (the call's worst case reserved) and RPM/TPM (429; 503 when the limits
 store is unreachable and fails closed) -> the model (through whatever routing,
 resilience, cache and budget wrappers the catalog applies) -> the real usage
@@ -32,7 +32,7 @@ from legato.server import _openai_wire as ow
 from legato.server._access import Exchange, exchange
 from legato.server._auth import check_model, require
 from legato.server._body import StrictJSONRoute
-from legato.server._errors import GatewayError, from_exception
+from legato.server._errors import GatewayError, error_responses, from_exception
 from legato.server._keys import ApiKey
 from legato.server._limits import Admission
 from legato.server._state import Gateway
@@ -43,14 +43,16 @@ router = APIRouter(route_class=StrictJSONRoute)
 T = TypeVar("T")
 R = TypeVar("R", ChatResponse, EmbedResponse)
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing, unknown or revoked API key"},
-    403: {"description": "The key lacks the scope or the model"},
-    404: {"description": "No such model"},
-    413: {"description": "Body too large"},
-    422: {"description": "Invalid request"},
-    429: {"description": "Rate limit, budget or overload; see Retry-After"},
-}
+_ERRORS = error_responses(
+    {
+        400: "Invalid request: the body, a field or a limit (`invalid_request_error`)",
+        401: "Missing, unknown or revoked API key",
+        403: "The key lacks the scope or the model",
+        404: "No such model",
+        413: "Body too large",
+        429: "Rate limit, budget or overload; see Retry-After",
+    }
+)
 
 
 def gateway(request: Request) -> Gateway:
@@ -106,6 +108,7 @@ async def _prepare(
 ) -> tuple[Model, ChatRequest, Admission]:
     settings = gw.settings
     check_model(key, model_name)
+    model = gw.model(model_name)  # 404 first: nothing else matters for a model that is not served
     if n_messages > settings.max_messages:
         raise GatewayError(
             400, "invalid_request", f"too many messages: {n_messages} > {settings.max_messages}", param="messages"
@@ -127,7 +130,6 @@ async def _prepare(
         await gw.ssrf.check_all(urls)
     except URLNotAllowed as exc:
         raise GatewayError(400, "invalid_request", str(exc), code="url_not_allowed") from None
-    model = gw.model(model_name)
     admission = await gw.limiter.admit(key, gw.worst_case(request, model))
     _note_quota(ex, admission)
     return model, request, admission
@@ -317,8 +319,6 @@ async def _embeddings(body: ow.EmbeddingRequest, request: Request, key: ApiKey) 
     ex = _note_model(request, body.model)
     check_model(key, body.model)
     inputs = [body.input] if isinstance(body.input, str) else body.input
-    if len(inputs) > 2048:
-        raise GatewayError(400, "invalid_request", f"too many inputs: {len(inputs)} > 2048", param="input")
     model = gw.model(body.model)
     ereq = EmbedRequest(inputs=inputs, model=body.model, dimensions=body.dimensions, metadata={"api_key": key.prefix})
     admission = await gw.limiter.admit(key, gw.worst_case(ereq, model))

@@ -15,9 +15,11 @@ import json
 import struct
 import time
 import uuid
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
 from legato.providers import (
     ChatChunk,
@@ -32,6 +34,9 @@ from legato.providers import (
     ToolCall,
     Usage,
 )
+from legato.server._body import WireModel
+
+MAX_INPUTS = 2048  # texts in one embeddings request
 
 __all__ = [
     "ChatCompletionRequest",
@@ -44,13 +49,12 @@ __all__ = [
 ]
 
 
-class _Wire(BaseModel):
-    # strict: JSON types as sent (``max_tokens: true`` or ``stream: "yes"`` is an error, not 1 or True)
-    model_config = ConfigDict(extra="ignore", strict=True)
+class _Wire(WireModel):
+    model_config = ConfigDict(extra="ignore")
 
 
 class ImageURL(_Wire):
-    url: str = Field(max_length=20_000_000)
+    url: str = Field(max_length=20_000_000, pattern=r"^(https?://|data:)")
     detail: Literal["auto", "low", "high"] | None = None
 
 
@@ -75,12 +79,48 @@ class ToolCallWire(_Wire):
     function: FunctionCall
 
 
-class ChatMessage(_Wire):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextContent | ImageContent] | None = None
+class SystemMessage(_Wire):
+    role: Literal["system", "developer"]
+    content: str | list[TextContent]
+    name: str | None = None
+
+
+class UserMessage(_Wire):
+    role: Literal["user"]
+    content: str | list[TextContent | ImageContent]
+    name: str | None = None
+
+
+_CONTENT_OR_CALLS: JsonDict = {
+    "anyOf": [
+        {"required": ["content"], "properties": {"content": {"not": {"type": "null"}}}},
+        {"required": ["tool_calls"], "properties": {"tool_calls": {"type": "array", "minItems": 1}}},
+    ]
+}
+
+
+class AssistantMessage(_Wire):
+    model_config = ConfigDict(json_schema_extra=_CONTENT_OR_CALLS)
+
+    role: Literal["assistant"]
+    content: str | list[TextContent] | None = None
     name: str | None = None
     tool_calls: list[ToolCallWire] | None = None
-    tool_call_id: str | None = None
+
+    @model_validator(mode="after")
+    def _content_or_calls(self) -> AssistantMessage:
+        if self.content is None and not self.tool_calls:
+            raise ValueError("an assistant message needs content or tool_calls")
+        return self
+
+
+class ToolMessage(_Wire):
+    role: Literal["tool"]
+    content: str | list[TextContent]
+    tool_call_id: str = Field(min_length=1)
+
+
+ChatMessage = Annotated[SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")]
 
 
 class FunctionDef(_Wire):
@@ -106,13 +146,20 @@ class NamedToolChoice(_Wire):
 
 class JSONSchemaFormat(_Wire):
     name: str = "response"
-    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    schema_: dict[str, Any] = Field(alias="schema", min_length=1)
     strict: bool | None = None
 
 
-class ResponseFormatWire(_Wire):
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: JSONSchemaFormat | None = None
+class TextFormat(_Wire):
+    type: Literal["text", "json_object"]
+
+
+class JSONSchemaResponseFormat(_Wire):
+    type: Literal["json_schema"]
+    json_schema: JSONSchemaFormat
+
+
+ResponseFormatWire = Annotated[TextFormat | JSONSchemaResponseFormat, Field(discriminator="type")]
 
 
 class StreamOptions(_Wire):
@@ -143,13 +190,13 @@ class EmbeddingRequest(_Wire):
     """``POST /v1/embeddings``. Token-array inputs are not supported; send text."""
 
     model: str = Field(min_length=1, max_length=200)
-    input: str | list[str] = Field(min_length=1)
+    input: str | Annotated[list[str], Field(min_length=1, max_length=MAX_INPUTS)]
     dimensions: int | None = Field(None, ge=1)
     encoding_format: Literal["float", "base64"] | None = None
     user: str | None = None
 
 
-def _content(content: str | list[TextContent | ImageContent] | None) -> str | list[TextPart | ImagePart] | None:
+def _content(content: str | Sequence[TextContent | ImageContent] | None) -> str | list[TextPart | ImagePart] | None:
     if content is None or isinstance(content, str):
         return content
     parts: list[TextPart | ImagePart] = []
@@ -161,22 +208,23 @@ def _content(content: str | list[TextContent | ImageContent] | None) -> str | li
     return parts
 
 
-def _message(m: ChatMessage) -> Message:
-    calls = [ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments) for c in m.tool_calls or []]
+def _message(m: SystemMessage | UserMessage | AssistantMessage | ToolMessage) -> Message:
+    wire_calls = m.tool_calls if isinstance(m, AssistantMessage) else None
+    calls = [ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments) for c in wire_calls or []]
     return Message(
         role="system" if m.role == "developer" else m.role,
         content=_content(m.content),
-        name=m.name,
+        name=None if isinstance(m, ToolMessage) else m.name,
         tool_calls=calls or None,
-        tool_call_id=m.tool_call_id,
+        tool_call_id=m.tool_call_id if isinstance(m, ToolMessage) else None,
     )
 
 
 def _response_format(rf: ResponseFormatWire | None) -> ResponseFormat | None:
     if rf is None:
         return None
-    if rf.type == "json_schema":
-        spec = rf.json_schema or JSONSchemaFormat()
+    if isinstance(rf, JSONSchemaResponseFormat):
+        spec = rf.json_schema
         return ResponseFormat(type="json_schema", json_schema=spec.schema_, name=spec.name, strict=spec.strict)
     return ResponseFormat(type=rf.type)
 
