@@ -273,9 +273,12 @@ class _Session:
         ledger = self.ledger(turn.index) if todo else None
         limiter = anyio.CapacityLimiter(self.agent.max_tool_concurrency) if self.agent.max_tool_concurrency else None
         with use_ledger(ledger) if ledger is not None else nullcontext():
-            async with anyio.create_task_group() as tg:
-                for call in todo:
-                    tg.start_soon(self.tool_call, turn.index, call, records, limiter, name=f"tool {call.name}")
+            if len(todo) == 1:  # the common case: no task group to set up
+                await self.tool_call(turn.index, todo[0], records, None)
+            elif todo:
+                async with anyio.create_task_group() as tg:
+                    for call in todo:
+                        tg.start_soon(self.tool_call, turn.index, call, records, limiter, name=f"tool {call.name}")
         ordered = tuple(records[c.id] for c in turn.requested)
         if ledger is not None and ledger.calls:  # the tools' own model calls count towards the turn
             turn = dataclasses.replace(
