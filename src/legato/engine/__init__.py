@@ -34,7 +34,7 @@ from legato.engine._executor import (
 from legato.engine._journal import StepJournal, journal_key, step_journal
 from legato.engine._pipeline import FailurePolicy, Pipeline
 from legato.engine._plan import Plan
-from legato.engine._result import RunResult, StepTiming
+from legato.engine._result import MapItemError, RunResult, StepTiming
 from legato.engine._step import InputDecl, LoopOptions, StepDef
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "FailurePolicy",
     "InputDecl",
     "LoopOptions",
+    "MapItemError",
     "MapItemFinished",
     "Pipeline",
     "Plan",

@@ -21,7 +21,7 @@ from legato.engine._context import _current as _step_var
 from legato.engine._events import MapItemFinished, StepRetried
 from legato.engine._executor import Executor, StepCache, StepCall
 from legato.engine._plan import CARRY, INPUT, INPUT_OR_DEFAULT, STEP, VALUE, Bind, CompiledStep
-from legato.engine._result import StepTiming
+from legato.engine._result import MapItemError, StepTiming
 from legato.engine._step import StepDef
 from legato.errors import DeadlineExceeded
 from legato.ledger import _current as _ledger_var
@@ -97,7 +97,8 @@ class StepCalls(abc.ABC):
             return results
         it = iter(todo)
         param = d.map
-        fast = self.fast and d.is_async and d.retry is None and d.timeout is None and not d.cache
+        collect = d.map_errors == "collect"
+        fast = self.fast and d.is_async and d.retry is None and d.timeout is None and not d.cache and not collect
         report = self.bus_on  # each finished item is published (and checkpointed) before the next starts
         errors: list[Exception] = []
 
@@ -106,7 +107,13 @@ class StepCalls(abc.ABC):
             if not fast:
                 for index, item in it:
                     started = self.clock()
-                    results[index] = out = await self.attempts(cs, {**kwargs, param: item}, index, None)
+                    try:
+                        out = await self.attempts(cs, {**kwargs, param: item}, index, None)
+                    except Exception as exc:
+                        if not collect:
+                            raise
+                        out = MapItemError(index, type(exc).__name__, str(exc))
+                    results[index] = out
                     if report:
                         await self.item_done(d.name, index, out, max(timing.attempts, 1), started)
                 return

@@ -112,6 +112,9 @@ class Pipeline:
         version: str | None = None,
         resources: Mapping[str, Any] | None = None,
         estimate_ms: float | None = None,
+        continue_on_error: bool = False,
+        default: Any = ...,
+        map_errors: Literal["fail", "collect"] = "fail",
     ) -> Callable[[StepFn], StepFn]: ...
 
     def step(self, fn: StepFn | None = None, /, **options: Any) -> Any:
@@ -122,7 +125,11 @@ class Pipeline:
         callable; false = skipped), ``map`` (parameter to fan out over: the step runs
         once per item and returns the list of results), ``max_concurrency`` (of map
         items), ``optional`` (parameters that receive None when their step was
-        skipped), ``cache``, ``version``, ``resources``, ``estimate_ms``.
+        skipped), ``cache``, ``version``, ``resources``, ``estimate_ms``,
+        ``continue_on_error`` (a failure is recorded in :attr:`RunResult.errors` and
+        the run goes on: dependents receive ``default`` when one is given and are
+        skipped otherwise), ``map_errors`` (``"collect"``: a failed item becomes a
+        :class:`~legato.engine.MapItemError` in the step's list instead of failing it).
         """
         if fn is not None:
             self.add_step(fn)

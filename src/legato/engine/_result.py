@@ -8,7 +8,20 @@ from typing import Any
 from legato.engine._events import RunStatus, StepStatus
 from legato.errors import RunError
 
-__all__ = ["RunResult", "StepTiming"]
+__all__ = ["MapItemError", "RunResult", "StepTiming"]
+
+
+@dataclass(frozen=True, slots=True)
+class MapItemError:
+    """In the output of a map step with ``map_errors="collect"``: item ``index``
+    failed (after its retries) with an exception of type ``error_type``."""
+
+    index: int
+    error_type: str
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "error_type": self.error_type, "message": self.message}
 
 
 @dataclass(slots=True)
@@ -59,6 +72,8 @@ class RunResult:
         exception: the :class:`~legato.errors.RunError` :meth:`raise_for_status` raises.
         failed_step: the first step that failed, or None.
         skipped: step name -> why it was skipped.
+        errors: step name -> ``"ExceptionType: message"`` for each step whose
+            failure the run tolerated (``continue_on_error``).
         cost: USD spent by model calls in this run (priced calls only).
         usage: the run ledger's summary (calls, tokens, cost, by_model...).
     """
@@ -74,6 +89,7 @@ class RunResult:
     exception: RunError | None = field(default=None, repr=False)
     failed_step: str | None = None
     skipped: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
     cost: float = 0.0
     usage: dict[str, Any] = field(default_factory=dict)
 
@@ -104,6 +120,7 @@ class RunResult:
             "duration_s": self.duration_s,
             "error": self.error,
             "failed_step": self.failed_step,
+            "step_errors": dict(self.errors),
             "cost": self.cost,
             "timings": {name: t.as_dict() for name, t in self.timings.items()},
         }

@@ -36,6 +36,7 @@ from legato.engine._executor import Executor, StepCache
 from legato.engine._journal import RunJournals, _journals
 from legato.engine._plan import CompiledStep, Plan
 from legato.engine._result import RunResult, StepTiming
+from legato.engine._step import NO_DEFAULT
 from legato.errors import DeadlineExceeded, OutputNotStorable, RunCancelled, RunError, StepError
 from legato.ledger import Ledger, _LazyChild
 from legato.ledger import _current as _ledger_var
@@ -91,6 +92,7 @@ class Run(StepCalls):
         "t0",
         "tg",
         "timings",
+        "tolerated",
         "view",
     )
 
@@ -134,6 +136,7 @@ class Run(StepCalls):
         self.skipped: dict[str, str] = {}
         self.remaining: dict[str, int] = {}
         self.failures: list[StepError] = []
+        self.tolerated: dict[str, StepError] = {}  # failures of continue_on_error steps
         self.run_error: RunError | None = None
         self.stopping = False
         self.bad = 0  # steps failed or skipped so far (while 0, no dependent needs a skip check)
@@ -292,6 +295,7 @@ class Run(StepCalls):
             exception=error,
             failed_step=failed_step if status is RunStatus.FAILED else None,
             skipped=self.skipped,
+            errors={name: f"{e.error_type}: {e.message}" for name, e in self.tolerated.items()},
             cost=usage["cost"],
             usage=usage,
         )
@@ -380,7 +384,10 @@ class Run(StepCalls):
         for dep in cs.deps:
             status = self.timings[dep].status
             if status is StepStatus.FAILED:
-                return f"upstream step {dep!r} failed"
+                if dep not in self.tolerated:
+                    return f"upstream step {dep!r} failed"
+                if self.plan.steps[dep].d.default is NO_DEFAULT and dep in cs.hard_deps:
+                    return f"upstream step {dep!r} failed and declares no default"
             if status is StepStatus.SKIPPED and dep in cs.hard_deps:
                 return f"upstream step {dep!r} was skipped"
         return None
@@ -509,7 +516,13 @@ class Run(StepCalls):
         timing.finished = self.clock() - self.t0
         error = StepError(name, exc)
         error.__cause__ = exc
-        self.failures.append(error)
+        tolerated = cs.d.continue_on_error
+        if tolerated:
+            self.tolerated[name] = error
+            default = cs.d.default
+            self.view[name] = None if default is NO_DEFAULT else default
+        else:
+            self.failures.append(error)
         if self.bus_on:
             await self.emit(
                 StepFailed(
@@ -524,7 +537,7 @@ class Run(StepCalls):
                     error=exc,
                 )
             )
-        if self.failure_policy == "fail_fast":
+        if self.failure_policy == "fail_fast" and not tolerated:
             self.stop()
             return None
         return self.done(name)

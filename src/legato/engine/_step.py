@@ -21,7 +21,21 @@ from legato.retry import RetryPolicy
 from legato.spec._expr import Expression, compile_expression
 from legato.spec._template import Value, compile_value
 
-__all__ = ["InputDecl", "LoopOptions", "StepDef", "retry_policy"]
+__all__ = ["NO_DEFAULT", "InputDecl", "LoopOptions", "MapErrors", "StepDef", "retry_policy"]
+
+MapErrors = Literal["fail", "collect"]
+
+
+class _NoDefault:
+    """The ``default`` of a step that declared none (``None`` is a valid default)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NO_DEFAULT"
+
+
+NO_DEFAULT: Any = _NoDefault()
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_NAMES = frozenset({"inputs", "steps", "loop", "item", "output", "iteration", "previous"})
@@ -92,6 +106,9 @@ class StepDef:
     estimate_ms: float | None = None
     loop: LoopOptions | None = None
     description: str = ""
+    continue_on_error: bool = False  # a failure is recorded and tolerated: the run can succeed
+    default: Any = NO_DEFAULT  # what dependents receive when the tolerated step failed
+    map_errors: MapErrors = "fail"  # "collect": a failed item becomes a MapItemError in the list
     _code_version: str | None = None
 
     @property
@@ -133,6 +150,9 @@ def make_step(
     estimate_ms: float | None = None,
     loop: LoopOptions | None = None,
     description: str | None = None,
+    continue_on_error: bool = False,
+    default: Any = NO_DEFAULT,
+    map_errors: MapErrors = "fail",
 ) -> StepDef:
     """Build a :class:`StepDef`, raising ``ValueError`` on an option that is wrong
     regardless of the rest of the pipeline (the pipeline checks references later)."""
@@ -179,6 +199,16 @@ def make_step(
         raise ValueError(f"step {step_name!r}: a step cannot both map and loop")
     if loop is not None and loop.max_iterations < 1:
         raise ValueError(f"step {step_name!r}: max_iterations must be >= 1")
+    if not isinstance(continue_on_error, bool):
+        raise ValueError(f"step {step_name!r}: continue_on_error must be true or false, got {continue_on_error!r}")
+    if default is not NO_DEFAULT and not continue_on_error:
+        raise ValueError(
+            f"step {step_name!r}: default (what dependents receive when the step fails) needs continue_on_error"
+        )
+    if map_errors not in ("fail", "collect"):
+        raise ValueError(f"step {step_name!r}: map_errors must be 'fail' or 'collect', got {map_errors!r}")
+    if map_errors == "collect" and map is None:
+        raise ValueError(f"step {step_name!r}: map_errors 'collect' needs a map step")
     return StepDef(
         name=step_name,
         fn=fn,
@@ -199,6 +229,9 @@ def make_step(
         resources=dict(resources or {}),
         estimate_ms=estimate_ms,
         loop=loop,
+        continue_on_error=continue_on_error,
+        default=default,
+        map_errors=map_errors,
         description=description if description is not None else (inspect.getdoc(fn) or "").split("\n")[0],
     )
 

@@ -256,6 +256,9 @@ def _add_step(
             estimate_ms=step.estimate_ms,
             loop=loop,
             description=step.description or built.description or None,
+            continue_on_error=step.continue_on_error,
+            map_errors=step.map_errors,
+            **({"default": step.default} if "default" in step.model_fields_set else {}),
         )
     except ExpressionError as exc:
         return [ctx.issue(exc.issues[0].message, _expr_field(step, exc))]
@@ -319,7 +322,7 @@ def _expr_field(step: StepSpec, exc: ExpressionError) -> str:
 
 
 def _option_field(message: str) -> tuple[str, ...]:
-    for key in ("map", "optional", "timeout", "max_concurrency", "max_iterations"):
+    for key in ("map_errors", "map", "optional", "timeout", "max_concurrency", "max_iterations", "default"):
         if message.startswith(key):
             return (key,)
     if "has no parameter" in message:

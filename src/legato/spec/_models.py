@@ -108,6 +108,9 @@ class StepSpec(BaseModel):
     resources: dict[str, Any] = Field(default_factory=dict)
     estimate_ms: float | None = Field(None, ge=0)
     loop: LoopSpec | None = None
+    continue_on_error: bool = False
+    default: Any = None  # what dependents get when a continue_on_error step failed (only when given)
+    map_errors: Literal["fail", "collect"] = "fail"
     tool: bool = False  # only an agent's tool (``tools: [step:NAME]``), never scheduled by itself
 
     @field_validator("retries", mode="before")

@@ -55,6 +55,8 @@ def pipeline_version(pipeline: Pipeline) -> str:
     for name in sorted(pipeline.steps):
         d = pipeline.steps[name]
         h.update(f"\0{name}\0{d.code_version}\0{d.map}\0{sorted(d.depends_on)}".encode())
+        if d.continue_on_error or d.map_errors != "fail":  # only when set: older runs keep their version
+            h.update(f"\0tolerate\0{d.continue_on_error}\0{d.default!r}\0{d.map_errors}".encode())
     spec = pipeline.spec
     if spec is not None:
         dump = getattr(spec, "model_dump_json", None)
@@ -364,6 +366,11 @@ async def result_from_record(store: RunStore, record: RunRecord) -> RunResult:
         exception=exception,
         failed_step=record.failed_step,
         skipped={name: "skipped" for name, s in latest.items() if s.status == "skipped"},
+        errors={
+            name: f"{s.error_type}: {s.error}"
+            for name, s in latest.items()
+            if s.status == "failed" and status is RunStatus.SUCCEEDED
+        },
         cost=record.cost or 0.0,
     )
 
