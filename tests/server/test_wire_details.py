@@ -112,3 +112,20 @@ def test_a_key_without_limits_gets_no_rate_limit_headers(gateway: Running, key: 
     with gateway.client(key) as c:
         r = c.post("/v1/chat/completions", json={"model": "gpt-fake", "messages": MESSAGES})
     assert not [h for h in r.headers if h.startswith("x-ratelimit")]
+
+
+def test_sdks_raise_bad_request_for_values_that_would_only_coerce(gateway: Running, key: str) -> None:
+    before = len(gateway.fake.requests)
+    with openai.OpenAI(api_key=key, base_url=gateway.url + "/v1", max_retries=0) as client:
+        with pytest.raises(openai.BadRequestError) as err:
+            client.chat.completions.create(model="gpt-fake", messages=MESSAGES, max_tokens=True)  # type: ignore[arg-type]
+        assert err.value.param == "max_tokens"  # type: ignore[attr-defined]
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(model="gpt-fake", messages=MESSAGES, extra_body={"stream": "yes"})
+        with pytest.raises(openai.BadRequestError):
+            client.embeddings.create(model="gpt-fake", input="x", extra_body={"dimensions": True})
+    with anthropic.Anthropic(api_key=key, base_url=gateway.url, max_retries=0) as client:
+        with pytest.raises(anthropic.BadRequestError) as aerr:
+            client.messages.create(model="claude-fake", max_tokens=True, messages=[{"role": "user", "content": "hi"}])  # type: ignore[arg-type]
+        assert aerr.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    assert len(gateway.fake.requests) == before
