@@ -66,14 +66,18 @@ async def test_100_concurrent_submissions_with_one_key_make_exactly_one_run(data
     pipeline = name()
     results: list[tuple[str, bool]] = []
     stores = [RunStore(database_url) for _ in range(4)]  # several connection pools, as several workers
+    # Each pool may grow to 30 connections; 4 x 25 concurrent callers would pass PostgreSQL's default
+    # max_connections (100) together with any other client. 48 at once still races on the key.
+    connections = anyio.CapacityLimiter(48)
     for s in stores:
         await s.open()
     try:
 
         async def submit(i: int) -> None:
-            record, created = await stores[i % len(stores)].create_run(
-                pipeline=pipeline, version_hash="v", inputs={"q": "same"}, idempotency_key=key, owner=f"w{i}"
-            )
+            async with connections:
+                record, created = await stores[i % len(stores)].create_run(
+                    pipeline=pipeline, version_hash="v", inputs={"q": "same"}, idempotency_key=key, owner=f"w{i}"
+                )
             results.append((record.id, created))
 
         async with anyio.create_task_group() as tg:
