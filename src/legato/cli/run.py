@@ -396,6 +396,12 @@ def _label(step: dict[str, Any]) -> str:
     parts = [step["name"]]
     if "map" in step:
         parts.append(f"map over {step['map']}")
+    if "cycle" in step:
+        cycle = step["cycle"]
+        until = f" until {cycle['until']}" if cycle["until"] else ""
+        parts.append(f"cycle ≤{cycle['max_iterations']}×{until}")
+    if "switch" in step:
+        parts.append(f"switch on {step['switch']['on']}")
     if "estimate_ms" in step:
         parts.append(f"{step['estimate_ms']:g} ms")
     return " · ".join(parts)
@@ -403,28 +409,92 @@ def _label(step: dict[str, Any]) -> str:
 
 def _mermaid(summary: PlanSummary) -> str:
     lines = ["flowchart LR"]
-    conditional = {s["name"] for s in summary.steps if "when" in s}
+    conditional = {s["name"] for s in summary.steps if "when" in s or "case_of" in s}
+    cases = {s["name"]: s["case_of"]["cases"] for s in summary.steps if "case_of" in s}
     for step in summary.steps:
         label = _label(step).replace('"', "'")
-        shape = f'{{"{label}"}}' if step["name"] in conditional else f'["{label}"]'
+        if "cycle" in step:
+            lines.extend(_mermaid_cycle(step, label))
+            continue
+        shape = f'{{"{label}"}}' if step["name"] in conditional or "switch" in step else f'["{label}"]'
         lines.append(f"  {step['name']}{shape}")
     for src, dst in summary.edges:
+        if dst in cases and src == next(s["case_of"]["switch"] for s in summary.steps if s["name"] == dst):
+            lines.append(f"  {src} -.->|{' / '.join(cases[dst])}| {dst}")
+            continue
         arrow = "-.->" if dst in conditional else "-->"
         lines.append(f"  {src} {arrow} {dst}")
     return "\n".join(lines) + "\n"
+
+
+def _mermaid_cycle(step: dict[str, Any], label: str) -> list[str]:
+    """A cycle as a subgraph of its steps, with the edge back to the first one."""
+    name, cycle = step["name"], step["cycle"]
+    inner = [s["name"] for s in cycle["steps"]]
+    lines = [f'  subgraph {name}["{label}"]']
+    lines.extend(f'    {name}__{s}["{s}"]' for s in inner)
+    lines.extend(f"    {name}__{a} --> {name}__{b}" for a, b in cycle["edges"])
+    if inner:
+        lines.append(f"    {name}__{inner[-1]} -. next iteration .-> {name}__{inner[0]}")
+    lines.append("  end")
+    return lines
 
 
 def _dot(name: str, summary: PlanSummary) -> str:
     lines = [f"digraph {json.dumps(name)} {{", "  rankdir=LR;", "  node [shape=box];"]
     critical = set(zip(summary.critical_path, summary.critical_path[1:], strict=False))
     for step in summary.steps:
-        style = ", style=dashed" if "when" in step else ""
+        style = ", style=dashed" if "when" in step or "case_of" in step else ""
+        style += ", shape=diamond" if "switch" in step else ""
         lines.append(f"  {json.dumps(step['name'])} [label={json.dumps(_label(step))}{style}];")
+        if "cycle" in step:
+            lines.extend(_dot_cycle(step))
     for src, dst in summary.edges:
-        bold = " [penwidth=2]" if (src, dst) in critical else ""
-        lines.append(f"  {json.dumps(src)} -> {json.dumps(dst)}{bold};")
+        attrs = ["penwidth=2"] if (src, dst) in critical else []
+        case_of = next((s.get("case_of") for s in summary.steps if s["name"] == dst), None)
+        if case_of is not None and case_of["switch"] == src:
+            attrs.append(f"label={json.dumps(' / '.join(case_of['cases']))}, style=dashed")
+        suffix = f" [{', '.join(attrs)}]" if attrs else ""
+        lines.append(f"  {json.dumps(src)} -> {json.dumps(dst)}{suffix};")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _text_flow(step: dict[str, Any]) -> list[str]:
+    """Lines for a cycle's body, a switch's cases and a case's step."""
+    lines = []
+    if "cycle" in step:
+        cycle = step["cycle"]
+        order = " -> ".join(s["name"] for s in cycle["steps"])
+        until = f"until {cycle['until']}, " if cycle["until"] else ""
+        lines.append(f"{step['name']} repeats {order} ({until}at most {cycle['max_iterations']} times)")
+    if "switch" in step:
+        cases = "; ".join(f"{case}: {', '.join(targets)}" for case, targets in step["switch"]["cases"].items())
+        lines.append(f"{step['name']} runs exactly one case of {step['switch']['on']}: {cases}")
+    if "case_of" in step:
+        lines.append(
+            f"{step['name']} runs when {step['case_of']['switch']} chooses {' or '.join(step['case_of']['cases'])}"
+        )
+    return lines
+
+
+def _dot_cycle(step: dict[str, Any]) -> list[str]:
+    """A cycle's steps in a cluster beside its node, with the edge back to the first one."""
+    name, cycle = step["name"], step["cycle"]
+    inner = [s["name"] for s in cycle["steps"]]
+
+    def node(step_name: str) -> str:
+        return json.dumps(f"{name}.{step_name}")
+
+    lines = [f"  subgraph {json.dumps('cluster_' + name)} {{", f"    label={json.dumps(_label(step))};"]
+    lines.extend(f"    {node(s)} [label={json.dumps(s)}];" for s in inner)
+    lines.extend(f"    {node(a)} -> {node(b)};" for a, b in cycle["edges"])
+    if inner:
+        lines.append(f'    {node(inner[-1])} -> {node(inner[0])} [style=dashed, label="next iteration"];')
+    lines.append("  }")
+    if inner:
+        lines.append(f"  {json.dumps(name)} -> {node(inner[0])} [style=dotted, arrowhead=none];")
+    return lines
 
 
 def _text(name: str, summary: PlanSummary) -> None:
@@ -436,6 +506,8 @@ def _text(name: str, summary: PlanSummary) -> None:
     for step in summary.steps:
         if "when" in step:
             out.print(f"  [dim]{step['name']} runs when: {step['when']}[/dim]")
+        for line in _text_flow(step):
+            out.print(f"  [dim]{escape(line)}[/dim]")
     out.print(f"critical path: {' -> '.join(summary.critical_path)}")
     out.print(f"max parallelism: {summary.max_parallelism}")
     if summary.estimated_parallel_ms is not None and summary.estimated_sequential_ms is not None:

@@ -31,6 +31,7 @@ from legato.engine._executor import (
     resolve_executor,
     run_in_process,
 )
+from legato.engine._flow import Cycle, CycleLimitReached, Switch, SwitchNoMatch
 from legato.engine._journal import StepJournal, journal_key, step_journal
 from legato.engine._pipeline import FailurePolicy, Pipeline
 from legato.engine._plan import Plan
@@ -39,6 +40,8 @@ from legato.engine._step import InputDecl, LoopOptions, StepDef
 
 __all__ = [
     "SKIPPED",
+    "Cycle",
+    "CycleLimitReached",
     "Event",
     "EventBus",
     "Executor",
@@ -69,6 +72,8 @@ __all__ = [
     "StepStatus",
     "StepTiming",
     "Subscriber",
+    "Switch",
+    "SwitchNoMatch",
     "cache_key",
     "current_step",
     "executor_names",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from legato.engine._flow import Cycle, Switch
 from legato.engine._plan import Plan
 
 __all__ = ["PlanSummary", "summarize"]
@@ -95,7 +96,27 @@ def _describe(plan: Plan, name: str) -> dict[str, Any]:
         info["loop"] = {"max_iterations": d.loop.max_iterations}
     if d.description:
         info["description"] = d.description
+    _describe_flow(plan, name, info)
     return info
+
+
+def _describe_flow(plan: Plan, name: str, info: dict[str, Any]) -> None:
+    """What a cycle, a switch or a switch's case adds to a step's description."""
+    cs = plan.steps[name]
+    fn = cs.d.fn
+    if isinstance(fn, Cycle):
+        body = fn.body.compile()
+        info["cycle"] = {
+            "max_iterations": fn.max_iterations,
+            "until": fn.source or None,
+            "on_max_iterations": fn.on_max_iterations,
+            "steps": [_describe(body, inner) for inner in body.order],
+            "edges": sorted([dep, inner] for inner, ics in body.steps.items() for dep in ics.deps),
+        }
+    elif isinstance(fn, Switch):
+        info["switch"] = {"on": fn.on, "cases": {k: list(v) for k, v in fn.branches().items()}}
+    if cs.branch is not None:
+        info["case_of"] = {"switch": cs.branch[0], "cases": sorted(cs.branch[1])}
 
 
 def _max_overlap(start: dict[str, float], finish: dict[str, float]) -> int:

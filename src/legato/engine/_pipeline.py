@@ -179,6 +179,57 @@ class Pipeline:
 
         return decorate(fn) if fn is not None else decorate
 
+    def cycle(
+        self,
+        name: str,
+        body: Pipeline,
+        *,
+        max_iterations: int,
+        until: str | Callable[..., Any] | None = None,
+        on_max_iterations: Literal["return", "fail"] = "return",
+        **options: Any,
+    ) -> StepDef:
+        """Add a step that runs the steps of ``body`` again and again: until ``until``
+        holds or ``max_iterations`` is reached (a cycle always has a bound).
+
+        Each iteration runs ``body`` with the inputs ``previous`` (the previous
+        iteration's step outputs, None the first time) and ``iteration`` (from 1);
+        its other inputs are the cycle step's parameters, bound like any step's
+        (``args=`` maps them). ``until`` is an expression (or callable) over
+        ``steps`` (this iteration's outputs, also by bare name), ``previous``,
+        ``iteration`` and ``inputs``. The step's output is the last iteration's step
+        outputs (or ``body``'s declared outputs); ``on_max_iterations="fail"`` fails
+        the step instead when the bound is hit before ``until`` held. In a run with
+        the run store, every inner step is checkpointed: a resume continues at the
+        iteration (and the step) it was in.
+        """
+        from legato.engine._flow import Cycle
+
+        flow = Cycle(body, until=until, max_iterations=max_iterations, on_max_iterations=on_max_iterations)
+        options.setdefault("description", body.description or f"cycle over {', '.join(body.steps)}")
+        return self.add_step(flow, name=name, **options)
+
+    def switch(
+        self,
+        name: str,
+        on: str,
+        cases: Mapping[Any, str | Sequence[str]],
+        *,
+        default: str | Sequence[str] | None = None,
+        **options: Any,
+    ) -> StepDef:
+        """Add a step that evaluates ``on`` (``${...}`` or a bare expression) and runs
+        the steps of exactly one case: ``cases`` maps a value to a step name or a list
+        of them, ``default`` runs when no case matches (without one the switch step
+        fails). The steps of the other cases are skipped with the reason; the switch
+        step's output is the case it chose (``"default"`` for the default)."""
+        from legato.engine._flow import Switch
+
+        flow = Switch(name, cases, default, on=on)
+        value = on if "${" in on else "${" + on + "}"
+        options.setdefault("description", f"switch on {on}")
+        return self.add_step(flow, name=name, args={"value": value}, **options)
+
     def add_step(self, fn: StepFn, **options: Any) -> StepDef:
         """Add a step programmatically (what the decorators and the YAML loader use).
 

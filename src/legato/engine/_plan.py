@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from legato.engine._flow import Switch
 from legato.engine._step import InputDecl, StepDef
 from legato.errors import SpecIssue
 from legato.spec._expr import Expression, closest
@@ -40,6 +41,7 @@ class CompiledStep:
     dependents: list[str] = field(default_factory=list)
     level: int = 0
     fast: bool = False  # an async function with no retries, timeout, cache, map or loop
+    branch: tuple[str, frozenset[str]] | None = None  # (switch step, the cases that run this step)
 
     def __post_init__(self) -> None:
         d = self.d
@@ -161,6 +163,7 @@ def compile_plan(
         )
     for out_name, value in outputs.items():
         _check_value(value, names, inputs, inferred, issues, f"outputs.{out_name}", False, need_input)
+    _link_switches(compiled, issues)
 
     for name, cs in compiled.items():
         for dep in cs.deps:
@@ -168,7 +171,8 @@ def compile_plan(
                 compiled[dep].dependents.append(name)
     order, cycle = _toposort(compiled)
     if cycle:
-        issues.append(SpecIssue(f"cycle: {' -> '.join(cycle)}", path=f"steps.{cycle[0]}"))
+        hint = " (to repeat steps, put them in a cycle: step with max_iterations and until)"
+        issues.append(SpecIssue(f"cycle: {' -> '.join(cycle)}{hint}", path=f"steps.{cycle[0]}"))
     if issues:
         return None, issues
     levels: list[list[str]] = []
@@ -179,6 +183,40 @@ def compile_plan(
             levels.append([])
         levels[cs.level].append(name)
     return Plan(steps=compiled, order=tuple(order), inputs=inputs, outputs=dict(outputs), levels=levels), []
+
+
+def _link_switches(compiled: dict[str, CompiledStep], issues: list[SpecIssue]) -> None:
+    """Make every step a switch's cases name depend on the switch, and record which
+    of its cases run it."""
+    for name, cs in list(compiled.items()):
+        switch = cs.d.fn
+        if not isinstance(switch, Switch):
+            continue
+        cases: dict[str, set[str]] = {}
+        for case, targets in switch.branches().items():
+            for target in targets:
+                path = f"steps.{name}.cases.{case}"
+                if target not in compiled:
+                    issues.append(
+                        SpecIssue(f"unknown step {target!r}{_hint(target, compiled)} in case {case!r}", path=path)
+                    )
+                elif target == name:
+                    issues.append(SpecIssue(f"switch {name!r} names itself in case {case!r}", path=path))
+                else:
+                    cases.setdefault(target, set()).add(case)
+        for target, selected in cases.items():
+            branch = compiled[target]
+            if branch.branch is not None:
+                issues.append(
+                    SpecIssue(
+                        f"step {target!r} is a case of switches {branch.branch[0]!r} and {name!r}",
+                        path=f"steps.{name}",
+                    )
+                )
+                continue
+            branch.branch = (name, frozenset(selected))
+            branch.deps = branch.deps | {name}
+            branch.hard_deps = branch.hard_deps | {name}
 
 
 def _hard_uses(d: StepDef, names: set[str]) -> set[str]:

@@ -339,6 +339,8 @@ class Run(StepCalls):
                     return  # cancelled, failed fast or past the deadline: start nothing new
                 cs = steps[next_name]
                 reason = self.skip_reason(cs) if self.bad and cs.deps else None
+                if reason is None and cs.branch is not None:
+                    reason = self.branch_reason(cs.branch)
                 if reason is None and cs.d.when is not None:
                     try:
                         if not self.check_when(cs):
@@ -391,6 +393,14 @@ class Run(StepCalls):
             if status is StepStatus.SKIPPED and dep in cs.hard_deps:
                 return f"upstream step {dep!r} was skipped"
         return None
+
+    def branch_reason(self, branch: tuple[str, frozenset[str]]) -> str | None:
+        """Why a step of a switch's case does not run (None when its case was chosen)."""
+        switch, cases = branch
+        chosen = self.view.get(switch)
+        if chosen in cases:
+            return None
+        return f"switch {switch!r} chose case {chosen!r}"
 
     def check_when(self, cs: CompiledStep) -> bool:
         when = cs.d.when

@@ -114,6 +114,8 @@ _KINDS: dict[str, str | StepFactory] = {
     "llm": "legato.steps.llm:build",
     "task": "legato.steps.task:build",
     "agent": "legato.steps.agent:build",
+    "cycle": "legato.spec._flow:build_cycle",
+    "switch": "legato.spec._flow:build_switch",
 }
 
 

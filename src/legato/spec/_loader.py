@@ -41,6 +41,13 @@ class _Source:
             self.text = None
             self.base_dir = path.parent
 
+    @classmethod
+    def nested(cls, file: str | None, base_dir: Path) -> _Source:
+        """The source of a part of a file (a cycle's body): same name and directory."""
+        src = cls.__new__(cls)
+        src.file, src.name, src.text, src.base_dir = file, file or "<string>", None, base_dir
+        return src
+
     def issue(self, data: Any, path: Sequence[Any], message: str) -> SpecIssue:
         pos = locate(data, path) if data is not None else None
         dotted = ".".join(str(p) for p in path)
