@@ -44,7 +44,7 @@ steps:
   route:
     switch: steps.refine.critique.kind
     cases: {bug: fix, feature: [plan]}
-    default: fallback
+    otherwise: fallback
   fix:
     uses: ./steps.py:echo
     with: {x: "${steps.refine.draft}"}

@@ -18,7 +18,7 @@
       route:
         switch: "${steps.refine.critique.kind}"
         cases: {bug: fix, feature: [plan, estimate]}
-        default: answer
+        otherwise: answer                      # when no case matches
 
 The body of a cycle is a pipeline of its own: its inputs are the keys of the
 cycle step's ``with:`` plus ``previous`` and ``iteration``; its steps reference
@@ -42,7 +42,7 @@ from legato.spec._models import KIND_COMMON_KEYS, StepSpec
 __all__ = ["build_cycle", "build_switch"]
 
 _CYCLE_KEYS = KIND_COMMON_KEYS | {"cycle", "with"}
-_SWITCH_KEYS = KIND_COMMON_KEYS | {"switch", "cases", "default"}
+_SWITCH_KEYS = KIND_COMMON_KEYS | {"switch", "cases", "otherwise"}
 _MAX_ITERATIONS = 10_000
 
 
@@ -184,7 +184,7 @@ def build_switch(spec: Mapping[str, Any], ctx: BuildContext) -> StepBuild:
     if not isinstance(cases, Mapping) or not cases:
         raise SpecError([ctx.issue("a switch needs 'cases': a mapping of value to step name(s)", "cases")])
     try:
-        flow = Switch(ctx.step, cases, spec.get("default"), on=on)
+        flow = Switch(ctx.step, cases, spec.get("otherwise"), on=on)
     except ValueError as exc:
         raise SpecError([ctx.issue(str(exc), "cases")]) from None
     value = on if "${" in on else "${" + on + "}"
