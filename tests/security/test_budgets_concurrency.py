@@ -278,6 +278,9 @@ def test_fail_open_serves_keys_with_limits_uncounted(fake: FakeProvider, tmp_pat
         with serve.client(key) as c:
             for _ in range(3):  # over both its RPM and its budget: neither can be counted
                 assert c.post("/v1/chat/completions", json=CHAT).status_code == 200
+        with httpx.Client(base_url=serve.url, timeout=30) as browser:  # sign-ins are throttled without Redis too
+            codes = [browser.post("/ui/login", data={"key": "lg_" + "x" * 40}).status_code for _ in range(8)]
+        assert set(codes) == {401, 429}, codes
         ready = httpx.get(serve.url + "/readyz", timeout=10)  # it serves everything: it stays in rotation
         assert ready.status_code == 200
         assert ready.json()["checks"]["redis"].startswith("failed")
