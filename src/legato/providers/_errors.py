@@ -3,8 +3,9 @@
 Every provider failure becomes a :class:`legato.errors.ModelError` subclass with
 ``provider``, ``status``, ``request_id``, ``code`` and ``retry_after``. The tables
 map (status, the provider's error type/code, and where a provider has no code for
-it, a message phrase) to our class. ``httpx`` exceptions are translated in
-:func:`from_transport`; nothing from ``httpx`` escapes an adapter.
+it, a message phrase) to our class. Transport failures (aiohttp's and ``httpx``'s
+exceptions) are translated once, in :func:`from_transport`; nothing from aiohttp or
+``httpx`` escapes an adapter.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import email.utils
 import json
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -43,6 +45,7 @@ __all__ = [
     "translate_anthropic",
     "translate_openai",
     "translate_tgi",
+    "transport_errors",
 ]
 
 Clock = Callable[[], float]
@@ -212,24 +215,64 @@ def translate_tgi(status: int, body: bytes) -> tuple[type[ModelError], str, str 
     return cls, message, code, wait
 
 
+def transport_errors() -> tuple[type[BaseException], ...]:
+    """What the HTTP wires raise for a failure below HTTP (``except`` these, then
+    :func:`from_transport`): ``httpx`` errors, and aiohttp's once aiohttp is loaded."""
+    aiohttp = sys.modules.get("aiohttp")
+    return (httpx.HTTPError, aiohttp.ClientError) if aiohttp is not None else (httpx.HTTPError,)
+
+
 def from_transport(exc: BaseException, *, provider: str, model: str | None, streaming: bool = False) -> ModelError:
     """Translate what the HTTP client raised (the request never got a full answer).
 
-    Besides ``httpx`` exceptions this covers ``httpx.InvalidURL`` (a bad ``base_url``,
-    :class:`BadRequest`) and anything else the connection stack lets through (an
-    ``OSError`` or an exception group from the socket layer: :class:`ConnectionFailed`).
+    aiohttp's exceptions (the default wire) and ``httpx``'s (HTTP/2 and injected
+    transports) map straight to legato errors, here and nowhere else. Besides those this
+    covers ``httpx.InvalidURL`` (a bad ``base_url``, :class:`BadRequest`) and anything
+    else the connection stack lets through (an ``OSError`` or an exception group from
+    the socket layer: :class:`ConnectionFailed`).
     """
     if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    aiohttp = sys.modules.get("aiohttp")
+    cls = _aiohttp_class(exc, aiohttp, streaming) if aiohttp is not None else None
+    if cls is None:
+        cls = _httpx_class(exc, streaming)
+    what = {
+        BadRequest: "invalid URL",
+        ProviderTimeout: "the provider did not answer in time",
+        StreamInterrupted: "the stream was cut",
+        MalformedResponse: "the body could not be decoded",
+    }.get(cls, "connection failed")
+    return cls(f"{what} ({detail})", provider=provider, model=model)
+
+
+def _aiohttp_class(exc: BaseException, aiohttp: Any, streaming: bool) -> type[ModelError] | None:
+    """The legato class of an aiohttp failure (subclasses before their bases), or None."""
+    if isinstance(exc, aiohttp.NonHttpUrlClientError):
+        return BadRequest
+    if isinstance(exc, aiohttp.ServerTimeoutError):  # connect, socket read and pool timeouts
+        return ProviderTimeout
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.InvalidURL):  # nothing reached the host
+        return ConnectionFailed
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+        return StreamInterrupted if streaming else ConnectionFailed
+    if isinstance(exc, aiohttp.ClientOSError):
+        return StreamInterrupted if streaming else ConnectionFailed
+    if isinstance(exc, aiohttp.ClientError):
+        return ConnectionFailed
+    return None
+
+
+def _httpx_class(exc: BaseException, streaming: bool) -> type[ModelError]:
     if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
-        return BadRequest(f"invalid URL ({detail})", provider=provider, model=model)
-    if isinstance(exc, httpx.TimeoutException):
-        return ProviderTimeout(f"the provider did not answer in time ({detail})", provider=provider, model=model)
+        return BadRequest
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        return ProviderTimeout
     if streaming and isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
-        return StreamInterrupted(f"the stream was cut ({detail})", provider=provider, model=model)
+        return StreamInterrupted
     if isinstance(exc, httpx.TransportError):
-        return ConnectionFailed(f"connection failed ({detail})", provider=provider, model=model)
+        return ConnectionFailed
     if isinstance(exc, httpx.DecodingError):
-        return MalformedResponse(f"the body could not be decoded ({detail})", provider=provider, model=model)
-    return ConnectionFailed(f"HTTP failure ({detail})", provider=provider, model=model)
+        return MalformedResponse
+    return ConnectionFailed

@@ -1,11 +1,11 @@
 """What every HTTP adapter shares: one pooled client, timeouts, error edges, the ledger.
 
-The adapters talk to the APIs with ``httpx`` directly rather than through the
+The adapters speak the providers' HTTP APIs themselves rather than through the
 vendors' SDKs: one connection pool per adapter (opened lazily or by
-:meth:`HttpModel.start`; aiohttp's, or an ``httpx.AsyncClient`` for HTTP/2 and
-injected transports: see :mod:`legato.providers._transport`), no per-call
-allocation beyond the request itself, and
-full control of the error edge (see docs/decisions). Subclasses implement the
+:meth:`HttpModel.start`; aiohttp's by default, an ``httpx.AsyncClient`` for HTTP/2
+and injected transports: see :mod:`legato.providers._transport`), no per-call
+allocation beyond the request itself, and full control of the error edge: every
+transport failure is translated once, by ``_errors.from_transport`` (decision 0023). Subclasses implement the
 wire mapping; this module owns the transport and the accounting.
 
 Every request carries the current OpenTelemetry context (W3C ``traceparent``,
@@ -29,7 +29,7 @@ import httpx
 
 from legato.errors import BadRequest, MalformedResponse, ModelError, StreamInterrupted
 from legato.ledger import CallRecord, current_ledger
-from legato.providers._errors import from_transport, parse_retry_after
+from legato.providers._errors import from_transport, parse_retry_after, transport_errors
 from legato.providers._pricing import Price, PricingTable, cost_of
 from legato.providers._sse import ServerSentEvent, SSEDecoder
 from legato.providers._transport import AiohttpWire, Head, HttpxWire, Settings, Wire, dumps
@@ -274,7 +274,7 @@ class HttpModel:
                     self._raise_status(head.status, head.headers, body)
                 async with aclosing(self._events(head, chunks, progress)) as events:
                     yield head, events
-        except httpx.HTTPError as exc:
+        except transport_errors() as exc:  # reading an error body, or closing the response
             raise from_transport(exc, provider=self.provider, model=self.model, streaming=True) from exc
 
     async def _events(
@@ -286,7 +286,7 @@ class HttpModel:
             async for raw in chunks:
                 for event in decoder.feed(raw):
                     yield event
-        except (httpx.HTTPError, OSError) as exc:
+        except (*transport_errors(), OSError) as exc:  # type: ignore[misc]  # a tuple built at run time
             err = from_transport(exc, provider=self.provider, model=self.model, streaming=True)
             if isinstance(err, StreamInterrupted):
                 err.retryable = not progress.delivered

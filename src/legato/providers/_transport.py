@@ -3,8 +3,9 @@
 An adapter needs two things from HTTP: POST a JSON body and get (status, headers,
 body), and POST a JSON body and read the answer as it arrives (SSE). :class:`Wire`
 is that seam; the adapters build payloads, translate errors and decode events
-above it, and every failure below it is raised as the ``httpx`` exception httpcore
-raises for the same failure, so ``_errors.from_transport`` is the one translation.
+above it. A failure below it is raised as the client library's own exception
+(aiohttp's or ``httpx``'s) and translated once, straight to :mod:`legato.errors`, by
+``_errors.from_transport``.
 
 - :class:`AiohttpWire`, the default: HTTP/1.1 over aiohttp's ``ClientSession``.
   httpx's own stack costs too much per call for a gateway: httpcore's pool looks
@@ -26,13 +27,13 @@ and cookies a provider sets are honoured by both.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import anyio
 import httpx
 
 __all__ = ["AiohttpWire", "Head", "HttpxWire", "Wire", "dumps"]
@@ -52,7 +53,7 @@ class Head:
 
 
 class Wire(Protocol):
-    """POST a JSON body; raises ``httpx`` exceptions for transport failures."""
+    """POST a JSON body; raises the client library's exceptions (see ``_errors.transport_errors``)."""
 
     async def post(self, path: str, body: bytes, headers: Mapping[str, str] | None) -> tuple[Head, bytes]: ...
 
@@ -121,32 +122,6 @@ class HttpxWire:
         await self.client.aclose()
 
 
-@contextmanager
-def _mapped() -> Iterator[None]:
-    """aiohttp's exceptions as the httpx exceptions httpcore raises for the same failure."""
-    import aiohttp
-
-    try:
-        yield
-    except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:
-        cls = httpx.ConnectTimeout if isinstance(exc, aiohttp.ConnectionTimeoutError) else httpx.ConnectError
-        raise cls(str(exc) or type(exc).__name__) from exc
-    except (aiohttp.SocketTimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise httpx.ReadTimeout(str(exc) or type(exc).__name__) from exc
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientResponseError) as exc:
-        raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__) from exc
-    except (aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:
-        raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
-    except aiohttp.NonHttpUrlClientError as exc:
-        raise httpx.UnsupportedProtocol(str(exc) or type(exc).__name__) from exc
-    except aiohttp.InvalidURL as exc:  # a host or port no socket can reach (httpcore fails the connect)
-        raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
-    except aiohttp.ClientError as exc:
-        raise httpx.TransportError(str(exc) or type(exc).__name__) from exc
-    except TimeoutError as exc:
-        raise httpx.TimeoutException(str(exc) or "timed out") from exc
-
-
 class AiohttpWire:
     """HTTP/1.1 over one aiohttp connection pool, opened on the first call (it needs the loop).
 
@@ -159,7 +134,7 @@ class AiohttpWire:
     def __init__(self, s: Settings) -> None:
         self._settings = s
         self._session: Any = None
-        self._opening = asyncio.Lock()
+        self._opening = anyio.Lock()
         self._proxy: dict[str, Any] = {}
         self._urls: dict[str, Any] = {}
         self._headers = {"content-type": "application/json", **s.headers}
@@ -176,7 +151,7 @@ class AiohttpWire:
 
         s = self._settings
         try:  # once per pool (one host), not on every request as aiohttp's trust_env does
-            proxy, auth = await asyncio.to_thread(get_env_proxy_for_url, self._url(""))
+            proxy, auth = await anyio.to_thread.run_sync(get_env_proxy_for_url, self._url(""))
             self._proxy = {"proxy": proxy, "proxy_auth": auth}
         except LookupError:
             self._proxy = {}
@@ -216,19 +191,17 @@ class AiohttpWire:
         )
 
     async def post(self, path: str, body: bytes, headers: Mapping[str, str] | None) -> tuple[Head, bytes]:
-        with _mapped():
-            response = await self._request(path, body, headers)
-            try:
-                return Head(response.status, response.headers), await response.read()
-            finally:
-                response.release()
+        response = await self._request(path, body, headers)
+        try:
+            return Head(response.status, response.headers), await response.read()
+        finally:
+            response.release()
 
     @asynccontextmanager
     async def stream(
         self, path: str, body: bytes, headers: Mapping[str, str] | None
     ) -> AsyncIterator[tuple[Head, AsyncIterator[bytes]]]:
-        with _mapped():
-            response = await self._request(path, body, headers)
+        response = await self._request(path, body, headers)
         try:
             yield Head(response.status, response.headers), self._chunks(response)
         finally:
@@ -238,9 +211,8 @@ class AiohttpWire:
 
     @staticmethod
     async def _chunks(response: Any) -> AsyncIterator[bytes]:
-        with _mapped():
-            async for chunk in response.content.iter_any():
-                yield chunk
+        async for chunk in response.content.iter_any():
+            yield chunk
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
