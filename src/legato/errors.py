@@ -344,6 +344,19 @@ class RunNotResumable(StoreError):
         self.status = status
 
 
+class StepNotWaiting(StoreError):
+    """An answer was sent for a step that is not waiting for one (the run is not
+    waiting, the step never asked, or it was answered already). ``status`` is the run's."""
+
+    def __init__(self, message: str, *, status: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class InvalidAnswer(InputError):
+    """An answer does not satisfy the waiting step's schema; the message names the problem."""
+
+
 class PipelineChanged(StoreError):
     """The run was started by another version of its pipeline (a step's code or the
     spec changed); resuming would mix results of two versions unless allowed."""

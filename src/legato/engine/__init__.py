@@ -21,6 +21,7 @@ from legato.engine._events import (
     StepSkipped,
     StepStarted,
     StepStatus,
+    StepWaiting,
 )
 from legato.engine._executor import (
     Executor,
@@ -37,6 +38,7 @@ from legato.engine._pipeline import FailurePolicy, Pipeline
 from legato.engine._plan import Plan
 from legato.engine._result import MapItemError, RunResult, StepTiming
 from legato.engine._step import InputDecl, LoopOptions, StepDef
+from legato.engine._wait import InputRequest, WaitForInput, WaitKind, answer_problem, wait_for
 
 __all__ = [
     "SKIPPED",
@@ -47,6 +49,7 @@ __all__ = [
     "Executor",
     "FailurePolicy",
     "InputDecl",
+    "InputRequest",
     "LoopOptions",
     "MapItemError",
     "MapItemFinished",
@@ -71,9 +74,13 @@ __all__ = [
     "StepStarted",
     "StepStatus",
     "StepTiming",
+    "StepWaiting",
     "Subscriber",
     "Switch",
     "SwitchNoMatch",
+    "WaitForInput",
+    "WaitKind",
+    "answer_problem",
     "cache_key",
     "current_step",
     "executor_names",
@@ -83,4 +90,5 @@ __all__ = [
     "run_in_process",
     "step_journal",
     "summarize",
+    "wait_for",
 ]

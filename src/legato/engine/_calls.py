@@ -23,6 +23,7 @@ from legato.engine._executor import Executor, StepCache, StepCall
 from legato.engine._plan import CARRY, INPUT, INPUT_OR_DEFAULT, STEP, VALUE, Bind, CompiledStep
 from legato.engine._result import MapItemError, StepTiming
 from legato.engine._step import StepDef
+from legato.engine._wait import WaitForInput
 from legato.errors import DeadlineExceeded
 from legato.ledger import _current as _ledger_var
 from legato.ledger import _LazyChild
@@ -193,6 +194,8 @@ class StepCalls(abc.ABC):
                 timing.attempts = attempt
             try:
                 return await self.attempt(cs, kwargs, attempt, index, iteration)
+            except WaitForInput:
+                raise  # not a failure: nothing to retry
             except Exception as exc:
                 delay = None if policy is None else policy.next_delay(attempt, exc, self.clock() - first)
                 if delay is None:

@@ -17,6 +17,7 @@ from typing import Any
 class RunStatus(enum.StrEnum):
     PENDING = "pending"
     RUNNING = "running"
+    WAITING = "waiting"  # paused for a person's answer (a wait step)
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -29,6 +30,7 @@ class StepStatus(enum.StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
+    WAITING = "waiting"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,15 @@ class StepFailed(Event):
     started_at: float = 0.0
     cancelled: bool = False
     error: BaseException | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StepWaiting(Event):
+    """A wait step asks for a person's answer (``request``: kind, question, schema,
+    timeout, default); its dependents do not start until the answer arrives."""
+
+    step: str
+    request: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

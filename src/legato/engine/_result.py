@@ -74,6 +74,8 @@ class RunResult:
         skipped: step name -> why it was skipped.
         errors: step name -> ``"ExceptionType: message"`` for each step whose
             failure the run tolerated (``continue_on_error``).
+        waiting: step name -> the request (kind, question, schema, timeout,
+            default) of each wait step the run is paused on (status ``WAITING``).
         cost: USD spent by model calls in this run (priced calls only).
         usage: the run ledger's summary (calls, tokens, cost, by_model...).
     """
@@ -90,6 +92,7 @@ class RunResult:
     failed_step: str | None = None
     skipped: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    waiting: dict[str, dict[str, Any]] = field(default_factory=dict)
     cost: float = 0.0
     usage: dict[str, Any] = field(default_factory=dict)
 
@@ -121,6 +124,7 @@ class RunResult:
             "error": self.error,
             "failed_step": self.failed_step,
             "step_errors": dict(self.errors),
+            "waiting": dict(self.waiting),
             "cost": self.cost,
             "timings": {name: t.as_dict() for name, t in self.timings.items()},
         }

@@ -31,12 +31,14 @@ from legato.engine._events import (
     StepSkipped,
     StepStarted,
     StepStatus,
+    StepWaiting,
 )
 from legato.engine._executor import Executor, StepCache
 from legato.engine._journal import RunJournals, _journals
 from legato.engine._plan import CompiledStep, Plan
 from legato.engine._result import RunResult, StepTiming
 from legato.engine._step import NO_DEFAULT
+from legato.engine._wait import WaitForInput
 from legato.errors import DeadlineExceeded, OutputNotStorable, RunCancelled, RunError, StepError
 from legato.ledger import Ledger, _LazyChild
 from legato.ledger import _current as _ledger_var
@@ -94,6 +96,7 @@ class Run(StepCalls):
         "timings",
         "tolerated",
         "view",
+        "waits",
     )
 
     def __init__(
@@ -137,6 +140,7 @@ class Run(StepCalls):
         self.remaining: dict[str, int] = {}
         self.failures: list[StepError] = []
         self.tolerated: dict[str, StepError] = {}  # failures of continue_on_error steps
+        self.waits: dict[str, dict[str, Any]] = {}  # wait steps asking for an answer
         self.run_error: RunError | None = None
         self.stopping = False
         self.bad = 0  # steps failed or skipped so far (while 0, no dependent needs a skip check)
@@ -263,6 +267,8 @@ class Run(StepCalls):
             return RunStatus.FAILED, deadline, {}
         if self.failures:
             return RunStatus.FAILED, self.failures[0], {}
+        if self.waits:
+            return RunStatus.WAITING, None, {}
         if not self.plan.outputs:
             return RunStatus.SUCCEEDED, None, self.outputs
         try:
@@ -296,6 +302,7 @@ class Run(StepCalls):
             failed_step=failed_step if status is RunStatus.FAILED else None,
             skipped=self.skipped,
             errors={name: f"{e.error_type}: {e.message}" for name, e in self.tolerated.items()},
+            waiting=dict(self.waits),
             cost=usage["cost"],
             usage=usage,
         )
@@ -520,6 +527,9 @@ class Run(StepCalls):
         self, cs: CompiledStep, exc: Exception, start: float, attempt: int, started_wall: float | None = None
     ) -> str | None:
         name = cs.d.name
+        if isinstance(exc, WaitForInput):
+            await self.wait(name, exc)
+            return None
         self.bad += 1
         timing = self.timings[name]
         timing.status = StepStatus.FAILED
@@ -551,6 +561,17 @@ class Run(StepCalls):
             self.stop()
             return None
         return self.done(name)
+
+    async def wait(self, name: str, signal: WaitForInput) -> None:
+        """A wait step asked for an answer: its dependents wait for it (they do not
+        start in this run), everything else goes on; the run ends ``waiting``."""
+        timing = self.timings[name]
+        timing.status = StepStatus.WAITING
+        timing.finished = self.clock() - self.t0
+        request = signal.request.as_dict()
+        self.waits[name] = request
+        if self.bus_on:
+            await self.emit(StepWaiting(self.run_id, time.time(), name, request))
 
 
 def _when_text(cs: CompiledStep) -> str:

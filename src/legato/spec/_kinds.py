@@ -116,6 +116,7 @@ _KINDS: dict[str, str | StepFactory] = {
     "agent": "legato.steps.agent:build",
     "cycle": "legato.spec._flow:build_cycle",
     "switch": "legato.spec._flow:build_switch",
+    "wait": "legato.steps.wait:build",
 }
 
 

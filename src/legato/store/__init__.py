@@ -15,6 +15,7 @@ from legato.store._records import CancelRequest, EventRecord, RecoveryAction, Ru
 from legato.store._recovery import Recovery, load_source, recover_expired_runs
 from legato.store._reflection import reflect_on_run
 from legato.store._runs import RunStore
+from legato.store._waits import expire_waits, respond, waiting_requests
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
@@ -35,6 +36,7 @@ __all__ = [
     "SearchMode",
     "StepRecord",
     "StoredStatus",
+    "expire_waits",
     "load_source",
     "new_owner_id",
     "new_run_id",
@@ -43,7 +45,9 @@ __all__ = [
     "recover_expired_runs",
     "reflect_on_run",
     "resolve_url",
+    "respond",
     "result_from_record",
     "run_durably",
     "visible_run",
+    "waiting_requests",
 ]

@@ -52,6 +52,7 @@ from legato.engine import (
     StepRetried,
     StepSkipped,
     StepStarted,
+    StepWaiting,
     journal_key,
 )
 from legato.errors import LeaseLost, OutputNotStorable
@@ -153,6 +154,8 @@ class Checkpointer:
             await self._flush()
         elif isinstance(event, StepFailed):
             self._pending.attempts.append(_failed(event, base))
+        elif isinstance(event, StepWaiting):
+            self._pending.attempts.append(_waiting(event, base, self.store.clock()))
 
     async def _journal_entry(self, event: StepProgress, base: int) -> None:
         key = JOURNAL_ROWS + journal_key(event.step, event.index)
@@ -270,6 +273,24 @@ def _failed(e: StepFailed, base: int) -> StepRecord:
     )
 
 
+def _waiting(e: StepWaiting, base: int, now: float) -> StepRecord:
+    """The row of a step waiting for an answer: its request (with the moment a timeout
+    falls due on the store's clock, ``expires_at``) in ``meta``; :mod:`legato.store._waits`
+    answers it."""
+    request = dict(e.request)
+    if request.get("timeout") is not None:
+        request["expires_at"] = now + float(request["timeout"])
+    return StepRecord(
+        run_id=e.run_id,
+        step=e.step,
+        status="waiting",
+        attempt=base + 1,
+        started_at=e.at,
+        finished_at=e.at,
+        meta={"request": request},
+    )
+
+
 def _event_record(e: Event, base: int) -> EventRecord:
     record = _event_fields(e)
     if base and "attempt" in record.data:
@@ -298,6 +319,8 @@ def _event_fields(e: Event) -> EventRecord:
         data = {"attempt": e.attempt, "delay_s": e.delay_s, "error_type": e.error_type, "message": e.message}
     elif isinstance(e, StepSkipped):
         data = {"reason": e.reason}
+    elif isinstance(e, StepWaiting):
+        data = {"request": e.request}
     elif isinstance(e, RunFinished):
         data = {"status": str(e.status), "duration_s": e.duration_s, "error": e.error, "failed_step": e.failed_step}
     return EventRecord(run_id=e.run_id, type=type(e).__name__, at=e.at, step=step, data=data)

@@ -184,6 +184,24 @@ class DurableRunner:
         journals = journals_from_rows(rows, [s for s in pipeline.steps if s not in completed])
         return await self._execute(pipeline, record, completed, subscribers, control, attempts, items, journals)
 
+    async def respond(
+        self,
+        pipeline: Pipeline,
+        run_id: str,
+        step: str,
+        answer: Any,
+        *,
+        by: str = "",
+        subscribers: Iterable[Subscriber] = (),
+        control: RunControl | None = None,
+    ) -> RunResult:
+        """Answer wait step ``step`` of the waiting run ``run_id`` and resume the run in
+        this process (see :func:`legato.store.respond` for what is checked)."""
+        from legato.store._waits import respond
+
+        record = await respond(self.store, run_id, step, answer, by=by)
+        return await self.resume(pipeline, record.id, subscribers=subscribers, control=control)
+
     async def _execute(
         self,
         pipeline: Pipeline,
@@ -254,8 +272,10 @@ class DurableRunner:
             if not finished and checkpointer.lost is None:
                 with anyio.CancelScope(shield=True):
                     await self._release_quietly(record.id)
-        if self.reflect is not None and (
-            checkpointer.notable or not result.ok or record.recoveries or record.estimated_cost is not None
+        if (
+            self.reflect is not None
+            and result.status is not RunStatus.WAITING
+            and (checkpointer.notable or not result.ok or record.recoveries or record.estimated_cost is not None)
         ):
             final = await self.store.get_run(record.id)
             try:
@@ -327,6 +347,8 @@ _STEP_STATUSES = frozenset(s.value for s in StepStatus)
 def _stored_status(result: RunResult) -> StoredStatus:
     if result.status is RunStatus.CANCELLED or isinstance(result.exception, RunCancelled):
         return StoredStatus.CANCELLED
+    if result.status is RunStatus.WAITING:
+        return StoredStatus.WAITING
     return StoredStatus.SUCCEEDED if result.ok else StoredStatus.FAILED
 
 
@@ -342,6 +364,7 @@ async def result_from_record(store: RunStore, record: RunRecord) -> RunResult:
         StoredStatus.DEAD: RunStatus.FAILED,
         StoredStatus.CANCELLED: RunStatus.CANCELLED,
         StoredStatus.PENDING: RunStatus.PENDING,
+        StoredStatus.WAITING: RunStatus.WAITING,
     }.get(record.status, RunStatus.RUNNING)
     timings = {
         name: StepTiming(
@@ -366,6 +389,7 @@ async def result_from_record(store: RunStore, record: RunRecord) -> RunResult:
         exception=exception,
         failed_step=record.failed_step,
         skipped={name: "skipped" for name, s in latest.items() if s.status == "skipped"},
+        waiting={name: dict(s.meta.get("request") or {}) for name, s in latest.items() if s.status == "waiting"},
         errors={
             name: f"{s.error_type}: {s.error}"
             for name, s in latest.items()

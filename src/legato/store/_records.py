@@ -27,6 +27,7 @@ class StoredStatus(StrEnum):
 
     PENDING = "pending"
     RUNNING = "running"
+    WAITING = "waiting"  # paused on a wait step: no worker, no lease, resumed by its answer
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"

@@ -21,6 +21,7 @@ from legato.errors import LeaseLost, LegatoError, StoreError
 from legato.store._durable import DurableRunner
 from legato.store._records import RecoveryAction, RunRecord
 from legato.store._runs import RunStore
+from legato.store._waits import expire_waits
 
 __all__ = ["PipelineResolver", "Recovery", "load_source", "recover_expired_runs"]
 
@@ -61,10 +62,12 @@ async def recover_expired_runs(
     ``pipelines_resolver(name)`` returns the :class:`Pipeline` for a stored pipeline
     name, or None if this process does not serve it (it may be async). Without a
     resolver, each run's pipeline is reloaded from its stored YAML ``source``.
-    Returns when all have finished. ``subscribers`` get the events of every resumed
+    Waits whose timeout passed are answered with their default first (those runs
+    resume here too). Returns when all have finished. ``subscribers`` get the events of every resumed
     run (metrics, spans, a dashboard's live view).
     """
     runner = runner or DurableRunner(store)
+    await expire_waits(store, limit=limit)  # waits past their timeout take their default and resume below
     orphans = await store.orphaned_runs(limit=limit)
     charged = await store.sole_holders(orphans)  # decided before any takeover changes the holders
     recovering = _Recovering(store, pipelines_resolver, runner, list(subscribers))

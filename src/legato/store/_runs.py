@@ -411,11 +411,14 @@ class RunStore:
         new_events: Sequence[EventRecord] = (),
         cancelled_by: str | None = None,
     ) -> None:
-        """Record the run's end and release its lease (fenced like :meth:`checkpoint`).
+        """Record the run's end and release its lease (fenced like :meth:`checkpoint`);
+        ``waiting``: the run pauses on its wait steps, holding no lease.
         ``cancelled_by`` names who stopped a cancelled run when no cancel request was
         recorded before (Ctrl-C on ``legato run``, say)."""
-        if status not in TERMINAL:
-            raise ValueError(f"finish_run: {status!r} is not a terminal status ({', '.join(sorted(TERMINAL))})")
+        if status not in TERMINAL and status != StoredStatus.WAITING:
+            raise ValueError(
+                f"finish_run: {status!r} is not a terminal status ({', '.join(sorted(TERMINAL))}) or waiting"
+            )
         now = self.clock()
         values: dict[str, Any] = {
             "status": status,
@@ -423,7 +426,7 @@ class RunStore:
             "error": None if error is None else self.redactor.text(error),
             "failed_step": failed_step,
             "cost": cost,
-            "finished_at": now,
+            "finished_at": None if status == StoredStatus.WAITING else now,
             "updated_at": now,
             "lease_owner": None,
             "lease_expires_at": None,
