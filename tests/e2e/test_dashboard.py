@@ -217,6 +217,16 @@ def test_watch_a_run_finish_live(server: str, tmp_path: Path) -> None:
             expect(page.locator('#steps-box details[data-step="topic"] pre.error')).to_contain_text(
                 "ValueError: the topic model refused this text"
             )
+            report = page.locator('#steps-box details[data-step="report"]')
+            expect(report).to_have_attribute("data-status", "not_run")  # not "pending" in a run that ended
+            expect(report.locator(".why-not-run")).to_contain_text("the run failed at step 'topic'")
+
+            # A deep link opens the step it names; so does a click on its graph node.
+            page.goto(f"{server}/ui/runs/{failing.json()['id']}#step-fetch")
+            expect(page.locator('#steps-box details[data-step="fetch"]')).to_have_attribute("open", "")
+            page.click('#run-graph g.node[data-step="report"] a')
+            expect(report).to_have_attribute("open", "")
+            assert page.evaluate("location.hash") == "#step-report"
 
             page.goto(f"{server}/ui/?pipeline=review_insights")
             expect(page.locator(f'tr[data-run="{run_id}"]')).to_have_attribute("data-status", "succeeded")

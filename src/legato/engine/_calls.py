@@ -202,7 +202,9 @@ class StepCalls(abc.ABC):
                     raise
                 if self.bus_on:
                     await self.emit(
-                        StepRetried(self.run_id, time.time(), d.name, attempt, delay, type(exc).__name__, str(exc))
+                        StepRetried(
+                            self.run_id, time.time(), d.name, attempt, delay, type(exc).__name__, str(exc), index
+                        )
                     )
                 await self.sleep(delay)
 

@@ -116,6 +116,7 @@ class StepRetried(Event):
     delay_s: float
     error_type: str
     message: str
+    index: int | None = None  # the map item retried, if the step maps over a list
 
 
 @dataclass(frozen=True, slots=True)

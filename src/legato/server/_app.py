@@ -170,6 +170,9 @@ def _mount_dashboard(app: FastAPI, settings: ServerSettings) -> Any:
         await gw().spend.flush()
         return await gw().keys.spend_report(since_day=since_day)
 
+    def pipelines() -> list[str]:
+        return sorted(gw().runs.pipelines) if gw().runs is not None else []
+
     master = settings.master_key.get_secret_value() if settings.master_key else None
     live = LiveEvents()
 
@@ -182,6 +185,7 @@ def _mount_dashboard(app: FastAPI, settings: ServerSettings) -> Any:
     sources = DashboardSources(
         store=lambda: gw().runs.store, admin_key=master, keys=lambda: gw().keys, audit=lambda: gw().audit,
         throttle=throttle, session_ttl_s=dash.session_ttl_s, graphs=graph, spend=spend, live=live, cancel=cancel,
+        pipelines=pipelines,
     )  # fmt: skip
     mount_dashboard(app, sources)
     return live

@@ -317,6 +317,8 @@ def _event_fields(e: Event) -> EventRecord:
         }
     elif isinstance(e, StepRetried):
         data = {"attempt": e.attempt, "delay_s": e.delay_s, "error_type": e.error_type, "message": e.message}
+        if e.index is not None:
+            data["index"] = e.index
     elif isinstance(e, StepSkipped):
         data = {"reason": e.reason}
     elif isinstance(e, StepWaiting):

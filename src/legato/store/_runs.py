@@ -309,6 +309,13 @@ class RunStore:
             lambda conn: [run_record(r) for r in conn.execute(query).mappings().all()], readonly=True
         )
 
+    async def pipelines(self, *, tenant: str | None = None) -> list[str]:
+        """The name of every pipeline with a stored run (of ``tenant``, if given), sorted."""
+        query = sa.select(runs.c.pipeline).distinct().order_by(runs.c.pipeline)
+        if tenant is not None:
+            query = query.where(runs.c.tenant == tenant)
+        return await self.run_sync(lambda conn: [str(r) for r in conn.execute(query).scalars()], readonly=True)
+
     async def steps(self, run_id: str) -> list[StepRecord]:
         """Every stored step attempt of the run, in the order they finished."""
         query = sa.select(step_attempts).where(step_attempts.c.run_id == run_id).order_by(step_attempts.c.id)

@@ -83,6 +83,8 @@ class DashboardSources:
     - ``journal``: a :class:`legato.store.Journal`; default: a journal on ``store``.
     - ``live``: a :class:`LiveEvents` subscribed to the runs this process executes, so
       running steps show the moment they start (without it: at the next checkpoint).
+    - ``pipelines``: the names of the pipelines configured here (listed in the runs
+      filter even before they have a run).
     - ``cancel``: ``async (run_id, by) -> record`` behind the run page's Cancel button;
       default: ``store.request_cancel`` (the run's worker stops it within a second).
     """
@@ -100,6 +102,7 @@ class DashboardSources:
     journal: Source = None
     live: LiveEvents | None = None
     cancel: Callable[[str, str], Awaitable[Any]] | None = None
+    pipelines: Source = None
     poll_s: float = 0.5
     clock: Callable[[], float] = time.time
 
@@ -204,8 +207,10 @@ class Dashboard:
         return list(runs)
 
     async def pipelines(self, viewer: Viewer) -> list[str]:
-        recent = await self.store().list_runs(tenant=viewer.principal.tenant_filter, limit=500)
-        return sorted({r.pipeline for r in recent})
+        """Every pipeline the viewer has runs of, and every pipeline configured here."""
+        stored = await self.store().pipelines(tenant=viewer.principal.tenant_filter)
+        configured = _maybe_names(_resolve(self.sources.pipelines))
+        return sorted({*stored, *configured})
 
     async def run_view(self, viewer: Viewer, run_id: str) -> Any:
         store = self.store()
@@ -261,6 +266,15 @@ def _same_origin(request: Request) -> bool:
     if origin is None or origin == "null":
         return request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
     return origin == f"{request.url.scheme}://{request.url.netloc}"
+
+
+def _maybe_names(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [str(v) for v in value]
+
+
+LIMITS = (25, 50, 100, 200, 500)
 
 
 def _int(value: str | None, default: int, lo: int, hi: int) -> int:
@@ -345,14 +359,16 @@ def _run_routes(router: APIRouter, d: Dashboard) -> None:
             return viewer
         params = dict(request.query_params)
         runs = await d.runs(viewer, params)
-        filters = {
+        limit = _int(params.get("limit"), 50, 1, 500)
+        filters: dict[str, Any] = {
             "pipeline": params.get("pipeline", ""),
             "status": params.get("status", ""),
             "q": params.get("q", ""),
-            "limit": _int(params.get("limit"), 50, 1, 500),
+            "limit": limit,
         }
         query = urlencode({k: v for k, v in filters.items() if v})
-        return d.page("runs.html", request, nav="runs", runs=runs, filters=filters, query=query,
+        limits = sorted({*LIMITS, limit})  # the select shows the limit the table uses
+        return d.page("runs.html", request, nav="runs", runs=runs, filters=filters, query=query, limits=limits,
                       pipelines=await d.pipelines(viewer), statuses=STATUSES)  # fmt: skip
 
     @router.get("/live/runs")
@@ -491,6 +507,7 @@ async def _health_rows(sources: DashboardSources, request: Request) -> list[dict
     if catalog is None:
         return None
     rows: list[dict[str, Any]] = []
+    ready = await _maybe_await(catalog.ready()) if callable(getattr(catalog, "ready", None)) else {}
     for name in catalog.names():
         try:
             model: Any = catalog.get(name)
@@ -504,8 +521,9 @@ async def _health_rows(sources: DashboardSources, request: Request) -> list[dict
         health = getattr(model, "health", None)
         if callable(health):
             rows.extend(_row(r) for r in await _maybe_await(health()))
-        else:
-            rows.append({"group": name, "deployment": getattr(model, "name", name), "state": "single"})
+        else:  # no routing group: no breaker, served straight from its provider
+            state = "ready" if ready.get(name, True) else "not_ready"
+            rows.append({"group": "—", "deployment": name, "model": getattr(model, "name", name), "state": state})
     return rows
 
 

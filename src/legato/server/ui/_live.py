@@ -36,7 +36,11 @@ def _data(e: Event) -> dict[str, Any]:
         return {"attempt": e.attempt}
     if isinstance(e, StepRetried):
         message = default_redactor().text(e.message)  # like the stored events the page shows otherwise
-        return {"attempt": e.attempt, "delay_s": e.delay_s, "error_type": e.error_type, "message": message}
+        data: dict[str, Any] = {"attempt": e.attempt, "delay_s": e.delay_s, "error_type": e.error_type}
+        data["message"] = message
+        if e.index is not None:
+            data["index"] = e.index
+        return data
     if isinstance(e, StepFailed):
         message = default_redactor().text(e.message)
         return {"attempt": e.attempt, "error_type": e.error_type, "message": message, "cancelled": e.cancelled}

@@ -26,21 +26,32 @@ MAX_VALUE_CHARS = 6000
 
 def _ts(epoch: float | None) -> str:
     if not epoch:
-        return "—"
+        return UNKNOWN
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+UNKNOWN = "—"  # the one notation for a value that is not known (no cost, no duration...)
+
+
 def _usd(value: float | None) -> str:
+    """Dollars with the digits that matter: $0.000011, $0.0042, $0.37, $1,204.50."""
     if value is None:
-        return "—"
+        return UNKNOWN
     if value == 0:
         return "$0"
-    return f"${value:.4f}" if value < 1 else f"${value:,.2f}"
+    if abs(value) >= 1:
+        return f"${value:,.2f}"
+    decimals = max(2, 1 - math.floor(math.log10(abs(value))))  # two significant digits
+    return f"${value:.{decimals}f}".rstrip("0").rstrip(".") if decimals > 2 else f"${value:.2f}"
+
+
+def _label(status: str) -> str:
+    return status.replace("_", " ")
 
 
 def _secs(value: float | None) -> str:
     if value is None:
-        return "—"
+        return UNKNOWN
     if value < 1:
         return f"{value * 1000:.0f} ms"
     if value < 120:
@@ -109,7 +120,7 @@ class Renderer:
         )
         env.filters.update(
             ts=_ts, usd=_usd, secs=_secs, clip=_clip, pretty=_pretty, redact=_redact, cell=_cell,
-            run_duration=_run_duration,
+            run_duration=_run_duration, label=_label,
         )  # fmt: skip
         env.globals.update(base=base, node_w=NODE_W, node_h=NODE_H, nav="", logged_in=False)
         self.env = env

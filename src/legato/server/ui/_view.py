@@ -2,7 +2,10 @@
 
 Finished attempts come from the store's step rows; steps still running are known
 only from their ``StepStarted`` event (the store keeps no row for an attempt in
-flight), so both are merged here. The graph is laid out in layers (a step's layer
+flight), so both are merged here. A retry of one item of a map step carries the
+item's index: it is that item's attempt, not the step's, and is listed per item.
+Once a run has ended nothing in it is "running" or "pending": a step that never
+started says it did not run and why. The graph is laid out in layers (a step's layer
 is the length of the longest dependency chain before it), which is enough for the
 pipelines legato runs and needs no layout library; the Gantt chart maps each
 attempt's start and end onto the run's time span, so steps that ran at the same
@@ -20,6 +23,9 @@ __all__ = ["GanttBar", "GraphLayout", "RunView", "StepView", "build_run_view", "
 _TERMINAL_STEP = frozenset({"succeeded", "failed", "skipped", "cancelled"})
 
 
+NOT_RUN = "not_run"
+
+
 @dataclass
 class Attempt:
     attempt: int
@@ -28,6 +34,7 @@ class Attempt:
     finished_at: float | None = None
     error_type: str | None = None
     error: str | None = None
+    item: int | None = None  # the map item this attempt ran, None for the whole step
 
 
 @dataclass
@@ -38,12 +45,14 @@ class StepView:
     started_at: float | None = None
     finished_at: float | None = None
     attempts: list[Attempt] = field(default_factory=list)
+    item_attempts: list[Attempt] = field(default_factory=list)  # per map item, from item retries
     retries: int = 0
     output: Any = None
     has_output: bool = False
     error_type: str | None = None
     error: str | None = None
     skip_reason: str | None = None
+    not_run_reason: str | None = None
     model: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
@@ -135,6 +144,8 @@ def build_run_view(
             continue
         number = int(_get(rec, "attempt", 1) or 1)
         att = _attempt(s, number)
+        if att is None and s.item_attempts:  # a map step's number counts its items' attempts
+            att = _attempt(s, None)
         if att is None:
             # No events for this attempt: the record's times are the whole step's.
             att = Attempt(attempt=number, status=status, started_at=_get(rec, "started_at"))
@@ -159,16 +170,13 @@ def build_run_view(
         s.meta = dict(_get(rec, "meta") or {})
     for s in views.values():
         s.attempts.sort(key=lambda a: a.attempt)
-        s.retries = max(s.retries, len(s.attempts) - 1)
+        s.item_attempts.sort(key=lambda a: (a.item or 0, a.attempt))
+        s.retries = max(s.retries, max(0, len(s.attempts) - 1) + len(s.item_attempts) - len(_items(s)))
+        _settle_items(s)
 
     run_status = str(_get(run, "status"))
-    if run_status in ("failed", "cancelled", "dead"):
-        for s in views.values():  # a step still "running" in a run that ended did not finish
-            if s.status == "running":
-                s.status = "cancelled"
-            for a in s.attempts:
-                if a.status == "running":
-                    a.status = "cancelled"
+    if run_status in ("succeeded", "failed", "cancelled", "dead"):
+        _settle(views.values(), run_status, _get(run, "failed_step"))
     edges = [(d, s.name) for s in views.values() for d in s.deps if d in views]
     return RunView(
         id=str(_get(run, "id")),
@@ -188,6 +196,47 @@ def build_run_view(
     )
 
 
+_WHY_NOT_RUN = {
+    "failed": "the run failed before this step could start",
+    "cancelled": "the run was cancelled before this step started",
+    "dead": "the run's worker stopped before this step started",
+    "succeeded": "the run ended without reaching this step",
+}
+
+
+def _settle(steps: Iterable[StepView], run_status: str, failed_step: str | None) -> None:
+    """A run that ended has nothing running or pending: attempts still open did not
+    finish, and steps that never started did not run (with the reason)."""
+    stopped = "cancelled" if run_status != "succeeded" else "succeeded"
+    for s in steps:
+        if s.status == "running":
+            s.status = stopped
+        for a in (*s.attempts, *s.item_attempts):
+            if a.status == "running":
+                a.status = stopped
+        if s.status == "pending":
+            s.status = NOT_RUN
+            why = _WHY_NOT_RUN[run_status]
+            if run_status == "failed" and failed_step:
+                why = f"the run failed at step {failed_step!r} before this step could start"
+            s.not_run_reason = why
+
+
+def _items(s: StepView) -> set[int]:
+    return {a.item for a in s.item_attempts if a.item is not None}
+
+
+def _settle_items(s: StepView) -> None:
+    """An item's last attempt ends with its step: it succeeded when the step did (every
+    item must have); otherwise the step's failure stopped it."""
+    if s.status not in _TERMINAL_STEP:
+        return
+    for a in s.item_attempts:
+        if a.status == "running":
+            a.status = "succeeded" if s.status == "succeeded" else "cancelled"
+            a.finished_at = a.finished_at or s.finished_at
+
+
 def _attempt(s: StepView, number: int | None) -> Attempt | None:
     if number is None:
         return s.attempts[-1] if s.attempts else None
@@ -201,6 +250,8 @@ def _apply_event(s: StepView, kind: str, data: Mapping[str, Any], at: float | No
         s.attempts.append(Attempt(attempt=int(data.get("attempt", 1)), status="running", started_at=at))
         s.status = "running"
         s.started_at = s.started_at if s.started_at is not None else at
+    elif kind == "step_retried" and data.get("index") is not None:
+        _item_retried(s, int(data["index"]), data, at)
     elif kind == "step_retried":
         s.retries += 1
         failed = int(data.get("attempt", len(s.attempts) or 1))
@@ -222,6 +273,18 @@ def _apply_event(s: StepView, kind: str, data: Mapping[str, Any], at: float | No
                 att.error_type, att.error = data.get("error_type"), data.get("message")
         if kind == "step_failed":
             s.error_type, s.error = data.get("error_type"), data.get("message")
+
+
+def _item_retried(s: StepView, index: int, data: Mapping[str, Any], at: float | None) -> None:
+    failed = int(data.get("attempt", 1))
+    att = next((a for a in s.item_attempts if a.item == index and a.attempt == failed), None)
+    if att is None:  # the first attempt of an item starts with its step (or the previous item)
+        att = Attempt(attempt=failed, status="failed", item=index, started_at=s.started_at if failed == 1 else None)
+        s.item_attempts.append(att)
+    att.status, att.finished_at = "failed", at
+    att.error_type, att.error = data.get("error_type"), data.get("message")
+    start = (at or 0.0) + float(data.get("delay_s") or 0.0)
+    s.item_attempts.append(Attempt(attempt=failed + 1, status="running", started_at=start, item=index))
 
 
 def _first(values: Iterable[float | None]) -> float | None:
@@ -310,11 +373,13 @@ def _layers_from_timing(view: RunView) -> list[list[str]]:
 
 
 def layout_graph(view: RunView) -> GraphLayout:
-    """Boxes left to right by layer, edges as cubic curves between box sides."""
+    """Boxes left to right by layer; edges as curves between box sides that cross
+    the layers in between through the gaps between boxes, never under a box."""
     layers = _layers(view)
     tallest = max((len(layer) for layer in layers), default=1)
     height = PAD * 2 + tallest * NODE_H + (tallest - 1) * GAP_Y
     nodes: dict[str, NodeBox] = {}
+    layer_of: dict[str, int] = {}
     for i, layer in enumerate(layers):
         offset = (height - (len(layer) * NODE_H + (len(layer) - 1) * GAP_Y)) / 2
         for j, name in enumerate(layer):
@@ -322,15 +387,37 @@ def layout_graph(view: RunView) -> GraphLayout:
             nodes[name] = NodeBox(
                 name, view.steps[name].status, PAD + i * (NODE_W + GAP_X), offset + j * (NODE_H + GAP_Y), label
             )
+            layer_of[name] = i
     edges = []
     for a, b in view.edges:
         na, nb = nodes[a], nodes[b]
         x1, y1 = na.x + NODE_W, na.y + NODE_H / 2
         x2, y2 = nb.x, nb.y + NODE_H / 2
-        mid = (x1 + x2) / 2
-        edges.append((a, b, f"M{x1:.1f},{y1:.1f} C{mid:.1f},{y1:.1f} {mid:.1f},{y2:.1f} {x2:.1f},{y2:.1f}"))
+        path = [f"M{x1:.1f},{y1:.1f}"]
+        for k in range(layer_of[a] + 1, layer_of[b]):
+            lx = PAD + k * (NODE_W + GAP_X)
+            wanted = y1 + (y2 - y1) * (lx + NODE_W / 2 - x1) / max(x2 - x1, 1.0)
+            yk = _free_lane([nodes[n] for n in layers[k]], wanted)
+            path.append(_curve(x1, y1, lx, yk) + f" L{lx + NODE_W:.1f},{yk:.1f}")
+            x1, y1 = lx + NODE_W, yk
+        path.append(_curve(x1, y1, x2, y2))
+        edges.append((a, b, " ".join(path)))
     width = PAD * 2 + len(layers) * NODE_W + max(0, len(layers) - 1) * GAP_X
     return GraphLayout(width=max(width, NODE_W + 2 * PAD), height=height, nodes=list(nodes.values()), edges=edges)
+
+
+def _curve(x1: float, y1: float, x2: float, y2: float) -> str:
+    mid = (x1 + x2) / 2
+    return f"C{mid:.1f},{y1:.1f} {mid:.1f},{y2:.1f} {x2:.1f},{y2:.1f}"
+
+
+def _free_lane(boxes: list[NodeBox], wanted: float) -> float:
+    """The gap in a layer (above, between or below its boxes) nearest to ``wanted``."""
+    if not boxes:
+        return wanted
+    tops = sorted(n.y for n in boxes)
+    lanes = [tops[0] - GAP_Y / 2] + [t + NODE_H + GAP_Y / 2 for t in tops]
+    return min(lanes, key=lambda y: abs(y - wanted))
 
 
 # -- Gantt timeline -------------------------------------------------------------------
@@ -356,7 +443,7 @@ def gantt(view: RunView, now: float) -> tuple[list[GanttBar], float]:
     end = view.finished_at or now
     for s in view.steps.values():
         for a in s.attempts:
-            end = max(end, a.finished_at or (now if a.status == "running" else end))
+            end = max(end, a.finished_at or (now if a.status == "running" and not view.terminal else end))
     span = max(end - origin, 1e-3)
     rows = [n for n in _order_for_rows(view) if view.steps[n].attempts or view.steps[n].started_at is not None]
     bars = []

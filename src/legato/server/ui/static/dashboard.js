@@ -52,8 +52,25 @@
     source.onopen = function () { if (dot) { dot.classList.remove("off"); } };
   }
 
+  // #step-NAME (a graph node, a shared link) opens that step's details and shows it.
+  function openStep() {
+    var id = decodeURIComponent(window.location.hash.slice(1));
+    if (id.indexOf("step-") !== 0) { return; }
+    var el = document.getElementById(id);
+    if (!el || el.tagName !== "DETAILS") { return; }
+    el.open = true;
+    el.scrollIntoView({ block: "start" });
+  }
+
+  window.addEventListener("hashchange", openStep);
+  document.addEventListener("click", function (ev) {
+    var link = ev.target.closest ? ev.target.closest("a[href^='#step-']") : null;
+    if (link && link.getAttribute("href") === window.location.hash) { openStep(); }
+  });
+
   document.addEventListener("DOMContentLoaded", function () {
     localTimes(document);
+    openStep();
     document.querySelectorAll("[data-live]").forEach(function (el) {
       if (el.getAttribute("data-terminal") !== "true") { connect(el); }
     });
