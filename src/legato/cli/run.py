@@ -110,6 +110,9 @@ def run(
     executor_option: list[str] = typer.Option(
         [], "--executor-option", help="Executor option as key=value (repeatable; JSON values), e.g. address=HOST:PORT."
     ),
+    stream: bool = typer.Option(
+        False, "--stream", help="Print the model tokens of llm: steps as they arrive, labelled by step."
+    ),
 ) -> None:
     """Run a pipeline: independent steps run in parallel; live progress on a terminal.
 
@@ -130,7 +133,8 @@ def run(
         print_error(str(exc))
         raise typer.Exit(2) from None
     out = new_console()
-    progress = _Progress(pipeline, out) if out.is_terminal and not as_json else None
+    progress = _Progress(pipeline, out) if out.is_terminal and not as_json and not stream else None
+    tokens = _token_printer(as_json) if stream else None
     subscribers = [progress.on_event] if progress is not None else []
     from legato.cli._interrupt import EXIT_INTERRUPTED, Interrupt, exit_now
     from legato.cli.runs import stored_run
@@ -141,7 +145,10 @@ def run(
     source = str(file.resolve())
 
     async def main() -> RunResult:
-        with interrupt.installed():
+        from legato.engine import stream_tokens
+
+        streaming = stream_tokens(tokens) if tokens is not None else contextlib.nullcontext()
+        with interrupt.installed(), streaming:
             return await stored_run(
                 pipeline,
                 values,
@@ -167,6 +174,9 @@ def run(
     except InputError as exc:
         print_error(str(exc))
         raise typer.Exit(2) from None
+    finally:
+        if tokens is not None:
+            tokens.end_line()
     if str(result.status) == "running":  # --no-wait: the run goes on in another process
         _report_elsewhere(result, as_json)
         raise typer.Exit(0)
@@ -189,6 +199,14 @@ def run(
         code = EXIT_INTERRUPTED
     exit_now(code)  # abandoned sync steps delay the exit a bounded time
     raise typer.Exit(code)
+
+
+def _token_printer(as_json: bool) -> Any:
+    """Tokens go to stdout, or to stderr with --json (stdout is the JSON document)."""
+    from legato.cli._stream import TokenPrinter
+
+    out = sys.stderr if as_json else sys.stdout
+    return TokenPrinter(out, terminal=out.isatty())
 
 
 def _report_elsewhere(result: RunResult, as_json: bool) -> None:

@@ -38,6 +38,7 @@ from legato.engine._pipeline import FailurePolicy, Pipeline
 from legato.engine._plan import Plan
 from legato.engine._result import MapItemError, RunResult, StepTiming
 from legato.engine._step import InputDecl, LoopOptions, StepDef
+from legato.engine._tokens import StepToken, TokenSink, stream_tokens, token_sink
 from legato.engine._wait import InputRequest, WaitForInput, WaitKind, answer_problem, wait_for
 
 __all__ = [
@@ -74,10 +75,12 @@ __all__ = [
     "StepStarted",
     "StepStatus",
     "StepTiming",
+    "StepToken",
     "StepWaiting",
     "Subscriber",
     "Switch",
     "SwitchNoMatch",
+    "TokenSink",
     "WaitForInput",
     "WaitKind",
     "answer_problem",
@@ -89,6 +92,8 @@ __all__ = [
     "resolve_executor",
     "run_in_process",
     "step_journal",
+    "stream_tokens",
     "summarize",
+    "token_sink",
     "wait_for",
 ]

@@ -6,13 +6,14 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, overload
 
 import anyio
 
 from legato.engine._bus import EventBus, Subscriber
 from legato.engine._context import RunControl
+from legato.engine._events import Event
 from legato.engine._executor import Executor, StepCache, resolve_executor
 from legato.engine._plan import Plan, compile_plan
 from legato.engine._result import RunResult
@@ -340,6 +341,24 @@ class Pipeline:
             clock=self.clock,
             sleep=self.sleep,
         ).run(done, map_items, journals)
+
+    async def stream(
+        self, inputs: Mapping[str, Any] | None = None, /, *, subscribers: Iterable[Subscriber] = (), **options: Any
+    ) -> AsyncIterator[Event]:
+        """Run the pipeline and yield its events as they happen: :class:`RunStarted`,
+        ``StepStarted``, :class:`StepToken` (text from a model step, as it arrives),
+        ``StepFinished`` ... and last :class:`RunFinished`. Takes :meth:`run`'s
+        arguments. Leaving the loop early cancels the run; do that inside
+        ``contextlib.aclosing(pipeline.stream(...))`` so it happens at once."""
+        from legato.engine._tokens import stream_events
+
+        given = list(subscribers)
+
+        def run(forward: list[Callable[[Event], None]]) -> Awaitable[RunResult]:
+            return self.run(inputs, subscribers=[*given, *forward], **options)
+
+        async for event in stream_events(run):
+            yield event
 
     def _default_executor(self) -> Executor | None:
         if self.executor is None and self.executor_name is not None:

@@ -49,8 +49,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from legato.config import LegatoConfig
+from legato.engine import TokenSink, token_sink
 from legato.errors import BadRequest, ConfigError, MalformedResponse, SpecError
-from legato.providers import ChatRequest, ChatResponse, Message, ResponseFormat
+from legato.providers import ChatRequest, ChatResponse, Message, Model, ResponseFormat
+from legato.providers._assemble import StreamAssembler
 from legato.providers._validate import check_json_schema
 from legato.spec import BuildContext, StepBuild
 from legato.spec._models import KIND_COMMON_KEYS
@@ -151,13 +153,25 @@ async def _call(name: str, config: LegatoConfig, step: LlmStep, prompt: Any, sys
 
     request = request_for(step, prompt, system)
     model = legato.models.get(name, config)
+    sink = token_sink()
     try:
-        response = await model.chat(request)
+        response = await model.chat(request) if sink is None else await _streamed(model, request, sink)
     finally:
         await model.aclose()
     if step.schema_ is None:
         return _output(response)
     return parse_structured(response, step.schema_)
+
+
+async def _streamed(model: Model, request: ChatRequest, sink: TokenSink) -> ChatResponse:
+    """Stream the call, handing each piece of text to ``sink`` as it arrives; the
+    response assembled from the chunks equals what ``chat`` returns."""
+    assembler = StreamAssembler()
+    async for chunk in model.stream(request):
+        assembler.add(chunk)
+        if chunk.text:
+            sink(chunk.text)
+    return assembler.response(model=model.name, provider=getattr(model, "provider", ""))
 
 
 def _output(response: ChatResponse) -> dict[str, Any]:
