@@ -32,7 +32,7 @@ innermost router), ``"group/degraded:NAME"`` for the degraded tier.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -232,22 +232,33 @@ class Router:
         finally:
             RetryBudget.end_request(token)
 
-    async def _each_deployment(
-        self, request: ChatRequest | EmbedRequest, call: Callable[[Model], Awaitable[R]], outcome: _Outcome
-    ) -> R | _Outcome:
-        while True:
-            deployment = self._pick(request, outcome.tried)
-            if deployment is None:
-                return outcome
+    def _candidates(self, request: ChatRequest | EmbedRequest, outcome: _Outcome) -> Iterator[DeploymentState]:
+        """The deployments to try for one request, in the strategy's order: the one loop of
+        ``chat``, ``embed`` and ``stream``. Each is marked tried; every attempt after the
+        first is paid from the retry budget (the pass ends when it is empty); a deployment
+        is yielded holding its breaker permit, so the caller must report how the call went
+        (``succeeded``, ``failed`` or ``abandoned``)."""
+        while (deployment := self._pick(request, outcome.tried)) is not None:
             if outcome.attempted and self.budget is not None:
                 if not self.budget.try_spend():
-                    return outcome
+                    return
                 outcome.spent += 1
             outcome.tried.add(deployment.name)
             if not deployment.begin():
                 continue  # a half-open probe slot was taken meanwhile
-            started = self.clock.now()
             outcome.attempted = True
+            yield deployment
+
+    def _answered(self, outcome: _Outcome) -> None:
+        """A failover found an answer: the retry it spent comes back to the budget."""
+        if outcome.spent and self.budget is not None:
+            self.budget.refund()
+
+    async def _each_deployment(
+        self, request: ChatRequest | EmbedRequest, call: Callable[[Model], Awaitable[R]], outcome: _Outcome
+    ) -> R | _Outcome:
+        for deployment in self._candidates(request, outcome):
+            started = self.clock.now()
             try:
                 response = await call(deployment.model)
             except ModelError as error:
@@ -261,11 +272,36 @@ class Router:
                 deployment.abandoned()
                 raise
             deployment.succeeded(started)
-            if outcome.spent and self.budget is not None:
-                self.budget.refund()
+            self._answered(outcome)
             return self._tag(response, deployment)
+        return outcome
 
     # -- fallback chain --------------------------------------------------------
+
+    def _chain(self, outcome: _Outcome, visited: frozenset[str]) -> Iterator[Model]:
+        """The fallback groups for ``outcome.error`` not yet visited by this request (the
+        one walk of ``chat``, ``embed`` and ``stream``); raises when the error has no chain."""
+        chain = _chain_for(outcome.error, self.fallbacks)
+        if chain is None:
+            raise self._unavailable(outcome)
+        for target in chain:
+            if target.name not in visited:
+                self._moved(self.name, target.name, outcome.error or self._unavailable(outcome), "group")
+                yield target
+
+    @staticmethod
+    def _next_target_failed(outcome: _Outcome, error: ModelError) -> None:
+        """A fallback group failed: a client error other than a context or content refusal
+        is raised (the request is wrong everywhere); anything else moves on down the chain."""
+        if is_client_error(error) and not isinstance(error, ContextWindowExceeded | ContentFiltered):
+            raise error
+        outcome.error = error
+
+    def _degrade_to(self, outcome: _Outcome) -> tuple[Model | str | None, ModelError]:
+        """The degraded tier (None when there is none, or the failure is the request's own)."""
+        final = outcome.error or self._unavailable(outcome)
+        degrade = self.fallbacks.degrade
+        return (None if degrade is None or is_client_error(final) else degrade), final
 
     async def _fall_back(
         self,
@@ -274,25 +310,15 @@ class Router:
         call: Callable[[Model], Awaitable[R]],
         degraded: Callable[[Model | str, ModelError], Awaitable[R]],
     ) -> R:
-        error = outcome.error
-        chain = _chain_for(error, self.fallbacks)
-        if chain is None:
-            raise self._unavailable(outcome)
-        visited = _visited.get()
-        for target in chain:
-            if target.name in visited:
-                continue
-            self._moved(self.name, target.name, error or self._unavailable(outcome), "group")
+        for target in self._chain(outcome, _visited.get()):
             try:
                 return await call(target)
             except ModelError as next_error:
-                if is_client_error(next_error) and not isinstance(next_error, ContextWindowExceeded | ContentFiltered):
-                    raise
-                error = next_error
-        final = error or self._unavailable(outcome)
-        if self.fallbacks.degrade is not None and not is_client_error(final):
-            return await degraded(self.fallbacks.degrade, final)
-        raise final
+                self._next_target_failed(outcome, next_error)
+        degrade, final = self._degrade_to(outcome)
+        if degrade is None:
+            raise final
+        return await degraded(degrade, final)
 
     # -- Model -----------------------------------------------------------------
 
@@ -361,25 +387,15 @@ class Router:
         inside = visited | {self.name}
         outcome = _Outcome(error=misfit)
         if misfit is None:
-            outcome = _Outcome()
             if self.budget is not None:
                 RetryBudget.end_request(self.budget.begin_request())  # counts unless a Retry outside did
-            while (deployment := self._pick(request, outcome.tried)) is not None:
-                if outcome.attempted and self.budget is not None:
-                    if not self.budget.try_spend():
-                        break
-                    outcome.spent += 1
-                outcome.tried.add(deployment.name)
-                if not deployment.begin():
-                    continue
-                outcome.attempted = True
+            for deployment in self._candidates(request, outcome):
                 opened = await self._open(deployment.model, request, inside, deployment, outcome)
                 if opened is None:
                     if outcome.error is not None and not _next_deployment_may_help(outcome.error):
                         break
                     continue
-                if outcome.spent and self.budget is not None:
-                    self.budget.refund()  # the failover opened a stream
+                self._answered(outcome)  # the failover opened a stream
                 async with aclosing(self._relay(opened, deployment)) as relay:
                     async for chunk in relay:
                         yield chunk
@@ -447,30 +463,19 @@ class Router:
     async def _stream_fallback(
         self, request: ChatRequest, outcome: _Outcome, inside: frozenset[str]
     ) -> AsyncGenerator[ChatChunk, None]:
-        error = outcome.error
-        chain = _chain_for(error, self.fallbacks)
-        if chain is None:
-            raise self._unavailable(outcome)
-        for target in chain:
-            if target.name in inside:
-                continue
-            self._moved(self.name, target.name, error or self._unavailable(outcome), "group")
+        for target in self._chain(outcome, inside):
             attempt = _Outcome()
             opened = await self._open(target, request, inside, None, attempt)
             if opened is None:
                 assert attempt.error is not None
-                next_error = attempt.error
-                if is_client_error(next_error) and not isinstance(next_error, ContextWindowExceeded | ContentFiltered):
-                    raise next_error
-                error = next_error
+                self._next_target_failed(outcome, attempt.error)
                 continue
             async with aclosing(self._relay(opened, None)) as relay:
                 async for chunk in relay:
                     yield chunk
             return
-        final = error or self._unavailable(outcome)
-        degrade = self.fallbacks.degrade
-        if degrade is None or is_client_error(final):
+        degrade, final = self._degrade_to(outcome)
+        if degrade is None:
             raise final
         self._moved(self.name, _degrade_name(degrade), final, "degraded")
         if isinstance(degrade, str):
