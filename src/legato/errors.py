@@ -84,6 +84,7 @@ __all__ = [
     "ContentFiltered",
     "ContextWindowExceeded",
     "DeadlineExceeded",
+    "EncryptionKeyError",
     "ExecutorError",
     "IdempotencyConflict",
     "InputError",
@@ -369,6 +370,15 @@ class PipelineChanged(StoreError):
 
 class StoreCorrupt(StoreError):
     """The database is not a legato store, is from a newer version, or is damaged."""
+
+
+class EncryptionKeyError(StoreError):
+    """A store's encryption key is missing, unreadable or not the key its data was
+    written with. ``ref`` is the key reference (``env:NAME`` or ``file:PATH``) when known."""
+
+    def __init__(self, message: str, *, ref: str | None = None) -> None:
+        super().__init__(message)
+        self.ref = ref
 
 
 class StoreNotFound(StoreError):

@@ -65,20 +65,22 @@ def _not_found(exc: RunNotFound) -> typer.Exit:
 
 
 @asynccontextmanager
-async def open_store(database_url: str | None, *, create: bool = False) -> AsyncIterator[RunStore]:
+async def open_store(
+    database_url: str | None, *, create: bool = False, encryption_key: str | None = None
+) -> AsyncIterator[RunStore]:
     """The run store, with store errors turned into CLI exits (2 for a bad URL, a
     foreign/damaged database or, unless ``create``, one that does not exist; 1 otherwise).
 
     Only commands that start work (``run``, ``journal add``, ``mcp``) create a store:
     a reader pointed at a mistyped path must say so rather than show an empty store.
     """
-    from legato.errors import ConfigError, StoreCorrupt, StoreError, StoreNotFound
+    from legato.errors import ConfigError, EncryptionKeyError, StoreCorrupt, StoreError, StoreNotFound
     from legato.store import RunStore
 
     try:
-        store = RunStore(database_url, create=create)
+        store = RunStore(database_url, create=create, encryption_key=encryption_key)
         await store.open()
-    except (ConfigError, StoreCorrupt, StoreNotFound) as exc:
+    except (ConfigError, EncryptionKeyError, StoreCorrupt, StoreNotFound) as exc:
         raise _fail(str(exc), 2) from None
     except StoreError as exc:
         raise _fail(str(exc)) from None

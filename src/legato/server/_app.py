@@ -59,13 +59,15 @@ async def open_gateway(
     ``store`` (a :class:`legato.store.RunStore`, not yet open) and ``pipelines`` are
     built from the settings and config when not given."""
     from legato.server._runs import RunsService, load_pipelines
-    from legato.store import RunStore
+    from legato.store import RunStore, store_key
 
     config = config or LegatoConfig()
     if pipelines is None:
         pipelines = load_pipelines(config)
     if store is None:
-        store = RunStore(settings.database_url or settings.store_url(config.base_dir))
+        store = RunStore(
+            settings.database_url or settings.store_url(config.base_dir), encryption_key=store_key(config=config)
+        )
     async with AsyncExitStack() as stack:
         await store.open()
         stack.push_async_callback(store.aclose)
@@ -221,12 +223,13 @@ def create_app(
 ) -> FastAPI:
     """The gateway application. ``catalog`` replaces the models of ``legato.yaml`` (tests, embedding)."""
     from legato.server import _admin, _gateway, _health, _runs, _usage
-    from legato.store import RunStore
+    from legato.store import RunStore, store_key
 
     settings = settings or ServerSettings()
     config = config or LegatoConfig()
     pipelines = _runs.load_pipelines(config)
-    store = RunStore(settings.database_url or settings.store_url(config.base_dir))  # opened by the lifespan
+    url = settings.database_url or settings.store_url(config.base_dir)
+    store = RunStore(url, encryption_key=store_key(config=config))  # opened by the lifespan
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

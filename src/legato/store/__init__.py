@@ -8,6 +8,7 @@ searches what was learned. See docs/durable-runs.md and docs/journal.md.
 
 from legato.store._access import LOCAL, Principal, visible_run
 from legato.store._database import DEFAULT_DATABASE_URL, resolve_url
+from legato.store._datakeys import key_reference as store_key
 from legato.store._durable import DurableRunner, pipeline_version, result_from_record, run_durably
 from legato.store._ids import OwnerState, new_owner_id, new_run_id, owner_state
 from legato.store._journal import Embedder, Journal, JournalEntry, LocalEmbedder, SearchMode
@@ -48,6 +49,7 @@ __all__ = [
     "respond",
     "result_from_record",
     "run_durably",
+    "store_key",
     "visible_run",
     "waiting_requests",
 ]

@@ -26,6 +26,8 @@ from typing import Any
 
 import cloudpickle
 
+from legato.store._crypto import unseal
+
 __all__ = ["Encoded", "NotSerialisable", "decode", "encode", "request_hash"]
 
 _TAG = "__legato__"
@@ -99,7 +101,8 @@ def encode(value: Any) -> str:
 
 
 def decode(text: str | None) -> Any:
-    return None if text is None else _unpack(json.loads(text))
+    """The value :func:`encode` wrote; sealed text (encryption at rest) is opened first."""
+    return None if text is None else _unpack(json.loads(unseal(text)))
 
 
 def request_hash(pipeline: str, inputs: Any) -> str:

@@ -12,13 +12,18 @@ from typing import Any
 
 from legato.redaction import Redactor
 from legato.store._codec import decode, encode
+from legato.store._crypto import Sealer
 from legato.store._records import EventRecord, MapItemRecord, RunRecord, StepRecord, StoredStatus
 
-__all__ = ["event_record", "event_row", "map_item_row", "run_record", "step_record", "step_row"]
+__all__ = ["event_record", "event_row", "map_item_row", "run_record", "sealed", "step_record", "step_row"]
 
 
-def event_row(e: EventRecord, redactor: Redactor) -> dict[str, Any]:
-    data = encode(redactor.value(e.data)) if e.data else None
+def sealed(sealer: Sealer | None, text: str) -> str:
+    return text if sealer is None else sealer.seal(text)
+
+
+def event_row(e: EventRecord, redactor: Redactor, sealer: Sealer | None) -> dict[str, Any]:
+    data = sealed(sealer, encode(redactor.value(e.data))) if e.data else None
     return {"run_id": e.run_id, "type": e.type, "step": e.step, "at": e.at, "data": data}
 
 
@@ -28,13 +33,13 @@ def event_record(r: Any) -> EventRecord:
     )
 
 
-def step_row(a: StepRecord, redactor: Redactor) -> dict[str, Any]:
+def step_row(a: StepRecord, redactor: Redactor, sealer: Sealer | None) -> dict[str, Any]:
     return {
         "run_id": a.run_id,
         "step": a.step,
         "attempt": a.attempt,
         "status": a.status,
-        "output": encode(a.output) if a.status == "succeeded" else None,
+        "output": sealed(sealer, encode(a.output)) if a.status == "succeeded" else None,
         "error_type": a.error_type,
         "error": None if a.error is None else redactor.text(a.error),
         "started_at": a.started_at,
@@ -44,17 +49,17 @@ def step_row(a: StepRecord, redactor: Redactor) -> dict[str, Any]:
         "input_tokens": a.input_tokens,
         "output_tokens": a.output_tokens,
         "cost": a.cost,
-        "meta": encode(redactor.value(a.meta)) if a.meta else None,
+        "meta": sealed(sealer, encode(redactor.value(a.meta))) if a.meta else None,
     }
 
 
-def map_item_row(m: MapItemRecord) -> dict[str, Any]:
+def map_item_row(m: MapItemRecord, sealer: Sealer | None) -> dict[str, Any]:
     return {
         "run_id": m.run_id,
         "step": m.step,
         "item": m.index,
         "attempt": m.attempt,
-        "output": encode(m.output),
+        "output": sealed(sealer, encode(m.output)),
         "finished_at": m.finished_at,
         "duration_s": m.duration_s,
     }

@@ -30,6 +30,7 @@ from legato.errors import IdempotencyConflict, LeaseLost, RunNotFound, StoreErro
 from legato.redaction import Redactor, default_redactor
 from legato.store._cancel import CHANNEL, CancelListener
 from legato.store._codec import decode, encode, request_hash
+from legato.store._crypto import Sealer, release
 from legato.store._database import (
     READONLY,
     connect,
@@ -40,6 +41,7 @@ from legato.store._database import (
     sqlite_path,
     translate_error,
 )
+from legato.store._datakeys import kek_for, key_reference, load_data_keys, rotate_data_keys
 from legato.store._ids import new_run_id, owner_gone
 from legato.store._leases import cancel_columns, cancel_request, check_takeover, fence, sole_holder
 from legato.store._lookup import resolve, short_ids
@@ -53,7 +55,7 @@ from legato.store._records import (
     StepRecord,
     StoredStatus,
 )
-from legato.store._rows import event_record, event_row, map_item_row, run_record, step_record, step_row
+from legato.store._rows import event_record, event_row, map_item_row, run_record, sealed, step_record, step_row
 from legato.store._schema import events, map_items, runs, step_attempts
 
 __all__ = ["RunStore"]
@@ -77,6 +79,9 @@ class RunStore:
     :func:`~legato.redaction.default_redactor`, which ``observe.redact`` in
     ``legato.yaml`` extends). Run inputs and step outputs are stored as given:
     resuming a run needs them verbatim, so a step must not return secrets.
+    ``encryption_key``: a key reference (``env:NAME``, ``file:PATH``) that turns on
+    envelope encryption of every payload (default: ``$LEGATO_STORE_KEY``, else
+    ``store.encryption.key`` in ``legato.yaml``; see docs/data-protection.md).
     """
 
     def __init__(
@@ -87,6 +92,7 @@ class RunStore:
         echo: bool = False,
         redactor: Redactor | None = None,
         create: bool = True,
+        encryption_key: str | None = None,
     ) -> None:
         self.url = resolve_url(None if url is None else os.fspath(url))
         self.clock = clock
@@ -99,6 +105,9 @@ class RunStore:
         self._cancels: CancelListener | None = None
         self._serial: anyio.Lock | None = None
         self.cancel_poll_s = 0.2  # SQLite: how often a running run reads its cancel flag
+        self.encryption_key = key_reference(encryption_key)
+        self._sealer: Sealer | None = None
+        self._held_keys: list[str] = []
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -118,9 +127,46 @@ class RunStore:
                 self._sync_engine = connect_sqlite_sync(url, echo=self._echo, readonly=self.read_only)
             elif engine.dialect.name == "sqlite":  # one shared connection: one transaction at a time
                 self._serial = anyio.Lock()
+            try:
+                await self._load_keys()
+            except BaseException:
+                await self.aclose()
+                raise
         return self
 
+    async def _load_keys(self) -> None:
+        kek = kek_for(self.encryption_key)
+        now, writable = self.clock(), not self.read_only
+        held: list[str] = []
+        try:
+            self._sealer = await self.run_sync(
+                lambda conn: load_data_keys(conn, kek, now, writable=writable, held=held)
+            )
+        finally:  # a failure part-way (a wrong key) releases what was registered
+            self._held_keys = held
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether this store seals what it writes."""
+        return self._sealer is not None
+
+    async def rotate_key(self, new_key: str) -> int:
+        """Re-wrap the store's data keys with the key ``new_key`` names (the store was
+        opened with the current key); stored values are not rewritten. Returns how many
+        data keys were re-wrapped."""
+        old = kek_for(self.encryption_key)
+        if old is None:
+            raise StoreError("the store is not opened with an encryption key: give the current key to rotate from")
+        new = kek_for(new_key)
+        assert new is not None
+        now = self.clock()
+        count = await self.run_sync(lambda conn: rotate_data_keys(conn, old, new, now))
+        self.encryption_key = new_key
+        return count
+
     async def aclose(self) -> None:
+        held, self._held_keys, self._sealer = self._held_keys, [], None
+        release(held)
         if self._cancels is not None:
             cancels, self._cancels = self._cancels, None
             await cancels.aclose()
@@ -212,7 +258,7 @@ class RunStore:
             "id": run_id or new_run_id(),
             "pipeline": pipeline,
             "version_hash": version_hash,
-            "inputs": encode(inputs),
+            "inputs": sealed(self._sealer, encode(inputs)),
             "request_hash": digest,
             "status": StoredStatus.RUNNING.value if owner else StoredStatus.PENDING.value,
             "tenant": tenant,
@@ -388,9 +434,9 @@ class RunStore:
         was recorded (read in the same transaction: the caller starts no new step
         after seeing it)."""
         now = self.clock()
-        step_rows = [step_row(a, self.redactor) for a in attempts]
-        event_rows = [event_row(e, self.redactor) for e in new_events]
-        item_rows = [map_item_row(m) for m in items]
+        step_rows = [step_row(a, self.redactor, self._sealer) for a in attempts]
+        event_rows = [event_row(e, self.redactor, self._sealer) for e in new_events]
+        item_rows = [map_item_row(m, self._sealer) for m in items]
         done = list(maps_done)
 
         def write(conn: Connection) -> CancelRequest | None:
@@ -429,7 +475,7 @@ class RunStore:
         now = self.clock()
         values: dict[str, Any] = {
             "status": status,
-            "outputs": None if outputs is None else encode(outputs),
+            "outputs": None if outputs is None else sealed(self._sealer, encode(outputs)),
             "error": None if error is None else self.redactor.text(error),
             "failed_step": failed_step,
             "cost": cost,
@@ -442,8 +488,8 @@ class RunStore:
             values["cancel_requested"] = True
             values["cancelled_by"] = sa.func.coalesce(runs.c.cancelled_by, cancelled_by)
             values["cancel_requested_at"] = sa.func.coalesce(runs.c.cancel_requested_at, now)
-        step_rows = [step_row(a, self.redactor) for a in attempts]
-        event_rows = [event_row(e, self.redactor) for e in new_events]
+        step_rows = [step_row(a, self.redactor, self._sealer) for a in attempts]
+        event_rows = [event_row(e, self.redactor, self._sealer) for e in new_events]
 
         def write(conn: Connection) -> None:
             fence(conn, run_id, owner, values)
@@ -509,7 +555,7 @@ class RunStore:
             if result.rowcount != 1:
                 raise LeaseLost(f"run {record.id} was taken over by another worker at the same moment")
             taken = EventRecord(record.id, "LeaseAcquired", now, data={**data, "charged": charged})
-            _insert(conn, [], [event_row(taken, self.redactor)])
+            _insert(conn, [], [event_row(taken, self.redactor, self._sealer)])
             return _get(conn, record.id)
 
         return await self.run_sync(take)
@@ -599,7 +645,9 @@ class RunStore:
         now = self.clock()
         reason = self.redactor.text(reason)
         event = event_row(
-            EventRecord(run_id=run_id, type="RunDeadLettered", at=now, data={"reason": reason}), self.redactor
+            EventRecord(run_id=run_id, type="RunDeadLettered", at=now, data={"reason": reason}),
+            self.redactor,
+            self._sealer,
         )
 
         def bury(conn: Connection) -> RunRecord:
@@ -646,7 +694,7 @@ class RunStore:
                 lease_expires_at=None,
                 error=request.describe(),
             )
-        event = event_row(EventRecord(record.id, "CancelRequested", now, data={"by": by}), self.redactor)
+        event = event_row(EventRecord(record.id, "CancelRequested", now, data={"by": by}), self.redactor, self._sealer)
         postgres = self.dialect == "postgresql"
 
         def cancel(conn: Connection) -> RunRecord:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["events", "journal_entries", "map_items", "metadata", "runs", "step_attempts"]
+__all__ = ["data_keys", "events", "journal_entries", "map_items", "metadata", "runs", "step_attempts"]
 
 metadata = sa.MetaData()
 
@@ -117,4 +117,17 @@ journal_entries = sa.Table(
     sa.Index("ix_journal_entries_created_at", "created_at"),
     sa.Index("ix_journal_entries_owner", "owner", "created_at"),
     sa.Index("ix_journal_entries_run_id", "run_id"),
+)
+
+# Data keys of the envelope encryption, wrapped by a key-encryption key that is never
+# stored (revision r0008_data_keys; see legato.store._crypto).
+data_keys = sa.Table(
+    "data_keys",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("kek_id", sa.String(32), nullable=False),
+    sa.Column("kek_ref", sa.String(500), nullable=False),
+    sa.Column("wrapped", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("rotated_at", sa.Float, nullable=True),
 )
