@@ -146,6 +146,11 @@ class RunStore:
             self._held_keys = held
 
     @property
+    def sealer(self) -> Sealer | None:
+        """What seals payloads on their way in (``None``: encryption is off)."""
+        return self._sealer
+
+    @property
     def encrypted(self) -> bool:
         """Whether this store seals what it writes."""
         return self._sealer is not None

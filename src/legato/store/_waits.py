@@ -91,9 +91,9 @@ async def respond(store: RunStore, run_id: str, step: str, answer: Any, *, by: s
         )
         if updated.rowcount != 1:
             raise StepNotWaiting(f"run {record.id} was answered at the same moment", status=str(record.status))
-        conn.execute(step_attempts.insert(), [step_row(answered, store.redactor)])
+        conn.execute(step_attempts.insert(), [step_row(answered, store.redactor, store.sealer)])
         event = EventRecord(record.id, "StepAnswered", now, step=step, data={"by": by})
-        conn.execute(events.insert(), [event_row(event, store.redactor)])
+        conn.execute(events.insert(), [event_row(event, store.redactor, store.sealer)])
         return run_record(conn.execute(sa.select(runs).where(runs.c.id == record.id)).mappings().one())
 
     return await store.run_sync(write)
