@@ -24,6 +24,7 @@ Pipelines come from the ``pipelines:`` section of ``legato.yaml``: a mapping
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -52,6 +53,7 @@ from legato.server._body import StrictJSONRoute
 from legato.server._errors import GatewayError
 from legato.server._gateway import _ERRORS, gateway, json_response
 from legato.server._keys import ApiKey
+from legato.server._token_feed import TokenFeeds
 
 __all__ = ["RunsService", "load_pipelines", "router"]
 
@@ -116,6 +118,7 @@ class RunsService:
         self._controls: dict[str, Any] = {}
         self.accepting = True
         self._idle: anyio.Event | None = None
+        self.tokens = TokenFeeds()
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Own the run tasks until cancelled; take over orphaned runs first."""
@@ -158,7 +161,7 @@ class RunsService:
         return pipeline
 
     async def start(
-        self, name: str, inputs: dict[str, Any], *, tenant: str, idempotency_key: str | None
+        self, name: str, inputs: dict[str, Any], *, tenant: str, idempotency_key: str | None, stream: bool = False
     ) -> tuple[Any, bool]:
         from legato.store import pipeline_version
 
@@ -179,16 +182,20 @@ class RunsService:
         except IdempotencyConflict as exc:
             raise GatewayError(409, "conflict", str(exc), code="idempotency_conflict") from None
         if created:
-            self._tg.start_soon(self._execute, pipeline, record.id)
+            self._tg.start_soon(self._execute, pipeline, record.id, stream)
         return record, created
 
-    async def _execute(self, pipeline: Any, run_id: str) -> None:
-        from legato.engine import RunControl
+    async def _execute(self, pipeline: Any, run_id: str, stream: bool = False) -> None:
+        from legato.engine import RunControl, stream_tokens
 
         control = RunControl()
         self._controls[run_id] = control
         try:
-            await self.runner.resume(pipeline, run_id, control=control, subscribers=self.subscribers)
+            with contextlib.ExitStack() as streaming:
+                if stream:
+                    streaming.enter_context(self.tokens.streaming(run_id))
+                    streaming.enter_context(stream_tokens(self.tokens.publisher(run_id)))
+                await self.runner.resume(pipeline, run_id, control=control, subscribers=self.subscribers)
         except Exception:
             log.exception("run %s could not be executed", run_id)
         finally:
@@ -210,6 +217,9 @@ class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     inputs: dict[str, Any] = Field(default_factory=dict)
+    stream: bool = Field(
+        False, description="Send the model tokens of llm: steps to followers of /events on this server as they arrive."
+    )
 
 
 def _runs(request: Request) -> RunsService:
@@ -248,7 +258,9 @@ async def start_run(
     idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=255),
     key: ApiKey = Depends(require("runs:write")),
 ) -> Response:
-    record, created = await _runs(request).start(name, body.inputs, tenant=key.id, idempotency_key=idempotency_key)
+    record, created = await _runs(request).start(
+        name, body.inputs, tenant=key.id, idempotency_key=idempotency_key, stream=body.stream
+    )
     return json_response(_public(record), status=202 if created else 200, headers={"Location": f"/v1/runs/{record.id}"})
 
 
@@ -297,13 +309,26 @@ async def run_events(
     record = await _own_run(service, run_id, key)
     start = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
     return StreamingResponse(
-        _follow(service, record.id, start),
+        _follow_with_tokens(service, record.id, start),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _follow(service: RunsService, run_id: str, after: int) -> AsyncIterator[bytes]:
+async def _follow_with_tokens(service: RunsService, run_id: str, after: int) -> AsyncIterator[bytes]:
+    """The stored events, plus ``token`` events (no id: they are not stored) while
+    the run streams on this server."""
+    with service.tokens.follow(run_id) as tokens:
+        async for chunk in _follow(service, run_id, after, tokens):
+            yield chunk
+
+
+def _token_event(token: Any) -> bytes:
+    data = {"step": token.step, "index": token.index, "text": token.text, "at": token.at}
+    return f"event: token\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def _follow(service: RunsService, run_id: str, after: int, tokens: Any = None) -> AsyncIterator[bytes]:
     last = after
     while True:
         run = await service.store.get_run(run_id)  # read before the events: nothing is missed at the end
@@ -315,4 +340,16 @@ async def _follow(service: RunsService, run_id: str, after: int) -> AsyncIterato
         if run.terminal:
             yield f"event: end\ndata: {json.dumps({'status': run.status})}\n\n".encode()
             return
-        await anyio.sleep(service.poll_s)
+        if tokens is None:
+            await anyio.sleep(service.poll_s)
+            continue
+        until = anyio.current_time() + service.poll_s
+        while tokens is not None and (wait := until - anyio.current_time()) > 0:
+            token = None
+            with anyio.move_on_after(wait):  # never yield inside the scope
+                try:
+                    token = await tokens.receive()
+                except anyio.EndOfStream:
+                    tokens = None  # the run stopped streaming here: poll the store
+            if token is not None:
+                yield _token_event(token)
