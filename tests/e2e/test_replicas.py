@@ -33,6 +33,7 @@ models:
     price: {{input: 1000, output: 1000}}
 pipelines:
   shout: shout.yaml
+  refund: refund.yaml
 server:
   master_key: env:REPLICA_MASTER_KEY
   redis_prefix: "{redis_prefix}"
@@ -50,6 +51,27 @@ steps:
     with: {text: "${inputs.text}"}
 """
 
+REFUND = """\
+name: refund
+inputs:
+  amount: {type: number}
+steps:
+  approve:
+    wait:
+      kind: approval
+      question: Refund ${inputs.amount} EUR?
+  note:
+    wait:
+      kind: answer
+      question: Why?
+      schema: {type: object, properties: {reason: {type: string, minLength: 3}}, required: [reason]}
+    depends_on: [approve]
+  pay:
+    uses: ./steps.py:pay
+    when: steps.approve
+    with: {amount: "${inputs.amount}", reason: "${steps.note.reason}"}
+"""
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -59,6 +81,7 @@ def free_port() -> int:
 
 class Replica:
     def __init__(self, config: Path, database_url: str, redis_url: str) -> None:
+        self.config = config
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "REPLICA_FAKE_KEY": "sk-fake", "REPLICA_MASTER_KEY": MASTER}
@@ -112,7 +135,11 @@ def replicas(
     prefix = f"legato-test:replicas-{os.getpid()}:"
     (tmp / "legato.yaml").write_text(CONFIG.format(base_url=fake.openai_base_url, redis_prefix=prefix))
     (tmp / "shout.yaml").write_text(PIPELINE)
-    (tmp / "steps.py").write_text("def upper(text: str) -> str:\n    return text.upper()\n")
+    (tmp / "refund.yaml").write_text(REFUND)
+    (tmp / "steps.py").write_text(
+        "def upper(text: str) -> str:\n    return text.upper()\n\n"
+        "def pay(amount: float, reason: str) -> str:\n    return f'refunded {amount} ({reason})'\n"
+    )
     a = Replica(tmp / "legato.yaml", postgres_url, redis_url)
     a.wait_ready()  # the first one migrates the shared database
     b = Replica(tmp / "legato.yaml", postgres_url, redis_url)
@@ -223,3 +250,66 @@ def test_sigterm_drains_in_flight_requests(fake: FakeProvider, replicas: tuple[R
     assert "Application shutdown complete" in (a.proc.stderr.read() if a.proc.stderr else "")
     with b.client(key) as c:  # the other replica carries on
         assert c.post("/v1/chat/completions", json=CHAT).status_code == 200
+
+
+def wait_status(client: httpx.Client, run_id: str, wanted: set[str]) -> dict[str, object]:
+    deadline = time.monotonic() + 60
+    while (run := client.get(f"/v1/runs/{run_id}").json())["status"] not in wanted:
+        assert time.monotonic() < deadline, run
+        time.sleep(0.05)
+    return dict(run)
+
+
+def test_an_approval_survives_a_gateway_restart_and_resumes_on_the_other_replica(
+    replicas: tuple[Replica, Replica], postgres_url: str, redis_url: str
+) -> None:
+    """The run waits on replica A (no lease held), A is restarted, the answers go to
+    replica B through the runs API, and the run completes; the ownership rule, bad
+    answers and answers to steps that are not waiting are checked on the way."""
+    a, b = replicas
+    key, other = make_key(a), make_key(a)
+    with a.client(key) as ca:
+        started = ca.post("/v1/pipelines/refund/runs", json={"inputs": {"amount": 40}})
+        assert started.status_code == 202, started.text
+        run_id = str(started.json()["id"])
+        run = wait_status(ca, run_id, {"waiting", "failed"})
+    assert run["status"] == "waiting"
+    assert run["lease_owner"] is None
+    waiting = [s for s in run["steps"] if s["status"] == "waiting"]  # type: ignore[union-attr]
+    assert [s["step"] for s in waiting] == ["approve"]
+    assert waiting[0]["meta"]["request"]["question"] == "Refund 40 EUR?"
+
+    a.stop()  # the gateway that ran it goes away; nothing holds the run
+    restarted = Replica(a.config, postgres_url, redis_url)
+    try:
+        restarted.wait_ready()
+        respond = f"/v1/runs/{run_id}/steps/approve/respond"
+        with b.client(other) as co:
+            assert co.post(respond, json={"approved": True}).status_code == 404  # another key's run
+        with b.client(key) as cb:
+            bad = cb.post(respond, json={"value": "yes"})
+            assert bad.status_code == 400, bad.text
+            assert bad.json()["error"]["code"] == "invalid_answer"
+            assert "'yes' is not of type 'boolean'" in bad.json()["error"]["message"]
+            assert cb.post(respond, json={"approved": True, "value": 1}).status_code == 400
+            assert cb.post(f"/v1/runs/{run_id}/steps/pay/respond", json={"approved": True}).status_code == 409
+            ok = cb.post(respond, json={"approved": True})
+            assert ok.status_code == 200, ok.text
+            assert cb.post(respond, json={"approved": True}).json()["error"]["code"] == "step_not_waiting"
+            run = wait_status(cb, run_id, {"waiting", "failed", "succeeded"})
+            assert run["status"] == "waiting"  # now on the second question
+            note = f"/v1/runs/{run_id}/steps/note/respond"
+            short = cb.post(note, json={"value": {"reason": "no"}})
+            assert short.status_code == 400
+            assert "is too short" in short.json()["error"]["message"]
+            assert cb.post(note, json={"value": {"reason": "damaged parcel"}}).status_code == 200
+        with restarted.client(key) as cr:
+            run = wait_status(cr, run_id, {"succeeded", "failed"})
+        assert run["status"] == "succeeded", run
+        assert run["outputs"] == {
+            "approve": True,
+            "note": {"reason": "damaged parcel"},
+            "pay": "refunded 40 (damaged parcel)",
+        }
+    finally:
+        restarted.stop()

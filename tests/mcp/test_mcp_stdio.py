@@ -50,7 +50,7 @@ async def test_journal_and_run_tools_over_stdio(tmp_path: Path) -> None:
         tools = {t.name for t in (await client.list_tools()).tools}
         assert tools == {
             "process_thoughts", "search_journal", "list_recent_entries", "read_journal_entry",
-            "list_pipelines", "run_pipeline", "get_run",
+            "list_pipelines", "run_pipeline", "get_run", "respond_to_run",
         }  # fmt: skip
 
         entry = structured(
@@ -107,3 +107,42 @@ async def test_journal_and_run_tools_over_stdio(tmp_path: Path) -> None:
         assert "unknown input 'txt'" in bad.content[0].text
         empty = await client.call_tool("process_thoughts", {"thoughts": "  "})
         assert empty.is_error
+
+
+APPROVAL = """
+name: gate
+inputs: {text: string}
+steps:
+  words: {uses: ./steps.py:words}
+  approve:
+    wait: {kind: approval, question: "Shout ${inputs.text}?"}
+  shout: {uses: ./steps.py:shout, when: steps.approve}
+"""
+
+
+async def test_a_waiting_run_is_answered_with_respond_to_run(tmp_path: Path) -> None:
+    (tmp_path / "steps.py").write_text(STEPS)
+    (tmp_path / "gate.yaml").write_text(APPROVAL)
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=[
+            "-c", "from legato.cli import main; main()",
+            "mcp", "--pipeline", str(tmp_path / "gate.yaml"), "--database-url", str(tmp_path / "mcp.db"),
+        ],
+        cwd=str(tmp_path),
+        env=dict(os.environ),
+    )  # fmt: skip
+    async with Client(params) as client:
+        run = structured(await client.call_tool("run_pipeline", {"name": "gate", "inputs": {"text": "go"}}))
+        assert run["status"] == "waiting"
+        assert run["waiting"]["approve"]["question"] == "Shout go?"
+        bad = await client.call_tool("respond_to_run", {"run_id": run["run_id"], "step": "approve", "value": "sure"})
+        assert bad.is_error
+        assert "'sure' is not of type 'boolean'" in bad.content[0].text
+        args = {"run_id": run["run_id"], "step": "approve", "approved": True}
+        done = structured(await client.call_tool("respond_to_run", args))
+        assert done["status"] == "succeeded"
+        assert done["outputs"]["shout"] == "GO"
+        again = await client.call_tool("respond_to_run", args)
+        assert again.is_error
+        assert "is not waiting for an answer" in again.content[0].text

@@ -30,6 +30,7 @@ STATUS_STYLE = {  # one palette for run and step statuses, in every command
     "orphaned": "yellow",
     "retried": "yellow",
     "running": "cyan",
+    "waiting": "blue",
     "pending": "dim",
     "skipped": "dim",
 }

@@ -187,13 +187,15 @@ def run(
             "outputs": result.result,
             "duration_s": round(result.duration_s, 6),
         }
-        if not result.ok:
+        if result.waiting:
+            doc["waiting"] = result.waiting
+        elif not result.ok:
             doc["error"] = result.error
             doc["failed_step"] = result.failed_step
         sys.stdout.write(json.dumps(doc, default=_json_default, indent=2) + "\n")
     else:
         _print_result(out, result)
-    code = 0 if result.ok else 1
+    code = 0 if result.ok or result.waiting else 1  # a waiting run is paused, not failed
     if interrupt.interrupted and str(result.status) == "cancelled":
         _err.print(interrupt.resume_hint(result.run_id), soft_wrap=True)
         code = EXIT_INTERRUPTED
@@ -270,6 +272,10 @@ def _print_result(out: Console, result: RunResult) -> None:
     if result.ok:
         out.print_json(json.dumps(result.result, default=_json_default))
         out.print(f"[green]succeeded[/green] in {result.duration_s:.3f}s" + _cost(result))
+    elif result.waiting:
+        from legato.cli.runs import print_waiting
+
+        print_waiting(out, result)
     else:
         out.print(f"[red]{result.status}[/red] after {result.duration_s:.3f}s: {escape(result.error or '')}")
     out.print(wall_time_line(result), soft_wrap=True)

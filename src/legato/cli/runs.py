@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from legato.errors import RunNotFound
     from legato.store import EventRecord, RunRecord, RunStore, StepRecord
 
-__all__ = ["estimate_cost", "open_store", "parse_duration", "stored_run"]
+__all__ = ["estimate_cost", "open_store", "parse_duration", "print_waiting", "stored_run"]
 
 runs_app = typer.Typer(
     name="runs", help="Stored runs: list, show, resume, cancel, recover, prune.", no_args_is_help=True
@@ -274,7 +274,7 @@ def list_runs(
     status: str | None = typer.Option(
         None,
         "--status",
-        help="Only runs with this status: pending, running, succeeded, failed, cancelled, dead or orphaned.",
+        help="Only runs with this status: pending, running, waiting, succeeded, failed, cancelled, dead or orphaned.",
     ),
     dead: bool = typer.Option(False, "--dead", help="Only dead-lettered runs (same as --status dead)."),
     pipeline: str | None = typer.Option(None, "--pipeline", help="Only runs of this pipeline."),
@@ -507,14 +507,26 @@ def _report(result: RunResult, as_json: bool, interrupt: Interrupt) -> None:
         if result.ok:
             out.print_json(json.dumps(result.result, default=str))
             out.print(f"[green]succeeded[/green] run {result.run_id} in {result.duration_s:.3f}s")
+        elif result.waiting:
+            print_waiting(out, result)
         else:
             out.print(f"[red]{result.status}[/red] run {result.run_id}: {escape(result.error or '')}")
-    code = 0 if result.ok else 1
+    code = 0 if result.ok or result.waiting else 1
     if interrupt.interrupted and str(result.status) == "cancelled":
         _err.print(interrupt.resume_hint(result.run_id), soft_wrap=True)
         code = EXIT_INTERRUPTED
     exit_now(code)  # abandoned sync steps delay the exit a bounded time
     raise typer.Exit(code)
+
+
+def print_waiting(out: Console, result: RunResult) -> None:
+    """A paused run: each question, and the command that answers it."""
+    out.print(f"[yellow]waiting[/yellow] run {result.run_id}: paused for an answer (no process holds it)")
+    for step, request in result.waiting.items():
+        kind = request.get("kind", "answer")
+        how = "--approve or --reject" if kind == "approval" else "--value JSON"
+        out.print(f"  {escape(step)} ({kind}): {escape(str(request.get('question', '')))}", highlight=False)
+        out.print(f"  answer: legato runs respond {result.run_id} {escape(step)} {how}", highlight=False)
 
 
 @runs_app.command("cancel")

@@ -22,7 +22,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 from legato.engine import Pipeline, RunResult, Subscriber
-from legato.errors import IdempotencyConflict, InputError, RunNotFound, StoreError
+from legato.errors import IdempotencyConflict, InputError, InvalidAnswer, RunNotFound, StepNotWaiting, StoreError
 from legato.store import LOCAL, DurableRunner, Journal, Principal, RunStore, visible_run
 
 __all__ = ["Identify", "register_tools"]
@@ -56,7 +56,9 @@ def _result_dict(r: RunResult) -> dict[str, Any]:
         "outputs": r.result,
         "duration_s": round(r.duration_s, 6),
     }
-    if not r.ok:
+    if r.waiting:
+        doc["waiting"] = r.waiting  # step -> question (kind, schema, timeout): answer with respond_to_run
+    elif not r.ok:
         doc["error"] = r.error
         doc["failed_step"] = r.failed_step
     return doc
@@ -141,6 +143,30 @@ class Tools:
             raise ToolError(str(exc)) from None
         return _result_dict(result)
 
+    async def respond(self, ctx: Context, run_id: str, step: str, approved: bool | None, value: Any) -> dict[str, Any]:
+        """Answer a waiting step of a run the caller may see; resume the run here when
+        this server serves its pipeline (else it stays pending for one that does)."""
+        from legato.store import respond
+
+        if (approved is None) == (value is None):
+            raise ToolError("give exactly one of approved (true or false) or value")
+        try:
+            record = await visible_run(self.store, self.caller(ctx), run_id)
+            caller = self.caller(ctx)
+            record = await respond(
+                self.store, record.id, step, approved if approved is not None else value, by=f"MCP {caller.tenant}"
+            )
+        except (RunNotFound, InvalidAnswer, StepNotWaiting) as exc:
+            raise ToolError(str(exc)) from None
+        pipeline = self.pipelines.get(record.pipeline)
+        if pipeline is None:
+            return await self.run(ctx, record.id)
+        try:
+            result = await self.runner.resume(pipeline, record.id, subscribers=self.subscribers)
+        except StoreError as exc:  # another worker took it at the same moment
+            raise ToolError(f"answered; resuming here failed: {exc}") from None
+        return _result_dict(result)
+
     async def write(
         self, ctx: Context, thoughts: str, title: str | None, tags: list[str] | None, pipeline: str | None,
         run_id: str | None,
@@ -217,6 +243,14 @@ def register_tools(server: MCPServer[Any], tools: Tools) -> None:
         """Run a pipeline durably and wait for its result. With `idempotency_key`, a retried
         call with the same inputs returns the same run instead of starting another."""
         return await tools.start(ctx, name, inputs, idempotency_key)
+
+    @server.tool()
+    async def respond_to_run(
+        ctx: Context, run_id: str, step: str, approved: bool | None = None, value: Any = None
+    ) -> dict[str, Any]:
+        """Answer a run paused on a wait step: `approved` (true/false) for an approval,
+        or `value` (JSON valid against the step's schema) for a question. The run resumes."""
+        return await tools.respond(ctx, run_id, step, approved, value)
 
     @server.tool()
     async def get_run(ctx: Context, run_id: str) -> dict[str, Any]:

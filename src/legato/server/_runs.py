@@ -8,6 +8,10 @@ key for the same request returns the existing run (200), for a different request
 ``/events`` replays what is stored and then follows new events live (SSE, resumable
 with ``Last-Event-ID``).
 
+``POST /v1/runs/{id}/steps/{step}/respond`` answers a run paused on a wait step
+(``{"approved": true}`` or ``{"value": ...}``): a bad answer is a 400 naming the
+problem, a step that is not waiting a 409; the replica that takes the answer resumes
+the run.
 Runs belong to the API key that started them (the store's ``tenant``): a key sees
 its own runs, a key with the ``admin`` scope sees all (:func:`legato.store.visible_run`,
 the same rule as the MCP tools and the dashboard). Another key's run is a 404, like
@@ -44,8 +48,10 @@ from legato.errors import (
     ConfigError,
     IdempotencyConflict,
     InputError,
+    InvalidAnswer,
     RunNotFound,
     SpecError,
+    StepNotWaiting,
     StoreError,
 )
 from legato.server._auth import principal_of, require
@@ -212,6 +218,23 @@ class RunsService:
             control.cancel(by or "the runs API")
         return record
 
+    async def respond(self, record: Any, step: str, answer: Any, *, by: str) -> Any:
+        """Record the answer to a waiting step (checked against its schema), then resume
+        the run here when this process serves its pipeline; otherwise the run stays
+        ``pending`` for a replica (or ``legato runs recover``) that does."""
+        from legato.store import respond
+
+        try:
+            record = await respond(self.store, record.id, step, answer, by=by)
+        except InvalidAnswer as exc:
+            raise GatewayError(400, "invalid_request", str(exc), param="value", code="invalid_answer") from None
+        except StepNotWaiting as exc:
+            raise GatewayError(409, "conflict", str(exc), code="step_not_waiting") from None
+        pipeline = self.pipelines.get(record.pipeline)
+        if pipeline is not None and self.accepting and self._tg is not None:
+            self._tg.start_soon(self._execute, pipeline, record.id)
+        return record
+
 
 class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -220,6 +243,24 @@ class RunCreate(BaseModel):
     stream: bool = Field(
         False, description="Send the model tokens of llm: steps to followers of /events on this server as they arrive."
     )
+
+
+class StepAnswer(BaseModel):
+    """Exactly one of ``approved`` (an approval step) or ``value`` (any JSON value,
+    checked against the step's schema)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    approved: bool | None = None
+    value: Any = None
+
+    def answer(self) -> Any:
+        given = self.model_fields_set
+        if len(given) != 1:
+            raise GatewayError(
+                400, "invalid_request", "give exactly one of 'approved' (true or false) or 'value'", param="value"
+            )
+        return self.approved if "approved" in given else self.value
 
 
 def _runs(request: Request) -> RunsService:
@@ -267,7 +308,7 @@ async def start_run(
 @router.get("/v1/runs", summary="List runs, newest first")
 async def list_runs(
     request: Request,
-    status: str | None = Query(None, pattern="^(pending|running|succeeded|failed|cancelled|dead)$"),
+    status: str | None = Query(None, pattern="^(pending|running|waiting|succeeded|failed|cancelled|dead)$"),
     pipeline: str | None = Query(None, max_length=255),
     limit: int = Query(50, ge=1, le=500),
     key: ApiKey = Depends(require("runs:read")),
@@ -294,6 +335,21 @@ async def cancel_run(run_id: str, request: Request, key: ApiKey = Depends(requir
         record = await service.cancel(record.id, by=f"API key {key.name!r} (id {key.id})")
     except StoreError as exc:
         raise GatewayError(409, "conflict", str(exc), code="run_finished") from None
+    return json_response(_public(record))
+
+
+@router.post("/v1/runs/{run_id}/steps/{step}/respond", summary="Answer a waiting step; the run resumes")
+async def respond_to_step(
+    run_id: str,
+    step: str,
+    body: StepAnswer,
+    request: Request,
+    key: ApiKey = Depends(require("runs:write")),
+) -> Response:
+    service = _runs(request)
+    record = await _own_run(service, run_id, key)
+    answer = body.answer()
+    record = await service.respond(record, step, answer, by=f"API key {key.name!r} (id {key.id})")
     return json_response(_public(record))
 
 
