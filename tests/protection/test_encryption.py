@@ -14,7 +14,7 @@ import pytest
 
 from legato.engine import Pipeline
 from legato.errors import EncryptionKeyError
-from legato.store import DurableRunner, EventRecord, RunStore, StepRecord, pipeline_version
+from legato.store import DurableRunner, EventRecord, Journal, RunStore, StepRecord, pipeline_version
 from legato.store._crypto import new_key_text
 from legato.store._records import MapItemRecord
 
@@ -62,6 +62,7 @@ async def test_no_payload_is_stored_in_plaintext(store_url: str, kek_env: str) -
             items=[MapItemRecord(run.id, "m", 0, output={"answer": canary})],
         )
         await store.finish_run(run.id, OWNER, status="succeeded", outputs={"b": canary})
+        entry = await Journal(store).add("what the run learned", f"the document said {canary}", tags=["enc"])
         # transparent to readers
         record = await store.get_run(run.id)
         assert record.inputs == {"doc": canary}
@@ -71,6 +72,7 @@ async def test_no_payload_is_stored_in_plaintext(store_url: str, kek_env: str) -
         assert step.meta == {"note": canary}
         assert (await store.map_items(run.id)) == {"m": {0: {"answer": canary}}}
         assert any(e.data == {"turn": canary} for e in await store.events(run.id))
+        assert (await Journal(store).get(entry.id)).body == f"the document said {canary}"
         raw = _raw_bytes(store_url)  # the SQLite WAL is still there while the store is open
     assert canary.encode() not in raw
     assert canary.encode() not in _raw_bytes(store_url)

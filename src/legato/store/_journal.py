@@ -36,6 +36,8 @@ from sqlalchemy.engine import Connection
 
 from legato.errors import StoreError
 from legato.store._access import LOCAL, Principal
+from legato.store._crypto import unseal
+from legato.store._rows import sealed
 from legato.store._runs import RunStore
 from legato.store._schema import journal_entries
 
@@ -219,7 +221,7 @@ class Journal:
         now = self.store.clock()
         row = {
             "title": title,
-            "body": body,
+            "body": sealed(self.store.sealer, body),
             "tags": json.dumps(list(clean_tags)),
             "pipeline": pipeline,
             "run_id": run_id,
@@ -392,7 +394,7 @@ def _entry(r: Any) -> JournalEntry:
     return JournalEntry(
         id=int(r["id"]),
         title=r["title"],
-        body=r["body"],
+        body=unseal(r["body"]),
         tags=tags,
         author=r["author"],
         created_at=r["created_at"],
