@@ -217,3 +217,63 @@ def test_graph_edges_never_pass_under_another_step() -> None:
         assert first == (pytest.approx(boxes[a].x + NODE_W, abs=0.1), pytest.approx(boxes[a].y + NODE_H / 2, abs=0.1))
         assert last[0] == pytest.approx(boxes[b].x, abs=0.1)
     assert long_edges >= 3  # entities, topic and fetch skip layers to reach report
+
+
+def slow_items() -> Pipeline:
+    p = Pipeline("slow-items")
+    tries: dict[int, int] = {}
+
+    @p.step(map="n", max_concurrency=3, retries=RetryPolicy(max_attempts=3, base_delay=0.001, jitter="none"))
+    async def work(n: int) -> int:
+        tries[n] = tries.get(n, 0) + 1
+        if n == 4 and tries[n] == 1:
+            raise TimeoutError("item 4 timed out once")
+        await anyio.sleep(0.2 if n == 6 else 0.005)
+        return n
+
+    return p
+
+
+async def test_map_items_table_lists_failed_then_slowest_items_and_a_timeline_lane(store: RunStore) -> None:
+    p = slow_items()
+    result = await DurableRunner(store, reflect=None).run(p, {"n": list(range(10))})
+    assert result.status == "succeeded"
+    (record,) = [s for s in await store.steps(result.run_id) if s.step == "work"]
+    assert sorted(int(i[0]) for i in record.meta["items"]) == list(range(10))  # kept with the step
+    async with client(app_for(store, p)) as c:
+        html = (await c.get(f"/ui/runs/{result.run_id}", headers=AUTH)).text
+    table = html.split('class="grid small map-items"')[1].split("</table>")[0]
+    rows = re.findall(r'<tr data-item="(\d+)" data-status="(\w+)"><td class="num">\d+</td>.*?'
+                      r'<td class="num">(\d+)</td><td class="num">([^<]+)</td>', table, flags=re.S)  # fmt: skip
+    assert len(rows) == 10
+    assert rows[0][:3] == ("6", "succeeded", "1")  # the slowest item first
+    assert float(rows[0][3].split()[0]) >= 200
+    assert ("4", "succeeded", "2") in [r[:3] for r in rows]  # retried once
+    lane = re.findall(r'class="bar item-bar s-(\w+)" data-step="work" data-item="(\d+)"', html)
+    assert sorted(int(i) for _, i in lane) == list(range(10))
+    assert "work · items" in html
+
+
+@pytest.mark.parametrize("retried", [False, True])
+async def test_a_failed_map_item_is_listed_first_with_its_error(store: RunStore, retried: bool) -> None:
+    p = Pipeline("bad-item")
+    retry = RetryPolicy(max_attempts=2, base_delay=0.001, jitter="none", retry_on=lambda e: retried)
+
+    @p.step(map="n", max_concurrency=2, retries=retry)
+    async def work(n: int) -> int:
+        if n == 3:
+            raise ValueError(f"item {n} is malformed")
+        await anyio.sleep(0.05 if n == 4 else 0)
+        return n
+
+    result = await DurableRunner(store, reflect=None).run(p, {"n": list(range(5))})
+    assert result.status == "failed"
+    failed = [e for e in await store.events(result.run_id) if e.type == "StepFailed"]
+    assert [e.data.get("index") for e in failed] == [3]
+    async with client(app_for(store, p)) as c:
+        html = (await c.get(f"/ui/runs/{result.run_id}", headers=AUTH)).text
+    table = html.split('class="grid small map-items"')[1].split("</table>")[0]
+    item_row = r'<tr data-item="(\d+)" data-status="(\w+)"><td class="num">\d+</td>.*?<td class="num">(\d+)</td>'
+    rows = re.findall(item_row, table, flags=re.S)
+    assert rows[0] == ("3", "failed", "2" if retried else "1")
+    assert "ValueError: item 3 is malformed" in table

@@ -106,17 +106,20 @@ class StepCalls(abc.ABC):
         async def items_loop(kwargs: dict[str, Any]) -> None:
             timing = self.timings[d.name]
             if not fast:
+                tries = [1]  # the attempt that returned this item's result
                 for index, item in it:
                     started = self.clock()
                     try:
-                        out = await self.attempts(cs, {**kwargs, param: item}, index, None)
+                        out = await self.attempts(cs, {**kwargs, param: item}, index, None, tries)
                     except Exception as exc:
                         if not collect:
+                            if timing.failed_item is None:
+                                timing.failed_item = index
                             raise
                         out = MapItemError(index, type(exc).__name__, str(exc))
                     results[index] = out
                     if report:
-                        await self.item_done(d.name, index, out, max(timing.attempts, 1), started)
+                        await self.item_done(d.name, index, out, tries[0], started)
                 return
             # Fast path: the item call without the retry/timeout/cache layers. Each
             # worker is a task with its own copy of the context, dropped when the
@@ -182,7 +185,15 @@ class StepCalls(abc.ABC):
         params = _signature_params(loop.until)
         return bool(loop.until(**{p: scope.get(p) for p in params}))
 
-    async def attempts(self, cs: CompiledStep, kwargs: dict[str, Any], index: int | None, iteration: int | None) -> Any:
+    async def attempts(
+        self,
+        cs: CompiledStep,
+        kwargs: dict[str, Any],
+        index: int | None,
+        iteration: int | None,
+        tries: list[int] | None = None,
+    ) -> Any:
+        """The step's call under its retry policy; ``tries[0]`` is set to the attempt that returned."""
         d = cs.d
         policy = d.retry if d.retry is not None else self.retry
         timing = self.timings[d.name]
@@ -193,7 +204,7 @@ class StepCalls(abc.ABC):
             if attempt > timing.attempts:
                 timing.attempts = attempt
             try:
-                return await self.attempt(cs, kwargs, attempt, index, iteration)
+                result = await self.attempt(cs, kwargs, attempt, index, iteration)
             except WaitForInput:
                 raise  # not a failure: nothing to retry
             except Exception as exc:
@@ -207,6 +218,10 @@ class StepCalls(abc.ABC):
                         )
                     )
                 await self.sleep(delay)
+            else:
+                if tries is not None:
+                    tries[0] = attempt
+                return result
 
     async def attempt(
         self, cs: CompiledStep, kwargs: dict[str, Any], attempt: int, index: int | None, iteration: int | None

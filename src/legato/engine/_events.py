@@ -98,6 +98,7 @@ class StepFailed(Event):
     started_at: float = 0.0
     cancelled: bool = False
     error: BaseException | None = field(default=None, compare=False, repr=False)
+    index: int | None = None  # a map step: the item whose failure failed it
 
 
 @dataclass(frozen=True, slots=True)

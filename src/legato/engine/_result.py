@@ -36,6 +36,7 @@ class StepTiming:
     started: float | None = None
     finished: float | None = None
     attempts: int = 0
+    failed_item: int | None = None  # a map step: the item whose failure failed it
 
     @property
     def duration(self) -> float | None:

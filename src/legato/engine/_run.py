@@ -555,6 +555,7 @@ class Run(StepCalls):
                     attempt=attempt,
                     started_at=started_wall if started_wall is not None else time.time(),
                     error=exc,
+                    index=self.timings[name].failed_item,
                 )
             )
         if self.failure_policy == "fail_fast" and not tolerated:

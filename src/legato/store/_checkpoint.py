@@ -57,6 +57,7 @@ from legato.engine import (
 )
 from legato.errors import LeaseLost, OutputNotStorable
 from legato.store._codec import Encoded, NotSerialisable, encode
+from legato.store._item_times import ItemTimes
 from legato.store._records import CancelRequest, EventRecord, MapItemRecord, StepRecord
 from legato.store._runs import RunStore
 
@@ -115,6 +116,7 @@ class Checkpointer:
         self._committing: anyio.Event | None = None  # set when the commit under way ends
         self._failure: tuple[int, BaseException] | None = None  # the generation whose commit failed
         self._mapped = set(mapped)  # map steps with item rows in the store
+        self._item_times = ItemTimes()  # each item's attempts and duration, kept with its step
         self._journals: dict[str, set[str]] = {}  # step -> its journal row keys in the store
         for key in journaled:
             self._journals.setdefault(key.partition("[")[0], set()).add(JOURNAL_ROWS + key)
@@ -129,6 +131,7 @@ class Checkpointer:
                 )
             )
             self._mapped.add(event.step)
+            self._item_times.add(event.step, event.index, base + event.attempt, event.duration_s, event.at)
             await self._flush()
             return
         if isinstance(event, StepProgress):
@@ -136,6 +139,7 @@ class Checkpointer:
             return
         if isinstance(event, StepFinished):
             finished = _finished(event, base, _stored(event.output, event.step, None))
+            finished = replace(finished, meta={**finished.meta, **self._item_times.take(event.step)})
         self._pending.events.append(_event_record(event, base))
         if isinstance(event, StepRetried):
             self.notable = True
@@ -153,7 +157,8 @@ class Checkpointer:
             self._pending.attempts.append(StepRecord(self.run_id, event.step, "skipped", finished_at=event.at))
             await self._flush()
         elif isinstance(event, StepFailed):
-            self._pending.attempts.append(_failed(event, base))
+            failed = _failed(event, base)
+            self._pending.attempts.append(replace(failed, meta={**failed.meta, **self._item_times.take(event.step)}))
         elif isinstance(event, StepWaiting):
             self._pending.attempts.append(_waiting(event, base, self.store.clock()))
 
@@ -315,6 +320,8 @@ def _event_fields(e: Event) -> EventRecord:
             "duration_s": e.duration_s,
             "cancelled": e.cancelled,
         }
+        if e.index is not None:
+            data["index"] = e.index
     elif isinstance(e, StepRetried):
         data = {"attempt": e.attempt, "delay_s": e.delay_s, "error_type": e.error_type, "message": e.message}
         if e.index is not None:

@@ -396,6 +396,27 @@ class RunStore:
             lambda conn: {str(r[0]): int(r[1]) for r in conn.execute(query).all()}, readonly=True
         )
 
+    async def map_item_times(self, run_id: str) -> dict[str, list[list[float]]]:
+        """The items of the run's unfinished map steps checkpointed so far, without their
+        outputs: step -> ``[index, attempt, duration_s, finished_at]`` (what a live view shows)."""
+        cols = (
+            map_items.c.step,
+            map_items.c.item,
+            map_items.c.attempt,
+            map_items.c.duration_s,
+            map_items.c.finished_at,
+        )
+        query = sa.select(*cols).where(map_items.c.run_id == run_id).order_by(map_items.c.id)
+
+        def read(conn: Connection) -> dict[str, list[list[float]]]:
+            out: dict[str, list[list[float]]] = {}
+            for step, item, attempt, duration, at in conn.execute(query).all():
+                if ":" not in step:  # step journal rows are keyed "journal:<step>"
+                    out.setdefault(step, []).append([item, attempt, duration or 0.0, at])
+            return out
+
+        return await self.run_sync(read, readonly=True)
+
     async def map_items(self, run_id: str) -> dict[str, dict[int, Any]]:
         """The checkpointed items of the run's unfinished map steps: step -> index -> output."""
         query = (

@@ -220,7 +220,10 @@ class Dashboard:
         if self.sources.live is not None:
             events = merge_events(events, self.sources.live.events(run.id))
         graph = self.sources.graphs(run.pipeline) if self.sources.graphs else None
-        return build_run_view(run, steps, events, graph)
+        in_flight = None
+        if run.status not in ("succeeded", "failed", "cancelled", "dead"):  # items of map steps still running
+            in_flight = await store.map_item_times(run.id)
+        return build_run_view(run, steps, events, graph, in_flight)
 
     def run_fragments(self, view: Any) -> dict[str, str]:
         now = self.sources.clock()

@@ -43,7 +43,8 @@ def _data(e: Event) -> dict[str, Any]:
         return data
     if isinstance(e, StepFailed):
         message = default_redactor().text(e.message)
-        return {"attempt": e.attempt, "error_type": e.error_type, "message": message, "cancelled": e.cancelled}
+        failed = {"attempt": e.attempt, "error_type": e.error_type, "message": message, "cancelled": e.cancelled}
+        return failed if e.index is None else {**failed, "index": e.index}
     if isinstance(e, StepSkipped):
         return {"reason": e.reason}
     return {"attempt": getattr(e, "attempt", 1)}

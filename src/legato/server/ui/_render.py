@@ -137,7 +137,7 @@ class Renderer:
         steps = sorted(view.steps.values(), key=lambda s: order.get(s.name, 0))
         rows: dict[int, str] = {}
         for b in bars:
-            rows.setdefault(b.row, b.step)
+            rows.setdefault(b.row, f"{b.step} · items" if b.item is not None else b.step)
         counts: dict[str, int] = {}
         for s in view.steps.values():
             counts[s.status] = counts.get(s.status, 0) + 1

@@ -38,6 +38,24 @@ class Attempt:
 
 
 @dataclass
+class ItemView:
+    """One item of a map step: its last status, attempts, and how long its last attempt took."""
+
+    index: int
+    status: str
+    attempts: int
+    duration_s: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+
+    @property
+    def started_at(self) -> float | None:
+        if self.finished_at is None or self.duration_s is None:
+            return None
+        return self.finished_at - self.duration_s
+
+
+@dataclass
 class StepView:
     name: str
     status: str = "pending"
@@ -46,6 +64,8 @@ class StepView:
     finished_at: float | None = None
     attempts: list[Attempt] = field(default_factory=list)
     item_attempts: list[Attempt] = field(default_factory=list)  # per map item, from item retries
+    items: list[ItemView] = field(default_factory=list)  # failed first, then the slowest
+    items_total: int = 0
     retries: int = 0
     output: Any = None
     has_output: bool = False
@@ -114,8 +134,12 @@ def build_run_view(
     steps: Iterable[Any],
     events: Iterable[Any] = (),
     graph: Mapping[str, Sequence[str]] | None = None,
+    item_times: Mapping[str, Sequence[Sequence[float]]] | None = None,
 ) -> RunView:
     """Merge a run record, its step attempt records and its events into a view.
+
+    ``item_times`` are the checkpointed items of map steps still running (the store's
+    ``map_item_times``); a finished map step keeps its items in its record's meta.
 
     ``graph`` maps each step to the steps it depends on; without it the view has
     no edges and lays the steps out by start time.
@@ -173,6 +197,9 @@ def build_run_view(
         s.item_attempts.sort(key=lambda a: (a.item or 0, a.attempt))
         s.retries = max(s.retries, max(0, len(s.attempts) - 1) + len(s.item_attempts) - len(_items(s)))
         _settle_items(s)
+        times = s.meta.get("items") or (item_times or {}).get(s.name) or ()
+        s.items = _item_views(s, times)
+        s.items_total = int(s.meta.get("items_total") or len(s.items))
 
     run_status = str(_get(run, "status"))
     if run_status in ("succeeded", "failed", "cancelled", "dead"):
@@ -237,6 +264,31 @@ def _settle_items(s: StepView) -> None:
             a.finished_at = a.finished_at or s.finished_at
 
 
+_ITEM_ORDER = {"failed": 0, "cancelled": 1, "running": 2}
+
+
+def _item_views(s: StepView, times: Iterable[Sequence[float]]) -> list[ItemView]:
+    """Each item that finished (its timing) or was retried (its attempts), the items
+    that failed first, then the slowest."""
+    items: dict[int, ItemView] = {}
+    for index, attempt, duration, at in times:
+        items[int(index)] = ItemView(int(index), "succeeded", int(attempt), float(duration), float(at))
+    for a in s.item_attempts:
+        if a.item is None:
+            continue
+        item = items.get(a.item)
+        if item is None:
+            item = items[a.item] = ItemView(a.item, a.status, a.attempt, finished_at=a.finished_at)
+            if a.started_at is not None and a.finished_at is not None:
+                item.duration_s = a.finished_at - a.started_at
+        item.attempts = max(item.attempts, a.attempt)
+        if a.error_type and (item.status != "succeeded" or item.error is None):
+            item.error = f"{a.error_type}: {a.error}" if a.error else a.error_type
+        if item.status != "succeeded" and a.attempt == item.attempts:
+            item.status = a.status
+    return sorted(items.values(), key=lambda i: (_ITEM_ORDER.get(i.status, 3), -(i.duration_s or 0.0), i.index))
+
+
 def _attempt(s: StepView, number: int | None) -> Attempt | None:
     if number is None:
         return s.attempts[-1] if s.attempts else None
@@ -263,6 +315,9 @@ def _apply_event(s: StepView, kind: str, data: Mapping[str, Any], at: float | No
         s.attempts.append(Attempt(attempt=failed + 1, status="running", started_at=start))
     elif kind == "step_skipped":
         s.status, s.skip_reason = "skipped", data.get("reason")
+    elif kind == "step_failed" and data.get("index") is not None:
+        _item_failed(s, int(data["index"]), data, at)
+        _apply_event(s, kind, {k: v for k, v in data.items() if k != "index"}, at)
     elif kind in ("step_finished", "step_failed"):
         status = "succeeded" if kind == "step_finished" else ("cancelled" if data.get("cancelled") else "failed")
         s.status, s.finished_at = status, at
@@ -285,6 +340,16 @@ def _item_retried(s: StepView, index: int, data: Mapping[str, Any], at: float | 
     att.error_type, att.error = data.get("error_type"), data.get("message")
     start = (at or 0.0) + float(data.get("delay_s") or 0.0)
     s.item_attempts.append(Attempt(attempt=failed + 1, status="running", started_at=start, item=index))
+
+
+def _item_failed(s: StepView, index: int, data: Mapping[str, Any], at: float | None) -> None:
+    """The item whose failure failed its step: its last attempt failed."""
+    last = max((a for a in s.item_attempts if a.item == index), key=lambda a: a.attempt, default=None)
+    if last is None or last.status != "running":
+        last = Attempt(attempt=(last.attempt + 1) if last else 1, status="failed", item=index, started_at=None)
+        s.item_attempts.append(last)
+    last.status, last.finished_at = "failed", at
+    last.error_type, last.error = data.get("error_type"), data.get("message")
 
 
 def _first(values: Iterable[float | None]) -> float | None:
@@ -433,6 +498,7 @@ class GanttBar:
     width: float  # fraction, > 0
     start_s: float  # seconds after the run started
     duration_s: float
+    item: int | None = None  # a map item's last attempt, drawn in its step's item lane
 
 
 def gantt(view: RunView, now: float) -> tuple[list[GanttBar], float]:
@@ -446,27 +512,36 @@ def gantt(view: RunView, now: float) -> tuple[list[GanttBar], float]:
             end = max(end, a.finished_at or (now if a.status == "running" and not view.terminal else end))
     span = max(end - origin, 1e-3)
     rows = [n for n in _order_for_rows(view) if view.steps[n].attempts or view.steps[n].started_at is not None]
-    bars = []
-    for row, name in enumerate(rows):
+    bars: list[GanttBar] = []
+    row = 0
+    for name in rows:
         for a in view.steps[name].attempts:
             if a.started_at is None:
                 continue
             stop = a.finished_at if a.finished_at is not None else (now if a.status == "running" else a.started_at)
-            start_s = max(0.0, a.started_at - origin)
-            duration = max(0.0, stop - a.started_at)
-            bars.append(
-                GanttBar(
-                    step=name,
-                    attempt=a.attempt,
-                    status=a.status,
-                    row=row,
-                    x=min(1.0, start_s / span),
-                    width=max(duration / span, 0.004),
-                    start_s=start_s,
-                    duration_s=duration,
-                )
-            )
+            bars.append(_bar(name, a.attempt, a.status, row, a.started_at, stop, origin, span))
+        timed = [(i, i.started_at, i.finished_at) for i in view.steps[name].items][:MAX_LANE_ITEMS]
+        lane = [(i, start, stop) for i, start, stop in timed if start is not None and stop is not None]
+        if lane:  # the step's items in a lane of their own, under the step
+            row += 1
+            for i, start, stop in lane:
+                bar = _bar(name, i.attempts, i.status, row, start, stop, origin, span)
+                bar.item = i.index
+                bars.append(bar)
+        row += 1
     return bars, span
+
+
+MAX_LANE_ITEMS = 500  # the slowest and failed items of a map step drawn in its lane
+
+
+def _bar(
+    step: str, attempt: int, status: str, row: int, start: float, stop: float, origin: float, span: float
+) -> GanttBar:
+    start_s = max(0.0, start - origin)
+    duration = max(0.0, stop - start)
+    return GanttBar(step=step, attempt=attempt, status=status, row=row, x=min(1.0, start_s / span),
+                    width=max(duration / span, 0.004), start_s=start_s, duration_s=duration)  # fmt: skip
 
 
 def _order_for_rows(view: RunView) -> list[str]:
