@@ -11,7 +11,9 @@ environment variable ``NAME`` when the section is read (:func:`resolve_env`). A
 missing variable resolves to ``None`` so that a model without its key can be
 reported as unavailable rather than crash the whole config.
 
-Lookup order for the file: an explicit path, ``$LEGATO_CONFIG``, ``./legato.yaml``.
+Lookup order for the file (:func:`find_config`, the same for the CLI and
+:func:`legato.spec.load_pipeline`): an explicit path, ``$LEGATO_CONFIG``,
+``legato.yaml`` beside the pipeline file, then ``./legato.yaml``.
 """
 
 from __future__ import annotations
@@ -59,14 +61,17 @@ def resolve_env(value: Any) -> Any:
     return value
 
 
-def find_config(path: str | Path | None = None) -> Path | None:
+def find_config(path: str | Path | None = None, *, spec: str | Path | None = None) -> Path | None:
+    """The config file to read: ``path``, ``$LEGATO_CONFIG``, ``legato.yaml`` beside
+    the pipeline file ``spec``, then ``./legato.yaml``; ``None`` when there is none."""
     if path is not None:
         return Path(path)
     env = os.environ.get("LEGATO_CONFIG")
     if env:
         return Path(env)
-    local = Path("legato.yaml")
-    return local if local.exists() else None
+    candidates = [Path(spec).parent / "legato.yaml"] if spec is not None else []
+    candidates.append(Path("legato.yaml"))
+    return next((c for c in candidates if c.is_file()), None)
 
 
 class LegatoConfig:
@@ -84,8 +89,9 @@ class LegatoConfig:
             )
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> LegatoConfig:
-        found = find_config(path)
+    def load(cls, path: str | Path | None = None, *, spec: str | Path | None = None) -> LegatoConfig:
+        """Read the config :func:`find_config` finds (``spec``: the pipeline file it serves)."""
+        found = find_config(path, spec=spec)
         if found is None:
             return cls()
         if not found.exists():

@@ -94,6 +94,7 @@ __all__ = [
     "LegatoError",
     "LimitsUnavailable",
     "MalformedResponse",
+    "MissingSecret",
     "ModelError",
     "ModelNotFound",
     "NoDeploymentAvailable",
@@ -147,6 +148,17 @@ def _rebuild_error(cls: type[LegatoError], args: tuple[object, ...], state: dict
 
 class ConfigError(LegatoError, ValueError):
     """Invalid configuration. The message names the field and, for files, file:line."""
+
+
+class MissingSecret(ConfigError):
+    """A model's ``env:NAME`` secret is not set in the environment.
+
+    Static checks (``legato validate``, ``legato plan``) accept it; running needs it.
+    """
+
+    def __init__(self, message: str, *, variable: str) -> None:
+        super().__init__(message)
+        self.variable = variable
 
 
 @dataclass(frozen=True, slots=True)

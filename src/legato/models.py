@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from pydantic import RootModel
 
 from legato.config import LegatoConfig
-from legato.errors import ConfigError
+from legato.errors import ConfigError, MissingSecret
 from legato.providers._factory import ModelConfig, build, provider_names
 
 if TYPE_CHECKING:
@@ -74,7 +74,9 @@ def resolve_configured(name: str, config: LegatoConfig) -> Model | None:
     where = f"{config.source or 'legato.yaml'}: models.{name}"
     missing = cfg.missing_secret()
     if missing:
-        raise ConfigError(f"{where}: model {name!r} needs the environment variable {missing}, which is not set")
+        raise MissingSecret(
+            f"{where}: model {name!r} needs the environment variable {missing}, which is not set", variable=missing
+        )
     try:
         return build(cfg, name)
     except ConfigError as exc:
@@ -131,7 +133,8 @@ def resolve_inline(name: str, config: LegatoConfig) -> Model | None:
     cfg = ModelConfig(provider=provider, model=model, api_key=DEFAULT_KEYS.get(provider))
     missing = cfg.missing_secret()
     if missing:
-        raise ConfigError(f"model {name!r} needs the environment variable {missing}, which is not set")
+        message = f"model {name!r} needs the environment variable {missing}, which is not set"
+        raise MissingSecret(message, variable=missing)
     return build(cfg, name)
 
 

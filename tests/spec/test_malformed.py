@@ -171,7 +171,7 @@ CASES: list[tuple[str, str, str]] = [
         steps:
           upper: {uses: nosuchpkg.mod:fn}
         """,
-        "3:17: steps.upper.uses: cannot import module 'nosuchpkg.mod': No module named 'nosuchpkg'",
+        "3:17: steps.upper.uses: cannot import module 'nosuchpkg.mod': no module named 'nosuchpkg' (looked in",
     ),
     (
         "uses without a function",

@@ -21,7 +21,7 @@ def plan_cost(file: Path, config: Path | None, *, fan_out: int, ref_tokens: int)
     from legato.spec import load_spec
 
     spec, _ = load_spec(file)
-    return spec_cost(spec, LegatoConfig.load(config), fan_out=fan_out, ref_tokens=ref_tokens)
+    return spec_cost(spec, LegatoConfig.load(config, spec=file), fan_out=fan_out, ref_tokens=ref_tokens)
 
 
 def spec_cost(spec: Any, config: LegatoConfig, *, fan_out: int = 10, ref_tokens: int = 200) -> PlanCost:

@@ -87,7 +87,7 @@ def _spec(path: Path, config: Path | None) -> tuple[str, dict[str, list[str]]]:
         print_error(f"spec file not found: {path}")
         raise typer.Exit(2)
     try:
-        pipeline = load_pipeline(path, config=LegatoConfig.load(config))
+        pipeline = load_pipeline(path, config=LegatoConfig.load(config, spec=path))
         plan = pipeline.compile()
     except (ConfigError, SpecError) as exc:
         print_error(str(exc))

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["plan", "run", "validate"]
 
 _err = new_console(stderr=True)
+_CONFIG_HELP = "legato.yaml (default: $LEGATO_CONFIG, then legato.yaml beside the pipeline file, then ./legato.yaml)."
 
 
 def _fail_spec(exc: SpecError) -> typer.Exit:
@@ -39,18 +40,19 @@ def _fail_spec(exc: SpecError) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _load(file: Path, config: Path | None) -> Pipeline:
+def _load(file: Path, config: Path | None, *, check_secrets: bool = False) -> Pipeline:
+    """Load ``file`` with the config found for it; ``check_secrets`` for running (or ``--strict``)."""
     from legato.config import LegatoConfig
     from legato.errors import ConfigError, SpecError
     from legato.spec import load_pipeline
 
     try:
-        cfg = LegatoConfig.load(config)
+        cfg = LegatoConfig.load(config, spec=file)
     except ConfigError as exc:
         print_error(str(exc))
         raise typer.Exit(2) from None
     try:
-        return load_pipeline(file, config=cfg)
+        return load_pipeline(file, config=cfg, check_secrets=check_secrets)
     except SpecError as exc:
         raise _fail_spec(exc) from None
 
@@ -90,7 +92,7 @@ def run(
     input: list[str] = typer.Option([], "--input", "-i", help="Input as key=value (repeatable; JSON values)."),
     inputs_file: Path | None = typer.Option(None, "--inputs-file", help="JSON object of inputs."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    config: Path | None = typer.Option(None, "--config", help="legato.yaml (default: $LEGATO_CONFIG, ./legato.yaml)."),
+    config: Path | None = typer.Option(None, "--config", help=_CONFIG_HELP),
     idempotency_key: str | None = typer.Option(
         None, "--idempotency-key", help="Same key and inputs: return (or resume) the existing run instead of a new one."
     ),
@@ -123,7 +125,7 @@ def run(
 
     from legato.errors import InputError
 
-    pipeline = _load(file, config)
+    pipeline = _load(file, config, check_secrets=True)
     if executor is not None or executor_option:
         _choose_executor(pipeline, executor, executor_option)
     values = _parse_inputs(pipeline, input, inputs_file)
@@ -351,13 +353,18 @@ class _Progress:
 @app.command()
 def validate(
     files: list[Path] = typer.Argument(..., help="Pipeline YAML file(s)."),
-    config: Path | None = typer.Option(None, "--config", help="legato.yaml for step kinds that read it."),
+    config: Path | None = typer.Option(None, "--config", help=_CONFIG_HELP),
+    strict: bool = typer.Option(
+        False, "--strict", help="Also require the environment variables of the models' env: secrets."
+    ),
 ) -> None:
-    """Check pipeline files; list every error with file:line:column (exit 2 when any)."""
+    """Check pipeline files; list every error with file:line:column (exit 2 when any).
+
+    Needs no secrets: a model's env: API key is checked only with --strict (and by run)."""
     failed = False
     for file in files:
         try:
-            pipeline = _load(file, config)
+            pipeline = _load(file, config, check_secrets=strict)
         except typer.Exit:
             failed = True
             continue
@@ -373,7 +380,7 @@ _FORMATS = ("text", "mermaid", "dot", "json")
 def plan(
     file: Path = typer.Argument(..., help="Pipeline YAML file."),
     format: str = typer.Option("text", "--format", "-f", help="text, mermaid, dot or json."),
-    config: Path | None = typer.Option(None, "--config", help="legato.yaml for step kinds that read it."),
+    config: Path | None = typer.Option(None, "--config", help=_CONFIG_HELP),
     cost: bool = typer.Option(False, "--cost", help="Also estimate the cost per step and in total."),
     fan_out: int = typer.Option(10, "--fan-out", min=1, help="With --cost: items assumed for each map step."),
     ref_tokens: int = typer.Option(200, "--ref-tokens", min=0, help="With --cost: tokens per ${...} in a prompt."),

@@ -492,7 +492,7 @@ def _load_pipeline(path: Path, config: Path | None) -> Pipeline:
     from legato.spec import load_pipeline
 
     try:
-        return load_pipeline(path, config=LegatoConfig.load(config))
+        return load_pipeline(path, config=LegatoConfig.load(config, spec=path))
     except (ConfigError, SpecError) as exc:
         raise _fail(str(exc), 2) from None
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from legato.retry import RetryPolicy
-from legato.spec._expr import Expression, compile_expression
+from legato.spec._expr import Expression, closest, compile_expression
 from legato.spec._template import Value, compile_value
 
 __all__ = ["NO_DEFAULT", "InputDecl", "LoopOptions", "MapErrors", "StepDef", "retry_policy"]
@@ -191,7 +191,9 @@ def make_step(
         raise ValueError(f"step {step_name!r}: {fn_label(fn)}() has no parameter {listed} (its parameters: {known})")
     bound = set(params) | set(compiled_args)
     if map is not None and map not in bound:
-        raise ValueError(f"step {step_name!r}: map={map!r} is not a parameter of the step")
+        hint = closest(map, sorted(bound))
+        suggestion = f" (did you mean {hint!r}?)" if hint else f"; its parameters: {', '.join(sorted(bound)) or 'none'}"
+        raise ValueError(f"step {step_name!r}: map={map!r} is not a parameter of the step{suggestion}")
     for opt in optional:
         if opt not in bound:
             raise ValueError(f"step {step_name!r}: optional={opt!r} is not a parameter of the step")

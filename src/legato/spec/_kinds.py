@@ -72,6 +72,7 @@ class BuildContext:
     base_dir: Path
     config: LegatoConfig
     data: Any = None  # the whole file as loaded (LocatedDict), for locations
+    check_secrets: bool = False  # whether a model's unset env: secret is an error (run/serve) or not (static checks)
 
     def locate(self, *path: str | int) -> Position | None:
         """(line, column) of ``steps.<step>.<path...>`` in the file, or of its nearest parent."""
@@ -160,10 +161,7 @@ def load_callable(ref: str, base_dir: Path) -> Callable[..., Any]:
     if target.endswith(".py") or target.startswith((".", "/")):
         module = _load_file(base_dir / target)
     else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as exc:
-            raise ImportError(f"cannot import module {target!r}: {exc}") from exc
+        module = _import_beside(target, base_dir)
     obj: Any = module
     for part in attr.split("."):
         if part.startswith("_") and part != attr.split(".")[0]:
@@ -178,6 +176,27 @@ def load_callable(ref: str, base_dir: Path) -> Callable[..., Any]:
     if not callable(obj):
         raise ValueError(f"{ref!r} is not callable ({type(obj).__name__})")
     return obj  # type: ignore[no-any-return]
+
+
+def _import_beside(target: str, base_dir: Path) -> Any:
+    """Import ``target``, looking for its top package in the pipeline's folder first
+    (which then joins ``sys.path``, so workers that unpickle the step find it too)."""
+    top = target.partition(".")[0]
+    folder = str(base_dir.resolve())
+    beside = (base_dir / top).is_dir() or (base_dir / f"{top}.py").is_file()
+    if beside and top not in sys.modules and folder not in sys.path:
+        sys.path.insert(0, folder)
+    try:
+        return importlib.import_module(target)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (target == exc.name or target.startswith(exc.name + ".")):
+            raise ImportError(
+                f"cannot import module {target!r}: no module named {exc.name!r} "
+                f"(looked in the pipeline's folder {folder} and on the Python path)"
+            ) from exc
+        raise ImportError(f"cannot import module {target!r}: {exc}") from exc
+    except ImportError as exc:
+        raise ImportError(f"cannot import module {target!r}: {exc}") from exc
 
 
 def _load_file(path: Path) -> Any:

@@ -28,6 +28,8 @@ __all__ = ["build_named_step", "load_pipeline", "load_spec"]
 
 
 class _Source:
+    check_secrets = False  # whether a model's unset env: secret is an error (run/serve)
+
     def __init__(self, path_or_text: str | Path) -> None:
         is_text = isinstance(path_or_text, str) and ("\n" in path_or_text or path_or_text.lstrip().startswith("{"))
         if is_text:
@@ -67,6 +69,16 @@ def load_spec(path_or_text: str | Path) -> tuple[PipelineSpec, Any]:
 
 
 def _parse(src: _Source) -> tuple[PipelineSpec, Any]:
+    spec, data, issues, _ = _parse_partly(src)
+    if issues:
+        raise SpecError(issues)
+    return spec, data
+
+
+def _parse_partly(src: _Source) -> tuple[PipelineSpec, Any, list[SpecIssue], frozenset[str]]:
+    """Validate the shape; on errors, validate again without the parts in error so the
+    later passes still check the rest of the file. Returns the spec, the raw data, the
+    shape issues and the steps left out (they stand in for the graph check)."""
     try:
         data = load_yaml(src.name, text=src.text)
     except YamlSyntaxError as exc:
@@ -74,9 +86,36 @@ def _parse(src: _Source) -> tuple[PipelineSpec, Any]:
     if not isinstance(data, Mapping):
         raise SpecError([SpecIssue("a pipeline file must be a mapping with 'name' and 'steps'", file=src.name)])
     try:
-        return PipelineSpec.model_validate(data), data
+        return PipelineSpec.model_validate(data), data, [], frozenset()
     except ValidationError as exc:
-        raise SpecError([_pydantic_issue(src, data, err) for err in exc.errors()]) from None
+        issues = [_pydantic_issue(src, data, err) for err in exc.errors()]
+        pruned, dropped = _without_errors(data, [tuple(err["loc"]) for err in exc.errors()])
+    try:
+        return PipelineSpec.model_validate(pruned), data, issues, dropped
+    except ValidationError:
+        raise SpecError(issues) from None
+
+
+def _without_errors(data: Mapping[str, Any], locs: list[tuple[Any, ...]]) -> tuple[dict[str, Any], frozenset[str]]:
+    """``data`` without what the errors at ``locs`` point to: a step in error is left
+    out, an input in error becomes an untyped one, a top-level field its default."""
+    pruned = dict(data)
+    steps = dict(data.get("steps") or {}) if isinstance(data.get("steps"), Mapping) else None
+    inputs = dict(data.get("inputs") or {}) if isinstance(data.get("inputs"), Mapping) else None
+    dropped: set[str] = set()
+    for loc in locs:
+        if len(loc) >= 2 and loc[0] == "steps" and steps is not None and len(steps) > 1:
+            steps.pop(loc[1], None)
+            dropped.add(str(loc[1]))
+        elif len(loc) >= 2 and loc[0] == "inputs" and inputs is not None:
+            inputs[loc[1]] = {"type": "any", "required": False}
+        elif loc and loc[0] not in ("name", "steps"):
+            pruned.pop(loc[0], None)
+    if steps is not None:
+        pruned["steps"] = steps
+    if inputs is not None:
+        pruned["inputs"] = inputs
+    return pruned, frozenset(dropped)
 
 
 def _pydantic_issue(src: _Source, data: Any, err: Any) -> SpecIssue:
@@ -112,12 +151,17 @@ def _known_fields(parent: tuple[Any, ...]) -> list[str]:
     return []
 
 
-def load_pipeline(path_or_text: str | Path, *, config: LegatoConfig | None = None) -> Pipeline:
+def load_pipeline(
+    path_or_text: str | Path, *, config: LegatoConfig | None = None, check_secrets: bool = False
+) -> Pipeline:
     """Load a pipeline from a YAML file (or YAML text) into a :class:`~legato.engine.Pipeline`.
 
     ``path_or_text`` is a path (``str`` or ``Path``), or YAML text: a string that
     contains a newline. ``uses: ./file.py:fn`` is relative to the file's directory
-    (the current directory for text); ``config`` is handed to step-kind factories.
+    (the current directory for text); ``config`` is handed to step-kind factories
+    (default: the ``legato.yaml`` :func:`~legato.config.find_config` finds: ``$LEGATO_CONFIG``,
+    beside the file, then in the current directory). ``check_secrets`` makes a model
+    whose ``env:`` secret is unset an error (what running needs; static checks skip it).
 
     The result is ready to run and carries the validated spec as ``pipeline.spec``.
     Raises :class:`~legato.errors.SpecError` whose ``issues`` list every problem,
@@ -126,9 +170,9 @@ def load_pipeline(path_or_text: str | Path, *, config: LegatoConfig | None = Non
     from legato.engine import InputDecl, Pipeline, executor_names
 
     src = _Source(path_or_text)
-    spec, data = _parse(src)
-    cfg = config if config is not None else LegatoConfig()
-    issues: list[SpecIssue] = []
+    src.check_secrets = check_secrets
+    spec, data, issues, dropped = _parse_partly(src)
+    cfg = config if config is not None else LegatoConfig.load(spec=src.file)
 
     if spec.executor not in executor_names():
         hint = closest(spec.executor, executor_names())
@@ -171,7 +215,8 @@ def load_pipeline(path_or_text: str | Path, *, config: LegatoConfig | None = Non
         pipeline.executor_name = spec.executor
         pipeline.executor_options = dict(spec.executor_options)
 
-    broken: list[str] = []
+    broken: list[str] = list(dropped)
+    issues.extend(_map_sources(src, data, spec))
     for name, step in spec.steps.items():
         step_issues = _add_step(pipeline, src, data, cfg, name, step)
         if step_issues:
@@ -200,6 +245,32 @@ def load_pipeline(path_or_text: str | Path, *, config: LegatoConfig | None = Non
     return pipeline
 
 
+def _map_sources(src: _Source, data: Any, spec: PipelineSpec) -> list[SpecIssue]:
+    """A ``map:`` whose parameter is exactly an input declared as a scalar or a mapping cannot fan out."""
+    issues = []
+    for name, step in spec.steps.items():
+        value = step.with_.get(step.map) if step.map is not None else None
+        if not isinstance(value, str):
+            continue
+        source = value.strip()
+        if not (source.startswith("${") and source.endswith("}")):
+            continue
+        head, dot, field = source[2:-1].strip().partition(".")
+        decl = spec.inputs.get(field) if head == "inputs" and dot else None
+        if decl is not None and decl.type in _NOT_MAPPABLE:
+            issues.append(
+                src.issue(
+                    data,
+                    ("steps", name, "map"),
+                    f"map over {step.map!r}, the input {field!r} declared {decl.type}: a map needs a list",
+                )
+            )
+    return issues
+
+
+_NOT_MAPPABLE = frozenset({"string", "integer", "number", "boolean", "object", "mapping"})
+
+
 async def _stand_in() -> None:
     """Takes the place of a step that failed to build while the graph is checked."""
 
@@ -226,7 +297,9 @@ def _add_step(
 ) -> list[SpecIssue]:
     from legato.engine import LoopOptions
 
-    ctx = BuildContext(step=name, file=src.name, base_dir=src.base_dir, config=cfg, data=data)
+    ctx = BuildContext(
+        step=name, file=src.name, base_dir=src.base_dir, config=cfg, data=data, check_secrets=src.check_secrets
+    )
     try:
         built = _build(ctx, data["steps"][name], step)
     except SpecError as exc:
@@ -318,7 +391,14 @@ def build_named_step(ctx: BuildContext, name: str, path: Sequence[str | int]) ->
         raise SpecError([ctx.issue(f"step {name!r} is not valid (see its own errors)", *path)]) from None
     if not step.tool:
         raise SpecError([ctx.issue(f"step {name!r} is not marked 'tool: true', so it cannot be a tool", *path)])
-    own = BuildContext(step=name, file=ctx.file, base_dir=ctx.base_dir, config=ctx.config, data=ctx.data)
+    own = BuildContext(
+        step=name,
+        file=ctx.file,
+        base_dir=ctx.base_dir,
+        config=ctx.config,
+        data=ctx.data,
+        check_secrets=ctx.check_secrets,
+    )
     return _build(own, raw, step)
 
 

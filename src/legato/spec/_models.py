@@ -16,6 +16,7 @@ __all__ = [
     "COMMON_STEP_KEYS",
     "INPUT_TYPES",
     "KIND_COMMON_KEYS",
+    "PYTHON_TYPE_NAMES",
     "InputSpec",
     "LoopSpec",
     "PipelineSpec",
@@ -34,6 +35,17 @@ INPUT_TYPES: dict[str, type | tuple[type, ...] | None] = {
     "mapping": dict,
     "any": None,
 }
+
+
+PYTHON_TYPE_NAMES: dict[str, str] = {
+    "str": "string",
+    "int": "integer",
+    "float": "number",
+    "bool": "boolean",
+    "dict": "object",
+    "list": "list",
+}
+"""Python's names for the input types, accepted as spellings of the YAML names."""
 
 
 class _Strict(BaseModel):
@@ -56,6 +68,11 @@ class InputSpec(_Strict):
         if value is None:
             return {}
         return value
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _python_name(cls, value: Any) -> Any:
+        return PYTHON_TYPE_NAMES.get(value, value) if isinstance(value, str) else value
 
     @property
     def is_required(self) -> bool:

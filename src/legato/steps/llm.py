@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from legato.config import LegatoConfig
 from legato.engine import TokenSink, token_sink
-from legato.errors import BadRequest, ConfigError, MalformedResponse, SpecError
+from legato.errors import BadRequest, ConfigError, MalformedResponse, MissingSecret, SpecError
 from legato.providers import ChatRequest, ChatResponse, Message, Model, ResponseFormat
 from legato.providers._assemble import StreamAssembler
 from legato.providers._validate import check_json_schema
@@ -119,6 +119,9 @@ def _probe(name: str, config: LegatoConfig, ctx: BuildContext, where: str) -> No
 
     try:
         legato.models.get(name, config)
+    except MissingSecret as exc:
+        if ctx.check_secrets:
+            raise SpecError([ctx.issue(str(exc), where)]) from exc
     except ConfigError as exc:
         raise SpecError([ctx.issue(str(exc), where)]) from exc
 
