@@ -139,3 +139,16 @@ async def test_a_key_that_is_not_32_bytes_is_refused(tmp_path: Path, monkeypatch
         assert store.encrypted
     with pytest.raises(EncryptionKeyError, match="cannot read"):
         await RunStore(tmp_path / "g.db", encryption_key=f"file:{tmp_path / 'absent'}").open()
+
+
+async def test_the_cli_without_the_key_exits_2_naming_it(tmp_path: Path, kek_env: str) -> None:
+    url = f"sqlite:///{tmp_path / 'legato.db'}"
+    async with RunStore(url, encryption_key=kek_env) as store:
+        run, _ = await store.create_run(pipeline="p", version_hash="v", inputs={"doc": "secret"})
+    env = {k: v for k, v in os.environ.items() if k != "LEGATO_STORE_KEY"}
+    done = subprocess.run(
+        [LEGATO, "runs", "show", run.id, "--database-url", url], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert kek_env in done.stderr
+    assert "Traceback" not in done.stderr

@@ -24,10 +24,16 @@ from legato.cli._app import app
 
 
 def main() -> None:
+    from legato.cli._console import print_error
+    from legato.errors import EncryptionKeyError
+
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except EncryptionKeyError as exc:  # a sealed value read without its key, from any command
+        print_error(str(exc))
+        sys.exit(2)
 
 
 __all__ = ["app", "main"]
