@@ -14,8 +14,9 @@ other load hits all alike:
   pipeline whose step streams from the warm model into ``token_sink()``: what the
   pipeline itself adds, without the model set-up an ``llm:`` step does per call.
 
-The target: the pipeline adds at most 2 ms to the first token over the direct call. Also the time to the last event (``RunFinished``) of the pipeline
-against the end of the direct stream.
+The target: the pipeline adds at most 2 ms to the first token over the direct
+call. Also the time to the last event (``RunFinished``) of the pipeline against
+the end of the direct stream.
 
 Writes ``bench/results/streaming.json``. Run: ``python bench/streaming.py``.
 """
