@@ -35,6 +35,7 @@ T = TypeVar("T", bound=BaseModel)
 KNOWN_SECTIONS = frozenset(
     {
         "models",
+        "queues",
         "groups",
         "routing",
         "cache",

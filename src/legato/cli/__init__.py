@@ -20,6 +20,7 @@ from legato.cli import run as _run  # noqa: F401
 from legato.cli import runs as _runs  # noqa: F401
 from legato.cli import serve as _serve  # noqa: F401
 from legato.cli import store as _store  # noqa: F401
+from legato.cli import worker as _worker  # noqa: F401
 from legato.cli._app import app
 
 

@@ -102,6 +102,13 @@ def run(
         help="When the idempotency key's run is in progress elsewhere, print its id and status and exit 0 "
         "instead of waiting for its result.",
     ),
+    queue: str | None = typer.Option(
+        None,
+        "--queue",
+        help="Enqueue the run on this queue for a `legato worker` instead of running it here "
+        "(default: the queue whose `pipelines:` in legato.yaml names this pipeline). Prints the run id; "
+        "waits for the result unless --no-wait.",
+    ),
     recall: bool = typer.Option(False, "--recall", help="Print the most related journal entries before running."),
     database_url: str | None = typer.Option(
         None, "--database-url", help="Run store: SQLite path or postgresql://HOST/DB (default ./.legato/legato.db)."
@@ -138,13 +145,16 @@ def run(
     progress = _Progress(pipeline, out) if out.is_terminal and not as_json and not stream else None
     tokens = _token_printer(as_json) if stream else None
     subscribers = [progress.on_event] if progress is not None else []
-    from legato.cli._interrupt import EXIT_INTERRUPTED, Interrupt, exit_now
+    from legato.cli._interrupt import Interrupt
     from legato.cli.runs import stored_run
     from legato.engine import RunControl
     from legato.store import new_run_id
 
     interrupt = Interrupt(RunControl(), new_run_id())
     source = str(file.resolve())
+    queue = queue if queue is not None else _default_queue(config, pipeline.name)
+    if queue is not None:
+        _run_queued(pipeline, values, queue, source, interrupt, database_url, idempotency_key, no_wait, as_json)
 
     async def main() -> RunResult:
         from legato.engine import stream_tokens
@@ -182,6 +192,13 @@ def run(
     if str(result.status) == "running":  # --no-wait: the run goes on in another process
         _report_elsewhere(result, as_json)
         raise typer.Exit(0)
+    _finish(result, as_json, out, interrupt)
+
+
+def _finish(result: RunResult, as_json: bool, out: Console, interrupt: Any = None) -> None:
+    """Print the result (JSON or a table) and exit with the run's code."""
+    from legato.cli._interrupt import EXIT_INTERRUPTED, exit_now
+
     if as_json:
         doc: dict[str, Any] = {
             "run_id": result.run_id,
@@ -198,7 +215,7 @@ def run(
     else:
         _print_result(out, result)
     code = 0 if result.ok or result.waiting else 1  # a waiting run is paused, not failed
-    if interrupt.interrupted and str(result.status) == "cancelled":
+    if interrupt is not None and interrupt.interrupted and str(result.status) == "cancelled":
         _err.print(interrupt.resume_hint(result.run_id), soft_wrap=True)
         code = EXIT_INTERRUPTED
     exit_now(code)  # abandoned sync steps delay the exit a bounded time
@@ -211,6 +228,67 @@ def _token_printer(as_json: bool) -> Any:
 
     out = sys.stderr if as_json else sys.stdout
     return TokenPrinter(out, terminal=out.isatty())
+
+
+def _default_queue(config: Path | None, pipeline: str) -> str | None:
+    from legato.config import LegatoConfig
+    from legato.errors import ConfigError
+    from legato.store import QueuesSection, default_queue
+
+    try:
+        queues = LegatoConfig.load(config).section("queues", QueuesSection)
+    except ConfigError as exc:
+        print_error(str(exc))
+        raise typer.Exit(2) from None
+    return default_queue(queues, pipeline)
+
+
+def _run_queued(
+    pipeline: Pipeline,
+    values: dict[str, Any],
+    queue: str,
+    source: str,
+    interrupt: Any,
+    database_url: str | None,
+    idempotency_key: str | None,
+    no_wait: bool,
+    as_json: bool,
+) -> None:
+    """``legato run --queue``: enqueue, print the id, wait for the result unless ``no_wait``."""
+    import anyio
+
+    from legato.cli._queued import enqueue
+    from legato.cli.runs import estimate_cost, open_store
+
+    if not queue.strip() or len(queue) > 255:
+        print_error(f"--queue: a queue name is 1 to 255 characters, got {queue!r}")
+        raise typer.Exit(2)
+
+    async def main() -> tuple[Any, RunResult | None]:
+        async with open_store(database_url, create=True) as store:
+            with interrupt.installed():
+                interrupt.waiting(interrupt.run_id)
+                return await enqueue(
+                    store,
+                    pipeline,
+                    values,
+                    queue=queue,
+                    idempotency_key=idempotency_key,
+                    source=source,
+                    run_id=interrupt.run_id,
+                    estimated_cost=estimate_cost(pipeline),
+                    wait=not no_wait,
+                    control=interrupt.control,
+                )
+
+    record, result = anyio.run(main)
+    if result is None:
+        if as_json:
+            sys.stdout.write(json.dumps({"run_id": record.id, "status": str(record.status), "queue": queue}) + "\n")
+        else:
+            typer.echo(record.id)
+        raise typer.Exit(0)
+    _finish(result, as_json, new_console())
 
 
 def _report_elsewhere(result: RunResult, as_json: bool) -> None:

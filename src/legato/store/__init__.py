@@ -12,11 +12,22 @@ from legato.store._datakeys import key_reference as store_key
 from legato.store._durable import DurableRunner, pipeline_version, result_from_record, run_durably
 from legato.store._ids import OwnerState, new_owner_id, new_run_id, owner_state
 from legato.store._journal import Embedder, Journal, JournalEntry, LocalEmbedder, SearchMode
+from legato.store._queue import (
+    QueueSettings,
+    QueuesSection,
+    QueueStats,
+    QueueWaiter,
+    claim_run,
+    default_queue,
+    queue_stats,
+    requeue,
+)
 from legato.store._records import CancelRequest, EventRecord, RecoveryAction, RunRecord, StepRecord, StoredStatus
 from legato.store._recovery import Recovery, load_source, recover_expired_runs
 from legato.store._reflection import reflect_on_run
 from legato.store._runs import RunStore
 from legato.store._waits import expire_waits, respond, waiting_requests
+from legato.store._worker import Worker
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
@@ -30,6 +41,10 @@ __all__ = [
     "LocalEmbedder",
     "OwnerState",
     "Principal",
+    "QueueSettings",
+    "QueueStats",
+    "QueueWaiter",
+    "QueuesSection",
     "Recovery",
     "RecoveryAction",
     "RunRecord",
@@ -37,14 +52,19 @@ __all__ = [
     "SearchMode",
     "StepRecord",
     "StoredStatus",
+    "Worker",
+    "claim_run",
+    "default_queue",
     "expire_waits",
     "load_source",
     "new_owner_id",
     "new_run_id",
     "owner_state",
     "pipeline_version",
+    "queue_stats",
     "recover_expired_runs",
     "reflect_on_run",
+    "requeue",
     "resolve_url",
     "respond",
     "result_from_record",

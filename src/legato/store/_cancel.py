@@ -31,9 +31,10 @@ from sqlalchemy.engine import make_url
 
 from legato.store._records import CancelRequest
 
-__all__ = ["CHANNEL", "CancelListener"]
+__all__ = ["CHANNEL", "QUEUE_CHANNEL", "CancelListener", "asyncpg_dsn"]
 
 CHANNEL = "legato_run_cancel"
+QUEUE_CHANNEL = "legato_run_queued"  # payload: the queue's name (see legato.store._queue)
 log = logging.getLogger("legato.store")
 
 Check = Callable[[str], Awaitable[CancelRequest | None]]
@@ -56,7 +57,7 @@ class CancelListener:
         self._check_many = check_many
         self._found: dict[str, CancelRequest] = {}
         self._polling = False
-        self._dsn = _asyncpg_dsn(url)
+        self._dsn = asyncpg_dsn(url)
         self.poll_s = poll_s
         self.fallback_s = fallback_s
         self._waiting: dict[str, set[anyio.Event]] = {}
@@ -168,7 +169,7 @@ class CancelListener:
                 await conn.close()
 
 
-def _asyncpg_dsn(url: str) -> str | None:
+def asyncpg_dsn(url: str) -> str | None:
     parsed = make_url(url)
     if parsed.get_backend_name() != "postgresql":
         return None

@@ -9,6 +9,7 @@ from typing import Any, Final
 
 __all__ = [
     "ACTIVE",
+    "CANCELLABLE",
     "NEEDS_FORCE",
     "TERMINAL",
     "CancelRequest",
@@ -26,6 +27,7 @@ class StoredStatus(StrEnum):
     (dead-lettered after its worker died too often; only ``resume --force`` revives it)."""
 
     PENDING = "pending"
+    QUEUED = "queued"  # enqueued on a queue, waiting for a `legato worker` to claim it
     RUNNING = "running"
     WAITING = "waiting"  # paused on a wait step: no worker, no lease, resumed by its answer
     SUCCEEDED = "succeeded"
@@ -45,6 +47,8 @@ class RecoveryAction(StrEnum):
 
 
 ACTIVE: Final = frozenset({StoredStatus.PENDING, StoredStatus.RUNNING})
+# Not finished: a cancel stops it (a queued run cancelled never starts).
+CANCELLABLE: Final = frozenset({*ACTIVE, StoredStatus.QUEUED})
 TERMINAL: Final = frozenset({StoredStatus.SUCCEEDED, StoredStatus.FAILED, StoredStatus.CANCELLED, StoredStatus.DEAD})
 # Stopped on purpose (an operator cancelled it, recovery gave up on it): resumed only with force.
 NEEDS_FORCE: Final = frozenset({StoredStatus.CANCELLED, StoredStatus.DEAD})
@@ -91,6 +95,8 @@ class RunRecord:
     source: str | None = None  # where the pipeline came from (a YAML path), for resuming from the CLI
     cancelled_by: str | None = None  # who asked to cancel it (revision r0005_run_cancel)
     cancel_requested_at: float | None = None
+    queue: str | None = None  # the queue it was enqueued on (revision r0009_run_queues)
+    priority: int = 0  # higher is claimed first within its queue
 
     @property
     def cancel_request(self) -> CancelRequest | None:

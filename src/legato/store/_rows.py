@@ -112,4 +112,6 @@ def run_record(r: Any) -> RunRecord:
         source=r["source"],
         cancelled_by=r["cancelled_by"],
         cancel_requested_at=r["cancel_requested_at"],
+        queue=r["queue"],
+        priority=r["priority"],
     )

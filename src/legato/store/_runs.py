@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from legato.errors import IdempotencyConflict, LeaseLost, RunNotFound, StoreError
 from legato.redaction import Redactor, default_redactor
-from legato.store._cancel import CHANNEL, CancelListener
+from legato.store._cancel import CHANNEL, QUEUE_CHANNEL, CancelListener
 from legato.store._codec import decode, encode, request_hash
 from legato.store._crypto import Sealer, release
 from legato.store._database import (
@@ -47,6 +47,7 @@ from legato.store._leases import cancel_columns, cancel_request, check_takeover,
 from legato.store._lookup import resolve, short_ids
 from legato.store._records import (
     ACTIVE,
+    CANCELLABLE,
     TERMINAL,
     CancelRequest,
     EventRecord,
@@ -246,12 +247,16 @@ class RunStore:
         run_id: str | None = None,
         estimated_cost: float | None = None,
         source: str | None = None,
+        queue: str | None = None,
+        priority: int = 0,
     ) -> tuple[RunRecord, bool]:
         """Create a run, or return the one already created with ``idempotency_key``.
 
         Returns ``(record, created)``. With ``owner`` the run starts ``running`` under
-        that owner's lease. Raises :class:`IdempotencyConflict` when the key was used
-        for a different pipeline or different inputs.
+        that owner's lease; with ``queue`` (and no owner) it is ``queued`` there for a
+        worker to claim (see :mod:`legato.store._queue`). Raises
+        :class:`IdempotencyConflict` when the key was used for a different pipeline or
+        different inputs.
         """
         digest = request_hash(pipeline, inputs)
         if idempotency_key is not None:
@@ -265,7 +270,7 @@ class RunStore:
             "version_hash": version_hash,
             "inputs": sealed(self._sealer, encode(inputs)),
             "request_hash": digest,
-            "status": StoredStatus.RUNNING.value if owner else StoredStatus.PENDING.value,
+            "status": _initial_status(owner, queue),
             "tenant": tenant,
             "idempotency_key": idempotency_key,
             "lease_owner": owner,
@@ -277,10 +282,15 @@ class RunStore:
             "updated_at": now,
             "started_at": now if owner else None,
             "source": source,
+            "queue": queue,
+            "priority": priority,
         }
+        announce = queue is not None and owner is None and self.dialect == "postgresql"
 
         def insert(conn: Connection) -> RunRecord:
             conn.execute(runs.insert().values(row))
+            if announce:  # wakes the LISTENing workers when this transaction commits
+                conn.execute(sa.select(sa.func.pg_notify(QUEUE_CHANNEL, queue)))
             return _get(conn, str(row["id"]))
 
         try:
@@ -724,7 +734,9 @@ class RunStore:
         postgres = self.dialect == "postgresql"
 
         def cancel(conn: Connection) -> RunRecord:
-            conn.execute(runs.update().where(runs.c.id == record.id, runs.c.status.in_(tuple(ACTIVE))).values(values))
+            conn.execute(
+                runs.update().where(runs.c.id == record.id, runs.c.status.in_(tuple(CANCELLABLE))).values(values)
+            )
             _insert(conn, [], [event])
             if postgres:  # delivered to the LISTENing worker when this transaction commits
                 conn.execute(sa.select(sa.func.pg_notify(CHANNEL, record.id)))
@@ -751,6 +763,12 @@ class RunStore:
             return len(ids)
 
         return await self.run_sync(delete)
+
+
+def _initial_status(owner: str | None, queue: str | None) -> str:
+    if owner:
+        return StoredStatus.RUNNING.value
+    return StoredStatus.QUEUED.value if queue is not None else StoredStatus.PENDING.value
 
 
 def _get(conn: Connection, run_id: str, *, prefix: bool = False, tenant: str | None = None) -> RunRecord:

@@ -46,9 +46,12 @@ runs = sa.Table(
     sa.Column("source", sa.Text, nullable=True),  # the pipeline's YAML path (revision 0003_run_source)
     sa.Column("cancelled_by", sa.String(255), nullable=True),  # who asked to cancel (revision r0005_run_cancel)
     sa.Column("cancel_requested_at", sa.Float, nullable=True),
+    sa.Column("queue", sa.String(255), nullable=True),  # enqueued runs (revision r0009_run_queues)
+    sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("tenant", "idempotency_key", name="uq_runs_idempotency"),
     sa.Index("ix_runs_status_lease", "status", "lease_expires_at"),
     sa.Index("ix_runs_created_at", "created_at"),
+    sa.Index("ix_runs_queue_status", "queue", "status", "tenant"),
 )
 
 step_attempts = sa.Table(

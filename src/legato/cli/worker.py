@@ -1,0 +1,127 @@
+"""``legato worker``: claim queued runs and execute them (see docs/workers.md).
+
+Exit codes: 0 after a drain (SIGTERM or Ctrl-C), 2 for invalid configuration or usage.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from legato.cli._app import app
+from legato.cli._console import new_console, print_error
+from legato.cli.runs import DATABASE_URL_HELP, open_store
+
+if TYPE_CHECKING:
+    from legato.config import LegatoConfig
+    from legato.engine import Pipeline
+    from legato.store import QueuesSection, RunRecord
+
+__all__ = ["worker"]
+
+_err = new_console(stderr=True)
+
+
+@app.command()
+def worker(
+    queue: list[str] = typer.Option(
+        [], "--queue", "-q", help="Queue to serve (repeatable; default: every queue of the `queues:` section)."
+    ),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, help="Runs this worker executes at once."),
+    config: Path | None = typer.Option(None, "--config", help="legato.yaml (default: $LEGATO_CONFIG, ./legato.yaml)."),
+    database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
+    lease_ttl: float = typer.Option(30.0, "--lease-ttl", min=1.0, help="Seconds a run's lease lasts unrenewed."),
+    grace: float = typer.Option(
+        30.0,
+        "--grace",
+        min=0.0,
+        help="On SIGTERM: seconds runs in flight get before going back on the queue.",
+    ),
+) -> None:
+    """Claim queued runs and execute them durably until SIGTERM (then drain).
+
+    Queue limits (`concurrency:`) come from the `queues:` section of legato.yaml and
+    hold across every worker; pipelines come from its `pipelines:` section or, for
+    runs enqueued with `legato run --queue`, from the file the run was started from."""
+    import anyio
+
+    from legato.config import LegatoConfig
+    from legato.errors import ConfigError
+    from legato.server._runs import load_pipelines
+    from legato.store import QueuesSection
+
+    try:
+        cfg = LegatoConfig.load(config)
+        queues = cfg.section("queues", QueuesSection)
+        pipelines = load_pipelines(cfg)
+    except ConfigError as exc:
+        print_error(str(exc))
+        raise typer.Exit(2) from None
+    names = list(dict.fromkeys(queue)) or list(queues.root)
+    if not names:
+        print_error("no queue to serve: pass --queue NAME or declare queues in the `queues:` section of legato.yaml")
+        raise typer.Exit(2)
+    if any(not n.strip() or len(n) > 255 for n in names):
+        print_error(f"--queue: a queue name is 1 to 255 characters, got {names!r}")
+        raise typer.Exit(2)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    anyio.run(_serve, names, queues, pipelines, cfg, database_url, concurrency, lease_ttl, grace)
+
+
+async def _serve(
+    names: list[str],
+    queues: QueuesSection,
+    pipelines: dict[str, Pipeline],
+    cfg: LegatoConfig,
+    database_url: str | None,
+    concurrency: int,
+    lease_ttl: float,
+    grace: float,
+) -> None:
+    import anyio
+
+    from legato.store import Worker
+
+    limits = {n: (queues.root[n].concurrency if n in queues.root else None) for n in names}
+    async with open_store(database_url, create=True) as store:
+        w = Worker(
+            store,
+            limits,
+            _resolver(pipelines, cfg),
+            concurrency=concurrency,
+            lease_ttl=lease_ttl,
+            grace_s=grace,
+            pipelines=pipelines,
+        )
+        async with anyio.create_task_group() as tg:
+            await tg.start(w.serve)
+            described = ", ".join(f"{n} (concurrency {limits[n] or 'unlimited'})" for n in names)
+            _err.print(f"worker {w.runner.owner} serving {described}", soft_wrap=True)
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    _err.print(f"{signal.Signals(signum).name}: draining (grace {grace:g} s)", soft_wrap=True)
+                    w.drain()
+                    break
+        _err.print(f"worker stopped after claiming {w.claimed} runs", soft_wrap=True)
+
+
+def _resolver(pipelines: dict[str, Pipeline], cfg: LegatoConfig) -> Any:
+    """A claimed run's pipeline: the configured one by name, else reloaded from the
+    file it was enqueued from (with this worker's configuration)."""
+    import anyio
+
+    from legato.spec import load_pipeline
+
+    async def resolve(record: RunRecord) -> Pipeline | None:
+        known = pipelines.get(record.pipeline)
+        if known is not None or not record.source:
+            return known
+        source = record.source
+        return await anyio.to_thread.run_sync(lambda: load_pipeline(Path(source), config=cfg))
+
+    return resolve

@@ -1,0 +1,134 @@
+"""Queues in the store: enqueue, claim order, global concurrency, fairness, cancel, requeue."""
+
+from __future__ import annotations
+
+import uuid
+
+import anyio
+import pytest
+
+from legato.errors import IdempotencyConflict
+from legato.store import RunStore, StoredStatus, claim_run, queue_stats, requeue
+
+
+def _queue() -> str:
+    return f"q-{uuid.uuid4().hex[:8]}"  # the PostgreSQL database is shared by the session's tests
+
+
+async def _enqueue(store: RunStore, queue: str, n: int, *, tenant: str = "", priority: int = 0) -> list[str]:
+    ids = []
+    for i in range(n):
+        record, created = await store.create_run(
+            pipeline="p", version_hash="v", inputs={"i": i}, tenant=tenant, queue=queue, priority=priority
+        )
+        assert created
+        assert record.status is StoredStatus.QUEUED
+        assert record.lease_owner is None
+        ids.append(record.id)
+        store.clock.advance(0.001)  # type: ignore[attr-defined]  # the FakeClock: creation order is time order
+    return ids
+
+
+async def test_claims_oldest_first_once_each(store: RunStore) -> None:
+    queue = _queue()
+    ids = await _enqueue(store, queue, 3)
+    claimed = [await claim_run(store, queue, f"w{i}") for i in range(4)]
+    assert [c.id if c else None for c in claimed] == [*ids, None]
+    first = await store.get_run(ids[0])
+    assert first.status is StoredStatus.RUNNING
+    assert first.lease_owner == "w0"
+    assert first.started_at is not None
+    assert [e.type for e in await store.events(ids[0])] == ["RunClaimed"]
+
+
+async def test_concurrent_claims_never_take_one_run_twice(store: RunStore) -> None:
+    queue = _queue()
+    ids = await _enqueue(store, queue, 20)
+    taken: list[str] = []
+
+    async def claimer(name: str) -> None:
+        while (record := await claim_run(store, queue, name)) is not None:
+            taken.append(record.id)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(4):
+            tg.start_soon(claimer, f"w{i}")
+    assert sorted(taken) == sorted(ids)
+
+
+async def test_global_concurrency_is_part_of_the_claim(store: RunStore) -> None:
+    queue = _queue()
+    ids = await _enqueue(store, queue, 5)
+    got = [await claim_run(store, queue, f"w{i}", concurrency=2) for i in range(3)]
+    assert [g.id if g else None for g in got] == [ids[0], ids[1], None]
+    await store.finish_run(ids[0], "w0", status="succeeded", outputs={})
+    again = await claim_run(store, queue, "w9", concurrency=2)
+    assert again is not None
+    assert again.id == ids[2]
+    [stats] = [s for s in await queue_stats(store) if s.queue == queue]
+    assert (stats.queued, stats.running) == (2, 2)
+    with pytest.raises(ValueError, match="concurrency"):
+        await claim_run(store, queue, "w", concurrency=0)
+
+
+async def test_fairness_prefers_the_tenant_with_fewer_runs_in_flight(store: RunStore) -> None:
+    queue = _queue()
+    busy = await _enqueue(store, queue, 5, tenant="busy")
+    quiet = await _enqueue(store, queue, 1, tenant="quiet")
+    first = await claim_run(store, queue, "w1")
+    second = await claim_run(store, queue, "w2")
+    assert first is not None
+    assert first.id == busy[0]
+    assert second is not None
+    assert second.id == quiet[0]
+
+
+async def test_priority_first(store: RunStore) -> None:
+    queue = _queue()
+    await _enqueue(store, queue, 2)
+    [urgent] = await _enqueue(store, queue, 1, priority=5)
+    claimed = await claim_run(store, queue, "w")
+    assert claimed is not None
+    assert claimed.id == urgent
+
+
+async def test_a_cancelled_queued_run_never_starts(store: RunStore) -> None:
+    queue = _queue()
+    [run_id] = await _enqueue(store, queue, 1)
+    cancelled = await store.request_cancel(run_id, by="ops")
+    assert cancelled.status is StoredStatus.CANCELLED
+    assert cancelled.cancelled_by == "ops"
+    assert await claim_run(store, queue, "w") is None
+    assert not [s for s in await queue_stats(store) if s.queue == queue]
+
+
+async def test_idempotency_and_prefixes_for_queued_runs(store: RunStore) -> None:
+    queue = _queue()
+    key = uuid.uuid4().hex
+    first, created = await store.create_run(
+        pipeline="p", version_hash="v", inputs={"a": 1}, idempotency_key=key, queue=queue
+    )
+    again, created_again = await store.create_run(
+        pipeline="p", version_hash="v", inputs={"a": 1}, idempotency_key=key, queue=queue
+    )
+    assert created
+    assert not created_again
+    assert again.id == first.id
+    with pytest.raises(IdempotencyConflict):
+        await store.create_run(pipeline="p", version_hash="v", inputs={"a": 2}, idempotency_key=key, queue=queue)
+    assert (await store.get_run(first.id[:20])).id == first.id
+
+
+async def test_requeue_puts_a_stopped_run_back(store: RunStore) -> None:
+    queue = _queue()
+    [run_id] = await _enqueue(store, queue, 1)
+    assert await claim_run(store, queue, "w1") is not None
+    assert not await requeue(store, run_id, "someone-else")  # not theirs
+    await store.release(run_id, "w1")
+    assert await requeue(store, run_id, "w1")
+    back = await store.get_run(run_id)
+    assert back.status is StoredStatus.QUEUED
+    assert back.lease_owner is None
+    again = await claim_run(store, queue, "w2")
+    assert again is not None
+    assert again.id == run_id
