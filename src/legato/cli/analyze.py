@@ -50,11 +50,12 @@ def analyze(
 async def _analyze(target: str, last: int, database_url: str | None, config: Path | None, journal: bool) -> Analysis:
     from legato.errors import AmbiguousRunId, RunNotFound
     from legato.observe import analyze_runs
+    from legato.spec._python import is_pipeline_ref
 
     graph: dict[str, list[str]] | None = None
     single: str | None = None
     async with open_store(database_url) as store:
-        if target.endswith((".yaml", ".yml")):
+        if target.endswith((".yaml", ".yml")) or is_pipeline_ref(target):
             name, graph = _spec(Path(target), config)
             records = await store.list_runs(pipeline=name, limit=last)
         else:
@@ -82,8 +83,9 @@ def _spec(path: Path, config: Path | None) -> tuple[str, dict[str, list[str]]]:
     from legato.config import LegatoConfig
     from legato.errors import ConfigError, SpecError
     from legato.spec import load_pipeline
+    from legato.spec._python import is_pipeline_ref
 
-    if not path.exists():
+    if not path.exists() and not is_pipeline_ref(path):
         print_error(f"spec file not found: {path}")
         raise typer.Exit(2)
     try:

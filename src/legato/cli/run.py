@@ -88,7 +88,7 @@ def _parse_inputs(pipeline: Pipeline, pairs: list[str], inputs_file: Path | None
 
 @app.command()
 def run(
-    file: Path = typer.Argument(..., help="Pipeline YAML file."),
+    file: Path = typer.Argument(..., help="Pipeline YAML file, or module:pipeline naming a Python Pipeline."),
     input: list[str] = typer.Option([], "--input", "-i", help="Input as key=value (repeatable; JSON values)."),
     inputs_file: Path | None = typer.Option(None, "--inputs-file", help="JSON object of inputs."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -148,10 +148,11 @@ def run(
     from legato.cli._interrupt import Interrupt
     from legato.cli.runs import stored_run
     from legato.engine import RunControl
+    from legato.spec._python import is_pipeline_ref
     from legato.store import new_run_id
 
     interrupt = Interrupt(RunControl(), new_run_id())
-    source = str(file.resolve())
+    source = pipeline.source if is_pipeline_ref(str(file)) and pipeline.source else str(file.resolve())
     queue = queue if queue is not None else _default_queue(config, pipeline.name)
     if queue is not None:
         _run_queued(pipeline, values, queue, source, interrupt, database_url, idempotency_key, no_wait, as_json)
@@ -456,7 +457,7 @@ _FORMATS = ("text", "mermaid", "dot", "json")
 
 @app.command()
 def plan(
-    file: Path = typer.Argument(..., help="Pipeline YAML file."),
+    file: Path = typer.Argument(..., help="Pipeline YAML file, or module:pipeline naming a Python Pipeline."),
     format: str = typer.Option("text", "--format", "-f", help="text, mermaid, dot or json."),
     config: Path | None = typer.Option(None, "--config", help=_CONFIG_HELP),
     cost: bool = typer.Option(False, "--cost", help="Also estimate the cost per step and in total."),

@@ -155,6 +155,14 @@ def resolve_kind(kind: str) -> StepFactory:
 
 def load_callable(ref: str, base_dir: Path) -> Callable[..., Any]:
     """Resolve ``package.module:attr`` or ``./path/file.py:attr`` (``attr`` may be dotted)."""
+    obj = load_object(ref, base_dir)
+    if not callable(obj):
+        raise ValueError(f"{ref!r} is not callable ({type(obj).__name__})")
+    return obj  # type: ignore[no-any-return]
+
+
+def load_object(ref: str, base_dir: Path) -> Any:
+    """The attribute ``ref`` names (see :func:`load_callable`), whatever it is."""
     target, sep, attr = ref.rpartition(":")
     if not sep or not target or not attr:
         raise ValueError(f"uses: {ref!r} must look like 'package.module:function' or './file.py:function'")
@@ -173,9 +181,7 @@ def load_callable(ref: str, base_dir: Path) -> Callable[..., Any]:
                 f"{target!r} has no attribute {part!r}" + (f" (did you mean {hint!r}?)" if hint else "")
             )
         obj = getattr(obj, part)
-    if not callable(obj):
-        raise ValueError(f"{ref!r} is not callable ({type(obj).__name__})")
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 def _import_beside(target: str, base_dir: Path) -> Any:

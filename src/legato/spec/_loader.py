@@ -162,13 +162,19 @@ def load_pipeline(
     (default: the ``legato.yaml`` :func:`~legato.config.find_config` finds: ``$LEGATO_CONFIG``,
     beside the file, then in the current directory). ``check_secrets`` makes a model
     whose ``env:`` secret is unset an error (what running needs; static checks skip it).
+    A ``package.module:pipeline`` or ``./file.py:pipeline`` reference that names no
+    file imports a Python :class:`~legato.engine.Pipeline` instead (see
+    :mod:`legato.spec._python`).
 
     The result is ready to run and carries the validated spec as ``pipeline.spec``.
     Raises :class:`~legato.errors.SpecError` whose ``issues`` list every problem,
     each with file:line:column.
     """
     from legato.engine import InputDecl, Pipeline, executor_names
+    from legato.spec._python import is_pipeline_ref, load_pipeline_ref
 
+    if isinstance(path_or_text, str | Path) and is_pipeline_ref(path_or_text):
+        return load_pipeline_ref(str(path_or_text))
     src = _Source(path_or_text)
     src.check_secrets = check_secrets
     spec, data, issues, dropped = _parse_partly(src)
