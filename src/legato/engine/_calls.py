@@ -45,6 +45,7 @@ class StepCalls(abc.ABC):
     retry: RetryPolicy | None
     sleep: Callable[[float], Awaitable[Any]]
     inputs: dict[str, Any]
+    condition_inputs: dict[str, Any]  # inputs with the defaults conditions see
     view: dict[str, Any]
     timings: dict[str, StepTiming]
     step_ledgers: dict[str, _LazyChild]
@@ -59,7 +60,8 @@ class StepCalls(abc.ABC):
         """Publish an event to the run's subscribers."""
 
     def names(self, **extra: Any) -> dict[str, Any]:
-        return {**self.inputs, **self.view, "inputs": self.inputs, "steps": self.view, **extra}
+        inputs = self.condition_inputs
+        return {**inputs, **self.view, "inputs": inputs, "steps": self.view, **extra}
 
     def bind(self, binds: tuple[Bind, ...], carry: Any) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}

@@ -79,6 +79,14 @@ def compile_plan(
     def need_input(name: str, has_default: bool, default: Any, path: str, param: bool = False) -> bool:
         if name in inputs:
             return True
+        if inferred and param and not has_default and closest(name, names, cutoff=0.85):
+            message = (
+                f"parameter {name!r} is bound to nothing (did you mean {closest(name, names, cutoff=0.85)!r}?): "
+                "name a step, "
+                "give it a default, or declare the pipeline's inputs"
+            )
+            issues.append(SpecIssue(message, path=path))
+            return False
         if inferred:
             inputs[name] = InputDecl(name=name, required=not has_default, default=default)
             return True

@@ -68,6 +68,7 @@ class Run(StepCalls):
         "bus",
         "bus_on",
         "clock",
+        "condition_inputs",
         "control",
         "deadline",
         "executor",
@@ -120,6 +121,7 @@ class Run(StepCalls):
     ) -> None:
         self.plan = plan
         self.inputs = inputs
+        self.condition_inputs = _with_defaults(plan, inputs)
         self.run_id = run_id
         self.pipeline = pipeline
         self.bus = bus
@@ -580,3 +582,10 @@ def _when_text(cs: CompiledStep) -> str:
     if isinstance(when, Expression):
         return repr(when.source)
     return getattr(when, "__name__", repr(when))
+
+
+def _with_defaults(plan: Plan, inputs: dict[str, Any]) -> dict[str, Any]:
+    """What conditions see as ``inputs``: the given values, and for inputs inferred from
+    parameters with defaults (the Python API) the default of the first such parameter."""
+    missing = {n: d.default for n, d in plan.inputs.items() if not d.required and n not in inputs}
+    return {**missing, **inputs} if missing else inputs

@@ -297,10 +297,13 @@ def _strip_wrappers(source: str) -> str:
     return "".join(out)
 
 
-def closest(name: str, candidates: Iterable[Any]) -> str | None:
-    """The candidate closest to ``name`` (for "did you mean" hints), or None."""
+def closest(name: str, candidates: Iterable[Any], *, cutoff: float = 0.6) -> str | None:
+    """The candidate closest to ``name`` (for "did you mean" hints), or None.
+
+    ``cutoff`` is difflib's similarity ratio a candidate must reach (0.85: one or two
+    letters off in a word of eight)."""
     options = [str(c) for c in candidates]
-    match = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    match = difflib.get_close_matches(name, options, n=1, cutoff=cutoff)
     return match[0] if match else None
 
 
