@@ -235,3 +235,102 @@ def test_watch_a_run_finish_live(server: str, tmp_path: Path) -> None:
             page.locator("main").screenshot(path=str(images / "dashboard-runs.png"))
         finally:
             browser.close()
+
+
+CONTRAST_JS = """
+() => {
+  function rgb(c) { const m = c.match(/[\\d.]+/g); return m ? m.map(Number) : [0, 0, 0, 0]; }
+  function lum([r, g, b]) {
+    const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  }
+  function background(el) {
+    if (el instanceof SVGElement) {
+      const node = el.closest('g.node');
+      if (node) { return rgb(getComputedStyle(node.querySelector('rect')).fill); }
+    }
+    for (let e = el; e; e = e.parentElement) {
+      const c = rgb(getComputedStyle(e).backgroundColor);
+      if (c.length < 4 || c[3] > 0.5) { return c; }
+    }
+    return [255, 255, 255];
+  }
+  const failures = [];
+  for (const el of document.querySelectorAll('body *')) {
+    const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+    if (!own) { continue; }
+    const style = getComputedStyle(el);
+    const box = el.getBoundingClientRect();
+    if (style.visibility === 'hidden' || style.display === 'none' || box.width === 0) { continue; }
+    const fg = rgb(el instanceof SVGElement ? style.fill : style.color);
+    const bg = background(el);
+    const [a, b] = [lum(fg), lum(bg)].sort((x, y) => y - x);
+    const ratio = (a + 0.05) / (b + 0.05);
+    const size = parseFloat(style.fontSize), bold = parseInt(style.fontWeight) >= 700;
+    const need = (size >= 24 || (bold && size >= 18.66)) ? 3 : 4.5;
+    const what = `${el.tagName}.${el.getAttribute('class')} "${el.textContent.trim().slice(0, 30)}"`;
+    if (ratio < need) { failures.push(`${what} ${ratio.toFixed(2)}`); }
+  }
+  return failures;
+}
+"""
+
+
+def test_every_screen_is_readable(server: str, tmp_path: Path) -> None:
+    """Phone and desktop, light and dark: no page-wide horizontal scroll, every text at
+    WCAG AA contrast, status written out, focusable timeline bars, no console error."""
+    from playwright.sync_api import expect, sync_playwright
+
+    (tmp_path / "gate").write_text("go")
+    auth = {"authorization": f"Bearer {MASTER}"}
+    ids = []
+    for text in ("I love the Acme Phone", "boom goes the Acme Phone"):
+        r = httpx.post(f"{server}/v1/pipelines/review_insights/runs", headers=auth, timeout=10,
+                       json={"inputs": {"text": text, "gate": "gate"}})  # fmt: skip
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["id"])
+    for run_id in ids:
+        for _ in range(300):
+            if httpx.get(f"{server}/v1/runs/{run_id}", headers=auth, timeout=5).json()["status"] != "running":
+                break
+            time.sleep(0.1)
+    assert httpx.get(f"{server}/ui/static/favicon.svg", timeout=5).status_code == 200
+    images = DOC_IMAGES if os.environ.get("LEGATO_SCREENSHOTS") == "1" else tmp_path / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    pages = {"runs": "/ui/", "run": f"/ui/runs/{ids[1]}", "models": "/ui/models", "spend": "/ui/spend",
+             "journal": "/ui/journal"}  # fmt: skip
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            for (width, height), scheme in [((390, 844), "light"), ((1440, 900), "light"), ((390, 844), "dark")]:
+                context = browser.new_context(viewport={"width": width, "height": height}, color_scheme=scheme,
+                                              reduced_motion="reduce")  # fmt: skip
+                page = context.new_page()
+                errors: list[str] = []
+                page.on("console", lambda m, errors=errors: errors.append(m.text) if m.type == "error" else None)
+                page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
+                page.on("response", lambda r, errors=errors: errors.append(r.url) if r.status >= 400 else None)
+                page.goto(f"{server}/ui/login")
+                page.fill("input[name=key]", MASTER)
+                page.click("button[type=submit]")
+                for name, path in pages.items():
+                    page.goto(f"{server}{path}")
+                    page.wait_for_load_state("networkidle") if name != "runs" else page.wait_for_timeout(300)
+                    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+                    assert overflow <= 0, f"{name} at {width}px is {overflow}px wider than the screen"
+                    failures = page.evaluate(CONTRAST_JS)
+                    assert failures == [], f"{name} at {width}px ({scheme}): {failures}"
+                    if name == "run":
+                        bar = page.locator("#run-gantt rect.bar").first
+                        bar.focus()
+                        assert page.evaluate("document.activeElement.classList.contains('bar')")
+                        expect(page.locator("#run-graph g.node[data-step='topic'] .glyph")).to_have_text("✗ ")
+                        running = page.evaluate("getComputedStyle(document.querySelector('svg')).animationName")
+                        assert running == "none"
+                    if name in ("runs", "run"):  # the pages docs/observability.md shows
+                        suffix = "" if scheme == "light" else "-dark"
+                        page.screenshot(path=str(images / f"dashboard-{name}-{width}{suffix}.png"), full_page=True)
+                assert errors == [], errors
+                context.close()
+        finally:
+            browser.close()

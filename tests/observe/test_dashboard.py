@@ -141,7 +141,9 @@ async def test_run_page_shows_graph_timeline_and_step_details(store: RunStore, r
     assert nodes == {"a": "succeeded", "b": "succeeded", "c": "failed", "d": "skipped"}
     edges = set(re.findall(r'class="edge" data-from="(\w+)" data-to="(\w+)"', html))
     assert edges == {("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")}
-    bars = re.findall(r'<rect class="bar s-\w+" data-step="(\w+)" data-attempt="1" data-status="(\w+)"', html)
+    bars = re.findall(
+        r'<rect tabindex="0" class="bar s-\w+" data-step="(\w+)" data-attempt="1" data-status="(\w+)"', html
+    )
     assert sorted(bars) == [("a", "succeeded"), ("b", "succeeded"), ("c", "failed")]
     assert "ValueError: upstream refused key [REDACTED]" in html
     assert SECRET not in html

@@ -45,6 +45,11 @@ def _usd(value: float | None) -> str:
     return f"${value:.{decimals}f}".rstrip("0").rstrip(".") if decimals > 2 else f"${value:.2f}"
 
 
+# Drawn before a step's name in the graph: its status is never shown by colour alone.
+GLYPHS = {"pending": "○", "running": "▶", "succeeded": "✓", "failed": "✗", "skipped": "↷", "cancelled": "■",
+          "not_run": "–", "waiting": "⏸"}  # fmt: skip
+
+
 def _label(status: str) -> str:
     return status.replace("_", " ")
 
@@ -122,7 +127,7 @@ class Renderer:
             ts=_ts, usd=_usd, secs=_secs, clip=_clip, pretty=_pretty, redact=_redact, cell=_cell,
             run_duration=_run_duration, label=_label,
         )  # fmt: skip
-        env.globals.update(base=base, node_w=NODE_W, node_h=NODE_H, nav="", logged_in=False)
+        env.globals.update(base=base, node_w=NODE_W, node_h=NODE_H, nav="", logged_in=False, glyphs=GLYPHS)
         self.env = env
 
     def page(self, template: str, **ctx: Any) -> str:
@@ -160,6 +165,6 @@ class Renderer:
             "ticks": _ticks(span),
             "row_names": [rows[i] for i in sorted(rows)],
             "steps": steps,
-            "counts": [f"{n} {s}" for s, n in sorted(counts.items())],
+            "counts": [f"{n} {_label(s)}" for s, n in sorted(counts.items())],
             "step_inputs": step_inputs,
         }
