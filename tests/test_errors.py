@@ -13,6 +13,8 @@ from legato.errors import (
     AmbiguousRunId,
     BudgetBusy,
     BudgetExceeded,
+    EncryptionKeyError,
+    GuardrailBlocked,
     InvalidToolArguments,
     LeaseLost,
     LegatoError,
@@ -43,6 +45,8 @@ _BUILD: dict[str, Callable[[], BaseException]] = {
         [SpecIssue("unknown step 'b'", file="p.yaml", line=3, column=7), SpecIssue("cycle: a -> a", path="steps.a")]
     ),
     "RunNotFound": lambda: RunNotFound("no run 'abc123'"),
+    "GuardrailBlocked": lambda: GuardrailBlocked("the request contains personal data (PERSON)", entities=["PERSON"]),
+    "EncryptionKeyError": lambda: EncryptionKeyError("store encryption key env:K is not set", ref="env:K"),
     "AgentLimitReached": lambda: AgentLimitReached("stopped after 3 turns", outcome="max_turns"),
     "ToolError": lambda: ToolError("failed", tool="refund", call_id="c1"),
     "ToolFailed": lambda: ToolFailed("the tool raised", tool="refund", call_id="c1"),

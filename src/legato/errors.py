@@ -68,6 +68,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "AgentError",
@@ -86,6 +87,7 @@ __all__ = [
     "DeadlineExceeded",
     "EncryptionKeyError",
     "ExecutorError",
+    "GuardrailBlocked",
     "IdempotencyConflict",
     "InputError",
     "InvalidAPIKey",
@@ -578,6 +580,16 @@ class ModelNotFound(ModelError):
 
 class BadRequest(ModelError, ValueError):
     """The request itself is invalid (400/422, or rejected before sending). Never retried."""
+
+
+class GuardrailBlocked(BadRequest):
+    """A guardrail refused the request or the answer. ``entities`` names what it found
+    (entity types, never the values)."""
+
+    def __init__(self, message: str = "", *, entities: list[str] | None = None, **kw: Any) -> None:
+        kw.setdefault("code", "guardrail_blocked")
+        super().__init__(message, **kw)
+        self.entities = entities or []
 
 
 class ContextWindowExceeded(BadRequest):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from legato.store._crypto import new_key_text
+from legato.testing.pytest_plugin import fake_provider  # noqa: F401 - the fixture
 
 
 async def _admin(dsn: str, sql: str) -> None:
