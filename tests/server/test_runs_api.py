@@ -178,3 +178,23 @@ def test_runs_through_the_api_feed_the_run_and_step_metrics(gateway: Running, wr
         after = c.get("/metrics").text
     assert _counter(after, *run_series) == _counter(before, *run_series) + 1
     assert _counter(after, *step_series) == _counter(before, *step_series) + 1
+
+
+def test_rerun_from_a_step(gateway: Running, writer: str) -> None:
+    other = gateway.create_key(["runs:read", "runs:write"])
+    with gateway.client(writer) as c:
+        run_id = c.post("/v1/pipelines/shout/runs", json={"inputs": {"text": "first"}}).json()["id"]
+        wait_for(c, run_id, {"succeeded"})
+        r = c.post(f"/v1/runs/{run_id}/rerun", json={"from": "upper", "inputs": {"text": "second"}})
+        assert r.status_code == 202, r.text
+        new = r.json()
+        assert new["id"] != run_id
+        assert (new["rerun_of"], new["rerun_from"]) == (run_id, "upper")
+        assert wait_for(c, new["id"], {"succeeded", "failed"})["outputs"] == {"result": "SECOND"}
+        unknown = c.post(f"/v1/runs/{run_id}/rerun", json={"from": "uper"})
+        assert unknown.status_code == 400
+        assert "did you mean 'upper'?" in unknown.json()["error"]["message"]
+        assert c.post(f"/v1/runs/{run_id}/rerun", json={"from": "upper", "inputs": {"txt": 1}}).status_code == 400
+        assert c.post(f"/v1/runs/{run_id}/rerun", json={}).status_code == 400
+    with gateway.client(other) as c:  # another key's run is not found
+        assert c.post(f"/v1/runs/{run_id}/rerun", json={"from": "upper"}).status_code == 404

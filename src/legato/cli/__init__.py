@@ -15,6 +15,7 @@ from legato.cli import journal as _journal  # noqa: F401
 from legato.cli import keys as _keys  # noqa: F401
 from legato.cli import mcp as _mcp  # noqa: F401
 from legato.cli import models as _models  # noqa: F401
+from legato.cli import rerun as _rerun  # noqa: F401
 from legato.cli import respond as _respond  # noqa: F401
 from legato.cli import run as _run  # noqa: F401
 from legato.cli import runs as _runs  # noqa: F401

@@ -11,7 +11,9 @@ with ``Last-Event-ID``).
 ``POST /v1/runs/{id}/steps/{step}/respond`` answers a run paused on a wait step
 (``{"approved": true}`` or ``{"value": ...}``): a bad answer is a 400 naming the
 problem, a step that is not waiting a 409; the replica that takes the answer resumes
-the run.
+the run. ``POST /v1/runs/{id}/rerun`` (``{"from": STEP, "inputs": {...}}``) starts a
+new run linked to it (``rerun_of``) that keeps the stored outputs of the steps STEP
+does not affect and runs STEP and its downstream again.
 Runs belong to the API key that started them (the store's ``tenant``): a key sees
 its own runs, a key with the ``admin`` scope sees all (:func:`legato.store.visible_run`,
 the same rule as the MCP tools and the dashboard). Another key's run is a 404, like
@@ -235,6 +237,21 @@ class RunsService:
             self._tg.start_soon(self._execute, pipeline, record.id)
         return record
 
+    async def rerun(self, record: Any, from_step: str, inputs: dict[str, Any], *, tenant: str) -> Any:
+        """Record a new run re-running ``record`` from ``from_step`` (owned by ``tenant``)
+        and execute it in the background, like a started run."""
+        from legato.store import prepare_rerun
+
+        if not self.accepting or self._tg is None:
+            raise GatewayError(503, "overloaded", "the server is shutting down", headers={"Retry-After": "1"})
+        pipeline = self.pipeline(record.pipeline)
+        try:
+            new = await prepare_rerun(self.store, pipeline, record.id, from_step, inputs=inputs, tenant=tenant)
+        except InputError as exc:
+            raise GatewayError(400, "invalid_request", str(exc), param="from") from None
+        self._tg.start_soon(self._execute, pipeline, new.id)
+        return new
+
 
 class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -243,6 +260,13 @@ class RunCreate(BaseModel):
     stream: bool = Field(
         False, description="Send the model tokens of llm: steps to followers of /events on this server as they arrive."
     )
+
+
+class RunRerun(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_step: str = Field(alias="from", min_length=1, max_length=255)
+    inputs: dict[str, Any] = Field(default_factory=dict)
 
 
 class StepAnswer(BaseModel):
@@ -351,6 +375,16 @@ async def respond_to_step(
     answer = body.answer()
     record = await service.respond(record, step, answer, by=f"API key {key.name!r} (id {key.id})")
     return json_response(_public(record))
+
+
+@router.post("/v1/runs/{run_id}/rerun", status_code=202, summary="Re-run a run from a step as a new run")
+async def rerun_run(
+    run_id: str, body: RunRerun, request: Request, key: ApiKey = Depends(require("runs:write"))
+) -> Response:
+    service = _runs(request)
+    record = await _own_run(service, run_id, key)
+    new = await service.rerun(record, body.from_step, body.inputs, tenant=key.id)
+    return json_response(_public(new), status=202, headers={"Location": f"/v1/runs/{new.id}"})
 
 
 @router.get("/v1/runs/{run_id}/events", summary="Run events as Server-Sent Events (replay, then live)")

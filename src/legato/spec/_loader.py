@@ -30,13 +30,13 @@ __all__ = ["build_named_step", "load_pipeline", "load_spec"]
 class _Source:
     check_secrets = False  # whether a model's unset env: secret is an error (run/serve)
 
-    def __init__(self, path_or_text: str | Path) -> None:
+    def __init__(self, path_or_text: str | Path, base_dir: Path | None = None) -> None:
         is_text = isinstance(path_or_text, str) and ("\n" in path_or_text or path_or_text.lstrip().startswith("{"))
         if is_text:
             self.file: str | None = None
             self.name = "<string>"
             self.text: str | None = str(path_or_text)
-            self.base_dir = Path.cwd()
+            self.base_dir = base_dir or Path.cwd()
         else:
             path = Path(path_or_text)
             self.file = self.name = str(path)
@@ -152,7 +152,11 @@ def _known_fields(parent: tuple[Any, ...]) -> list[str]:
 
 
 def load_pipeline(
-    path_or_text: str | Path, *, config: LegatoConfig | None = None, check_secrets: bool = False
+    path_or_text: str | Path,
+    *,
+    config: LegatoConfig | None = None,
+    check_secrets: bool = False,
+    base_dir: Path | None = None,
 ) -> Pipeline:
     """Load a pipeline from a YAML file (or YAML text) into a :class:`~legato.engine.Pipeline`.
 
@@ -164,7 +168,7 @@ def load_pipeline(
     whose ``env:`` secret is unset an error (what running needs; static checks skip it).
     A ``package.module:pipeline`` or ``./file.py:pipeline`` reference that names no
     file imports a Python :class:`~legato.engine.Pipeline` instead (see
-    :mod:`legato.spec._python`).
+    :mod:`legato.spec._python`). ``base_dir`` replaces the current directory for text.
 
     The result is ready to run and carries the validated spec as ``pipeline.spec``.
     Raises :class:`~legato.errors.SpecError` whose ``issues`` list every problem,
@@ -175,7 +179,7 @@ def load_pipeline(
 
     if isinstance(path_or_text, str | Path) and is_pipeline_ref(path_or_text):
         return load_pipeline_ref(str(path_or_text))
-    src = _Source(path_or_text)
+    src = _Source(path_or_text, base_dir)
     src.check_secrets = check_secrets
     spec, data, issues, dropped = _parse_partly(src)
     cfg = config if config is not None else LegatoConfig.load(spec=src.file)

@@ -25,6 +25,7 @@ from legato.store._queue import (
 from legato.store._records import CancelRequest, EventRecord, RecoveryAction, RunRecord, StepRecord, StoredStatus
 from legato.store._recovery import Recovery, load_source, recover_expired_runs
 from legato.store._reflection import reflect_on_run
+from legato.store._rerun import downstream_of, prepare_rerun
 from legato.store._runs import RunStore
 from legato.store._waits import expire_waits, respond, waiting_requests
 from legato.store._worker import Worker
@@ -55,12 +56,14 @@ __all__ = [
     "Worker",
     "claim_run",
     "default_queue",
+    "downstream_of",
     "expire_waits",
     "load_source",
     "new_owner_id",
     "new_run_id",
     "owner_state",
     "pipeline_version",
+    "prepare_rerun",
     "queue_stats",
     "recover_expired_runs",
     "reflect_on_run",

@@ -184,6 +184,29 @@ class DurableRunner:
         journals = journals_from_rows(rows, [s for s in pipeline.steps if s not in completed])
         return await self._execute(pipeline, record, completed, subscribers, control, attempts, items, journals)
 
+    async def rerun(
+        self,
+        pipeline: Pipeline,
+        run_id: str,
+        from_step: str,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        tenant: str | None = None,
+        source: str | None = None,
+        subscribers: Iterable[Subscriber] = (),
+        control: RunControl | None = None,
+    ) -> RunResult:
+        """Run ``run_id`` again from ``from_step`` as a new run (``rerun_of`` names the
+        original): the steps it does not affect keep their stored outputs, it and its
+        downstream run (with ``inputs`` overriding the original's). See
+        :mod:`legato.store._rerun`."""
+        from legato.store._rerun import prepare_rerun
+
+        record = await prepare_rerun(
+            self.store, pipeline, run_id, from_step, inputs=inputs, tenant=tenant, source=source
+        )
+        return await self.resume(pipeline, record.id, subscribers=subscribers, control=control)
+
     async def respond(
         self,
         pipeline: Pipeline,

@@ -97,6 +97,8 @@ class RunRecord:
     cancel_requested_at: float | None = None
     queue: str | None = None  # the queue it was enqueued on (revision r0009_run_queues)
     priority: int = 0  # higher is claimed first within its queue
+    rerun_of: str | None = None  # the run this one re-ran from a step (revision r0010_rerun_of)
+    rerun_from: str | None = None  # that step
 
     @property
     def cancel_request(self) -> CancelRequest | None:

@@ -110,6 +110,8 @@ def run_record(r: Any) -> RunRecord:
         finished_at=r["finished_at"],
         request_hash=r["request_hash"],
         source=r["source"],
+        rerun_of=r.get("rerun_of"),
+        rerun_from=r.get("rerun_from"),
         cancelled_by=r["cancelled_by"],
         cancel_requested_at=r["cancel_requested_at"],
         queue=r["queue"],

@@ -249,6 +249,8 @@ class RunStore:
         source: str | None = None,
         queue: str | None = None,
         priority: int = 0,
+        rerun_of: str | None = None,
+        rerun_from: str | None = None,
     ) -> tuple[RunRecord, bool]:
         """Create a run, or return the one already created with ``idempotency_key``.
 
@@ -284,6 +286,8 @@ class RunStore:
             "source": source,
             "queue": queue,
             "priority": priority,
+            "rerun_of": rerun_of,
+            "rerun_from": rerun_from,
         }
         announce = queue is not None and owner is None and self.dialect == "postgresql"
 

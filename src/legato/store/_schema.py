@@ -52,6 +52,9 @@ runs = sa.Table(
     sa.Index("ix_runs_status_lease", "status", "lease_expires_at"),
     sa.Index("ix_runs_created_at", "created_at"),
     sa.Index("ix_runs_queue_status", "queue", "status", "tenant"),
+    sa.Column("rerun_of", sa.String(64), nullable=True),  # the run this one re-runs (revision r0010_rerun_of)
+    sa.Column("rerun_from", sa.String(255), nullable=True),  # the step it re-ran from
+    sa.Index("ix_runs_rerun_of", "rerun_of"),
 )
 
 step_attempts = sa.Table(
