@@ -16,6 +16,7 @@ from legato.engine._context import RunControl
 from legato.engine._events import Event
 from legato.engine._executor import Executor, StepCache, resolve_executor
 from legato.engine._plan import Plan, compile_plan
+from legato.engine._recording import RunRecorder, pending_options, recording, should_record
 from legato.engine._result import RunResult
 from legato.engine._run import Run
 from legato.engine._step import InputDecl, LoopOptions, StepDef, make_step
@@ -48,6 +49,8 @@ class Pipeline:
         outputs: declared outputs, name -> value with ``${...}`` references,
             rendered into :attr:`RunResult.result`.
         executor: default executor for runs (see :class:`~legato.engine.Executor`).
+        store: where :meth:`run` records runs (a :class:`legato.store.RunStore`, open):
+            each run is stored, checkpointed and resumable as with ``legato run``.
         clock, sleep: injected monotonic clock and sleep (virtual time in tests).
     """
 
@@ -62,6 +65,7 @@ class Pipeline:
         inputs: Mapping[str, InputDecl | type | None] | None = None,
         outputs: Mapping[str, Any] | None = None,
         executor: Executor | None = None,
+        store: RunRecorder | None = None,
         description: str = "",
         clock: Callable[[], float] = time.perf_counter,
         sleep: Callable[[float], Awaitable[Any]] = anyio.sleep,
@@ -81,6 +85,7 @@ class Pipeline:
         self.deadline = deadline
         self.executor = executor
         self.description = description
+        self.store = store
         self.clock = clock
         self.sleep = sleep
         self.spec: Any = None  # the PipelineSpec when loaded from YAML
@@ -314,6 +319,18 @@ class Pipeline:
         recorded with :func:`~legato.engine.step_journal` in an earlier attempt.
         ``ledger`` is a parent for the run's usage ledger (e.g. a budget's).
         """
+        if should_record(self, completed is not None or map_items is not None or journals is not None):
+            assert self.store is not None
+            options = {"executor": executor, "step_cache": step_cache, "deadline": deadline, "ledger": ledger}
+            with recording(self, {k: v for k, v in options.items() if v is not None}):
+                given = {**inputs, **input_kwargs} if inputs else input_kwargs
+                return await self.store.record_run(self, given, run_id=run_id, subscribers=subscribers, control=control)
+        pending = pending_options(self)
+        if pending:
+            executor = executor if executor is not None else pending.get("executor")
+            step_cache = step_cache if step_cache is not None else pending.get("step_cache")
+            deadline = deadline if deadline is not None else pending.get("deadline")
+            ledger = ledger if ledger is not None else pending.get("ledger")
         plan = self._plan if self._plan is not None else self.compile()
         values = self._check_inputs(plan, {**inputs, **input_kwargs} if inputs else input_kwargs)
         done = dict(completed) if completed else {}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from typing import Any, TypeVar
 
@@ -233,6 +233,24 @@ class RunStore:
             return fn(conn)
 
     # -- runs ----------------------------------------------------------------------
+
+    async def record_run(
+        self,
+        pipeline: Any,
+        inputs: Mapping[str, Any],
+        /,
+        *,
+        run_id: str | None = None,
+        subscribers: Iterable[Any] = (),
+        control: Any = None,
+    ) -> Any:
+        """Run ``pipeline`` durably in this store (what ``Pipeline(..., store=store).run``
+        calls): recorded, checkpointed, resumable with ``legato runs resume``."""
+        from legato.store._durable import DurableRunner
+
+        return await DurableRunner(self).run(
+            pipeline, inputs, run_id=run_id, subscribers=subscribers, control=control, source=pipeline.source
+        )
 
     async def create_run(
         self,
