@@ -198,3 +198,26 @@ def test_rerun_from_a_step(gateway: Running, writer: str) -> None:
         assert c.post(f"/v1/runs/{run_id}/rerun", json={}).status_code == 400
     with gateway.client(other) as c:  # another key's run is not found
         assert c.post(f"/v1/runs/{run_id}/rerun", json={"from": "upper"}).status_code == 404
+
+
+def test_a_run_with_a_queue_waits_for_a_worker(gateway: Running, writer: str) -> None:
+    queue = f"api-{os.urandom(4).hex()}"
+    with gateway.client(writer) as c:
+        r = c.post("/v1/pipelines/shout/runs", json={"inputs": {"text": "later"}, "queue": queue})
+        assert r.status_code == 202, r.text
+        run = r.json()
+        assert (run["status"], run["queue"]) == ("queued", queue)
+        time.sleep(0.3)  # the gateway does not execute it: it stays queued for a worker
+        assert c.get(f"/v1/runs/{run['id'][:16]}").json()["status"] == "queued"
+        assert run["id"] in [x["id"] for x in c.get("/v1/runs", params={"status": "queued"}).json()["data"]]
+        metrics = c.get("/metrics").text
+        assert f'legato_queue_depth{{queue="{queue}"}} 1.0' in metrics
+        assert f'legato_queue_oldest_age_seconds{{queue="{queue}"}}' in metrics
+        cancelled = c.post(f"/v1/runs/{run['id']}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json()["status"] == "cancelled"  # a queued run cancelled never starts
+        assert f'legato_queue_depth{{queue="{queue}"}}' not in c.get("/metrics").text
+        for bad in ("", "x" * 256, 7):
+            refused = c.post("/v1/pipelines/shout/runs", json={"inputs": {"text": "x"}, "queue": bad})
+            assert refused.status_code == 400, refused.text
+            assert refused.json()["error"]["param"] == "queue"

@@ -23,6 +23,9 @@ def serve(
     redis_url: str | None = typer.Option(None, "--redis-url", help="Redis for limits and budgets across replicas."),
     workers: int | None = typer.Option(None, min=1, help="Worker processes (default 1)."),
     log_level: str | None = typer.Option(None, "--log-level", help="uvicorn log level."),
+    no_execute: bool = typer.Option(
+        False, "--no-execute", help="Only accept and enqueue runs; `legato worker` processes execute them."
+    ),
 ) -> None:
     """Serve the OpenAI- and Anthropic-compatible gateway, the runs API and the admin API."""
     from legato.config import LegatoConfig
@@ -38,6 +41,7 @@ def serve(
         "redis_url": redis_url,
         "workers": workers,
         "log_level": log_level,
+        "execute_runs": False if no_execute else None,
     }
     try:
         cfg = LegatoConfig.load(config)

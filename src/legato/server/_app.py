@@ -59,7 +59,7 @@ async def open_gateway(
     ``store`` (a :class:`legato.store.RunStore`, not yet open) and ``pipelines`` are
     built from the settings and config when not given."""
     from legato.server._runs import RunsService, load_pipelines
-    from legato.store import RunStore, store_key
+    from legato.store import QueuesSection, RunStore, store_key
 
     config = config or LegatoConfig()
     if pipelines is None:
@@ -94,7 +94,13 @@ async def open_gateway(
         stack.push_async_callback(catalog.aclose)
         spend = SpendRecorder(engine)
         master = settings.master_key.get_secret_value() if settings.master_key else None
-        runs = RunsService(store, pipelines, subscribers=run_subscribers)
+        runs = RunsService(
+            store,
+            pipelines,
+            subscribers=run_subscribers,
+            execute=settings.execute_runs,
+            queues=config.section("queues", QueuesSection),
+        )
         gw = Gateway(
             settings=settings,
             catalog=catalog,

@@ -107,12 +107,42 @@ async def _check_redis(request: Request) -> str:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics() -> Response:
+async def metrics(request: Request) -> Response:
     try:
         from legato.observe import default_metrics
     except ImportError:  # observability not installed in this build: the client's default registry
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest() + await _queue_metrics(request), media_type=CONTENT_TYPE_LATEST)
     body, content_type = default_metrics().render()
-    return Response(body, media_type=content_type)
+    return Response(body + await _queue_metrics(request), media_type=content_type)
+
+
+async def _queue_metrics(request: Request) -> bytes:
+    """Scale signals of the run queues, read from the store (the same on every replica):
+    runs waiting, runs in flight and the age of the oldest waiting run, per queue."""
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+    from legato.errors import StoreError
+    from legato.store import queue_stats
+
+    runs = gateway(request).runs
+    if runs is None:
+        return b""
+    try:
+        stats = await queue_stats(runs.store)
+    except StoreError:
+        log.warning("reading the queue depths for /metrics failed", exc_info=True)
+        return b""
+    registry = CollectorRegistry()
+    depth = Gauge("legato_queue_depth", "Runs waiting in the queue.", ["queue"], registry=registry)
+    flying = Gauge("legato_queue_in_flight", "Runs of the queue executing now.", ["queue"], registry=registry)
+    oldest = Gauge(
+        "legato_queue_oldest_age_seconds", "Age of the queue's oldest waiting run.", ["queue"], registry=registry
+    )
+    now = runs.store.clock()
+    for q in stats:
+        depth.labels(q.queue).set(q.queued)
+        flying.labels(q.queue).set(q.running)
+        oldest.labels(q.queue).set(0.0 if q.oldest_queued_at is None else max(0.0, now - q.oldest_queued_at))
+    return generate_latest(registry)

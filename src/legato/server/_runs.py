@@ -2,7 +2,10 @@
 
 Runs execute durably (:class:`legato.store.DurableRunner`) in the gateway's task
 group: ``POST /v1/pipelines/{name}/runs`` records the run, answers 202 with its id
-and executes it in the background; an ``Idempotency-Key`` already used by the same
+and executes it in the background. A run with a ``queue`` (the body's, or the
+queue whose ``pipelines:`` in ``legato.yaml`` names it) is enqueued instead, for
+``legato worker`` to execute; a gateway started with ``--no-execute`` enqueues
+every run (on ``default`` when nothing names a queue) and executes none. An ``Idempotency-Key`` already used by the same
 key for the same request returns the existing run (200), for a different request
 409. Every read comes from the store, so any replica answers for any run, and
 ``/events`` replays what is stored and then follows new events live (SSE, resumable
@@ -113,10 +116,19 @@ class RunsService:
     """Starts, follows and cancels runs; owns the background run tasks."""
 
     def __init__(
-        self, store: Any, pipelines: Mapping[str, Any], *, poll_s: float = 0.25, subscribers: list[Any] | None = None
+        self,
+        store: Any,
+        pipelines: Mapping[str, Any],
+        *,
+        poll_s: float = 0.25,
+        subscribers: list[Any] | None = None,
+        execute: bool = True,
+        queues: Any = None,
     ) -> None:
-        from legato.store import DurableRunner
+        from legato.store import DurableRunner, QueuesSection
 
+        self.execute = execute
+        self.queues = queues if queues is not None else QueuesSection()
         self.store = store
         self.subscribers = list(subscribers or [])
         self.pipelines = dict(pipelines)
@@ -135,7 +147,7 @@ class RunsService:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             task_status.started()
-            if self.pipelines:
+            if self.pipelines and self.execute:
                 tg.start_soon(self._recover, recover_expired_runs)
             await anyio.sleep_forever()
 
@@ -168,14 +180,29 @@ class RunsService:
             raise GatewayError(404, "not_found", f"no pipeline {name!r} (served: {known})", code="pipeline_not_found")
         return pipeline
 
+    def queue_for(self, name: str, queue: str | None) -> str | None:
+        """Where a run of pipeline ``name`` is enqueued (None: executed here)."""
+        from legato.store import default_queue
+
+        chosen = queue or default_queue(self.queues, name)
+        return chosen if chosen is not None or self.execute else "default"
+
     async def start(
-        self, name: str, inputs: dict[str, Any], *, tenant: str, idempotency_key: str | None, stream: bool = False
+        self,
+        name: str,
+        inputs: dict[str, Any],
+        *,
+        tenant: str,
+        idempotency_key: str | None,
+        stream: bool = False,
+        queue: str | None = None,
     ) -> tuple[Any, bool]:
         from legato.store import pipeline_version
 
         if not self.accepting or self._tg is None:
             raise GatewayError(503, "overloaded", "the server is shutting down", headers={"Retry-After": "1"})
         pipeline = self.pipeline(name)
+        queue = self.queue_for(name, queue)
         try:
             pipeline.check_inputs(dict(inputs))
             record, created = await self.store.create_run(
@@ -184,12 +211,13 @@ class RunsService:
                 inputs=inputs,
                 idempotency_key=idempotency_key,
                 tenant=tenant,
+                queue=queue,
             )
         except InputError as exc:
             raise GatewayError(400, "invalid_request", str(exc), param="inputs") from None
         except IdempotencyConflict as exc:
             raise GatewayError(409, "conflict", str(exc), code="idempotency_conflict") from None
-        if created:
+        if created and queue is None:
             self._tg.start_soon(self._execute, pipeline, record.id, stream)
         return record, created
 
@@ -257,6 +285,12 @@ class RunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     inputs: dict[str, Any] = Field(default_factory=dict)
+    queue: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="Enqueue the run here for `legato worker` instead of executing it in the gateway.",
+    )
     stream: bool = Field(
         False, description="Send the model tokens of llm: steps to followers of /events on this server as they arrive."
     )
@@ -324,7 +358,7 @@ async def start_run(
     key: ApiKey = Depends(require("runs:write")),
 ) -> Response:
     record, created = await _runs(request).start(
-        name, body.inputs, tenant=key.id, idempotency_key=idempotency_key, stream=body.stream
+        name, body.inputs, tenant=key.id, idempotency_key=idempotency_key, stream=body.stream, queue=body.queue
     )
     return json_response(_public(record), status=202 if created else 200, headers={"Location": f"/v1/runs/{record.id}"})
 
@@ -332,7 +366,7 @@ async def start_run(
 @router.get("/v1/runs", summary="List runs, newest first")
 async def list_runs(
     request: Request,
-    status: str | None = Query(None, pattern="^(pending|running|waiting|succeeded|failed|cancelled|dead)$"),
+    status: str | None = Query(None, pattern="^(pending|queued|running|waiting|succeeded|failed|cancelled|dead)$"),
     pipeline: str | None = Query(None, max_length=255),
     limit: int = Query(50, ge=1, le=500),
     key: ApiKey = Depends(require("runs:read")),

@@ -82,6 +82,11 @@ class ServerSettings(BaseModel):
         10.0, ge=0, le=600, description="How long a call waits for the same key's calls in flight to settle."
     )
     master_key: SecretStr | None = Field(None, description="Admin key; write it as env:LEGATO_MASTER_KEY.")
+    execute_runs: bool = Field(
+        True,
+        description="Execute submitted runs in this process; false (`--no-execute`): enqueue every run for "
+        "`legato worker` (its `queue`, its pipeline's queue, else `default`).",
+    )
     # Protection.
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_messages: int = Field(1000, ge=1)
