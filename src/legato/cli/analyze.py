@@ -2,13 +2,17 @@
 
 Per-step p50/p95 latency, error rate, cost share, the critical path, cache-hit
 potential and concrete recommendations, printed and written to the journal
-(``--no-journal`` to skip). A YAML spec as the target gives the dependency graph
-(exact critical path); a pipeline name or run id alone infers it from timings.
+(``--no-journal`` to skip). The dependency graph comes from the spec file when one
+is given, otherwise from the ``pipelines:`` section of legato.yaml or the spec file
+the runs were started from, so a name, a run id and a file give the same critical
+path; only when none of them is available is it inferred from timings.
+``--options`` adds alternatives predicted by simulation over the same runs.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +23,7 @@ from legato.cli._console import new_console, new_table, print_error
 from legato.cli.runs import DATABASE_URL_HELP, open_store
 
 if TYPE_CHECKING:
-    from legato.observe import Analysis
+    from legato.observe import Analysis, OptionsReport, StepShape
     from legato.store import RunStore
 
 __all__ = ["analyze"]
@@ -36,27 +40,50 @@ def analyze(
     config: Path | None = typer.Option(None, "--config", "-c", help="legato.yaml (for a spec file's step kinds)."),
     as_json: bool = typer.Option(False, "--json", help="Print the analysis as JSON."),
     journal: bool = typer.Option(True, "--journal/--no-journal", help="Write the analysis to the journal."),
+    options: bool = typer.Option(False, "--options", help="Alternatives with predicted latency, cost, success."),
+    volume: str = typer.Option("100000/month", "--volume", help="Runs per month (or N/day, N/hour) for costs."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the simulation (the same seed, the same prediction)."),
 ) -> None:
     """Where the time and money of a pipeline's runs go, and what to change."""
     import anyio
 
-    analysis = anyio.run(_analyze, target, last, database_url, config, journal)
+    from legato.observe import parse_volume
+
+    try:
+        per_month = parse_volume(volume)
+    except ValueError as exc:
+        print_error(str(exc))
+        raise typer.Exit(2) from None
+    analysis, report = anyio.run(_analyze, target, last, database_url, config, journal, (options, per_month, seed))
     if as_json:
-        typer.echo(json.dumps(analysis.to_dict(), indent=2))
+        data = analysis.to_dict()
+        if report is not None:
+            data["options"] = report.to_dict()
+        typer.echo(json.dumps(data, indent=2))
     else:
         _print(analysis)
+        if report is not None:
+            _print_options(report)
 
 
-async def _analyze(target: str, last: int, database_url: str | None, config: Path | None, journal: bool) -> Analysis:
+async def _analyze(
+    target: str,
+    last: int,
+    database_url: str | None,
+    config: Path | None,
+    journal: bool,
+    what_if: tuple[bool, float, int],
+) -> tuple[Analysis, OptionsReport | None]:
     from legato.errors import AmbiguousRunId, RunNotFound
-    from legato.observe import analyze_runs
+    from legato.observe import analyze_runs, build_options
     from legato.spec._python import is_pipeline_ref
 
     graph: dict[str, list[str]] | None = None
+    shapes: dict[str, StepShape] | None = None
     single: str | None = None
     async with open_store(database_url) as store:
         if target.endswith((".yaml", ".yml")) or is_pipeline_ref(target):
-            name, graph = _spec(Path(target), config)
+            name, graph, shapes = _spec(Path(target), config)
             records = await store.list_runs(pipeline=name, limit=last)
         else:
             try:
@@ -70,16 +97,32 @@ async def _analyze(target: str, last: int, database_url: str | None, config: Pat
                     raise typer.Exit(2) from None
             else:
                 name, records, single = run.pipeline, [run], run.id
+            graph, shapes = _known_graph(name, records, config)
         runs = [(r, await store.steps(r.id)) for r in records]
-        analysis = analyze_runs(name, runs, graph)
+        analysis = analyze_runs(name, runs, graph, shapes=shapes)
         if journal and runs and store.read_only:
             _err.print("[dim]the store is read-only: this analysis is not written to the journal[/dim]")
         elif journal and runs:
             await _write_journal(store, analysis, single)
-    return analysis
+    wanted, per_month, seed = what_if
+    if not wanted:
+        return analysis, None
+    if graph is None or shapes is None:
+        print_error(
+            f"--options needs the graph of pipeline {name!r}: give its spec file, or list it under "
+            "pipelines: in legato.yaml"
+        )
+        raise typer.Exit(2)
+    if not runs:
+        print_error(f"--options needs stored runs of pipeline {name!r}; none found")
+        raise typer.Exit(2)
+    return analysis, build_options(analysis, runs, graph, shapes, volume_per_month=per_month, seed=seed)
 
 
-def _spec(path: Path, config: Path | None) -> tuple[str, dict[str, list[str]]]:
+Graph = dict[str, list[str]]
+
+
+def _spec(path: Path, config: Path | None) -> tuple[str, Graph, dict[str, StepShape]]:
     from legato.config import LegatoConfig
     from legato.errors import ConfigError, SpecError
     from legato.spec import load_pipeline
@@ -90,11 +133,48 @@ def _spec(path: Path, config: Path | None) -> tuple[str, dict[str, list[str]]]:
         raise typer.Exit(2)
     try:
         pipeline = load_pipeline(path, config=LegatoConfig.load(config, spec=path))
-        plan = pipeline.compile()
+        graph, shapes = _shape(pipeline)
     except (ConfigError, SpecError) as exc:
         print_error(str(exc))
         raise typer.Exit(2) from None
-    return pipeline.name, {n: sorted(s.deps) for n, s in plan.steps.items()}
+    return pipeline.name, graph, shapes
+
+
+def _shape(pipeline: object) -> tuple[Graph, dict[str, StepShape]]:
+    from legato.observe import step_shapes
+
+    shapes = step_shapes(pipeline)
+    return {n: list(s.deps) for n, s in shapes.items()}, shapes
+
+
+def _known_graph(
+    name: str, records: Sequence[object], config: Path | None
+) -> tuple[Graph | None, dict[str, StepShape] | None]:
+    """The graph of pipeline ``name``: from ``pipelines:`` in legato.yaml, else from the
+    spec file its newest run was started from; (None, None) when neither is available."""
+    from legato.config import LegatoConfig
+    from legato.errors import ConfigError, SpecError
+    from legato.spec import load_pipeline
+    from legato.spec._python import is_pipeline_ref
+
+    try:
+        cfg = LegatoConfig.load(config)
+        if cfg.raw("pipelines") is not None:
+            from legato.server._runs import load_pipelines
+
+            served = load_pipelines(cfg)
+            if name in served:
+                return _shape(served[name])
+        for record in records:
+            source = getattr(record, "source", None)
+            if source and (Path(source).is_file() or is_pipeline_ref(source)):
+                pipeline = load_pipeline(Path(source), config=LegatoConfig.load(config, spec=Path(source)))
+                if pipeline.name == name:
+                    return _shape(pipeline)
+                break
+    except (ConfigError, SpecError, OSError) as exc:
+        _err.print(f"[dim]the graph of {name} could not be loaded ({type(exc).__name__}); inferring it[/dim]")
+    return None, None
 
 
 async def _write_journal(store: RunStore, analysis: Analysis, run_id: str | None) -> None:
@@ -146,4 +226,35 @@ def _print(a: Analysis) -> None:
     _out.print(f"critical path ({how}, * above): {' -> '.join(a.critical_path) or '-'} ({_ms(a.critical_path_s)})")
     _out.print("[bold]recommendations[/bold]")
     for r in a.recommendations or ["none: nothing stands out in these runs."]:
-        _out.print(f"  - {r}", soft_wrap=True)
+        _out.print(f"  - {r}", soft_wrap=True, markup=False)
+
+
+def _print_options(r: OptionsReport) -> None:
+    m, p, e = r.measured, r.predicted_today, r.error
+    per = f"{r.volume_per_month:,.0f} runs/month"
+    _out.print(
+        f"[bold]options[/bold] ({r.runs} run(s) simulated; costs per run and per month at {per})", soft_wrap=True
+    )
+    table = new_table(show_edge=False, header_style="bold")
+    for col in ("#", "option", "p50", "p95", "success", "cost/run", "cost/month"):
+        table.add_column(col, justify="left" if col == "option" else "right")
+    table.add_row("", "today, measured", _ms(m.p50_s), _ms(m.p95_s), f"{m.success_rate:.1%}",
+                  f"${m.cost_per_run:.6f}", f"${m.cost_per_run * r.volume_per_month:,.2f}")  # fmt: skip
+    table.add_row("", "today, predicted", _ms(p.p50_s), _ms(p.p95_s), f"{p.success_rate:.1%}",
+                  f"${p.cost_per_run:.6f}", f"${p.cost_per_run * r.volume_per_month:,.2f}")  # fmt: skip
+    for i, o in enumerate(r.options, 1):
+        q = o.predicted
+        table.add_row(str(i), o.title, _ms(q.p50_s), _ms(q.p95_s), f"{q.success_rate:.1%}",
+                      f"${q.cost_per_run:.6f}", f"${o.cost_per_month:,.2f}")  # fmt: skip
+    _out.print(table)
+    _out.print(
+        f"prediction error on today's configuration: p50 {e['p50']:+.1%}, p95 {e['p95']:+.1%}, "
+        f"success {e['success_points']:+.1f} points",
+        markup=False,
+    )
+    if not r.options:
+        _out.print("  no alternative applies to this pipeline's configuration and runs.")
+    for i, o in enumerate(r.options, 1):
+        _out.print(f"\n{i}. {o.title}\n   risk: {o.risk}", markup=False, soft_wrap=True)
+        for line in o.yaml.splitlines():
+            _out.print(f"     {line}", markup=False, soft_wrap=True)

@@ -13,12 +13,16 @@
   :class:`TraceMiddleware` does it (plus a server span and HTTP metrics) for an ASGI app.
 - :func:`setup` applies the ``observe:`` section of ``legato.yaml``.
 - :func:`analyze_runs` turns stored runs into per-step statistics, the critical
-  path and recommendations (``legato analyze``).
+  path and recommendations (``legato analyze``); :func:`build_options` predicts,
+  with :func:`simulate` over the same runs, what alternative configurations would
+  give (``legato analyze --options``).
 
 Tracing needs only the OpenTelemetry API; spans are recorded once an SDK tracer
 provider is installed (``pip install 'legato[otel]'``). Without one the hooks cost
 a single check.
 """
+
+from typing import TYPE_CHECKING
 
 from legato.observe._analysis import Analysis, StepStats, analyze_runs
 from legato.observe._asgi import TraceMiddleware
@@ -34,8 +38,13 @@ from legato.observe._propagation import (
 )
 from legato.observe._routing import RoutingObserver
 from legato.observe._setup import LoggingConfig, Observability, ObserveConfig, TracingConfig, setup
+from legato.observe._shape import StepShape, step_shapes
 from legato.observe._tracing import GenAI, TracingSubscriber, get_tracer, tracing_enabled
 from legato.redaction import REDACTED, Redactor, default_redactor
+
+if TYPE_CHECKING:
+    from legato.observe._options import Option, OptionsReport, build_options, parse_volume
+    from legato.observe._simulate import Prediction, StepChange, samples_from_runs, simulate
 
 __all__ = [
     "REDACTED",
@@ -48,14 +57,20 @@ __all__ = [
     "MetricsSubscriber",
     "Observability",
     "ObserveConfig",
+    "Option",
+    "OptionsReport",
+    "Prediction",
     "RedactingFilter",
     "Redactor",
     "RoutingObserver",
+    "StepChange",
+    "StepShape",
     "StepStats",
     "TraceMiddleware",
     "TracingConfig",
     "TracingSubscriber",
     "analyze_runs",
+    "build_options",
     "configure_logging",
     "continue_trace",
     "current_traceparent",
@@ -66,7 +81,32 @@ __all__ = [
     "get_tracer",
     "httpx_request_hook",
     "inject_headers",
+    "parse_volume",
     "request_id",
+    "samples_from_runs",
     "setup",
+    "simulate",
+    "step_shapes",
     "tracing_enabled",
 ]
+
+# The simulator needs numpy: loaded on first use, not with every import of legato.observe.
+_LAZY = {
+    "Option": "legato.observe._options",
+    "OptionsReport": "legato.observe._options",
+    "build_options": "legato.observe._options",
+    "parse_volume": "legato.observe._options",
+    "Prediction": "legato.observe._simulate",
+    "StepChange": "legato.observe._simulate",
+    "samples_from_runs": "legato.observe._simulate",
+    "simulate": "legato.observe._simulate",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'legato.observe' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from legato.observe._shape import StepShape
+
 __all__ = ["Analysis", "StepStats", "analyze_runs"]
 
 
@@ -124,12 +126,15 @@ def analyze_runs(
     graph: Mapping[str, Sequence[str]] | None = None,
     *,
     pricing: Any = None,
+    shapes: Mapping[str, StepShape] | None = None,
 ) -> Analysis:
     """Analyse ``runs`` (``(run_record, step_records)`` pairs, newest first) of ``pipeline``.
 
     ``graph`` maps each step to its dependencies; ``pricing`` is a
     :class:`legato.providers.PricingTable`-like object (``prices``) used to suggest
-    cheaper models (None: the table shipped with legato).
+    cheaper models (None: the table shipped with legato). ``shapes`` (from
+    :func:`step_shapes`) says what each step already has (retries, map, cache), so
+    no advice asks for what is already set.
     """
     stats: dict[str, StepStats] = {}
     durations: dict[str, list[float]] = {}
@@ -191,7 +196,7 @@ def analyze_runs(
         steps=steps,
         recommendations=[],
     )
-    analysis.recommendations = _recommend(analysis, graph, runs, pricing)
+    analysis.recommendations = _recommend(analysis, graph, runs, pricing, shapes or {})
     return analysis
 
 
@@ -249,19 +254,28 @@ def _critical_path(
 
 
 def _recommend(
-    a: Analysis, graph: Mapping[str, Sequence[str]] | None, runs: Sequence[tuple[Any, Sequence[Any]]], pricing: Any
+    a: Analysis,
+    graph: Mapping[str, Sequence[str]] | None,
+    runs: Sequence[tuple[Any, Sequence[Any]]],
+    pricing: Any,
+    shapes: Mapping[str, StepShape],
 ) -> list[str]:
     out: list[str] = []
     by_name = {s.step: s for s in a.steps}
+    plain = StepShape()
     # Speed up the critical path.
     if a.critical_path and a.critical_path_s:
         heaviest = max((by_name[n] for n in a.critical_path if n in by_name), key=lambda s: s.p50_s or 0.0)
         long_enough = a.critical_path_s >= 0.05  # a few milliseconds are not worth a change
         if heaviest.p50_s and heaviest.p50_s / a.critical_path_s >= 0.4 and len(a.critical_path) > 1 and long_enough:
+            how = (
+                "more items in flight (`max_concurrency`), a smaller model, streaming"
+                if shapes.get(heaviest.step, plain).mapped
+                else "a smaller model, streaming, splitting it with `map:`"
+            )
             out.append(
                 f"`{heaviest.step}` is {heaviest.p50_s / a.critical_path_s:.0%} of the critical path "
-                f"({_s(heaviest.p50_s)} p50): making it faster (smaller model, streaming, splitting it with `map:`) "
-                "shortens every run; steps off the path do not."
+                f"({_s(heaviest.p50_s)} p50): making it faster ({how}) shortens every run; steps off the path do not."
             )
     # Parallelize: steps that waited for a slot after their inputs were ready, or a sequential chain.
     for s in a.steps:
@@ -290,7 +304,11 @@ def _recommend(
                 )
     # Cache: repeated inputs (one line for every step that would have hit).
     hits = sorted(
-        (s for s in a.steps if s.succeeded >= 3 and s.cache_hit_potential >= 0.2),
+        (
+            s
+            for s in a.steps
+            if s.succeeded >= 3 and s.cache_hit_potential >= 0.2 and not shapes.get(s.step, plain).cache
+        ),
         key=lambda s: (-s.saved_by_cache, -s.cache_hit_potential, s.step),
     )
     if hits:
@@ -317,7 +335,14 @@ def _recommend(
         break
     # Reliability.
     for s in a.steps:
-        if s.attempts >= 3 and s.error_rate >= 0.05:
+        attempts = max(shapes.get(s.step, plain).max_attempts, 2 if s.retries else 1)
+        if s.attempts >= 3 and s.error_rate >= 0.05 and attempts > 1:
+            out.append(
+                f"`{s.step}` fails {s.error_rate:.0%} of its attempts although it is retried: more retries "
+                "only add load; a fallback model group or the cause itself (its errors are in the dashboard "
+                "and the journal) is the fix."
+            )
+        elif s.attempts >= 3 and s.error_rate >= 0.05:
             out.append(
                 f"`{s.step}` fails {s.error_rate:.0%} of its attempts: add `retries:` for transient errors "
                 "or a fallback model group; look at its errors in the dashboard or the journal."
