@@ -334,3 +334,52 @@ def test_every_screen_is_readable(server: str, tmp_path: Path) -> None:
                 context.close()
         finally:
             browser.close()
+
+
+def test_start_a_run_from_the_generated_form(server: str, tmp_path: Path) -> None:
+    """The Start form is built from the pipeline's inputs, needs runs:write and a ticked
+    confirmation, starts the run through the runs API's own start and is audited."""
+    from playwright.sync_api import expect, sync_playwright
+
+    (tmp_path / "gate").write_text("go")
+    admin = {"authorization": f"Bearer {MASTER}"}
+    made = httpx.post(f"{server}/v1/admin/keys", headers=admin, json={"name": "viewer", "scopes": ["runs:read"]})
+    assert made.status_code == 201, made.text
+    reader = made.json()["key"]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            page.set_default_timeout(30_000)
+            page.goto(f"{server}/ui/login")
+            page.fill("input[name=key]", MASTER)
+            page.click("button[type=submit]")
+            page.click(".start-links a:has-text('review_insights')")
+            expect(page.locator("h1")).to_contain_text("Start a run of review_insights")
+            names = page.locator(".start-form [name^='input.']").evaluate_all("es => es.map(e => e.name)")
+            assert names == ["input.text", "input.gate"]
+            page.fill("[name='input.text']", "I love the Acme Phone")
+            page.fill("[name='input.gate']", "gate")
+            page.click(".start-form button[type=submit]")  # not confirmed: the browser keeps the form
+            expect(page.locator("h1")).to_contain_text("Start a run of")
+            page.check("[name=confirm]")
+            page.click(".start-form button[type=submit]")
+            expect(page.locator("#run-status")).to_have_attribute("data-status", "succeeded")
+            run_id = page.url.rsplit("/", 1)[1]
+            audit = httpx.get(f"{server}/v1/admin/audit", headers=admin, timeout=10).json()["data"]
+            started = [a for a in audit if a["action"] == "run_started"]
+            assert [(a["target"], a["detail"]["pipeline"]) for a in started] == [(run_id, "review_insights")]
+
+            # A read-only key sees the form disabled and its POST refused.
+            page.click("form.logout button")
+            page.fill("input[name=key]", reader)
+            page.click("button[type=submit]")
+            page.goto(f"{server}/ui/pipelines/review_insights/start")
+            expect(page.locator(".start-form button[type=submit]")).to_be_disabled()
+            refused = page.request.post(f"{server}/ui/pipelines/review_insights/start",
+                                        form={"input.text": "x", "input.gate": "gate", "confirm": "yes"},
+                                        headers={"origin": server})  # fmt: skip
+            assert refused.status == 403
+            assert "runs:write" in refused.text()
+        finally:
+            browser.close()

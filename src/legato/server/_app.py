@@ -181,6 +181,14 @@ def _mount_dashboard(app: FastAPI, settings: ServerSettings) -> Any:
     def pipelines() -> list[str]:
         return sorted(gw().runs.pipelines) if gw().runs is not None else []
 
+    def inputs(name: str) -> Any:
+        pipeline = gw().runs.pipelines.get(name) if gw().runs is not None else None
+        return pipeline.inputs if pipeline is not None else None
+
+    async def start(name: str, given: dict[str, Any], tenant: str) -> Any:
+        record, _ = await gw().runs.start(name, given, tenant=tenant, idempotency_key=None)  # as POST .../runs
+        return record
+
     master = settings.master_key.get_secret_value() if settings.master_key else None
     live = LiveEvents()
 
@@ -193,7 +201,7 @@ def _mount_dashboard(app: FastAPI, settings: ServerSettings) -> Any:
     sources = DashboardSources(
         store=lambda: gw().runs.store, admin_key=master, keys=lambda: gw().keys, audit=lambda: gw().audit,
         throttle=throttle, session_ttl_s=dash.session_ttl_s, graphs=graph, spend=spend, live=live, cancel=cancel,
-        pipelines=pipelines,
+        pipelines=pipelines, inputs=inputs, start=start,
     )  # fmt: skip
     mount_dashboard(app, sources)
     return live

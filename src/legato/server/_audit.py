@@ -30,6 +30,7 @@ class AuditAction(StrEnum):
     KEY_CREATED = "key_created"
     KEY_REVOKED = "key_revoked"
     KEY_LIMITS_CHANGED = "key_limits_changed"
+    RUN_STARTED = "run_started"
 
 
 audit_metadata = sa.MetaData()

@@ -26,7 +26,7 @@ from legato.server._keys import ApiKey
 from legato.server.ui._sessions import SessionStore
 from legato.store import LOCAL, Principal
 
-__all__ = ["COOKIE", "Access", "Viewer", "client_address"]
+__all__ = ["COOKIE", "Access", "Viewer", "client_address", "same_origin"]
 
 COOKIE = "legato_dashboard"
 
@@ -114,3 +114,11 @@ class Access:
         if key is None or key.revoked or not key.has_scope("runs:read"):
             return None
         return viewer_of(key)
+
+
+def same_origin(request: Request) -> bool:
+    """False when the browser says the request came from another site."""
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
+    return origin == f"{request.url.scheme}://{request.url.netloc}"

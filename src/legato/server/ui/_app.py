@@ -31,7 +31,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 
 from legato.errors import RunNotFound, StoreError
 from legato.server._audit import AuditAction
-from legato.server.ui._access import COOKIE, Access, Viewer, client_address
+from legato.server.ui._access import COOKIE, Access, Viewer, client_address, same_origin
+from legato.server.ui._actions import action_routes
 from legato.server.ui._live import LiveEvents, merge_events
 from legato.server.ui._render import Renderer
 from legato.server.ui._sessions import SessionStore
@@ -85,6 +86,10 @@ class DashboardSources:
       running steps show the moment they start (without it: at the next checkpoint).
     - ``pipelines``: the names of the pipelines configured here (listed in the runs
       filter even before they have a run).
+    - ``inputs``: ``pipeline name -> {input: InputDecl}`` (the pipeline's ``inputs``),
+      from which the Start form is generated; None when the pipeline is not served here.
+    - ``start``: ``async (pipeline, inputs, tenant) -> record`` behind the Start form
+      (the runs API's own start: input checks, ownership by the signed-in key).
     - ``cancel``: ``async (run_id, by) -> record`` behind the run page's Cancel button;
       default: ``store.request_cancel`` (the run's worker stops it within a second).
     """
@@ -103,6 +108,8 @@ class DashboardSources:
     live: LiveEvents | None = None
     cancel: Callable[[str, str], Awaitable[Any]] | None = None
     pipelines: Source = None
+    inputs: Callable[[str], Mapping[str, Any] | None] | None = None
+    start: Callable[[str, dict[str, Any], str], Awaitable[Any]] | None = None
     poll_s: float = 0.5
     clock: Callable[[], float] = time.time
 
@@ -154,13 +161,15 @@ class Dashboard:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"{self.base}/login?next={quote(target)}", status_code=303)
 
-    async def audit(self, action: AuditAction, request: Request, viewer: Viewer | None, **detail: Any) -> None:
+    async def audit(
+        self, action: AuditAction, request: Request, viewer: Viewer | None, target: str | None = None, **detail: Any
+    ) -> None:
         log = _resolve(self.sources.audit)
         if log is None:
             return
         key = viewer.key if viewer is not None else None
         await log.record(action, actor=key.id if key else None, actor_prefix=key.prefix if key else None,
-                         client=client_address(request), detail=detail)  # fmt: skip
+                         target=target, client=client_address(request), detail=detail)  # fmt: skip
 
     def page(self, template: str, request: Request, *, status: int = 200, **ctx: Any) -> HTMLResponse:
         viewer = getattr(request.state, "viewer", None)
@@ -182,6 +191,11 @@ class Dashboard:
         if self.sources.cancel is not None:
             return await self.sources.cancel(run_id, by)
         return await self.store().request_cancel(run_id, by=by)
+
+    def startable(self, pipeline: str) -> bool:
+        """Whether the Start form can start runs of ``pipeline`` here."""
+        sources = self.sources
+        return sources.start is not None and sources.inputs is not None and sources.inputs(pipeline) is not None
 
     def store(self) -> Any:
         store = _resolve(self.sources.store)
@@ -263,14 +277,6 @@ class Dashboard:
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
 
-def _same_origin(request: Request) -> bool:
-    """False when the browser says the request came from another site."""
-    origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        return request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
-    return origin == f"{request.url.scheme}://{request.url.netloc}"
-
-
 def _maybe_names(value: Any) -> list[str]:
     if value is None:
         return []
@@ -303,6 +309,7 @@ def dashboard_router(sources: DashboardSources, *, prefix: str = "/ui") -> APIRo
     _sign_in_routes(router, d)
     _run_routes(router, d)
     _other_pages(router, d)
+    action_routes(router, d)
     return router
 
 
@@ -313,7 +320,7 @@ def _sign_in_routes(router: APIRouter, d: Dashboard) -> None:
 
     @router.post("/login")
     async def login(request: Request) -> Response:
-        if not _same_origin(request):  # no signing a browser in (or out) from another site
+        if not same_origin(request):  # no signing a browser in (or out) from another site
             return d.page("error.html", request, status=403, title="Forbidden", message="Cross-site request refused.")
         client = client_address(request)
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
@@ -342,7 +349,7 @@ def _sign_in_routes(router: APIRouter, d: Dashboard) -> None:
 
     @router.post("/logout")
     async def logout(request: Request) -> Response:
-        if not _same_origin(request):
+        if not same_origin(request):
             return d.page("error.html", request, status=403, title="Forbidden", message="Cross-site request refused.")
         token = request.cookies.get(COOKIE)
         session = await d.session_store().revoke(token) if token else None
@@ -371,8 +378,10 @@ def _run_routes(router: APIRouter, d: Dashboard) -> None:
         }
         query = urlencode({k: v for k, v in filters.items() if v})
         limits = sorted({*LIMITS, limit})  # the select shows the limit the table uses
+        pipelines = await d.pipelines(viewer)
+        startable = [p for p in pipelines if d.startable(p)]
         return d.page("runs.html", request, nav="runs", runs=runs, filters=filters, query=query, limits=limits,
-                      pipelines=await d.pipelines(viewer), statuses=STATUSES)  # fmt: skip
+                      pipelines=pipelines, statuses=STATUSES, startable=startable)  # fmt: skip
 
     @router.get("/live/runs")
     async def live_runs(request: Request) -> Response:
@@ -404,7 +413,7 @@ def _run_routes(router: APIRouter, d: Dashboard) -> None:
     async def cancel_run(request: Request, run_id: str) -> Response:
         if not isinstance(viewer := await d.gate(request), Viewer):
             return viewer
-        if not _same_origin(request):  # the cookie is SameSite=Strict; this covers bearer-less forms too
+        if not same_origin(request):  # the cookie is SameSite=Strict; this covers bearer-less forms too
             return d.page("error.html", request, status=403, title="Forbidden", message="Cross-site request refused.")
         try:
             run_id = (await visible_run(d.store(), viewer.principal, run_id)).id  # the same rule as every read

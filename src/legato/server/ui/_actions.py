@@ -1,0 +1,142 @@
+"""Dashboard actions that change state: starting a run of a configured pipeline.
+
+The Start form is generated from the pipeline's declared inputs (text, number,
+true/false, or JSON for lists, objects and untyped inputs). Submitting it needs the
+``runs:write`` scope, a same-site request and a ticked confirmation; the run is
+started through the runs API's own ``start`` (the same input checks, owned by the
+signed-in key) and the start is written to the audit log.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+
+from legato.server._audit import AuditAction
+from legato.server._errors import GatewayError
+from legato.server.ui._access import Viewer, same_origin
+
+if TYPE_CHECKING:
+    from legato.server.ui._app import Dashboard
+
+__all__ = ["FormField", "action_routes", "form_fields", "parse_inputs"]
+
+_KINDS = {"string": "text", "str": "text", "integer": "number", "int": "number", "number": "number",
+          "float": "number", "boolean": "checkbox", "bool": "checkbox"}  # fmt: skip
+
+
+class FormField:
+    def __init__(self, name: str, kind: str, required: bool, default: Any, description: str, type_name: str) -> None:
+        self.name, self.kind, self.required, self.description, self.type_name = (
+            name, kind, required, description, type_name,
+        )  # fmt: skip
+        if default is None:
+            self.value = ""
+        elif kind == "json":
+            self.value = json.dumps(default, ensure_ascii=False)
+        else:
+            self.value = str(default)
+        self.checked = kind == "checkbox" and default is True
+
+
+def form_fields(inputs: Mapping[str, Any]) -> list[FormField]:
+    """One form field per declared input (``InputDecl``)."""
+    out = []
+    for name, decl in inputs.items():
+        type_name = str(getattr(decl, "type_name", "any") or "any")
+        declared = getattr(decl, "type", None)
+        if type_name == "any" and isinstance(declared, type):  # a Python type given without a name
+            type_name = declared.__name__
+        kind = _KINDS.get(type_name.lower(), "json")
+        out.append(FormField(name, kind, bool(getattr(decl, "required", True)), getattr(decl, "default", None),
+                             str(getattr(decl, "description", "") or ""), type_name))  # fmt: skip
+    return out
+
+
+class FormError(ValueError):
+    """A field that cannot be read as its input's type (names the field)."""
+
+
+def parse_inputs(fields: list[FormField], form: Mapping[str, list[str]]) -> dict[str, Any]:
+    """The run's inputs from the submitted form; an empty optional field is left out
+    (the pipeline's default applies)."""
+    inputs: dict[str, Any] = {}
+    for f in fields:
+        raw = (form.get(f"input.{f.name}") or [""])[0]
+        if f.kind == "checkbox":
+            inputs[f.name] = raw == "on"
+            continue
+        if raw.strip() == "" and not (f.kind == "text" and f.required):
+            continue
+        if f.kind == "number":
+            try:
+                inputs[f.name] = int(raw) if f.type_name.lower() in ("integer", "int") else float(raw)
+            except ValueError:
+                raise FormError(f"{f.name}: {raw!r} is not a {f.type_name}") from None
+        elif f.kind == "json":
+            try:
+                inputs[f.name] = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise FormError(f"{f.name}: not valid JSON ({exc.msg} at character {exc.pos})") from None
+        else:
+            inputs[f.name] = raw
+    return inputs
+
+
+def action_routes(router: APIRouter, d: Dashboard) -> None:
+    def fields_of(name: str) -> list[FormField] | None:
+        inputs = d.sources.inputs(name) if d.sources.inputs is not None else None
+        return None if inputs is None or d.sources.start is None else form_fields(inputs)
+
+    def refused(request: Request, status: int, title: str, message: str) -> Response:
+        return d.page("error.html", request, status=status, title=title, message=message)
+
+    @router.get("/pipelines/{name}/start")
+    async def start_form(request: Request, name: str) -> Response:
+        if not isinstance(viewer := await d.gate(request), Viewer):
+            return viewer
+        fields = fields_of(name)
+        if fields is None:
+            return refused(request, 404, "Pipeline not found", f"No pipeline {name!r} is served here.")
+        return d.page("start.html", request, nav="runs", pipeline=name, fields=fields, error=None,
+                      can_start=_can_write(viewer))  # fmt: skip
+
+    @router.post("/pipelines/{name}/start")
+    async def start(request: Request, name: str) -> Response:
+        if not isinstance(viewer := await d.gate(request), Viewer):
+            return viewer
+        if not same_origin(request):
+            return refused(request, 403, "Forbidden", "Cross-site request refused.")
+        fields = fields_of(name)
+        if fields is None:
+            return refused(request, 404, "Pipeline not found", f"No pipeline {name!r} is served here.")
+        if not _can_write(viewer):
+            return refused(request, 403, "Forbidden", "Starting a run needs a key with the runs:write scope.")
+        form = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+        for f in fields:  # what was typed is shown again if the start is refused
+            typed = form.get(f"input.{f.name}")
+            if typed:
+                f.value, f.checked = typed[0], typed[0] == "on"
+            elif f.kind == "checkbox":
+                f.checked = False
+        try:
+            if (form.get("confirm") or [""])[0] != "yes":
+                raise FormError("tick the confirmation to start the run")
+            inputs = parse_inputs(fields, form)
+            assert d.sources.start is not None
+            record = await d.sources.start(name, inputs, viewer.key.id if viewer.key else "")
+        except (FormError, GatewayError) as exc:
+            message, status = (exc.message, exc.status) if isinstance(exc, GatewayError) else (str(exc), 400)
+            return d.page("start.html", request, status=status, nav="runs", pipeline=name, fields=fields,
+                          error=message, can_start=True)  # fmt: skip
+        await d.audit(AuditAction.RUN_STARTED, request, viewer, target=record.id, pipeline=name)
+        return RedirectResponse(f"{d.base}/runs/{record.id}", status_code=303)
+
+
+def _can_write(viewer: Viewer) -> bool:
+    return viewer.key is None or viewer.key.has_scope("runs:write")
