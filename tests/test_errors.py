@@ -18,6 +18,7 @@ from legato.errors import (
     InvalidToolArguments,
     LeaseLost,
     LegatoError,
+    MissingSecret,
     ModelError,
     OutputNotStorable,
     PipelineChanged,
@@ -54,6 +55,7 @@ _BUILD: dict[str, Callable[[], BaseException]] = {
     "InvalidToolArguments": lambda: InvalidToolArguments("city: Field required", tool="weather", call_id="c2"),
     "RunNotResumable": lambda: RunNotResumable("run r1 is cancelled", status="cancelled"),
     "PipelineChanged": lambda: PipelineChanged("run r1 was started by version a", started="a", current="b"),
+    "MissingSecret": lambda: MissingSecret("model m needs the environment variable K", variable="K"),
 }
 
 _CLASSES = sorted(

@@ -18,6 +18,7 @@ Lookup order for the file (:func:`find_config`, the same for the CLI and
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -84,10 +85,14 @@ class LegatoConfig:
         self.base_dir = Path(source).parent if source else Path.cwd()
         unknown = sorted(set(self.data) - KNOWN_SECTIONS)
         if unknown:
-            raise ConfigError(
-                f"{source or 'config'}: unknown section(s) {', '.join(map(repr, unknown))}; "
-                f"known sections: {', '.join(sorted(KNOWN_SECTIONS))}"
-            )
+            raise ConfigError("\n".join(self._unknown_section(name) for name in unknown))
+
+    def _unknown_section(self, name: str) -> str:
+        pos = locate(self.data, (name,))
+        where = f"{self.source}:{pos[0]}:{pos[1]}" if self.source and pos else self.source or "config"
+        match = difflib.get_close_matches(name, sorted(KNOWN_SECTIONS), n=1, cutoff=0.6)
+        hint = f" (did you mean {match[0]!r}?)" if match else ""
+        return f"{where}: unknown section {name!r}{hint}; known sections: {', '.join(sorted(KNOWN_SECTIONS))}"
 
     @classmethod
     def load(cls, path: str | Path | None = None, *, spec: str | Path | None = None) -> LegatoConfig:

@@ -16,6 +16,7 @@ which come before the inline form). A resolver is ``fn(name, config) -> Model | 
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -170,9 +171,25 @@ def get(name: str, config: LegatoConfig | None = None) -> Model:
         model = resolver(name, config)
         if model is not None:
             return model
+    raise ConfigError(_unknown(name, config))
+
+
+def _unknown(name: str, config: LegatoConfig) -> str:
+    """Why ``name`` names no model, with the closest known name or provider."""
+    provider, slash, _ = name.partition("/")
+    if slash and provider not in provider_names() and provider not in configured(config):
+        return f"unknown provider {provider!r} in {name!r}{_did_you_mean(provider, provider_names())}; " + (
+            f"known providers: {', '.join(provider_names())}"
+        )
     known = sorted(configured(config))
     hint = f"known models: {', '.join(known)}" if known else "no models are configured in legato.yaml"
-    raise ConfigError(f"unknown model {name!r}; {hint}; or write provider/model (e.g. openai/gpt-4o-mini)")
+    suggestion = _did_you_mean(name, names(config))
+    return f"unknown model {name!r}{suggestion}; {hint}; or write provider/model (e.g. openai/gpt-4o-mini)"
+
+
+def _did_you_mean(name: str, candidates: list[str]) -> str:
+    match = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def names(config: LegatoConfig | None = None) -> list[str]:

@@ -50,11 +50,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from legato.config import LegatoConfig
 from legato.engine import TokenSink, token_sink
-from legato.errors import BadRequest, ConfigError, MalformedResponse, MissingSecret, SpecError
+from legato.errors import BadRequest, ConfigError, MalformedResponse, MissingSecret, SpecError, SpecIssue
 from legato.providers import ChatRequest, ChatResponse, Message, Model, ResponseFormat
 from legato.providers._assemble import StreamAssembler
 from legato.providers._validate import check_json_schema
 from legato.spec import BuildContext, StepBuild
+from legato.spec._expr import closest
 from legato.spec._models import KIND_COMMON_KEYS
 
 __all__ = ["build"]
@@ -86,11 +87,7 @@ def build(spec: Mapping[str, Any], ctx: BuildContext) -> StepBuild:
     try:
         step = LlmStep.model_validate(own)
     except ValidationError as exc:
-        issues = []
-        for err in exc.errors():
-            loc = tuple(str(p) for p in err["loc"])
-            issues.append(ctx.issue(f"{'.'.join(loc) or 'step'}: {err['msg']}", *loc[:1]))
-        raise SpecError(issues) from exc
+        raise SpecError(own_field_issues(exc, ctx, LlmStep)) from None
     name = step.llm or step.model
     where = "llm" if step.llm else "model"
     if not name:
@@ -112,6 +109,26 @@ def build(spec: Mapping[str, Any], ctx: BuildContext) -> StepBuild:
     if step.system is not None:
         args["system"] = step.system
     return StepBuild(fn=llm, args=args, depends_on=tuple(spec.get("depends_on") or ()), description=f"llm ({name})")
+
+
+def own_field_issues(exc: ValidationError, ctx: BuildContext, model: type[BaseModel]) -> list[SpecIssue]:
+    """A kind's own fields in error, located: an unknown field with the closest known one
+    (whose "missing" error it explains is then left out), other errors as pydantic words them."""
+    known = sorted({*(f.alias or n for n, f in model.model_fields.items()), *KIND_COMMON_KEYS})
+    errors = exc.errors()
+    typos = {str(e["loc"][0]): closest(str(e["loc"][0]), known) for e in errors if e["type"] == "extra_forbidden"}
+    explained = {hint for hint in typos.values() if hint}
+    issues = []
+    for err in errors:
+        loc = tuple(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            hint = typos[loc[0]]
+            issues.append(ctx.issue(f"unknown field {loc[0]!r}" + (f" (did you mean {hint!r}?)" if hint else ""), *loc))
+        elif err["type"] == "missing" and loc and loc[0] in explained:
+            continue
+        else:
+            issues.append(ctx.issue(f"{'.'.join(loc) or 'step'}: {err['msg']}", *loc[:1]))
+    return issues
 
 
 def _probe(name: str, config: LegatoConfig, ctx: BuildContext, where: str) -> None:
