@@ -86,6 +86,9 @@ def create(
     tpm: int | None = typer.Option(None, min=0, help="Tokens per minute."),
     budget: float | None = typer.Option(None, min=0, help="Budget in USD per period."),
     period: str = typer.Option("month", help="Budget period: day, month or total."),
+    guardrail: str | None = typer.Option(
+        None, "--guardrail", help="A guardrail on every call of this key: pii-mask, pii-redact, pii-block."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     config: Path | None = _CONFIG,
     database_url: str | None = _DB,
@@ -97,7 +100,14 @@ def create(
 
     async def action(store: Any) -> tuple[Any, str]:
         result: tuple[Any, str] = await store.create(
-            name, scope, models=model or None, rpm=rpm, tpm=tpm, budget_usd=budget, budget_period=period
+            name,
+            scope,
+            models=model or None,
+            rpm=rpm,
+            tpm=tpm,
+            budget_usd=budget,
+            budget_period=period,
+            guardrail=guardrail,
         )
         await _audit(store, "key_created", result[0], name=name, scopes=sorted(result[0].scopes))
         return result
@@ -108,6 +118,11 @@ def create(
         unknown = sorted(set(scope) - set(SCOPES))
         if unknown:
             raise ValueError(f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(SCOPES)}")
+        if guardrail is not None:
+            from legato.guardrails import names
+
+            if guardrail not in names():
+                raise ValueError(f"unknown guardrail {guardrail!r}; known: {', '.join(names())}")
     except ValueError as exc:
         print_error(str(exc))
         raise typer.Exit(2) from None

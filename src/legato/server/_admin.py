@@ -38,6 +38,9 @@ class KeyCreate(WireModel):
     tpm: int | None = Field(None, ge=0, le=INT32_MAX)
     budget_usd: float | None = Field(None, ge=0, le=MAX_BUDGET_USD)
     budget_period: Literal["day", "month", "total"] = "month"
+    guardrail: str | None = Field(
+        None, max_length=64, description="A registered guardrail on every call (pii-mask, pii-redact, pii-block)."
+    )
 
 
 def _not_null(schema: dict[str, Any]) -> None:
@@ -66,6 +69,11 @@ async def _audit(request: Request, actor: ApiKey, action: AuditAction, target: A
 
 @router.post("/keys", status_code=201, summary="Create an API key (the secret is shown once)")
 async def create_key(body: KeyCreate, request: Request, actor: ApiKey = Depends(require("admin"))) -> Response:
+    from legato.guardrails import names
+
+    if body.guardrail is not None and body.guardrail not in names():
+        known = ", ".join(names())
+        raise GatewayError(400, "invalid_request", f"unknown guardrail; known: {known}", param="guardrail")
     key, secret = await gateway(request).keys.create(
         body.name,
         body.scopes,
@@ -74,6 +82,7 @@ async def create_key(body: KeyCreate, request: Request, actor: ApiKey = Depends(
         tpm=body.tpm,
         budget_usd=body.budget_usd,
         budget_period=body.budget_period,
+        guardrail=body.guardrail,
     )
     await _audit(request, actor, AuditAction.KEY_CREATED, key, name=key.name, scopes=sorted(key.scopes))
     return json_response({**key.public(), "key": secret}, status=201)

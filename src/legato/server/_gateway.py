@@ -109,6 +109,10 @@ async def _prepare(
     settings = gw.settings
     check_model(key, model_name)
     model = gw.model(model_name)  # 404 first: nothing else matters for a model that is not served
+    if key.guardrail is not None:  # outside routing: a blocked request never reaches a deployment
+        from legato.guardrails import apply
+
+        model = apply(key.guardrail, model)
     if n_messages > settings.max_messages:
         raise GatewayError(
             400, "invalid_request", f"too many messages: {n_messages} > {settings.max_messages}", param="messages"

@@ -77,6 +77,7 @@ api_keys_table = sa.Table(
     sa.Column("budget_period", sa.String(8), nullable=False, server_default="month"),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("revoked_at", sa.Float, nullable=True),
+    sa.Column("guardrail", sa.String(64), nullable=True),  # revision r0011_key_guardrail
     sa.Index("ix_api_keys_prefix", "prefix", unique=True),
 )
 
@@ -117,6 +118,7 @@ class ApiKey:
     budget_period: BudgetPeriod = "month"
     created_at: float = 0.0
     revoked_at: float | None = None
+    guardrail: str | None = None  # a registered guardrail applied to every model this key calls
 
     @property
     def revoked(self) -> bool:
@@ -140,6 +142,7 @@ class ApiKey:
             "tpm": self.tpm,
             "budget_usd": self.budget_usd,
             "budget_period": self.budget_period,
+            "guardrail": self.guardrail,
             "created_at": self.created_at,
             "revoked_at": self.revoked_at,
         }
@@ -185,6 +188,7 @@ def _row_to_key(row: Any) -> tuple[ApiKey, str]:
         budget_period=row.budget_period,
         created_at=row.created_at,
         revoked_at=row.revoked_at,
+        guardrail=row.guardrail,
     )
     return key, row.key_hash
 
@@ -242,6 +246,7 @@ class KeyStore:
         tpm: int | None = None,
         budget_usd: float | None = None,
         budget_period: BudgetPeriod = "month",
+        guardrail: str | None = None,
     ) -> tuple[ApiKey, str]:
         """Store a new key; returns it and its secret (the only time the secret exists)."""
         checked = _check_scopes(scopes)
@@ -262,6 +267,7 @@ class KeyStore:
                 budget_usd=budget_usd,
                 budget_period=budget_period,
                 created_at=self._wall(),
+                guardrail=guardrail,
             )
             try:
                 async with self.engine.begin() as conn:
@@ -278,6 +284,7 @@ class KeyStore:
                             budget_usd=budget_usd,
                             budget_period=budget_period,
                             created_at=key.created_at,
+                            guardrail=guardrail,
                         )
                     )
             except sa.exc.IntegrityError:
