@@ -520,7 +520,7 @@ def _label(step: dict[str, Any]) -> str:
 def _mermaid(summary: PlanSummary) -> str:
     lines = ["flowchart LR"]
     conditional = {s["name"] for s in summary.steps if "when" in s or "case_of" in s}
-    cases = {s["name"]: s["case_of"]["cases"] for s in summary.steps if "case_of" in s}
+    cases = {s["name"]: s["case_of"] for s in summary.steps if "case_of" in s}
     for step in summary.steps:
         label = _label(step).replace('"', "'")
         if "cycle" in step:
@@ -529,8 +529,8 @@ def _mermaid(summary: PlanSummary) -> str:
         shape = f'{{"{label}"}}' if step["name"] in conditional or "switch" in step else f'["{label}"]'
         lines.append(f"  {step['name']}{shape}")
     for src, dst in summary.edges:
-        if dst in cases and src == next(s["case_of"]["switch"] for s in summary.steps if s["name"] == dst):
-            lines.append(f"  {src} -.->|{' / '.join(cases[dst])}| {dst}")
+        if dst in cases and src == cases[dst]["switch"]:
+            lines.append(f"  {src} -.->|{' / '.join(cases[dst]['cases'])}| {dst}")
             continue
         arrow = "-.->" if dst in conditional else "-->"
         lines.append(f"  {src} {arrow} {dst}")
@@ -553,6 +553,7 @@ def _mermaid_cycle(step: dict[str, Any], label: str) -> list[str]:
 def _dot(name: str, summary: PlanSummary) -> str:
     lines = [f"digraph {json.dumps(name)} {{", "  rankdir=LR;", "  node [shape=box];"]
     critical = set(zip(summary.critical_path, summary.critical_path[1:], strict=False))
+    cases = {s["name"]: s["case_of"] for s in summary.steps if "case_of" in s}
     for step in summary.steps:
         style = ", style=dashed" if "when" in step or "case_of" in step else ""
         style += ", shape=diamond" if "switch" in step else ""
@@ -561,7 +562,7 @@ def _dot(name: str, summary: PlanSummary) -> str:
             lines.extend(_dot_cycle(step))
     for src, dst in summary.edges:
         attrs = ["penwidth=2"] if (src, dst) in critical else []
-        case_of = next((s.get("case_of") for s in summary.steps if s["name"] == dst), None)
+        case_of = cases.get(dst)
         if case_of is not None and case_of["switch"] == src:
             attrs.append(f"label={json.dumps(' / '.join(case_of['cases']))}, style=dashed")
         suffix = f" [{', '.join(attrs)}]" if attrs else ""
