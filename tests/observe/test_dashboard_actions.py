@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import httpx
 import pytest
+from fastapi import FastAPI
 
 from legato import Pipeline
-from legato.engine import InputDecl
+from legato.engine import InputDecl, wait_for
+from legato.server.ui import DashboardSources, mount_dashboard
 from legato.server.ui._actions import FormError, form_fields, parse_inputs
+from legato.store import DurableRunner, RunStore
+
+ADMIN = "admin-key-for-actions"
+AUTH = {"authorization": f"Bearer {ADMIN}"}
 
 
 def pipeline() -> Pipeline:
@@ -53,3 +62,52 @@ def test_a_field_that_cannot_be_read_is_named(field: str, raw: str, message: str
     }
     with pytest.raises(FormError, match=message.replace("[", r"\[")):
         parse_inputs(fields, form)
+
+
+def gate() -> Pipeline:
+    p = Pipeline("gate")
+
+    @p.step
+    async def total(amount: float) -> float:
+        return amount * 1.2
+
+    p.add_step(wait_for("Refund?"), name="approve", args={"question": "Refund ${steps.total} EUR?"})
+    schema = {"type": "object", "properties": {"text": {"type": "string", "minLength": 3}}, "required": ["text"]}
+    p.add_step(wait_for("Why?", kind="answer", schema=schema), name="reason", depends_on=["approve"])
+    return p
+
+
+async def test_a_waiting_step_is_answered_from_its_run_page(tmp_path: Path) -> None:
+    from legato.server._runs import RunsService
+
+    store = await RunStore(f"sqlite+aiosqlite:///{tmp_path / 'wait.db'}").open()
+    try:
+        p = gate()
+        result = await DurableRunner(store, reflect=None).run(p, {"amount": 10.0})
+        assert result.status == "waiting"
+        service = RunsService(store, {"gate": p})  # the runs API's respond, without a task group to resume in
+        app = FastAPI()
+        mount_dashboard(app, DashboardSources(store=store, admin_key=ADMIN, respond=service.respond))
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 4321))
+        async with httpx.AsyncClient(transport=transport, base_url="http://d", headers=AUTH) as c:
+            page = (await c.get(f"/ui/runs/{result.run_id}")).text
+            assert "Waiting for an approval" in page
+            assert "Refund 12.0 EUR?" in page
+            url = f"/ui/runs/{result.run_id}/steps/approve/respond"
+            unconfirmed = await c.post(url, data={"approved": "true"})
+            assert unconfirmed.status_code == 400
+            assert "tick the confirmation" in unconfirmed.text
+            wrong = await c.post(
+                f"/ui/runs/{result.run_id}/steps/reason/respond", data={"value": "{}", "confirm": "yes"}
+            )
+            assert wrong.status_code == 409  # not waiting yet: refused like the API refuses it
+            done = await c.post(url, data={"approved": "true", "confirm": "yes"})
+            assert done.status_code == 303
+            assert done.headers["location"] == f"/ui/runs/{result.run_id}#step-approve"
+            foreign = await c.post(url, data={"approved": "true", "confirm": "yes"}, headers={"origin": "https://evil"})
+            assert foreign.status_code == 403
+        steps = {s.step: s for s in await store.steps(result.run_id)}
+        assert steps["approve"].status == "succeeded"
+        assert steps["approve"].output is True
+    finally:
+        await store.aclose()

@@ -31,6 +31,7 @@ class AuditAction(StrEnum):
     KEY_REVOKED = "key_revoked"
     KEY_LIMITS_CHANGED = "key_limits_changed"
     RUN_STARTED = "run_started"
+    STEP_ANSWERED = "step_answered"
 
 
 audit_metadata = sa.MetaData()

@@ -1,10 +1,13 @@
-"""Dashboard actions that change state: starting a run of a configured pipeline.
+"""Dashboard actions that change state: starting a run of a configured pipeline,
+answering a step that waits for a person.
 
 The Start form is generated from the pipeline's declared inputs (text, number,
 true/false, or JSON for lists, objects and untyped inputs). Submitting it needs the
 ``runs:write`` scope, a same-site request and a ticked confirmation; the run is
 started through the runs API's own ``start`` (the same input checks, owned by the
-signed-in key) and the start is written to the audit log.
+signed-in key) and the start is written to the audit log. An answer goes through
+the runs API's own ``respond`` (checked against the step's schema; the run resumes)
+after the same ownership rule as every read, under the same conditions.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
+from legato.errors import RunNotFound
 from legato.server._audit import AuditAction
 from legato.server._errors import GatewayError
-from legato.server.ui._access import Viewer, same_origin
+from legato.server.ui._access import Viewer, client_address, same_origin
+from legato.store import visible_run
 
 if TYPE_CHECKING:
     from legato.server.ui._app import Dashboard
@@ -136,6 +141,45 @@ def action_routes(router: APIRouter, d: Dashboard) -> None:
                           error=message, can_start=True)  # fmt: skip
         await d.audit(AuditAction.RUN_STARTED, request, viewer, target=record.id, pipeline=name)
         return RedirectResponse(f"{d.base}/runs/{record.id}", status_code=303)
+
+    @router.post("/runs/{run_id}/steps/{step}/respond")
+    async def respond(request: Request, run_id: str, step: str) -> Response:
+        if not isinstance(viewer := await d.gate(request), Viewer):
+            return viewer
+        if not same_origin(request):
+            return refused(request, 403, "Forbidden", "Cross-site request refused.")
+        try:
+            record = await visible_run(d.store(), viewer.principal, run_id)  # the rule every read uses
+        except RunNotFound:
+            return refused(request, 404, "Run not found", f"No run {run_id!r}.")
+        if d.sources.respond is None:
+            return refused(request, 404, "Not available", "Answers are not taken here.")
+        if not _can_write(viewer):
+            return refused(request, 403, "Forbidden", "Answering a step needs a key with the runs:write scope.")
+        form = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+        try:
+            if (form.get("confirm") or [""])[0] != "yes":
+                raise FormError("tick the confirmation to send the answer")
+            answer = _answer(form)
+            by = f"the dashboard ({viewer.label}, {client_address(request)})"
+            await d.sources.respond(record, step, answer, by=by)
+        except (FormError, GatewayError) as exc:
+            message, status = (exc.message, exc.status) if isinstance(exc, GatewayError) else (str(exc), 400)
+            return refused(request, status, "Answer not taken", message)
+        await d.audit(AuditAction.STEP_ANSWERED, request, viewer, target=record.id, step=step)
+        return RedirectResponse(f"{d.base}/runs/{record.id}#step-{step}", status_code=303)
+
+
+def _answer(form: Mapping[str, list[str]]) -> Any:
+    """``approved=true|false`` (an approval) or ``value`` as JSON (an answer)."""
+    approved = (form.get("approved") or [""])[0]
+    if approved in ("true", "false"):
+        return approved == "true"
+    raw = (form.get("value") or [""])[0]
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise FormError(f"the answer is not valid JSON ({exc.msg} at character {exc.pos})") from None
 
 
 def _can_write(viewer: Viewer) -> bool:

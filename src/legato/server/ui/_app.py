@@ -41,7 +41,7 @@ from legato.server.ui._view import build_run_view, gantt
 from legato.store import visible_run
 
 __all__ = ["DashboardSources", "dashboard_router"]
-STATUSES = ("pending", "running", "succeeded", "failed", "cancelled", "dead")
+STATUSES = ("pending", "running", "waiting", "succeeded", "failed", "cancelled", "dead")
 _STATIC = Path(__file__).parent / "static"
 # Pages load only their own script and stylesheet; nothing may frame them.
 PAGE_HEADERS = {
@@ -90,6 +90,9 @@ class DashboardSources:
       from which the Start form is generated; None when the pipeline is not served here.
     - ``start``: ``async (pipeline, inputs, tenant) -> record`` behind the Start form
       (the runs API's own start: input checks, ownership by the signed-in key).
+    - ``respond``: ``async (run_record, step, answer, *, by) -> record`` behind the answer
+      form of a waiting step (the runs API's own respond: checked against the step's
+      schema, the run resumes).
     - ``cancel``: ``async (run_id, by) -> record`` behind the run page's Cancel button;
       default: ``store.request_cancel`` (the run's worker stops it within a second).
     """
@@ -110,6 +113,7 @@ class DashboardSources:
     pipelines: Source = None
     inputs: Callable[[str], Mapping[str, Any] | None] | None = None
     start: Callable[[str, dict[str, Any], str], Awaitable[Any]] | None = None
+    respond: Callable[..., Awaitable[Any]] | None = None
     poll_s: float = 0.5
     clock: Callable[[], float] = time.time
 
