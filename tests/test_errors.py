@@ -14,6 +14,7 @@ from legato.errors import (
     BudgetBusy,
     BudgetExceeded,
     EncryptionKeyError,
+    ExpressionError,
     GuardrailBlocked,
     InvalidToolArguments,
     LeaseLost,
@@ -30,7 +31,9 @@ from legato.errors import (
     ToolError,
     ToolFailed,
     UnknownTool,
+    YamlSyntaxError,
 )
+from legato.server import GatewayError
 
 # How to build an error whose constructor takes more than a message.
 _BUILD: dict[str, Callable[[], BaseException]] = {
@@ -56,6 +59,9 @@ _BUILD: dict[str, Callable[[], BaseException]] = {
     "RunNotResumable": lambda: RunNotResumable("run r1 is cancelled", status="cancelled"),
     "PipelineChanged": lambda: PipelineChanged("run r1 was started by version a", started="a", current="b"),
     "MissingSecret": lambda: MissingSecret("model m needs the environment variable K", variable="K"),
+    "StepNotWaiting": lambda: errors.StepNotWaiting("step 'approve' of run r1 is not waiting", status="done"),
+    "ExpressionError": lambda: ExpressionError("no field 'x'", expression="inputs.x", column=7),
+    "YamlSyntaxError": lambda: YamlSyntaxError("invalid YAML: mapping values are not allowed", "p.yaml", 3, 9),
 }
 
 _CLASSES = sorted(
@@ -122,3 +128,27 @@ def test_budget_and_spec_errors_keep_their_fields() -> None:
     spec = pickle.loads(pickle.dumps(SpecError([SpecIssue("bad", file="p.yaml", line=2, column=5)])))
     assert spec.issues == (SpecIssue("bad", file="p.yaml", line=2, column=5),)
     assert str(spec) == "p.yaml:2:5: bad"
+
+
+def test_gateway_errors_are_legato_errors_and_keep_their_answer() -> None:
+    error = GatewayError(429, "rate_limit", "slow down", code="budget_busy", headers={"Retry-After": "1"})
+    assert isinstance(error, LegatoError)
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.status, copy.kind, copy.message, copy.code, copy.headers) == (
+        429,
+        "rate_limit",
+        "slow down",
+        "budget_busy",
+        {"Retry-After": "1"},
+    )
+    assert copy.body(anthropic=False) == error.body(anthropic=False)
+
+
+def test_the_errors_other_modules_raise_are_in_the_tree() -> None:
+    from legato.routing import ModelUnavailable as routing_unavailable
+    from legato.spec import ExpressionError as spec_expression_error
+
+    assert routing_unavailable is errors.ModelUnavailable
+    assert spec_expression_error is ExpressionError
+    assert issubclass(ExpressionError, errors.SpecError)
+    assert issubclass(YamlSyntaxError, ValueError)

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from legato.errors import YamlSyntaxError
+
 __all__ = ["LocatedDict", "LocatedList", "Position", "YamlSyntaxError", "load_yaml", "locate"]
 
 Position = tuple[int, int]  # (line, column), 1-based
@@ -32,12 +34,6 @@ class LocatedList(list[Any]):
 
     pos: Position = (1, 1)
     item_pos: list[Position]
-
-
-class YamlSyntaxError(ValueError):
-    def __init__(self, message: str, file: str | None, line: int | None, column: int | None) -> None:
-        self.file, self.line, self.column = file, line, column
-        super().__init__(message)
 
 
 def _pos(node: yaml.Node) -> Position:

@@ -9,7 +9,10 @@ the :class:`ModelError` branch, which carries ``retryable``, ``provider``,
 
     LegatoError
     ├── ConfigError                 invalid legato.yaml / settings (names the field, file:line)
+    │   └── ModelUnavailable        a configured model cannot be used in this process (no API key)
     ├── SpecError                   invalid pipeline spec; ``.issues`` lists every problem
+    │   └── ExpressionError         an expression does not parse or fails when evaluated
+    ├── YamlSyntaxError             a YAML file cannot be read or parsed (``file``, ``line``, ``column``)
     ├── InputError                  missing or mistyped pipeline inputs (before any step runs)
     ├── RunError                    a run did not succeed
     │   ├── StepError               a step raised; names the step, the exception type and message
@@ -41,6 +44,7 @@ the :class:`ModelError` branch, which carries ``retryable``, ``provider``,
     │   ├── InvalidAPIKey           401: missing, unknown or revoked key
     │   └── ScopeDenied             403: the key lacks the scope or model
     ├── URLNotAllowed               a user-supplied URL points where the SSRF policy forbids
+    ├── GatewayError                an HTTP error answer of the gateway (``legato.server``)
     └── ModelError                  a model call failed (one tree for every provider)
         ├── RateLimited             429 (retryable, honours ``retry_after``)
         ├── Overloaded              503/529 overloaded, model loading (retryable)
@@ -87,10 +91,12 @@ __all__ = [
     "DeadlineExceeded",
     "EncryptionKeyError",
     "ExecutorError",
+    "ExpressionError",
     "GuardrailBlocked",
     "IdempotencyConflict",
     "InputError",
     "InvalidAPIKey",
+    "InvalidAnswer",
     "InvalidToolArguments",
     "LeaseLost",
     "LegatoError",
@@ -99,6 +105,7 @@ __all__ = [
     "MissingSecret",
     "ModelError",
     "ModelNotFound",
+    "ModelUnavailable",
     "NoDeploymentAvailable",
     "OutputNotStorable",
     "Overloaded",
@@ -116,6 +123,7 @@ __all__ = [
     "SpecError",
     "SpecIssue",
     "StepError",
+    "StepNotWaiting",
     "StoreCorrupt",
     "StoreError",
     "StoreFull",
@@ -126,6 +134,7 @@ __all__ = [
     "URLNotAllowed",
     "UnknownTool",
     "WorkerLost",
+    "YamlSyntaxError",
 ]
 
 
@@ -195,6 +204,34 @@ class SpecError(LegatoError, ValueError):
             issues = [SpecIssue(issues)]
         self.issues: tuple[SpecIssue, ...] = tuple(issues)
         super().__init__("\n".join(str(i) for i in self.issues))
+
+
+class ModelUnavailable(ConfigError):
+    """Raised by a ``resolve_model`` callback for a model that is configured but cannot be
+    used in this process (typically: its API key variable is not set). The group keeps
+    working without it: the deployment is reported ``unavailable`` and never chosen,
+    so traffic goes to the other deployments, the fallbacks or the degraded tier."""
+
+
+class ExpressionError(SpecError):
+    """An expression that does not parse, uses something the language forbids, or
+    fails when evaluated (unknown name, missing field, wrong types)."""
+
+    def __init__(self, message: str, *, expression: str | None = None, column: int | None = None) -> None:
+        self.expression = expression
+        self.column = column
+        self.reason = message
+        text = message if expression is None else f"{message} in expression {expression!r}"
+        super().__init__([SpecIssue(text)])
+
+
+class YamlSyntaxError(LegatoError, ValueError):
+    """A YAML file that cannot be read or is not valid YAML; ``file``, ``line`` and
+    ``column`` (1-based) say where, when known."""
+
+    def __init__(self, message: str, file: str | None, line: int | None, column: int | None) -> None:
+        self.file, self.line, self.column = file, line, column
+        super().__init__(message)
 
 
 class InputError(LegatoError, ValueError):

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
-from legato.errors import ConfigError, NoDeploymentAvailable
+from legato.errors import ConfigError, ModelUnavailable, NoDeploymentAvailable
 from legato.providers import ChatChunk, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Model, ModelWrapper
 from legato.resilience import (
     BreakerPolicy,
@@ -237,13 +237,6 @@ def _pick(group: Policies, defaults: Policies, field: str, fallback: Any) -> Any
     if value is None:
         return fallback
     return None if value is False else value
-
-
-class ModelUnavailable(ConfigError):
-    """Raised by a ``resolve_model`` callback for a model that is configured but cannot be
-    used in this process (typically: its API key variable is not set). The group keeps
-    working without it: the deployment is reported ``unavailable`` and never chosen,
-    so traffic goes to the other deployments, the fallbacks or the degraded tier."""
 
 
 class _Missing:

@@ -93,7 +93,7 @@ _ANTHROPIC_TYPE = {
 }
 
 
-class GatewayError(Exception):
+class GatewayError(LegatoError):
     """An error answer: HTTP ``status``, a format-neutral ``kind`` and a message for the client."""
 
     def __init__(

@@ -29,7 +29,7 @@ from typing import Any
 
 import simpleeval
 
-from legato.errors import SpecError, SpecIssue
+from legato.errors import ExpressionError
 
 __all__ = [
     "FUNCTIONS",
@@ -63,18 +63,6 @@ STRING_METHODS = frozenset(
 )
 
 _CONSTANTS = {"true": True, "false": False, "null": None, "none": None, "True": True, "False": False, "None": None}
-
-
-class ExpressionError(SpecError):
-    """An expression that does not parse, uses something the language forbids, or
-    fails when evaluated (unknown name, missing field, wrong types)."""
-
-    def __init__(self, message: str, *, expression: str | None = None, column: int | None = None) -> None:
-        self.expression = expression
-        self.column = column
-        self.reason = message
-        text = message if expression is None else f"{message} in expression {expression!r}"
-        super().__init__([SpecIssue(text)])
 
 
 class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
