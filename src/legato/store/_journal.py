@@ -234,6 +234,38 @@ class Journal:
         entry_id = await self.store.run_sync(lambda conn: conn.execute(insert).scalar_one())
         return JournalEntry(int(entry_id), title, body, clean_tags, author, now, pipeline, run_id)
 
+    async def recur(
+        self, title: str, body: str, *, tags: Sequence[str], pipeline: str, run_id: str, owner: str = ""
+    ) -> JournalEntry:
+        """Record one more occurrence of a recurring cause: the automatic entry of
+        ``pipeline`` with this ``title`` gets the latest run, its details and a count
+        ("Seen N times"); the first occurrence is written like :meth:`add`."""
+        redactor = self.store.redactor
+        title, body = redactor.text(title.strip()), redactor.text(body.strip())
+        clean_tags = tuple(dict.fromkeys(redactor.text(t.strip().lower()) for t in tags if t.strip()))
+        now, c = self.store.clock(), journal_entries.c
+        find = (
+            sa.select(c.id, c.body)
+            .where(c.title == title, c.pipeline == pipeline, c.owner == owner, c.author == "auto")
+            .order_by(c.created_at.desc(), c.id.desc())
+            .limit(1)
+        )
+
+        def write(conn: Connection) -> tuple[int, str]:
+            found = conn.execute(find).first()
+            seen = 1 if found is None else _seen(unseal(found.body)) + 1
+            text = f"Seen {seen} time{'s' if seen > 1 else ''}; latest in run {run_id}.\n{body}"
+            row = {"body": sealed(self.store.sealer, text), "tags": json.dumps(list(clean_tags)), "run_id": run_id}
+            if found is None:
+                values = {**row, "title": title, "pipeline": pipeline, "author": "auto", "created_at": now}
+                return int(conn.execute(journal_entries.insert().values(**values, owner=owner)
+                                        .returning(c.id)).scalar_one()), text  # fmt: skip
+            conn.execute(journal_entries.update().where(c.id == found.id).values(**row, created_at=now, embedding=None))
+            return int(found.id), text
+
+        entry_id, text = await self.store.run_sync(write)
+        return JournalEntry(entry_id, title, text, clean_tags, "auto", now, pipeline, run_id)
+
     async def get(self, entry_id: int, *, viewer: Principal = LOCAL) -> JournalEntry:
         """The entry ``entry_id``; :class:`StoreError` when it does not exist or ``viewer`` may not see it."""
         query = _visible(_select().where(journal_entries.c.id == entry_id), viewer)
@@ -387,6 +419,15 @@ def _visible(query: sa.Select[Any], viewer: Principal) -> sa.Select[Any]:
 def _select(*extra: Any) -> sa.Select[Any]:
     c = journal_entries.c
     return sa.select(c.id, c.title, c.body, c.tags, c.pipeline, c.run_id, c.author, c.created_at, *extra)
+
+
+_SEEN = re.compile(r"Seen (\d+) times?;")
+
+
+def _seen(body: str) -> int:
+    """The count :meth:`Journal.recur` wrote at the start of an entry (1 for an entry without one)."""
+    match = _SEEN.match(body)
+    return int(match.group(1)) if match else 1
 
 
 def _entry(r: Any) -> JournalEntry:

@@ -4,7 +4,12 @@ A run is notable when it failed, was cancelled or dead-lettered, needed retries
 or fallbacks, was recovered after its worker died, or cost more than its
 estimate. The entry says what failed, which retries and fallbacks were taken, the
 cost against the estimate and the slowest step, so the next search finds it.
-Uneventful successful runs write nothing.
+Uneventful successful runs write nothing. A run that succeeded despite retries,
+fallbacks or a crash is a recurring cause more than news: its entry is named by
+the cause (the steps retried and the errors, not their counts) and updated by
+each run with the same cause ("Seen N times; latest in run R"), so a flaky step
+is one entry with a count instead of one entry per run. Failed runs keep one
+entry each.
 """
 
 from __future__ import annotations
@@ -99,6 +104,11 @@ async def reflect_on_run(store: RunStore, record: RunRecord) -> JournalEntry | N
         lines.append(f"Slowest step: {slow.step!r} ({slow.duration_s:.3f}s{share}).")
     title = _title(record, failures, retries, fallbacks, over_budget)
     journal = Journal(store)
+    if not failed:  # a run that got through: one entry per recurring cause, with a count
+        return await journal.recur(
+            title, "\n".join(lines), tags=["auto", *tags], pipeline=record.pipeline, run_id=record.id,
+            owner=record.tenant,
+        )  # fmt: skip
     return await journal.add(
         title,
         "\n".join(lines),
@@ -118,11 +128,13 @@ def _title(
         return f"{record.pipeline}: step {first.step} failed with {first.error_type}"
     if record.status in ("failed", "dead", "cancelled"):
         return f"{record.pipeline}: run {'dead-lettered' if record.status == 'dead' else record.status}"
-    parts: list[Any] = []
+    parts: list[Any] = []  # the causes, not their counts: the same causes make the same title
     if retries:
-        parts.append(f"{len(retries)} retries")
+        steps = sorted({str(e.step) for e in retries})
+        kinds = sorted({str(e.data.get("error_type")) for e in retries if e.data.get("error_type")})
+        parts.append(f"retries of {', '.join(steps)}" + (f" ({', '.join(kinds)})" if kinds else ""))
     if fallbacks:
-        parts.append(f"{len(fallbacks)} fallbacks")
+        parts.append("fallbacks")
     if over:
         parts.append("over cost estimate")
     if record.recoveries:
