@@ -10,7 +10,11 @@ library that walks the AST and never calls ``eval``) with a restricted evaluator
   reads a public, non-callable attribute. Names starting with ``_`` are refused;
 * a short list of functions (:data:`FUNCTIONS`) and a few read-only string methods
   (:data:`STRING_METHODS`);
-* no imports, no lambdas, no assignment, no dunder access, no arbitrary calls.
+* no imports, no lambdas, no assignment, no dunder access, no arbitrary calls;
+* bounded work and memory: simpleeval refuses a single huge operation, and this
+  evaluator also counts the nodes one evaluation visits (:data:`MAX_WORK`) and the
+  elements of every list, string or mapping it builds (:data:`MAX_ELEMENTS`), so a
+  comprehension of large lists stops early with the column of the part that went over.
 
 Parsing happens once, when a pipeline is compiled (:func:`compile_expression`), and
 reports the column of a syntax error; evaluation raises :class:`ExpressionError`
@@ -23,7 +27,7 @@ from __future__ import annotations
 import ast
 import difflib
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +45,10 @@ __all__ = [
 ]
 
 MAX_EXPRESSION_LENGTH = 10_000
+MAX_WORK = 200_000
+"""Nodes one evaluation may visit (comprehension iterations included)."""
+MAX_ELEMENTS = 1_000_000
+"""Elements (list items, characters, keys) the values one evaluation builds may hold in total."""
 
 FUNCTIONS: dict[str, Any] = {
     "len": len,
@@ -70,6 +78,24 @@ class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
 
     def __init__(self) -> None:
         super().__init__(functions=dict(FUNCTIONS), names={})
+        self.work = 0
+        self.elements = 0
+
+    def eval(self, expr: str, previously_parsed: ast.AST | None = None) -> Any:
+        self.work = 0
+        self.elements = 0
+        return super().eval(expr, previously_parsed)
+
+    def _eval(self, node: ast.AST) -> Any:
+        self.work += 1
+        if self.work > MAX_WORK:
+            raise _over(f"expression does too much work (more than {MAX_WORK:,} steps)", node)
+        result = super()._eval(node)
+        if isinstance(node, _BUILDERS) and isinstance(result, Sized):
+            self.elements += len(result)
+            if self.elements > MAX_ELEMENTS:
+                raise _over(f"expression builds too much data (more than {MAX_ELEMENTS:,} elements in total)", node)
+        return result
 
     def _eval_attribute(self, node: ast.Attribute) -> Any:
         attr = node.attr
@@ -107,6 +133,16 @@ class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
             raise ExpressionError(f"cannot index {type(container).__name__}: {exc}") from None
 
 
+_BUILDERS = (ast.BinOp, ast.List, ast.Tuple, ast.Dict, ast.Set, ast.ListComp, ast.GeneratorExp, ast.DictComp)
+
+
+def _over(message: str, node: ast.AST) -> ExpressionError:
+    column = getattr(node, "col_offset", None)
+    column = column + 1 if column is not None else None
+    where = f" at column {column}" if column is not None else ""
+    return ExpressionError(f"{message}{where}", column=column)
+
+
 _local = threading.local()
 
 
@@ -138,7 +174,7 @@ class Expression:
         try:
             return ev.eval(self.source, previously_parsed=self.tree)
         except ExpressionError as exc:
-            raise ExpressionError(exc.reason, expression=self.source) from None
+            raise ExpressionError(exc.reason, expression=self.source, column=exc.column) from None
         except simpleeval.NameNotDefined as exc:
             name = getattr(exc, "name", "?")
             msg = f"unknown name {name!r}{_suggest(name, names.keys())}"
