@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -109,5 +110,57 @@ async def test_a_waiting_step_is_answered_from_its_run_page(tmp_path: Path) -> N
         steps = {s.step: s for s in await store.steps(result.run_id)}
         assert steps["approve"].status == "succeeded"
         assert steps["approve"].output is True
+    finally:
+        await store.aclose()
+
+
+async def test_retry_a_failed_run_from_its_failed_step(tmp_path: Path) -> None:
+    from legato.server._runs import RunsService
+
+    calls = {"fetch": 0, "check": 0}
+    p = Pipeline("retryable")
+
+    @p.step
+    async def fetch(x: int) -> int:
+        calls["fetch"] += 1
+        return x + 1
+
+    @p.step
+    async def check(fetch: int) -> int:
+        calls["check"] += 1
+        if calls["check"] == 1:
+            raise ConnectionError("upstream was down")
+        return fetch * 2
+
+    store = await RunStore(f"sqlite+aiosqlite:///{tmp_path / 'rerun.db'}").open()
+    try:
+        failed = await DurableRunner(store, reflect=None).run(p, {"x": 1})
+        assert failed.status == "failed"
+        service = RunsService(store, {"retryable": p})
+        app = FastAPI()
+        mount_dashboard(app, DashboardSources(store=store, admin_key=ADMIN, rerun=service.rerun))
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 4321))
+        async with anyio.create_task_group() as tg:
+            await tg.start(service.serve)
+            async with httpx.AsyncClient(transport=transport, base_url="http://d", headers=AUTH) as c:
+                page = (await c.get(f"/ui/runs/{failed.run_id}")).text
+                assert "Retry from check" in page
+                assert "Re-run from fetch" in page
+                url = f"/ui/runs/{failed.run_id}/rerun"
+                assert (await c.post(url, data={"from_step": "check"})).status_code == 400  # not confirmed
+                unknown = await c.post(url, data={"from_step": "nope", "confirm": "yes"})
+                assert unknown.status_code == 400
+                assert "nope" in unknown.text
+                retried = await c.post(url, data={"from_step": "check", "confirm": "yes"})
+                assert retried.status_code == 303
+                new_id = retried.headers["location"].rsplit("/", 1)[1]
+            with anyio.fail_after(30):
+                while (await store.get_run(new_id)).status not in ("succeeded", "failed"):
+                    await anyio.sleep(0.02)
+            tg.cancel_scope.cancel()
+        new = await store.get_run(new_id)
+        assert new.status == "succeeded"
+        assert new.outputs == {"fetch": 2, "check": 4}
+        assert calls == {"fetch": 1, "check": 2}  # fetch's stored output was reused
     finally:
         await store.aclose()

@@ -32,6 +32,7 @@ class AuditAction(StrEnum):
     KEY_LIMITS_CHANGED = "key_limits_changed"
     RUN_STARTED = "run_started"
     STEP_ANSWERED = "step_answered"
+    RUN_RERUN = "run_rerun"
 
 
 audit_metadata = sa.MetaData()

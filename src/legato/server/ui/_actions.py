@@ -169,6 +169,32 @@ def action_routes(router: APIRouter, d: Dashboard) -> None:
         await d.audit(AuditAction.STEP_ANSWERED, request, viewer, target=record.id, step=step)
         return RedirectResponse(f"{d.base}/runs/{record.id}#step-{step}", status_code=303)
 
+    @router.post("/runs/{run_id}/rerun")
+    async def rerun(request: Request, run_id: str) -> Response:
+        if not isinstance(viewer := await d.gate(request), Viewer):
+            return viewer
+        if not same_origin(request):
+            return refused(request, 403, "Forbidden", "Cross-site request refused.")
+        try:
+            record = await visible_run(d.store(), viewer.principal, run_id)  # the rule every read uses
+        except RunNotFound:
+            return refused(request, 404, "Run not found", f"No run {run_id!r}.")
+        if d.sources.rerun is None:
+            return refused(request, 404, "Not available", "Runs are not re-run here.")
+        if not _can_write(viewer):
+            return refused(request, 403, "Forbidden", "Re-running a run needs a key with the runs:write scope.")
+        form = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+        from_step = (form.get("from_step") or [""])[0]
+        try:
+            if (form.get("confirm") or [""])[0] != "yes":
+                raise FormError("tick the confirmation to start the new run")
+            new = await d.sources.rerun(record, from_step, {}, tenant=viewer.key.id if viewer.key else "")
+        except (FormError, GatewayError) as exc:
+            message, status = (exc.message, exc.status) if isinstance(exc, GatewayError) else (str(exc), 400)
+            return refused(request, status, "Not re-run", message)
+        await d.audit(AuditAction.RUN_RERUN, request, viewer, target=new.id, of=record.id, from_step=from_step)
+        return RedirectResponse(f"{d.base}/runs/{new.id}", status_code=303)
+
 
 def _answer(form: Mapping[str, list[str]]) -> Any:
     """``approved=true|false`` (an approval) or ``value`` as JSON (an answer)."""

@@ -93,6 +93,9 @@ class DashboardSources:
     - ``respond``: ``async (run_record, step, answer, *, by) -> record`` behind the answer
       form of a waiting step (the runs API's own respond: checked against the step's
       schema, the run resumes).
+    - ``rerun``: ``async (run_record, from_step, inputs, *, tenant) -> new record``
+      behind "Retry from the failed step" and "Re-run from this step" (the runs API's
+      own rerun: a new run that keeps the outputs of the steps before).
     - ``cancel``: ``async (run_id, by) -> record`` behind the run page's Cancel button;
       default: ``store.request_cancel`` (the run's worker stops it within a second).
     """
@@ -114,6 +117,7 @@ class DashboardSources:
     inputs: Callable[[str], Mapping[str, Any] | None] | None = None
     start: Callable[[str, dict[str, Any], str], Awaitable[Any]] | None = None
     respond: Callable[..., Awaitable[Any]] | None = None
+    rerun: Callable[..., Awaitable[Any]] | None = None
     poll_s: float = 0.5
     clock: Callable[[], float] = time.time
 
@@ -133,6 +137,7 @@ class Dashboard:
         self.sources = sources
         self.base = base.rstrip("/")
         self.render = Renderer(self.base)
+        self.render.env.globals["can_rerun"] = sources.rerun is not None
         self.throttle = sources.throttle or LoginThrottle()
         self._sessions: SessionStore | None = None
         self.access = Access(self.admin_key, lambda: _resolve(sources.keys), self.session_store)
