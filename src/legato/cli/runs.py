@@ -259,6 +259,8 @@ def _record_dict(r: RunRecord) -> dict[str, Any]:
         "cost": r.cost,
         "version_hash": r.version_hash,
         "source": r.source,
+        "rerun_of": r.rerun_of,
+        "rerun_from": r.rerun_from,
         "created_at": r.created_at,
         "started_at": r.started_at,
         "finished_at": r.finished_at,
@@ -384,6 +386,15 @@ def show(
         out.print(f"[yellow]{request.describe()}[/yellow]" + ("" if record.terminal else " (stopping)"))
     if record.error:
         out.print(f"[red]error[/red]: {escape(record.error)}")
+    if record.rerun_of:
+        out.print(f"re-run of {record.rerun_of} from step {escape(record.rerun_from or '?')}")
+    latest = {s.step: s for s in steps}
+    for name, s in latest.items():
+        if s.status == "waiting" and str(record.status) == "waiting":
+            request = s.meta.get("request") or {}
+            how = "--approve or --reject" if request.get("kind") == "approval" else "--value JSON"
+            out.print(f"waiting at {escape(name)}: {escape(str(request.get('question', '')))}", highlight=False)
+            out.print(f"  answer: legato runs respond {record.id} {escape(name)} {how}", highlight=False)
     out.print("inputs: " + json.dumps(record.inputs, default=str)[:500], soft_wrap=True)
     table = new_table(show_edge=False)
     for col in ("step", "attempt", "status", "duration ms", "model", "detail"):
