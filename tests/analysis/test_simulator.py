@@ -16,6 +16,7 @@ import anyio
 import yaml
 from typer.testing import CliRunner
 
+from legato import Pipeline
 from legato.cli import app
 from legato.spec import load_pipeline
 from legato.store import DurableRunner, RunStore
@@ -138,3 +139,27 @@ def test_name_and_file_give_the_same_critical_path(tmp_path: Path) -> None:
     assert len(by_file["critical_path"]) == 2
     assert by_name["critical_path"] == by_file["critical_path"]
     assert by_name["graph_known"] is True
+
+
+def test_options_refuse_a_bad_volume_and_a_pipeline_without_a_graph(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    p = Pipeline("graphless")
+
+    @p.step
+    async def only(x: int) -> int:
+        return x
+
+    async def go() -> None:
+        async with RunStore(url) as store:
+            await DurableRunner(store, reflect=None).run(p, {"x": 1})
+
+    anyio.run(go)
+    cli = CliRunner()
+    bad = cli.invoke(app, ["analyze", "graphless", "--database-url", url, "--options", "--volume", "lots/month"])
+    assert bad.exit_code == 2
+    assert "volume 'lots/month'" in bad.output
+    per_year = cli.invoke(app, ["analyze", "graphless", "--database-url", url, "--options", "--volume", "5/year"])
+    assert per_year.exit_code == 2
+    no_graph = cli.invoke(app, ["analyze", "graphless", "--database-url", url, "--options", "--no-journal"])
+    assert no_graph.exit_code == 2
+    assert "--options needs the graph of pipeline 'graphless'" in no_graph.output

@@ -42,6 +42,13 @@ async def test_tools_over_streamable_http(tmp_path: Path) -> None:
                     found = await client.call_tool("get_run", {"run_id": run.structured_content["run_id"]})
                     assert found.structured_content is not None
                     assert found.structured_content["status"] == "succeeded"
+                    analysed = await client.call_tool("analyze_pipeline", {"name": "double", "volume": "10/day"})
+                    assert analysed.structured_content is not None
+                    assert analysed.structured_content["analysis"]["critical_path"] == ["double"]
+                    assert analysed.structured_content["options"]["volume_per_month"] == 300
+                    assert analysed.structured_content["options"]["today"]["measured"]["success_rate"] == 1.0
+                    unknown = await client.call_tool("analyze_pipeline", {"name": "tripple"})
+                    assert unknown.is_error
             finally:
                 web.should_exit = True
         assert [e.title for e in await Journal(store).recent()] == ["HTTP transport works"]

@@ -186,6 +186,27 @@ class Tools:
         )
         return entry.to_dict()
 
+    async def analyze(self, ctx: Context, name: str, last: int, volume: str) -> dict[str, Any]:
+        from legato.observe import analyze_runs, build_options, parse_volume, step_shapes
+
+        pipeline = self.pipelines.get(name)
+        if pipeline is None:
+            raise ToolError(f"no pipeline {name!r}; available: {', '.join(sorted(self.pipelines)) or 'none'}")
+        if not 1 <= last <= 10_000:
+            raise ToolError(f"last must be between 1 and 10000, got {last}")
+        try:
+            per_month = parse_volume(volume)
+        except ValueError as exc:
+            raise ToolError(str(exc)) from None
+        viewer = self.caller(ctx)  # only the caller's own runs (every tenant's for an admin)
+        records = await self.store.list_runs(pipeline=name, tenant=viewer.tenant_filter, limit=last)
+        runs = [(r, await self.store.steps(r.id)) for r in records]
+        shapes = step_shapes(pipeline)
+        graph = {n: list(s.deps) for n, s in shapes.items()}
+        analysis = analyze_runs(name, runs, graph, shapes=shapes)
+        report = build_options(analysis, runs, graph, shapes, volume_per_month=per_month) if runs else None
+        return {"analysis": analysis.to_dict(), "options": report.to_dict() if report is not None else None}
+
     async def entry(self, ctx: Context, entry_id: int) -> dict[str, Any]:
         try:
             return (await self.journal.get(entry_id, viewer=self.caller(ctx))).to_dict()
@@ -251,6 +272,13 @@ def register_tools(server: MCPServer[Any], tools: Tools) -> None:
         """Answer a run paused on a wait step: `approved` (true/false) for an approval,
         or `value` (JSON valid against the step's schema) for a question. The run resumes."""
         return await tools.respond(ctx, run_id, step, approved, value)
+
+    @server.tool()
+    async def analyze_pipeline(ctx: Context, name: str, last: int = 50, volume: str = "100000/month") -> dict[str, Any]:
+        """Where a served pipeline's time and money go (per step, critical path, advice) and
+        its options: alternatives with predicted p50/p95, success rate and cost per run and
+        per month at `volume`, each with its risk and YAML change, from your last `last` runs."""
+        return await tools.analyze(ctx, name, last, volume)
 
     @server.tool()
     async def get_run(ctx: Context, run_id: str) -> dict[str, Any]:
