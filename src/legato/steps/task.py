@@ -27,6 +27,7 @@ starts loading in the background, so later models load while earlier steps work.
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,24 @@ __all__ = ["actor_step", "build"]
 
 _OWN_KEYS = frozenset({"task", "options", "with"})
 
-# Tasks of one pipeline file (keyed by the loaded document), prefetched together.
+# Tasks of one pipeline file, prefetched together. Keyed by the id of the loaded
+# document (a dict, so not hashable) for exactly as long as that document lives:
+# a finalizer drops the entry when it is collected, before its id can be reused.
 _siblings: dict[int, list[Task[Any, Any]]] = {}
+
+
+def _siblings_of(document: object) -> list[Task[Any, Any]]:
+    """The tasks already built from ``document`` (a fresh list when it cannot be tracked)."""
+    key = id(document)
+    siblings = _siblings.get(key)
+    if siblings is not None:
+        return siblings
+    try:
+        weakref.finalize(document, _siblings.pop, key, None)
+    except TypeError:  # None or a plain dict: no owner to outlive, nothing to share
+        return []
+    siblings = _siblings[key] = []
+    return siblings
 
 
 def build(spec: Mapping[str, Any], ctx: BuildContext) -> StepBuild:
@@ -65,9 +82,7 @@ def build(spec: Mapping[str, Any], ctx: BuildContext) -> StepBuild:
         task = get(name, **dict(options))
     except ConfigError as exc:
         raise SpecError([ctx.issue(str(exc), "options")]) from exc
-    if id(ctx.data) not in _siblings and len(_siblings) >= 64:  # keep the map small in long-lived servers
-        del _siblings[next(iter(_siblings))]
-    siblings = _siblings.setdefault(id(ctx.data), [])
+    siblings = _siblings_of(ctx.data)
     if task not in siblings:
         siblings.append(task)
     fn = _step_function(task, siblings, ctx.base_dir)
