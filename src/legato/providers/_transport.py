@@ -28,6 +28,8 @@ and cookies a provider sets are honoured by both.
 from __future__ import annotations
 
 import json
+import ssl
+import threading
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -37,6 +39,26 @@ import anyio
 import httpx
 
 __all__ = ["AiohttpWire", "Head", "HttpxWire", "Wire", "dumps"]
+
+_SSL_CONTEXT: dict[str, ssl.SSLContext] = {}
+_PREPARING = threading.Lock()
+
+
+def _prepare() -> ssl.SSLContext:
+    """Import aiohttp and load the trust store, once per process, in a worker thread.
+
+    Both take 100-300 ms of CPU (aiohttp builds its default SSL contexts at import,
+    and the certifi bundle is parsed for every context): on the event loop that
+    stalled every other task of a run at its first model call. One context serves
+    every pool (an ``SSLContext`` is safe to share between connections and threads).
+    """
+    with _PREPARING:
+        context = _SSL_CONTEXT.get("default")
+        if context is None:
+            import aiohttp  # noqa: F401  (imported here so that its import-time work is off the loop)
+
+            context = _SSL_CONTEXT["default"] = httpx.create_ssl_context()
+        return context
 
 
 def dumps(payload: Any) -> bytes:
@@ -146,6 +168,9 @@ class AiohttpWire:
         return self._session
 
     async def _open_now(self) -> None:
+        ssl_context = _SSL_CONTEXT.get("default")
+        if ssl_context is None:  # the first pool of the process: import and load off the loop
+            ssl_context = await anyio.to_thread.run_sync(_prepare)
         import aiohttp
         from aiohttp.helpers import get_env_proxy_for_url
 
@@ -158,7 +183,7 @@ class AiohttpWire:
         connector = aiohttp.TCPConnector(
             limit=s.max_connections,
             keepalive_timeout=s.keepalive_expiry,
-            ssl=httpx.create_ssl_context(),  # the same trust store as httpx
+            ssl=ssl_context,  # the same trust store as httpx
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
