@@ -11,7 +11,7 @@ from dataclasses import asdict
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 from starlette.responses import Response
 
 from legato.server._audit import AuditAction
@@ -28,6 +28,13 @@ router = APIRouter(route_class=StrictJSONRoute, prefix="/v1/admin", tags=["Admin
 ScopeName = Literal["chat", "embed", "runs:read", "runs:write", "admin"]
 
 
+def _guardrail_names(schema: dict[str, Any]) -> None:
+    """In the schema: the guardrails registered when the schema is generated."""
+    from legato.guardrails import names
+
+    schema["anyOf"] = [{"type": "string", "enum": names()}, {"type": "null"}]
+
+
 class KeyCreate(WireModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -39,8 +46,17 @@ class KeyCreate(WireModel):
     budget_usd: float | None = Field(None, ge=0, le=MAX_BUDGET_USD)
     budget_period: Literal["day", "month", "total"] = "month"
     guardrail: str | None = Field(
-        None, max_length=64, description="A registered guardrail on every call (pii-mask, pii-redact, pii-block)."
+        None, description="A registered guardrail on every call of the key.", json_schema_extra=_guardrail_names
     )
+
+    @field_validator("guardrail")
+    @classmethod
+    def _known_guardrail(cls, v: str | None) -> str | None:
+        from legato.guardrails import names
+
+        if v is not None and v not in names():
+            raise ValueError(f"unknown guardrail {v!r}; known: {', '.join(names())}")
+        return v
 
 
 def _not_null(schema: dict[str, Any]) -> None:
@@ -69,11 +85,6 @@ async def _audit(request: Request, actor: ApiKey, action: AuditAction, target: A
 
 @router.post("/keys", status_code=201, summary="Create an API key (the secret is shown once)")
 async def create_key(body: KeyCreate, request: Request, actor: ApiKey = Depends(require("admin"))) -> Response:
-    from legato.guardrails import names
-
-    if body.guardrail is not None and body.guardrail not in names():
-        known = ", ".join(names())
-        raise GatewayError(400, "invalid_request", f"unknown guardrail; known: {known}", param="guardrail")
     key, secret = await gateway(request).keys.create(
         body.name,
         body.scopes,
