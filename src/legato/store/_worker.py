@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 import anyio
 
 from legato.engine import Pipeline, Subscriber
-from legato.errors import LegatoError, PipelineChanged, StoreError
+from legato.errors import InputError, LegatoError, PipelineChanged, StoreError
 from legato.store._durable import DurableRunner
 from legato.store._queue import QueueWaiter, claim_run, requeue
 from legato.store._records import RunRecord
@@ -165,7 +165,7 @@ class Worker:
             return
         try:
             result = await self.runner.resume(pipeline, record.id, charge=False, subscribers=self.subscribers)
-        except PipelineChanged as exc:
+        except (PipelineChanged, InputError) as exc:  # it would fail the same way on every worker
             await self.store.dead_letter(record.id, str(exc))
             return
         log.info("run %s of %s %s", record.id, record.pipeline, result.status)
