@@ -230,6 +230,7 @@ def test_each_event_loop_gets_its_own_shared_groups(tmp_path: Path, monkeypatch:
     import anyio
 
     import legato.models
+    from legato.routing import aclose_shared_groups
     from legato.testing import FakeProvider
 
     monkeypatch.setenv("LEGATO_TEST_KEY", "sk-test")
@@ -249,6 +250,9 @@ def test_each_event_loop_gets_its_own_shared_groups(tmp_path: Path, monkeypatch:
             assert (await first.chat(req())).text == "hi"
             await first.aclose()  # a caller closing its group leaves the pools to the others
             assert (await legato.models.get("g", config).chat(req())).text == "hi"
+            await aclose_shared_groups()  # the loop's owner closes its pools before the loop ends
+            assert legato.models.get("g", config) is not first  # a later lookup builds new groups
+            await aclose_shared_groups()
             return first
 
         on_first_loop = anyio.run(two_lookups)

@@ -13,6 +13,7 @@ from legato.routing._config import (
     GroupsSection,
     ModelUnavailable,
     RoutingSection,
+    aclose_shared_groups,
     build_groups,
     groups_for,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "Tier",
     "UsageBased",
     "Weighted",
+    "aclose_shared_groups",
     "build_groups",
     "confidence_at_least",
     "groups_for",

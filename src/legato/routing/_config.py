@@ -53,6 +53,7 @@ __all__ = [
     "GroupsSection",
     "ModelUnavailable",
     "RoutingSection",
+    "aclose_shared_groups",
     "build_groups",
     "groups_for",
 ]
@@ -544,6 +545,20 @@ def _running_loop() -> object | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+async def aclose_shared_groups() -> None:
+    """Close and forget the groups :func:`groups_for` shared on the running event loop.
+
+    The loop's owner calls this before the loop ends (``anyio.run``'s main function,
+    a server's shutdown): the groups' connection pools are bound to that loop and
+    nothing else will close them. A later lookup on the same loop builds new groups.
+    """
+    loop = _running_loop()
+    with _shared_lock:
+        table = _shared.pop(loop, {}) if loop is not None else {}
+    for groups in table.values():
+        await groups.aclose()
 
 
 def groups_for(config: Any, resolve_model: Callable[[str], Model]) -> Groups:
