@@ -123,20 +123,14 @@ Graph = dict[str, list[str]]
 
 
 def _spec(path: Path, config: Path | None) -> tuple[str, Graph, dict[str, StepShape]]:
-    from legato.config import LegatoConfig
-    from legato.errors import ConfigError, SpecError
-    from legato.spec import load_pipeline
+    from legato.cli.runs import _load_pipeline  # the one spec loader of the CLI (errors exit 2)
     from legato.spec._python import is_pipeline_ref
 
     if not path.exists() and not is_pipeline_ref(path):
         print_error(f"spec file not found: {path}")
         raise typer.Exit(2)
-    try:
-        pipeline = load_pipeline(path, config=LegatoConfig.load(config, spec=path))
-        graph, shapes = _shape(pipeline)
-    except (ConfigError, SpecError) as exc:
-        print_error(str(exc))
-        raise typer.Exit(2) from None
+    pipeline = _load_pipeline(path, config)
+    graph, shapes = _shape(pipeline)
     return pipeline.name, graph, shapes
 
 
