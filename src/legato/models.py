@@ -79,7 +79,12 @@ def resolve_configured(name: str, config: LegatoConfig) -> Model | None:
             f"{where}: model {name!r} needs the environment variable {missing}, which is not set", variable=missing
         )
     try:
-        return build(cfg, name)
+        model = build(cfg, name)
+        if cfg.guardrail is None:
+            return model
+        from legato.guardrails import apply
+
+        return apply(cfg.guardrail, model)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
 

@@ -100,3 +100,22 @@ async def test_answers_are_checked_when_asked(fake_provider: FakeProvider, guard
     model = guard(mode="block", on="response", entities=["EMAIL_ADDRESS"])
     with pytest.raises(GuardrailBlocked, match="response contains personal data"):
         await model.chat(_ask("Who do I call?"))
+
+
+async def test_a_model_in_legato_yaml_names_its_guardrail(fake_provider: FakeProvider) -> None:
+    from legato.config import LegatoConfig
+    from legato.errors import ConfigError
+    from legato.models import get
+
+    entry = {"provider": "openai", "model": "gpt-4o-mini", "base_url": fake_provider.openai_base_url}
+    config = LegatoConfig({"models": {"guarded": {**entry, "api_key": "env:PATH", "guardrail": "pii-block"}}})
+    model = get("guarded", config)
+    try:
+        with pytest.raises(GuardrailBlocked):
+            await model.chat(_ask())
+        assert fake_provider.requests == []
+    finally:
+        await model.aclose()
+    typo = LegatoConfig({"models": {"typo": {**entry, "api_key": "env:PATH", "guardrail": "pii-blok"}}})
+    with pytest.raises(ConfigError, match=r"models\.typo: unknown guardrail 'pii-blok'"):
+        get("typo", typo)

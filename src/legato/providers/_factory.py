@@ -47,6 +47,9 @@ class ModelConfig(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
     description: str | None = None
+    guardrail: str | None = Field(
+        default=None, description="a registered guardrail wrapped around this model (pii-mask, pii-redact, pii-block)"
+    )
     _literal_secret_ok: bool = PrivateAttr(default=False)
 
     def secret(self, where: str = "api_key") -> str | None:
