@@ -212,6 +212,8 @@ def _finish(result: RunResult, as_json: bool, out: Console, interrupt: Any = Non
         elif not result.ok:
             doc["error"] = result.error
             doc["failed_step"] = result.failed_step
+            doc["errors"] = {**result.errors, **result.failures}
+            doc["step_outputs"] = result.outputs  # what the steps that succeeded returned
         sys.stdout.write(json.dumps(doc, default=_json_default, indent=2) + "\n")
     else:
         _print_result(out, result)
@@ -359,6 +361,9 @@ def _print_result(out: Console, result: RunResult) -> None:
         print_waiting(out, result)
     else:
         out.print(f"[red]{result.status}[/red] after {result.duration_s:.3f}s: {escape(result.error or '')}")
+        for name, message in result.failures.items():
+            if name != result.failed_step or message.startswith("item "):
+                out.print(f"[red]failed[/red] {escape(name)}: {escape(message)}", soft_wrap=True)
     out.print(wall_time_line(result), soft_wrap=True)
 
 

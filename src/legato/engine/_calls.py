@@ -132,11 +132,16 @@ class StepCalls(abc.ABC):
             for index, item in it:
                 kwargs[param] = item  # this worker's own copy of the arguments
                 set_step((run_id, pipeline, name, 1, index, None))
-                if not report:
-                    results[index] = await fn(**kwargs)
-                    continue
-                started = self.clock()
-                results[index] = out = await fn(**kwargs)
+                try:
+                    if not report:
+                        results[index] = await fn(**kwargs)
+                        continue
+                    started = self.clock()
+                    results[index] = out = await fn(**kwargs)
+                except Exception:
+                    if timing.failed_item is None:
+                        timing.failed_item = index  # the item named in the step's error
+                    raise
                 await self.item_done(name, index, out, 1, started)
 
         async def worker(tg: anyio.abc.TaskGroup) -> None:

@@ -75,6 +75,9 @@ class RunResult:
         skipped: step name -> why it was skipped.
         errors: step name -> ``"ExceptionType: message"`` for each step whose
             failure the run tolerated (``continue_on_error``).
+        failures: step name -> ``"ExceptionType: message"`` for every step that
+            failed the run (all of them under ``failure_policy: continue``); a map
+            step's reads ``"item N: ExceptionType: message"``.
         waiting: step name -> the request (kind, question, schema, timeout,
             default) of each wait step the run is paused on (status ``WAITING``).
         cost: USD spent by model calls in this run (priced calls only).
@@ -93,6 +96,7 @@ class RunResult:
     failed_step: str | None = None
     skipped: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
     waiting: dict[str, dict[str, Any]] = field(default_factory=dict)
     cost: float = 0.0
     usage: dict[str, Any] = field(default_factory=dict)
@@ -125,6 +129,7 @@ class RunResult:
             "error": self.error,
             "failed_step": self.failed_step,
             "step_errors": dict(self.errors),
+            "failures": dict(self.failures),
             "waiting": dict(self.waiting),
             "cost": self.cost,
             "timings": {name: t.as_dict() for name, t in self.timings.items()},

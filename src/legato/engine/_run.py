@@ -281,6 +281,12 @@ class Run(StepCalls):
             err.__cause__ = exc
             return RunStatus.FAILED, err, {}
 
+    def described(self, error: StepError) -> str:
+        """``"ExceptionType: message"``, after ``"item N: "`` when a map item failed the step."""
+        timing = self.timings.get(error.step)
+        item = f"item {timing.failed_item}: " if timing is not None and timing.failed_item is not None else ""
+        return f"{item}{error.error_type}: {error.message}"
+
     async def finish(
         self, status: RunStatus, error: RunError | None, result: dict[str, Any] | None = None
     ) -> RunResult:
@@ -304,6 +310,7 @@ class Run(StepCalls):
             failed_step=failed_step if status is RunStatus.FAILED else None,
             skipped=self.skipped,
             errors={name: f"{e.error_type}: {e.message}" for name, e in self.tolerated.items()},
+            failures={e.step: self.described(e) for e in self.failures},
             waiting=dict(self.waits),
             cost=usage["cost"],
             usage=usage,
