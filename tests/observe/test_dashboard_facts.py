@@ -4,6 +4,7 @@ an operator found (against a real SQLite run store and real pipeline runs)."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -277,3 +278,31 @@ async def test_a_failed_map_item_is_listed_first_with_its_error(store: RunStore,
     rows = re.findall(item_row, table, flags=re.S)
     assert rows[0] == ("3", "failed", "2" if retried else "1")
     assert "ValueError: item 3 is malformed" in table
+
+
+async def test_runs_page_through_every_run_with_a_cursor_and_filters_in_the_url(store: RunStore) -> None:
+    made = [(await store.create_run(pipeline="busy", version_hash="v", inputs={"i": i}))[0].id for i in range(120)]
+    seen: list[str] = []
+    async with client(app_for(store)) as c:
+        url: str | None = "/ui/?pipeline=busy&limit=50"
+        pages = 0
+        while url is not None:
+            html = (await c.get(url, headers=AUTH)).text
+            seen += re.findall(r'<tr class="run-row" data-run="(\w+)"', html)
+            nxt = re.search(r'<a href="([^"]+)" id="next-page"', html)
+            url = nxt.group(1).replace("&amp;", "&") if nxt else None
+            if url is not None:
+                assert "pipeline=busy" in url  # the filters stay in the URL
+            pages += 1
+        assert pages == 3
+        assert seen == list(reversed(made))  # newest first, each run once
+        oldest = (await c.get("/ui/?sort=oldest&limit=5", headers=AUTH)).text
+        assert re.findall(r'data-run="(\w+)"', oldest)[:5] == made[:5]
+        run = await store.get_run(made[0])
+        today = time.strftime("%Y-%m-%d", time.gmtime(run.created_at))
+        tomorrow = time.strftime("%Y-%m-%d", time.gmtime(run.created_at + 86400))
+        assert (await c.get(f"/ui/?since={tomorrow}", headers=AUTH)).text.count('class="run-row"') == 0
+        assert (await c.get(f"/ui/?since={today}&until={today}&limit=500", headers=AUTH)).text.count(
+            'class="run-row"'
+        ) == 120
+        assert (await c.get("/ui/?cursor=garbage&since=not-a-day", headers=AUTH)).status_code == 200

@@ -378,9 +378,25 @@ class RunStore:
         pipeline: str | None = None,
         tenant: str | None = None,
         limit: int = 50,
+        since: float | None = None,
+        until: float | None = None,
+        oldest_first: bool = False,
+        cursor: tuple[float, str] | None = None,
     ) -> list[RunRecord]:
-        """Runs, newest first. ``status="dead"`` lists the dead-letter queue."""
-        query = sa.select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit)
+        """Runs, newest first (``oldest_first``: oldest first). ``status="dead"`` lists
+        the dead-letter queue. ``since``/``until`` bound the creation time (``until``
+        excluded); ``cursor`` is the ``(created_at, id)`` of the last run of the previous
+        page: the page goes on after it (keyset pagination, stable while runs arrive)."""
+        key = (runs.c.created_at, runs.c.id)
+        order = [c.asc() for c in key] if oldest_first else [c.desc() for c in key]
+        query = sa.select(runs).order_by(*order).limit(limit)
+        if since is not None:
+            query = query.where(runs.c.created_at >= since)
+        if until is not None:
+            query = query.where(runs.c.created_at < until)
+        if cursor is not None:
+            after = sa.tuple_(*key) > sa.tuple_(*cursor) if oldest_first else sa.tuple_(*key) < sa.tuple_(*cursor)
+            query = query.where(after)
         if status is not None:
             statuses = [status] if isinstance(status, str) else list(status)
             query = query.where(runs.c.status.in_(statuses))

@@ -215,19 +215,28 @@ class Dashboard:
     # -- runs --------------------------------------------------------------------------
 
     async def runs(self, viewer: Viewer, params: Mapping[str, str]) -> list[Any]:
+        return (await self.runs_page(viewer, params))[0]
+
+    async def runs_page(self, viewer: Viewer, params: Mapping[str, str]) -> tuple[list[Any], str | None]:
+        """One page of runs under the URL's filters, and the cursor of the next page."""
         status = params.get("status") or None
         if status is not None and status not in STATUSES:
             status = None
         pipeline = params.get("pipeline") or None
         limit = _int(params.get("limit"), 50, 1, 500)
         q = (params.get("q") or "").strip()
-        tenant = viewer.principal.tenant_filter
+        since, until = _day(params.get("since")), _day(params.get("until"))
+        oldest = params.get("sort") == "oldest"
         runs = await self.store().list_runs(
-            status=status, pipeline=pipeline, tenant=tenant, limit=limit if q == "" else 1000
-        )
+            status=status, pipeline=pipeline, tenant=viewer.principal.tenant_filter,
+            limit=limit + 1 if q == "" else 1000, since=since, until=until + 86400 if until is not None else None,
+            oldest_first=oldest, cursor=_cursor(params.get("cursor")),
+        )  # fmt: skip
         if q:
-            runs = [r for r in runs if r.id.startswith(q)][:limit]
-        return list(runs)
+            runs = [r for r in runs if r.id.startswith(q)]
+        more = len(runs) > limit
+        runs = list(runs[:limit])
+        return runs, (f"{runs[-1].created_at!r}_{runs[-1].id}" if more and runs else None)
 
     async def pipelines(self, viewer: Viewer) -> list[str]:
         """Every pipeline the viewer has runs of, and every pipeline configured here."""
@@ -284,6 +293,23 @@ class Dashboard:
 
         headers = {"cache-control": "no-store", "x-accel-buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+def _day(value: str | None) -> float | None:
+    """Midnight UTC of a ``YYYY-MM-DD`` day; None for anything else."""
+    try:
+        return datetime.strptime(value or "", "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def _cursor(value: str | None) -> tuple[float, str] | None:
+    """``<created_at>_<run id>`` from a Next link; None when absent or malformed."""
+    at, _, run_id = (value or "").partition("_")
+    try:
+        return (float(at), run_id) if run_id else None
+    except ValueError:
+        return None
 
 
 def _maybe_names(value: Any) -> list[str]:
@@ -377,20 +403,25 @@ def _run_routes(router: APIRouter, d: Dashboard) -> None:
         if not isinstance(viewer := await d.gate(request), Viewer):
             return viewer
         params = dict(request.query_params)
-        runs = await d.runs(viewer, params)
+        runs, next_cursor = await d.runs_page(viewer, params)
         limit = _int(params.get("limit"), 50, 1, 500)
         filters: dict[str, Any] = {
             "pipeline": params.get("pipeline", ""),
             "status": params.get("status", ""),
             "q": params.get("q", ""),
+            "since": params.get("since", "") if _day(params.get("since")) else "",
+            "until": params.get("until", "") if _day(params.get("until")) else "",
+            "sort": "oldest" if params.get("sort") == "oldest" else "",
             "limit": limit,
         }
-        query = urlencode({k: v for k, v in filters.items() if v})
+        base_query = {k: v for k, v in filters.items() if v}
+        query = urlencode({**base_query, **({"cursor": params["cursor"]} if params.get("cursor") else {})})
+        next_url = f"{d.base}/?{urlencode({**base_query, 'cursor': next_cursor})}" if next_cursor else None
         limits = sorted({*LIMITS, limit})  # the select shows the limit the table uses
         pipelines = await d.pipelines(viewer)
         startable = [p for p in pipelines if d.startable(p)]
         return d.page("runs.html", request, nav="runs", runs=runs, filters=filters, query=query, limits=limits,
-                      pipelines=pipelines, statuses=STATUSES, startable=startable)  # fmt: skip
+                      pipelines=pipelines, statuses=STATUSES, startable=startable, next_url=next_url)  # fmt: skip
 
     @router.get("/live/runs")
     async def live_runs(request: Request) -> Response:
