@@ -231,17 +231,18 @@ def _model(s: StepStats, pricing: Any) -> list[Candidate]:
 
 def _hedge(s: StepStats, samples: Samples) -> list[Candidate]:
     durations = list(samples.steps[s.step].durations)
-    p50, p95, p99 = percentile(durations, 50), percentile(durations, 95), percentile(durations, 99)
-    if not s.models or not p50 or not p99 or not p95 or len(durations) < 20 or p99 / p50 < 3:
+    p50, p90, p99 = percentile(durations, 50), percentile(durations, 90), percentile(durations, 99)
+    if not s.models or not p50 or not p90 or not p99 or len(durations) < 20 or p99 / p50 < 3:
         return []
     return [
         (
-            f"hedge `{s.step}`'s model after its p95 ({p95 * 1000:.0f} ms; p99/p50 = {p99 / p50:.1f})",
+            f"hedge `{s.step}`'s model after its p90 ({p90 * 1000:.0f} ms; p99/p50 = {p99 / p50:.1f})",
             s.step,
-            {"group": s.models[0], "set": {"hedge": {"quantile": 0.95, "max_extra": 0.06}}},
-            f"groups:                # legato.yaml\n  {s.models[0]}:\n    hedge: {{quantile: 0.95, max_extra: 0.06}}",
-            "extra load and cost: about one request in twenty is sent twice",
-            StepChange(hedge_after_s=p95),
+            {"group": s.models[0], "set": {"hedge": {"quantile": 0.9, "max_extra": 0.12}}},
+            f"groups:                # legato.yaml: the group `{s.step}` calls (its llm:)\n"
+            f"  {s.models[0]}:\n    hedge: {{quantile: 0.9, max_extra: 0.12}}",
+            "extra load and cost: about one request in ten is sent twice",
+            StepChange(hedge_after_s=p90),
         )
     ]
 
