@@ -329,36 +329,32 @@ class Router:
         return _visited.set(visited | {self.name})
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
-        misfit = self._nothing_fits(request)
-        token = self._enter()
-        try:
-            if misfit is None:
-                result = await self._over_deployments(request, lambda m: m.chat(request))
-                if isinstance(result, ChatResponse):
-                    return result
-                outcome = result
-            else:
-                outcome = _Outcome(error=misfit)
-            return await self._fall_back(request, outcome, lambda m: m.chat(request), self._degraded_chat(request))
-        finally:
-            _visited.reset(token)
+        return await self._route(request, lambda m: m.chat(request), self._degraded_chat(request))
 
     async def embed(self, request: EmbedRequest) -> EmbedResponse:
+        async def no_degrade(target: Model | str, error: ModelError) -> EmbedResponse:
+            raise error  # vectors from another model are not comparable: never degrade
+
+        return await self._route(request, lambda m: m.embed(request), no_degrade)
+
+    async def _route(
+        self,
+        request: ChatRequest | EmbedRequest,
+        call: Callable[[Model], Awaitable[R]],
+        degrade: Callable[[Model | str, ModelError], Awaitable[R]],
+    ) -> R:
+        """The deployments of this group, then its fallbacks, then ``degrade``: one walk for chat and embed."""
         misfit = self._nothing_fits(request)
         token = self._enter()
         try:
             if misfit is None:
-                result = await self._over_deployments(request, lambda m: m.embed(request))
-                if isinstance(result, EmbedResponse):
+                result = await self._over_deployments(request, call)
+                if not isinstance(result, _Outcome):
                     return result
                 outcome = result
             else:
                 outcome = _Outcome(error=misfit)
-
-            async def no_degrade(target: Model | str, error: ModelError) -> EmbedResponse:
-                raise error  # vectors from another model are not comparable: never degrade
-
-            return await self._fall_back(request, outcome, lambda m: m.embed(request), no_degrade)
+            return await self._fall_back(request, outcome, call, degrade)
         finally:
             _visited.reset(token)
 
