@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -119,3 +120,36 @@ async def test_a_model_in_legato_yaml_names_its_guardrail(fake_provider: FakePro
     typo = LegatoConfig({"models": {"typo": {**entry, "api_key": "env:PATH", "guardrail": "pii-blok"}}})
     with pytest.raises(ConfigError, match=r"models\.typo: unknown guardrail 'pii-blok'"):
         get("typo", typo)
+
+
+GUARDED_STEP = """\
+name: guarded
+inputs:
+  ticket: {{type: string}}
+steps:
+  reply:
+    llm: fast
+    prompt: "${{inputs.ticket}}"
+    guardrail: {guardrail}
+outputs:
+  reply: ${{steps.reply.text}}
+"""
+
+
+async def test_an_llm_step_names_its_guardrail(tmp_path: Path, fake_provider: FakeProvider) -> None:
+    from legato.config import LegatoConfig
+    from legato.errors import SpecError
+    from legato.spec import load_pipeline
+
+    path = tmp_path / "legato.yaml"
+    base = f"{fake_provider.base_url}/v1"
+    path.write_text(f"models:\n  fast: {{provider: openai, model: gpt-4o-mini, base_url: '{base}'}}\n")
+    config = LegatoConfig.load(path)
+    fake_provider.script(Reply(text=None))
+    pipeline = load_pipeline(GUARDED_STEP.format(guardrail="pii-mask"), config=config)
+    result = await pipeline.run(ticket=PROMPT)
+    result.raise_for_status()
+    assert result.result == {"reply": PROMPT}
+    assert "john.smith@example.com" not in _sent(fake_provider)
+    with pytest.raises(SpecError, match="unknown guardrail 'pii-mast'"):
+        load_pipeline(GUARDED_STEP.format(guardrail="pii-mast"), config=config)

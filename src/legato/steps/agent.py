@@ -51,7 +51,7 @@ from legato.agents._tools import PipelineTool
 from legato.errors import ConfigError, SpecError, SpecIssue
 from legato.spec import BuildContext, StepBuild
 from legato.spec._models import KIND_COMMON_KEYS
-from legato.steps.llm import _probe, _text
+from legato.steps.llm import _probe, _text, check_guardrail, guarded
 
 __all__ = ["build"]
 
@@ -77,6 +77,7 @@ class AgentStep(BaseModel):
     max_tool_concurrency: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1)
+    guardrail: str | None = None  # a registered guardrail (pii-mask, pii-redact, pii-block) around the model
 
 
 def build(spec: Mapping[str, Any], ctx: BuildContext) -> StepBuild:
@@ -87,6 +88,7 @@ def build(spec: Mapping[str, Any], ctx: BuildContext) -> StepBuild:
         raise SpecError([ctx.issue("an agent step needs 'agent: MODEL' (a name from legato.yaml or provider/model)")])
     if step.agent and step.model and step.agent != step.model:
         raise SpecError([ctx.issue("give the model once, as 'agent:' or 'model:'", "model")])
+    check_guardrail(step.guardrail, ctx)
     _probe(name, ctx.config, ctx, "agent" if step.agent else "model")
     tools, servers = _tools(step, ctx)
 
@@ -208,7 +210,7 @@ async def _run(
     from legato.agents._mcp import McpToolbox
     from legato.engine import step_journal
 
-    model = legato.models.get(name, ctx.config)
+    model = guarded(legato.models.get(name, ctx.config), step.guardrail)
     try:
         async with McpToolbox.from_config(ctx.config, servers) as toolbox:
             agent = Agent(

@@ -79,6 +79,24 @@ class LlmStep(BaseModel):
     stop: list[str] | None = None
     seed: int | None = None
     response_cache: bool | Literal["refresh"] = True
+    guardrail: str | None = None  # a registered guardrail (pii-mask, pii-redact, pii-block) around the model
+
+
+def check_guardrail(name: str | None, ctx: BuildContext) -> None:
+    """A step's ``guardrail:`` must name a registered guardrail."""
+    from legato.guardrails import names
+
+    if name is not None and name not in names():
+        raise SpecError([ctx.issue(f"unknown guardrail {name!r}; known: {', '.join(names())}", "guardrail")])
+
+
+def guarded(model: Model, guardrail: str | None) -> Model:
+    """``model`` behind the step's guardrail, if it names one."""
+    if guardrail is None:
+        return model
+    from legato.guardrails import apply
+
+    return apply(guardrail, model)
 
 
 def build(spec: Mapping[str, Any], ctx: BuildContext) -> StepBuild:
@@ -94,6 +112,7 @@ def build(spec: Mapping[str, Any], ctx: BuildContext) -> StepBuild:
         raise SpecError([ctx.issue("an llm step needs 'llm: MODEL' (a name from legato.yaml or provider/model)")])
     if step.llm and step.model and step.llm != step.model:
         raise SpecError([ctx.issue("give the model once, as 'llm:' or 'model:'", "model")])
+    check_guardrail(step.guardrail, ctx)
     if step.schema_ is not None:
         try:
             check_json_schema(step.schema_, "schema")
@@ -172,7 +191,7 @@ async def _call(name: str, config: LegatoConfig, step: LlmStep, prompt: Any, sys
     import legato.models
 
     request = request_for(step, prompt, system)
-    model = legato.models.get(name, config)
+    model = guarded(legato.models.get(name, config), step.guardrail)
     sink = token_sink()
     try:
         response = await model.chat(request) if sink is None else await _streamed(model, request, sink)
