@@ -4,6 +4,7 @@ another, and a queue's global concurrency holds across the fleet."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.postgres
 LEGATO = [sys.executable, "-c", "from legato.cli import main; main()"]
 
 STEPS = """
+import json
 import os
 import time
 from pathlib import Path
@@ -222,3 +224,31 @@ async def test_a_killed_worker_s_run_is_taken_over(project: Path, fleet: Fleet, 
     steps = [step for step, _, _ in calls(project)]
     assert steps.count("first") == 1  # checkpointed before the kill: not repeated
     assert steps.count("blocking") == 2  # in flight when the worker died: run again by the other
+
+
+def test_a_drained_worker_puts_its_run_back_and_the_submitter_gets_the_result(
+    project: Path, fleet: Fleet, postgres_url: str
+) -> None:
+    name = queue(project, "fast")
+    fleet.start(name, 1, "--grace", "0.2")
+    cmd = [*LEGATO, "run", str(project / "two.yaml"), "-i", "n=1", "--queue", name, "--json"]
+    submitter = subprocess.Popen(
+        [*cmd, "--database-url", postgres_url], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    while not list(project.glob("started-*")):
+        assert time.monotonic() < deadline, fleet.log(0)
+        time.sleep(0.05)
+    first = fleet.procs[0]
+    first.send_signal(signal.SIGTERM)  # drains: the blocked run outlives the grace and goes back on the queue
+    assert first.wait(timeout=60) == 0, fleet.log(0)
+    assert "put back on its queue" in fleet.log(0)
+    (project / "release").touch()
+    fleet.start(name, 1)
+    out, err = submitter.communicate(timeout=90)
+    assert submitter.returncode == 0, err
+    assert "queued on" in err
+    doc = json.loads(out)
+    assert (doc["status"], doc["outputs"]) == ("succeeded", {"first": 2, "blocking": 20})
+    steps = [step for step, _, _ in calls(project)]
+    assert steps.count("first") == 1  # checkpointed before the drain: the next worker resumed after it

@@ -32,6 +32,7 @@ STATUS_STYLE = {  # one palette for run and step statuses, in every command
     "running": "cyan",
     "waiting": "blue",
     "pending": "dim",
+    "queued": "dim",
     "skipped": "dim",
 }
 

@@ -276,7 +276,8 @@ def list_runs(
     status: str | None = typer.Option(
         None,
         "--status",
-        help="Only runs with this status: pending, running, waiting, succeeded, failed, cancelled, dead or orphaned.",
+        help="Only runs with this status: pending, queued, running, waiting, succeeded, failed, cancelled, dead "
+        "or orphaned.",
     ),
     dead: bool = typer.Option(False, "--dead", help="Only dead-lettered runs (same as --status dead)."),
     pipeline: str | None = typer.Option(None, "--pipeline", help="Only runs of this pipeline."),

@@ -71,6 +71,9 @@ def worker(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     anyio.run(_serve, names, queues, pipelines, cfg, database_url, concurrency, lease_ttl, grace)
+    from legato.cli._interrupt import exit_now
+
+    exit_now(0)  # a sync step stopped at the end of the grace may still hold its thread: bounded wait
 
 
 async def _serve(

@@ -41,7 +41,7 @@ from legato.server.ui._view import build_run_view, gantt
 from legato.store import visible_run
 
 __all__ = ["DashboardSources", "dashboard_router"]
-STATUSES = ("pending", "running", "waiting", "succeeded", "failed", "cancelled", "dead")
+STATUSES = ("pending", "queued", "running", "waiting", "succeeded", "failed", "cancelled", "dead")
 _STATIC = Path(__file__).parent / "static"
 # Pages load only their own script and stylesheet; nothing may frame them.
 PAGE_HEADERS = {
