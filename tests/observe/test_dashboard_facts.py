@@ -306,3 +306,17 @@ async def test_runs_page_through_every_run_with_a_cursor_and_filters_in_the_url(
             'class="run-row"'
         ) == 120
         assert (await c.get("/ui/?cursor=garbage&since=not-a-day", headers=AUTH)).status_code == 200
+
+
+def test_a_live_runs_list_sends_only_the_rows_that_changed() -> None:
+    from legato.server.ui._live import RowPatches
+
+    patches = RowPatches("runs-body")
+    first = patches.update({"b": "<tr>b running</tr>", "a": "<tr>a running</tr>"})
+    assert first["html"] == {"b": "<tr>b running</tr>", "a": "<tr>a running</tr>"}
+    idle = patches.update({"b": "<tr>b running</tr>", "a": "<tr>a running</tr>"})
+    assert idle == {"target": "runs-body", "html": {}, "order": ["b", "a"]}
+    assert patches.update({"b": "<tr>b running</tr>", "a": "<tr>a running</tr>"}) == idle  # not resent
+    one = patches.update({"c": "<tr>c new</tr>", "b": "<tr>b succeeded</tr>", "a": "<tr>a running</tr>"})
+    assert one == {"target": "runs-body", "html": {"c": "<tr>c new</tr>", "b": "<tr>b succeeded</tr>"},
+                   "order": ["c", "b", "a"]}  # fmt: skip

@@ -33,7 +33,7 @@ from legato.errors import RunNotFound, StoreError
 from legato.server._audit import AuditAction
 from legato.server.ui._access import COOKIE, Access, Viewer, client_address, same_origin
 from legato.server.ui._actions import action_routes
-from legato.server.ui._live import LiveEvents, merge_events
+from legato.server.ui._live import LiveEvents, RowPatches, merge_events
 from legato.server.ui._render import Renderer
 from legato.server.ui._sessions import SessionStore
 from legato.server.ui._throttle import LoginThrottle
@@ -428,11 +428,14 @@ def _run_routes(router: APIRouter, d: Dashboard) -> None:
         if not isinstance(viewer := await d.gate(request, page=False), Viewer):
             return viewer
         params = dict(request.query_params)
+        patches = RowPatches("runs-body")
 
         async def produce() -> tuple[dict[str, Any], bool]:
             runs = await d.runs(viewer, params)
-            rows = d.render.fragment("_runs_rows.html", runs=runs, now=sources.clock())
-            return {"fragments": {"runs-body": rows}}, False
+            now = sources.clock()
+            return {
+                "rows": patches.update({r.id: d.render.fragment("_run_row.html", r=r, now=now) for r in runs})
+            }, False
 
         return await d.live(request, produce)  # type: ignore[no-any-return]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from legato.engine import (
@@ -28,7 +28,7 @@ from legato.engine import (
 )
 from legato.redaction import default_redactor
 
-__all__ = ["LiveEvents"]
+__all__ = ["LiveEvents", "RowPatches"]
 
 
 def _data(e: Event) -> dict[str, Any]:
@@ -96,3 +96,18 @@ def merge_events(stored: list[Any], live: list[dict[str, Any]]) -> list[Any]:
     if not extra:
         return stored
     return sorted([*stored, *extra], key=lambda e: float(e["at"] if isinstance(e, dict) else e.at))
+
+
+class RowPatches:
+    """What a live list sends: only the rows that changed since the last update, and
+    the order of the page (so new rows are placed and rows that left are removed). An
+    idle list sends the same patch every time, which the stream does not resend."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self._sent: dict[str, str] = {}
+
+    def update(self, rows: Mapping[str, str]) -> dict[str, Any]:
+        changed = {key: html for key, html in rows.items() if self._sent.get(key) != html}
+        self._sent = dict(rows)
+        return {"target": self.target, "html": changed, "order": list(rows)}

@@ -25,6 +25,29 @@
     });
   }
 
+  // Changed rows only: replace or add each row sent, then put the rows in the page's order.
+  function patchRows(patch) {
+    var body = document.getElementById(patch.target);
+    if (!body) { return; }
+    var have = {};
+    body.querySelectorAll("tr[data-run]").forEach(function (tr) { have[tr.getAttribute("data-run")] = tr; });
+    Object.keys(patch.html).forEach(function (id) {
+      var holder = document.createElement("tbody");
+      holder.innerHTML = patch.html[id];
+      var row = holder.querySelector("tr");
+      if (!row) { return; }
+      localTimes(row);
+      if (have[id]) { body.replaceChild(row, have[id]); }
+      have[id] = row;
+    });
+    if (patch.order.length) {
+      body.querySelectorAll("tr:not([data-run])").forEach(function (tr) { tr.remove(); });
+    }
+    var keep = {};
+    patch.order.forEach(function (id) { keep[id] = true; if (have[id]) { body.appendChild(have[id]); } });
+    Object.keys(have).forEach(function (id) { if (!keep[id] && have[id].parentNode) { have[id].remove(); } });
+  }
+
   function connect(el) {
     var url = el.getAttribute("data-live");
     if (!url || !window.EventSource) { return; }
@@ -40,6 +63,7 @@
         restoreOpen(target, open);
         localTimes(target);
       });
+      if (data.rows) { patchRows(data.rows); }
       if (data.status) { el.setAttribute("data-status", data.status); }
       document.dispatchEvent(new CustomEvent("legato:update", { detail: data }));
     });
