@@ -90,8 +90,12 @@ class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
         self.work += 1
         if self.work > MAX_WORK:
             raise _over(f"expression does too much work (more than {MAX_WORK:,} steps)", node)
-        result = super()._eval(node)
-        if isinstance(node, _BUILDERS) and isinstance(result, Sized):
+        handler = self.nodes.get(type(node))
+        if handler is None:
+            return super()._eval(node)  # simpleeval's "not available" error
+        result = handler(node)
+        self._check_disallowed_items(result)
+        if type(node) in _BUILDERS and isinstance(result, Sized):
             self.elements += len(result)
             if self.elements > MAX_ELEMENTS:
                 raise _over(f"expression builds too much data (more than {MAX_ELEMENTS:,} elements in total)", node)
@@ -133,7 +137,7 @@ class _Evaluator(simpleeval.EvalWithCompoundTypes):  # type: ignore[misc]
             raise ExpressionError(f"cannot index {type(container).__name__}: {exc}") from None
 
 
-_BUILDERS = (ast.BinOp, ast.List, ast.Tuple, ast.Dict, ast.Set, ast.ListComp, ast.GeneratorExp, ast.DictComp)
+_BUILDERS = frozenset({ast.BinOp, ast.List, ast.Tuple, ast.Dict, ast.Set, ast.ListComp, ast.GeneratorExp, ast.DictComp})
 
 
 def _over(message: str, node: ast.AST) -> ExpressionError:
