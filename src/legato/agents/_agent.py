@@ -36,7 +36,8 @@ from legato.agents._spans import AgentSpans, agent_spans
 from legato.agents._tools import AgentTool, to_tools
 from legato.errors import InvalidToolArguments, ToolError, ToolFailed, UnknownTool
 from legato.ledger import CallRecord, Ledger, current_ledger, use_ledger
-from legato.providers import ChatRequest, Message, Model, ToolCall
+from legato.providers import ChatRequest, ChatResponse, Message, Model, ToolCall
+from legato.providers._assemble import StreamAssembler
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -111,15 +112,24 @@ class Agent:
         self.metadata = dict(metadata or {})
         self.tracer_provider = tracer_provider
 
-    async def run(self, prompt: str | Sequence[Message], *, journal: AgentJournal | None = None) -> AgentResult:
+    async def run(
+        self,
+        prompt: str | Sequence[Message],
+        *,
+        journal: AgentJournal | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> AgentResult:
         """Run until the model answers or a limit is reached.
 
         ``prompt`` is the user's message (or a whole conversation). With a
         ``journal``, each turn and tool call is recorded as it completes, and the
         turns and calls an earlier run recorded there are reused, not made again.
+        With ``on_text``, each model turn is streamed and every piece of its text is
+        passed to ``on_text`` as it arrives (turns replayed from the journal are not);
+        without it, turns are plain (non-streaming) calls.
         Model errors propagate (wrap the model in retries or a router for those).
         """
-        return await _Session(self, _conversation(prompt, self.system), journal).run()
+        return await _Session(self, _conversation(prompt, self.system), journal, on_text).run()
 
     def request(self, messages: Sequence[Message]) -> ChatRequest:
         """The model request of the next turn."""
@@ -148,10 +158,17 @@ def _conversation(prompt: str | Sequence[Message], system: str | None) -> list[M
 class _Session:
     """The state of one :meth:`Agent.run`."""
 
-    def __init__(self, agent: Agent, messages: list[Message], journal: AgentJournal | None) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        messages: list[Message],
+        journal: AgentJournal | None,
+        on_text: Callable[[str], None] | None,
+    ) -> None:
         self.agent = agent
         self.messages = messages
         self.journal = journal
+        self.on_text = on_text
         self.turns: list[Turn] = []
         self.resumed = 0
         self.recorded: dict[str, ToolCallRecord] = {}  # tool calls of the pending turn already recorded
@@ -221,7 +238,7 @@ class _Session:
         ledger = self.ledger(index)
         started = time.perf_counter()
         with use_ledger(ledger):
-            response = await self.agent.model.chat(self.agent.request(self.messages))
+            response = await self.call_model(self.agent.request(self.messages))
         latency = time.perf_counter() - started
         message = _unique_ids(response.message, index)
         if not ledger.calls:  # a model that does not record its calls: count this one here
@@ -263,6 +280,19 @@ class _Session:
         self.turns.append(turn)
         self.messages.append(message)
         return turn
+
+    async def call_model(self, request: ChatRequest) -> ChatResponse:
+        """One model call; streamed when someone takes the text as it arrives. The
+        response assembled from the chunks (text and tool calls) equals ``chat``'s."""
+        model, on_text = self.agent.model, self.on_text
+        if on_text is None:
+            return await model.chat(request)
+        assembler = StreamAssembler()
+        async for chunk in model.stream(request):
+            assembler.add(chunk)
+            if chunk.text:
+                on_text(chunk.text)
+        return assembler.response(model=model.name, provider=getattr(model, "provider", ""))
 
     # -- tool calls --------------------------------------------------------------------
 

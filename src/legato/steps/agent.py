@@ -36,6 +36,8 @@ Each model turn and tool call is recorded in the step's journal
 replays them instead of calling the model or the tool again. The model and the
 tools are resolved when the pipeline is loaded, so a typo is a spec error with
 file:line; MCP servers are started for each run of the step and stopped after it.
+When the run is streamed (:func:`legato.engine.stream_tokens`), each model turn is
+streamed and its text is published as the step's tokens; otherwise turns are plain calls.
 """
 
 from __future__ import annotations
@@ -208,7 +210,7 @@ async def _run(
 ) -> dict[str, Any]:
     import legato.models
     from legato.agents._mcp import McpToolbox
-    from legato.engine import step_journal
+    from legato.engine import step_journal, token_sink
 
     model = guarded(legato.models.get(name, ctx.config), step.guardrail)
     try:
@@ -227,7 +229,7 @@ async def _run(
                 temperature=step.temperature,
                 max_tokens=step.max_tokens,
             )
-            result = await agent.run(_text(prompt), journal=step_journal())
+            result = await agent.run(_text(prompt), journal=step_journal(), on_text=token_sink())
     finally:
         await model.aclose()
     if step.on_limit == "fail":
