@@ -38,4 +38,4 @@ def main(texts: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["I love the new Acme Phone, but Speedy Couriers delivered it late."])
+    main(sys.argv[1:] or ["The package I ordered from Acme has not been delivered after three weeks. I am very angry."])

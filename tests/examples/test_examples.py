@@ -151,3 +151,35 @@ def test_sequential_script_gives_the_same_answers_as_the_pipeline() -> None:
     assert out["sentiment"] == "negative"
     assert out["topic"] == "billing"
     assert "Maria Lopez" in out["entities"]
+
+
+async def test_text_insights_default_input_takes_the_escalation_branch() -> None:
+    """`legato run examples/text_insights.yaml` with no input shows what the demo exists for."""
+    result = await load_pipeline(EXAMPLES / "text_insights.yaml").run({})
+    assert result.ok, result.error
+    out = result.result
+    assert out["sentiment"] == "negative"
+    assert out["topic"] == "shipping"
+    assert out["escalation"].startswith("route to the shipping team")
+    assert "Acme" in out["entities"]
+    assert "Maria Lopez" in out["entities"]
+
+
+DOCUMENT_TOPICS = {
+    "harbor-bank-results.png": "finance",
+    "lumen-laptop-review.png": "technology",
+    "riverside-council-minutes.pdf": "government",
+}
+
+
+def test_each_demo_document_gets_its_topic_by_a_clear_margin() -> None:
+    """The topic of each demo document is not borderline: a small model change must not flip it."""
+    spec = yaml.safe_load((EXAMPLES / "document_insights.yaml").read_text())
+    classify = tasks.ClassifyTask(spec["steps"]["topic"]["options"]["labels"])
+    ocr = tasks.get("ocr")
+    assert isinstance(ocr, tasks.OcrTask)
+    names = sorted(DOCUMENT_TOPICS)
+    texts = [page.text for page in ocr.run_sync([str(DOCUMENTS / name) for name in names])]
+    for name, text, outcome in zip(names, texts, classify.run_sync(texts), strict=True):
+        assert outcome.label == DOCUMENT_TOPICS[name], (name, text[:200], outcome.scores)
+        assert outcome.score > 0.9, (name, outcome.scores)
