@@ -48,6 +48,7 @@ KNOWN_SECTIONS = frozenset(
         "pipelines",
         "tasks",
         "mcp_servers",
+        "step_kinds",
     }
 )
 

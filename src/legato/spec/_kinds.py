@@ -8,6 +8,12 @@ time a pipeline uses it (so ``legato.spec`` imports nothing of the model layer):
 * ``llm`` -> ``legato.steps.llm:build``, ``task`` -> ``legato.steps.task:build`` and
   ``agent`` -> ``legato.steps.agent:build``.
 
+Other kinds come from, first match wins: the ``step_kinds:`` section of ``legato.yaml``
+(``name: "package.module:build"`` or ``"./file.py:build"``, resolved beside that file,
+so the CLI and :func:`~legato.spec.load_pipeline` see the same kinds),
+:func:`register_step_kind` in the running process, then the ``legato.step_kinds``
+entry-point group of installed packages (read once, on the first lookup).
+
 Factory contract::
 
     def build(spec: Mapping[str, Any], ctx: BuildContext) -> StepBuild
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.metadata
 import importlib.util
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -121,6 +128,15 @@ _KINDS: dict[str, str | StepFactory] = {
 }
 
 
+BUILTIN_KINDS = frozenset(_KINDS)
+ENTRY_POINT_GROUP = "legato.step_kinds"
+_SOURCES = (
+    "kinds come from legato itself, the step_kinds section of legato.yaml, "
+    f"register_step_kind() and the {ENTRY_POINT_GROUP!r} entry-point group"
+)
+_entry_points_read = False
+
+
 def register_step_kind(kind: str, factory: str | StepFactory) -> None:
     """Register a step kind: ``factory`` is a callable or ``"package.module:build"``."""
     if isinstance(factory, str) and ":" not in factory:
@@ -128,18 +144,73 @@ def register_step_kind(kind: str, factory: str | StepFactory) -> None:
     _KINDS[kind] = factory
 
 
-def kind_names() -> list[str]:
-    return sorted(_KINDS)
+def _read_entry_points() -> None:
+    """Add the kinds installed packages declare (``register_step_kind`` ones win)."""
+    global _entry_points_read
+    if _entry_points_read:
+        return
+    _entry_points_read = True
+    for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        _KINDS.setdefault(point.name, point.value)
 
 
-def resolve_kind(kind: str) -> StepFactory:
+def config_kinds(config: LegatoConfig | None) -> dict[str, str]:
+    """The well-formed entries of the ``step_kinds:`` section: kind name -> import string
+    (:func:`config_kind_issues` reports the others)."""
+    raw = config.raw("step_kinds") if config is not None else None
+    if not isinstance(raw, Mapping):
+        return {}
+    return {
+        str(name): ref for name, ref in raw.items() if name not in BUILTIN_KINDS and isinstance(ref, str) and ":" in ref
+    }
+
+
+def config_kind_issues(config: LegatoConfig) -> list[SpecIssue]:
+    """Problems of the ``step_kinds:`` section, located in ``legato.yaml``."""
+    raw = config.raw("step_kinds")
+    if raw is None:
+        return []
+
+    def issue(message: str, *path: str) -> SpecIssue:
+        pos = locate(config.data, ("step_kinds", *path))
+        dotted = ".".join(("step_kinds", *path))
+        line, column = pos if pos else (None, None)
+        return SpecIssue(f"{dotted}: {message}", file=config.source, line=line, column=column, path=dotted)
+
+    if not isinstance(raw, Mapping):
+        return [issue("must map a kind name to 'package.module:build'")]
+    issues = []
+    for name, ref in raw.items():
+        if name in BUILTIN_KINDS:
+            issues.append(issue(f"{name!r} is a built-in step kind and cannot be replaced", str(name)))
+        elif not isinstance(ref, str) or ":" not in ref:
+            issues.append(issue("expected 'package.module:build' or './file.py:build'", str(name)))
+    return issues
+
+
+def kind_names(config: LegatoConfig | None = None) -> list[str]:
+    _read_entry_points()
+    return sorted(set(_KINDS) | set(config_kinds(config)))
+
+
+def resolve_kind(kind: str, config: LegatoConfig | None = None) -> StepFactory:
+    """The factory of ``kind``; the :class:`LookupError` for an unknown one says where kinds come from."""
+    _read_entry_points()
+    configured = config_kinds(config)
+    if config is not None and kind in configured:
+        ref = configured[kind]
+        try:
+            return load_callable(ref, config.base_dir)
+        except (ImportError, AttributeError, ValueError, SyntaxError, OSError) as exc:
+            raise LookupError(f"step kind {kind!r} ({ref}, from {config.source}) is not available: {exc}") from exc
     factory = _KINDS.get(kind)
     if factory is None:
-        hint = closest(kind, _KINDS)
+        known = kind_names(config)
+        hint = closest(kind, known)
         raise LookupError(
             f"unknown step kind {kind!r}"
             + (f" (did you mean {hint!r}?)" if hint else "")
-            + f"; known kinds: {', '.join(kind_names())}"
+            + f"; known kinds: {', '.join(known)}; {_SOURCES}"
         )
     if isinstance(factory, str):
         module_name, _, attr = factory.partition(":")

@@ -18,7 +18,7 @@ from legato.config import LegatoConfig
 from legato.errors import SpecError, SpecIssue
 from legato.retry import RetryPolicy, is_retryable
 from legato.spec._expr import ExpressionError, closest
-from legato.spec._kinds import BuildContext, StepBuild, kind_names, resolve_kind
+from legato.spec._kinds import BuildContext, StepBuild, config_kind_issues, kind_names, resolve_kind
 from legato.spec._models import INPUT_TYPES, PipelineSpec, RetrySpec, StepSpec
 
 if TYPE_CHECKING:
@@ -183,6 +183,7 @@ def load_pipeline(
     src.check_secrets = check_secrets
     spec, data, issues, dropped = _parse_partly(src)
     cfg = config if config is not None else LegatoConfig.load(spec=src.file)
+    issues.extend(config_kind_issues(cfg))
 
     if spec.executor not in executor_names():
         hint = closest(spec.executor, executor_names())
@@ -367,14 +368,15 @@ def _build(ctx: BuildContext, raw: Any, step: StepSpec) -> StepBuild:
         if step.uses is not None:
             kind = "uses"
         else:
-            extra = [k for k in (step.model_extra or {}) if k in kind_names()]
+            names = kind_names(ctx.config)
+            extra = [k for k in (step.model_extra or {}) if k in names]
             if len(extra) != 1:
                 raise SpecError(
-                    [ctx.issue("a step needs 'uses: module:function' or a kind (" + ", ".join(kind_names()) + ")")]
+                    [ctx.issue("a step needs 'uses: module:function' or a kind (" + ", ".join(names) + ")")]
                 )
             kind = extra[0]
     try:
-        factory = resolve_kind(kind)
+        factory = resolve_kind(kind, ctx.config)
     except LookupError as exc:
         raise SpecError([ctx.issue(str(exc), "kind")]) from exc
     built = factory(raw, ctx)
