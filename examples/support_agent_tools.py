@@ -1,5 +1,10 @@
 """Tools of the support agent (``support_agent.yaml``): orders from a SQLite file and refunds.
 
+The agent refunds up to ``REFUND_LIMIT`` itself; a larger refund is not made by the
+tool but returned as ``needs_approval``, picked up by :func:`over_limit` after the
+agent answered, put to a person by the pipeline's ``wait`` step, and made by
+:func:`approved_refund` once approved.
+
 The database is built from ``data/orders.sql`` the first time a tool needs it, at
 ``$SUPPORT_ORDERS_DB`` (default: ``legato-support-orders.db`` in the temporary
 directory), so the example never writes into the repository.
@@ -7,6 +12,7 @@ directory), so the example never writes into the repository.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import tempfile
@@ -63,9 +69,33 @@ def refund(
     if amount > left:
         return {"status": "refused", "why": f"only {left} USD of {order_id} can still be refunded"}
     if amount > REFUND_LIMIT:
-        return {"status": "needs_approval", "why": f"refunds over {REFUND_LIMIT:.0f} USD need a person's approval"}
+        why = f"refunds over {REFUND_LIMIT:.0f} USD need a person's approval; one has been asked"
+        return {"status": "needs_approval", "why": why}
+    return _make(order_id, amount, reason)
+
+
+def _make(order_id: str, amount: float, reason: str) -> dict[str, Any]:
     with _db() as conn:
         cursor = conn.execute(
             "INSERT INTO refunds (order_id, amount, reason) VALUES (?, ?, ?)", (order_id, amount, reason)
         )
     return {"status": "refunded", "refund_id": cursor.lastrowid, "amount": amount}
+
+
+def over_limit(tool_calls: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The refund the agent asked for but could not make (over the limit), or None."""
+    for call in tool_calls:
+        if call["name"] != "refund" or json.loads(call["content"]).get("status") != "needs_approval":
+            continue
+        arguments = json.loads(call["arguments"])
+        return {"order_id": arguments["order_id"], "amount": float(arguments["amount"]), "reason": arguments["reason"]}
+    return None
+
+
+def approved_refund(request: dict[str, Any]) -> dict[str, Any]:
+    """Make a refund a person approved (still never more than is left of the order)."""
+    order = lookup_order(request["order_id"])
+    left = round(order["total"] - order["refunded"], 2)
+    if request["amount"] > left:
+        return {"status": "refused", "why": f"only {left} USD of {request['order_id']} can still be refunded"}
+    return _make(request["order_id"], request["amount"], request["reason"])
