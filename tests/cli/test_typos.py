@@ -10,6 +10,9 @@ from tests.cli.test_static_checks import legato, write
 
 CONFIG = "models:\n  fast:\n    provider: openai\n    model: gpt-4o-mini\n    api_key: env:LEGATO_TEST_UNSET_KEY\n"
 LLM_TYPO = "name: p\nsteps:\n  one:\n    llm: fast\n    promt: hi\n"
+TASK_TYPO = "name: p\nsteps:\n  one:\n    task: sentimnt\n    with: {text: x}\n"
+OPTION_TYPO = "name: p\nsteps:\n  one:\n    task: classify\n    options: {lables: [a, b]}\n    with: {text: x}\n"
+FIELD_TYPO = "name: p\nsteps:\n  one:\n    task: sentiment\n    timout: 2\n    with: {text: x}\n"
 MAP_TYPO = "name: p\nsteps:\n  one:\n    uses: json:dumps\n    map: tickt\n    with:\n      ticket: [1, 2]\n"
 
 CASES = {
@@ -30,6 +33,28 @@ CASES = {
         "legato.yaml:2:3",
     ),
     "map parameter": (CONFIG, MAP_TYPO, ("validate", "p.yaml"), "(did you mean 'ticket'?)", "p.yaml:5:10"),
+    "task name": (
+        CONFIG,
+        TASK_TYPO,
+        ("validate", "p.yaml"),
+        "got 'sentimnt' (did you mean 'sentiment'?)",
+        "p.yaml:4:11",
+    ),
+    "task option": (
+        CONFIG,
+        OPTION_TYPO,
+        ("validate", "p.yaml"),
+        "unknown option 'lables' of task 'classify' (did you mean 'labels'?)",
+        "p.yaml:5:23",
+    ),
+    "task step field": (
+        CONFIG,
+        FIELD_TYPO,
+        ("validate", "p.yaml"),
+        "'timout' (did you mean 'timeout'?)",
+        "p.yaml:5:13",
+    ),
+    "runs status": (CONFIG, None, ("runs", "list", "--status", "falied"), "(did you mean 'failed'?)", None),
 }
 
 

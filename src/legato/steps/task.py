@@ -36,8 +36,9 @@ from pydantic import BaseModel
 
 from legato.errors import ConfigError, InputError, SpecError
 from legato.spec import BuildContext, StepBuild
+from legato.spec._expr import closest
 from legato.spec._models import KIND_COMMON_KEYS
-from legato.tasks import Task, get, names
+from legato.tasks import Task, get, names, option_names
 
 __all__ = ["actor_step", "build"]
 
@@ -65,13 +66,21 @@ def _siblings_of(document: object) -> list[Task[Any, Any]]:
 
 def build(spec: Mapping[str, Any], ctx: BuildContext) -> StepBuild:
     """Build a ``task:`` step (the factory the spec loader calls)."""
-    issues = [ctx.issue(f"unknown field {key!r}", key) for key in spec if key not in _OWN_KEYS | KIND_COMMON_KEYS]
+    own = _OWN_KEYS | KIND_COMMON_KEYS
+    issues = [ctx.issue(f"unknown field {key!r}{_hint(str(key), own)}", key) for key in spec if key not in own]
     name = spec.get("task")
     options = spec.get("options") or {}
     if not isinstance(name, str) or name not in names():
-        issues.append(ctx.issue(f"'task' must be one of {', '.join(names())}, got {name!r}", "task"))
+        hint = _hint(name, names()) if isinstance(name, str) else ""
+        issues.append(ctx.issue(f"'task' must be one of {', '.join(names())}, got {name!r}{hint}", "task"))
     if not isinstance(options, Mapping):
         issues.append(ctx.issue("'options' must be a mapping of the task's options", "options"))
+    elif isinstance(name, str) and (known := option_names(name)) is not None:
+        for key in options:
+            if key not in known:
+                takes = f"it takes {', '.join(known)}" if known else "it takes no options"
+                message = f"unknown option {key!r} of task {name!r}{_hint(str(key), known)}; {takes}"
+                issues.append(ctx.issue(message, "options", key))
     if issues:
         raise SpecError(issues)
     assert isinstance(name, str)
@@ -98,6 +107,11 @@ def build(spec: Mapping[str, Any], ctx: BuildContext) -> StepBuild:
         depends_on=tuple(spec.get("depends_on") or ()),
         description=f"{name} ({task.model_name or 'local model'})",
     )
+
+
+def _hint(word: str, choices: Any) -> str:
+    match = closest(word, list(choices))
+    return f" (did you mean {match!r}?)" if match else ""
 
 
 def _classify_at_run_time(args: dict[str, Any], spec: Mapping[str, Any]) -> StepBuild:

@@ -20,7 +20,7 @@ chat model (SmolLM2-135M-Instruct) with its answers checked.
 
 from __future__ import annotations
 
-from legato.tasks._base import Task, get, names, register
+from legato.tasks._base import Task, get, names, option_names, register
 from legato.tasks._classify import Classification, ClassifyTask
 from legato.tasks._embed import EmbedTask
 from legato.tasks._models import LocalChatModel, LocalEmbedModel, check_generation, summarize_messages
@@ -48,6 +48,7 @@ __all__ = [
     "check_generation",
     "get",
     "names",
+    "option_names",
     "register",
     "split_sentences",
     "summarize_messages",

@@ -18,6 +18,7 @@ primitives, so there is one per task and event loop.
 
 from __future__ import annotations
 
+import inspect
 import threading
 import weakref
 from abc import ABC, abstractmethod
@@ -30,7 +31,7 @@ import anyio.to_thread
 from legato.batching import Batcher
 from legato.errors import ConfigError
 
-__all__ = ["Task", "get", "names", "register"]
+__all__ = ["Task", "get", "names", "option_names", "register"]
 
 InT = TypeVar("InT")
 OutT = TypeVar("OutT")
@@ -163,6 +164,21 @@ def register(name: str, factory: Callable[..., Task[Any, Any]]) -> None:
 def names() -> list[str]:
     """The registered task names."""
     return sorted(_factories)
+
+
+def option_names(name: str) -> list[str] | None:
+    """The options task ``name`` takes (``None`` when it takes any keyword or is unknown)."""
+    factory = _factories.get(name)
+    if factory is None:
+        return None
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sorted(p.name for p in params if p.kind in kinds)
 
 
 def _freeze(value: Any) -> Hashable:
