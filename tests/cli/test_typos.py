@@ -13,6 +13,7 @@ LLM_TYPO = "name: p\nsteps:\n  one:\n    llm: fast\n    promt: hi\n"
 TASK_TYPO = "name: p\nsteps:\n  one:\n    task: sentimnt\n    with: {text: x}\n"
 OPTION_TYPO = "name: p\nsteps:\n  one:\n    task: classify\n    options: {lables: [a, b]}\n    with: {text: x}\n"
 FIELD_TYPO = "name: p\nsteps:\n  one:\n    task: sentiment\n    timout: 2\n    with: {text: x}\n"
+AGENT_TYPO = "name: p\nsteps:\n  one:\n    agent: fast\n    promt: hi\n"
 MAP_TYPO = "name: p\nsteps:\n  one:\n    uses: json:dumps\n    map: tickt\n    with:\n      ticket: [1, 2]\n"
 
 CASES = {
@@ -53,6 +54,13 @@ CASES = {
         ("validate", "p.yaml"),
         "'timout' (did you mean 'timeout'?)",
         "p.yaml:5:13",
+    ),
+    "agent field": (
+        CONFIG,
+        AGENT_TYPO,
+        ("validate", "p.yaml"),
+        "unknown field 'promt' (did you mean 'prompt'?)",
+        "p.yaml:5:12",
     ),
     "runs status": (CONFIG, None, ("runs", "list", "--status", "falied"), "(did you mean 'failed'?)", None),
 }

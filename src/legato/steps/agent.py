@@ -53,7 +53,7 @@ from legato.agents._tools import PipelineTool
 from legato.errors import ConfigError, SpecError, SpecIssue
 from legato.spec import BuildContext, StepBuild
 from legato.spec._models import KIND_COMMON_KEYS
-from legato.steps.llm import _probe, _text, check_guardrail, guarded
+from legato.steps.llm import _probe, _text, check_guardrail, guarded, own_field_issues
 
 __all__ = ["build"]
 
@@ -112,11 +112,7 @@ def _validate(spec: Mapping[str, Any], ctx: BuildContext) -> AgentStep:
     try:
         return AgentStep.model_validate(own)
     except ValidationError as exc:
-        issues = []
-        for err in exc.errors():
-            loc = tuple(str(p) for p in err["loc"])
-            issues.append(ctx.issue(f"{'.'.join(loc) or 'step'}: {err['msg']}", *loc[:2]))
-        raise SpecError(issues) from exc
+        raise SpecError(own_field_issues(exc, ctx, AgentStep)) from exc
 
 
 def _tools(step: AgentStep, ctx: BuildContext) -> tuple[list[AgentTool], dict[str, list[str]]]:
