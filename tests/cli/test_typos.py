@@ -62,6 +62,13 @@ CASES = {
         "unknown field 'promt' (did you mean 'prompt'?)",
         "p.yaml:5:12",
     ),
+    "plan format": (
+        CONFIG,
+        LLM_TYPO.replace("promt", "prompt"),
+        ("plan", "p.yaml", "--format", "mermiad"),
+        "'mermaid'",
+        None,
+    ),
     "runs status": (CONFIG, None, ("runs", "list", "--status", "falied"), "(did you mean 'failed'?)", None),
 }
 

@@ -473,7 +473,11 @@ def plan(
     from legato.engine import summarize
 
     if format not in _FORMATS:
-        print_error(f"--format must be one of {', '.join(_FORMATS)}, got {format!r}")
+        import difflib
+
+        match = difflib.get_close_matches(format, _FORMATS, n=1)
+        hint = f" (did you mean {match[0]!r}?)" if match else ""
+        print_error(f"--format must be one of {', '.join(_FORMATS)}, got {format!r}{hint}")
         raise typer.Exit(2)
     if cost and format not in ("text", "json"):
         print_error("--cost works with --format text or json")
