@@ -266,8 +266,14 @@ def test_an_approval_survives_a_gateway_restart_and_resumes_on_the_other_replica
     """The run waits on replica A (no lease held), A is restarted, the answers go to
     replica B through the runs API, and the run completes; the ownership rule, bad
     answers and answers to steps that are not waiting are checked on the way."""
-    a, b = replicas
-    key, other = make_key(a), make_key(a)
+    shared, b = replicas
+    a = Replica(shared.config, postgres_url, redis_url)  # its own replica A: the drain test stops the shared one
+    try:
+        a.wait_ready()
+        key, other = make_key(a), make_key(a)
+    except BaseException:
+        a.stop()
+        raise
     with a.client(key) as ca:
         started = ca.post("/v1/pipelines/refund/runs", json={"inputs": {"amount": 40}})
         assert started.status_code == 202, started.text
@@ -280,7 +286,7 @@ def test_an_approval_survives_a_gateway_restart_and_resumes_on_the_other_replica
     assert waiting[0]["meta"]["request"]["question"] == "Refund 40 EUR?"
 
     a.stop()  # the gateway that ran it goes away; nothing holds the run
-    restarted = Replica(a.config, postgres_url, redis_url)
+    restarted = Replica(shared.config, postgres_url, redis_url)
     try:
         restarted.wait_ready()
         respond = f"/v1/runs/{run_id}/steps/approve/respond"
