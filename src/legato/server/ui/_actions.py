@@ -24,7 +24,7 @@ from legato.errors import RunNotFound
 from legato.server._audit import AuditAction
 from legato.server._errors import GatewayError
 from legato.server.ui._access import Viewer, client_address, same_origin
-from legato.store import visible_run
+from legato.store import RunRecord, visible_run
 
 if TYPE_CHECKING:
     from legato.server.ui._app import Dashboard
@@ -136,64 +136,77 @@ def action_routes(router: APIRouter, d: Dashboard) -> None:
             assert d.sources.start is not None
             record = await d.sources.start(name, inputs, viewer.key.id if viewer.key else "")
         except (FormError, GatewayError) as exc:
-            message, status = (exc.message, exc.status) if isinstance(exc, GatewayError) else (str(exc), 400)
+            status, message = _failure(exc)
             return d.page("start.html", request, status=status, nav="runs", pipeline=name, fields=fields,
                           error=message, can_start=True)  # fmt: skip
         await d.audit(AuditAction.RUN_STARTED, request, viewer, target=record.id, pipeline=name)
         return RedirectResponse(f"{d.base}/runs/{record.id}", status_code=303)
 
-    @router.post("/runs/{run_id}/steps/{step}/respond")
-    async def respond(request: Request, run_id: str, step: str) -> Response:
+    async def run_action(
+        request: Request, run_id: str, available: bool, unavailable: str, needs: str
+    ) -> tuple[Viewer, RunRecord, dict[str, list[str]]] | Response:
+        """The signed-in viewer, the run (by the rule every read uses) and the submitted
+        form of an action on a run, or the page that refuses it."""
         if not isinstance(viewer := await d.gate(request), Viewer):
             return viewer
         if not same_origin(request):
             return refused(request, 403, "Forbidden", "Cross-site request refused.")
         try:
-            record = await visible_run(d.store(), viewer.principal, run_id)  # the rule every read uses
+            record = await visible_run(d.store(), viewer.principal, run_id)
         except RunNotFound:
             return refused(request, 404, "Run not found", f"No run {run_id!r}.")
-        if d.sources.respond is None:
-            return refused(request, 404, "Not available", "Answers are not taken here.")
+        if not available:
+            return refused(request, 404, "Not available", unavailable)
         if not _can_write(viewer):
-            return refused(request, 403, "Forbidden", "Answering a step needs a key with the runs:write scope.")
+            return refused(request, 403, "Forbidden", f"{needs} needs a key with the runs:write scope.")
         form = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+        return viewer, record, form
+
+    @router.post("/runs/{run_id}/steps/{step}/respond")
+    async def respond(request: Request, run_id: str, step: str) -> Response:
+        checked = await run_action(
+            request, run_id, d.sources.respond is not None, "Answers are not taken here.", "Answering a step"
+        )
+        if isinstance(checked, Response):
+            return checked
+        viewer, record, form = checked
         try:
             if (form.get("confirm") or [""])[0] != "yes":
                 raise FormError("tick the confirmation to send the answer")
             answer = _answer(form)
             by = f"the dashboard ({viewer.label}, {client_address(request)})"
+            assert d.sources.respond is not None
             await d.sources.respond(record, step, answer, by=by)
         except (FormError, GatewayError) as exc:
-            message, status = (exc.message, exc.status) if isinstance(exc, GatewayError) else (str(exc), 400)
+            status, message = _failure(exc)
             return refused(request, status, "Answer not taken", message)
         await d.audit(AuditAction.STEP_ANSWERED, request, viewer, target=record.id, step=step)
         return RedirectResponse(f"{d.base}/runs/{record.id}#step-{step}", status_code=303)
 
     @router.post("/runs/{run_id}/rerun")
     async def rerun(request: Request, run_id: str) -> Response:
-        if not isinstance(viewer := await d.gate(request), Viewer):
-            return viewer
-        if not same_origin(request):
-            return refused(request, 403, "Forbidden", "Cross-site request refused.")
-        try:
-            record = await visible_run(d.store(), viewer.principal, run_id)  # the rule every read uses
-        except RunNotFound:
-            return refused(request, 404, "Run not found", f"No run {run_id!r}.")
-        if d.sources.rerun is None:
-            return refused(request, 404, "Not available", "Runs are not re-run here.")
-        if not _can_write(viewer):
-            return refused(request, 403, "Forbidden", "Re-running a run needs a key with the runs:write scope.")
-        form = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+        checked = await run_action(
+            request, run_id, d.sources.rerun is not None, "Runs are not re-run here.", "Re-running a run"
+        )
+        if isinstance(checked, Response):
+            return checked
+        viewer, record, form = checked
         from_step = (form.get("from_step") or [""])[0]
         try:
             if (form.get("confirm") or [""])[0] != "yes":
                 raise FormError("tick the confirmation to start the new run")
+            assert d.sources.rerun is not None
             new = await d.sources.rerun(record, from_step, {}, tenant=viewer.key.id if viewer.key else "")
         except (FormError, GatewayError) as exc:
-            message, status = (exc.message, exc.status) if isinstance(exc, GatewayError) else (str(exc), 400)
+            status, message = _failure(exc)
             return refused(request, status, "Not re-run", message)
         await d.audit(AuditAction.RUN_RERUN, request, viewer, target=new.id, of=record.id, from_step=from_step)
         return RedirectResponse(f"{d.base}/runs/{new.id}", status_code=303)
+
+
+def _failure(exc: FormError | GatewayError) -> tuple[int, str]:
+    """The status and message a refused form shows: the gateway's own for its errors, 400 for the form's."""
+    return (exc.status, exc.message) if isinstance(exc, GatewayError) else (400, str(exc))
 
 
 def _answer(form: Mapping[str, list[str]]) -> Any:
