@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import random
-import statistics
 import tempfile
 import time
 import uuid
@@ -32,11 +31,11 @@ from typing import Any
 
 import anyio
 
+from _postgres import pg_database, summary
 from legato.engine import Pipeline, RunStatus
 from legato.store import DurableRunner, RunStore
 
 RESULTS = Path(__file__).parent / "results" / "cancel.json"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 class Trial:
@@ -100,30 +99,6 @@ async def measure(url: str, trials: int) -> dict[str, Any]:
             stopped.append(s)
             finished.append(f)
     return {"last_step_stopped": summary(stopped), "run_finished": summary(finished)}
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return {
-        "p50_ms": statistics.median(ordered) * 1000,
-        "p99_ms": p99 * 1000,
-        "max_ms": ordered[-1] * 1000,
-        "mean_ms": statistics.fmean(ordered) * 1000,
-    }
-
-
-async def pg_database(action: str, name: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN)
-    try:
-        if action == "create":
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        else:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 async def main(trials: int, postgres: bool) -> dict[str, Any]:

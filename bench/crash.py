@@ -29,6 +29,7 @@ from typing import Any
 
 import anyio
 
+from _postgres import pg_database
 from legato.engine import Pipeline
 from legato.store import DurableRunner, RunStore
 
@@ -124,17 +125,6 @@ class Server:
         assert self.proc.stdin is not None
         self.proc.stdin.close()
         self.proc.wait(timeout=30)
-
-
-async def pg_database(action: str, name: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test")
-    try:
-        verb = f'CREATE DATABASE "{name}"' if action == "create" else f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
-        await conn.execute(verb)
-    finally:
-        await conn.close()
 
 
 async def main(trials: int, step_ms: float, seed: int, postgres: bool) -> dict[str, Any]:

@@ -30,11 +30,11 @@ from typing import Any
 
 import anyio
 
+from _postgres import pg_database
 from legato.engine import Pipeline
 from legato.store import RunStore, StoredStatus, Worker, pipeline_version
 
 RESULTS = Path(__file__).parent / "results" / "queues.json"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def pipeline() -> Pipeline:
@@ -102,19 +102,6 @@ def throughput(records: list[Any]) -> float:
     first = min(r.started_at for r in records)
     last = max(r.finished_at for r in records)
     return len(records) / (last - first)
-
-
-async def pg_database(action: str, name: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN)
-    try:
-        if action == "create":
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        else:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 async def main(burst: int, paced: int, interval: float, postgres: bool) -> dict[str, Any]:

@@ -20,7 +20,6 @@ import json
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,8 +31,9 @@ from typing import Any
 import anyio
 import httpx
 
+from _postgres import pg_database, summary
+
 RESULTS = Path(__file__).parent / "results" / "revocation.json"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS = "redis://127.0.0.1:6379/0"
 MASTER = "mk-bench-revocation-0123456789"
 
@@ -94,30 +94,6 @@ def trial(a: httpx.Client, b: httpx.Client) -> float:
         if time.perf_counter() - revoked > 30:
             raise RuntimeError("replica B kept accepting the revoked key for 30 s")
     return time.perf_counter() - revoked
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return {
-        "p50_ms": statistics.median(ordered) * 1000,
-        "p99_ms": p99 * 1000,
-        "max_ms": ordered[-1] * 1000,
-        "mean_ms": statistics.fmean(ordered) * 1000,
-    }
-
-
-async def pg_database(action: str, name: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN)
-    try:
-        if action == "create":
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        else:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 def measure(trials: int, database_url: str, tmp: Path) -> list[float]:

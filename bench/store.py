@@ -33,11 +33,11 @@ from typing import Any
 
 import anyio
 
+from _postgres import pg_database
 from legato.engine import Event, MapItemFinished, Pipeline
 from legato.store import DurableRunner, RunStore
 
 RESULTS = Path(__file__).parent / "results" / "store.json"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def chain(n: int, name: str, fail_last: dict[str, bool] | None = None) -> Pipeline:
@@ -172,19 +172,6 @@ async def resume_time(url: str, n: int) -> float:
         assert result.ok
         assert result.outputs[f"s{n - 1}"] == n
         return elapsed
-
-
-async def pg_database(action: str, name: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN)
-    try:
-        if action == "create":
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        else:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 async def main(steps: int, repeats: int, postgres: bool) -> dict[str, Any]:
