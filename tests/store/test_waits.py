@@ -117,6 +117,18 @@ async def test_a_timed_out_wait_takes_its_default_on_recovery(store: RunStore, c
     assert steps[-1].meta["answered_by"] == "timeout"
 
 
+async def test_a_waiting_run_is_cancelled_at_once_and_takes_no_answer(store: RunStore) -> None:
+    calls: list[str] = []
+    first = await DurableRunner(store).run(refund(calls), {"order_id": "C3"})
+    assert first.status is RunStatus.WAITING
+    cancelled = await store.request_cancel(first.run_id, by="operator")
+    assert cancelled.status is StoredStatus.CANCELLED  # nobody holds a waiting run: nobody else would stop it
+    assert cancelled.cancelled_by == "operator"
+    with pytest.raises(StepNotWaiting, match="the run is cancelled"):
+        await respond(store, first.run_id, "decide", {"amount": 10})
+    assert (await store.get_run(first.run_id)).status is StoredStatus.CANCELLED
+
+
 def test_wait_options_are_checked() -> None:
     with pytest.raises(ValueError, match="a timeout needs a default"):
         wait_for("?", timeout=5)

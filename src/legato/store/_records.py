@@ -47,8 +47,8 @@ class RecoveryAction(StrEnum):
 
 
 ACTIVE: Final = frozenset({StoredStatus.PENDING, StoredStatus.RUNNING})
-# Not finished: a cancel stops it (a queued run cancelled never starts).
-CANCELLABLE: Final = frozenset({*ACTIVE, StoredStatus.QUEUED})
+# Not finished: a cancel stops it (a queued run cancelled never starts, a waiting one takes no answer).
+CANCELLABLE: Final = frozenset({*ACTIVE, StoredStatus.QUEUED, StoredStatus.WAITING})
 TERMINAL: Final = frozenset({StoredStatus.SUCCEEDED, StoredStatus.FAILED, StoredStatus.CANCELLED, StoredStatus.DEAD})
 # Stopped on purpose (an operator cancelled it, recovery gave up on it): resumed only with force.
 NEEDS_FORCE: Final = frozenset({StoredStatus.CANCELLED, StoredStatus.DEAD})
