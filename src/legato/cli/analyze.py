@@ -123,13 +123,13 @@ Graph = dict[str, list[str]]
 
 
 def _spec(path: Path, config: Path | None) -> tuple[str, Graph, dict[str, StepShape]]:
-    from legato.cli.runs import _load_pipeline  # the one spec loader of the CLI (errors exit 2)
+    from legato.cli.runs import load_pipeline_file  # the one spec loader of the CLI (errors exit 2)
     from legato.spec._python import is_pipeline_ref
 
     if not path.exists() and not is_pipeline_ref(path):
         print_error(f"spec file not found: {path}")
         raise typer.Exit(2)
-    pipeline = _load_pipeline(path, config)
+    pipeline = load_pipeline_file(path, config)
     graph, shapes = _shape(pipeline)
     return pipeline.name, graph, shapes
 

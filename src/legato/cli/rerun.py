@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from legato.cli.runs import DATABASE_URL_HELP, _fail, _load_pipeline, _not_found, _report, open_store, runs_app
+from legato.cli.runs import DATABASE_URL_HELP, fail, load_pipeline_file, not_found, open_store, report_result, runs_app
 
 if TYPE_CHECKING:
     from legato.engine import Pipeline, RunResult
@@ -89,15 +89,15 @@ def rerun(
             try:
                 record = await store.get_run(await store.resolve_run_id(run_id))
             except RunNotFound as exc:
-                raise _not_found(exc) from None
+                raise not_found(exc) from None
             path = file or (Path(record.source) if record.source else None)
             if path is None:
-                raise _fail(f"run {record.id} was not started from a YAML file: pass --file PIPELINE.yaml", 2)
-            pipeline = _with_sets(path, set_, config) if set_ else _load_pipeline(path, config)
+                raise fail(f"run {record.id} was not started from a YAML file: pass --file PIPELINE.yaml", 2)
+            pipeline = _with_sets(path, set_, config) if set_ else load_pipeline_file(path, config)
             try:
                 again = downstream_of(pipeline, from_step)
             except InputError as exc:
-                raise _fail(str(exc), 2) from None
+                raise fail(str(exc), 2) from None
             if set_:
                 _check_sets(pipeline, set_, again, from_step)
             inputs = _parse_inputs(pipeline, input, None)
@@ -112,12 +112,12 @@ def rerun(
                         control=interrupt.control,
                     )
             except (InputError, SpecError) as exc:
-                raise _fail(str(exc), 2) from None
+                raise fail(str(exc), 2) from None
             except StoreError as exc:
-                raise _fail(str(exc)) from None
+                raise fail(str(exc)) from None
 
     result = anyio.run(main)
-    _report(result, as_json, interrupt)
+    report_result(result, as_json, interrupt)
 
 
 def _with_sets(path: Path, sets: list[str], config: Path | None) -> Pipeline:
@@ -128,13 +128,13 @@ def _with_sets(path: Path, sets: list[str], config: Path | None) -> Pipeline:
     try:
         text, _ = apply_sets(path.read_text(encoding="utf-8"), sets)
     except OSError as exc:
-        raise _fail(f"cannot read {path}: {exc}", 2) from None
+        raise fail(f"cannot read {path}: {exc}", 2) from None
     except ValueError as exc:
-        raise _fail(str(exc), 2) from None
+        raise fail(str(exc), 2) from None
     try:
         pipeline = load_pipeline(text, config=LegatoConfig.load(config), base_dir=path.parent)
     except (ConfigError, SpecError) as exc:
-        raise _fail(f"with --set: {exc}", 2) from None
+        raise fail(f"with --set: {exc}", 2) from None
     return pipeline
 
 
@@ -142,7 +142,7 @@ def _check_sets(pipeline: Any, sets: list[str], again: set[str], from_step: str)
     for item in sets:
         step = item.partition(".")[0]
         if step not in again:
-            raise _fail(
+            raise fail(
                 f"--set {item!r}: step {step!r} is not {from_step!r} or downstream of it, so its stored output "
                 f"is reused and the change would do nothing; rerun --from {step} instead",
                 2,

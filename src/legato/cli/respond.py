@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from legato.cli._console import new_console
-from legato.cli.runs import DATABASE_URL_HELP, _fail, _load_pipeline, _not_found, _report, open_store, runs_app
+from legato.cli.runs import DATABASE_URL_HELP, fail, load_pipeline_file, not_found, open_store, report_result, runs_app
 
 if TYPE_CHECKING:
     from legato.engine import RunResult
@@ -27,13 +27,13 @@ def answer_from_options(approve: bool, reject: bool, value: str | None) -> Any:
     """The answer given by exactly one of ``--approve``, ``--reject``, ``--value JSON``."""
     given = [approve, reject, value is not None]
     if sum(given) != 1:
-        raise _fail("give exactly one of --approve, --reject or --value JSON", 2)
+        raise fail("give exactly one of --approve, --reject or --value JSON", 2)
     if value is None:
         return approve
     try:
         return json.loads(value)
     except ValueError as exc:
-        raise _fail(f"--value is not valid JSON: {exc}", 2) from None
+        raise fail(f"--value is not valid JSON: {exc}", 2) from None
 
 
 @runs_app.command("respond")
@@ -75,15 +75,15 @@ def respond(
             try:
                 record = await store.get_run(await store.resolve_run_id(run_id))
             except RunNotFound as exc:
-                raise _not_found(exc) from None
+                raise not_found(exc) from None
             path = file or (Path(record.source) if record.source else None)
-            pipeline = _load_pipeline(path, config) if path is not None and not no_resume else None
+            pipeline = load_pipeline_file(path, config) if path is not None and not no_resume else None
             try:
                 record = await record_answer(store, record.id, step, answer, by=who)
             except InvalidAnswer as exc:
-                raise _fail(str(exc), 2) from None
+                raise fail(str(exc), 2) from None
             except StepNotWaiting as exc:
-                raise _fail(str(exc), 2) from None
+                raise fail(str(exc), 2) from None
             if pipeline is None:
                 new_console().print(
                     f"answered step {step!r} of run {record.id}; the run is pending: "
@@ -95,13 +95,13 @@ def respond(
                 with interrupt.installed():
                     return await DurableRunner(store).resume(pipeline, record.id, control=interrupt.control)
             except LeaseLost as exc:
-                raise _fail(f"answered; {exc}: that process resumes it") from None
+                raise fail(f"answered; {exc}: that process resumes it") from None
             except StoreError as exc:
-                raise _fail(f"answered; resuming failed: {exc}") from None
+                raise fail(f"answered; resuming failed: {exc}") from None
 
     result = anyio.run(main)
     if result is not None:
-        _report(result, as_json, interrupt)
+        report_result(result, as_json, interrupt)
 
 
 def _local_user(getuser: Any) -> str:

@@ -23,7 +23,8 @@ from legato.engine import InputRequest, WaitKind, answer_problem
 from legato.errors import InvalidAnswer, StepNotWaiting
 from legato.store._records import EventRecord, RunRecord, StepRecord, StoredStatus
 from legato.store._rows import event_row, run_record, step_record, step_row
-from legato.store._runs import RunStore, _get
+from legato.store._run_reads import get_run_row
+from legato.store._runs import RunStore
 from legato.store._schema import events, runs, step_attempts
 
 __all__ = ["expire_waits", "respond", "waiting_requests"]
@@ -57,7 +58,7 @@ async def respond(store: RunStore, run_id: str, step: str, answer: Any, *, by: s
     now = store.clock()
 
     def write(conn: Connection) -> RunRecord:
-        record = _get(conn, run_id)
+        record = get_run_row(conn, run_id)
         waiting = _waiting(conn, record.id)
         if record.status is not StoredStatus.WAITING or step not in waiting:
             asked = ", ".join(sorted(waiting)) or "none"

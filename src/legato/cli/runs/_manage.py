@@ -1,0 +1,167 @@
+"""``legato runs resume``, ``cancel``, ``recover`` and ``prune``: acting on stored runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from legato.engine import RunResult
+    from legato.store import RunRecord
+from legato.cli.runs._common import (
+    DATABASE_URL_HELP,
+    fail,
+    load_pipeline_file,
+    not_found,
+    open_store,
+    parse_duration,
+    report_result,
+    runs_app,
+)
+
+__all__ = ["cancel", "prune", "recover", "resume", "who_cancels"]
+
+
+@runs_app.command("resume")
+def resume(
+    run_id: str = typer.Argument(..., help="Run id, or a unique prefix of it (as `runs list` shows)."),
+    file: Path | None = typer.Option(None, "--file", "-f", help="Pipeline YAML (default: the file the run came from)."),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Take the run even if its lease looks live, and resume a cancelled or dead-lettered run.",
+    ),
+    allow_changed: bool = typer.Option(
+        False, "--allow-changed", help="Resume even though the pipeline changed since the run started."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
+    config: Path | None = typer.Option(None, "--config", help="legato.yaml (default: $LEGATO_CONFIG, ./legato.yaml)."),
+) -> None:
+    """Resume a run after a crash or failure: finished steps are reused, the rest run.
+    Ctrl-C cancels it, as on `legato run`."""
+    import anyio
+
+    from legato.cli._interrupt import Interrupt
+    from legato.engine import RunControl
+    from legato.errors import LeaseLost, PipelineChanged, RunNotFound, RunNotResumable, SpecError, StoreError
+    from legato.store import DurableRunner
+
+    interrupt = Interrupt(RunControl(), run_id)
+
+    async def main() -> RunResult:
+        async with open_store(database_url) as store:
+            try:
+                record = await store.get_run(run_id)
+            except RunNotFound as exc:
+                raise not_found(exc) from None
+            path = file or (Path(record.source) if record.source else None)
+            if path is None:
+                raise fail(f"run {record.id} was not started from a YAML file: pass --file PIPELINE.yaml", 2)
+            pipeline = load_pipeline_file(path, config)
+            interrupt.run_id = record.id
+            try:
+                with interrupt.installed():
+                    return await DurableRunner(store).resume(
+                        pipeline, record.id, force=force, allow_changed=allow_changed, control=interrupt.control
+                    )
+            except LeaseLost as exc:
+                raise fail(f"{exc}: resume it after that, or with --force if that process is gone") from None
+            except PipelineChanged as exc:
+                raise fail(f"{exc}. Start a new run, or resume with --allow-changed to keep them anyway", 2) from None
+            except RunNotResumable as exc:
+                hint = "" if exc.status == "succeeded" else ": resume it with --force once you mean to"
+                raise fail(f"{exc}{hint}") from None
+            except StoreError as exc:
+                raise fail(str(exc)) from None
+            except SpecError as exc:
+                raise fail(str(exc), 2) from None
+
+    result = anyio.run(main)
+    report_result(result, as_json, interrupt)
+
+
+@runs_app.command("cancel")
+def cancel(
+    run_id: str = typer.Argument(..., help="Run id, or a unique prefix of it (as `runs list` shows)."),
+    database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
+) -> None:
+    """Cancel a run: its worker stops its steps within a second (a run nobody executes stops at once)."""
+    import anyio
+
+    from legato.errors import RunNotFound, StoreError
+
+    async def main() -> RunRecord:
+        async with open_store(database_url) as store:
+            try:
+                return await store.request_cancel(run_id, by=who_cancels())
+            except RunNotFound as exc:
+                raise not_found(exc) from None
+            except StoreError as exc:
+                raise fail(str(exc)) from None
+
+    record = anyio.run(main)
+    if record.status == "cancelled":
+        typer.echo(f"run {record.id} cancelled")
+    else:
+        typer.echo(f"run {record.id}: cancellation requested; {record.lease_owner} stops it within a second")
+
+
+def who_cancels() -> str:
+    """``legato runs cancel`` by ``user@host``: recorded as who cancelled the run."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        user = "uid " + str(os.getuid()) if hasattr(os, "getuid") else "unknown user"
+    return f"legato runs cancel by {user}@{socket.gethostname()}"
+
+
+@runs_app.command("recover")
+def recover(
+    database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
+    max_recoveries: int = typer.Option(3, "--max-recoveries", min=0, help="Dead-letter a run after this many."),
+) -> None:
+    """Resume every run whose worker died (expired lease); dead-letter the ones that keep dying."""
+    import anyio
+
+    from legato.store import DurableRunner, Recovery, recover_expired_runs
+
+    async def main() -> list[Recovery]:
+        async with open_store(database_url) as store:
+            return await recover_expired_runs(store, runner=DurableRunner(store, max_recoveries=max_recoveries))
+
+    outcomes = anyio.run(main)
+    for o in outcomes:
+        status = f" -> {o.result.status}" if o.result is not None else ""
+        typer.echo(f"{o.run_id} {o.pipeline}: {o.action}{status}{' (' + o.detail + ')' if o.detail else ''}")
+    if not outcomes:
+        typer.echo("no orphaned runs")
+    failed = any(o.action == "error" or (o.result is not None and not o.result.ok) for o in outcomes)
+    raise typer.Exit(1 if failed else 0)
+
+
+@runs_app.command("prune")
+def prune(
+    older_than: str = typer.Option(..., "--older-than", help="Delete finished runs older than this (e.g. 30d, 12h)."),
+    database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
+) -> None:
+    """Delete finished runs (with their steps and events) older than a duration. Journal entries stay."""
+    import anyio
+
+    try:
+        seconds = parse_duration(older_than)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+
+    async def main() -> int:
+        async with open_store(database_url) as store:
+            return await store.prune(older_than_s=seconds)
+
+    n = anyio.run(main)
+    typer.echo(f"pruned {n} run{'s' if n != 1 else ''} finished more than {older_than} ago")

@@ -1,0 +1,269 @@
+"""Writing runs: creation (with idempotency), checkpoints and the end of a run, both
+fenced by the lease, the dead-letter queue and pruning.
+
+Idempotency rides on a unique constraint ``(tenant, idempotency_key)``: of any
+number of concurrent submissions with one key exactly one insert wins, on SQLite
+and PostgreSQL alike; the others read the winner's run and compare request
+hashes (same request -> that run; different -> :class:`IdempotencyConflict`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from legato.errors import IdempotencyConflict, StoreError
+from legato.store._cancel import QUEUE_CHANNEL
+from legato.store._codec import encode, request_hash
+from legato.store._ids import new_run_id
+from legato.store._leases import fence
+from legato.store._records import (
+    TERMINAL,
+    CancelRequest,
+    EventRecord,
+    MapItemRecord,
+    RunRecord,
+    StepRecord,
+    StoredStatus,
+)
+from legato.store._rows import event_row, map_item_row, sealed, step_row
+from legato.store._run_reads import RunReads, get_run_row
+from legato.store._schema import events, map_items, runs, step_attempts
+
+__all__ = ["RunWrites", "insert_history"]
+
+
+class RunWrites(RunReads):
+    """The write side of :class:`~legato.store.RunStore`."""
+
+    async def create_run(
+        self,
+        *,
+        pipeline: str,
+        version_hash: str,
+        inputs: dict[str, Any],
+        idempotency_key: str | None = None,
+        tenant: str = "",
+        owner: str | None = None,
+        lease_ttl: float = 30.0,
+        run_id: str | None = None,
+        estimated_cost: float | None = None,
+        source: str | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+        rerun_of: str | None = None,
+        rerun_from: str | None = None,
+    ) -> tuple[RunRecord, bool]:
+        """Create a run, or return the one already created with ``idempotency_key``.
+
+        Returns ``(record, created)``. With ``owner`` the run starts ``running`` under
+        that owner's lease; with ``queue`` (and no owner) it is ``queued`` there for a
+        worker to claim (see :mod:`legato.store._queue`). Raises
+        :class:`IdempotencyConflict` when the key was used for a different pipeline or
+        different inputs.
+        """
+        digest = request_hash(pipeline, inputs)
+        if idempotency_key is not None:
+            existing = await self.find_by_idempotency_key(idempotency_key, tenant=tenant)
+            if existing is not None:
+                return self._same_request(existing, digest, idempotency_key), False
+        now = self.clock()
+        row = {
+            "id": run_id or new_run_id(),
+            "pipeline": pipeline,
+            "version_hash": version_hash,
+            "inputs": sealed(self._sealer, encode(inputs)),
+            "request_hash": digest,
+            "status": _initial_status(owner, queue),
+            "tenant": tenant,
+            "idempotency_key": idempotency_key,
+            "lease_owner": owner,
+            "lease_expires_at": now + lease_ttl if owner else None,
+            "recoveries": 0,
+            "cancel_requested": False,
+            "estimated_cost": estimated_cost,
+            "created_at": now,
+            "updated_at": now,
+            "started_at": now if owner else None,
+            "source": source,
+            "queue": queue,
+            "priority": priority,
+            "rerun_of": rerun_of,
+            "rerun_from": rerun_from,
+        }
+        announce = queue is not None and owner is None and self.dialect == "postgresql"
+
+        def insert(conn: Connection) -> RunRecord:
+            conn.execute(runs.insert().values(row))
+            if announce:  # wakes the LISTENing workers when this transaction commits
+                conn.execute(sa.select(sa.func.pg_notify(QUEUE_CHANNEL, queue)))
+            return get_run_row(conn, str(row["id"]))
+
+        try:
+            return await self.run_sync(insert), True
+        except IntegrityError as exc:
+            if idempotency_key is None:
+                raise StoreError(f"run id {row['id']!r} already exists") from exc
+            existing = await self.find_by_idempotency_key(idempotency_key, tenant=tenant)
+            if existing is None:  # pragma: no cover - the winner's row is committed before we fail
+                raise StoreError(f"idempotency key {idempotency_key!r} collided but no run holds it") from exc
+            return self._same_request(existing, digest, idempotency_key), False
+
+    @staticmethod
+    def _same_request(existing: RunRecord, digest: str, key: str) -> RunRecord:
+        if existing.request_hash != digest:
+            raise IdempotencyConflict(
+                f"idempotency key {key!r} was already used by run {existing.id} "
+                f"(pipeline {existing.pipeline!r}) with different inputs; use a new key for a new request"
+            )
+        return existing
+
+    async def checkpoint(
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        attempts: Sequence[StepRecord] = (),
+        new_events: Sequence[EventRecord] = (),
+        items: Sequence[MapItemRecord] = (),
+        maps_done: Iterable[str] = (),
+        lease_ttl: float = 30.0,
+    ) -> CancelRequest | None:
+        """Commit finished step attempts, map items and events in one transaction,
+        extending the lease; the item rows of ``maps_done`` (map steps whose whole
+        output is in ``attempts``) are dropped. Raises :class:`LeaseLost` (writing
+        nothing) if ``owner`` lost the run. Returns the run's cancel request when one
+        was recorded (read in the same transaction: the caller starts no new step
+        after seeing it)."""
+        now = self.clock()
+        step_rows = [step_row(a, self.redactor, self._sealer) for a in attempts]
+        event_rows = [event_row(e, self.redactor, self._sealer) for e in new_events]
+        item_rows = [map_item_row(m, self._sealer) for m in items]
+        done = list(maps_done)
+
+        def write(conn: Connection) -> CancelRequest | None:
+            request = fence(conn, run_id, owner, {"lease_expires_at": now + lease_ttl, "updated_at": now})
+            insert_history(conn, step_rows, event_rows)
+            if item_rows:
+                conn.execute(map_items.insert(), item_rows)
+            if done:
+                conn.execute(map_items.delete().where(map_items.c.run_id == run_id, map_items.c.step.in_(done)))
+            return request
+
+        return await self.run_sync(write)
+
+    async def finish_run(
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        status: str,
+        outputs: dict[str, Any] | None = None,
+        error: str | None = None,
+        failed_step: str | None = None,
+        cost: float | None = None,
+        attempts: Sequence[StepRecord] = (),
+        new_events: Sequence[EventRecord] = (),
+        cancelled_by: str | None = None,
+    ) -> None:
+        """Record the run's end and release its lease (fenced like :meth:`checkpoint`);
+        ``waiting``: the run pauses on its wait steps, holding no lease.
+        ``cancelled_by`` names who stopped a cancelled run when no cancel request was
+        recorded before (Ctrl-C on ``legato run``, say)."""
+        if status not in TERMINAL and status != StoredStatus.WAITING:
+            raise ValueError(
+                f"finish_run: {status!r} is not a terminal status ({', '.join(sorted(TERMINAL))}) or waiting"
+            )
+        now = self.clock()
+        values: dict[str, Any] = {
+            "status": status,
+            "outputs": None if outputs is None else sealed(self._sealer, encode(outputs)),
+            "error": None if error is None else self.redactor.text(error),
+            "failed_step": failed_step,
+            "cost": cost,
+            "finished_at": None if status == StoredStatus.WAITING else now,
+            "updated_at": now,
+            "lease_owner": None,
+            "lease_expires_at": None,
+        }
+        if status == StoredStatus.CANCELLED:
+            values["cancel_requested"] = True
+            values["cancelled_by"] = sa.func.coalesce(runs.c.cancelled_by, cancelled_by)
+            values["cancel_requested_at"] = sa.func.coalesce(runs.c.cancel_requested_at, now)
+        step_rows = [step_row(a, self.redactor, self._sealer) for a in attempts]
+        event_rows = [event_row(e, self.redactor, self._sealer) for e in new_events]
+
+        def write(conn: Connection) -> None:
+            fence(conn, run_id, owner, values)
+            insert_history(conn, step_rows, event_rows)
+
+        await self.run_sync(write)
+
+    # -- leases ----------------------------------------------------------------------------
+
+    async def dead_letter(self, run_id: str, reason: str) -> RunRecord:
+        """Move a run to the dead-letter queue (status ``dead``)."""
+        now = self.clock()
+        reason = self.redactor.text(reason)
+        event = event_row(
+            EventRecord(run_id=run_id, type="RunDeadLettered", at=now, data={"reason": reason}),
+            self.redactor,
+            self._sealer,
+        )
+
+        def bury(conn: Connection) -> RunRecord:
+            result = conn.execute(
+                runs.update()
+                .where(runs.c.id == run_id, runs.c.status != StoredStatus.SUCCEEDED.value)
+                .values(
+                    status=StoredStatus.DEAD.value,
+                    dead_reason=reason,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    updated_at=now,
+                    finished_at=now,
+                )
+            )
+            if result.rowcount != 1:
+                raise StoreError(f"run {run_id} cannot be dead-lettered (unknown or already succeeded)")
+            insert_history(conn, [], [event])
+            return get_run_row(conn, run_id)
+
+        return await self.run_sync(bury)
+
+    async def prune(self, *, older_than_s: float) -> int:
+        """Delete finished runs (with their steps and events) that ended more than
+        ``older_than_s`` seconds ago. Journal entries are kept. Returns how many runs."""
+        cutoff = self.clock() - older_than_s
+        old = sa.select(runs.c.id).where(
+            runs.c.status.in_(tuple(TERMINAL)), sa.func.coalesce(runs.c.finished_at, runs.c.updated_at) < cutoff
+        )
+
+        def delete(conn: Connection) -> int:
+            ids = [r[0] for r in conn.execute(old).all()]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                conn.execute(step_attempts.delete().where(step_attempts.c.run_id.in_(chunk)))
+                conn.execute(map_items.delete().where(map_items.c.run_id.in_(chunk)))
+                conn.execute(events.delete().where(events.c.run_id.in_(chunk)))
+                conn.execute(runs.delete().where(runs.c.id.in_(chunk)))
+            return len(ids)
+
+        return await self.run_sync(delete)
+
+
+def _initial_status(owner: str | None, queue: str | None) -> str:
+    if owner:
+        return StoredStatus.RUNNING.value
+    return StoredStatus.QUEUED.value if queue is not None else StoredStatus.PENDING.value
+
+
+def insert_history(conn: Connection, step_rows: list[dict[str, Any]], event_rows: list[dict[str, Any]]) -> None:
+    if step_rows:
+        conn.execute(step_attempts.insert(), step_rows)
+    if event_rows:
+        conn.execute(events.insert(), event_rows)
