@@ -7,7 +7,7 @@ import tracemalloc
 
 import pytest
 
-from legato.spec._expr import ExpressionError, compile_expression
+from legato.expressions import ExpressionError, compile_expression
 
 HUGE = "${[[0]*10000 for x in [1]*10000]}"
 

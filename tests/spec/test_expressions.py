@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from legato.expressions import compile_value
+from legato.expressions._expr import FUNCTIONS, STRING_METHODS
 from legato.spec import ExpressionError, compile_expression
-from legato.spec._expr import FUNCTIONS, STRING_METHODS
-from legato.spec._template import compile_value
 
 SCOPE: dict[str, Any] = {
     "inputs": {"text": "Hello World", "n": 3, "tags": ["a", "b"], "opts": {"lang": "en"}},

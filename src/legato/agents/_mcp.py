@@ -73,7 +73,7 @@ def mcp_servers(config: LegatoConfig) -> dict[str, McpServerConfig]:
 
 def check_servers(config: LegatoConfig, wanted: Mapping[str, Sequence[str]]) -> None:
     """Raise :class:`ConfigError` unless every server is declared and allows each tool."""
-    from legato.spec._expr import closest
+    from legato.expressions import closest
 
     declared = mcp_servers(config)
     for server, tools in wanted.items():

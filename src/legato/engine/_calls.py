@@ -25,10 +25,10 @@ from legato.engine._result import MapItemError, StepTiming
 from legato.engine._step import StepDef
 from legato.engine._wait import WaitForInput
 from legato.errors import DeadlineExceeded
+from legato.expressions import Expression
 from legato.ledger import _current as _ledger_var
 from legato.ledger import _LazyChild
 from legato.retry import RetryPolicy
-from legato.spec._expr import Expression
 
 __all__ = ["StepCalls", "cache_key"]
 

@@ -30,9 +30,9 @@ from legato.engine._context import _current as _step_var
 from legato.engine._events import Event, StepFinished, StepProgress, StepSkipped
 from legato.engine._journal import StepJournal, journal_key, step_journal
 from legato.errors import RunError
+from legato.expressions import Expression, compile_expression
 from legato.ledger import Ledger, _LazyChild
 from legato.ledger import _current as _ledger_var
-from legato.spec._expr import Expression, compile_expression
 
 if TYPE_CHECKING:
     from legato.engine._pipeline import Pipeline

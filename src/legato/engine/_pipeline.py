@@ -21,10 +21,9 @@ from legato.engine._result import RunResult
 from legato.engine._run import Run
 from legato.engine._step import InputDecl, LoopOptions, StepDef, make_step
 from legato.errors import InputError, SpecError, SpecIssue
+from legato.expressions import Value, closest, compile_expression, compile_value
 from legato.ledger import Ledger
 from legato.retry import RetryPolicy
-from legato.spec._expr import closest, compile_expression
-from legato.spec._template import Value, compile_value
 
 __all__ = ["FailurePolicy", "Pipeline"]
 

@@ -16,8 +16,7 @@ from typing import Any
 from legato.engine._flow import Switch
 from legato.engine._step import InputDecl, StepDef
 from legato.errors import SpecIssue
-from legato.spec._expr import Expression, closest
-from legato.spec._template import Value
+from legato.expressions import Expression, Value, closest
 
 __all__ = ["Bind", "CompiledStep", "Plan", "compile_plan"]
 

@@ -40,10 +40,10 @@ from legato.engine._result import RunResult, StepTiming
 from legato.engine._step import NO_DEFAULT
 from legato.engine._wait import WaitForInput
 from legato.errors import DeadlineExceeded, OutputNotStorable, RunCancelled, RunError, StepError
+from legato.expressions import Expression
 from legato.ledger import Ledger, _LazyChild
 from legato.ledger import _current as _ledger_var
 from legato.retry import RetryPolicy
-from legato.spec._expr import Expression
 
 __all__ = ["Run"]
 

@@ -17,9 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from legato.expressions import Expression, Value, closest, compile_expression, compile_value
 from legato.retry import RetryPolicy
-from legato.spec._expr import Expression, closest, compile_expression
-from legato.spec._template import Value, compile_value
 
 __all__ = ["NO_DEFAULT", "InputDecl", "LoopOptions", "MapErrors", "StepDef", "retry_policy"]
 

@@ -1,8 +1,9 @@
-"""Pipeline specs: the YAML format, its loader, ``${...}`` references and the safe
-expression language.
+"""Pipeline specs: the YAML format and its loader. The safe expression language and
+``${...}`` references live in :mod:`legato.expressions` (which the engine uses too)
+and are re-exported here.
 
-Names are imported lazily so that the engine, which uses the expression language,
-does not pay for pydantic models it does not need.
+Names are imported lazily so that importing one does not pay for the pydantic
+models of the others.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ _LAZY = {
     "StepBuild": "legato.spec._kinds",
     "StepFactory": "legato.spec._kinds",
     "register_step_kind": "legato.spec._kinds",
-    "Expression": "legato.spec._expr",
-    "ExpressionError": "legato.spec._expr",
-    "compile_expression": "legato.spec._expr",
+    "Expression": "legato.expressions",
+    "ExpressionError": "legato.expressions",
+    "compile_expression": "legato.expressions",
     "PipelineSpec": "legato.spec._models",
     "StepSpec": "legato.spec._models",
     "load_pipeline": "legato.spec._loader",
@@ -39,9 +40,9 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from legato.spec._expr import Expression as Expression
-    from legato.spec._expr import ExpressionError as ExpressionError
-    from legato.spec._expr import compile_expression as compile_expression
+    from legato.expressions import Expression as Expression
+    from legato.expressions import ExpressionError as ExpressionError
+    from legato.expressions import compile_expression as compile_expression
     from legato.spec._kinds import BuildContext as BuildContext
     from legato.spec._kinds import StepBuild as StepBuild
     from legato.spec._kinds import StepFactory as StepFactory

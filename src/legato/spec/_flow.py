@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from legato.config import LegatoConfig
 from legato.errors import SpecError, SpecIssue
-from legato.spec._expr import ExpressionError, closest
+from legato.expressions import ExpressionError, closest
 from legato.spec._kinds import BuildContext, StepBuild
 from legato.spec._models import KIND_COMMON_KEYS, StepSpec
 

@@ -45,9 +45,8 @@ import cloudpickle
 from legato._yaml import Position, locate
 from legato.config import LegatoConfig
 from legato.errors import SpecError, SpecIssue
-from legato.spec._expr import closest
+from legato.expressions import closest, compile_value
 from legato.spec._models import COMMON_STEP_KEYS
-from legato.spec._template import compile_value
 
 __all__ = ["BuildContext", "StepBuild", "StepFactory", "load_callable", "register_step_kind", "resolve_kind"]
 

@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from legato._yaml import YamlSyntaxError, load_yaml, locate
 from legato.config import LegatoConfig
 from legato.errors import SpecError, SpecIssue
+from legato.expressions import ExpressionError, closest
 from legato.retry import RetryPolicy, is_retryable
-from legato.spec._expr import ExpressionError, closest
 from legato.spec._kinds import BuildContext, StepBuild, config_kind_issues, kind_names, resolve_kind
 from legato.spec._models import INPUT_TYPES, PipelineSpec, RetrySpec, StepSpec
 
@@ -320,7 +320,7 @@ def _add_step(
     loop = None
     if step.loop is not None:
         try:
-            from legato.spec._expr import compile_expression
+            from legato.expressions import compile_expression
 
             loop = LoopOptions(
                 until=compile_expression(step.loop.until),

@@ -51,11 +51,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from legato.config import LegatoConfig
 from legato.engine import TokenSink, token_sink
 from legato.errors import BadRequest, ConfigError, MalformedResponse, MissingSecret, SpecError, SpecIssue
+from legato.expressions import closest
 from legato.providers import ChatRequest, ChatResponse, Message, Model, ResponseFormat
 from legato.providers._assemble import StreamAssembler
 from legato.providers._validate import check_json_schema
 from legato.spec import BuildContext, StepBuild
-from legato.spec._expr import closest
 from legato.spec._models import KIND_COMMON_KEYS
 
 __all__ = ["build"]

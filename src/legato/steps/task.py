@@ -35,8 +35,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from legato.errors import ConfigError, InputError, SpecError
+from legato.expressions import closest
 from legato.spec import BuildContext, StepBuild
-from legato.spec._expr import closest
 from legato.spec._models import KIND_COMMON_KEYS
 from legato.tasks import Task, get, names, option_names
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from legato.engine import Pipeline
 from legato.errors import InputError, StoreError
-from legato.spec._expr import closest
+from legato.expressions import closest
 from legato.store._durable import pipeline_version
 from legato.store._records import RunRecord, StepRecord
 from legato.store._rows import step_row

@@ -8,7 +8,7 @@ writes a literal ``${``.
 The scanner is hand-written because the placeholder grammar is tiny (find the
 matching ``}`` while skipping quoted strings and nested braces) and must report
 the offset of an unclosed ``${``; the expressions inside are parsed by
-:mod:`legato.spec._expr`.
+:mod:`legato.expressions._expr`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from legato.spec._expr import Expression, ExpressionError, compile_expression
+from legato.expressions._expr import Expression, ExpressionError, compile_expression
 
 __all__ = ["Placeholder", "Value", "compile_value", "split_template"]
 

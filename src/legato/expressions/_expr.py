@@ -317,7 +317,7 @@ def _strip_wrappers(source: str) -> str:
     """Replace each ``${expr}`` by ``(expr)`` so conditions may use either form."""
     if "${" not in source:
         return source
-    from legato.spec._template import split_template
+    from legato.expressions._template import split_template
 
     out = []
     for part in split_template(source):
