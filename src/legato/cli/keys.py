@@ -87,7 +87,9 @@ def create(
     budget: float | None = typer.Option(None, min=0, help="Budget in USD per period."),
     period: str = typer.Option("month", help="Budget period: day, month or total."),
     guardrail: str | None = typer.Option(
-        None, "--guardrail", help="A guardrail on every call of this key: pii-mask, pii-redact, pii-block."
+        None,
+        "--guardrail",
+        help="A guardrail on every call of this key: pii-mask, pii-redact, pii-block, or pii-mask-patterns...",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     config: Path | None = _CONFIG,

@@ -7,6 +7,7 @@ the spaCy pipeline legato ships. Guardrails are registered by name
 
 from legato.errors import GuardrailBlocked
 from legato.guardrails._pii import PIIGuard, PIIMode
+from legato.guardrails._presidio import DetectionEngine
 from legato.guardrails._registry import Guardrail, apply, names, register
 
-__all__ = ["Guardrail", "GuardrailBlocked", "PIIGuard", "PIIMode", "apply", "names", "register"]
+__all__ = ["DetectionEngine", "Guardrail", "GuardrailBlocked", "PIIGuard", "PIIMode", "apply", "names", "register"]

@@ -11,9 +11,11 @@ Modes (:class:`PIIMode`):
 - ``block``: a request (or answer) with personal data raises :class:`GuardrailBlocked`
   naming the entity types found, never the values; the gateway answers 400.
 
-Detection is Presidio's (:mod:`legato.guardrails._presidio`), limited to
-``entities`` when given, ignoring the ``allow`` list of values. It runs in a worker
-thread (spaCy is CPU-bound) so the event loop keeps serving.
+Detection is Presidio's recognisers (:mod:`legato.guardrails._presidio`), limited to
+``entities`` when given, ignoring the ``allow`` list of values; ``engine="patterns"``
+uses pattern and checksum recognisers only (about 1-3 ms per KB), ``engine="ner"``
+adds spaCy's named-entity recogniser for names and places (about 20 ms per KB). It
+runs in a worker thread so the event loop keeps serving.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Sequence
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 
-from legato.errors import GuardrailBlocked
-from legato.guardrails._presidio import Finding, analyze
+from legato.errors import ConfigError, GuardrailBlocked
+from legato.guardrails._presidio import NER_ENTITIES, DetectionEngine, Finding, detector
 from legato.providers import ChatChunk, ChatRequest, ChatResponse, Message, Model, ModelWrapper, TextPart
 
 __all__ = ["PIIGuard", "PIIMode"]
@@ -63,6 +65,13 @@ class _Masks:
         return _PLACEHOLDER.sub(lambda m: self.by_placeholder.get(m.group(0), m.group(0)), text)
 
 
+def _texts(message: Message) -> list[str]:
+    """The texts of a message, in the order :meth:`PIIGuard._guard_request` rewrites them."""
+    if isinstance(message.content, str):
+        return [message.content]
+    return [p.text for p in message.content or () if isinstance(p, TextPart)]
+
+
 class PIIGuard(ModelWrapper):
     """Detect personal data in requests (and answers) and mask, redact or block it."""
 
@@ -75,6 +84,7 @@ class PIIGuard(ModelWrapper):
         entities: Sequence[str] | None = None,
         allow: Sequence[str] = (),
         threshold: float = 0.5,
+        engine: DetectionEngine | str = DetectionEngine.NER,
         name: str | None = None,
     ) -> None:
         super().__init__(inner, name=name)
@@ -83,14 +93,32 @@ class PIIGuard(ModelWrapper):
         self.entities = list(entities) if entities else None
         self.allow = list(allow)
         self.threshold = threshold
+        self.engine = DetectionEngine(engine)
+        if self.entities:  # an engine that cannot find a configured entity is a config error, not a silent pass
+            unknown = sorted(set(self.entities) & NER_ENTITIES) if self.engine is DetectionEngine.PATTERNS else []
+            if unknown:
+                raise ConfigError(
+                    f"PII engine 'patterns' cannot detect {', '.join(unknown)}: names, locations and "
+                    "organisations need engine 'ner'"
+                )
 
-    async def _find(self, text: str) -> list[Finding]:
-        if not text.strip():
-            return []
-        return await anyio.to_thread.run_sync(analyze, text, self.entities, self.allow, self.threshold)
+    def _analyze(self, texts: list[str]) -> list[list[Finding]]:
+        found = detector(self.engine)
+        found.check(self.entities)
+        return found.analyze(texts, self.entities, self.allow, self.threshold)
 
-    async def _rewrite(self, text: str, masks: _Masks, where: str) -> str:
-        found = await self._find(text)
+    async def _find(self, texts: list[str]) -> list[list[Finding]]:
+        """Findings for each text; every text of a call goes to one worker-thread hop
+        (spaCy is CPU-bound) and, with NER, one ``nlp.pipe`` batch."""
+        todo = [i for i, t in enumerate(texts) if t.strip()]
+        found: list[list[Finding]] = [[] for _ in texts]
+        if todo:
+            results = await anyio.to_thread.run_sync(self._analyze, [texts[i] for i in todo])
+            for i, result in zip(todo, results, strict=True):
+                found[i] = result
+        return found
+
+    def _rewrite(self, text: str, found: list[Finding], masks: _Masks, where: str) -> str:
         if not found:
             return text
         if self.mode is PIIMode.BLOCK:
@@ -105,22 +133,31 @@ class PIIGuard(ModelWrapper):
         out.append(text[last:])
         return "".join(out)
 
-    async def _message(self, message: Message, masks: _Masks) -> Message:
-        if isinstance(message.content, str):
-            return message.model_copy(update={"content": await self._rewrite(message.content, masks, "request")})
-        if not message.content:
-            return message
-        parts = [
-            TextPart(text=await self._rewrite(p.text, masks, "request")) if isinstance(p, TextPart) else p
-            for p in message.content
-        ]
-        return message.model_copy(update={"content": parts})
+    async def _check_text(self, text: str, where: str) -> str:
+        found = await self._find([text])
+        return self._rewrite(text, found[0], _Masks(), where)
 
     async def _guard_request(self, request: ChatRequest) -> tuple[ChatRequest, _Masks]:
         masks = _Masks()
         if self.on == "response":
             return request, masks
-        messages = [await self._message(m, masks) for m in request.messages]
+        texts = [t for m in request.messages for t in _texts(m)]
+        found = iter(await self._find(texts))
+        messages = []
+        for message in request.messages:
+            if isinstance(message.content, str):
+                content: str | list[Any] = self._rewrite(message.content, next(found), masks, "request")
+            elif message.content:
+                content = [
+                    TextPart(text=self._rewrite(p.text, next(found), masks, "request"))
+                    if isinstance(p, TextPart)
+                    else p
+                    for p in message.content
+                ]
+            else:
+                messages.append(message)
+                continue
+            messages.append(message.model_copy(update={"content": content}))
         return request.model_copy(update={"messages": messages}), masks
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
@@ -130,7 +167,7 @@ class PIIGuard(ModelWrapper):
         if not isinstance(text, str):
             return response
         if self.on != "request":
-            text = await self._rewrite(text, _Masks(), "response")
+            text = await self._check_text(text, "response")
         if self.mode is PIIMode.MASK:
             text = masks.restore(text)
         return response.model_copy(update={"message": response.message.model_copy(update={"content": text})})
@@ -142,11 +179,11 @@ class PIIGuard(ModelWrapper):
         """Masked requests stream with placeholders restored; a placeholder split over
         chunks is held back until it is complete. With ``on: response|both`` the answer
         is checked whole, then sent as one chunk (it cannot be checked piecewise)."""
-        guarded, masks = await self._guard_request(request)
         if self.on != "request":
             response = await self.chat(request)
             yield ChatChunk(text=response.text, finish_reason=response.finish_reason, usage=response.usage)
             return
+        guarded, masks = await self._guard_request(request)
         pending = ""
         async for chunk in self.inner.stream(guarded):
             if self.mode is not PIIMode.MASK:

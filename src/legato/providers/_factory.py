@@ -48,7 +48,7 @@ class ModelConfig(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     description: str | None = None
     guardrail: str | None = Field(
-        default=None, description="a registered guardrail wrapped around this model (pii-mask, pii-redact, pii-block)"
+        default=None, description="a registered guardrail wrapped around this model (pii-mask, pii-block-patterns...)"
     )
     _literal_secret_ok: bool = PrivateAttr(default=False)
 

@@ -204,6 +204,9 @@ class GroupConfig(Policies):
     cascade: CascadeConfig | None = None
     select: SelectConfig | None = None
     description: str | None = None
+    guardrail: str | None = Field(
+        default=None, description="a registered guardrail around the whole group (pii-mask, pii-block-patterns...)"
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> GroupConfig:
@@ -345,6 +348,12 @@ class Groups:
             for ref in _references(group):
                 if ref == name and group.deployments is None:
                     raise ConfigError(f"groups.{name}: refers to itself")
+            if group.guardrail is not None:
+                from legato.guardrails import names
+
+                if group.guardrail not in names():
+                    known = ", ".join(names())
+                    raise ConfigError(f"groups.{name}.guardrail: unknown guardrail {group.guardrail!r}; known: {known}")
 
     def _model(self, name: str, where: str) -> Model:
         if name in self.config:
@@ -365,8 +374,19 @@ class Groups:
         if name not in self.config:
             raise KeyError(name)
         if name not in self._built:
-            self._built[name] = self._build(name, self.config[name])
+            self._built[name] = self._guarded(self.config[name], self._build(name, self.config[name]))
         return self._built[name]
+
+    @staticmethod
+    def _guarded(group: GroupConfig, model: Model) -> Model:
+        """The group behind its guardrail: every caller, other groups referring to it
+        included, goes through the guard before any deployment is chosen, so a blocked
+        request never counts against a deployment's health."""
+        if group.guardrail is None:
+            return model
+        from legato.guardrails import apply
+
+        return apply(group.guardrail, model)
 
     def _build(self, name: str, group: GroupConfig) -> Model:
         where = f"groups.{name}"
