@@ -10,6 +10,7 @@ import sys
 # Command modules register themselves on `app` when imported (one module per group).
 # e.g. `from legato.cli import run as _run` below this line.
 from legato.cli import analyze as _analyze  # noqa: F401
+from legato.cli import bench as _bench  # noqa: F401
 from legato.cli import health as _health  # noqa: F401
 from legato.cli import journal as _journal  # noqa: F401
 from legato.cli import keys as _keys  # noqa: F401

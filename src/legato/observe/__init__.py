@@ -16,6 +16,8 @@
   path and recommendations (``legato analyze``); :func:`build_options` predicts,
   with :func:`simulate` over the same runs, what alternative configurations would
   give (``legato analyze --options``).
+- :func:`run_open_loop` and :func:`summarize` are ``legato bench``: an open-loop
+  load test measured from each run's intended start; :func:`write_svg` plots it.
 
 Tracing needs only the OpenTelemetry API; spans are recorded once an SDK tracer
 provider is installed (``pip install 'legato[otel]'``). Without one the hooks cost
@@ -43,15 +45,32 @@ from legato.observe._tracing import GenAI, TracingSubscriber, get_tracer, tracin
 from legato.redaction import REDACTED, Redactor, default_redactor
 
 if TYPE_CHECKING:
+    from legato.observe._load import (
+        Capacity,
+        Fire,
+        LoadReport,
+        Outcome,
+        Sample,
+        Slo,
+        parse_duration,
+        parse_rate,
+        parse_slos,
+        run_open_loop,
+        summarize,
+    )
     from legato.observe._options import Option, OptionsReport, build_options, parse_volume
     from legato.observe._simulate import Prediction, StepChange, samples_from_runs, simulate
+    from legato.observe._svg import render_svg, write_svg
 
 __all__ = [
     "REDACTED",
     "Analysis",
+    "Capacity",
+    "Fire",
     "GenAI",
     "Instrumented",
     "JsonFormatter",
+    "LoadReport",
     "LoggingConfig",
     "Metrics",
     "MetricsSubscriber",
@@ -59,10 +78,13 @@ __all__ = [
     "ObserveConfig",
     "Option",
     "OptionsReport",
+    "Outcome",
     "Prediction",
     "RedactingFilter",
     "Redactor",
     "RoutingObserver",
+    "Sample",
+    "Slo",
     "StepChange",
     "StepShape",
     "StepStats",
@@ -81,16 +103,23 @@ __all__ = [
     "get_tracer",
     "httpx_request_hook",
     "inject_headers",
+    "parse_duration",
+    "parse_rate",
+    "parse_slos",
     "parse_volume",
+    "render_svg",
     "request_id",
+    "run_open_loop",
     "samples_from_runs",
     "setup",
     "simulate",
     "step_shapes",
+    "summarize",
     "tracing_enabled",
+    "write_svg",
 ]
 
-# The simulator needs numpy: loaded on first use, not with every import of legato.observe.
+# The simulator and the load test need numpy: loaded on first use, not with every import of legato.observe.
 _LAZY = {
     "Option": "legato.observe._options",
     "OptionsReport": "legato.observe._options",
@@ -100,6 +129,23 @@ _LAZY = {
     "StepChange": "legato.observe._simulate",
     "samples_from_runs": "legato.observe._simulate",
     "simulate": "legato.observe._simulate",
+    **dict.fromkeys(
+        [
+            "Capacity",
+            "Fire",
+            "LoadReport",
+            "Outcome",
+            "Sample",
+            "Slo",
+            "parse_duration",
+            "parse_rate",
+            "parse_slos",
+            "run_open_loop",
+            "summarize",
+        ],
+        "legato.observe._load",
+    ),
+    **dict.fromkeys(["render_svg", "write_svg"], "legato.observe._svg"),
 }
 
 
