@@ -131,6 +131,53 @@ def test_runs_belong_to_their_key(gateway: Running, writer: str) -> None:
         assert c.get(f"/v1/runs/{run_id}").status_code == 200
 
 
+def test_runs_are_searched_with_the_dashboards_filters_and_only_among_the_keys_own(
+    gateway: Running, writer: str
+) -> None:
+    other = gateway.create_key(["runs:read", "runs:write"])
+    word = f"marmalade{time.monotonic_ns()}"
+    with gateway.client(writer) as c:
+        mine = c.post("/v1/pipelines/shout/runs", json={"inputs": {"text": f"the {word} jar"}, "tags": ["vip", "eu"]})
+        assert mine.status_code == 202, mine.text
+        run_id = mine.json()["id"]
+        assert wait_for(c, run_id, {"succeeded", "failed"})["tags"] == ["vip", "eu"]
+        found = c.get("/v1/runs", params={"q": word.upper(), "tags": "eu,vip", "max_duration_s": 60}).json()
+        assert [r["id"] for r in found["data"]] == [run_id]
+        assert found["next_cursor"] is None
+        assert c.get("/v1/runs", params={"q": word, "tags": "vip,nope"}).json()["data"] == []
+        assert c.get("/v1/runs", params={"q": word, "min_cost": 5}).json()["data"] == []
+        bad = c.get("/v1/runs", params={"tags": "two words"})
+        assert bad.status_code == 400
+        assert bad.json()["error"]["param"] == "query.tags"
+        assert c.get("/v1/runs", params={"since": "2026-13-40"}).status_code == 400
+        assert c.post("/v1/pipelines/shout/runs", json={"inputs": {"text": "x"}, "tags": ["a b"]}).status_code == 400
+    with gateway.client(other) as c:
+        assert c.get("/v1/runs", params={"q": word}).json()["data"] == []  # a word of another key's run
+        assert c.get("/v1/runs", params={"q": word, "key": writer[:12]}).json()["data"] == []  # asking for it
+    with gateway.admin() as c:
+        assert [r["id"] for r in c.get("/v1/runs", params={"q": word}).json()["data"]] == [run_id]
+        keys = c.get("/v1/admin/keys").json()["data"]
+        owner = next(k for k in keys if writer.startswith(k["prefix"]))
+        assert [r["id"] for r in c.get("/v1/runs", params={"key": owner["prefix"]}).json()["data"]][:1] == [run_id]
+        assert c.get("/v1/runs", params={"q": word, "key": "another"}).json()["data"] == []
+
+
+def test_a_listing_pages_with_next_cursor(gateway: Running, writer: str) -> None:
+    with gateway.client(writer) as c:
+        ids = [
+            c.post("/v1/pipelines/shout/runs", json={"inputs": {"text": f"page {i}"}}).json()["id"] for i in range(5)
+        ]
+        seen: list[str] = []
+        params: dict[str, Any] = {"pipeline": "shout", "limit": 2, "sort": "oldest", "q": "page"}
+        while True:
+            page = c.get("/v1/runs", params=params).json()
+            seen += [r["id"] for r in page["data"]]
+            if page["next_cursor"] is None:
+                break
+            params["cursor"] = page["next_cursor"]
+        assert [i for i in seen if i in ids] == ids
+
+
 def test_run_id_prefixes_resolve_within_the_callers_runs(gateway: Running, writer: str) -> None:
     other = gateway.create_key(["runs:read", "runs:write"])
     with gateway.client(other) as c:

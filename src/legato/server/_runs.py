@@ -36,15 +36,16 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import asdict
+from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup
 from fastapi import APIRouter, Depends, Header, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.responses import Response, StreamingResponse
 
 from legato.config import LegatoConfig
@@ -70,6 +71,7 @@ __all__ = ["RunsService", "load_pipelines", "router"]
 
 log = logging.getLogger("legato.server")
 router = APIRouter(route_class=StrictJSONRoute, tags=["Runs"], responses=_ERRORS)
+_TAG = r"[A-Za-z0-9_.:/@+-]{1,64}"  # a run's tag (legato.store._search.check_tags)
 
 
 def _pipeline_files(raw: Any, base: Path) -> dict[str | None, Path]:
@@ -196,6 +198,7 @@ class RunsService:
         idempotency_key: str | None,
         stream: bool = False,
         queue: str | None = None,
+        tags: Sequence[str] = (),
     ) -> tuple[Any, bool]:
         from legato.store import pipeline_version
 
@@ -212,6 +215,7 @@ class RunsService:
                 idempotency_key=idempotency_key,
                 tenant=tenant,
                 queue=queue,
+                tags=tags,
             )
         except InputError as exc:
             raise GatewayError(400, "invalid_request", str(exc), param="inputs") from None
@@ -294,6 +298,9 @@ class RunCreate(BaseModel):
     stream: bool = Field(
         False, description="Send the model tokens of llm: steps to followers of /events on this server as they arrive."
     )
+    tags: list[Annotated[str, StringConstraints(pattern=f"^{_TAG}$")]] = Field(
+        default_factory=list, max_length=16, description="Labels to find the run by (GET /v1/runs?tags=...)."
+    )
 
 
 class RunRerun(BaseModel):
@@ -358,23 +365,55 @@ async def start_run(
     key: ApiKey = Depends(require("runs:write")),
 ) -> Response:
     record, created = await _runs(request).start(
-        name, body.inputs, tenant=key.id, idempotency_key=idempotency_key, stream=body.stream, queue=body.queue
+        name,
+        body.inputs,
+        tenant=key.id,
+        idempotency_key=idempotency_key,
+        stream=body.stream,
+        queue=body.queue,
+        tags=body.tags,
     )
     return json_response(_public(record), status=202 if created else 200, headers={"Location": f"/v1/runs/{record.id}"})
 
 
-@router.get("/v1/runs", summary="List runs, newest first")
+@router.get("/v1/runs", summary="List and search runs, newest first")
 async def list_runs(
     request: Request,
+    q: str | None = Query(None, max_length=500, description="Words of inputs, outputs or errors, or a run id prefix."),
     status: str | None = Query(None, pattern="^(pending|queued|running|waiting|succeeded|failed|cancelled|dead)$"),
     pipeline: str | None = Query(None, max_length=255),
+    key: str | None = Query(None, max_length=255, description="Runs started by this key (id or prefix)."),
+    tags: str | None = Query(
+        None, pattern=f"^{_TAG}(,{_TAG}){{0,15}}$", description="Comma-separated; all must match."
+    ),
+    since: date | None = Query(None, description="Created on or after this day (UTC)."),
+    until: date | None = Query(None, description="Created on or before this day (UTC)."),
+    min_cost: float | None = Query(None, ge=0, allow_inf_nan=False),
+    max_cost: float | None = Query(None, ge=0, allow_inf_nan=False),
+    min_duration_s: float | None = Query(None, ge=0, allow_inf_nan=False),
+    max_duration_s: float | None = Query(None, ge=0, allow_inf_nan=False),
+    sort: Literal["newest", "oldest"] = Query("newest"),
     limit: int = Query(50, ge=1, le=500),
-    key: ApiKey = Depends(require("runs:read")),
+    cursor: str | None = Query(None, pattern=r"^[0-9]+(\.[0-9]+)?_[A-Za-z0-9_-]{1,64}$", description="next_cursor"),
+    key_: ApiKey = Depends(require("runs:read")),
 ) -> Response:
+    """Filters combine (AND); ``next_cursor`` (null on the last page) is the ``cursor`` of the next page."""
+    from legato.server._run_query import QueryError, next_cursor, resolve_key, run_query
+
     service = _runs(request)
-    tenant = principal_of(key).tenant_filter
-    records = await service.store.list_runs(status=status, pipeline=pipeline, tenant=tenant, limit=limit)
-    return json_response({"data": [_public(r) for r in records]})
+    given = {"q": q, "status": status, "pipeline": pipeline, "key": key, "tags": tags, "since": since,
+             "until": until, "min_cost": min_cost, "max_cost": max_cost, "min_duration_s": min_duration_s,
+             "max_duration_s": max_duration_s, "sort": sort, "limit": limit, "cursor": cursor}  # fmt: skip
+    try:
+        found = run_query(given, tenant=principal_of(key_).tenant_filter, strict=True)
+    except QueryError as exc:
+        raise GatewayError(400, "invalid_request", exc.message, param=exc.param) from None
+    found = await resolve_key(found, gateway(request).keys)
+    page = await service.store.list_runs(
+        found.where, limit=found.limit + 1, oldest_first=found.oldest_first, cursor=found.cursor
+    )
+    following = next_cursor(page, found.limit)
+    return json_response({"data": [_public(r) for r in page[: found.limit]], "next_cursor": following})
 
 
 @router.get("/v1/runs/{run_id}", summary="A run and its steps")

@@ -27,6 +27,7 @@ from legato.store._recovery import Recovery, load_source, recover_expired_runs
 from legato.store._reflection import reflect_on_run
 from legato.store._rerun import downstream_of, prepare_rerun
 from legato.store._runs import RunStore
+from legato.store._search import RunFilter
 from legato.store._waits import expire_waits, respond, waiting_requests
 from legato.store._worker import Worker
 
@@ -48,6 +49,7 @@ __all__ = [
     "QueuesSection",
     "Recovery",
     "RecoveryAction",
+    "RunFilter",
     "RunRecord",
     "RunStore",
     "SearchMode",

@@ -99,6 +99,7 @@ class RunRecord:
     priority: int = 0  # higher is claimed first within its queue
     rerun_of: str | None = None  # the run this one re-ran from a step (revision r0010_rerun_of)
     rerun_from: str | None = None  # that step
+    tags: tuple[str, ...] = ()  # labels given when it was started (revision r0012_run_search)
 
     @property
     def cancel_request(self) -> CancelRequest | None:

@@ -14,6 +14,7 @@ from legato.redaction import Redactor
 from legato.store._codec import decode, encode
 from legato.store._crypto import Sealer
 from legato.store._records import EventRecord, MapItemRecord, RunRecord, StepRecord, StoredStatus
+from legato.store._search import decode_tags
 
 __all__ = ["event_record", "event_row", "map_item_row", "run_record", "sealed", "step_record", "step_row"]
 
@@ -112,6 +113,7 @@ def run_record(r: Any) -> RunRecord:
         source=r["source"],
         rerun_of=r.get("rerun_of"),
         rerun_from=r.get("rerun_from"),
+        tags=decode_tags(r.get("tags")),
         cancelled_by=r["cancelled_by"],
         cancel_requested_at=r["cancel_requested_at"],
         queue=r["queue"],

@@ -20,6 +20,8 @@ from legato.store._records import (
 )
 from legato.store._rows import event_record, run_record, step_record
 from legato.store._schema import events, map_items, runs, step_attempts
+from legato.store._search import RunFilter
+from legato.store._search import where as filter_runs
 
 __all__ = ["RunReads", "get_run_row"]
 
@@ -66,37 +68,33 @@ class RunReads(StoreConnection):
 
     async def list_runs(
         self,
+        where: RunFilter | None = None,
         *,
+        limit: int = 50,
+        oldest_first: bool = False,
+        cursor: tuple[float, str] | None = None,
         status: str | Iterable[str] | None = None,
         pipeline: str | None = None,
         tenant: str | None = None,
-        limit: int = 50,
         since: float | None = None,
         until: float | None = None,
-        oldest_first: bool = False,
-        cursor: tuple[float, str] | None = None,
     ) -> list[RunRecord]:
-        """Runs, newest first (``oldest_first``: oldest first). ``status="dead"`` lists
-        the dead-letter queue. ``since``/``until`` bound the creation time (``until``
-        excluded); ``cursor`` is the ``(created_at, id)`` of the last run of the previous
-        page: the page goes on after it (keyset pagination, stable while runs arrive)."""
+        """Runs matching ``where`` (a :class:`~legato.store.RunFilter`: status, pipeline,
+        owner, time, words, tags, cost, duration), newest first (``oldest_first``:
+        oldest first). ``status``, ``pipeline``, ``tenant``, ``since`` and ``until``
+        are shorthands for the same fields of ``where`` (given both ways, both apply).
+        ``status="dead"`` lists the dead-letter queue. ``cursor`` is the
+        ``(created_at, id)`` of the last run of the previous page: the page goes on
+        after it (keyset pagination, stable while runs arrive)."""
         key = (runs.c.created_at, runs.c.id)
         order = [c.asc() for c in key] if oldest_first else [c.desc() for c in key]
         query = sa.select(runs).order_by(*order).limit(limit)
-        if since is not None:
-            query = query.where(runs.c.created_at >= since)
-        if until is not None:
-            query = query.where(runs.c.created_at < until)
+        statuses = (status,) if isinstance(status, str) else tuple(status or ())
+        shorthand = RunFilter(status=statuses, pipeline=pipeline, tenant=tenant, since=since, until=until)
+        query = filter_runs(filter_runs(query, shorthand, self.dialect), where or RunFilter(), self.dialect)
         if cursor is not None:
             after = sa.tuple_(*key) > sa.tuple_(*cursor) if oldest_first else sa.tuple_(*key) < sa.tuple_(*cursor)
             query = query.where(after)
-        if status is not None:
-            statuses = [status] if isinstance(status, str) else list(status)
-            query = query.where(runs.c.status.in_(statuses))
-        if pipeline is not None:
-            query = query.where(runs.c.pipeline == pipeline)
-        if tenant is not None:
-            query = query.where(runs.c.tenant == tenant)
         return await self.run_sync(
             lambda conn: [run_record(r) for r in conn.execute(query).mappings().all()], readonly=True
         )

@@ -33,6 +33,7 @@ from legato.store._records import (
 from legato.store._rows import event_row, map_item_row, sealed, step_row
 from legato.store._run_reads import RunReads, get_run_row
 from legato.store._schema import events, map_items, runs, step_attempts
+from legato.store._search import encode_tags
 
 __all__ = ["RunWrites", "insert_history"]
 
@@ -57,15 +58,18 @@ class RunWrites(RunReads):
         priority: int = 0,
         rerun_of: str | None = None,
         rerun_from: str | None = None,
+        tags: Iterable[str] = (),
     ) -> tuple[RunRecord, bool]:
         """Create a run, or return the one already created with ``idempotency_key``.
 
         Returns ``(record, created)``. With ``owner`` the run starts ``running`` under
         that owner's lease; with ``queue`` (and no owner) it is ``queued`` there for a
-        worker to claim (see :mod:`legato.store._queue`). Raises
+        worker to claim (see :mod:`legato.store._queue`). ``tags`` label the run for
+        finding it later (:class:`ValueError` for a malformed tag). Raises
         :class:`IdempotencyConflict` when the key was used for a different pipeline or
         different inputs.
         """
+        stored_tags = encode_tags(tags)
         digest = request_hash(pipeline, inputs)
         if idempotency_key is not None:
             existing = await self.find_by_idempotency_key(idempotency_key, tenant=tenant)
@@ -94,6 +98,7 @@ class RunWrites(RunReads):
             "priority": priority,
             "rerun_of": rerun_of,
             "rerun_from": rerun_from,
+            "tags": stored_tags,
         }
         announce = queue is not None and owner is None and self.dialect == "postgresql"
 

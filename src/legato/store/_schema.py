@@ -5,9 +5,10 @@ what the queries are written against. Times are epoch seconds (``Float``) so the
 same code runs on SQLite and PostgreSQL without timezone handling. Values (inputs,
 outputs, metadata) are stored as text produced by :mod:`legato.store._codec`.
 
-The journal's full-text index is not part of this metadata: it is an FTS5 virtual
-table on SQLite and a generated ``tsvector`` column on PostgreSQL, created by the
-migration and queried with dialect-specific SQL in :mod:`legato.store._journal`.
+The full-text indexes of the journal and of runs are not part of this metadata:
+they are FTS5 virtual tables on SQLite and ``tsvector`` columns on PostgreSQL,
+created by the migrations, kept by triggers, and queried with dialect-specific SQL
+in :mod:`legato.store._journal` and :mod:`legato.store._search`.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ runs = sa.Table(
     sa.Column("rerun_of", sa.String(64), nullable=True),  # the run this one re-runs (revision r0010_rerun_of)
     sa.Column("rerun_from", sa.String(255), nullable=True),  # the step it re-ran from
     sa.Index("ix_runs_rerun_of", "rerun_of"),
+    sa.Column("tags", sa.String(1000), nullable=True),  # ",a,b," (revision r0012_run_search)
 )
 
 step_attempts = sa.Table(

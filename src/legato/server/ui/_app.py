@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlencode
+from urllib.parse import parse_qs, quote
 
 import anyio
 from fastapi import APIRouter, Request
@@ -33,15 +33,15 @@ from legato.errors import RunNotFound, StoreError
 from legato.server._audit import AuditAction
 from legato.server.ui._access import COOKIE, Access, Viewer, client_address, same_origin
 from legato.server.ui._actions import action_routes
-from legato.server.ui._live import LiveEvents, RowPatches, merge_events
+from legato.server.ui._live import LiveEvents, merge_events
 from legato.server.ui._render import Renderer
+from legato.server.ui._runs_list import runs_list_routes
 from legato.server.ui._sessions import SessionStore
 from legato.server.ui._throttle import LoginThrottle
 from legato.server.ui._view import build_run_view, gantt
 from legato.store import visible_run
 
 __all__ = ["DashboardSources", "dashboard_router"]
-STATUSES = ("pending", "queued", "running", "waiting", "succeeded", "failed", "cancelled", "dead")
 _STATIC = Path(__file__).parent / "static"
 # Pages load only their own script and stylesheet; nothing may frame them.
 PAGE_HEADERS = {
@@ -206,6 +206,10 @@ class Dashboard:
         sources = self.sources
         return sources.start is not None and sources.inputs is not None and sources.inputs(pipeline) is not None
 
+    def keys(self) -> Any:
+        """The key store (None: only the admin key signs in)."""
+        return _resolve(self.sources.keys)
+
     def store(self) -> Any:
         store = _resolve(self.sources.store)
         if store is None:
@@ -213,30 +217,6 @@ class Dashboard:
         return store
 
     # -- runs --------------------------------------------------------------------------
-
-    async def runs(self, viewer: Viewer, params: Mapping[str, str]) -> list[Any]:
-        return (await self.runs_page(viewer, params))[0]
-
-    async def runs_page(self, viewer: Viewer, params: Mapping[str, str]) -> tuple[list[Any], str | None]:
-        """One page of runs under the URL's filters, and the cursor of the next page."""
-        status = params.get("status") or None
-        if status is not None and status not in STATUSES:
-            status = None
-        pipeline = params.get("pipeline") or None
-        limit = _int(params.get("limit"), 50, 1, 500)
-        q = (params.get("q") or "").strip()
-        since, until = _day(params.get("since")), _day(params.get("until"))
-        oldest = params.get("sort") == "oldest"
-        runs = await self.store().list_runs(
-            status=status, pipeline=pipeline, tenant=viewer.principal.tenant_filter,
-            limit=limit + 1 if q == "" else 1000, since=since, until=until + 86400 if until is not None else None,
-            oldest_first=oldest, cursor=_cursor(params.get("cursor")),
-        )  # fmt: skip
-        if q:
-            runs = [r for r in runs if r.id.startswith(q)]
-        more = len(runs) > limit
-        runs = list(runs[:limit])
-        return runs, (f"{runs[-1].created_at!r}_{runs[-1].id}" if more and runs else None)
 
     async def pipelines(self, viewer: Viewer) -> list[str]:
         """Every pipeline the viewer has runs of, and every pipeline configured here."""
@@ -295,37 +275,10 @@ class Dashboard:
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
 
-def _day(value: str | None) -> float | None:
-    """Midnight UTC of a ``YYYY-MM-DD`` day; None for anything else."""
-    try:
-        return datetime.strptime(value or "", "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
-
-
-def _cursor(value: str | None) -> tuple[float, str] | None:
-    """``<created_at>_<run id>`` from a Next link; None when absent or malformed."""
-    at, _, run_id = (value or "").partition("_")
-    try:
-        return (float(at), run_id) if run_id else None
-    except ValueError:
-        return None
-
-
 def _maybe_names(value: Any) -> list[str]:
     if value is None:
         return []
     return [str(v) for v in value]
-
-
-LIMITS = (25, 50, 100, 200, 500)
-
-
-def _int(value: str | None, default: int, lo: int, hi: int) -> int:
-    try:
-        return min(hi, max(lo, int(value))) if value else default
-    except ValueError:
-        return default
 
 
 def dashboard_router(sources: DashboardSources, *, prefix: str = "/ui") -> APIRouter:
@@ -342,6 +295,7 @@ def dashboard_router(sources: DashboardSources, *, prefix: str = "/ui") -> APIRo
                         headers={"cache-control": "public, max-age=300"})  # fmt: skip
 
     _sign_in_routes(router, d)
+    runs_list_routes(router, d)
     _run_routes(router, d)
     _other_pages(router, d)
     action_routes(router, d)
@@ -397,47 +351,6 @@ def _sign_in_routes(router: APIRouter, d: Dashboard) -> None:
 
 def _run_routes(router: APIRouter, d: Dashboard) -> None:
     sources = d.sources
-
-    @router.get("/")
-    async def runs_page(request: Request) -> Response:
-        if not isinstance(viewer := await d.gate(request), Viewer):
-            return viewer
-        params = dict(request.query_params)
-        runs, next_cursor = await d.runs_page(viewer, params)
-        limit = _int(params.get("limit"), 50, 1, 500)
-        filters: dict[str, Any] = {
-            "pipeline": params.get("pipeline", ""),
-            "status": params.get("status", ""),
-            "q": params.get("q", ""),
-            "since": params.get("since", "") if _day(params.get("since")) else "",
-            "until": params.get("until", "") if _day(params.get("until")) else "",
-            "sort": "oldest" if params.get("sort") == "oldest" else "",
-            "limit": limit,
-        }
-        base_query = {k: v for k, v in filters.items() if v}
-        query = urlencode({**base_query, **({"cursor": params["cursor"]} if params.get("cursor") else {})})
-        next_url = f"{d.base}/?{urlencode({**base_query, 'cursor': next_cursor})}" if next_cursor else None
-        limits = sorted({*LIMITS, limit})  # the select shows the limit the table uses
-        pipelines = await d.pipelines(viewer)
-        startable = [p for p in pipelines if d.startable(p)]
-        return d.page("runs.html", request, nav="runs", runs=runs, filters=filters, query=query, limits=limits,
-                      pipelines=pipelines, statuses=STATUSES, startable=startable, next_url=next_url)  # fmt: skip
-
-    @router.get("/live/runs")
-    async def live_runs(request: Request) -> Response:
-        if not isinstance(viewer := await d.gate(request, page=False), Viewer):
-            return viewer
-        params = dict(request.query_params)
-        patches = RowPatches("runs-body")
-
-        async def produce() -> tuple[dict[str, Any], bool]:
-            runs = await d.runs(viewer, params)
-            now = sources.clock()
-            return {
-                "rows": patches.update({r.id: d.render.fragment("_run_row.html", r=r, now=now) for r in runs})
-            }, False
-
-        return await d.live(request, produce)  # type: ignore[no-any-return]
 
     @router.get("/runs/{run_id}")
     async def run_page(request: Request, run_id: str) -> Response:
