@@ -20,6 +20,7 @@ import typer
 
 from legato.cli._app import app
 from legato.cli._console import new_console, new_table, print_error
+from legato.cli._loop import run_loop
 from legato.cli.runs import DATABASE_URL_HELP, open_store
 
 if TYPE_CHECKING:
@@ -45,7 +46,6 @@ def analyze(
     seed: int = typer.Option(0, "--seed", help="Seed of the simulation (the same seed, the same prediction)."),
 ) -> None:
     """Where the time and money of a pipeline's runs go, and what to change."""
-    import anyio
 
     from legato.observe import parse_volume
 
@@ -54,7 +54,7 @@ def analyze(
     except ValueError as exc:
         print_error(str(exc))
         raise typer.Exit(2) from None
-    analysis, report = anyio.run(_analyze, target, last, database_url, config, journal, (options, per_month, seed))
+    analysis, report = run_loop(_analyze, target, last, database_url, config, journal, (options, per_month, seed))
     if as_json:
         data = analysis.to_dict()
         if report is not None:

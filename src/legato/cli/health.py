@@ -17,6 +17,7 @@ import typer
 from rich.markup import escape
 
 from legato.cli._console import new_console, new_table, print_error
+from legato.cli._loop import run_loop
 from legato.cli.models import models_app
 
 __all__ = ["health"]
@@ -33,13 +34,12 @@ def health(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Show the health of every deployment of the model groups in legato.yaml."""
-    import anyio
 
     from legato.config import LegatoConfig
     from legato.errors import ConfigError
 
     try:
-        rows = anyio.run(_collect, LegatoConfig.load(config), group, probe, timeout)
+        rows = run_loop(_collect, LegatoConfig.load(config), group, probe, timeout)
     except ConfigError as exc:
         print_error(str(exc))
         raise typer.Exit(2) from None

@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from legato.cli._app import app
 from legato.cli._console import new_console, print_error
+from legato.cli._loop import run_loop
 from legato.cli.runs import DATABASE_URL_HELP, open_store
 
 if TYPE_CHECKING:
@@ -52,7 +53,6 @@ def add(
     database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
 ) -> None:
     """Write an entry (author: human)."""
-    import anyio
 
     from legato.store import Journal
 
@@ -65,7 +65,7 @@ def add(
         async with open_store(database_url, create=True) as store:
             return await Journal(store).add(title, text, tags=tag, pipeline=pipeline, run_id=run_id)
 
-    entry = anyio.run(main)
+    entry = run_loop(main)
     if as_json:
         sys.stdout.write(json.dumps(entry.to_dict(), indent=2) + "\n")
     else:
@@ -84,7 +84,6 @@ def search(
     database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
 ) -> None:
     """Search the journal, best match first."""
-    import anyio
 
     from legato.errors import StoreError
     from legato.store import Journal, LocalEmbedder
@@ -98,7 +97,7 @@ def search(
                 print_error(str(exc))
                 raise typer.Exit(1) from None
 
-    _print_entries(anyio.run(main), as_json)
+    _print_entries(run_loop(main), as_json)
 
 
 @journal_app.command("recent")
@@ -109,7 +108,6 @@ def recent(
     database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
 ) -> None:
     """The newest entries."""
-    import anyio
 
     from legato.store import Journal
 
@@ -117,7 +115,7 @@ def recent(
         async with open_store(database_url) as store:
             return await Journal(store).recent(limit, pipeline=pipeline)
 
-    _print_entries(anyio.run(main), as_json)
+    _print_entries(run_loop(main), as_json)
 
 
 @journal_app.command("show")
@@ -127,7 +125,6 @@ def show(
     database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
 ) -> None:
     """Print one entry in full."""
-    import anyio
 
     from legato.errors import StoreError
     from legato.store import Journal
@@ -140,7 +137,7 @@ def show(
                 print_error(str(exc))
                 raise typer.Exit(1) from None
 
-    entry = anyio.run(main)
+    entry = run_loop(main)
     if as_json:
         sys.stdout.write(json.dumps(entry.to_dict(), indent=2) + "\n")
         return

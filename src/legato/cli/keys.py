@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from legato.cli._app import app
 from legato.cli._console import new_console, new_table, print_error
+from legato.cli._loop import run_loop
 
 keys_app = typer.Typer(help="Gateway API keys: create, list, revoke, spend.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -29,7 +30,6 @@ def _with_store(
     config: Path | None, database_url: str | None, action: Callable[[Any], Awaitable[T]], *, create: bool = False
 ) -> T:
     """Run ``action`` on the key store; only ``keys create`` (``create=True``) may create the database."""
-    import anyio
 
     from legato.config import LegatoConfig
     from legato.errors import ConfigError, StoreCorrupt, StoreError, StoreNotFound
@@ -50,7 +50,7 @@ def _with_store(
             await engine.dispose()
 
     try:
-        return anyio.run(main)
+        return run_loop(main)
     except (ConfigError, StoreNotFound, StoreCorrupt) as exc:
         print_error(str(exc))
         raise typer.Exit(2) from None

@@ -9,6 +9,7 @@ import typer
 
 from legato.cli._app import app
 from legato.cli._console import new_console, print_error
+from legato.cli._loop import run_loop
 from legato.cli.runs import DATABASE_URL_HELP, open_store
 
 if TYPE_CHECKING:
@@ -53,7 +54,6 @@ def mcp(
     config: Path | None = typer.Option(None, "--config", help="legato.yaml (default: $LEGATO_CONFIG, ./legato.yaml)."),
 ) -> None:
     """Serve the journal and run tools over MCP (stdio), for agents and MCP clients."""
-    import anyio
 
     from legato.mcp import create_mcp_server
 
@@ -64,4 +64,4 @@ def mcp(
             server = create_mcp_server(store, pipelines=served)
             await server.run_stdio_async()
 
-    anyio.run(main)
+    run_loop(main)

@@ -15,6 +15,7 @@ import typer
 
 from legato.cli._app import app
 from legato.cli._console import new_console, new_table, print_error
+from legato.cli._loop import run_loop
 
 __all__ = ["models_app"]
 
@@ -90,7 +91,6 @@ def chat(
     config: Path | None = CONFIG_OPTION,
 ) -> None:
     """Send one prompt to a model and print the answer (exit 1 if the call fails)."""
-    import anyio
 
     from legato.config import LegatoConfig
     from legato.errors import ConfigError, ModelError
@@ -107,7 +107,7 @@ def chat(
     except ConfigError as exc:
         raise _fail(str(exc), 2) from None
     try:
-        anyio.run(_chat, target, request, stream, as_json)
+        run_loop(_chat, target, request, stream, as_json)
     except ModelError as exc:
         raise _fail(f"{type(exc).__name__}: {exc}", 1) from None
 

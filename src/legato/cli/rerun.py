@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from legato.cli._loop import run_loop
 from legato.cli.runs import DATABASE_URL_HELP, fail, load_pipeline_file, not_found, open_store, report_result, runs_app
 
 if TYPE_CHECKING:
@@ -74,7 +75,6 @@ def rerun(
     Exit codes: 0 the new run succeeded (or waits for an answer); 1 it failed, or a
     store failure; 2 an unknown run or step, a bad --input or --set, or a --set on a
     step whose stored output is reused."""
-    import anyio
 
     from legato.cli._interrupt import Interrupt
     from legato.cli.run import _parse_inputs
@@ -116,7 +116,7 @@ def rerun(
             except StoreError as exc:
                 raise fail(str(exc)) from None
 
-    result = anyio.run(main)
+    result = run_loop(main)
     report_result(result, as_json, interrupt)
 
 

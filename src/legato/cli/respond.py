@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from legato.cli._console import new_console
+from legato.cli._loop import run_loop
 from legato.cli.runs import DATABASE_URL_HELP, fail, load_pipeline_file, not_found, open_store, report_result, runs_app
 
 if TYPE_CHECKING:
@@ -58,8 +59,6 @@ def respond(
     run, or a step that is not waiting for an answer."""
     import getpass
 
-    import anyio
-
     from legato.cli._interrupt import Interrupt
     from legato.engine import RunControl
     from legato.errors import InvalidAnswer, LeaseLost, RunNotFound, StepNotWaiting, StoreError
@@ -99,7 +98,7 @@ def respond(
             except StoreError as exc:
                 raise fail(f"answered; resuming failed: {exc}") from None
 
-    result = anyio.run(main)
+    result = run_loop(main)
     if result is not None:
         report_result(result, as_json, interrupt)
 

@@ -21,6 +21,7 @@ from rich.markup import escape
 
 from legato.cli._app import app
 from legato.cli._console import new_console, new_table, print_error, styled
+from legato.cli._loop import run_loop
 
 if TYPE_CHECKING:
     from legato.engine import Event, Pipeline, PlanSummary, RunResult
@@ -128,7 +129,6 @@ def run(
     The run is stored and checkpointed step by step: after a crash, `legato runs
     resume RUN_ID` finishes it without redoing finished steps. Ctrl-C cancels the
     run (it is stored as cancelled; Ctrl-C again exits at once)."""
-    import anyio
 
     from legato.errors import InputError
 
@@ -183,7 +183,7 @@ def run(
     quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
     try:
         with quiet:
-            result = anyio.run(main)
+            result = run_loop(main)
     except InputError as exc:
         print_error(str(exc))
         raise typer.Exit(2) from None
@@ -258,7 +258,6 @@ def _run_queued(
     as_json: bool,
 ) -> None:
     """``legato run --queue``: enqueue, print the id, wait for the result unless ``no_wait``."""
-    import anyio
 
     from legato.cli._queued import enqueue
     from legato.cli.runs import estimate_cost, open_store
@@ -284,7 +283,7 @@ def _run_queued(
                     control=interrupt.control,
                 )
 
-    record, result = anyio.run(main)
+    record, result = run_loop(main)
     if result is None:
         if as_json:
             sys.stdout.write(json.dumps({"run_id": record.id, "status": str(record.status), "queue": queue}) + "\n")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import anyio
 import typer
 
 from legato.cli._app import app
 from legato.cli._console import fail, new_console
+from legato.cli._loop import run_loop
 from legato.cli.runs import DATABASE_URL_HELP, open_store
 
 __all__ = ["store_app"]
@@ -43,7 +43,7 @@ def rotate_key(
             return await store.rotate_key(to)
 
     try:
-        count = anyio.run(rotate)
+        count = run_loop(rotate)
     except (ConfigError, EncryptionKeyError) as exc:
         raise fail(str(exc), 2) from None
     except StoreError as exc:
@@ -62,5 +62,5 @@ def status(
         async with open_store(database_url, encryption_key=key) as store:
             return store.encryption_key if store.encrypted else None
 
-    ref = anyio.run(read)
+    ref = run_loop(read)
     new_console().print(f"encryption: on ({ref})" if ref else "encryption: off")

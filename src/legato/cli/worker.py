@@ -14,6 +14,7 @@ import typer
 
 from legato.cli._app import app
 from legato.cli._console import new_console, print_error
+from legato.cli._loop import run_loop
 from legato.cli.runs import DATABASE_URL_HELP, open_store
 
 if TYPE_CHECKING:
@@ -47,7 +48,6 @@ def worker(
     Queue limits (`concurrency:`) come from the `queues:` section of legato.yaml and
     hold across every worker; pipelines come from its `pipelines:` section or, for
     runs enqueued with `legato run --queue`, from the file the run was started from."""
-    import anyio
 
     from legato.config import LegatoConfig
     from legato.errors import ConfigError
@@ -70,7 +70,7 @@ def worker(
         raise typer.Exit(2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    anyio.run(_serve, names, queues, pipelines, cfg, database_url, concurrency, lease_ttl, grace)
+    run_loop(_serve, names, queues, pipelines, cfg, database_url, concurrency, lease_ttl, grace)
     from legato.cli._interrupt import exit_now
 
     exit_now(0)  # a sync step stopped at the end of the grace may still hold its thread: bounded wait

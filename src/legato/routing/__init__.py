@@ -7,20 +7,13 @@ Python with the same typed objects.
 """
 
 from legato.routing._cascade import Cascade, Scorer, Tier, confidence_at_least, json_valid
-from legato.routing._config import (
-    GroupConfig,
-    Groups,
-    GroupsSection,
-    ModelUnavailable,
-    RoutingSection,
-    aclose_shared_groups,
-    build_groups,
-    groups_for,
-)
 from legato.routing._deployment import Deployment, DeploymentHealth, DeploymentState, OutlierPolicy
+from legato.routing._groups import Groups, ModelUnavailable, build_groups
 from legato.routing._health import HealthChecker, ProbeResult, ping
 from legato.routing._router import Fallbacks, Router
+from legato.routing._schema import GroupConfig, GroupsSection, RoutingSection
 from legato.routing._select import Rule, Selector
+from legato.routing._shared import aclose_shared_groups, groups_for
 from legato.routing._strategies import (
     STRATEGIES,
     LatencyBased,

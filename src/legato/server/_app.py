@@ -58,6 +58,7 @@ async def open_gateway(
 
     ``store`` (a :class:`legato.store.RunStore`, not yet open) and ``pipelines`` are
     built from the settings and config when not given."""
+    from legato.routing import aclose_shared_groups
     from legato.server._runs import RunsService, load_pipelines
     from legato.store import QueuesSection, RunStore, store_key
 
@@ -71,6 +72,7 @@ async def open_gateway(
     async with AsyncExitStack() as stack:
         await store.open()
         stack.push_async_callback(store.aclose)
+        stack.push_async_callback(aclose_shared_groups)  # the pools pipelines' groups opened on this loop
         engine = store.engine
         redis: Any = None
         keys = KeyStore(engine, cache_ttl_s=settings.key_cache_ttl_s)

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from legato.cli._console import new_console, new_table, styled
+from legato.cli._loop import run_loop
 
 if TYPE_CHECKING:
     from legato.store import EventRecord, RunRecord, StepRecord
@@ -65,8 +66,6 @@ def list_runs(
     every command taking a run id accepts; --json gives the full ids."""
     import difflib
 
-    import anyio
-
     from legato.store import StoredStatus
 
     known = [*map(str, StoredStatus), "orphaned"]
@@ -88,7 +87,7 @@ def list_runs(
             short = {} if as_json else await store.short_ids(r.id for r in records)
             return records, orphans, short
 
-    records, orphans, short = anyio.run(main)
+    records, orphans, short = run_loop(main)
     if as_json:
         dump_json([_record_dict(r) for r in records])
         return
@@ -123,7 +122,6 @@ def show(
     database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
 ) -> None:
     """Show a run: status, inputs, outputs, every step attempt and (--events) its events."""
-    import anyio
 
     from legato.errors import RunNotFound
 
@@ -135,7 +133,7 @@ def show(
                 raise not_found(exc) from None
             return record, await store.steps(record.id), await store.events(record.id)
 
-    record, steps, evs = anyio.run(main)
+    record, steps, evs = run_loop(main)
     attempts = _attempts(steps, evs)
     if as_json:
         doc = _record_dict(record)

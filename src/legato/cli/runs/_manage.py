@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from legato.cli._loop import run_loop
+
 if TYPE_CHECKING:
     from legato.engine import RunResult
     from legato.store import RunRecord
@@ -43,7 +45,6 @@ def resume(
 ) -> None:
     """Resume a run after a crash or failure: finished steps are reused, the rest run.
     Ctrl-C cancels it, as on `legato run`."""
-    import anyio
 
     from legato.cli._interrupt import Interrupt
     from legato.engine import RunControl
@@ -80,7 +81,7 @@ def resume(
             except SpecError as exc:
                 raise fail(str(exc), 2) from None
 
-    result = anyio.run(main)
+    result = run_loop(main)
     report_result(result, as_json, interrupt)
 
 
@@ -90,7 +91,6 @@ def cancel(
     database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
 ) -> None:
     """Cancel a run: its worker stops its steps within a second (a run nobody executes stops at once)."""
-    import anyio
 
     from legato.errors import RunNotFound, StoreError
 
@@ -103,7 +103,7 @@ def cancel(
             except StoreError as exc:
                 raise fail(str(exc)) from None
 
-    record = anyio.run(main)
+    record = run_loop(main)
     if record.status == "cancelled":
         typer.echo(f"run {record.id} cancelled")
     else:
@@ -128,7 +128,6 @@ def recover(
     max_recoveries: int = typer.Option(3, "--max-recoveries", min=0, help="Dead-letter a run after this many."),
 ) -> None:
     """Resume every run whose worker died (expired lease); dead-letter the ones that keep dying."""
-    import anyio
 
     from legato.store import DurableRunner, Recovery, recover_expired_runs
 
@@ -136,7 +135,7 @@ def recover(
         async with open_store(database_url) as store:
             return await recover_expired_runs(store, runner=DurableRunner(store, max_recoveries=max_recoveries))
 
-    outcomes = anyio.run(main)
+    outcomes = run_loop(main)
     for o in outcomes:
         status = f" -> {o.result.status}" if o.result is not None else ""
         typer.echo(f"{o.run_id} {o.pipeline}: {o.action}{status}{' (' + o.detail + ')' if o.detail else ''}")
@@ -152,7 +151,6 @@ def prune(
     database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
 ) -> None:
     """Delete finished runs (with their steps and events) older than a duration. Journal entries stay."""
-    import anyio
 
     try:
         seconds = parse_duration(older_than)
@@ -163,5 +161,5 @@ def prune(
         async with open_store(database_url) as store:
             return await store.prune(older_than_s=seconds)
 
-    n = anyio.run(main)
+    n = run_loop(main)
     typer.echo(f"pruned {n} run{'s' if n != 1 else ''} finished more than {older_than} ago")
