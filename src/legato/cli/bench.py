@@ -28,6 +28,7 @@ import typer
 
 from legato.cli._app import app
 from legato.cli._console import new_console, new_table, print_error
+from legato.cli._loop import run_loop
 from legato.cli.runs import DATABASE_URL_HELP, load_pipeline_file, open_store
 
 if TYPE_CHECKING:
@@ -72,13 +73,12 @@ def bench(
     max_in_flight: int = typer.Option(1000, "--max-in-flight", min=1, max=100_000, help="Runs in flight at most."),
 ) -> None:
     """Load-test a pipeline at a fixed rate: latency from each run's intended start, SLOs, capacity."""
-    import anyio
 
     plan = _plan(rate, duration, slo, inputs, target, warmup, max_in_flight)
     if url is None:
-        report = anyio.run(_in_process, _load(Path(pipeline), config), plan, database_url)
+        report = run_loop(_in_process, _load(Path(pipeline), config), plan, database_url)
     else:
-        report = anyio.run(_through_gateway, _served(pipeline, config), url.rstrip("/"), key, plan, database_url)
+        report = run_loop(_through_gateway, _served(pipeline, config), url.rstrip("/"), key, plan, database_url)
     if plot is not None:
         from legato.observe import write_svg
 
