@@ -11,6 +11,7 @@ from legato.engine._context import SKIPPED, RunControl, StepContext, current_ste
 from legato.engine._events import (
     Event,
     MapItemFinished,
+    ModelCalled,
     RunFinished,
     RunStarted,
     RunStatus,
@@ -33,7 +34,7 @@ from legato.engine._executor import (
     run_in_process,
 )
 from legato.engine._flow import Cycle, CycleLimitReached, Switch, SwitchNoMatch
-from legato.engine._journal import StepJournal, journal_key, step_journal
+from legato.engine._journal import StepJournal, journal_key, model_call_sink, step_journal
 from legato.engine._pipeline import FailurePolicy, Pipeline
 from legato.engine._plan import Plan
 from legato.engine._result import MapItemError, RunResult, StepTiming
@@ -54,6 +55,7 @@ __all__ = [
     "LoopOptions",
     "MapItemError",
     "MapItemFinished",
+    "ModelCalled",
     "Pipeline",
     "Plan",
     "PlanSummary",
@@ -88,6 +90,7 @@ __all__ = [
     "current_step",
     "executor_names",
     "journal_key",
+    "model_call_sink",
     "register_executor",
     "resolve_executor",
     "run_in_process",

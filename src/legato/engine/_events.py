@@ -89,6 +89,19 @@ class StepProgress(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class ModelCalled(Event):
+    """A step (or map item) finished one model call; ``call`` is plain data (model,
+    deployment, status, timings, tokens, cost, trace id, prompt and answer): see
+    :class:`legato.observe.ModelCall`. Published and awaited like :class:`StepProgress`,
+    so the run store keeps the call even when the step fails afterwards."""
+
+    step: str
+    index: int | None
+    attempt: int
+    call: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class StepFailed(Event):
     step: str
     error_type: str

@@ -22,9 +22,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from legato.engine._context import _current as _step_var
-from legato.engine._events import Event, StepProgress
+from legato.engine._events import Event, ModelCalled, StepProgress
 
-__all__ = ["StepJournal", "journal_key", "step_journal"]
+__all__ = ["StepJournal", "journal_key", "model_call_sink", "step_journal"]
 
 
 def journal_key(step: str, index: int | None = None) -> str:
@@ -91,3 +91,23 @@ def step_journal() -> StepJournal | None:
     if isinstance(ctx, tuple):
         return StepJournal(run, ctx[2], ctx[4])
     return StepJournal(run, ctx.step, ctx.index)
+
+
+def model_call_sink() -> Callable[[Mapping[str, Any]], Awaitable[None]] | None:
+    """Where the step attempt running this code reports its model calls (each published
+    as :class:`ModelCalled` and awaited), or None when nobody listens (outside a run, or a
+    run without subscribers)."""
+    run = _journals.get()
+    ctx = _step_var.get()
+    if run is None or ctx is None or run.emit is None:
+        return None
+    emit = run.emit
+    if isinstance(ctx, tuple):
+        step, attempt, index = ctx[2], ctx[3], ctx[4]
+    else:
+        step, attempt, index = ctx.step, ctx.attempt, ctx.index
+
+    async def report(call: Mapping[str, Any]) -> None:
+        await emit(ModelCalled(run.run_id, time.time(), step, index, attempt, dict(call)))
+
+    return report

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from legato.observe._analysis import Analysis, StepStats, analyze_runs
 from legato.observe._asgi import TraceMiddleware
+from legato.observe._calls import ModelCall, Recorded
 from legato.observe._instrument import Instrumented, error_type
 from legato.observe._logging import JsonFormatter, RedactingFilter, configure_logging, request_id
 from legato.observe._metrics import Metrics, MetricsSubscriber, default_metrics
@@ -74,12 +75,14 @@ __all__ = [
     "LoggingConfig",
     "Metrics",
     "MetricsSubscriber",
+    "ModelCall",
     "Observability",
     "ObserveConfig",
     "Option",
     "OptionsReport",
     "Outcome",
     "Prediction",
+    "Recorded",
     "RedactingFilter",
     "Redactor",
     "RoutingObserver",

@@ -7,6 +7,8 @@ searches what was learned. See docs/durable-runs.md and docs/journal.md.
 """
 
 from legato.store._access import LOCAL, Principal, visible_run
+from legato.store._call_stats import DurationStats, ModelStats, SpendPoint, model_stats, run_durations, spend_by_day
+from legato.store._calls import CallRow, call_values, gateway_calls, record_calls, run_calls
 from legato.store._database import DEFAULT_DATABASE_URL, resolve_url
 from legato.store._datakeys import key_reference as store_key
 from legato.store._durable import DurableRunner, pipeline_version, result_from_record, run_durably
@@ -34,13 +36,16 @@ from legato.store._worker import Worker
 __all__ = [
     "DEFAULT_DATABASE_URL",
     "LOCAL",
+    "CallRow",
     "CancelRequest",
     "DurableRunner",
+    "DurationStats",
     "Embedder",
     "EventRecord",
     "Journal",
     "JournalEntry",
     "LocalEmbedder",
+    "ModelStats",
     "OwnerState",
     "Principal",
     "QueueSettings",
@@ -53,27 +58,35 @@ __all__ = [
     "RunRecord",
     "RunStore",
     "SearchMode",
+    "SpendPoint",
     "StepRecord",
     "StoredStatus",
     "Worker",
+    "call_values",
     "claim_run",
     "default_queue",
     "downstream_of",
     "expire_waits",
+    "gateway_calls",
     "load_source",
+    "model_stats",
     "new_owner_id",
     "new_run_id",
     "owner_state",
     "pipeline_version",
     "prepare_rerun",
     "queue_stats",
+    "record_calls",
     "recover_expired_runs",
     "reflect_on_run",
     "requeue",
     "resolve_url",
     "respond",
     "result_from_record",
+    "run_calls",
     "run_durably",
+    "run_durations",
+    "spend_by_day",
     "store_key",
     "visible_run",
     "waiting_requests",

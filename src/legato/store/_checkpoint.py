@@ -44,6 +44,7 @@ import anyio.lowlevel
 from legato.engine import (
     Event,
     MapItemFinished,
+    ModelCalled,
     RunFinished,
     RunStarted,
     StepFailed,
@@ -56,6 +57,7 @@ from legato.engine import (
     journal_key,
 )
 from legato.errors import LeaseLost, OutputNotStorable
+from legato.store._calls import call_values, record_calls
 from legato.store._codec import Encoded, NotSerialisable, encode
 from legato.store._item_times import ItemTimes
 from legato.store._records import CancelRequest, EventRecord, MapItemRecord, StepRecord
@@ -137,6 +139,9 @@ class Checkpointer:
         if isinstance(event, StepProgress):
             await self._journal_entry(event, base)
             return
+        if isinstance(event, ModelCalled):
+            await self._model_call(event, base)
+            return
         if isinstance(event, StepFinished):
             finished = _finished(event, base, _stored(event.output, event.step, None))
             finished = replace(finished, meta={**finished.meta, **self._item_times.take(event.step)})
@@ -168,6 +173,15 @@ class Checkpointer:
         self._pending.items.append(MapItemRecord(event.run_id, key, event.seq, entry, base + 1, event.at, None))
         self._journals.setdefault(event.step, set()).add(key)
         await self._flush()
+
+    async def _model_call(self, event: ModelCalled, base: int) -> None:
+        """A call is written at once, in its own transaction: it is kept even when the
+        step fails afterwards, and a run's checkpoints do not wait for it."""
+        row = call_values(
+            event.call, self.store, source="step", run_id=event.run_id, step=event.step, item=event.index,
+            attempt=base + event.attempt,
+        )  # fmt: skip
+        await record_calls(self.store, [row])
 
     def take_pending(self) -> tuple[list[StepRecord], list[EventRecord]]:
         """What has not been committed yet (written by the runner with the run's end)."""

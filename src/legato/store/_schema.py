@@ -15,7 +15,16 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["data_keys", "events", "journal_entries", "map_items", "metadata", "runs", "step_attempts"]
+__all__ = [
+    "data_keys",
+    "events",
+    "journal_entries",
+    "map_items",
+    "metadata",
+    "model_calls",
+    "runs",
+    "step_attempts",
+]
 
 metadata = sa.MetaData()
 
@@ -138,4 +147,37 @@ data_keys = sa.Table(
     sa.Column("wrapped", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("rotated_at", sa.Float, nullable=True),
+)
+
+# One row per model call of a step or a gateway request (revision r0012_model_calls):
+# metadata in the clear for aggregates, the redacted prompt/answer/path sealed in ``detail``.
+model_calls = sa.Table(
+    "model_calls",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),  # "step" or "gateway"
+    sa.Column("tenant", sa.String(255), nullable=False, server_default=""),
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Column("step", sa.String(255), nullable=True),
+    sa.Column("item", sa.Integer, nullable=True),
+    sa.Column("attempt", sa.Integer, nullable=True),
+    sa.Column("request_id", sa.String(128), nullable=True),
+    sa.Column("model", sa.String(255), nullable=False),
+    sa.Column("deployment", sa.String(255), nullable=True),
+    sa.Column("provider", sa.String(64), nullable=True),
+    sa.Column("status", sa.String(64), nullable=False),  # "ok" or the error's class name
+    sa.Column("latency_s", sa.Float, nullable=False),
+    sa.Column("ttft_s", sa.Float, nullable=True),
+    sa.Column("cached", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("retries", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("fallbacks", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("input_tokens", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("output_tokens", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("cost", sa.Float, nullable=True),
+    sa.Column("trace_id", sa.String(32), nullable=True),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Index("ix_model_calls_run", "run_id", "id"),
+    sa.Index("ix_model_calls_at", "at"),
+    sa.Index("ix_model_calls_tenant_source", "tenant", "source", "at"),
 )
