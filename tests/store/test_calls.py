@@ -56,7 +56,8 @@ async def test_a_step_call_keeps_what_was_said_redacted_under_its_run(store: Run
     )
     await record_calls(store, [call_values(call, store, source="step", run_id=record.id, step="ask", attempt=1)])
     [row] = await run_calls(store, record.id)
-    assert (row.tenant, row.step, row.deployment, row.retries, row.fallbacks) == ("key-a", "ask", "assistant/backup", 1, 1)
+    assert (row.tenant, row.step, row.deployment) == ("key-a", "ask", "assistant/backup")
+    assert (row.retries, row.fallbacks) == (1, 1)
     assert (row.ttft_s, row.trace_id, row.cost, row.input_tokens, row.ok) == (
         0.12,
         "4bf92f3577b34da6a3ce929d0e0e4736",
@@ -76,7 +77,8 @@ async def test_what_was_said_is_sealed_when_encryption_is_on(tmp_path: Path, mon
                           tenant="key-a")  # fmt: skip
         await record_calls(store, [row])
         raw = await store.run_sync(lambda conn: conn.execute(sa.select(model_calls.c.detail)).scalar_one())
-        assert raw.startswith("legato:enc:v1:") and "secret plan" not in raw
+        assert raw.startswith("legato:enc:v1:")
+        assert "secret plan" not in raw
         [seen] = await gateway_calls(store, A)
         assert seen.detail["prompt"] == "user: the secret plan"
     assert b"secret plan" not in (tmp_path / "sealed.db").read_bytes()
