@@ -9,6 +9,7 @@ that a record exists; the admin sees everything.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -245,6 +246,29 @@ def test_spend_rows_belong_to_their_key(tenants: Tenants) -> None:
             rows = c.get("/v1/spend").json()["data"]  # the same rule over REST
         assert {k for k in (chat_a, chat_b) if k[:12] in page} == sees
         assert {k for k in (chat_a, chat_b) if any(r["prefix"] == k[:12] for r in rows)} == sees
+
+
+def test_gateway_calls_belong_to_their_key(tenants: Tenants) -> None:
+    """The dashboard's call view (prompts and answers included) follows the same rule."""
+    served = tenants.served
+    callers = [served.create_key(["chat", "runs:read"], name=f"caller-{n}") for n in ("a", "b")]
+    marks = {key: f"req-call-{key[3:12]}" for key in callers}
+    for key in callers:
+        with served.client(key) as c:
+            body = {"model": "gpt-fake", "messages": [{"role": "user", "content": "hi"}]}
+            assert c.post("/v1/chat/completions", json=body, headers={"x-request-id": marks[key]}).status_code == 200
+    with ui(tenants, tenants.admin) as c:
+        for _ in range(100):  # calls are written in batches, about every second
+            page = c.get("/ui/calls").text
+            if all(m in page for m in marks.values()):
+                break
+            time.sleep(0.1)
+    for key, sees in ((callers[0], {callers[0]}), (callers[1], {callers[1]}), (tenants.admin, set(callers))):
+        with ui(tenants, key) as c:
+            page = c.get("/ui/calls").text
+        assert {k for k in callers if marks[k] in page} == sees
+    with ui(tenants, callers[1]) as c:  # asking for another key's calls gives one's own
+        assert marks[callers[0]] not in c.get("/ui/calls", params={"key": callers[0]}).text
 
 
 def test_dashboard_models_page_is_for_admins(tenants: Tenants) -> None:

@@ -143,3 +143,50 @@ def test_response_cache_option_is_checked(tmp_path: Path) -> None:
     bad = PIPELINE.replace("max_tokens: 50", "max_tokens: 50\n    response_cache: sometimes")
     with pytest.raises(SpecError, match="response_cache"):
         load_pipeline(bad, config=cfg)
+
+
+FALLBACK = """\
+name: fallback_demo
+steps:
+  ask:
+    llm: assistant
+    prompt: "Summarise the outage report"
+"""
+
+
+def fallback_config(tmp_path: Path, base: str) -> LegatoConfig:
+    path = tmp_path / "legato.yaml"
+    path.write_text(
+        "models:\n"
+        f"  primary: {{provider: openai, model: gpt-primary, base_url: '{base}/v1'}}\n"
+        f"  backup: {{provider: openai, model: gpt-backup, base_url: '{base}/v1'}}\n"
+        "groups:\n"
+        "  assistant: {deployments: [{model: primary}], fallbacks: {on_failure: [backup]}, retry: false}\n"
+    )
+    return LegatoConfig.load(path)
+
+
+async def test_each_model_call_is_reported_with_its_route(tmp_path: Path, fake_provider: FakeProvider) -> None:
+    """The step's call says which deployment failed with what, which answered, and what was said."""
+    from legato.engine import ModelCalled
+    from legato.testing import Fault
+
+    fake_provider.inject(Fault.server_error(), model="gpt-primary")
+    fake_provider.script(Reply(text="Two regions were down for an hour."), model="gpt-backup")
+    events: list[object] = []
+    pipeline = load_pipeline(FALLBACK, config=fallback_config(tmp_path, fake_provider.base_url))
+    result = await pipeline.run(subscribers=[events.append])
+    result.raise_for_status()
+    [called] = [e for e in events if isinstance(e, ModelCalled)]
+    call = called.call
+    assert (called.step, called.attempt, called.index) == ("ask", 1, None)
+    assert (call["model"], call["status"], call["deployment"]) == ("assistant", "ok", "gpt-backup")
+    assert [(p["failed"], p["target"], p["error"], p["kind"]) for p in call["path"]] == [
+        ("primary", "next deployment", "ServerError", "deployment"),
+        ("assistant", "backup", "ServerError", "group"),
+    ]
+    assert call["prompt"] == "user: Summarise the outage report"
+    assert call["answer"] == "Two regions were down for an hour."
+    assert call["latency_s"] > 0
+    assert call["output_tokens"] > 0
+    assert call["ttft_s"] is None  # not streamed

@@ -26,6 +26,7 @@ from legato.errors import LegatoError
 from legato.server._admission import Admission
 from legato.server._audit import AuditLog
 from legato.server._auth import Authenticator
+from legato.server._calls import CallRecorder
 from legato.server._catalog import ModelCatalog, catalog_from_config
 from legato.server._errors import GatewayError, error_response, from_exception, invalid_request
 from legato.server._keys import KeyStore
@@ -95,6 +96,7 @@ async def open_gateway(
             catalog = catalog_from_config(config, settings.models)
         stack.push_async_callback(catalog.aclose)
         spend = SpendRecorder(engine)
+        calls = CallRecorder(store)
         master = settings.master_key.get_secret_value() if settings.master_key else None
         runs = RunsService(
             store,
@@ -121,10 +123,12 @@ async def open_gateway(
             audit=AuditLog(engine),
             redis=redis,
             runs=runs,
+            calls=calls,
         )
         gw.extras["engine"] = engine
         async with anyio.create_task_group() as tg:
             tg.start_soon(spend.run)
+            tg.start_soon(calls.run)
             if revocations is not None:
                 tg.start_soon(revocations.listen)
             await tg.start(runs.serve)
@@ -136,6 +140,7 @@ async def open_gateway(
                 tg.cancel_scope.cancel()
         with anyio.CancelScope(shield=True):
             await spend.flush()
+            await calls.flush()
 
 
 def _install_handlers(app: FastAPI) -> None:
@@ -209,7 +214,7 @@ def _mount_dashboard(app: FastAPI, settings: ServerSettings) -> Any:
     sources = DashboardSources(
         store=lambda: gw().runs.store, admin_key=master, keys=lambda: gw().keys, audit=lambda: gw().audit,
         throttle=throttle, session_ttl_s=dash.session_ttl_s, graphs=graph, spend=spend, live=live, cancel=cancel,
-        pipelines=pipelines, inputs=inputs, start=start, respond=respond, rerun=rerun,
+        pipelines=pipelines, inputs=inputs, start=start, respond=respond, rerun=rerun, trace_url=dash.trace_url,
     )  # fmt: skip
     mount_dashboard(app, sources)
     return live

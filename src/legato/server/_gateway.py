@@ -109,6 +109,7 @@ async def _prepare(
     settings = gw.settings
     check_model(key, model_name)
     model = gw.model(model_name)  # 404 first: nothing else matters for a model that is not served
+    model = gw.recorded(model, key, ex.request_id if ex is not None else None)  # inside the guardrail
     if key.guardrail is not None:  # outside routing: a blocked request never reaches a deployment
         from legato.guardrails import apply
 
@@ -323,7 +324,7 @@ async def _embeddings(body: ow.EmbeddingRequest, request: Request, key: ApiKey) 
     ex = _note_model(request, body.model)
     check_model(key, body.model)
     inputs = [body.input] if isinstance(body.input, str) else body.input
-    model = gw.model(body.model)
+    model = gw.recorded(gw.model(body.model), key, ex.request_id if ex is not None else None)
     ereq = EmbedRequest(inputs=inputs, model=body.model, dimensions=body.dimensions, metadata={"api_key": key.prefix})
     admission = await gw.limiter.admit(key, gw.worst_case(ereq, model))
     _note_quota(ex, admission)

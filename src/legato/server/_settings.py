@@ -58,6 +58,21 @@ class DashboardSettings(BaseModel):
     session_ttl_s: float = Field(12 * 3600, gt=0, le=30 * 86400, description="How long a sign-in lasts.")
     login_attempts: int = Field(5, ge=1, le=1000, description="Failed sign-ins per client before it must wait.")
     login_window_s: float = Field(300, gt=0, le=86400, description="The window those failures are counted in.")
+    trace_url: str | None = Field(
+        None,
+        description="Link from a model call to its trace: an http(s) URL with `{trace_id}` in it, e.g. "
+        "`https://jaeger.example/trace/{trace_id}` (Jaeger), `https://grafana.example/explore?...{trace_id}...` "
+        "(Tempo) or `https://ui.honeycomb.io/TEAM/environments/ENV/trace?trace_id={trace_id}` (Honeycomb).",
+    )
+
+    @field_validator("trace_url")
+    @classmethod
+    def _trace_template(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        if not v.startswith(("https://", "http://")) or "{trace_id}" not in v:
+            raise ValueError("must be an http(s) URL containing {trace_id}")
+        return v
 
 
 class ServerSettings(BaseModel):

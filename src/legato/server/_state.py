@@ -31,6 +31,7 @@ class Gateway:
     audit: AuditLog
     redis: Any = None
     runs: Any = None  # the runs service, when the run store is available
+    calls: Any = None  # a CallRecorder keeping each model call for the dashboard, when there is a store
     extras: dict[str, Any] = field(default_factory=dict)
     _instrumented: dict[str, Model] = field(default_factory=dict)
     _estimator: CostEstimator | None = None
@@ -44,6 +45,10 @@ class Gateway:
 
             model = self._instrumented[name] = Instrumented(self.catalog.get(name))
         return model
+
+    def recorded(self, model: Model, key: ApiKey, request_id: str | None) -> Model:
+        """``model`` with each of its calls kept as ``key``'s (when calls are recorded here)."""
+        return model if self.calls is None else self.calls.recorded(model, key.id, request_id)
 
     def worst_case(self, request: ChatRequest | EmbedRequest, model: Model) -> float:
         """The most ``request`` can cost on ``model`` (a model or a group) in USD: its

@@ -53,7 +53,7 @@ from legato.agents._tools import PipelineTool
 from legato.errors import ConfigError, SpecError, SpecIssue
 from legato.spec import BuildContext, StepBuild
 from legato.spec._models import KIND_COMMON_KEYS
-from legato.steps.llm import _probe, _text, check_guardrail, guarded, own_field_issues
+from legato.steps.llm import _probe, _text, check_guardrail, own_field_issues, step_model
 
 __all__ = ["build"]
 
@@ -204,11 +204,10 @@ async def _run(
     prompt: Any,
     system: Any,
 ) -> dict[str, Any]:
-    import legato.models
     from legato.agents._mcp import McpToolbox
     from legato.engine import step_journal, token_sink
 
-    model = guarded(legato.models.get(name, ctx.config), step.guardrail)
+    model = step_model(name, ctx.config, step.guardrail)
     try:
         async with McpToolbox.from_config(ctx.config, servers) as toolbox:
             agent = Agent(

@@ -99,6 +99,22 @@ def guarded(model: Model, guardrail: str | None) -> Model:
     return apply(guardrail, model)
 
 
+def step_model(name: str, config: LegatoConfig, guardrail: str | None) -> Model:
+    """The model a step calls: each call reported to the run (model, deployment, timings,
+    prompt and answer: what the run store keeps and the dashboard shows) when the run has
+    subscribers, behind the step's guardrail (so the prompt kept is the one the model saw)."""
+    import legato.models
+    from legato.engine import model_call_sink
+
+    model = legato.models.get(name, config)
+    sink = model_call_sink()
+    if sink is not None:
+        from legato.observe import Recorded
+
+        model = Recorded(model, lambda call: sink(call.as_dict()))
+    return guarded(model, guardrail)
+
+
 def build(spec: Mapping[str, Any], ctx: BuildContext) -> StepBuild:
     """Build an ``llm:`` step (the factory the spec loader calls)."""
     own = {k: v for k, v in spec.items() if k not in KIND_COMMON_KEYS}
@@ -188,10 +204,8 @@ def request_for(step: LlmStep, prompt: Any, system: Any) -> ChatRequest:
 
 
 async def _call(name: str, config: LegatoConfig, step: LlmStep, prompt: Any, system: Any) -> Any:
-    import legato.models
-
     request = request_for(step, prompt, system)
-    model = guarded(legato.models.get(name, config), step.guardrail)
+    model = step_model(name, config, step.guardrail)
     sink = token_sink()
     try:
         response = await model.chat(request) if sink is None else await _streamed(model, request, sink)

@@ -149,7 +149,7 @@ data_keys = sa.Table(
     sa.Column("rotated_at", sa.Float, nullable=True),
 )
 
-# One row per model call of a step or a gateway request (revision r0012_model_calls):
+# One row per model call of a step or a gateway request (revision r0013_model_calls):
 # metadata in the clear for aggregates, the redacted prompt/answer/path sealed in ``detail``.
 model_calls = sa.Table(
     "model_calls",

@@ -33,6 +33,7 @@ from legato.errors import RunNotFound, StoreError
 from legato.server._audit import AuditAction
 from legato.server.ui._access import COOKIE, Access, Viewer, client_address, same_origin
 from legato.server.ui._actions import action_routes
+from legato.server.ui._insights import calls_of_run, insight_routes
 from legato.server.ui._live import LiveEvents, merge_events
 from legato.server.ui._render import Renderer
 from legato.server.ui._runs_list import runs_list_routes
@@ -98,6 +99,8 @@ class DashboardSources:
       own rerun: a new run that keeps the outputs of the steps before).
     - ``cancel``: ``async (run_id, by) -> record`` behind the run page's Cancel button;
       default: ``store.request_cancel`` (the run's worker stops it within a second).
+    - ``trace_url``: the link from a model call to its trace, ``{trace_id}`` replaced
+      (e.g. ``https://jaeger.example/trace/{trace_id}``); None: the id is shown unlinked.
     """
 
     store: Source
@@ -120,6 +123,7 @@ class DashboardSources:
     rerun: Callable[..., Awaitable[Any]] | None = None
     poll_s: float = 0.5
     clock: Callable[[], float] = time.time
+    trace_url: str | None = None
 
 
 def _resolve(value: Source) -> Any:
@@ -299,6 +303,7 @@ def dashboard_router(sources: DashboardSources, *, prefix: str = "/ui") -> APIRo
     _run_routes(router, d)
     _other_pages(router, d)
     action_routes(router, d)
+    insight_routes(router, d)
     return router
 
 
@@ -363,7 +368,9 @@ def _run_routes(router: APIRouter, d: Dashboard) -> None:
         now = sources.clock()
         bars, span = gantt(view, now)
         notes = await d.journal().recent(5, run_id=view.id, viewer=viewer.principal)
-        return d.page("run.html", request, nav="runs", notes=notes, **d.render.run_context(view, now, bars, span))
+        calls = await calls_of_run(d.store(), view.id)
+        return d.page("run.html", request, nav="runs", notes=notes, calls=calls, trace_url=sources.trace_url,
+                      **d.render.run_context(view, now, bars, span))  # fmt: skip
 
     @router.post("/runs/{run_id}/cancel")
     async def cancel_run(request: Request, run_id: str) -> Response:

@@ -4,8 +4,8 @@ Metadata (model, deployment, status, timings, tokens, cost, trace id) is in the
 clear for the dashboard's aggregates; the redacted prompt, answer and routing path
 are one sealed value (``detail``) like every other payload.
 
-Revision ID: r0012_model_calls
-Revises: r0011_key_guardrail
+Revision ID: r0013_model_calls
+Revises: r0012_run_search
 Create Date: 2026-12-06
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "r0012_model_calls"
-down_revision: str | None = "r0011_key_guardrail"
+revision: str = "r0013_model_calls"
+down_revision: str | None = "r0012_run_search"
 branch_labels: str | None = None
 depends_on: str | None = None
 

@@ -1,0 +1,71 @@
+"""The gateway's model calls, kept in the run store for the dashboard's call view.
+
+Each model request wraps its model in :class:`legato.observe.Recorded` (inside the
+key's guardrail, so the prompt kept is the one the model saw); the finished call is
+added to an in-memory buffer and :meth:`CallRecorder.run` writes the buffer every
+``interval_s`` seconds in one transaction (:meth:`CallRecorder.flush` runs once
+more at shutdown), so no request waits for a database write. Redaction and sealing
+happen at the flush, off the request's path. The buffer holds at most
+``max_buffered`` calls: when the store cannot keep up, the oldest are dropped and
+counted (``dropped``) rather than growing without bound; the spend records and key
+budgets, which are kept apart, are not affected.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+import anyio
+
+from legato.observe import ModelCall, Recorded
+from legato.providers import Model
+from legato.store import RunStore, call_values, record_calls
+
+__all__ = ["CallRecorder"]
+
+log = logging.getLogger("legato.server")
+
+
+class CallRecorder:
+    def __init__(self, store: RunStore, *, interval_s: float = 1.0, max_buffered: int = 10_000) -> None:
+        self.store = store
+        self.interval_s = interval_s
+        self.dropped = 0
+        self._buffer: deque[tuple[ModelCall, str, str | None]] = deque(maxlen=max_buffered)
+        self._lock = anyio.Lock()
+
+    def recorded(self, model: Model, key_id: str, request_id: str | None) -> Model:
+        """``model``, each call of it kept as a gateway call of ``key_id``."""
+        return Recorded(model, lambda call: self.add(call, key_id, request_id))
+
+    def add(self, call: ModelCall, key_id: str, request_id: str | None) -> None:
+        if len(self._buffer) == self._buffer.maxlen:
+            self.dropped += 1
+        self._buffer.append((call, key_id, request_id))
+
+    async def run(self) -> None:
+        """Flush periodically until cancelled (owned by the app's task group)."""
+        while True:
+            await anyio.sleep(self.interval_s)
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("could not write model call records; will retry")
+
+    async def flush(self) -> None:
+        async with self._lock:
+            if not self._buffer:
+                return
+            batch = list(self._buffer)
+            self._buffer.clear()
+            rows: list[dict[str, Any]] = [
+                call_values(call.as_dict(), self.store, source="gateway", tenant=key_id, request_id=request_id)
+                for call, key_id, request_id in batch
+            ]
+            try:
+                await record_calls(self.store, rows)
+            except BaseException:
+                self._buffer.extendleft(reversed(batch))  # kept for the next attempt, within the bound
+                raise
