@@ -25,6 +25,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from legato._shared import Shared
 from legato.errors import BadRequest, ConfigError, ServerError
 from legato.providers._http import embed_response, record_call
 from legato.providers._pricing import Price
@@ -46,9 +47,7 @@ __all__ = ["LocalModel", "locate_model"]
 # device), not how the model was named, so an alias, its other spelling and a path to
 # the same files load once, and concurrent first loads of one key wait for each other.
 _LoadKey = tuple[str, str | None, str, str]
-_SHARED: dict[_LoadKey, tuple[Any, Any]] = {}
-_LOADING: dict[_LoadKey, threading.Lock] = {}
-_SHARED_LOCK = threading.Lock()
+_WEIGHTS: Shared[_LoadKey, tuple[Any, Any]] = Shared("local model weights")
 
 # alias -> (package, file or sub-directory pattern, kind)
 PACKAGED: dict[str, tuple[str, str, str]] = {
@@ -151,16 +150,7 @@ class LocalModel:
         directory, gguf = locate_model(self.model, path=self.path, package=self.package)
         kind = self.kind or ("chat" if gguf or not (directory / "modules.json").exists() else "embed")
         key = (str(directory.resolve()), gguf, kind, self.device)
-        with _SHARED_LOCK:
-            loading = _LOADING.setdefault(key, threading.Lock())
-        with loading:
-            with _SHARED_LOCK:
-                shared = _SHARED.get(key)
-            if shared is None:
-                shared = self._load_files(directory, gguf, kind)
-                with _SHARED_LOCK:
-                    _SHARED[key] = shared
-        self._loaded, self._tokenizer = shared
+        self._loaded, self._tokenizer = _WEIGHTS.get(key, lambda: self._load_files(directory, gguf, kind))
         self.kind = kind
 
     def _load_files(self, directory: Path, gguf: str | None, kind: str) -> tuple[Any, Any]:

@@ -1,4 +1,5 @@
-"""The contract every built-in local task follows, and the registry that shares them.
+"""The contract every built-in local task follows, and the registry that shares them
+(a :class:`legato._shared.Shared` table: its release joins each task's warm-up thread).
 
 A task is cheap to construct: the constructor only stores options. The model is
 loaded by :meth:`Task.warm_up` (explicitly, or on first use), exactly once, under a
@@ -28,6 +29,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import anyio.lowlevel
 import anyio.to_thread
 
+from legato._shared import Shared
 from legato.batching import Batcher
 from legato.errors import ConfigError
 
@@ -87,6 +89,12 @@ class Task(ABC, Generic[InT, OutT]):
                 return
             self._prefetching = threading.Thread(target=self._prefetch, name=f"legato-warm-up:{self.name}", daemon=True)
             self._prefetching.start()
+
+    def join_prefetch(self, timeout: float | None = None) -> None:
+        """Wait for a warm-up started by :meth:`prefetch` to end (at most ``timeout`` seconds)."""
+        thread = self._prefetching
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def _prefetch(self) -> None:
         # A thread has no caller to raise to: keep the error for inspection; the next
@@ -151,7 +159,7 @@ class Task(ABC, Generic[InT, OutT]):
 
 
 _factories: dict[str, Callable[..., Task[Any, Any]]] = {}
-_instances: dict[tuple[str, Hashable], Task[Any, Any]] = {}
+_instances: Shared[tuple[str, Hashable], Task[Any, Any]] = Shared("built-in tasks", release=Task.join_prefetch)
 _registry_lock = threading.Lock()
 
 
@@ -198,18 +206,15 @@ def get(name: str, **options: Any) -> Task[Any, Any]:
     once per process however many pipelines and runs use it. Raises
     :class:`~legato.errors.ConfigError` for an unknown name or invalid options.
     """
-    key = (name, _freeze(options))
-    with _registry_lock:
-        task = _instances.get(key)
-        if task is not None:
-            return task
-        factory = _factories.get(name)
-        if factory is None:
-            known = ", ".join(sorted(_factories))
-            raise ConfigError(f"unknown task {name!r}; known tasks: {known}")
+    factory = _factories.get(name)
+    if factory is None:
+        known = ", ".join(sorted(_factories))
+        raise ConfigError(f"unknown task {name!r}; known tasks: {known}")
+
+    def build() -> Task[Any, Any]:
         try:
-            task = factory(**options)
+            return factory(**options)
         except TypeError as exc:
             raise ConfigError(f"task {name!r}: invalid options {sorted(options)}: {exc}") from exc
-        _instances[key] = task
-        return task
+
+    return _instances.get((name, _freeze(options)), build)

@@ -19,10 +19,10 @@ So that a routed model group can put a local model next to OpenAI and Anthropic:
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
+from legato._shared import Shared
 from legato.errors import BadRequest, MalformedResponse
 from legato.ledger import CallRecord, current_ledger
 from legato.providers import ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Model, ModelWrapper, Usage
@@ -90,19 +90,14 @@ class LocalEmbedModel:
         """Nothing to release: the weights stay shared in the task registry."""
 
 
-_shared: dict[str, Model] = {}
-_shared_lock = threading.Lock()
+_chat_models: Shared[str, Model] = Shared("the local tasks' chat model")
 
 
 def _shared_smollm2() -> Model:
     """One in-process SmolLM2 per process, however many LocalChatModels wrap it."""
     from legato.providers import LocalModel
 
-    with _shared_lock:
-        model = _shared.get(SMOLLM2)
-        if model is None:
-            model = _shared[SMOLLM2] = LocalModel(SMOLLM2, name=f"local/{SMOLLM2.lower()}", kind="chat")
-        return model
+    return _chat_models.get(SMOLLM2, lambda: LocalModel(SMOLLM2, name=f"local/{SMOLLM2.lower()}", kind="chat"))
 
 
 class LocalChatModel(ModelWrapper):
