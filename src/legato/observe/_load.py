@@ -304,8 +304,10 @@ def _capacity(
 
 
 def _timeline(samples: Sequence[Sample], duration: float) -> list[dict[str, float]]:
-    """Latency percentiles of the runs due in each of about twenty windows of the test."""
-    width = max(duration / 20, 0.25)
+    """Latency percentiles of the runs due in each window of the test: twenty windows, fewer
+    (down to five) when that leaves under 40 runs in each, so a window's p99 is not just its maximum."""
+    windows_n = max(5, min(20, len(samples) // 40))
+    width = max(duration / windows_n, 0.25)
     windows: dict[int, list[float]] = {}
     for s in samples:
         windows.setdefault(int(s.intended // width), []).append(s.latency)

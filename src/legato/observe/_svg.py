@@ -17,9 +17,10 @@ from legato.observe._load import LoadReport
 
 __all__ = ["render_svg", "write_svg"]
 
-_W, _H = 960, 450
+_W, _H = 1000, 450
 _PANEL = (70, 70, 400, 300)  # left, top, width, height of the first panel; the second sits at +470
 _COLOURS = {"p50_s": "#2b6cb0", "p95_s": "#dd6b20", "p99_s": "#c53030"}
+_DASHES = {"p50_s": "", "p95_s": "", "p99_s": ' stroke-dasharray="6 4"'}
 
 
 def write_svg(report: LoadReport, path: Path) -> Path:
@@ -58,7 +59,7 @@ def _timeline_panel(report: LoadReport, dx: float) -> list[str]:
         xy = [_point(dx, p["t"], p[key], x_max, y_max) for p in points]
         if xy:
             path = " ".join(f"{x:.1f},{y:.1f}" for x, y in xy)
-            out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+            out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"{_DASHES[key]}/>')
         lx = _PANEL[0] + dx + 10 + 70 * i
         out.append(f'<line x1="{lx}" y1="{_PANEL[1] + 10}" x2="{lx + 18}" y2="{_PANEL[1] + 10}" '
                    f'stroke="{colour}" stroke-width="2"/>')  # fmt: skip
@@ -73,6 +74,12 @@ def _frontier_panel(report: LoadReport, dx: float) -> list[str]:
     x_max = max([1e-9, *(o["cost_per_run"] for o in everything)]) * 1.15
     y_max = max([0.001, *(o["p95_s"] for o in everything)]) * 1.15
     out = _axes(dx, "options: p95 latency against cost per run", "cost per run (USD)", "p95 (ms)", x_max, y_max)
+    frontier = _pareto(everything)
+    if len(frontier) > 1:
+        xy = " ".join(
+            "{:.1f},{:.1f}".format(*_point(dx, o["cost_per_run"], o["p95_s"], x_max, y_max)) for o in frontier
+        )
+        out.append(f'<polyline points="{xy}" fill="none" stroke="#68d391" stroke-width="1.5" stroke-dasharray="4 3"/>')
     for i, o in enumerate(everything):
         x, y = _point(dx, o["cost_per_run"], o["p95_s"], x_max, y_max)
         colour = "#2d3748" if i == 0 else "#2f855a"
@@ -87,6 +94,15 @@ def _frontier_panel(report: LoadReport, dx: float) -> list[str]:
     for i, o in enumerate(options, 1):
         label = f"{i}. {o['title']}: p95 {o['p95_s'] * 1000:.0f} ms, ${o['cost_per_run']:.6f}/run"
         out.append(_text(20, legend_y + 20 * (i - 1), label if len(label) < 150 else label[:147] + "..."))
+    return out
+
+
+def _pareto(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The points no other point beats on both p95 and cost, cheapest first."""
+    out: list[dict[str, Any]] = []
+    for o in sorted(points, key=lambda o: (o["cost_per_run"], o["p95_s"])):
+        if not out or o["p95_s"] < out[-1]["p95_s"]:
+            out.append(o)
     return out
 
 
