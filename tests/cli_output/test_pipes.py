@@ -82,3 +82,35 @@ def test_brackets_in_messages_print_as_written(tmp_path: Path) -> None:
     error = legato(tmp_path, "runs", "show", "x", "--database-url", str(tmp_path / "no[/]such.db"))
     assert error.returncode == 2
     assert "no[/]such.db" in error.stderr
+
+
+def test_semantic_journal_search_prints_no_progress_bar_to_a_pipe(tmp_path: Path) -> None:
+    db = str(tmp_path / "runs.db")
+    added = legato(tmp_path, "journal", "add", "Refund calls time out at night", "-b", "slow API", "--database-url", db)
+    assert added.returncode == 0, added.stderr
+    found = legato(tmp_path, "journal", "search", "--semantic", "refunds are slow", "--database-url", db)
+    assert found.returncode == 0, found.stderr
+    assert "Refund calls time out at night" in found.stdout
+    assert "\r" not in found.stdout + found.stderr  # no progress bar redrawn in place
+    assert "Loading" not in found.stderr
+    assert "it/s" not in found.stderr
+
+
+def test_flags_are_listed_without_a_value_type_in_help(tmp_path: Path) -> None:
+    root = legato(tmp_path, "--help")
+    assert root.returncode == 0, root.stderr
+    lines = {line.split()[1]: line for line in root.stdout.splitlines() if line.startswith("│ --")}
+    assert "Show the version and exit." in lines["--version"]
+    assert "<bool>" not in root.stdout
+    run_help = legato(tmp_path, "run", "--help").stdout
+    assert "<bool>" not in run_help
+    assert "<list[str]>" in run_help  # options that take a value keep their type
+
+
+def test_python_dash_m_runs_the_command_line(tmp_path: Path) -> None:
+    for module in ("legato", "legato.cli"):
+        done = subprocess.run(
+            [sys.executable, "-m", module, "--version"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("legato ")

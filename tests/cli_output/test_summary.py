@@ -46,7 +46,7 @@ outputs: {answer: "${steps.both}"}
 """
 
 LINE = re.compile(
-    r"wall (?P<wall>\d+\.\d) s · sequential (?P<seq>\d+\.\d) s( \(\d+\.\dx from parallelism\))? · "
+    r"wall (?P<wall>\d+\.\d m?s) · sequential (?P<seq>\d+\.\d m?s)( \(\d+\.\dx from parallelism\))? · "
     r"cost \$(?P<cost>\d+\.\d{6}) \((?P<calls>\d+) model calls?\)"
 )
 
@@ -103,3 +103,19 @@ def test_the_line_for_one_call_and_for_steps_that_never_started() -> None:
     assert (
         wall_time_line(run) == "wall 2.0 s · sequential 2.0 s (1.0x from parallelism) · cost $0.000000 (1 model call)"
     )
+
+
+@pytest.mark.parametrize(
+    ("wall", "timings", "expected"),
+    [
+        (0.004, {"a": (0.0, 0.0001)}, "wall 4.0 ms · sequential 0.1 ms · "),  # instant: no ratio
+        (0.05, {"a": (0.0, 0.04), "b": (0.0, 0.04)}, "wall 50.0 ms · sequential 80.0 ms · "),  # too short
+        (1.0, {"a": (0.0, 0.2)}, "wall 1.0 s · sequential 0.2 s · "),  # time outside the steps, no overlap
+    ],
+)
+def test_no_speedup_is_named_for_runs_too_short_or_without_overlap(
+    wall: float, timings: dict[str, tuple[float, float]], expected: str
+) -> None:
+    line = wall_time_line(_result(wall, timings, 0, 0.0))
+    assert line == expected + "cost $0.000000 (0 model calls)"
+    assert "parallelism" not in line

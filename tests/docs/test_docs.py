@@ -83,3 +83,16 @@ def test_every_uses_in_the_docs_names_a_function_that_exists() -> None:
             assert fn in known, f"docs/{page}: uses ./{file}:{fn} names nothing"
             checked += 1
     assert checked >= 8
+
+
+def test_the_project_urls_name_only_the_repository_and_what_is_in_it() -> None:
+    import tomllib
+
+    urls = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]
+    repo = yaml.safe_load((ROOT / "mkdocs.yml").read_text().split("\nnav:")[0])["repo_url"]
+    assert set(urls) == {"Homepage", "Documentation", "Repository", "Issues"}
+    for name, url in urls.items():
+        assert url == repo or url.startswith(repo + "/"), (name, url)
+    assert urls["Issues"] == f"{repo}/issues"
+    folder = urls["Documentation"].removeprefix(f"{repo}/tree/main/")
+    assert (ROOT / folder / "index.md").is_file()  # the link points at a folder of this repository

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -142,3 +144,62 @@ def test_fake_provider_command_rejects_a_bad_script(tmp_path: Path) -> None:
     result = runner.invoke(app, ["fake-provider", "--script", str(script)])
     assert result.exit_code == 2
     assert "latency.distribution" in result.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_fake_provider_command_stops_at_once_on_a_signal_with_connections_open(sig: signal.Signals) -> None:
+    script = "default: {text: slow, delay: 60}\n"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "legato", "fake-provider", "--port", "0", "--script", "/dev/stdin"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdin is not None
+    assert proc.stderr is not None
+    proc.stdin.write(script)
+    proc.stdin.close()
+    conns: list[socket.socket] = []
+    try:
+        match = re.search(r"listening on (http://\S+)", proc.stderr.readline())
+        assert match
+        address = ("127.0.0.1", httpx.URL(match.group(1)).port)
+        idle = socket.create_connection(address)
+        conns.append(idle)
+        busy = socket.create_connection(address)
+        conns.append(busy)
+        body = b'{"model": "m", "messages": [{"role": "user", "content": "x"}]}'
+        busy.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            + b"content-length: %d\r\n\r\n" % len(body)
+            + body
+        )
+        proc.send_signal(sig)
+        assert proc.wait(timeout=10) == 0  # before: SIGINT waited for the 60 s answer, SIGTERM killed it
+        assert "stopped" in proc.stderr.read()
+        answer = b"".join(iter(lambda: busy.recv(4096), b""))  # the connection is closed, not left open
+        assert not answer.startswith(b"HTTP/1.1 200")  # the 60 s answer was cancelled
+        assert idle.recv(100) == b""
+    finally:
+        for conn in conns:
+            conn.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
+
+def test_chat_reads_the_prompt_from_stdin_without_its_line_break(
+    config_file: Path, threaded_fake: FakeProvider
+) -> None:
+    threaded_fake.script(Reply(text="ok"))
+    done = subprocess.run(
+        [sys.executable, "-m", "legato", "chat", "gpt", "-", "-c", str(config_file)],
+        input="What is two plus two?\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert threaded_fake.requests[0].body["messages"] == [{"role": "user", "content": "What is two plus two?"}]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from legato.engine import Pipeline
 from legato.errors import AmbiguousRunId, RunNotFound
 from legato.store import RunStore
 
@@ -79,3 +82,17 @@ async def test_listed_short_ids_of_real_run_ids_resolve(store: RunStore) -> None
     for run_id, prefix in short.items():
         assert len(prefix) >= 8
         assert await store.resolve_run_id(prefix) == run_id
+
+
+async def test_python_and_stored_runs_share_one_id_format(store: RunStore) -> None:
+    p = Pipeline("id_format")
+
+    @p.step
+    async def one() -> int:
+        return 1
+
+    plain = (await p.run()).run_id  # no store: the engine's id
+    record, _ = await store.create_run(pipeline="p", version_hash="v", inputs={})  # the store's (the CLI's) id
+    for run_id in (plain, record.id):
+        assert re.fullmatch(r"[0-9a-f]{32}", run_id), run_id
+    assert plain[:12] <= record.id[:12]  # both start with the creation time

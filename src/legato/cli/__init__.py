@@ -6,6 +6,11 @@ Exit codes: 0 success, 1 the run (or operation) failed, 2 invalid spec, config o
 from __future__ import annotations
 
 import sys
+from typing import Any
+
+import typer
+import typer.core
+import typer.main
 
 # Command modules register themselves on `app` when imported (one module per group).
 # e.g. `from legato.cli import run as _run` below this line.
@@ -31,7 +36,7 @@ def main() -> None:
     from legato.errors import EncryptionKeyError
 
     try:
-        app()
+        command()(prog_name="legato")
     except KeyboardInterrupt:
         sys.exit(130)
     except EncryptionKeyError as exc:  # a sealed value read without its key, from any command
@@ -39,4 +44,22 @@ def main() -> None:
         sys.exit(2)
 
 
-__all__ = ["app", "main"]
+def command() -> typer.core.TyperGroup:
+    """The click command tree of :data:`app`, with flags shown without a type in
+    ``--help`` (typer labels every flag ``<bool>``, as if it took a value)."""
+    root = typer.main.get_command(app)
+    assert isinstance(root, typer.core.TyperGroup)
+    _untype_flags(root)
+    return root
+
+
+def _untype_flags(cmd: Any) -> None:
+    help_option = cmd.get_help_option(typer._click.Context(cmd))  # cached on the command
+    for param in [*cmd.params, *([help_option] if help_option is not None else [])]:
+        if isinstance(param, typer.core.TyperOption) and param.is_flag:
+            param.metavar = ""
+    for sub in getattr(cmd, "commands", {}).values():
+        _untype_flags(sub)
+
+
+__all__ = ["app", "command", "main"]

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["STATUS_STYLE", "UNBOUNDED", "fail", "new_console", "new_table", "print_error", "styled"]
+__all__ = ["STATUS_STYLE", "UNBOUNDED", "fail", "new_console", "new_table", "print_error", "read_stdin", "styled"]
 
 UNBOUNDED = 1_000_000  # columns: wider than any line legato prints
 
@@ -59,6 +59,12 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     """Print ``message`` as an error and return the exit to raise (2: the user's mistake)."""
     print_error(message)
     return typer.Exit(code)
+
+
+def read_stdin() -> str:
+    """Standard input as text, without the line break(s) that end it (``echo`` and a
+    heredoc add one; the shell's ``$(...)`` drops them the same way)."""
+    return sys.stdin.read().rstrip("\r\n")
 
 
 def new_table(*headers: str, **options: Any) -> Table:

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from legato.cli._app import app
-from legato.cli._console import new_console, print_error
+from legato.cli._console import new_console, print_error, read_stdin
 from legato.cli._loop import run_loop
 from legato.cli.runs import DATABASE_URL_HELP, open_store
 
@@ -56,7 +56,7 @@ def add(
 
     from legato.store import Journal
 
-    text = body if body is not None else ("" if sys.stdin.isatty() else sys.stdin.read())
+    text = body if body is not None else ("" if sys.stdin.isatty() else read_stdin())
     if not title.strip():
         print_error("the title must not be empty")
         raise typer.Exit(2)

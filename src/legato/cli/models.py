@@ -14,7 +14,7 @@ from typing import Any
 import typer
 
 from legato.cli._app import app
-from legato.cli._console import new_console, new_table, print_error
+from legato.cli._console import new_console, new_table, print_error, read_stdin
 from legato.cli._loop import run_loop
 
 __all__ = ["models_app"]
@@ -96,7 +96,7 @@ def chat(
     from legato.errors import ConfigError, ModelError
     from legato.providers import ChatRequest, Message
 
-    text = sys.stdin.read() if prompt == "-" else prompt
+    text = read_stdin() if prompt == "-" else prompt
     messages = [Message(role="system", content=system)] if system else []
     messages.append(Message(role="user", content=text))
     request = ChatRequest(messages=messages, max_tokens=max_tokens, temperature=temperature)
@@ -177,5 +177,4 @@ def fake_provider(
             runner.run(serve_forever(fake, ready))
     except OSError as exc:
         raise _fail(f"cannot listen on {host}:{port}: {exc}", 1) from None
-    except KeyboardInterrupt:
-        typer.echo("stopped", err=True)
+    typer.echo("stopped", err=True)

@@ -371,15 +371,27 @@ def wall_time_line(result: RunResult) -> str:
 
     ``sequential`` is the sum of the step durations: what the run would have taken
     with one step at a time (steps resumed from a checkpoint count as they ran then).
+    The speed-up is named only for a run long enough to measure (a wall time of at
+    least :data:`MEASURABLE_S`) whose steps did overlap: on an instant run the ratio
+    is the engine's own overhead, not parallelism. Times under 0.1 s are in ms.
     """
     sequential = sum(t.duration or 0.0 for t in result.timings.values())
     wall = result.duration_s
-    speedup = f" ({sequential / wall:.1f}x from parallelism)" if wall > 0 and sequential > 0 else ""
+    overlapped = wall >= MEASURABLE_S and sequential >= wall
+    speedup = f" ({sequential / wall:.1f}x from parallelism)" if overlapped else ""
     calls = int(result.usage.get("calls") or 0)
     return (
-        f"wall {wall:.1f} s · sequential {sequential:.1f} s{speedup} · "
+        f"wall {_duration(wall)} · sequential {_duration(sequential)}{speedup} · "
         f"cost ${result.cost:.6f} ({calls} model call{'' if calls == 1 else 's'})"
     )
+
+
+MEASURABLE_S = 0.1
+"""The shortest run whose parallel speed-up ``legato run`` reports."""
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds >= 0.1 else f"{seconds * 1000:.1f} ms"
 
 
 def _cost(result: RunResult) -> str:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import functools
-import os
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, overload
 
 import anyio
 
+from legato._runid import new_run_id
 from legato.engine._bus import EventBus, Subscriber
 from legato.engine._context import RunControl
 from legato.engine._events import Event
@@ -339,7 +338,7 @@ class Pipeline:
         unmapped = [s for s in map_items or () if s not in plan.steps or plan.steps[s].d.map is None]
         if unmapped:
             raise InputError(f"map_items= names step(s) that are not map steps: {', '.join(map(repr, unmapped))}")
-        run_id = run_id or _new_run_id()
+        run_id = run_id or new_run_id()
         return await Run(
             plan,
             values,
@@ -421,32 +420,6 @@ class Pipeline:
 
 
 _NO_BUS = EventBus()  # what runs without subscribers publish to (nothing: they skip events)
-
-
-class _RunIds:
-    """Run ids: 128 random bits from ``os.urandom`` as 32 hex digits, like
-    ``uuid4().hex`` at a fraction of the cost. The bits are read 4 KiB at a time (one
-    system call per 256 runs instead of one per run); a forked child starts afresh so
-    that parent and child never hand out the same id."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.pool: list[bytes] = []
-        os.register_at_fork(after_in_child=self.reset)
-
-    def reset(self) -> None:
-        self.lock = threading.Lock()
-        self.pool = []
-
-    def __call__(self) -> str:
-        with self.lock:
-            if not self.pool:
-                block = os.urandom(4096)
-                self.pool = [block[i : i + 16] for i in range(0, 4096, 16)]
-            return self.pool.pop().hex()
-
-
-_new_run_id = _RunIds()
 
 
 def _declare_inputs(inputs: Mapping[str, InputDecl | type | None]) -> dict[str, InputDecl]:

@@ -24,11 +24,12 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import time
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
+
+from legato._runid import new_run_id
 
 __all__ = ["OwnerId", "OwnerState", "new_owner_id", "new_run_id", "owner_gone", "owner_state"]
 
@@ -67,11 +68,6 @@ class OwnerId:
         if set(fields) != {"b", "ns", "t"}:
             return None
         return cls(parts[0], int(parts[1]), parts[2], fields["b"], fields["ns"], fields["t"])
-
-
-def new_run_id() -> str:
-    """A run id that sorts by creation time: 12 hex digits of milliseconds + 12 random."""
-    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(6)}"
 
 
 def new_owner_id() -> str:

