@@ -226,7 +226,10 @@ async def overload(gw_url: str, key: str, args: argparse.Namespace, gw: psutil.P
         progress(f"overload: unloaded p99 {unloaded['ok_p99_ms']:.1f} ms at {rate / 3:.0f} req/s")
         await anyio.sleep(2)
         cpu0, me0 = sum(gw.cpu_times()[:2]), sum(psutil.Process().cpu_times()[:2])
+        profiler = profile(gw.pid, args)
         loaded = await open_loop_statuses(target, rps=2 * rate, seconds=args.overload_seconds)
+        if profiler is not None:
+            profiler.wait(60)
         loaded["gateway_cpu_pct"] = (sum(gw.cpu_times()[:2]) - cpu0) / args.overload_seconds * 100
         loaded["generator_cpu_pct"] = (sum(psutil.Process().cpu_times()[:2]) - me0) / args.overload_seconds * 100
         async with httpx.AsyncClient() as c:  # the gateway's own view: its admission limit and latency baseline
@@ -235,6 +238,16 @@ async def overload(gw_url: str, key: str, args: argparse.Namespace, gw: psutil.P
     finally:
         await target.close()
     return {"sustainable": sustained, "unloaded": unloaded, "overload": loaded}
+
+
+def profile(pid: int, args: argparse.Namespace) -> subprocess.Popen[bytes] | None:
+    """``py-spy record`` of the gateway for the overload phase, when asked (a dev tool)."""
+    if not args.profile:
+        return None
+    spy = str(Path(sys.executable).parent / "py-spy")
+    command = [spy, "record", "--pid", str(pid), "--duration", str(int(args.overload_seconds))]
+    command += ["--rate", "200", "--format", "raw", "--output", args.profile]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 async def closed_loop(target: Target, concurrency: int, requests: int, refusal_pause: float = 0.0) -> dict[str, Any]:
@@ -340,6 +353,8 @@ def main() -> None:
     parser.add_argument("--overload-seconds", type=float, default=15.0, help="seconds at twice the sustainable rate")
     parser.add_argument("--phases", choices=["all", "overload"], default="all")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--pin", action="store_true", help="gateway on CPU 0; fake providers and this process on CPU 1")
+    parser.add_argument("--profile", help="write a py-spy profile (collapsed stacks) of the overload phase here")
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.streams, args.max_requests, args.rss_requests, args.rss_warmup = 2, 30, 1000, 3000, 1000
@@ -361,7 +376,8 @@ def main() -> None:
     )
     (tmp / "slow.yaml").write_text("latency: {distribution: fixed, value: 0.05}\n")
     (tmp / "bench_gateway_echo.py").write_text(ECHO)
-    env = {**os.environ, "BENCH_FAKE_KEY": "sk-fake", "BENCH_MASTER_KEY": MASTER, "PYTHONPATH": str(tmp)}
+    path = os.pathsep.join(p for p in (str(tmp), os.environ.get("PYTHONPATH")) if p)  # keep a checkout's src first
+    env = {**os.environ, "BENCH_FAKE_KEY": "sk-fake", "BENCH_MASTER_KEY": MASTER, "PYTHONPATH": path}
     procs = [
         subprocess.Popen(
             [legato, "fake-provider", "--port", str(fake_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -375,6 +391,10 @@ def main() -> None:
             cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         ),
     ]  # fmt: skip
+    if args.pin:
+        os.sched_setaffinity(0, {1})
+        for proc, cpu in zip(procs, (1, 1, 0), strict=True):
+            os.sched_setaffinity(proc.pid, {cpu})
     try:
         wait_http(fake_url + "/health")
         wait_http(slow_url + "/health")
@@ -387,11 +407,12 @@ def main() -> None:
         key = created.json()["key"]
         gw = psutil.Process(procs[2].pid)
         started = time.perf_counter()
-        result: dict[str, Any] = {}
+        result: dict[str, Any] = {"load_average_before": os.getloadavg()}
         if args.phases == "all":
             result = anyio.run(measure, args, fake_url, gw_url, key, gw, backend_options={"use_uvloop": True})
         result["overload"] = anyio.run(overload, gw_url, key, args, gw, backend_options={"use_uvloop": True})
         result["wall_s"] = time.perf_counter() - started
+        result["load_average_after"] = os.getloadavg()
     finally:
         for p in procs:
             p.terminate()
@@ -403,7 +424,7 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> None:
     if args.phases == "all":
         report_overhead(r)
     report_overload(r["overload"])
-    print(f"wall time {r['wall_s']:.0f} s")
+    print(f"wall time {r['wall_s']:.0f} s; load average before {r['load_average_before']}, after {r['load_average_after']}")
     name = "gateway.json" if args.phases == "all" else "gateway-overload.json"
     out = Path(__file__).parent / "results" / name
     out.parent.mkdir(exist_ok=True)

@@ -7,7 +7,9 @@ HTTP test checks what a client sees, not how fast it sees it.
 
 from __future__ import annotations
 
+import math
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -16,7 +18,9 @@ import pytest
 
 from legato.server import create_app
 from legato.server._admission import Admission, GradientLimit
+from legato.server._keys import ApiKey
 from legato.server._settings import AdmissionSettings
+from legato.server._shed import EarlyRefusal
 from legato.testing import FakeProvider, Reply
 
 from .conftest import MASTER, catalog_for, gateway_settings, serve_in_thread
@@ -64,16 +68,110 @@ def test_the_limit_shrinks_when_latency_rises_past_the_tolerance_and_not_below_t
 
 
 def test_a_lasting_change_of_latency_becomes_the_baseline_and_the_limit_recovers() -> None:
-    """A slower upstream or a busy machine is not queueing the limit can fix: after about
-    ``baseline_s`` the new latency is the baseline and the limit grows again."""
-    limit = GradientLimit(SETTINGS, max_limit=100)  # baseline_s 10, windows of 1 s
+    """A slower upstream or a busy machine is not queueing the limit can fix: once latency
+    has stayed up for ``floor_s``, one window at ``min_limit`` re-measures the floor,
+    the new latency becomes the baseline and the limit grows again."""
+    limit = GradientLimit(SETTINGS, max_limit=100)  # baseline_s 10, floor_s 30, windows of 1.2 s
     now = feed(limit, rtt=0.05, in_flight=20, windows=1)
     now = feed(limit, rtt=0.2, in_flight=20, windows=5, start=now)
     low = limit.limit
     assert low < 20
-    feed(limit, rtt=0.2, in_flight=20, windows=40, start=now)
+    now = feed(limit, rtt=0.2, in_flight=20, windows=25, start=now)
+    assert limit.probing
+    assert limit.allowed == SETTINGS.min_limit
+    now = feed(limit, rtt=0.2, in_flight=SETTINGS.min_limit, windows=1, start=now)  # the probe window
+    assert not limit.probing
+    assert limit.floor == pytest.approx(0.2)
+    feed(limit, rtt=0.2, in_flight=20, windows=20, start=now)
     assert limit.baseline == pytest.approx(0.2, rel=0.05)
     assert limit.limit > low
+    assert limit.probes == 1
+
+
+def queueing_latency(base: float, knee: int) -> Callable[[int], float]:
+    """A server that does ``knee`` calls at once in ``base`` seconds; more wait their turn
+    (latency grows in proportion to what is in flight beyond the knee, as Little's law says)."""
+    return lambda in_flight: base * max(1.0, in_flight / knee)
+
+
+class Drive:
+    """Clients with ``demand`` calls always waiting; every 0.1 s of a virtual clock the
+    admitted calls (what the limit allows, at most the demand) report the latency the
+    model gives them."""
+
+    def __init__(self, limit: GradientLimit) -> None:
+        self.limit = limit
+        self.now = 0.0
+
+    def __call__(self, latency: Callable[[int], float], demand: int, seconds: float) -> list[tuple[float, float]]:
+        """Run for ``seconds``; (limit, baseline) after every step."""
+        trace: list[tuple[float, float]] = []
+        limit, end = self.limit, self.now + seconds
+        while self.now < end:
+            in_flight = min(demand, limit.allowed)
+            rtt = latency(in_flight)
+            for _ in range(10):
+                limit.sample(rtt, in_flight, self.now)
+            self.now += 0.1
+            if limit.baseline is not None:
+                trace.append((limit.limit, limit.baseline))
+        return trace
+
+
+@pytest.mark.parametrize(("base", "knee"), [(0.05, 30), (0.05, 100), (0.2, 16), (0.01, 60)])
+def test_under_sustained_overload_the_limit_settles_near_the_knee(base: float, knee: int) -> None:
+    """Demand far above what the server does at once, for ten minutes: the limit comes
+    down from its initial value and stays between the knee and the point where latency
+    passes the tolerance, so admitted latency stays within tolerance x cap of the no-load
+    latency instead of drifting with the queue."""
+    s = AdmissionSettings(initial_limit=256, max_limit=1024, min_limit=4)
+    limit = GradientLimit(s, max_limit=1024)
+    trace = Drive(limit)(queueing_latency(base, knee), demand=2000, seconds=600)
+    settled = [lim for lim, _ in trace[len(trace) // 10 :]]  # after the first probe (at floor_s)
+    shrinks_at = knee * s.tolerance * s.baseline_cap  # where latency passes tolerance x baseline
+    ceiling = shrinks_at + 2 * math.sqrt(shrinks_at) + 1  # at most two growth steps past it
+    assert knee * 0.7 <= min(settled)
+    assert max(settled) <= ceiling
+    latencies = [queueing_latency(base, knee)(int(lim)) for lim in settled]
+    assert sum(latencies) / len(latencies) <= base * s.tolerance * s.baseline_cap * 1.1
+
+
+@pytest.mark.parametrize("start_limit", [16, 30])
+def test_queueing_never_becomes_the_baseline(start_limit: int) -> None:
+    """Demand far above the knee for five minutes, the traffic having started below it:
+    the baseline never exceeds ``baseline_cap`` x the no-load latency, however long the
+    calls queue, and the floor stays at that latency."""
+    s = AdmissionSettings(initial_limit=start_limit, max_limit=1024, min_limit=4)
+    limit = GradientLimit(s, max_limit=1024)
+    base = 0.05
+    trace = Drive(limit)(queueing_latency(base, 30), demand=5000, seconds=300)
+    assert max(baseline for _, baseline in trace) <= base * s.baseline_cap * 1.001
+    assert limit.floor == pytest.approx(base, rel=0.01)
+
+
+def test_a_floor_first_measured_under_queueing_is_corrected_by_a_probe() -> None:
+    """The first window already queued (the limit started far above the knee): the floor
+    is wrong at first, and the probe after ``floor_s`` finds the no-load latency; the
+    limit then comes down to the knee."""
+    s = AdmissionSettings(initial_limit=512, max_limit=1024, min_limit=4)
+    limit = GradientLimit(s, max_limit=1024)
+    drive = Drive(limit)
+    drive(queueing_latency(0.05, 30), demand=5000, seconds=s.floor_s + 5)
+    assert limit.probes >= 1
+    assert limit.floor == pytest.approx(0.05)
+    drive(queueing_latency(0.05, 30), demand=5000, seconds=30)
+    shrinks_at = 30 * s.tolerance * s.baseline_cap
+    assert limit.limit <= shrinks_at + 2 * math.sqrt(shrinks_at) + 1
+
+
+def test_after_an_overload_the_limit_grows_back_to_what_the_traffic_needs() -> None:
+    s = AdmissionSettings(initial_limit=64, max_limit=1024, min_limit=4)
+    limit = GradientLimit(s, max_limit=1024)
+    drive = Drive(limit)
+    drive(queueing_latency(0.05, 30), demand=5000, seconds=120)
+    assert limit.limit < 64
+    drive(queueing_latency(0.05, 400), demand=300, seconds=60)  # more capacity upstream
+    assert limit.limit >= 150  # grows while the traffic uses it (it needs 300; half is enough to grow)
 
 
 async def test_a_full_limit_queues_briefly_then_refuses() -> None:
@@ -100,7 +198,15 @@ async def test_a_queued_call_that_waits_too_long_is_refused() -> None:
     admission = Admission(AdmissionSettings(initial_limit=1, min_limit=1, queue=4, queue_timeout_s=0), max_limit=1)
     assert await admission.acquire()
     assert not await admission.acquire()
-    assert admission.snapshot() == {"limit": 1, "in_flight": 1, "queued": 0, "rejected": 1, "baseline_ms": None}
+    assert admission.snapshot() == {
+        "limit": 1,
+        "in_flight": 1,
+        "queued": 0,
+        "rejected": 1,
+        "baseline_ms": None,
+        "floor_ms": None,
+        "probes": 0,
+    }
 
 
 def test_model_calls_over_the_limit_get_429_with_retry_after(tmp_path: Path) -> None:
@@ -145,3 +251,45 @@ def test_model_calls_over_the_limit_get_429_with_retry_after(tmp_path: Path) -> 
                 t.join(30)
                 assert first == [200]
                 assert c.post("/v1/chat/completions", json=body).status_code == 200
+
+
+async def test_early_refusal_answers_only_saturated_model_calls_of_known_keys_with_the_scope() -> None:
+    """What the HTTP protocol asks when a request's headers are complete."""
+    admission = Admission(AdmissionSettings(initial_limit=1, min_limit=1, max_limit=1, queue=0), max_limit=1)
+    chat, embed = (
+        ApiKey("k1", "lg_chat", "chat", frozenset({"chat"})),
+        ApiKey("k2", "lg_emb", "emb", frozenset({"embed"})),
+    )
+    keys = {"Bearer lg-chat": chat, "Bearer lg-embed": embed}
+    early = EarlyRefusal(admission, lambda headers: keys.get(headers.get("authorization", "")))
+    auth = [(b"authorization", b"Bearer lg-chat")]
+    assert early(b"/v1/chat/completions", auth) is None  # a free slot: served normally
+    assert await admission.acquire()
+    assert early(b"/v1/models", auth) is None  # not a model route
+    assert early(b"/v1/chat/completions", [(b"authorization", b"Bearer unknown")]) is None  # the app answers 401
+    assert early(b"/v1/chat/completions", [(b"authorization", b"Bearer lg-embed")]) is None  # the route answers 403
+    assert admission.rejected == 0
+    given = [*auth, (b"x-request-id", b"abc-1")]
+    answer = early(b"/v1/chat/completions?x=1", given)
+    assert answer is not None
+    assert admission.rejected == 1
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, object]:
+        raise AssertionError("the body is never read")
+
+    await answer({"type": "http", "path": "/v1/chat/completions", "headers": given, "state": {}}, receive, send)
+    start, body = sent
+    assert start["status"] == 429
+    headers = dict(start["headers"])  # type: ignore[arg-type]
+    assert headers[b"retry-after"] == b"1"
+    assert headers[b"x-request-id"] == b"abc-1"
+    assert b"server_overloaded" in body["body"]  # type: ignore[operator]
+    anthropic = early(b"/v1/messages", auth)
+    assert anthropic is not None
+    sent.clear()
+    await anthropic({"type": "http", "path": "/v1/messages", "headers": [], "state": {}}, receive, send)
+    assert sent[1]["body"].startswith(b'{"type":"error"')  # type: ignore[union-attr]

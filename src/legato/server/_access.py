@@ -32,7 +32,7 @@ from legato.observe import request_id as request_id_var
 from legato.server._auth import IDENTIFIED
 from legato.server._errors import GatewayError, render_error, wants_anthropic
 
-__all__ = ["AccessLog", "Exchange", "exchange"]
+__all__ = ["AccessLog", "Exchange", "exchange", "log_access", "request_id_of"]
 
 log = logging.getLogger("legato.access")
 errors = logging.getLogger("legato.server")
@@ -66,7 +66,8 @@ def exchange(scope_or_request: Any) -> Exchange | None:
     return state.get(_STATE) if isinstance(state, dict) else None
 
 
-def _request_id(scope: Scope) -> str:
+def request_id_of(scope: Scope) -> str:
+    """The client's ``x-request-id`` when it is a plain token, else a new one."""
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
             text: str = value.decode("latin-1")
@@ -94,7 +95,7 @@ class AccessLog:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        ex = Exchange(_request_id(scope))
+        ex = Exchange(request_id_of(scope))
         scope.setdefault("state", {})[_STATE] = ex
         token = request_id_var.set(ex.request_id)
         _on_span(ex.request_id)
@@ -117,7 +118,7 @@ class AccessLog:
             errors.error("unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
             await self._internal_error(scope, receive, sending)
         finally:
-            self._log(scope, ex, status, time.perf_counter() - started)
+            log_access(scope, ex, status, time.perf_counter() - started)
             request_id_var.reset(token)
 
     @staticmethod
@@ -126,24 +127,23 @@ class AccessLog:
         anthropic = wants_anthropic(scope.get("path", ""), headers)
         await render_error(GatewayError(500, "internal", "internal error"), anthropic)(scope, receive, send)
 
-    @staticmethod
-    def _log(scope: Scope, ex: Exchange, status: int, elapsed: float) -> None:
-        if not log.isEnabledFor(logging.INFO):
-            return
-        state = scope.get("state", {})
-        key = state.get("api_key") or state.get(IDENTIFIED)  # the route's check, or the middleware's
-        fields: dict[str, Any] = {
-            "request_id": ex.request_id,
-            "method": scope.get("method"),
-            "path": scope.get("path"),
-            "status": status or 499,  # 499: the client went away before an answer started
-            "latency_ms": round(elapsed * 1000, 3),
-            "key_prefix": getattr(key, "prefix", None),
-            "model": ex.model,
-            "input_tokens": ex.input_tokens,
-            "output_tokens": ex.output_tokens,
-            "cost": ex.cost,
-        }
-        log.info(
-            "%s %s %s %.1fms", fields["method"], fields["path"], fields["status"], fields["latency_ms"], extra=fields
-        )
+
+def log_access(scope: Scope, ex: Exchange, status: int, elapsed: float) -> None:
+    """The access-log line of one request."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    state = scope.get("state", {})
+    key = state.get("api_key") or state.get(IDENTIFIED)  # the route's check, or the middleware's
+    fields: dict[str, Any] = {
+        "request_id": ex.request_id,
+        "method": scope.get("method"),
+        "path": scope.get("path"),
+        "status": status or 499,  # 499: the client went away before an answer started
+        "latency_ms": round(elapsed * 1000, 3),
+        "key_prefix": getattr(key, "prefix", None),
+        "model": ex.model,
+        "input_tokens": ex.input_tokens,
+        "output_tokens": ex.output_tokens,
+        "cost": ex.cost,
+    }
+    log.info("%s %s %s %.1fms", fields["method"], fields["path"], fields["status"], fields["latency_ms"], extra=fields)

@@ -9,9 +9,20 @@ limit here is estimated from what the gateway observes, as Netflix's
   response's first byte (a stream's time to first chunk);
 - samples are averaged over windows (at least ``window_s`` and ``window_samples``);
 - the baseline is a long-term average of the window averages, following a lasting
-  change of latency over about ``baseline_s`` (Gradient2's long RTT): latency that rose
-  for reasons the limit cannot fix (a slower upstream, a busy machine) stops counting
-  as queueing after a while instead of pinning the limit at its minimum;
+  change of latency over about ``baseline_s`` (Gradient2's long RTT), and **anchored
+  to a floor**: it never exceeds ``baseline_cap`` times the lowest window average
+  measured without queueing (TCP Vegas's no-load RTT). Without the anchor, sustained
+  overload drifts the average up until queueing itself is the baseline and the limit
+  stops shrinking;
+- the floor drops to any lower window average at once. When no window has come within
+  ``baseline_cap`` of it for ``floor_s`` (latency stayed up: calls queue, or the
+  upstream became slower), the limit probes, as Envoy's adaptive concurrency filter and
+  BBR's ProbeRTT do: for one window only ``min_limit`` calls are admitted, and that
+  window's average (every call of it with at most ``min_limit`` in flight) is the new
+  floor, higher or lower. A slower upstream therefore becomes the floor within about
+  ``floor_s`` instead of pinning the limit at its minimum, and a floor first measured
+  under load is corrected the same way. A probe costs one short window of reduced
+  admission per ``floor_s`` while latency stays up, nothing otherwise;
 - at the end of each window, ``gradient = clamp(tolerance * baseline / average, 0.5, 1)``.
   Below 1, latency has risen past the tolerance: calls are queueing somewhere, and the
   limit shrinks towards ``limit * gradient`` (a ``smoothing`` share of the step at a
@@ -20,7 +31,12 @@ limit here is estimated from what the gateway observes, as Netflix's
 
 A call that finds every slot taken waits in a short FIFO queue (``queue`` places, at
 most ``queue_timeout_s``); a call that finds the queue full, or times out in it, is
-refused at once with 429 + ``Retry-After``. Failed calls give no sample (a fast 4xx
+refused at once with 429 + ``Retry-After``. The queue absorbs bursts, not sustained
+overload: while every slot is taken and a call was refused within the last
+``queue_timeout_s``, the admission is :meth:`~Admission.saturated` and new calls are
+refused without queueing (they would wait their ``queue_timeout_s`` and be refused
+anyway). That state is cheap to read, so the gateway checks it as soon as a request's
+headers are parsed and answers there (:mod:`legato.server._shed`). Failed calls give no sample (a fast 4xx
 would drag the baseline down). Counts are per worker process.
 
 Why our own: the Python libraries for this are either token buckets (rate, not
@@ -49,12 +65,28 @@ class GradientLimit:
         self.settings = settings
         self.max_limit = max(settings.min_limit, settings.max_limit or max_limit)
         self.limit = float(min(self.max_limit, max(settings.min_limit, settings.initial_limit)))
-        self.baseline: float | None = None  # the long-term average latency, per window
+        self.average: float | None = None  # the long-term average latency, per window
+        self.floor: float | None = None  # the no-load latency
+        self.probing = False
+        self.probes = 0
         self._weight = min(1.0, settings.window_s / settings.baseline_s)
+        self._fresh = 0.0  # when a window last came within baseline_cap of the floor
         self._start: float | None = None
         self._sum = 0.0
         self._count = 0
         self._peak = 0
+
+    @property
+    def allowed(self) -> int:
+        """Calls to admit at once now: the limit, or ``min_limit`` while probing the floor."""
+        return self.settings.min_limit if self.probing else int(self.limit)
+
+    @property
+    def baseline(self) -> float | None:
+        """Latency without queueing: the long-term average, at most ``baseline_cap`` x the floor."""
+        if self.average is None or self.floor is None:
+            return None
+        return min(self.average, self.floor * self.settings.baseline_cap)
 
     def sample(self, rtt: float, in_flight: int, now: float) -> None:
         """Add one latency sample taken with ``in_flight`` calls admitted."""
@@ -65,23 +97,39 @@ class GradientLimit:
         self._peak = max(self._peak, in_flight)
         s = self.settings
         if self._count >= s.window_samples and now - self._start >= s.window_s:
-            self._update(self._sum / self._count, self._peak)
+            self._update(self._sum / self._count, self._peak, now)
             self._start, self._sum, self._count, self._peak = None, 0.0, 0, 0
 
-    def _update(self, average: float, peak: int) -> None:
+    def _update(self, average: float, peak: int, now: float) -> None:
         s = self.settings
-        if self.baseline is None:
-            self.baseline = average
-        self.baseline += (average - self.baseline) * self._weight
-        if average > 0 and self.baseline / average > 2:  # back from a long overload: forget it faster
-            self.baseline *= 0.9
-        gradient = max(0.5, min(1.0, s.tolerance * self.baseline / average)) if average > 0 else 1.0
+        if self.probing:
+            if peak <= s.min_limit:  # a window at no more than min_limit in flight: the no-load latency
+                self.floor, self.probing, self._fresh = average, False, now
+            return
+        self._follow(average, now)
+        baseline = self.baseline
+        assert baseline is not None
+        gradient = max(0.5, min(1.0, s.tolerance * baseline / average)) if average > 0 else 1.0
         if gradient < 1.0:
             target = self.limit * gradient
             self.limit -= (self.limit - target) * s.smoothing
         elif peak >= self.limit / 2:
             self.limit += math.sqrt(self.limit)
         self.limit = max(float(s.min_limit), min(float(self.max_limit), self.limit))
+        if now - self._fresh >= s.floor_s:
+            self.probing = True
+            self.probes += 1
+
+    def _follow(self, average: float, now: float) -> None:
+        """Move the long-term average and the floor by one window's average."""
+        if self.average is None or self.floor is None:
+            self.average = self.floor = average
+            self._fresh = now
+            return
+        self.average += (average - self.average) * self._weight
+        self.floor = min(self.floor, average)
+        if average <= self.floor * self.settings.baseline_cap:
+            self._fresh = now
 
 
 class Admission:
@@ -95,19 +143,33 @@ class Admission:
         self.clock = clock
         self.in_flight = 0
         self.rejected = 0
+        self._refused_at = -math.inf
         self._waiting: deque[anyio.Event] = deque()
 
     @property
     def limit(self) -> int:
-        return int(self.estimate.limit)
+        return self.estimate.allowed
+
+    def saturated(self) -> bool:
+        """Every slot is taken and the queue is full, or a call was refused within the
+        last ``queue_timeout_s`` (sustained overload, not a burst): a new call is refused."""
+        if self.in_flight < self.limit:
+            return False
+        recent = self.clock() - self._refused_at < self.settings.queue_timeout_s
+        return recent or len(self._waiting) >= self.settings.queue
+
+    def refuse(self) -> None:
+        """Count one refused call (also those refused before reaching :meth:`acquire`)."""
+        self.rejected += 1
+        self._refused_at = self.clock()
 
     async def acquire(self) -> bool:
         """Take a slot (True), or False when the call must be refused."""
         if self.in_flight < self.limit and not self._waiting:
             self.in_flight += 1
             return True
-        if len(self._waiting) >= self.settings.queue:
-            self.rejected += 1
+        if self.saturated():
+            self.refuse()
             return False
         handed = anyio.Event()
         self._waiting.append(handed)
@@ -116,7 +178,7 @@ class Admission:
         if handed.is_set():  # release() gave us its slot, possibly as the timeout fired
             return True
         self._waiting.remove(handed)
-        self.rejected += 1
+        self.refuse()
         return False
 
     def release(self, rtt: float | None) -> None:
@@ -129,11 +191,13 @@ class Admission:
             self._waiting.popleft().set()
 
     def snapshot(self) -> dict[str, float | int | None]:
-        baseline = self.estimate.baseline
+        baseline, floor = self.estimate.baseline, self.estimate.floor
         return {
             "limit": self.limit,
             "in_flight": self.in_flight,
             "queued": len(self._waiting),
             "rejected": self.rejected,
             "baseline_ms": round(baseline * 1e3, 2) if baseline is not None else None,
+            "floor_ms": round(floor * 1e3, 2) if floor is not None else None,
+            "probes": self.estimate.probes,
         }

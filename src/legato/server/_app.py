@@ -259,7 +259,7 @@ def create_app(
     store = RunStore(url, encryption_key=store_key(config=config))  # opened by the lifespan
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         from legato.server._serve import drain_on_signals
 
         async with AsyncExitStack() as stack:
@@ -277,7 +277,7 @@ def create_app(
                 await stack.enter_async_context(mcp.session_manager.run())
             app.state.gateway = gw
             with drain_on_signals(app.state.load, delay_s=settings.drain_delay_s):
-                yield
+                yield _early_answer(app.state.load, gw)
 
     app = FastAPI(
         title="legato gateway",
@@ -309,6 +309,15 @@ def create_app(
 
     app.add_middleware(TraceMiddleware)  # outermost: refused requests are counted and traced too
     return app
+
+
+def _early_answer(load: Load, gw: Gateway) -> dict[str, Any]:
+    """Lifespan state for the HTTP protocol: who refuses model calls at header time
+    while admission is saturated (:mod:`legato.server._shed`)."""
+    from legato.server._conn import EARLY_ANSWER
+    from legato.server._shed import EarlyRefusal
+
+    return {EARLY_ANSWER: EarlyRefusal(load.admission, gw.auth.known)} if load.admission is not None else {}
 
 
 def _load(settings: ServerSettings) -> Load:

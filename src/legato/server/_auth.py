@@ -15,7 +15,7 @@ all decide what a caller sees from that one value.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -43,14 +43,15 @@ bearer_scheme = HTTPBearer(auto_error=False, description="`Authorization: Bearer
 x_api_key_scheme = APIKeyHeader(name="x-api-key", auto_error=False, description="`x-api-key: lg_...`")
 
 
-def presented_key(request: Request) -> str | None:
-    auth = request.headers.get("authorization")
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key a request presents (``headers`` with lower-case names)."""
+    auth = headers.get("authorization")
     if auth:
         scheme, _, value = auth.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
         return None
-    x_api_key = request.headers.get("x-api-key")
+    x_api_key = headers.get("x-api-key")
     return x_api_key.strip() if x_api_key else None
 
 
@@ -63,12 +64,23 @@ class Authenticator:
         known = request.scope.get("state", {}).get(IDENTIFIED)
         if isinstance(known, ApiKey):
             return known
-        secret = presented_key(request)
+        secret = presented_key(request.headers)
         if not secret:
             raise InvalidAPIKey("missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
-        if self._master is not None and hmac.compare_digest(secret.encode("utf-8", "surrogatepass"), self._master):
+        if self._is_master(secret):
             return MASTER
         return await self.keys.authenticate(secret)
+
+    def known(self, headers: Mapping[str, str]) -> ApiKey | None:
+        """The valid key ``headers`` present, when that is known without a lookup (the
+        master key, or a key in this replica's cache); None otherwise."""
+        secret = presented_key(headers)
+        if not secret:
+            return None
+        return MASTER if self._is_master(secret) else self.keys.cached(secret)
+
+    def _is_master(self, secret: str) -> bool:
+        return self._master is not None and hmac.compare_digest(secret.encode("utf-8", "surrogatepass"), self._master)
 
 
 def require(scope: str | None) -> Callable[..., Awaitable[ApiKey]]:

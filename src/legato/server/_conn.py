@@ -20,6 +20,14 @@ uvicorn's two HTTP protocols with one small mixin:
 
 The request body's deadline is enforced in the app (:mod:`legato.server._protect`),
 which reads the body.
+
+One more hook lives here because it must run before the app does: on the httptools
+protocol, when the request's headers are complete, the callable the app put in its
+lifespan state under :data:`EARLY_ANSWER` (:class:`legato.server._shed.EarlyRefusal`)
+may return a small ASGI app that answers this one request instead of the whole
+application (a 429 while admission is saturated). uvicorn runs it like any request,
+so keep-alive, pipelining and the unread body are handled as usual. The h11 fallback
+has no such hook; there the refusal comes from the app.
 """
 
 from __future__ import annotations
@@ -33,7 +41,9 @@ from typing import Any
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["ConnectionGuard", "protocol_factory"]
+__all__ = ["EARLY_ANSWER", "ConnectionGuard", "protocol_factory"]
+
+EARLY_ANSWER = "legato.early_answer"  # lifespan-state entry: (target, headers) -> ASGI app | None
 
 
 def _raw_error(status: str, message: str, code: str, extra: str = "") -> bytes:
@@ -134,7 +144,24 @@ class _Guarded:
 
 
 class GuardedHttpTools(_Guarded, HttpToolsProtocol):
-    """uvicorn's httptools protocol with the header deadline and the per-client cap."""
+    """uvicorn's httptools protocol with the header deadline, the per-client cap and
+    the early answer."""
+
+    app_state: dict[str, Any]
+    url: bytes
+    headers: list[tuple[bytes, bytes]]
+
+    def on_headers_complete(self) -> None:
+        early = self.app_state.get(EARLY_ANSWER)
+        answer = early(self.url, self.headers) if early is not None else None
+        if answer is None:
+            super().on_headers_complete()
+            return
+        app, self.app = self.app, answer  # uvicorn starts the request's task with self.app
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
 
 
 class GuardedH11(_Guarded, H11Protocol):

@@ -339,6 +339,17 @@ class KeyStore:
                 await self.on_change(key.id)
         return key, replace(key, **changes)
 
+    def cached(self, secret: str) -> ApiKey | None:
+        """The key for ``secret`` if this replica holds it, valid, in its cache; None
+        otherwise (unknown, revoked, not cached or expired: ask :meth:`authenticate`).
+        Synchronous: for answers decided before a request reaches the app."""
+        if not secret.startswith(KEY_PREFIX) or len(secret) != len(KEY_PREFIX) + _SECRET_LEN:
+            return None
+        hit = self._cache.get(hash_key(secret))
+        if hit is None or hit[0] <= self._clock() or hit[1] is None or hit[1].revoked:
+            return None
+        return hit[1]
+
     async def authenticate(self, secret: str) -> ApiKey:
         """The key for ``secret``; :class:`InvalidAPIKey` when unknown, malformed or revoked."""
         if not secret.startswith(KEY_PREFIX) or len(secret) != len(KEY_PREFIX) + _SECRET_LEN:

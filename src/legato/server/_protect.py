@@ -6,14 +6,18 @@ the probes (``/healthz``, ``/readyz``, ``/metrics``):
 3. Routes that need a key (``/v1/...``, ``/mcp``): the key is checked from the
    headers; a missing or unknown key is answered 401 at once, without waiting for
    a body, and the connection is closed (its unread body is never read).
-4. The body is read in full within ``body_timeout_s`` (else 408) and at most
+4. Model routes, while the adaptive admission is saturated
+   (:mod:`legato.server._admission`): 429 + ``Retry-After`` before the body is read.
+   (On the httptools protocol such calls are usually refused even earlier, when their
+   headers are parsed: :mod:`legato.server._shed`.)
+5. The body is read in full within ``body_timeout_s`` (else 408) and at most
    ``max_body_bytes`` (else 413), then replayed to the app. A request whose body is
    still arriving therefore holds no in-flight slot.
-5. Bounded in-flight work: at most ``max_in_flight`` requests are served at once (a
+6. Bounded in-flight work: at most ``max_in_flight`` requests are served at once (a
    stream counts until its last byte); one more gets 429 + ``Retry-After`` at once.
-6. Model routes pass the adaptive admission (:mod:`legato.server._admission`): 429 +
-   ``Retry-After`` within milliseconds when the latency-following limit and its short
-   queue are full.
+7. Model routes take an admission slot: 429 + ``Retry-After`` within milliseconds
+   when the latency-following limit and its short queue are full. Only keys with the
+   route's scope take part in admission (others get the route's 403).
 
 During the drain window (SIGTERM, before stopping) requests are served normally,
 with ``Connection: close`` so that kept-alive clients reconnect elsewhere.
@@ -40,13 +44,13 @@ from legato.errors import LegatoError
 from legato.server._admission import Admission
 from legato.server._auth import IDENTIFIED
 from legato.server._errors import GatewayError, from_exception, render_error, wants_anthropic
+from legato.server._shed import MODEL_ROUTES, overloaded
 
 __all__ = ["Load", "Phase", "Protection", "body_too_large"]
 
 log = logging.getLogger("legato.server")
 
 EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
-MODEL_ROUTES = frozenset({"/v1/chat/completions", "/v1/messages", "/v1/embeddings"})
 CLOSE = {"Connection": "close"}
 
 
@@ -164,6 +168,10 @@ class Protection:
                     code="key_store_unavailable", headers={**CLOSE, "Retry-After": "1"},
                 )  # fmt: skip
             scope.setdefault("state", {})[IDENTIFIED] = key
+        admission = _admission_for(scope, load)
+        if admission is not None and admission.saturated():
+            admission.refuse()
+            return overloaded(admission.limit)
         return None
 
     async def _read_body(self, receive: Receive) -> bytes:
@@ -198,16 +206,9 @@ class Protection:
             return
         if load.draining:
             send = _closing(send)
-        admission = load.admission if scope["path"] in MODEL_ROUTES else None
+        admission = _admission_for(scope, load)
         if admission is not None and not await admission.acquire():
-            err = GatewayError(
-                429,
-                "rate_limit",
-                f"the server is shedding load ({admission.limit} model calls admitted at once); retry shortly",
-                code="server_overloaded",
-                headers={"Retry-After": "1"},
-            )
-            await render_error(err, anthropic)(scope, receive, send)
+            await render_error(overloaded(admission.limit), anthropic)(scope, receive, send)
             return
         load.in_flight += 1
         timing = _Timing(send)
@@ -217,6 +218,16 @@ class Protection:
             load.in_flight -= 1
             if admission is not None:
                 admission.release(timing.rtt())
+
+
+def _admission_for(scope: Scope, load: Load) -> Admission | None:
+    """The admission a request takes part in: model routes, for keys with the route's
+    scope (a key without it is answered 403 by the route, never shed or admitted)."""
+    needs = MODEL_ROUTES.get(scope["path"])
+    if needs is None or load.admission is None:
+        return None
+    key = scope.get("state", {}).get(IDENTIFIED)
+    return load.admission if key is None or key.has_scope(needs) else None
 
 
 class _Timing:

@@ -46,6 +46,12 @@ class AdmissionSettings(BaseModel):
     window_s: float = Field(0.25, gt=0, description="Latency samples are averaged over windows at least this long...")
     window_samples: int = Field(10, ge=1, description="...holding at least this many samples.")
     baseline_s: float = Field(10.0, gt=0, description="The latency baseline follows a lasting change over about this.")
+    baseline_cap: float = Field(
+        1.2, ge=1.0, description="The baseline never exceeds this many times the no-load latency (the floor)."
+    )
+    floor_s: float = Field(
+        30.0, gt=0, description="When latency stays above the floor this long, one window at min_limit re-measures it."
+    )
     queue: int = Field(32, ge=0, description="Calls that may wait for a free slot; more are refused at once.")
     queue_timeout_s: float = Field(0.02, ge=0, description="How long a call waits in the queue before a 429.")
 
