@@ -424,7 +424,8 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> None:
     if args.phases == "all":
         report_overhead(r)
     report_overload(r["overload"])
-    print(f"wall time {r['wall_s']:.0f} s; load average before {r['load_average_before']}, after {r['load_average_after']}")
+    before, after = (" ".join(f"{x:.2f}" for x in r[k]) for k in ("load_average_before", "load_average_after"))
+    print(f"wall time {r['wall_s']:.0f} s; load average before {before}, after {after}")
     name = "gateway.json" if args.phases == "all" else "gateway-overload.json"
     out = Path(__file__).parent / "results" / name
     out.parent.mkdir(exist_ok=True)
