@@ -164,3 +164,59 @@ async def test_retry_a_failed_run_from_its_failed_step(tmp_path: Path) -> None:
         assert calls == {"fetch": 1, "check": 2}  # fetch's stored output was reused
     finally:
         await store.aclose()
+
+
+async def test_an_interrupted_run_is_resumed_from_its_page(tmp_path: Path) -> None:
+    from legato.server._runs import RunsService
+    from legato.store import StepRecord, pipeline_version
+
+    calls = {"fetch": 0, "check": 0}
+    p = Pipeline("resumable")
+
+    @p.step
+    async def fetch(x: int) -> int:
+        calls["fetch"] += 1
+        return x + 1
+
+    @p.step
+    async def check(fetch: int) -> int:
+        calls["check"] += 1
+        return fetch * 2
+
+    now = [1_800_000_000.0]
+    store = await RunStore(f"sqlite+aiosqlite:///{tmp_path / 'resume.db'}", clock=lambda: now[0]).open()
+    try:  # a worker on another host recorded fetch, then went silent: its lease runs out
+        run, _ = await store.create_run(pipeline="resumable", version_hash=pipeline_version(p), inputs={"x": 1},
+                                        owner="elsewhere:1:n", lease_ttl=30)  # fmt: skip
+        await store.checkpoint(run.id, "elsewhere:1:n", attempts=[StepRecord(run.id, "fetch", "succeeded", output=2)],
+                               lease_ttl=30)  # fmt: skip
+        service = RunsService(store, {"resumable": p})
+        app = FastAPI()
+        mount_dashboard(app, DashboardSources(store=store, admin_key=ADMIN, resume=service.resume))
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 4321))
+        async with anyio.create_task_group() as tg:
+            await tg.start(service.serve)
+            async with httpx.AsyncClient(transport=transport, base_url="http://d", headers=AUTH) as c:
+                url = f"/ui/runs/{run.id}/resume"
+                assert "resume-run" not in (await c.get(f"/ui/runs/{run.id}")).text  # its lease is still live
+                early = await c.post(url, data={"confirm": "yes"})
+                assert early.status_code == 409
+                assert "only an interrupted run is resumed" in early.text
+                now[0] += 31
+                assert "resume-run" in (await c.get(f"/ui/runs/{run.id}")).text
+                assert (await c.post(url, data={})).status_code == 400  # not confirmed
+                foreign = await c.post(url, data={"confirm": "yes"}, headers={"origin": "https://evil"})
+                assert foreign.status_code == 403
+                resumed = await c.post(url, data={"confirm": "yes"})
+                assert resumed.status_code == 303
+                assert resumed.headers["location"] == f"/ui/runs/{run.id}"
+            with anyio.fail_after(30):
+                while (await store.get_run(run.id)).status not in ("succeeded", "failed"):
+                    await anyio.sleep(0.02)
+            tg.cancel_scope.cancel()
+        done = await store.get_run(run.id)
+        assert done.status == "succeeded"
+        assert done.outputs == {"fetch": 2, "check": 4}
+        assert calls == {"fetch": 0, "check": 1}  # the checkpointed step did not run again
+    finally:
+        await store.aclose()

@@ -82,8 +82,9 @@ async def refused(served: ServedGateway, key: str, name: str, args: dict[str, An
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/v1/runs/{id}"), ("GET", "/v1/runs/{id}/events"), ("POST", "/v1/runs/{id}/cancel")],
-)
+    [("GET", "/v1/runs/{id}"), ("GET", "/v1/runs/{id}/events"), ("POST", "/v1/runs/{id}/cancel"),
+     ("POST", "/v1/runs/{id}/resume")],
+)  # fmt: skip
 def test_runs_api_matrix(tenants: Tenants, method: str, path: str) -> None:
     run_id = tenants.run_a["id"]
     answers = {}
@@ -97,7 +98,7 @@ def test_runs_api_matrix(tenants: Tenants, method: str, path: str) -> None:
     # another tenant's run is indistinguishable from a run that does not exist
     assert answers["other"][0] == unknown.status_code == 404
     assert answers["other"][1]["error"]["code"] == unknown.json()["error"]["code"] == "run_not_found"  # type: ignore[index]
-    expected = 409 if method == "POST" else 200  # cancelling a finished run is a conflict, not a leak
+    expected = 409 if method == "POST" else 200  # cancelling or resuming a finished run is a conflict, not a leak
     assert answers["owner"][0] == answers["admin"][0] == answers["master"][0] == expected
 
 
@@ -117,6 +118,11 @@ def test_run_listing_shows_own_runs_only(tenants: Tenants) -> None:
     assert tenants.run_a["id"] in ids(tenants.a)
     assert tenants.run_a["id"] not in ids(tenants.b)
     assert tenants.run_a["id"] in ids(tenants.admin)
+    with tenants.served.client(tenants.b) as c:  # neither its words nor its owner's key find it
+        for params in ({"q": "mine"}, {"q": tenants.run_a["id"][:10]}, {"key": tenants.a[:12]}):
+            assert tenants.run_a["id"] not in {r["id"] for r in c.get("/v1/runs", params=params).json()["data"]}
+    with tenants.served.client(tenants.a) as c:
+        assert tenants.run_a["id"] in {r["id"] for r in c.get("/v1/runs", params={"q": "mine"}).json()["data"]}
 
 
 @pytest.mark.parametrize("path", ["/v1/admin/spend", "/v1/admin/keys"])

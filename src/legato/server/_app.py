@@ -195,6 +195,9 @@ def _mount_dashboard(app: FastAPI, settings: ServerSettings) -> Any:
     async def respond(record: Any, step: str, answer: Any, *, by: str) -> Any:
         return await gw().runs.respond(record, step, answer, by=by)  # as POST .../steps/{step}/respond
 
+    async def resume(record: Any) -> Any:
+        return await gw().runs.resume(record)  # as POST /v1/runs/{id}/resume
+
     async def rerun(record: Any, from_step: str, given: dict[str, Any], *, tenant: str) -> Any:
         return await gw().runs.rerun(record, from_step, given, tenant=tenant)  # as POST /v1/runs/{id}/rerun
 
@@ -214,7 +217,8 @@ def _mount_dashboard(app: FastAPI, settings: ServerSettings) -> Any:
     sources = DashboardSources(
         store=lambda: gw().runs.store, admin_key=master, keys=lambda: gw().keys, audit=lambda: gw().audit,
         throttle=throttle, session_ttl_s=dash.session_ttl_s, graphs=graph, spend=spend, live=live, cancel=cancel,
-        pipelines=pipelines, inputs=inputs, start=start, respond=respond, rerun=rerun, trace_url=dash.trace_url,
+        pipelines=pipelines, inputs=inputs, start=start, respond=respond, rerun=rerun, resume=resume,
+        trace_url=dash.trace_url,
     )  # fmt: skip
     mount_dashboard(app, sources)
     return live

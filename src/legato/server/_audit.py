@@ -33,6 +33,7 @@ class AuditAction(StrEnum):
     RUN_STARTED = "run_started"
     STEP_ANSWERED = "step_answered"
     RUN_RERUN = "run_rerun"
+    RUN_RESUMED = "run_resumed"
 
 
 audit_metadata = sa.MetaData()

@@ -16,7 +16,10 @@ with ``Last-Event-ID``).
 problem, a step that is not waiting a 409; the replica that takes the answer resumes
 the run. ``POST /v1/runs/{id}/rerun`` (``{"from": STEP, "inputs": {...}}``) starts a
 new run linked to it (``rerun_of``) that keeps the stored outputs of the steps STEP
-does not affect and runs STEP and its downstream again.
+does not affect and runs STEP and its downstream again. ``POST /v1/runs/{id}/resume``
+resumes a run whose worker died or whose lease expired (``running`` with nobody
+holding it) from its last checkpoint on this replica; any other run is a 409
+``run_not_interrupted``.
 Runs belong to the API key that started them (the store's ``tenant``): a key sees
 its own runs, a key with the ``admin`` scope sees all (:func:`legato.store.visible_run`,
 the same rule as the MCP tools and the dashboard). Another key's run is a 404, like
@@ -269,6 +272,26 @@ class RunsService:
             self._tg.start_soon(self._execute, pipeline, record.id)
         return record
 
+    async def resume(self, record: Any) -> Any:
+        """Resume an interrupted run (its worker died or its lease expired) here, in the
+        background, from its last checkpoint: its finished steps are not run again.
+        409 for a run that is not interrupted or whose pipeline changed since."""
+        from legato.store import interrupted, pipeline_version
+
+        if not self.accepting or self._tg is None:
+            raise GatewayError(503, "overloaded", "the server is shutting down", headers={"Retry-After": "1"})
+        pipeline = self.pipeline(record.pipeline)
+        current = await self.store.get_run(record.id)
+        if not interrupted(current, self.store.clock()):
+            alive = " and its worker holds its lease" if current.status == "running" else ""
+            message = f"run {current.id} is {current.status}{alive}: only an interrupted run is resumed"
+            raise GatewayError(409, "conflict", message, code="run_not_interrupted")
+        if current.version_hash != pipeline_version(pipeline):
+            message = f"run {current.id} was started by another version of pipeline {current.pipeline!r}"
+            raise GatewayError(409, "conflict", message, code="pipeline_changed")
+        self._tg.start_soon(self._execute, pipeline, current.id)
+        return current
+
     async def rerun(self, record: Any, from_step: str, inputs: dict[str, Any], *, tenant: str) -> Any:
         """Record a new run re-running ``record`` from ``from_step`` (owned by ``tenant``)
         and execute it in the background, like a started run."""
@@ -448,6 +471,13 @@ async def respond_to_step(
     answer = body.answer()
     record = await service.respond(record, step, answer, by=f"API key {key.name!r} (id {key.id})")
     return json_response(_public(record))
+
+
+@router.post("/v1/runs/{run_id}/resume", status_code=202, summary="Resume an interrupted run from its checkpoint")
+async def resume_run(run_id: str, request: Request, key: ApiKey = Depends(require("runs:write"))) -> Response:
+    service = _runs(request)
+    record = await service.resume(await _own_run(service, run_id, key))
+    return json_response(_public(record), status=202)
 
 
 @router.post("/v1/runs/{run_id}/rerun", status_code=202, summary="Re-run a run from a step as a new run")

@@ -14,6 +14,7 @@ from legato.store._datakeys import key_reference as store_key
 from legato.store._durable import DurableRunner, pipeline_version, result_from_record, run_durably
 from legato.store._ids import OwnerState, new_owner_id, new_run_id, owner_state
 from legato.store._journal import Embedder, Journal, JournalEntry, LocalEmbedder, SearchMode
+from legato.store._leases import interrupted
 from legato.store._queue import (
     QueueSettings,
     QueuesSection,
@@ -68,6 +69,7 @@ __all__ = [
     "downstream_of",
     "expire_waits",
     "gateway_calls",
+    "interrupted",
     "load_source",
     "model_stats",
     "new_owner_id",

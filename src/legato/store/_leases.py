@@ -27,7 +27,16 @@ from legato.store._ids import OwnerId, OwnerState, owner_state
 from legato.store._records import ACTIVE, NEEDS_FORCE, CancelRequest, RunRecord, StoredStatus
 from legato.store._schema import runs
 
-__all__ = ["cancel_columns", "check_takeover", "fence", "holder_key", "sole_holder"]
+__all__ = ["cancel_columns", "check_takeover", "fence", "holder_key", "interrupted", "sole_holder"]
+
+
+def interrupted(record: RunRecord, now: float) -> bool:
+    """Whether ``record`` was left running by a worker that stopped: its lease expired,
+    was released, or names a process on this host that is gone. Such a run resumes
+    from its last checkpoint without ``force``."""
+    if record.status is not StoredStatus.RUNNING:
+        return False
+    return not record.lease_live(now) or owner_state(record.lease_owner) is OwnerState.GONE
 
 
 def check_takeover(record: RunRecord, owner: str, now: float, *, force: bool) -> None:

@@ -1,5 +1,6 @@
 """Dashboard actions that change state: starting a run of a configured pipeline,
-answering a step that waits for a person.
+answering a step that waits for a person, resuming a run whose worker stopped,
+retrying and re-running.
 
 The Start form is generated from the pipeline's declared inputs (text, number,
 true/false, or JSON for lists, objects and untyped inputs). Submitting it needs the
@@ -130,8 +131,7 @@ def action_routes(router: APIRouter, d: Dashboard) -> None:
             elif f.kind == "checkbox":
                 f.checked = False
         try:
-            if (form.get("confirm") or [""])[0] != "yes":
-                raise FormError("tick the confirmation to start the run")
+            _confirmed(form, "start the run")
             inputs = parse_inputs(fields, form)
             assert d.sources.start is not None
             record = await d.sources.start(name, inputs, viewer.key.id if viewer.key else "")
@@ -171,8 +171,7 @@ def action_routes(router: APIRouter, d: Dashboard) -> None:
             return checked
         viewer, record, form = checked
         try:
-            if (form.get("confirm") or [""])[0] != "yes":
-                raise FormError("tick the confirmation to send the answer")
+            _confirmed(form, "send the answer")
             answer = _answer(form)
             by = f"the dashboard ({viewer.label}, {client_address(request)})"
             assert d.sources.respond is not None
@@ -182,6 +181,24 @@ def action_routes(router: APIRouter, d: Dashboard) -> None:
             return refused(request, status, "Answer not taken", message)
         await d.audit(AuditAction.STEP_ANSWERED, request, viewer, target=record.id, step=step)
         return RedirectResponse(f"{d.base}/runs/{record.id}#step-{step}", status_code=303)
+
+    @router.post("/runs/{run_id}/resume")
+    async def resume(request: Request, run_id: str) -> Response:
+        checked = await run_action(
+            request, run_id, d.sources.resume is not None, "Runs are not resumed here.", "Resuming a run"
+        )
+        if isinstance(checked, Response):
+            return checked
+        viewer, record, form = checked
+        try:
+            _confirmed(form, "resume the run")
+            assert d.sources.resume is not None
+            await d.sources.resume(record)
+        except (FormError, GatewayError) as exc:
+            status, message = _failure(exc)
+            return refused(request, status, "Not resumed", message)
+        await d.audit(AuditAction.RUN_RESUMED, request, viewer, target=record.id)
+        return RedirectResponse(f"{d.base}/runs/{record.id}", status_code=303)
 
     @router.post("/runs/{run_id}/rerun")
     async def rerun(request: Request, run_id: str) -> Response:
@@ -193,8 +210,7 @@ def action_routes(router: APIRouter, d: Dashboard) -> None:
         viewer, record, form = checked
         from_step = (form.get("from_step") or [""])[0]
         try:
-            if (form.get("confirm") or [""])[0] != "yes":
-                raise FormError("tick the confirmation to start the new run")
+            _confirmed(form, "start the new run")
             assert d.sources.rerun is not None
             new = await d.sources.rerun(record, from_step, {}, tenant=viewer.key.id if viewer.key else "")
         except (FormError, GatewayError) as exc:
@@ -202,6 +218,12 @@ def action_routes(router: APIRouter, d: Dashboard) -> None:
             return refused(request, status, "Not re-run", message)
         await d.audit(AuditAction.RUN_RERUN, request, viewer, target=new.id, of=record.id, from_step=from_step)
         return RedirectResponse(f"{d.base}/runs/{new.id}", status_code=303)
+
+
+def _confirmed(form: Mapping[str, list[str]], what: str) -> None:
+    """Every action asks for a ticked confirmation (a FormError naming what it does)."""
+    if (form.get("confirm") or [""])[0] != "yes":
+        raise FormError(f"tick the confirmation to {what}")
 
 
 def _failure(exc: FormError | GatewayError) -> tuple[int, str]:

@@ -40,7 +40,7 @@ from legato.server.ui._runs_list import runs_list_routes
 from legato.server.ui._sessions import SessionStore
 from legato.server.ui._throttle import LoginThrottle
 from legato.server.ui._view import build_run_view, gantt
-from legato.store import visible_run
+from legato.store import interrupted, visible_run
 
 __all__ = ["DashboardSources", "dashboard_router"]
 _STATIC = Path(__file__).parent / "static"
@@ -97,6 +97,9 @@ class DashboardSources:
     - ``rerun``: ``async (run_record, from_step, inputs, *, tenant) -> new record``
       behind "Retry from the failed step" and "Re-run from this step" (the runs API's
       own rerun: a new run that keeps the outputs of the steps before).
+    - ``resume``: ``async (run_record) -> record`` behind "Resume" on a run whose worker
+      stopped (the runs API's own resume: the run continues from its last checkpoint
+      on this server).
     - ``cancel``: ``async (run_id, by) -> record`` behind the run page's Cancel button;
       default: ``store.request_cancel`` (the run's worker stops it within a second).
     - ``trace_url``: the link from a model call to its trace, ``{trace_id}`` replaced
@@ -121,6 +124,7 @@ class DashboardSources:
     start: Callable[[str, dict[str, Any], str], Awaitable[Any]] | None = None
     respond: Callable[..., Awaitable[Any]] | None = None
     rerun: Callable[..., Awaitable[Any]] | None = None
+    resume: Callable[[Any], Awaitable[Any]] | None = None
     poll_s: float = 0.5
     clock: Callable[[], float] = time.time
     trace_url: str | None = None
@@ -142,6 +146,7 @@ class Dashboard:
         self.base = base.rstrip("/")
         self.render = Renderer(self.base)
         self.render.env.globals["can_rerun"] = sources.rerun is not None
+        self.render.env.globals["can_resume"] = sources.resume is not None
         self.throttle = sources.throttle or LoginThrottle()
         self._sessions: SessionStore | None = None
         self.access = Access(self.admin_key, lambda: _resolve(sources.keys), self.session_store)
@@ -239,7 +244,9 @@ class Dashboard:
         in_flight = None
         if run.status not in ("succeeded", "failed", "cancelled", "dead"):  # items of map steps still running
             in_flight = await store.map_item_times(run.id)
-        return build_run_view(run, steps, events, graph, in_flight)
+        view = build_run_view(run, steps, events, graph, in_flight)
+        view.interrupted = interrupted(run, store.clock())
+        return view
 
     def run_fragments(self, view: Any) -> dict[str, str]:
         now = self.sources.clock()

@@ -102,6 +102,7 @@ class RunView:
     failed_step: str | None
     outputs: dict[str, Any] | None
     graph_known: bool
+    interrupted: bool = False  # running, but its worker stopped: it can be resumed
 
     @property
     def terminal(self) -> bool:
