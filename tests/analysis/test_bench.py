@@ -122,6 +122,10 @@ def test_bad_arguments_exit_2_with_a_clear_message(tmp_path: Path) -> None:
     code, output = _bench(str(spec), "--rate", "5", "--inputs", str(tmp_path / "bad.jsonl"))
     assert code == 2
     assert "bad.jsonl:2: expected a JSON object" in output
+    (tmp_path / "wrong.jsonl").write_text('{"question": "why?"}\n')
+    code, output = _bench(str(spec), "--rate", "5", "--inputs", str(tmp_path / "wrong.jsonl"))
+    assert code == 2
+    assert "the pipeline refused the inputs" in output
     unreachable = f"http://127.0.0.1:{free_port()}"
     code, output = _bench("known_distributions", "--rate", "5", "--url", unreachable, "--key", "k")
     assert code == 2
@@ -169,3 +173,31 @@ def test_through_a_real_gateway(tmp_path: Path) -> None:
     assert set(report["errors"]) <= {"run failed"}
     assert 0 < report["p50_s"] <= report["p99_s"]
     assert report["options"]  # the gateway's store holds the runs just made
+
+
+def test_capacity_is_what_was_sustained_when_the_runs_fell_behind() -> None:
+    from legato.observe import Sample, parse_slos, summarize
+
+    # Offered 20/s for 5 s; the system serves one run every 0.1 s (10/s), so each run waits longer.
+    behind = [Sample(i / 20, i / 20, 0.1 * (i + 1), True) for i in range(100)]
+    slow = summarize(behind, pipeline="p", target="t", rate=20, duration=5, target_rate=45, slos=parse_slos(["p99=1s"]))
+    assert abs(slow.throughput - 10) < 1e-9
+    assert slow.capacity.basis == "saturated"
+    assert slow.capacity.replicas == 5  # ceil(45 / 10)
+    assert slow.p99_s > 4  # the last runs waited for everything before them
+    assert [s.passed for s in slow.slos] == [False]
+    # Offered 10/s and served on time, half the runs refused (not served): the refusals are errors,
+    # but neither throughput nor capacity counts them.
+    kept = [Sample(i / 10, i / 10, i / 10 + 0.05, ok=i % 2 == 0, served=i % 2 == 0, error=(None, "HTTP 429")[i % 2])
+            for i in range(40)]  # fmt: skip
+    fine = summarize(kept, pipeline="p", target="t", rate=10, duration=4, cpu_s=0.4)
+    assert fine.error_rate == 0.5
+    assert fine.errors == {"HTTP 429": 20}
+    assert abs(fine.throughput - 5) < 1e-9  # the served runs, 0.2 s apart
+    assert fine.capacity.basis == "saturated"  # half the offered load was not served
+    on_time = [Sample(i / 10, i / 10, i / 10 + 0.05, True) for i in range(40)]
+    cpu = summarize(on_time, pipeline="p", target="t", rate=10, duration=4, cpu_s=0.4, target_rate=1000)
+    assert cpu.capacity.basis == "cpu"
+    assert cpu.capacity.per_worker == 100  # 40 runs in 0.4 CPU-seconds
+    assert cpu.capacity.replicas == 10
+    assert summarize(on_time, pipeline="p", target="t", rate=10, duration=4).capacity.basis == "lower bound"

@@ -73,7 +73,6 @@ def bench(
     max_in_flight: int = typer.Option(1000, "--max-in-flight", min=1, max=100_000, help="Runs in flight at most."),
 ) -> None:
     """Load-test a pipeline at a fixed rate: latency from each run's intended start, SLOs, capacity."""
-
     plan = _plan(rate, duration, slo, inputs, target, warmup, max_in_flight)
     if url is None:
         report = run_loop(_in_process, _load(Path(pipeline), config), plan, database_url)
@@ -168,29 +167,25 @@ async def _store(database_url: str | None) -> AsyncIterator[RunStore]:
 async def _in_process(pipeline: Pipeline, plan: _Plan, database_url: str | None) -> LoadReport:
     from legato.errors import InputError
     from legato.observe import Outcome
-    from legato.routing import aclose_shared_groups
     from legato.store import DurableRunner
 
-    try:
-        async with _store(database_url) as store:
-            runner = DurableRunner(store, reflect=None)
+    async with _store(database_url) as store:
+        runner = DurableRunner(store, reflect=None)
 
-            async def fire(values: dict[str, Any]) -> Outcome:
-                result = await runner.run(pipeline, values, source=None)
-                return Outcome(result.ok, result.cost or 0.0, result.error, result.run_id)
+        async def fire(values: dict[str, Any]) -> Outcome:
+            result = await runner.run(pipeline, values, source=None)
+            return Outcome(result.ok, result.cost or 0.0, result.error, result.run_id)
 
-            try:
-                await _warm_up(fire, plan)
-            except InputError as exc:
-                print_error(f"the pipeline refused the inputs: {exc}")
-                raise typer.Exit(2) from None
-            cpu = time.process_time()
-            samples = await _measure(fire, plan)
-            report = _summarize(samples, pipeline.name, "in-process", plan, time.process_time() - cpu)
-            report.options = await _options(store, pipeline, samples)
-            return report
-    finally:
-        await aclose_shared_groups()
+        try:
+            await _warm_up(fire, plan)
+        except InputError as exc:
+            print_error(f"the pipeline refused the inputs: {exc}")
+            raise typer.Exit(2) from None
+        cpu = time.process_time()
+        samples = await _measure(fire, plan)
+        report = _summarize(samples, pipeline.name, "in-process", plan, time.process_time() - cpu)
+        report.options = await _options(store, pipeline, samples)
+        return report
 
 
 async def _warm_up(fire: Fire, plan: _Plan) -> None:
@@ -315,10 +310,11 @@ def _gateway_fire(client: httpx.AsyncClient, name: str) -> Fire:
     async def fire(values: dict[str, Any]) -> Outcome:
         response = await client.post(f"/v1/pipelines/{name}/runs", json={"inputs": values})
         if response.status_code >= 400:
-            return Outcome(False, error=f"HTTP {response.status_code}: {_message(response)}")
+            return Outcome(False, error=f"HTTP {response.status_code}: {_message(response)}", served=False)
         run_id = str(response.json()["id"])
         status = await _final_status(client, run_id)
-        return Outcome(status == "succeeded", 0.0, None if status == "succeeded" else f"run {status}", run_id)
+        ended = status in ("succeeded", "failed", "cancelled")  # else the stream was refused or cut
+        return Outcome(status == "succeeded", 0.0, None if status == "succeeded" else f"run {status}", run_id, ended)
 
     return fire
 

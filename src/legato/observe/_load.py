@@ -45,12 +45,14 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one run reported: did it succeed, what it cost, why it failed."""
+    """What one run reported: did it succeed, what it cost, why it failed, and whether it was
+    served at all (``False``: refused or lost before it ran to an end, e.g. an HTTP 429)."""
 
     ok: bool
     cost: float = 0.0
     error: str | None = None
     run_id: str | None = None
+    served: bool = True
 
 
 Fire = Callable[[dict[str, Any]], Awaitable[Outcome]]
@@ -67,6 +69,7 @@ class Sample:
     cost: float = 0.0
     error: str | None = None
     run_id: str | None = None
+    served: bool = True
 
     @property
     def latency(self) -> float:
@@ -162,8 +165,9 @@ async def run_open_loop(
             try:
                 outcome = await fire(inputs[i % len(inputs)])
             except Exception as exc:  # a run that raised is that run's failure, not the test's
-                outcome = Outcome(False, error=f"{type(exc).__name__}: {exc}")
-            sample = Sample(i / rate, started, clock() - t0, outcome.ok, outcome.cost, outcome.error, outcome.run_id)
+                outcome = Outcome(False, error=f"{type(exc).__name__}: {exc}", served=False)
+            o = outcome
+            sample = Sample(i / rate, started, clock() - t0, o.ok, o.cost, o.error, o.run_id, o.served)
             samples.append(sample)
             if on_done is not None:
                 on_done(sample)
@@ -177,7 +181,7 @@ async def run_open_loop(
                 tg.start_soon(one, i)
     end = clock() - t0
     done = len(samples)
-    samples += [Sample(i / rate, math.nan, end, False, 0.0, "unfinished") for i in range(done, total)]
+    samples += [Sample(i / rate, math.nan, end, False, 0.0, "unfinished", None, False) for i in range(done, total)]
     return samples
 
 
@@ -200,7 +204,7 @@ class LoadReport:
     runs: int
     succeeded: int
     error_rate: float
-    throughput: float  # finished runs (succeeded or failed) per second over the test
+    throughput: float  # runs served to an end (succeeded or failed) per second, between the first and last
     goodput: float  # succeeded runs per second
     p50_s: float
     p95_s: float
@@ -245,12 +249,11 @@ def summarize(
     ``cpu_s`` is the CPU time the worker spent during the test, when known."""
     latency = np.array([s.latency for s in samples])
     ok = [s for s in samples if s.ok]
-    span = max([duration, *(s.finished for s in samples)])
     error_rate = 1 - len(ok) / len(samples) if samples else 0.0
     figures = {"p50": _pct(latency, 50), "p90": _pct(latency, 90), "p95": _pct(latency, 95), "p99": _pct(latency, 99)}
     measured = [Slo(s.name, s.limit, error_rate if s.name == "errors" else figures[s.name]) for s in slos]
-    finished = sum(1 for s in samples if s.error != "unfinished")
-    throughput = finished / span if span > 0 else 0.0
+    throughput = _throughput(samples, rate)
+    served = sum(1 for s in samples if s.served)
     lag = np.array([s.started - s.intended for s in samples if not math.isnan(s.started)])
     return LoadReport(
         pipeline=pipeline,
@@ -261,7 +264,7 @@ def summarize(
         succeeded=len(ok),
         error_rate=error_rate,
         throughput=throughput,
-        goodput=len(ok) / span if span > 0 else 0.0,
+        goodput=throughput * len(ok) / served if served else 0.0,
         p50_s=figures["p50"],
         p95_s=figures["p95"],
         p99_s=figures["p99"],
@@ -273,6 +276,17 @@ def summarize(
         timeline=_timeline(samples, duration),
         errors=dict(Counter((s.error or "failed").split(":")[0] for s in samples if not s.ok).most_common()),
     )
+
+
+def _throughput(samples: Sequence[Sample], rate: float) -> float:
+    """Runs served per second between the first end and the last: the schedule's rate when the
+    runs kept up (they end 1/rate apart), what the system sustains when they did not. Runs refused
+    or lost (not served) do not count; a single served run gives the rate it was offered at."""
+    ends = sorted(s.finished for s in samples if s.served)
+    if len(ends) < 2:
+        return rate if ends else 0.0
+    span = ends[-1] - ends[0]
+    return (len(ends) - 1) / span if span > 0 else rate
 
 
 def _saturated(samples: Sequence[Sample], rate: float, throughput: float) -> bool:
@@ -292,7 +306,7 @@ def _saturated(samples: Sequence[Sample], rate: float, throughput: float) -> boo
 def _capacity(
     samples: Sequence[Sample], rate: float, throughput: float, cpu_s: float | None, target: float | None
 ) -> Capacity:
-    finished = sum(1 for s in samples if s.error != "unfinished")
+    finished = sum(1 for s in samples if s.served)
     if _saturated(samples, rate, throughput):
         per, basis = throughput, "saturated"  # what it did while falling behind is what it can do
     elif cpu_s is not None and cpu_s > 0 and finished:
