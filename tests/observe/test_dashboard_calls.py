@@ -127,7 +127,7 @@ async def test_charts_show_the_seeded_values(store: RunStore) -> None:
     assert "2033-05-18 $0.75 $0 $0.75" in table
     # Error rate and latency per model (nearest-rank percentiles of 0.2, 0.4, 0.6 s).
     assert "assistant 33.3% (1 of 3 calls)" in text
-    assert "embedder 0.0% (0 of 1 calls)" in text
+    assert "embedder 0.0% (0 of 1 call)" in text
     assert "assistant p50 400 ms · p95 600 ms" in text
     assert "<title" in page
     assert "<desc" in page

@@ -148,6 +148,10 @@ def budget_chart(rows: Sequence[tuple[str, float, float, str]], usd: Callable[[f
     return chart
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
@@ -157,7 +161,7 @@ def latency_chart(stats: Sequence[ModelStats]) -> tuple[Chart, Chart]:
     errors = Chart("chart-errors", "Error rate per model", "Share of calls that failed, per model.")
     top = _scale(s.error_rate for s in stats)
     for s in stats:
-        text = f"{s.error_rate:.1%} ({s.errors} of {s.calls} calls)"
+        text = f"{s.error_rate:.1%} ({s.errors} of {_count(s.calls, 'call')})"
         width = s.error_rate / top
         errors.rows.append(Row(s.model, (Segment("over" if s.errors else "c2", 0.0, width, text),), text))
     latency = Chart(
@@ -185,7 +189,7 @@ def duration_chart(stats: Sequence[DurationStats]) -> Chart:
     top = _scale(s.p95_s for s in stats)
     for s in stats:
         failed = f", {s.failed} failed" if s.failed else ""
-        text = f"p50 {_ms(s.p50_s)} · p95 {_ms(s.p95_s)} · max {_ms(s.max_s)} ({s.runs} runs{failed})"
+        text = f"p50 {_ms(s.p50_s)} · p95 {_ms(s.p95_s)} · max {_ms(s.max_s)} ({_count(s.runs, 'run')}{failed})"
         p95 = Segment("c3 outline", 0.0, s.p95_s / top, f"{s.pipeline} p95: {_ms(s.p95_s)}")
         p50 = Segment("c3", 0.0, s.p50_s / top, f"{s.pipeline} p50: {_ms(s.p50_s)}")
         chart.rows.append(Row(s.pipeline, (p95, p50), text))
