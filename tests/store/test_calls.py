@@ -158,3 +158,20 @@ async def test_run_durations_per_pipeline(store: RunStore) -> None:
     assert (stats["chart-q"].runs, stats["chart-q"].p50_s) == (1, 5.0)
     assert set(stats) == {"chart-p", "chart-q"}
     assert {"chart-p", "chart-q"} <= {s.pipeline for s in await run_durations(store, LOCAL, since=T0)}
+
+
+async def test_prune_takes_the_calls_of_old_runs_and_old_gateway_calls(store: RunStore) -> None:
+    now = store.clock()
+    old, _ = await store.create_run(pipeline="prune-p", version_hash="v", inputs={"n": 1}, tenant="key-prune")
+    finished = sa.update(runs).where(runs.c.id == old.id).values(status="succeeded", finished_at=now)
+    await store.run_sync(lambda conn: conn.execute(finished))
+    rows = [
+        call_values(_call(at=now - 10), store, source="step", run_id=old.id, step="s"),
+        call_values(_call(at=now - 100 * 86400), store, source="gateway", tenant="key-prune", request_id="old"),
+        call_values(_call(at=now + 86400 - 60), store, source="gateway", tenant="key-prune", request_id="new"),
+    ]
+    await record_calls(store, rows)
+    store.clock.advance(86400)  # type: ignore[attr-defined]
+    assert await store.prune(older_than_s=3600) >= 1
+    assert await run_calls(store, old.id) == []
+    assert [c.request_id for c in await gateway_calls(store, Principal("key-prune"))] == ["new"]

@@ -32,7 +32,7 @@ from legato.store._records import (
 )
 from legato.store._rows import event_row, map_item_row, sealed, step_row
 from legato.store._run_reads import RunReads, get_run_row
-from legato.store._schema import events, map_items, runs, step_attempts
+from legato.store._schema import events, map_items, model_calls, runs, step_attempts
 from legato.store._search import encode_tags
 
 __all__ = ["RunWrites", "insert_history"]
@@ -241,8 +241,9 @@ class RunWrites(RunReads):
         return await self.run_sync(bury)
 
     async def prune(self, *, older_than_s: float) -> int:
-        """Delete finished runs (with their steps and events) that ended more than
-        ``older_than_s`` seconds ago. Journal entries are kept. Returns how many runs."""
+        """Delete finished runs (with their steps, events and model calls) that ended more
+        than ``older_than_s`` seconds ago, and gateway model calls older than that. Journal
+        entries are kept. Returns how many runs."""
         cutoff = self.clock() - older_than_s
         old = sa.select(runs.c.id).where(
             runs.c.status.in_(tuple(TERMINAL)), sa.func.coalesce(runs.c.finished_at, runs.c.updated_at) < cutoff
@@ -255,7 +256,9 @@ class RunWrites(RunReads):
                 conn.execute(step_attempts.delete().where(step_attempts.c.run_id.in_(chunk)))
                 conn.execute(map_items.delete().where(map_items.c.run_id.in_(chunk)))
                 conn.execute(events.delete().where(events.c.run_id.in_(chunk)))
+                conn.execute(model_calls.delete().where(model_calls.c.run_id.in_(chunk)))
                 conn.execute(runs.delete().where(runs.c.id.in_(chunk)))
+            conn.execute(model_calls.delete().where(model_calls.c.run_id.is_(None), model_calls.c.at < cutoff))
             return len(ids)
 
         return await self.run_sync(delete)
