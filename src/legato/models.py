@@ -89,6 +89,29 @@ def resolve_configured(name: str, config: LegatoConfig) -> Model | None:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
+def guarded(name: str, config: LegatoConfig) -> bool:
+    """Whether calls to ``name`` pass a guardrail set in ``legato.yaml``: the model's
+    own, its group's, or one on a model or group it can route to."""
+    from legato.routing import GroupsSection
+
+    models = configured(config)
+    groups = config.section("groups", GroupsSection).root if config.raw("groups") else {}
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        if current in models and models[current].guardrail is not None:
+            return True
+        if current in groups:
+            if groups[current].guardrail is not None:
+                return True
+            todo += groups[current].references()
+    return False
+
+
 def resolve_group(name: str, config: LegatoConfig) -> Model | None:
     """A group of the ``groups:`` section: a Router, Cascade or Selector (shared per event loop)."""
     groups = config.raw("groups")

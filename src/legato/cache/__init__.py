@@ -9,13 +9,15 @@
   :class:`SQLiteBackend`, :class:`RedisBackend`, or any :class:`CacheBackend`;
 * :class:`SingleFlight` — the deduplication primitive on its own;
 * :func:`chat_key` / :func:`embed_key` — the canonical request keys;
-* :class:`CacheConfig` — the ``cache:`` section of ``legato.yaml``.
+* :class:`CacheConfig` — the ``cache:`` section of ``legato.yaml``;
+* :class:`Sealing`, :func:`erase_subject` — encrypted values and erasure by data subject.
 """
 
 from legato.cache._backends import CacheBackend, MemoryBackend
 from legato.cache._config import CacheConfig
 from legato.cache._keys import chat_key, embed_key
 from legato.cache._memo import StepMemo
+from legato.cache._protect import Sealing, SubjectIndex, erase_subject
 from legato.cache._redis import RedisBackend
 from legato.cache._response import CacheStats, ResponseCache, bypass
 from legato.cache._semantic import SemanticCache
@@ -30,10 +32,13 @@ __all__ = [
     "RedisBackend",
     "ResponseCache",
     "SQLiteBackend",
+    "Sealing",
     "SemanticCache",
     "SingleFlight",
     "StepMemo",
+    "SubjectIndex",
     "bypass",
     "chat_key",
     "embed_key",
+    "erase_subject",
 ]

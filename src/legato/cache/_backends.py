@@ -57,6 +57,7 @@ class MemoryBackend:
         self.clock = clock
         self._data: OrderedDict[str, tuple[bytes, float | None]] = OrderedDict()
         self._bytes = 0
+        self._subjects: dict[str, set[str]] = {}
 
     def __len__(self) -> int:
         return len(self._data)
@@ -92,6 +93,15 @@ class MemoryBackend:
     async def delete(self, key: str) -> None:
         if key in self._data:
             self._remove(key)
+
+    async def tag(self, subject: str, key: str, ttl: float | None) -> None:
+        self._subjects.setdefault(subject, set()).add(key)
+
+    async def erase(self, subject: str) -> int:
+        keys = [k for k in self._subjects.pop(subject, set()) if k in self._data]
+        for key in keys:
+            self._remove(key)
+        return len(keys)
 
     async def aclose(self) -> None:
         """Nothing to release (the entries stay, so a backend shared by several caches

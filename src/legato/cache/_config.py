@@ -13,6 +13,12 @@
       max_bytes: 67108864            # memory
       cache_sampled: false           # also cache temperature > 0
       single_flight: true
+      protect: encrypt               # or skip: what guarded or encrypted models do
+
+``protect`` applies to models whose calls carry personal data that must not rest in
+plaintext: every model when the run store encrypts payloads, and models or groups
+with a guardrail. ``encrypt`` seals their cache values with the store's envelope keys
+(caching is skipped when the store has no encryption key); ``skip`` never caches them.
 
 :meth:`CacheConfig.wrap` puts a :class:`ResponseCache` with these settings around a
 model; :meth:`CacheConfig.backend_for` builds just the backend (for a ``StepMemo``).
@@ -26,6 +32,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from legato.cache._backends import CacheBackend, MemoryBackend
+from legato.cache._protect import Sealing
 from legato.cache._redis import RedisBackend
 from legato.cache._response import ResponseCache
 from legato.cache._sqlite import SQLiteBackend
@@ -50,6 +57,7 @@ class CacheConfig(BaseModel):
     max_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     cache_sampled: bool = False
     single_flight: bool = True
+    protect: Literal["encrypt", "skip"] = "encrypt"
 
     @model_validator(mode="after")
     def _check(self) -> CacheConfig:
@@ -74,8 +82,16 @@ class CacheConfig(BaseModel):
             return SQLiteBackend(path, max_entries=self.max_entries)
         return MemoryBackend(max_entries=self.max_entries, max_bytes=self.max_bytes)
 
-    def wrap(self, model: Model, *, backend: CacheBackend | None = None, base_dir: Path | None = None) -> ResponseCache:
-        """``model`` behind a :class:`ResponseCache` with these settings."""
+    def wrap(
+        self,
+        model: Model,
+        *,
+        backend: CacheBackend | None = None,
+        base_dir: Path | None = None,
+        sealing: Sealing | None = None,
+    ) -> ResponseCache:
+        """``model`` behind a :class:`ResponseCache` with these settings (values sealed
+        with ``sealing`` when given)."""
         return ResponseCache(
             model,
             backend if backend is not None else self.backend_for(base_dir),
@@ -83,4 +99,12 @@ class CacheConfig(BaseModel):
             ttl=self.ttl_s,
             cache_sampled=self.cache_sampled,
             single_flight=self.single_flight,
+            sealing=sealing,
         )
+
+    def protected(self, model: Model, *, sealing: Sealing | None, backend: CacheBackend) -> Model:
+        """A model whose calls must not rest in plaintext: behind a sealed cache
+        (``protect: encrypt`` with a ``sealing``), or not cached at all."""
+        if self.protect == "skip" or sealing is None:
+            return model
+        return self.wrap(model, backend=backend, sealing=sealing)

@@ -57,6 +57,28 @@ class RedisBackend:
     async def delete(self, key: str) -> None:
         await self.client.delete(self.prefix + key)
 
+    async def tag(self, subject: str, key: str, ttl: float | None) -> None:
+        """The subject's keys are a Redis set that lives as long as its newest entry."""
+        name = f"{self.prefix}subject:{subject}"
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.sadd(name, key)
+            if ttl is None:
+                pipe.persist(name)
+            else:
+                pipe.pexpire(name, max(1, int(ttl * 1000)), gt=True)
+            await pipe.execute()
+
+    async def erase(self, subject: str) -> int:
+        name = f"{self.prefix}subject:{subject}"
+        keys = [k.decode() if isinstance(k, bytes) else str(k) for k in await self.client.smembers(name)]
+        if not keys:
+            return 0
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(*(self.prefix + k for k in keys))
+            pipe.delete(name)
+            deleted, _ = await pipe.execute()
+        return int(deleted)
+
     async def aclose(self) -> None:
         client = self._client
         if client is not None and self._owns_client:

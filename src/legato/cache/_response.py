@@ -12,7 +12,14 @@ What is cached, and when:
 * ``with legato.cache.bypass():`` does the same for every call made inside a
   block (a Python step, a gateway request), ``bypass(refresh=True)`` refreshes;
 * ``request.metadata["tenant"]`` scopes keys next to ``namespace``: tenants never
-  share entries.
+  share entries;
+* ``request.metadata["subject"]`` tags the entry with a data subject (a customer id)
+  in backends that keep a subject index, so :func:`legato.cache.erase_subject` can
+  delete it;
+* with ``sealing`` (a :class:`~legato.cache.Sealing`, e.g. the run store's envelope
+  keys) values are encrypted before they reach the backend, and an unsealed entry
+  found under a key is deleted and treated as a miss: a protected cache never writes
+  or serves plaintext.
 
 A hit is returned with ``cached=True`` and ``cost=0.0`` and recorded on the current
 ledger as a cached call whose ``saved`` is what the original call cost. A stream
@@ -36,6 +43,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from legato.cache._backends import CacheBackend, MemoryBackend
 from legato.cache._keys import chat_key, embed_key
+from legato.cache._protect import Sealing, SubjectIndex, subject_digest
 from legato.cache._single_flight import SingleFlight
 from legato.errors import BadRequest
 from legato.ledger import CallRecord, current_ledger
@@ -77,6 +85,7 @@ class ResponseCache(ModelWrapper):
         ttl: seconds an entry lives (``None``: until evicted).
         cache_sampled: also cache requests with ``temperature > 0``.
         single_flight: identical concurrent requests share one upstream call.
+        sealing: encrypts values on their way to the backend (see the module docstring).
     """
 
     def __init__(
@@ -88,9 +97,11 @@ class ResponseCache(ModelWrapper):
         ttl: float | None = 3600.0,
         cache_sampled: bool = False,
         single_flight: bool = True,
+        sealing: Sealing | None = None,
         name: str | None = None,
     ) -> None:
         super().__init__(inner, name=name)
+        self.sealing = sealing
         if ttl is not None and ttl <= 0:
             raise ValueError(f"ttl must be > 0 seconds or None, got {ttl}")
         self.backend: CacheBackend = backend if backend is not None else MemoryBackend()
@@ -129,7 +140,7 @@ class ResponseCache(ModelWrapper):
                         await self._forget(key)
             self.stats.misses += 1
             response = await self.inner.chat(request)
-            await self._save(key, response.model_dump_json().encode())
+            await self._save(key, response.model_dump_json().encode(), request)
             return response, False
 
         response, from_cache, shared = await self._once((key, mode), fetch)
@@ -161,7 +172,7 @@ class ResponseCache(ModelWrapper):
                         await self._forget(key)
             self.stats.misses += 1
             response = await self.inner.embed(request)
-            await self._save(key, response.model_dump_json().encode())
+            await self._save(key, response.model_dump_json().encode(), request)
             return response, False
 
         response, from_cache, shared = await self._once((key, mode), fetch)
@@ -221,7 +232,7 @@ class ResponseCache(ModelWrapper):
                 if flight is not None:
                     flight.abandon()  # the consumer left early: another waiter streams instead
             elif isinstance(exc, GeneratorExit | anyio.get_cancelled_exc_class()):
-                await self._finish_stream(key, flight_key, flight, chunks)  # left after the final chunk
+                await self._finish_stream(request, key, flight_key, flight, chunks)  # left after the final chunk
             elif flight is not None:
                 self._flights.land(flight_key, flight, error=exc)
             raise
@@ -229,13 +240,15 @@ class ResponseCache(ModelWrapper):
             aclose = getattr(upstream, "aclose", None)
             if aclose is not None:
                 await aclose()
-        await self._finish_stream(key, flight_key, flight, chunks)
+        await self._finish_stream(request, key, flight_key, flight, chunks)
 
-    async def _finish_stream(self, key: str, flight_key: object, flight: Any, chunks: list[ChatChunk]) -> None:
+    async def _finish_stream(
+        self, request: ChatRequest, key: str, flight_key: object, flight: Any, chunks: list[ChatChunk]
+    ) -> None:
         if flight is not None:
             self._flights.land(flight_key, flight, chunks)
         with anyio.CancelScope(shield=True):
-            await self._save(key, _chunks.dump_json(chunks))
+            await self._save(key, _chunks.dump_json(chunks), request)
 
     def _replay(self, chunks: list[ChatChunk], *, shared: bool) -> list[ChatChunk]:
         self._count_hit(shared)
@@ -285,14 +298,27 @@ class ResponseCache(ModelWrapper):
 
     async def _load(self, key: str) -> bytes | None:
         try:
-            return await self.backend.get(key)
+            raw = await self.backend.get(key)
         except Exception as exc:
             self._backend_failed("read", exc)
             return None
-
-    async def _save(self, key: str, value: bytes) -> None:
+        if raw is None or self.sealing is None:
+            return raw
         try:
-            await self.backend.set(key, value, self.ttl)
+            opened = self.sealing.open(raw)
+        except Exception as exc:  # a value sealed with a key this process does not hold
+            self._backend_failed("open", exc)
+            return None
+        if opened is None:  # plaintext stored before protection was turned on
+            await self._forget(key)
+        return opened
+
+    async def _save(self, key: str, value: bytes, request: ChatRequest | EmbedRequest) -> None:
+        subject = request.metadata.get("subject")
+        try:
+            await self.backend.set(key, self.sealing.seal(value) if self.sealing is not None else value, self.ttl)
+            if subject is not None and isinstance(self.backend, SubjectIndex):
+                await self.backend.tag(subject_digest(str(subject)), key, self.ttl)
         except Exception as exc:
             self._backend_failed("write", exc)
         else:

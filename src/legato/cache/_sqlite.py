@@ -19,14 +19,19 @@ if TYPE_CHECKING:
 
 __all__ = ["SQLiteBackend"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS legato_cache (
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS legato_cache (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL,
     expires_at REAL,
     stored_at REAL NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS legato_cache_subjects (
+    subject TEXT NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (subject, key)
+)""",
 )
-"""
 
 
 class SQLiteBackend:
@@ -68,7 +73,9 @@ class SQLiteBackend:
                 try:
                     await db.execute("PRAGMA journal_mode=WAL")
                     await db.execute("PRAGMA synchronous=NORMAL")
-                    await db.execute(_SCHEMA)
+                    await db.execute("PRAGMA secure_delete=ON")  # erased values do not linger in free pages
+                    for statement in _SCHEMA:
+                        await db.execute(statement)
                     await db.commit()
                 except BaseException:
                     await db.close()
@@ -110,11 +117,28 @@ class SQLiteBackend:
                 " SELECT key FROM legato_cache ORDER BY rowid DESC LIMIT -1 OFFSET ?)",
                 (self.max_entries,),
             )
+        await db.execute("DELETE FROM legato_cache_subjects WHERE key NOT IN (SELECT key FROM legato_cache)")
 
     async def delete(self, key: str) -> None:
         db = await self._conn()
         await db.execute("DELETE FROM legato_cache WHERE key = ?", (key,))
         await db.commit()
+
+    async def tag(self, subject: str, key: str, ttl: float | None) -> None:
+        db = await self._conn()
+        await db.execute("INSERT OR IGNORE INTO legato_cache_subjects (subject, key) VALUES (?, ?)", (subject, key))
+        await db.commit()
+
+    async def erase(self, subject: str) -> int:
+        db = await self._conn()
+        cur = await db.execute(
+            "DELETE FROM legato_cache WHERE key IN (SELECT key FROM legato_cache_subjects WHERE subject = ?)",
+            (subject,),
+        )
+        await db.execute("DELETE FROM legato_cache_subjects WHERE subject = ?", (subject,))
+        await db.commit()
+        await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL file keeps the deleted pages otherwise
+        return int(cur.rowcount)
 
     async def aclose(self) -> None:
         db, self._db = self._db, None

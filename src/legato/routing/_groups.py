@@ -162,7 +162,7 @@ class Groups:
 
     def _check_references(self) -> None:
         for name, group in self.config.items():
-            for ref in _references(group):
+            for ref in group.references():
                 if ref == name and group.deployments is None:
                     raise ConfigError(f"groups.{name}: refers to itself")
             if group.guardrail is not None:
@@ -334,18 +334,6 @@ class Groups:
             await (model.inner if isinstance(model, _Borrowed) else model).aclose()
 
 
-def _references(group: GroupConfig) -> list[str]:
-    refs = [*group.fallbacks.on_failure, *group.fallbacks.context_window, *group.fallbacks.content_filtered]
-    refs += [d.model for d in group.deployments or ()]
-    if group.degrade is not None and group.degrade.model:
-        refs.append(group.degrade.model)
-    if group.cascade is not None:
-        refs += [t.model for t in group.cascade.tiers]
-    if group.select is not None:
-        refs += [r.target for r in group.select.rules] + [group.select.default]
-    return refs
-
-
 def build_groups(
     config: LegatoConfig,
     resolve_model: Callable[[str], Model],
@@ -363,7 +351,7 @@ def build_groups(
     routing = config.section("routing", RoutingSection)
     built = Groups(groups, routing, resolve_model, clock=clock, events=events)
     for name, group in groups.items():
-        for ref in _references(group):
+        for ref in group.references():
             if ref not in groups:
                 built._model(ref, f"groups.{name}")
     return built

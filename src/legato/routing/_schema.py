@@ -182,6 +182,18 @@ class GroupConfig(Policies):
         default=None, description="a registered guardrail around the whole group (pii-mask, pii-block-patterns...)"
     )
 
+    def references(self) -> list[str]:
+        """The models and groups this group can send a call to."""
+        refs = [*self.fallbacks.on_failure, *self.fallbacks.context_window, *self.fallbacks.content_filtered]
+        refs += [d.model for d in self.deployments or ()]
+        if self.degrade is not None and self.degrade.model:
+            refs.append(self.degrade.model)
+        if self.cascade is not None:
+            refs += [t.model for t in self.cascade.tiers]
+        if self.select is not None:
+            refs += [r.target for r in self.select.rules] + [self.select.default]
+        return refs
+
     @model_validator(mode="after")
     def _one_kind(self) -> GroupConfig:
         kinds = [k for k in ("deployments", "cascade", "select") if getattr(self, k) is not None]

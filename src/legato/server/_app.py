@@ -93,7 +93,7 @@ async def open_gateway(
         else:
             counters, budgets, revocations = MemoryCounters(), MemoryBudgetStore(), None
         if catalog is None:
-            catalog = catalog_from_config(config, settings.models)
+            catalog = catalog_from_config(config, settings.models, sealing=store.cache_sealing())
         stack.push_async_callback(catalog.aclose)
         spend = SpendRecorder(engine)
         calls = CallRecorder(store)

@@ -70,9 +70,10 @@ class _ConfigCatalog:
     budget) and resolve their deployments through the same named models.
     """
 
-    def __init__(self, config: LegatoConfig, only: list[str] | None) -> None:
+    def __init__(self, config: LegatoConfig, only: list[str] | None, sealing: Any = None) -> None:
         self._config = config
         self._only = only
+        self._sealing = sealing  # the run store's CacheSealing when it encrypts payloads
         self._cache: dict[str, Model] = {}
         self._groups: Any = None
         self._model_names: set[str] | None = None
@@ -110,8 +111,8 @@ class _ConfigCatalog:
                 from legato.routing import build_groups
 
                 self._groups = build_groups(self._config, self._model)
-            return self._with_cache(self._groups.get(name))
-        return self._with_cache(self._guard(facade.get(name, self._config)))
+            return self._with_cache(name, self._groups.get(name))
+        return self._with_cache(name, self._guard(facade.get(name, self._config)))
 
     def _guard(self, model: Model) -> Model:
         """A named model behind the budget guard (``budgets.per_day_usd``). Groups get it
@@ -132,15 +133,26 @@ class _ConfigCatalog:
                 )
         return model
 
-    def _with_cache(self, model: Model) -> Model:
-        """The response cache (``cache:``), outermost so that a cache hit spends nothing."""
-        if self._config.raw("cache"):
-            from legato.cache import CacheConfig
+    def _with_cache(self, name: str, model: Model) -> Model:
+        """The response cache (``cache:``), outermost so that a cache hit spends nothing.
 
-            c = CacheConfig.load(self._config)
-            backend = self._shared.setdefault("cache_backend", c.backend_for(self._config.base_dir))
-            model = c.wrap(model, backend=backend)
-        return model
+        With an encrypting store every model is protected, and so is a guarded model or
+        group: its cache values are sealed with the store's keys (``protect: encrypt``)
+        or it is not cached (``protect: skip``, or no store key to seal with)."""
+        if not self._config.raw("cache"):
+            return model
+        from legato import models as facade
+        from legato.cache import CacheConfig
+
+        c = CacheConfig.load(self._config)
+        backend = self._shared.setdefault("cache_backend", c.backend_for(self._config.base_dir))
+        if self._sealing is not None or facade.guarded(name, self._config):
+            return c.protected(model, sealing=self._sealing, backend=backend)
+        return c.wrap(model, backend=backend)
+
+    def cache_backend(self) -> Any:
+        """The response cache's backend, once a cached model was built (for erasure)."""
+        return self._shared.get("cache_backend")
 
     def get(self, name: str) -> Model:
         if name not in self.names():
@@ -184,8 +196,10 @@ class _ConfigCatalog:
         self._cache.clear()
 
 
-def catalog_from_config(config: LegatoConfig, only: list[str] | None = None) -> ModelCatalog:
-    return _ConfigCatalog(config, only)
+def catalog_from_config(config: LegatoConfig, only: list[str] | None = None, *, sealing: Any = None) -> ModelCatalog:
+    """The gateway's models from ``legato.yaml``; ``sealing`` (the run store's
+    ``cache_sealing()``) encrypts response-cache values."""
+    return _ConfigCatalog(config, only, sealing)
 
 
 def check_models(config: LegatoConfig, only: list[str] | None = None) -> list[str]:

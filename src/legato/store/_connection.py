@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from legato.errors import StoreError
 from legato.redaction import Redactor, default_redactor
 from legato.store._cancel import CancelListener
-from legato.store._crypto import Sealer, release
+from legato.store._crypto import CacheSealing, Sealer, release
 from legato.store._database import (
     READONLY,
     connect,
@@ -106,6 +106,10 @@ class StoreConnection:
     def sealer(self) -> Sealer | None:
         """What seals payloads on their way in (``None``: encryption is off)."""
         return self._sealer
+
+    def cache_sealing(self) -> CacheSealing | None:
+        """Seals response-cache values with this store's data key (``None``: encryption is off)."""
+        return CacheSealing(self._sealer) if self._sealer is not None else None
 
     @property
     def encrypted(self) -> bool:

@@ -38,7 +38,19 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from legato.errors import ConfigError, EncryptionKeyError
 
-__all__ = ["PREFIX", "Kek", "Sealer", "is_sealed", "load_kek", "register", "release", "unseal", "unwrap", "wrap"]
+__all__ = [
+    "PREFIX",
+    "CacheSealing",
+    "Kek",
+    "Sealer",
+    "is_sealed",
+    "load_kek",
+    "register",
+    "release",
+    "unseal",
+    "unwrap",
+    "wrap",
+]
 
 PREFIX = "legato:enc:v1:"
 _NONCE = 12
@@ -133,6 +145,23 @@ class Sealer:
         except InvalidTag:
             raise EncryptionKeyError(f"a value sealed with data key {self.dek_id} fails authentication") from None
         return plain.decode("utf-8", "surrogatepass")
+
+
+class CacheSealing:
+    """A response cache's :class:`~legato.cache.Sealing` over a store's current data key:
+    values are sealed like stored payloads, and opened through the keyring."""
+
+    def __init__(self, sealer: Sealer) -> None:
+        self._sealer = sealer
+
+    def seal(self, value: bytes) -> bytes:
+        return self._sealer.seal(value.decode("utf-8", "surrogatepass")).encode("ascii")
+
+    def open(self, value: bytes) -> bytes | None:
+        text = value.decode("utf-8", "replace")
+        if not is_sealed(text):
+            return None
+        return unseal(text).encode("utf-8", "surrogatepass")
 
 
 _lock = threading.Lock()
