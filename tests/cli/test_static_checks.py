@@ -52,7 +52,8 @@ steps:
 
 
 def legato(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("LEGATO_CONFIG", "LEGATO_TEST_UNSET_KEY")}
+    unset = ("LEGATO_CONFIG", "LEGATO_TEST_UNSET_KEY", "LEGATO_TEST_UNSET_URL")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env["PYTHONPATH"] = str(ROOT / "src")
     command = [str(Path(sys.executable).parent / "legato"), *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
@@ -93,6 +94,27 @@ def test_static_commands_need_no_secrets_but_run_and_strict_do(tmp_path: Path) -
         assert result.returncode == 2, result.stderr
         assert "p.yaml:4:10: steps.one.llm" in result.stderr
         assert "needs the environment variable LEGATO_TEST_UNSET_KEY" in result.stderr
+
+
+def test_an_env_base_url_is_checked_like_a_secret(tmp_path: Path) -> None:
+    config = "models:\n  m1: {provider: openai, model: gpt-4o-mini, api_key: sk, base_url: env:LEGATO_TEST_UNSET_URL}\n"
+    write(tmp_path / "legato.yaml", config.replace("api_key: sk, ", ""))
+    write(tmp_path / "p.yaml", "name: p\nsteps:\n  one:\n    llm: m1\n    prompt: hi\n")
+    assert legato("validate", "p.yaml", cwd=tmp_path).returncode == 0
+    strict = legato("validate", "--strict", "p.yaml", cwd=tmp_path)
+    assert strict.returncode == 2, strict.stderr
+    assert "needs the environment variable LEGATO_TEST_UNSET_URL" in strict.stderr
+
+
+def test_a_cycle_body_is_checked_for_secrets_like_any_step(tmp_path: Path) -> None:
+    write(tmp_path / "legato.yaml", CONFIG)
+    body = "    cycle:\n      max_iterations: 2\n      steps:\n        ask: {llm: m1, prompt: hi}\n"
+    write(tmp_path / "p.yaml", "name: p\nsteps:\n  refine:\n" + body)
+    assert legato("validate", "p.yaml", cwd=tmp_path).returncode == 0
+    strict = legato("validate", "--strict", "p.yaml", cwd=tmp_path)
+    assert strict.returncode == 2, strict.stderr
+    assert "steps.refine.cycle.steps.ask.llm" in strict.stderr
+    assert "needs the environment variable LEGATO_TEST_UNSET_KEY" in strict.stderr
 
 
 def test_config_beside_the_spec_is_found_from_another_directory(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from legato import models
 from legato.config import LegatoConfig
-from legato.errors import ConfigError
+from legato.errors import ConfigError, MissingSecret
 from legato.providers import AnthropicModel, ChatRequest, Message, OpenAIModel, PythonModel, create
 from legato.testing import FakeProvider
 
@@ -66,6 +66,24 @@ def test_missing_secret_names_the_variable(tmp_path: Path, monkeypatch: pytest.M
     cfg = config(tmp_path, YAML.format(base="http://127.0.0.1:9"))
     with pytest.raises(ConfigError, match="LEGATO_TEST_MISSING_KEY"):
         models.get("careful", cfg)
+
+
+async def test_an_env_base_url_is_read_from_the_environment(
+    tmp_path: Path, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = "models:\n  private: {provider: openai, model: m, base_url: env:LEGATO_TEST_BASE_URL}\n"
+    cfg = config(tmp_path, text)
+    monkeypatch.delenv("LEGATO_TEST_BASE_URL", raising=False)
+    with pytest.raises(MissingSecret, match="needs the environment variable LEGATO_TEST_BASE_URL"):
+        models.get("private", cfg)
+    monkeypatch.setenv("LEGATO_TEST_BASE_URL", fake_provider.openai_base_url)
+    model = models.get("private", cfg)
+    try:
+        response = await model.chat(ChatRequest(messages=[Message(role="user", content="hi")]))
+    finally:
+        await model.aclose()
+    assert response.text == "hi"
+    assert len(fake_provider.requests) == 1  # the call went to the URL the variable names
 
 
 def test_literal_secrets_are_refused_in_files(tmp_path: Path) -> None:

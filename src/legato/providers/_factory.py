@@ -29,7 +29,10 @@ class ModelConfig(BaseModel):
     """One entry of the ``models:`` section of ``legato.yaml``.
 
     ``api_key`` must be an ``env:NAME`` reference (secrets are never written in the
-    file). Provider-specific settings go in ``options`` (e.g. ``api_version`` for
+    file); ``base_url`` may be one too (a private endpoint named per environment).
+    An unset variable is reported by :meth:`missing_secret` and only the commands
+    that call models (run, serve, ``validate --strict``) treat it as an error.
+    Provider-specific settings go in ``options`` (e.g. ``api_version`` for
     Azure, ``task`` for Hugging Face, ``path`` for a local model).
     """
 
@@ -62,10 +65,17 @@ class ModelConfig(BaseModel):
             raise ConfigError(f"{where}: secrets must be environment references such as 'env:OPENAI_API_KEY'")
         return os.environ.get(self.api_key[4:]) or None
 
+    def endpoint(self) -> str | None:
+        """``base_url``, read from the environment when it is an ``env:NAME`` reference."""
+        if self.base_url is not None and self.base_url.startswith("env:"):
+            return os.environ.get(self.base_url[4:]) or None
+        return self.base_url
+
     def missing_secret(self) -> str | None:
         """The name of the unset environment variable this model needs, if any."""
-        if self.api_key and self.api_key.startswith("env:") and not os.environ.get(self.api_key[4:]):
-            return self.api_key[4:]
+        for value in (self.api_key, self.base_url):
+            if value and value.startswith("env:") and not os.environ.get(value[4:]):
+                return value[4:]
         return None
 
     def http_options(self) -> HttpOptions:
@@ -121,14 +131,14 @@ def _openai(cfg: ModelConfig, name: str, provider: str | None = None) -> Model:
     opts = _options(cfg, OpenAIModel.__init__, name)
     if provider and "provider" not in opts:
         opts["provider"] = provider
-    return OpenAIModel(_require_model(cfg, name), base_url=cfg.base_url, **_http_kwargs(cfg, name), **opts)
+    return OpenAIModel(_require_model(cfg, name), base_url=cfg.endpoint(), **_http_kwargs(cfg, name), **opts)
 
 
 def _azure(cfg: ModelConfig, name: str) -> Model:
     from legato.providers._openai import AzureOpenAIModel
 
     opts = _options(cfg, AzureOpenAIModel.__init__, name)
-    endpoint = opts.pop("endpoint", None) or cfg.base_url
+    endpoint = opts.pop("endpoint", None) or cfg.endpoint()
     if not endpoint:
         raise ConfigError(f"{name}: provider 'azure' needs base_url (the resource endpoint)")
     return AzureOpenAIModel(_require_model(cfg, name), endpoint=endpoint, **_http_kwargs(cfg, name), **opts)
@@ -138,23 +148,24 @@ def _anthropic(cfg: ModelConfig, name: str) -> Model:
     from legato.providers._anthropic import AnthropicModel
 
     opts = _options(cfg, AnthropicModel.__init__, name)
-    return AnthropicModel(_require_model(cfg, name), base_url=cfg.base_url, **_http_kwargs(cfg, name), **opts)
+    return AnthropicModel(_require_model(cfg, name), base_url=cfg.endpoint(), **_http_kwargs(cfg, name), **opts)
 
 
 def _huggingface(cfg: ModelConfig, name: str) -> Model:
     from legato.providers._huggingface import HuggingFaceModel
 
     opts = _options(cfg, HuggingFaceModel.__init__, name)
-    return HuggingFaceModel(cfg.model, base_url=cfg.base_url, **_http_kwargs(cfg, name), **opts)
+    return HuggingFaceModel(cfg.model, base_url=cfg.endpoint(), **_http_kwargs(cfg, name), **opts)
 
 
 def _tgi(cfg: ModelConfig, name: str) -> Model:
     from legato.providers._huggingface import TGIModel
 
-    if not cfg.base_url:
+    endpoint = cfg.endpoint()
+    if not endpoint:
         raise ConfigError(f"{name}: provider 'tgi' needs base_url (the TGI server)")
     opts = _options(cfg, TGIModel.__init__, name)
-    return TGIModel(cfg.model or "tgi", base_url=cfg.base_url, **_http_kwargs(cfg, name), **opts)
+    return TGIModel(cfg.model or "tgi", base_url=endpoint, **_http_kwargs(cfg, name), **opts)
 
 
 def _local(cfg: ModelConfig, name: str) -> Model:

@@ -226,7 +226,7 @@ def check_models(config: LegatoConfig, only: list[str] | None = None) -> list[st
     for name, cfg in configured.items():
         missing = cfg.missing_secret()
         if missing:
-            warnings.append(f"model {name!r} (api_key) needs the environment variable {missing}, which is not set")
+            warnings.append(f"model {name!r} needs the environment variable {missing}, which is not set")
             continue
         facade.get(name, config)
     if groups:

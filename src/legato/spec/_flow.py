@@ -144,7 +144,7 @@ def _add_body_steps(body: Any, ctx: BuildContext, raw: Mapping[str, Any], spec: 
     """Build the body's steps with the loader, locating problems in the outer file."""
     from legato.spec._loader import _add_step, _Source, _stand_in
 
-    src = _Source.nested(ctx.file, ctx.base_dir)
+    src = _Source.nested(ctx.file, ctx.base_dir, check_secrets=ctx.check_secrets)
     prefix = f"steps.{ctx.step}.cycle."
     config = ctx.config if isinstance(ctx.config, LegatoConfig) else LegatoConfig()
     issues: list[SpecIssue] = []

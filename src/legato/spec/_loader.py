@@ -44,10 +44,12 @@ class _Source:
             self.base_dir = path.parent
 
     @classmethod
-    def nested(cls, file: str | None, base_dir: Path) -> _Source:
-        """The source of a part of a file (a cycle's body): same name and directory."""
+    def nested(cls, file: str | None, base_dir: Path, *, check_secrets: bool) -> _Source:
+        """The source of a part of a file (a cycle's body): same name, directory and
+        secrets setting as the file."""
         src = cls.__new__(cls)
         src.file, src.name, src.text, src.base_dir = file, file or "<string>", None, base_dir
+        src.check_secrets = check_secrets
         return src
 
     def issue(self, data: Any, path: Sequence[Any], message: str) -> SpecIssue:
