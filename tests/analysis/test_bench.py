@@ -88,7 +88,9 @@ def test_latency_counts_from_the_intended_start_so_a_stall_shows_as_queueing(tmp
     (tmp_path / "stall.yaml").write_text(
         "name: stall\ninputs:\n  x: {type: integer, default: 1}\nsteps:\n  work:\n    uses: ./stall.py:work\n"
     )
-    code, output = _bench(str(tmp_path / "stall.yaml"), "--rate", "50/s", "--duration", "1s", "--json")
+    (tmp_path / "legato.yaml").write_text("pipelines:\n  stall: stall.yaml\n")
+    config = str(tmp_path / "legato.yaml")  # the pipeline by its name under pipelines:
+    code, output = _bench("stall", "--config", config, "--rate", "50/s", "--duration", "1s", "--json")
     assert code == 0, output
     report = json.loads(output)
     assert report["runs"] == 50

@@ -57,7 +57,7 @@ class _Plan:
 
 @app.command()
 def bench(
-    pipeline: str = typer.Argument(..., help="A pipeline spec file or import path (with --url: a served name)."),
+    pipeline: str = typer.Argument(..., help="A spec file, an import path or a name under pipelines: in legato.yaml."),
     rate: str = typer.Option(..., "--rate", "-r", help="Runs started per second (10/s, 120/m or a number)."),
     duration: str = typer.Option("30s", "--duration", "-d", help="How long to start runs (30s, 2m, 500ms)."),
     slo: list[str] = typer.Option([], "--slo", help="Objectives: p95=2s, p99=800ms, errors=1% (repeatable)."),
@@ -135,12 +135,34 @@ def _inputs(path: Path | None) -> list[dict[str, Any]]:
 
 
 def _load(path: Path, config: Path | None) -> Pipeline:
+    """A spec file, an import path, or the name of a pipeline under ``pipelines:`` in legato.yaml."""
     from legato.spec._python import is_pipeline_ref
 
-    if not path.exists() and not is_pipeline_ref(path):
-        print_error(f"pipeline not found: {path} (a spec file or module:attribute; with --url, a served name)")
+    if path.exists() or is_pipeline_ref(path):
+        return load_pipeline_file(path, config)
+    served = _configured(str(path), config)
+    if served is None:
+        print_error(
+            f"pipeline not found: {path} (a spec file, module:attribute, or a name under pipelines: "
+            "in legato.yaml; with --url, a served name)"
+        )
         raise typer.Exit(2)
-    return load_pipeline_file(path, config)
+    return served
+
+
+def _configured(name: str, config: Path | None) -> Pipeline | None:
+    from legato.config import LegatoConfig
+    from legato.errors import ConfigError
+    from legato.server._runs import load_pipelines
+
+    try:
+        cfg = LegatoConfig.load(config)
+        pipelines = load_pipelines(cfg) if cfg.raw("pipelines") is not None else {}
+    except ConfigError as exc:
+        print_error(str(exc))
+        raise typer.Exit(2) from None
+    found: Pipeline | None = pipelines.get(name)
+    return found
 
 
 def _served(pipeline: str, config: Path | None) -> tuple[str, Pipeline | None]:
