@@ -203,3 +203,42 @@ def test_capacity_is_what_was_sustained_when_the_runs_fell_behind() -> None:
     assert cpu.capacity.per_worker == 100  # 40 runs in 0.4 CPU-seconds
     assert cpu.capacity.replicas == 10
     assert summarize(on_time, pipeline="p", target="t", rate=10, duration=4).capacity.basis == "lower bound"
+
+
+def test_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    spec = _pipeline(tmp_path)
+    leader, follower = pty.openpty()
+    legato = str(Path(sys.executable).parent / "legato")
+    args = [
+        legato,
+        "bench",
+        str(spec),
+        "--rate",
+        "20/s",
+        "--duration",
+        "0.5s",
+        "--inputs",
+        str(tmp_path / "inputs.jsonl"),
+    ]
+    env = {**os.environ, "TERM": "xterm", "COLUMNS": "100"}
+    with subprocess.Popen(args, stdout=follower, stderr=follower, env=env, cwd=tmp_path) as proc:
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed: the process is done
+                break
+            if not chunk:
+                break
+            seen += chunk
+        proc.wait(60)
+    os.close(leader)
+    text = seen.decode(errors="replace")
+    assert "10/10" in text  # the bar's count of finished runs
+    assert "(in-process): 10 runs at 20/s" in text  # and the report after it
