@@ -1,11 +1,10 @@
 """How one step is called: binding arguments, map fan-out, loops, retries, timeouts,
-the step cache and the executor. :class:`StepCalls` is the half of a run's state
-machine that deals with a single step; ``_run.Run`` schedules steps and reports.
+the step cache and the executor. :class:`StepCalls` deals with a single step for the
+run that owns it; ``_run.Run`` schedules steps and reports.
 """
 
 from __future__ import annotations
 
-import abc
 import hashlib
 import inspect
 import json
@@ -17,6 +16,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from legato.engine._context import StepScope
 from legato.engine._context import _current as _step_var
 from legato.engine._events import MapItemFinished, StepRetried
 from legato.engine._executor import Executor, StepCache, StepCall
@@ -26,60 +26,82 @@ from legato.engine._step import StepDef
 from legato.engine._wait import WaitForInput
 from legato.errors import DeadlineExceeded
 from legato.expressions import Expression
-from legato.ledger import _current as _ledger_var
 from legato.ledger import _LazyChild
 from legato.retry import RetryPolicy
 
-__all__ = ["StepCalls", "cache_key"]
+__all__ = ["StepCalls", "bind_arguments", "cache_key"]
 
 
-class StepCalls(abc.ABC):
-    """Calling steps: the attributes below are set by the run that subclasses this."""
+class StepCalls:
+    """How the steps of one run are called. The run owns one and hands it its own
+    ``inputs``, ``view``, ``timings`` and ``step_ledgers`` (shared, not copied) and
+    ``emit`` (publishes an event to the run's subscribers)."""
 
-    __slots__ = ()
+    __slots__ = (
+        "bus_on",
+        "clock",
+        "condition_inputs",
+        "emit",
+        "executor",
+        "fast",
+        "inputs",
+        "limiter",
+        "partial",
+        "pipeline",
+        "retry",
+        "run_id",
+        "sleep",
+        "step_cache",
+        "step_ledgers",
+        "timings",
+        "view",
+    )
 
-    run_id: str
-    pipeline: str
-    executor: Executor | None
-    step_cache: StepCache | None
-    retry: RetryPolicy | None
-    sleep: Callable[[float], Awaitable[Any]]
-    inputs: dict[str, Any]
-    condition_inputs: dict[str, Any]  # inputs with the defaults conditions see
-    view: dict[str, Any]
-    timings: dict[str, StepTiming]
-    step_ledgers: dict[str, _LazyChild]
-    limiter: anyio.CapacityLimiter | None
-    fast: bool
-    bus_on: bool
-    clock: Callable[[], float]
-    partial: Mapping[str, Mapping[int, Any]]  # map items finished by an earlier attempt, by step
-
-    @abc.abstractmethod
-    async def emit(self, event: Any) -> None:
-        """Publish an event to the run's subscribers."""
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        pipeline: str,
+        executor: Executor | None,
+        step_cache: StepCache | None,
+        retry: RetryPolicy | None,
+        sleep: Callable[[float], Awaitable[Any]],
+        inputs: dict[str, Any],
+        condition_inputs: dict[str, Any],
+        view: dict[str, Any],
+        timings: dict[str, StepTiming],
+        step_ledgers: dict[str, _LazyChild],
+        limiter: anyio.CapacityLimiter | None,
+        fast: bool,
+        bus_on: bool,
+        clock: Callable[[], float],
+        emit: Callable[[Any], Awaitable[None]],
+        partial: Mapping[str, Mapping[int, Any]],
+    ) -> None:
+        self.run_id = run_id
+        self.pipeline = pipeline
+        self.executor = executor
+        self.step_cache = step_cache
+        self.retry = retry
+        self.sleep = sleep
+        self.inputs = inputs
+        self.condition_inputs = condition_inputs  # inputs with the defaults conditions see
+        self.view = view
+        self.timings = timings
+        self.step_ledgers = step_ledgers
+        self.limiter = limiter
+        self.fast = fast
+        self.bus_on = bus_on
+        self.clock = clock
+        self.emit = emit
+        self.partial = partial  # map items finished by an earlier attempt, by step
 
     def names(self, **extra: Any) -> dict[str, Any]:
         inputs = self.condition_inputs
         return {**inputs, **self.view, "inputs": inputs, "steps": self.view, **extra}
 
     def bind(self, binds: tuple[Bind, ...], carry: Any) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {}
-        scope: dict[str, Any] | None = None
-        for param, kind, payload in binds:
-            if kind == STEP:
-                kwargs[param] = self.view.get(payload)
-            elif kind == INPUT:
-                kwargs[param] = self.inputs[param]
-            elif kind == INPUT_OR_DEFAULT:
-                kwargs[param] = self.inputs.get(param, payload)
-            elif kind == VALUE:
-                if scope is None:
-                    scope = {"inputs": self.inputs, "steps": self.view, "loop": carry}
-                kwargs[param] = payload.render(scope)
-            elif kind == CARRY:
-                kwargs[param] = carry["previous"] if carry else None
-        return kwargs
+        return bind_arguments(binds, self.inputs, self.view, carry)
 
     async def run_map(self, cs: CompiledStep, kwargs: dict[str, Any]) -> list[Any]:
         d = cs.d
@@ -154,13 +176,10 @@ class StepCalls(abc.ABC):
                 tg.cancel_scope.cancel()
 
         workers = min(len(todo), d.max_concurrency or len(todo))
-        ledger_token = _ledger_var.set(self.step_ledgers[d.name])  # the workers inherit it
-        try:
+        with StepScope(None, self.step_ledgers[d.name]):  # the workers inherit the ledger
             async with anyio.create_task_group() as tg:
                 for _ in range(workers):
                     tg.start_soon(worker, tg, name=d.name)
-        finally:
-            _ledger_var.reset(ledger_token)
         if errors:
             raise errors[0]
         return results
@@ -234,9 +253,7 @@ class StepCalls(abc.ABC):
         self, cs: CompiledStep, kwargs: dict[str, Any], attempt: int, index: int | None, iteration: int | None
     ) -> Any:
         d = cs.d
-        token = _step_var.set((self.run_id, self.pipeline, d.name, attempt, index, iteration))
-        ledger_token = _ledger_var.set(self.step_ledgers[d.name])  # what use_ledger() does, minus its overhead
-        try:
+        with StepScope((self.run_id, self.pipeline, d.name, attempt, index, iteration), self.step_ledgers[d.name]):
             key = None
             cache = self.step_cache
             if d.cache and cache is not None:
@@ -252,9 +269,6 @@ class StepCalls(abc.ABC):
             if key is not None and cache is not None:
                 await cache.put(key, result)
             return result
-        finally:
-            _ledger_var.reset(ledger_token)
-            _step_var.reset(token)
 
     async def call(self, d: StepDef, kwargs: dict[str, Any], attempt: int, index: int | None) -> Any:
         if d.timeout is None:
@@ -285,6 +299,29 @@ class StepCalls(abc.ABC):
             index=index,
         )
         return await executor.run_step(call)
+
+
+def bind_arguments(
+    binds: tuple[Bind, ...], inputs: Mapping[str, Any], view: Mapping[str, Any], carry: Any
+) -> dict[str, Any]:
+    """A step's keyword arguments: each parameter bound to an input, a step's output
+    (``view``), a ``${...}`` value or a loop's previous output (``carry``)."""
+    kwargs: dict[str, Any] = {}
+    scope: dict[str, Any] | None = None
+    for param, kind, payload in binds:
+        if kind == STEP:
+            kwargs[param] = view.get(payload)
+        elif kind == INPUT:
+            kwargs[param] = inputs[param]
+        elif kind == INPUT_OR_DEFAULT:
+            kwargs[param] = inputs.get(param, payload)
+        elif kind == VALUE:
+            if scope is None:
+                scope = {"inputs": inputs, "steps": view, "loop": carry}
+            kwargs[param] = payload.render(scope)
+        elif kind == CARRY:
+            kwargs[param] = carry["previous"] if carry else None
+    return kwargs
 
 
 def _signature_params(fn: Callable[..., Any]) -> list[str]:

@@ -8,6 +8,9 @@ from typing import Final
 
 import anyio
 
+from legato.ledger import Ledger, _LazyChild
+from legato.ledger import _current as _ledger_var
+
 __all__ = ["SKIPPED", "RunControl", "StepContext", "current_step"]
 
 
@@ -78,6 +81,30 @@ def _set_step(ctx: StepContext | StepFields) -> contextvars.Token[StepContext | 
 
 def _reset_step(token: contextvars.Token[StepContext | StepFields | None]) -> None:
     _current.reset(token)
+
+
+class StepScope:
+    """``with StepScope(fields, ledger):`` makes ``fields`` the current step and
+    ``ledger`` the current ledger (what :func:`current_step` and
+    :func:`~legato.ledger.current_ledger` return, in worker threads too) and resets
+    both on exit: the one way the engine enters a step attempt. ``fields=None`` sets
+    only the ledger (a map step, whose item workers each set their own step)."""
+
+    __slots__ = ("_fields", "_ledger", "_ledger_token", "_step_token")
+
+    def __init__(self, fields: StepFields | None, ledger: Ledger | _LazyChild) -> None:
+        self._fields = fields
+        self._ledger = ledger
+
+    def __enter__(self) -> None:
+        fields = self._fields
+        self._step_token = None if fields is None else _current.set(fields)
+        self._ledger_token = _ledger_var.set(self._ledger)
+
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
+        _ledger_var.reset(self._ledger_token)
+        if self._step_token is not None:
+            _current.reset(self._step_token)
 
 
 class RunControl:

@@ -19,9 +19,8 @@ import anyio
 import anyio.abc
 
 from legato.engine._bus import EventBus
-from legato.engine._calls import StepCalls
-from legato.engine._context import SKIPPED, RunControl
-from legato.engine._context import _current as _step_var
+from legato.engine._calls import StepCalls, bind_arguments
+from legato.engine._context import SKIPPED, RunControl, StepScope
 from legato.engine._events import (
     RunFinished,
     RunStarted,
@@ -42,7 +41,6 @@ from legato.engine._wait import WaitForInput
 from legato.errors import DeadlineExceeded, OutputNotStorable, RunCancelled, RunError, StepError
 from legato.expressions import Expression
 from legato.ledger import Ledger, _LazyChild
-from legato.ledger import _current as _ledger_var
 from legato.retry import RetryPolicy
 
 __all__ = ["Run"]
@@ -60,10 +58,11 @@ class _Stop(Exception):
     """Internal: an event subscriber failed; the run stops."""
 
 
-class Run(StepCalls):
+class Run:
     """One run of a plan: ``await Run(plan, inputs, run_id, **options).run(completed)``."""
 
     __slots__ = (
+        "_calls",
         "bad",
         "bus",
         "bus_on",
@@ -126,15 +125,11 @@ class Run(StepCalls):
         self.pipeline = pipeline
         self.bus = bus
         self.bus_on = bool(bus)
-        self.executor = executor
-        self.step_cache = step_cache
         self.deadline = deadline
         self.control = control
         self.failure_policy = failure_policy
-        self.retry = retry
         self.ledger = ledger
         self.clock = clock
-        self.sleep = sleep
         self.outputs: dict[str, Any] = {}
         self.view: dict[str, Any] = {}  # outputs plus None for skipped steps (what references see)
         self.timings: dict[str, StepTiming] = {name: StepTiming() for name in plan.order}
@@ -150,10 +145,42 @@ class Run(StepCalls):
         self.tg: anyio.abc.TaskGroup | None = None
         self.scope: anyio.CancelScope | None = None
         self.limiter = anyio.CapacityLimiter(max_concurrency) if max_concurrency else None
+        self.executor = executor
+        self.step_cache = step_cache
+        self.retry = retry
+        self.sleep = sleep
         self.step_ledgers: dict[str, _LazyChild] = {}
         self.partial: Mapping[str, Mapping[int, Any]] = {}
         # run-level conditions of the fast path (see CompiledStep.fast for the step-level ones)
         self.fast = executor is None and self.limiter is None and retry is None
+        self._calls: StepCalls | None = None
+
+    @property
+    def calls(self) -> StepCalls:
+        """How this run calls a step, built when a step first needs more than the plain
+        path of :meth:`step` (most runs of plain async steps never do)."""
+        calls = self._calls
+        if calls is None:
+            calls = self._calls = StepCalls(
+                run_id=self.run_id,
+                pipeline=self.pipeline,
+                executor=self.executor,
+                step_cache=self.step_cache,
+                retry=self.retry,
+                sleep=self.sleep,
+                inputs=self.inputs,
+                condition_inputs=self.condition_inputs,
+                view=self.view,
+                timings=self.timings,
+                step_ledgers=self.step_ledgers,
+                limiter=self.limiter,
+                fast=self.fast,
+                bus_on=self.bus_on,
+                clock=self.clock,
+                emit=self.emit if self.bus_on else _no_emit,  # dropped when the run ends
+                partial=self.partial,
+            )
+        return calls
 
     # -- events -------------------------------------------------------------------
     async def emit(self, event: Any) -> None:
@@ -248,6 +275,8 @@ class Run(StepCalls):
                 await self.finish(RunStatus.CANCELLED, RunCancelled("the run was cancelled by its caller"))
             raise
         finally:
+            if self._calls is not None:  # the run is over: leave no run -> calls -> run cycle to the collector
+                self._calls.emit = _no_emit
             _journals.reset(journals_token)
             if control is not None:
                 control._detach()
@@ -348,7 +377,9 @@ class Run(StepCalls):
         # executor, limiter, default retry policy or subscribers, runs inline below:
         # the bookkeeping of execute() without events and without a coroutine of its own.
         plain = self.fast and not self.bus_on
-        timings, clock, t0 = self.timings, self.clock, self.t0
+        timings, clock, t0, ledger = self.timings, self.clock, self.t0, self.ledger
+        inputs, view = self.inputs, self.view
+        run_id, pipeline = self.run_id, self.pipeline
         try:
             while next_name is not None:
                 if scope.cancel_called:
@@ -375,14 +406,9 @@ class Run(StepCalls):
                 timing.attempts = 1
                 start = clock()
                 timing.started = start - t0
-                token = _step_var.set((self.run_id, self.pipeline, next_name, 1, None, None))
-                ledger_token = _ledger_var.set(_LazyChild(self.ledger, next_name))
                 try:
-                    try:
-                        output = await cs.d.fn(**self.bind(cs.binds, None))
-                    finally:
-                        _ledger_var.reset(ledger_token)
-                        _step_var.reset(token)
+                    with StepScope((run_id, pipeline, next_name, 1, None, None), _LazyChild(ledger, next_name)):
+                        output = await cs.d.fn(**bind_arguments(cs.binds, inputs, view, None))
                 except anyio.get_cancelled_exc_class():
                     timing.status = StepStatus.CANCELLED
                     timing.finished = clock() - t0
@@ -421,9 +447,9 @@ class Run(StepCalls):
     def check_when(self, cs: CompiledStep) -> bool:
         when = cs.d.when
         if isinstance(when, Expression):
-            return bool(when.evaluate(self.names()))
+            return bool(when.evaluate(self.calls.names()))
         assert when is not None
-        return bool(when(**self.bind(cs.when_binds, None)))
+        return bool(when(**bind_arguments(cs.when_binds, self.inputs, self.view, None)))
 
     async def skip(self, name: str, reason: str) -> str | None:
         self.bad += 1
@@ -469,19 +495,14 @@ class Run(StepCalls):
                 # An async function with no options that need the general path,
                 # without four layers of coroutine frames.
                 timing.attempts = 1
-                token = _step_var.set((self.run_id, self.pipeline, name, 1, None, None))
-                ledger_token = _ledger_var.set(step_ledger)
-                try:
-                    output = await d.fn(**self.bind(cs.binds, None))
-                finally:
-                    _ledger_var.reset(ledger_token)
-                    _step_var.reset(token)
+                with StepScope((self.run_id, self.pipeline, name, 1, None, None), step_ledger):
+                    output = await d.fn(**bind_arguments(cs.binds, self.inputs, self.view, None))
             elif d.loop is not None:
-                output = await self.run_loop(cs)
+                output = await self.calls.run_loop(cs)
             elif d.map is not None:
-                output = await self.run_map(cs, self.bind(cs.binds, None))
+                output = await self.calls.run_map(cs, self.calls.bind(cs.binds, None))
             else:
-                output = await self.attempts(cs, self.bind(cs.binds, None), None, None)
+                output = await self.calls.attempts(cs, self.calls.bind(cs.binds, None), None, None)
         except anyio.get_cancelled_exc_class():
             timing.status = StepStatus.CANCELLED
             timing.finished = self.clock() - self.t0
@@ -596,3 +617,7 @@ def _with_defaults(plan: Plan, inputs: dict[str, Any]) -> dict[str, Any]:
     parameters with defaults (the Python API) the default of the first such parameter."""
     missing = {n: d.default for n, d in plan.inputs.items() if not d.required and n not in inputs}
     return {**missing, **inputs} if missing else inputs
+
+
+async def _no_emit(event: Any) -> None:
+    """What a run without subscribers hands its step calls to publish with (they never do)."""
