@@ -187,7 +187,7 @@ async def _store(database_url: str | None) -> AsyncIterator[RunStore]:
 
 
 async def _in_process(pipeline: Pipeline, plan: _Plan, database_url: str | None) -> LoadReport:
-    from legato.errors import InputError
+    from legato.errors import InputError, LegatoError
     from legato.observe import Outcome
     from legato.store import DurableRunner
 
@@ -195,7 +195,7 @@ async def _in_process(pipeline: Pipeline, plan: _Plan, database_url: str | None)
         runner = DurableRunner(store, reflect=None)
 
         async def fire(values: dict[str, Any]) -> Outcome:
-            result = await runner.run(pipeline, values, source=None)
+            result = await runner.run(pipeline, values)
             return Outcome(result.ok, result.cost or 0.0, result.error, result.run_id)
 
         try:
@@ -203,6 +203,9 @@ async def _in_process(pipeline: Pipeline, plan: _Plan, database_url: str | None)
         except InputError as exc:
             print_error(f"the pipeline refused the inputs: {exc}")
             raise typer.Exit(2) from None
+        except LegatoError as exc:  # a missing secret, a store that cannot write: nothing to measure
+            print_error(f"the warm-up run could not start: {type(exc).__name__}: {exc}")
+            raise typer.Exit(1) from None
         cpu = time.process_time()
         samples = await _measure(fire, plan)
         report = _summarize(samples, pipeline.name, "in-process", plan, time.process_time() - cpu)
@@ -215,7 +218,7 @@ async def _warm_up(fire: Fire, plan: _Plan) -> None:
     that is the caller's mistake (bad inputs, an unknown pipeline, a refused key) stops the test."""
     for i in range(plan.warmup):
         outcome = await fire(plan.inputs[i % len(plan.inputs)])
-        if not outcome.ok and outcome.error and outcome.error.startswith("HTTP 4"):
+        if outcome.http_status is not None and 400 <= outcome.http_status < 500:
             print_error(f"the gateway refused the warm-up run: {outcome.error}")
             raise typer.Exit(2)
 
@@ -332,7 +335,8 @@ def _gateway_fire(client: httpx.AsyncClient, name: str) -> Fire:
     async def fire(values: dict[str, Any]) -> Outcome:
         response = await client.post(f"/v1/pipelines/{name}/runs", json={"inputs": values})
         if response.status_code >= 400:
-            return Outcome(False, error=f"HTTP {response.status_code}: {_message(response)}", served=False)
+            error = f"HTTP {response.status_code}: {_message(response)}"
+            return Outcome(False, error=error, served=False, http_status=response.status_code)
         run_id = str(response.json()["id"])
         status = await _final_status(client, run_id)
         ended = status in ("succeeded", "failed", "cancelled")  # else the stream was refused or cut

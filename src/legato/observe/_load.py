@@ -53,6 +53,7 @@ class Outcome:
     error: str | None = None
     run_id: str | None = None
     served: bool = True
+    http_status: int | None = None  # through a gateway: the status of a refused start
 
 
 Fire = Callable[[dict[str, Any]], Awaitable[Outcome]]
