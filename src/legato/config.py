@@ -37,6 +37,7 @@ KNOWN_SECTIONS = frozenset(
     {
         "models",
         "queues",
+        "schedules",
         "groups",
         "routing",
         "cache",

@@ -33,6 +33,7 @@ the :class:`ModelError` branch, which carries ``retryable``, ``provider``,
     │   ├── IdempotencyConflict     same idempotency key, different request
     │   ├── RunNotFound             no run with that id
     │   │   └── AmbiguousRunId      a run-id prefix matches several runs (``candidates``)
+    │   ├── ScheduleNotFound        no schedule of that name in ``schedules:`` of legato.yaml
     │   ├── LeaseLost               another worker holds (or took over) the run's lease
     │   ├── RunNotResumable         succeeded, or cancelled/dead-lettered and not forced
     │   ├── PipelineChanged         the run was started by another version of its pipeline
@@ -118,6 +119,7 @@ __all__ = [
     "RunError",
     "RunNotFound",
     "RunNotResumable",
+    "ScheduleNotFound",
     "ScopeDenied",
     "ServerError",
     "SpecError",
@@ -373,6 +375,13 @@ class RunNotFound(StoreError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "run not found"
+
+
+class ScheduleNotFound(StoreError, KeyError):
+    """No schedule of that name in the ``schedules:`` section of legato.yaml."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "schedule not found"
 
 
 class LeaseLost(StoreError):

@@ -30,6 +30,16 @@ from legato.store._recovery import Recovery, load_source, recover_expired_runs
 from legato.store._reflection import reflect_on_run
 from legato.store._rerun import downstream_of, prepare_rerun
 from legato.store._runs import RunStore
+from legato.store._schedules import (
+    Fired,
+    Scheduler,
+    ScheduleSettings,
+    SchedulesSection,
+    ScheduleState,
+    ScheduleView,
+    list_schedules,
+    set_paused,
+)
 from legato.store._search import RunFilter
 from legato.store._waits import expire_waits, respond, waiting_requests
 from legato.store._worker import Worker
@@ -43,6 +53,7 @@ __all__ = [
     "DurationStats",
     "Embedder",
     "EventRecord",
+    "Fired",
     "Journal",
     "JournalEntry",
     "LocalEmbedder",
@@ -58,6 +69,11 @@ __all__ = [
     "RunFilter",
     "RunRecord",
     "RunStore",
+    "ScheduleSettings",
+    "ScheduleState",
+    "ScheduleView",
+    "Scheduler",
+    "SchedulesSection",
     "SearchMode",
     "SpendPoint",
     "StepRecord",
@@ -70,6 +86,7 @@ __all__ = [
     "expire_waits",
     "gateway_calls",
     "interrupted",
+    "list_schedules",
     "load_source",
     "model_stats",
     "new_owner_id",
@@ -88,6 +105,7 @@ __all__ = [
     "run_calls",
     "run_durably",
     "run_durations",
+    "set_paused",
     "spend_by_day",
     "store_key",
     "visible_run",

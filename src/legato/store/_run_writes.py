@@ -35,7 +35,7 @@ from legato.store._run_reads import RunReads, get_run_row
 from legato.store._schema import events, map_items, model_calls, runs, step_attempts
 from legato.store._search import encode_tags
 
-__all__ = ["RunWrites", "insert_history"]
+__all__ = ["RunWrites", "insert_history", "insert_run"]
 
 
 class RunWrites(RunReads):
@@ -69,19 +69,71 @@ class RunWrites(RunReads):
         :class:`IdempotencyConflict` when the key was used for a different pipeline or
         different inputs.
         """
-        stored_tags = encode_tags(tags)
         digest = request_hash(pipeline, inputs)
         if idempotency_key is not None:
             existing = await self.find_by_idempotency_key(idempotency_key, tenant=tenant)
             if existing is not None:
                 return self._same_request(existing, digest, idempotency_key), False
+        row = self.new_run_row(
+            pipeline=pipeline,
+            version_hash=version_hash,
+            inputs=inputs,
+            idempotency_key=idempotency_key,
+            tenant=tenant,
+            owner=owner,
+            lease_ttl=lease_ttl,
+            run_id=run_id,
+            estimated_cost=estimated_cost,
+            source=source,
+            queue=queue,
+            priority=priority,
+            rerun_of=rerun_of,
+            rerun_from=rerun_from,
+            tags=tags,
+        )
+
+        def insert(conn: Connection) -> RunRecord:
+            return insert_run(conn, row, self.dialect)
+
+        try:
+            return await self.run_sync(insert), True
+        except IntegrityError as exc:
+            if idempotency_key is None:
+                raise StoreError(f"run id {row['id']!r} already exists") from exc
+            existing = await self.find_by_idempotency_key(idempotency_key, tenant=tenant)
+            if existing is None:  # pragma: no cover - the winner's row is committed before we fail
+                raise StoreError(f"idempotency key {idempotency_key!r} collided but no run holds it") from exc
+            return self._same_request(existing, digest, idempotency_key), False
+
+    def new_run_row(
+        self,
+        *,
+        pipeline: str,
+        version_hash: str,
+        inputs: dict[str, Any],
+        idempotency_key: str | None = None,
+        tenant: str = "",
+        owner: str | None = None,
+        lease_ttl: float = 30.0,
+        run_id: str | None = None,
+        estimated_cost: float | None = None,
+        source: str | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+        rerun_of: str | None = None,
+        rerun_from: str | None = None,
+        tags: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """The ``runs`` row of a new run (see :meth:`create_run`), for :func:`insert_run`
+        in a transaction that writes more than the run (a schedule's tick)."""
+        stored_tags = encode_tags(tags)
         now = self.clock()
-        row = {
+        return {
             "id": run_id or new_run_id(),
             "pipeline": pipeline,
             "version_hash": version_hash,
             "inputs": sealed(self._sealer, encode(inputs)),
-            "request_hash": digest,
+            "request_hash": request_hash(pipeline, inputs),
             "status": _initial_status(owner, queue),
             "tenant": tenant,
             "idempotency_key": idempotency_key,
@@ -100,23 +152,6 @@ class RunWrites(RunReads):
             "rerun_from": rerun_from,
             "tags": stored_tags,
         }
-        announce = queue is not None and owner is None and self.dialect == "postgresql"
-
-        def insert(conn: Connection) -> RunRecord:
-            conn.execute(runs.insert().values(row))
-            if announce:  # wakes the LISTENing workers when this transaction commits
-                conn.execute(sa.select(sa.func.pg_notify(QUEUE_CHANNEL, queue)))
-            return get_run_row(conn, str(row["id"]))
-
-        try:
-            return await self.run_sync(insert), True
-        except IntegrityError as exc:
-            if idempotency_key is None:
-                raise StoreError(f"run id {row['id']!r} already exists") from exc
-            existing = await self.find_by_idempotency_key(idempotency_key, tenant=tenant)
-            if existing is None:  # pragma: no cover - the winner's row is committed before we fail
-                raise StoreError(f"idempotency key {idempotency_key!r} collided but no run holds it") from exc
-            return self._same_request(existing, digest, idempotency_key), False
 
     @staticmethod
     def _same_request(existing: RunRecord, digest: str, key: str) -> RunRecord:
@@ -262,6 +297,15 @@ class RunWrites(RunReads):
             return len(ids)
 
         return await self.run_sync(delete)
+
+
+def insert_run(conn: Connection, row: dict[str, Any], dialect: str) -> RunRecord:
+    """Insert a run row of :meth:`RunWrites.new_run_row`; an enqueued run wakes the
+    LISTENing workers when the transaction commits (PostgreSQL)."""
+    conn.execute(runs.insert().values(row))
+    if row["status"] == StoredStatus.QUEUED.value and dialect == "postgresql":
+        conn.execute(sa.select(sa.func.pg_notify(QUEUE_CHANNEL, row["queue"])))
+    return get_run_row(conn, str(row["id"]))
 
 
 def _initial_status(owner: str | None, queue: str | None) -> str:

@@ -23,7 +23,10 @@ __all__ = [
     "metadata",
     "model_calls",
     "runs",
+    "schedule_ticks",
+    "schedules",
     "step_attempts",
+    "workers",
 ]
 
 metadata = sa.MetaData()
@@ -66,6 +69,8 @@ runs = sa.Table(
     sa.Column("rerun_from", sa.String(255), nullable=True),  # the step it re-ran from
     sa.Index("ix_runs_rerun_of", "rerun_of"),
     sa.Column("tags", sa.String(1000), nullable=True),  # ",a,b," (revision r0012_run_search)
+    sa.Column("claimed_at", sa.Float, nullable=True),  # last claim by a worker (revision r0014_schedules_workers)
+    sa.Index("ix_runs_queue_claimed", "queue", "claimed_at"),
 )
 
 step_attempts = sa.Table(
@@ -180,4 +185,39 @@ model_calls = sa.Table(
     sa.Index("ix_model_calls_run", "run_id", "id"),
     sa.Index("ix_model_calls_at", "at"),
     sa.Index("ix_model_calls_tenant_source", "tenant", "source", "at"),
+)
+
+# Schedules of legato.yaml (revision r0014_schedules_workers): the configuration is the
+# file's; the store keeps whether each is paused and the latest tick fired, and one row
+# per fired tick, whose primary key is what makes a tick fire once across every worker.
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("paused_by", sa.String(255), nullable=True),
+    sa.Column("paused_at", sa.Float, nullable=True),
+    sa.Column("last_tick", sa.BigInteger, nullable=False),  # epoch seconds: ticks after it are due
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+schedule_ticks = sa.Table(
+    "schedule_ticks",
+    metadata,
+    sa.Column("schedule", sa.String(255), primary_key=True),
+    sa.Column("tick", sa.BigInteger, primary_key=True),  # epoch seconds of the tick
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("fired_at", sa.Float, nullable=False),
+)
+
+# Workers alive (`legato worker`), each row renewed every few seconds: the slots they
+# offer, for the utilisation metric (busy slots are their runs in flight).
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("owner", sa.String(255), primary_key=True),
+    sa.Column("queues", sa.Text, nullable=False),
+    sa.Column("slots", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("seen_at", sa.Float, nullable=False),
 )
