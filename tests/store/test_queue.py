@@ -7,8 +7,22 @@ import uuid
 import anyio
 import pytest
 
-from legato.errors import IdempotencyConflict
-from legato.store import RunStore, StoredStatus, claim_run, queue_stats, requeue
+from legato.config import LegatoConfig
+from legato.errors import ConfigError, IdempotencyConflict
+from legato.store import (
+    QueueSettings,
+    QueuesSection,
+    RateLimit,
+    RunStore,
+    StoredStatus,
+    claim_run,
+    queue_stats,
+    requeue,
+    worker_stats,
+)
+from legato.store._queue import forget_worker, renew_worker
+
+from .conftest import FakeClock
 
 
 def _queue() -> str:
@@ -83,13 +97,63 @@ async def test_fairness_prefers_the_tenant_with_fewer_runs_in_flight(store: RunS
     assert second.id == quiet[0]
 
 
-async def test_priority_first(store: RunStore) -> None:
+async def test_priority_orders_the_claims_within_fairness(store: RunStore) -> None:
     queue = _queue()
-    await _enqueue(store, queue, 2)
-    [urgent] = await _enqueue(store, queue, 1, priority=5)
-    claimed = await claim_run(store, queue, "w")
-    assert claimed is not None
-    assert claimed.id == urgent
+    low = await _enqueue(store, queue, 2, tenant="a")
+    [urgent] = await _enqueue(store, queue, 1, tenant="a", priority=5)
+    [middle] = await _enqueue(store, queue, 1, tenant="a", priority=2)
+    first = await claim_run(store, queue, "w")
+    assert first is not None
+    assert first.id == urgent  # one tenant: highest priority first
+    [other] = await _enqueue(store, queue, 1, tenant="b")
+    second = await claim_run(store, queue, "w")
+    assert second is not None
+    assert second.id == other  # b has nothing in flight, a has one: fairness before a's priority
+    rest = [await claim_run(store, queue, "w") for _ in range(3)]
+    assert [r.id if r else None for r in rest] == [middle, *low]
+
+
+async def test_a_rate_limit_counts_claims_in_a_sliding_window(store: RunStore, clock: FakeClock) -> None:
+    queue = _queue()
+    ids = await _enqueue(store, queue, 5)
+    rate = RateLimit.parse("2/10s")
+    got = [await claim_run(store, queue, "w", rate=rate) for _ in range(3)]
+    assert [g.id if g else None for g in got] == [ids[0], ids[1], None]
+    await store.finish_run(ids[0], "w", status="succeeded", outputs={})
+    assert await claim_run(store, queue, "w", rate=rate) is None  # finished runs still count in their window
+    clock.advance(10)
+    later = [await claim_run(store, queue, "w", rate=rate) for _ in range(3)]
+    assert [g.id if g else None for g in later] == [ids[2], ids[3], None]
+
+
+@pytest.mark.parametrize(
+    ("text", "limit"), [("10/s", RateLimit(10, 1.0)), ("100/m", RateLimit(100, 60.0)), ("5/10s", RateLimit(5, 10.0))]
+)
+def test_rates_parse(text: str, limit: RateLimit) -> None:
+    assert RateLimit.parse(text) == limit
+    assert QueueSettings(rate=text).rate_limit == limit
+
+
+@pytest.mark.parametrize("text", ["10", "0/s", "10/0s", "ten/s", "10/d"])
+def test_bad_rates_are_refused(text: str) -> None:
+    with pytest.raises(ConfigError, match="a rate is RUNS/PERIOD"):
+        LegatoConfig({"queues": {"q": {"rate": text}}}).section("queues", QueuesSection)
+
+
+async def test_worker_stats_count_busy_slots(store: RunStore, clock: FakeClock) -> None:
+    queue = _queue()
+    owner = f"worker-{queue}"
+    await renew_worker(store, owner, [queue], 4)
+    await _enqueue(store, queue, 3)
+    for _ in range(3):
+        assert await claim_run(store, queue, owner) is not None
+    [mine] = [w for w in await worker_stats(store) if w.owner == owner]
+    assert (mine.queues, mine.slots, mine.busy, mine.utilisation) == ([queue], 4, 3, 0.75)
+    clock.advance(31)
+    assert owner not in [w.owner for w in await worker_stats(store)]  # not renewed: gone
+    await renew_worker(store, owner, [queue], 4)
+    await forget_worker(store, owner)
+    assert owner not in [w.owner for w in await worker_stats(store)]
 
 
 async def test_a_cancelled_queued_run_never_starts(store: RunStore) -> None:

@@ -25,6 +25,7 @@ from legato.cli import rerun as _rerun  # noqa: F401
 from legato.cli import respond as _respond  # noqa: F401
 from legato.cli import run as _run  # noqa: F401
 from legato.cli import runs as _runs  # noqa: F401
+from legato.cli import schedules as _schedules  # noqa: F401
 from legato.cli import serve as _serve  # noqa: F401
 from legato.cli import store as _store  # noqa: F401
 from legato.cli import worker as _worker  # noqa: F401

@@ -30,6 +30,7 @@ async def enqueue(
     inputs: dict[str, Any],
     *,
     queue: str,
+    priority: int = 0,
     idempotency_key: str | None,
     source: str,
     run_id: str,
@@ -53,6 +54,7 @@ async def enqueue(
             estimated_cost=estimated_cost,
             source=source,
             queue=queue,
+            priority=priority,
         )
     except IdempotencyConflict as exc:
         print_error(str(exc))

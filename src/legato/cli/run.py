@@ -110,6 +110,11 @@ def run(
         "(default: the queue whose `pipelines:` in legato.yaml names this pipeline). Prints the run id; "
         "waits for the result unless --no-wait.",
     ),
+    priority: int = typer.Option(
+        0,
+        "--priority",
+        help="Priority of the queued run in its queue: higher is claimed first (within per-key fairness).",
+    ),
     recall: bool = typer.Option(False, "--recall", help="Print the most related journal entries before running."),
     database_url: str | None = typer.Option(
         None, "--database-url", help="Run store: SQLite path or postgresql://HOST/DB (default ./.legato/legato.db)."
@@ -155,7 +160,14 @@ def run(
     source = pipeline.source if is_pipeline_ref(str(file)) and pipeline.source else str(file.resolve())
     queue = queue if queue is not None else _default_queue(config, pipeline.name)
     if queue is not None:
-        _run_queued(pipeline, values, queue, source, interrupt, database_url, idempotency_key, no_wait, as_json)
+        _run_queued(
+            pipeline, values, (queue, priority), source, interrupt, database_url, idempotency_key, no_wait, as_json
+        )
+    if priority:
+        print_error(
+            "--priority orders queued runs: pass --queue NAME (or enqueue the pipeline by default in legato.yaml)"
+        )
+        raise typer.Exit(2)
 
     async def main() -> RunResult:
         from legato.engine import stream_tokens
@@ -249,7 +261,7 @@ def _default_queue(config: Path | None, pipeline: str) -> str | None:
 def _run_queued(
     pipeline: Pipeline,
     values: dict[str, Any],
-    queue: str,
+    placement: tuple[str, int],
     source: str,
     interrupt: Any,
     database_url: str | None,
@@ -257,11 +269,13 @@ def _run_queued(
     no_wait: bool,
     as_json: bool,
 ) -> None:
-    """``legato run --queue``: enqueue, print the id, wait for the result unless ``no_wait``."""
+    """``legato run --queue``: enqueue (``placement``: queue and priority), print the id,
+    wait for the result unless ``no_wait``."""
 
     from legato.cli._queued import enqueue
     from legato.cli.runs import estimate_cost, open_store
 
+    queue, priority = placement
     if not queue.strip() or len(queue) > 255:
         print_error(f"--queue: a queue name is 1 to 255 characters, got {queue!r}")
         raise typer.Exit(2)
@@ -275,6 +289,7 @@ def _run_queued(
                     pipeline,
                     values,
                     queue=queue,
+                    priority=priority,
                     idempotency_key=idempotency_key,
                     source=source,
                     run_id=interrupt.run_id,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from legato.cli.runs import DATABASE_URL_HELP, open_store
 if TYPE_CHECKING:
     from legato.config import LegatoConfig
     from legato.engine import Pipeline
-    from legato.store import QueuesSection, RunRecord
+    from legato.store import QueueSettings, QueuesSection, RunRecord, SchedulesSection
 
 __all__ = ["worker"]
 
@@ -45,18 +46,20 @@ def worker(
 ) -> None:
     """Claim queued runs and execute them durably until SIGTERM (then drain).
 
-    Queue limits (`concurrency:`) come from the `queues:` section of legato.yaml and
-    hold across every worker; pipelines come from its `pipelines:` section or, for
-    runs enqueued with `legato run --queue`, from the file the run was started from."""
+    Queue limits (`concurrency:`, `rate:`) come from the `queues:` section of
+    legato.yaml and hold across every worker; pipelines come from its `pipelines:`
+    section or, for runs enqueued with `legato run --queue`, from the file the run was
+    started from. The `schedules:` of legato.yaml fire from every worker, once per tick."""
 
     from legato.config import LegatoConfig
     from legato.errors import ConfigError
     from legato.server._runs import load_pipelines
-    from legato.store import QueuesSection
+    from legato.store import QueuesSection, SchedulesSection
 
     try:
         cfg = LegatoConfig.load(config)
         queues = cfg.section("queues", QueuesSection)
+        schedules = cfg.section("schedules", SchedulesSection)
         pipelines = load_pipelines(cfg)
     except ConfigError as exc:
         print_error(str(exc))
@@ -70,47 +73,66 @@ def worker(
         raise typer.Exit(2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    run_loop(_serve, names, queues, pipelines, cfg, database_url, concurrency, lease_ttl, grace)
+    plan = _Plan(names, queues, schedules, pipelines, cfg)
+    run_loop(_serve, plan, database_url, concurrency, lease_ttl, grace)
     from legato.cli._interrupt import exit_now
 
     exit_now(0)  # a sync step stopped at the end of the grace may still hold its thread: bounded wait
 
 
-async def _serve(
-    names: list[str],
-    queues: QueuesSection,
-    pipelines: dict[str, Pipeline],
-    cfg: LegatoConfig,
-    database_url: str | None,
-    concurrency: int,
-    lease_ttl: float,
-    grace: float,
-) -> None:
+@dataclass(frozen=True)
+class _Plan:
+    """What the worker serves, read from legato.yaml before the store opens."""
+
+    names: list[str]
+    queues: QueuesSection
+    schedules: SchedulesSection
+    pipelines: dict[str, Pipeline]
+    cfg: LegatoConfig
+
+
+async def _serve(plan: _Plan, database_url: str | None, concurrency: int, lease_ttl: float, grace: float) -> None:
     import anyio
 
-    from legato.store import Worker
+    from legato.errors import ConfigError
+    from legato.store import Scheduler, Worker
 
-    limits = {n: (queues.root[n].concurrency if n in queues.root else None) for n in names}
+    settings = {n: plan.queues.root.get(n) for n in plan.names}
     async with open_store(database_url, create=True) as store:
+        try:
+            scheduler = (
+                Scheduler(store, plan.schedules, plan.pipelines, queues=plan.queues) if plan.schedules.root else None
+            )
+        except ConfigError as exc:
+            print_error(str(exc))
+            raise typer.Exit(2) from None
         w = Worker(
             store,
-            limits,
-            _resolver(pipelines, cfg),
+            settings,
+            _resolver(plan.pipelines, plan.cfg),
             concurrency=concurrency,
             lease_ttl=lease_ttl,
             grace_s=grace,
-            pipelines=pipelines,
+            pipelines=plan.pipelines,
+            scheduler=scheduler if plan.schedules.root else None,
         )
         async with anyio.create_task_group() as tg:
             await tg.start(w.serve)
-            described = ", ".join(f"{n} (concurrency {limits[n] or 'unlimited'})" for n in names)
-            _err.print(f"worker {w.runner.owner} serving {described}", soft_wrap=True)
+            described = ", ".join(f"{n} ({_limits(settings[n])})" for n in plan.names)
+            fires = f"; firing {len(plan.schedules.root)} schedules" if plan.schedules.root else ""
+            _err.print(f"worker {w.runner.owner} serving {described}{fires}", soft_wrap=True)
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:
                     _err.print(f"{signal.Signals(signum).name}: draining (grace {grace:g} s)", soft_wrap=True)
                     w.drain()
                     break
         _err.print(f"worker stopped after claiming {w.claimed} runs", soft_wrap=True)
+
+
+def _limits(settings: QueueSettings | None) -> str:
+    concurrency = settings.concurrency if settings is not None else None
+    rate = f", rate {settings.rate}" if settings is not None and settings.rate else ""
+    return f"concurrency {concurrency or 'unlimited'}{rate}"
 
 
 def _resolver(pipelines: dict[str, Pipeline], cfg: LegatoConfig) -> Any:

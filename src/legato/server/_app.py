@@ -61,7 +61,7 @@ async def open_gateway(
     built from the settings and config when not given."""
     from legato.routing import aclose_shared_groups
     from legato.server._runs import RunsService, load_pipelines
-    from legato.store import QueuesSection, RunStore, store_key
+    from legato.store import QueuesSection, RunStore, SchedulesSection, store_key
 
     config = config or LegatoConfig()
     if pipelines is None:
@@ -104,6 +104,7 @@ async def open_gateway(
             subscribers=run_subscribers,
             execute=settings.execute_runs,
             queues=config.section("queues", QueuesSection),
+            schedules=config.section("schedules", SchedulesSection),
         )
         gw = Gateway(
             settings=settings,
@@ -253,7 +254,7 @@ def create_app(
     catalog: ModelCatalog | None = None,
 ) -> FastAPI:
     """The gateway application. ``catalog`` replaces the models of ``legato.yaml`` (tests, embedding)."""
-    from legato.server import _admin, _gateway, _health, _runs, _usage
+    from legato.server import _admin, _gateway, _health, _runs, _schedules, _usage
     from legato.store import RunStore, store_key
 
     settings = settings or ServerSettings()
@@ -296,6 +297,7 @@ def create_app(
     app.include_router(_gateway.router)
     app.include_router(_admin.router)
     app.include_router(_runs.router)
+    app.include_router(_schedules.router)
     app.include_router(_usage.router)
     live = _mount_dashboard(app, settings)
     mcp = _mount_mcp(app, store, pipelines, [*_run_subscribers(), live])

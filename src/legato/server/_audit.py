@@ -34,6 +34,8 @@ class AuditAction(StrEnum):
     STEP_ANSWERED = "step_answered"
     RUN_RERUN = "run_rerun"
     RUN_RESUMED = "run_resumed"
+    SCHEDULE_PAUSED = "schedule_paused"
+    SCHEDULE_RESUMED = "schedule_resumed"
 
 
 audit_metadata = sa.MetaData()

@@ -120,17 +120,19 @@ async def metrics(request: Request) -> Response:
 
 async def _queue_metrics(request: Request) -> bytes:
     """Scale signals of the run queues, read from the store (the same on every replica):
-    runs waiting, runs in flight and the age of the oldest waiting run, per queue."""
+    runs waiting, runs in flight and the age of the oldest waiting run, per queue; and
+    the slots of each live ``legato worker`` with how many are busy."""
     from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
     from legato.errors import StoreError
-    from legato.store import queue_stats
+    from legato.store import queue_stats, worker_stats
 
     runs = gateway(request).runs
     if runs is None:
         return b""
     try:
         stats = await queue_stats(runs.store)
+        fleet = await worker_stats(runs.store)
     except StoreError:
         log.warning("reading the queue depths for /metrics failed", exc_info=True)
         return b""
@@ -145,4 +147,26 @@ async def _queue_metrics(request: Request) -> bytes:
         depth.labels(q.queue).set(q.queued)
         flying.labels(q.queue).set(q.running)
         oldest.labels(q.queue).set(0.0 if q.oldest_queued_at is None else max(0.0, now - q.oldest_queued_at))
+    _worker_gauges(registry, fleet)
     return generate_latest(registry)
+
+
+def _worker_gauges(registry: Any, fleet: list[Any]) -> None:
+    from prometheus_client import Gauge
+
+    slots = Gauge("legato_worker_slots", "Runs the worker may execute at once.", ["worker"], registry=registry)
+    busy = Gauge("legato_worker_busy_slots", "Runs the worker executes now.", ["worker"], registry=registry)
+    used = Gauge(
+        "legato_worker_utilisation", "Busy slots / slots of the worker (0 to 1).", ["worker"], registry=registry
+    )
+    fleet_used = Gauge(
+        "legato_workers_utilisation", "Busy slots / slots of all live workers (0 to 1).", registry=registry
+    )
+    live = Gauge("legato_workers", "Live workers (renewed in the last 30 s).", registry=registry)
+    for w in fleet:
+        slots.labels(w.owner).set(w.slots)
+        busy.labels(w.owner).set(w.busy)
+        used.labels(w.owner).set(w.utilisation)
+    total = sum(w.slots for w in fleet)
+    fleet_used.set(sum(w.busy for w in fleet) / total if total else 0.0)
+    live.set(len(fleet))

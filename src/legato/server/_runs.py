@@ -70,7 +70,7 @@ from legato.server._gateway import _ERRORS, gateway, json_response
 from legato.server._keys import ApiKey
 from legato.server._token_feed import TokenFeeds
 
-__all__ = ["RunsService", "load_pipelines", "router"]
+__all__ = ["RunsService", "load_pipelines", "router", "runs_service"]
 
 log = logging.getLogger("legato.server")
 router = APIRouter(route_class=StrictJSONRoute, tags=["Runs"], responses=_ERRORS)
@@ -129,11 +129,13 @@ class RunsService:
         subscribers: list[Any] | None = None,
         execute: bool = True,
         queues: Any = None,
+        schedules: Any = None,
     ) -> None:
-        from legato.store import DurableRunner, QueuesSection
+        from legato.store import DurableRunner, QueuesSection, SchedulesSection
 
         self.execute = execute
         self.queues = queues if queues is not None else QueuesSection()
+        self.schedules = schedules if schedules is not None else SchedulesSection()
         self.store = store
         self.subscribers = list(subscribers or [])
         self.pipelines = dict(pipelines)
@@ -202,6 +204,7 @@ class RunsService:
         stream: bool = False,
         queue: str | None = None,
         tags: Sequence[str] = (),
+        priority: int = 0,
     ) -> tuple[Any, bool]:
         from legato.store import pipeline_version
 
@@ -209,6 +212,10 @@ class RunsService:
             raise GatewayError(503, "overloaded", "the server is shutting down", headers={"Retry-After": "1"})
         pipeline = self.pipeline(name)
         queue = self.queue_for(name, queue)
+        if priority and queue is None:
+            raise GatewayError(
+                400, "invalid_request", "priority orders queued runs: give a queue as well", param="priority"
+            )
         try:
             pipeline.check_inputs(dict(inputs))
             record, created = await self.store.create_run(
@@ -219,6 +226,7 @@ class RunsService:
                 tenant=tenant,
                 queue=queue,
                 tags=tags,
+                priority=priority,
             )
         except InputError as exc:
             raise GatewayError(400, "invalid_request", str(exc), param="inputs") from None
@@ -318,6 +326,13 @@ class RunCreate(BaseModel):
         max_length=255,
         description="Enqueue the run here for `legato worker` instead of executing it in the gateway.",
     )
+    priority: int = Field(
+        0,
+        strict=True,
+        ge=-1_000_000,
+        le=1_000_000,
+        description="Priority of the queued run in its queue: higher is claimed first (within per-key fairness).",
+    )
     stream: bool = Field(
         False, description="Send the model tokens of llm: steps to followers of /events on this server as they arrive."
     )
@@ -351,7 +366,8 @@ class StepAnswer(BaseModel):
         return self.approved if "approved" in given else self.value
 
 
-def _runs(request: Request) -> RunsService:
+def runs_service(request: Request) -> RunsService:
+    """The replica's runs service, or a 503 when this server has none."""
     service: RunsService | None = gateway(request).runs
     if service is None:
         raise GatewayError(503, "overloaded", "the runs API is not available on this server")
@@ -387,7 +403,7 @@ async def start_run(
     idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=255),
     key: ApiKey = Depends(require("runs:write")),
 ) -> Response:
-    record, created = await _runs(request).start(
+    record, created = await runs_service(request).start(
         name,
         body.inputs,
         tenant=key.id,
@@ -395,6 +411,7 @@ async def start_run(
         stream=body.stream,
         queue=body.queue,
         tags=body.tags,
+        priority=body.priority,
     )
     return json_response(_public(record), status=202 if created else 200, headers={"Location": f"/v1/runs/{record.id}"})
 
@@ -423,7 +440,7 @@ async def list_runs(
     """Filters combine (AND); ``next_cursor`` (null on the last page) is the ``cursor`` of the next page."""
     from legato.server._run_query import QueryError, next_cursor, resolve_key, run_query
 
-    service = _runs(request)
+    service = runs_service(request)
     given = {"q": q, "status": status, "pipeline": pipeline, "key": key, "tags": tags, "since": since,
              "until": until, "min_cost": min_cost, "max_cost": max_cost, "min_duration_s": min_duration_s,
              "max_duration_s": max_duration_s, "sort": sort, "limit": limit, "cursor": cursor}  # fmt: skip
@@ -437,11 +454,15 @@ async def list_runs(
     )
     following = next_cursor(page, found.limit)
     return json_response({"data": [_public(r) for r in page[: found.limit]], "next_cursor": following})
+    service = runs_service(request)
+    tenant = principal_of(key).tenant_filter
+    records = await service.store.list_runs(status=status, pipeline=pipeline, tenant=tenant, limit=limit)
+    return json_response({"data": [_public(r) for r in records]})
 
 
 @router.get("/v1/runs/{run_id}", summary="A run and its steps")
 async def get_run(run_id: str, request: Request, key: ApiKey = Depends(require("runs:read"))) -> Response:
-    service = _runs(request)
+    service = runs_service(request)
     record = await _own_run(service, run_id, key)
     steps = await service.store.steps(record.id)
     return json_response({**_public(record), "steps": [asdict(s) for s in steps]})
@@ -449,7 +470,7 @@ async def get_run(run_id: str, request: Request, key: ApiKey = Depends(require("
 
 @router.post("/v1/runs/{run_id}/cancel", summary="Cancel a run")
 async def cancel_run(run_id: str, request: Request, key: ApiKey = Depends(require("runs:write"))) -> Response:
-    service = _runs(request)
+    service = runs_service(request)
     record = await _own_run(service, run_id, key)
     try:
         record = await service.cancel(record.id, by=f"API key {key.name!r} (id {key.id})")
@@ -466,7 +487,7 @@ async def respond_to_step(
     request: Request,
     key: ApiKey = Depends(require("runs:write")),
 ) -> Response:
-    service = _runs(request)
+    service = runs_service(request)
     record = await _own_run(service, run_id, key)
     answer = body.answer()
     record = await service.respond(record, step, answer, by=f"API key {key.name!r} (id {key.id})")
@@ -475,7 +496,7 @@ async def respond_to_step(
 
 @router.post("/v1/runs/{run_id}/resume", status_code=202, summary="Resume an interrupted run from its checkpoint")
 async def resume_run(run_id: str, request: Request, key: ApiKey = Depends(require("runs:write"))) -> Response:
-    service = _runs(request)
+    service = runs_service(request)
     record = await service.resume(await _own_run(service, run_id, key))
     return json_response(_public(record), status=202)
 
@@ -484,7 +505,7 @@ async def resume_run(run_id: str, request: Request, key: ApiKey = Depends(requir
 async def rerun_run(
     run_id: str, body: RunRerun, request: Request, key: ApiKey = Depends(require("runs:write"))
 ) -> Response:
-    service = _runs(request)
+    service = runs_service(request)
     record = await _own_run(service, run_id, key)
     new = await service.rerun(record, body.from_step, body.inputs, tenant=key.id)
     return json_response(_public(new), status=202, headers={"Location": f"/v1/runs/{new.id}"})
@@ -498,7 +519,7 @@ async def run_events(
     last_event_id: str | None = Header(None, alias="Last-Event-ID"),
     key: ApiKey = Depends(require("runs:read")),
 ) -> Response:
-    service = _runs(request)
+    service = runs_service(request)
     record = await _own_run(service, run_id, key)
     start = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
     return StreamingResponse(

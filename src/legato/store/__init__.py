@@ -20,10 +20,13 @@ from legato.store._queue import (
     QueuesSection,
     QueueStats,
     QueueWaiter,
+    RateLimit,
+    WorkerStats,
     claim_run,
     default_queue,
     queue_stats,
     requeue,
+    worker_stats,
 )
 from legato.store._records import CancelRequest, EventRecord, RecoveryAction, RunRecord, StepRecord, StoredStatus
 from legato.store._recovery import Recovery, load_source, recover_expired_runs
@@ -64,6 +67,7 @@ __all__ = [
     "QueueStats",
     "QueueWaiter",
     "QueuesSection",
+    "RateLimit",
     "Recovery",
     "RecoveryAction",
     "RunFilter",
@@ -79,6 +83,7 @@ __all__ = [
     "StepRecord",
     "StoredStatus",
     "Worker",
+    "WorkerStats",
     "call_values",
     "claim_run",
     "default_queue",
@@ -110,4 +115,5 @@ __all__ = [
     "store_key",
     "visible_run",
     "waiting_requests",
+    "worker_stats",
 ]

@@ -7,9 +7,9 @@ any other run (leases, heartbeats, takeover, recovery; see docs/durable-runs.md)
 Idempotency keys, ownership (the ``tenant``), cancel and run-id prefixes are the
 run's own, so they work for queued runs unchanged; a queued run cancelled never starts.
 
-**The claim** picks, within one queue, the run with the highest ``priority``, then
-the run of the tenant with the fewest runs of this queue in flight (per-key
-fairness: one tenant's burst does not starve the others), then the oldest:
+**The claim** picks, within one queue, a run of the tenant with the fewest runs of
+this queue in flight (per-key fairness: one tenant's burst does not starve the
+others), among those the run with the highest ``priority``, then the oldest:
 
 * **PostgreSQL**: ``UPDATE runs ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED)
   RETURNING``: concurrent workers skip each other's rows instead of waiting.
@@ -22,6 +22,11 @@ PostgreSQL the claims of a limited queue take a transaction-scoped advisory lock
 first, so two workers cannot both count N-1 and both claim; a run whose worker died
 keeps its slot until it is taken over (it is still in flight).
 
+**Rate limit** (``rate: 10/s`` of a queue): at most N claims of the queue in any
+sliding window of the given length, counted from ``claimed_at`` (set by each claim,
+a run put back and claimed again counts twice) in the same claim statement and under
+the same advisory lock, so the limit holds across the fleet as the concurrency does.
+
 **Wake-up**: enqueueing on PostgreSQL sends ``pg_notify('legato_run_queued', queue)``
 in the inserting transaction; :class:`QueueWaiter` LISTENs (the same asyncpg
 machinery as cancel notifications) and falls back to polling. On SQLite it polls.
@@ -29,30 +34,38 @@ machinery as cancel notifications) and falls back to polling. On SQLite it polls
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 from sqlalchemy.engine import Connection
 
 from legato.store._cancel import QUEUE_CHANNEL, asyncpg_dsn
 from legato.store._records import EventRecord, RunRecord, StoredStatus
 from legato.store._rows import event_row, run_record
 from legato.store._runs import RunStore
-from legato.store._schema import events, runs
+from legato.store._schema import events, runs, workers
 
 __all__ = [
     "QueueSettings",
     "QueueStats",
     "QueueWaiter",
     "QueuesSection",
+    "RateLimit",
+    "WorkerStats",
     "claim_run",
     "default_queue",
+    "forget_worker",
     "queue_stats",
+    "renew_worker",
     "requeue",
+    "worker_stats",
 ]
 
 log = logging.getLogger("legato.store")
@@ -61,13 +74,45 @@ _QUEUED = StoredStatus.QUEUED.value
 _RUNNING = StoredStatus.RUNNING.value
 
 
+_PER = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smh])\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``runs`` claims in any window of ``per_s`` seconds."""
+
+    runs: int
+    per_s: float
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit:
+        """``"10/s"``, ``"100/m"``, ``"5/10s"``, ``"1000/h"``."""
+        match = _RATE.match(text)
+        if match is None or int(match.group(1)) < 1 or match.group(2) == "0":
+            raise ValueError(f"a rate is RUNS/PERIOD such as 10/s, 100/m or 5/10s, got {text!r}")
+        return cls(int(match.group(1)), int(match.group(2) or 1) * _PER[match.group(3)])
+
+
 class QueueSettings(BaseModel):
     """One queue of the ``queues:`` section of ``legato.yaml``."""
 
     model_config = ConfigDict(extra="forbid")
 
     concurrency: int | None = Field(None, ge=1, description="Runs of this queue in flight across all workers.")
+    rate: str | None = Field(None, description="Runs started across all workers: 10/s, 100/m, 5/10s.")
     pipelines: list[str] = Field(default_factory=list, description="Pipelines whose runs go here by default.")
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            RateLimit.parse(value)
+        return value
+
+    @property
+    def rate_limit(self) -> RateLimit | None:
+        return RateLimit.parse(self.rate) if self.rate is not None else None
 
 
 class QueuesSection(RootModel[dict[str, QueueSettings]]):
@@ -96,11 +141,18 @@ class QueueStats:
 
 
 async def claim_run(
-    store: RunStore, queue: str, owner: str, *, lease_ttl: float = 30.0, concurrency: int | None = None
+    store: RunStore,
+    queue: str,
+    owner: str,
+    *,
+    lease_ttl: float = 30.0,
+    concurrency: int | None = None,
+    rate: RateLimit | None = None,
 ) -> RunRecord | None:
     """Claim the next run of ``queue`` for ``owner`` (status ``running`` under its
-    lease), or None when nothing waits or ``concurrency`` runs of the queue are in
-    flight already. See the module docstring for the order and the limit."""
+    lease), or None when nothing waits, ``concurrency`` runs of the queue are in
+    flight already or ``rate`` claims were made in its window. See the module
+    docstring for the order and the limits."""
     if concurrency is not None and concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
     postgres = store.dialect == "postgresql"
@@ -108,9 +160,9 @@ async def claim_run(
     started = EventRecord("", "RunClaimed", now, data={"owner": owner, "queue": queue})
 
     def claim(conn: Connection) -> RunRecord | None:
-        if postgres and concurrency is not None:
+        if postgres and (concurrency is not None or rate is not None):
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"legato_queue:{queue}"))))
-        pick = _pick(queue, concurrency, postgres)
+        pick = _pick(queue, concurrency, postgres, _window(queue, rate, now))
         row = (
             conn.execute(
                 runs.update()
@@ -120,6 +172,7 @@ async def claim_run(
                     lease_owner=owner,
                     lease_expires_at=now + lease_ttl,
                     started_at=sa.func.coalesce(runs.c.started_at, now),
+                    claimed_at=now,
                     updated_at=now,
                 )
                 .returning(*runs.c)
@@ -136,7 +189,21 @@ async def claim_run(
     return await store.run_sync(claim)
 
 
-def _pick(queue: str, concurrency: int | None, postgres: bool) -> Any:
+def _window(queue: str, rate: RateLimit | None, now: float) -> Any:
+    """The condition "fewer than ``rate.runs`` claims of ``queue`` in the window" (or None)."""
+    if rate is None:
+        return None
+    recent = runs.alias("recent")
+    claims = (
+        sa.select(sa.func.count())
+        .select_from(recent)
+        .where(recent.c.queue == queue, recent.c.claimed_at > now - rate.per_s)
+        .scalar_subquery()
+    )
+    return claims < rate.runs
+
+
+def _pick(queue: str, concurrency: int | None, postgres: bool, window: Any = None) -> Any:
     waiting = runs.alias("waiting")
     flying = runs.alias("flying")
     tenant_in_flight = (
@@ -148,7 +215,7 @@ def _pick(queue: str, concurrency: int | None, postgres: bool) -> Any:
     query = (
         sa.select(waiting.c.id)
         .where(waiting.c.queue == queue, waiting.c.status == _QUEUED)
-        .order_by(waiting.c.priority.desc(), tenant_in_flight, waiting.c.created_at, waiting.c.id)
+        .order_by(tenant_in_flight, waiting.c.priority.desc(), waiting.c.created_at, waiting.c.id)
         .limit(1)
     )
     if concurrency is not None:
@@ -160,6 +227,8 @@ def _pick(queue: str, concurrency: int | None, postgres: bool) -> Any:
             .scalar_subquery()
         )
         query = query.where(in_flight < concurrency)
+    if window is not None:
+        query = query.where(window)
     if postgres:
         query = query.with_for_update(skip_locked=True, of=waiting)
     return query.scalar_subquery()
@@ -216,6 +285,59 @@ async def queue_stats(store: RunStore) -> list[QueueStats]:
     return await store.run_sync(read, readonly=True)
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerStats:
+    """One live worker: the runs it may execute at once (``slots``) and those it
+    executes now (``busy``: runs ``running`` under its lease)."""
+
+    owner: str
+    queues: list[str]
+    slots: int
+    busy: int
+
+    @property
+    def utilisation(self) -> float:
+        return self.busy / self.slots if self.slots else 0.0
+
+
+async def renew_worker(store: RunStore, owner: str, queues: Iterable[str], slots: int) -> None:
+    """Record that worker ``owner`` is alive now and offers ``slots`` runs at once."""
+    now = store.clock()
+    names = json.dumps(sorted(queues))
+
+    def write(conn: Connection) -> None:
+        seen = workers.update().where(workers.c.owner == owner).values(queues=names, slots=slots, seen_at=now)
+        if conn.execute(seen).rowcount == 0:
+            conn.execute(workers.insert().values(owner=owner, queues=names, slots=slots, started_at=now, seen_at=now))
+
+    await store.run_sync(write)
+
+
+async def forget_worker(store: RunStore, owner: str) -> None:
+    """Remove a stopped worker from the live ones."""
+    await store.run_sync(lambda conn: conn.execute(workers.delete().where(workers.c.owner == owner)))
+
+
+async def worker_stats(store: RunStore, *, seen_within_s: float = 30.0) -> list[WorkerStats]:
+    """Workers seen in the last ``seen_within_s`` seconds with their busy slots, by owner."""
+    busy = (
+        sa.select(sa.func.count())
+        .select_from(runs)
+        .where(runs.c.lease_owner == workers.c.owner, runs.c.status == _RUNNING)
+        .scalar_subquery()
+    )
+    query = (
+        sa.select(workers.c.owner, workers.c.queues, workers.c.slots, busy)
+        .where(workers.c.seen_at > store.clock() - seen_within_s)
+        .order_by(workers.c.owner)
+    )
+
+    def read(conn: Connection) -> list[WorkerStats]:
+        return [WorkerStats(o, json.loads(q), int(s), int(b)) for o, q, s, b in conn.execute(query).all()]
+
+    return await store.run_sync(read, readonly=True)
+
+
 class QueueWaiter:
     """Waits until a run may have been enqueued on one of ``queues``: at once on a
     PostgreSQL notification, else after ``poll_s``. Call :meth:`clear` before each
@@ -238,12 +360,12 @@ class QueueWaiter:
         """Wake the waiting worker (a run of its own finished: a slot is free)."""
         self._event.set()
 
-    async def wait(self) -> None:
-        if self._dsn is None or not await self._listening():
-            with anyio.move_on_after(self.poll_s):
-                await self._event.wait()
-            return
-        with anyio.move_on_after(self.fallback_s):
+    async def wait(self, at_most_s: float | None = None) -> None:
+        """Until a notification, the poll or the fallback interval, or ``at_most_s``
+        (a rate-limited queue's window frees a claim without any notification)."""
+        listening = self._dsn is not None and await self._listening()
+        limit = self.fallback_s if listening else self.poll_s
+        with anyio.move_on_after(limit if at_most_s is None else min(limit, at_most_s)):
             await self._event.wait()
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:

@@ -7,6 +7,10 @@ next one while fewer than ``concurrency`` of its runs are in flight. Every
 ``lease_ttl / 2`` seconds it also takes over runs whose worker died
 (:func:`recover_expired_runs`), so a ``kill -9`` of one worker is repaired by another.
 
+A worker records itself in the store every few seconds (its slots, for the
+utilisation metric) and, given a :class:`~legato.store.Scheduler`, fires the
+schedules of ``legato.yaml`` (every worker does; each tick fires once).
+
 :meth:`Worker.drain` (SIGTERM) stops claiming, gives the runs in flight
 ``grace_s`` seconds to finish, then stops the rest: their leases are released and
 they go back on their queue (status ``queued``), to be resumed by the next worker
@@ -24,10 +28,11 @@ import anyio
 from legato.engine import Pipeline, Subscriber
 from legato.errors import InputError, LegatoError, PipelineChanged, StoreError
 from legato.store._durable import DurableRunner
-from legato.store._queue import QueueWaiter, claim_run, requeue
+from legato.store._queue import QueueSettings, QueueWaiter, claim_run, forget_worker, renew_worker, requeue
 from legato.store._records import RunRecord
 from legato.store._recovery import recover_expired_runs
 from legato.store._runs import RunStore
+from legato.store._schedules import Scheduler
 
 __all__ = ["Resolver", "Worker"]
 
@@ -37,7 +42,7 @@ Resolver = Callable[[RunRecord], "Pipeline | Awaitable[Pipeline | None] | None"]
 
 
 class Worker:
-    """Executes the runs of ``queues`` (``{name: global concurrency or None}``).
+    """Executes the runs of ``queues`` (``{name: its settings, or None for no limits}``).
 
     ``resolve(record)`` returns the pipeline of a claimed run (None: this worker does
     not serve it, the run is dead-lettered with the reason). ``concurrency`` bounds
@@ -48,7 +53,7 @@ class Worker:
     def __init__(
         self,
         store: RunStore,
-        queues: Mapping[str, int | None],
+        queues: Mapping[str, QueueSettings | None],
         resolve: Resolver,
         *,
         concurrency: int = 4,
@@ -57,19 +62,25 @@ class Worker:
         poll_s: float = 0.2,
         subscribers: Iterable[Subscriber] = (),
         pipelines: Mapping[str, Pipeline] | None = None,
+        scheduler: Scheduler | None = None,
+        renew_s: float = 5.0,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
         self.store = store
-        self.queues = dict(queues)
+        self.queues = {name: settings or QueueSettings() for name, settings in queues.items()}
+        self.scheduler = scheduler
+        self.renew_s = renew_s
         self.resolve = resolve
         self.concurrency = concurrency
         self.grace_s = grace_s
         self.runner = DurableRunner(store, lease_ttl=lease_ttl)
         self.subscribers = list(subscribers)
         self.waiter = QueueWaiter(store.url, set(self.queues), poll_s=poll_s)
+        rates = [s.rate_limit for s in self.queues.values() if s.rate_limit is not None]
+        self._retry_s = min([r.per_s / r.runs for r in rates], default=None)  # a window frees a claim unannounced
         self.claimed = 0
         self._known: dict[str, Pipeline] = dict(pipelines or {})  # what recovery can resume
         self._in_flight: dict[str, anyio.CancelScope] = {}
@@ -93,6 +104,9 @@ class Worker:
             async with anyio.create_task_group() as runs_tg:
                 async with anyio.create_task_group() as side:
                     side.start_soon(self._recover_forever)
+                    side.start_soon(self._renew_forever)
+                    if self.scheduler is not None:
+                        side.start_soon(self.scheduler.serve)
                     task_status.started()
                     await self._claim_until_drained(runs_tg)
                     side.cancel_scope.cancel()
@@ -103,6 +117,8 @@ class Worker:
                 for scope in list(self._in_flight.values()):
                     scope.cancel()
         finally:
+            with anyio.CancelScope(shield=True):
+                await self._forget()
             await self.waiter.aclose()
 
     async def _claim_until_drained(self, tg: anyio.abc.TaskGroup) -> None:
@@ -115,7 +131,7 @@ class Worker:
             self.waiter.clear()
             record = await self._claim()
             if record is None:
-                await self.waiter.wait()
+                await self.waiter.wait(self._retry_s)
                 continue
             self.claimed += 1
             scope = anyio.CancelScope()
@@ -127,8 +143,14 @@ class Worker:
         for i in range(len(names)):  # round robin over the queues, one claim each
             name = names[(self._next + i) % len(names)]
             try:
+                settings = self.queues[name]
                 record = await claim_run(
-                    self.store, name, self.runner.owner, lease_ttl=self.runner.lease_ttl, concurrency=self.queues[name]
+                    self.store,
+                    name,
+                    self.runner.owner,
+                    lease_ttl=self.runner.lease_ttl,
+                    concurrency=settings.concurrency,
+                    rate=settings.rate_limit,
                 )
             except StoreError:
                 log.warning("claiming from queue %s failed; retrying", name, exc_info=True)
@@ -176,6 +198,20 @@ class Worker:
         if pipeline is not None:
             self._known[record.pipeline] = pipeline
         return pipeline
+
+    async def _renew_forever(self) -> None:
+        while True:
+            try:
+                await renew_worker(self.store, self.runner.owner, self.queues, self.concurrency)
+            except StoreError:
+                log.warning("recording this worker as alive failed; retrying", exc_info=True)
+            await anyio.sleep(self.renew_s)
+
+    async def _forget(self) -> None:
+        try:
+            await forget_worker(self.store, self.runner.owner)
+        except StoreError:
+            log.warning("removing this worker from the live ones failed", exc_info=True)
 
     async def _recover_forever(self) -> None:
         while True:

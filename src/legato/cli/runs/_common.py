@@ -33,6 +33,7 @@ __all__ = [
     "load_pipeline_file",
     "not_found",
     "open_store",
+    "operator",
     "parse_duration",
     "print_waiting",
     "report_result",
@@ -58,6 +59,19 @@ def parse_duration(text: str) -> float:
     if match is None:
         raise ValueError(f"invalid duration {text!r}: use a number and a unit (s, m, h, d, w), e.g. 30d")
     return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def operator() -> str:
+    """``user@host`` of whoever runs this command (recorded with a cancel or a pause)."""
+    import getpass
+    import os
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        user = "uid " + str(os.getuid()) if hasattr(os, "getuid") else "unknown user"
+    return f"{user}@{socket.gethostname()}"
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +18,7 @@ from legato.cli.runs._common import (
     load_pipeline_file,
     not_found,
     open_store,
+    operator,
     parse_duration,
     report_result,
     runs_app,
@@ -112,14 +112,7 @@ def cancel(
 
 def who_cancels() -> str:
     """``legato runs cancel`` by ``user@host``: recorded as who cancelled the run."""
-    import getpass
-    import socket
-
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no name for this uid (a container)
-        user = "uid " + str(os.getuid()) if hasattr(os, "getuid") else "unknown user"
-    return f"legato runs cancel by {user}@{socket.gethostname()}"
+    return f"legato runs cancel by {operator()}"
 
 
 @runs_app.command("recover")
