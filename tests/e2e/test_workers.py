@@ -1,12 +1,17 @@
 """Real ``legato worker`` processes on PostgreSQL: every queued run completes exactly
 once, a worker killed with SIGKILL mid-run has its run taken over and finished by
-another, and a queue's global concurrency holds across the fleet."""
+another, and a queue's global concurrency holds across the fleet. The fleet test puts
+two ``legato serve --no-execute`` replicas in front of three workers: 1,000 runs
+submitted over HTTP, a tenant's 10 runs served beside another's 990, a concurrency of
+5 never exceeded, and a schedule ticking every second that fires once per tick."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -17,11 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
+import sqlalchemy as sa
 
 from legato.config import LegatoConfig
 from legato.spec import load_pipeline
-from legato.store import RunStore, StoredStatus, pipeline_version
+from legato.store import RunStore, StoredStatus, pipeline_version, queue_stats
+from legato.store._schema import runs, schedule_ticks
 
 pytestmark = pytest.mark.postgres
 
@@ -252,3 +260,172 @@ def test_a_drained_worker_puts_its_run_back_and_the_submitter_gets_the_result(
     assert (doc["status"], doc["outputs"]) == ("succeeded", {"first": 2, "blocking": 20})
     steps = [step for step, _, _ in calls(project)]
     assert steps.count("first") == 1  # checkpointed before the drain: the next worker resumed after it
+
+
+FLEET = """\
+queues:
+  fleet-{suffix}: {{concurrency: 5, pipelines: [job]}}
+  ticks-{suffix}: {{}}
+pipelines:
+  job: job.yaml
+schedules:
+  tick-{suffix}: {{pipeline: job, inputs: {{n: 7777, pause: 0}}, every: 1s, queue: ticks-{suffix}}}
+server:
+  master_key: env:FLEET_MASTER_KEY
+"""
+MASTER = "mk-fleet-0123456789"
+
+
+class Gateway:
+    """A ``legato serve --no-execute`` replica: accepts and enqueues runs, executes none."""
+
+    def __init__(self, project: Path, url: str) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = (project / f"gateway-{self.port}.log").open("wb")
+        cmd = [*LEGATO, "serve", "--config", "fleet.yaml", "--port", str(self.port), "--database-url", url]
+        env = {**os.environ, "FLEET_MASTER_KEY": MASTER}
+        self.proc = subprocess.Popen([*cmd, "--no-execute"], cwd=project, env=env, stdout=self.log, stderr=self.log)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 60
+        while True:
+            assert self.proc.poll() is None, Path(self.log.name).read_text(errors="replace")
+            assert time.monotonic() < deadline, Path(self.log.name).read_text(errors="replace")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+
+    def key(self) -> tuple[str, str]:
+        """A new runs key: (its id, the tenant of its runs; its secret)."""
+        body = {"name": "fleet", "scopes": ["runs:read", "runs:write"]}
+        r = httpx.post(self.url + "/v1/admin/keys", json=body, headers={"Authorization": f"Bearer {MASTER}"})
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"]), str(r.json()["key"])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def gateways(project: Path, postgres_url: str) -> Iterator[list[Gateway]]:
+    suffix = (project / "suffix").read_text()
+    (project / "fleet.yaml").write_text(FLEET.format(suffix=suffix))
+    first = Gateway(project, postgres_url)
+    started = [first]
+    try:
+        first.wait_ready()  # the first one migrates the shared database
+        started.append(Gateway(project, postgres_url))
+        started[1].wait_ready()
+        yield started
+    finally:
+        for g in started:
+            g.stop()
+
+
+async def submit(jobs: list[tuple[Gateway, str, int]]) -> list[str]:
+    """POST one run per (replica, key secret, n), 16 at a time; returns the run ids in order."""
+    ids: list[str] = [""] * len(jobs)
+    limit = anyio.Semaphore(16)
+    async with httpx.AsyncClient(timeout=60) as client:
+
+        async def post(i: int, gateway: Gateway, secret: str, n: int) -> None:
+            async with limit:
+                r = await client.post(
+                    f"{gateway.url}/v1/pipelines/job/runs",
+                    json={"inputs": {"n": n, "pause": 0}},
+                    headers={"Authorization": f"Bearer {secret}"},
+                )
+            assert r.status_code == 202, r.text
+            assert r.json()["status"] == "queued"
+            ids[i] = str(r.json()["id"])
+
+        async with anyio.create_task_group() as tg:
+            for i, (gateway, secret, n) in enumerate(jobs):
+                tg.start_soon(post, i, gateway, secret, n)
+    return ids
+
+
+async def rows(url: str, where: Any, *columns: Any) -> list[Any]:
+    async with RunStore(url) as store:
+        return await store.run_sync(lambda conn: list(conn.execute(sa.select(*columns).where(where))), readonly=True)
+
+
+async def drain_queue(url: str, queue: str, fleet: Fleet, *, ticks: str, at_least: int) -> int:
+    """Wait until ``queue`` is empty and schedule ``ticks`` fired ``at_least`` ticks;
+    returns the most runs of ``queue`` seen in flight (sampled from the store)."""
+    most = 0
+    async with RunStore(url) as store:
+        with anyio.fail_after(240):
+            while True:
+                [stats] = [s for s in await queue_stats(store) if s.queue == queue] or [None]
+                most = max(most, stats.running if stats else 0)
+                [(fired,)] = await rows(url, schedule_ticks.c.schedule == ticks, sa.func.count())
+                if stats is None and fired >= at_least:
+                    return most
+                assert all(p.poll() is None for p in fleet.procs), [fleet.log(i) for i in range(len(fleet.procs))]
+                await anyio.sleep(0.05)
+
+
+def worker_metrics(gateway: Gateway, fleet: Fleet) -> str:
+    """``/metrics`` of a replica once it reports the slots of every worker of ``fleet``."""
+    deadline = time.monotonic() + 30
+    while True:
+        text = httpx.get(gateway.url + "/metrics").text
+        if all(re.search(rf'legato_worker_slots{{worker="[^"]*:{p.pid}:[^"]*"}} 4\.0', text) for p in fleet.procs):
+            return text
+        assert time.monotonic() < deadline, text
+        time.sleep(0.1)
+
+
+async def test_a_fleet_behind_two_no_execute_replicas(
+    project: Path, fleet: Fleet, gateways: list[Gateway], postgres_url: str
+) -> None:
+    suffix = (project / "suffix").read_text()
+    name, ticks, schedule = f"fleet-{suffix}", f"ticks-{suffix}", f"tick-{suffix}"
+    (busy, busy_secret), (quiet, quiet_secret) = gateways[0].key(), gateways[1].key()
+    # 990 runs of one tenant through both replicas, then 10 of another: all wait in the store
+    busy_ids = await submit([(gateways[i % 2], busy_secret, i) for i in range(990)])
+    quiet_ids = await submit([(gateways[i % 2], quiet_secret, 1000 + i) for i in range(10)])
+    fleet.start(name, 3, "--queue", ticks, "--config", "fleet.yaml", "--concurrency", "4")
+    assert "legato_worker_utilisation{" in worker_metrics(gateways[1], fleet)  # each worker's slots, busy or not
+    most = await drain_queue(postgres_url, name, fleet, ticks=schedule, at_least=31)
+
+    done = await rows(postgres_url, runs.c.queue == name, runs.c.id, runs.c.tenant, runs.c.status, runs.c.started_at)
+    assert sorted(r.id for r in done) == sorted(busy_ids + quiet_ids)
+    assert {r.status for r in done} == {"succeeded"}
+    assert {r.tenant for r in done if r.id in quiet_ids} == {quiet}
+    executed = [n for step, n, _ in calls(project) if step == "work" and n != 7777]
+    assert sorted(executed) == [*range(990), *range(1000, 1010)]  # each run's side effect exactly once
+    assert len({pid for _, _, pid in calls(project)}) >= 2  # the work was shared by the fleet
+    assert 1 <= most <= 5  # the queue's global concurrency, sampled from the store
+
+    # fairness: the quiet tenant's 10 runs, enqueued after the busy tenant's 990, are
+    # served beside them (about half the slots each), not after them
+    last_quiet = max(r.started_at for r in done if r.tenant == quiet)
+    assert sum(1 for r in done if r.tenant == busy and r.started_at < last_quiet) <= 30
+
+    # the schedule: exactly one run for each second of a 30 s window, whichever worker fired it
+    fired = await rows(
+        postgres_url, schedule_ticks.c.schedule == schedule, schedule_ticks.c.tick, schedule_ticks.c.run_id
+    )
+    first = min(f.tick for f in fired)
+    window = sorted(f.tick for f in fired if f.tick < first + 30)
+    assert window == list(range(first, first + 30))
+    tick_runs = await rows(postgres_url, runs.c.queue == ticks, runs.c.id)
+    assert sorted(r.id for r in tick_runs) == sorted(f.run_id for f in fired)  # no run without its tick
+    logged = sum(fleet.log(i).count(f"schedule {schedule} fired") for i in range(3))
+    assert logged == len(fired)
+    assert fleet.stop() == [0, 0, 0]
