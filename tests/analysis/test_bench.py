@@ -175,6 +175,7 @@ def test_through_a_real_gateway(tmp_path: Path) -> None:
     assert set(report["errors"]) <= {"run failed"}
     assert 0 < report["p50_s"] <= report["p99_s"]
     assert report["options"]  # the gateway's store holds the runs just made
+    assert report["capacity"]["cpu_per_run_s"] > 0  # from the gateway's process_cpu_seconds_total
 
 
 def test_capacity_is_what_was_sustained_when_the_runs_fell_behind() -> None:
@@ -201,6 +202,7 @@ def test_capacity_is_what_was_sustained_when_the_runs_fell_behind() -> None:
     cpu = summarize(on_time, pipeline="p", target="t", rate=10, duration=4, cpu_s=0.4, target_rate=1000)
     assert cpu.capacity.basis == "cpu"
     assert cpu.capacity.per_worker == 100  # 40 runs in 0.4 CPU-seconds
+    assert cpu.capacity.cpu_per_run_s == 0.01
     assert cpu.capacity.replicas == 10
     assert summarize(on_time, pipeline="p", target="t", rate=10, duration=4).capacity.basis == "lower bound"
 

@@ -434,6 +434,8 @@ def _print_capacity(r: LoadReport) -> None:
         "lower bound": "a lower bound: the runs kept up",
     }[c.basis]
     line = f"capacity: {c.per_worker:.2f} runs/s per worker ({how})"
+    if c.cpu_per_run_s is not None:
+        line += f"; {c.cpu_per_run_s * 1000:.1f} ms CPU per run"
     if c.replicas is not None and c.target_rate is not None:
         line += f"; {c.replicas} replica(s) for {c.target_rate:g} runs/s"
     _out.print(line)

@@ -194,6 +194,7 @@ class Capacity:
     basis: str  # "saturated", "cpu" or "lower bound"
     target_rate: float | None = None
     replicas: int | None = None
+    cpu_per_run_s: float | None = None  # the worker's CPU time per served run, when known
 
 
 @dataclass
@@ -315,7 +316,8 @@ def _capacity(
     else:
         per, basis = throughput, "lower bound"  # it kept up: it can do at least this
     replicas = math.ceil(target / per) if target and per > 0 else None
-    return Capacity(per if per > 0 else None, basis, target, replicas)
+    cpu_per_run = cpu_s / finished if cpu_s is not None and finished else None
+    return Capacity(per if per > 0 else None, basis, target, replicas, cpu_per_run)
 
 
 def _timeline(samples: Sequence[Sample], duration: float) -> list[dict[str, float]]:

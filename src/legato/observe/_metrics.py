@@ -27,6 +27,11 @@ http_requests_total                       counter    method, route (template), s
 http_request_duration_seconds             histogram  method, route
 ========================================  =========  ==================================
 
+The process-wide instance (:func:`default_metrics`, what ``/metrics`` serves) also
+has prometheus-client's standard ``process_*`` series (CPU seconds, memory, open
+files) of the serving process; ``legato bench --url`` reads its CPU seconds to
+estimate runs per CPU-second.
+
 Label values are names from configuration (model, deployment, pipeline, step),
 never request content, and pass through the redactor: a secret can never become a
 label. ``status`` is ``ok`` or the :mod:`legato.errors` class name of the failure.
@@ -270,7 +275,10 @@ def default_metrics() -> Metrics:
     """The process-wide :class:`Metrics` (created on first use)."""
     global _default
     if _default is None:
+        from prometheus_client import ProcessCollector
+
         _default = Metrics()
+        ProcessCollector(registry=_default.registry)
     return _default
 
 
