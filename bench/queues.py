@@ -1,5 +1,5 @@
 """Queued runs: enqueue-to-start latency and claimed runs per second, on SQLite and
-PostgreSQL, with 1 and 2 workers.
+PostgreSQL, with 1, 2 and 4 workers.
 
 Each worker is a :class:`legato.store.Worker` with its own ``RunStore`` (its own
 connections and, on PostgreSQL, its own ``LISTEN`` connection), all in this one
@@ -11,10 +11,14 @@ process start-up. The pipeline is one no-op step, so what is measured is the que
 * **throughput**: ``--burst`` runs enqueued at once, then the workers start;
   runs claimed per second from the first claim to the last run's end.
 
+The workers share this process (and its one core at a time): more workers shorten
+the wait for a claim but do not add CPU, so throughput is bounded by one core here;
+separate worker processes on separate cores add their CPU.
+
 Prints a table and writes bench/results/queues.json. (Not named queue.py: run as a script,
 that name would shadow the standard library module asyncio imports.)
 
-    python bench/queues.py [--burst 300] [--paced 60] [--interval 0.05] [--no-postgres]
+    python bench/queues.py [--burst 300] [--paced 60] [--interval 0.05] [--workers 1 2 4] [--no-postgres]
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import anyio
 
 from _postgres import pg_database
 from legato.engine import Pipeline
-from legato.store import RunStore, StoredStatus, Worker, pipeline_version
+from legato.store import RunStore, StoredStatus, Worker, pipeline_version, queue_stats
 
 RESULTS = Path(__file__).parent / "results" / "queues.json"
 
@@ -57,13 +61,13 @@ async def enqueue(store: RunStore, queue: str, p: Pipeline, n: int, interval: fl
     return ids
 
 
-async def finished(store: RunStore, ids: list[str]) -> list[Any]:
-    while True:
-        records = [await store.get_run(i) for i in ids]
-        if all(r.terminal for r in records):
-            assert {r.status for r in records} == {StoredStatus.SUCCEEDED}
-            return records
+async def finished(store: RunStore, queue: str, ids: list[str]) -> list[Any]:
+    """The runs once the queue is empty (one cheap query per poll, not one per run)."""
+    while any(s.queue == queue for s in await queue_stats(store)):
         await anyio.sleep(0.1)
+    records = [await store.get_run(i) for i in ids]
+    assert {r.status for r in records} == {StoredStatus.SUCCEEDED}
+    return records
 
 
 async def phase(url: str, workers: int, n: int, interval: float) -> list[Any]:
@@ -83,7 +87,7 @@ async def phase(url: str, workers: int, n: int, interval: float) -> list[Any]:
                     ids = await enqueue(submitter, queue, p, n, 0)
                     for w in fleet:
                         await tg.start(w.serve)
-                records = await finished(submitter, ids)
+                records = await finished(submitter, queue, ids)
                 for w in fleet:
                     w.drain()
         finally:
@@ -104,7 +108,7 @@ def throughput(records: list[Any]) -> float:
     return len(records) / (last - first)
 
 
-async def main(burst: int, paced: int, interval: float, postgres: bool) -> dict[str, Any]:
+async def main(burst: int, paced: int, interval: float, workers: list[int], postgres: bool) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="legato-bench-"))
     backends = {"sqlite": f"sqlite:///{tmp / 'queue.db'}"}
     pg_name = f"legato_bench_{uuid.uuid4().hex[:8]}"
@@ -114,12 +118,13 @@ async def main(burst: int, paced: int, interval: float, postgres: bool) -> dict[
     rows: dict[str, Any] = {}
     try:
         for label, url in backends.items():
-            for workers in (1, 2):
-                paced_records = await phase(url, workers, paced, interval)
-                burst_records = await phase(url, workers, burst, 0)
-                rows[f"{label} x{workers}"] = {
+            for n in workers:
+                paced_records = await phase(url, n, paced, interval)
+                burst_records = await phase(url, n, burst, 0)
+                rows[f"{label} x{n}"] = {
                     "enqueue_to_start": latency(paced_records),
                     "claimed_runs_per_s": throughput(burst_records),
+                    "load_average_1m": os.getloadavg()[0],
                 }
     finally:
         if postgres:
@@ -139,12 +144,12 @@ def report(doc: dict[str, Any]) -> None:
         f"queued runs: {doc['paced']} paced every {doc['interval_s'] * 1000:g} ms, bursts of {doc['burst']} "
         f"({doc['cpus']} CPUs, load average {doc['load_average_1m']:.1f})"
     )
-    print(f"{'backend x workers':<20}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'runs/s':>9}")
+    print(f"{'backend x workers':<20}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'runs/s':>9}{'load':>7}")
     for label, row in doc["results"].items():
         lat = row["enqueue_to_start"]
         print(
             f"{label:<20}{lat['p50_ms']:>9.1f}{lat['p99_ms']:>9.1f}{lat['max_ms']:>9.1f}"
-            f"{row['claimed_runs_per_s']:>9.1f}"
+            f"{row['claimed_runs_per_s']:>9.1f}{row['load_average_1m']:>7.1f}"
         )
 
 
@@ -153,9 +158,10 @@ if __name__ == "__main__":
     parser.add_argument("--burst", type=int, default=300)
     parser.add_argument("--paced", type=int, default=60)
     parser.add_argument("--interval", type=float, default=0.05)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()
-    result = anyio.run(main, args.burst, args.paced, args.interval, not args.no_postgres)
+    result = anyio.run(main, args.burst, args.paced, args.interval, args.workers, not args.no_postgres)
     report(result)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")

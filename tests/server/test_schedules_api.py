@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from legato.config import LegatoConfig
 from legato.server import create_app
 from legato.testing import FakeProvider
 
-from .conftest import Running, catalog_for, gateway_settings, pipeline_config, serve_in_thread
+from .conftest import MASTER, Running, catalog_for, gateway_settings, pipeline_config, serve_in_thread
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +72,28 @@ def test_a_queued_run_takes_its_priority(scheduled: Running) -> None:
         assert no_queue.status_code == 400
         assert no_queue.json()["error"]["param"] == "priority"
         assert c.post("/v1/pipelines/shout/runs", json={"inputs": {"text": "a"}, "priority": "7"}).status_code == 400
+
+
+def test_the_dashboard_lists_schedules_and_admins_pause_them(scheduled: Running) -> None:
+    reader = scheduled.create_key(["runs:read"])
+    with httpx.Client(base_url=scheduled.url, timeout=30) as browser:
+        assert browser.post("/ui/login", data={"key": reader, "next": "/ui/schedules"}).status_code == 303
+        page = browser.get("/ui/schedules")
+        assert page.status_code == 200
+        assert "hourly-shout" in page.text
+        assert "every 30s" in page.text
+        assert "Pause</button>" not in page.text  # a runs:read key sees, does not change
+        assert browser.post("/ui/schedules/hourly-shout/pause").status_code == 403
+    with httpx.Client(base_url=scheduled.url, timeout=30) as admin:
+        admin.post("/ui/login", data={"key": MASTER, "next": "/ui/schedules"})
+        assert (
+            admin.post("/ui/schedules/hourly-shout/pause", headers={"origin": "https://evil.example"}).status_code
+            == 403
+        )
+        done = admin.post("/ui/schedules/hourly-shout/pause")
+        assert done.status_code == 303
+        page = admin.get("/ui/schedules").text
+        assert "paused by dashboard" in page
+        assert "Resume</button>" in page
+        assert admin.post("/ui/schedules/hourly-shout/resume").status_code == 303
+        assert "Resume</button>" not in admin.get("/ui/schedules").text

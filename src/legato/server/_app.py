@@ -212,6 +212,12 @@ def _mount_dashboard(app: FastAPI, settings: ServerSettings) -> Any:
     async def cancel(run_id: str, by: str) -> Any:
         return await gw().runs.cancel(run_id, by=by)  # a run this replica executes stops at once
 
+    async def schedules() -> list[Any]:
+        return await gw().runs.list_schedules() if gw().runs is not None else []
+
+    async def pause_schedule(name: str, paused: bool, by: str) -> Any:
+        return await gw().runs.pause_schedule(name, paused, by=by)  # as POST /v1/schedules/{name}/pause|resume
+
     dash = settings.dashboard
     throttle = LoginThrottle(limit=dash.login_attempts, window_s=dash.login_window_s, redis=lambda: gw().redis,
                              prefix=settings.redis_prefix)  # fmt: skip
@@ -219,7 +225,7 @@ def _mount_dashboard(app: FastAPI, settings: ServerSettings) -> Any:
         store=lambda: gw().runs.store, admin_key=master, keys=lambda: gw().keys, audit=lambda: gw().audit,
         throttle=throttle, session_ttl_s=dash.session_ttl_s, graphs=graph, spend=spend, live=live, cancel=cancel,
         pipelines=pipelines, inputs=inputs, start=start, respond=respond, rerun=rerun, resume=resume,
-        trace_url=dash.trace_url,
+        trace_url=dash.trace_url, schedules=schedules, pause_schedule=pause_schedule,
     )  # fmt: skip
     mount_dashboard(app, sources)
     return live

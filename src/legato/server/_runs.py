@@ -254,6 +254,19 @@ class RunsService:
             if not self._controls and self._idle is not None:
                 self._idle.set()
 
+    async def list_schedules(self) -> list[Any]:
+        """The schedules of legato.yaml with their state (see :mod:`legato.server._schedules`)."""
+        from legato.store import list_schedules
+
+        return await list_schedules(self.store, self.schedules, self.queues)
+
+    async def pause_schedule(self, name: str, paused: bool, *, by: str) -> Any:
+        """Pause or resume schedule ``name`` on every worker; :class:`ScheduleNotFound` for
+        a name legato.yaml does not declare."""
+        from legato.store import set_paused
+
+        return await set_paused(self.store, self.schedules, name, paused, by=by)
+
     async def cancel(self, run_id: str, *, by: str = "") -> Any:
         """Record the cancel (who asked, when) and stop the run: at once when this
         process executes it, through the store's notification otherwise."""

@@ -32,10 +32,7 @@ router = APIRouter(route_class=StrictJSONRoute, tags=["Schedules"], responses=_E
 
 @router.get("/v1/schedules", summary="Schedules of legato.yaml with their state")
 async def list_schedules(request: Request, _key: ApiKey = Depends(require("runs:read"))) -> Response:
-    from legato.store import list_schedules
-
-    service = runs_service(request)
-    views = await list_schedules(service.store, service.schedules, service.queues)
+    views = await runs_service(request).list_schedules()
     return json_response({"object": "list", "data": [asdict(v) for v in views]})
 
 
@@ -50,10 +47,8 @@ async def resume_schedule(name: str, request: Request, key: ApiKey = Depends(req
 
 
 async def _set_paused(request: Request, service: RunsService, name: str, paused: bool, key: ApiKey) -> Response:
-    from legato.store import set_paused
-
     try:
-        state = await set_paused(service.store, service.schedules, name, paused, by=key.prefix or key.id)
+        state = await service.pause_schedule(name, paused, by=f"API key {key.prefix or key.id}")
     except ScheduleNotFound as exc:
         raise GatewayError(404, "not_found", str(exc), code="schedule_not_found") from None
     action = AuditAction.SCHEDULE_PAUSED if paused else AuditAction.SCHEDULE_RESUMED

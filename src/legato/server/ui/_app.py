@@ -37,6 +37,7 @@ from legato.server.ui._insights import calls_of_run, insight_routes
 from legato.server.ui._live import LiveEvents, merge_events
 from legato.server.ui._render import Renderer
 from legato.server.ui._runs_list import runs_list_routes
+from legato.server.ui._schedules import schedule_routes
 from legato.server.ui._sessions import SessionStore
 from legato.server.ui._throttle import LoginThrottle
 from legato.server.ui._view import build_run_view, gantt
@@ -102,6 +103,10 @@ class DashboardSources:
       on this server).
     - ``cancel``: ``async (run_id, by) -> record`` behind the run page's Cancel button;
       default: ``store.request_cancel`` (the run's worker stops it within a second).
+    - ``schedules``: ``async () -> [ScheduleView]``: the schedules of legato.yaml with
+      their state, for the Schedules page; None: no such page.
+    - ``pause_schedule``: ``async (name, paused, by) -> state`` behind the page's Pause
+      and Resume buttons (admin keys only).
     - ``trace_url``: the link from a model call to its trace, ``{trace_id}`` replaced
       (e.g. ``https://jaeger.example/trace/{trace_id}``); None: the id is shown unlinked.
     """
@@ -128,6 +133,8 @@ class DashboardSources:
     poll_s: float = 0.5
     clock: Callable[[], float] = time.time
     trace_url: str | None = None
+    schedules: Callable[[], Awaitable[list[Any]]] | None = None
+    pause_schedule: Callable[[str, bool, str], Awaitable[Any]] | None = None
 
 
 def _resolve(value: Source) -> Any:
@@ -311,6 +318,7 @@ def dashboard_router(sources: DashboardSources, *, prefix: str = "/ui") -> APIRo
     _other_pages(router, d)
     action_routes(router, d)
     insight_routes(router, d)
+    schedule_routes(router, d)
     return router
 
 
