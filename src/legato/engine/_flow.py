@@ -110,7 +110,7 @@ class Cycle:
             result = await self.body.run(
                 values,
                 run_id=f"{prefix}.{self.body.name}.{iteration}",
-                completed=done.get(iteration),
+                completed=done.get(iteration, {}),  # given: the body's run is part of this one, never recorded alone
                 journals=inner.get(iteration),
                 subscribers=() if journal is None else (_Recorder(journal, iteration),),
                 ledger=ledger,

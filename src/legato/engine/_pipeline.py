@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal, overload
 
 import anyio
@@ -15,7 +16,7 @@ from legato.engine._context import RunControl
 from legato.engine._events import Event
 from legato.engine._executor import Executor, StepCache, resolve_executor
 from legato.engine._plan import Plan, compile_plan
-from legato.engine._recording import RunRecorder, pending_options, recording, should_record
+from legato.engine._recording import RunRecorder, pending_options, recorder_for, recording
 from legato.engine._result import RunResult
 from legato.engine._run import Run
 from legato.engine._step import InputDecl, LoopOptions, StepDef, make_step
@@ -49,6 +50,8 @@ class Pipeline:
         executor: default executor for runs (see :class:`~legato.engine.Executor`).
         store: where :meth:`run` records runs (a :class:`legato.store.RunStore`, open):
             each run is stored, checkpointed and resumable as with ``legato run``.
+            Without one, runs are recorded in the store ``legato.yaml`` names
+            (``store: {url: ...}``), opened for the run and closed after it.
         clock, sleep: injected monotonic clock and sleep (virtual time in tests).
     """
 
@@ -88,6 +91,8 @@ class Pipeline:
         self.sleep = sleep
         self.spec: Any = None  # the PipelineSpec when loaded from YAML
         self.source: str | None = None  # the file it was loaded from
+        self.config_file: str | None = None  # the legato.yaml it was loaded with (where its store is named)
+        self.config_lookup: tuple[Any, Path | None] | None = None  # where legato.yaml was found, and when
         self.executor_name: str | None = None  # resolved on first run (YAML `executor:`)
         self.executor_options: dict[str, Any] = {}
         self._inputs: dict[str, InputDecl] | None = None if inputs is None else _declare_inputs(inputs)
@@ -317,12 +322,13 @@ class Pipeline:
         recorded with :func:`~legato.engine.step_journal` in an earlier attempt.
         ``ledger`` is a parent for the run's usage ledger (e.g. a budget's).
         """
-        if should_record(self, completed is not None or map_items is not None or journals is not None):
-            assert self.store is not None
+        recorder = recorder_for(self, completed is not None or map_items is not None or journals is not None)
+        if recorder is not None:
             options = {"executor": executor, "step_cache": step_cache, "deadline": deadline, "ledger": ledger}
-            with recording(self, {k: v for k, v in options.items() if v is not None}):
-                given = {**inputs, **input_kwargs} if inputs else input_kwargs
-                return await self.store.record_run(self, given, run_id=run_id, subscribers=subscribers, control=control)
+            given = {**inputs, **input_kwargs} if inputs else input_kwargs
+            async with recorder as store:
+                with recording(self, {k: v for k, v in options.items() if v is not None}):
+                    return await store.record_run(self, given, run_id=run_id, subscribers=subscribers, control=control)
         pending = pending_options(self)
         if pending:
             executor = executor if executor is not None else pending.get("executor")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from fastapi import FastAPI, Request
@@ -38,6 +38,9 @@ from legato.server._spend import SpendRecorder
 from legato.server._ssrf import SSRFPolicy
 from legato.server._state import Gateway
 
+if TYPE_CHECKING:
+    from legato.store import RunStore
+
 __all__ = ["create_app", "open_gateway"]
 
 log = logging.getLogger("legato.server")
@@ -61,15 +64,13 @@ async def open_gateway(
     built from the settings and config when not given."""
     from legato.routing import aclose_shared_groups
     from legato.server._runs import RunsService, load_pipelines
-    from legato.store import QueuesSection, RunStore, SchedulesSection, store_key
+    from legato.store import QueuesSection, SchedulesSection
 
     config = config or LegatoConfig()
     if pipelines is None:
         pipelines = load_pipelines(config)
     if store is None:
-        store = RunStore(
-            settings.database_url or settings.store_url(config.base_dir), encryption_key=store_key(config=config)
-        )
+        store = _store(settings, config)
     async with AsyncExitStack() as stack:
         await store.open()
         stack.push_async_callback(store.aclose)
@@ -253,6 +254,15 @@ def _mount_mcp(app: FastAPI, store: Any, pipelines: dict[str, Any], subscribers:
     return server
 
 
+def _store(settings: ServerSettings, config: LegatoConfig) -> RunStore:
+    """The run store: ``server.database_url``, else ``store.url`` of ``legato.yaml``
+    (where runs started from Python are recorded too), else SQLite beside the config."""
+    from legato.store import RunStore, configured_url, store_key
+
+    url = settings.database_url or configured_url(config) or settings.store_url(config.base_dir)
+    return RunStore(url, encryption_key=store_key(config=config))
+
+
 def create_app(
     settings: ServerSettings | None = None,
     *,
@@ -261,13 +271,11 @@ def create_app(
 ) -> FastAPI:
     """The gateway application. ``catalog`` replaces the models of ``legato.yaml`` (tests, embedding)."""
     from legato.server import _admin, _gateway, _health, _runs, _schedules, _usage
-    from legato.store import RunStore, store_key
 
     settings = settings or ServerSettings()
     config = config or LegatoConfig()
     pipelines = _runs.load_pipelines(config)
-    url = settings.database_url or settings.store_url(config.base_dir)
-    store = RunStore(url, encryption_key=store_key(config=config))  # opened by the lifespan
+    store = _store(settings, config)  # opened by the lifespan
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:

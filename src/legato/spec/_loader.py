@@ -224,6 +224,7 @@ def load_pipeline(
         raise SpecError([src.issue(data, (), str(exc))]) from exc
     pipeline.spec = spec
     pipeline.source = src.file
+    pipeline.config_file = cfg.source
     if spec.executor != "local" or spec.executor_options:
         pipeline.executor_name = spec.executor
         pipeline.executor_options = dict(spec.executor_options)

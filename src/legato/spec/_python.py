@@ -22,7 +22,7 @@ from legato.spec._kinds import load_object
 if TYPE_CHECKING:
     from legato.engine import Pipeline
 
-__all__ = ["is_pipeline_ref", "load_pipeline_ref", "stored_ref"]
+__all__ = ["is_pipeline_ref", "load_pipeline_ref", "python_reference", "stored_ref"]
 
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
@@ -44,6 +44,19 @@ def stored_ref(ref: str) -> str:
     if target.endswith(".py"):
         return f"{Path(target).resolve()}:{attr}"
     return ref
+
+
+def python_reference(pipeline: Any) -> str | None:
+    """``module:name`` under which ``pipeline`` can be imported again (what a resume
+    reloads), found as a global of a module that defines one of its steps; None for
+    a pipeline built in a script run as ``__main__`` or inside a function."""
+    modules = {getattr(step.fn, "__module__", None) for step in pipeline.steps.values()}
+    for name in sorted(m for m in modules if m and m != "__main__"):
+        module = sys.modules.get(name)
+        for attr, value in vars(module).items() if module is not None else ():
+            if value is pipeline and _DOTTED.fullmatch(attr):
+                return f"{name}:{attr}"
+    return None
 
 
 def load_pipeline_ref(ref: str) -> Pipeline:

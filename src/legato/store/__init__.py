@@ -9,6 +9,7 @@ searches what was learned. See docs/durable-runs.md and docs/journal.md.
 from legato.store._access import LOCAL, Principal, visible_run
 from legato.store._call_stats import DurationStats, ModelStats, SpendPoint, model_stats, run_durations, spend_by_day
 from legato.store._calls import CallRow, call_values, gateway_calls, record_calls, run_calls
+from legato.store._configured import configured_url
 from legato.store._database import DEFAULT_DATABASE_URL, resolve_url
 from legato.store._datakeys import key_reference as store_key
 from legato.store._durable import DurableRunner, pipeline_version, result_from_record, run_durably
@@ -86,6 +87,7 @@ __all__ = [
     "WorkerStats",
     "call_values",
     "claim_run",
+    "configured_url",
     "default_queue",
     "downstream_of",
     "expire_waits",

@@ -66,10 +66,13 @@ READONLY = {"legato_readonly": True}  # execution option: plain BEGIN instead of
 
 
 def resolve_url(url: str | None = None) -> str:
-    """The SQLAlchemy async URL for ``url``: ``None`` -> ``$LEGATO_DATABASE_URL`` or
-    ``./.legato/legato.db``; ``postgresql://`` -> asyncpg; ``sqlite:///`` and a bare
+    """The SQLAlchemy async URL for ``url``: ``None`` -> ``$LEGATO_DATABASE_URL``, the
+    ``store.url`` of ``legato.yaml`` or ``./.legato/legato.db``; ``postgresql://`` -> asyncpg; ``sqlite:///`` and a bare
     file path -> aiosqlite."""
-    url = url or os.environ.get("LEGATO_DATABASE_URL") or DEFAULT_DATABASE_URL
+    if not url:
+        from legato.store._configured import configured_url
+
+        url = os.environ.get("LEGATO_DATABASE_URL") or configured_url() or DEFAULT_DATABASE_URL
     if "://" not in url:
         url = f"sqlite+aiosqlite:///{url}"
     for prefix, driver in (

@@ -53,8 +53,10 @@ class RunStore(RunLeases):
     ) -> Any:
         """Run ``pipeline`` durably in this store (what ``Pipeline(..., store=store).run``
         calls): recorded, checkpointed, resumable with ``legato runs resume``."""
+        from legato.spec._python import python_reference
         from legato.store._durable import DurableRunner
 
+        source = pipeline.source or python_reference(pipeline)  # what `legato runs resume` reloads
         return await DurableRunner(self).run(
-            pipeline, inputs, run_id=run_id, subscribers=subscribers, control=control, source=pipeline.source
+            pipeline, inputs, run_id=run_id, subscribers=subscribers, control=control, source=source
         )

@@ -48,7 +48,8 @@ app.add_typer(runs_app)
 
 err_console = new_console(stderr=True)
 DATABASE_URL_HELP = (
-    "Store database: a SQLite path, sqlite:///PATH or postgresql://HOST/DB (default ./.legato/legato.db)."
+    "Store database: a SQLite path, sqlite:///PATH or postgresql://HOST/DB "
+    "(default $LEGATO_DATABASE_URL, store.url of legato.yaml, ./.legato/legato.db)."
 )
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
