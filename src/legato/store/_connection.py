@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from legato.errors import StoreError
 from legato.redaction import Redactor, default_redactor
 from legato.store._cancel import CancelListener
+from legato.store._changes import RunChanges
 from legato.store._crypto import CacheSealing, Sealer, release
 from legato.store._database import (
     READONLY,
@@ -60,6 +61,7 @@ class StoreConnection:
         self._engine: AsyncEngine | None = None
         self._sync_engine: Engine | None = None  # SQLite: transactions run in a worker thread
         self._cancels: CancelListener | None = None
+        self._changes: RunChanges | None = None
         self._serial: anyio.Lock | None = None
         self.cancel_poll_s = 0.2  # SQLite: how often a running run reads its cancel flag
         self.encryption_key = key_reference(encryption_key)
@@ -130,12 +132,22 @@ class StoreConnection:
         self.encryption_key = new_key
         return count
 
+    def run_changes(self) -> RunChanges:
+        """The change count of this store's runs, for live views (see
+        :mod:`legato.store._changes`); closed with the store."""
+        if self._changes is None:
+            self._changes = RunChanges(self.url)
+        return self._changes
+
     async def aclose(self) -> None:
         held, self._held_keys, self._sealer = self._held_keys, [], None
         release(held)
         if self._cancels is not None:
             cancels, self._cancels = self._cancels, None
             await cancels.aclose()
+        if self._changes is not None:
+            changes, self._changes = self._changes, None
+            await changes.aclose()
         if self._sync_engine is not None:
             sync_engine, self._sync_engine = self._sync_engine, None
             await anyio.to_thread.run_sync(sync_engine.dispose)

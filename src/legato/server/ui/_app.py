@@ -45,6 +45,7 @@ from legato.store import interrupted, visible_run
 
 __all__ = ["DashboardSources", "dashboard_router"]
 _STATIC = Path(__file__).parent / "static"
+KEEPALIVE_S = 15.0  # an idle live stream sends a comment this often (proxies close silent streams)
 # Pages load only their own script and stylesheet; nothing may frame them.
 PAGE_HEADERS = {
     "cache-control": "no-store",
@@ -266,28 +267,35 @@ class Dashboard:
             "steps-box": self.render.fragment("_steps.html", **ctx),
         }
 
-    async def live(self, request: Request, produce: Callable[[], Awaitable[tuple[dict[str, Any], bool]]]) -> Any:
-        poll = self.sources.poll_s
+    async def live(
+        self,
+        request: Request,
+        produce: Callable[[], Awaitable[tuple[dict[str, Any], bool]]],
+        wait: Callable[[float], Awaitable[None]] | None = None,
+    ) -> Any:
+        """An SSE stream of what ``produce`` returns, sent when it changed (a keep-alive
+        comment every 15 s otherwise) until it says it is done. Between two calls the
+        stream waits ``wait(at_most_s)`` (default: ``poll_s``)."""
+        pause = wait or (lambda _at_most: anyio.sleep(self.sources.poll_s))
 
         async def stream() -> AsyncIterator[bytes]:
             last = ""
-            idle = 0.0
+            quiet_since = anyio.current_time()
             while True:
                 payload, done = await produce()
                 body = json.dumps(payload, separators=(",", ":"))
                 if body != last:
-                    last, idle = body, 0.0
+                    last, quiet_since = body, anyio.current_time()
                     yield f"event: update\ndata: {body}\n\n".encode()
-                elif idle >= 15.0:
-                    idle = 0.0
+                elif anyio.current_time() - quiet_since >= KEEPALIVE_S:
+                    quiet_since = anyio.current_time()
                     yield b": ping\n\n"
                 if done:
                     yield b"event: done\ndata: {}\n\n"
                     return
                 if await request.is_disconnected():
                     return
-                await anyio.sleep(poll)
-                idle += poll
+                await pause(max(0.0, KEEPALIVE_S - (anyio.current_time() - quiet_since)))
 
         headers = {"cache-control": "no-store", "x-accel-buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)

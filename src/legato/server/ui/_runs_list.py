@@ -4,7 +4,11 @@ The query string is read by the runs API's own reader
 (:mod:`legato.server._run_query`), leniently: a malformed value is dropped and the
 page still renders, so a hand-edited URL never fails. The same ownership rule
 applies as everywhere (a key lists its own runs; admins may narrow to one key).
-The live list sends only the rows that changed (:class:`RowPatches`).
+The live list sends only the rows that changed (:class:`RowPatches`), and reads
+the store again only when its runs changed (:meth:`RunStore.run_changes`: PostgreSQL
+``NOTIFY`` from any replica, SQLite ``data_version``), or every few seconds while a
+shown run is running (its duration moves on). An idle list costs the server a
+keep-alive every 15 s.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ __all__ = ["LIMITS", "list_runs", "runs_list_routes"]
 LIMITS = (25, 50, 100, 200, 500)
 # Filters shown under "More filters" (the form opens it when one of them is set).
 MORE = ("key", "tags", "min_cost", "max_cost", "min_duration_s", "max_duration_s")
+TICK_S = 5.0  # how often a list showing running runs refreshes their durations
 FORM = ("q", "pipeline", "status", "since", "until", "sort", *MORE)
 
 
@@ -74,11 +79,21 @@ def runs_list_routes(router: APIRouter, d: Dashboard) -> None:
             return viewer
         params = dict(request.query_params)
         patches = RowPatches("runs-body")
+        changes = d.store().run_changes()
+        seen, ticking = changes.count, False
 
         async def produce() -> tuple[dict[str, Any], bool]:
+            nonlocal ticking
             _, runs, _ = await list_runs(d, viewer, params)
             now = d.sources.clock()
+            ticking = any(r.started_at is not None and r.finished_at is None for r in runs)
             rows = {r.id: d.render.fragment("_run_row.html", r=r, now=now) for r in runs}
             return {"rows": patches.update(rows)}, False
 
-        return await d.live(request, produce)  # type: ignore[no-any-return]
+        async def wait(at_most: float) -> None:
+            """Until the runs change (or, while a shown run is running, its duration
+            moves on), at most until the next keep-alive."""
+            nonlocal seen
+            seen = await changes.wait(seen, min(at_most, TICK_S) if ticking else at_most)
+
+        return await d.live(request, produce, wait)  # type: ignore[no-any-return]
