@@ -302,7 +302,11 @@ async def _through_gateway(
     async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=timeout) as client:
         await _reachable(client, url)
         fire = _gateway_fire(client, name)
-        await _warm_up(fire, plan)
+        try:
+            await _warm_up(fire, plan)
+        except httpx.HTTPError as exc:
+            print_error(f"the gateway at {url} dropped the warm-up run: {type(exc).__name__}: {exc}")
+            raise typer.Exit(1) from None
         cpu = await _server_cpu(client)
         samples = await _measure(fire, plan)
         after = await _server_cpu(client)
