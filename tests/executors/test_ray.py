@@ -357,3 +357,84 @@ async def test_driver_killed_mid_map_resume_runs_only_uncommitted_items(ray_clus
     assert set(runs_of) == set(range(24))
     assert all(runs_of[i] == 1 for i in committed), "a committed item ran again"
     assert sum(1 for n in runs_of.values() if n > 1) <= 8  # at most max_concurrency items were in flight
+
+
+CYCLE_STEPS = """
+import os
+
+
+def draft(topic: str, previous: dict | None) -> dict:
+    text = topic if previous is None else previous["draft"]["text"] + "+"
+    return {"text": text, "pid": os.getpid()}
+
+
+def critique(draft: dict) -> dict:
+    return {"score": len(draft["text"]), "pid": os.getpid()}
+"""
+
+CYCLE_DRIVER = """
+import asyncio
+import json
+import os
+import sys
+
+from legato.engine import Pipeline
+from legato.executors.ray import RayExecutor
+
+import steps
+
+until_pids = []
+
+
+def good(critique: dict) -> bool:
+    until_pids.append(os.getpid())  # where `until` is evaluated: the cycle step's process
+    return critique["score"] >= 5
+
+
+body = Pipeline("refine")
+body.add_step(steps.draft)
+body.add_step(steps.critique)
+p = Pipeline("essay")
+p.cycle("refine", body, max_iterations=5, until=good)
+
+
+async def main() -> None:
+    executor = RayExecutor(address=sys.argv[1], max_retries=1)
+    try:
+        result = await p.run({"topic": "tea"}, executor=executor)
+    finally:
+        executor.shutdown()
+    inner = result.outputs["refine"]
+    print(json.dumps({
+        "status": str(result.status),
+        "text": inner["draft"]["text"],
+        "driver": os.getpid(),
+        "until": until_pids,
+        "steps": [inner["draft"]["pid"], inner["critique"]["pid"]],
+    }))
+
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_cycle_body_runs_its_steps_on_the_executor(ray_cluster: Cluster, tmp_path: Path) -> None:
+    """The cycle step stays in the driver (``until`` is evaluated there) while each
+    step of its body is a Ray task, as the steps outside the cycle are."""
+    (tmp_path / "steps.py").write_text(CYCLE_STEPS)
+    (tmp_path / "driver.py").write_text(CYCLE_DRIVER)
+    done = subprocess.run(
+        [sys.executable, "driver.py", ray_cluster.address],
+        cwd=tmp_path,
+        env=ray_cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (out["status"], out["text"]) == ("succeeded", "tea++")
+    assert out["until"] == [out["driver"]] * 3  # three iterations, each judged in the driver
+    assert out["driver"] not in out["steps"]  # the body's steps ran in Ray workers

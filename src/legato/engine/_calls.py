@@ -19,7 +19,7 @@ import anyio.abc
 from legato.engine._context import StepScope
 from legato.engine._context import _current as _step_var
 from legato.engine._events import MapItemFinished, StepRetried
-from legato.engine._executor import Executor, StepCache, StepCall
+from legato.engine._executor import Executor, StepCache, StepCall, run_in_engine
 from legato.engine._plan import CARRY, INPUT, INPUT_OR_DEFAULT, STEP, VALUE, Bind, CompiledStep
 from legato.engine._result import MapItemError, StepTiming
 from legato.engine._step import StepDef
@@ -287,6 +287,8 @@ class StepCalls:
             if d.is_async:
                 return await d.fn(**kwargs)
             return await anyio.to_thread.run_sync(lambda: d.fn(**kwargs), abandon_on_cancel=True)
+        if getattr(d.fn, "runs_in_engine", False):
+            return await run_in_engine(d.fn, kwargs, executor)
         call = StepCall(
             fn=d.fn,
             kwargs=kwargs,

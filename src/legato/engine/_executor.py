@@ -11,6 +11,7 @@ through import strings, so the engine never imports them.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import importlib
 from collections.abc import Callable, Mapping
@@ -25,6 +26,7 @@ __all__ = [
     "Executor",
     "StepCache",
     "StepCall",
+    "current_executor",
     "executor_names",
     "register_executor",
     "resolve_executor",
@@ -72,6 +74,26 @@ async def run_in_process(call: StepCall) -> Any:
     if call.is_async:
         return await call.fn(**call.kwargs)
     return await anyio.to_thread.run_sync(functools.partial(call.fn, **call.kwargs), abandon_on_cancel=True)
+
+
+_current: contextvars.ContextVar[Executor | None] = contextvars.ContextVar("legato_executor", default=None)
+
+
+def current_executor() -> Executor | None:
+    """The executor of the run whose control-flow step (a cycle) is running: the
+    steps it runs itself go there too. None outside such a step, or without one."""
+    return _current.get()
+
+
+async def run_in_engine(fn: Callable[..., Any], kwargs: Mapping[str, Any], executor: Executor) -> Any:
+    """Run a control-flow step (``fn.runs_in_engine``) here, with ``executor`` as the
+    :func:`current_executor` of the steps it runs: a cycle evaluates ``until`` and
+    keeps its journal in the engine, and its body's steps go to the executor."""
+    token = _current.set(executor)
+    try:
+        return await fn(**kwargs)
+    finally:
+        _current.reset(token)
 
 
 _EXECUTORS: dict[str, str] = {

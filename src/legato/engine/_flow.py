@@ -14,6 +14,10 @@ the cycle (a retry, or a resume after a crash) hands those back to the body's
 runs: finished iterations replay from the journal without calling anything, and
 the iteration in progress continues at its first unfinished step.
 
+Both run in the engine whatever the run's executor (``runs_in_engine``): a cycle's
+``until``, journal and body runs stay here, and the body's steps are dispatched
+through the run's executor (a Ray cluster, say) like any other step.
+
 A :class:`Switch` is the function of a step that evaluates one value and returns
 the name of the case it selects. The plan makes each step named by a case depend
 on the switch; the steps of the cases not selected are skipped with the reason.
@@ -28,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from legato.engine._context import SKIPPED
 from legato.engine._context import _current as _step_var
 from legato.engine._events import Event, StepFinished, StepProgress, StepSkipped
+from legato.engine._executor import current_executor
 from legato.engine._journal import StepJournal, journal_key, step_journal
 from legato.errors import RunError
 from legato.expressions import Expression, compile_expression
@@ -55,6 +60,7 @@ class Cycle:
     """The step function of a cycle over the steps of ``body`` (see the module docstring)."""
 
     kind = "cycle"
+    runs_in_engine = True
 
     def __init__(
         self,
@@ -113,6 +119,7 @@ class Cycle:
                 completed=done.get(iteration, {}),  # given: the body's run is part of this one, never recorded alone
                 journals=inner.get(iteration),
                 subscribers=() if journal is None else (_Recorder(journal, iteration),),
+                executor=current_executor(),
                 ledger=ledger,
             )
             if result.exception is not None:
@@ -193,6 +200,7 @@ class Switch:
     """
 
     kind = "switch"
+    runs_in_engine = True
     DEFAULT = "default"
 
     def __init__(
