@@ -1,6 +1,7 @@
 """Finding runs and resuming an interrupted one, in a real browser against ``legato serve``.
 
-- 1,000 runs seeded through the store API before the server starts; the search box
+- 1,000 runs seeded through the store API before the server starts (SQLite, and a
+  fresh PostgreSQL database); the search box
   finds the one run holding a word, "More filters" narrows by tag, the pager walks a
   common word's matches, and the page fits 390x844 and 1440x900 with no console error.
 - A ``legato run`` process is killed (SIGKILL) after its first step was checkpointed;
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,13 +80,13 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(tmp_path: Path) -> Iterator[str]:
+def serve(tmp_path: Path, database_url: str) -> Iterator[str]:
     port = _free_port()
     legato = Path(sys.executable).parent / "legato"
     env = {**os.environ, "LEGATO_E2E_MASTER": MASTER}
     log = (tmp_path / "server.log").open("w")
     cmd = [str(legato), "serve", "--config", str(tmp_path / "legato.yaml"), "--port", str(port),
-           "--database-url", f"sqlite:///{tmp_path / 'legato.db'}"]  # fmt: skip
+           "--database-url", database_url]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -115,9 +117,33 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-async def seed(db: Path) -> dict[int, str]:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, project: Path) -> Iterator[str]:
+    """A store of its own: a SQLite file, or a fresh PostgreSQL database (dropped after)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{project / 'legato.db'}"
+        return
+    import asyncpg
+
+    admin, name = request.getfixturevalue("postgres_admin_dsn"), f"legato_e2e_find_{uuid.uuid4().hex[:10]}"
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(admin, user="postgres")
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    anyio.run(run, f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        anyio.run(run, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def seed(url: str) -> dict[int, str]:
     ids = {}
-    async with RunStore(db) as store:
+    async with RunStore(url) as store:
         for i in range(1000):
             text = f"ticket {i} about {'a late parcel' if i % 4 == 0 else 'an invoice'}"
             if i == 612:
@@ -147,11 +173,11 @@ def shown(page: Any) -> list[str]:
     return list(page.locator("#runs-body tr[data-run]").evaluate_all("rs => rs.map(r => r.dataset.run)"))
 
 
-def test_search_a_thousand_runs_from_the_runs_list(project: Path) -> None:
+def test_search_a_thousand_runs_from_the_runs_list(project: Path, database_url: str) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    ids = anyio.run(seed, project / "legato.db")
-    with serve(project) as base, sync_playwright() as pw:
+    ids = anyio.run(seed, database_url)
+    with serve(project, database_url) as base, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             for width, height in [(1440, 900), (390, 844)]:
@@ -198,7 +224,7 @@ def test_a_killed_run_is_resumed_from_the_dashboard(project: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     db, gate, log = project / "legato.db", project / "gate", project / "steps.log"
-    with serve(project) as base:
+    with serve(project, f"sqlite:///{db}") as base:
         legato = Path(sys.executable).parent / "legato"
         cmd = [str(legato), "run", str(project / "tickets.yaml"), "--database-url", f"sqlite:///{db}",
                "-i", "text=where is my parcel", "-i", f"gate={gate}", "-i", f"log={log}"]  # fmt: skip

@@ -394,11 +394,17 @@ async def test_the_cancel_button_stops_a_running_run_and_says_who(store: RunStor
         page = await c.get("/ui/runs/dash-cancel", headers=AUTH)
         assert 'action="/ui/runs/dash-cancel/cancel"' in page.text
         # another site's form is refused, even with the credentials
-        foreign = await c.post("/ui/runs/dash-cancel/cancel", headers={**AUTH, "origin": "https://evil.example"})
+        confirmed = {"confirm": "yes"}
+        foreign = await c.post(
+            "/ui/runs/dash-cancel/cancel", data=confirmed, headers={**AUTH, "origin": "https://evil.example"}
+        )
         assert foreign.status_code == 403
-        assert (await c.post("/ui/runs/dash-cancel/cancel")).status_code == 303  # to the login page
+        assert (await c.post("/ui/runs/dash-cancel/cancel", data=confirmed)).status_code == 303  # to the login page
+        unconfirmed = await c.post("/ui/runs/dash-cancel/cancel", headers={**AUTH, "origin": "http://dash"})
+        assert unconfirmed.status_code == 400
+        assert "tick the confirmation to cancel the run" in unconfirmed.text
         assert (await store.get_run("dash-cancel")).cancel_request is None
-        done = await c.post("/ui/runs/dash-cancel/cancel", headers={**AUTH, "origin": "http://dash"})
+        done = await c.post("/ui/runs/dash-cancel/cancel", data=confirmed, headers={**AUTH, "origin": "http://dash"})
         assert done.status_code == 303
         assert done.headers["location"] == "/ui/runs/dash-cancel"
     record = await store.get_run("dash-cancel")
@@ -408,6 +414,6 @@ async def test_the_cancel_button_stops_a_running_run_and_says_who(store: RunStor
         page = await c.get("/ui/runs/dash-cancel", headers=AUTH)
         assert "cancelled by the dashboard (master key, 127.0.0.1) at " in page.text
         assert "Cancel run" not in page.text
-        again = await c.post(f"/ui/runs/{runs['ok']}/cancel", headers=AUTH)
+        again = await c.post(f"/ui/runs/{runs['ok']}/cancel", data={"confirm": "yes"}, headers=AUTH)
         assert again.status_code == 409
         assert "already succeeded" in again.text

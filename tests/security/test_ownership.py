@@ -293,14 +293,15 @@ def test_keys_without_runs_read_do_not_get_in(tenants: Tenants) -> None:
 
 def test_dashboard_cancel_matrix(tenants: Tenants) -> None:
     run_id = tenants.run_a["id"]
+    confirmed = {"confirm": "yes"}
     with ui(tenants, tenants.b) as c:
-        assert c.post(f"/ui/runs/{run_id}/cancel").status_code == 404
+        assert c.post(f"/ui/runs/{run_id}/cancel", data=confirmed).status_code == 404
     for key in (tenants.a, tenants.admin):  # seen, but already finished: a conflict, not a leak
         with ui(tenants, key) as c:
-            assert c.post(f"/ui/runs/{run_id}/cancel").status_code == 409
+            assert c.post(f"/ui/runs/{run_id}/cancel", data=confirmed).status_code == 409
     reader = tenants.served.create_key(["runs:read"], name="reader")
     with ui(tenants, reader) as c:
-        assert c.post(f"/ui/runs/{run_id}/cancel").status_code == 404
+        assert c.post(f"/ui/runs/{run_id}/cancel", data=confirmed).status_code == 404
     with tenants.served.client(MASTER) as admin:
         assert admin.get(f"/v1/runs/{run_id}").json()["status"] == "succeeded"
 

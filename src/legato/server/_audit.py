@@ -34,6 +34,7 @@ class AuditAction(StrEnum):
     STEP_ANSWERED = "step_answered"
     RUN_RERUN = "run_rerun"
     RUN_RESUMED = "run_resumed"
+    RUN_CANCELLED = "run_cancelled"
     SCHEDULE_PAUSED = "schedule_paused"
     SCHEDULE_RESUMED = "schedule_resumed"
 

@@ -1,6 +1,9 @@
 """Dashboard actions that change state: starting a run of a configured pipeline,
-answering a step that waits for a person, resuming a run whose worker stopped,
-retrying and re-running.
+answering a step that waits for a person, cancelling, resuming a run whose worker
+stopped, retrying and re-running. Every action on a run goes through ``run_action``
+(signed-in viewer, same-site request, the ownership rule of every read, the
+action available here, the ``runs:write`` scope) and asks for a ticked
+confirmation; what it did is written to the audit log.
 
 The Start form is generated from the pipeline's declared inputs (text, number,
 true/false, or JSON for lists, objects and untyped inputs). Submitting it needs the
@@ -21,7 +24,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
-from legato.errors import RunNotFound
+from legato.errors import RunNotFound, StoreError
 from legato.server._audit import AuditAction
 from legato.server._errors import GatewayError
 from legato.server.ui._access import Viewer, client_address, same_origin
@@ -181,6 +184,22 @@ def action_routes(router: APIRouter, d: Dashboard) -> None:
             return refused(request, status, "Answer not taken", message)
         await d.audit(AuditAction.STEP_ANSWERED, request, viewer, target=record.id, step=step)
         return RedirectResponse(f"{d.base}/runs/{record.id}#step-{step}", status_code=303)
+
+    @router.post("/runs/{run_id}/cancel")
+    async def cancel(request: Request, run_id: str) -> Response:
+        checked = await run_action(request, run_id, True, "", "Cancelling a run")
+        if isinstance(checked, Response):
+            return checked
+        viewer, record, form = checked
+        try:
+            _confirmed(form, "cancel the run")
+            await d.cancel(record.id, f"the dashboard ({viewer.label}, {client_address(request)})")
+        except FormError as exc:
+            return refused(request, 400, "Not cancelled", str(exc))
+        except StoreError as exc:  # it finished meanwhile
+            return refused(request, 409, "Not cancelled", str(exc))
+        await d.audit(AuditAction.RUN_CANCELLED, request, viewer, target=record.id)
+        return RedirectResponse(f"{d.base}/runs/{record.id}", status_code=303)
 
     @router.post("/runs/{run_id}/resume")
     async def resume(request: Request, run_id: str) -> Response:

@@ -29,7 +29,7 @@ import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from legato.errors import RunNotFound, StoreError
+from legato.errors import RunNotFound
 from legato.server._audit import AuditAction
 from legato.server.ui._access import COOKIE, Access, Viewer, client_address, same_origin
 from legato.server.ui._actions import action_routes
@@ -394,24 +394,6 @@ def _run_routes(router: APIRouter, d: Dashboard) -> None:
         calls = await calls_of_run(d.store(), view.id)
         return d.page("run.html", request, nav="runs", notes=notes, calls=calls, trace_url=sources.trace_url,
                       **d.render.run_context(view, now, bars, span))  # fmt: skip
-
-    @router.post("/runs/{run_id}/cancel")
-    async def cancel_run(request: Request, run_id: str) -> Response:
-        if not isinstance(viewer := await d.gate(request), Viewer):
-            return viewer
-        if not same_origin(request):  # the cookie is SameSite=Strict; this covers bearer-less forms too
-            return d.page("error.html", request, status=403, title="Forbidden", message="Cross-site request refused.")
-        try:
-            run_id = (await visible_run(d.store(), viewer.principal, run_id)).id  # the same rule as every read
-            if viewer.key is not None and not viewer.key.has_scope("runs:write"):
-                message = "Cancelling a run needs a key with the runs:write scope."
-                return d.page("error.html", request, status=403, title="Forbidden", message=message)
-            record = await d.cancel(run_id, f"the dashboard ({viewer.label}, {client_address(request)})")
-        except RunNotFound:
-            return d.page("error.html", request, status=404, title="Run not found", message=f"No run {run_id!r}.")
-        except StoreError as exc:
-            return d.page("error.html", request, status=409, title="Not cancelled", message=str(exc))
-        return RedirectResponse(f"{d.base}/runs/{record.id}", status_code=303)
 
     @router.get("/live/runs/{run_id}")
     async def live_run(request: Request, run_id: str) -> Response:
