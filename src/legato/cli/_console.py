@@ -11,12 +11,16 @@ terminal too: the terminal folds a long error, nothing inserts line breaks into 
 from __future__ import annotations
 
 import sys
-from typing import Any, TextIO
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any, TextIO, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+E = TypeVar("E", bound=StrEnum)
 
 __all__ = ["STATUS_STYLE", "UNBOUNDED", "fail", "new_console", "new_table", "print_error", "read_stdin", "styled"]
 
@@ -59,6 +63,26 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     """Print ``message`` as an error and return the exit to raise (2: the user's mistake)."""
     print_error(message)
     return typer.Exit(code)
+
+
+def enum_parser(enum: type[E], option: str) -> Callable[[str], E]:
+    """The ``parser=`` of an option taking one value of a ``StrEnum``: the member comes
+    back; a typo is the usual one-line error with a suggestion (exit 2)."""
+
+    def parse(value: str) -> E:
+        if isinstance(value, enum):
+            return value
+        try:
+            return enum(value)
+        except ValueError:
+            import difflib
+
+            choices = [m.value for m in enum]
+            match = difflib.get_close_matches(value, choices, n=1)
+            hint = f" (did you mean {match[0]!r}?)" if match else ""
+            raise fail(f"{option} must be one of {', '.join(choices)}, got {value!r}{hint}", 2) from None
+
+    return parse
 
 
 def read_stdin() -> str:

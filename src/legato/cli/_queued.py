@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from legato.cli._console import new_console, print_error
+from legato.cli._console import fail, new_console, print_error
 
 if TYPE_CHECKING:
     from legato.engine import Pipeline, RunControl, RunResult
@@ -57,8 +57,7 @@ async def enqueue(
             priority=priority,
         )
     except IdempotencyConflict as exc:
-        print_error(str(exc))
-        raise typer.Exit(2) from None
+        raise fail(str(exc), 2) from None
     where = f"queued on {queue!r}" if created else f"already {record.status} (same idempotency key)"
     _err.print(f"run {record.id} {where}", soft_wrap=True)
     if not wait or record.terminal:

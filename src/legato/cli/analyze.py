@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from legato.cli._app import app
-from legato.cli._console import new_console, new_table, print_error
+from legato.cli._console import fail, new_console, new_table, print_error
 from legato.cli._loop import run_loop
 from legato.cli.runs import DATABASE_URL_HELP, open_store
 
@@ -52,8 +52,7 @@ def analyze(
     try:
         per_month = parse_volume(volume)
     except ValueError as exc:
-        print_error(str(exc))
-        raise typer.Exit(2) from None
+        raise fail(str(exc), 2) from None
     analysis, report = run_loop(_analyze, target, last, database_url, config, journal, (options, per_month, seed))
     if as_json:
         data = analysis.to_dict()
@@ -93,8 +92,7 @@ async def _analyze(
                 records = await store.list_runs(pipeline=name, limit=last)
                 if not records:
                     why = str(exc) if isinstance(exc, AmbiguousRunId) else f"no run with id {target!r}"
-                    print_error(f"{why} and no stored runs of a pipeline {target!r}")
-                    raise typer.Exit(2) from None
+                    raise fail(f"{why} and no stored runs of a pipeline {target!r}", 2) from None
             else:
                 name, records, single = run.pipeline, [run], run.id
             graph, shapes = _known_graph(name, records, config)
@@ -114,8 +112,7 @@ async def _analyze(
         )
         raise typer.Exit(2)
     if not runs:
-        print_error(f"--options needs stored runs of pipeline {name!r}; none found")
-        raise typer.Exit(2)
+        raise fail(f"--options needs stored runs of pipeline {name!r}; none found", 2)
     return analysis, build_options(analysis, runs, graph, shapes, volume_per_month=per_month, seed=seed)
 
 
@@ -123,12 +120,11 @@ Graph = dict[str, list[str]]
 
 
 def _spec(path: Path, config: Path | None) -> tuple[str, Graph, dict[str, StepShape]]:
-    from legato.cli.runs import load_pipeline_file  # the one spec loader of the CLI (errors exit 2)
+    from legato.cli._load import load_pipeline_file  # the one spec loader of the CLI (errors exit 2)
     from legato.spec._python import is_pipeline_ref
 
     if not path.exists() and not is_pipeline_ref(path):
-        print_error(f"spec file not found: {path}")
-        raise typer.Exit(2)
+        raise fail(f"spec file not found: {path}", 2)
     pipeline = load_pipeline_file(path, config)
     graph, shapes = _shape(pipeline)
     return pipeline.name, graph, shapes

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from legato.cli._app import app
-from legato.cli._console import new_console, new_table, print_error
+from legato.cli._console import fail, new_console, new_table, print_error
 from legato.cli._loop import run_loop
 from legato.cli.runs import DATABASE_URL_HELP, load_pipeline_file, open_store
 
@@ -106,8 +106,7 @@ def _plan(
             max_in_flight=cap,
         )
     except ValueError as exc:
-        print_error(str(exc))
-        raise typer.Exit(2) from None
+        raise fail(str(exc), 2) from None
 
 
 def _inputs(path: Path | None) -> list[dict[str, Any]]:
@@ -159,8 +158,7 @@ def _configured(name: str, config: Path | None) -> Pipeline | None:
         cfg = LegatoConfig.load(config)
         pipelines = load_pipelines(cfg) if cfg.raw("pipelines") is not None else {}
     except ConfigError as exc:
-        print_error(str(exc))
-        raise typer.Exit(2) from None
+        raise fail(str(exc), 2) from None
     found: Pipeline | None = pipelines.get(name)
     return found
 
@@ -201,11 +199,9 @@ async def _in_process(pipeline: Pipeline, plan: _Plan, database_url: str | None)
         try:
             await _warm_up(fire, plan)
         except InputError as exc:
-            print_error(f"the pipeline refused the inputs: {exc}")
-            raise typer.Exit(2) from None
+            raise fail(f"the pipeline refused the inputs: {exc}", 2) from None
         except LegatoError as exc:  # a missing secret, a store that cannot write: nothing to measure
-            print_error(f"the warm-up run could not start: {type(exc).__name__}: {exc}")
-            raise typer.Exit(1) from None
+            raise fail(f"the warm-up run could not start: {type(exc).__name__}: {exc}", 1) from None
         cpu = time.process_time()
         samples = await _measure(fire, plan)
         report = _summarize(samples, pipeline.name, "in-process", plan, time.process_time() - cpu)
@@ -219,8 +215,7 @@ async def _warm_up(fire: Fire, plan: _Plan) -> None:
     for i in range(plan.warmup):
         outcome = await fire(plan.inputs[i % len(plan.inputs)])
         if outcome.http_status is not None and 400 <= outcome.http_status < 500:
-            print_error(f"the gateway refused the warm-up run: {outcome.error}")
-            raise typer.Exit(2)
+            raise fail(f"the gateway refused the warm-up run: {outcome.error}", 2)
 
 
 async def _measure(fire: Fire, plan: _Plan) -> list[Sample]:
@@ -325,11 +320,9 @@ async def _reachable(client: httpx.AsyncClient, url: str) -> None:
     try:
         response = await client.get("/healthz", timeout=10)
     except httpx.HTTPError as exc:
-        print_error(f"cannot reach the gateway at {url}: {type(exc).__name__}: {exc}")
-        raise typer.Exit(2) from None
+        raise fail(f"cannot reach the gateway at {url}: {type(exc).__name__}: {exc}", 2) from None
     if response.status_code != 200:
-        print_error(f"{url}/healthz answered {response.status_code}: is it a legato gateway?")
-        raise typer.Exit(2)
+        raise fail(f"{url}/healthz answered {response.status_code}: is it a legato gateway?", 2)
 
 
 def _gateway_fire(client: httpx.AsyncClient, name: str) -> Fire:

@@ -16,7 +16,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from legato.cli._console import new_console, new_table, print_error
+from legato.cli._console import fail, new_console, new_table
 from legato.cli._loop import run_loop
 from legato.cli.models import models_app
 
@@ -41,8 +41,7 @@ def health(
     try:
         rows = run_loop(_collect, LegatoConfig.load(config), group, probe, timeout)
     except ConfigError as exc:
-        print_error(str(exc))
-        raise typer.Exit(2) from None
+        raise fail(str(exc), 2) from None
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from legato.cli._app import app
-from legato.cli._console import new_console, print_error, read_stdin
+from legato.cli._console import fail, new_console, read_stdin
 from legato.cli._loop import run_loop
 from legato.cli.runs import DATABASE_URL_HELP, open_store
 
@@ -58,8 +58,7 @@ def add(
 
     text = body if body is not None else ("" if sys.stdin.isatty() else read_stdin())
     if not title.strip():
-        print_error("the title must not be empty")
-        raise typer.Exit(2)
+        raise fail("the title must not be empty", 2)
 
     async def main() -> JournalEntry:
         async with open_store(database_url, create=True) as store:
@@ -94,8 +93,7 @@ def search(
             try:
                 return await journal.search(query, limit=limit, pipeline=pipeline)
             except StoreError as exc:
-                print_error(str(exc))
-                raise typer.Exit(1) from None
+                raise fail(str(exc), 1) from None
 
     _print_entries(run_loop(main), as_json)
 
@@ -134,8 +132,7 @@ def show(
             try:
                 return await Journal(store).get(entry_id)
             except StoreError as exc:
-                print_error(str(exc))
-                raise typer.Exit(1) from None
+                raise fail(str(exc), 1) from None
 
     entry = run_loop(main)
     if as_json:

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 
 from legato.cli._app import app
-from legato.cli._console import new_console, new_table, print_error
+from legato.cli._console import fail, new_console, new_table
 from legato.cli._loop import run_loop
 
 keys_app = typer.Typer(help="Gateway API keys: create, list, revoke, spend.", no_args_is_help=True)
@@ -52,11 +52,9 @@ def _with_store(
     try:
         return run_loop(main)
     except (ConfigError, StoreNotFound, StoreCorrupt) as exc:
-        print_error(str(exc))
-        raise typer.Exit(2) from None
+        raise fail(str(exc), 2) from None
     except (StoreError, ValueError) as exc:
-        print_error(str(exc))
-        raise typer.Exit(1) from None
+        raise fail(str(exc), 1) from None
 
 
 async def _audit(store: Any, action: str, key: Any, **detail: Any) -> None:
@@ -97,8 +95,7 @@ def create(
 ) -> None:
     """Create a key. Its secret is shown once: store it now."""
     if period not in ("day", "month", "total"):
-        print_error(f"--period must be day, month or total, got {period!r}")
-        raise typer.Exit(2)
+        raise fail(f"--period must be day, month or total, got {period!r}", 2)
 
     async def action(store: Any) -> tuple[Any, str]:
         result: tuple[Any, str] = await store.create(
@@ -126,8 +123,7 @@ def create(
             if guardrail not in names():
                 raise ValueError(f"unknown guardrail {guardrail!r}; known: {', '.join(names())}")
     except ValueError as exc:
-        print_error(str(exc))
-        raise typer.Exit(2) from None
+        raise fail(str(exc), 2) from None
     key, secret = _with_store(config, database_url, action, create=True)
     if as_json:
         typer.echo(json.dumps({**key.public(), "key": secret}))
@@ -201,8 +197,7 @@ def revoke(
 
     found = _with_store(config, database_url, action)
     if found is None:
-        print_error(f"no API key {key!r}")
-        raise typer.Exit(1)
+        raise fail(f"no API key {key!r}", 1)
     typer.echo(f"revoked {found.prefix}... ({found.name})")
     if announced == [False]:
         typer.echo(

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from legato.cli._app import app
-from legato.cli._console import new_console, print_error
+from legato.cli._console import fail, new_console
 from legato.cli._loop import run_loop
 from legato.cli.runs import DATABASE_URL_HELP, open_store
 
@@ -41,8 +41,7 @@ def _pipelines(paths: list[Path], config: Path | None) -> dict[str, Pipeline]:
                 found[pipeline.name] = pipeline
         return found
     except (ConfigError, SpecError, OSError) as exc:
-        print_error(str(exc))
-        raise typer.Exit(2) from None
+        raise fail(str(exc), 2) from None
 
 
 @app.command("mcp")

@@ -114,7 +114,7 @@ def rerun(
             except (InputError, SpecError) as exc:
                 raise fail(str(exc), 2) from None
             except StoreError as exc:
-                raise fail(str(exc)) from None
+                raise fail(str(exc), 1) from None
 
     result = run_loop(main)
     report_result(result, as_json, interrupt)

@@ -94,9 +94,9 @@ def respond(
                 with interrupt.installed():
                     return await DurableRunner(store).resume(pipeline, record.id, control=interrupt.control)
             except LeaseLost as exc:
-                raise fail(f"answered; {exc}: that process resumes it") from None
+                raise fail(f"answered; {exc}: that process resumes it", 1) from None
             except StoreError as exc:
-                raise fail(f"answered; resuming failed: {exc}") from None
+                raise fail(f"answered; resuming failed: {exc}", 1) from None
 
     result = run_loop(main)
     if result is not None:

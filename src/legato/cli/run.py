@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,42 +21,17 @@ from rich.console import Console
 from rich.markup import escape
 
 from legato.cli._app import app
-from legato.cli._console import new_console, new_table, print_error, styled
+from legato.cli._console import enum_parser, fail, new_console, new_table, print_error, styled
+from legato.cli._load import load_pipeline_file
 from legato.cli._loop import run_loop
 
 if TYPE_CHECKING:
     from legato.engine import Event, Pipeline, PlanSummary, RunResult
-    from legato.errors import SpecError
 
 __all__ = ["plan", "run", "validate"]
 
 _err = new_console(stderr=True)
 _CONFIG_HELP = "legato.yaml (default: $LEGATO_CONFIG, then legato.yaml beside the pipeline file, then ./legato.yaml)."
-
-
-def _fail_spec(exc: SpecError) -> typer.Exit:
-    for issue in exc.issues:
-        print_error(str(issue))
-    n = len(exc.issues)
-    _err.print(f"{n} error{'s' if n != 1 else ''}", style="red")
-    return typer.Exit(2)
-
-
-def _load(file: Path, config: Path | None, *, check_secrets: bool = False) -> Pipeline:
-    """Load ``file`` with the config found for it; ``check_secrets`` for running (or ``--strict``)."""
-    from legato.config import LegatoConfig
-    from legato.errors import ConfigError, SpecError
-    from legato.spec import load_pipeline
-
-    try:
-        cfg = LegatoConfig.load(config, spec=file)
-    except ConfigError as exc:
-        print_error(str(exc))
-        raise typer.Exit(2) from None
-    try:
-        return load_pipeline(file, config=cfg, check_secrets=check_secrets)
-    except SpecError as exc:
-        raise _fail_spec(exc) from None
 
 
 def _parse_inputs(pipeline: Pipeline, pairs: list[str], inputs_file: Path | None) -> dict[str, Any]:
@@ -64,18 +40,15 @@ def _parse_inputs(pipeline: Pipeline, pairs: list[str], inputs_file: Path | None
         try:
             loaded = json.loads(inputs_file.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
-            print_error(f"--inputs-file {inputs_file}: {exc}")
-            raise typer.Exit(2) from None
+            raise fail(f"--inputs-file {inputs_file}: {exc}", 2) from None
         if not isinstance(loaded, dict):
-            print_error(f"--inputs-file {inputs_file}: must hold a JSON object")
-            raise typer.Exit(2)
+            raise fail(f"--inputs-file {inputs_file}: must hold a JSON object", 2)
         values.update(loaded)
     declared = pipeline.inputs
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            print_error(f"--input expects key=value, got {pair!r}")
-            raise typer.Exit(2)
+            raise fail(f"--input expects key=value, got {pair!r}", 2)
         decl = declared.get(key)
         if decl is not None and decl.type is str:
             values[key] = raw
@@ -137,15 +110,14 @@ def run(
 
     from legato.errors import InputError
 
-    pipeline = _load(file, config, check_secrets=True)
+    pipeline = load_pipeline_file(file, config, check_secrets=True)
     if executor is not None or executor_option:
         _choose_executor(pipeline, executor, executor_option)
     values = _parse_inputs(pipeline, input, inputs_file)
     try:
         pipeline.check_inputs(values)  # before anything is stored or run
     except InputError as exc:
-        print_error(str(exc))
-        raise typer.Exit(2) from None
+        raise fail(str(exc), 2) from None
     out = new_console()
     progress = _Progress(pipeline, out) if out.is_terminal and not as_json and not stream else None
     tokens = _token_printer(as_json) if stream else None
@@ -197,8 +169,7 @@ def run(
         with quiet:
             result = run_loop(main)
     except InputError as exc:
-        print_error(str(exc))
-        raise typer.Exit(2) from None
+        raise fail(str(exc), 2) from None
     finally:
         if tokens is not None:
             tokens.end_line()
@@ -253,8 +224,7 @@ def _default_queue(config: Path | None, pipeline: str) -> str | None:
     try:
         queues = LegatoConfig.load(config).section("queues", QueuesSection)
     except ConfigError as exc:
-        print_error(str(exc))
-        raise typer.Exit(2) from None
+        raise fail(str(exc), 2) from None
     return default_queue(queues, pipeline)
 
 
@@ -277,8 +247,7 @@ def _run_queued(
 
     queue, priority = placement
     if not queue.strip() or len(queue) > 255:
-        print_error(f"--queue: a queue name is 1 to 255 characters, got {queue!r}")
-        raise typer.Exit(2)
+        raise fail(f"--queue: a queue name is 1 to 255 characters, got {queue!r}", 2)
 
     async def main() -> tuple[Any, RunResult | None]:
         async with open_store(database_url, create=True) as store:
@@ -323,16 +292,14 @@ def _choose_executor(pipeline: Pipeline, name: str | None, pairs: list[str]) -> 
     from legato.engine import executor_names
 
     if name is not None and name not in executor_names():
-        print_error(f"unknown executor {name!r}; known: {', '.join(executor_names())}")
-        raise typer.Exit(2)
+        raise fail(f"unknown executor {name!r}; known: {', '.join(executor_names())}", 2)
     options: dict[str, Any] = (
         {} if name is not None and name != pipeline.executor_name else dict(pipeline.executor_options)
     )
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            print_error(f"--executor-option expects key=value, got {pair!r}")
-            raise typer.Exit(2)
+            raise fail(f"--executor-option expects key=value, got {pair!r}", 2)
         try:
             options[key] = json.loads(raw)
         except json.JSONDecodeError:
@@ -474,7 +441,7 @@ def validate(
     failed = False
     for file in files:
         try:
-            pipeline = _load(file, config, check_secrets=strict)
+            pipeline = load_pipeline_file(file, config, check_secrets=strict)
         except typer.Exit:
             failed = True
             continue
@@ -483,13 +450,21 @@ def validate(
     raise typer.Exit(2 if failed else 0)
 
 
-_FORMATS = ("text", "mermaid", "dot", "json")
+class PlanFormat(StrEnum):
+    """What ``legato plan --format`` prints."""
+
+    TEXT = "text"
+    MERMAID = "mermaid"
+    DOT = "dot"
+    JSON = "json"
 
 
 @app.command()
 def plan(
     file: Path = typer.Argument(..., help="Pipeline YAML file, or module:pipeline naming a Python Pipeline."),
-    format: str = typer.Option("text", "--format", "-f", help="text, mermaid, dot or json."),
+    format: PlanFormat = typer.Option(
+        PlanFormat.TEXT, "--format", "-f", parser=enum_parser(PlanFormat, "--format"), help="What to print."
+    ),
     config: Path | None = typer.Option(None, "--config", help=_CONFIG_HELP),
     cost: bool = typer.Option(False, "--cost", help="Also estimate the cost per step and in total."),
     fan_out: int = typer.Option(10, "--fan-out", min=1, help="With --cost: items assumed for each map step."),
@@ -498,27 +473,19 @@ def plan(
     """Show the execution plan: levels, critical path, parallelism and estimated wall time."""
     from legato.engine import summarize
 
-    if format not in _FORMATS:
-        import difflib
-
-        match = difflib.get_close_matches(format, _FORMATS, n=1)
-        hint = f" (did you mean {match[0]!r}?)" if match else ""
-        print_error(f"--format must be one of {', '.join(_FORMATS)}, got {format!r}{hint}")
-        raise typer.Exit(2)
-    if cost and format not in ("text", "json"):
-        print_error("--cost works with --format text or json")
-        raise typer.Exit(2)
-    pipeline = _load(file, config)
+    if cost and format not in (PlanFormat.TEXT, PlanFormat.JSON):
+        raise fail("--cost works with --format text or json", 2)
+    pipeline = load_pipeline_file(file, config)
     summary = summarize(pipeline.compile())
     estimate = _plan_cost(file, config, fan_out, ref_tokens) if cost else None
-    if format == "json":
+    if format is PlanFormat.JSON:
         data = summary.as_dict()
         if estimate is not None:
             data["cost"] = estimate.as_dict()
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
-    elif format == "mermaid":
+    elif format is PlanFormat.MERMAID:
         sys.stdout.write(_mermaid(summary))
-    elif format == "dot":
+    elif format is PlanFormat.DOT:
         sys.stdout.write(_dot(pipeline.name, summary))
     else:
         _text(pipeline.name, summary)
@@ -533,8 +500,7 @@ def _plan_cost(file: Path, config: Path | None, fan_out: int, ref_tokens: int) -
     try:
         return plan_cost(file, config, fan_out=fan_out, ref_tokens=ref_tokens)
     except ConfigError as exc:
-        print_error(str(exc))
-        raise typer.Exit(2) from None
+        raise fail(str(exc), 2) from None
 
 
 def _label(step: dict[str, Any]) -> str:

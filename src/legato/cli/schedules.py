@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 
 from legato.cli._app import app
-from legato.cli._console import new_console, new_table, print_error
+from legato.cli._console import fail, new_console, new_table
 from legato.cli.runs import DATABASE_URL_HELP, open_store, operator
 from legato.cli.runs._common import dump_json, when
 
@@ -52,8 +52,7 @@ def _with_schedules(
         section = cfg.section("schedules", SchedulesSection)
         queues = cfg.section("queues", QueuesSection)
     except ConfigError as exc:
-        print_error(str(exc))
-        raise typer.Exit(2) from None
+        raise fail(str(exc), 2) from None
 
     async def main() -> T:
         async with open_store(database_url, create=create) as store:
@@ -62,8 +61,7 @@ def _with_schedules(
     try:
         return anyio.run(main)
     except ScheduleNotFound as exc:
-        print_error(str(exc))
-        raise typer.Exit(1) from None
+        raise fail(str(exc), 1) from None
 
 
 @schedules_app.command("list")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from legato.cli._app import app
-from legato.cli._console import print_error
+from legato.cli._console import fail
 
 
 @app.command()
@@ -48,8 +48,7 @@ def serve(
         settings = load_settings(cfg, **overrides)
         warnings = check_models(cfg, settings.models)
     except ConfigError as exc:
-        print_error(str(exc))
-        raise typer.Exit(2) from None
+        raise fail(str(exc), 2) from None
     for warning in warnings:
         typer.echo(f"warning: {warning}; it will not be served", err=True)
     typer.echo(f"legato gateway on http://{settings.host}:{settings.port} (workers: {settings.workers})", err=True)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from legato.cli._app import app
-from legato.cli._console import new_console, print_error
+from legato.cli._console import fail, new_console
 from legato.cli._loop import run_loop
 from legato.cli.runs import DATABASE_URL_HELP, open_store
 
@@ -62,15 +62,12 @@ def worker(
         schedules = cfg.section("schedules", SchedulesSection)
         pipelines = load_pipelines(cfg)
     except ConfigError as exc:
-        print_error(str(exc))
-        raise typer.Exit(2) from None
+        raise fail(str(exc), 2) from None
     names = list(dict.fromkeys(queue)) or list(queues.root)
     if not names:
-        print_error("no queue to serve: pass --queue NAME or declare queues in the `queues:` section of legato.yaml")
-        raise typer.Exit(2)
+        raise fail("no queue to serve: pass --queue NAME or declare queues in the `queues:` section of legato.yaml", 2)
     if any(not n.strip() or len(n) > 255 for n in names):
-        print_error(f"--queue: a queue name is 1 to 255 characters, got {names!r}")
-        raise typer.Exit(2)
+        raise fail(f"--queue: a queue name is 1 to 255 characters, got {names!r}", 2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     plan = _Plan(names, queues, schedules, pipelines, cfg)
@@ -104,8 +101,7 @@ async def _serve(plan: _Plan, database_url: str | None, concurrency: int, lease_
                 Scheduler(store, plan.schedules, plan.pipelines, queues=plan.queues) if plan.schedules.root else None
             )
         except ConfigError as exc:
-            print_error(str(exc))
-            raise typer.Exit(2) from None
+            raise fail(str(exc), 2) from None
         w = Worker(
             store,
             settings,

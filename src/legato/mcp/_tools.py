@@ -21,7 +21,7 @@ from typing import Any
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
-from legato.engine import Pipeline, RunResult, Subscriber
+from legato.engine import Pipeline, Subscriber
 from legato.errors import IdempotencyConflict, InputError, InvalidAnswer, RunNotFound, StepNotWaiting, StoreError
 from legato.store import LOCAL, DurableRunner, Journal, Principal, RunStore, visible_run
 
@@ -46,22 +46,6 @@ def _pipeline_info(name: str, p: Pipeline) -> dict[str, Any]:
         },
         "steps": list(p.steps),
     }
-
-
-def _result_dict(r: RunResult) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "run_id": r.run_id,
-        "pipeline": r.pipeline,
-        "status": str(r.status),
-        "outputs": r.result,
-        "duration_s": round(r.duration_s, 6),
-    }
-    if r.waiting:
-        doc["waiting"] = r.waiting  # step -> question (kind, schema, timeout): answer with respond_to_run
-    elif not r.ok:
-        doc["error"] = r.error
-        doc["failed_step"] = r.failed_step
-    return doc
 
 
 def _step_dict(s: Any) -> dict[str, Any]:
@@ -141,7 +125,7 @@ class Tools:
             )
         except (InputError, IdempotencyConflict) as exc:
             raise ToolError(str(exc)) from None
-        return _result_dict(result)
+        return result.to_dict()
 
     async def respond(self, ctx: Context, run_id: str, step: str, approved: bool | None, value: Any) -> dict[str, Any]:
         """Answer a waiting step of a run the caller may see; resume the run here when
@@ -165,7 +149,7 @@ class Tools:
             result = await self.runner.resume(pipeline, record.id, subscribers=self.subscribers)
         except StoreError as exc:  # another worker took it at the same moment
             raise ToolError(f"answered; resuming here failed: {exc}") from None
-        return _result_dict(result)
+        return result.to_dict()
 
     async def write(
         self, ctx: Context, thoughts: str, title: str | None, tags: list[str] | None, pipeline: str | None,

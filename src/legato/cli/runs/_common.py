@@ -9,7 +9,6 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -17,11 +16,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from legato.cli._app import app
-from legato.cli._console import new_console, print_error
+from legato.cli._console import fail, new_console
+from legato.cli._load import load_pipeline_file
 
 if TYPE_CHECKING:
     from legato.cli._interrupt import Interrupt
-    from legato.engine import Pipeline, RunResult
+    from legato.engine import RunResult
     from legato.errors import RunNotFound
     from legato.store import RunStore
 
@@ -75,11 +75,6 @@ def operator() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def fail(message: str, code: int = 1) -> typer.Exit:
-    print_error(message)
-    return typer.Exit(code)
-
-
 def not_found(exc: RunNotFound) -> typer.Exit:
     """Exit 1 for an unknown run, 2 for a prefix that matches several (the message lists them)."""
     from legato.errors import AmbiguousRunId
@@ -106,7 +101,7 @@ async def open_store(
     except (ConfigError, EncryptionKeyError, StoreCorrupt, StoreNotFound) as exc:
         raise fail(str(exc), 2) from None
     except StoreError as exc:
-        raise fail(str(exc)) from None
+        raise fail(str(exc), 1) from None
     try:
         yield store
     finally:
@@ -119,17 +114,6 @@ def when(at: float | None) -> str:
 
 def dump_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
-
-
-def load_pipeline_file(path: Path, config: Path | None) -> Pipeline:
-    from legato.config import LegatoConfig
-    from legato.errors import ConfigError, SpecError
-    from legato.spec import load_pipeline
-
-    try:
-        return load_pipeline(path, config=LegatoConfig.load(config, spec=path))
-    except (ConfigError, SpecError) as exc:
-        raise fail(str(exc), 2) from None
 
 
 def report_result(result: RunResult, as_json: bool, interrupt: Interrupt) -> None:

@@ -87,7 +87,7 @@ async def stored_run(
             resume = (
                 f"; run {started[0]} keeps its finished steps: `legato runs resume {started[0]}`" if started else ""
             )
-            raise fail(f"{exc}{resume}") from None
+            raise fail(f"{exc}{resume}", 1) from None
 
 
 _WAIT_POLL_S = (0.05, 1.0)  # first and longest pause between looks at a run executed elsewhere

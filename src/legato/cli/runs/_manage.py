@@ -70,14 +70,14 @@ def resume(
                         pipeline, record.id, force=force, allow_changed=allow_changed, control=interrupt.control
                     )
             except LeaseLost as exc:
-                raise fail(f"{exc}: resume it after that, or with --force if that process is gone") from None
+                raise fail(f"{exc}: resume it after that, or with --force if that process is gone", 1) from None
             except PipelineChanged as exc:
                 raise fail(f"{exc}. Start a new run, or resume with --allow-changed to keep them anyway", 2) from None
             except RunNotResumable as exc:
                 hint = "" if exc.status == "succeeded" else ": resume it with --force once you mean to"
-                raise fail(f"{exc}{hint}") from None
+                raise fail(f"{exc}{hint}", 1) from None
             except StoreError as exc:
-                raise fail(str(exc)) from None
+                raise fail(str(exc), 1) from None
             except SpecError as exc:
                 raise fail(str(exc), 2) from None
 
@@ -101,7 +101,7 @@ def cancel(
             except RunNotFound as exc:
                 raise not_found(exc) from None
             except StoreError as exc:
-                raise fail(str(exc)) from None
+                raise fail(str(exc), 1) from None
 
     record = run_loop(main)
     if record.status == "cancelled":
