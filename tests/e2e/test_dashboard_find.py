@@ -1,5 +1,7 @@
 """Finding runs and resuming an interrupted one, in a real browser against ``legato serve``.
 
+With ``LEGATO_SCREENSHOTS=1`` the runs list screenshots are saved to ``docs/images/``.
+
 - 1,000 runs seeded through the store API before the server starts (SQLite, and a
   fresh PostgreSQL database); the search box
   finds the one run holding a word, "More filters" narrows by tag, the pager walks a
@@ -37,6 +39,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 MASTER = "lg-e2e-find-master-key-0123456789"
+DOC_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 
 WORK = """
 import os
@@ -176,6 +179,8 @@ def shown(page: Any) -> list[str]:
 def test_search_a_thousand_runs_from_the_runs_list(project: Path, database_url: str) -> None:
     from playwright.sync_api import expect, sync_playwright
 
+    images = DOC_IMAGES if os.environ.get("LEGATO_SCREENSHOTS") == "1" else project / "images"
+    images.mkdir(parents=True, exist_ok=True)
     ids = anyio.run(seed, database_url)
     with serve(project, database_url) as base, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -198,6 +203,8 @@ def test_search_a_thousand_runs_from_the_runs_list(project: Path, database_url: 
                 expect(page.locator(".more-filters")).to_have_attribute("open", "")
                 overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
                 assert overflow <= 0, f"the filtered runs list at {width}px is {overflow}px wider than the screen"
+                if database_url.startswith("sqlite"):
+                    page.screenshot(path=str(images / f"dashboard-runs-search-{width}.png"))
 
                 page.goto(f"{base}/ui/?q=late+parcel&limit=100&sort=oldest")
                 seen: list[str] = []
