@@ -169,13 +169,17 @@ def fallback_config(tmp_path: Path, base: str) -> LegatoConfig:
 async def test_each_model_call_is_reported_with_its_route(tmp_path: Path, fake_provider: FakeProvider) -> None:
     """The step's call says which deployment failed with what, which answered, and what was said."""
     from legato.engine import ModelCalled
+    from legato.routing import aclose_shared_groups
     from legato.testing import Fault
 
     fake_provider.inject(Fault.server_error(), model="gpt-primary")
     fake_provider.script(Reply(text="Two regions were down for an hour."), model="gpt-backup")
     events: list[object] = []
     pipeline = load_pipeline(FALLBACK, config=fallback_config(tmp_path, fake_provider.base_url))
-    result = await pipeline.run(subscribers=[events.append])
+    try:
+        result = await pipeline.run(subscribers=[events.append])
+    finally:
+        await aclose_shared_groups()  # the loop's owner closes the pools its groups opened
     result.raise_for_status()
     [called] = [e for e in events if isinstance(e, ModelCalled)]
     call = called.call
