@@ -132,8 +132,9 @@ async def test_charts_show_the_seeded_values(store: RunStore) -> None:
     assert "<title" in page
     assert "<desc" in page
     # Budgets come from the spend records the gateway enforces them with.
-    assert f"alice ({alice.prefix}…) $1.00 of $4.00 this day (25%)" in text
-    assert f"bob ({bob.prefix}…) $" not in text  # no budget, no bar
+    budgets = _text(re.search(r'id="chart-budgets".*?</figure>', page, re.S).group(0))  # type: ignore[union-attr]
+    assert f"alice ({alice.prefix}…) $1.00 of $4.00 this day (25%)" in budgets
+    assert "bob" not in budgets  # no budget, no bar
     async with client(app, alice_secret) as c:
         own = _text((await c.get("/ui/charts")).text)
     assert "assistant 0.0% (0 of 2 calls)" in own  # bob's failed call is not alice's
@@ -155,3 +156,18 @@ async def test_a_runs_page_lists_its_model_calls(store: RunStore) -> None:
     assert "$0.000011" in section
     assert "user: summarise" in section
     assert "a summary" in section
+
+
+def test_a_spend_chart_of_many_keys_adds_up_all_but_the_costliest_six() -> None:
+    from datetime import UTC, datetime
+
+    from legato.server.ui._charts import spend_chart
+    from legato.store import SpendPoint
+
+    points = [SpendPoint("2033-05-18", f"key-{i}", float(i), 1) for i in range(1, 10)]  # key-9 costs most
+    chart = spend_chart(points, days=1, today=datetime(2033, 5, 18, tzinfo=UTC), usd=lambda v: f"{v:g}")
+    assert chart.table[0] == ["Day", "key-9", "key-8", "key-7", "key-6", "key-5", "key-4", "all others", "Total"]
+    assert chart.table[1] == ["2033-05-18", "9", "8", "7", "6", "5", "4", "6", "45"]  # 1 + 2 + 3 = 6
+    [column] = chart.columns
+    assert [s.css for s in column.segments] == ["c1", "c2", "c3", "c4", "c5", "c6", "c0"]
+    assert abs(sum(s.width for s in column.segments) - 1.0) < 1e-9  # the tallest day fills the height

@@ -154,7 +154,7 @@ data_keys = sa.Table(
     sa.Column("rotated_at", sa.Float, nullable=True),
 )
 
-# One row per model call of a step or a gateway request (revision r0013_model_calls):
+# One row per model call of a step or a gateway request (revisions r0013_model_calls, r0016_model_call_indexes):
 # metadata in the clear for aggregates, the redacted prompt/answer/path sealed in ``detail``.
 model_calls = sa.Table(
     "model_calls",
@@ -183,8 +183,10 @@ model_calls = sa.Table(
     sa.Column("trace_id", sa.String(32), nullable=True),
     sa.Column("detail", sa.Text, nullable=True),
     sa.Index("ix_model_calls_run", "run_id", "id"),
-    sa.Index("ix_model_calls_at", "at"),
-    sa.Index("ix_model_calls_tenant_source", "tenant", "source", "at"),
+    sa.Index("ix_model_calls_at", "at", "tenant", "model", "cost"),  # covers spend per day
+    sa.Index("ix_model_calls_model_latency", "model", "latency_s", "at", "status", "tenant"),  # covers percentiles
+    sa.Index("ix_model_calls_source", "source", "id"),  # the newest gateway calls
+    sa.Index("ix_model_calls_tenant_source", "tenant", "source", "id"),  # ... of one key
 )
 
 # Schedules of legato.yaml (revision r0014_schedules_workers): the configuration is the

@@ -4,7 +4,8 @@ Each chart is a title, a description (the SVG's ``<title>``/``<desc>``, read by
 screen readers) and rows whose geometry is worked out here; the templates only
 place them. Every value is also written out as text beside its bar (and in a table
 for the spend chart), so nothing is shown by length or colour alone. Series colours
-are CSS classes (``c1``…``c6``, then ``c0`` for the rest) whose light and dark values
+are CSS classes (``c1``…``c6`` for the six costliest series, ``c0`` for the rest added
+up as "all others", which keeps a chart of many keys small) whose light and dark values
 keep at least 3:1 against the card (WCAG 1.4.11 for graphics).
 
 Widths are fractions of the drawing width (0..1) and the templates use percentages,
@@ -23,7 +24,8 @@ from legato.store import DurationStats, ModelStats, SpendPoint
 
 __all__ = ["Chart", "Column", "Row", "Segment", "budget_chart", "duration_chart", "latency_chart", "spend_chart"]
 
-SERIES = 6  # distinct colours; further series share "other"
+SERIES = 6  # series drawn apart, each in its own colour; the others are added up as OTHER
+OTHER = "all others"
 LIMIT_AT = 0.8  # where a budget's limit is drawn, leaving room to show an overspend up to 125%
 
 
@@ -72,7 +74,7 @@ def _scale(values: Iterable[float]) -> float:
 
 
 def _colours(names: Sequence[str]) -> dict[str, str]:
-    return {name: f"c{i + 1}" if i < SERIES else "c0" for i, name in enumerate(names)}
+    return {name: "c0" if name == OTHER and i == SERIES else f"c{i + 1}" for i, name in enumerate(names)}
 
 
 def spend_chart(
@@ -86,13 +88,16 @@ def spend_chart(
 ) -> Chart:
     """Stacked columns of cost per day, one colour per series (the costliest first)."""
     first = (today - timedelta(days=days - 1)).strftime("%Y-%m-%d")
-    names = [label(s) for s in _by_total(points)]
+    ranked = _by_total(points)
+    shown = {s: label(s) for s in ranked[:SERIES]}  # the costliest; the rest are added up as "other"
+    names = [*shown.values(), *([OTHER] if len(ranked) > SERIES else [])]
     colour = _colours(names)
     per_day: dict[str, dict[str, float]] = {}
     for p in points:
         if p.day >= first:
             cell = per_day.setdefault(p.day, {})
-            cell[label(p.series)] = cell.get(label(p.series), 0.0) + p.cost
+            name = shown.get(p.series, OTHER)
+            cell[name] = cell.get(name, 0.0) + p.cost
     day_list = [(today - timedelta(days=days - 1 - i)).strftime("%Y-%m-%d") for i in range(days)]
     top = _scale(sum(v.values()) for v in per_day.values())
     every = max(1, round(days / 4))
@@ -110,7 +115,7 @@ def spend_chart(
             cost = cell.get(name, 0.0)
             if cost > 0:
                 height = cost / top
-                segments.append(Segment(colour[name], y, height, f"{day} · {name}: {usd(cost)}"))
+                segments.append(Segment(colour[name], y, height, f"{name} {usd(cost)}"))
                 y += height
         chart.columns.append(Column(day, tuple(segments), usd(sum(cell.values())), i % every == 0 or i == days - 1))
     chart.table = [["Day", *names, "Total"]] + [
