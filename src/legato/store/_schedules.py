@@ -356,8 +356,10 @@ class Scheduler:
 
     async def fire_due(self) -> list[Fired]:
         """Enqueue a run for every due tick this scheduler wins; returns them."""
-        await ensure_schedules(self.store, list(self.section.root))
         states = await schedule_states(self.store)
+        if any(name not in states for name in self.section.root):  # first sight: one write, then reads only
+            await ensure_schedules(self.store, [n for n in self.section.root if n not in states])
+            states = await schedule_states(self.store)
         now = self.store.clock()
         fired: list[Fired] = []
         for name, settings in self.section.root.items():
