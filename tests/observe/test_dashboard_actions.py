@@ -220,3 +220,31 @@ async def test_an_interrupted_run_is_resumed_from_its_page(tmp_path: Path) -> No
         assert calls == {"fetch": 0, "check": 1}  # the checkpointed step did not run again
     finally:
         await store.aclose()
+
+
+async def test_an_interrupted_run_of_a_queue_goes_back_on_its_queue(tmp_path: Path) -> None:
+    from legato.server._runs import RunsService
+    from legato.store import pipeline_version
+
+    p = Pipeline("queued")
+
+    @p.step
+    async def work(x: int) -> int:
+        return x
+
+    now = [1_800_000_000.0]
+    store = await RunStore(f"sqlite+aiosqlite:///{tmp_path / 'requeue.db'}", clock=lambda: now[0]).open()
+    try:
+        run, _ = await store.create_run(pipeline="queued", version_hash=pipeline_version(p), inputs={"x": 1},
+                                        owner="elsewhere:1:n", lease_ttl=30, queue="gpu")  # fmt: skip
+        now[0] += 31
+        service = RunsService(store, {"queued": p}, execute=False)
+        async with anyio.create_task_group() as tg:
+            await tg.start(service.serve)
+            resumed = await service.resume(run)
+            tg.cancel_scope.cancel()
+        assert resumed.status == "queued"  # for the next worker of "gpu", not executed by the gateway
+        assert resumed.queue == "gpu"
+        assert resumed.lease_owner is None
+    finally:
+        await store.aclose()

@@ -294,10 +294,12 @@ class RunsService:
         return record
 
     async def resume(self, record: Any) -> Any:
-        """Resume an interrupted run (its worker died or its lease expired) here, in the
-        background, from its last checkpoint: its finished steps are not run again.
-        409 for a run that is not interrupted or whose pipeline changed since."""
-        from legato.store import interrupted, pipeline_version
+        """Resume an interrupted run (its worker died or its lease expired) from its last
+        checkpoint: its finished steps are not run again. A run of a queue goes back on
+        its queue for the next worker; any other run is executed here, in the
+        background. 409 for a run that is not interrupted, whose pipeline changed
+        since, or that this server (``--no-execute``) would not execute."""
+        from legato.store import interrupted, pipeline_version, requeue
 
         if not self.accepting or self._tg is None:
             raise GatewayError(503, "overloaded", "the server is shutting down", headers={"Retry-After": "1"})
@@ -307,6 +309,11 @@ class RunsService:
             alive = " and its worker holds its lease" if current.status == "running" else ""
             message = f"run {current.id} is {current.status}{alive}: only an interrupted run is resumed"
             raise GatewayError(409, "conflict", message, code="run_not_interrupted")
+        if current.queue is not None and await requeue(self.store, current.id, current.lease_owner or ""):
+            return await self.store.get_run(current.id)
+        if not self.execute:
+            message = f"this server executes no runs: resume run {current.id} with `legato runs resume`"
+            raise GatewayError(409, "conflict", message, code="not_executed_here")
         if current.version_hash != pipeline_version(pipeline):
             message = f"run {current.id} was started by another version of pipeline {current.pipeline!r}"
             raise GatewayError(409, "conflict", message, code="pipeline_changed")
