@@ -47,6 +47,7 @@ KNOWN_SECTIONS = frozenset(
         "observe",
         "journal",
         "pipelines",
+        "retention",
         "tasks",
         "mcp_servers",
         "step_kinds",

@@ -17,7 +17,7 @@ from legato.cache._backends import CacheBackend, MemoryBackend
 from legato.cache._config import CacheConfig
 from legato.cache._keys import chat_key, embed_key
 from legato.cache._memo import StepMemo
-from legato.cache._protect import Sealing, SubjectIndex, erase_subject
+from legato.cache._protect import Sealing, SubjectIndex, erase_subject, subject_digest
 from legato.cache._redis import RedisBackend
 from legato.cache._response import CacheStats, ResponseCache, bypass
 from legato.cache._semantic import SemanticCache
@@ -41,4 +41,5 @@ __all__ = [
     "chat_key",
     "embed_key",
     "erase_subject",
+    "subject_digest",
 ]

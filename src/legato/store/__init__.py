@@ -33,6 +33,16 @@ from legato.store._records import CancelRequest, EventRecord, RecoveryAction, Ru
 from legato.store._recovery import Recovery, load_source, recover_expired_runs
 from legato.store._reflection import reflect_on_run
 from legato.store._rerun import downstream_of, prepare_rerun
+from legato.store._retention import (
+    ErasureReport,
+    PayloadMode,
+    PayloadState,
+    RetentionConfig,
+    RetentionReport,
+    RetentionRule,
+    apply_retention,
+    erase_subject,
+)
 from legato.store._runs import RunStore
 from legato.store._schedules import (
     Fired,
@@ -56,6 +66,7 @@ __all__ = [
     "DurableRunner",
     "DurationStats",
     "Embedder",
+    "ErasureReport",
     "EventRecord",
     "Fired",
     "Journal",
@@ -63,6 +74,8 @@ __all__ = [
     "LocalEmbedder",
     "ModelStats",
     "OwnerState",
+    "PayloadMode",
+    "PayloadState",
     "Principal",
     "QueueSettings",
     "QueueStats",
@@ -71,6 +84,9 @@ __all__ = [
     "RateLimit",
     "Recovery",
     "RecoveryAction",
+    "RetentionConfig",
+    "RetentionReport",
+    "RetentionRule",
     "RunFilter",
     "RunRecord",
     "RunStore",
@@ -85,11 +101,13 @@ __all__ = [
     "StoredStatus",
     "Worker",
     "WorkerStats",
+    "apply_retention",
     "call_values",
     "claim_run",
     "configured_url",
     "default_queue",
     "downstream_of",
+    "erase_subject",
     "expire_waits",
     "gateway_calls",
     "interrupted",

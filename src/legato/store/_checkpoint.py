@@ -103,8 +103,10 @@ class Checkpointer:
         attempts_before: Mapping[str, int] | None = None,
         mapped: frozenset[str] = frozenset(),
         journaled: Iterable[str] = (),
+        keep_payloads: bool = True,
     ) -> None:
         self.store = store
+        self.keep_payloads = keep_payloads  # False: outputs are not stored (metadata-only pipelines)
         self.on_cancel = on_cancel
         self.attempts_before = dict(attempts_before or {})
         self.run_id = run_id
@@ -126,7 +128,7 @@ class Checkpointer:
     async def __call__(self, event: Event) -> None:
         base = self.attempts_before.get(getattr(event, "step", None) or "", 0)
         if isinstance(event, MapItemFinished):
-            output = _stored(event.output, event.step, event.index)
+            output = _stored(event.output, event.step, event.index) if self.keep_payloads else _NOTHING
             self._pending.items.append(
                 MapItemRecord(
                     event.run_id, event.step, event.index, output, base + event.attempt, event.at, event.duration_s
@@ -143,7 +145,8 @@ class Checkpointer:
             await self._model_call(event, base)
             return
         if isinstance(event, StepFinished):
-            finished = _finished(event, base, _stored(event.output, event.step, None))
+            output = _stored(event.output, event.step, None) if self.keep_payloads else _NOTHING
+            finished = _finished(event, base, output)
             finished = replace(finished, meta={**finished.meta, **self._item_times.take(event.step)})
         self._pending.events.append(_event_record(event, base))
         if isinstance(event, StepRetried):
@@ -239,6 +242,9 @@ class Checkpointer:
         finally:
             self._committing = None
             done.set()
+
+
+_NOTHING = Encoded(encode(None))
 
 
 def _stored(value: Any, step: str, index: int | None) -> Encoded:

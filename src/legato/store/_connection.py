@@ -31,6 +31,7 @@ from legato.store._database import (
     translate_error,
 )
 from legato.store._datakeys import kek_for, key_reference, load_data_keys, rotate_data_keys
+from legato.store._retention import RetentionConfig
 
 __all__ = ["Clock", "StoreConnection"]
 
@@ -51,6 +52,7 @@ class StoreConnection:
         redactor: Redactor | None = None,
         create: bool = True,
         encryption_key: str | None = None,
+        retention: RetentionConfig | None = None,
     ) -> None:
         self.url = resolve_url(None if url is None else os.fspath(url))
         self.clock = clock
@@ -67,6 +69,14 @@ class StoreConnection:
         self.encryption_key = key_reference(encryption_key)
         self._sealer: Sealer | None = None
         self._held_keys: list[str] = []
+        self._retention = retention
+
+    @property
+    def retention(self) -> RetentionConfig:
+        """The ``retention:`` policy runs are created under (default: from ``legato.yaml``)."""
+        if self._retention is None:
+            self._retention = RetentionConfig.from_environment()
+        return self._retention
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -197,6 +207,22 @@ class StoreConnection:
             raise translate_error(exc, self.url) from exc
         except SQLAlchemyError as exc:  # pool timeouts and the like: still the store failing
             raise StoreError(f"{self.url.split('://')[0]} store: {exc}") from exc
+
+    async def checkpoint_wal(self) -> None:
+        """SQLite: move the write-ahead log into the database file and truncate it, so
+        overwritten values (erased payloads) do not linger in the log. A no-op elsewhere."""
+        engine = self._sync_engine
+        if engine is None:
+            return
+
+        def checkpoint() -> None:
+            raw = engine.raw_connection()  # outside any transaction: the "begin" hook would open one
+            try:
+                raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                raw.close()
+
+        await anyio.to_thread.run_sync(checkpoint)
 
     def _sync_transaction(self, fn: Callable[[Connection], T], readonly: bool) -> T:
         assert self._sync_engine is not None

@@ -38,6 +38,7 @@ from legato.store._checkpoint import Checkpointer, journals_from_rows
 from legato.store._ids import new_owner_id
 from legato.store._records import CancelRequest, RunRecord, StepRecord, StoredStatus
 from legato.store._reflection import reflect_on_run
+from legato.store._retention import PayloadState
 from legato.store._runs import RunStore
 
 __all__ = ["DurableRunner", "pipeline_version", "result_from_record", "run_durably"]
@@ -110,14 +111,17 @@ class DurableRunner:
         control: RunControl | None = None,
         estimated_cost: float | None = None,
         source: str | None = None,
+        subject: str | None = None,
     ) -> RunResult:
         """Start a run (or, with an ``idempotency_key`` already used for the same
         request, return that run: its stored result when finished, a ``RUNNING``
         result when another live worker executes it, and a resumed run when its
         worker died). Raises ``IdempotencyConflict`` for a reused key with other inputs.
-        ``source`` (a YAML path) is stored so ``legato runs resume`` can reload the pipeline."""
+        ``source`` (a YAML path) is stored so ``legato runs resume`` can reload the pipeline.
+        ``subject`` names the run's data subject (default: the input ``retention:`` names)."""
         values = dict(inputs or {})
         pipeline.check_inputs(values)  # bad inputs raise InputError here, before any run is recorded
+        retention = self.store.retention
         record, created = await self.store.create_run(
             pipeline=pipeline.name,
             version_hash=pipeline_version(pipeline),
@@ -129,6 +133,8 @@ class DurableRunner:
             run_id=run_id,
             estimated_cost=estimated_cost,
             source=source,
+            subject=subject if subject is not None else retention.subject_of(pipeline.name, values),
+            payloads=None if retention.keeps_payloads(pipeline.name) else PayloadState.METADATA,
         )
         if created:
             return await self._execute(pipeline, record, {}, subscribers, control)
@@ -175,6 +181,10 @@ class DurableRunner:
                 current=version,
             )
         record = await self.store.acquire(current.id, self.owner, lease_ttl=self.lease_ttl, force=force, charge=charge)
+        if record.payloads == PayloadState.METADATA:  # nothing was kept to resume from
+            return await self._execute(
+                pipeline, record, {}, subscribers, control, await self.store.last_attempts(record.id)
+            )
         finished = await self.store.completed_steps(record.id)
         completed = {name: (SKIPPED if s.status == "skipped" else s.output) for name, s in finished.items()}
         completed = {k: v for k, v in completed.items() if k in pipeline.steps}
@@ -247,6 +257,7 @@ class DurableRunner:
             attempts_before=attempts_before,
             mapped=frozenset(map_items or ()),
             journaled=tuple(journals or ()),
+            keep_payloads=record.payloads != PayloadState.METADATA,
         )
         finished = False
         try:

@@ -114,6 +114,8 @@ def run_record(r: Any) -> RunRecord:
         rerun_of=r.get("rerun_of"),
         rerun_from=r.get("rerun_from"),
         tags=decode_tags(r.get("tags")),
+        subject=r.get("subject"),
+        payloads=r.get("payloads"),
         cancelled_by=r["cancelled_by"],
         cancel_requested_at=r["cancel_requested_at"],
         queue=r["queue"],

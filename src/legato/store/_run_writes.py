@@ -30,6 +30,7 @@ from legato.store._records import (
     StepRecord,
     StoredStatus,
 )
+from legato.store._retention import PayloadState, delete_runs, strip_payloads, subject_key
 from legato.store._rows import event_row, map_item_row, sealed, step_row
 from legato.store._run_reads import RunReads, get_run_row
 from legato.store._schema import events, map_items, model_calls, runs, step_attempts
@@ -59,13 +60,17 @@ class RunWrites(RunReads):
         rerun_of: str | None = None,
         rerun_from: str | None = None,
         tags: Iterable[str] = (),
+        subject: str | None = None,
+        payloads: PayloadState | None = None,
     ) -> tuple[RunRecord, bool]:
         """Create a run, or return the one already created with ``idempotency_key``.
 
         Returns ``(record, created)``. With ``owner`` the run starts ``running`` under
         that owner's lease; with ``queue`` (and no owner) it is ``queued`` there for a
         worker to claim (see :mod:`legato.store._queue`). ``tags`` label the run for
-        finding it later (:class:`ValueError` for a malformed tag). Raises
+        finding it later (:class:`ValueError` for a malformed tag). ``subject`` names the
+        run's data subject (stored as a digest, for erasure); ``payloads=METADATA`` keeps
+        no payloads once the run ends (see :mod:`legato.store._retention`). Raises
         :class:`IdempotencyConflict` when the key was used for a different pipeline or
         different inputs.
         """
@@ -90,6 +95,8 @@ class RunWrites(RunReads):
             rerun_of=rerun_of,
             rerun_from=rerun_from,
             tags=tags,
+            subject=subject,
+            payloads=payloads,
         )
 
         def insert(conn: Connection) -> RunRecord:
@@ -123,6 +130,8 @@ class RunWrites(RunReads):
         rerun_of: str | None = None,
         rerun_from: str | None = None,
         tags: Iterable[str] = (),
+        subject: str | None = None,
+        payloads: PayloadState | None = None,
     ) -> dict[str, Any]:
         """The ``runs`` row of a new run (see :meth:`create_run`), for :func:`insert_run`
         in a transaction that writes more than the run (a schedule's tick)."""
@@ -151,6 +160,8 @@ class RunWrites(RunReads):
             "rerun_of": rerun_of,
             "rerun_from": rerun_from,
             "tags": stored_tags,
+            "subject": None if subject is None else subject_key(subject),
+            "payloads": None if payloads is None else payloads.value,
         }
 
     @staticmethod
@@ -240,6 +251,8 @@ class RunWrites(RunReads):
         def write(conn: Connection) -> None:
             fence(conn, run_id, owner, values)
             insert_history(conn, step_rows, event_rows)
+            if status in TERMINAL and _keeps_no_payloads(conn, run_id):
+                strip_payloads(conn, [run_id], PayloadState.METADATA)
 
         await self.run_sync(write)
 
@@ -286,13 +299,7 @@ class RunWrites(RunReads):
 
         def delete(conn: Connection) -> int:
             ids = [r[0] for r in conn.execute(old).all()]
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                conn.execute(step_attempts.delete().where(step_attempts.c.run_id.in_(chunk)))
-                conn.execute(map_items.delete().where(map_items.c.run_id.in_(chunk)))
-                conn.execute(events.delete().where(events.c.run_id.in_(chunk)))
-                conn.execute(model_calls.delete().where(model_calls.c.run_id.in_(chunk)))
-                conn.execute(runs.delete().where(runs.c.id.in_(chunk)))
+            delete_runs(conn, ids)
             conn.execute(model_calls.delete().where(model_calls.c.run_id.is_(None), model_calls.c.at < cutoff))
             return len(ids)
 
@@ -306,6 +313,11 @@ def insert_run(conn: Connection, row: dict[str, Any], dialect: str) -> RunRecord
     if row["status"] == StoredStatus.QUEUED.value and dialect == "postgresql":
         conn.execute(sa.select(sa.func.pg_notify(QUEUE_CHANNEL, row["queue"])))
     return get_run_row(conn, str(row["id"]))
+
+
+def _keeps_no_payloads(conn: Connection, run_id: str) -> bool:
+    mode = conn.execute(sa.select(runs.c.payloads).where(runs.c.id == run_id)).scalar()
+    return bool(mode == PayloadState.METADATA.value)
 
 
 def _initial_status(owner: str | None, queue: str | None) -> str:
