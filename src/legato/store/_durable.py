@@ -121,7 +121,6 @@ class DurableRunner:
         ``subject`` names the run's data subject (default: the input ``retention:`` names)."""
         values = dict(inputs or {})
         pipeline.check_inputs(values)  # bad inputs raise InputError here, before any run is recorded
-        retention = self.store.retention
         record, created = await self.store.create_run(
             pipeline=pipeline.name,
             version_hash=pipeline_version(pipeline),
@@ -133,8 +132,7 @@ class DurableRunner:
             run_id=run_id,
             estimated_cost=estimated_cost,
             source=source,
-            subject=subject if subject is not None else retention.subject_of(pipeline.name, values),
-            payloads=None if retention.keeps_payloads(pipeline.name) else PayloadState.METADATA,
+            subject=subject,
         )
         if created:
             return await self._execute(pipeline, record, {}, subscribers, control)

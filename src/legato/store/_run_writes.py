@@ -69,8 +69,9 @@ class RunWrites(RunReads):
         that owner's lease; with ``queue`` (and no owner) it is ``queued`` there for a
         worker to claim (see :mod:`legato.store._queue`). ``tags`` label the run for
         finding it later (:class:`ValueError` for a malformed tag). ``subject`` names the
-        run's data subject (stored as a digest, for erasure); ``payloads=METADATA`` keeps
-        no payloads once the run ends (see :mod:`legato.store._retention`). Raises
+        run's data subject (stored as a digest, for erasure; default: the input the
+        ``retention:`` rule of the pipeline names); ``payloads=METADATA`` keeps no payloads
+        once the run ends (default: the pipeline's rule; see :mod:`legato.store._retention`). Raises
         :class:`IdempotencyConflict` when the key was used for a different pipeline or
         different inputs.
         """
@@ -137,6 +138,10 @@ class RunWrites(RunReads):
         in a transaction that writes more than the run (a schedule's tick)."""
         stored_tags = encode_tags(tags)
         now = self.clock()
+        policy = self.retention  # the subject input and the payload mode of the pipeline
+        subject = subject if subject is not None else policy.subject_of(pipeline, inputs)
+        if payloads is None and not policy.keeps_payloads(pipeline):
+            payloads = PayloadState.METADATA
         return {
             "id": run_id or new_run_id(),
             "pipeline": pipeline,
