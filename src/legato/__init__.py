@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "SKIPPED": "legato.engine",
     "current_step": "legato.engine",
     "load_pipeline": "legato.spec",
+    "loads_pipeline": "legato.spec",
     # model layer
     "ChatRequest": "legato.providers",
     "ChatResponse": "legato.providers",
@@ -131,6 +132,7 @@ if TYPE_CHECKING:
     from legato.server import ServerSettings as ServerSettings
     from legato.server import create_app as create_app
     from legato.spec import load_pipeline as load_pipeline
+    from legato.spec import loads_pipeline as loads_pipeline
     from legato.store import DurableRunner as DurableRunner
     from legato.store import Journal as Journal
     from legato.store import RunStore as RunStore

@@ -165,6 +165,19 @@ def test_pipeline_from_text_and_from_a_package(tmp_path: Path, monkeypatch: pyte
     assert result.outputs == {"d": 8}
 
 
+def test_loads_pipeline_reads_text_that_no_guess_would_take_for_text(tmp_path: Path) -> None:
+    from legato.spec import loads_pipeline
+
+    (tmp_path / "double.py").write_text("def double(x: int) -> int:\n    return 2 * x\n")
+    one_line = "{name: t, inputs: {x: integer}, steps: {d: {uses: ./double.py:double}}}"
+    pipeline = loads_pipeline("--- " + one_line, base_dir=tmp_path)  # no newline, not starting with "{"
+    assert pipeline.source is None
+    assert pipeline.run_sync(x=4).outputs == {"d": 8}
+    with pytest.raises(SpecError) as caught:
+        loads_pipeline("name: t\nsteps: {d: {uses: nowhere:nothing}}\n")
+    assert caught.value.issues[0].file == "<string>"
+
+
 async def test_custom_step_kind_factory_contract(tmp_path: Path) -> None:
     seen: dict[str, Any] = {}
 

@@ -123,7 +123,7 @@ def rerun(
 def _with_sets(path: Path, sets: list[str], config: Path | None) -> Pipeline:
     from legato.config import LegatoConfig
     from legato.errors import ConfigError, SpecError
-    from legato.spec import load_pipeline
+    from legato.spec import loads_pipeline
 
     try:
         text, _ = apply_sets(path.read_text(encoding="utf-8"), sets)
@@ -132,7 +132,7 @@ def _with_sets(path: Path, sets: list[str], config: Path | None) -> Pipeline:
     except ValueError as exc:
         raise fail(str(exc), 2) from None
     try:
-        pipeline = load_pipeline(text, config=LegatoConfig.load(config), base_dir=path.parent)
+        pipeline = loads_pipeline(text, config=LegatoConfig.load(config), base_dir=path.parent)
     except (ConfigError, SpecError) as exc:
         raise fail(f"with --set: {exc}", 2) from None
     return pipeline

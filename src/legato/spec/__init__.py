@@ -22,6 +22,7 @@ __all__ = [
     "compile_expression",
     "load_pipeline",
     "load_spec",
+    "loads_pipeline",
     "register_step_kind",
 ]
 
@@ -37,6 +38,7 @@ _LAZY = {
     "StepSpec": "legato.spec._models",
     "load_pipeline": "legato.spec._loader",
     "load_spec": "legato.spec._loader",
+    "loads_pipeline": "legato.spec._loader",
 }
 
 if TYPE_CHECKING:
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
     from legato.spec._kinds import register_step_kind as register_step_kind
     from legato.spec._loader import load_pipeline as load_pipeline
     from legato.spec._loader import load_spec as load_spec
+    from legato.spec._loader import loads_pipeline as loads_pipeline
     from legato.spec._models import PipelineSpec as PipelineSpec
     from legato.spec._models import StepSpec as StepSpec
 

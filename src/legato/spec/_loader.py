@@ -24,24 +24,29 @@ from legato.spec._models import INPUT_TYPES, PipelineSpec, RetrySpec, StepSpec
 if TYPE_CHECKING:
     from legato.engine import Pipeline
 
-__all__ = ["build_named_step", "load_pipeline", "load_spec"]
+__all__ = ["build_named_step", "load_pipeline", "load_spec", "loads_pipeline"]
 
 
 class _Source:
     check_secrets = False  # whether a model's unset env: secret is an error (run/serve)
 
     def __init__(self, path_or_text: str | Path, base_dir: Path | None = None) -> None:
-        is_text = isinstance(path_or_text, str) and ("\n" in path_or_text or path_or_text.lstrip().startswith("{"))
-        if is_text:
+        if isinstance(path_or_text, str) and _looks_like_text(path_or_text):
             self.file: str | None = None
             self.name = "<string>"
-            self.text: str | None = str(path_or_text)
+            self.text: str | None = path_or_text
             self.base_dir = base_dir or Path.cwd()
         else:
             path = Path(path_or_text)
             self.file = self.name = str(path)
             self.text = None
             self.base_dir = path.parent
+
+    @classmethod
+    def of_text(cls, text: str, base_dir: Path | None) -> _Source:
+        src = cls.__new__(cls)
+        src.file, src.name, src.text, src.base_dir = None, "<string>", text, base_dir or Path.cwd()
+        return src
 
     @classmethod
     def nested(cls, file: str | None, base_dir: Path, *, check_secrets: bool) -> _Source:
@@ -160,44 +165,91 @@ def load_pipeline(
     check_secrets: bool = False,
     base_dir: Path | None = None,
 ) -> Pipeline:
-    """Load a pipeline from a YAML file (or YAML text) into a :class:`~legato.engine.Pipeline`.
+    """Load a pipeline from a YAML file into a :class:`~legato.engine.Pipeline`.
 
-    ``path_or_text`` is a path (``str`` or ``Path``), or YAML text: a string that
-    contains a newline. ``uses: ./file.py:fn`` is relative to the file's directory
-    (the current directory for text); ``config`` is handed to step-kind factories
+    ``path_or_text`` is a path (``str`` or ``Path``); a string holding YAML text (one
+    with a newline) is read as :func:`loads_pipeline` reads it. ``uses: ./file.py:fn``
+    is relative to the file's directory; ``config`` is handed to step-kind factories
     (default: the ``legato.yaml`` :func:`~legato.config.find_config` finds: ``$LEGATO_CONFIG``,
     beside the file, then in the current directory). ``check_secrets`` makes a model
     whose ``env:`` secret is unset an error (what running needs; static checks skip it).
     A ``package.module:pipeline`` or ``./file.py:pipeline`` reference that names no
     file imports a Python :class:`~legato.engine.Pipeline` instead (see
-    :mod:`legato.spec._python`). ``base_dir`` replaces the current directory for text.
+    :mod:`legato.spec._python`).
 
     The result is ready to run and carries the validated spec as ``pipeline.spec``.
     Raises :class:`~legato.errors.SpecError` whose ``issues`` list every problem,
     each with file:line:column.
     """
-    from legato.engine import InputDecl, Pipeline, executor_names
     from legato.spec._python import is_pipeline_ref, load_pipeline_ref
 
-    if isinstance(path_or_text, str | Path) and is_pipeline_ref(path_or_text):
+    if is_pipeline_ref(path_or_text):
         return load_pipeline_ref(str(path_or_text))
-    src = _Source(path_or_text, base_dir)
+    return _compile(_Source(path_or_text, base_dir), config, check_secrets)
+
+
+def loads_pipeline(
+    text: str,
+    *,
+    config: LegatoConfig | None = None,
+    check_secrets: bool = False,
+    base_dir: Path | None = None,
+) -> Pipeline:
+    """Load a pipeline from YAML text, as :func:`load_pipeline` loads a file.
+
+    ``uses: ./file.py:fn`` and ``config`` are found from ``base_dir`` (default: the
+    current directory); issues name the file ``<string>``."""
+    return _compile(_Source.of_text(text, base_dir), config, check_secrets)
+
+
+def _looks_like_text(value: str) -> bool:
+    return "\n" in value or value.lstrip().startswith("{")
+
+
+def _compile(src: _Source, config: LegatoConfig | None, check_secrets: bool) -> Pipeline:
+    """The three passes of the module docstring over one source."""
     src.check_secrets = check_secrets
     spec, data, issues, dropped = _parse_partly(src)
     cfg = config if config is not None else LegatoConfig.load(spec=src.file)
     issues.extend(config_kind_issues(cfg))
+    issues.extend(_executor_issues(src, data, spec))
+    pipeline = _new_pipeline(src, data, spec, cfg)
+    broken: list[str] = list(dropped)
+    issues.extend(_map_sources(src, data, spec))
+    for name, step in spec.steps.items():
+        step_issues = _add_step(pipeline, src, data, cfg, name, step)
+        if step_issues:
+            issues.extend(step_issues)
+            broken.append(name)
+    for name, value in spec.outputs.items():
+        try:
+            pipeline.add_output(name, value)
+        except ExpressionError as exc:
+            issues.append(src.issue(data, ("outputs", name), exc.issues[0].message))
+    issues.extend(_graph_issues(pipeline, src, data, broken))
+    if issues:
+        raise SpecError(sorted(issues, key=lambda i: (i.line or 0, i.column or 0)))
+    return pipeline
 
-    if spec.executor not in executor_names():
-        hint = closest(spec.executor, executor_names())
-        issues.append(
-            src.issue(
-                data,
-                ("executor",),
-                f"unknown executor {spec.executor!r}"
-                + (f" (did you mean {hint!r}?)" if hint else "")
-                + f"; known: {', '.join(executor_names())}",
-            )
-        )
+
+def _executor_issues(src: _Source, data: Any, spec: PipelineSpec) -> list[SpecIssue]:
+    from legato.engine import executor_names
+
+    if spec.executor in executor_names():
+        return []
+    hint = closest(spec.executor, executor_names())
+    message = (
+        f"unknown executor {spec.executor!r}"
+        + (f" (did you mean {hint!r}?)" if hint else "")
+        + f"; known: {', '.join(executor_names())}"
+    )
+    return [src.issue(data, ("executor",), message)]
+
+
+def _new_pipeline(src: _Source, data: Any, spec: PipelineSpec, cfg: LegatoConfig) -> Pipeline:
+    """The empty pipeline the spec's top level describes (its steps are added after)."""
+    from legato.engine import InputDecl, Pipeline
+
     inputs = {
         name: InputDecl(
             name=name,
@@ -228,35 +280,25 @@ def load_pipeline(
     if spec.executor != "local" or spec.executor_options:
         pipeline.executor_name = spec.executor
         pipeline.executor_options = dict(spec.executor_options)
+    return pipeline
 
-    broken: list[str] = list(dropped)
-    issues.extend(_map_sources(src, data, spec))
-    for name, step in spec.steps.items():
-        step_issues = _add_step(pipeline, src, data, cfg, name, step)
-        if step_issues:
-            issues.extend(step_issues)
-            broken.append(name)
-    for name, value in spec.outputs.items():
-        try:
-            pipeline.add_output(name, value)
-        except ExpressionError as exc:
-            issues.append(src.issue(data, ("outputs", name), exc.issues[0].message))
-    # Check the graph even when some steps are broken, so every problem is listed at
-    # once: a broken step stands in as a step without parameters, and its own graph
-    # issues are dropped (it already has an error).
+
+def _graph_issues(pipeline: Pipeline, src: _Source, data: Any, broken: list[str]) -> list[SpecIssue]:
+    """The graph checked even when some steps are broken, so every problem is listed
+    at once: a broken step stands in as a step without parameters, and its own graph
+    issues are dropped (it already has an error)."""
     for name in broken:
         try:
             pipeline.add_step(_stand_in, name=name)
         except (ValueError, SpecError):
             continue  # an invalid or duplicate name: already reported
+    issues = []
     for issue in pipeline.validate():
         path = tuple(issue.path.split(".")) if issue.path else ()
         if len(path) >= 2 and path[0] == "steps" and path[1] in broken:
             continue
         issues.append(src.issue(data, path, issue.message))
-    if issues:
-        raise SpecError(sorted(issues, key=lambda i: (i.line or 0, i.column or 0)))
-    return pipeline
+    return issues
 
 
 def _map_sources(src: _Source, data: Any, spec: PipelineSpec) -> list[SpecIssue]:
