@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from legato.config import LegatoConfig
 from legato.errors import SpecError
+from legato.providers import Model, ModelConfig, ModelWrapper, create, register_provider
 from legato.spec import load_pipeline
 from legato.testing import FakeProvider, Reply
 from legato.testing.pytest_plugin import fake_provider
@@ -115,7 +117,7 @@ async def test_response_cache_option_decides_per_step(
 ) -> None:
     from legato import models
     from legato.cache import MemoryBackend, ResponseCache
-    from legato.providers import Model, OpenAIModel
+    from legato.providers import OpenAIModel
 
     backend = MemoryBackend()
 
@@ -194,3 +196,55 @@ async def test_each_model_call_is_reported_with_its_route(tmp_path: Path, fake_p
     assert call["latency_s"] > 0
     assert call["output_tokens"] > 0
     assert call["ttft_s"] is None  # not streamed
+
+
+class _Counted(ModelWrapper):
+    """The real OpenAI adapter, counting how often a step's model is built and closed."""
+
+    log: ClassVar[list[str]] = []
+
+    def __init__(self, inner: Model) -> None:
+        super().__init__(inner)
+        self.log.append("built")
+
+    async def aclose(self) -> None:
+        self.log.append("closed")
+        await super().aclose()
+
+
+def _counted(cfg: ModelConfig, name: str) -> Model:
+    return _Counted(create("openai", cfg.model, base_url=cfg.base_url, api_key="sk-test"))
+
+
+SHARED = """\
+name: shared_model
+steps:
+  each:
+    llm: counted
+    map: prompt
+    prompt: ["one", "two", "three", "four", "five"]
+  summary:
+    llm: counted
+    prompt: "sum of ${steps.each}"
+"""
+
+
+async def test_a_run_builds_each_model_once_and_closes_it_when_it_ends(
+    tmp_path: Path, fake_provider: FakeProvider
+) -> None:
+    register_provider("counted-openai", _counted)
+    path = tmp_path / "legato.yaml"
+    model = f"{{provider: counted-openai, model: m, base_url: '{fake_provider.base_url}/v1'}}"
+    path.write_text(f"models:\n  counted: {model}\n")
+    pipeline = load_pipeline(SHARED, config=LegatoConfig.load(path))
+    _Counted.log.clear()
+    seen: list[list[str]] = []
+    pipeline.add_step(lambda summary: seen.append(list(_Counted.log)), name="after")
+    first = await pipeline.run()
+    first.raise_for_status()
+    assert len(fake_provider.requests) == 6  # five map items and the summary
+    assert seen == [["built"]]  # one model for six calls, open while the run went on
+    assert _Counted.log == ["built", "closed"]  # closed when the run ended
+    second = await pipeline.run()
+    second.raise_for_status()
+    assert _Counted.log == ["built", "closed"] * 2  # each run owns its own

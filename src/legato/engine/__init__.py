@@ -37,6 +37,7 @@ from legato.engine._flow import Cycle, CycleLimitReached, Switch, SwitchNoMatch
 from legato.engine._journal import StepJournal, journal_key, model_call_sink, step_journal
 from legato.engine._pipeline import FailurePolicy, Pipeline
 from legato.engine._plan import Plan
+from legato.engine._resources import RunResources, run_resources
 from legato.engine._result import MapItemError, RunResult, StepTiming
 from legato.engine._step import InputDecl, LoopOptions, StepDef
 from legato.engine._tokens import StepToken, TokenSink, stream_tokens, token_sink
@@ -61,6 +62,7 @@ __all__ = [
     "PlanSummary",
     "RunControl",
     "RunFinished",
+    "RunResources",
     "RunResult",
     "RunStarted",
     "RunStatus",
@@ -94,6 +96,7 @@ __all__ = [
     "register_executor",
     "resolve_executor",
     "run_in_process",
+    "run_resources",
     "step_journal",
     "stream_tokens",
     "summarize",

@@ -35,6 +35,8 @@ from legato.engine._events import (
 from legato.engine._executor import Executor, StepCache
 from legato.engine._journal import RunJournals, _journals
 from legato.engine._plan import CompiledStep, Plan
+from legato.engine._resources import RunResources
+from legato.engine._resources import _current as _resources
 from legato.engine._result import RunResult, StepTiming
 from legato.engine._step import NO_DEFAULT
 from legato.engine._wait import WaitForInput
@@ -249,6 +251,8 @@ class Run:
         if _library_var is not None and _library_var.get() is None:
             library_token = _library_var.set(_current_library())
         journals_token = _journals.set(RunJournals(self.run_id, self.emit if self.bus_on else None, journals or {}))
+        resources = None if _resources.get() is not None else RunResources()  # a cycle's body shares its run's
+        resources_token = _resources.set(resources) if resources is not None else None
         try:
             if self.bus_on:
                 await self.emit(
@@ -278,6 +282,10 @@ class Run:
             if self._calls is not None:  # the run is over: leave no run -> calls -> run cycle to the collector
                 self._calls.emit = _no_emit
             _journals.reset(journals_token)
+            if resources_token is not None:
+                _resources.reset(resources_token)
+            if resources:
+                await resources.aclose()
             if control is not None:
                 control._detach()
             if library_token is not None:

@@ -207,26 +207,25 @@ async def _run(
     from legato.agents._mcp import McpToolbox
     from legato.engine import step_journal, token_sink
 
-    model = step_model(name, ctx.config, step.guardrail)
-    try:
-        async with McpToolbox.from_config(ctx.config, servers) as toolbox:
-            agent = Agent(
-                model,
-                tools=[*tools, *toolbox.tools],
-                system=None if system is None else _text(system),
-                name=ctx.step,
-                max_turns=step.max_turns,
-                max_total_tokens=step.max_total_tokens,
-                max_cost=step.max_cost,
-                deadline=step.deadline,
-                on_tool_error=step.on_tool_error,
-                max_tool_concurrency=step.max_tool_concurrency,
-                temperature=step.temperature,
-                max_tokens=step.max_tokens,
-            )
-            result = await agent.run(_text(prompt), journal=step_journal(), on_text=token_sink())
-    finally:
-        await model.aclose()
+    async with (
+        step_model(name, ctx.config, step.guardrail) as model,
+        McpToolbox.from_config(ctx.config, servers) as toolbox,
+    ):
+        agent = Agent(
+            model,
+            tools=[*tools, *toolbox.tools],
+            system=None if system is None else _text(system),
+            name=ctx.step,
+            max_turns=step.max_turns,
+            max_total_tokens=step.max_total_tokens,
+            max_cost=step.max_cost,
+            deadline=step.deadline,
+            on_tool_error=step.on_tool_error,
+            max_tool_concurrency=step.max_tool_concurrency,
+            temperature=step.temperature,
+            max_tokens=step.max_tokens,
+        )
+        result = await agent.run(_text(prompt), journal=step_journal(), on_text=token_sink())
     if step.on_limit == "fail":
         result.raise_for_outcome()
     return result.to_dict()

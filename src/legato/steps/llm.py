@@ -35,21 +35,25 @@ but stores the fresh answer. It is not the step option ``cache:``, which memoize
 step's output.
 
 The model is resolved when the pipeline is loaded (an unknown name is a spec error
-with file:line) and again for each call, whose connections are closed when the call
-ends: a YAML step owns no long-lived resources.
+with file:line) and built on the step's first call in a run: the run owns it
+(:func:`legato.engine.run_resources`), so every ``llm:`` and ``agent:`` step and map
+item of the run that names the same model shares one model and its connection pool,
+closed when the run ends. Outside a run (a step on a remote executor's worker) a
+call builds its own model and closes it after.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from legato.config import LegatoConfig
-from legato.engine import TokenSink, token_sink
+from legato.engine import TokenSink, run_resources, token_sink
 from legato.errors import BadRequest, ConfigError, MalformedResponse, MissingSecret, SpecError, SpecIssue
 from legato.expressions import closest
 from legato.providers import ChatRequest, ChatResponse, Message, Model, ResponseFormat
@@ -99,20 +103,41 @@ def guarded(model: Model, guardrail: str | None) -> Model:
     return apply(guardrail, model)
 
 
-def step_model(name: str, config: LegatoConfig, guardrail: str | None) -> Model:
-    """The model a step calls: each call reported to the run (model, deployment, timings,
-    prompt and answer: what the run store keeps and the dashboard shows) when the run has
-    subscribers, behind the step's guardrail (so the prompt kept is the one the model saw)."""
+@asynccontextmanager
+async def step_model(name: str, config: LegatoConfig, guardrail: str | None) -> AsyncIterator[Model]:
+    """The model a step calls (see the module docstring for who owns it): each call
+    reported to the run (model, deployment, timings, prompt and answer: what the run
+    store keeps and the dashboard shows) when the run has subscribers, behind the step's
+    guardrail (so the prompt kept is the one the model saw)."""
     import legato.models
+
+    resources = run_resources()
+    if resources is None:
+        model = legato.models.get(name, config)
+    else:
+        key = ("llm-model", name, config.source, id(config))
+        model = resources.get(key, lambda: legato.models.get(name, config), _aclose)
+    try:
+        yield _for_step(model, guardrail)
+    finally:
+        if resources is None:
+            await model.aclose()
+
+
+def _for_step(model: Model, guardrail: str | None) -> Model:
+    """``model`` as this step attempt calls it: reported to the run, behind the guardrail."""
     from legato.engine import model_call_sink
 
-    model = legato.models.get(name, config)
     sink = model_call_sink()
     if sink is not None:
         from legato.observe import Recorded
 
         model = Recorded(model, lambda call: sink(call.as_dict()))
     return guarded(model, guardrail)
+
+
+async def _aclose(model: Model) -> None:
+    await model.aclose()
 
 
 def build(spec: Mapping[str, Any], ctx: BuildContext) -> StepBuild:
@@ -205,12 +230,9 @@ def request_for(step: LlmStep, prompt: Any, system: Any) -> ChatRequest:
 
 async def _call(name: str, config: LegatoConfig, step: LlmStep, prompt: Any, system: Any) -> Any:
     request = request_for(step, prompt, system)
-    model = step_model(name, config, step.guardrail)
     sink = token_sink()
-    try:
+    async with step_model(name, config, step.guardrail) as model:
         response = await model.chat(request) if sink is None else await _streamed(model, request, sink)
-    finally:
-        await model.aclose()
     if step.schema_ is None:
         return _output(response)
     return parse_structured(response, step.schema_)
