@@ -100,7 +100,7 @@ class RunRecord:
     rerun_of: str | None = None  # the run this one re-ran from a step (revision r0010_rerun_of)
     rerun_from: str | None = None  # that step
     tags: tuple[str, ...] = ()  # labels given when it was started (revision r0012_run_search)
-    subject: str | None = None  # the digest of its data subject (revision r0015_run_retention)
+    subject: str | None = None  # the digest of its data subject (revision r0017_run_retention)
     payloads: str | None = None  # None: stored; "metadata", "expired", "erased": not (see _retention)
 
     @property

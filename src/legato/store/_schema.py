@@ -71,7 +71,7 @@ runs = sa.Table(
     sa.Column("tags", sa.String(1000), nullable=True),  # ",a,b," (revision r0012_run_search)
     sa.Column("claimed_at", sa.Float, nullable=True),  # last claim by a worker (revision r0014_schedules_workers)
     sa.Index("ix_runs_queue_claimed", "queue", "claimed_at"),
-    # Retention and erasure (revision r0015_run_retention): the data subject's digest, and
+    # Retention and erasure (revision r0017_run_retention): the data subject's digest, and
     # what is left of the payloads (NULL: kept; "metadata", "expired" or "erased": none).
     sa.Column("subject", sa.String(64), nullable=True),
     sa.Column("payloads", sa.String(16), nullable=True),

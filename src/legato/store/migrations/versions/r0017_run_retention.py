@@ -1,7 +1,7 @@
 """Retention and erasure: a run's data subject (a digest) and what is left of its payloads.
 
-Revision ID: r0015_run_retention
-Revises: r0014_schedules_workers
+Revision ID: r0017_run_retention
+Revises: r0016_model_call_indexes
 Create Date: 2026-12-06
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "r0015_run_retention"
-down_revision: str | None = "r0014_schedules_workers"
+revision: str = "r0017_run_retention"
+down_revision: str | None = "r0016_model_call_indexes"
 branch_labels: str | None = None
 depends_on: str | None = None
 
