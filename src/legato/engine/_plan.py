@@ -69,16 +69,53 @@ def compile_plan(
     declared_inputs: Mapping[str, InputDecl] | None,
     outputs: Mapping[str, Value],
 ) -> tuple[Plan | None, list[SpecIssue]]:
-    issues: list[SpecIssue] = []
-    names = set(steps)
-    inputs: dict[str, InputDecl] = dict(declared_inputs) if declared_inputs is not None else {}
-    inferred = declared_inputs is None
-    compiled: dict[str, CompiledStep] = {}
+    c = _Compiler(steps, declared_inputs)
+    compiled = {name: c.step(name, d) for name, d in steps.items()}
+    for out_name, value in outputs.items():
+        _check_value(value, c.names, c.inputs, c.inferred, c.issues, f"outputs.{out_name}", False, c.need_input)
+    _link_switches(compiled, c.issues)
+    for name, cs in compiled.items():
+        for dep in cs.deps:
+            if dep in compiled:
+                compiled[dep].dependents.append(name)
+    order, cycle = _toposort(compiled)
+    if cycle:
+        hint = " (to repeat steps, put them in a cycle: step with max_iterations and until)"
+        c.issues.append(SpecIssue(f"cycle: {' -> '.join(cycle)}{hint}", path=f"steps.{cycle[0]}"))
+    if c.issues:
+        return None, c.issues
+    levels = _levels(compiled, order)
+    return Plan(steps=compiled, order=tuple(order), inputs=c.inputs, outputs=dict(outputs), levels=levels), []
 
-    def need_input(name: str, has_default: bool, default: Any, path: str, param: bool = False) -> bool:
+
+def _levels(compiled: dict[str, CompiledStep], order: list[str]) -> list[list[str]]:
+    """Each step's level (one more than its deepest dependency), and the steps of each level."""
+    levels: list[list[str]] = []
+    for name in order:
+        cs = compiled[name]
+        cs.level = 1 + max((compiled[d].level for d in cs.deps), default=-1)
+        if cs.level == len(levels):
+            levels.append([])
+        levels[cs.level].append(name)
+    return levels
+
+
+class _Compiler:
+    """The state of one :func:`compile_plan`: the step names, the inputs (declared, or
+    inferred from parameters when none are declared) and the issues found so far."""
+
+    def __init__(self, steps: Mapping[str, StepDef], declared_inputs: Mapping[str, InputDecl] | None) -> None:
+        self.issues: list[SpecIssue] = []
+        self.names = set(steps)
+        self.inputs: dict[str, InputDecl] = dict(declared_inputs) if declared_inputs is not None else {}
+        self.inferred = declared_inputs is None
+
+    def need_input(self, name: str, has_default: bool, default: Any, path: str, param: bool = False) -> bool:
+        """Whether ``name`` is (or, inferring, becomes) an input; an issue when it cannot be."""
+        inputs, names, issues = self.inputs, self.names, self.issues
         if name in inputs:
             return True
-        if inferred and param and not has_default and closest(name, names, cutoff=0.85):
+        if self.inferred and param and not has_default and closest(name, names, cutoff=0.85):
             message = (
                 f"parameter {name!r} is bound to nothing (did you mean {closest(name, names, cutoff=0.85)!r}?): "
                 "name a step, "
@@ -86,7 +123,7 @@ def compile_plan(
             )
             issues.append(SpecIssue(message, path=path))
             return False
-        if inferred:
+        if self.inferred:
             inputs[name] = InputDecl(name=name, required=not has_default, default=default)
             return True
         if param:
@@ -99,25 +136,33 @@ def compile_plan(
         issues.append(SpecIssue(message, path=path))
         return False
 
-    for name, d in steps.items():
+    def step(self, name: str, d: StepDef) -> CompiledStep:
+        """One step compiled: its bindings and its dependencies (``soft`` ones only read)."""
         base = f"steps.{name}"
         deps: set[str] = set(d.depends_on)
         soft: set[str] = set()
-        binds: list[Bind] = []
         for dep in d.depends_on:
-            if dep not in names:
-                issues.append(SpecIssue(f"unknown step {dep!r}{_hint(dep, names)}", path=f"{base}.depends_on"))
+            if dep not in self.names:
+                self.issues.append(
+                    SpecIssue(f"unknown step {dep!r}{_hint(dep, self.names)}", path=f"{base}.depends_on")
+                )
+        binds = self._binds(name, d, deps, soft)
+        when_binds = self._condition(name, d, deps, soft)
+        self._loop_deps(name, d, deps)
+        deps.discard(name)
+        hard = deps - (soft - _hard_uses(d, self.names))
+        return CompiledStep(
+            d=d, binds=tuple(binds), deps=frozenset(deps), hard_deps=frozenset(hard), when_binds=tuple(when_binds)
+        )
+
+    def _binds(self, name: str, d: StepDef, deps: set[str], soft: set[str]) -> list[Bind]:
+        """What each parameter (and each argument passed through ``**kwargs``) is bound to."""
+        base, names, issues = f"steps.{name}", self.names, self.issues
+        binds: list[Bind] = []
         for param in d.params:
             path = f"{base}.with.{param}"
             if param in d.args:
-                value = d.args[param]
-                if name in value.steps:
-                    issues.append(SpecIssue(f"step {name!r} references its own output", path=path))
-                _check_value(value, names, inputs, inferred, issues, path, loop=d.loop is not None, need=need_input)
-                binds.append((param, VALUE, value))
-                deps.update(value.steps & names)
-                if param in d.optional:
-                    soft.update(value.steps & names)
+                self._value(name, d, param, d.args[param], path, binds, deps, soft)
             elif d.loop is not None and param == d.loop.carry:
                 binds.append((param, CARRY, None))
             elif param in names:
@@ -129,67 +174,78 @@ def compile_plan(
                 if param in d.optional:
                     soft.add(param)
             elif param in d.defaults:
-                if inferred or param in inputs:
-                    need_input(param, True, d.defaults[param], path)
+                if self.inferred or param in self.inputs:
+                    self.need_input(param, True, d.defaults[param], path)
                     binds.append((param, INPUT_OR_DEFAULT, d.defaults[param]))
-            elif need_input(param, False, None, path, True):
+            elif self.need_input(param, False, None, path, True):
                 binds.append((param, INPUT, None))
         for param, value in d.args.items():
             if param not in d.params:  # passed through **kwargs
-                path = f"{base}.with.{param}"
-                if name in value.steps:
-                    issues.append(SpecIssue(f"step {name!r} references its own output", path=path))
-                _check_value(value, names, inputs, inferred, issues, path, d.loop is not None, need_input)
-                binds.append((param, VALUE, value))
-                deps.update(value.steps & names)
-                if param in d.optional:
-                    soft.update(value.steps & names)
-        when_binds: list[Bind] = []
+                self._value(name, d, param, value, f"{base}.with.{param}", binds, deps, soft)
+        return binds
+
+    def _value(
+        self,
+        name: str,
+        d: StepDef,
+        param: str,
+        value: Value,
+        path: str,
+        binds: list[Bind],
+        deps: set[str],
+        soft: set[str],
+    ) -> None:
+        if name in value.steps:
+            self.issues.append(SpecIssue(f"step {name!r} references its own output", path=path))
+        _check_value(
+            value, self.names, self.inputs, self.inferred, self.issues, path, d.loop is not None, self.need_input
+        )
+        binds.append((param, VALUE, value))
+        deps.update(value.steps & self.names)
+        if param in d.optional:
+            soft.update(value.steps & self.names)
+
+    def _condition(self, name: str, d: StepDef, deps: set[str], soft: set[str]) -> list[Bind]:
+        """The steps ``when:`` reads (soft dependencies), and the bindings of a callable condition."""
+        base = f"steps.{name}"
         if isinstance(d.when, Expression):
-            when_steps = _expr_steps(d.when, names, inputs, inferred, issues, f"{base}.when", set(), need_input)
+            when_steps = _expr_steps(
+                d.when, self.names, self.inputs, self.inferred, self.issues, f"{base}.when", set(), self.need_input
+            )
             if name in when_steps:
-                issues.append(SpecIssue(f"the condition of step {name!r} reads its own output", path=f"{base}.when"))
+                self.issues.append(
+                    SpecIssue(f"the condition of step {name!r} reads its own output", path=f"{base}.when")
+                )
             deps.update(when_steps)
             soft.update(when_steps)
-        elif d.when is not None:
-            when_binds = _callable_binds(d.when, names, need_input, f"{base}.when")
-            when_deps = {payload for _, kind, payload in when_binds if kind == STEP}
-            deps.update(when_deps)
-            soft.update(when_deps)
-        if d.loop is not None and isinstance(d.loop.until, Expression):
+            return []
+        if d.when is None:
+            return []
+        when_binds = _callable_binds(d.when, self.names, self.need_input, f"{base}.when")
+        when_deps = {payload for _, kind, payload in when_binds if kind == STEP}
+        deps.update(when_deps)
+        soft.update(when_deps)
+        return when_binds
+
+    def _loop_deps(self, name: str, d: StepDef, deps: set[str]) -> None:
+        """The steps a loop's ``until`` reads."""
+        if d.loop is None:
+            return
+        if isinstance(d.loop.until, Expression):
+            path = f"steps.{name}.loop.until"
             until_steps = _expr_steps(
-                d.loop.until, names, inputs, inferred, issues, f"{base}.loop.until", UNTIL_ROOTS | {name}, need_input
+                d.loop.until,
+                self.names,
+                self.inputs,
+                self.inferred,
+                self.issues,
+                path,
+                UNTIL_ROOTS | {name},
+                self.need_input,
             )
             deps.update(until_steps - {name})
-        elif d.loop is not None and not isinstance(d.loop.until, Expression):
-            deps.update(p for p in _params(d.loop.until) if p in names and p != name)
-        deps.discard(name)
-        hard = deps - (soft - _hard_uses(d, names))
-        compiled[name] = CompiledStep(
-            d=d, binds=tuple(binds), deps=frozenset(deps), hard_deps=frozenset(hard), when_binds=tuple(when_binds)
-        )
-    for out_name, value in outputs.items():
-        _check_value(value, names, inputs, inferred, issues, f"outputs.{out_name}", False, need_input)
-    _link_switches(compiled, issues)
-
-    for name, cs in compiled.items():
-        for dep in cs.deps:
-            if dep in compiled:
-                compiled[dep].dependents.append(name)
-    order, cycle = _toposort(compiled)
-    if cycle:
-        hint = " (to repeat steps, put them in a cycle: step with max_iterations and until)"
-        issues.append(SpecIssue(f"cycle: {' -> '.join(cycle)}{hint}", path=f"steps.{cycle[0]}"))
-    if issues:
-        return None, issues
-    levels: list[list[str]] = []
-    for name in order:
-        cs = compiled[name]
-        cs.level = 1 + max((compiled[d].level for d in cs.deps), default=-1)
-        if cs.level == len(levels):
-            levels.append([])
-        levels[cs.level].append(name)
-    return Plan(steps=compiled, order=tuple(order), inputs=inputs, outputs=dict(outputs), levels=levels), []
+        else:
+            deps.update(p for p in _params(d.loop.until) if p in self.names and p != name)
 
 
 def _link_switches(compiled: dict[str, CompiledStep], issues: list[SpecIssue]) -> None:
