@@ -13,6 +13,7 @@ import pytest
 import uvicorn
 
 from legato.config import LegatoConfig
+from legato.engine import ModelCalled
 from legato.errors import SpecError
 from legato.providers import ToolCall, Usage
 from legato.spec import load_pipeline
@@ -119,10 +120,15 @@ async def test_agent_step_with_function_step_and_pipeline_tools(
         ),
         Reply(text="Shipped; refund 20; arrives in two days.", usage=Usage(input_tokens=30, output_tokens=9)),
     )
-    result = await pipeline.run(question="Where is A-1?")
+    events: list[Any] = []
+    result = await pipeline.run(question="Where is A-1?", subscribers=[events.append])
     result.raise_for_status()
 
     assert result.result["answer"] == "Shipped; refund 20; arrives in two days."
+    turns = [e.call for e in events if isinstance(e, ModelCalled) and e.step == "answer"]  # each turn, recorded
+    assert [(t["status"], t["output_tokens"]) for t in turns] == [("ok", 3), ("ok", 9)]
+    assert turns[0]["prompt"].startswith("system: You are a support agent.\nuser: Customer asks: Where is A-1?")
+    assert turns[1]["answer"] == "Shipped; refund 20; arrives in two days."
     contents = {c["name"]: c["content"] for c in result.result["calls"]}
     assert json.loads(contents["lookup_order"]) == {"state": "shipped", "total": 40}
     assert contents["refund_amount"] == "20.0"

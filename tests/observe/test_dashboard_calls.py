@@ -9,12 +9,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from fastapi import FastAPI
 
 from legato.server import KeyStore
 from legato.server._spend import SpendRecorder
 from legato.server.ui import DashboardSources, mount_dashboard
 from legato.store import RunStore, call_values, record_calls
+from legato.store._schema import runs
 
 ADMIN = "admin-key-for-call-tests"
 NOW = 2_000_000_000.0 - 2_000_000_000.0 % 86400 + 12 * 3600  # noon UTC, 2033-05-18
@@ -156,6 +158,12 @@ async def test_a_runs_page_lists_its_model_calls(store: RunStore) -> None:
     assert "$0.000011" in section
     assert "user: summarise" in section
     assert "a summary" in section
+    finished = sa.update(runs).where(runs.c.id == record.id).values(status="succeeded", finished_at=NOW)
+    await store.run_sync(lambda conn: conn.execute(finished))
+    async with client(app_for(store, keys), ADMIN) as c:  # the live view carries them too
+        live = (await c.get(f"/ui/live/runs/{record.id}")).text
+    assert '"calls-box"' in live
+    assert "a summary" in live
 
 
 def test_a_spend_chart_of_many_keys_adds_up_all_but_the_costliest_six() -> None:

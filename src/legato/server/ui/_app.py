@@ -256,7 +256,7 @@ class Dashboard:
         view.interrupted = interrupted(run, store.clock())
         return view
 
-    def run_fragments(self, view: Any) -> dict[str, str]:
+    def run_fragments(self, view: Any, calls: Sequence[Any] = ()) -> dict[str, str]:
         now = self.sources.clock()
         bars, span = gantt(view, now)
         ctx = self.render.run_context(view, now, bars, span)
@@ -265,6 +265,7 @@ class Dashboard:
             "graph-box": self.render.fragment("_graph.html", **ctx),
             "gantt-box": self.render.fragment("_gantt.html", **ctx),
             "steps-box": self.render.fragment("_steps.html", **ctx),
+            "calls-box": self.render.fragment("_run_calls.html", calls=calls, trace_url=self.sources.trace_url),
         }
 
     async def live(
@@ -406,7 +407,8 @@ def _run_routes(router: APIRouter, d: Dashboard) -> None:
 
         async def produce() -> tuple[dict[str, Any], bool]:
             view = await d.run_view(viewer, run_id)
-            return {"status": view.status, "fragments": d.run_fragments(view)}, view.terminal
+            calls = await calls_of_run(d.store(), run_id)
+            return {"status": view.status, "fragments": d.run_fragments(view, calls)}, view.terminal
 
         return await d.live(request, produce)  # type: ignore[no-any-return]
 
