@@ -13,7 +13,7 @@ import hashlib
 import inspect
 import keyword
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -155,57 +155,17 @@ def make_step(
 ) -> StepDef:
     """Build a :class:`StepDef`, raising ``ValueError`` on an option that is wrong
     regardless of the rest of the pipeline (the pipeline checks references later)."""
-    if not callable(fn):
-        raise TypeError(f"a step must be callable, got {type(fn).__name__}")
-    step_name = name or getattr(fn, "__name__", None)
-    if not step_name or not valid_name(step_name):
-        raise ValueError(f"invalid step name {step_name!r}: use letters, digits and '_' (not starting with a digit)")
-    if step_name in RESERVED_NAMES:
-        raise ValueError(f"step name {step_name!r} is reserved")
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"step {step_name!r}: cannot read the signature of {fn!r}: {exc}") from exc
-    params: list[str] = []
-    defaults: dict[str, Any] = {}
-    var_kwargs = False
-    for p in sig.parameters.values():
-        if p.kind is p.VAR_KEYWORD:
-            var_kwargs = True
-            continue
-        if p.kind in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY):
-            raise TypeError(f"step {step_name!r}: parameter {p.name!r} must be passable by keyword")
-        params.append(p.name)
-        if p.default is not p.empty:
-            defaults[p.name] = p.default
-    if timeout is not None and (isinstance(timeout, bool) or timeout <= 0):
-        raise ValueError(f"step {step_name!r}: timeout must be > 0 seconds, got {timeout!r}")
-    if max_concurrency is not None and (isinstance(max_concurrency, bool) or max_concurrency < 1):
-        raise ValueError(f"step {step_name!r}: max_concurrency must be >= 1, got {max_concurrency!r}")
+    step_name = _step_name(fn, name)
+    params, defaults, var_kwargs = _parameters(fn, step_name)
+    _check_limits(step_name, timeout, max_concurrency)
     compiled_args = {k: compile_value(v) for k, v in (args or {}).items()}
     unknown_args = [k for k in compiled_args if k not in params and not var_kwargs]
     if unknown_args:
         listed = ", ".join(repr(a) for a in unknown_args)
         known = ", ".join(params) or "none"
         raise ValueError(f"step {step_name!r}: {fn_label(fn)}() has no parameter {listed} (its parameters: {known})")
-    bound = set(params) | set(compiled_args)
-    if map is not None and map not in bound:
-        hint = closest(map, sorted(bound))
-        suggestion = f" (did you mean {hint!r}?)" if hint else f"; its parameters: {', '.join(sorted(bound)) or 'none'}"
-        raise ValueError(f"step {step_name!r}: map={map!r} is not a parameter of the step{suggestion}")
-    for opt in optional:
-        if opt not in bound:
-            raise ValueError(f"step {step_name!r}: optional={opt!r} is not a parameter of the step")
-    if loop is not None and map is not None:
-        raise ValueError(f"step {step_name!r}: a step cannot both map and loop")
-    if loop is not None and loop.max_iterations < 1:
-        raise ValueError(f"step {step_name!r}: max_iterations must be >= 1")
-    if not isinstance(continue_on_error, bool):
-        raise ValueError(f"step {step_name!r}: continue_on_error must be true or false, got {continue_on_error!r}")
-    if default is not NO_DEFAULT and not continue_on_error:
-        raise ValueError(
-            f"step {step_name!r}: default (what dependents receive when the step fails) needs continue_on_error"
-        )
+    _check_map(step_name, set(params) | set(compiled_args), map, optional, loop)
+    _check_failure_options(step_name, continue_on_error, default)
     if map_errors not in ("fail", "collect"):
         raise ValueError(f"step {step_name!r}: map_errors must be 'fail' or 'collect', got {map_errors!r}")
     if map_errors == "collect" and map is None:
@@ -235,6 +195,75 @@ def make_step(
         map_errors=map_errors,
         description=description if description is not None else (inspect.getdoc(fn) or "").split("\n")[0],
     )
+
+
+def _step_name(fn: Callable[..., Any], name: str | None) -> str:
+    if not callable(fn):
+        raise TypeError(f"a step must be callable, got {type(fn).__name__}")
+    step_name = name or getattr(fn, "__name__", None)
+    if not step_name or not valid_name(step_name):
+        raise ValueError(f"invalid step name {step_name!r}: use letters, digits and '_' (not starting with a digit)")
+    if step_name in RESERVED_NAMES:
+        raise ValueError(f"step name {step_name!r} is reserved")
+    return step_name
+
+
+def _parameters(fn: Callable[..., Any], step_name: str) -> tuple[list[str], dict[str, Any], bool]:
+    """The step function's keyword parameters, their defaults, and whether it takes ``**kwargs``."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"step {step_name!r}: cannot read the signature of {fn!r}: {exc}") from exc
+    params: list[str] = []
+    defaults: dict[str, Any] = {}
+    var_kwargs = False
+    for p in sig.parameters.values():
+        if p.kind is p.VAR_KEYWORD:
+            var_kwargs = True
+            continue
+        if p.kind in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY):
+            raise TypeError(f"step {step_name!r}: parameter {p.name!r} must be passable by keyword")
+        params.append(p.name)
+        if p.default is not p.empty:
+            defaults[p.name] = p.default
+    return params, defaults, var_kwargs
+
+
+def _check_limits(step_name: str, timeout: float | None, max_concurrency: int | None) -> None:
+    if timeout is not None and (isinstance(timeout, bool) or timeout <= 0):
+        raise ValueError(f"step {step_name!r}: timeout must be > 0 seconds, got {timeout!r}")
+    if max_concurrency is not None and (isinstance(max_concurrency, bool) or max_concurrency < 1):
+        raise ValueError(f"step {step_name!r}: max_concurrency must be >= 1, got {max_concurrency!r}")
+
+
+def _check_map(
+    step_name: str,
+    bound: set[str],
+    map: str | None,
+    optional: Iterable[str],
+    loop: LoopOptions | None,
+) -> None:
+    """``map`` and ``optional`` name parameters the step has; a step maps or loops, not both."""
+    if map is not None and map not in bound:
+        hint = closest(map, sorted(bound))
+        suggestion = f" (did you mean {hint!r}?)" if hint else f"; its parameters: {', '.join(sorted(bound)) or 'none'}"
+        raise ValueError(f"step {step_name!r}: map={map!r} is not a parameter of the step{suggestion}")
+    for opt in optional:
+        if opt not in bound:
+            raise ValueError(f"step {step_name!r}: optional={opt!r} is not a parameter of the step")
+    if loop is not None and map is not None:
+        raise ValueError(f"step {step_name!r}: a step cannot both map and loop")
+    if loop is not None and loop.max_iterations < 1:
+        raise ValueError(f"step {step_name!r}: max_iterations must be >= 1")
+
+
+def _check_failure_options(step_name: str, continue_on_error: Any, default: Any) -> None:
+    if not isinstance(continue_on_error, bool):
+        raise ValueError(f"step {step_name!r}: continue_on_error must be true or false, got {continue_on_error!r}")
+    if default is not NO_DEFAULT and not continue_on_error:
+        raise ValueError(
+            f"step {step_name!r}: default (what dependents receive when the step fails) needs continue_on_error"
+        )
 
 
 def fn_label(fn: Callable[..., Any]) -> str:
