@@ -37,6 +37,7 @@ from legato.server._settings import ServerSettings
 from legato.server._spend import SpendRecorder
 from legato.server._ssrf import SSRFPolicy
 from legato.server._state import Gateway
+from legato.server._throttle import FailureThrottle
 
 if TYPE_CHECKING:
     from legato.store import RunStore
@@ -317,11 +318,11 @@ def create_app(
     mcp = _mount_mcp(app, store, pipelines, [*_run_subscribers(), live])
     app.state.load = _load(settings)
 
-    async def identify(request: Request) -> Any:
+    def auth() -> Authenticator:
         gw: Gateway = app.state.gateway
-        return await gw.auth.identify(request)
+        return gw.auth
 
-    app.add_middleware(Protection, load=app.state.load, identify=identify)
+    app.add_middleware(Protection, load=app.state.load, auth=auth, throttle=_auth_throttle(app, settings))
     from legato.server._access import AccessLog
 
     app.add_middleware(AccessLog)  # inside the span; outside everything that answers
@@ -329,6 +330,21 @@ def create_app(
 
     app.add_middleware(TraceMiddleware)  # outermost: refused requests are counted and traced too
     return app
+
+
+def _auth_throttle(app: FastAPI, settings: ServerSettings) -> FailureThrottle | None:
+    """Wrong API keys counted per client address (in Redis when configured)."""
+    if not settings.auth_failures:
+        return None
+
+    def redis() -> Any:
+        gw: Gateway | None = getattr(app.state, "gateway", None)
+        return gw.redis if gw is not None else None
+
+    return FailureThrottle(
+        "api-auth", limit=settings.auth_failures, window_s=settings.auth_failure_window_s, redis=redis,
+        prefix=settings.redis_prefix,
+    )  # fmt: skip
 
 
 def _early_answer(load: Load, gw: Gateway) -> dict[str, Any]:

@@ -9,7 +9,10 @@ Rust), which refuses all of these, and answers 400 naming the problem and where 
 is, before any handler runs. On the (rare) error path the body is parsed again with
 the standard library to say which field holds the invalid text.
 
-:class:`StrictJSONRoute` is the ``route_class`` of every gateway router.
+:class:`StrictJSONRoute` is the ``route_class`` of every gateway router. The same
+rule covers the other bodies the gateway reads: JSON-RPC messages at ``/mcp`` and the
+dashboard's forms (:func:`parse_form`: strict UTF-8, including percent-escapes, and
+JSON fields through :func:`parse_json`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import typing
 from collections.abc import Callable, Coroutine
 from typing import Any
+from urllib.parse import parse_qs
 
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -26,8 +30,9 @@ from pydantic_core import from_json
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Message, Receive
 
-__all__ = ["InvalidBody", "StrictJSONRoute", "WireModel", "parse_json"]
+__all__ = ["InvalidBody", "StrictJSONRoute", "WireModel", "parse_form", "parse_json", "replay"]
 
 _NESTING = 200  # jiter's recursion limit
 
@@ -39,19 +44,33 @@ class InvalidBody(HTTPException):
         super().__init__(400, message)
 
 
-def parse_json(body: bytes) -> Any:
-    """The JSON value of ``body``; :class:`InvalidBody` naming the problem otherwise."""
+def parse_json(body: bytes, what: str = "the body") -> Any:
+    """The JSON value of ``body``; :class:`InvalidBody` naming the problem (in ``what``) otherwise."""
     try:
         return from_json(body, allow_inf_nan=False)
     except ValueError:
-        raise InvalidBody(_diagnose(body)) from None
+        raise InvalidBody(_diagnose(body, what)) from None
 
 
-def _diagnose(body: bytes) -> str:
+def parse_form(body: bytes) -> dict[str, list[str]]:
+    """An ``application/x-www-form-urlencoded`` body (blank values kept); :class:`InvalidBody`
+    when it, or a percent-escape in it, is not valid UTF-8 (never silently replaced)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return f"the body is not valid UTF-8 (byte {exc.start} is 0x{body[exc.start]:02x})"
+        raise InvalidBody(f"the form is not valid UTF-8 (byte {exc.start} is 0x{body[exc.start]:02x})") from None
+    try:
+        return parse_qs(text, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start]
+        raise InvalidBody(f"the form is not valid UTF-8 (a percent-escape decodes to byte 0x{bad:02x})") from None
+
+
+def _diagnose(body: bytes, what: str = "the body") -> str:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"{what} is not valid UTF-8 (byte {exc.start} is 0x{body[exc.start]:02x})"
 
     def constant(name: str) -> Any:
         raise ValueError(f"{name} is not a JSON value")
@@ -59,17 +78,17 @@ def _diagnose(body: bytes) -> str:
     try:
         value = json.loads(text, parse_constant=constant)
     except json.JSONDecodeError as exc:
-        return f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        return f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
     except ValueError as exc:
-        return f"the body is not valid JSON: {exc}"
+        return f"{what} is not valid JSON: {exc}"
     except RecursionError:
-        return f"the body is nested deeper than {_NESTING} levels"
+        return f"{what} is nested deeper than {_NESTING} levels"
     where = _lone_surrogate(value, "")
     if where is not None:
         path, char = where
         at = f" in {path}" if path else ""
         return f"invalid Unicode{at}: lone surrogate U+{ord(char):04X} (a UTF-16 surrogate escape without its pair)"
-    return f"the body is not valid JSON or is nested deeper than {_NESTING} levels"
+    return f"{what} is not valid JSON or is nested deeper than {_NESTING} levels"
 
 
 def _lone_surrogate(value: Any, path: str) -> tuple[str, str] | None:
@@ -88,6 +107,20 @@ def _lone_surrogate(value: Any, path: str) -> tuple[str, str] | None:
             if found is not None:
                 return found
     return None
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` giving ``body`` (already read in full), then what the server says next (a disconnect)."""
+    pending = True
+
+    async def replayed() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
 
 
 class WireModel(BaseModel):

@@ -10,6 +10,11 @@ for a session that does not exist. The tools already answer for the key of each
 request, so this is defence in depth: another key cannot read the session's
 server-to-client stream or end it. Sessions live in the replica that created them
 (the SDK keeps them in memory), so the table does too, bounded to ``max_sessions``.
+
+A posted JSON-RPC message is parsed as strictly as every other body of the gateway
+(:func:`legato.server._body.parse_json`: invalid UTF-8, lone surrogates, NaN and
+excessive nesting are refused) before the MCP app sees it: a JSON-RPC parse error
+(-32700) with HTTP 400 naming the problem and where it is, and no session is opened.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from collections import OrderedDict
 from typing import Any
 
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from legato.errors import LegatoError
 from legato.server._auth import check_scope
+from legato.server._body import InvalidBody, parse_json, replay
 from legato.server._errors import GatewayError, error_response, from_exception
 
 __all__ = ["McpGuard"]
@@ -58,6 +65,15 @@ class McpGuard:
                         self._remember(value.decode("latin-1"), key.id)
             await send(message)
 
+        if scope.get("method") == "POST":
+            body = await request.body()
+            try:
+                parse_json(body, "the message")
+            except InvalidBody as exc:
+                error = {"code": -32700, "message": f"Parse error: {exc.detail}"}
+                await JSONResponse({"jsonrpc": "2.0", "id": None, "error": error}, 400)(scope, receive, send)
+                return
+            receive = replay(body, receive)
         await self.app(scope, receive, remember)
 
     def _remember(self, session: str, key_id: str) -> None:

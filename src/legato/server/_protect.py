@@ -5,7 +5,11 @@ the probes (``/healthz``, ``/readyz``, ``/metrics``):
 2. A ``Content-Length`` over ``max_body_bytes``: 413 before the body is read.
 3. Routes that need a key (``/v1/...``, ``/mcp``): the key is checked from the
    headers; a missing or unknown key is answered 401 at once, without waiting for
-   a body, and the connection is closed (its unread body is never read).
+   a body, and the connection is closed (its unread body is never read). Wrong keys
+   are counted per client address (:mod:`legato.server._throttle`): past
+   ``auth_failures`` within ``auth_failure_window_s`` the address gets 429 +
+   ``Retry-After`` whatever key it presents, until the window ends. A key this replica
+   already holds (the master key, a cached key) is taken without a lookup.
 4. Model routes, while the adaptive admission is saturated
    (:mod:`legato.server._admission`): 429 + ``Retry-After`` before the body is read.
    (On the httptools protocol such calls are usually refused even earlier, when their
@@ -32,19 +36,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from enum import StrEnum
-from typing import Any
 
 import anyio
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from legato.errors import LegatoError
+from legato.errors import InvalidAPIKey, LegatoError
 from legato.server._admission import Admission
-from legato.server._auth import IDENTIFIED
+from legato.server._auth import IDENTIFIED, Authenticator, presented_key
+from legato.server._body import replay
 from legato.server._errors import GatewayError, from_exception, render_error, wants_anthropic
 from legato.server._shed import MODEL_ROUTES, overloaded
+from legato.server._throttle import FailureThrottle
 
 __all__ = ["Load", "Phase", "Protection", "body_too_large"]
 
@@ -111,12 +116,21 @@ class _Disconnected(Exception):
 
 
 class Protection:
+    """``auth`` returns the gateway's :class:`Authenticator` (None: no key checks here);
+    ``throttle`` counts wrong keys per client address (None: not counted)."""
+
     def __init__(
-        self, app: ASGIApp, *, load: Load, identify: Callable[[Request], Awaitable[Any]] | None = None
+        self,
+        app: ASGIApp,
+        *,
+        load: Load,
+        auth: Callable[[], Authenticator] | None = None,
+        throttle: FailureThrottle | None = None,
     ) -> None:
         self.app = app
         self.load = load
-        self.identify = identify
+        self.auth = auth
+        self.throttle = throttle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in EXEMPT:
@@ -145,7 +159,7 @@ class Protection:
         if refusal is not None:
             await render_error(refusal, anthropic)(scope, receive, send)
             return
-        await self._serve(scope, _replay(body, receive), send, anthropic)
+        await self._serve(scope, replay(body, receive), send, anthropic)
 
     async def _refusal(self, scope: Scope, headers: dict[str, str]) -> GatewayError | None:
         """What is decided from the headers alone: stopping, declared size, the key."""
@@ -155,23 +169,43 @@ class Protection:
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > load.max_body_bytes:
             return body_too_large(load.max_body_bytes)
-        if self.identify is not None and _needs_key(scope["path"]):
+        if self.auth is not None and _needs_key(scope["path"]):
+            refusal = await self._check_key(scope, headers)
+            if refusal is not None:
+                return refusal
+        admission = _admission_for(scope, load)
+        if admission is not None and admission.saturated():
+            admission.refuse()
+            return overloaded(admission.limit)
+        return None
+
+    async def _check_key(self, scope: Scope, headers: dict[str, str]) -> GatewayError | None:
+        """Identify the caller from the headers (kept in the scope state), or the refusal."""
+        assert self.auth is not None
+        auth = self.auth()
+        client = scope["client"][0] if scope.get("client") else "unknown"
+        throttle = self.throttle if presented_key(headers) is not None else None  # a missing key guesses nothing
+        if throttle is not None and (wait := throttle.blocked(client)) is not None:
+            return _throttled(wait)
+        key = auth.known(headers)
+        if key is None:
+            if throttle is not None and (wait := await throttle.retry_after(client)) is not None:
+                return _throttled(wait)  # over the limit on another replica
             try:
-                key = await self.identify(Request(scope))
+                key = await auth.identify(Request(scope))
+            except InvalidAPIKey as exc:
+                if throttle is not None and (wait := await throttle.failed(client)) is not None:
+                    return _throttled(wait)
+                return _closing_error(exc)
             except LegatoError as exc:
-                err = from_exception(exc)
-                return GatewayError(err.status, err.kind, err.message, code=err.code, headers={**err.headers, **CLOSE})
+                return _closing_error(exc)
             except Exception:
                 log.exception("the key store did not answer")
                 return GatewayError(
                     503, "overloaded", "API keys cannot be checked right now; retry shortly",
                     code="key_store_unavailable", headers={**CLOSE, "Retry-After": "1"},
                 )  # fmt: skip
-            scope.setdefault("state", {})[IDENTIFIED] = key
-        admission = _admission_for(scope, load)
-        if admission is not None and admission.saturated():
-            admission.refuse()
-            return overloaded(admission.limit)
+        scope.setdefault("state", {})[IDENTIFIED] = key
         return None
 
     async def _read_body(self, receive: Receive) -> bytes:
@@ -220,6 +254,17 @@ class Protection:
                 admission.release(timing.rtt())
 
 
+def _closing_error(exc: LegatoError) -> GatewayError:
+    err = from_exception(exc)
+    return GatewayError(err.status, err.kind, err.message, code=err.code, headers={**err.headers, **CLOSE})
+
+
+def _throttled(wait: int) -> GatewayError:
+    message = f"too many failed authentications from this address; retry in {wait}s"
+    headers = {**CLOSE, "Retry-After": str(wait)}
+    return GatewayError(429, "rate_limit", message, code="too_many_failed_authentications", headers=headers)
+
+
 def _admission_for(scope: Scope, load: Load) -> Admission | None:
     """The admission a request takes part in: model routes, for keys with the route's
     scope (a key without it is answered 403 by the route, never shed or admitted)."""
@@ -247,20 +292,6 @@ class _Timing:
 
     def rtt(self) -> float | None:
         return self._first if self._ok else None
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """The body already read, then whatever the server says next (a disconnect)."""
-    pending = True
-
-    async def replayed() -> Message:
-        nonlocal pending
-        if pending:
-            pending = False
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replayed
 
 
 def _closing(send: Send) -> Send:

@@ -121,6 +121,10 @@ class ServerSettings(BaseModel):
     )
     body_timeout_s: float = Field(30.0, gt=0, description="A request's whole body must arrive within this; else 408.")
     idle_timeout_s: float = Field(5.0, gt=0, description="A kept-alive connection idle this long is closed.")
+    auth_failures: int = Field(
+        20, ge=0, le=100_000, description="Wrong API keys per client address before it gets 429 (0: not counted)."
+    )
+    auth_failure_window_s: float = Field(60.0, gt=0, le=86400, description="The window those are counted in.")
     max_connections_per_client: int = Field(
         256, ge=0, description="Open connections per client address and worker process (0: no cap)."
     )

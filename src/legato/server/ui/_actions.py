@@ -19,13 +19,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from legato.errors import RunNotFound, StoreError
 from legato.server._audit import AuditAction
+from legato.server._body import InvalidBody, parse_form, parse_json
 from legato.server._errors import GatewayError
 from legato.server.ui._access import Viewer, client_address, same_origin
 from legato.store import RunRecord, visible_run
@@ -88,10 +88,7 @@ def parse_inputs(fields: list[FormField], form: Mapping[str, list[str]]) -> dict
             except ValueError:
                 raise FormError(f"{f.name}: {raw!r} is not a {f.type_name}") from None
         elif f.kind == "json":
-            try:
-                inputs[f.name] = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise FormError(f"{f.name}: not valid JSON ({exc.msg} at character {exc.pos})") from None
+            inputs[f.name] = _json_field(raw, f.name)
         else:
             inputs[f.name] = raw
     return inputs
@@ -126,7 +123,7 @@ def action_routes(router: APIRouter, d: Dashboard) -> None:
             return refused(request, 404, "Pipeline not found", f"No pipeline {name!r} is served here.")
         if not _can_write(viewer):
             return refused(request, 403, "Forbidden", "Starting a run needs a key with the runs:write scope.")
-        form = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+        form = parse_form(await request.body())
         for f in fields:  # what was typed is shown again if the start is refused
             typed = form.get(f"input.{f.name}")
             if typed:
@@ -162,7 +159,7 @@ def action_routes(router: APIRouter, d: Dashboard) -> None:
             return refused(request, 404, "Not available", unavailable)
         if not _can_write(viewer):
             return refused(request, 403, "Forbidden", f"{needs} needs a key with the runs:write scope.")
-        form = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+        form = parse_form(await request.body())
         return viewer, record, form
 
     @router.post("/runs/{run_id}/steps/{step}/respond")
@@ -255,11 +252,15 @@ def _answer(form: Mapping[str, list[str]]) -> Any:
     approved = (form.get("approved") or [""])[0]
     if approved in ("true", "false"):
         return approved == "true"
-    raw = (form.get("value") or [""])[0]
+    return _json_field((form.get("value") or [""])[0], "the answer")
+
+
+def _json_field(raw: str, what: str) -> Any:
+    """A form field holding JSON, read as strictly as the API's bodies (no lone surrogates, NaN...)."""
     try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise FormError(f"the answer is not valid JSON ({exc.msg} at character {exc.pos})") from None
+        return parse_json(raw.encode("utf-8"), "the value")
+    except InvalidBody as exc:
+        raise FormError(f"{what}: {exc.detail}") from None
 
 
 def _can_write(viewer: Viewer) -> bool:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import quote
 
 import anyio
 from fastapi import APIRouter, Request
@@ -31,6 +31,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 
 from legato.errors import RunNotFound
 from legato.server._audit import AuditAction
+from legato.server._body import parse_form
 from legato.server.ui._access import COOKIE, Access, Viewer, client_address, same_origin
 from legato.server.ui._actions import action_routes
 from legato.server.ui._insights import calls_of_run, insight_routes
@@ -341,7 +342,7 @@ def _sign_in_routes(router: APIRouter, d: Dashboard) -> None:
         if not same_origin(request):  # no signing a browser in (or out) from another site
             return d.page("error.html", request, status=403, title="Forbidden", message="Cross-site request refused.")
         client = client_address(request)
-        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        form = parse_form(await request.body())
         target = _safe_next((form.get("next") or [""])[0], d.base)
         wait = await d.throttle.retry_after(client)
         if wait is not None:
