@@ -50,7 +50,7 @@ def test_the_form_is_read_back_as_typed_inputs() -> None:
 
 @pytest.mark.parametrize(
     ("field", "raw", "message"),
-    [("count", "seven", "count: 'seven' is not a"), ("tags", "[1,", "tags: not valid JSON")],
+    [("count", "seven", "count: 'seven' is not a"), ("tags", "[1,", "tags: the value is not valid JSON")],
 )
 def test_a_field_that_cannot_be_read_is_named(field: str, raw: str, message: str) -> None:
     fields = form_fields(pipeline().inputs)

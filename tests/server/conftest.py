@@ -122,6 +122,7 @@ def gateway_settings(tmp: Path, **overrides: Any) -> ServerSettings:
         "max_output_tokens": 4096,
         "key_cache_ttl_s": 0,
         "ssrf": SSRFSettings(resolve_dns=False),
+        "auth_failures": 0,  # these tests send many wrong keys on purpose (tests/security covers the throttle)
         **overrides,
     }
     return ServerSettings.model_validate(values)
