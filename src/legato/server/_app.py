@@ -64,8 +64,9 @@ async def open_gateway(
     ``store`` (a :class:`legato.store.RunStore`, not yet open) and ``pipelines`` are
     built from the settings and config when not given."""
     from legato.routing import aclose_shared_groups
+    from legato.server._retention import RetentionTask
     from legato.server._runs import RunsService, load_pipelines
-    from legato.store import QueuesSection, SchedulesSection
+    from legato.store import QueuesSection, RetentionConfig, SchedulesSection
 
     config = config or LegatoConfig()
     if pipelines is None:
@@ -132,6 +133,7 @@ async def open_gateway(
         async with anyio.create_task_group() as tg:
             tg.start_soon(spend.run)
             tg.start_soon(calls.run)
+            tg.start_soon(RetentionTask(store, config.section("retention", RetentionConfig)).run)
             if revocations is not None:
                 tg.start_soon(revocations.listen)
             await tg.start(runs.serve)
@@ -258,10 +260,11 @@ def _mount_mcp(app: FastAPI, store: Any, pipelines: dict[str, Any], subscribers:
 def _store(settings: ServerSettings, config: LegatoConfig) -> RunStore:
     """The run store: ``server.database_url``, else ``store.url`` of ``legato.yaml``
     (where runs started from Python are recorded too), else SQLite beside the config."""
-    from legato.store import RunStore, configured_url, store_key
+    from legato.store import RetentionConfig, RunStore, configured_url, store_key
 
     url = settings.database_url or configured_url(config) or settings.store_url(config.base_dir)
-    return RunStore(url, encryption_key=store_key(config=config))
+    retention = config.section("retention", RetentionConfig)
+    return RunStore(url, encryption_key=store_key(config=config), retention=retention)
 
 
 def create_app(
@@ -271,7 +274,7 @@ def create_app(
     catalog: ModelCatalog | None = None,
 ) -> FastAPI:
     """The gateway application. ``catalog`` replaces the models of ``legato.yaml`` (tests, embedding)."""
-    from legato.server import _admin, _gateway, _health, _runs, _schedules, _usage
+    from legato.server import _admin, _gateway, _health, _retention, _runs, _schedules, _usage
 
     settings = settings or ServerSettings()
     config = config or LegatoConfig()
@@ -313,6 +316,7 @@ def create_app(
     app.include_router(_admin.router)
     app.include_router(_runs.router)
     app.include_router(_schedules.router)
+    app.include_router(_retention.router)
     app.include_router(_usage.router)
     live = _mount_dashboard(app, settings)
     mcp = _mount_mcp(app, store, pipelines, [*_run_subscribers(), live])

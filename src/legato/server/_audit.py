@@ -37,6 +37,7 @@ class AuditAction(StrEnum):
     RUN_CANCELLED = "run_cancelled"
     SCHEDULE_PAUSED = "schedule_paused"
     SCHEDULE_RESUMED = "schedule_resumed"
+    SUBJECT_ERASED = "subject_erased"
 
 
 audit_metadata = sa.MetaData()

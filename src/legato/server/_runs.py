@@ -205,6 +205,7 @@ class RunsService:
         queue: str | None = None,
         tags: Sequence[str] = (),
         priority: int = 0,
+        subject: str | None = None,
     ) -> tuple[Any, bool]:
         from legato.store import pipeline_version
 
@@ -227,6 +228,7 @@ class RunsService:
                 queue=queue,
                 tags=tags,
                 priority=priority,
+                subject=subject,
             )
         except InputError as exc:
             raise GatewayError(400, "invalid_request", str(exc), param="inputs") from None
@@ -359,6 +361,13 @@ class RunCreate(BaseModel):
     tags: list[Annotated[str, StringConstraints(pattern=f"^{_TAG}$")]] = Field(
         default_factory=list, max_length=16, description="Labels to find the run by (GET /v1/runs?tags=...)."
     )
+    subject: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="The data subject (a customer id) the run is about, for erasure with DELETE /v1/subjects/{id}; "
+        "stored as a digest. Default: the input the pipeline's retention rule names.",
+    )
 
 
 class RunRerun(BaseModel):
@@ -431,6 +440,7 @@ async def start_run(
         stream=body.stream,
         queue=body.queue,
         tags=body.tags,
+        subject=body.subject,
         priority=body.priority,
     )
     return json_response(_public(record), status=202 if created else 200, headers={"Location": f"/v1/runs/{record.id}"})

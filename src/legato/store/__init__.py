@@ -42,6 +42,8 @@ from legato.store._retention import (
     RetentionRule,
     apply_retention,
     erase_subject,
+    explain_payloads,
+    subject_key,
 )
 from legato.store._runs import RunStore
 from legato.store._schedules import (
@@ -109,6 +111,7 @@ __all__ = [
     "downstream_of",
     "erase_subject",
     "expire_waits",
+    "explain_payloads",
     "gateway_calls",
     "interrupted",
     "list_schedules",
@@ -133,6 +136,7 @@ __all__ = [
     "set_paused",
     "spend_by_day",
     "store_key",
+    "subject_key",
     "visible_run",
     "waiting_requests",
     "worker_stats",

@@ -38,7 +38,7 @@ from legato.store._checkpoint import Checkpointer, journals_from_rows
 from legato.store._ids import new_owner_id
 from legato.store._records import CancelRequest, RunRecord, StepRecord, StoredStatus
 from legato.store._reflection import reflect_on_run
-from legato.store._retention import PayloadState
+from legato.store._retention import PayloadState, explain_payloads
 from legato.store._runs import RunStore
 
 __all__ = ["DurableRunner", "pipeline_version", "result_from_record", "run_durably"]
@@ -179,6 +179,9 @@ class DurableRunner:
                 current=version,
             )
         record = await self.store.acquire(current.id, self.owner, lease_ttl=self.lease_ttl, force=force, charge=charge)
+        if record.payloads in (PayloadState.EXPIRED, PayloadState.ERASED):
+            await self._release_quietly(record.id)
+            raise StoreError(f"run {record.id} cannot be resumed: {explain_payloads(record.payloads)}")
         if record.payloads == PayloadState.METADATA:  # nothing was kept to resume from
             return await self._execute(
                 pipeline, record, {}, subscribers, control, await self.store.last_attempts(record.id)

@@ -58,6 +58,7 @@ __all__ = [
     "apply_retention",
     "delete_runs",
     "erase_subject",
+    "explain_payloads",
     "strip_payloads",
     "subject_key",
 ]
@@ -78,6 +79,18 @@ class PayloadState(StrEnum):
     METADATA = "metadata"
     EXPIRED = "expired"
     ERASED = "erased"
+
+
+_GONE = {
+    PayloadState.METADATA: "payloads are not kept for this pipeline (metadata only): a resume runs it from the start",
+    PayloadState.EXPIRED: "payloads were removed after the retention period (metadata only)",
+    PayloadState.ERASED: "payloads were erased at the request of its data subject (metadata only)",
+}
+
+
+def explain_payloads(state: str | None) -> str | None:
+    """What a run's ``payloads`` state means, for people (``None``: payloads are kept)."""
+    return None if state is None else _GONE.get(PayloadState(state), state)
 
 
 class RetentionRule(BaseModel):

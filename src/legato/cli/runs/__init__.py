@@ -1,8 +1,8 @@
-"""``legato runs``: list, show, resume, cancel, recover and prune stored runs.
+"""``legato runs``: list, show, resume, cancel, recover, prune and erase stored runs.
 
 One module per concern: ``_common`` (the group, the store opener, reporting),
 ``_durable`` (``legato run`` with a store), ``_inspect`` (list, show) and
-``_manage`` (resume, cancel, recover, prune); importing this package registers the
+``_manage`` (resume, cancel, recover, prune, erase); importing this package registers the
 commands, in that order.
 
 Also the durable path of ``legato run`` (:func:`stored_run`): the run is recorded
@@ -24,11 +24,12 @@ from legato.cli.runs._common import (
 )
 from legato.cli.runs._durable import estimate_cost, print_recall, stored_run
 from legato.cli.runs._inspect import list_runs, show
-from legato.cli.runs._manage import cancel, prune, recover, resume, who_cancels
+from legato.cli.runs._manage import cancel, erase, prune, recover, resume, who_cancels
 
 __all__ = [
     "DATABASE_URL_HELP",
     "cancel",
+    "erase",
     "estimate_cost",
     "fail",
     "list_runs",

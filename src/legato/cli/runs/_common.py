@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 runs_app = typer.Typer(
-    name="runs", help="Stored runs: list, show, resume, cancel, recover, prune.", no_args_is_help=True
+    name="runs", help="Stored runs: list, show, resume, cancel, recover, prune, erase.", no_args_is_help=True
 )
 app.add_typer(runs_app)
 

@@ -40,6 +40,7 @@ def _record_dict(r: RunRecord) -> dict[str, Any]:
         "source": r.source,
         "rerun_of": r.rerun_of,
         "rerun_from": r.rerun_from,
+        "payloads": r.payloads,
         "created_at": r.created_at,
         "started_at": r.started_at,
         "finished_at": r.finished_at,
@@ -124,6 +125,7 @@ def show(
     """Show a run: status, inputs, outputs, every step attempt and (--events) its events."""
 
     from legato.errors import RunNotFound
+    from legato.store import explain_payloads
 
     async def main() -> tuple[Any, Any, Any]:
         async with open_store(database_url) as store:
@@ -168,6 +170,9 @@ def show(
             how = "--approve or --reject" if request.get("kind") == "approval" else "--value JSON"
             out.print(f"waiting at {escape(name)}: {escape(str(request.get('question', '')))}", highlight=False)
             out.print(f"  answer: legato runs respond {record.id} {escape(name)} {how}", highlight=False)
+    gone = explain_payloads(record.payloads)
+    if gone:
+        out.print(f"[yellow]{gone}[/yellow]", highlight=False)
     out.print("inputs: " + json.dumps(record.inputs, default=str)[:500], soft_wrap=True)
     table = new_table(show_edge=False)
     for col in ("step", "attempt", "status", "duration ms", "model", "detail"):

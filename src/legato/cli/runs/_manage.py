@@ -1,4 +1,4 @@
-"""``legato runs resume``, ``cancel``, ``recover`` and ``prune``: acting on stored runs."""
+"""``legato runs resume``, ``cancel``, ``recover``, ``prune`` and ``erase``: acting on stored runs."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from legato.cli.runs._common import (
     runs_app,
 )
 
-__all__ = ["cancel", "prune", "recover", "resume", "who_cancels"]
+__all__ = ["cancel", "erase", "prune", "recover", "resume", "who_cancels"]
 
 
 @runs_app.command("resume")
@@ -49,7 +49,7 @@ def resume(
     from legato.cli._interrupt import Interrupt
     from legato.engine import RunControl
     from legato.errors import LeaseLost, PipelineChanged, RunNotFound, RunNotResumable, SpecError, StoreError
-    from legato.store import DurableRunner
+    from legato.store import DurableRunner, PayloadState, explain_payloads
 
     interrupt = Interrupt(RunControl(), run_id)
 
@@ -64,6 +64,8 @@ def resume(
                 raise fail(f"run {record.id} was not started from a YAML file: pass --file PIPELINE.yaml", 2)
             pipeline = load_pipeline_file(path, config)
             interrupt.run_id = record.id
+            if record.payloads == PayloadState.METADATA:
+                typer.echo(f"{record.id}: {explain_payloads(record.payloads)}", err=True)
             try:
                 with interrupt.installed():
                     return await DurableRunner(store).resume(
@@ -140,19 +142,70 @@ def recover(
 
 @runs_app.command("prune")
 def prune(
-    older_than: str = typer.Option(..., "--older-than", help="Delete finished runs older than this (e.g. 30d, 12h)."),
+    older_than: str | None = typer.Option(
+        None,
+        "--older-than",
+        help="Delete finished runs older than this (e.g. 30d, 12h) instead of applying retention:.",
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be deleted or reduced; change nothing."),
     database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
+    config: Path | None = typer.Option(None, "--config", help="legato.yaml (default: $LEGATO_CONFIG, ./legato.yaml)."),
 ) -> None:
-    """Delete finished runs (with their steps and events) older than a duration. Journal entries stay."""
+    """Apply the retention: rules of legato.yaml (delete old runs, reduce older ones to
+    metadata), or delete finished runs older than --older-than. Journal entries stay."""
+    from legato.config import LegatoConfig
+    from legato.errors import ConfigError
+    from legato.store import RetentionConfig, RetentionReport, RetentionRule, apply_retention
 
     try:
-        seconds = parse_duration(older_than)
-    except ValueError as exc:
+        if older_than is not None:
+            rules = RetentionConfig(default=RetentionRule(keep_runs_days=parse_duration(older_than) / 86_400))
+        else:
+            rules = LegatoConfig.load(config).section("retention", RetentionConfig)
+    except (ValueError, ConfigError) as exc:
         raise fail(str(exc), 2) from None
 
-    async def main() -> int:
+    async def main() -> RetentionReport:
         async with open_store(database_url) as store:
-            return await store.prune(older_than_s=seconds)
+            if older_than is not None and not dry_run:  # also drops gateway model calls that old
+                return RetentionReport(await store.prune(older_than_s=parse_duration(older_than)), 0)
+            return await apply_retention(store, rules, dry_run=dry_run)
 
-    n = run_loop(main)
-    typer.echo(f"pruned {n} run{'s' if n != 1 else ''} finished more than {older_than} ago")
+    report = run_loop(main)
+    verb = ("would delete", "would reduce") if dry_run else ("deleted", "reduced")
+    runs = "run" if report.deleted == 1 else "runs"
+    typer.echo(f"{verb[0]} {report.deleted} {runs}; {verb[1]} {report.expired} to metadata (payloads removed)")
+
+
+@runs_app.command("erase")
+def erase(
+    subject: str = typer.Option(..., "--subject", help="The data subject (e.g. a customer id) whose data to erase."),
+    database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
+    config: Path | None = typer.Option(None, "--config", help="legato.yaml (default: $LEGATO_CONFIG, ./legato.yaml)."),
+) -> None:
+    """Erase a data subject: the payloads of their runs, the journal entries about those
+    runs and their response-cache entries (SQLite or Redis cache). Audited."""
+    from legato.config import LegatoConfig
+    from legato.errors import ConfigError
+    from legato.server._retention import configured_cache, erase_everywhere
+    from legato.store import ErasureReport
+
+    try:
+        cache = configured_cache(LegatoConfig.load(config))
+    except ConfigError as exc:
+        raise fail(str(exc), 2) from None
+
+    async def main() -> ErasureReport:
+        async with open_store(database_url) as store:
+            try:
+                return await erase_everywhere(store, subject, caches=[cache] if cache else [], actor="cli")
+            finally:
+                if cache is not None:
+                    await cache.aclose()
+
+    report = run_loop(main)
+    typer.echo(
+        f"erased the payloads of {report.runs} run{'s' if report.runs != 1 else ''}, "
+        f"{report.journal_entries} journal entr{'ies' if report.journal_entries != 1 else 'y'} and "
+        f"{report.cache_entries} cache entr{'ies' if report.cache_entries != 1 else 'y'}"
+    )

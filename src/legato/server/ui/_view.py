@@ -103,6 +103,7 @@ class RunView:
     outputs: dict[str, Any] | None
     graph_known: bool
     interrupted: bool = False  # running, but its worker stopped: it can be resumed
+    payloads_note: str | None = None  # why the run has no payloads (retention, erasure, metadata-only)
 
     @property
     def terminal(self) -> bool:
@@ -221,7 +222,14 @@ def build_run_view(
         failed_step=_get(run, "failed_step"),
         outputs=_get(run, "outputs"),
         graph_known=bool(graph),
+        payloads_note=_payloads_note(_get(run, "payloads")),
     )
+
+
+def _payloads_note(state: str | None) -> str | None:
+    from legato.store import explain_payloads
+
+    return explain_payloads(state)
 
 
 _WHY_NOT_RUN = {
