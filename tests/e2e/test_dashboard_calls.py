@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -165,6 +166,14 @@ def _budgeted_call(served: Served) -> str:
     return key[:12]
 
 
+def _streamed_call(served: Served) -> None:
+    headers = {"authorization": f"Bearer {MASTER}", "x-request-id": "req-e2e-streamed"}
+    body = {"model": "backup", "stream": True, "messages": [{"role": "user", "content": "Count to three."}]}
+    with httpx.stream("POST", f"{served.url}/v1/chat/completions", headers=headers, json=body, timeout=10) as r:
+        assert r.status_code == 200
+        assert "[DONE]" in "".join(r.iter_text())
+
+
 def _gateway_call(served: Served) -> str:
     headers = {"authorization": f"Bearer {MASTER}", "traceparent": f"00-{TRACE}-b7ad6b7169203331-01",
                "x-request-id": "req-e2e-capital"}  # fmt: skip
@@ -214,6 +223,7 @@ def test_model_calls_and_charts(served: Served, tmp_path: Path) -> None:
     run_id = _run_with_fallback(served)
     _seed(served.db)
     budget = _budgeted_call(served)
+    _streamed_call(served)
     answer = _gateway_call(served)
     today = time.strftime("%Y-%m-%d", time.gmtime())
     images = DOC_IMAGES if os.environ.get("LEGATO_SCREENSHOTS") == "1" else tmp_path / "images"
@@ -248,6 +258,10 @@ def test_model_calls_and_charts(served: Served, tmp_path: Path) -> None:
             expect(mine.locator("a.trace")).to_have_attribute("href", f"https://jaeger.example/trace/{TRACE}")
             expect(mine.locator("pre.prompt")).to_have_text("user: Capital of France?")
             expect(mine.locator("pre.answer")).to_have_text(answer)
+            streamed = page.locator("details.call", has_text="req-e2e-streamed")
+            first_token = streamed.locator("dt", has_text="First token").locator("xpath=following-sibling::dd")
+            expect(first_token).to_have_text(re.compile(r"^\d+ ms$|^\d+\.\d+ s$"))  # measured, not "—"
+            expect(streamed.locator("pre.answer")).not_to_have_text("—")
 
             # Charts: the seeded numbers, as text and as shapes.
             page.goto(f"{served.url}/ui/charts?days=7")
