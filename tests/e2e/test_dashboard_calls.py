@@ -238,8 +238,12 @@ def test_model_calls_and_charts(served: Served, tmp_path: Path) -> None:
 
             # The run's call: the prompt, the answer, the deployment that answered, the route.
             page.goto(f"{served.url}/ui/runs/{run_id}")
+            page.locator("#step-summary summary").click()
+            link = page.locator("#step-summary a.call-link")
+            expect(link).to_have_text("✓ gpt-backup")
+            link.click()  # the step's card links to its call, which opens
             call = page.locator("#run-calls details.call").first
-            call.locator("summary").click()
+            expect(call).to_have_attribute("open", "")
             expect(call.locator("summary")).to_contain_text("summary")
             expect(call.locator("summary .deployment")).to_have_text("gpt-backup")
             expect(call.locator("pre.prompt")).to_have_text(

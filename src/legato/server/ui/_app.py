@@ -34,7 +34,7 @@ from legato.server._audit import AuditAction
 from legato.server._body import parse_form
 from legato.server.ui._access import COOKIE, Access, Viewer, client_address, same_origin
 from legato.server.ui._actions import action_routes
-from legato.server.ui._insights import calls_of_run, insight_routes
+from legato.server.ui._insights import by_step, calls_of_run, insight_routes
 from legato.server.ui._live import LiveEvents, merge_events
 from legato.server.ui._render import Renderer
 from legato.server.ui._runs_list import runs_list_routes
@@ -265,7 +265,7 @@ class Dashboard:
             "run-header": self.render.fragment("_run_header.html", **ctx),
             "graph-box": self.render.fragment("_graph.html", **ctx),
             "gantt-box": self.render.fragment("_gantt.html", **ctx),
-            "steps-box": self.render.fragment("_steps.html", **ctx),
+            "steps-box": self.render.fragment("_steps.html", calls_by_step=by_step(calls), **ctx),
             "calls-box": self.render.fragment("_run_calls.html", calls=calls, trace_url=self.sources.trace_url),
         }
 
@@ -395,7 +395,7 @@ def _run_routes(router: APIRouter, d: Dashboard) -> None:
         notes = await d.journal().recent(5, run_id=view.id, viewer=viewer.principal)
         calls = await calls_of_run(d.store(), view.id)
         return d.page("run.html", request, nav="runs", notes=notes, calls=calls, trace_url=sources.trace_url,
-                      **d.render.run_context(view, now, bars, span))  # fmt: skip
+                      calls_by_step=by_step(calls), **d.render.run_context(view, now, bars, span))  # fmt: skip
 
     @router.get("/live/runs/{run_id}")
     async def live_run(request: Request, run_id: str) -> Response:

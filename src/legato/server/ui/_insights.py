@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -29,7 +29,7 @@ from legato.store import CallRow, gateway_calls, model_stats, run_calls, run_dur
 if TYPE_CHECKING:
     from legato.server.ui._app import Dashboard
 
-__all__ = ["calls_of_run", "insight_routes"]
+__all__ = ["by_step", "calls_of_run", "insight_routes"]
 
 PAGE = 50
 DAY_CHOICES = (1, 7, 14, 30)
@@ -37,6 +37,15 @@ DAY_CHOICES = (1, 7, 14, 30)
 
 async def calls_of_run(store: Any, run_id: str) -> list[CallRow]:
     return await run_calls(store, run_id)
+
+
+def by_step(calls: Sequence[CallRow]) -> dict[str, list[CallRow]]:
+    """A run's calls by the step that made them (each step card links to its calls)."""
+    out: dict[str, list[CallRow]] = {}
+    for c in calls:
+        if c.step is not None:
+            out.setdefault(c.step, []).append(c)
+    return out
 
 
 def _key_store(d: Dashboard) -> Any:

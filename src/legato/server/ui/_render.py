@@ -127,7 +127,8 @@ class Renderer:
             ts=_ts, usd=_usd, secs=_secs, clip=_clip, pretty=_pretty, redact=_redact, cell=_cell,
             run_duration=_run_duration, label=_label,
         )  # fmt: skip
-        env.globals.update(base=base, node_w=NODE_W, node_h=NODE_H, nav="", logged_in=False, glyphs=GLYPHS)
+        env.globals.update(base=base, node_w=NODE_W, node_h=NODE_H, nav="", logged_in=False, glyphs=GLYPHS,
+                           calls_by_step={})  # fmt: skip
         self.env = env
 
     def page(self, template: str, **ctx: Any) -> str:

@@ -76,10 +76,11 @@
     source.onopen = function () { if (dot) { dot.classList.remove("off"); } };
   }
 
-  // #step-NAME (a graph node, a shared link) opens that step's details and shows it.
+  // #step-NAME (a graph node, a shared link) and #call-ID (a step's model call) open
+  // those details and show them.
   function openStep() {
     var id = decodeURIComponent(window.location.hash.slice(1));
-    if (id.indexOf("step-") !== 0) { return; }
+    if (id.indexOf("step-") !== 0 && id.indexOf("call-") !== 0) { return; }
     var el = document.getElementById(id);
     if (!el || el.tagName !== "DETAILS") { return; }
     el.open = true;
@@ -88,7 +89,7 @@
 
   window.addEventListener("hashchange", openStep);
   document.addEventListener("click", function (ev) {
-    var link = ev.target.closest ? ev.target.closest("a[href^='#step-']") : null;
+    var link = ev.target.closest ? ev.target.closest("a[href^='#step-'], a[href^='#call-']") : null;
     if (link && link.getAttribute("href") === window.location.hash) { openStep(); }
   });
 
