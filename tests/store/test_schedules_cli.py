@@ -89,3 +89,10 @@ def test_run_enqueues_with_a_priority(project: Path) -> None:
     code, _, err = invoke(project, "run", ping, "-i", "target=db", "--priority", "7")
     assert code == 2
     assert "--priority orders queued runs" in err
+
+
+def test_a_worker_refuses_a_schedule_of_an_unknown_pipeline(project: Path) -> None:
+    (project / "legato.yaml").write_text(CONFIG.replace("{pipeline: ping, inputs: {target: api}", "{pipeline: pong"))
+    code, _, err = invoke(project, "worker", "--queue", "probes")
+    assert code == 2
+    assert "schedules.heartbeat.pipeline: no pipeline 'pong'" in err

@@ -110,7 +110,7 @@ async def _serve(plan: _Plan, database_url: str | None, concurrency: int, lease_
             lease_ttl=lease_ttl,
             grace_s=grace,
             pipelines=plan.pipelines,
-            scheduler=scheduler if plan.schedules.root else None,
+            scheduler=scheduler,
         )
         async with anyio.create_task_group() as tg:
             await tg.start(w.serve)
