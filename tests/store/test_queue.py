@@ -196,3 +196,38 @@ async def test_requeue_puts_a_stopped_run_back(store: RunStore) -> None:
     again = await claim_run(store, queue, "w2")
     assert again is not None
     assert again.id == run_id
+
+
+async def test_a_rate_limit_holds_across_two_workers(database_url: str) -> None:
+    from legato.engine import Pipeline
+    from legato.store import Worker, pipeline_version
+
+    p = Pipeline("tick")
+
+    @p.step
+    async def noop() -> int:
+        return 1
+
+    queue = _queue()
+    async with RunStore(database_url) as submitter, RunStore(database_url) as a, RunStore(database_url) as b:
+        ids = []
+        for _ in range(6):
+            record, _ = await submitter.create_run(
+                pipeline="tick", version_hash=pipeline_version(p), inputs={}, queue=queue
+            )
+            ids.append(record.id)
+        limits = {queue: QueueSettings(rate="2/s")}
+        workers = [Worker(s, limits, lambda _r: p, concurrency=4, poll_s=0.05) for s in (a, b)]
+        async with anyio.create_task_group() as tg:
+            for w in workers:
+                await tg.start(w.serve)
+            with anyio.fail_after(60):
+                while [s for s in await queue_stats(submitter) if s.queue == queue]:
+                    await anyio.sleep(0.05)
+            for w in workers:
+                w.drain()
+        claims = sorted([e.at for i in ids for e in await submitter.events(i) if e.type == "RunClaimed"])
+        assert {(await submitter.get_run(i)).status for i in ids} == {StoredStatus.SUCCEEDED}
+    assert len(claims) == 6
+    assert sum(w.claimed for w in workers) == 6
+    assert all(claims[k + 2] - claims[k] >= 1.0 for k in range(4))  # never 3 starts within one second
