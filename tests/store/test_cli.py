@@ -285,3 +285,27 @@ def test_runs_show_lists_every_attempt_including_retries(tmp_path: Path) -> None
     assert json.loads(out)["steps"][0]["error"] == "ConnectionError: attempt 1 lost the connection"
     code, out, _ = invoke("runs", "show", run_id, "--database-url", db)
     assert "attempt 2 lost the connection" in out
+
+
+def test_runs_list_searches_words_and_tags(tmp_path: Path) -> None:
+    import anyio
+
+    from legato.store import RunStore
+
+    db = str(tmp_path / "find.db")
+
+    async def seed() -> dict[str, str]:
+        async with RunStore(db) as store:
+            a, _ = await store.create_run(pipeline="p", version_hash="v", inputs={"text": "lost parcel"}, tags=["vip"])
+            b, _ = await store.create_run(pipeline="p", version_hash="v", inputs={"text": "wrong invoice"})
+            return {"a": a.id, "b": b.id}
+
+    ids = anyio.run(seed)
+    code, out, _ = invoke("runs", "list", "--json", "-q", "parcel", "--database-url", db)
+    assert code == 0
+    assert [r["id"] for r in json.loads(out)] == [ids["a"]]
+    code, out, _ = invoke("runs", "list", "--json", "--tag", "vip", "--database-url", db)
+    assert [(r["id"], r["tags"]) for r in json.loads(out)] == [(ids["a"], ["vip"])]
+    code, _, err = invoke("runs", "list", "--tag", "two words", "--database-url", db)
+    assert code == 2
+    assert "--tag: tag 'two words'" in err

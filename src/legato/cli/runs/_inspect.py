@@ -33,6 +33,7 @@ def _record_dict(r: RunRecord) -> dict[str, Any]:
         "lease_expires_at": r.lease_expires_at,
         "recoveries": r.recoveries,
         "dead_reason": r.dead_reason,
+        "tags": list(r.tags),
         "cancelled_by": r.cancelled_by,
         "cancel_requested_at": r.cancel_requested_at,
         "cost": r.cost,
@@ -57,6 +58,10 @@ def list_runs(
     ),
     dead: bool = typer.Option(False, "--dead", help="Only dead-lettered runs (same as --status dead)."),
     pipeline: str | None = typer.Option(None, "--pipeline", help="Only runs of this pipeline."),
+    search: str = typer.Option(
+        "", "--search", "-q", help="Only runs holding these words in their inputs, outputs or error (or an id prefix)."
+    ),
+    tag: list[str] = typer.Option([], "--tag", help="Only runs carrying this tag (repeatable: all must match)."),
     limit: int = typer.Option(20, "--limit", "-n", min=1, help="How many runs (newest first)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
@@ -67,7 +72,8 @@ def list_runs(
     every command taking a run id accepts; --json gives the full ids."""
     import difflib
 
-    from legato.store import StoredStatus
+    from legato.store import RunFilter, StoredStatus
+    from legato.store._search import check_tags
 
     known = [*map(str, StoredStatus), "orphaned"]
     if status is not None and status not in known:
@@ -78,10 +84,14 @@ def list_runs(
         )
     only_orphans = status == "orphaned"
     wanted = "dead" if dead else ("running" if only_orphans else status)
+    try:
+        where = RunFilter(text=search, tags=check_tags(tag))
+    except ValueError as exc:
+        raise fail(f"--tag: {exc}", 2) from None
 
     async def main() -> tuple[list[RunRecord], set[str], dict[str, str]]:
         async with open_store(database_url) as store:
-            records = await store.list_runs(status=wanted, pipeline=pipeline, limit=limit)
+            records = await store.list_runs(where, status=wanted, pipeline=pipeline, limit=limit)
             orphans = {r.id for r in await store.orphaned_runs()} if any(not r.terminal for r in records) else set()
             if only_orphans:
                 records = [r for r in records if r.id in orphans]
