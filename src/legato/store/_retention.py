@@ -24,8 +24,11 @@ keeps none; an interrupted run of it resumes from the start), ``expired`` (past
 A run's *subject* is kept as a SHA-256 digest (:func:`legato.cache.subject_digest`),
 so the store never names the person; :func:`erase_subject` takes the subject and
 removes the payloads of every run of it, and the journal entries written about those
-runs. On SQLite the rows are overwritten (``secure_delete``) and the write-ahead log
-is checkpointed, so erased text does not linger in the files.
+runs. The run-search index follows (its triggers re-index the emptied rows). On
+SQLite the freed pages are zeroed (``secure_delete``), the full-text indexes are
+merged anew and the write-ahead log is checkpointed, so erased words do not linger
+in the files; on PostgreSQL the old row versions stay in the table files until
+``VACUUM`` reclaims them (they are never in a ``pg_dump``).
 """
 
 from __future__ import annotations
@@ -235,7 +238,11 @@ async def erase_subject(store: RunStore, subject: str, *, caches: Iterable[Any] 
 
     def work(conn: Connection) -> tuple[int, int]:
         ids = [r[0] for r in conn.execute(sa.select(runs.c.id).where(runs.c.subject == key)).all()]
-        return len(ids), strip_payloads(conn, ids, PayloadState.ERASED, journal=True)
+        entries = strip_payloads(conn, ids, PayloadState.ERASED, journal=True)
+        if ids and conn.dialect.name == "sqlite":  # rebuild the full-text segments without the erased words
+            conn.exec_driver_sql("INSERT INTO run_text_fts(run_text_fts) VALUES ('optimize')")
+            conn.exec_driver_sql("INSERT INTO journal_fts(journal_fts) VALUES ('optimize')")
+        return len(ids), entries
 
     count, entries = await store.run_sync(work)
     await store.checkpoint_wal()
