@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from legato.providers import ChatRequest, EmbedRequest, Model, Price, PricingTable, default_pricing, estimate_tokens
 
@@ -126,10 +127,10 @@ class CostEstimator:
         if isinstance(tiers, list):
             parts = [v for t in tiers if (v := self._worst(request, t, depth + 1)) is not None]
             return sum(parts) if parts else None
-        if not isinstance(node, Model):  # a deployment or a tier: its own listed price, else its model's
+        if not _is_model(node):  # a deployment or a tier: its own listed price, else its model's
             inner = getattr(node, "model", None)
             listed = getattr(node, "input_cost_per_mtok", None)
-            if listed is None or not isinstance(inner, Model):
+            if listed is None or not _is_model(inner):
                 return self._worst(request, inner, depth + 1) if inner is not None else None
             tokens = self._tokens_of(request, inner)
             output_price = float(getattr(node, "output_cost_per_mtok", None) or 0.0)
@@ -155,22 +156,35 @@ class CostEstimator:
         return CostEstimate(name, provider, input_tokens, output_tokens, usd)
 
 
+_MODEL_TYPES: dict[type, bool] = {}
+
+
+def _is_model(value: object) -> TypeGuard[Model]:
+    """``isinstance(value, Model)``, decided once per class: a runtime protocol check walks
+    every member of the protocol, and one worst case asks it for every node it visits."""
+    kind = type(value)
+    known = _MODEL_TYPES.get(kind)
+    if known is None:
+        known = _MODEL_TYPES[kind] = isinstance(value, Model)
+    return known
+
+
 def _reachable(node: object) -> Iterator[object]:
     """The models a wrapper, router or selector may send a request to."""
     for attr in ("inner", "downgrade", "default"):
         child = getattr(node, attr, None)
-        if isinstance(child, Model):
+        if _is_model(child):
             yield child
     for state in getattr(node, "deployments", None) or ():
         yield getattr(state, "deployment", state)
     for rule in getattr(node, "rules", None) or ():
         target = getattr(rule, "target", None)
-        if isinstance(target, Model):
+        if _is_model(target):
             yield target
     fallbacks = getattr(node, "fallbacks", None)
     if fallbacks is not None:
         for attr in ("on_failure", "context_window", "content_filtered"):
             yield from getattr(fallbacks, attr, None) or ()
         degrade = getattr(fallbacks, "degrade", None)
-        if isinstance(degrade, Model):
+        if _is_model(degrade):
             yield degrade

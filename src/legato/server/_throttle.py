@@ -11,21 +11,36 @@ Redis outage. A replica remembers the addresses it has seen go over the limit, s
 :meth:`FailureThrottle.blocked` is answered without asking Redis.
 
 The client is the connection's peer address as uvicorn reports it (behind a proxy,
-uvicorn's ``--forwarded-allow-ips`` decides whether ``X-Forwarded-For`` is used).
+uvicorn's ``--forwarded-allow-ips`` decides whether ``X-Forwarded-For`` is used). IPv6
+addresses are counted per /64 network, the block one host is usually given: otherwise
+a single host could spread its guesses over 2**64 addresses.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
-__all__ = ["FailureThrottle"]
+__all__ = ["FailureThrottle", "client_key"]
 
 log = logging.getLogger("legato.server")
+
+
+@lru_cache(maxsize=4096)
+def client_key(address: str) -> str:
+    """What failures are counted under: the address, or its /64 network for IPv6."""
+    if ":" not in address:
+        return address
+    try:
+        return str(ipaddress.IPv6Network((address.split("%", 1)[0], 64), strict=False))
+    except ValueError:
+        return address
 
 
 class FailureThrottle:
@@ -57,13 +72,14 @@ class FailureThrottle:
 
     def blocked(self, client: str) -> int | None:
         """Seconds ``client`` must wait, from what this replica knows (no I/O); None: not known to be blocked."""
-        entry = self._live(client)
+        entry = self._live(client_key(client))
         if entry is None or entry[1] < self.limit:
             return None
         return max(1, math.ceil(entry[0] - self._clock()))
 
     async def retry_after(self, client: str) -> int | None:
         """Seconds ``client`` must wait before trying again, from the shared count; None: it may try now."""
+        client = client_key(client)
         redis = self._redis()
         if redis is not None:
             pipe = redis.pipeline(transaction=True)
@@ -76,11 +92,12 @@ class FailureThrottle:
                     return None
                 self._remember(client, self._clock() + ttl_ms / 1000, int(count))
                 return max(1, math.ceil(int(ttl_ms) / 1000))
-        return self.blocked(client)
+        return self.blocked(client)  # client_key is idempotent
 
     async def failed(self, client: str) -> int | None:
         """Count one failure of ``client``; seconds it must now wait when it is past the
         limit (this failure was not the last one allowed), else None."""
+        client = client_key(client)
         redis = self._redis()
         if redis is not None:
             pipe = redis.pipeline(transaction=True)
