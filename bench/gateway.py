@@ -222,7 +222,9 @@ async def overload(gw_url: str, key: str, args: argparse.Namespace, gw: psutil.P
         sustained = await closed_loop(target, concurrency=64, requests=args.max_requests, refusal_pause=0.05)
         rate = sustained["rps"]
         progress(f"overload: sustainable {rate:.0f} req/s (closed loop, 64 in flight)")
+        cpu0 = sum(gw.cpu_times()[:2])
         unloaded = await open_loop_statuses(target, rps=rate / 3, seconds=args.seconds)
+        unloaded["cpu_ms_per_call"] = (sum(gw.cpu_times()[:2]) - cpu0) / max(1, unloaded["requests"]) * 1e3
         progress(f"overload: unloaded p99 {unloaded['ok_p99_ms']:.1f} ms at {rate / 3:.0f} req/s")
         await anyio.sleep(2)
         cpu0, me0 = sum(gw.cpu_times()[:2]), sum(psutil.Process().cpu_times()[:2])
@@ -230,7 +232,11 @@ async def overload(gw_url: str, key: str, args: argparse.Namespace, gw: psutil.P
         loaded = await open_loop_statuses(target, rps=2 * rate, seconds=args.overload_seconds)
         if profiler is not None:
             profiler.wait(60)
-        loaded["gateway_cpu_pct"] = (sum(gw.cpu_times()[:2]) - cpu0) / args.overload_seconds * 100
+        cpu_loaded = sum(gw.cpu_times()[:2]) - cpu0
+        loaded["gateway_cpu_pct"] = cpu_loaded / args.overload_seconds * 100
+        # CPU time is not stolen by other processes: what one refusal costs, from the admitted calls' cost.
+        spent_on_refusals = cpu_loaded - loaded["ok"] * unloaded["cpu_ms_per_call"] / 1e3
+        loaded["cpu_ms_per_refusal"] = spent_on_refusals / max(1, loaded["refused_429"]) * 1e3
         loaded["generator_cpu_pct"] = (sum(psutil.Process().cpu_times()[:2]) - me0) / args.overload_seconds * 100
         async with httpx.AsyncClient() as c:  # the gateway's own view: its admission limit and latency baseline
             loaded["admission"] = (await c.get(gw_url + "/readyz")).json()["checks"].get("admission")
@@ -462,6 +468,10 @@ def report_overload(o: dict[str, Any]) -> None:
     print(
         f"  gateway CPU {load['gateway_cpu_pct']:.0f}%, load generator CPU {load['generator_cpu_pct']:.0f}%; "
         f"admission at the end: {load['admission']}"
+    )
+    print(
+        f"  gateway CPU per call {base['cpu_ms_per_call']:.3f} ms (unloaded phase), "
+        f"per refusal about {load['cpu_ms_per_refusal']:.3f} ms (CPU time: not inflated by a busy machine)"
     )
     print("  targets: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in o["targets"].items()))
 
