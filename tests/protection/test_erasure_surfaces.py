@@ -108,3 +108,64 @@ async def test_the_cli_prunes_by_the_retention_rules_and_erases_a_subject(tmp_pa
     shown = _legato("runs", "show", fresh.run_id, "--database-url", url, cwd=tmp_path)
     assert "erased at the request of its data subject" in shown.stdout
     assert b"cust-2" not in b"".join(p.read_bytes() for p in tmp_path.glob("legato.db*"))
+
+
+async def test_legato_serve_applies_retention_in_the_background(tmp_path: Path) -> None:
+    from legato.engine import Pipeline
+    from legato.server import ServerSettings
+
+    url = f"sqlite:///{tmp_path / 'legato.db'}"
+    rules = {"default": {"keep_runs_days": 30, "keep_payloads_days": 1}}
+    p = Pipeline("tickets")
+
+    @p.step
+    async def reply(text: str) -> str:
+        return text.upper()
+
+    async with RunStore(url, clock=lambda: time.time() - 40 * 86_400) as store:
+        ancient = await DurableRunner(store, reflect=None).run(p, {"text": "ancient"})
+    async with RunStore(url, clock=lambda: time.time() - 2 * 86_400) as store:
+        old = await DurableRunner(store, reflect=None).run(p, {"text": "old"})
+    async with RunStore(url) as store:
+        fresh = await DurableRunner(store, reflect=None).run(p, {"text": "fresh"})
+    settings = ServerSettings.model_validate({"database_url": url, "master_key": "mk-test-master-key-0123456789"})
+    app = create_app(settings, config=LegatoConfig({"retention": rules}, source=str(tmp_path / "legato.yaml")))
+    with serve_in_thread(app):
+        deadline = time.monotonic() + 30
+        while True:  # the first pass runs when the gateway starts
+            async with RunStore(url, create=False) as store:
+                ids = {r.id: r.payloads for r in await store.list_runs()}
+            if ancient.run_id not in ids or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert ids == {old.run_id: "expired", fresh.run_id: None}
+
+
+def test_gateway_calls_tagged_with_a_subject_leave_the_cache_on_erasure(tmp_path: Path) -> None:
+    from legato.testing import Reply
+
+    with FakeProvider(seed=0).in_thread() as fake:
+        model = {"provider": "openai", "model": "gpt-4o-mini", "base_url": fake.openai_base_url, "api_key": "env:PATH"}
+        config = LegatoConfig(
+            {"models": {"m": model}, "cache": {"backend": "sqlite", "path": str(tmp_path / "cache.db")}},
+            source=str(tmp_path / "legato.yaml"),
+        )
+        app = create_app(gateway_settings(tmp_path), config=config)
+        fake.script(Reply(text="for ann"), Reply(text="for ann again"))
+        body = {"model": "m", "messages": [{"role": "user", "content": "my order?"}]}
+        with serve_in_thread(app) as url:
+            running = Running(url, app, fake)
+            key = running.create_key(["chat"])
+            with running.client(key, **{"X-Legato-Subject": "cust-ann"}) as c:
+                assert c.post("/v1/chat/completions", json=body).json()["choices"][0]["message"]["content"] == "for ann"
+                c.post("/v1/chat/completions", json=body)  # answered from the cache
+                assert len(fake.requests) == 1
+                too_long = c.post("/v1/chat/completions", json=body, headers={"X-Legato-Subject": "x" * 256})
+                assert too_long.status_code == 400
+            with running.admin() as admin:
+                erased = admin.delete("/v1/subjects/cust-ann").json()
+            assert erased["cache_entries"] == 1
+            with running.client(key) as c:
+                again = c.post("/v1/chat/completions", json=body).json()
+            assert again["choices"][0]["message"]["content"] == "for ann again"
+            assert len(fake.requests) == 2

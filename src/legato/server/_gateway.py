@@ -225,6 +225,17 @@ async def chat_completions(
     return await _chat_completions(body, request, key)
 
 
+def _subject(request: Request) -> dict[str, str]:
+    """``X-Legato-Subject``: the data subject a call is about; the response cache tags
+    the entry with it so that ``DELETE /v1/subjects/{id}`` can erase it."""
+    subject = request.headers.get("x-legato-subject")
+    if subject is None:
+        return {}
+    if not 0 < len(subject) <= 255:
+        raise GatewayError(400, "invalid_request", "X-Legato-Subject must be 1 to 255 characters", param="subject")
+    return {"subject": subject}
+
+
 async def _chat_completions(body: ow.ChatCompletionRequest, request: Request, key: ApiKey) -> Response:
     gw = gateway(request)
     ex = _note_model(request, body.model)
@@ -234,7 +245,7 @@ async def _chat_completions(body: ow.ChatCompletionRequest, request: Request, ke
         gw,
         key,
         body.model,
-        lambda md: ow.chat_request(body, metadata=md),
+        lambda md: ow.chat_request(body, metadata={**md, **_subject(request)}),
         ow.image_urls(body),
         len(body.messages),
         max_tokens,
@@ -285,7 +296,7 @@ async def _messages(body: aw.MessagesRequest, request: Request, key: ApiKey) -> 
         gw,
         key,
         body.model,
-        lambda md: aw.chat_request(body, metadata=md),
+        lambda md: aw.chat_request(body, metadata={**md, **_subject(request)}),
         aw.image_urls(body),
         len(body.messages),
         body.max_tokens,
@@ -325,7 +336,8 @@ async def _embeddings(body: ow.EmbeddingRequest, request: Request, key: ApiKey) 
     check_model(key, body.model)
     inputs = [body.input] if isinstance(body.input, str) else body.input
     model = gw.recorded(gw.model(body.model), key, ex.request_id if ex is not None else None)
-    ereq = EmbedRequest(inputs=inputs, model=body.model, dimensions=body.dimensions, metadata={"api_key": key.prefix})
+    metadata = {"api_key": key.prefix, **_subject(request)}
+    ereq = EmbedRequest(inputs=inputs, model=body.model, dimensions=body.dimensions, metadata=metadata)
     admission = await gw.limiter.admit(key, gw.worst_case(ereq, model))
     _note_quota(ex, admission)
     resp = await _call(gw, admission, body.model, model.embed(ereq), ex)
