@@ -12,9 +12,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tests.security._serve import MASTER, ServeProcess, free_port
 from typer.testing import CliRunner
 
+from _serve import MASTER, ServeProcess, free_port
 from legato.cli import app
 
 HERE = Path(__file__).parent

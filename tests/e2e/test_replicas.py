@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from _serve import ServeProcess
 from legato.testing import FakeProvider, Reply
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
@@ -73,50 +71,13 @@ steps:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class Replica(ServeProcess):
+    """A gateway replica on the test's PostgreSQL database and Redis."""
 
-
-class Replica:
     def __init__(self, config: Path, database_url: str, redis_url: str) -> None:
         self.config = config
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "REPLICA_FAKE_KEY": "sk-fake", "REPLICA_MASTER_KEY": MASTER}
-        cmd = [
-            str(Path(sys.executable).parent / "legato"), "serve", "--config", str(config), "--port", str(self.port),
-            "--database-url", database_url, "--redis-url", redis_url,
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, env=env, cwd=config.parent, stderr=subprocess.PIPE, text=True)
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"replica exited: {self.proc.stderr.read() if self.proc.stderr else ''}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("replica did not become ready")
-
-    def client(self, key: str) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stderr:
-            self.proc.stderr.close()
+        env = {"REPLICA_FAKE_KEY": "sk-fake", "REPLICA_MASTER_KEY": MASTER}
+        super().__init__(config, "--database-url", database_url, "--redis-url", redis_url, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +208,7 @@ def test_sigterm_drains_in_flight_requests(fake: FakeProvider, replicas: tuple[R
     assert result[0].json()["choices"][0]["message"]["content"] == "slow but complete"
     # uvicorn re-raises the signal once it has shut down cleanly, so supervisors see it.
     assert a.proc.wait(30) in (0, -signal.SIGTERM)
-    assert "Application shutdown complete" in (a.proc.stderr.read() if a.proc.stderr else "")
+    assert "Application shutdown complete" in a.log()
     with b.client(key) as c:  # the other replica carries on
         assert c.post("/v1/chat/completions", json=CHAT).status_code == 200
 

@@ -9,22 +9,15 @@ plain Python steps, so nothing here calls a paid API.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from _serve import ServeProcess
 from legato.testing import FakeProvider
-
-MASTER = "mk-security-0123456789abcdef"
 
 CONFIG = """\
 models:
@@ -76,14 +69,9 @@ def explode(text: str) -> str:
 TERMINAL = ("succeeded", "failed", "cancelled", "dead")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServedGateway:
-    """One ``legato serve`` process; ``extra`` is appended to the ``server:`` section."""
+class ServedGateway(ServeProcess):
+    """One ``legato serve`` process of the security ``legato.yaml`` and pipelines; ``extra``
+    is appended to the ``server:`` section."""
 
     def __init__(
         self, tmp: Path, fake: FakeProvider, *, extra: str = "", database_url: str | None = None,
@@ -93,49 +81,10 @@ class ServedGateway:
         for name, text in PIPELINES.items():
             (tmp / name).write_text(text)
         (tmp / "steps.py").write_text(STEPS)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "SECURITY_FAKE_KEY": "sk-fake", "SECURITY_MASTER_KEY": MASTER}
-        database = database_url or f"sqlite:///{tmp / 'gateway.db'}"
-        cmd = [str(Path(sys.executable).parent / "legato"), "serve", "--config", str(tmp / "legato.yaml"),
-               "--port", str(self.port), "--database-url", database]  # fmt: skip
+        args = ["--database-url", database_url or f"sqlite:///{tmp / 'gateway.db'}"]
         if redis_url:
-            cmd += ["--redis-url", redis_url]
-        self.log = (tmp / "serve.log").open("w")
-        self.proc = subprocess.Popen(cmd, env=env, cwd=tmp, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"legato serve exited with {self.proc.returncode}; see {self.log.name}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("legato serve did not become ready")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-    def client(self, key: str | None = None, headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Client:
-        auth = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.url, headers={**auth, **(headers or {})}, timeout=30, **kwargs)
-
-    def create_key(self, scopes: list[str], name: str = "security", **limits: Any) -> str:
-        with self.client(MASTER) as c:
-            r = c.post("/v1/admin/keys", json={"name": name, "scopes": scopes, **limits})
-            assert r.status_code == 201, r.text
-            return str(r.json()["key"])
+            args += ["--redis-url", redis_url]
+        super().__init__(tmp / "legato.yaml", *args, env={"SECURITY_FAKE_KEY": "sk-fake"})
 
     def finished_run(self, key: str, pipeline: str, text: str) -> dict[str, Any]:
         """Start a run with ``key`` over the runs API and wait until it ends."""

@@ -15,11 +15,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from _serve import FAKE_KEY, MASTER, ServeProcess
 from legato.observe import TraceMiddleware, configure_logging
 from legato.server import MappingCatalog, ServerSettings, create_app
 from legato.testing import FakeProvider
-
-from ._serve import FAKE_KEY, MASTER, ServeProcess
 
 CONFIG = """\
 models:

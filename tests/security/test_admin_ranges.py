@@ -8,9 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from _serve import ServeProcess
 from legato.server._keys import INT32_MAX
-
-from ._serve import ServeProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

@@ -10,7 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import MASTER, ServedGateway
+from _serve import MASTER
+
+from .conftest import ServedGateway
 
 pytestmark = pytest.mark.slow
 

@@ -21,9 +21,8 @@ import anyio
 import httpx
 import pytest
 
+from _serve import ServeProcess
 from legato.testing import FakeProvider, Reply
-
-from ._serve import ServeProcess
 
 pytestmark = [pytest.mark.slow]
 

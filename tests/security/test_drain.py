@@ -18,9 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from _serve import ServeProcess
 from legato.testing import FakeProvider, Reply
-
-from ._serve import ServeProcess
 
 pytestmark = pytest.mark.slow
 

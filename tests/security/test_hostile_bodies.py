@@ -16,9 +16,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from _serve import ServeProcess
 from legato.testing import FakeProvider
-
-from ._serve import ServeProcess
 
 pytestmark = pytest.mark.slow
 

@@ -19,9 +19,10 @@ import httpx2
 import pytest
 from mcp.client.streamable_http import streamable_http_client
 
+from _serve import MASTER
 from mcp import Client
 
-from .conftest import MASTER, ServedGateway
+from .conftest import ServedGateway
 
 pytestmark = pytest.mark.slow
 

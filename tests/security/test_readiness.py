@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from _serve import MASTER, ServeProcess
 from legato.testing import FakeProvider
-
-from ._serve import MASTER, ServeProcess
 
 pytestmark = pytest.mark.slow
 

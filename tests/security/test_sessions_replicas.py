@@ -11,9 +11,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from _serve import MASTER
 from legato.testing import FakeProvider
 
-from .conftest import MASTER, ServedGateway
+from .conftest import ServedGateway
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 

@@ -16,9 +16,10 @@ import httpx
 import pytest
 from anyio.abc import SocketStream
 
+from _serve import MASTER
 from legato.testing import FakeProvider, Reply
 
-from .conftest import MASTER, ServedGateway
+from .conftest import ServedGateway
 
 SATURATED = "  admission: {initial_limit: 1, min_limit: 1, max_limit: 1, queue: 0}"
 CHAT = {"model": "gpt-fake", "messages": [{"role": "user", "content": "hi"}]}

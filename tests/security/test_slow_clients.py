@@ -18,9 +18,8 @@ import httpx
 import pytest
 from anyio.abc import SocketStream
 
+from _serve import ServeProcess
 from legato.testing import FakeProvider
-
-from ._serve import ServeProcess
 
 pytestmark = pytest.mark.slow
 

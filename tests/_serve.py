@@ -1,8 +1,11 @@
-"""A real ``legato serve`` process on a loopback port, for adversarial tests.
+"""Gateways for tests, in one place: a real ``legato serve`` process
+(:class:`ServeProcess`) or an app served by uvicorn in a thread (:func:`serve_in_thread`).
 
 The process runs the installed CLI with a ``legato.yaml`` written by the test; its
-standard error (uvicorn and legato logs, the access log) goes to a file the test
-can read. Secrets reach it through ``env:`` references, as in production.
+output (uvicorn and legato logs, the access log) goes to a file the test can read.
+Secrets reach it through ``env:`` references, as in production: ``SECURITY_FAKE_KEY``
+and ``SECURITY_MASTER_KEY`` are always set, ``env`` adds others. Conftest files and
+tests import it as ``_serve`` (the tests directory is on ``sys.path``).
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +44,9 @@ class ServeProcess:
         full_env = {**os.environ, "SECURITY_FAKE_KEY": FAKE_KEY, "SECURITY_MASTER_KEY": MASTER, **(env or {})}
         cmd = [str(Path(sys.executable).parent / "legato"), "serve", "--config", str(config), "--port", str(self.port)]
         self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen([*cmd, *args], env=full_env, cwd=config.parent, stderr=self._log)
+        self.proc = subprocess.Popen(
+            [*cmd, *args], env=full_env, cwd=config.parent, stdout=self._log, stderr=subprocess.STDOUT
+        )
 
     def wait_ready(self, path: str = "/readyz") -> None:
         """Until ``path`` answers 200 (``/healthz`` for a replica that is meant to stay not ready)."""
@@ -59,13 +67,16 @@ class ServeProcess:
             self._log.flush()
         return self.log_path.read_text(errors="replace")
 
-    def client(self, key: str | None = MASTER, **headers: str) -> httpx.Client:
+    def client(
+        self, key: str | None = MASTER, headers: Mapping[str, str] | None = None, **options: Any
+    ) -> httpx.Client:
+        """A client of the gateway with ``key`` (default: the master key); ``options`` go to httpx."""
         auth = {"Authorization": f"Bearer {key}"} if key else {}
-        return httpx.Client(base_url=self.url, headers={**auth, **headers}, timeout=30)
+        return httpx.Client(base_url=self.url, headers={**auth, **(headers or {})}, timeout=30, **options)
 
-    def create_key(self, scopes: list[str], **limits: Any) -> str:
+    def create_key(self, scopes: list[str], name: str = "security", **limits: Any) -> str:
         with self.client() as c:
-            r = c.post("/v1/admin/keys", json={"name": "security", "scopes": scopes, **limits})
+            r = c.post("/v1/admin/keys", json={"name": name, "scopes": scopes, **limits})
             assert r.status_code == 201, r.text
             return str(r.json()["key"])
 
@@ -78,3 +89,25 @@ class ServeProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+@contextmanager
+def serve_in_thread(app: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free loopback port from a background thread; yield its URL."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", loop="asyncio")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="gateway", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the gateway did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
