@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
-from _serve import ServeProcess
+from _serve import MASTER, ServeProcess
 from legato.testing import FakeProvider
+
+__all__ = ["MASTER", "TERMINAL", "ServedGateway", "fake", "served"]  # MASTER: what the tests sign in with
 
 CONFIG = """\
 models:
