@@ -505,30 +505,10 @@ class Run:
                 timing.attempts = 1
                 with StepScope((self.run_id, self.pipeline, name, 1, None, None), step_ledger):
                     output = await d.fn(**bind_arguments(cs.binds, self.inputs, self.view, None))
-            elif d.loop is not None:
-                output = await self.calls.run_loop(cs)
-            elif d.map is not None:
-                output = await self.calls.run_map(cs, self.calls.bind(cs.binds, None))
             else:
-                output = await self.calls.attempts(cs, self.calls.bind(cs.binds, None), None, None)
+                output = await self.call(cs)
         except anyio.get_cancelled_exc_class():
-            timing.status = StepStatus.CANCELLED
-            timing.finished = self.clock() - self.t0
-            if self.bus_on:
-                with anyio.CancelScope(shield=True):
-                    await self.emit(
-                        StepFailed(
-                            self.run_id,
-                            time.time(),
-                            name,
-                            "Cancelled",
-                            "the step was cancelled",
-                            self.clock() - start,
-                            attempt=max(timing.attempts, 1),
-                            started_at=started_wall,
-                            cancelled=True,
-                        )
-                    )
+            await self.cancelled(name, start, started_wall)
             raise
         except _Stop:
             raise
@@ -536,11 +516,6 @@ class Run:
             return await self.failed(cs, exc, start, max(timing.attempts, 1), started_wall)
         end = self.clock()
         if bus_on:
-            meta: dict[str, Any] = {}
-            used = step_ledger.ledger
-            if used is not None and used.calls:
-                summary = used.summary()
-                meta = {k: summary[k] for k in _LEDGER_KEYS}
             finished = StepFinished(
                 self.run_id,
                 time.time(),
@@ -549,7 +524,7 @@ class Run:
                 end - start,
                 attempt=max(timing.attempts, 1),
                 started_at=started_wall,
-                meta=meta,
+                meta=_ledger_meta(step_ledger),
             )
             try:
                 await self.emit(finished)
@@ -560,6 +535,37 @@ class Run:
         self.outputs[name] = output
         self.view[name] = output
         return self.done(name)
+
+    async def cancelled(self, name: str, start: float, started_wall: float) -> None:
+        """Record a step cancelled while it ran (and publish it, shielded from the cancel)."""
+        timing = self.timings[name]
+        timing.status = StepStatus.CANCELLED
+        timing.finished = self.clock() - self.t0
+        if self.bus_on:
+            with anyio.CancelScope(shield=True):
+                await self.emit(
+                    StepFailed(
+                        self.run_id,
+                        time.time(),
+                        name,
+                        "Cancelled",
+                        "the step was cancelled",
+                        self.clock() - start,
+                        attempt=max(timing.attempts, 1),
+                        started_at=started_wall,
+                        cancelled=True,
+                    )
+                )
+
+    async def call(self, cs: CompiledStep) -> Any:
+        """The output of a step that needs more than the plain path: a loop, a map, or
+        attempts under a retry policy, timeout, cache, limiter or executor."""
+        d = cs.d
+        if d.loop is not None:
+            return await self.calls.run_loop(cs)
+        if d.map is not None:
+            return await self.calls.run_map(cs, self.calls.bind(cs.binds, None))
+        return await self.calls.attempts(cs, self.calls.bind(cs.binds, None), None, None)
 
     async def failed(
         self, cs: CompiledStep, exc: Exception, start: float, attempt: int, started_wall: float | None = None
@@ -611,6 +617,15 @@ class Run:
         self.waits[name] = request
         if self.bus_on:
             await self.emit(StepWaiting(self.run_id, time.time(), name, request))
+
+
+def _ledger_meta(step_ledger: _LazyChild) -> dict[str, Any]:
+    """What ``StepFinished.meta`` says of the step's model calls (nothing when it made none)."""
+    used = step_ledger.ledger
+    if used is None or not used.calls:
+        return {}
+    summary = used.summary()
+    return {k: summary[k] for k in _LEDGER_KEYS}
 
 
 def _when_text(cs: CompiledStep) -> str:
