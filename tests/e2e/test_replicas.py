@@ -259,6 +259,8 @@ def test_an_approval_survives_a_gateway_restart_and_resumes_on_the_other_replica
             assert bad.json()["error"]["code"] == "invalid_answer"
             assert "'yes' is not of type 'boolean'" in bad.json()["error"]["message"]
             assert cb.post(respond, json={"approved": True, "value": 1}).status_code == 400
+            coerced = cb.post(respond, json={"approved": "yes"})  # a string is not an approval
+            assert (coerced.status_code, coerced.json()["error"]["param"]) == (400, "approved"), coerced.text
             assert cb.post(f"/v1/runs/{run_id}/steps/pay/respond", json={"approved": True}).status_code == 409
             ok = cb.post(respond, json={"approved": True})
             assert ok.status_code == 200, ok.text

@@ -71,7 +71,12 @@ def test_a_queued_run_takes_its_priority(scheduled: Running) -> None:
         no_queue = c.post("/v1/pipelines/nap/runs", json={"inputs": {"seconds": 0}, "priority": 7})
         assert no_queue.status_code == 400
         assert no_queue.json()["error"]["param"] == "priority"
-        assert c.post("/v1/pipelines/shout/runs", json={"inputs": {"text": "a"}, "priority": "7"}).status_code == 400
+        for wrong in ("7", True, 7.5):  # JSON's integer only: no coercion from strings, booleans or fractions
+            refused = c.post("/v1/pipelines/shout/runs", json={"inputs": {"text": "a"}, "priority": wrong})
+            assert refused.status_code == 400, wrong
+            assert refused.json()["error"]["param"] == "priority"
+        whole = c.post("/v1/pipelines/shout/runs", json={"inputs": {"text": "a"}, "priority": 3.0})
+        assert (whole.status_code, whole.json()["priority"]) == (202, 3)  # JSON Schema: 3.0 is the integer 3
 
 
 def test_the_dashboard_lists_schedules_and_admins_pause_them(scheduled: Running) -> None:

@@ -48,7 +48,7 @@ from typing import Annotated, Any, Literal
 import anyio
 from anyio.abc import TaskGroup
 from fastapi import APIRouter, Depends, Header, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints
 from starlette.responses import Response, StreamingResponse
 
 from legato.config import LegatoConfig
@@ -64,7 +64,7 @@ from legato.errors import (
     StoreError,
 )
 from legato.server._auth import principal_of, require
-from legato.server._body import StrictJSONRoute
+from legato.server._body import StrictJSONRoute, WireModel
 from legato.server._errors import GatewayError
 from legato.server._gateway import _ERRORS, gateway, json_response
 from legato.server._keys import ApiKey
@@ -338,8 +338,8 @@ class RunsService:
         return new
 
 
-class RunCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RunCreate(WireModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
 
     inputs: dict[str, Any] = Field(default_factory=dict)
     queue: str | None = Field(
@@ -350,7 +350,6 @@ class RunCreate(BaseModel):
     )
     priority: int = Field(
         0,
-        strict=True,
         ge=-1_000_000,
         le=1_000_000,
         description="Priority of the queued run in its queue: higher is claimed first (within per-key fairness).",
@@ -370,18 +369,18 @@ class RunCreate(BaseModel):
     )
 
 
-class RunRerun(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+class RunRerun(WireModel):
+    model_config = ConfigDict(strict=True, extra="forbid", populate_by_name=True)
 
     from_step: str = Field(alias="from", min_length=1, max_length=255)
     inputs: dict[str, Any] = Field(default_factory=dict)
 
 
-class StepAnswer(BaseModel):
+class StepAnswer(WireModel):
     """Exactly one of ``approved`` (an approval step) or ``value`` (any JSON value,
     checked against the step's schema)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(strict=True, extra="forbid")
 
     approved: bool | None = None
     value: Any = None
