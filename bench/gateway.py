@@ -232,18 +232,43 @@ async def overload(gw_url: str, key: str, args: argparse.Namespace, gw: psutil.P
         loaded = await open_loop_statuses(target, rps=2 * rate, seconds=args.overload_seconds)
         if profiler is not None:
             profiler.wait(60)
-        cpu_loaded = sum(gw.cpu_times()[:2]) - cpu0
-        loaded["gateway_cpu_pct"] = cpu_loaded / args.overload_seconds * 100
-        # CPU time is not stolen by other processes: what one refusal costs, from the admitted calls' cost.
-        spent_on_refusals = cpu_loaded - loaded["ok"] * unloaded["cpu_ms_per_call"] / 1e3
-        loaded["cpu_ms_per_refusal"] = spent_on_refusals / max(1, loaded["refused_429"]) * 1e3
+        loaded["gateway_cpu_pct"] = (sum(gw.cpu_times()[:2]) - cpu0) / args.overload_seconds * 100
         loaded["generator_cpu_pct"] = (sum(psutil.Process().cpu_times()[:2]) - me0) / args.overload_seconds * 100
         async with httpx.AsyncClient() as c:  # the gateway's own view: its admission limit and latency baseline
             loaded["admission"] = (await c.get(gw_url + "/readyz")).json()["checks"].get("admission")
         progress(f"overload: {loaded}")
+        refusal = await refusal_cost(gw_url, key, gw, target)
+        progress(f"refusal cost: {refusal}")
     finally:
         await target.close()
-    return {"sustainable": sustained, "unloaded": unloaded, "overload": loaded}
+    return {"sustainable": sustained, "unloaded": unloaded, "overload": loaded, "refusal": refusal}
+
+
+async def refusal_cost(
+    gw_url: str, key: str, gw: psutil.Process, target: Target, requests: int = 5000
+) -> dict[str, Any]:
+    """The gateway CPU time of one refusal: every admission slot is held by a call to a
+    model that answers in 20 s, then keyed calls are sent back to back; all are refused."""
+    async with httpx.AsyncClient() as c:
+        limit = int((await c.get(gw_url + "/readyz")).json()["checks"]["admission"]["limit"])
+    stuck = Target(gw_url + "/v1/chat/completions", {"Authorization": f"Bearer {key}"}, {**BODY, "model": "gpt-stuck"})
+    await stuck.open(limit)
+    try:
+        async with anyio.create_task_group() as tg:
+            for _ in range(limit):
+                tg.start_soon(stuck.call)
+            async with httpx.AsyncClient() as c:
+                while (await c.get(gw_url + "/readyz")).json()["checks"]["admission"]["in_flight"] < limit:
+                    await anyio.sleep(0.05)
+            await closed_loop(target, concurrency=32, requests=500)  # the queue fills and times out: saturated
+            cpu0 = sum(gw.cpu_times()[:2])
+            flood = await closed_loop(target, concurrency=32, requests=requests)
+            cpu = sum(gw.cpu_times()[:2]) - cpu0
+            tg.cancel_scope.cancel()
+    finally:
+        await stuck.close()
+    per_refusal = cpu / requests * 1e3
+    return {"limit": limit, "requests": requests, "refused": flood["errors"], "cpu_ms_per_refusal": per_refusal}
 
 
 def profile(pid: int, args: argparse.Namespace) -> subprocess.Popen[bytes] | None:
@@ -368,19 +393,22 @@ def main() -> None:
 
     legato = str(Path(sys.executable).parent / "legato")
     tmp = Path(tempfile.mkdtemp(prefix="legato-bench-gateway-"))
-    fake_port, gw_port, slow_port = free_port(), free_port(), free_port()
+    fake_port, gw_port, slow_port, stuck_port = free_port(), free_port(), free_port(), free_port()
     fake_url, gw_url = f"http://127.0.0.1:{fake_port}", f"http://127.0.0.1:{gw_port}"
-    slow_url = f"http://127.0.0.1:{slow_port}"
+    slow_url, stuck_url = f"http://127.0.0.1:{slow_port}", f"http://127.0.0.1:{stuck_port}"
     (tmp / "legato.yaml").write_text(
         "models:\n  gpt-fake:\n    provider: openai\n    model: gpt-fake\n"
         f"    base_url: {fake_url}/v1\n    api_key: env:BENCH_FAKE_KEY\n    price: {{input: 0.15, output: 0.6}}\n"
         "  echo:\n    provider: python\n    model: bench_gateway_echo:echo\n"
         "  gpt-slow:\n    provider: openai\n    model: gpt-fake\n"
         f"    base_url: {slow_url}/v1\n    api_key: env:BENCH_FAKE_KEY\n    price: {{input: 0.15, output: 0.6}}\n"
+        "  gpt-stuck:\n    provider: openai\n    model: gpt-fake\n"
+        f"    base_url: {stuck_url}/v1\n    api_key: env:BENCH_FAKE_KEY\n    price: {{input: 0.15, output: 0.6}}\n"
         # One load generator stands for many clients: no per-client connection cap.
         "server:\n  master_key: env:BENCH_MASTER_KEY\n  max_in_flight: 4096\n  max_connections_per_client: 0\n"
     )
     (tmp / "slow.yaml").write_text("latency: {distribution: fixed, value: 0.05}\n")
+    (tmp / "stuck.yaml").write_text("latency: {distribution: fixed, value: 20}\n")
     (tmp / "bench_gateway_echo.py").write_text(ECHO)
     path = os.pathsep.join(p for p in (str(tmp), os.environ.get("PYTHONPATH")) if p)  # keep a checkout's src first
     env = {**os.environ, "BENCH_FAKE_KEY": "sk-fake", "BENCH_MASTER_KEY": MASTER, "PYTHONPATH": path}
@@ -393,17 +421,22 @@ def main() -> None:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         ),
         subprocess.Popen(
+            [legato, "fake-provider", "--port", str(stuck_port), "--script", str(tmp / "stuck.yaml")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ),
+        subprocess.Popen(
             [legato, "serve", "--config", str(tmp / "legato.yaml"), "--port", str(gw_port), "--log-level", "warning"],
             cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         ),
     ]  # fmt: skip
     if args.pin:
         os.sched_setaffinity(0, {1})
-        for proc, cpu in zip(procs, (1, 1, 0), strict=True):
+        for proc, cpu in zip(procs, (1, 1, 1, 0), strict=True):
             os.sched_setaffinity(proc.pid, {cpu})
     try:
         wait_http(fake_url + "/health")
         wait_http(slow_url + "/health")
+        wait_http(stuck_url + "/health")
         wait_http(gw_url + "/healthz")
         created = httpx.post(
             gw_url + "/v1/admin/keys",
@@ -411,11 +444,11 @@ def main() -> None:
             headers={"Authorization": f"Bearer {MASTER}"},
         )
         key = created.json()["key"]
-        gw = psutil.Process(procs[2].pid)
+        gw = psutil.Process(procs[-1].pid)
         started = time.perf_counter()
         result: dict[str, Any] = {"load_average_before": os.getloadavg()}
         if args.phases == "all":
-            result = anyio.run(measure, args, fake_url, gw_url, key, gw, backend_options={"use_uvloop": True})
+            result.update(anyio.run(measure, args, fake_url, gw_url, key, gw, backend_options={"use_uvloop": True}))
         result["overload"] = anyio.run(overload, gw_url, key, args, gw, backend_options={"use_uvloop": True})
         result["wall_s"] = time.perf_counter() - started
         result["load_average_after"] = os.getloadavg()
@@ -469,9 +502,11 @@ def report_overload(o: dict[str, Any]) -> None:
         f"  gateway CPU {load['gateway_cpu_pct']:.0f}%, load generator CPU {load['generator_cpu_pct']:.0f}%; "
         f"admission at the end: {load['admission']}"
     )
+    refusal = o["refusal"]
     print(
-        f"  gateway CPU per call {base['cpu_ms_per_call']:.3f} ms (unloaded phase), "
-        f"per refusal about {load['cpu_ms_per_refusal']:.3f} ms (CPU time: not inflated by a busy machine)"
+        f"  gateway CPU per call {base['cpu_ms_per_call']:.3f} ms (unloaded phase); per refusal "
+        f"{refusal['cpu_ms_per_refusal']:.3f} ms ({refusal['refused']} of {refusal['requests']} refused "
+        f"with every slot held)"
     )
     print("  targets: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in o["targets"].items()))
 
