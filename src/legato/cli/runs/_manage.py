@@ -159,7 +159,10 @@ def prune(
 
     try:
         if older_than is not None:
-            rules = RetentionConfig(default=RetentionRule(keep_runs_days=parse_duration(older_than) / 86_400))
+            age_s = parse_duration(older_than)
+            # A rule built here, not read from legato.yaml: "0s" (every finished run) is a fair
+            # request on the command line, though a configured rule must keep runs a while.
+            rules = RetentionConfig(default=RetentionRule.model_construct(keep_runs_days=age_s / 86_400))
         else:
             rules = LegatoConfig.load(config).section("retention", RetentionConfig)
     except (ValueError, ConfigError) as exc:
@@ -168,10 +171,15 @@ def prune(
     async def main() -> RetentionReport:
         async with open_store(database_url) as store:
             if older_than is not None and not dry_run:  # also drops gateway model calls that old
-                return RetentionReport(await store.prune(older_than_s=parse_duration(older_than)), 0)
+                return RetentionReport(await store.prune(older_than_s=age_s), 0)
             return await apply_retention(store, rules, dry_run=dry_run)
 
     report = run_loop(main)
+    if older_than is not None and not dry_run:
+        typer.echo(
+            f"pruned {report.deleted} {'run' if report.deleted == 1 else 'runs'} finished more than {older_than} ago"
+        )
+        return
     verb = ("would delete", "would reduce") if dry_run else ("deleted", "reduced")
     runs = "run" if report.deleted == 1 else "runs"
     typer.echo(f"{verb[0]} {report.deleted} {runs}; {verb[1]} {report.expired} to metadata (payloads removed)")
