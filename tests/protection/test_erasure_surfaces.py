@@ -169,3 +169,16 @@ def test_gateway_calls_tagged_with_a_subject_leave_the_cache_on_erasure(tmp_path
                 again = c.post("/v1/chat/completions", json=body).json()
             assert again["choices"][0]["message"]["content"] == "for ann again"
             assert len(fake.requests) == 2
+
+
+def test_prune_older_than_keeps_its_answer_and_previews_with_dry_run(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'legato.db'}"
+    (tmp_path / "steps.py").write_text("def size(x: str) -> int:\n    return len(x)\n")
+    spec = "name: p\ninputs:\n  x: {type: string}\nsteps:\n  s:\n    uses: ./steps.py:size\n"
+    (tmp_path / "p.yaml").write_text(spec + "    with: {x: '${inputs.x}'}\n")
+    ran = _legato("run", str(tmp_path / "p.yaml"), "-i", "x=abc", "--database-url", url, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    preview = _legato("runs", "prune", "--older-than", "0s", "--dry-run", "--database-url", url, cwd=tmp_path)
+    assert preview.stdout.strip() == "would delete 1 run; would reduce 0 to metadata (payloads removed)"
+    done = _legato("runs", "prune", "--older-than", "0s", "--database-url", url, cwd=tmp_path)
+    assert done.stdout.strip() == "pruned 1 run finished more than 0s ago"

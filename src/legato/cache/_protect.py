@@ -42,7 +42,7 @@ class SubjectIndex(Protocol):
 
 
 def subject_digest(subject: str) -> str:
-    return hashlib.sha256(b"legato-subject:" + subject.encode()).hexdigest()
+    return hashlib.sha256(b"legato-subject:" + subject.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 async def erase_subject(backend: object, subject: str) -> int:
