@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
+import uvicorn
 
 from legato.server import create_app
 from legato.server._admission import Admission, GradientLimit
+from legato.server._conn import ARRIVED, ConnectionGuard, protocol_factory
 from legato.server._keys import ApiKey
+from legato.server._protect import Load, Protection
 from legato.server._settings import AdmissionSettings
 from legato.server._shed import EarlyRefusal
 from legato.testing import FakeProvider, Reply
@@ -293,3 +297,79 @@ async def test_early_refusal_answers_only_saturated_model_calls_of_known_keys_wi
     sent.clear()
     await anthropic({"type": "http", "path": "/v1/messages", "headers": [], "state": {}}, receive, send)
     assert sent[1]["body"].startswith(b'{"type":"error"')  # type: ignore[union-attr]
+
+
+class VirtualClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def admitted_calls(admission: Admission, clock: VirtualClock, windows: int, waited: float | None) -> None:
+    """Model calls one after another through the protection middleware, each answered
+    0.1 s after admission; ``waited``: how long each waited for the event loop after its
+    headers were complete (None: no stamp, as in-process)."""
+    load = Load(max_in_flight=100, max_body_bytes=1024, admission=admission)
+
+    async def model(scope: object, receive: object, send: Callable[[dict[str, object]], object]) -> None:
+        clock.now += 0.1
+        await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[misc]
+        await send({"type": "http.response.body", "body": b"{}"})  # type: ignore[misc]
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: object) -> None:
+        pass
+
+    protection = Protection(model, load=load)  # type: ignore[arg-type]
+    for _ in range(windows * 10):
+        clock.now += 0.02
+        state = {} if waited is None else {ARRIVED: clock.now - waited}
+        scope = {"type": "http", "path": "/v1/chat/completions", "headers": [], "state": state}
+        await protection(scope, receive, send)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("waited", [0.4, None])
+async def test_time_waited_for_the_event_loop_before_admission_lowers_the_limit(waited: float | None) -> None:
+    """A saturated worker: calls wait for the event loop after their headers are parsed,
+    then are served in the usual 0.1 s. The limit sees that wait (it is queueing the
+    limit causes) and shrinks; without the protocol's stamp only admission-to-first-byte
+    counts and the limit holds."""
+    clock = VirtualClock()
+    admission = Admission(SETTINGS, max_limit=100, clock=clock)
+    await admitted_calls(admission, clock, windows=2, waited=0.0)
+    assert admission.limit == 20
+    assert admission.estimate.floor == pytest.approx(0.1)
+    await admitted_calls(admission, clock, windows=2, waited=waited)
+    assert (admission.limit < 20) is (waited is not None)
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_the_protocol_stamps_each_request_when_its_headers_were_complete(http: str) -> None:
+    stamps: list[float] = []
+
+    async def app(scope: dict[str, object], receive: object, send: Callable[[dict[str, object]], object]) -> None:
+        stamps.append(scope["state"][ARRIVED] - time.monotonic())  # type: ignore[index]
+        await send({"type": "http.response.start", "status": 204, "headers": []})  # type: ignore[misc]
+        await send({"type": "http.response.body", "body": b""})  # type: ignore[misc]
+
+    guard = ConnectionGuard(header_timeout_s=5, max_connections_per_client=0)
+    protocol = protocol_factory(http, guard)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", http=protocol)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        thread.join(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
+            assert [c.get("/").status_code for _ in range(2)] == [204, 204]  # kept alive: each one stamped
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    assert len(stamps) == 2
+    assert all(stamp <= 0 for stamp in stamps)  # taken before the app ran

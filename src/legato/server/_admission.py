@@ -6,7 +6,10 @@ limit here is estimated from what the gateway observes, as Netflix's
 ``concurrency-limits`` (Gradient2) and Envoy's adaptive concurrency filter do:
 
 - every admitted call that succeeds gives one sample, the time from admission to the
-  response's first byte (a stream's time to first chunk);
+  response's first byte (a stream's time to first chunk) plus the time the request
+  waited for the event loop between its headers' completion and the middleware
+  (:mod:`legato.server._protect`; the clock must be ``time.monotonic``, which the
+  protocol's stamp uses);
 - samples are averaged over windows (at least ``window_s`` and ``window_samples``);
 - the baseline is a long-term average of the window averages, following a lasting
   change of latency over about ``baseline_s`` (Gradient2's long RTT), and **anchored

@@ -28,12 +28,21 @@ may return a small ASGI app that answers this one request instead of the whole
 application (a 429 while admission is saturated). uvicorn runs it like any request,
 so keep-alive, pipelining and the unread body are handled as usual. The h11 fallback
 has no such hook; there the refusal comes from the app.
+
+Both protocols stamp each request with the moment its headers were complete
+(``time.monotonic()`` when the bytes completing them were handed over, put in the
+request's ``scope["state"]`` under :data:`ARRIVED`). On a busy worker a request then
+waits for the event loop before the app runs; adaptive admission counts that wait
+in its latency samples (:mod:`legato.server._protect`), since it is queueing the
+limit causes. The stamp is taken at the headers' completion, not the first byte, so
+a client that drips its headers does not make the gateway look slow.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from functools import partial
 from typing import Any
@@ -41,9 +50,10 @@ from typing import Any
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["EARLY_ANSWER", "ConnectionGuard", "protocol_factory"]
+__all__ = ["ARRIVED", "EARLY_ANSWER", "ConnectionGuard", "protocol_factory"]
 
 EARLY_ANSWER = "legato.early_answer"  # lifespan-state entry: (target, headers) -> ASGI app | None
+ARRIVED = "legato.arrived"  # request-state entry: time.monotonic() when the headers were complete
 
 
 def _raw_error(status: str, message: str, code: str, extra: str = "") -> bytes:
@@ -120,9 +130,10 @@ class _Guarded:
         super().connection_lost(exc)  # type: ignore[misc]
 
     def data_received(self, data: bytes) -> None:
-        before = self.cycle
+        before, arrived = self.cycle, time.monotonic()
         super().data_received(data)  # type: ignore[misc]
-        if self.cycle is not before:
+        if self.cycle is not before:  # headers complete: the request's task is created, not yet run
+            self.cycle.scope["state"][ARRIVED] = arrived
             self._disarm()
         elif self._header_timer is None and (before is None or before.response_complete):
             self._arm()  # the first bytes of the next request on a kept-alive connection

@@ -21,7 +21,14 @@ the probes (``/healthz``, ``/readyz``, ``/metrics``):
    stream counts until its last byte); one more gets 429 + ``Retry-After`` at once.
 7. Model routes take an admission slot: 429 + ``Retry-After`` within milliseconds
    when the latency-following limit and its short queue are full. Only keys with the
-   route's scope take part in admission (others get the route's 403).
+   route's scope take part in admission (others get the route's 403). The latency
+   sample a successful call gives the admission is the time from admission to the
+   response's first byte **plus** the time the request waited for the event loop
+   before reaching this middleware (from the protocol's stamp, :data:`ARRIVED`; 0
+   without one). On a saturated worker most of the queueing happens there, before
+   admission, and a sample that left it out would never tell the limit it admits too
+   much. The time spent reading the body (and looking up an uncached key) is left
+   out: a slow uploader is not the gateway being slow.
 
 During the drain window (SIGTERM, before stopping) requests are served normally,
 with ``Connection: close`` so that kept-alive clients reconnect elsewhere.
@@ -47,6 +54,7 @@ from legato.errors import InvalidAPIKey, LegatoError
 from legato.server._admission import Admission
 from legato.server._auth import IDENTIFIED, Authenticator, presented_key
 from legato.server._body import replay
+from legato.server._conn import ARRIVED
 from legato.server._errors import GatewayError, from_exception, render_error, wants_anthropic
 from legato.server._shed import MODEL_ROUTES, overloaded
 from legato.server._throttle import FailureThrottle
@@ -136,6 +144,7 @@ class Protection:
         if scope["type"] != "http" or scope["path"] in EXEMPT:
             await self.app(scope, receive, send)
             return
+        waited = _waited(scope, self.load)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         anthropic = wants_anthropic(scope["path"], headers)
         refusal = await self._refusal(scope, headers)
@@ -159,7 +168,7 @@ class Protection:
         if refusal is not None:
             await render_error(refusal, anthropic)(scope, receive, send)
             return
-        await self._serve(scope, replay(body, receive), send, anthropic)
+        await self._serve(scope, replay(body, receive), send, anthropic, waited)
 
     async def _refusal(self, scope: Scope, headers: dict[str, str]) -> GatewayError | None:
         """What is decided from the headers alone: stopping, declared size, the key."""
@@ -226,7 +235,7 @@ class Protection:
                     return b"".join(chunks)
         raise _BodyTimeout
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send, anthropic: bool) -> None:
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, anthropic: bool, waited: float) -> None:
         load = self.load
         if load.in_flight >= load.max_in_flight:
             err = GatewayError(
@@ -245,7 +254,7 @@ class Protection:
             await render_error(overloaded(admission.limit), anthropic)(scope, receive, send)
             return
         load.in_flight += 1
-        timing = _Timing(send)
+        timing = _Timing(send, admission.clock if admission is not None else time.monotonic, waited)
         try:
             await self.app(scope, receive, timing.send if admission is not None else send)
         finally:
@@ -275,18 +284,29 @@ def _admission_for(scope: Scope, load: Load) -> Admission | None:
     return load.admission if key is None or key.has_scope(needs) else None
 
 
-class _Timing:
-    """Wraps ``send``: the time to the response's first byte, for successful responses."""
+def _waited(scope: Scope, load: Load) -> float:
+    """How long a request waited for the event loop between its headers' completion
+    (the protocol's stamp, on the admission's clock) and now; 0 without a stamp."""
+    arrived: float | None = scope.get("state", {}).get(ARRIVED)
+    if arrived is None or load.admission is None:
+        return 0.0
+    return max(0.0, load.admission.clock() - arrived)
 
-    def __init__(self, send: Send) -> None:
+
+class _Timing:
+    """Wraps ``send``: ``waited`` plus the time to the response's first byte, for
+    successful responses."""
+
+    def __init__(self, send: Send, clock: Callable[[], float], waited: float) -> None:
         self._send = send
-        self._start = time.monotonic()
+        self._clock = clock
+        self._start = clock() - waited
         self._first: float | None = None
         self._ok = False
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start" and self._first is None:
-            self._first = time.monotonic() - self._start
+            self._first = self._clock() - self._start
             self._ok = message["status"] < 400
         await self._send(message)
 
