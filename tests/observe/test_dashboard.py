@@ -264,6 +264,27 @@ async def test_models_page_finds_routers_inside_wrappers(store: RunStore) -> Non
     assert html.count('<span class="badge b-healthy">healthy</span>') == 2
 
 
+async def test_models_page_reads_the_groups_of_a_configured_catalog(store: RunStore, tmp_path: Path) -> None:
+    from legato.config import LegatoConfig
+    from legato.server import catalog_from_config
+
+    model = {"provider": "openai", "model": "gpt-4o-mini", "base_url": "http://127.0.0.1:9/v1", "api_key": "env:PATH"}
+    chat = {"deployments": [{"model": "m", "name": "east"}, {"model": "m", "name": "west"}]}
+    twins = {"deployments": [{"model": "m"}, {"model": "m"}]}  # cannot be built: two deployments share a name
+    cache = {"backend": "sqlite", "path": str(tmp_path / "cache.db")}  # the cache wraps each group
+    config = LegatoConfig({"models": {"m": model}, "groups": {"chat": chat, "twins": twins}, "cache": cache})
+    catalog = catalog_from_config(config)
+    try:
+        async with client(app_for(store, models=catalog)) as c:
+            r = await c.get("/ui/models", headers=AUTH)
+    finally:
+        await catalog.aclose()
+    assert r.status_code == 200
+    rows = re.findall(r"<tr><td class=\"\">\s*([\w—]+)</td><td class=\"\">\s*([\w#-]+)</td>", r.text)
+    assert {("chat", "east"), ("chat", "west"), ("—", "m"), ("twins", "twins")} <= set(rows)
+    assert '<span class="badge b-unavailable">unavailable</span>' in r.text
+
+
 async def test_a_model_that_cannot_be_built_is_shown_not_a_500(store: RunStore) -> None:
     from legato.errors import ConfigError
 

@@ -260,3 +260,11 @@ def test_each_event_loop_gets_its_own_shared_groups(tmp_path: Path, monkeypatch:
     assert on_first_loop is not on_second_loop
     del on_first_loop, on_second_loop
     gc.collect()  # dropping a finished loop's groups raises no warning (warnings are errors here)
+
+
+def test_health_reports_the_groups_that_build_and_skips_one_that_cannot(tmp_path: Path) -> None:
+    text = "groups:\n  ok:\n    deployments: [{model: gpt}]\n  twins:\n    deployments: [{model: gpt}, {model: gpt}]\n"
+    groups = build_groups(load(tmp_path, text), resolver({"gpt": Scripted("gpt")}))
+    with pytest.raises(ConfigError, match="two deployments are named"):
+        groups.get("twins")
+    assert [(h.group, h.deployment) for h in groups.health()] == [("ok", "gpt")]

@@ -40,6 +40,11 @@ from legato.server._state import Gateway
 from legato.server._throttle import FailureThrottle
 
 if TYPE_CHECKING:
+    from mcp.server.mcpserver import MCPServer
+    from redis.asyncio import Redis
+
+    from legato.engine import Pipeline, Subscriber
+    from legato.server.ui import LiveEvents
     from legato.store import RunStore
 
 __all__ = ["create_app", "open_gateway"]
@@ -55,9 +60,9 @@ async def open_gateway(
     *,
     config: LegatoConfig | None = None,
     catalog: ModelCatalog | None = None,
-    store: Any = None,
-    pipelines: dict[str, Any] | None = None,
-    run_subscribers: list[Any] | None = None,
+    store: RunStore | None = None,
+    pipelines: dict[str, Pipeline] | None = None,
+    run_subscribers: list[Subscriber] | None = None,
 ) -> AsyncIterator[Gateway]:
     """Open every shared resource of a gateway replica; close them on exit.
 
@@ -78,7 +83,7 @@ async def open_gateway(
         stack.push_async_callback(store.aclose)
         stack.push_async_callback(aclose_shared_groups)  # the pools pipelines' groups opened on this loop
         engine = store.engine
-        redis: Any = None
+        redis: Redis | None = None
         keys = KeyStore(engine, cache_ttl_s=settings.key_cache_ttl_s)
         if settings.redis_url:
             from redis.asyncio import Redis
@@ -125,11 +130,11 @@ async def open_gateway(
             spend=spend,
             ssrf=SSRFPolicy(settings.ssrf),
             audit=AuditLog(engine),
-            redis=redis,
+            engine=engine,
             runs=runs,
             calls=calls,
+            redis=redis,
         )
-        gw.extras["engine"] = engine
         async with anyio.create_task_group() as tg:
             tg.start_soon(spend.run)
             tg.start_soon(calls.run)
@@ -173,7 +178,7 @@ def _install_handlers(app: FastAPI) -> None:
         return error_response(request, GatewayError(500, "internal", "internal error"))
 
 
-def _mount_dashboard(app: FastAPI, settings: ServerSettings) -> Any:
+def _mount_dashboard(app: FastAPI, settings: ServerSettings) -> LiveEvents:
     """The dashboard at ``/ui``, reading the same store and spend records as the API.
     Returns its live-events subscriber (fed by the runs this replica executes)."""
     from legato.server.ui import DashboardSources, LiveEvents, LoginThrottle, mount_dashboard, pipeline_graph
@@ -183,7 +188,7 @@ def _mount_dashboard(app: FastAPI, settings: ServerSettings) -> Any:
         return gateway
 
     def graph(name: str) -> Any:
-        pipeline = gw().runs.pipelines.get(name) if gw().runs is not None else None
+        pipeline = gw().runs.pipelines.get(name)
         return pipeline_graph(pipeline) if pipeline is not None else None
 
     async def spend(since_day: str | None) -> list[dict[str, Any]]:
@@ -191,10 +196,10 @@ def _mount_dashboard(app: FastAPI, settings: ServerSettings) -> Any:
         return await gw().keys.spend_report(since_day=since_day)
 
     def pipelines() -> list[str]:
-        return sorted(gw().runs.pipelines) if gw().runs is not None else []
+        return sorted(gw().runs.pipelines)
 
     def inputs(name: str) -> Any:
-        pipeline = gw().runs.pipelines.get(name) if gw().runs is not None else None
+        pipeline = gw().runs.pipelines.get(name)
         return pipeline.inputs if pipeline is not None else None
 
     async def respond(record: Any, step: str, answer: Any, *, by: str) -> Any:
@@ -217,7 +222,7 @@ def _mount_dashboard(app: FastAPI, settings: ServerSettings) -> Any:
         return await gw().runs.cancel(run_id, by=by)  # a run this replica executes stops at once
 
     async def schedules() -> list[Any]:
-        return await gw().runs.list_schedules() if gw().runs is not None else []
+        return await gw().runs.list_schedules()
 
     async def pause_schedule(name: str, paused: bool, by: str) -> Any:
         return await gw().runs.pause_schedule(name, paused, by=by)  # as POST /v1/schedules/{name}/pause|resume
@@ -235,13 +240,15 @@ def _mount_dashboard(app: FastAPI, settings: ServerSettings) -> Any:
     return live
 
 
-def _mount_mcp(app: FastAPI, store: Any, pipelines: dict[str, Any], subscribers: list[Any]) -> Any:
+def _mount_mcp(
+    app: FastAPI, store: RunStore, pipelines: dict[str, Pipeline], subscribers: list[Subscriber]
+) -> MCPServer[Any] | None:
     """The MCP server (journal and run tools) over streamable HTTP at ``/mcp``, for keys
     with ``runs:write``; each tool answers for the key of its request (the same ownership
     rule as the runs API); the runs its tools start feed ``subscribers`` like the runs
     API's. None when the ``mcp`` extra is not installed."""
     try:
-        from legato.mcp import create_mcp_server
+        from legato.mcp import create_mcp_server, mcp_http_app
     except ImportError:
         return None
     from starlette.routing import Route
@@ -250,9 +257,8 @@ def _mount_mcp(app: FastAPI, store: Any, pipelines: dict[str, Any], subscribers:
     from legato.server._mcp_guard import McpGuard
 
     server = create_mcp_server(store, pipelines=pipelines, subscribers=subscribers, identify=request_principal)
-    inner = server.streamable_http_app(streamable_http_path="/mcp")
-    endpoint = next(r.endpoint for r in inner.routes if isinstance(r, Route) and r.path == "/mcp")
-    guard = McpGuard(endpoint, "runs:write")
+    mcp_http_app(server)  # creates the server's session manager, run by the lifespan
+    guard = McpGuard(server.session_manager.handle_request, "runs:write")
     app.router.routes.append(Route("/mcp", endpoint=guard, include_in_schema=False))
     return server
 
@@ -341,7 +347,7 @@ def _auth_throttle(app: FastAPI, settings: ServerSettings) -> FailureThrottle | 
     if not settings.auth_failures:
         return None
 
-    def redis() -> Any:
+    def redis() -> Redis | None:
         gw: Gateway | None = getattr(app.state, "gateway", None)
         return gw.redis if gw is not None else None
 
@@ -396,7 +402,7 @@ def _openapi_with_limits(app: FastAPI, settings: ServerSettings) -> Callable[[],
     return openapi
 
 
-def _run_subscribers() -> list[Any]:
+def _run_subscribers() -> list[Subscriber]:
     """Run metrics and run/step spans (spans only once an OpenTelemetry SDK is installed)."""
     from legato.observe import MetricsSubscriber, TracingSubscriber
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from legato.config import LegatoConfig
 from legato.errors import ConfigError, ModelNotFound, NoDeploymentAvailable
-from legato.providers import Model
+from legato.providers import Model, ModelWrapper
 from legato.routing import DeploymentHealth, Router
 
 __all__ = ["MappingCatalog", "ModelCatalog", "catalog_from_config", "check_models"]
@@ -54,12 +54,20 @@ class MappingCatalog:
         return dict.fromkeys(self._models, True)
 
     def health(self) -> list[DeploymentHealth]:
-        """The deployments of the mapping's :class:`~legato.routing.Router` models."""
-        return [h for model in self._models.values() if isinstance(model, Router) for h in model.health()]
+        """The deployments of the mapping's :class:`~legato.routing.Router` models (also
+        when wrapped, e.g. instrumented)."""
+        routers = (_unwrapped(model) for model in self._models.values())
+        return [h for router in routers if isinstance(router, Router) for h in router.health()]
 
     async def aclose(self) -> None:
         for model in self._models.values():
             await model.aclose()
+
+
+def _unwrapped(model: Model) -> Model:
+    while isinstance(model, ModelWrapper):
+        model = model.inner
+    return model
 
 
 class _ConfigCatalog:

@@ -42,7 +42,7 @@ async def healthz(request: Request) -> Response:
 async def _check_store(request: Request) -> str:
     from legato.store._database import READONLY
 
-    engine = gateway(request).extras["engine"].execution_options(**READONLY)
+    engine = gateway(request).engine.execution_options(**READONLY)
     async with engine.connect() as conn:
         await conn.execute(sa.text("SELECT 1"))
     return "ok"
@@ -128,8 +128,6 @@ async def _queue_metrics(request: Request) -> bytes:
     from legato.store import queue_stats, worker_stats
 
     runs = gateway(request).runs
-    if runs is None:
-        return b""
     try:
         stats = await queue_stats(runs.store)
         fleet = await worker_stats(runs.store)

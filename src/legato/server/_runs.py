@@ -43,7 +43,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import asdict
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup
@@ -69,6 +69,10 @@ from legato.server._errors import GatewayError
 from legato.server._gateway import _ERRORS, gateway, json_response
 from legato.server._keys import ApiKey
 from legato.server._token_feed import TokenFeeds
+
+if TYPE_CHECKING:
+    from legato.engine import Pipeline, Subscriber
+    from legato.store import QueuesSection, RunStore, SchedulesSection
 
 __all__ = ["RunsService", "load_pipelines", "router", "runs_service"]
 
@@ -100,11 +104,11 @@ def _pipeline_files(raw: Any, base: Path) -> dict[str | None, Path]:
     return files
 
 
-def load_pipelines(config: LegatoConfig) -> dict[str, Any]:
+def load_pipelines(config: LegatoConfig) -> dict[str, Pipeline]:
     """Load every pipeline of the ``pipelines:`` section; :class:`ConfigError` names the bad one."""
     from legato.spec import load_pipeline
 
-    pipelines: dict[str, Any] = {}
+    pipelines: dict[str, Pipeline] = {}
     for declared, path in _pipeline_files(config.raw("pipelines"), config.base_dir).items():
         if not path.exists():
             raise ConfigError(f"pipelines: file not found: {path}")
@@ -122,14 +126,14 @@ class RunsService:
 
     def __init__(
         self,
-        store: Any,
-        pipelines: Mapping[str, Any],
+        store: RunStore,
+        pipelines: Mapping[str, Pipeline],
         *,
         poll_s: float = 0.25,
-        subscribers: list[Any] | None = None,
+        subscribers: list[Subscriber] | None = None,
         execute: bool = True,
-        queues: Any = None,
-        schedules: Any = None,
+        queues: QueuesSection | None = None,
+        schedules: SchedulesSection | None = None,
     ) -> None:
         from legato.store import DurableRunner, QueuesSection, SchedulesSection
 
@@ -395,11 +399,8 @@ class StepAnswer(WireModel):
 
 
 def runs_service(request: Request) -> RunsService:
-    """The replica's runs service, or a 503 when this server has none."""
-    service: RunsService | None = gateway(request).runs
-    if service is None:
-        raise GatewayError(503, "overloaded", "the runs API is not available on this server")
-    return service
+    """The replica's runs service."""
+    return gateway(request).runs
 
 
 def _public(record: Any) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from legato.cost import CostEstimator
 from legato.providers import ChatRequest, EmbedRequest, Model
@@ -15,6 +17,12 @@ from legato.server._limits import KeyLimiter
 from legato.server._settings import ServerSettings
 from legato.server._spend import SpendRecorder
 from legato.server._ssrf import SSRFPolicy
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from legato.server._calls import CallRecorder
+    from legato.server._runs import RunsService
 
 __all__ = ["Gateway"]
 
@@ -29,10 +37,10 @@ class Gateway:
     spend: SpendRecorder
     ssrf: SSRFPolicy
     audit: AuditLog
-    redis: Any = None
-    runs: Any = None  # the runs service, when the run store is available
-    calls: Any = None  # a CallRecorder keeping each model call for the dashboard, when there is a store
-    extras: dict[str, Any] = field(default_factory=dict)
+    engine: AsyncEngine  # the run store's database: keys, spend, audit, health
+    runs: RunsService
+    calls: CallRecorder  # each model call, kept for the dashboard
+    redis: Redis | None = None  # shared counters, budgets and revocations, when configured
     _instrumented: dict[str, Model] = field(default_factory=dict)
     _estimator: CostEstimator | None = None
 
@@ -47,8 +55,8 @@ class Gateway:
         return model
 
     def recorded(self, model: Model, key: ApiKey, request_id: str | None) -> Model:
-        """``model`` with each of its calls kept as ``key``'s (when calls are recorded here)."""
-        return model if self.calls is None else self.calls.recorded(model, key.id, request_id)
+        """``model`` with each of its calls kept as ``key``'s."""
+        return self.calls.recorded(model, key.id, request_id)
 
     def worst_case(self, request: ChatRequest | EmbedRequest, model: Model) -> float:
         """The most ``request`` can cost on ``model`` (a model or a group) in USD: its

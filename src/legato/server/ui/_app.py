@@ -80,8 +80,9 @@ class DashboardSources:
     - ``health``: routing health rows (mappings or dataclasses such as
       :class:`legato.routing.DeploymentHealth`: ``group``, ``deployment``, ``state``,
       ``in_flight``...), sync or async. Without it, ``models`` is used.
-    - ``models``: a model catalog (``names()`` and ``get(name)``); each model (or the
-      router inside its wrappers) that has ``health()`` contributes its deployments.
+    - ``models``: a model catalog (``names()``, ``get(name)`` and, for routing groups,
+      ``health()``: the deployments of every group, as :class:`legato.routing.DeploymentHealth`);
+      a served name without deployments is one row of its own.
       Default: the catalog of the gateway the dashboard is mounted on, if any.
     - ``spend``: ``async (since_day) -> rows`` of key spend (prefix, name, day, model,
       requests, input_tokens, output_tokens, cost); None: not recorded here.
@@ -489,24 +490,25 @@ async def _health_rows(sources: DashboardSources, request: Request) -> list[dict
         catalog = getattr(getattr(request.app.state, "gateway", None), "catalog", None)
     if catalog is None:
         return None
-    rows: list[dict[str, Any]] = []
     ready = await _maybe_await(catalog.ready()) if callable(getattr(catalog, "ready", None)) else {}
+    built: dict[str, Any] = {}
     for name in catalog.names():
         try:
-            model: Any = catalog.get(name)
+            built[name] = catalog.get(name)
         except Exception as exc:  # a model that cannot be built is shown as such, not a 500
-            rows.append({"group": name, "deployment": name, "state": "unavailable", "last_error": type(exc).__name__})
-            continue
-        for _ in range(16):  # find the router inside the wrappers
-            if callable(getattr(model, "health", None)) or getattr(model, "inner", None) is None:
-                break
-            model = model.inner
-        health = getattr(model, "health", None)
-        if callable(health):
-            rows.extend(_row(r) for r in await _maybe_await(health()))
+            built[name] = exc
+    deployments: dict[str, list[dict[str, Any]]] = {}
+    for health in catalog.health() if callable(getattr(catalog, "health", None)) else []:
+        deployments.setdefault(health.group, []).append(_row(health))
+    rows: list[dict[str, Any]] = []
+    for name, model in built.items():
+        if isinstance(model, Exception):
+            rows.append({"group": name, "deployment": name, "state": "unavailable", "last_error": type(model).__name__})
+        elif name in deployments:
+            rows.extend(deployments[name])
         else:  # no routing group: no breaker, served straight from its provider
             state = "ready" if ready.get(name, True) else "not_ready"
-            rows.append({"group": "—", "deployment": name, "model": getattr(model, "name", name), "state": state})
+            rows.append({"group": "—", "deployment": name, "model": model.name, "state": state})
     return rows
 
 
