@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
 from legato.engine import Pipeline, RunStatus, current_step
 from legato.store import (
@@ -236,3 +237,25 @@ async def test_the_heartbeat_and_the_cancel_poll_sleep_on_the_injected_clock(sql
     assert result.ok
     assert 10.0 in clock.sleeps  # the heartbeat, every lease_ttl / 3
     assert sqlite_store.cancel_poll_s in clock.sleeps  # the SQLite cancel poll
+
+
+@pytest.mark.postgres
+async def test_a_listener_whose_listen_fails_leaves_no_connection_open(postgres_url: str) -> None:
+    """When LISTEN fails (or is cancelled: a run that ends while its cancel listener
+    connects) after the connection opened, that connection is closed at once, not left
+    to the garbage collector (a ResourceWarning blamed on some later test)."""
+    import gc
+    import sys
+
+    from legato.store._cancel import asyncpg_dsn, open_listener
+
+    leaked: list[Any] = []
+    hook = sys.unraisablehook
+    sys.unraisablehook = leaked.append
+    try:
+        with pytest.raises(Exception):  # the server refuses the channel name
+            await open_listener(asyncpg_dsn(postgres_url), "no\x00channel", lambda *_: None, lambda *_: None)
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    assert [str(u.exc_value) for u in leaked] == []

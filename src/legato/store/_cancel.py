@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url
 
 from legato.store._records import CancelRequest
 
-__all__ = ["CHANNEL", "QUEUE_CHANNEL", "CancelListener", "asyncpg_dsn"]
+__all__ = ["CHANNEL", "QUEUE_CHANNEL", "CancelListener", "asyncpg_dsn", "close_listener", "open_listener"]
 
 CHANNEL = "legato_run_cancel"
 QUEUE_CHANNEL = "legato_run_queued"  # payload: the queue's name (see legato.store._queue)
@@ -150,11 +150,7 @@ class CancelListener:
             if self._conn is not None and not self._conn.is_closed():
                 return True
             try:
-                import asyncpg  # type: ignore[import-untyped]
-
-                conn = await asyncpg.connect(self._dsn)
-                await conn.add_listener(CHANNEL, self._notified)
-                conn.add_termination_listener(self._wake_all)
+                conn = await open_listener(self._dsn, CHANNEL, self._notified, self._wake_all)
             except Exception:
                 log.warning("cannot LISTEN for run cancellations; polling instead", exc_info=True)
                 return False
@@ -164,9 +160,39 @@ class CancelListener:
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None and not conn.is_closed():
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await conn.close()
+        await close_listener(conn)
+
+
+async def open_listener(
+    dsn: str | None, channel: str, notified: Callable[..., None], terminated: Callable[..., None]
+) -> Any:
+    """An asyncpg connection ``LISTEN``ing on ``channel``, owned by the caller.
+
+    If connecting or ``LISTEN`` fails or is cancelled (a run that ends while its
+    cancel listener connects), the connection is closed before the error propagates:
+    nothing is left for the garbage collector to find."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.add_listener(channel, notified)
+        conn.add_termination_listener(terminated)
+    except BaseException:
+        await close_listener(conn)
+        raise
+    return conn
+
+
+async def close_listener(conn: Any) -> None:
+    """Close a listener connection, even from a cancelled task; one that does not
+    close within 5 s is terminated."""
+    if conn is None or conn.is_closed():
+        return
+    with anyio.CancelScope(shield=True):
+        with anyio.move_on_after(5):
+            await conn.close()
+        if not conn.is_closed():
+            conn.terminate()
 
 
 def asyncpg_dsn(url: str) -> str | None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import anyio
 
-from legato.store._cancel import asyncpg_dsn
+from legato.store._cancel import asyncpg_dsn, close_listener, open_listener
 from legato.store._database import sqlite_path
 
 __all__ = ["CHANGES_CHANNEL", "RunChanges"]
@@ -103,11 +103,7 @@ class RunChanges:
             if self._conn is not None and not self._conn.is_closed():
                 return True
             try:
-                import asyncpg  # type: ignore[import-untyped]
-
-                conn = await asyncpg.connect(self._dsn)
-                await conn.add_listener(CHANGES_CHANNEL, self._notified)
-                conn.add_termination_listener(self._notified)
+                conn = await open_listener(self._dsn, CHANGES_CHANNEL, self._notified, self._notified)
             except Exception:
                 log.warning("cannot LISTEN for run changes; live views poll instead", exc_info=True)
                 return False
@@ -117,9 +113,7 @@ class RunChanges:
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None and not conn.is_closed():
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await conn.close()
+        await close_listener(conn)
         probe, self._probe = self._probe, None
         if probe is not None:
             probe.close()

@@ -46,7 +46,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 from sqlalchemy.engine import Connection
 
-from legato.store._cancel import QUEUE_CHANNEL, asyncpg_dsn
+from legato.store._cancel import QUEUE_CHANNEL, asyncpg_dsn, close_listener, open_listener
 from legato.store._records import EventRecord, RunRecord, StoredStatus
 from legato.store._rows import event_row, run_record
 from legato.store._runs import RunStore
@@ -376,11 +376,7 @@ class QueueWaiter:
         if self._conn is not None and not self._conn.is_closed():
             return True
         try:
-            import asyncpg  # type: ignore[import-untyped]
-
-            conn = await asyncpg.connect(self._dsn)
-            await conn.add_listener(QUEUE_CHANNEL, self._notified)
-            conn.add_termination_listener(self.wake)
+            conn = await open_listener(self._dsn, QUEUE_CHANNEL, self._notified, self.wake)
         except Exception:
             log.warning("cannot LISTEN for enqueued runs; polling instead", exc_info=True)
             return False
@@ -390,6 +386,4 @@ class QueueWaiter:
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None and not conn.is_closed():
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await conn.close()
+        await close_listener(conn)
