@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import time
 from typing import Any
 
@@ -214,9 +216,24 @@ def _counter(exposition: str, name: str, labels: dict[str, str]) -> float:
     return 0.0
 
 
+def wait_until_no_run_is_under_way(gateway: Running) -> None:
+    """Earlier tests leave runs finishing in the background (any key's): they would
+    move the counters between two readings. Bounded: fails after 60 s."""
+    path = str(gateway.app.state.settings.database_url).removeprefix("sqlite:///")
+    deadline = time.monotonic() + 60
+    while True:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            (busy,) = db.execute("SELECT count(*) FROM runs WHERE status IN ('pending', 'running')").fetchone()
+        if busy == 0:
+            return
+        assert time.monotonic() < deadline, f"{busy} runs still under way"
+        time.sleep(0.05)
+
+
 def test_runs_through_the_api_feed_the_run_and_step_metrics(gateway: Running, writer: str) -> None:
     run_series = ("legato_runs_total", {"pipeline": "shout", "status": "succeeded"})
     step_series = ("legato_steps_total", {"pipeline": "shout", "step": "upper", "status": "succeeded"})
+    wait_until_no_run_is_under_way(gateway)
     with gateway.client(writer) as c:
         before = c.get("/metrics").text
         r = c.post("/v1/pipelines/shout/runs", json={"inputs": {"text": "counted"}})
