@@ -71,6 +71,60 @@ def test_the_limit_shrinks_when_latency_rises_past_the_tolerance_and_not_below_t
     assert limit.limit == SETTINGS.min_limit
 
 
+def test_a_lagging_event_loop_shrinks_the_limit_though_latency_stays_at_the_baseline() -> None:
+    """A saturated worker delays requests before they are parsed, where no latency sample
+    sees it: the loop's lag past ``max_loop_lag_s`` counts as queueing, a lag under it does not."""
+    settings = SETTINGS.model_copy(update={"max_loop_lag_s": 0.01})
+    limit = GradientLimit(settings, max_limit=100)
+    now = feed(limit, rtt=0.1, in_flight=20, windows=1)
+    grown = limit.limit
+    limit.loop_lag(0.008)  # under the threshold: the limit grows as before
+    now = feed(limit, rtt=0.1, in_flight=int(grown), windows=1, start=now)
+    assert limit.limit > grown
+    before = limit.limit
+    limit.loop_lag(0.005)
+    limit.loop_lag(0.04)  # the window's largest lag: gradient clamp(0.01 / 0.04) = 0.5
+    now = feed(limit, rtt=0.1, in_flight=int(before), windows=1, start=now)
+    assert limit.limit == pytest.approx(before - before * 0.5 * settings.smoothing)
+    cut = limit.limit
+    limit.loop_lag(0.011)  # barely over: a small cut, and still no growth
+    now = feed(limit, rtt=0.1, in_flight=int(cut), windows=1, start=now)
+    assert cut * 0.9 < limit.limit < cut
+    after = limit.limit
+    feed(limit, rtt=0.1, in_flight=int(after), windows=1, start=now)  # the lag was per window: growth resumes
+    assert limit.limit > after
+
+
+def test_the_loop_lag_is_ignored_when_max_loop_lag_is_unset() -> None:
+    limit = GradientLimit(SETTINGS.model_copy(update={"max_loop_lag_s": None}), max_limit=100)
+    now = feed(limit, rtt=0.1, in_flight=20, windows=1)
+    grown = limit.limit
+    limit.loop_lag(1.0)
+    feed(limit, rtt=0.1, in_flight=int(grown), windows=1, start=now)
+    assert limit.limit > grown
+
+
+class ClockRanOut(Exception):
+    pass
+
+
+async def test_the_loop_watcher_records_how_late_the_loop_woke() -> None:
+    """The watcher reads the admission's clock around each sleep: readings 0 -> 35 ms
+    around a 5 ms sleep stand for a loop that ran the timer 30 ms late."""
+    readings = [0.0, 0.035, 0.035, 0.04]
+
+    def clock() -> float:
+        if not readings:
+            raise ClockRanOut
+        return readings.pop(0)
+
+    settings = SETTINGS.model_copy(update={"max_loop_lag_s": 0.01, "loop_lag_interval_s": 0.005})
+    admission = Admission(settings, max_limit=100, clock=clock)
+    with pytest.raises(ClockRanOut):  # after two measurements
+        await admission.watch_loop()
+    assert admission.estimate.lag == pytest.approx(0.03)
+
+
 def test_a_lasting_change_of_latency_becomes_the_baseline_and_the_limit_recovers() -> None:
     """A slower upstream or a busy machine is not queueing the limit can fix: once latency
     has stayed up for ``floor_s``, one window at ``min_limit`` re-measures the floor,

@@ -31,6 +31,14 @@ limit here is estimated from what the gateway observes, as Netflix's
   limit shrinks towards ``limit * gradient`` (a ``smoothing`` share of the step at a
   time, at most halving). At 1, the limit grows by ``sqrt(limit)``, but only when the
   traffic actually uses half of it (otherwise latency says nothing about a larger limit).
+- the event loop's lag is a second signal, as Node's ``toobusy`` and loop-lag shedding
+  use it: :meth:`Admission.watch_loop` sleeps ``loop_lag_interval_s`` over and over and
+  records how late it woke. A request that arrives while the worker's CPU is saturated
+  waits for the loop before its headers are even parsed, which no latency sample can
+  see; the loop's lag does. When a window's largest lag exceeds ``max_loop_lag_s``,
+  the window counts as queueing: the gradient is at most
+  ``clamp(max_loop_lag_s / lag, 0.5, 1)`` and the limit does not grow, leaving CPU for
+  the refusals of what does not fit.
 
 A call that finds every slot taken waits in a short FIFO queue (``queue`` places, at
 most ``queue_timeout_s``); a call that finds the queue full, or times out in it, is
@@ -78,6 +86,7 @@ class GradientLimit:
         self._sum = 0.0
         self._count = 0
         self._peak = 0
+        self.lag = 0.0  # the event loop's largest lag in the current window
 
     @property
     def allowed(self) -> int:
@@ -91,6 +100,10 @@ class GradientLimit:
             return None
         return min(self.average, self.floor * self.settings.baseline_cap)
 
+    def loop_lag(self, lag: float) -> None:
+        """Record how late the event loop ran a timer (seconds)."""
+        self.lag = max(self.lag, lag)
+
     def sample(self, rtt: float, in_flight: int, now: float) -> None:
         """Add one latency sample taken with ``in_flight`` calls admitted."""
         if self._start is None:
@@ -101,7 +114,7 @@ class GradientLimit:
         s = self.settings
         if self._count >= s.window_samples and now - self._start >= s.window_s:
             self._update(self._sum / self._count, self._peak, now)
-            self._start, self._sum, self._count, self._peak = None, 0.0, 0, 0
+            self._start, self._sum, self._count, self._peak, self.lag = None, 0.0, 0, 0, 0.0
 
     def _update(self, average: float, peak: int, now: float) -> None:
         s = self.settings
@@ -113,10 +126,14 @@ class GradientLimit:
         baseline = self.baseline
         assert baseline is not None
         gradient = max(0.5, min(1.0, s.tolerance * baseline / average)) if average > 0 else 1.0
+        lagging = s.max_loop_lag_s is not None and self.lag > s.max_loop_lag_s
+        if lagging:
+            assert s.max_loop_lag_s is not None
+            gradient = min(gradient, max(0.5, s.max_loop_lag_s / self.lag))
         if gradient < 1.0:
             target = self.limit * gradient
             self.limit -= (self.limit - target) * s.smoothing
-        elif peak >= self.limit / 2:
+        elif peak >= self.limit / 2 and not lagging:
             self.limit += math.sqrt(self.limit)
         self.limit = max(float(s.min_limit), min(float(self.max_limit), self.limit))
         if now - self._fresh >= s.floor_s:
@@ -152,6 +169,16 @@ class Admission:
     @property
     def limit(self) -> int:
         return self.estimate.allowed
+
+    async def watch_loop(self) -> None:
+        """Measure the event loop's lag until cancelled (a task of the app's lifespan)."""
+        interval = self.settings.loop_lag_interval_s
+        if self.settings.max_loop_lag_s is None:
+            return
+        while True:
+            start = self.clock()
+            await anyio.sleep(interval)
+            self.estimate.loop_lag(max(0.0, self.clock() - start - interval))
 
     def saturated(self) -> bool:
         """Every slot is taken and the queue is full, or a call was refused within the

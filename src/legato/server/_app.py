@@ -305,6 +305,11 @@ def create_app(
             if mcp is not None:
                 await stack.enter_async_context(mcp.session_manager.run())
             app.state.gateway = gw
+            admission: Admission | None = app.state.load.admission
+            if admission is not None:
+                tg = await stack.enter_async_context(anyio.create_task_group())
+                tg.start_soon(admission.watch_loop)
+                stack.callback(tg.cancel_scope.cancel)  # unwound first: the task group then exits at once
             with drain_on_signals(app.state.load, delay_s=settings.drain_delay_s):
                 yield _early_answer(app.state.load, gw)
 

@@ -52,6 +52,13 @@ class AdmissionSettings(BaseModel):
     floor_s: float = Field(
         30.0, gt=0, description="When latency stays above the floor this long, one window at min_limit re-measures it."
     )
+    max_loop_lag_s: float | None = Field(
+        0.05,
+        gt=0,
+        description="A window in which the event loop ran a timer later than this counts as queueing: the limit "
+        "shrinks and does not grow (None: latency alone).",
+    )
+    loop_lag_interval_s: float = Field(0.005, gt=0, description="How often the event loop's lag is measured.")
     queue: int = Field(32, ge=0, description="Calls that may wait for a free slot; more are refused at once.")
     queue_timeout_s: float = Field(0.02, ge=0, description="How long a call waits in the queue before a 429.")
 
