@@ -81,14 +81,27 @@ class ServeProcess:
             return str(r.json()["key"])
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_served(self.proc)
         self._log.close()
+
+
+def stop_served(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a ``legato serve`` (or ``legato worker``) process as an operator's second
+    SIGTERM would: the first opens the drain window (``drain_delay_s``, 5 s by default),
+    the second skips the rest of it; in-flight work still finishes and the lifespan
+    still closes the store. Tests of the window itself send their own signals."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(0.5)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @contextmanager

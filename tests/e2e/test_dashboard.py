@@ -20,6 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from _serve import stop_served
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = "/usr/bin/chromium"
@@ -127,11 +129,7 @@ def server(tmp_path: Path) -> Iterator[str]:
             pytest.fail(f"legato serve did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_served(proc)
         log.close()
 
 

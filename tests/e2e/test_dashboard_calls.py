@@ -27,6 +27,7 @@ import httpx
 import pytest
 from test_dashboard import CHROMIUM, CHROMIUM_ARGS, CONTRAST_JS, DOC_IMAGES, MASTER, _free_port
 
+from _serve import stop_served
 from legato.testing import FakeProvider, Fault, Reply
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -90,11 +91,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
             _wait_healthy(proc, base, tmp_path / "server.log")
             yield Served(base, fake, db)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_served(proc)
             log.close()
 
 

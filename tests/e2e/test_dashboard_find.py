@@ -31,6 +31,7 @@ import anyio
 import httpx
 import pytest
 
+from _serve import stop_served
 from legato.store import RunStore
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -104,11 +105,7 @@ def serve(tmp_path: Path, database_url: str) -> Iterator[str]:
             pytest.fail(f"legato serve did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_served(proc)
         log.close()
 
 

@@ -26,6 +26,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from _serve import stop_served
 from legato.config import LegatoConfig
 from legato.spec import load_pipeline
 from legato.store import RunStore, StoredStatus, pipeline_version, queue_stats
@@ -309,13 +310,7 @@ class Gateway:
         return str(r.json()["id"]), str(r.json()["key"])
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_served(self.proc)
         self.log.close()
 
 
