@@ -307,10 +307,46 @@ def test_dashboard_cancel_matrix(tenants: Tenants) -> None:
         assert admin.get(f"/v1/runs/{run_id}").json()["status"] == "succeeded"
 
 
+MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+MCP_HELLO = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "probe", "version": "1"}}
+MCP_INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": MCP_HELLO}
+MCP_LISTING = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+
+
+def _mcp_session(served: ServedGateway, key: str) -> str:
+    with served.client(key, headers=MCP_HEADERS) as c:
+        opened = c.post("/mcp", json=MCP_INIT)
+        assert opened.status_code == 200, opened.text
+        session = str(opened.headers["mcp-session-id"])
+    with served.client(key, headers={**MCP_HEADERS, "mcp-session-id": session}) as c:
+        assert c.post("/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}).status_code == 202
+    return session
+
+
+def _mcp_lists(served: ServedGateway, key: str, session: str) -> int:
+    with served.client(key, headers={**MCP_HEADERS, "mcp-session-id": session}) as c:
+        return int(c.post("/mcp", json=MCP_LISTING).status_code)
+
+
+def test_one_key_cannot_hold_every_mcp_session(tenants: Tenants) -> None:
+    """A key holds at most ``mcp_sessions_per_key`` (16) sessions: opening more ends its
+    own least recently used ones, never another key's."""
+    greedy = tenants.served.create_key(RUNNER, name="greedy")
+    neighbour = _mcp_session(tenants.served, tenants.b)
+    sessions = [_mcp_session(tenants.served, greedy) for _ in range(16)]
+    assert _mcp_lists(tenants.served, greedy, sessions[0]) == 200  # now the most recently used
+    sessions += [_mcp_session(tenants.served, greedy) for _ in range(2)]
+    assert _mcp_lists(tenants.served, greedy, sessions[1]) == 404  # ended to make room
+    assert _mcp_lists(tenants.served, greedy, sessions[2]) == 404
+    for kept in (sessions[0], *sessions[3:]):
+        assert _mcp_lists(tenants.served, greedy, kept) == 200
+    assert _mcp_lists(tenants.served, tenants.b, neighbour) == 200
+    assert _mcp_lists(tenants.served, tenants.b, _mcp_session(tenants.served, tenants.b)) == 200
+
+
 def test_an_mcp_session_belongs_to_the_key_that_opened_it(tenants: Tenants) -> None:
-    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
-    hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "probe", "version": "1"}}
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}
+    headers = MCP_HEADERS
+    init = MCP_INIT
     with tenants.served.client(tenants.a, headers=headers) as a:
         opened = a.post("/mcp", json=init)
         assert opened.status_code == 200, opened.text

@@ -241,7 +241,11 @@ def _mount_dashboard(app: FastAPI, settings: ServerSettings) -> LiveEvents:
 
 
 def _mount_mcp(
-    app: FastAPI, store: RunStore, pipelines: dict[str, Pipeline], subscribers: list[Subscriber]
+    app: FastAPI,
+    store: RunStore,
+    pipelines: dict[str, Pipeline],
+    subscribers: list[Subscriber],
+    settings: ServerSettings,
 ) -> MCPServer[Any] | None:
     """The MCP server (journal and run tools) over streamable HTTP at ``/mcp``, for keys
     with ``runs:write``; each tool answers for the key of its request (the same ownership
@@ -258,7 +262,12 @@ def _mount_mcp(
 
     server = create_mcp_server(store, pipelines=pipelines, subscribers=subscribers, identify=request_principal)
     mcp_http_app(server)  # creates the server's session manager, run by the lifespan
-    guard = McpGuard(server.session_manager.handle_request, "runs:write")
+    guard = McpGuard(
+        server.session_manager.handle_request,
+        "runs:write",
+        max_sessions=server.session_manager.max_sessions or 10_000,
+        sessions_per_key=settings.mcp_sessions_per_key,
+    )
     app.router.routes.append(Route("/mcp", endpoint=guard, include_in_schema=False))
     return server
 
@@ -330,7 +339,7 @@ def create_app(
     app.include_router(_retention.router)
     app.include_router(_usage.router)
     live = _mount_dashboard(app, settings)
-    mcp = _mount_mcp(app, store, pipelines, [*_run_subscribers(), live])
+    mcp = _mount_mcp(app, store, pipelines, [*_run_subscribers(), live], settings)
     app.state.load = _load(settings)
 
     def auth() -> Authenticator:

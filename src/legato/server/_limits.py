@@ -42,6 +42,7 @@ from legato.cost._budget import FailureMode
 from legato.errors import BudgetBusy, BudgetExceeded, LimitsUnavailable
 from legato.server._errors import GatewayError, from_exception
 from legato.server._keys import ApiKey
+from legato.server._outage import OutageLog
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -230,6 +231,7 @@ class KeyLimiter:
         self.budget_wait_s = budget_wait_s
         self._seed = seed
         self._clock = clock
+        self._outage = OutageLog(log, "the limits store (Redis)")
 
     def _keys(self, key: ApiKey, now: float) -> tuple[list[str], int, float]:
         window = int(now // WINDOW_S)
@@ -294,9 +296,11 @@ class KeyLimiter:
             verdict = await self.counters.admit(keys, rpm, tpm, 1.0 - elapsed)
         except LimitsUnavailable as exc:
             if self.failure_mode == "fail_open":
-                log.warning("rate limits of API key %s... not counted (fail_open): %s", key.prefix, exc)
+                self._outage.failed("rate limits of API key %s... not counted (fail_open): %s", key.prefix, exc)
                 return None
+            self._outage.failed("requests answered 503 (fail_closed): %s", exc)
             raise from_exception(exc) from None
+        self._outage.recovered()
         if isinstance(self.counters, MemoryCounters) and window % 8 == 0:
             self.counters.prune({str(window), str(window - 1)})
         weight, reset = 1.0 - elapsed, (1.0 - elapsed) * WINDOW_S
@@ -328,7 +332,7 @@ class KeyLimiter:
         try:
             await self.counters.settle(keys[2], tokens)
         except LimitsUnavailable as exc:
-            log.warning("tokens of API key %s... not counted: %s", key.prefix, exc)
+            self._outage.failed("tokens of API key %s... not counted: %s", key.prefix, exc)
 
 
 def _wait_seconds(current: float, previous: float, limit: float, elapsed: float, counting_this: bool) -> float:

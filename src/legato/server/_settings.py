@@ -135,6 +135,9 @@ class ServerSettings(BaseModel):
     max_connections_per_client: int = Field(
         256, ge=0, description="Open connections per client address and worker process (0: no cap)."
     )
+    mcp_sessions_per_key: int = Field(
+        16, ge=1, le=10_000, description="Open MCP sessions per key; opening one more ends its least recently used."
+    )
     # Shutdown and readiness.
     drain_delay_s: float = Field(
         5.0, ge=0, description="On SIGTERM, /readyz answers 503 this long while requests are still served."

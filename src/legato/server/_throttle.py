@@ -27,6 +27,8 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from legato.server._outage import OutageLog
+
 __all__ = ["FailureThrottle", "client_key"]
 
 log = logging.getLogger("legato.server")
@@ -69,6 +71,7 @@ class FailureThrottle:
         self._max = max_clients
         self._clock = clock
         self._failures: OrderedDict[str, tuple[float, int]] = OrderedDict()  # client -> (window end, count)
+        self._outage = OutageLog(log, f"Redis ({name} throttling)", clock=clock)
 
     def blocked(self, client: str) -> int | None:
         """Seconds ``client`` must wait, from what this replica knows (no I/O); None: not known to be blocked."""
@@ -125,10 +128,13 @@ class FailureThrottle:
         from redis.exceptions import RedisError
 
         try:
-            return list(await pipe.execute())
+            answer = list(await pipe.execute())
         except (RedisError, OSError) as exc:
-            log.warning("%s throttling counts on this replica only: Redis failed (%s)", self.name, type(exc).__name__)
+            failure = type(exc).__name__
+            self._outage.failed("%s throttling counts on this replica only: Redis failed (%s)", self.name, failure)
             return None
+        self._outage.recovered()
+        return answer
 
     def _live(self, client: str) -> tuple[float, int] | None:
         entry = self._failures.get(client)
