@@ -50,7 +50,7 @@ async def test_journal_and_run_tools_over_stdio(tmp_path: Path) -> None:
         tools = {t.name for t in (await client.list_tools()).tools}
         assert tools == {
             "process_thoughts", "search_journal", "list_recent_entries", "read_journal_entry",
-            "list_pipelines", "run_pipeline", "get_run", "respond_to_run", "analyze_pipeline",
+            "list_pipelines", "run_pipeline", "list_runs", "get_run", "respond_to_run", "analyze_pipeline",
         }  # fmt: skip
 
         entry = structured(

@@ -147,6 +147,23 @@ async def test_mcp_get_run_matrix(tenants: Tenants) -> None:
     assert (await answer(tenants.served, tenants.admin, "get_run", {"run_id": run_id[:10]}))["run_id"] == run_id
 
 
+async def test_mcp_list_runs_follows_the_same_rule(tenants: Tenants) -> None:
+    """``list_runs`` reads the same filters as ``GET /v1/runs`` under the same ownership
+    rule: searching for another tenant's words finds nothing of theirs."""
+    mine = tenants.run_a["id"]
+    found = await answer(tenants.served, tenants.a, "list_runs", {"q": "MINE", "pipeline": "shout"})
+    assert [r["run_id"] for r in found["runs"]] == [mine]
+    assert found["runs"][0]["status"] == "succeeded"
+    for who in (tenants.admin, MASTER):
+        assert mine in [r["run_id"] for r in (await answer(tenants.served, who, "list_runs", {"q": "mine"}))["runs"]]
+    theirs = await answer(tenants.served, tenants.b, "list_runs", {"q": "mine", "limit": 500})
+    assert mine not in [r["run_id"] for r in theirs["runs"]]
+    with tenants.served.client(tenants.b) as c:  # the REST listing agrees
+        assert mine not in [r["id"] for r in c.get("/v1/runs", params={"q": "mine"}).json()["data"]]
+    assert "status: 'done' is not one of" in await refused(tenants.served, tenants.a, "list_runs", {"status": "done"})
+    assert "limit: 0 is not between 1 and 500" in await refused(tenants.served, tenants.a, "list_runs", {"limit": 0})
+
+
 async def test_a_run_started_over_mcp_belongs_to_the_calling_key(tenants: Tenants) -> None:
     started = await answer(tenants.served, tenants.b, "run_pipeline", {"name": "shout", "inputs": {"text": "b"}})
     run_b = started["run_id"]

@@ -23,7 +23,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 from legato.engine import Pipeline, Subscriber
 from legato.errors import IdempotencyConflict, InputError, InvalidAnswer, RunNotFound, StepNotWaiting, StoreError
-from legato.store import LOCAL, DurableRunner, Journal, Principal, RunStore, visible_run
+from legato.store import LOCAL, DurableRunner, Journal, Principal, RunRecord, RunStore, visible_run
 
 __all__ = ["Identify", "register_tools"]
 
@@ -55,6 +55,20 @@ def _step_dict(s: Any) -> dict[str, Any]:
         "status": s.status,
         "duration_s": s.duration_s,
         "error": f"{s.error_type}: {s.error}" if s.error_type else None,
+    }
+
+
+def _run_summary(r: RunRecord) -> dict[str, Any]:
+    return {
+        "run_id": r.id,
+        "pipeline": r.pipeline,
+        "status": r.status,
+        "error": r.error,
+        "tags": list(r.tags),
+        "cost_usd": r.cost,
+        "priority": r.priority,
+        "created_at": r.created_at,
+        "finished_at": r.finished_at,
     }
 
 
@@ -107,6 +121,21 @@ class Tools:
             "finished_at": record.finished_at,
             "steps": [_step_dict(s) for s in steps],
         }
+
+    async def runs(self, ctx: Context, filters: dict[str, Any]) -> dict[str, Any]:
+        """A page of the runs the caller may see, filtered as ``GET /v1/runs`` is (the same
+        reading of the same parameters, the same ownership rule)."""
+        from legato.store import QueryError, next_cursor, run_query
+
+        viewer = self.caller(ctx)
+        try:
+            query = run_query(filters, tenant=viewer.tenant_filter, strict=True, default_limit=20)
+        except QueryError as exc:
+            raise ToolError(str(exc)) from None
+        page = await self.store.list_runs(
+            query.where, limit=query.limit + 1, oldest_first=query.oldest_first, cursor=query.cursor
+        )
+        return {"runs": [_run_summary(r) for r in page[: query.limit]], "next_cursor": next_cursor(page, query.limit)}
 
     async def start(
         self, ctx: Context, name: str, inputs: dict[str, Any] | None, idempotency_key: str | None
@@ -263,6 +292,26 @@ def register_tools(server: MCPServer[Any], tools: Tools) -> None:
         its options: alternatives with predicted p50/p95, success rate and cost per run and
         per month at `volume`, each with its risk and YAML change, from your last `last` runs."""
         return await tools.analyze(ctx, name, last, volume)
+
+    @server.tool()
+    async def list_runs(
+        ctx: Context,
+        q: str | None = None,
+        status: str | None = None,
+        pipeline: str | None = None,
+        tags: list[str] | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """Your runs, newest first: `q` searches inputs, outputs and errors (or a run id
+        prefix); `status`, `pipeline`, `tags` (all must match) and `since`/`until`
+        (YYYY-MM-DD, UTC) narrow them; `limit` 1-500. Pass the `next_cursor` of a page
+        as `cursor` for the next one (null: the last page)."""
+        filters = {"q": q, "status": status, "pipeline": pipeline, "tags": ",".join(tags) if tags else None,
+                   "since": since, "until": until, "limit": limit, "cursor": cursor}  # fmt: skip
+        return await tools.runs(ctx, filters)
 
     @server.tool()
     async def get_run(ctx: Context, run_id: str) -> dict[str, Any]:

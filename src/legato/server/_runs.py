@@ -468,7 +468,7 @@ async def list_runs(
     key_: ApiKey = Depends(require("runs:read")),
 ) -> Response:
     """Filters combine (AND); ``next_cursor`` (null on the last page) is the ``cursor`` of the next page."""
-    from legato.server._run_query import QueryError, next_cursor, resolve_key, run_query
+    from legato.store._query import QueryError, next_cursor, resolve_key, run_query
 
     service = runs_service(request)
     given = {"q": q, "status": status, "pipeline": pipeline, "key": key, "tags": tags, "since": since,

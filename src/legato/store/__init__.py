@@ -16,6 +16,7 @@ from legato.store._durable import DurableRunner, pipeline_version, result_from_r
 from legato.store._ids import OwnerState, new_owner_id, new_run_id, owner_state
 from legato.store._journal import Embedder, Journal, JournalEntry, LocalEmbedder, SearchMode
 from legato.store._leases import interrupted
+from legato.store._query import QueryError, RunQuery, next_cursor, run_query
 from legato.store._queue import (
     QueueSettings,
     QueuesSection,
@@ -79,6 +80,7 @@ __all__ = [
     "PayloadMode",
     "PayloadState",
     "Principal",
+    "QueryError",
     "QueueSettings",
     "QueueStats",
     "QueueWaiter",
@@ -90,6 +92,7 @@ __all__ = [
     "RetentionReport",
     "RetentionRule",
     "RunFilter",
+    "RunQuery",
     "RunRecord",
     "RunStore",
     "ScheduleSettings",
@@ -119,6 +122,7 @@ __all__ = [
     "model_stats",
     "new_owner_id",
     "new_run_id",
+    "next_cursor",
     "owner_state",
     "pipeline_version",
     "prepare_rerun",
@@ -133,6 +137,7 @@ __all__ = [
     "run_calls",
     "run_durably",
     "run_durations",
+    "run_query",
     "set_paused",
     "spend_by_day",
     "store_key",

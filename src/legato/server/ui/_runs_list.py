@@ -1,7 +1,7 @@
 """The runs list: filters and search kept in the URL, keyset pages, live rows.
 
 The query string is read by the runs API's own reader
-(:mod:`legato.server._run_query`), leniently: a malformed value is dropped and the
+(:mod:`legato.store._query`), leniently: a malformed value is dropped and the
 page still renders, so a hand-edited URL never fails. The same ownership rule
 applies as everywhere (a key lists its own runs; admins may narrow to one key).
 The live list sends only the rows that changed (:class:`RowPatches`), and reads
@@ -19,9 +19,9 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from legato.server._run_query import STATUSES, RunQuery, next_cursor, resolve_key, run_query
 from legato.server.ui._access import Viewer
 from legato.server.ui._live import RowPatches
+from legato.store._query import STATUSES, RunQuery, next_cursor, resolve_key, run_query
 
 if TYPE_CHECKING:
     from legato.server.ui._app import Dashboard

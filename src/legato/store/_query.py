@@ -1,4 +1,5 @@
-"""One reading of a runs listing's query string, for ``GET /v1/runs`` and the dashboard.
+"""One reading of a runs listing's query, for ``GET /v1/runs``, the dashboard and the
+``list_runs`` MCP tool.
 
 Parameters (all optional): ``q`` (words of inputs, outputs and errors, or a run id
 prefix), ``status``, ``pipeline``, ``key`` (a key id or its visible prefix),
@@ -7,8 +8,8 @@ prefix), ``status``, ``pipeline``, ``key`` (a key id or its visible prefix),
 ``min_duration_s``/``max_duration_s``, ``sort`` (``newest``, ``oldest``), ``limit``
 (1-500) and ``cursor`` (the ``next_cursor`` of the previous page).
 
-The API reads them strictly (a malformed value is a 400 naming the parameter); the
-dashboard leniently (a malformed value is dropped, the page still renders). The
+The API and MCP read them strictly (a malformed value is an error naming the
+parameter); the dashboard leniently (a malformed value is dropped, the page still renders). The
 ownership rule is applied by the caller through ``tenant``: a key sees only its
 own runs whatever it asks for.
 """
@@ -21,8 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from legato.store import RunFilter
-from legato.store._search import check_tags
+from legato.store._search import RunFilter, check_tags
 
 __all__ = ["STATUSES", "QueryError", "RunQuery", "next_cursor", "resolve_key", "run_query"]
 
