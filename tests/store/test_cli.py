@@ -87,6 +87,8 @@ def test_run_is_stored_idempotent_and_conflicts_exit_2(project: Path) -> None:
     listed = json.loads(out)
     assert [r["id"] for r in listed] == [first["run_id"]]
     assert listed[0]["source"] == str((project / "gated.yaml").resolve())
+    assert (listed[0]["priority"], listed[0]["queue"], listed[0]["tags"]) == (0, None, [])  # every stored field
+    assert "request_hash" not in listed[0]
 
 
 def test_failed_run_show_resume_and_reflection(project: Path) -> None:

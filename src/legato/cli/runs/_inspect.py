@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -19,33 +20,11 @@ __all__ = ["list_runs", "show"]
 
 
 def _record_dict(r: RunRecord) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "pipeline": r.pipeline,
-        "status": r.status,
-        "inputs": r.inputs,
-        "outputs": r.outputs,
-        "error": r.error,
-        "failed_step": r.failed_step,
-        "idempotency_key": r.idempotency_key,
-        "tenant": r.tenant,
-        "lease_owner": r.lease_owner,
-        "lease_expires_at": r.lease_expires_at,
-        "recoveries": r.recoveries,
-        "dead_reason": r.dead_reason,
-        "tags": list(r.tags),
-        "cancelled_by": r.cancelled_by,
-        "cancel_requested_at": r.cancel_requested_at,
-        "cost": r.cost,
-        "version_hash": r.version_hash,
-        "source": r.source,
-        "rerun_of": r.rerun_of,
-        "rerun_from": r.rerun_from,
-        "payloads": r.payloads,
-        "created_at": r.created_at,
-        "started_at": r.started_at,
-        "finished_at": r.finished_at,
-    }
+    """Every stored field of a run but its request hash (an internal idempotency digest)."""
+    data = asdict(r)
+    data.pop("request_hash")
+    data["tags"] = list(r.tags)
+    return data
 
 
 @runs_app.command("list")
