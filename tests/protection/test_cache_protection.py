@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from legato.cache import CacheBackend, CacheConfig, RedisBackend, ResponseCache, SQLiteBackend, erase_subject
+from legato.cache import (
+    CacheBackend,
+    CacheConfig,
+    RedisBackend,
+    ResponseCache,
+    SQLiteBackend,
+    StepMemo,
+    erase_subject,
+)
 from legato.config import LegatoConfig
 from legato.providers import ChatRequest, Message, OpenAIModel
 from legato.store import RunStore
@@ -144,3 +152,48 @@ async def test_the_gateway_catalog_seals_skips_or_caches_by_setting(
         assert await cached_twice(skip, "m", store.cache_sealing()) is False
     with pytest.raises(ValueError, match="protect"):
         CacheConfig.model_validate({"protect": "plain"})
+
+
+async def test_sealed_step_memo_holds_no_plaintext_and_replays_the_step(
+    backend: CacheBackend, tmp_path: Path, kek_env: str
+) -> None:
+    """A memoised step's output is sealed like the store's payloads; an entry written
+    before sealing was on, or tampered with, is a miss (the step runs again)."""
+    from legato import Pipeline
+
+    ann = f"ann-{uuid.uuid4().hex}"  # the canary: only ever in a sealed entry
+    calls: list[str] = []
+    p = Pipeline("memo")
+
+    @p.step(cache=True)
+    def profile(name: str) -> dict[str, str]:
+        calls.append(name)
+        return {"about": f"profile of {name}"}
+
+    async with RunStore(f"sqlite:///{tmp_path / 'runs.db'}", encryption_key=kek_env) as store:
+        await p.run(name="bob", step_cache=StepMemo(backend))  # written before sealing was on
+        memo = StepMemo(backend, sealing=store.cache_sealing())
+        await p.run(name="bob", step_cache=memo)
+        assert calls == ["bob", "bob"]  # the plaintext entry was not used, but replaced by a sealed one
+        first = await p.run(name=ann, step_cache=memo)
+        second = await p.run(name=ann, step_cache=memo)
+        assert first.outputs == second.outputs == {"profile": {"about": f"profile of {ann}"}}
+        assert calls == ["bob", "bob", ann]
+        assert ann.encode() not in await _raw(backend)
+        stored = [await backend.get(k) for k in await _keys(backend)]
+        assert len(stored) == 2
+        assert all(v is not None and v.startswith(b"legato:enc:v1:") for v in stored)
+        for key in await _keys(backend):  # a tampered entry fails authentication: a miss
+            sealed = await backend.get(key)
+            assert sealed is not None
+            await backend.set(key, sealed[:-8] + b"AAAAAAA=", None)
+        await p.run(name=ann, step_cache=memo)
+        assert calls == ["bob", "bob", ann, ann]
+
+
+async def _keys(backend: CacheBackend) -> list[str]:
+    if isinstance(backend, SQLiteBackend):
+        with sqlite3.connect(backend.path) as db:
+            return [str(k) for (k,) in db.execute("SELECT key FROM legato_cache")]
+    assert isinstance(backend, RedisBackend)
+    return [k.decode().removeprefix(backend.prefix) async for k in backend.client.scan_iter(match=backend.prefix + "*")]

@@ -10,10 +10,19 @@ into lists and dataclasses into dicts, and a replayed step must return what the
 step returned). Unpickling runs code chosen by whoever wrote the bytes: point a
 memo only at a backend you trust, or give it a ``secret`` so that every entry is
 signed (HMAC-SHA256) and an entry that does not verify is ignored as a miss.
+
+Step outputs hold what the pipeline's inputs held. With a ``sealing`` (the run store's
+:meth:`~legato.store.RunStore.cache_sealing` when the store is encrypted) every entry
+is encrypted before it reaches the backend, like the store's own payloads; the
+authenticated encryption also means only a holder of the store's key can write an
+entry that is unpickled. An entry that is not sealed, or sealed with a key this
+process does not hold, is a miss, and an unsealed one is deleted.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import logging
@@ -21,6 +30,8 @@ import pickle
 from typing import Any
 
 from legato.cache._backends import CacheBackend, MemoryBackend
+from legato.cache._protect import Sealing
+from legato.errors import LegatoError
 
 __all__ = ["StepMemo"]
 
@@ -45,11 +56,13 @@ class StepMemo:
         namespace: str = "steps",
         ttl: float | None = None,
         secret: bytes | None = None,
+        sealing: Sealing | None = None,
     ) -> None:
         self.backend: CacheBackend = backend if backend is not None else MemoryBackend()
         self.namespace = namespace
         self.ttl = ttl
         self._secret = secret
+        self.sealing = sealing
 
     def __repr__(self) -> str:
         return f"StepMemo({self.backend!r}, namespace={self.namespace!r})"
@@ -59,6 +72,9 @@ class StepMemo:
 
     async def get(self, key: str) -> tuple[bool, Any]:
         raw = await self.backend.get(self._key(key))
+        if raw is None:
+            return False, None
+        raw = await self._open(key, raw)
         if raw is None:
             return False, None
         payload = self._verify(raw)
@@ -76,7 +92,25 @@ class StepMemo:
             payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             raise TypeError(f"output for step key {key!r} cannot be memoized: {type(exc).__name__}: {exc}") from exc
-        await self.backend.set(self._key(key), self._sign(payload), self.ttl)
+        raw = self._sign(payload)
+        if self.sealing is not None:  # the seal carries text: the pickle goes base64-encoded
+            raw = self.sealing.seal(base64.b64encode(raw))
+        await self.backend.set(self._key(key), raw, self.ttl)
+
+    async def _open(self, key: str, raw: bytes) -> bytes | None:
+        """``raw`` as it was before sealing; None (a miss) when it cannot be opened."""
+        if self.sealing is None:
+            return raw
+        try:
+            opened = self.sealing.open(raw)
+            if opened is None:  # written before sealing was turned on
+                log.warning("step memo entry for %r is not sealed; deleted and treated as a miss", key)
+                await self.backend.delete(self._key(key))
+                return None
+            return base64.b64decode(opened, validate=True)
+        except (binascii.Error, LegatoError, ValueError) as exc:
+            log.warning("step memo entry for %r could not be opened (%s); treated as a miss", key, type(exc).__name__)
+            return None
 
     async def aclose(self) -> None:
         await self.backend.aclose()
