@@ -1,14 +1,23 @@
-"""The MCP server mounted at /mcp: reachable with a runs:write key through the official client."""
+"""The MCP server mounted at /mcp: reachable with a runs:write key through the official client,
+built on the first authorised request (an idle gateway never loads the MCP SDK's server)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import httpx
 import httpx2
 import pytest
 from mcp.client.streamable_http import streamable_http_client
 
+from _serve import serve_in_thread
+from legato.server import create_app
+from legato.server._mcp_guard import McpGuard
+from legato.server._mcp_mount import McpOnDemand
+from legato.testing import FakeProvider
 from mcp import Client
 
-from .conftest import Running
+from .conftest import MASTER, Running, catalog_for, gateway_settings, pipeline_config
 
 
 async def test_mcp_tools_behind_the_gateway(gateway: Running) -> None:
@@ -50,3 +59,27 @@ async def test_runs_started_over_mcp_are_counted(gateway: Running) -> None:
     async with httpx2.AsyncClient(base_url=gateway.url, timeout=30) as plain:
         after = _counter((await plain.get("/metrics")).text, *series)
     assert after == before + 1
+
+
+def _on_demand(app: object) -> McpOnDemand:
+    for route in app.router.routes:  # type: ignore[attr-defined]
+        if getattr(route, "path", None) == "/mcp" and isinstance(route.app, McpGuard):
+            assert isinstance(route.app.app, McpOnDemand)
+            return route.app.app
+    raise AssertionError("no /mcp route")
+
+
+def test_the_mcp_server_is_built_by_the_first_authorised_request(fake: FakeProvider, tmp_path: Path) -> None:
+    app = create_app(gateway_settings(tmp_path), catalog=catalog_for(fake), config=pipeline_config(tmp_path))
+    on_demand = _on_demand(app)
+    message = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}  # fmt: skip
+    accept = {"Accept": "application/json, text/event-stream"}
+    with serve_in_thread(app) as url:
+        refused = httpx.post(url + "/mcp", json=message, headers=accept, timeout=30)
+        assert refused.status_code == 401
+        assert not on_demand.built
+        served = httpx.post(url + "/mcp", json=message, headers={**accept, "Authorization": f"Bearer {MASTER}"},
+                            timeout=30)  # fmt: skip
+        assert served.status_code == 200, served.text
+        assert on_demand.built

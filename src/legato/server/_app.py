@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from legato.engine import Pipeline, Subscriber
+    from legato.server._mcp_mount import McpOnDemand
     from legato.server.ui import LiveEvents
     from legato.store import RunStore
 
@@ -246,30 +247,34 @@ def _mount_mcp(
     pipelines: dict[str, Pipeline],
     subscribers: list[Subscriber],
     settings: ServerSettings,
-) -> MCPServer[Any] | None:
+) -> McpOnDemand | None:
     """The MCP server (journal and run tools) over streamable HTTP at ``/mcp``, for keys
     with ``runs:write``; each tool answers for the key of its request (the same ownership
     rule as the runs API); the runs its tools start feed ``subscribers`` like the runs
-    API's. None when the ``mcp`` extra is not installed."""
-    try:
-        from legato.mcp import create_mcp_server, mcp_http_app
-    except ImportError:
+    API's. Built on the first authorised request (:mod:`legato.server._mcp_mount`).
+    None when the ``mcp`` extra is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("mcp") is None:
         return None
     from starlette.routing import Route
 
-    from legato.server._auth import request_principal
     from legato.server._mcp_guard import McpGuard
+    from legato.server._mcp_mount import McpOnDemand
 
-    server = create_mcp_server(store, pipelines=pipelines, subscribers=subscribers, identify=request_principal)
-    mcp_http_app(server)  # creates the server's session manager, run by the lifespan
-    guard = McpGuard(
-        server.session_manager.handle_request,
-        "runs:write",
-        max_sessions=server.session_manager.max_sessions or 10_000,
-        sessions_per_key=settings.mcp_sessions_per_key,
-    )
+    def build() -> MCPServer[Any]:
+        from legato.mcp import create_mcp_server, mcp_http_app
+        from legato.server._auth import request_principal
+
+        server = create_mcp_server(store, pipelines=pipelines, subscribers=subscribers, identify=request_principal)
+        mcp_http_app(server)  # creates the server's session manager, run by McpOnDemand.run
+        guard.max_sessions = server.session_manager.max_sessions or 10_000  # no session exists before this
+        return server
+
+    on_demand = McpOnDemand(build)
+    guard = McpGuard(on_demand, "runs:write", sessions_per_key=settings.mcp_sessions_per_key)
     app.router.routes.append(Route("/mcp", endpoint=guard, include_in_schema=False))
-    return server
+    return on_demand
 
 
 def _store(settings: ServerSettings, config: LegatoConfig) -> RunStore:
@@ -311,14 +316,14 @@ def create_app(
                     run_subscribers=[*_run_subscribers(), live],
                 )
             )
-            if mcp is not None:
-                await stack.enter_async_context(mcp.session_manager.run())
             app.state.gateway = gw
             admission: Admission | None = app.state.load.admission
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tg.cancel_scope.cancel)  # unwound first: the task group then exits at once
+            if mcp is not None:
+                tg.start_soon(mcp.run)
             if admission is not None:
-                tg = await stack.enter_async_context(anyio.create_task_group())
                 tg.start_soon(admission.watch_loop)
-                stack.callback(tg.cancel_scope.cancel)  # unwound first: the task group then exits at once
             with drain_on_signals(app.state.load, delay_s=settings.drain_delay_s):
                 yield _early_answer(app.state.load, gw)
 

@@ -19,7 +19,8 @@ unwrapped in a process-wide keyring (ids are random, so stores never collide), a
 :func:`unseal` looks them up. A value whose data key could not be unwrapped raises
 :class:`~legato.errors.EncryptionKeyError` naming the key reference, never returns
 garbage. The primitives are the ``cryptography`` package's AESGCM; only the
-framing above is ours.
+framing above is ours. ``cryptography`` is imported by the functions that encrypt or
+decrypt (about 8 MB of memory), so a store without encryption never loads it.
 """
 
 from __future__ import annotations
@@ -32,9 +33,7 @@ import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from typing import TYPE_CHECKING
 
 from legato.errors import ConfigError, EncryptionKeyError
 
@@ -51,6 +50,9 @@ __all__ = [
     "unwrap",
     "wrap",
 ]
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 PREFIX = "legato:enc:v1:"
 _NONCE = 12
@@ -108,15 +110,23 @@ def new_key_text() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
+def _aesgcm(key: bytes) -> AESGCM:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(key)
+
+
 def wrap(kek: Kek, dek_id: str, dek: bytes) -> str:
     nonce = secrets.token_bytes(_NONCE)
-    return base64.b64encode(nonce + AESGCM(kek.key).encrypt(nonce, dek, dek_id.encode())).decode("ascii")
+    return base64.b64encode(nonce + _aesgcm(kek.key).encrypt(nonce, dek, dek_id.encode())).decode("ascii")
 
 
 def unwrap(kek: Kek, dek_id: str, wrapped: str) -> bytes:
+    from cryptography.exceptions import InvalidTag
+
     blob = base64.b64decode(wrapped)
     try:
-        return AESGCM(kek.key).decrypt(blob[:_NONCE], blob[_NONCE:], dek_id.encode())
+        return _aesgcm(kek.key).decrypt(blob[:_NONCE], blob[_NONCE:], dek_id.encode())
     except InvalidTag:
         raise EncryptionKeyError(
             f"store encryption key {kek.ref} (id {kek.id}) does not unwrap data key {dek_id}: "
@@ -130,7 +140,7 @@ class Sealer:
 
     def __init__(self, dek_id: str, dek: bytes) -> None:
         self.dek_id = dek_id
-        self._aead = AESGCM(dek)
+        self._aead = _aesgcm(dek)
         self._aad = dek_id.encode()
 
     def seal(self, text: str) -> str:
@@ -139,6 +149,8 @@ class Sealer:
         return f"{PREFIX}{self.dek_id}:{base64.b64encode(nonce + sealed).decode('ascii')}"
 
     def open(self, body: str) -> str:
+        from cryptography.exceptions import InvalidTag
+
         blob = base64.b64decode(body)
         try:
             plain = self._aead.decrypt(blob[:_NONCE], blob[_NONCE:], self._aad)
