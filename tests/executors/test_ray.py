@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -146,6 +147,7 @@ STEPS = """
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 
 def items(n: int) -> list[int]:
@@ -438,3 +440,55 @@ def test_a_cycle_body_runs_its_steps_on_the_executor(ray_cluster: Cluster, tmp_p
     assert (out["status"], out["text"]) == ("succeeded", "tea++")
     assert out["until"] == [out["driver"]] * 3  # three iterations, each judged in the driver
     assert out["driver"] not in out["steps"]  # the body's steps ran in Ray workers
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_model_calls_made_in_workers_are_recorded_with_the_run(ray_cluster: Cluster, tmp_path: Path) -> None:
+    """An ``llm:`` map runs its calls in Ray workers; each call reaches the run store's
+    model-call view (model, tokens, prompt, answer) under its step and item, as it does
+    on the local executor."""
+    from legato.store import RunStore, run_calls
+    from legato.testing import FakeProvider
+
+    with FakeProvider(seed=0).in_thread() as fake:  # answers each prompt with its own words
+        (tmp_path / "legato.yaml").write_text(
+            f"models:\n  labeler:\n    provider: openai\n    model: gpt-4o-mini\n"
+            f"    base_url: {fake.openai_base_url}\n    api_key: env:RAY_TEST_FAKE_KEY\n"
+        )
+        (tmp_path / "labels.yaml").write_text(
+            textwrap.dedent(
+                f"""\
+                name: labels
+                executor: ray
+                executor_options:
+                  address: '{ray_cluster.address}'
+                  runtime_env: {{env_vars: {{RAY_TEST_FAKE_KEY: sk-fake}}}}  # the workers' copy of the secret
+                inputs:
+                  texts: {{type: array}}
+                steps:
+                  label:
+                    llm: labeler
+                    prompt: ${{inputs.texts}}
+                    map: prompt
+                """
+            )
+        )
+        db = f"sqlite:///{tmp_path / 'runs.db'}"
+        done = subprocess.run(
+            [LEGATO, "run", "labels.yaml", "--json", "--database-url", db, "--input", 'texts=["a", "b", "c"]'],
+            cwd=tmp_path, env={**ray_cluster.env, "RAY_TEST_FAKE_KEY": "sk-fake"}, capture_output=True, text=True,
+            timeout=240,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        run_id = json.loads(done.stdout)["run_id"]
+
+    async def calls() -> list[Any]:
+        async with RunStore(db) as store:
+            return await run_calls(store, run_id)
+
+    rows = anyio.run(calls)
+    assert sorted(r.item for r in rows) == [0, 1, 2]
+    assert {(r.step, r.model, r.ok) for r in rows} == {("label", "labeler", True)}
+    assert all(r.input_tokens and r.output_tokens for r in rows)
+    assert sorted(r.detail["answer"] for r in rows) == ["a", "b", "c"]

@@ -34,7 +34,7 @@ from legato.engine._executor import (
     run_in_process,
 )
 from legato.engine._flow import Cycle, CycleLimitReached, Switch, SwitchNoMatch
-from legato.engine._journal import StepJournal, journal_key, model_call_sink, step_journal
+from legato.engine._journal import StepJournal, captured_model_calls, journal_key, model_call_sink, step_journal
 from legato.engine._pipeline import FailurePolicy, Pipeline
 from legato.engine._plan import Plan
 from legato.engine._resources import RunResources, run_resources
@@ -89,6 +89,7 @@ __all__ = [
     "WaitKind",
     "answer_problem",
     "cache_key",
+    "captured_model_calls",
     "current_step",
     "executor_names",
     "journal_key",

@@ -11,6 +11,11 @@ resumed run was given (``Pipeline.run(journals=...)``, which the run store fills
 
 Entries must be values the run store can encode (plain JSON is best). Outside a run,
 and in steps an executor runs in another process, there is no journal (``None``).
+
+Model calls a step makes are reported through :func:`model_call_sink`. In another
+process (a Ray worker) there is no run to report to, so the executor wraps the step in
+:func:`captured_model_calls` there and hands the calls to the run's sink in the driver
+with the step's result.
 """
 
 from __future__ import annotations
@@ -18,13 +23,14 @@ from __future__ import annotations
 import contextvars
 import copy
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from legato.engine._context import _current as _step_var
 from legato.engine._events import Event, ModelCalled, StepProgress
 
-__all__ = ["StepJournal", "journal_key", "model_call_sink", "step_journal"]
+__all__ = ["StepJournal", "captured_model_calls", "journal_key", "model_call_sink", "step_journal"]
 
 
 def journal_key(step: str, index: int | None = None) -> str:
@@ -93,10 +99,34 @@ def step_journal() -> StepJournal | None:
     return StepJournal(run, ctx.step, ctx.index)
 
 
+_captured: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar(
+    "legato_captured_calls", default=None
+)
+
+
+@contextmanager
+def captured_model_calls() -> Iterator[list[dict[str, Any]]]:
+    """Keep the model calls reported in this context in the list it yields, instead of
+    publishing them (for a step running away from its run; see the module docstring)."""
+    calls: list[dict[str, Any]] = []
+    token = _captured.set(calls)
+    try:
+        yield calls
+    finally:
+        _captured.reset(token)
+
+
 def model_call_sink() -> Callable[[Mapping[str, Any]], Awaitable[None]] | None:
     """Where the step attempt running this code reports its model calls (each published
     as :class:`ModelCalled` and awaited), or None when nobody listens (outside a run, or a
     run without subscribers)."""
+    captured = _captured.get()
+    if captured is not None:
+
+        async def keep(call: Mapping[str, Any]) -> None:
+            captured.append(dict(call))
+
+        return keep
     run = _journals.get()
     ctx = _step_var.get()
     if run is None or ctx is None or run.emit is None:

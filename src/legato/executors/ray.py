@@ -23,7 +23,11 @@ a step's function runs:
 - **Resources**: a step's ``resources`` (``num_cpus``, ``num_gpus``, ``memory`` in
   bytes or with a unit such as ``"2GiB"``, custom resources) become Ray's options.
 - **Accounting**: model calls made inside a worker are recorded on a ledger there
-  and replayed on the step's ledger here, so costs and tokens reach the run.
+  and replayed on the step's ledger here, so costs and tokens reach the run; the
+  calls' records (model, deployment, timings, prompt and answer) are kept there too
+  and reported to the run here, so the run store's model-call view shows them. Both
+  come back with the step's result: the calls of an attempt that failed in a worker
+  are not recorded.
 
 ``import legato`` never imports Ray; this module imports it when an executor is
 first used.
@@ -46,7 +50,7 @@ from typing import Any, cast
 import anyio
 import anyio.to_thread
 
-from legato.engine import StepCall, StepContext
+from legato.engine import StepCall, StepContext, captured_model_calls, model_call_sink
 from legato.engine._context import _reset_step, _set_step
 from legato.errors import ConfigError, ExecutorError, WorkerLost
 from legato.ledger import CallRecord, Ledger, current_ledger, use_ledger
@@ -83,23 +87,27 @@ class _CapturingLedger(Ledger):
         super().record(call)
 
 
+Accounts = tuple[list[CallRecord], list[dict[str, Any]]]
+"""What a worker hands back with a step's result: its ledger records and its model calls."""
+
+
 def _execute(
     fn: Callable[..., Any], is_async: bool, kwargs: dict[str, Any], ctx: StepContext | None
-) -> tuple[Any, list[CallRecord]]:
+) -> tuple[Any, Accounts]:
     ledger = _CapturingLedger()
     token = _set_step(ctx) if ctx is not None else None
     try:
-        with use_ledger(ledger):
+        with use_ledger(ledger), captured_model_calls() as calls:
             result = asyncio.run(fn(**kwargs)) if is_async else fn(**kwargs)
     finally:
         if token is not None:
             _reset_step(token)
-    return result, ledger.records
+    return result, (ledger.records, calls)
 
 
 def _run_task(
     fn: Callable[..., Any], is_async: bool, names: list[str], ctx: StepContext | None, *values: Any
-) -> tuple[Any, list[CallRecord]]:
+) -> tuple[Any, Accounts]:
     """The body of every Ray task: arguments arrive resolved (object refs fetched)."""
     return _execute(fn, is_async, dict(zip(names, values, strict=True)), ctx)
 
@@ -114,11 +122,11 @@ class _StepActor:
         if callable(warm_up):
             warm_up()
 
-    async def call(self, names: list[str], ctx: StepContext | None, *values: Any) -> tuple[Any, list[CallRecord]]:
+    async def call(self, names: list[str], ctx: StepContext | None, *values: Any) -> tuple[Any, Accounts]:
         ledger = _CapturingLedger()
         token = _set_step(ctx) if ctx is not None else None
         try:
-            with use_ledger(ledger):
+            with use_ledger(ledger), captured_model_calls() as calls:
                 kwargs = dict(zip(names, values, strict=True))
                 result = self.fn(**kwargs)
                 if asyncio.iscoroutine(result):
@@ -126,7 +134,7 @@ class _StepActor:
         finally:
             if token is not None:
                 _reset_step(token)
-        return result, ledger.records
+        return result, (ledger.records, calls)
 
 
 def _on_loopback(address: str | None) -> bool:
@@ -301,7 +309,7 @@ class RayExecutor:
             self._refs.popitem(last=False)
 
     def _submit(self, call: StepCall) -> tuple[Any, Any]:
-        """Submit the step; returns the object refs of (result, ledger records)."""
+        """Submit the step; returns the object refs of (result, its :data:`Accounts`)."""
         ray = self._ensure_ray()
         names, values = self._arguments(ray, call.kwargs)
         ctx = StepContext(call.run_id, call.pipeline, call.step, call.attempt, call.index)
@@ -316,12 +324,12 @@ class RayExecutor:
 
     async def run_step(self, call: StepCall) -> Any:
         if self._remote_task is None:  # first use: ray.init blocks for seconds
-            ref, records_ref = await anyio.to_thread.run_sync(self._submit, call)
+            ref, accounts_ref = await anyio.to_thread.run_sync(self._submit, call)
         else:
-            ref, records_ref = self._submit(call)
+            ref, accounts_ref = self._submit(call)
         try:
             result = await ref
-            records = await records_ref
+            records, calls = await accounts_ref
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._cancel, ref)
@@ -332,6 +340,10 @@ class RayExecutor:
         if ledger is not None:
             for record in records:
                 ledger.record(record)
+        sink = model_call_sink()
+        if sink is not None:
+            for made in calls:
+                await sink(made)
         self._remember(result, ref)
         return result
 
