@@ -3,13 +3,16 @@ drain 503, health and readiness, error bodies always JSON in the client's format
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import anyio
 import httpx
 import pytest
 
-from legato.server import create_app
+from legato.providers import ChatRequest, PythonModel
+from legato.server import MappingCatalog, create_app
 from legato.testing import FakeProvider, Reply
 
 from .conftest import Running, catalog_for, gateway_settings, serve_in_thread
@@ -204,3 +207,32 @@ def test_upstream_timeout_is_504(tmp_path_factory: pytest.TempPathFactory) -> No
                     "type": "error",
                     "error": {"type": "timeout_error", "message": "the model did not answer within 0.3s"},
                 }
+
+
+async def _one_word_then_stall(request: ChatRequest) -> AsyncIterator[str]:
+    yield "one "
+    await anyio.sleep(30)
+    yield "never"
+
+
+def test_a_stream_that_stalls_ends_with_a_timeout_event(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The per-chunk deadline: the client keeps what came and gets the timeout in its own format."""
+    catalog = MappingCatalog({"stalls": PythonModel(_one_word_then_stall)})
+    settings = gateway_settings(tmp_path_factory.mktemp("stall"), upstream_timeout_s=0.3)
+    with serve_in_thread(create_app(settings, catalog=catalog)) as url:
+        headers = {"Authorization": "Bearer mk-test-master-key-0123456789"}
+        with httpx.Client(base_url=url, headers=headers, timeout=30) as c:
+            body = {"model": "stalls", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+            r = c.post("/v1/chat/completions", json=body)
+            assert r.status_code == 200
+            events = [line.removeprefix("data: ") for line in r.text.split("\n\n") if line]
+            assert json.loads(events[1])["choices"][0]["delta"] == {"content": "one "}
+            assert json.loads(events[-1])["error"]["code"] == "upstream_timeout"
+            r = c.post("/v1/messages", json={**body, "max_tokens": 5})
+            assert r.status_code == 200
+            last = r.text.rstrip("\n").rsplit("\n\n", 1)[-1]
+            assert last == (
+                "event: error\ndata: "
+                '{"type":"error","error":{"type":"timeout_error","message":"the model did not answer within 0.3s"}}'
+            )
+            assert '"text_delta","text":"one "' in r.text

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 
+from legato.errors import ModelError
 from legato.providers import (
     ChatChunk,
     ChatRequest,
@@ -28,6 +29,8 @@ from legato.providers import (
     Usage,
 )
 from legato.server._body import WireModel
+from legato.server._errors import from_exception
+from legato.server._streams import json_text
 
 __all__ = [
     "CountTokensRequest",
@@ -271,7 +274,10 @@ def event(name: str, data: dict[str, Any]) -> bytes:
 
 
 class StreamWriter:
-    """Turns legato chunks into the Messages SSE event sequence."""
+    """Turns legato chunks into the Messages SSE event sequence.
+
+    A text delta in the open text block costs one JSON string escape between bytes
+    built when the block opened."""
 
     def __init__(self, model: str) -> None:
         self.model = model
@@ -280,6 +286,7 @@ class StreamWriter:
         self._kind: str | None = None  # "text" or "tool:<legato index>"
         self._next = 0
         self._had_tools = False
+        self._text_head = b""  # a text_delta event of the open block, up to its text
 
     def start(self) -> bytes:
         msg: dict[str, Any] = {
@@ -314,16 +321,15 @@ class StreamWriter:
     def chunk(self, chunk: ChatChunk) -> bytes:
         out = b""
         if chunk.text:
-            out += self._switch("text", {"type": "text", "text": ""})
-            out += event(
-                "content_block_delta",
-                {
-                    "type": "content_block_delta",
-                    "index": self._open,
-                    "delta": {"type": "text_delta", "text": chunk.text},
-                },
-            )
-        for d in chunk.tool_calls or []:
+            if self._kind != "text":
+                out += self._switch("text", {"type": "text", "text": ""})
+                self._text_head = (
+                    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+                    + str(self._open).encode()
+                    + b',"delta":{"type":"text_delta","text":'
+                )
+            out += self._text_head + json_text(chunk.text) + b"}}\n\n"
+        for d in chunk.tool_calls or ():
             self._had_tools = True
             kind = f"tool:{d.index}"
             if self._kind != kind:
@@ -357,3 +363,6 @@ class StreamWriter:
             },
         )
         return out + event("message_stop", {"type": "message_stop"})
+
+    def error(self, exc: ModelError) -> bytes:
+        return event("error", from_exception(exc).body(anthropic=True))

@@ -16,26 +16,26 @@ client's format (OpenAI ``data: {"error": ...}``, Anthropic ``event: error``).
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
-from legato.errors import ModelError, ProviderTimeout, URLNotAllowed
-from legato.providers import ChatChunk, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Model, Usage
+from legato.errors import ModelError, URLNotAllowed
+from legato.providers import ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Model, Usage
 from legato.server import _anthropic_wire as aw
 from legato.server import _openai_wire as ow
 from legato.server._access import Exchange, exchange
 from legato.server._auth import check_model, require
 from legato.server._body import StrictJSONRoute
-from legato.server._errors import GatewayError, error_responses, from_exception
+from legato.server._errors import GatewayError, error_responses
 from legato.server._keys import ApiKey
 from legato.server._limits import Admission
 from legato.server._state import Gateway
+from legato.server._streams import EventStream, Upstream, upstream_timeout
 
 __all__ = ["router"]
 
@@ -80,7 +80,7 @@ async def _upstream(call: Awaitable[T], timeout: float) -> T:
     except TimeoutError as exc:
         if isinstance(exc, ModelError):
             raise
-        raise ProviderTimeout(f"the model did not answer within {timeout:g}s") from exc
+        raise upstream_timeout(timeout) from exc
 
 
 def _note_model(request: Request, model: str) -> Exchange | None:
@@ -162,56 +162,14 @@ async def _call(gw: Gateway, admission: Admission, name: str, call: Awaitable[R]
     return resp
 
 
-class _Upstream:
-    """A started stream: the first chunk already in hand, the rest pulled with a per-chunk timeout."""
-
-    def __init__(
-        self, gw: Gateway, admission: Admission, name: str, it: AsyncIterator[ChatChunk], ex: Exchange | None
-    ) -> None:
-        self.gw, self.admission, self.name, self.it, self.ex = gw, admission, name, it, ex
-        self.usage: Usage | None = None
-        self.cost: float | None = None
-        self.finish: str | None = None
-        self.first: ChatChunk | None = None
-
-    async def start(self) -> None:
-        self.first = await self._next()
-
-    async def _next(self) -> ChatChunk | None:
-        try:
-            return await _upstream(self.it.__anext__(), self.gw.settings.upstream_timeout_s)
-        except StopAsyncIteration:
-            return None
-
-    async def chunks(self) -> AsyncIterator[ChatChunk]:
-        chunk = self.first
-        while chunk is not None:
-            if chunk.usage is not None:
-                self.usage = chunk.usage
-            if chunk.cost is not None:
-                self.cost = chunk.cost
-            if chunk.finish_reason is not None:
-                self.finish = chunk.finish_reason
-            yield chunk
-            chunk = await self._next()
-
-    async def close(self) -> None:
-        aclose = getattr(self.it, "aclose", None)
-        with anyio.CancelScope(shield=True):
-            if aclose is not None:
-                await aclose()
-            await _settle(self.gw, self.admission, self.name, self.usage or Usage(), self.cost, self.ex)
-
-
 async def _start_stream(
     gw: Gateway, admission: Admission, model: Model, name: str, request: ChatRequest, ex: Exchange | None
-) -> _Upstream:
-    up = _Upstream(gw, admission, name, aiter(model.stream(request)), ex)
-    try:
-        await up.start()
-    except BaseException:
-        await up.close()
-        raise
+) -> Upstream:
+    async def settle(usage: Usage, cost: float | None) -> None:
+        await _settle(gw, admission, name, usage, cost, ex)
+
+    up = Upstream(aiter(model.stream(request)), gw.settings.upstream_timeout_s, settle)
+    await up.start()
     return up
 
 
@@ -255,32 +213,7 @@ async def _chat_completions(body: ow.ChatCompletionRequest, request: Request, ke
         return json_response(ow.completion(resp, body.model))
     up = await _start_stream(gw, admission, model, body.model, creq, ex)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return StreamingResponse(
-        _openai_events(up, body.model, include_usage), media_type="text/event-stream", headers=_SSE_HEADERS
-    )
-
-
-async def _openai_events(up: _Upstream, model: str, include_usage: bool) -> AsyncIterator[bytes]:
-    cid, created = ow.new_id(), int(time.time())
-    had_tools = False
-    try:
-        yield ow.completion_chunk(cid, created, model, {"role": "assistant", "content": ""}, None)
-        try:
-            async for chunk in up.chunks():
-                delta = ow.chunk_delta(chunk)
-                had_tools = had_tools or bool(chunk.tool_calls)
-                if delta:
-                    yield ow.completion_chunk(cid, created, model, delta, None)
-        except ModelError as exc:
-            err = from_exception(exc)
-            yield b"data: " + json.dumps(err.body(anthropic=False), separators=(",", ":")).encode() + b"\n\n"
-            return
-        yield ow.completion_chunk(cid, created, model, {}, ow.finish_reason(up.finish, had_tools))
-        if include_usage:
-            yield ow.completion_chunk(cid, created, model, {}, None, ow.usage(up.usage or Usage()))
-        yield b"data: [DONE]\n\n"
-    finally:
-        await up.close()
+    return EventStream(up, ow.ChunkWriter(body.model, include_usage), _SSE_HEADERS)
 
 
 @router.post("/v1/messages", tags=["Anthropic"], responses=_ERRORS, summary="Create a message (Anthropic format)")
@@ -305,24 +238,7 @@ async def _messages(body: aw.MessagesRequest, request: Request, key: ApiKey) -> 
         resp = await _call(gw, admission, body.model, model.chat(creq), ex)
         return json_response(aw.message(resp, body.model))
     up = await _start_stream(gw, admission, model, body.model, creq, ex)
-    return StreamingResponse(_anthropic_events(up, body.model), media_type="text/event-stream", headers=_SSE_HEADERS)
-
-
-async def _anthropic_events(up: _Upstream, model: str) -> AsyncIterator[bytes]:
-    writer = aw.StreamWriter(model)
-    try:
-        yield writer.start()
-        try:
-            async for chunk in up.chunks():
-                out = writer.chunk(chunk)
-                if out:
-                    yield out
-        except ModelError as exc:
-            yield aw.event("error", from_exception(exc).body(anthropic=True))
-            return
-        yield writer.finish(up.finish, up.usage)
-    finally:
-        await up.close()
+    return EventStream(up, aw.StreamWriter(body.model), _SSE_HEADERS)
 
 
 @router.post("/v1/embeddings", tags=["OpenAI"], responses=_ERRORS, summary="Embeddings (OpenAI format)")

@@ -2,8 +2,8 @@
 
 Requests are pydantic models (they make the OpenAPI spec and validate input with
 messages that name the field); :func:`chat_request` turns one into legato's
-:class:`~legato.providers.ChatRequest`, and the ``completion*`` functions turn
-legato's responses and chunks back into OpenAI JSON. This is the server side of the
+:class:`~legato.providers.ChatRequest`, :func:`completion` and :class:`ChunkWriter` turn
+legato's responses and chunks back into OpenAI JSON and events. This is the server side of the
 format: the provider adapters hold the client side (the opposite direction), so the
 two mappings share no code.
 """
@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, model_validator
 from pydantic.config import JsonDict
 
+from legato.errors import ModelError
 from legato.providers import (
     ChatChunk,
     ChatRequest,
@@ -35,15 +36,17 @@ from legato.providers import (
     Usage,
 )
 from legato.server._body import WireModel
+from legato.server._errors import from_exception
+from legato.server._streams import json_text
 
 MAX_INPUTS = 2048  # texts in one embeddings request
 
 __all__ = [
     "ChatCompletionRequest",
+    "ChunkWriter",
     "EmbeddingRequest",
     "chat_request",
     "completion",
-    "completion_chunk",
     "embeddings",
     "image_urls",
 ]
@@ -319,19 +322,8 @@ def completion(resp: ChatResponse, model: str) -> dict[str, Any]:
     }
 
 
-def completion_chunk(
-    cid: str, created: int, model: str, delta: dict[str, Any], finish: str | None, usage_: dict[str, Any] | None = None
-) -> bytes:
-    chunk: dict[str, Any] = {
-        "id": cid,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}] if delta or finish else [],
-    }
-    if usage_ is not None:
-        chunk["usage"] = usage_
-    return b"data: " + json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+def _dumps(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def chunk_delta(chunk: ChatChunk) -> dict[str, Any]:
@@ -352,6 +344,55 @@ def chunk_delta(chunk: ChatChunk) -> dict[str, Any]:
             calls.append(call)
         delta["tool_calls"] = calls
     return delta
+
+
+class ChunkWriter:
+    """Turns legato chunks into ``chat.completion.chunk`` events (``data: {...}``).
+
+    The id, creation time and model of a stream are encoded once: a text chunk costs
+    one JSON string escape between pre-built bytes. The first event carries the role,
+    the last ones the finish reason, the usage (with ``stream_options.include_usage``)
+    and ``[DONE]``.
+    """
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self._head = b"".join(
+            (
+                b'data: {"id":',
+                json_text(new_id()),
+                b',"object":"chat.completion.chunk","created":',
+                str(int(time.time())).encode(),
+                b',"model":',
+                json_text(model),
+                b',"choices":',
+            )
+        )
+        self._text = self._head + b'[{"index":0,"delta":{"content":'
+        self.include_usage = include_usage
+        self._had_tools = False
+
+    def _event(self, delta: bytes, finish: bytes = b"null") -> bytes:
+        return self._head + b'[{"index":0,"delta":' + delta + b',"finish_reason":' + finish + b',"logprobs":null}]}\n\n'
+
+    def start(self) -> bytes:
+        return self._event(b'{"role":"assistant","content":""}')
+
+    def chunk(self, chunk: ChatChunk) -> bytes:
+        if chunk.tool_calls:
+            self._had_tools = True
+            return self._event(_dumps(chunk_delta(chunk)))
+        if chunk.text:
+            return self._text + json_text(chunk.text) + b'},"finish_reason":null,"logprobs":null}]}\n\n'
+        return b""
+
+    def finish(self, reason: str | None, usage_: Usage | None) -> bytes:
+        out = self._event(b"{}", json_text(finish_reason(reason, self._had_tools)))
+        if self.include_usage:
+            out += self._head + b'[],"usage":' + _dumps(usage(usage_ or Usage())) + b"}\n\n"
+        return out + b"data: [DONE]\n\n"
+
+    def error(self, exc: ModelError) -> bytes:
+        return b"data: " + _dumps(from_exception(exc).body(anthropic=False)) + b"\n\n"
 
 
 def _base64_floats(vector: list[float]) -> str:
