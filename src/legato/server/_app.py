@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
 
     from legato.engine import Pipeline, Subscriber
     from legato.server._mcp_mount import McpOnDemand
-    from legato.server.ui import LiveEvents
+    from legato.server.ui import DashboardSources, LiveEvents
     from legato.store import RunStore
 
 __all__ = ["create_app", "open_gateway"]
@@ -70,9 +72,7 @@ async def open_gateway(
     ``store`` (a :class:`legato.store.RunStore`, not yet open) and ``pipelines`` are
     built from the settings and config when not given."""
     from legato.routing import aclose_shared_groups
-    from legato.server._retention import RetentionTask
-    from legato.server._runs import RunsService, load_pipelines
-    from legato.store import QueuesSection, RetentionConfig, SchedulesSection
+    from legato.server._runs import load_pipelines
 
     config = config or LegatoConfig()
     if pipelines is None:
@@ -83,75 +83,109 @@ async def open_gateway(
         await store.open()
         stack.push_async_callback(store.aclose)
         stack.push_async_callback(aclose_shared_groups)  # the pools pipelines' groups opened on this loop
-        engine = store.engine
-        redis: Redis | None = None
-        keys = KeyStore(engine, cache_ttl_s=settings.key_cache_ttl_s)
-        if settings.redis_url:
-            from redis.asyncio import Redis
-
-            timeout = settings.redis_timeout_s
-            redis = Redis.from_url(settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
-            stack.push_async_callback(redis.aclose)
-            counters: MemoryCounters | RedisCounters = RedisCounters(redis)
-            budgets: BudgetStore = RedisBudgetStore(
-                client=redis, prefix=f"{settings.redis_prefix}budget:", on_unavailable=settings.limits_failure_mode
-            )
-            channel = channel_for(settings.redis_prefix)
-            revocations = Revocations(settings.redis_url, channel, keys, publisher=redis, connect_timeout_s=timeout)
-            keys.on_change = revocations.publish
-        else:
-            counters, budgets, revocations = MemoryCounters(), MemoryBudgetStore(), None
+        keys = KeyStore(store.engine, cache_ttl_s=settings.key_cache_ttl_s)
+        shared = _shared_state(settings, keys, stack)
         if catalog is None:
             catalog = catalog_from_config(config, settings.models, sealing=store.cache_sealing())
         stack.push_async_callback(catalog.aclose)
-        spend = SpendRecorder(engine)
-        calls = CallRecorder(store)
-        master = settings.master_key.get_secret_value() if settings.master_key else None
-        runs = RunsService(
-            store,
-            pipelines,
-            subscribers=run_subscribers,
-            execute=settings.execute_runs,
-            queues=config.section("queues", QueuesSection),
-            schedules=config.section("schedules", SchedulesSection),
-        )
-        gw = Gateway(
-            settings=settings,
-            catalog=catalog,
-            keys=keys,
-            auth=Authenticator(keys, master),
-            limiter=KeyLimiter(
-                counters,
-                budgets,
-                prefix=settings.redis_prefix,
-                seed=keys.spend_since,
-                failure_mode=settings.limits_failure_mode,
-                budget_wait_s=settings.budget_wait_s,
-            ),
-            spend=spend,
-            ssrf=SSRFPolicy(settings.ssrf),
-            audit=AuditLog(engine),
-            engine=engine,
-            runs=runs,
-            calls=calls,
-            redis=redis,
-        )
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(spend.run)
-            tg.start_soon(calls.run)
-            tg.start_soon(RetentionTask(store, config.section("retention", RetentionConfig)).run)
-            if revocations is not None:
-                tg.start_soon(revocations.listen)
-            await tg.start(runs.serve)
-            try:
-                yield gw
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await runs.drain(settings.drain_timeout_s)
-                tg.cancel_scope.cancel()
-        with anyio.CancelScope(shield=True):
-            await spend.flush()
-            await calls.flush()
+        gw = _assemble(settings, config, store, pipelines, catalog, keys, shared, run_subscribers)
+        async with _background_tasks(gw, store, config, shared.revocations):
+            yield gw
+
+
+@dataclass(frozen=True, slots=True)
+class _SharedState:
+    """Where replicas share counters, budgets and key revocations: Redis when
+    configured, else this process's memory (no revocations to hear of)."""
+
+    redis: Redis | None
+    counters: MemoryCounters | RedisCounters
+    budgets: BudgetStore
+    revocations: Revocations | None
+
+
+def _shared_state(settings: ServerSettings, keys: KeyStore, stack: AsyncExitStack) -> _SharedState:
+    if not settings.redis_url:
+        return _SharedState(None, MemoryCounters(), MemoryBudgetStore(), None)
+    from redis.asyncio import Redis
+
+    timeout = settings.redis_timeout_s
+    redis = Redis.from_url(settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    stack.push_async_callback(redis.aclose)
+    budgets = RedisBudgetStore(
+        client=redis, prefix=f"{settings.redis_prefix}budget:", on_unavailable=settings.limits_failure_mode
+    )
+    channel = channel_for(settings.redis_prefix)
+    revocations = Revocations(settings.redis_url, channel, keys, publisher=redis, connect_timeout_s=timeout)
+    keys.on_change = revocations.publish
+    return _SharedState(redis, RedisCounters(redis), budgets, revocations)
+
+
+def _assemble(
+    settings: ServerSettings,
+    config: LegatoConfig,
+    store: RunStore,
+    pipelines: dict[str, Pipeline],
+    catalog: ModelCatalog,
+    keys: KeyStore,
+    shared: _SharedState,
+    run_subscribers: list[Subscriber] | None,
+) -> Gateway:
+    """The gateway's parts over an open store (nothing started yet)."""
+    from legato.server._runs import RunsService
+    from legato.store import QueuesSection, SchedulesSection
+
+    engine = store.engine
+    master = settings.master_key.get_secret_value() if settings.master_key else None
+    limiter = KeyLimiter(
+        shared.counters,
+        shared.budgets,
+        prefix=settings.redis_prefix,
+        seed=keys.spend_since,
+        failure_mode=settings.limits_failure_mode,
+        budget_wait_s=settings.budget_wait_s,
+    )
+    runs = RunsService(
+        store,
+        pipelines,
+        subscribers=run_subscribers,
+        execute=settings.execute_runs,
+        queues=config.section("queues", QueuesSection),
+        schedules=config.section("schedules", SchedulesSection),
+    )
+    return Gateway(
+        settings=settings, catalog=catalog, keys=keys, auth=Authenticator(keys, master), limiter=limiter,
+        spend=SpendRecorder(engine), ssrf=SSRFPolicy(settings.ssrf), audit=AuditLog(engine), engine=engine,
+        runs=runs, calls=CallRecorder(store), redis=shared.redis,
+    )  # fmt: skip
+
+
+@asynccontextmanager
+async def _background_tasks(
+    gw: Gateway, store: RunStore, config: LegatoConfig, revocations: Revocations | None
+) -> AsyncIterator[None]:
+    """The replica's background work, owned by one task group: spend and call records
+    flushed, retention, revocations heard, runs served. On exit the runs drain, then
+    the last records are written."""
+    from legato.server._retention import RetentionTask
+    from legato.store import RetentionConfig
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(gw.spend.run)
+        tg.start_soon(gw.calls.run)
+        tg.start_soon(RetentionTask(store, config.section("retention", RetentionConfig)).run)
+        if revocations is not None:
+            tg.start_soon(revocations.listen)
+        await tg.start(gw.runs.serve)
+        try:
+            yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                await gw.runs.drain(gw.settings.drain_timeout_s)
+            tg.cancel_scope.cancel()
+    with anyio.CancelScope(shield=True):
+        await gw.spend.flush()
+        await gw.calls.flush()
 
 
 def _install_handlers(app: FastAPI) -> None:
@@ -179,66 +213,45 @@ def _install_handlers(app: FastAPI) -> None:
         return error_response(request, GatewayError(500, "internal", "internal error"))
 
 
-def _mount_dashboard(app: FastAPI, settings: ServerSettings) -> LiveEvents:
-    """The dashboard at ``/ui``, reading the same store and spend records as the API.
-    Returns its live-events subscriber (fed by the runs this replica executes)."""
-    from legato.server.ui import DashboardSources, LiveEvents, LoginThrottle, mount_dashboard, pipeline_graph
+def _dashboard_sources(gw: Gateway, live: LiveEvents) -> DashboardSources:
+    """What the dashboard at ``/ui`` reads from: the gateway's own store, keys, audit log,
+    spend records, models and runs service (its actions are the runs API's own)."""
+    from legato.server.ui import DashboardSources, LoginThrottle, pipeline_graph
 
-    def gw() -> Gateway:
-        gateway: Gateway = app.state.gateway
-        return gateway
+    runs, settings, dash = gw.runs, gw.settings, gw.settings.dashboard
 
-    def graph(name: str) -> Any:
-        pipeline = gw().runs.pipelines.get(name)
+    def graph(name: str) -> dict[str, list[str]] | None:
+        pipeline = runs.pipelines.get(name)
         return pipeline_graph(pipeline) if pipeline is not None else None
 
     async def spend(since_day: str | None) -> list[dict[str, Any]]:
-        await gw().spend.flush()
-        return await gw().keys.spend_report(since_day=since_day)
-
-    def pipelines() -> list[str]:
-        return sorted(gw().runs.pipelines)
+        await gw.spend.flush()
+        return await gw.keys.spend_report(since_day=since_day)
 
     def inputs(name: str) -> Any:
-        pipeline = gw().runs.pipelines.get(name)
+        pipeline = runs.pipelines.get(name)
         return pipeline.inputs if pipeline is not None else None
 
-    async def respond(record: Any, step: str, answer: Any, *, by: str) -> Any:
-        return await gw().runs.respond(record, step, answer, by=by)  # as POST .../steps/{step}/respond
-
-    async def resume(record: Any) -> Any:
-        return await gw().runs.resume(record)  # as POST /v1/runs/{id}/resume
-
-    async def rerun(record: Any, from_step: str, given: dict[str, Any], *, tenant: str) -> Any:
-        return await gw().runs.rerun(record, from_step, given, tenant=tenant)  # as POST /v1/runs/{id}/rerun
-
     async def start(name: str, given: dict[str, Any], tenant: str) -> Any:
-        record, _ = await gw().runs.start(name, given, tenant=tenant, idempotency_key=None)  # as POST .../runs
+        record, _ = await runs.start(name, given, tenant=tenant, idempotency_key=None)  # as POST .../runs
         return record
 
-    master = settings.master_key.get_secret_value() if settings.master_key else None
-    live = LiveEvents()
-
     async def cancel(run_id: str, by: str) -> Any:
-        return await gw().runs.cancel(run_id, by=by)  # a run this replica executes stops at once
-
-    async def schedules() -> list[Any]:
-        return await gw().runs.list_schedules()
+        return await runs.cancel(run_id, by=by)  # a run this replica executes stops at once
 
     async def pause_schedule(name: str, paused: bool, by: str) -> Any:
-        return await gw().runs.pause_schedule(name, paused, by=by)  # as POST /v1/schedules/{name}/pause|resume
+        return await runs.pause_schedule(name, paused, by=by)  # as POST /v1/schedules/{name}/pause|resume
 
-    dash = settings.dashboard
-    throttle = LoginThrottle(limit=dash.login_attempts, window_s=dash.login_window_s, redis=lambda: gw().redis,
+    master = settings.master_key.get_secret_value() if settings.master_key else None
+    throttle = LoginThrottle(limit=dash.login_attempts, window_s=dash.login_window_s, redis=lambda: gw.redis,
                              prefix=settings.redis_prefix)  # fmt: skip
-    sources = DashboardSources(
-        store=lambda: gw().runs.store, admin_key=master, keys=lambda: gw().keys, audit=lambda: gw().audit,
-        throttle=throttle, session_ttl_s=dash.session_ttl_s, graphs=graph, spend=spend, live=live, cancel=cancel,
-        pipelines=pipelines, inputs=inputs, start=start, respond=respond, rerun=rerun, resume=resume,
-        trace_url=dash.trace_url, schedules=schedules, pause_schedule=pause_schedule,
+    return DashboardSources(
+        store=runs.store, admin_key=master, keys=gw.keys, audit=gw.audit, throttle=throttle, models=gw.catalog,
+        session_ttl_s=dash.session_ttl_s, graphs=graph, spend=spend, live=live, cancel=cancel,
+        pipelines=sorted(runs.pipelines), inputs=inputs, start=start, respond=runs.respond, rerun=runs.rerun,
+        resume=runs.resume, trace_url=dash.trace_url, schedules=runs.list_schedules,
+        pause_schedule=pause_schedule,
     )  # fmt: skip
-    mount_dashboard(app, sources)
-    return live
 
 
 def _mount_mcp(
@@ -294,71 +307,82 @@ def create_app(
     catalog: ModelCatalog | None = None,
 ) -> FastAPI:
     """The gateway application. ``catalog`` replaces the models of ``legato.yaml`` (tests, embedding)."""
-    from legato.server import _admin, _gateway, _health, _retention, _runs, _schedules, _usage
+    from legato.server._runs import load_pipelines
+    from legato.server.ui import LiveEvents
 
     settings = settings or ServerSettings()
     config = config or LegatoConfig()
-    pipelines = _runs.load_pipelines(config)
+    pipelines = load_pipelines(config)
     store = _store(settings, config)  # opened by the lifespan
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        from legato.server._serve import drain_on_signals
-
-        async with AsyncExitStack() as stack:
-            gw = await stack.enter_async_context(
-                open_gateway(
-                    settings,
-                    config=config,
-                    catalog=catalog,
-                    store=store,
-                    pipelines=pipelines,
-                    run_subscribers=[*_run_subscribers(), live],
-                )
-            )
-            app.state.gateway = gw
-            admission: Admission | None = app.state.load.admission
-            tg = await stack.enter_async_context(anyio.create_task_group())
-            stack.callback(tg.cancel_scope.cancel)  # unwound first: the task group then exits at once
-            if mcp is not None:
-                tg.start_soon(mcp.run)
-            if admission is not None:
-                tg.start_soon(admission.watch_loop)
-            with drain_on_signals(app.state.load, delay_s=settings.drain_delay_s):
-                yield _early_answer(app.state.load, gw)
-
+    live = LiveEvents()  # the dashboard's view of the runs this replica executes
     app = FastAPI(
         title="legato gateway",
         version=__version__,
         description="OpenAI- and Anthropic-compatible model gateway, runs API and admin API.",
-        lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.load = _load(settings)
     app.openapi = _openapi_with_limits(app, settings)  # type: ignore[method-assign]
     _install_handlers(app)
-    app.include_router(_health.router)
-    app.include_router(_gateway.router)
-    app.include_router(_admin.router)
-    app.include_router(_runs.router)
-    app.include_router(_schedules.router)
-    app.include_router(_retention.router)
-    app.include_router(_usage.router)
-    live = _mount_dashboard(app, settings)
+    _include_routers(app)
     mcp = _mount_mcp(app, store, pipelines, [*_run_subscribers(), live], settings)
-    app.state.load = _load(settings)
+    gateway = partial(open_gateway, settings, config=config, catalog=catalog, store=store, pipelines=pipelines,
+                      run_subscribers=[*_run_subscribers(), live])  # fmt: skip
+    app.router.lifespan_context = _lifespan(gateway, live, mcp)
+    _add_middleware(app, settings)
+    return app
+
+
+def _include_routers(app: FastAPI) -> None:
+    """Every route module's router (each reads the gateway from the app's state), and
+    the dashboard's at ``/ui``."""
+    from legato.server import _admin, _gateway, _health, _retention, _runs, _schedules, _usage
+    from legato.server.ui import include_dashboard
+
+    for module in (_health, _gateway, _admin, _runs, _schedules, _retention, _usage):
+        app.include_router(module.router)
+    include_dashboard(app)
+
+
+def _lifespan(
+    gateway: Callable[[], AbstractAsyncContextManager[Gateway]], live: LiveEvents, mcp: McpOnDemand | None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[dict[str, Any]]]:
+    """Open the gateway (and the MCP sessions) and give the routes their state; on
+    shutdown, drain on the signals, then close in reverse order."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        from legato.server._serve import drain_on_signals
+        from legato.server.ui import serve_dashboard
+
+        load: Load = app.state.load
+        async with AsyncExitStack() as stack:
+            gw = await stack.enter_async_context(gateway())
+            app.state.gateway = gw
+            serve_dashboard(app, _dashboard_sources(gw, live))
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tg.cancel_scope.cancel)  # unwound first: the task group then exits at once
+            if mcp is not None:
+                tg.start_soon(mcp.run)
+            if load.admission is not None:
+                tg.start_soon(load.admission.watch_loop)
+            with drain_on_signals(load, delay_s=gw.settings.drain_delay_s):
+                yield _early_answer(load, gw)
+
+    return lifespan
+
+
+def _add_middleware(app: FastAPI, settings: ServerSettings) -> None:
+    from legato.observe import TraceMiddleware
+    from legato.server._access import AccessLog
 
     def auth() -> Authenticator:
         gw: Gateway = app.state.gateway
         return gw.auth
 
     app.add_middleware(Protection, load=app.state.load, auth=auth, throttle=_auth_throttle(app, settings))
-    from legato.server._access import AccessLog
-
     app.add_middleware(AccessLog)  # inside the span; outside everything that answers
-    from legato.observe import TraceMiddleware
-
     app.add_middleware(TraceMiddleware)  # outermost: refused requests are counted and traced too
-    return app
 
 
 def _auth_throttle(app: FastAPI, settings: ServerSettings) -> FailureThrottle | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
@@ -28,12 +28,12 @@ from legato.server._audit import AuditAction
 from legato.server._body import InvalidBody, parse_form, parse_json
 from legato.server._errors import GatewayError
 from legato.server.ui._access import Viewer, client_address, same_origin
+from legato.server.ui._dashboard import Dashboard, dashboard
 from legato.store import RunRecord, visible_run
 
-if TYPE_CHECKING:
-    from legato.server.ui._app import Dashboard
+__all__ = ["FormField", "form_fields", "parse_inputs", "router"]
 
-__all__ = ["FormField", "action_routes", "form_fields", "parse_inputs"]
+router = APIRouter()
 
 _KINDS = {"string": "text", "str": "text", "integer": "number", "int": "number", "number": "number",
           "float": "number", "boolean": "checkbox", "bool": "checkbox"}  # fmt: skip
@@ -94,146 +94,160 @@ def parse_inputs(fields: list[FormField], form: Mapping[str, list[str]]) -> dict
     return inputs
 
 
-def action_routes(router: APIRouter, d: Dashboard) -> None:
-    def fields_of(name: str) -> list[FormField] | None:
-        inputs = d.sources.inputs(name) if d.sources.inputs is not None else None
-        return None if inputs is None or d.sources.start is None else form_fields(inputs)
+def _fields_of(d: Dashboard, name: str) -> list[FormField] | None:
+    inputs = d.sources.inputs(name) if d.sources.inputs is not None else None
+    return None if inputs is None or d.sources.start is None else form_fields(inputs)
 
-    def refused(request: Request, status: int, title: str, message: str) -> Response:
-        return d.page("error.html", request, status=status, title=title, message=message)
 
-    @router.get("/pipelines/{name}/start")
-    async def start_form(request: Request, name: str) -> Response:
-        if not isinstance(viewer := await d.gate(request), Viewer):
-            return viewer
-        fields = fields_of(name)
-        if fields is None:
-            return refused(request, 404, "Pipeline not found", f"No pipeline {name!r} is served here.")
-        return d.page("start.html", request, nav="runs", pipeline=name, fields=fields, error=None,
-                      can_start=_can_write(viewer))  # fmt: skip
+def _refused(request: Request, status: int, title: str, message: str) -> Response:
+    return dashboard(request).page("error.html", request, status=status, title=title, message=message)
 
-    @router.post("/pipelines/{name}/start")
-    async def start(request: Request, name: str) -> Response:
-        if not isinstance(viewer := await d.gate(request), Viewer):
-            return viewer
-        if not same_origin(request):
-            return refused(request, 403, "Forbidden", "Cross-site request refused.")
-        fields = fields_of(name)
-        if fields is None:
-            return refused(request, 404, "Pipeline not found", f"No pipeline {name!r} is served here.")
-        if not _can_write(viewer):
-            return refused(request, 403, "Forbidden", "Starting a run needs a key with the runs:write scope.")
-        form = parse_form(await request.body())
-        for f in fields:  # what was typed is shown again if the start is refused
-            typed = form.get(f"input.{f.name}")
-            if typed:
-                f.value, f.checked = typed[0], typed[0] == "on"
-            elif f.kind == "checkbox":
-                f.checked = False
-        try:
-            _confirmed(form, "start the run")
-            inputs = parse_inputs(fields, form)
-            assert d.sources.start is not None
-            record = await d.sources.start(name, inputs, viewer.key.id if viewer.key else "")
-        except (FormError, GatewayError) as exc:
-            status, message = _failure(exc)
-            return d.page("start.html", request, status=status, nav="runs", pipeline=name, fields=fields,
-                          error=message, can_start=True)  # fmt: skip
-        await d.audit(AuditAction.RUN_STARTED, request, viewer, target=record.id, pipeline=name)
-        return RedirectResponse(f"{d.base}/runs/{record.id}", status_code=303)
 
-    async def run_action(
-        request: Request, run_id: str, available: bool, unavailable: str, needs: str
-    ) -> tuple[Viewer, RunRecord, dict[str, list[str]]] | Response:
-        """The signed-in viewer, the run (by the rule every read uses) and the submitted
-        form of an action on a run, or the page that refuses it."""
-        if not isinstance(viewer := await d.gate(request), Viewer):
-            return viewer
-        if not same_origin(request):
-            return refused(request, 403, "Forbidden", "Cross-site request refused.")
-        try:
-            record = await visible_run(d.store(), viewer.principal, run_id)
-        except RunNotFound:
-            return refused(request, 404, "Run not found", f"No run {run_id!r}.")
-        if not available:
-            return refused(request, 404, "Not available", unavailable)
-        if not _can_write(viewer):
-            return refused(request, 403, "Forbidden", f"{needs} needs a key with the runs:write scope.")
-        form = parse_form(await request.body())
-        return viewer, record, form
+@router.get("/pipelines/{name}/start")
+async def start_form(request: Request, name: str) -> Response:
+    d = dashboard(request)
+    if not isinstance(viewer := await d.gate(request), Viewer):
+        return viewer
+    fields = _fields_of(d, name)
+    if fields is None:
+        return _refused(request, 404, "Pipeline not found", f"No pipeline {name!r} is served here.")
+    return d.page("start.html", request, nav="runs", pipeline=name, fields=fields, error=None,
+                  can_start=_can_write(viewer))  # fmt: skip
 
-    @router.post("/runs/{run_id}/steps/{step}/respond")
-    async def respond(request: Request, run_id: str, step: str) -> Response:
-        checked = await run_action(
-            request, run_id, d.sources.respond is not None, "Answers are not taken here.", "Answering a step"
-        )
-        if isinstance(checked, Response):
-            return checked
-        viewer, record, form = checked
-        try:
-            _confirmed(form, "send the answer")
-            answer = _answer(form)
-            by = f"the dashboard ({viewer.label}, {client_address(request)})"
-            assert d.sources.respond is not None
-            await d.sources.respond(record, step, answer, by=by)
-        except (FormError, GatewayError) as exc:
-            status, message = _failure(exc)
-            return refused(request, status, "Answer not taken", message)
-        await d.audit(AuditAction.STEP_ANSWERED, request, viewer, target=record.id, step=step)
-        return RedirectResponse(f"{d.base}/runs/{record.id}#step-{step}", status_code=303)
 
-    @router.post("/runs/{run_id}/cancel")
-    async def cancel(request: Request, run_id: str) -> Response:
-        checked = await run_action(request, run_id, True, "", "Cancelling a run")
-        if isinstance(checked, Response):
-            return checked
-        viewer, record, form = checked
-        try:
-            _confirmed(form, "cancel the run")
-            await d.cancel(record.id, f"the dashboard ({viewer.label}, {client_address(request)})")
-        except FormError as exc:
-            return refused(request, 400, "Not cancelled", str(exc))
-        except StoreError as exc:  # it finished meanwhile
-            return refused(request, 409, "Not cancelled", str(exc))
-        await d.audit(AuditAction.RUN_CANCELLED, request, viewer, target=record.id)
-        return RedirectResponse(f"{d.base}/runs/{record.id}", status_code=303)
+@router.post("/pipelines/{name}/start")
+async def start(request: Request, name: str) -> Response:
+    d = dashboard(request)
+    if not isinstance(viewer := await d.gate(request), Viewer):
+        return viewer
+    if not same_origin(request):
+        return _refused(request, 403, "Forbidden", "Cross-site request refused.")
+    fields = _fields_of(d, name)
+    if fields is None:
+        return _refused(request, 404, "Pipeline not found", f"No pipeline {name!r} is served here.")
+    if not _can_write(viewer):
+        return _refused(request, 403, "Forbidden", "Starting a run needs a key with the runs:write scope.")
+    form = parse_form(await request.body())
+    for f in fields:  # what was typed is shown again if the start is refused
+        typed = form.get(f"input.{f.name}")
+        if typed:
+            f.value, f.checked = typed[0], typed[0] == "on"
+        elif f.kind == "checkbox":
+            f.checked = False
+    try:
+        _confirmed(form, "start the run")
+        inputs = parse_inputs(fields, form)
+        assert d.sources.start is not None
+        record = await d.sources.start(name, inputs, viewer.key.id if viewer.key else "")
+    except (FormError, GatewayError) as exc:
+        status, message = _failure(exc)
+        return d.page("start.html", request, status=status, nav="runs", pipeline=name, fields=fields,
+                      error=message, can_start=True)  # fmt: skip
+    await d.audit(AuditAction.RUN_STARTED, request, viewer, target=record.id, pipeline=name)
+    return RedirectResponse(f"{d.base}/runs/{record.id}", status_code=303)
 
-    @router.post("/runs/{run_id}/resume")
-    async def resume(request: Request, run_id: str) -> Response:
-        checked = await run_action(
-            request, run_id, d.sources.resume is not None, "Runs are not resumed here.", "Resuming a run"
-        )
-        if isinstance(checked, Response):
-            return checked
-        viewer, record, form = checked
-        try:
-            _confirmed(form, "resume the run")
-            assert d.sources.resume is not None
-            await d.sources.resume(record)
-        except (FormError, GatewayError) as exc:
-            status, message = _failure(exc)
-            return refused(request, status, "Not resumed", message)
-        await d.audit(AuditAction.RUN_RESUMED, request, viewer, target=record.id)
-        return RedirectResponse(f"{d.base}/runs/{record.id}", status_code=303)
 
-    @router.post("/runs/{run_id}/rerun")
-    async def rerun(request: Request, run_id: str) -> Response:
-        checked = await run_action(
-            request, run_id, d.sources.rerun is not None, "Runs are not re-run here.", "Re-running a run"
-        )
-        if isinstance(checked, Response):
-            return checked
-        viewer, record, form = checked
-        from_step = (form.get("from_step") or [""])[0]
-        try:
-            _confirmed(form, "start the new run")
-            assert d.sources.rerun is not None
-            new = await d.sources.rerun(record, from_step, {}, tenant=viewer.key.id if viewer.key else "")
-        except (FormError, GatewayError) as exc:
-            status, message = _failure(exc)
-            return refused(request, status, "Not re-run", message)
-        await d.audit(AuditAction.RUN_RERUN, request, viewer, target=new.id, of=record.id, from_step=from_step)
-        return RedirectResponse(f"{d.base}/runs/{new.id}", status_code=303)
+async def _run_action(
+    request: Request, run_id: str, available: bool, unavailable: str, needs: str
+) -> tuple[Viewer, RunRecord, dict[str, list[str]]] | Response:
+    """The signed-in viewer, the run (by the rule every read uses) and the submitted
+    form of an action on a run, or the page that refuses it."""
+    d = dashboard(request)
+    if not isinstance(viewer := await d.gate(request), Viewer):
+        return viewer
+    if not same_origin(request):
+        return _refused(request, 403, "Forbidden", "Cross-site request refused.")
+    try:
+        record = await visible_run(d.store(), viewer.principal, run_id)
+    except RunNotFound:
+        return _refused(request, 404, "Run not found", f"No run {run_id!r}.")
+    if not available:
+        return _refused(request, 404, "Not available", unavailable)
+    if not _can_write(viewer):
+        return _refused(request, 403, "Forbidden", f"{needs} needs a key with the runs:write scope.")
+    form = parse_form(await request.body())
+    return viewer, record, form
+
+
+@router.post("/runs/{run_id}/steps/{step}/respond")
+async def respond(request: Request, run_id: str, step: str) -> Response:
+    d = dashboard(request)
+    checked = await _run_action(
+        request, run_id, d.sources.respond is not None, "Answers are not taken here.", "Answering a step"
+    )
+    if isinstance(checked, Response):
+        return checked
+    viewer, record, form = checked
+    try:
+        _confirmed(form, "send the answer")
+        answer = _answer(form)
+        by = f"the dashboard ({viewer.label}, {client_address(request)})"
+        assert d.sources.respond is not None
+        await d.sources.respond(record, step, answer, by=by)
+    except (FormError, GatewayError) as exc:
+        status, message = _failure(exc)
+        return _refused(request, status, "Answer not taken", message)
+    await d.audit(AuditAction.STEP_ANSWERED, request, viewer, target=record.id, step=step)
+    return RedirectResponse(f"{d.base}/runs/{record.id}#step-{step}", status_code=303)
+
+
+@router.post("/runs/{run_id}/cancel")
+async def cancel(request: Request, run_id: str) -> Response:
+    d = dashboard(request)
+    checked = await _run_action(request, run_id, True, "", "Cancelling a run")
+    if isinstance(checked, Response):
+        return checked
+    viewer, record, form = checked
+    try:
+        _confirmed(form, "cancel the run")
+        await d.cancel(record.id, f"the dashboard ({viewer.label}, {client_address(request)})")
+    except FormError as exc:
+        return _refused(request, 400, "Not cancelled", str(exc))
+    except StoreError as exc:  # it finished meanwhile
+        return _refused(request, 409, "Not cancelled", str(exc))
+    await d.audit(AuditAction.RUN_CANCELLED, request, viewer, target=record.id)
+    return RedirectResponse(f"{d.base}/runs/{record.id}", status_code=303)
+
+
+@router.post("/runs/{run_id}/resume")
+async def resume(request: Request, run_id: str) -> Response:
+    d = dashboard(request)
+    checked = await _run_action(
+        request, run_id, d.sources.resume is not None, "Runs are not resumed here.", "Resuming a run"
+    )
+    if isinstance(checked, Response):
+        return checked
+    viewer, record, form = checked
+    try:
+        _confirmed(form, "resume the run")
+        assert d.sources.resume is not None
+        await d.sources.resume(record)
+    except (FormError, GatewayError) as exc:
+        status, message = _failure(exc)
+        return _refused(request, status, "Not resumed", message)
+    await d.audit(AuditAction.RUN_RESUMED, request, viewer, target=record.id)
+    return RedirectResponse(f"{d.base}/runs/{record.id}", status_code=303)
+
+
+@router.post("/runs/{run_id}/rerun")
+async def rerun(request: Request, run_id: str) -> Response:
+    d = dashboard(request)
+    checked = await _run_action(
+        request, run_id, d.sources.rerun is not None, "Runs are not re-run here.", "Re-running a run"
+    )
+    if isinstance(checked, Response):
+        return checked
+    viewer, record, form = checked
+    from_step = (form.get("from_step") or [""])[0]
+    try:
+        _confirmed(form, "start the new run")
+        assert d.sources.rerun is not None
+        new = await d.sources.rerun(record, from_step, {}, tenant=viewer.key.id if viewer.key else "")
+    except (FormError, GatewayError) as exc:
+        status, message = _failure(exc)
+        return _refused(request, status, "Not re-run", message)
+    await d.audit(AuditAction.RUN_RERUN, request, viewer, target=new.id, of=record.id, from_step=from_step)
+    return RedirectResponse(f"{d.base}/runs/{new.id}", status_code=303)
 
 
 def _confirmed(form: Mapping[str, list[str]], what: str) -> None:

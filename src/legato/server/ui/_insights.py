@@ -8,13 +8,12 @@
   The numbers come from SQL aggregates in the store (:mod:`legato.store._call_stats`),
   restricted to the viewer's tenant unless it sees all; budgets are read from the
   same spend records the gateway enforces them with.
-- :func:`calls_of_run`: the calls of a run the viewer already may see, for its page.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
@@ -23,38 +22,20 @@ from fastapi.responses import Response
 from legato.server._limits import period_start
 from legato.server.ui._access import Viewer
 from legato.server.ui._charts import budget_chart, duration_chart, latency_chart, spend_chart, utc_day
+from legato.server.ui._dashboard import Dashboard, dashboard
 from legato.server.ui._render import _usd as usd
-from legato.store import CallRow, gateway_calls, model_stats, run_calls, run_durations, spend_by_day
+from legato.store import gateway_calls, model_stats, run_durations, spend_by_day
 
-if TYPE_CHECKING:
-    from legato.server.ui._app import Dashboard
+__all__ = ["router"]
 
-__all__ = ["by_step", "calls_of_run", "insight_routes"]
+router = APIRouter()
 
 PAGE = 50
 DAY_CHOICES = (1, 7, 14, 30)
 
 
-async def calls_of_run(store: Any, run_id: str) -> list[CallRow]:
-    return await run_calls(store, run_id)
-
-
-def by_step(calls: Sequence[CallRow]) -> dict[str, list[CallRow]]:
-    """A run's calls by the step that made them (each step card links to its calls)."""
-    out: dict[str, list[CallRow]] = {}
-    for c in calls:
-        if c.step is not None:
-            out.setdefault(c.step, []).append(c)
-    return out
-
-
-def _key_store(d: Dashboard) -> Any:
-    keys = d.sources.keys
-    return keys() if callable(keys) else keys
-
-
 async def _keys(d: Dashboard) -> list[Any]:
-    keys = _key_store(d)
+    keys = d.keys()
     return list(await keys.list(include_revoked=True)) if keys is not None else []
 
 
@@ -64,46 +45,48 @@ def _labels(keys: list[Any]) -> dict[str, str]:
     return labels
 
 
-def insight_routes(router: APIRouter, d: Dashboard) -> None:
-    @router.get("/calls")
-    async def calls_page(request: Request, key: str = "", before: int | None = None) -> Response:
-        if not isinstance(viewer := await d.gate(request), Viewer):
-            return viewer
-        keys = await _keys(d) if viewer.admin else []
-        labels = _labels(keys)
-        chosen = key if viewer.admin and key and key in labels else None
-        store = d.store()
-        calls = await gateway_calls(store, viewer.principal, key_id=chosen, limit=PAGE, before=before)
-        older = None
-        if len(calls) == PAGE:
-            older = f"{d.base}/calls?" + urlencode({**({"key": chosen} if chosen else {}), "before": calls[-1].id})
-        choices = [{"id": k.id, "label": labels[k.id]} for k in keys]
-        return d.page("calls.html", request, nav="calls", calls=calls, keys=choices, key=chosen or "",
-                      labels=labels, older=older, trace_url=d.sources.trace_url,
-                      encrypted=bool(getattr(store, "encrypted", False)))  # fmt: skip
+@router.get("/calls")
+async def calls_page(request: Request, key: str = "", before: int | None = None) -> Response:
+    d = dashboard(request)
+    if not isinstance(viewer := await d.gate(request), Viewer):
+        return viewer
+    keys = await _keys(d) if viewer.admin else []
+    labels = _labels(keys)
+    chosen = key if viewer.admin and key and key in labels else None
+    store = d.store()
+    calls = await gateway_calls(store, viewer.principal, key_id=chosen, limit=PAGE, before=before)
+    older = None
+    if len(calls) == PAGE:
+        older = f"{d.base}/calls?" + urlencode({**({"key": chosen} if chosen else {}), "before": calls[-1].id})
+    choices = [{"id": k.id, "label": labels[k.id]} for k in keys]
+    return d.page("calls.html", request, nav="calls", calls=calls, keys=choices, key=chosen or "",
+                  labels=labels, older=older, trace_url=d.sources.trace_url,
+                  encrypted=bool(getattr(store, "encrypted", False)))  # fmt: skip
 
-    @router.get("/charts")
-    async def charts_page(request: Request, days: int = 7) -> Response:
-        if not isinstance(viewer := await d.gate(request), Viewer):
-            return viewer
-        days = days if days in DAY_CHOICES else 7
-        now = d.sources.clock()
-        today = utc_day(now)
-        since = today.replace(hour=0, minute=0, second=0, microsecond=0).timestamp() - (days - 1) * 86400
-        store, who = d.store(), viewer.principal
-        keys = await _keys(d)
-        labels = _labels(keys)
-        by_model = await spend_by_day(store, who, since=since)
-        by_key = await spend_by_day(store, who, since=since, by="tenant")
-        errors, latency = latency_chart(await model_stats(store, who, since=since))
-        return d.page(
-            "charts.html", request, nav="charts", days=days,
-            spend_model=spend_chart(by_model, days=days, today=today, usd=usd),
-            spend_key=spend_chart(by_key, days=days, today=today, usd=usd, label=_namer(labels), by="key"),
-            budgets=await _budgets(d, viewer, keys, labels, now),
-            errors=errors, latency=latency,
-            durations=duration_chart(await run_durations(store, who, since=since)),
-        )  # fmt: skip
+
+@router.get("/charts")
+async def charts_page(request: Request, days: int = 7) -> Response:
+    d = dashboard(request)
+    if not isinstance(viewer := await d.gate(request), Viewer):
+        return viewer
+    days = days if days in DAY_CHOICES else 7
+    now = d.sources.clock()
+    today = utc_day(now)
+    since = today.replace(hour=0, minute=0, second=0, microsecond=0).timestamp() - (days - 1) * 86400
+    store, who = d.store(), viewer.principal
+    keys = await _keys(d)
+    labels = _labels(keys)
+    by_model = await spend_by_day(store, who, since=since)
+    by_key = await spend_by_day(store, who, since=since, by="tenant")
+    errors, latency = latency_chart(await model_stats(store, who, since=since))
+    return d.page(
+        "charts.html", request, nav="charts", days=days,
+        spend_model=spend_chart(by_model, days=days, today=today, usd=usd),
+        spend_key=spend_chart(by_key, days=days, today=today, usd=usd, label=_namer(labels), by="key"),
+        budgets=await _budgets(d, viewer, keys, labels, now),
+        errors=errors, latency=latency,
+        durations=duration_chart(await run_durations(store, who, since=since)),
+    )  # fmt: skip
 
 
 def _namer(labels: dict[str, str]) -> Callable[[str], str]:
@@ -112,7 +95,7 @@ def _namer(labels: dict[str, str]) -> Callable[[str], str]:
 
 async def _budgets(d: Dashboard, viewer: Viewer, keys: list[Any], labels: dict[str, str], now: float) -> Any:
     """Keys with a budget (the viewer's own unless it sees all), spent this period against the limit."""
-    store = _key_store(d)
+    store = d.keys()
     if store is None:
         return None
     rows = []

@@ -13,20 +13,20 @@ keep-alive every 15 s.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from legato.server.ui._access import Viewer
+from legato.server.ui._dashboard import Dashboard, dashboard
 from legato.server.ui._live import RowPatches
 from legato.store._query import STATUSES, RunQuery, next_cursor, resolve_key, run_query
 
-if TYPE_CHECKING:
-    from legato.server.ui._app import Dashboard
+__all__ = ["LIMITS", "list_runs", "router"]
 
-__all__ = ["LIMITS", "list_runs", "runs_list_routes"]
+router = APIRouter()
 
 LIMITS = (25, 50, 100, 200, 500)
 # Filters shown under "More filters" (the form opens it when one of them is set).
@@ -55,45 +55,47 @@ async def key_choices(d: Dashboard, viewer: Viewer) -> list[tuple[str, str]]:
     return ([("master", "master key")] if d.admin_key() else []) + choices
 
 
-def runs_list_routes(router: APIRouter, d: Dashboard) -> None:
-    @router.get("/")
-    async def runs_page(request: Request) -> Response:
-        if not isinstance(viewer := await d.gate(request), Viewer):
-            return viewer
-        query, runs, cursor = await list_runs(d, viewer, dict(request.query_params))
-        kept = {**query.params, "limit": str(query.limit)}
-        here = {**kept, **({"cursor": request.query_params["cursor"]} if query.cursor is not None else {})}
-        filters: dict[str, Any] = {**dict.fromkeys(FORM, ""), **query.params, "limit": query.limit}
-        pipelines = await d.pipelines(viewer)
-        return d.page(
-            "runs.html", request, nav="runs", runs=runs, filters=filters, query=urlencode(here),
-            limits=sorted({*LIMITS, query.limit}), pipelines=pipelines, statuses=STATUSES,
-            startable=[p for p in pipelines if d.startable(p)], keys=await key_choices(d, viewer),
-            more_open=any(filters[f] for f in MORE), encrypted=bool(getattr(d.store(), "encrypted", False)),
-            next_url=f"{d.base}/?{urlencode({**kept, 'cursor': cursor})}" if cursor else None,
-        )  # fmt: skip
+@router.get("/")
+async def runs_page(request: Request) -> Response:
+    d = dashboard(request)
+    if not isinstance(viewer := await d.gate(request), Viewer):
+        return viewer
+    query, runs, cursor = await list_runs(d, viewer, dict(request.query_params))
+    kept = {**query.params, "limit": str(query.limit)}
+    here = {**kept, **({"cursor": request.query_params["cursor"]} if query.cursor is not None else {})}
+    filters: dict[str, Any] = {**dict.fromkeys(FORM, ""), **query.params, "limit": query.limit}
+    pipelines = await d.pipelines(viewer)
+    return d.page(
+        "runs.html", request, nav="runs", runs=runs, filters=filters, query=urlencode(here),
+        limits=sorted({*LIMITS, query.limit}), pipelines=pipelines, statuses=STATUSES,
+        startable=[p for p in pipelines if d.startable(p)], keys=await key_choices(d, viewer),
+        more_open=any(filters[f] for f in MORE), encrypted=bool(getattr(d.store(), "encrypted", False)),
+        next_url=f"{d.base}/?{urlencode({**kept, 'cursor': cursor})}" if cursor else None,
+    )  # fmt: skip
 
-    @router.get("/live/runs")
-    async def live_runs(request: Request) -> Response:
-        if not isinstance(viewer := await d.gate(request, page=False), Viewer):
-            return viewer
-        params = dict(request.query_params)
-        patches = RowPatches("runs-body")
-        changes = d.store().run_changes()
-        seen, ticking = changes.count, False
 
-        async def produce() -> tuple[dict[str, Any], bool]:
-            nonlocal ticking
-            _, runs, _ = await list_runs(d, viewer, params)
-            now = d.sources.clock()
-            ticking = any(r.started_at is not None and r.finished_at is None for r in runs)
-            rows = {r.id: d.render.fragment("_run_row.html", r=r, now=now) for r in runs}
-            return {"rows": patches.update(rows)}, False
+@router.get("/live/runs")
+async def live_runs(request: Request) -> Response:
+    d = dashboard(request)
+    if not isinstance(viewer := await d.gate(request, page=False), Viewer):
+        return viewer
+    params = dict(request.query_params)
+    patches = RowPatches("runs-body")
+    changes = d.store().run_changes()
+    seen, ticking = changes.count, False
 
-        async def wait(at_most: float) -> None:
-            """Until the runs change (or, while a shown run is running, its duration
-            moves on), at most until the next keep-alive."""
-            nonlocal seen
-            seen = await changes.wait(seen, min(at_most, TICK_S) if ticking else at_most)
+    async def produce() -> tuple[dict[str, Any], bool]:
+        nonlocal ticking
+        _, runs, _ = await list_runs(d, viewer, params)
+        now = d.sources.clock()
+        ticking = any(r.started_at is not None and r.finished_at is None for r in runs)
+        rows = {r.id: d.render.fragment("_run_row.html", r=r, now=now) for r in runs}
+        return {"rows": patches.update(rows)}, False
 
-        return await d.live(request, produce, wait)  # type: ignore[no-any-return]
+    async def wait(at_most: float) -> None:
+        """Until the runs change (or, while a shown run is running, its duration
+        moves on), at most until the next keep-alive."""
+        nonlocal seen
+        seen = await changes.wait(seen, min(at_most, TICK_S) if ticking else at_most)
+
+    return await d.live(request, produce, wait)  # type: ignore[no-any-return]

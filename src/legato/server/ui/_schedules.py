@@ -6,52 +6,54 @@ Requests from another site are refused, as for every dashboard action.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from legato.errors import ScheduleNotFound
 from legato.server._audit import AuditAction
 from legato.server.ui._access import Viewer, same_origin
+from legato.server.ui._dashboard import dashboard
 
-if TYPE_CHECKING:
-    from legato.server.ui._app import Dashboard
+__all__ = ["router"]
 
-__all__ = ["schedule_routes"]
+router = APIRouter()
 
 
-def schedule_routes(router: APIRouter, d: Dashboard) -> None:
-    @router.get("/schedules")
-    async def schedules_page(request: Request) -> Response:
-        if not isinstance(viewer := await d.gate(request), Viewer):
-            return viewer
-        if d.sources.schedules is None:
-            return d.page("error.html", request, status=404, title="Not available", message="No schedules here.")
-        rows = await d.sources.schedules()
-        can_pause = viewer.admin and d.sources.pause_schedule is not None
-        return d.page("schedules.html", request, nav="schedules", rows=rows, can_pause=can_pause)
+@router.get("/schedules")
+async def schedules_page(request: Request) -> Response:
+    d = dashboard(request)
+    if not isinstance(viewer := await d.gate(request), Viewer):
+        return viewer
+    if d.sources.schedules is None:
+        return d.page("error.html", request, status=404, title="Not available", message="No schedules here.")
+    rows = await d.sources.schedules()
+    can_pause = viewer.admin and d.sources.pause_schedule is not None
+    return d.page("schedules.html", request, nav="schedules", rows=rows, can_pause=can_pause)
 
-    async def change(request: Request, name: str, paused: bool) -> Response:
-        if not isinstance(viewer := await d.gate(request), Viewer):
-            return viewer
-        if not same_origin(request):
-            return d.page("error.html", request, status=403, title="Forbidden", message="Cross-site request refused.")
-        if not viewer.admin or d.sources.pause_schedule is None:
-            message = "Pausing and resuming schedules needs an admin key."
-            return d.page("error.html", request, status=403, title="Forbidden", message=message)
-        try:
-            await d.sources.pause_schedule(name, paused, f"dashboard {viewer.label}")
-        except ScheduleNotFound as exc:
-            return d.page("error.html", request, status=404, title="Schedule not found", message=str(exc))
-        action = AuditAction.SCHEDULE_PAUSED if paused else AuditAction.SCHEDULE_RESUMED
-        await d.audit(action, request, viewer, schedule=name)
-        return RedirectResponse(f"{d.base}/schedules", status_code=303)
 
-    @router.post("/schedules/{name}/pause")
-    async def pause(request: Request, name: str) -> Response:
-        return await change(request, name, True)
+async def _change(request: Request, name: str, paused: bool) -> Response:
+    d = dashboard(request)
+    if not isinstance(viewer := await d.gate(request), Viewer):
+        return viewer
+    if not same_origin(request):
+        return d.page("error.html", request, status=403, title="Forbidden", message="Cross-site request refused.")
+    if not viewer.admin or d.sources.pause_schedule is None:
+        message = "Pausing and resuming schedules needs an admin key."
+        return d.page("error.html", request, status=403, title="Forbidden", message=message)
+    try:
+        await d.sources.pause_schedule(name, paused, f"dashboard {viewer.label}")
+    except ScheduleNotFound as exc:
+        return d.page("error.html", request, status=404, title="Schedule not found", message=str(exc))
+    action = AuditAction.SCHEDULE_PAUSED if paused else AuditAction.SCHEDULE_RESUMED
+    await d.audit(action, request, viewer, schedule=name)
+    return RedirectResponse(f"{d.base}/schedules", status_code=303)
 
-    @router.post("/schedules/{name}/resume")
-    async def resume(request: Request, name: str) -> Response:
-        return await change(request, name, False)
+
+@router.post("/schedules/{name}/pause")
+async def pause(request: Request, name: str) -> Response:
+    return await _change(request, name, True)
+
+
+@router.post("/schedules/{name}/resume")
+async def resume(request: Request, name: str) -> Response:
+    return await _change(request, name, False)

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["GanttBar", "GraphLayout", "RunView", "StepView", "build_run_view", "gantt", "layout_graph"]
+if TYPE_CHECKING:
+    from legato.store import CallRow
+
+__all__ = ["GanttBar", "GraphLayout", "RunView", "StepView", "build_run_view", "by_step", "gantt", "layout_graph"]
 
 _TERMINAL_STEP = frozenset({"succeeded", "failed", "skipped", "cancelled"})
 
@@ -555,3 +558,12 @@ def _bar(
 
 def _order_for_rows(view: RunView) -> list[str]:
     return sorted(view.steps, key=lambda n: (view.steps[n].started_at is None, view.steps[n].started_at or 0.0, n))
+
+
+def by_step(calls: Sequence[CallRow]) -> dict[str, list[CallRow]]:
+    """A run's model calls by the step that made them (each step card links to its calls)."""
+    out: dict[str, list[CallRow]] = {}
+    for c in calls:
+        if c.step is not None:
+            out.setdefault(c.step, []).append(c)
+    return out
