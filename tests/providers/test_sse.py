@@ -96,6 +96,11 @@ def test_every_single_byte_split_of_a_multibyte_character() -> None:
     assert decode([bytes([b]) for b in body])[0] == [ServerSentEvent(data='"🎻é"')]
 
 
+def test_a_crlf_split_after_its_cr_keeps_the_blank_line_that_follows() -> None:
+    assert decode([b"data: x\r", b"\n", b"\n", b"data: y\n\n"])[0] == [ServerSentEvent("x"), ServerSentEvent("y")]
+    assert decode([b"data: x\r", b"\n\n"])[0] == [ServerSentEvent("x")]
+
+
 def test_byte_order_mark_at_the_start_is_ignored() -> None:
     body = "\ufeffdata: x\n\n".encode()
     for cut in range(1, 4):  # the BOM itself split across chunks

@@ -213,8 +213,9 @@ class Instrumented(ModelWrapper):
         started = self._clock()
         ttft: float | None = None
         last: ChatChunk | None = None
+        chunks = self.inner.stream(request) if span is None else self._stream_in(span, request)
         try:
-            async for chunk in self._stream_in(span, request):
+            async for chunk in chunks:
                 if ttft is None:
                     ttft = self._clock() - started
                     if span is not None:
@@ -248,11 +249,7 @@ class Instrumented(ModelWrapper):
         finally:
             context.detach(token)
 
-    async def _stream_in(self, span: Span | None, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        if span is None:
-            async for chunk in self.inner.stream(request):
-                yield chunk
-            return
+    async def _stream_in(self, span: Span, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         from opentelemetry import trace
 
         # The context is attached around each step of the inner iterator, never across

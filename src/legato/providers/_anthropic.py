@@ -22,6 +22,7 @@ from typing import Any
 from legato.errors import BadRequest, ModelError
 from legato.providers._errors import translate_anthropic
 from legato.providers._http import HttpModel, Progress
+from legato.providers._sse import loads
 from legato.providers._tokens import estimate_text_tokens, estimate_tokens
 from legato.providers._types import (
     ChatChunk,
@@ -236,23 +237,27 @@ class AnthropicModel(HttpModel):
         payload["stream"] = True
         schema_tool = self._schema_tool(request)
         state = _StreamState(model=request.model or self.model)
-        async with self._open_stream("/v1/messages", payload, state) as (response, events):
-            async for event in events:
-                try:
-                    data = json.loads(event.data)
-                except ValueError:
-                    raise self._malformed(
-                        "a stream event that is not JSON", response.headers, retryable=not state.delivered
-                    ) from None
-                kind = data.get("type") if isinstance(data, dict) else None
-                if kind == "error" or event.event == "error":
-                    self._stream_error(data, response.headers, state.delivered)
-                if kind == "message_stop":
-                    break
-                chunk = state.apply(kind, data, schema_tool, self.provider)
-                if chunk is not None:
-                    state.delivered = True
-                    yield chunk
+        async with self._open_stream("/v1/messages", payload, state) as (response, batches):
+            async for batch in batches:
+                for event in batch:
+                    try:
+                        data = loads(event.data)
+                    except ValueError:
+                        raise self._malformed(
+                            "a stream event that is not JSON", response.headers, retryable=not state.delivered
+                        ) from None
+                    kind = data.get("type") if isinstance(data, dict) else None
+                    if kind == "error" or event.event == "error":
+                        self._stream_error(data, response.headers, state.delivered)
+                    if kind == "message_stop":
+                        break
+                    chunk = state.apply(kind, data, schema_tool, self.provider)
+                    if chunk is not None:
+                        state.delivered = True
+                        yield chunk
+                else:
+                    continue
+                break
             else:
                 raise self._interrupted(response, "without message_stop", state.delivered)
         if state.usage.input_tokens == 0 and state.usage.output_tokens == 0:

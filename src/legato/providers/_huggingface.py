@@ -22,6 +22,7 @@ from typing import Any
 from legato.errors import BadRequest, ModelError
 from legato.providers._errors import translate_tgi
 from legato.providers._http import HttpModel, Progress, embed_response
+from legato.providers._sse import loads
 from legato.providers._tokens import estimate_text_tokens, estimate_tokens
 from legato.providers._types import ChatChunk, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Message, Usage
 from legato.providers._validate import validate_embed
@@ -124,33 +125,37 @@ class TGIModel(_HFBase):
         final: dict[str, Any] | None = None
         async with self._open_stream("/generate_stream", self._payload(request, stream=True), progress) as (
             response,
-            events,
+            batches,
         ):
-            async for event in events:
-                try:
-                    data = json.loads(event.data)
-                except ValueError:
-                    raise self._malformed("a stream event that is not JSON", response.headers) from None
-                if not isinstance(data, dict):
-                    raise self._malformed("a stream event that is not an object", response.headers)
-                if "error" in data:
-                    cls, message, code, _ = translate_tgi(500, json.dumps(data).encode())
-                    raise cls(
-                        f"error event in the stream: {message}",
-                        provider=self.provider,
-                        model=self.model,
-                        code=code,
-                        retryable=None if not progress.delivered else False,
-                    )
-                token = data.get("token") or {}
-                piece = "" if token.get("special") else str(token.get("text") or "")
-                if piece:
-                    progress.delivered = True
-                    texts.append(piece)
-                    yield ChatChunk(text=piece, model=self.model, provider=self.provider)
-                if data.get("generated_text") is not None:
-                    final = data
-                    break
+            async for batch in batches:
+                for event in batch:
+                    try:
+                        data = loads(event.data)
+                    except ValueError:
+                        raise self._malformed("a stream event that is not JSON", response.headers) from None
+                    if not isinstance(data, dict):
+                        raise self._malformed("a stream event that is not an object", response.headers)
+                    if "error" in data:
+                        cls, message, code, _ = translate_tgi(500, json.dumps(data).encode())
+                        raise cls(
+                            f"error event in the stream: {message}",
+                            provider=self.provider,
+                            model=self.model,
+                            code=code,
+                            retryable=None if not progress.delivered else False,
+                        )
+                    token = data.get("token") or {}
+                    piece = "" if token.get("special") else str(token.get("text") or "")
+                    if piece:
+                        progress.delivered = True
+                        texts.append(piece)
+                        yield ChatChunk(text=piece, model=self.model, provider=self.provider)
+                    if data.get("generated_text") is not None:
+                        final = data
+                        break
+                else:
+                    continue
+                break
             else:
                 raise self._interrupted(response, "without its final event (generated_text)", progress.delivered)
         assert final is not None

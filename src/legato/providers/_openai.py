@@ -19,6 +19,7 @@ from typing import Any
 from legato.errors import ModelError
 from legato.providers._errors import translate_openai
 from legato.providers._http import HttpModel, Progress, embed_response
+from legato.providers._sse import loads
 from legato.providers._tokens import estimate_text_tokens, estimate_tokens
 from legato.providers._types import (
     ChatChunk,
@@ -228,61 +229,42 @@ class OpenAIModel(HttpModel):
         payload["stream"] = True
         if self.stream_usage:
             payload["stream_options"] = {"include_usage": True}
-        progress = Progress()
-        finish: str | None = None
-        usage: Usage | None = None
-        chunk_id: str | None = None
-        model = request.model or self.model
-        text_chars: list[str] = []
-        async with self._open_stream(self._path("chat/completions"), payload, progress) as (response, events):
-            async for event in events:
-                if event.data == "[DONE]":
-                    break
-                try:
-                    data = json.loads(event.data)
-                except ValueError:
-                    raise self._malformed(
-                        "a stream event that is not JSON", response.headers, retryable=not progress.delivered
-                    ) from None
-                if not isinstance(data, dict):
-                    raise self._malformed("a stream event that is not an object", response.headers)
-                if "error" in data:
-                    self._stream_error(data, response.headers, progress.delivered)
-                chunk_id = data.get("id") or chunk_id
-                model = data.get("model") or model
-                usage = openai_usage(data.get("usage")) or usage
-                for choice in data.get("choices") or ():
-                    delta = choice.get("delta") or {}
-                    finish = choice.get("finish_reason") or finish
-                    text = delta.get("content") or ""
-                    calls = [
-                        ToolCallDelta(
-                            index=c.get("index", 0),
-                            id=c.get("id"),
-                            name=(c.get("function") or {}).get("name"),
-                            arguments=(c.get("function") or {}).get("arguments") or "",
-                        )
-                        for c in delta.get("tool_calls") or ()
-                    ]
-                    if text or calls:
-                        progress.delivered = True
-                        text_chars.append(text)
-                        yield ChatChunk(
-                            text=text, tool_calls=calls or None, model=model, provider=self.provider, id=chunk_id
-                        )
+        state = _StreamState(request.model or self.model, self.provider)
+        async with self._open_stream(self._path("chat/completions"), payload, state) as (response, batches):
+            async for batch in batches:
+                for event in batch:
+                    if event.data == "[DONE]":
+                        break
+                    chunk = state.apply(self._event(event.data, response.headers, state.delivered))
+                    if chunk is not None:
+                        yield chunk
+                else:
+                    continue
+                break
             else:
-                raise self._interrupted(response, "without its [DONE] marker", progress.delivered)
-        if usage is None:
-            usage = self._estimate(request, "".join(text_chars))
+                raise self._interrupted(response, "without its [DONE] marker", state.delivered)
+        usage = state.usage or self._estimate(request, "".join(state.text))
         final = ChatChunk(
-            finish_reason=finish or "stop",
+            finish_reason=state.finish or "stop",
             usage=usage,
-            cost=self._cost(model, usage),
-            model=model,
+            cost=self._cost(state.model, usage),
+            model=state.model,
             provider=self.provider,
-            id=chunk_id,
+            id=state.id,
         )
         yield self._finish_chunk(final)
+
+    def _event(self, data: str, headers: Any, delivered: bool) -> dict[str, Any]:
+        """One stream event's JSON object; a malformed one or an error event raises."""
+        try:
+            value = loads(data)
+        except ValueError:
+            raise self._malformed("a stream event that is not JSON", headers, retryable=not delivered) from None
+        if not isinstance(value, dict):
+            raise self._malformed("a stream event that is not an object", headers)
+        if "error" in value:
+            self._stream_error(value, headers, delivered)
+        return value
 
     def _stream_error(self, data: dict[str, Any], headers: Any, delivered: bool) -> None:
         body = json.dumps({"error": data["error"]}).encode()
@@ -370,3 +352,45 @@ class AzureOpenAIModel(OpenAIModel):
 
     def _path(self, operation: str) -> str:
         return f"/openai/deployments/{self.model}/{operation}?api-version={self.api_version}"
+
+
+class _StreamState(Progress):
+    """What a Chat Completions stream has said so far."""
+
+    def __init__(self, model: str, provider: str) -> None:
+        super().__init__()
+        self.model = model
+        self.provider = provider
+        self.id: str | None = None
+        self.usage: Usage | None = None
+        self.finish: str | None = None
+        self.text: list[str] = []
+
+    def apply(self, data: dict[str, Any]) -> ChatChunk | None:
+        """Note an event; its content as a chunk (``None`` when it has none)."""
+        self.id = data.get("id") or self.id
+        self.model = data.get("model") or self.model
+        raw_usage = data.get("usage")
+        if raw_usage is not None:
+            self.usage = openai_usage(raw_usage) or self.usage
+        text = ""
+        calls: list[ToolCallDelta] = []
+        for choice in data.get("choices") or ():
+            delta = choice.get("delta") or {}
+            self.finish = choice.get("finish_reason") or self.finish
+            text += delta.get("content") or ""
+            for c in delta.get("tool_calls") or ():
+                fn = c.get("function") or {}
+                calls.append(
+                    ToolCallDelta(
+                        index=c.get("index", 0),
+                        id=c.get("id"),
+                        name=fn.get("name"),
+                        arguments=fn.get("arguments") or "",
+                    )
+                )
+        if not (text or calls):
+            return None
+        self.delivered = True
+        self.text.append(text)
+        return ChatChunk(text=text, tool_calls=calls or None, model=self.model, provider=self.provider, id=self.id)

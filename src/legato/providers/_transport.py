@@ -228,16 +228,11 @@ class AiohttpWire:
     ) -> AsyncIterator[tuple[Head, AsyncIterator[bytes]]]:
         response = await self._request(path, body, headers)
         try:
-            yield Head(response.status, response.headers), self._chunks(response)
+            yield Head(response.status, response.headers), response.content.iter_any()
         finally:
             # A body read to its end returns the connection to the pool; aiohttp
             # closes the connection of a body left unread rather than reuse it.
             response.release()
-
-    @staticmethod
-    async def _chunks(response: Any) -> AsyncIterator[bytes]:
-        async for chunk in response.content.iter_any():
-            yield chunk
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
