@@ -380,6 +380,9 @@ def _add_middleware(app: FastAPI, settings: ServerSettings) -> None:
         gw: Gateway = app.state.gateway
         return gw.auth
 
+    from legato.server._model_routes import ModelRoutes
+
+    app.add_middleware(ModelRoutes)  # innermost: well-formed model calls skip FastAPI's routing
     app.add_middleware(Protection, load=app.state.load, auth=auth, throttle=_auth_throttle(app, settings))
     app.add_middleware(AccessLog)  # inside the span; outside everything that answers
     app.add_middleware(TraceMiddleware)  # outermost: refused requests are counted and traced too

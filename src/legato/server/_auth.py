@@ -15,7 +15,8 @@ all decide what a caller sees from that one value.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any
 
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -28,6 +29,7 @@ __all__ = [
     "IDENTIFIED",
     "MASTER",
     "Authenticator",
+    "admit",
     "check_model",
     "check_scope",
     "principal_of",
@@ -99,10 +101,15 @@ def require(scope: str | None) -> Callable[..., Awaitable[ApiKey]]:
 async def check_scope(request: Request, scope: str | None) -> ApiKey:
     """The caller's key; :class:`InvalidAPIKey` (401) or :class:`ScopeDenied` (403)."""
     auth: Authenticator = request.app.state.gateway.auth
-    key = await auth.identify(request)
+    return admit(request.scope, await auth.identify(request), scope)
+
+
+def admit(request_scope: MutableMapping[str, Any], key: ApiKey, scope: str | None) -> ApiKey:
+    """``key`` as the caller of the request (``request_scope``: its ASGI scope) when it has
+    ``scope`` (None: any valid key); :class:`ScopeDenied` (403) otherwise."""
     if scope is not None and not key.has_scope(scope):
         raise ScopeDenied(f"API key {key.prefix}... lacks the {scope!r} scope")
-    request.state.api_key = key
+    request_scope.setdefault("state", {})["api_key"] = key
     return key
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
@@ -30,14 +31,14 @@ from legato.server import _anthropic_wire as aw
 from legato.server import _openai_wire as ow
 from legato.server._access import Exchange, exchange
 from legato.server._auth import check_model, require
-from legato.server._body import StrictJSONRoute
+from legato.server._body import StrictJSONRoute, WireModel
 from legato.server._errors import GatewayError, error_responses
 from legato.server._keys import ApiKey
 from legato.server._limits import Admission
 from legato.server._state import Gateway
 from legato.server._streams import EventStream, Upstream, upstream_timeout
 
-__all__ = ["router"]
+__all__ = ["MODEL_HANDLERS", "ModelHandler", "router"]
 
 router = APIRouter(route_class=StrictJSONRoute)
 T = TypeVar("T")
@@ -311,3 +312,20 @@ async def count_tokens(
         raise GatewayError(400, "invalid_request", str(exc)) from None
     provider = getattr(gw.catalog.get(body.model), "provider", None)
     return json_response({"input_tokens": estimate_tokens(chat, provider if isinstance(provider, str) else None)})
+
+
+@dataclass(frozen=True, slots=True)
+class ModelHandler:
+    """What a model route is made of: its request body, the scope it needs and the
+    handler both the FastAPI route and the fast path (:mod:`legato.server._model_routes`) call."""
+
+    body: type[WireModel]
+    scope: str
+    serve: Callable[[Any, Request, ApiKey], Awaitable[Response]]
+
+
+MODEL_HANDLERS: dict[str, ModelHandler] = {
+    "/v1/chat/completions": ModelHandler(ow.ChatCompletionRequest, "chat", _chat_completions),
+    "/v1/messages": ModelHandler(aw.MessagesRequest, "chat", _messages),
+    "/v1/embeddings": ModelHandler(ow.EmbeddingRequest, "embed", _embeddings),
+}
