@@ -9,7 +9,7 @@ stopped accepting and drained in-flight requests (see :mod:`legato.server._serve
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -45,10 +45,10 @@ if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
     from redis.asyncio import Redis
 
-    from legato.engine import Pipeline, Subscriber
+    from legato.engine import InputDecl, Pipeline, Subscriber
     from legato.server._mcp_mount import McpOnDemand
     from legato.server.ui import DashboardSources, LiveEvents
-    from legato.store import RunStore
+    from legato.store import RunRecord, RunStore, ScheduleState
 
 __all__ = ["create_app", "open_gateway"]
 
@@ -228,18 +228,18 @@ def _dashboard_sources(gw: Gateway, live: LiveEvents) -> DashboardSources:
         await gw.spend.flush()
         return await gw.keys.spend_report(since_day=since_day)
 
-    def inputs(name: str) -> Any:
+    def inputs(name: str) -> Mapping[str, InputDecl] | None:
         pipeline = runs.pipelines.get(name)
         return pipeline.inputs if pipeline is not None else None
 
-    async def start(name: str, given: dict[str, Any], tenant: str) -> Any:
+    async def start(name: str, given: dict[str, Any], tenant: str) -> RunRecord:
         record, _ = await runs.start(name, given, tenant=tenant, idempotency_key=None)  # as POST .../runs
         return record
 
-    async def cancel(run_id: str, by: str) -> Any:
+    async def cancel(run_id: str, by: str) -> RunRecord:
         return await runs.cancel(run_id, by=by)  # a run this replica executes stops at once
 
-    async def pause_schedule(name: str, paused: bool, by: str) -> Any:
+    async def pause_schedule(name: str, paused: bool, by: str) -> ScheduleState:
         return await runs.pause_schedule(name, paused, by=by)  # as POST /v1/schedules/{name}/pause|resume
 
     master = settings.master_key.get_secret_value() if settings.master_key else None

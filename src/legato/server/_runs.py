@@ -71,8 +71,8 @@ from legato.server._keys import ApiKey
 from legato.server._token_feed import TokenFeeds
 
 if TYPE_CHECKING:
-    from legato.engine import Pipeline, Subscriber
-    from legato.store import QueuesSection, RunStore, SchedulesSection
+    from legato.engine import Pipeline, RunControl, Subscriber
+    from legato.store import QueuesSection, RunRecord, RunStore, SchedulesSection, ScheduleState, ScheduleView
 
 __all__ = ["RunsService", "load_pipelines", "router", "runs_service"]
 
@@ -146,25 +146,27 @@ class RunsService:
         self.runner = DurableRunner(store)
         self.poll_s = poll_s
         self._tg: TaskGroup | None = None
-        self._controls: dict[str, Any] = {}
+        self._controls: dict[str, RunControl] = {}
         self.accepting = True
         self._idle: anyio.Event | None = None
         self.tokens = TokenFeeds()
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Own the run tasks until cancelled; take over orphaned runs first."""
-        from legato.store import recover_expired_runs
-
         async with anyio.create_task_group() as tg:
             self._tg = tg
             task_status.started()
             if self.pipelines and self.execute:
-                tg.start_soon(self._recover, recover_expired_runs)
+                tg.start_soon(self._recover)
             await anyio.sleep_forever()
 
-    async def _recover(self, recover: Any) -> None:
+    async def _recover(self) -> None:
+        from legato.store import recover_expired_runs
+
         try:
-            outcomes = await recover(self.store, self.pipelines.get, runner=self.runner, subscribers=self.subscribers)
+            outcomes = await recover_expired_runs(
+                self.store, self.pipelines.get, runner=self.runner, subscribers=self.subscribers
+            )
         except Exception:
             log.exception("recovering orphaned runs failed")
             return
@@ -184,7 +186,7 @@ class RunsService:
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
 
-    def pipeline(self, name: str) -> Any:
+    def pipeline(self, name: str) -> Pipeline:
         pipeline = self.pipelines.get(name)
         if pipeline is None:
             known = ", ".join(sorted(self.pipelines)) or "none"
@@ -210,7 +212,7 @@ class RunsService:
         tags: Sequence[str] = (),
         priority: int = 0,
         subject: str | None = None,
-    ) -> tuple[Any, bool]:
+    ) -> tuple[RunRecord, bool]:
         from legato.store import pipeline_version
 
         if not self.accepting or self._tg is None:
@@ -242,7 +244,7 @@ class RunsService:
             self._tg.start_soon(self._execute, pipeline, record.id, stream)
         return record, created
 
-    async def _execute(self, pipeline: Any, run_id: str, stream: bool = False) -> None:
+    async def _execute(self, pipeline: Pipeline, run_id: str, stream: bool = False) -> None:
         from legato.engine import RunControl, stream_tokens
 
         control = RunControl()
@@ -260,20 +262,20 @@ class RunsService:
             if not self._controls and self._idle is not None:
                 self._idle.set()
 
-    async def list_schedules(self) -> list[Any]:
+    async def list_schedules(self) -> list[ScheduleView]:
         """The schedules of legato.yaml with their state (see :mod:`legato.server._schedules`)."""
         from legato.store import list_schedules
 
         return await list_schedules(self.store, self.schedules, self.queues)
 
-    async def pause_schedule(self, name: str, paused: bool, *, by: str) -> Any:
+    async def pause_schedule(self, name: str, paused: bool, *, by: str) -> ScheduleState:
         """Pause or resume schedule ``name`` on every worker; :class:`ScheduleNotFound` for
         a name legato.yaml does not declare."""
         from legato.store import set_paused
 
         return await set_paused(self.store, self.schedules, name, paused, by=by)
 
-    async def cancel(self, run_id: str, *, by: str = "") -> Any:
+    async def cancel(self, run_id: str, *, by: str = "") -> RunRecord:
         """Record the cancel (who asked, when) and stop the run: at once when this
         process executes it, through the store's notification otherwise."""
         record = await self.store.request_cancel(run_id, by=by)
@@ -282,7 +284,7 @@ class RunsService:
             control.cancel(by or "the runs API")
         return record
 
-    async def respond(self, record: Any, step: str, answer: Any, *, by: str) -> Any:
+    async def respond(self, record: RunRecord, step: str, answer: Any, *, by: str) -> RunRecord:
         """Record the answer to a waiting step (checked against its schema), then resume
         the run here when this process serves its pipeline; otherwise the run stays
         ``pending`` for a replica (or ``legato runs recover``) that does."""
@@ -299,7 +301,7 @@ class RunsService:
             self._tg.start_soon(self._execute, pipeline, record.id)
         return record
 
-    async def resume(self, record: Any) -> Any:
+    async def resume(self, record: RunRecord) -> RunRecord:
         """Resume an interrupted run (its worker died or its lease expired) from its last
         checkpoint: its finished steps are not run again. A run of a queue goes back on
         its queue for the next worker; any other run is executed here, in the
@@ -326,7 +328,7 @@ class RunsService:
         self._tg.start_soon(self._execute, pipeline, current.id)
         return current
 
-    async def rerun(self, record: Any, from_step: str, inputs: dict[str, Any], *, tenant: str) -> Any:
+    async def rerun(self, record: RunRecord, from_step: str, inputs: dict[str, Any], *, tenant: str) -> RunRecord:
         """Record a new run re-running ``record`` from ``from_step`` (owned by ``tenant``)
         and execute it in the background, like a started run."""
         from legato.store import prepare_rerun
@@ -403,7 +405,7 @@ def runs_service(request: Request) -> RunsService:
     return gateway(request).runs
 
 
-def _public(record: Any) -> dict[str, Any]:
+def _public(record: RunRecord) -> dict[str, Any]:
     data = asdict(record)
     data.pop("request_hash", None)
     data.pop("version_hash", None)
@@ -411,7 +413,7 @@ def _public(record: Any) -> dict[str, Any]:
     return data
 
 
-async def _own_run(service: RunsService, run_id: str, key: ApiKey) -> Any:
+async def _own_run(service: RunsService, run_id: str, key: ApiKey) -> RunRecord:
     """The caller's run by id or unique prefix; an ambiguous prefix is a 409 listing the
     matching ids, all of them runs this key may see."""
     from legato.store import visible_run

@@ -18,7 +18,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
@@ -28,9 +28,12 @@ from legato.server._audit import AuditAction
 from legato.server._body import parse_form
 from legato.server.ui import _actions, _insights, _runs_list, _schedules
 from legato.server.ui._access import COOKIE, Viewer, client_address, same_origin
-from legato.server.ui._dashboard import DashboardSources, dashboard, maybe_await, resolve
+from legato.server.ui._dashboard import DashboardSources, dashboard, maybe_await
 from legato.server.ui._view import by_step, gantt
 from legato.store import run_calls, visible_run
+
+if TYPE_CHECKING:
+    from legato.providers import Model
 
 __all__ = ["router"]
 
@@ -131,7 +134,7 @@ async def live_run(request: Request, run_id: str) -> Response:
         calls = await run_calls(d.store(), run_id)
         return {"status": view.status, "fragments": d.run_fragments(view, calls)}, view.terminal
 
-    return await d.live(request, produce)  # type: ignore[no-any-return]
+    return await d.live(request, produce)
 
 
 @router.get("/models")
@@ -142,7 +145,7 @@ async def models_page(request: Request) -> Response:
     if not viewer.admin:
         message = "Model health is shown to admin keys only."
         return d.page("error.html", request, status=403, title="Forbidden", message=message)
-    rows = await _health_rows(d.sources, request)
+    rows = await _health_rows(d.sources)
     columns = _columns(rows or [])
     return d.page("models.html", request, nav="models", rows=rows, columns=columns)
 
@@ -205,23 +208,22 @@ def _row(item: Any) -> dict[str, Any]:
     return dict(item)
 
 
-async def _health_rows(sources: DashboardSources, request: Request) -> list[dict[str, Any]] | None:
+async def _health_rows(sources: DashboardSources) -> list[dict[str, Any]] | None:
     if sources.health is not None:
         return [_row(r) for r in await maybe_await(sources.health())]
-    catalog = resolve(sources.models)
-    if catalog is None:  # mounted on the gateway: its model catalog
-        catalog = getattr(getattr(request.app.state, "gateway", None), "catalog", None)
+    catalog = sources.models
     if catalog is None:
         return None
-    ready = await maybe_await(catalog.ready()) if callable(getattr(catalog, "ready", None)) else {}
-    built: dict[str, Any] = {}
+    ready_of, health_of = getattr(catalog, "ready", None), getattr(catalog, "health", None)  # a full catalog's
+    ready = await maybe_await(ready_of()) if callable(ready_of) else {}
+    built: dict[str, Model | Exception] = {}
     for name in catalog.names():
         try:
             built[name] = catalog.get(name)
         except Exception as exc:  # a model that cannot be built is shown as such, not a 500
             built[name] = exc
     deployments: dict[str, list[dict[str, Any]]] = {}
-    for health in catalog.health() if callable(getattr(catalog, "health", None)) else []:
+    for health in health_of() if callable(health_of) else []:
         deployments.setdefault(health.group, []).append(_row(health))
     rows: list[dict[str, Any]] = []
     for name, model in built.items():

@@ -11,14 +11,15 @@ from __future__ import annotations
 import inspect
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 from urllib.parse import quote
 
 import anyio
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from pydantic import SecretStr
 
 from legato.server._audit import AuditAction
 from legato.server.ui._access import COOKIE, Access, Viewer, client_address
@@ -26,10 +27,18 @@ from legato.server.ui._live import LiveEvents, merge_events
 from legato.server.ui._render import Renderer
 from legato.server.ui._sessions import SessionStore
 from legato.server.ui._throttle import LoginThrottle
-from legato.server.ui._view import build_run_view, by_step, gantt
-from legato.store import interrupted, visible_run
+from legato.server.ui._view import RunView, build_run_view, by_step, gantt
+from legato.store import RunRecord, interrupted, visible_run
 
-__all__ = ["Dashboard", "DashboardSources", "dashboard", "maybe_await", "resolve"]
+if TYPE_CHECKING:
+    from legato.engine import InputDecl
+    from legato.providers import Model
+    from legato.routing import DeploymentHealth
+    from legato.server._audit import AuditLog
+    from legato.server._keys import KeyStore
+    from legato.store import CallRow, Journal, RunStore, ScheduleState, ScheduleView
+
+__all__ = ["Dashboard", "DashboardSources", "Rerun", "Respond", "ServedModels", "dashboard", "maybe_await"]
 KEEPALIVE_S = 15.0  # an idle live stream sends a comment this often (proxies close silent streams)
 # Pages load only their own script and stylesheet; nothing may frame them.
 PAGE_HEADERS = {
@@ -41,13 +50,39 @@ PAGE_HEADERS = {
     "referrer-policy": "same-origin",
 }
 
-Source = Any  # an object, or a zero-argument callable returning it (resolved per request)
+
+class Respond(Protocol):
+    """``DashboardSources.respond``: answer the waiting ``step`` of a run (as ``POST
+    /v1/runs/{id}/steps/{step}/respond``); returns the run's record."""
+
+    def __call__(self, record: RunRecord, step: str, answer: Any, *, by: str) -> Awaitable[RunRecord]: ...
+
+
+class Rerun(Protocol):
+    """``DashboardSources.rerun``: a new run of ``record``'s pipeline from ``from_step``
+    owned by ``tenant`` (as ``POST /v1/runs/{id}/rerun``); returns the new run's record."""
+
+    def __call__(
+        self, record: RunRecord, from_step: str, inputs: dict[str, Any], *, tenant: str
+    ) -> Awaitable[RunRecord]: ...
+
+
+class ServedModels(Protocol):
+    """``DashboardSources.models``: the served names and their models. A
+    :class:`legato.server.ModelCatalog` also has ``ready()`` and ``health()``, which
+    the Models page reads when present."""
+
+    def names(self) -> list[str]: ...
+
+    def get(self, name: str) -> Model: ...
+
+
+HealthRows: TypeAlias = "Iterable[Mapping[str, Any] | DeploymentHealth]"
 
 
 @dataclass
 class DashboardSources:
-    """Where the dashboard reads from. Each may be the object itself or a zero-argument
-    callable returning it (for parts the app builds at start-up).
+    """Where the dashboard reads from.
 
     - ``store``: a :class:`legato.store.RunStore` (runs, steps, events; sign-in
       sessions are kept in its database).
@@ -60,13 +95,12 @@ class DashboardSources:
       client, counted in this process).
     - ``session_ttl_s``: how long a sign-in lasts.
     - ``graphs``: ``pipeline name -> {step: [dependencies]}`` or None when unknown.
-    - ``health``: routing health rows (mappings or dataclasses such as
-      :class:`legato.routing.DeploymentHealth`: ``group``, ``deployment``, ``state``,
-      ``in_flight``...), sync or async. Without it, ``models`` is used.
-    - ``models``: a model catalog (``names()``, ``get(name)`` and, for routing groups,
-      ``health()``: the deployments of every group, as :class:`legato.routing.DeploymentHealth`);
-      a served name without deployments is one row of its own.
-      Default: the catalog of the gateway the dashboard is mounted on, if any.
+    - ``health``: routing health rows (mappings or :class:`legato.routing.DeploymentHealth`:
+      ``group``, ``deployment``, ``state``, ``in_flight``...), sync or async. Without
+      it, ``models`` is used.
+    - ``models``: a model catalog (``names()``, ``get(name)`` and, when it has them,
+      ``ready()`` and ``health()``: the deployments of every routing group); a served
+      name without deployments is one row of its own.
     - ``spend``: ``async (since_day) -> rows`` of key spend (prefix, name, day, model,
       requests, input_tokens, output_tokens, cost); None: not recorded here.
     - ``journal``: a :class:`legato.store.Journal`; default: a journal on ``store``.
@@ -97,36 +131,30 @@ class DashboardSources:
       (e.g. ``https://jaeger.example/trace/{trace_id}``); None: the id is shown unlinked.
     """
 
-    store: Source
-    admin_key: Source = None
-    keys: Source = None
-    audit: Source = None
+    store: RunStore
+    admin_key: str | SecretStr | None = None
+    keys: KeyStore | None = None
+    audit: AuditLog | None = None
     throttle: LoginThrottle | None = None
     session_ttl_s: float = 12 * 3600
     graphs: Callable[[str], Mapping[str, Sequence[str]] | None] | None = None
-    health: Callable[[], Any] | None = None
-    models: Source = None
+    health: Callable[[], HealthRows | Awaitable[HealthRows]] | None = None
+    models: ServedModels | None = None
     spend: Callable[[str | None], Awaitable[list[dict[str, Any]]]] | None = None
-    journal: Source = None
+    journal: Journal | None = None
     live: LiveEvents | None = None
-    cancel: Callable[[str, str], Awaitable[Any]] | None = None
-    pipelines: Source = None
-    inputs: Callable[[str], Mapping[str, Any] | None] | None = None
-    start: Callable[[str, dict[str, Any], str], Awaitable[Any]] | None = None
-    respond: Callable[..., Awaitable[Any]] | None = None
-    rerun: Callable[..., Awaitable[Any]] | None = None
-    resume: Callable[[Any], Awaitable[Any]] | None = None
+    cancel: Callable[[str, str], Awaitable[RunRecord]] | None = None
+    pipelines: Sequence[str] = ()
+    inputs: Callable[[str], Mapping[str, InputDecl] | None] | None = None
+    start: Callable[[str, dict[str, Any], str], Awaitable[RunRecord]] | None = None
+    respond: Respond | None = None
+    rerun: Rerun | None = None
+    resume: Callable[[RunRecord], Awaitable[RunRecord]] | None = None
     poll_s: float = 0.5
     clock: Callable[[], float] = time.time
     trace_url: str | None = None
-    schedules: Callable[[], Awaitable[list[Any]]] | None = None
-    pause_schedule: Callable[[str, bool, str], Awaitable[Any]] | None = None
-
-
-def resolve(value: Source) -> Any:
-    if callable(value) and not any(hasattr(value, a) for a in ("list_runs", "search", "authenticate", "record")):
-        return value()
-    return value
+    schedules: Callable[[], Awaitable[list[ScheduleView]]] | None = None
+    pause_schedule: Callable[[str, bool, str], Awaitable[ScheduleState]] | None = None
 
 
 async def maybe_await(value: Any) -> Any:
@@ -142,15 +170,15 @@ class Dashboard:
         self.render.env.globals["can_resume"] = sources.resume is not None
         self.throttle = sources.throttle or LoginThrottle()
         self._sessions: SessionStore | None = None
-        self.access = Access(self.admin_key, lambda: resolve(sources.keys), self.session_store)
+        self.access = Access(self.admin_key, self.keys, self.session_store)
 
     # -- access ------------------------------------------------------------------------
 
     def admin_key(self) -> str | None:
-        key = resolve(self.sources.admin_key)
-        if key is not None and hasattr(key, "get_secret_value"):
+        key = self.sources.admin_key
+        if isinstance(key, SecretStr):
             key = key.get_secret_value()
-        return str(key) if key else None
+        return key or None
 
     def session_store(self) -> SessionStore:
         store = self.store()
@@ -175,7 +203,7 @@ class Dashboard:
     async def audit(
         self, action: AuditAction, request: Request, viewer: Viewer | None, target: str | None = None, **detail: Any
     ) -> None:
-        log = resolve(self.sources.audit)
+        log = self.sources.audit
         if log is None:
             return
         key = viewer.key if viewer is not None else None
@@ -190,15 +218,14 @@ class Dashboard:
         html = self.render.page(template, **ctx)
         return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
-    def journal(self) -> Any:
-        journal = resolve(self.sources.journal)
-        if journal is None:
-            from legato.store import Journal
+    def journal(self) -> Journal:
+        if self.sources.journal is not None:
+            return self.sources.journal
+        from legato.store import Journal
 
-            journal = Journal(self.store())
-        return journal
+        return Journal(self.store())
 
-    async def cancel(self, run_id: str, by: str) -> Any:
+    async def cancel(self, run_id: str, by: str) -> RunRecord:
         if self.sources.cancel is not None:
             return await self.sources.cancel(run_id, by)
         return await self.store().request_cancel(run_id, by=by)
@@ -208,25 +235,22 @@ class Dashboard:
         sources = self.sources
         return sources.start is not None and sources.inputs is not None and sources.inputs(pipeline) is not None
 
-    def keys(self) -> Any:
+    def keys(self) -> KeyStore | None:
         """The key store (None: only the admin key signs in)."""
-        return resolve(self.sources.keys)
+        return self.sources.keys
 
-    def store(self) -> Any:
-        store = resolve(self.sources.store)
-        if store is None:
-            raise RuntimeError("the run store is not open")
-        return store
+    def store(self) -> RunStore:
+        return self.sources.store
 
     # -- runs --------------------------------------------------------------------------
 
     async def pipelines(self, viewer: Viewer) -> list[str]:
         """Every pipeline the viewer has runs of, and every pipeline configured here."""
         stored = await self.store().pipelines(tenant=viewer.principal.tenant_filter)
-        configured = _maybe_names(resolve(self.sources.pipelines))
+        configured = self.sources.pipelines
         return sorted({*stored, *configured})
 
-    async def run_view(self, viewer: Viewer, run_id: str) -> Any:
+    async def run_view(self, viewer: Viewer, run_id: str) -> RunView:
         store = self.store()
         run = await visible_run(store, viewer.principal, run_id)
         steps = await store.steps(run.id)
@@ -241,7 +265,7 @@ class Dashboard:
         view.interrupted = interrupted(run, store.clock())
         return view
 
-    def run_fragments(self, view: Any, calls: Sequence[Any] = ()) -> dict[str, str]:
+    def run_fragments(self, view: RunView, calls: Sequence[CallRow] = ()) -> dict[str, str]:
         now = self.sources.clock()
         bars, span = gantt(view, now)
         ctx = self.render.run_context(view, now, bars, span)
@@ -258,7 +282,7 @@ class Dashboard:
         request: Request,
         produce: Callable[[], Awaitable[tuple[dict[str, Any], bool]]],
         wait: Callable[[float], Awaitable[None]] | None = None,
-    ) -> Any:
+    ) -> StreamingResponse:
         """An SSE stream of what ``produce`` returns, sent when it changed (a keep-alive
         comment every 15 s otherwise) until it says it is done. Between two calls the
         stream waits ``wait(at_most_s)`` (default: ``poll_s``)."""
@@ -285,12 +309,6 @@ class Dashboard:
 
         headers = {"cache-control": "no-store", "x-accel-buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
-
-
-def _maybe_names(value: Any) -> list[str]:
-    if value is None:
-        return []
-    return [str(v) for v in value]
 
 
 def dashboard(request: Request) -> Dashboard:

@@ -98,4 +98,4 @@ async def live_runs(request: Request) -> Response:
         nonlocal seen
         seen = await changes.wait(seen, min(at_most, TICK_S) if ticking else at_most)
 
-    return await d.live(request, produce, wait)  # type: ignore[no-any-return]
+    return await d.live(request, produce, wait)
