@@ -18,7 +18,7 @@ connections, see ``gateway.Target``).
   chunks, straight to the fake provider and through the gateway, interleaved; the
   first content event is timed from the request's first byte.
 - ``--profile FILE``: a py-spy profile (collapsed stacks) of the gateway while it
-  serves 256-chunk OpenAI streams.
+  serves OpenAI streams of ``--profile-chunks`` chunks (256 by default).
 
 Writes ``bench/results/gateway_streaming.json``. Run: ``python bench/gateway_streaming.py``
 (about 1 min; ``--quick`` for a smoke run).
@@ -161,7 +161,7 @@ async def measure(
             profiler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             deadline = time.monotonic() + args.profile_seconds
             while time.monotonic() < deadline:
-                await batch(targets[("openai", 256)], 10, args.concurrency)
+                await batch(targets[("openai", args.profile_chunks)], 10, args.concurrency)
             profiler.wait(60)
     finally:
         for t in (*targets.values(), *direct.values(), plain):
@@ -185,8 +185,9 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=300, help="streams per batch of 16 chunks or fewer")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--ttfc-samples", type=int, default=200)
-    parser.add_argument("--profile", help="write a py-spy profile (collapsed stacks) of 256-chunk streams here")
+    parser.add_argument("--profile", help="write a py-spy profile (collapsed stacks) here")
     parser.add_argument("--profile-seconds", type=int, default=20)
+    parser.add_argument("--profile-chunks", type=int, choices=CHUNKS, default=256, help="the streams profiled")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:

@@ -101,30 +101,44 @@ def openai_completion(a: Answer) -> bytes:
     )
 
 
+def _json_text(text: str) -> bytes:
+    return json.dumps(text, ensure_ascii=False).encode()
+
+
 def openai_stream(a: Answer, include_usage: bool) -> Iterator[bytes]:
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        body: dict[str, Any] = {
+    """The ``chat.completion.chunk`` events of an answer. The bytes around each delta
+    are built once (the same bytes ``json.dumps`` writes for the whole object), so a
+    long stream costs the fake little more than the deltas themselves."""
+    head = _dumps(
+        {
             "id": a.id,
             "object": "chat.completion.chunk",
             "created": a.created,
             "model": a.model,
             "service_tier": "default",
             "system_fingerprint": "fp_fake",
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
-        if include_usage:
-            body["usage"] = None
-        return b"data: " + _dumps(body) + b"\n\n"
+    )
+    head = b"data: " + head[:-1] + b',"choices":[{"index":0,"delta":'
+    tail = b"}]" + (b',"usage":null' if include_usage else b"") + b"}\n\n"
 
-    yield chunk({"role": "assistant", "content": "" if a.text or not a.tool_calls else None, "refusal": None})
+    def chunk(delta: bytes, finish: str | None = None) -> bytes:
+        return head + delta + b',"logprobs":null,"finish_reason":' + _dumps(finish) + tail
+
+    yield chunk(_dumps({"role": "assistant", "content": "" if a.text or not a.tool_calls else None, "refusal": None}))
     for piece in pieces(a.text, a.chunk_chars):
-        yield chunk({"content": piece})
+        yield chunk(b'{"content":' + _json_text(piece) + b"}")
     for index, call in enumerate(a.tool_calls):
-        head = {"index": index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
-        yield chunk({"tool_calls": [head]})
+        head_call = {
+            "index": index,
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }
+        yield chunk(_dumps({"tool_calls": [head_call]}))
         for piece in pieces(call.arguments, a.chunk_chars):
-            yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
-    yield chunk({}, a.finish_reason)
+            yield chunk(_dumps({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}))
+    yield chunk(b"{}", a.finish_reason)
     if include_usage:
         final = {
             "id": a.id,
@@ -217,9 +231,10 @@ def anthropic_stream(a: Answer) -> Iterator[bytes]:
         block = {"type": "text", "text": ""}
         yield _event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block})
         yield _event("ping", {"type": "ping"})
+        text_delta = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":'
+        text_delta += b'{"type":"text_delta","text":'
         for piece in pieces(a.text, a.chunk_chars):
-            delta = {"type": "text_delta", "text": piece}
-            yield _event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+            yield text_delta + _json_text(piece) + b"}}\n\n"
         yield _event("content_block_stop", {"type": "content_block_stop", "index": 0})
         index = 1
     for call in a.tool_calls:
