@@ -13,7 +13,6 @@ budgets, which are kept apart, are not affected.
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from typing import Any
 
@@ -21,11 +20,10 @@ import anyio
 
 from legato.observe import ModelCall, Recorded
 from legato.providers import Model
+from legato.server._flushing import flush_every
 from legato.store import RunStore, call_values, record_calls
 
 __all__ = ["CallRecorder"]
-
-log = logging.getLogger("legato.server")
 
 
 class CallRecorder:
@@ -47,12 +45,7 @@ class CallRecorder:
 
     async def run(self) -> None:
         """Flush periodically until cancelled (owned by the app's task group)."""
-        while True:
-            await anyio.sleep(self.interval_s)
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("could not write model call records; will retry")
+        await flush_every(self.interval_s, self.flush, "model call records")
 
     async def flush(self) -> None:
         async with self._lock:

@@ -10,7 +10,6 @@ counters in Redis are updated per request and are not affected).
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,11 +19,10 @@ import anyio
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from legato.server._flushing import flush_every
 from legato.server._keys import spend_table
 
 __all__ = ["SpendRecorder"]
-
-log = logging.getLogger("legato.server")
 
 
 @dataclass(slots=True)
@@ -55,12 +53,7 @@ class SpendRecorder:
 
     async def run(self) -> None:
         """Flush periodically until cancelled (owned by the app's task group)."""
-        while True:
-            await anyio.sleep(self.interval_s)
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("could not write spend records; will retry")
+        await flush_every(self.interval_s, self.flush, "spend records")
 
     async def flush(self) -> None:
         async with self._lock:
