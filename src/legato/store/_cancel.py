@@ -22,20 +22,18 @@ recorded never starts, whatever the listener's latency.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
-from sqlalchemy.engine import make_url
 
+from legato.store._listen import Listener, asyncpg_dsn
 from legato.store._records import CancelRequest
 
-__all__ = ["CHANNEL", "QUEUE_CHANNEL", "CancelListener", "asyncpg_dsn", "close_listener", "open_listener"]
+__all__ = ["CHANNEL", "QUEUE_CHANNEL", "CancelListener"]
 
 CHANNEL = "legato_run_cancel"
 QUEUE_CHANNEL = "legato_run_queued"  # payload: the queue's name (see legato.store._queue)
-log = logging.getLogger("legato.store")
 
 Check = Callable[[str], Awaitable[CancelRequest | None]]
 CheckMany = Callable[[list[str]], Awaitable[dict[str, CancelRequest]]]
@@ -57,22 +55,26 @@ class CancelListener:
         self._check_many = check_many
         self._found: dict[str, CancelRequest] = {}
         self._polling = False
-        self._dsn = asyncpg_dsn(url)
+        dsn = asyncpg_dsn(url)
         self.poll_s = poll_s
         self.fallback_s = fallback_s
         self._waiting: dict[str, set[anyio.Event]] = {}
-        self._conn: Any = None
-        self._lock = anyio.Lock()
+        # A request may have been sent while nobody listened: every waiter re-checks.
+        self._listener = (
+            None
+            if dsn is None
+            else Listener(dsn, CHANNEL, self._notified, self._wake_all, self._wake_all, what="run cancellations")
+        )
 
     @property
     def notifies(self) -> bool:
         """Whether requests arrive by notification (PostgreSQL) rather than by polling."""
-        return self._dsn is not None
+        return self._listener is not None
 
     async def wait(self, run_id: str, sleep: Sleep) -> CancelRequest:
         """Return once a cancel of ``run_id`` is recorded (``sleep`` paces the polls)."""
-        if self._dsn is not None and await self._listening():
-            return await self._wait_notified(run_id, sleep)
+        if self._listener is not None and await self._listener.listening():
+            return await self._wait_notified(self._listener, run_id, sleep)
         return await self._wait_polled(run_id, sleep)
 
     async def _wait_polled(self, run_id: str, sleep: Sleep) -> CancelRequest:
@@ -107,7 +109,7 @@ class CancelListener:
                 return
             await sleep(self.poll_s)
 
-    async def _wait_notified(self, run_id: str, sleep: Sleep) -> CancelRequest:
+    async def _wait_notified(self, listener: Listener, run_id: str, sleep: Sleep) -> CancelRequest:
         woken = self._subscribe(run_id)
         try:
             while True:
@@ -119,7 +121,7 @@ class CancelListener:
                     await woken.wait()
                 self._unsubscribe(run_id, woken)
                 woken = self._subscribe(run_id)
-                await self._listening()  # reconnects if the listener's connection dropped
+                await listener.listening()  # reconnects if the listener's connection dropped
                 await sleep(0)
         finally:
             self._unsubscribe(run_id, woken)
@@ -145,58 +147,6 @@ class CancelListener:
         for event in self._waiting.get(payload, ()):
             event.set()
 
-    async def _listening(self) -> bool:
-        async with self._lock:
-            if self._conn is not None and not self._conn.is_closed():
-                return True
-            try:
-                conn = await open_listener(self._dsn, CHANNEL, self._notified, self._wake_all)
-            except Exception:
-                log.warning("cannot LISTEN for run cancellations; polling instead", exc_info=True)
-                return False
-            self._conn = conn
-            self._wake_all()  # a request may have been sent while nobody listened: re-check
-            return True
-
     async def aclose(self) -> None:
-        conn, self._conn = self._conn, None
-        await close_listener(conn)
-
-
-async def open_listener(
-    dsn: str | None, channel: str, notified: Callable[..., None], terminated: Callable[..., None]
-) -> Any:
-    """An asyncpg connection ``LISTEN``ing on ``channel``, owned by the caller.
-
-    If connecting or ``LISTEN`` fails or is cancelled (a run that ends while its
-    cancel listener connects), the connection is closed before the error propagates:
-    nothing is left for the garbage collector to find."""
-    import asyncpg  # type: ignore[import-untyped]
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.add_listener(channel, notified)
-        conn.add_termination_listener(terminated)
-    except BaseException:
-        await close_listener(conn)
-        raise
-    return conn
-
-
-async def close_listener(conn: Any) -> None:
-    """Close a listener connection, even from a cancelled task; one that does not
-    close within 5 s is terminated."""
-    if conn is None or conn.is_closed():
-        return
-    with anyio.CancelScope(shield=True):
-        with anyio.move_on_after(5):
-            await conn.close()
-        if not conn.is_closed():
-            conn.terminate()
-
-
-def asyncpg_dsn(url: str) -> str | None:
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "postgresql":
-        return None
-    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+        if self._listener is not None:
+            await self._listener.aclose()

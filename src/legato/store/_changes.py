@@ -19,19 +19,17 @@ change count per store instead, and the list re-reads only when it moves:
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 from typing import Any
 
 import anyio
 
-from legato.store._cancel import asyncpg_dsn, close_listener, open_listener
 from legato.store._database import sqlite_path
+from legato.store._listen import Listener, asyncpg_dsn
 
 __all__ = ["CHANGES_CHANNEL", "RunChanges"]
 
 CHANGES_CHANNEL = "legato_runs_changed"
-log = logging.getLogger("legato.store")
 
 
 class RunChanges:
@@ -44,7 +42,15 @@ class RunChanges:
         self._path = sqlite_path(url)
         self._changed = anyio.Event()
         self._lock = anyio.Lock()
-        self._conn: Any = None  # the LISTEN connection (PostgreSQL)
+        # Something may have changed while nobody listened: a new connection counts as a change.
+        self._listener = (
+            None
+            if self._dsn is None
+            else Listener(
+                self._dsn, CHANGES_CHANNEL, self._notified, self._notified, self._notified,
+                what="run changes", fallback="live views poll instead",
+            )
+        )  # fmt: skip
         self._probe: sqlite3.Connection | None = None
         self._version: int | None = None
         self._probed_at = float("-inf")
@@ -57,7 +63,7 @@ class RunChanges:
     async def wait(self, after: int, timeout: float) -> int:
         """The change count once it has moved past ``after``, or after ``timeout``
         seconds (then ``after`` itself, when nothing changed)."""
-        if self._dsn is not None and await self._listening():
+        if self._listener is not None and await self._listener.listening():
             with anyio.move_on_after(timeout):
                 while self.count == after:
                     await self._changed.wait()
@@ -98,22 +104,9 @@ class RunChanges:
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
 
-    async def _listening(self) -> bool:
-        async with self._lock:
-            if self._conn is not None and not self._conn.is_closed():
-                return True
-            try:
-                conn = await open_listener(self._dsn, CHANGES_CHANNEL, self._notified, self._notified)
-            except Exception:
-                log.warning("cannot LISTEN for run changes; live views poll instead", exc_info=True)
-                return False
-            self._conn = conn
-            self._notified()  # something may have changed while nobody listened
-            return True
-
     async def aclose(self) -> None:
-        conn, self._conn = self._conn, None
-        await close_listener(conn)
+        if self._listener is not None:
+            await self._listener.aclose()
         probe, self._probe = self._probe, None
         if probe is not None:
             probe.close()

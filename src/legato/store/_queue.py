@@ -35,7 +35,6 @@ machinery as cancel notifications) and falls back to polling. On SQLite it polls
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -46,7 +45,8 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 from sqlalchemy.engine import Connection
 
-from legato.store._cancel import QUEUE_CHANNEL, asyncpg_dsn, close_listener, open_listener
+from legato.store._cancel import QUEUE_CHANNEL
+from legato.store._listen import Listener, asyncpg_dsn
 from legato.store._records import EventRecord, RunRecord, StoredStatus
 from legato.store._rows import event_row, run_record
 from legato.store._runs import RunStore
@@ -68,7 +68,6 @@ __all__ = [
     "worker_stats",
 ]
 
-log = logging.getLogger("legato.store")
 
 _QUEUED = StoredStatus.QUEUED.value
 _RUNNING = StoredStatus.RUNNING.value
@@ -345,12 +344,17 @@ class QueueWaiter:
     between is not missed."""
 
     def __init__(self, url: str, queues: set[str], *, poll_s: float = 0.2, fallback_s: float = 2.0) -> None:
-        self._dsn = asyncpg_dsn(url)
+        dsn = asyncpg_dsn(url)
         self.queues = queues
         self.poll_s = poll_s
         self.fallback_s = fallback_s
         self._event = anyio.Event()
-        self._conn: Any = None
+        # A run may have been enqueued while nobody listened: a new connection wakes the worker.
+        self._listener = (
+            None
+            if dsn is None
+            else Listener(dsn, QUEUE_CHANNEL, self._notified, self.wake, self.wake, what="enqueued runs")
+        )
 
     def clear(self) -> None:
         if self._event.is_set():
@@ -363,7 +367,7 @@ class QueueWaiter:
     async def wait(self, at_most_s: float | None = None) -> None:
         """Until a notification, the poll or the fallback interval, or ``at_most_s``
         (a rate-limited queue's window frees a claim without any notification)."""
-        listening = self._dsn is not None and await self._listening()
+        listening = self._listener is not None and await self._listener.listening()
         limit = self.fallback_s if listening else self.poll_s
         with anyio.move_on_after(limit if at_most_s is None else min(limit, at_most_s)):
             await self._event.wait()
@@ -372,18 +376,6 @@ class QueueWaiter:
         if payload in self.queues:
             self._event.set()
 
-    async def _listening(self) -> bool:
-        if self._conn is not None and not self._conn.is_closed():
-            return True
-        try:
-            conn = await open_listener(self._dsn, QUEUE_CHANNEL, self._notified, self.wake)
-        except Exception:
-            log.warning("cannot LISTEN for enqueued runs; polling instead", exc_info=True)
-            return False
-        self._conn = conn
-        self._event.set()  # a run may have been enqueued while nobody listened
-        return True
-
     async def aclose(self) -> None:
-        conn, self._conn = self._conn, None
-        await close_listener(conn)
+        if self._listener is not None:
+            await self._listener.aclose()
