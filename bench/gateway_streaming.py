@@ -8,11 +8,13 @@ Anthropic model on each fake; and this load generator (pre-built requests on kep
 connections, see ``gateway.Target``).
 
 - **CPU per stream**: the gateway process's CPU time (user + system, psutil) over a
-  batch of streams, divided by the streams, in rounds that alternate the six
-  (protocol, chunks) pairs so that other load on the machine hits all alike; the
-  median round is reported. CPU time rather than wall time: on a shared machine the
-  wall clock mostly measures waiting for a core. The cost of a chunk is the slope
-  between 16 and 256 chunks; the fixed cost of a stream is what is left at one.
+  batch of streams, divided by the streams, in rounds that alternate the nine
+  (client, chunks) pairs (an OpenAI and an Anthropic client on a model of their own
+  protocol; an OpenAI client on a routing group of one deployment, ``group``), so
+  that other load on the machine hits all alike; the median round is reported. CPU
+  time rather than wall time: on a shared machine the wall clock mostly measures
+  waiting for a core. The cost of a chunk is the slope between 16 and 256 chunks;
+  the fixed cost of a stream is what is left at one.
   A non-streamed call of the same model is measured alongside, for the fixed part.
 - **Time to the first chunk** (wall clock, secondary): sequential streams of 16
   chunks, straight to the fake provider and through the gateway, interleaved; the
@@ -49,6 +51,9 @@ PIECE = "tea "  # 4 characters: one token-sized piece per chunk
 RESULTS = Path(__file__).resolve().parent / "results" / "gateway_streaming.json"
 MARKERS = {"openai": b'"content":"', "anthropic": b'"text_delta"'}
 PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
+# What is measured per stream: OpenAI and Anthropic clients on a model of the same
+# protocol, and OpenAI clients on a routing group of one deployment (the router's cost).
+KINDS = {"openai": "openai", "anthropic": "anthropic", "group": "openai"}
 
 
 class StreamTarget(Target):
@@ -111,11 +116,11 @@ async def measure(
     args: argparse.Namespace, fakes: dict[int, str], gw_url: str, key: str, gw: psutil.Process
 ) -> dict[str, Any]:
     targets = {
-        (api, n): StreamTarget(
-            gw_url + PATHS[api], {"Authorization": f"Bearer {key}", "anthropic-version": "2023-06-01"},
-            body(api, f"{api}-{n}"), MARKERS[api],
+        (kind, n): StreamTarget(
+            gw_url + PATHS[KINDS[kind]], {"Authorization": f"Bearer {key}", "anthropic-version": "2023-06-01"},
+            body(KINDS[kind], f"{kind}-{n}"), MARKERS[KINDS[kind]],
         )
-        for api in PATHS for n in CHUNKS
+        for kind in KINDS for n in CHUNKS
     }  # fmt: skip
     direct = {
         api: StreamTarget(
@@ -169,11 +174,12 @@ async def measure(
     out: dict[str, Any] = {"cpu_ms_per_stream": {}, "ttfc_ms": {}}
     for k, values in per_round.items():
         out["cpu_ms_per_stream"][k] = {"median": statistics.median(values), "min": min(values), "rounds": values}
-    for api in PATHS:
-        m = {n: out["cpu_ms_per_stream"][f"{api}/{n}"]["median"] for n in CHUNKS}
+    for kind in KINDS:
+        m = {n: out["cpu_ms_per_stream"][f"{kind}/{n}"]["median"] for n in CHUNKS}
         per_chunk = (m[256] - m[16]) / (256 - 16)
-        out[f"{api}_cpu_us_per_chunk"] = per_chunk * 1e3
-        out[f"{api}_cpu_ms_fixed"] = m[1] - per_chunk
+        out[f"{kind}_cpu_us_per_chunk"] = per_chunk * 1e3
+        out[f"{kind}_cpu_ms_fixed"] = m[1] - per_chunk
+    for api in PATHS:
         d, g = statistics.median(ttfc[f"{api}/direct"]), statistics.median(ttfc[f"{api}/gateway"])
         out["ttfc_ms"][api] = {"direct_p50": d, "gateway_p50": g, "added_p50": g - d}
     return out
@@ -208,8 +214,13 @@ def main() -> None:
             f"  anthropic-{n}:\n    provider: anthropic\n    model: claude-fake\n    base_url: {fakes[n]}\n"
             f"    api_key: env:BENCH_FAKE_KEY\n    price: {{input: 0.8, output: 4.0}}\n"
         )
+    groups = "".join(f"  group-{n}:\n    deployments: [{{model: openai-{n}}}]\n" for n in CHUNKS)
     (tmp / "legato.yaml").write_text(
-        "models:\n" + models + "server:\n  master_key: env:BENCH_MASTER_KEY\n  max_connections_per_client: 0\n"
+        "models:\n"
+        + models
+        + "groups:\n"
+        + groups
+        + "server:\n  master_key: env:BENCH_MASTER_KEY\n  max_connections_per_client: 0\n"
     )
     path = os.pathsep.join(p for p in (str(tmp), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "BENCH_FAKE_KEY": "sk-fake", "BENCH_MASTER_KEY": MASTER, "PYTHONPATH": path}
@@ -250,10 +261,10 @@ def main() -> None:
 
 def report(r: dict[str, Any]) -> None:
     print("\ngateway CPU per stream (one worker; median of rounds; user + system CPU time)")
-    print(f"{'protocol':<10}" + "".join(f"{f'{n} chunks':>12}" for n in CHUNKS) + f"{'per chunk':>12}{'fixed':>10}")
-    for api in PATHS:
-        row = "".join(f"{r['cpu_ms_per_stream'][f'{api}/{n}']['median']:>10.3f}ms" for n in CHUNKS)
-        print(f"{api:<10}{row}{r[f'{api}_cpu_us_per_chunk']:>10.1f}µs{r[f'{api}_cpu_ms_fixed']:>8.3f}ms")
+    print(f"{'client':<10}" + "".join(f"{f'{n} chunks':>12}" for n in CHUNKS) + f"{'per chunk':>12}{'fixed':>10}")
+    for kind in KINDS:
+        row = "".join(f"{r['cpu_ms_per_stream'][f'{kind}/{n}']['median']:>10.3f}ms" for n in CHUNKS)
+        print(f"{kind:<10}{row}{r[f'{kind}_cpu_us_per_chunk']:>10.1f}µs{r[f'{kind}_cpu_ms_fixed']:>8.3f}ms")
     print(f"a non-streamed call of the same model: {r['cpu_ms_per_stream']['openai/plain']['median']:.3f} ms")
     print("time to the first content chunk, 16-chunk streams, sequential (wall clock)")
     for api, t in r["ttfc_ms"].items():

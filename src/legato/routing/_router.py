@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -392,8 +392,11 @@ class Router:
                         break
                     continue
                 self._answered(outcome)  # the failover opened a stream
-                async with aclosing(self._relay(opened, deployment)) as relay:
-                    async for chunk in relay:
+                stream, head = opened[0], opened[1]
+                async with self._relaying(opened, deployment):
+                    for chunk in head:
+                        yield chunk
+                    async for chunk in stream:
                         yield chunk
                 return
         async with aclosing(self._stream_fallback(request, outcome, inside)) as fallback:
@@ -431,18 +434,18 @@ class Router:
             _visited.reset(token)
         return stream, head, started
 
-    async def _relay(
+    @asynccontextmanager
+    async def _relaying(
         self,
         opened: tuple[AsyncIterator[ChatChunk], list[ChatChunk], float],
         deployment: DeploymentState | None,
-    ) -> AsyncGenerator[ChatChunk, None]:
-        stream, head, started = opened
+    ) -> AsyncIterator[None]:
+        """Around the relay of an opened stream (its chunks are yielded by the caller, so
+        a chunk passes no async generator of the router's own): a failure is a cut
+        stream of this deployment, the stream is closed however the relay ends."""
+        stream, _, started = opened
         try:
-            if head:
-                for chunk in head:
-                    yield chunk
-                async for chunk in stream:
-                    yield chunk
+            yield
         except ModelError as error:
             if deployment is not None:
                 deployment.failed(started, error)
@@ -466,8 +469,10 @@ class Router:
                 assert attempt.error is not None
                 self._next_target_failed(outcome, attempt.error)
                 continue
-            async with aclosing(self._relay(opened, None)) as relay:
-                async for chunk in relay:
+            async with self._relaying(opened, None):
+                for chunk in opened[1]:
+                    yield chunk
+                async for chunk in opened[0]:
                     yield chunk
             return
         degrade, final = self._degrade_to(outcome)
@@ -481,8 +486,10 @@ class Router:
         opened = await self._open(degrade, request, inside, None, _Outcome())
         if opened is None:
             raise final
-        async with aclosing(self._relay(opened, None)) as relay:
-            async for chunk in relay:
+        async with self._relaying(opened, None):
+            for chunk in opened[1]:
+                yield chunk
+            async for chunk in opened[0]:
                 yield chunk
 
     async def aclose(self) -> None:
