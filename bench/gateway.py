@@ -244,6 +244,16 @@ async def overload(gw_url: str, key: str, args: argparse.Namespace, gw: psutil.P
     return {"sustainable": sustained, "unloaded": unloaded, "overload": loaded, "refusal": refusal}
 
 
+async def refusal_only(gw_url: str, key: str, gw: psutil.Process) -> dict[str, Any]:
+    """The refusal phase alone (``--phases refusal``): CPU time, so it holds on a busy machine."""
+    target = Target(gw_url + "/v1/chat/completions", {"Authorization": f"Bearer {key}"}, {**BODY, "model": "gpt-slow"})
+    await target.open(64)
+    try:
+        return await refusal_cost(gw_url, key, gw, target)
+    finally:
+        await target.close()
+
+
 async def refusal_cost(
     gw_url: str, key: str, gw: psutil.Process, target: Target, requests: int = 5000
 ) -> dict[str, Any]:
@@ -382,7 +392,9 @@ def main() -> None:
     parser.add_argument("--rss-requests", type=int, default=100_000, help="the issue asks 200,000; scaled to ~1 min")
     parser.add_argument("--rss-warmup", type=int, default=10_000)
     parser.add_argument("--overload-seconds", type=float, default=15.0, help="seconds at twice the sustainable rate")
-    parser.add_argument("--phases", choices=["all", "overload"], default="all")
+    parser.add_argument(
+        "--phases", choices=["all", "overload", "refusal"], default="all", help="refusal: only the CPU cost of a 429"
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--pin", action="store_true", help="gateway on CPU 0; fake providers and this process on CPU 1")
     parser.add_argument("--profile", help="write a py-spy profile (collapsed stacks) of the overload phase here")
@@ -449,7 +461,10 @@ def main() -> None:
         result: dict[str, Any] = {"load_average_before": os.getloadavg()}
         if args.phases == "all":
             result.update(anyio.run(measure, args, fake_url, gw_url, key, gw, backend_options={"use_uvloop": True}))
-        result["overload"] = anyio.run(overload, gw_url, key, args, gw, backend_options={"use_uvloop": True})
+        if args.phases == "refusal":
+            result["refusal"] = anyio.run(refusal_only, gw_url, key, gw, backend_options={"use_uvloop": True})
+        else:
+            result["overload"] = anyio.run(overload, gw_url, key, args, gw, backend_options={"use_uvloop": True})
         result["wall_s"] = time.perf_counter() - started
         result["load_average_after"] = os.getloadavg()
     finally:
@@ -462,10 +477,17 @@ def main() -> None:
 def report(r: dict[str, Any], args: argparse.Namespace) -> None:
     if args.phases == "all":
         report_overhead(r)
-    report_overload(r["overload"])
+    if args.phases == "refusal":
+        refusal = r["refusal"]
+        print(
+            f"gateway CPU per refusal {refusal['cpu_ms_per_refusal']:.3f} ms "
+            f"({refusal['refused']} of {refusal['requests']} refused, admission limit {refusal['limit']})"
+        )
+    else:
+        report_overload(r["overload"])
     before, after = (" ".join(f"{x:.2f}" for x in r[k]) for k in ("load_average_before", "load_average_after"))
     print(f"wall time {r['wall_s']:.0f} s; load average before {before}, after {after}")
-    name = "gateway.json" if args.phases == "all" else "gateway-overload.json"
+    name = {"all": "gateway.json", "overload": "gateway-overload.json", "refusal": "gateway-refusal.json"}[args.phases]
     out = Path(__file__).parent / "results" / name
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), **r}, indent=2, default=str))

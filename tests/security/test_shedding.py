@@ -137,3 +137,43 @@ async def test_callers_without_a_valid_key_or_scope_are_not_admitted_or_shed(
         assert r.status_code == expected, (key, r.text)
     with gateway.client(MASTER) as c:
         assert c.get("/readyz").json()["checks"]["admission"]["rejected"] == before
+
+
+async def test_refusals_keep_http_semantics(saturated: tuple[ServedGateway, FakeProvider]) -> None:
+    """The protocol writes a refusal itself: a client that asked to close gets the 429
+    and a closed connection; a refusal pipelined with the next request answers both, in
+    order; the server's date header is on it."""
+    gateway, _ = saturated
+    async with await anyio.connect_tcp("127.0.0.1", gateway.port) as stream:
+        status, headers, _ = await exchange(stream, headers_only("/v1/chat/completions", MASTER, connection="close"))
+        assert (status, headers["connection"]) == (429, "close")
+        assert "date" in headers
+        with anyio.fail_after(10), pytest.raises(anyio.EndOfStream):
+            await stream.receive()
+    payload = json.dumps(CHAT).encode()
+    models = f"GET /v1/models HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {MASTER}\r\n\r\n".encode()
+    async with await anyio.connect_tcp("127.0.0.1", gateway.port) as stream:
+        await stream.send(headers_only("/v1/chat/completions", MASTER, len(payload)) + payload + models)
+        data = b""
+        with anyio.fail_after(30):
+            while len(answers := _responses(data)) < 2:
+                data += await stream.receive()
+        assert [status for status, _ in answers] == [429, 200]
+        assert json.loads(answers[0][1])["error"]["code"] == "server_overloaded"
+        assert json.loads(answers[1][1])["object"] == "list"
+
+
+def _responses(data: bytes) -> list[tuple[int, bytes]]:
+    """The complete responses (status, body) at the start of ``data``."""
+    done = []
+    while b"\r\n\r\n" in data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        length = next(
+            int(v) for k, _, v in (line.partition(":") for line in lines[1:]) if k.lower() == "content-length"
+        )
+        if len(rest) < length:
+            break
+        done.append((int(lines[0][9:12]), rest[:length]))
+        data = rest[length:]
+    return done

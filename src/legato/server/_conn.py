@@ -24,10 +24,14 @@ which reads the body.
 One more hook lives here because it must run before the app does: on the httptools
 protocol, when the request's headers are complete, the callable the app put in its
 lifespan state under :data:`EARLY_ANSWER` (:class:`legato.server._shed.EarlyRefusal`)
-may return a small ASGI app that answers this one request instead of the whole
-application (a 429 while admission is saturated). uvicorn runs it like any request,
-so keep-alive, pipelining and the unread body are handled as usual. The h11 fallback
-has no such hook; there the refusal comes from the app.
+may return an answer for this one request instead of the whole application (a 429
+while admission is saturated). When no earlier request of the connection is still
+being answered, the protocol writes the answer's bytes (``respond``) at once and
+marks the request answered: its body, as it arrives, is discarded by uvicorn's own
+rule for a request answered before its body, and the connection stays open for the
+next one (closed when the client asked for that). Behind a pipelined request the
+answer is queued as the ASGI app it also is, and uvicorn runs it in turn. The h11
+fallback has no such hook; there the refusal comes from the app.
 
 Both protocols stamp each request with the moment its headers were complete
 (``time.monotonic()`` when the bytes completing them were handed over, put in the
@@ -154,6 +158,25 @@ class _Guarded:
             self.transport.close()
 
 
+class _NoWaiter:
+    """Where uvicorn signals a request's reader (``message_event``): nobody reads an answered request."""
+
+    def set(self) -> None:
+        return None
+
+
+class _Answered:
+    """The cycle of a request the protocol answered itself: complete from the start."""
+
+    __slots__ = ("scope",)
+    response_complete = True
+    disconnected = False
+    message_event = _NoWaiter()
+
+    def __init__(self, scope: dict[str, Any]) -> None:
+        self.scope = scope
+
+
 class GuardedHttpTools(_Guarded, HttpToolsProtocol):
     """uvicorn's httptools protocol with the header deadline, the per-client cap and
     the early answer."""
@@ -161,6 +184,10 @@ class GuardedHttpTools(_Guarded, HttpToolsProtocol):
     app_state: dict[str, Any]
     url: bytes
     headers: list[tuple[bytes, bytes]]
+    root_path: str
+    parser: Any
+    pipeline: Any
+    server_state: Any
 
     def on_headers_complete(self) -> None:
         early = self.app_state.get(EARLY_ANSWER)
@@ -168,11 +195,31 @@ class GuardedHttpTools(_Guarded, HttpToolsProtocol):
         if answer is None:
             super().on_headers_complete()
             return
+        idle = self.cycle is None or self.cycle.response_complete
+        if idle and not self.pipeline and not self.parser.should_upgrade():
+            self._answer_now(answer)
+            return
         app, self.app = self.app, answer  # uvicorn starts the request's task with self.app
         try:
             super().on_headers_complete()
         finally:
             self.app = app
+
+    def _answer_now(self, answer: Any) -> None:
+        """Write ``answer`` for the request whose headers just completed, without a task."""
+        http_version = self.parser.get_http_version()
+        scope: Any = self.scope
+        scope["method"] = self.parser.get_method().decode("ascii")
+        if http_version != "1.1":
+            scope["http_version"] = http_version
+        scope["path"] = self.root_path + self.url.split(b"?", 1)[0].decode("ascii")  # a model route: no escapes
+        keep_alive = http_version != "1.0" and self.parser.should_keep_alive()
+        self.cycle = _Answered(scope)  # uvicorn drops the body of an answered request
+        self.transport.write(answer.respond(scope, self.server_state.default_headers, keep_alive))
+        if keep_alive:
+            self.on_response_complete()  # keep-alive timer, flow control, as after any answer
+        else:
+            self.transport.close()
 
 
 class GuardedH11(_Guarded, H11Protocol):
