@@ -95,3 +95,13 @@ def test_reconfiguring_replaces_the_handler_and_bad_level_is_rejected() -> None:
     assert len(b.getvalue().splitlines()) == 1
     with pytest.raises(ValueError, match="unknown log level 'loud'"):
         configure_logging("loud", logger=name)
+
+
+def test_extras_are_redacted_on_every_line_and_numbers_kept(log: tuple[logging.Logger, io.StringIO]) -> None:
+    logger, stream = log
+    for n in range(2):  # the formatter remembers which names are sensitive: the second line too
+        logger.info("call", extra={"api_key": "plain", "path": f"/v1/{SECRET}", "tokens": n, "ok": True, "x": None})
+    for n, rec in enumerate(lines(stream)):
+        assert rec["api_key"] == REDACTED
+        assert rec["path"] == f"/v1/{REDACTED}"
+        assert (rec["tokens"], rec["ok"], rec["x"]) == (n, True, None)

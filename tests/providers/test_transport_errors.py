@@ -3,6 +3,8 @@ raised them (aiohttp by default, httpx for HTTP/2 and injected transports)."""
 
 from __future__ import annotations
 
+import math
+
 import aiohttp
 import httpx
 import pytest
@@ -48,3 +50,14 @@ def test_the_wires_failures_are_what_adapters_catch() -> None:
     caught = transport_errors()
     assert issubclass(aiohttp.ClientPayloadError, caught)
     assert issubclass(httpx.ReadError, caught)
+
+
+def test_response_bodies_read_as_the_standard_library_reads_them() -> None:
+    from legato.providers._http import _loads
+
+    assert _loads(b'{"a":[1,2.5,"x"],"b":null}') == {"a": [1, 2.5, "x"], "b": None}
+    assert _loads(b'{"text":"\\ud800"}') == {"text": "\ud800"}  # a lone surrogate escape is still read
+    assert math.isnan(_loads(b'{"v":NaN}')["v"])
+    assert _loads(b'{"n":123456789012345678901234567890}')["n"] == 123456789012345678901234567890
+    with pytest.raises(ValueError):
+        _loads(b'{"a": ')

@@ -168,3 +168,10 @@ async def test_the_fast_layer_takes_only_well_formed_calls() -> None:
     ]:
         assert await _through(layer, path, body, headers, key) == 418
         assert route.bodies[-1] == body
+
+
+def test_model_answers_are_compact_json_even_with_wide_integers() -> None:
+    from legato.server._gateway import model_response
+
+    assert model_response({"a": [1.5, "é"], "b": None}).body == '{"a":[1.5,"é"],"b":null}'.encode()
+    assert model_response({"n": 2**70}).body == b'{"n":1180591620717411303424}'

@@ -34,6 +34,9 @@ _RECORD_ATTRS = frozenset(
 )
 
 
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+
 def _trace_ids() -> tuple[str, str] | None:
     # Only the API is needed to read the current span; without an SDK it is invalid.
     from opentelemetry import trace
@@ -64,6 +67,9 @@ class JsonFormatter(logging.Formatter):
         super().__init__()
         self._redactor = redactor
         self.static = dict(static or {})
+        # Whether each extra field's name is sensitive, for the redactor it was asked of:
+        # the same few names come on every line (the access log has ten).
+        self._sensitive: tuple[Redactor | None, dict[str, bool]] = (None, {})
 
     @property
     def redactor(self) -> Redactor:
@@ -78,9 +84,19 @@ class JsonFormatter(logging.Formatter):
             "msg": r.text(record.getMessage()),
             **self.static,
         }
+        sensitive = self._sensitive_names(r)
         for key, value in record.__dict__.items():
-            if key not in _RECORD_ATTRS and not key.startswith("_"):
-                out[key] = r.replacement if r.is_sensitive_key(key) else r.value(_jsonable(value))
+            if key in _RECORD_ATTRS or key.startswith("_"):
+                continue
+            hidden = sensitive.get(key)
+            if hidden is None:
+                hidden = sensitive[key] = r.is_sensitive_key(key)
+            if hidden:
+                out[key] = r.replacement
+            elif type(value) in _SCALARS:
+                out[key] = value  # nothing to redact in a number
+            else:
+                out[key] = r.text(value) if type(value) is str else r.value(_jsonable(value))
         rid = request_id.get()
         if rid is not None:
             out.setdefault("request_id", rid)
@@ -94,6 +110,13 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             out["stack"] = r.text(self.formatStack(record.stack_info))
         return json.dumps(out, ensure_ascii=False, default=repr)
+
+    def _sensitive_names(self, redactor: Redactor) -> dict[str, bool]:
+        owner, names = self._sensitive
+        if owner is not redactor:
+            names = {}
+            self._sensitive = (redactor, names)
+        return names
 
 
 class RedactingFilter(logging.Filter):

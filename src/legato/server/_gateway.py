@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
+import orjson
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 from starlette.responses import Response
@@ -64,6 +65,18 @@ def gateway(request: Request) -> Gateway:
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
     return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def model_response(data: dict[str, Any]) -> Response:
+    """A model route's answer (a completion, a message, embeddings) as compact JSON, by orjson:
+    an embeddings answer of a few thousand floats costs a millisecond of CPU with the standard
+    library and a few dozen microseconds this way. A value orjson refuses (an integer wider than
+    64 bits) is written by the standard library instead; ``NaN`` becomes ``null``."""
+    try:
+        body = orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    return Response(body, media_type="application/json")
 
 
 def _describe(exc: ValidationError) -> str:
@@ -211,7 +224,7 @@ async def _chat_completions(body: ow.ChatCompletionRequest, request: Request, ke
     )
     if not body.stream:
         resp = await _call(gw, admission, body.model, model.chat(creq), ex)
-        return json_response(ow.completion(resp, body.model))
+        return model_response(ow.completion(resp, body.model))
     up = await _start_stream(gw, admission, model, body.model, creq, ex)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return EventStream(up, ow.ChunkWriter(body.model, include_usage), _SSE_HEADERS)
@@ -237,7 +250,7 @@ async def _messages(body: aw.MessagesRequest, request: Request, key: ApiKey) -> 
     )
     if not body.stream:
         resp = await _call(gw, admission, body.model, model.chat(creq), ex)
-        return json_response(aw.message(resp, body.model))
+        return model_response(aw.message(resp, body.model))
     up = await _start_stream(gw, admission, model, body.model, creq, ex)
     return EventStream(up, aw.StreamWriter(body.model), _SSE_HEADERS)
 
@@ -258,7 +271,7 @@ async def _embeddings(body: ow.EmbeddingRequest, request: Request, key: ApiKey) 
     admission = await gw.limiter.admit(key, gw.worst_case(ereq, model))
     _note_quota(ex, admission)
     resp = await _call(gw, admission, body.model, model.embed(ereq), ex)
-    return json_response(ow.embeddings(resp, body.model, body.encoding_format))
+    return model_response(ow.embeddings(resp, body.model, body.encoding_format))
 
 
 def _model_object(name: str, anthropic: bool) -> dict[str, Any]:
