@@ -1,6 +1,7 @@
 """``legato serve --workers 2``: two worker processes on one port, SQLite store.
 
-Each test holds one kept-alive connection to each worker (psutil tells which process
+Connections opened together are spread over both workers (each has its own
+``SO_REUSEPORT`` socket). Each other test holds one kept-alive connection to each worker (psutil tells which process
 accepted which connection), so what one worker knows and the other does not is
 tested, not left to how the kernel spreads connections: spend written by both is
 all in the store, a key revoked through one is refused by the other (Redis pub/sub),
@@ -14,6 +15,7 @@ import json
 import os
 import signal
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -110,6 +112,23 @@ def serve(tmp: Path, fake: FakeProvider, *, extra: str = "", drain_delay_s: floa
     served = ServeProcess(tmp / "legato.yaml", "--workers", "2")
     served.wait_ready()
     return served
+
+
+def test_connections_opened_together_are_spread_over_both_workers(fake: FakeProvider, tmp_path: Path) -> None:
+    served = serve(tmp_path, fake)
+    pinned: list[Pinned] = []
+    try:
+        pinned = one_per_worker(served)  # both have started
+        for p in pinned:
+            p.close()
+        pinned = [Pinned(served) for _ in range(32)]
+        per_worker = Counter(p.worker for p in pinned)
+        assert len(per_worker) == 2
+        assert min(per_worker.values()) >= 4, per_worker  # a hash of the addresses; 4 of 32 is far below even
+    finally:
+        for p in pinned:
+            p.close()
+        served.stop()
 
 
 def test_spend_written_by_both_workers_is_all_in_the_store(fake: FakeProvider, tmp_path: Path) -> None:

@@ -13,15 +13,11 @@ The HTTP protocol is uvicorn's, with the guards of :mod:`legato.server._conn`
 (header deadline, per-client connection cap); ``idle_timeout_s`` is uvicorn's
 keep-alive timeout.
 
-With ``workers > 1`` uvicorn's supervisor starts worker processes on one shared
-listening socket; each builds the app from :func:`app_from_env` (only the config path
-and the command-line overrides travel through the environment, never a secret: those
-are ``env:`` references) and runs its own drain window on SIGTERM. uvicorn's
-supervisor passes on only the first signal and then waits for its workers, deaf to
-more; :class:`_Supervisor` passes on every later SIGTERM/SIGINT too, so that a second
-signal skips the drain window with ``--workers N`` as it does in one process. It
-relies on uvicorn's ``Multiprocess.signal_queue`` and ``Process.process``; a uvicorn
-upgrade must run ``tests/e2e/test_serve_workers.py``.
+With ``workers > 1`` a supervisor (:mod:`legato.server._workers`) starts the worker
+processes, each on its own ``SO_REUSEPORT`` socket of the port; each builds the app
+from :func:`app_from_env` (only the config path and the command-line overrides travel
+through the environment, never a secret: those are ``env:`` references) and runs its
+own drain window on SIGTERM.
 """
 
 from __future__ import annotations
@@ -36,8 +32,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
-
-from uvicorn.supervisors.multiprocess import Multiprocess
 
 from legato.config import LegatoConfig
 from legato.server._protect import Load, Phase
@@ -139,39 +133,6 @@ def _uvicorn_options(settings: ServerSettings) -> dict[str, Any]:
     }
 
 
-_STOP = (signal.SIGTERM, signal.SIGINT)
-
-
-class _Supervisor(Multiprocess):
-    """uvicorn's supervisor of ``--workers N``, passing every SIGTERM/SIGINT on to the
-    workers: uvicorn's own sends them the first and then waits, deaf to more."""
-
-    _stops = 0
-
-    def handle_signals(self) -> None:
-        self._stops += sum(1 for sig in self.signal_queue if sig in _STOP)
-        super().handle_signals()
-
-    def terminate_all(self) -> None:
-        super().terminate_all()  # the first signal: each worker opens its drain window
-        for _ in range(self._stops - 1):  # more arrived at once: each skips the rest of it
-            self._signal_workers()
-
-    def join_all(self) -> None:
-        for worker in self.processes:
-            while worker.process.is_alive():
-                worker.process.join(0.2)
-                for sig in tuple(self.signal_queue):
-                    self.signal_queue.remove(sig)
-                    if sig in _STOP:
-                        self._signal_workers()
-
-    def _signal_workers(self) -> None:
-        for worker in self.processes:
-            if worker.process.is_alive() and worker.pid is not None:
-                os.kill(worker.pid, signal.SIGTERM)
-
-
 def run(settings: ServerSettings, *, config: LegatoConfig, config_path: str | None, overrides: dict[str, Any]) -> None:
     """Serve until stopped. Blocks."""
     import uvicorn
@@ -183,6 +144,9 @@ def run(settings: ServerSettings, *, config: LegatoConfig, config_path: str | No
         uvicorn.run(create_app(settings, config=config), **_uvicorn_options(settings))
         return
     os.environ[_ENV] = json.dumps({"config": config_path, **{k: v for k, v in overrides.items() if v is not None}})
+    from legato.server._workers import serve_workers
+
     options = _uvicorn_options(settings)
-    uv_config = uvicorn.Config("legato.server._serve:app_from_env", factory=True, workers=settings.workers, **options)
-    _Supervisor(uv_config, sockets=[uv_config.bind_socket()]).run()
+    serve_workers(
+        uvicorn.Config("legato.server._serve:app_from_env", factory=True, workers=settings.workers, **options)
+    )
