@@ -215,7 +215,7 @@ def _asgi_caller(app: Any, state: dict[str, Any]) -> Any:
 
 def _spy(pid: int, output: Path) -> subprocess.Popen[bytes]:
     spy = str(Path(sys.executable).parent / "py-spy")
-    command = [spy, "record", "--pid", str(pid), "--rate", "500", "--format", "raw", "--output", str(output)]
+    command = [spy, "record", "--pid", str(pid), "--rate", "500", "--gil", "--format", "raw", "--output", str(output)]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)  # py-spy attaches before the load starts
     return proc

@@ -47,6 +47,7 @@ lapses with its lease.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -116,8 +117,7 @@ class Budget:
             scope = f"run:{run or _current_run()}"
         period = self.effective_period
         if period is not None:
-            stamp = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d" if period == "day" else "%Y-%m")
-            scope = f"{scope}@{stamp}"
+            scope = f"{scope}@{_period_of(period, int(now // _DAY_S))[0]}"
         return scope
 
     def expires_after(self, now: float) -> float | None:
@@ -125,12 +125,18 @@ class Budget:
         period = self.effective_period
         if period is None:
             return None
-        start = datetime.fromtimestamp(now, UTC)
-        if period == "day":
-            end = datetime(start.year, start.month, start.day, tzinfo=UTC) + timedelta(days=1)
-        else:
-            end = datetime(start.year + start.month // 12, start.month % 12 + 1, 1, tzinfo=UTC)
-        return (end - start).total_seconds() + _DAY_S
+        return _period_of(period, int(now // _DAY_S))[1] - now + _DAY_S
+
+
+@functools.lru_cache(maxsize=16)
+def _period_of(period: str, day: int) -> tuple[str, float]:
+    """The stamp (``YYYY-MM-DD`` or ``YYYY-MM``) and the end (epoch seconds) of the ``day`` or
+    ``month`` period holding UTC day number ``day``: worked out once a day, not once a call."""
+    start = datetime.fromtimestamp(day * _DAY_S, UTC)
+    if period == "day":
+        return start.strftime("%Y-%m-%d"), (start + timedelta(days=1)).timestamp()
+    end = datetime(start.year + start.month // 12, start.month % 12 + 1, 1, tzinfo=UTC)
+    return start.strftime("%Y-%m"), end.timestamp()
 
 
 def _current_run() -> str:

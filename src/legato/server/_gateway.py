@@ -157,11 +157,10 @@ async def _prepare(
 async def _settle(
     gw: Gateway, admission: Admission, model: str, usage: Usage, cost: float | None, ex: Exchange | None
 ) -> None:
-    with anyio.CancelScope(shield=True):
-        gw.record_usage(admission.key, model, usage.input_tokens, usage.output_tokens, cost)
-        if ex is not None:
-            ex.used(usage.input_tokens, usage.output_tokens, cost)
-        await admission.settle(tokens=usage.total_tokens, cost=cost)
+    gw.record_usage(admission.key, model, usage.input_tokens, usage.output_tokens, cost)
+    if ex is not None:
+        ex.used(usage.input_tokens, usage.output_tokens, cost)
+    await admission.settle(tokens=usage.total_tokens, cost=cost)  # shielded where it waits
 
 
 async def _call(gw: Gateway, admission: Admission, name: str, call: Awaitable[R], ex: Exchange | None) -> R:

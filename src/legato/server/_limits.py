@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+import anyio
+
 from legato.cost import Budget, BudgetStore, Reservation
 from legato.cost._budget import FailureMode
 from legato.errors import BudgetBusy, BudgetExceeded, LimitsUnavailable
@@ -201,8 +203,11 @@ class Admission:
     quota: Quota | None = None  # what is left of the key's RPM/TPM (None: no such limit)
 
     async def settle(self, *, tokens: int, cost: float | None) -> None:
-        """Add the tokens to TPM and replace the budget hold with ``cost`` (0 releases it)."""
-        await self.limiter.settle_tokens(self.key, tokens)
+        """Add the tokens to TPM and replace the budget hold with ``cost`` (0 releases it).
+        Not cancelled half-way: each step that waits is shielded (the reservation's own)."""
+        if self.key.tpm is not None and tokens > 0:
+            with anyio.CancelScope(shield=True):
+                await self.limiter.settle_tokens(self.key, tokens)
         if self.reservation is not None:
             await self.reservation.settle(cost or 0.0)
 
