@@ -33,6 +33,8 @@ from typing import Any
 
 import httpx
 
+from legato.store import NewRun
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _postgres import pg_database
@@ -51,7 +53,9 @@ def cpu_seconds(pid: int) -> float:
 async def seed(url: str) -> None:
     async with RunStore(url) as store:
         for i in range(RUNS):
-            record, _ = await store.create_run(pipeline="bench", version_hash="v", inputs={"i": i}, owner="seed")
+            record, _ = await store.create_run(
+                NewRun(pipeline="bench", version_hash="v", inputs={"i": i}, owner="seed")
+            )
             await store.finish_run(record.id, "seed", status="succeeded", outputs={"i": i}, cost=i / 1000)
 
 

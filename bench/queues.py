@@ -36,7 +36,7 @@ import anyio
 
 from _postgres import pg_database
 from legato.engine import Pipeline
-from legato.store import RunStore, StoredStatus, Worker, pipeline_version, queue_stats
+from legato.store import NewRun, RunStore, StoredStatus, Worker, pipeline_version, queue_stats
 
 RESULTS = Path(__file__).parent / "results" / "queues.json"
 
@@ -54,7 +54,9 @@ def pipeline() -> Pipeline:
 async def enqueue(store: RunStore, queue: str, p: Pipeline, n: int, interval: float) -> list[str]:
     ids = []
     for _ in range(n):
-        record, _ = await store.create_run(pipeline=p.name, version_hash=pipeline_version(p), inputs={}, queue=queue)
+        record, _ = await store.create_run(
+            NewRun(pipeline=p.name, version_hash=pipeline_version(p), inputs={}, queue=queue)
+        )
         ids.append(record.id)
         if interval:
             await anyio.sleep(interval)

@@ -28,6 +28,7 @@ import pytest
 from test_dashboard import CHROMIUM, CHROMIUM_ARGS, CONTRAST_JS, DOC_IMAGES, MASTER, _free_port
 
 from _serve import stop_served
+from legato.store import NewRun
 from legato.testing import FakeProvider, Fault, Reply
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -122,7 +123,7 @@ def _seed(db: Path) -> None:
                                 source="gateway", tenant="seeded") for m, lat, st, cost in SEEDED_CALLS]  # fmt: skip
             await record_calls(store, rows)
             for i, seconds in enumerate(SEEDED_RUNS):
-                record, _ = await store.create_run(pipeline="seeded_batch", version_hash="v", inputs={"i": i})
+                record, _ = await store.create_run(NewRun(pipeline="seeded_batch", version_hash="v", inputs={"i": i}))
                 status = "failed" if seconds == 10.0 else "succeeded"
                 done = sa.update(runs).where(runs.c.id == record.id)
                 done = done.values(status=status, started_at=now - 100, finished_at=now - 100 + seconds)

@@ -32,7 +32,7 @@ import httpx
 import pytest
 
 from _serve import stop_served
-from legato.store import RunStore
+from legato.store import NewRun, RunStore
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -148,8 +148,8 @@ async def seed(url: str) -> dict[int, str]:
             text = f"ticket {i} about {'a late parcel' if i % 4 == 0 else 'an invoice'}"
             if i == 612:
                 text += " sent to Zanzibar"
-            record, _ = await store.create_run(pipeline="tickets", version_hash="seeded", inputs={"text": text},
-                                               owner="seed", tags=["vip"] if i % 250 == 3 else [])  # fmt: skip
+            record, _ = await store.create_run(NewRun(pipeline="tickets", version_hash="seeded", inputs={"text": text},
+                                               owner="seed", tags=["vip"] if i % 250 == 3 else []))  # fmt: skip
             await store.finish_run(record.id, "seed", status="succeeded", outputs={"report": text.upper()},
                                    cost=i / 10_000)  # fmt: skip
             ids[i] = record.id

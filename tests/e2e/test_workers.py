@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from _serve import stop_served
 from legato.config import LegatoConfig
 from legato.spec import load_pipeline
-from legato.store import RunStore, StoredStatus, pipeline_version, queue_stats
+from legato.store import NewRun, RunStore, StoredStatus, pipeline_version, queue_stats
 from legato.store._schema import runs, schedule_ticks
 
 pytestmark = pytest.mark.postgres
@@ -109,11 +109,13 @@ async def enqueue(url: str, project: Path, file: str, queue: str, inputs: list[d
         ids = []
         for values in inputs:
             record, _ = await store.create_run(
-                pipeline=pipeline.name,
-                version_hash=pipeline_version(pipeline),
-                inputs=values,
-                queue=queue,
-                source=str(project / file),
+                NewRun(
+                    pipeline=pipeline.name,
+                    version_hash=pipeline_version(pipeline),
+                    inputs=values,
+                    queue=queue,
+                    source=str(project / file),
+                )
             )
             ids.append(record.id)
         return ids

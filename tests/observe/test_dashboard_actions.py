@@ -13,7 +13,7 @@ from legato import Pipeline
 from legato.engine import InputDecl, wait_for
 from legato.server.ui import DashboardSources, mount_dashboard
 from legato.server.ui._actions import FormError, form_fields, parse_inputs
-from legato.store import DurableRunner, RunStore
+from legato.store import DurableRunner, NewRun, RunStore
 
 ADMIN = "admin-key-for-actions"
 AUTH = {"authorization": f"Bearer {ADMIN}"}
@@ -186,8 +186,8 @@ async def test_an_interrupted_run_is_resumed_from_its_page(tmp_path: Path) -> No
     now = [1_800_000_000.0]
     store = await RunStore(f"sqlite+aiosqlite:///{tmp_path / 'resume.db'}", clock=lambda: now[0]).open()
     try:  # a worker on another host recorded fetch, then went silent: its lease runs out
-        run, _ = await store.create_run(pipeline="resumable", version_hash=pipeline_version(p), inputs={"x": 1},
-                                        owner="elsewhere:1:n", lease_ttl=30)  # fmt: skip
+        run, _ = await store.create_run(NewRun(pipeline="resumable", version_hash=pipeline_version(p), inputs={"x": 1},
+                                        owner="elsewhere:1:n", lease_ttl=30))  # fmt: skip
         await store.checkpoint(run.id, "elsewhere:1:n", attempts=[StepRecord(run.id, "fetch", "succeeded", output=2)],
                                lease_ttl=30)  # fmt: skip
         service = RunsService(store, {"resumable": p})
@@ -235,8 +235,8 @@ async def test_an_interrupted_run_of_a_queue_goes_back_on_its_queue(tmp_path: Pa
     now = [1_800_000_000.0]
     store = await RunStore(f"sqlite+aiosqlite:///{tmp_path / 'requeue.db'}", clock=lambda: now[0]).open()
     try:
-        run, _ = await store.create_run(pipeline="queued", version_hash=pipeline_version(p), inputs={"x": 1},
-                                        owner="elsewhere:1:n", lease_ttl=30, queue="gpu")  # fmt: skip
+        run, _ = await store.create_run(NewRun(pipeline="queued", version_hash=pipeline_version(p), inputs={"x": 1},
+                                        owner="elsewhere:1:n", lease_ttl=30, queue="gpu"))  # fmt: skip
         now[0] += 31
         service = RunsService(store, {"queued": p}, execute=False)
         async with anyio.create_task_group() as tg:

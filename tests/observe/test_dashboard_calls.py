@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from legato.server import KeyStore
 from legato.server._spend import SpendRecorder
 from legato.server.ui import DashboardSources, mount_dashboard
-from legato.store import RunStore, call_values, record_calls
+from legato.store import NewRun, RunStore, call_values, record_calls
 from legato.store._schema import runs
 
 ADMIN = "admin-key-for-call-tests"
@@ -145,7 +145,7 @@ async def test_charts_show_the_seeded_values(store: RunStore) -> None:
 
 async def test_a_runs_page_lists_its_model_calls(store: RunStore) -> None:
     keys = KeyStore(store.engine, cache_ttl_s=0)
-    record, _ = await store.create_run(pipeline="p", version_hash="v", inputs={}, tenant="")
+    record, _ = await store.create_run(NewRun(pipeline="p", version_hash="v", inputs={}, tenant=""))
     call = {"model": "assistant", "status": "ok", "at": NOW, "latency_s": 1.25, "ttft_s": 0.3, "cost": 0.000011,
             "deployment": "gpt-backup", "prompt": "user: summarise", "answer": "a summary"}  # fmt: skip
     await record_calls(store, [call_values(call, store, source="step", run_id=record.id, step="ask", attempt=1)])

@@ -18,7 +18,7 @@ from legato.retry import RetryPolicy
 from legato.server.ui import DashboardSources, mount_dashboard, pipeline_graph
 from legato.server.ui._render import _usd
 from legato.server.ui._view import NODE_H, NODE_W, RunView, StepView, layout_graph
-from legato.store import DurableRunner, RunStore
+from legato.store import DurableRunner, NewRun, RunStore
 
 ADMIN = "admin-key-for-facts"
 AUTH = {"authorization": f"Bearer {ADMIN}"}
@@ -137,7 +137,7 @@ def test_costs_keep_their_significant_digits(value: float | None, shown: str) ->
 
 
 async def test_a_tiny_run_cost_is_not_shown_as_zero(store: RunStore) -> None:
-    record, _ = await store.create_run(pipeline="cheap", version_hash="v", inputs={}, owner="worker-1")
+    record, _ = await store.create_run(NewRun(pipeline="cheap", version_hash="v", inputs={}, owner="worker-1"))
     await store.finish_run(record.id, "worker-1", status="succeeded", outputs={}, cost=0.000011)
     async with client(app_for(store)) as c:
         listing = (await c.get("/ui/", headers=AUTH)).text
@@ -148,9 +148,9 @@ async def test_a_tiny_run_cost_is_not_shown_as_zero(store: RunStore) -> None:
 
 
 async def test_the_pipeline_filter_lists_every_stored_and_configured_pipeline(store: RunStore) -> None:
-    await store.create_run(pipeline="rarely-run", version_hash="v", inputs={})
+    await store.create_run(NewRun(pipeline="rarely-run", version_hash="v", inputs={}))
     for i in range(505):  # more runs of another pipeline than the runs list ever reads
-        await store.create_run(pipeline="busy", version_hash="v", inputs={"i": i})
+        await store.create_run(NewRun(pipeline="busy", version_hash="v", inputs={"i": i}))
     async with client(app_for(store, pipelines=["nightly-never-run"])) as c:
         html = (await c.get("/ui/", headers=AUTH)).text
     options = re.findall(r"<option (?:selected )?>([^<]+)</option>", html.split('name="status"')[0])
@@ -160,7 +160,7 @@ async def test_the_pipeline_filter_lists_every_stored_and_configured_pipeline(st
 @pytest.mark.parametrize(("limit", "rows"), [("500", 500), ("25", 25), ("7", 7)])
 async def test_the_limit_select_shows_the_limit_the_table_uses(store: RunStore, limit: str, rows: int) -> None:
     for i in range(501):
-        await store.create_run(pipeline="busy", version_hash="v", inputs={"i": i})
+        await store.create_run(NewRun(pipeline="busy", version_hash="v", inputs={"i": i}))
     async with client(app_for(store)) as c:
         html = (await c.get(f"/ui/?limit={limit}", headers=AUTH)).text
     assert html.count('class="run-row"') == rows
@@ -281,7 +281,9 @@ async def test_a_failed_map_item_is_listed_first_with_its_error(store: RunStore,
 
 
 async def test_runs_page_through_every_run_with_a_cursor_and_filters_in_the_url(store: RunStore) -> None:
-    made = [(await store.create_run(pipeline="busy", version_hash="v", inputs={"i": i}))[0].id for i in range(120)]
+    made = [
+        (await store.create_run(NewRun(pipeline="busy", version_hash="v", inputs={"i": i})))[0].id for i in range(120)
+    ]
     seen: list[str] = []
     async with client(app_for(store)) as c:
         url: str | None = "/ui/?pipeline=busy&limit=50"

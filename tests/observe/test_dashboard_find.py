@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from legato.server.ui import DashboardSources, mount_dashboard
-from legato.store import RunStore
+from legato.store import NewRun, RunStore
 from legato.store._crypto import new_key_text
 
 ADMIN = "admin-key-for-finding"
@@ -29,8 +29,8 @@ async def seed(store: RunStore) -> dict[str, str]:
         ("invoice", "the invoice is wrong", [], 0.01, None),
         ("quota", "anything", ["vip"], None, "QuotaExhausted: monthly quota"),
     ]:
-        record, _ = await store.create_run(pipeline="support", version_hash="v", inputs={"text": text}, owner="w",
-                                           tags=tags)  # fmt: skip
+        run = NewRun(pipeline="support", version_hash="v", inputs={"text": text}, owner="w", tags=tags)
+        record, _ = await store.create_run(run)
         status = "failed" if error else "succeeded"
         await store.finish_run(record.id, "w", status=status, error=error, cost=cost, outputs={"ok": True})
         made[name] = record.id
@@ -69,8 +69,8 @@ async def test_the_runs_list_searches_and_keeps_its_filters(tmp_path: Path) -> N
 @pytest.mark.parametrize("given", ["master", ""])
 async def test_admins_narrow_the_list_to_one_key(tmp_path: Path, given: str) -> None:
     async with RunStore(tmp_path / "keys.db") as store:
-        mine, _ = await store.create_run(pipeline="p", version_hash="v", inputs={}, tenant="master")
-        await store.create_run(pipeline="p", version_hash="v", inputs={}, tenant="someone")
+        mine, _ = await store.create_run(NewRun(pipeline="p", version_hash="v", inputs={}, tenant="master"))
+        await store.create_run(NewRun(pipeline="p", version_hash="v", inputs={}, tenant="someone"))
         async with await client_for(store) as c:
             page = (await c.get("/ui/", params={"key": given})).text
             assert '<option value="master"' in page

@@ -14,7 +14,7 @@ import pytest
 
 from legato.engine import Pipeline
 from legato.errors import EncryptionKeyError
-from legato.store import DurableRunner, EventRecord, Journal, RunStore, StepRecord, pipeline_version
+from legato.store import DurableRunner, EventRecord, Journal, NewRun, RunStore, StepRecord, pipeline_version
 from legato.store._crypto import new_key_text
 from legato.store._records import MapItemRecord
 
@@ -52,7 +52,7 @@ async def test_no_payload_is_stored_in_plaintext(store_url: str, kek_env: str) -
     async with RunStore(store_url, encryption_key=kek_env) as store:
         assert store.encrypted
         run, _ = await store.create_run(
-            pipeline="p", version_hash="v", inputs={"doc": canary}, owner=OWNER, lease_ttl=30
+            NewRun(pipeline="p", version_hash="v", inputs={"doc": canary}, owner=OWNER, lease_ttl=30)
         )
         await store.checkpoint(
             run.id,
@@ -84,7 +84,7 @@ async def test_without_a_key_values_are_plain_and_stay_readable_once_encryption_
     canary = f"canary-{uuid.uuid4().hex}"
     async with RunStore(store_url) as store:
         assert not store.encrypted
-        old, _ = await store.create_run(pipeline="p", version_hash="v", inputs={"doc": canary})
+        old, _ = await store.create_run(NewRun(pipeline="p", version_hash="v", inputs={"doc": canary}))
     assert canary.encode() in _raw_bytes(store_url)
     async with RunStore(store_url, encryption_key=kek_env) as store:
         assert (await store.get_run(old.id)).inputs == {"doc": canary}
@@ -121,7 +121,7 @@ async def test_rotation_then_resume_of_an_interrupted_run(
 
 async def test_a_missing_key_names_the_reference_instead_of_reading_garbage(store_url: str, kek_env: str) -> None:
     async with RunStore(store_url, encryption_key=kek_env) as store:
-        run, _ = await store.create_run(pipeline="p", version_hash="v", inputs={"doc": "secret"})
+        run, _ = await store.create_run(NewRun(pipeline="p", version_hash="v", inputs={"doc": "secret"}))
     async with RunStore(store_url) as store:  # no key configured
         with pytest.raises(EncryptionKeyError, match=kek_env.removeprefix("env:")):
             await store.get_run(run.id)
@@ -144,7 +144,7 @@ async def test_a_key_that_is_not_32_bytes_is_refused(tmp_path: Path, monkeypatch
 async def test_the_cli_without_the_key_exits_2_naming_it(tmp_path: Path, kek_env: str) -> None:
     url = f"sqlite:///{tmp_path / 'legato.db'}"
     async with RunStore(url, encryption_key=kek_env) as store:
-        run, _ = await store.create_run(pipeline="p", version_hash="v", inputs={"doc": "secret"})
+        run, _ = await store.create_run(NewRun(pipeline="p", version_hash="v", inputs={"doc": "secret"}))
     env = {k: v for k, v in os.environ.items() if k != "LEGATO_STORE_KEY"}
     done = subprocess.run(
         [LEGATO, "runs", "show", run.id, "--database-url", url], env=env, cwd=tmp_path, capture_output=True, text=True

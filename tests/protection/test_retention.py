@@ -18,6 +18,7 @@ from legato.providers import ChatRequest, Message, OpenAIModel
 from legato.store import (
     DurableRunner,
     Journal,
+    NewRun,
     PayloadState,
     RetentionConfig,
     RunStore,
@@ -119,12 +120,14 @@ async def test_a_metadata_only_pipeline_keeps_no_payloads_and_resumes_from_the_s
         assert [s.output for s in await store.steps(done.run_id)] == [None, None]
         # an interrupted run of it (its worker died after step a) re-runs a on resume
         run, _ = await store.create_run(
-            pipeline="quiet",
-            version_hash=pipeline_version(quiet),
-            inputs={"doc": canary},
-            owner=OWNER,
-            lease_ttl=30,
-            payloads=PayloadState.METADATA,
+            NewRun(
+                pipeline="quiet",
+                version_hash=pipeline_version(quiet),
+                inputs={"doc": canary},
+                owner=OWNER,
+                lease_ttl=30,
+                payloads=PayloadState.METADATA,
+            )
         )
         await store.checkpoint(run.id, OWNER, attempts=[StepRecord(run.id, "a", "succeeded", attempt=1)])
         calls.clear()

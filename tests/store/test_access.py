@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from legato.errors import RunNotFound, StoreError
-from legato.store import LOCAL, Journal, Principal, RunStore, visible_run
+from legato.store import LOCAL, Journal, NewRun, Principal, RunStore, visible_run
 
 A = Principal("key-a")
 B = Principal("key-b")
@@ -15,7 +15,7 @@ ADMIN = Principal("key-admin", sees_all=True)
 
 
 async def _run(store: RunStore, tenant: str, run_id: str) -> str:
-    record, _ = await store.create_run(pipeline="p", version_hash="v", inputs={}, tenant=tenant, run_id=run_id)
+    record, _ = await store.create_run(NewRun(pipeline="p", version_hash="v", inputs={}, tenant=tenant, run_id=run_id))
     return record.id
 
 

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from legato.store import (
     LOCAL,
+    NewRun,
     Principal,
     RunStore,
     call_values,
@@ -42,7 +43,7 @@ def _call(model: str = "gpt-x", **kw: Any) -> dict[str, Any]:
 
 
 async def test_a_step_call_keeps_what_was_said_redacted_under_its_run(store: RunStore) -> None:
-    record, _ = await store.create_run(pipeline="p", version_hash="v", inputs={}, tenant="key-a")
+    record, _ = await store.create_run(NewRun(pipeline="p", version_hash="v", inputs={}, tenant="key-a"))
     call = _call(
         deployment="assistant/backup",
         provider="openai",
@@ -144,7 +145,9 @@ async def test_run_durations_per_pipeline(store: RunStore) -> None:
     durations = {"chart-p": [1.0, 2.0, 3.0, 4.0, 10.0], "chart-q": [5.0]}
     for pipeline, values in durations.items():
         for i, seconds in enumerate(values):
-            record, _ = await store.create_run(pipeline=pipeline, version_hash="v", inputs={"i": i}, tenant="key-r")
+            record, _ = await store.create_run(
+                NewRun(pipeline=pipeline, version_hash="v", inputs={"i": i}, tenant="key-r")
+            )
             status = "failed" if seconds == 10.0 else "succeeded"
             update = (
                 sa.update(runs)
@@ -162,7 +165,7 @@ async def test_run_durations_per_pipeline(store: RunStore) -> None:
 
 async def test_prune_takes_the_calls_of_old_runs_and_old_gateway_calls(store: RunStore) -> None:
     now = store.clock()
-    old, _ = await store.create_run(pipeline="prune-p", version_hash="v", inputs={"n": 1}, tenant="key-prune")
+    old, _ = await store.create_run(NewRun(pipeline="prune-p", version_hash="v", inputs={"n": 1}, tenant="key-prune"))
     finished = sa.update(runs).where(runs.c.id == old.id).values(status="succeeded", finished_at=now)
     await store.run_sync(lambda conn: conn.execute(finished))
     rows = [

@@ -17,6 +17,7 @@ import pytest
 from legato.engine import Pipeline, RunStatus, current_step
 from legato.store import (
     DurableRunner,
+    NewRun,
     OwnerState,
     RecoveryAction,
     RunStore,
@@ -115,14 +116,14 @@ async def test_a_death_is_charged_only_to_a_run_its_worker_executed_alone(store:
     pid = 4_000_000 + uuid.uuid4().int % 1_000_000  # PostgreSQL's database is shared by the session's tests
     busy, lonely = worker_id(pid), worker_id(pid + 1)
     shared = [
-        (await store.create_run(pipeline=name(), version_hash="v", inputs={}, owner=busy, lease_ttl=5))[0]
+        (await store.create_run(NewRun(pipeline=name(), version_hash="v", inputs={}, owner=busy, lease_ttl=5)))[0]
         for _ in range(2)
     ]
     # a second runner in the busy worker's process (another nonce) is the same worker
     shared.append(
-        (await store.create_run(pipeline=name(), version_hash="v", inputs={}, owner=worker_id(pid, "ffff")))[0]
+        (await store.create_run(NewRun(pipeline=name(), version_hash="v", inputs={}, owner=worker_id(pid, "ffff"))))[0]
     )
-    alone, _ = await store.create_run(pipeline=name(), version_hash="v", inputs={}, owner=lonely, lease_ttl=5)
+    alone, _ = await store.create_run(NewRun(pipeline=name(), version_hash="v", inputs={}, owner=lonely, lease_ttl=5))
     clock.advance(40)
     assert await store.sole_holders([*shared, alone]) == {alone.id}
     taken = await store.acquire(alone.id, "next-worker")
@@ -151,7 +152,9 @@ async def test_recovery_resumes_suspects_one_at_a_time(tmp_path: Path) -> None:
         dead_worker = new_owner_id()
         for n in range(3):  # a worker died holding three runs: nobody knows which killed it
             await store.create_run(
-                pipeline=p.name, version_hash=pipeline_version(p), inputs={"n": n}, owner=dead_worker, lease_ttl=5
+                NewRun(
+                    pipeline=p.name, version_hash=pipeline_version(p), inputs={"n": n}, owner=dead_worker, lease_ttl=5
+                )
             )
         clock.advance(10)
         outcomes = await recover_expired_runs(store, {p.name: p}.get)

@@ -3,7 +3,7 @@ SQLite ``data_version``; heartbeats and checkpoints stay silent."""
 
 from __future__ import annotations
 
-from legato.store import RunStore, StepRecord
+from legato.store import NewRun, RunStore, StepRecord
 
 
 async def test_a_change_made_elsewhere_wakes_the_waiter_and_a_heartbeat_does_not(database_url: str) -> None:
@@ -12,7 +12,7 @@ async def test_a_change_made_elsewhere_wakes_the_waiter_and_a_heartbeat_does_not
         assert changes.kind == ("notify" if "postgresql" in database_url else "data_version")
         seen = await changes.wait(changes.count, 0.05)  # settled: the listener or the first probe
 
-        record, _ = await worker_side.create_run(pipeline="p", version_hash="v", inputs={}, owner="w")
+        record, _ = await worker_side.create_run(NewRun(pipeline="p", version_hash="v", inputs={}, owner="w"))
         quiet = await changes.wait(seen, 10)
         assert quiet > seen  # a new run
         await worker_side.heartbeat(record.id, "w")

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from legato.cli import app
 from legato.cli.runs import parse_duration
+from legato.store import NewRun
 
 STEPS = """
 from pathlib import Path
@@ -199,10 +200,10 @@ def test_runs_recover_reloads_pipelines_from_their_source(project: Path) -> None
 
     async def orphan() -> str:
         async with RunStore(db) as store:
-            record, _ = await store.create_run(
+            record, _ = await store.create_run(NewRun(
                 pipeline="gated", version_hash=pipeline_version(load_pipeline(yaml)), inputs={"text": "late"},
                 owner="far-away-host:1:dead", lease_ttl=-1, source=str(yaml),
-            )  # fmt: skip
+            ))  # fmt: skip
             return record.id
 
     run_id = anyio.run(orphan)
@@ -298,8 +299,10 @@ def test_runs_list_searches_words_and_tags(tmp_path: Path) -> None:
 
     async def seed() -> dict[str, str]:
         async with RunStore(db) as store:
-            a, _ = await store.create_run(pipeline="p", version_hash="v", inputs={"text": "lost parcel"}, tags=["vip"])
-            b, _ = await store.create_run(pipeline="p", version_hash="v", inputs={"text": "wrong invoice"})
+            a, _ = await store.create_run(
+                NewRun(pipeline="p", version_hash="v", inputs={"text": "lost parcel"}, tags=["vip"])
+            )
+            b, _ = await store.create_run(NewRun(pipeline="p", version_hash="v", inputs={"text": "wrong invoice"}))
             return {"a": a.id, "b": b.id}
 
     ids = anyio.run(seed)

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from legato.errors import ConfigError, StoreCorrupt
-from legato.store import RunStore, resolve_url
+from legato.store import NewRun, RunStore, resolve_url
 
 
 def test_resolve_url() -> None:
@@ -51,7 +51,7 @@ async def test_a_file_that_is_not_sqlite_is_refused_and_left_alone(tmp_path: Pat
 async def test_a_damaged_sqlite_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "legato.db"
     async with RunStore(path) as store:
-        await store.create_run(pipeline="p", version_hash="v", inputs={"x": "y" * 5000})
+        await store.create_run(NewRun(pipeline="p", version_hash="v", inputs={"x": "y" * 5000}))
     data = bytearray(path.read_bytes())
     data[100:4096] = b"\xff" * (4096 - 100)  # smash the schema page, keep the header
     path.write_bytes(bytes(data))
@@ -128,7 +128,7 @@ async def test_concurrent_opens_of_a_fresh_database_migrate_once(fresh_url: str)
             readonly=True,
         )
         assert len(heads) == 1
-        record, _ = await stores[1].create_run(pipeline="p", version_hash="v", inputs={})
+        record, _ = await stores[1].create_run(NewRun(pipeline="p", version_hash="v", inputs={}))
         assert (await stores[2].get_run(record.id)).id == record.id
     finally:
         for s in stores:

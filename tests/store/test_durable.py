@@ -11,7 +11,7 @@ import pytest
 
 from legato.engine import Pipeline, RunStatus, current_step
 from legato.errors import LeaseLost, StoreError
-from legato.store import DurableRunner, Journal, RunStore, recover_expired_runs
+from legato.store import DurableRunner, Journal, NewRun, RunStore, recover_expired_runs
 
 from .conftest import FakeClock
 
@@ -210,7 +210,7 @@ async def test_recover_expired_runs_takes_over_and_dead_letters(tmp_path: Path) 
         p = diamond(calls, name="recoverable")
         # a worker on another host started a run, checkpointed `a`, and died
         crashed, _ = await store.create_run(
-            pipeline=p.name, version_hash=_version(p), inputs={"x": 1}, owner="elsewhere:1:x", lease_ttl=30
+            NewRun(pipeline=p.name, version_hash=_version(p), inputs={"x": 1}, owner="elsewhere:1:x", lease_ttl=30)
         )
         from legato.store import StepRecord
 
@@ -219,7 +219,7 @@ async def test_recover_expired_runs_takes_over_and_dead_letters(tmp_path: Path) 
         )
         # a poison run that already killed its worker three times
         poison, _ = await store.create_run(
-            pipeline=p.name, version_hash=_version(p), inputs={"x": 9}, owner="elsewhere:2:y", lease_ttl=30
+            NewRun(pipeline=p.name, version_hash=_version(p), inputs={"x": 9}, owner="elsewhere:2:y", lease_ttl=30)
         )
         for i in range(3):
             clock.advance(31)
@@ -292,10 +292,10 @@ async def test_successful_runs_with_retries_are_reflected_uneventful_ones_are_no
 async def test_a_key_whose_run_is_executing_elsewhere_returns_it_running(sqlite_store: RunStore) -> None:
     calls: list[str] = []
     p = diamond(calls, name="busy")
-    await sqlite_store.create_run(
+    await sqlite_store.create_run(NewRun(
         pipeline=p.name, version_hash=_version(p), inputs={"x": 1}, idempotency_key="busy-1",
         owner="another-host:77:abcd", lease_ttl=600,
-    )  # fmt: skip
+    ))  # fmt: skip
     result = await DurableRunner(sqlite_store).run(p, {"x": 1}, idempotency_key="busy-1")
     assert result.status is RunStatus.RUNNING
     assert result.error is not None

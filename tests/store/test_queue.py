@@ -10,6 +10,7 @@ import pytest
 from legato.config import LegatoConfig
 from legato.errors import ConfigError, IdempotencyConflict
 from legato.store import (
+    NewRun,
     QueueSettings,
     QueuesSection,
     RateLimit,
@@ -33,7 +34,7 @@ async def _enqueue(store: RunStore, queue: str, n: int, *, tenant: str = "", pri
     ids = []
     for i in range(n):
         record, created = await store.create_run(
-            pipeline="p", version_hash="v", inputs={"i": i}, tenant=tenant, queue=queue, priority=priority
+            NewRun(pipeline="p", version_hash="v", inputs={"i": i}, tenant=tenant, queue=queue, priority=priority)
         )
         assert created
         assert record.status is StoredStatus.QUEUED
@@ -170,16 +171,18 @@ async def test_idempotency_and_prefixes_for_queued_runs(store: RunStore) -> None
     queue = _queue()
     key = uuid.uuid4().hex
     first, created = await store.create_run(
-        pipeline="p", version_hash="v", inputs={"a": 1}, idempotency_key=key, queue=queue
+        NewRun(pipeline="p", version_hash="v", inputs={"a": 1}, idempotency_key=key, queue=queue)
     )
     again, created_again = await store.create_run(
-        pipeline="p", version_hash="v", inputs={"a": 1}, idempotency_key=key, queue=queue
+        NewRun(pipeline="p", version_hash="v", inputs={"a": 1}, idempotency_key=key, queue=queue)
     )
     assert created
     assert not created_again
     assert again.id == first.id
     with pytest.raises(IdempotencyConflict):
-        await store.create_run(pipeline="p", version_hash="v", inputs={"a": 2}, idempotency_key=key, queue=queue)
+        await store.create_run(
+            NewRun(pipeline="p", version_hash="v", inputs={"a": 2}, idempotency_key=key, queue=queue)
+        )
     assert (await store.get_run(first.id[:20])).id == first.id
 
 
@@ -213,7 +216,7 @@ async def test_a_rate_limit_holds_across_two_workers(database_url: str) -> None:
         ids = []
         for _ in range(6):
             record, _ = await submitter.create_run(
-                pipeline="tick", version_hash=pipeline_version(p), inputs={}, queue=queue
+                NewRun(pipeline="tick", version_hash=pipeline_version(p), inputs={}, queue=queue)
             )
             ids.append(record.id)
         limits = {queue: QueueSettings(rate="2/s")}

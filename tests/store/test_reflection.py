@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from legato.store import EventRecord, Journal, RunStore, StepRecord, reflect_on_run
+from legato.store import EventRecord, Journal, NewRun, RunStore, StepRecord, reflect_on_run
 
 
 async def test_over_estimate_fallbacks_and_slowest_step_are_reported(sqlite_store: RunStore) -> None:
     store = sqlite_store
-    record, _ = await store.create_run(pipeline="answers", version_hash="v", inputs={}, owner="w", estimated_cost=0.01)
+    record, _ = await store.create_run(
+        NewRun(pipeline="answers", version_hash="v", inputs={}, owner="w", estimated_cost=0.01)
+    )
     await store.checkpoint(
         record.id,
         "w",
@@ -36,7 +38,7 @@ async def test_over_estimate_fallbacks_and_slowest_step_are_reported(sqlite_stor
 async def test_a_recurring_cause_is_one_entry_with_a_count(store: RunStore) -> None:
     ids = []
     for _ in range(3):
-        record, _ = await store.create_run(pipeline="flaky", version_hash="v", inputs={}, owner="w")
+        record, _ = await store.create_run(NewRun(pipeline="flaky", version_hash="v", inputs={}, owner="w"))
         retried = EventRecord(record.id, "StepRetried", 1.0, "score", {"attempt": 1, "error_type": "ConnectionError"})
         await store.checkpoint(
             record.id, "w", attempts=[StepRecord(record.id, "score", "succeeded", output=1, attempt=2, duration_s=0.1)],
@@ -55,13 +57,13 @@ async def test_a_recurring_cause_is_one_entry_with_a_count(store: RunStore) -> N
 
 
 async def test_uneventful_runs_write_nothing(sqlite_store: RunStore) -> None:
-    record, _ = await sqlite_store.create_run(pipeline="calm", version_hash="v", inputs={}, owner="w")
+    record, _ = await sqlite_store.create_run(NewRun(pipeline="calm", version_hash="v", inputs={}, owner="w"))
     await sqlite_store.finish_run(record.id, "w", status="succeeded")
     assert await reflect_on_run(sqlite_store, await sqlite_store.get_run(record.id)) is None
 
 
 async def test_dead_lettered_runs_say_why(sqlite_store: RunStore) -> None:
-    record, _ = await sqlite_store.create_run(pipeline="poison", version_hash="v", inputs={}, owner="w")
+    record, _ = await sqlite_store.create_run(NewRun(pipeline="poison", version_hash="v", inputs={}, owner="w"))
     dead = await sqlite_store.dead_letter(record.id, "its worker died 4 times")
     entry = await reflect_on_run(sqlite_store, dead)
     assert entry is not None

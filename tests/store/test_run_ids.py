@@ -8,11 +8,11 @@ import pytest
 
 from legato.engine import Pipeline
 from legato.errors import AmbiguousRunId, RunNotFound
-from legato.store import RunStore
+from legato.store import NewRun, RunStore
 
 
 async def add(store: RunStore, run_id: str, tenant: str = "") -> None:
-    await store.create_run(pipeline="p", version_hash="v", inputs={}, run_id=run_id, tenant=tenant)
+    await store.create_run(NewRun(pipeline="p", version_hash="v", inputs={}, run_id=run_id, tenant=tenant))
 
 
 async def test_unique_prefixes_resolve_and_ambiguous_ones_list_the_runs(store: RunStore) -> None:
@@ -75,7 +75,7 @@ async def test_short_ids_are_the_shortest_unique_prefixes(store: RunStore) -> No
 
 async def test_listed_short_ids_of_real_run_ids_resolve(store: RunStore) -> None:
     for _ in range(20):  # ids made in the same few milliseconds share 9-12 leading characters
-        await store.create_run(pipeline="p", version_hash="v", inputs={})
+        await store.create_run(NewRun(pipeline="p", version_hash="v", inputs={}))
     records = await store.list_runs(limit=100)
     short = await store.short_ids(r.id for r in records)
     assert len(set(short.values())) == len(records)
@@ -92,7 +92,7 @@ async def test_python_and_stored_runs_share_one_id_format(store: RunStore) -> No
         return 1
 
     plain = (await p.run()).run_id  # no store: the engine's id
-    record, _ = await store.create_run(pipeline="p", version_hash="v", inputs={})  # the store's (the CLI's) id
+    record, _ = await store.create_run(NewRun(pipeline="p", version_hash="v", inputs={}))  # the store's (the CLI's) id
     for run_id in (plain, record.id):
         assert re.fullmatch(r"[0-9a-f]{32}", run_id), run_id
     assert plain[:12] <= record.id[:12]  # both start with the creation time

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from legato.store import RunFilter, RunStore
+from legato.store import NewRun, RunFilter, RunStore
 from legato.store._crypto import new_key_text
 
 from .conftest import FakeClock
@@ -37,7 +37,9 @@ async def seed(store: RunStore, clock: FakeClock, pipeline: str) -> Seeded:
         tenant = "key-b" if i % 10 == 0 else "key-a"
         tags = ("vip",) if i % 100 == 7 else ()
         record, _ = await store.create_run(
-            pipeline=pipeline, version_hash="v1", inputs={"text": text, "n": i}, tenant=tenant, owner="w", tags=tags
+            NewRun(
+                pipeline=pipeline, version_hash="v1", inputs={"text": text, "n": i}, tenant=tenant, owner="w", tags=tags
+            )
         )
         clock.advance(i % 50)  # duration: 0..49 s
         status, error, outputs = "succeeded", None, {"summary": f"answer {i}"}
@@ -102,7 +104,7 @@ async def tags_owner_cost_and_duration_narrow_the_list(seeded: Seeded) -> None:
 
 async def test_a_malformed_tag_is_refused(store: RunStore) -> None:
     with pytest.raises(ValueError, match="tag 'two words'"):
-        await store.create_run(pipeline="p", version_hash="v", inputs={}, tags=["ok", "two words"])
+        await store.create_run(NewRun(pipeline="p", version_hash="v", inputs={}, tags=["ok", "two words"]))
 
 
 async def test_payloads_of_an_encrypted_store_are_not_indexed(
@@ -111,7 +113,7 @@ async def test_payloads_of_an_encrypted_store_are_not_indexed(
     monkeypatch.setenv("LEGATO_TEST_SEARCH_KEK", new_key_text())
     async with RunStore(database_url, clock=clock, encryption_key="env:LEGATO_TEST_SEARCH_KEK") as store:
         p = f"sealed-{uuid.uuid4().hex[:8]}"
-        record, _ = await store.create_run(pipeline=p, version_hash="v", inputs={"text": "Zanzibar"}, owner="w")
+        record, _ = await store.create_run(NewRun(pipeline=p, version_hash="v", inputs={"text": "Zanzibar"}, owner="w"))
         await store.finish_run(record.id, "w", status="failed", error="RateLimited: slow down", outputs=None)
         assert await store.list_runs(RunFilter(pipeline=p, text="zanzibar")) == []
         assert [r.id for r in await store.list_runs(RunFilter(pipeline=p, text="slow down"))] == [record.id]

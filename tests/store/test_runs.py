@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from legato.errors import IdempotencyConflict, LeaseLost, RunNotFound, RunNotResumable, StoreError
-from legato.store import CancelRequest, EventRecord, RunStore, StepRecord
+from legato.store import CancelRequest, EventRecord, NewRun, RunStore, StepRecord
 
 from .conftest import FakeClock
 
@@ -20,7 +20,7 @@ def name() -> str:
 async def test_create_get_and_list(store: RunStore) -> None:
     pipeline = name()
     record, created = await store.create_run(
-        pipeline=pipeline, version_hash="v1", inputs={"text": "hi", "n": [1, (2, 3)]}, owner="w1"
+        NewRun(pipeline=pipeline, version_hash="v1", inputs={"text": "hi", "n": [1, (2, 3)]}, owner="w1")
     )
     assert created
     assert record.status == "running"
@@ -28,7 +28,7 @@ async def test_create_get_and_list(store: RunStore) -> None:
     fetched = await store.get_run(record.id)
     assert fetched.inputs == {"text": "hi", "n": [1, (2, 3)]}
     assert (await store.get_run(record.id[:-4])).id == record.id  # unique prefix
-    other, _ = await store.create_run(pipeline=pipeline, version_hash="v1", inputs={})
+    other, _ = await store.create_run(NewRun(pipeline=pipeline, version_hash="v1", inputs={}))
     assert other.status == "pending"
     listed = await store.list_runs(pipeline=pipeline)
     assert [r.id for r in listed] == [other.id, record.id]
@@ -39,14 +39,18 @@ async def test_create_get_and_list(store: RunStore) -> None:
 
 async def test_same_key_same_inputs_returns_the_existing_run(store: RunStore) -> None:
     key = uuid.uuid4().hex
-    first, created = await store.create_run(pipeline="p", version_hash="v", inputs={"a": 1}, idempotency_key=key)
-    again, created_again = await store.create_run(pipeline="p", version_hash="v", inputs={"a": 1}, idempotency_key=key)
+    first, created = await store.create_run(
+        NewRun(pipeline="p", version_hash="v", inputs={"a": 1}, idempotency_key=key)
+    )
+    again, created_again = await store.create_run(
+        NewRun(pipeline="p", version_hash="v", inputs={"a": 1}, idempotency_key=key)
+    )
     assert created
     assert not created_again
     assert again.id == first.id
     # another tenant may use the same key for its own run
     theirs, created_theirs = await store.create_run(
-        pipeline="p", version_hash="v", inputs={"a": 1}, idempotency_key=key, tenant="other"
+        NewRun(pipeline="p", version_hash="v", inputs={"a": 1}, idempotency_key=key, tenant="other")
     )
     assert created_theirs
     assert theirs.id != first.id
@@ -54,11 +58,11 @@ async def test_same_key_same_inputs_returns_the_existing_run(store: RunStore) ->
 
 async def test_same_key_different_inputs_is_a_conflict(store: RunStore) -> None:
     key = uuid.uuid4().hex
-    first, _ = await store.create_run(pipeline="p", version_hash="v", inputs={"a": 1}, idempotency_key=key)
+    first, _ = await store.create_run(NewRun(pipeline="p", version_hash="v", inputs={"a": 1}, idempotency_key=key))
     with pytest.raises(IdempotencyConflict, match=f"already used by run {first.id}"):
-        await store.create_run(pipeline="p", version_hash="v", inputs={"a": 2}, idempotency_key=key)
+        await store.create_run(NewRun(pipeline="p", version_hash="v", inputs={"a": 2}, idempotency_key=key))
     with pytest.raises(IdempotencyConflict):
-        await store.create_run(pipeline="other", version_hash="v", inputs={"a": 1}, idempotency_key=key)
+        await store.create_run(NewRun(pipeline="other", version_hash="v", inputs={"a": 1}, idempotency_key=key))
 
 
 async def test_100_concurrent_submissions_with_one_key_make_exactly_one_run(database_url: str) -> None:
@@ -76,7 +80,9 @@ async def test_100_concurrent_submissions_with_one_key_make_exactly_one_run(data
         async def submit(i: int) -> None:
             async with connections:
                 record, created = await stores[i % len(stores)].create_run(
-                    pipeline=pipeline, version_hash="v", inputs={"q": "same"}, idempotency_key=key, owner=f"w{i}"
+                    NewRun(
+                        pipeline=pipeline, version_hash="v", inputs={"q": "same"}, idempotency_key=key, owner=f"w{i}"
+                    )
                 )
             results.append((record.id, created))
 
@@ -94,7 +100,7 @@ async def test_100_concurrent_submissions_with_one_key_make_exactly_one_run(data
 
 async def test_checkpoints_are_fenced_by_the_lease(store: RunStore, clock: FakeClock) -> None:
     w1 = name()  # unique: a takeover is charged only when its holder held no other run
-    record, _ = await store.create_run(pipeline=name(), version_hash="v", inputs={}, owner=w1, lease_ttl=30)
+    record, _ = await store.create_run(NewRun(pipeline=name(), version_hash="v", inputs={}, owner=w1, lease_ttl=30))
     step = StepRecord(record.id, "a", "succeeded", output={"x": 1})
     await store.checkpoint(record.id, w1, attempts=[step], new_events=[EventRecord(record.id, "StepFinished", 1.0)])
     # a live lease cannot be taken by another worker...
@@ -114,7 +120,7 @@ async def test_checkpoints_are_fenced_by_the_lease(store: RunStore, clock: FakeC
 
 
 async def test_finish_releases_and_succeeded_runs_cannot_be_resumed(store: RunStore) -> None:
-    record, _ = await store.create_run(pipeline=name(), version_hash="v", inputs={}, owner="w1")
+    record, _ = await store.create_run(NewRun(pipeline=name(), version_hash="v", inputs={}, owner="w1"))
     await store.finish_run(record.id, "w1", status="succeeded", outputs={"r": 1}, cost=0.5)
     done = await store.get_run(record.id)
     assert done.status == "succeeded"
@@ -127,7 +133,7 @@ async def test_finish_releases_and_succeeded_runs_cannot_be_resumed(store: RunSt
 
 
 async def test_heartbeat_and_checkpoint_report_who_cancelled(store: RunStore, clock: FakeClock) -> None:
-    record, _ = await store.create_run(pipeline=name(), version_hash="v", inputs={}, owner="w1", lease_ttl=30)
+    record, _ = await store.create_run(NewRun(pipeline=name(), version_hash="v", inputs={}, owner="w1", lease_ttl=30))
     assert await store.heartbeat(record.id, "w1", lease_ttl=30) is None
     assert await store.checkpoint(record.id, "w1") is None
     requested = await store.request_cancel(record.id, by="ops@example")
@@ -138,7 +144,7 @@ async def test_heartbeat_and_checkpoint_report_who_cancelled(store: RunStore, cl
     assert await store.cancel_request(record.id) == expected
     assert await store.wait_cancel(record.id) == expected
     # a run nobody executes is cancelled at once, and says by whom
-    idle, _ = await store.create_run(pipeline=name(), version_hash="v", inputs={})
+    idle, _ = await store.create_run(NewRun(pipeline=name(), version_hash="v", inputs={}))
     cancelled = await store.request_cancel(idle.id, by="ops@example")
     assert cancelled.status == "cancelled"
     assert cancelled.cancelled_by == "ops@example"
@@ -156,8 +162,8 @@ async def test_heartbeat_and_checkpoint_report_who_cancelled(store: RunStore, cl
 
 async def test_orphans_dead_letters_and_force(store: RunStore, clock: FakeClock) -> None:
     pipeline = name()
-    live, _ = await store.create_run(pipeline=pipeline, version_hash="v", inputs={}, owner="w1", lease_ttl=30)
-    stale, _ = await store.create_run(pipeline=pipeline, version_hash="v", inputs={}, owner="w2", lease_ttl=5)
+    live, _ = await store.create_run(NewRun(pipeline=pipeline, version_hash="v", inputs={}, owner="w1", lease_ttl=30))
+    stale, _ = await store.create_run(NewRun(pipeline=pipeline, version_hash="v", inputs={}, owner="w2", lease_ttl=5))
     clock.advance(10)
     orphans = {r.id for r in await store.orphaned_runs()}
     assert stale.id in orphans
@@ -180,12 +186,14 @@ async def test_a_lease_of_a_dead_process_on_this_host_is_taken_at_once(store: Ru
     code = "from legato.store import new_owner_id; print(new_owner_id())"
     gone = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert gone.startswith(f"{socket.gethostname()}:")
-    record, _ = await store.create_run(pipeline=name(), version_hash="v", inputs={}, owner=gone, lease_ttl=3600)
+    record, _ = await store.create_run(NewRun(pipeline=name(), version_hash="v", inputs={}, owner=gone, lease_ttl=3600))
     assert record.id in {r.id for r in await store.orphaned_runs()}
     assert (await store.acquire(record.id, "me")).lease_owner == "me"
     # an owner id of an older format (host:pid:random) cannot be checked: its lease is honoured
     old, _ = await store.create_run(
-        pipeline=name(), version_hash="v", inputs={}, owner=f"{socket.gethostname()}:999999:abcd", lease_ttl=3600
+        NewRun(
+            pipeline=name(), version_hash="v", inputs={}, owner=f"{socket.gethostname()}:999999:abcd", lease_ttl=3600
+        )
     )
     assert old.id not in {r.id for r in await store.orphaned_runs()}
     with pytest.raises(LeaseLost, match="cannot be checked from here"):
@@ -194,12 +202,12 @@ async def test_a_lease_of_a_dead_process_on_this_host_is_taken_at_once(store: Ru
 
 async def test_prune_deletes_old_finished_runs_only(store: RunStore, clock: FakeClock) -> None:
     pipeline = name()
-    old, _ = await store.create_run(pipeline=pipeline, version_hash="v", inputs={}, owner="w")
+    old, _ = await store.create_run(NewRun(pipeline=pipeline, version_hash="v", inputs={}, owner="w"))
     await store.checkpoint(old.id, "w", attempts=[StepRecord(old.id, "a", "succeeded", output=1)])
     await store.finish_run(old.id, "w", status="failed", error="boom")
     clock.advance(31 * 86400)
-    running, _ = await store.create_run(pipeline=pipeline, version_hash="v", inputs={}, owner="w")
-    recent, _ = await store.create_run(pipeline=pipeline, version_hash="v", inputs={}, owner="w")
+    running, _ = await store.create_run(NewRun(pipeline=pipeline, version_hash="v", inputs={}, owner="w"))
+    recent, _ = await store.create_run(NewRun(pipeline=pipeline, version_hash="v", inputs={}, owner="w"))
     await store.finish_run(recent.id, "w", status="succeeded")
     assert await store.prune(older_than_s=30 * 86400) >= 1
     remaining = {r.id for r in await store.list_runs(pipeline=pipeline)}

@@ -42,19 +42,21 @@ async def enqueue(
     import typer
 
     from legato.errors import IdempotencyConflict
-    from legato.store import pipeline_version, result_from_record
+    from legato.store import NewRun, pipeline_version, result_from_record
 
     try:
         record, created = await store.create_run(
-            pipeline=pipeline.name,
-            version_hash=pipeline_version(pipeline),
-            inputs=inputs,
-            idempotency_key=idempotency_key,
-            run_id=run_id,
-            estimated_cost=estimated_cost,
-            source=source,
-            queue=queue,
-            priority=priority,
+            NewRun(
+                pipeline=pipeline.name,
+                version_hash=pipeline_version(pipeline),
+                inputs=inputs,
+                idempotency_key=idempotency_key,
+                run_id=run_id,
+                estimated_cost=estimated_cost,
+                source=source,
+                queue=queue,
+                priority=priority,
+            )
         )
     except IdempotencyConflict as exc:
         raise fail(str(exc), 2) from None

@@ -213,7 +213,7 @@ class RunsService:
         priority: int = 0,
         subject: str | None = None,
     ) -> tuple[RunRecord, bool]:
-        from legato.store import pipeline_version
+        from legato.store import NewRun, pipeline_version
 
         if not self.accepting or self._tg is None:
             raise GatewayError(503, "overloaded", "the server is shutting down", headers={"Retry-After": "1"})
@@ -226,15 +226,17 @@ class RunsService:
         try:
             pipeline.check_inputs(dict(inputs))
             record, created = await self.store.create_run(
-                pipeline=name,
-                version_hash=pipeline_version(pipeline),
-                inputs=inputs,
-                idempotency_key=idempotency_key,
-                tenant=tenant,
-                queue=queue,
-                tags=tags,
-                priority=priority,
-                subject=subject,
+                NewRun(
+                    pipeline=name,
+                    version_hash=pipeline_version(pipeline),
+                    inputs=inputs,
+                    idempotency_key=idempotency_key,
+                    tenant=tenant,
+                    queue=queue,
+                    tags=tags,
+                    priority=priority,
+                    subject=subject,
+                )
             )
         except InputError as exc:
             raise GatewayError(400, "invalid_request", str(exc), param="inputs") from None

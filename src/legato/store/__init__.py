@@ -46,6 +46,7 @@ from legato.store._retention import (
     explain_payloads,
     subject_key,
 )
+from legato.store._run_writes import NewRun
 from legato.store._runs import RunStore
 from legato.store._schedules import (
     Fired,
@@ -76,6 +77,7 @@ __all__ = [
     "JournalEntry",
     "LocalEmbedder",
     "ModelStats",
+    "NewRun",
     "OwnerState",
     "PayloadMode",
     "PayloadState",

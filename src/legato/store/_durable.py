@@ -39,6 +39,7 @@ from legato.store._ids import new_owner_id
 from legato.store._records import CancelRequest, RunRecord, StepRecord, StoredStatus
 from legato.store._reflection import reflect_on_run
 from legato.store._retention import PayloadState, explain_payloads
+from legato.store._run_writes import NewRun
 from legato.store._runs import RunStore
 
 __all__ = ["DurableRunner", "pipeline_version", "result_from_record", "run_durably"]
@@ -122,17 +123,19 @@ class DurableRunner:
         values = dict(inputs or {})
         pipeline.check_inputs(values)  # bad inputs raise InputError here, before any run is recorded
         record, created = await self.store.create_run(
-            pipeline=pipeline.name,
-            version_hash=pipeline_version(pipeline),
-            inputs=values,
-            idempotency_key=idempotency_key,
-            tenant=tenant,
-            owner=self.owner,
-            lease_ttl=self.lease_ttl,
-            run_id=run_id,
-            estimated_cost=estimated_cost,
-            source=source,
-            subject=subject,
+            NewRun(
+                pipeline=pipeline.name,
+                version_hash=pipeline_version(pipeline),
+                inputs=values,
+                idempotency_key=idempotency_key,
+                tenant=tenant,
+                owner=self.owner,
+                lease_ttl=self.lease_ttl,
+                run_id=run_id,
+                estimated_cost=estimated_cost,
+                source=source,
+                subject=subject,
+            )
         )
         if created:
             return await self._execute(pipeline, record, {}, subscribers, control)

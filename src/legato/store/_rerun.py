@@ -20,6 +20,7 @@ from legato.expressions import closest
 from legato.store._durable import pipeline_version
 from legato.store._records import RunRecord, StepRecord
 from legato.store._rows import step_row
+from legato.store._run_writes import NewRun
 from legato.store._runs import RunStore
 from legato.store._schema import step_attempts
 
@@ -70,13 +71,15 @@ async def prepare_rerun(
     finished = await store.completed_steps(original.id)
     kept = {name: s for name, s in finished.items() if name in pipeline.steps and name not in rerun}
     record, _ = await store.create_run(
-        pipeline=pipeline.name,
-        version_hash=pipeline_version(pipeline),
-        inputs=values,
-        tenant=original.tenant if tenant is None else tenant,
-        source=source or original.source,
-        rerun_of=original.id,
-        rerun_from=from_step,
+        NewRun(
+            pipeline=pipeline.name,
+            version_hash=pipeline_version(pipeline),
+            inputs=values,
+            tenant=original.tenant if tenant is None else tenant,
+            source=source or original.source,
+            rerun_of=original.id,
+            rerun_from=from_step,
+        )
     )
     copies = [
         StepRecord(

@@ -10,6 +10,7 @@ hashes (same request -> that run; different -> :class:`IdempotencyConflict`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -36,69 +37,58 @@ from legato.store._run_reads import RunReads, get_run_row
 from legato.store._schema import events, map_items, model_calls, runs, step_attempts
 from legato.store._search import encode_tags
 
-__all__ = ["RunWrites", "insert_history", "insert_run"]
+__all__ = ["NewRun", "RunWrites", "insert_history", "insert_run"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NewRun:
+    """A run to create (:meth:`RunWrites.create_run`).
+
+    With ``owner`` the run starts ``running`` under that owner's lease (``lease_ttl``
+    seconds); with ``queue`` (and no owner) it is ``queued`` there for a worker to
+    claim, ``priority`` first (see :mod:`legato.store._queue`); otherwise it is
+    ``pending``. ``idempotency_key`` (per ``tenant``) makes creating it again return
+    the same run. ``tags`` label the run for finding it later. ``subject`` names the
+    run's data subject (stored as a digest, for erasure; default: the input the
+    ``retention:`` rule of the pipeline names); ``payloads=METADATA`` keeps no payloads
+    once the run ends (default: the pipeline's rule; see :mod:`legato.store._retention`).
+    ``rerun_of``/``rerun_from`` record the run and step a re-run starts from."""
+
+    pipeline: str
+    version_hash: str
+    inputs: dict[str, Any]
+    idempotency_key: str | None = None
+    tenant: str = ""
+    owner: str | None = None
+    lease_ttl: float = 30.0
+    run_id: str | None = None
+    estimated_cost: float | None = None
+    source: str | None = None
+    queue: str | None = None
+    priority: int = 0
+    rerun_of: str | None = None
+    rerun_from: str | None = None
+    tags: Iterable[str] = ()
+    subject: str | None = None
+    payloads: PayloadState | None = None
 
 
 class RunWrites(RunReads):
     """The write side of :class:`~legato.store.RunStore`."""
 
-    async def create_run(
-        self,
-        *,
-        pipeline: str,
-        version_hash: str,
-        inputs: dict[str, Any],
-        idempotency_key: str | None = None,
-        tenant: str = "",
-        owner: str | None = None,
-        lease_ttl: float = 30.0,
-        run_id: str | None = None,
-        estimated_cost: float | None = None,
-        source: str | None = None,
-        queue: str | None = None,
-        priority: int = 0,
-        rerun_of: str | None = None,
-        rerun_from: str | None = None,
-        tags: Iterable[str] = (),
-        subject: str | None = None,
-        payloads: PayloadState | None = None,
-    ) -> tuple[RunRecord, bool]:
-        """Create a run, or return the one already created with ``idempotency_key``.
+    async def create_run(self, run: NewRun) -> tuple[RunRecord, bool]:
+        """Create ``run``, or return the one already created with its ``idempotency_key``.
 
-        Returns ``(record, created)``. With ``owner`` the run starts ``running`` under
-        that owner's lease; with ``queue`` (and no owner) it is ``queued`` there for a
-        worker to claim (see :mod:`legato.store._queue`). ``tags`` label the run for
-        finding it later (:class:`ValueError` for a malformed tag). ``subject`` names the
-        run's data subject (stored as a digest, for erasure; default: the input the
-        ``retention:`` rule of the pipeline names); ``payloads=METADATA`` keeps no payloads
-        once the run ends (default: the pipeline's rule; see :mod:`legato.store._retention`). Raises
-        :class:`IdempotencyConflict` when the key was used for a different pipeline or
-        different inputs.
-        """
-        digest = request_hash(pipeline, inputs)
-        if idempotency_key is not None:
-            existing = await self.find_by_idempotency_key(idempotency_key, tenant=tenant)
+        Returns ``(record, created)``. Raises :class:`IdempotencyConflict` when the key
+        was used for a different pipeline or different inputs, :class:`ValueError` for
+        a malformed tag."""
+        digest = request_hash(run.pipeline, run.inputs)
+        key = run.idempotency_key
+        if key is not None:
+            existing = await self.find_by_idempotency_key(key, tenant=run.tenant)
             if existing is not None:
-                return self._same_request(existing, digest, idempotency_key), False
-        row = self.new_run_row(
-            pipeline=pipeline,
-            version_hash=version_hash,
-            inputs=inputs,
-            idempotency_key=idempotency_key,
-            tenant=tenant,
-            owner=owner,
-            lease_ttl=lease_ttl,
-            run_id=run_id,
-            estimated_cost=estimated_cost,
-            source=source,
-            queue=queue,
-            priority=priority,
-            rerun_of=rerun_of,
-            rerun_from=rerun_from,
-            tags=tags,
-            subject=subject,
-            payloads=payloads,
-        )
+                return self._same_request(existing, digest, key), False
+        row = self.new_run_row(run)
 
         def insert(conn: Connection) -> RunRecord:
             return insert_run(conn, row, self.dialect)
@@ -106,64 +96,46 @@ class RunWrites(RunReads):
         try:
             return await self.run_sync(insert), True
         except IntegrityError as exc:
-            if idempotency_key is None:
+            if key is None:
                 raise StoreError(f"run id {row['id']!r} already exists") from exc
-            existing = await self.find_by_idempotency_key(idempotency_key, tenant=tenant)
+            existing = await self.find_by_idempotency_key(key, tenant=run.tenant)
             if existing is None:  # pragma: no cover - the winner's row is committed before we fail
-                raise StoreError(f"idempotency key {idempotency_key!r} collided but no run holds it") from exc
-            return self._same_request(existing, digest, idempotency_key), False
+                raise StoreError(f"idempotency key {key!r} collided but no run holds it") from exc
+            return self._same_request(existing, digest, key), False
 
-    def new_run_row(
-        self,
-        *,
-        pipeline: str,
-        version_hash: str,
-        inputs: dict[str, Any],
-        idempotency_key: str | None = None,
-        tenant: str = "",
-        owner: str | None = None,
-        lease_ttl: float = 30.0,
-        run_id: str | None = None,
-        estimated_cost: float | None = None,
-        source: str | None = None,
-        queue: str | None = None,
-        priority: int = 0,
-        rerun_of: str | None = None,
-        rerun_from: str | None = None,
-        tags: Iterable[str] = (),
-        subject: str | None = None,
-        payloads: PayloadState | None = None,
-    ) -> dict[str, Any]:
-        """The ``runs`` row of a new run (see :meth:`create_run`), for :func:`insert_run`
+    def new_run_row(self, run: NewRun) -> dict[str, Any]:
+        """The ``runs`` row of ``run`` (see :meth:`create_run`), for :func:`insert_run`
         in a transaction that writes more than the run (a schedule's tick)."""
-        stored_tags = encode_tags(tags)
+        stored_tags = encode_tags(run.tags)
         now = self.clock()
         policy = self.retention  # the subject input and the payload mode of the pipeline
-        subject = subject if subject is not None else policy.subject_of(pipeline, inputs)
-        if payloads is None and not policy.keeps_payloads(pipeline):
+        subject = run.subject if run.subject is not None else policy.subject_of(run.pipeline, run.inputs)
+        payloads = run.payloads
+        if payloads is None and not policy.keeps_payloads(run.pipeline):
             payloads = PayloadState.METADATA
+        owner = run.owner
         return {
-            "id": run_id or new_run_id(),
-            "pipeline": pipeline,
-            "version_hash": version_hash,
-            "inputs": sealed(self._sealer, encode(inputs)),
-            "request_hash": request_hash(pipeline, inputs),
-            "status": _initial_status(owner, queue),
-            "tenant": tenant,
-            "idempotency_key": idempotency_key,
+            "id": run.run_id or new_run_id(),
+            "pipeline": run.pipeline,
+            "version_hash": run.version_hash,
+            "inputs": sealed(self._sealer, encode(run.inputs)),
+            "request_hash": request_hash(run.pipeline, run.inputs),
+            "status": _initial_status(owner, run.queue),
+            "tenant": run.tenant,
+            "idempotency_key": run.idempotency_key,
             "lease_owner": owner,
-            "lease_expires_at": now + lease_ttl if owner else None,
+            "lease_expires_at": now + run.lease_ttl if owner else None,
             "recoveries": 0,
             "cancel_requested": False,
-            "estimated_cost": estimated_cost,
+            "estimated_cost": run.estimated_cost,
             "created_at": now,
             "updated_at": now,
             "started_at": now if owner else None,
-            "source": source,
-            "queue": queue,
-            "priority": priority,
-            "rerun_of": rerun_of,
-            "rerun_from": rerun_from,
+            "source": run.source,
+            "queue": run.queue,
+            "priority": run.priority,
+            "rerun_of": run.rerun_of,
+            "rerun_from": run.rerun_from,
             "tags": stored_tags,
             "subject": None if subject is None else subject_key(subject),
             "payloads": None if payloads is None else payloads.value,

@@ -45,7 +45,7 @@ from sqlalchemy.engine import Connection
 from legato.errors import ConfigError, InputError, ScheduleNotFound
 from legato.store._queue import QueuesSection, default_queue
 from legato.store._records import RunRecord
-from legato.store._run_writes import insert_run
+from legato.store._run_writes import NewRun, insert_run
 from legato.store._runs import RunStore
 from legato.store._schema import schedule_ticks, schedules
 
@@ -376,11 +376,13 @@ class Scheduler:
     async def _fire(self, name: str, settings: ScheduleSettings, tick: int) -> RunRecord | None:
         store = self.store
         row = store.new_run_row(
-            pipeline=settings.pipeline,
-            version_hash=self._versions[settings.pipeline],
-            inputs=dict(settings.inputs),
-            queue=queue_of(settings, self.queues),
-            priority=settings.priority,
+            NewRun(
+                pipeline=settings.pipeline,
+                version_hash=self._versions[settings.pipeline],
+                inputs=dict(settings.inputs),
+                queue=queue_of(settings, self.queues),
+                priority=settings.priority,
+            )
         )
         now = row["created_at"]
         claim = (
