@@ -108,10 +108,12 @@ class ClockRanOut(Exception):
     pass
 
 
-async def test_the_loop_watcher_records_how_late_the_loop_woke() -> None:
-    """The watcher reads the admission's clock around each sleep: readings 0 -> 35 ms
-    around a 5 ms sleep stand for a loop that ran the timer 30 ms late."""
-    readings = [0.0, 0.035, 0.035, 0.04]
+@pytest.mark.parametrize(("in_flight", "pause"), [(1, 0.005), (0, 0.1)])
+async def test_the_loop_watcher_records_how_late_the_loop_woke(in_flight: int, pause: float) -> None:
+    """The watcher reads the admission's clock around each sleep: readings 0 -> pause +
+    30 ms stand for a loop that ran the timer 30 ms late. With a call in flight it sleeps
+    ``loop_lag_interval_s`` (5 ms); with none, twenty times that."""
+    readings = [0.0, pause + 0.03, 1.0, 1.0 + pause]
 
     def clock() -> float:
         if not readings:
@@ -120,7 +122,8 @@ async def test_the_loop_watcher_records_how_late_the_loop_woke() -> None:
 
     settings = SETTINGS.model_copy(update={"max_loop_lag_s": 0.01, "loop_lag_interval_s": 0.005})
     admission = Admission(settings, max_limit=100, clock=clock)
-    with pytest.raises(ClockRanOut):  # after two measurements
+    admission.in_flight = in_flight
+    with anyio.fail_after(5), pytest.raises(ClockRanOut):  # after two measurements
         await admission.watch_loop()
     assert admission.estimate.lag == pytest.approx(0.03)
 

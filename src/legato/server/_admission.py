@@ -33,7 +33,9 @@ limit here is estimated from what the gateway observes, as Netflix's
   traffic actually uses half of it (otherwise latency says nothing about a larger limit).
 - the event loop's lag is a second signal, as Node's ``toobusy`` and loop-lag shedding
   use it: :meth:`Admission.watch_loop` sleeps ``loop_lag_interval_s`` over and over and
-  records how late it woke. A request that arrives while the worker's CPU is saturated
+  records how late it woke (while no model call is in flight it sleeps twenty times
+  longer: an idle worker has no lag to shed, and 200 wake-ups a second would be most
+  of its idle CPU). A request that arrives while the worker's CPU is saturated
   waits for the loop before its headers are even parsed, which no latency sample can
   see; the loop's lag does. When a window's largest lag exceeds ``max_loop_lag_s``,
   the window counts as queueing: the gradient is at most
@@ -152,6 +154,9 @@ class GradientLimit:
             self._fresh = now
 
 
+_IDLE_SLOWDOWN = 20  # how much less often the loop's lag is measured while no call is in flight
+
+
 class Admission:
     """Slots for model calls under a :class:`GradientLimit`, with a short bounded queue."""
 
@@ -176,9 +181,10 @@ class Admission:
         if self.settings.max_loop_lag_s is None:
             return
         while True:
+            pause = interval if self.in_flight else interval * _IDLE_SLOWDOWN
             start = self.clock()
-            await anyio.sleep(interval)
-            self.estimate.loop_lag(max(0.0, self.clock() - start - interval))
+            await anyio.sleep(pause)
+            self.estimate.loop_lag(max(0.0, self.clock() - start - pause))
 
     def saturated(self) -> bool:
         """Every slot is taken and the queue is full, or a call was refused within the
