@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import anyio
@@ -236,3 +237,39 @@ def test_a_stream_that_stalls_ends_with_a_timeout_event(tmp_path_factory: pytest
                 '{"type":"error","error":{"type":"timeout_error","message":"the model did not answer within 0.3s"}}'
             )
             assert '"text_delta","text":"one "' in r.text
+
+
+_LEFT = threading.Event()
+
+
+async def _words_until_closed(request: ChatRequest) -> AsyncIterator[str]:
+    try:
+        for i in range(10_000):
+            yield f"word{i} "
+            await anyio.sleep(0.02)
+    finally:
+        _LEFT.set()
+
+
+def test_a_client_that_leaves_mid_stream_closes_the_upstream_and_is_charged(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    catalog = MappingCatalog({"words": PythonModel(_words_until_closed)})
+    settings = gateway_settings(tmp_path_factory.mktemp("leave"))
+    with serve_in_thread(create_app(settings, catalog=catalog)) as url:
+        admin = {"Authorization": "Bearer mk-test-master-key-0123456789"}
+        created = httpx.post(url + "/v1/admin/keys", json={"name": "leaver", "scopes": ["chat"]}, headers=admin)
+        key = {"Authorization": f"Bearer {created.json()['key']}"}
+        body = {"model": "words", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        with httpx.Client(base_url=url, headers=key, timeout=30) as c:
+            with c.stream("POST", "/v1/chat/completions", json=body) as r:
+                lines = r.iter_lines()
+                assert any('"content":"word1 "' in line for line in lines)
+            # the connection is gone with the response: the gateway stops the model and settles
+            assert _LEFT.wait(10)
+            for _ in range(100):
+                rows = c.get("/v1/spend").json()["data"]
+                if rows:
+                    break
+                time.sleep(0.1)
+            assert [(row["model"], row["requests"]) for row in rows] == [("words", 1)]
