@@ -172,6 +172,7 @@ class EventStream(Response):
                 chunk = await anext(it, None)
                 self._waiting_since = None
         except ModelError as exc:
+            self._waiting_since = None
             return out + encoder.error(exc)
         return out + encoder.finish(up.finish, up.usage)
 
