@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from legato.config import LegatoConfig
 from legato.providers import ChatRequest, Message, OpenAIModel
 from legato.store import RunStore
 from legato.testing import FakeProvider, Reply
+from protection.conftest import cache_bytes
 
 
 def _ask(text: str, subject: str | None = None) -> ChatRequest:
@@ -31,50 +31,20 @@ def _ask(text: str, subject: str | None = None) -> ChatRequest:
     return ChatRequest(messages=[Message(role="user", content=text)], metadata=metadata)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[CacheBackend]:
-    if request.param == "sqlite":
-        made: CacheBackend = SQLiteBackend(tmp_path / "cache.db")
-    else:
-        made = RedisBackend(request.getfixturevalue("redis_url"), prefix=request.getfixturevalue("redis_prefix"))
-    yield made
-    if isinstance(made, RedisBackend):
-        keys = [k async for k in made.client.scan_iter(match=made.prefix + "*")]
-        if keys:
-            await made.client.delete(*keys)
-    await made.aclose()
-
-
-async def _raw(backend: CacheBackend) -> bytes:
-    """Every byte the cache holds, as someone with the file or the Redis server reads it."""
-    if isinstance(backend, SQLiteBackend):
-        return b"".join(p.read_bytes() for p in backend.path.parent.glob(backend.path.name + "*"))
-    assert isinstance(backend, RedisBackend)
-    out = []
-    async for key in backend.client.scan_iter(match=backend.prefix + "*"):
-        kind = await backend.client.type(key)
-        if kind in (b"string", "string"):
-            out.append(await backend.client.get(key))
-        else:
-            out += list(await backend.client.smembers(key))
-        out.append(key)
-    return b"".join(v if isinstance(v, bytes) else str(v).encode() for v in out)
-
-
 async def test_sealed_cache_values_hold_no_plaintext_and_still_answer(
-    backend: CacheBackend, fake_provider: FakeProvider, tmp_path: Path, kek_env: str
+    cache_backend: CacheBackend, fake_provider: FakeProvider, tmp_path: Path, kek_env: str
 ) -> None:
     canary = f"canary-{uuid.uuid4().hex}"
     fake_provider.script(Reply(text=f"answer about {canary}"))
     async with RunStore(f"sqlite:///{tmp_path / 'runs.db'}", encryption_key=kek_env) as store:
         inner = OpenAIModel("gpt-4o-mini", base_url=fake_provider.openai_base_url, api_key="sk")
-        cache = ResponseCache(inner, backend, sealing=store.cache_sealing())
+        cache = ResponseCache(inner, cache_backend, sealing=store.cache_sealing())
         first = await cache.chat(_ask(f"tell me about {canary}"))
         second = await cache.chat(_ask(f"tell me about {canary}"))
         assert (first.cached, second.cached) == (False, True)
         assert second.text == f"answer about {canary}"
         assert len(fake_provider.requests) == 1
-        raw = await _raw(backend)
+        raw = await cache_bytes(cache_backend)
         assert canary.encode() not in raw
         assert b"legato:enc:v1:" in raw
         await inner.aclose()
@@ -98,23 +68,23 @@ async def test_a_protected_cache_ignores_and_removes_plaintext_entries(
     assert values[0].startswith(b"legato:enc:v1:")
 
 
-async def test_cache_entries_of_a_subject_are_erased(backend: CacheBackend, fake_provider: FakeProvider) -> None:
+async def test_cache_entries_of_a_subject_are_erased(cache_backend: CacheBackend, fake_provider: FakeProvider) -> None:
     inner = OpenAIModel("gpt-4o-mini", base_url=fake_provider.openai_base_url, api_key="sk")
-    cache = ResponseCache(inner, backend)
+    cache = ResponseCache(inner, cache_backend)
     fake_provider.script(Reply(text="for Ann"), Reply(text="for Ann, streamed"), Reply(text="for Bob"))
     await cache.chat(_ask("ann's order 1", subject="cust-ann"))
     _ = [c async for c in cache.stream(_ask("ann's order 2", subject="cust-ann"))]
     await cache.chat(_ask("bob's order", subject="cust-bob"))
-    assert await erase_subject(backend, "cust-ann") == 2
-    raw = await _raw(backend) if isinstance(backend, RedisBackend) else b""
+    assert await erase_subject(cache_backend, "cust-ann") == 2
+    raw = await cache_bytes(cache_backend) if isinstance(cache_backend, RedisBackend) else b""
     assert b"for Ann" not in raw
     fake_provider.script(Reply(text="Ann again"))
     assert (await cache.chat(_ask("ann's order 1", subject="cust-ann"))).cached is False
     assert (await cache.chat(_ask("bob's order", subject="cust-bob"))).cached is True
-    assert await erase_subject(backend, "nobody") == 0
-    if isinstance(backend, SQLiteBackend):
-        await backend.aclose()  # the erased rows are gone from the file and its WAL
-        assert b"for Ann" not in b"".join(p.read_bytes() for p in backend.path.parent.glob("cache.db*"))
+    assert await erase_subject(cache_backend, "nobody") == 0
+    if isinstance(cache_backend, SQLiteBackend):
+        await cache_backend.aclose()  # the erased rows are gone from the file and its WAL
+        assert b"for Ann" not in b"".join(p.read_bytes() for p in cache_backend.path.parent.glob("cache.db*"))
     await inner.aclose()
 
 
@@ -155,7 +125,7 @@ async def test_the_gateway_catalog_seals_skips_or_caches_by_setting(
 
 
 async def test_sealed_step_memo_holds_no_plaintext_and_replays_the_step(
-    backend: CacheBackend, tmp_path: Path, kek_env: str
+    cache_backend: CacheBackend, tmp_path: Path, kek_env: str
 ) -> None:
     """A memoised step's output is sealed like the store's payloads; an entry written
     before sealing was on, or tampered with, is a miss (the step runs again)."""
@@ -171,29 +141,32 @@ async def test_sealed_step_memo_holds_no_plaintext_and_replays_the_step(
         return {"about": f"profile of {name}"}
 
     async with RunStore(f"sqlite:///{tmp_path / 'runs.db'}", encryption_key=kek_env) as store:
-        await p.run(name="bob", step_cache=StepMemo(backend))  # written before sealing was on
-        memo = StepMemo(backend, sealing=store.cache_sealing())
+        await p.run(name="bob", step_cache=StepMemo(cache_backend))  # written before sealing was on
+        memo = StepMemo(cache_backend, sealing=store.cache_sealing())
         await p.run(name="bob", step_cache=memo)
         assert calls == ["bob", "bob"]  # the plaintext entry was not used, but replaced by a sealed one
         first = await p.run(name=ann, step_cache=memo)
         second = await p.run(name=ann, step_cache=memo)
         assert first.outputs == second.outputs == {"profile": {"about": f"profile of {ann}"}}
         assert calls == ["bob", "bob", ann]
-        assert ann.encode() not in await _raw(backend)
-        stored = [await backend.get(k) for k in await _keys(backend)]
+        assert ann.encode() not in await cache_bytes(cache_backend)
+        stored = [await cache_backend.get(k) for k in await _keys(cache_backend)]
         assert len(stored) == 2
         assert all(v is not None and v.startswith(b"legato:enc:v1:") for v in stored)
-        for key in await _keys(backend):  # a tampered entry fails authentication: a miss
-            sealed = await backend.get(key)
+        for key in await _keys(cache_backend):  # a tampered entry fails authentication: a miss
+            sealed = await cache_backend.get(key)
             assert sealed is not None
-            await backend.set(key, sealed[:-8] + b"AAAAAAA=", None)
+            await cache_backend.set(key, sealed[:-8] + b"AAAAAAA=", None)
         await p.run(name=ann, step_cache=memo)
         assert calls == ["bob", "bob", ann, ann]
 
 
-async def _keys(backend: CacheBackend) -> list[str]:
-    if isinstance(backend, SQLiteBackend):
-        with sqlite3.connect(backend.path) as db:
+async def _keys(cache_backend: CacheBackend) -> list[str]:
+    if isinstance(cache_backend, SQLiteBackend):
+        with sqlite3.connect(cache_backend.path) as db:
             return [str(k) for (k,) in db.execute("SELECT key FROM legato_cache")]
-    assert isinstance(backend, RedisBackend)
-    return [k.decode().removeprefix(backend.prefix) async for k in backend.client.scan_iter(match=backend.prefix + "*")]
+    assert isinstance(cache_backend, RedisBackend)
+    return [
+        k.decode().removeprefix(cache_backend.prefix)
+        async for k in cache_backend.client.scan_iter(match=cache_backend.prefix + "*")
+    ]

@@ -17,18 +17,10 @@ from legato.errors import EncryptionKeyError
 from legato.store import DurableRunner, EventRecord, Journal, NewRun, RunStore, StepRecord, pipeline_version
 from legato.store._crypto import new_key_text
 from legato.store._records import MapItemRecord
+from protection.conftest import store_bytes
 
 OWNER = "test:1:x"
 LEGATO = str(Path(sys.executable).parent / "legato")
-
-
-def _raw_bytes(url: str) -> bytes:
-    """Everything the database holds, as the bytes an attacker with the files would read."""
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
-    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
-    return subprocess.run(["pg_dump", "--no-owner", dsn], check=True, capture_output=True).stdout
 
 
 def _pipeline(broken: set[str], name: str) -> Pipeline:
@@ -73,9 +65,9 @@ async def test_no_payload_is_stored_in_plaintext(store_url: str, kek_env: str) -
         assert (await store.map_items(run.id)) == {"m": {0: {"answer": canary}}}
         assert any(e.data == {"turn": canary} for e in await store.events(run.id))
         assert (await Journal(store).get(entry.id)).body == f"the document said {canary}"
-        raw = _raw_bytes(store_url)  # the SQLite WAL is still there while the store is open
+        raw = store_bytes(store_url)  # the SQLite WAL is still there while the store is open
     assert canary.encode() not in raw
-    assert canary.encode() not in _raw_bytes(store_url)
+    assert canary.encode() not in store_bytes(store_url)
 
 
 async def test_without_a_key_values_are_plain_and_stay_readable_once_encryption_is_on(
@@ -85,7 +77,7 @@ async def test_without_a_key_values_are_plain_and_stay_readable_once_encryption_
     async with RunStore(store_url) as store:
         assert not store.encrypted
         old, _ = await store.create_run(NewRun(pipeline="p", version_hash="v", inputs={"doc": canary}))
-    assert canary.encode() in _raw_bytes(store_url)
+    assert canary.encode() in store_bytes(store_url)
     async with RunStore(store_url, encryption_key=kek_env) as store:
         assert (await store.get_run(old.id)).inputs == {"doc": canary}
 
@@ -116,7 +108,7 @@ async def test_rotation_then_resume_of_an_interrupted_run(
         assert resumed.result["b"] == f"{canary} SUMMARISED".upper()
         assert [s.step for s in await store.steps(failed.run_id) if s.status == "succeeded"] == ["a", "b"]
         assert (await store.get_run(failed.run_id)).version_hash == pipeline_version(p)
-    assert canary.encode() not in _raw_bytes(store_url)
+    assert canary.encode() not in store_bytes(store_url)
 
 
 async def test_a_missing_key_names_the_reference_instead_of_reading_garbage(store_url: str, kek_env: str) -> None:

@@ -4,15 +4,9 @@ Redis caches)."""
 
 from __future__ import annotations
 
-import subprocess
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
-import pytest
-
-from legato.cache import CacheBackend, RedisBackend, ResponseCache, SQLiteBackend
+from legato.cache import CacheBackend, ResponseCache
 from legato.engine import Pipeline
 from legato.providers import ChatRequest, Message, OpenAIModel
 from legato.store import (
@@ -28,6 +22,7 @@ from legato.store import (
     pipeline_version,
 )
 from legato.testing import FakeProvider, Reply
+from protection.conftest import cache_bytes, store_bytes
 
 DAY = 86_400.0
 OWNER = "test:1:x"
@@ -39,14 +34,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def _raw(url: str) -> bytes:
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
-    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
-    return subprocess.run(["pg_dump", "--no-owner", dsn], check=True, capture_output=True).stdout
 
 
 def _pipeline(name: str, calls: list[str] | None = None) -> Pipeline:
@@ -91,7 +78,7 @@ async def test_runs_are_kept_then_reduced_to_metadata_then_deleted(store_url: st
         assert [(s.step, s.status, s.output) for s in steps] == [("a", "succeeded", None), ("b", "succeeded", None)]
         assert all(s.duration_s is not None for s in steps)  # metadata stays
         assert (await store.get_run(kept.run_id)).inputs == {"doc": long_canary}
-        raw = _raw(store_url)
+        raw = store_bytes(store_url)
         assert short_canary.encode() not in raw
         assert long_canary.encode() in raw
         clock.now += 9 * DAY
@@ -134,32 +121,7 @@ async def test_a_metadata_only_pipeline_keeps_no_payloads_and_resumes_from_the_s
         resumed = await DurableRunner(store).resume(quiet, run.id, force=True)
         assert resumed.ok
         assert calls == ["a"]
-    assert canary.encode() not in _raw(store_url)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-async def cache_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[CacheBackend]:
-    if request.param == "sqlite":
-        made: CacheBackend = SQLiteBackend(tmp_path / "cache.db")
-    else:
-        made = RedisBackend(request.getfixturevalue("redis_url"), prefix=request.getfixturevalue("redis_prefix"))
-    yield made
-    if isinstance(made, RedisBackend):
-        keys = [k async for k in made.client.scan_iter(match=made.prefix + "*")]
-        if keys:
-            await made.client.delete(*keys)
-    await made.aclose()
-
-
-async def _cached_text(backend: CacheBackend) -> bytes:
-    if isinstance(backend, SQLiteBackend):
-        return b"".join(p.read_bytes() for p in backend.path.parent.glob(backend.path.name + "*"))
-    assert isinstance(backend, RedisBackend)
-    values: list[Any] = []
-    async for key in backend.client.scan_iter(match=backend.prefix + "*"):
-        if (await backend.client.type(key)) in (b"string", "string"):
-            values.append(await backend.client.get(key))
-    return b"".join(values)
+    assert canary.encode() not in store_bytes(store_url)
 
 
 async def test_erasure_by_subject_across_runs_journal_and_cache(
@@ -191,12 +153,12 @@ async def test_erasure_by_subject_across_runs_journal_and_cache(
             record = await store.get_run(run.run_id)
             assert (record.payloads, record.inputs, record.status) == (PayloadState.ERASED, {}, "succeeded")
         assert (await store.get_run(bob_run.run_id)).inputs["customer"] == bob
-        raw = _raw(store_url)
+        raw = store_bytes(store_url)
         assert ann.encode() not in raw
         assert ann.split("-")[1].encode() not in raw  # nor the word in the search indexes
         assert bob.encode() in raw
         assert (await erase_subject(store, "nobody")).runs == 0
-    cached = await _cached_text(cache_backend)
+    cached = await cache_bytes(cache_backend)
     assert ann.encode() not in cached
     assert bob.encode() in cached
     await inner.aclose()
