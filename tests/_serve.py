@@ -105,6 +105,19 @@ def stop_served(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
+def serving(
+    config: Path, *args: str, env: dict[str, str] | None = None, ready: str = "/readyz"
+) -> Iterator[ServeProcess]:
+    """A :class:`ServeProcess` once ``ready`` answers 200, stopped on exit."""
+    served = ServeProcess(config, *args, env=env)
+    try:
+        served.wait_ready(ready)
+        yield served
+    finally:
+        served.stop()
+
+
+@contextmanager
 def serve_in_thread(app: Any) -> Iterator[str]:
     """Serve ``app`` with uvicorn on a free loopback port from a background thread; yield its URL."""
     import uvicorn

@@ -9,9 +9,6 @@ work tree as it was.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -20,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from _serve import stop_served
+from _serve import serving
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -96,41 +93,15 @@ steps:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     (tmp_path / "work.py").write_text(textwrap.dedent(WORK))
     (tmp_path / "review.yaml").write_text(PIPELINE)
     (tmp_path / "legato.yaml").write_text("server:\n  master_key: env:LEGATO_E2E_MASTER\npipelines: [review.yaml]\n")
-    port = _free_port()
-    legato = Path(sys.executable).parent / "legato"
-    env = {**os.environ, "LEGATO_E2E_MASTER": MASTER}
-    log = (tmp_path / "server.log").open("w")
-    cmd = [str(legato), "serve", "--config", str(tmp_path / "legato.yaml"), "--port", str(port),
-           "--database-url", f"sqlite:///{tmp_path / 'legato.db'}"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):  # up to ~30 s for start-up on a busy machine
-            if proc.poll() is not None:
-                pytest.fail(f"legato serve exited: {(tmp_path / 'server.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        else:
-            pytest.fail(f"legato serve did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
-        yield base
-    finally:
-        stop_served(proc)
-        log.close()
+    database = f"sqlite:///{tmp_path / 'legato.db'}"
+    with serving(tmp_path / "legato.yaml", "--database-url", database, env={"LEGATO_E2E_MASTER": MASTER},
+                 ready="/healthz") as served:  # fmt: skip
+        yield served.url
 
 
 def test_watch_a_run_finish_live(server: str, tmp_path: Path) -> None:

@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,9 +23,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_dashboard import CHROMIUM, CHROMIUM_ARGS, CONTRAST_JS, DOC_IMAGES, MASTER, _free_port
+from test_dashboard import CHROMIUM, CHROMIUM_ARGS, CONTRAST_JS, DOC_IMAGES, MASTER
 
-from _serve import stop_served
+from _serve import serving
 from legato.store import NewRun
 from legato.testing import FakeProvider, Fault, Reply
 
@@ -80,33 +78,10 @@ def served(tmp_path: Path) -> Iterator[Served]:
     with FakeProvider(seed=0).in_thread() as fake:
         (tmp_path / "incident.yaml").write_text(PIPELINE)
         (tmp_path / "legato.yaml").write_text(CONFIG.format(base=fake.openai_base_url))
-        port, db = _free_port(), tmp_path / "legato.db"
-        env = {**os.environ, "LEGATO_E2E_MASTER": MASTER, "LEGATO_E2E_FAKE_KEY": "sk-fake"}
-        log = (tmp_path / "server.log").open("w")
-        legato = Path(sys.executable).parent / "legato"
-        cmd = [str(legato), "serve", "--config", str(tmp_path / "legato.yaml"), "--port", str(port),
-               "--database-url", f"sqlite:///{db}"]  # fmt: skip
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            _wait_healthy(proc, base, tmp_path / "server.log")
-            yield Served(base, fake, db)
-        finally:
-            stop_served(proc)
-            log.close()
-
-
-def _wait_healthy(proc: subprocess.Popen[bytes], base: str, log: Path) -> None:
-    for _ in range(300):  # up to ~30 s on a busy machine
-        if proc.poll() is not None:
-            pytest.fail(f"legato serve exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"legato serve did not start: {log.read_text()[-2000:]}")
+        db = tmp_path / "legato.db"
+        env = {"LEGATO_E2E_MASTER": MASTER, "LEGATO_E2E_FAKE_KEY": "sk-fake"}
+        with serving(tmp_path / "legato.yaml", "--database-url", f"sqlite:///{db}", env=env, ready="/healthz") as gw:
+            yield Served(gw.url, fake, db)
 
 
 def _seed(db: Path) -> None:

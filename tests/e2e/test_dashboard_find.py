@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -31,7 +30,7 @@ import anyio
 import httpx
 import pytest
 
-from _serve import stop_served
+from _serve import serving
 from legato.store import NewRun, RunStore
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -77,36 +76,11 @@ steps:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def serve(tmp_path: Path, database_url: str) -> Iterator[str]:
-    port = _free_port()
-    legato = Path(sys.executable).parent / "legato"
-    env = {**os.environ, "LEGATO_E2E_MASTER": MASTER}
-    log = (tmp_path / "server.log").open("w")
-    cmd = [str(legato), "serve", "--config", str(tmp_path / "legato.yaml"), "--port", str(port),
-           "--database-url", database_url]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):  # up to ~30 s for start-up on a busy machine
-            if proc.poll() is not None:
-                pytest.fail(f"legato serve exited: {(tmp_path / 'server.log').read_text()[-2000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.1)
-        else:
-            pytest.fail(f"legato serve did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
-        yield base
-    finally:
-        stop_served(proc)
-        log.close()
+    with serving(tmp_path / "legato.yaml", "--database-url", database_url, env={"LEGATO_E2E_MASTER": MASTER},
+                 ready="/healthz") as served:  # fmt: skip
+        yield served.url
 
 
 @pytest.fixture
