@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +28,7 @@ from legato.cli._load import load_pipeline_file
 from legato.cli._loop import run_loop
 
 if TYPE_CHECKING:
+    from legato.cli._interrupt import Interrupt
     from legato.engine import Event, Pipeline, PlanSummary, RunResult
 
 __all__ = ["plan", "run", "validate"]
@@ -108,20 +111,10 @@ def run(
     resume RUN_ID` finishes it without redoing finished steps. Ctrl-C cancels the
     run (it is stored as cancelled; Ctrl-C again exits at once)."""
 
-    from legato.errors import InputError
-
-    pipeline = load_pipeline_file(file, config, check_secrets=True)
-    if executor is not None or executor_option:
-        _choose_executor(pipeline, executor, executor_option)
-    values = _parse_inputs(pipeline, input, inputs_file)
-    try:
-        pipeline.check_inputs(values)  # before anything is stored or run
-    except InputError as exc:
-        raise fail(str(exc), 2) from None
+    pipeline, values = _prepare(file, config, executor, executor_option, input, inputs_file)
     out = new_console()
     progress = _Progress(pipeline, out) if out.is_terminal and not as_json and not stream else None
     tokens = _token_printer(as_json) if stream else None
-    subscribers = [progress.on_event] if progress is not None else []
     from legato.cli._interrupt import Interrupt
     from legato.cli.runs import stored_run
     from legato.engine import RunControl
@@ -141,42 +134,77 @@ def run(
         )
         raise typer.Exit(2)
 
+    run_here = partial(
+        stored_run,
+        pipeline,
+        values,
+        subscribers=[progress.on_event] if progress is not None else [],
+        progress=progress,
+        console=out,
+        database_url=database_url,
+        idempotency_key=idempotency_key,
+        recall=recall and not as_json,
+        source=source,
+        control=interrupt.control,
+        run_id=interrupt.run_id,
+        wait=not no_wait,
+        on_wait=interrupt.waiting,
+    )
+    result = _run_in_loop(run_here, interrupt, tokens, as_json)
+    if str(result.status) == "running":  # --no-wait: the run goes on in another process
+        _report_elsewhere(result, as_json)
+        raise typer.Exit(0)
+    _finish(result, as_json, out, interrupt)
+
+
+def _prepare(
+    file: Path,
+    config: Path | None,
+    executor: str | None,
+    executor_option: list[str],
+    pairs: list[str],
+    inputs_file: Path | None,
+) -> tuple[Pipeline, dict[str, Any]]:
+    """The pipeline (on the executor asked for) and its inputs, checked before
+    anything is stored or run (2 for a bad spec or bad inputs)."""
+    from legato.errors import InputError
+
+    pipeline = load_pipeline_file(file, config, check_secrets=True)
+    if executor is not None or executor_option:
+        _choose_executor(pipeline, executor, executor_option)
+    values = _parse_inputs(pipeline, pairs, inputs_file)
+    try:
+        pipeline.check_inputs(values)
+    except InputError as exc:
+        raise fail(str(exc), 2) from None
+    return pipeline, values
+
+
+def _run_in_loop(
+    run_here: Callable[[], Awaitable[RunResult]], interrupt: Interrupt, tokens: Any, as_json: bool
+) -> RunResult:
+    """Run ``run_here`` on the command's event loop with Ctrl-C handled by
+    ``interrupt`` and, with ``--stream``, the model tokens printed by ``tokens``."""
+    from legato.errors import InputError
+
     async def main() -> RunResult:
         from legato.engine import stream_tokens
 
         streaming = stream_tokens(tokens) if tokens is not None else contextlib.nullcontext()
         with interrupt.installed(), streaming:
-            return await stored_run(
-                pipeline,
-                values,
-                subscribers=subscribers,
-                progress=progress,
-                console=out,
-                database_url=database_url,
-                idempotency_key=idempotency_key,
-                recall=recall and not as_json,
-                source=source,
-                control=interrupt.control,
-                run_id=interrupt.run_id,
-                wait=not no_wait,
-                on_wait=interrupt.waiting,
-            )
+            return await run_here()
 
     # With --json, stdout carries the JSON document only: whatever libraries print
     # while the run goes on (Ray's worker messages, for one) goes to stderr.
     quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
     try:
         with quiet:
-            result = run_loop(main)
+            return run_loop(main)
     except InputError as exc:
         raise fail(str(exc), 2) from None
     finally:
         if tokens is not None:
             tokens.end_line()
-    if str(result.status) == "running":  # --no-wait: the run goes on in another process
-        _report_elsewhere(result, as_json)
-        raise typer.Exit(0)
-    _finish(result, as_json, out, interrupt)
 
 
 def _finish(result: RunResult, as_json: bool, out: Console, interrupt: Any = None) -> None:

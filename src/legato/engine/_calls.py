@@ -10,7 +10,7 @@ import inspect
 import json
 import pickle
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -109,68 +109,22 @@ class StepCalls:
         items = kwargs[d.map]
         if not isinstance(items, list | tuple):
             raise TypeError(f"map parameter {d.map!r} must be a list, got {type(items).__name__}")
-        results: list[Any] = [None] * len(items)
-        done = self.partial.get(d.name) if self.partial else None
-        if done:  # items committed by an earlier attempt of this run: not called again
-            for index, value in done.items():
-                if 0 <= index < len(results):
-                    results[index] = value
-            todo = [(i, item) for i, item in enumerate(items) if i not in done]
-        else:
-            todo = list(enumerate(items))
+        results, todo = self._map_todo(d.name, items)
         if not todo:
             return results
         it = iter(todo)
-        param = d.map
         collect = d.map_errors == "collect"
         fast = self.fast and d.is_async and d.retry is None and d.timeout is None and not d.cache and not collect
-        report = self.bus_on  # each finished item is published (and checkpointed) before the next starts
         errors: list[Exception] = []
-
-        async def items_loop(kwargs: dict[str, Any]) -> None:
-            timing = self.timings[d.name]
-            if not fast:
-                tries = [1]  # the attempt that returned this item's result
-                for index, item in it:
-                    started = self.clock()
-                    try:
-                        out = await self.attempts(cs, {**kwargs, param: item}, index, None, tries)
-                    except Exception as exc:
-                        if not collect:
-                            if timing.failed_item is None:
-                                timing.failed_item = index
-                            raise
-                        out = MapItemError(index, type(exc).__name__, str(exc))
-                    results[index] = out
-                    if report:
-                        await self.item_done(d.name, index, out, tries[0], started)
-                return
-            # Fast path: the item call without the retry/timeout/cache layers. Each
-            # worker is a task with its own copy of the context, dropped when the
-            # worker ends, so the step context is set per item and never reset.
-            timing.attempts = 1
-            fn, run_id, pipeline, name = d.fn, self.run_id, self.pipeline, d.name
-            set_step = _step_var.set
-            for index, item in it:
-                kwargs[param] = item  # this worker's own copy of the arguments
-                set_step((run_id, pipeline, name, 1, index, None))
-                try:
-                    if not report:
-                        results[index] = await fn(**kwargs)
-                        continue
-                    started = self.clock()
-                    results[index] = out = await fn(**kwargs)
-                except Exception:
-                    if timing.failed_item is None:
-                        timing.failed_item = index  # the item named in the step's error
-                    raise
-                await self.item_done(name, index, out, 1, started)
 
         async def worker(tg: anyio.abc.TaskGroup) -> None:
             # The first failing item fails the step with its own exception (not an
             # ExceptionGroup); the other items are cancelled.
             try:
-                await items_loop(dict(kwargs))
+                if fast:
+                    await self._fast_items(cs, it, dict(kwargs), results)
+                else:
+                    await self._items(cs, it, dict(kwargs), results, collect)
             except Exception as exc:
                 errors.append(exc)
                 tg.cancel_scope.cancel()
@@ -183,6 +137,70 @@ class StepCalls:
         if errors:
             raise errors[0]
         return results
+
+    def _map_todo(self, step: str, items: Sequence[Any]) -> tuple[list[Any], list[tuple[int, Any]]]:
+        """The results list of a map step, holding the items an earlier attempt of the
+        run committed (they are not called again), and the ``(index, item)`` pairs left."""
+        results: list[Any] = [None] * len(items)
+        done = self.partial.get(step) if self.partial else None
+        if not done:
+            return results, list(enumerate(items))
+        for index, value in done.items():
+            if 0 <= index < len(results):
+                results[index] = value
+        return results, [(i, item) for i, item in enumerate(items) if i not in done]
+
+    async def _items(
+        self, cs: CompiledStep, it: Iterator[tuple[int, Any]], kwargs: dict[str, Any], results: list[Any], collect: bool
+    ) -> None:
+        """One worker of a map step: the items it takes from ``it``, each through the
+        step's retry, timeout and cache layers (``collect``: a failed item's error is
+        its result). Each finished item is published (and checkpointed) before the next."""
+        d = cs.d
+        param, timing, report = d.map, self.timings[d.name], self.bus_on
+        assert param is not None
+        tries = [1]  # the attempt that returned this item's result
+        for index, item in it:
+            started = self.clock()
+            try:
+                out = await self.attempts(cs, {**kwargs, param: item}, index, None, tries)
+            except Exception as exc:
+                if not collect:
+                    if timing.failed_item is None:
+                        timing.failed_item = index
+                    raise
+                out = MapItemError(index, type(exc).__name__, str(exc))
+            results[index] = out
+            if report:
+                await self.item_done(d.name, index, out, tries[0], started)
+
+    async def _fast_items(
+        self, cs: CompiledStep, it: Iterator[tuple[int, Any]], kwargs: dict[str, Any], results: list[Any]
+    ) -> None:
+        """One worker of a map step on the fast path: the item call without the retry,
+        timeout and cache layers. Each worker is a task with its own copy of the
+        context, dropped when the worker ends, so the step context is set per item and
+        never reset; ``kwargs`` is the worker's own copy of the arguments."""
+        d = cs.d
+        param, timing, report = d.map, self.timings[d.name], self.bus_on
+        assert param is not None
+        timing.attempts = 1
+        fn, run_id, pipeline, name = d.fn, self.run_id, self.pipeline, d.name
+        set_step = _step_var.set
+        for index, item in it:
+            kwargs[param] = item
+            set_step((run_id, pipeline, name, 1, index, None))
+            try:
+                if not report:
+                    results[index] = await fn(**kwargs)
+                    continue
+                started = self.clock()
+                results[index] = out = await fn(**kwargs)
+            except Exception:
+                if timing.failed_item is None:
+                    timing.failed_item = index  # the item named in the step's error
+                raise
+            await self.item_done(name, index, out, 1, started)
 
     async def item_done(self, step: str, index: int, output: Any, attempt: int, started: float) -> None:
         await self.emit(MapItemFinished(self.run_id, time.time(), step, index, output, attempt, self.clock() - started))

@@ -217,31 +217,7 @@ class Run:
         self.t0 = self.clock()
         if map_items:
             self.partial = map_items
-        for name in completed:
-            value = completed[name]
-            t = self.timings[name]
-            if value is SKIPPED:
-                t.status = StepStatus.SKIPPED
-                self.skipped[name] = "skipped in an earlier attempt of this run"
-                self.view[name] = None
-            else:
-                t.status = StepStatus.SUCCEEDED
-                self.outputs[name] = value
-                self.view[name] = value
-        ready: list[str] | tuple[str, ...]
-        if not completed:
-            self.remaining = dict(self.plan.dep_counts)
-            ready = self.plan.roots
-        else:
-            self.bad = len(self.skipped)
-            ready = []
-            for name in self.plan.order:
-                if name in completed:
-                    continue
-                n = sum(1 for d in self.plan.steps[name].deps if d not in completed)
-                self.remaining[name] = n
-                if n == 0:
-                    ready.append(name)
+        ready = self._restore(completed) if completed else self._fresh()
         control = self.control
         # anyio asks sniffio which async library runs for every task, cancel scope and
         # event it creates. Under anyio.run the answer sits in sniffio's contextvar;
@@ -260,18 +236,7 @@ class Run:
                         self.run_id, time.time(), self.pipeline, dict(self.inputs), resumed_steps=tuple(completed)
                     )
                 )
-            async with anyio.create_task_group() as tg:
-                self.tg = tg
-                self.scope = scope = tg.cancel_scope
-                if self.deadline is not None:
-                    scope.deadline = anyio.current_time() + self.deadline
-                if control is not None:
-                    control._attach(scope)
-                # The first ready step runs in this task; the others get their own.
-                for name in ready[1:]:
-                    tg.start_soon(self.step, name, name=name)
-                if ready:
-                    await self.step(ready[0])
+            await self._steps(ready, control)
         except _Stop:
             pass
         except anyio.get_cancelled_exc_class():
@@ -291,6 +256,52 @@ class Run:
             if library_token is not None:
                 _library_var.reset(library_token)
         return await self.finish(*self.outcome(control))
+
+    def _fresh(self) -> tuple[str, ...]:
+        """A run with nothing done yet: every step waits for all its dependencies."""
+        self.remaining = dict(self.plan.dep_counts)
+        return self.plan.roots
+
+    def _restore(self, completed: Mapping[str, Any]) -> list[str]:
+        """Take the ``completed`` steps of earlier attempts as done (or skipped); the
+        steps whose dependencies are all among them are ready."""
+        for name in completed:
+            value = completed[name]
+            t = self.timings[name]
+            if value is SKIPPED:
+                t.status = StepStatus.SKIPPED
+                self.skipped[name] = "skipped in an earlier attempt of this run"
+                self.view[name] = None
+            else:
+                t.status = StepStatus.SUCCEEDED
+                self.outputs[name] = value
+                self.view[name] = value
+        self.bad = len(self.skipped)
+        ready = []
+        for name in self.plan.order:
+            if name in completed:
+                continue
+            n = sum(1 for d in self.plan.steps[name].deps if d not in completed)
+            self.remaining[name] = n
+            if n == 0:
+                ready.append(name)
+        return ready
+
+    async def _steps(self, ready: Sequence[str], control: RunControl | None) -> None:
+        """Run the ``ready`` steps, and each step they make ready, in the run's task
+        group (its cancel scope carries the deadline and the caller's control)."""
+        async with anyio.create_task_group() as tg:
+            self.tg = tg
+            self.scope = scope = tg.cancel_scope
+            if self.deadline is not None:
+                scope.deadline = anyio.current_time() + self.deadline
+            if control is not None:
+                control._attach(scope)
+            # The first ready step runs in this task; the others get their own.
+            for name in ready[1:]:
+                tg.start_soon(self.step, name, name=name)
+            if ready:
+                await self.step(ready[0])
 
     def outcome(self, control: RunControl | None) -> tuple[RunStatus, RunError | None, dict[str, Any]]:
         """How the run ended: its status, the error that decided it, and (when it

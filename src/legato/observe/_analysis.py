@@ -260,10 +260,24 @@ def _recommend(
     pricing: Any,
     shapes: Mapping[str, StepShape],
 ) -> list[str]:
+    out = [
+        *_speed_up(a, shapes),
+        *_parallelize(a, graph, runs),
+        *_batch(a),
+        *_cache(a, shapes),
+        *_cheaper(a, pricing),
+        *_reliability(a, shapes),
+    ]
+    if not out and a.runs == 0:
+        out.append("no stored runs to learn from yet.")
+    return out
+
+
+def _speed_up(a: Analysis, shapes: Mapping[str, StepShape]) -> list[str]:
+    """The step that dominates the critical path."""
     out: list[str] = []
     by_name = {s.step: s for s in a.steps}
     plain = StepShape()
-    # Speed up the critical path.
     if a.critical_path and a.critical_path_s:
         heaviest = max((by_name[n] for n in a.critical_path if n in by_name), key=lambda s: s.p50_s or 0.0)
         long_enough = a.critical_path_s >= 0.05  # a few milliseconds are not worth a change
@@ -277,7 +291,14 @@ def _recommend(
                 f"`{heaviest.step}` is {heaviest.p50_s / a.critical_path_s:.0%} of the critical path "
                 f"({_s(heaviest.p50_s)} p50): making it faster ({how}) shortens every run; steps off the path do not."
             )
-    # Parallelize: steps that waited for a slot after their inputs were ready, or a sequential chain.
+    return out
+
+
+def _parallelize(
+    a: Analysis, graph: Mapping[str, Sequence[str]] | None, runs: Sequence[tuple[Any, Sequence[Any]]]
+) -> list[str]:
+    """Steps that waited for a slot after their inputs were ready, or a sequential chain."""
+    out: list[str] = []
     for s in a.steps:
         if s.wait_s is not None and s.p50_s and s.wait_s > max(0.05, 0.5 * s.p50_s):
             out.append(
@@ -292,7 +313,12 @@ def _recommend(
                 "steps that do not need each other's outputs run in parallel when each takes as parameters "
                 "only the outputs it uses; check that no step depends on another it does not need."
             )
-    # Batch: many small model calls in one step.
+    return out
+
+
+def _batch(a: Analysis) -> list[str]:
+    """Many small model calls in one step."""
+    out: list[str] = []
     for s in a.steps:
         if s.succeeded and s.calls / s.succeeded >= 5:
             per_call = s.input_tokens / max(1, s.calls)
@@ -302,7 +328,13 @@ def _recommend(
                     "input tokens each: batch them (one request with several items, or the micro-batcher) "
                     "to cut latency and per-request overhead."
                 )
-    # Cache: repeated inputs (one line for every step that would have hit).
+    return out
+
+
+def _cache(a: Analysis, shapes: Mapping[str, StepShape]) -> list[str]:
+    """Repeated inputs: one line for every step that would have hit."""
+    out: list[str] = []
+    plain = StepShape()
     hits = sorted(
         (
             s
@@ -320,7 +352,12 @@ def _recommend(
             f"repeated inputs: {listed} saw inputs they had already processed ({repeats} repeat(s){spend}): "
             "set `cache: true` on those steps or enable the response cache for their models."
         )
-    # Cheaper model for the costliest step.
+    return out
+
+
+def _cheaper(a: Analysis, pricing: Any) -> list[str]:
+    """A cheaper model for the costliest step."""
+    out: list[str] = []
     for s in sorted(a.steps, key=lambda s: -s.cost_share):
         if s.cost_share < 0.3 or not s.models:
             continue
@@ -333,7 +370,13 @@ def _recommend(
                 f"`{s.models[0]}` when the answer fails validation)."
             )
         break
-    # Reliability.
+    return out
+
+
+def _reliability(a: Analysis, shapes: Mapping[str, StepShape]) -> list[str]:
+    """Steps that fail or need retries."""
+    out: list[str] = []
+    plain = StepShape()
     for s in a.steps:
         attempts = max(shapes.get(s.step, plain).max_attempts, 2 if s.retries else 1)
         if s.attempts >= 3 and s.error_rate >= 0.05 and attempts > 1:
@@ -351,8 +394,6 @@ def _recommend(
             out.append(
                 f"`{s.step}` needed retries in {s.retries} of {s.attempts} attempts: check its provider's health."
             )
-    if not out and a.runs == 0:
-        out.append("no stored runs to learn from yet.")
     return out
 
 
