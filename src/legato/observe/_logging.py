@@ -39,6 +39,9 @@ _SCALARS = frozenset({int, float, bool, type(None)})
 
 def _trace_ids() -> tuple[str, str] | None:
     # Only the API is needed to read the current span; without an SDK it is invalid.
+    context = sys.modules.get("opentelemetry.context")
+    if context is None or not context.get_current():
+        return None  # nothing made any context current: no span
     from opentelemetry import trace
 
     ctx = trace.get_current_span().get_span_context()
@@ -67,9 +70,10 @@ class JsonFormatter(logging.Formatter):
         super().__init__()
         self._redactor = redactor
         self.static = dict(static or {})
-        # Whether each extra field's name is sensitive, for the redactor it was asked of:
-        # the same few names come on every line (the access log has ten).
-        self._sensitive: tuple[Redactor | None, dict[str, bool]] = (None, {})
+        # For the redactor they were worked out with: whether each extra field's name is
+        # sensitive, and recent short values found clean. The same few names and
+        # values (method, path, model, key prefix) come on every access-log line.
+        self._memo: tuple[Redactor | None, dict[str, bool], dict[str, str]] = (None, {}, {})
 
     @property
     def redactor(self) -> Redactor:
@@ -84,7 +88,7 @@ class JsonFormatter(logging.Formatter):
             "msg": r.text(record.getMessage()),
             **self.static,
         }
-        sensitive = self._sensitive_names(r)
+        sensitive, texts = self._memos(r)
         for key, value in record.__dict__.items():
             if key in _RECORD_ATTRS or key.startswith("_"):
                 continue
@@ -95,8 +99,10 @@ class JsonFormatter(logging.Formatter):
                 out[key] = r.replacement
             elif type(value) in _SCALARS:
                 out[key] = value  # nothing to redact in a number
+            elif type(value) is str:
+                out[key] = _redacted(r, value, texts)
             else:
-                out[key] = r.text(value) if type(value) is str else r.value(_jsonable(value))
+                out[key] = r.value(_jsonable(value))
         rid = request_id.get()
         if rid is not None:
             out.setdefault("request_id", rid)
@@ -111,12 +117,29 @@ class JsonFormatter(logging.Formatter):
             out["stack"] = r.text(self.formatStack(record.stack_info))
         return json.dumps(out, ensure_ascii=False, default=repr)
 
-    def _sensitive_names(self, redactor: Redactor) -> dict[str, bool]:
-        owner, names = self._sensitive
+    def _memos(self, redactor: Redactor) -> tuple[dict[str, bool], dict[str, str]]:
+        owner, names, texts = self._memo
         if owner is not redactor:
-            names = {}
-            self._sensitive = (redactor, names)
-        return names
+            names, texts = {}, {}
+            self._memo = (redactor, names, texts)
+        return names, texts
+
+
+_MEMO_TEXT = 256  # longest value whose redacted form is remembered
+_MEMO_SIZE = 4096  # values remembered; the memo starts again when full
+
+
+def _redacted(redactor: Redactor, value: str, memo: dict[str, str]) -> str:
+    """``redactor.text(value)``, remembered for short values with nothing to redact (a
+    redactor is immutable)."""
+    found = memo.get(value)
+    if found is None:
+        found = redactor.text(value)
+        if found == value and len(value) <= _MEMO_TEXT:  # never keeps a value that held a secret
+            if len(memo) >= _MEMO_SIZE:
+                memo.clear()
+            memo[value] = found
+    return found
 
 
 class RedactingFilter(logging.Filter):

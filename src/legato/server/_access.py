@@ -146,4 +146,7 @@ def log_access(scope: Scope, ex: Exchange, status: int, elapsed: float) -> None:
         "output_tokens": ex.output_tokens,
         "cost": ex.cost,
     }
-    log.info("%s %s %s %.1fms", fields["method"], fields["path"], fields["status"], fields["latency_ms"], extra=fields)
+    args = (fields["method"], fields["path"], fields["status"], fields["latency_ms"])
+    # One line per request: the record is made here, without logging's search of the stack
+    # for the caller (the line says where it comes from: the ``legato.access`` logger).
+    log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "%s %s %s %.1fms", args, None, extra=fields))
