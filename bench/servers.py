@@ -4,7 +4,7 @@ the same app, measured as gateway CPU time per request.
 
 Wall-clock rates are printed too, but on a shared machine they are noise; the figure
 that decides is the CPU time (user + system, psutil) of the serving process tree
-divided by the requests it answered, closed loop, 16 connections. Rounds alternate
+divided by the requests it answered, closed loop, 16 connections. Five rounds alternate
 between the servers (all of them are up at once) so that a change in the machine's
 load hits each alike; the median round is reported.
 
@@ -280,7 +280,7 @@ def main() -> None:
     parser.add_argument("--phases", choices=["all", "servers", "idle", "workers"], default="all")
     parser.add_argument("--servers", default="uvicorn,granian,granian-st", help="uvicorn, granian, granian-st")
     parser.add_argument("--requests", type=int, default=3000, help="measured requests per scenario and round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=15.0, help="seconds of closed loop per worker count")
     parser.add_argument("--quick", action="store_true")
