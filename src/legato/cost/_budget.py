@@ -97,7 +97,7 @@ class Budget:
     def __post_init__(self) -> None:
         if not self.limit_usd >= 0:
             raise ValueError(f"budget {self.scope!r}: limit_usd must be >= 0, got {self.limit_usd}")
-        if not self.scope or any(c.isspace() for c in self.scope):
+        if not self.scope or self.scope.split() != [self.scope]:  # empty, or holds whitespace
             raise ValueError(f"budget scope must be a non-empty word such as 'run' or 'key:ID', got {self.scope!r}")
         if self.period not in (None, "day", "month"):
             raise ValueError(f"budget {self.scope!r}: period must be 'day', 'month' or None, got {self.period!r}")

@@ -10,6 +10,7 @@ counters in Redis are updated per request and are not affected).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,12 @@ class _Totals:
     cost: float = 0.0
 
 
+@functools.lru_cache(maxsize=4)
+def _day(number: int) -> str:
+    """``YYYY-MM-DD`` of UTC day ``number`` (days since the epoch): once a day, not once a call."""
+    return datetime.fromtimestamp(number * 86_400, UTC).strftime("%Y-%m-%d")
+
+
 class SpendRecorder:
     def __init__(self, engine: AsyncEngine, *, interval_s: float = 1.0, clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
@@ -42,7 +49,7 @@ class SpendRecorder:
         self._lock = anyio.Lock()
 
     def add(self, key_id: str, model: str, input_tokens: int, output_tokens: int, cost: float | None) -> None:
-        day = datetime.fromtimestamp(self._clock(), UTC).strftime("%Y-%m-%d")
+        day = _day(int(self._clock() // 86_400))
         totals = self._buffer.get((key_id, day, model))
         if totals is None:
             totals = self._buffer[(key_id, day, model)] = _Totals()
