@@ -12,6 +12,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from _serve import serve_in_thread
 from legato.server import create_app
+from legato.server._errors import GatewayError
 from legato.server._mcp_guard import McpGuard
 from legato.server._mcp_mount import McpOnDemand
 from legato.testing import FakeProvider
@@ -83,3 +84,15 @@ def test_the_mcp_server_is_built_by_the_first_authorised_request(fake: FakeProvi
                             timeout=30)  # fmt: skip
         assert served.status_code == 200, served.text
         assert on_demand.built
+
+
+async def test_without_its_lifespan_task_the_mcp_endpoint_answers_503_at_once() -> None:
+    def build() -> object:
+        raise AssertionError("nothing builds the server without the lifespan task")
+
+    on_demand = McpOnDemand(build)  # type: ignore[arg-type]
+    scope = {"type": "http", "method": "POST", "path": "/mcp", "headers": []}
+    with pytest.raises(GatewayError) as refused:
+        await on_demand(scope, None, None)
+    assert refused.value.status == 503
+    assert refused.value.code == "mcp_unavailable"

@@ -10,6 +10,8 @@ the session manager, as before. A request without a valid key never builds it.
 
 A server that cannot be built (a broken ``mcp`` install) is logged once and every
 request to ``/mcp`` gets 503 naming the cause; the rest of the gateway keeps serving.
+Without a running :meth:`McpOnDemand.run` (an app served without its lifespan) a
+request gets 503 at once rather than waiting for a server nobody builds.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class McpOnDemand:
         self._ready = anyio.Event()
         self._handle: Callable[..., Any] | None = None
         self._failure: str | None = None
+        self._running = False
 
     @property
     def built(self) -> bool:
@@ -50,6 +53,7 @@ class McpOnDemand:
     async def run(self) -> None:
         """Wait for the first request, build the server and run its session manager
         until cancelled (the end of the lifespan)."""
+        self._running = True
         await self._wanted.wait()
         try:
             server = self._build()
@@ -64,6 +68,8 @@ class McpOnDemand:
             await anyio.sleep_forever()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if not self._running:  # no lifespan runs it: nothing would ever build the server
+            raise GatewayError(503, "internal", "the MCP server is not running", code="mcp_unavailable")
         self._wanted.set()
         await self._ready.wait()
         if self._handle is None:

@@ -9,7 +9,9 @@ two workers served 96% of the requests (``bench/servers.py``). Here each worker 
 its own socket bound to the same port with ``SO_REUSEPORT``, and the kernel spreads
 new connections over the sockets by a hash of their addresses, evenly however they
 arrive. A socket outlives its worker (the supervisor holds it): a replacement worker
-takes over the same socket and the connections waiting in it.
+takes over the same socket and the connections waiting in it. Elsewhere than on Linux,
+where ``SO_REUSEPORT`` does not balance (or does not exist), the workers share one
+socket as in uvicorn.
 
 uvicorn's supervisor also passes on only the first SIGTERM/SIGINT and then waits for
 its workers, deaf to more; :class:`Supervisor` passes on every later one, so a second
@@ -27,6 +29,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 
 from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
@@ -119,7 +122,10 @@ def serve_workers(config: Config) -> None:
     # replaced; uvicorn's default (5 s) killed workers still importing on a busy host.
     config.timeout_worker_healthcheck = 30
     try:
-        sockets = reuseport_sockets(config.host, config.port, config.workers)
+        if sys.platform == "linux":
+            sockets = reuseport_sockets(config.host, config.port, config.workers)
+        else:  # SO_REUSEPORT spreads connections only on Linux: one socket shared, as uvicorn does
+            sockets = [config.bind_socket()] * config.workers
     except OSError as exc:  # as uvicorn does for one process: the reason, and its start-up failure code
         log.error("cannot listen on %s:%d: %s", config.host, config.port, exc)
         raise SystemExit(STARTUP_FAILURE) from None
