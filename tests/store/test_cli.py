@@ -92,6 +92,25 @@ def test_run_is_stored_idempotent_and_conflicts_exit_2(project: Path) -> None:
     assert "request_hash" not in listed[0]
 
 
+def test_runs_are_tagged_from_the_command_line(project: Path) -> None:
+    db = str(project / "s.db")
+    args = ["run", str(project / "gated.yaml"), "-i", "text=hi", "--database-url", db, "--json"]
+    code, out, _ = invoke(*args, "--tag", "nightly", "--tag", "team:search", "--tag", "nightly")
+    assert code == 0
+    run_id = json.loads(out)["run_id"]
+    code, out, _ = invoke("runs", "list", "--tag", "team:search", "--json", "--database-url", db)
+    assert [(r["id"], r["tags"]) for r in json.loads(out)] == [(run_id, ["nightly", "team:search"])]
+    code, _, err = invoke(*args, "--tag", "has space")
+    assert code == 2
+    assert "--tag: tag 'has space': use 1-64 ASCII letters" in err
+    code, out, _ = invoke("runs", "list", "--json", "--database-url", db)
+    assert len(json.loads(out)) == 1  # the refused command stored nothing
+    code, out, _ = invoke(*args, "--queue", "later", "--no-wait", "--tag", "queued-one")
+    assert code == 0
+    code, out, _ = invoke("runs", "list", "--tag", "queued-one", "--json", "--database-url", db)
+    assert [(r["status"], r["queue"], r["tags"]) for r in json.loads(out)] == [("queued", "later", ["queued-one"])]
+
+
 def test_failed_run_show_resume_and_reflection(project: Path) -> None:
     db = str(project / "s.db")
     (project / "broken").touch()

@@ -37,6 +37,7 @@ async def enqueue(
     estimated_cost: float | None,
     wait: bool,
     control: RunControl,
+    tags: tuple[str, ...] = (),
 ) -> tuple[RunRecord, RunResult | None]:
     """Enqueue (or find, by idempotency key) the run; with ``wait``, also its result."""
     import typer
@@ -55,6 +56,7 @@ async def enqueue(
                 estimated_cost=estimated_cost,
                 source=source,
                 queue=queue,
+                tags=tags,
                 priority=priority,
             )
         )

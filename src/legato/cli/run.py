@@ -91,6 +91,9 @@ def run(
         "--priority",
         help="Priority of the queued run in its queue: higher is claimed first (within per-key fairness).",
     ),
+    tag: list[str] = typer.Option(
+        [], "--tag", help="Label the run (repeatable); find it with `legato runs list --tag` or the dashboard."
+    ),
     recall: bool = typer.Option(False, "--recall", help="Print the most related journal entries before running."),
     database_url: str | None = typer.Option(
         None, "--database-url", help="Run store: SQLite path or postgresql://HOST/DB (default ./.legato/legato.db)."
@@ -112,6 +115,7 @@ def run(
     run (it is stored as cancelled; Ctrl-C again exits at once)."""
 
     pipeline, values = _prepare(file, config, executor, executor_option, input, inputs_file)
+    tags = _tags(tag)
     out = new_console()
     progress = _Progress(pipeline, out) if out.is_terminal and not as_json and not stream else None
     tokens = _token_printer(as_json) if stream else None
@@ -126,7 +130,15 @@ def run(
     queue = queue if queue is not None else _default_queue(config, pipeline.name)
     if queue is not None:
         _run_queued(
-            pipeline, values, (queue, priority), source, interrupt, database_url, idempotency_key, no_wait, as_json
+            pipeline,
+            values,
+            (queue, priority, tags),
+            source,
+            interrupt,
+            database_url,
+            idempotency_key,
+            no_wait,
+            as_json,
         )
     if priority:
         print_error(
@@ -149,12 +161,23 @@ def run(
         run_id=interrupt.run_id,
         wait=not no_wait,
         on_wait=interrupt.waiting,
+        tags=tags,
     )
     result = _run_in_loop(run_here, interrupt, tokens, as_json)
     if str(result.status) == "running":  # --no-wait: the run goes on in another process
         _report_elsewhere(result, as_json)
         raise typer.Exit(0)
     _finish(result, as_json, out, interrupt)
+
+
+def _tags(given: list[str]) -> tuple[str, ...]:
+    """``--tag`` values as the store keeps them (2 for one it refuses, naming it)."""
+    from legato.store._search import check_tags
+
+    try:
+        return check_tags(given)
+    except ValueError as exc:
+        raise fail(f"--tag: {exc}", 2) from None
 
 
 def _prepare(
@@ -259,7 +282,7 @@ def _default_queue(config: Path | None, pipeline: str) -> str | None:
 def _run_queued(
     pipeline: Pipeline,
     values: dict[str, Any],
-    placement: tuple[str, int],
+    placement: tuple[str, int, tuple[str, ...]],
     source: str,
     interrupt: Any,
     database_url: str | None,
@@ -267,13 +290,13 @@ def _run_queued(
     no_wait: bool,
     as_json: bool,
 ) -> None:
-    """``legato run --queue``: enqueue (``placement``: queue and priority), print the id,
+    """``legato run --queue``: enqueue (``placement``: queue, priority and tags), print the id,
     wait for the result unless ``no_wait``."""
 
     from legato.cli._queued import enqueue
     from legato.cli.runs import estimate_cost, open_store
 
-    queue, priority = placement
+    queue, priority, tags = placement
     if not queue.strip() or len(queue) > 255:
         raise fail(f"--queue: a queue name is 1 to 255 characters, got {queue!r}", 2)
 
@@ -287,6 +310,7 @@ def _run_queued(
                     values,
                     queue=queue,
                     priority=priority,
+                    tags=tags,
                     idempotency_key=idempotency_key,
                     source=source,
                     run_id=interrupt.run_id,

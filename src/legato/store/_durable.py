@@ -113,13 +113,15 @@ class DurableRunner:
         estimated_cost: float | None = None,
         source: str | None = None,
         subject: str | None = None,
+        tags: Iterable[str] = (),
     ) -> RunResult:
         """Start a run (or, with an ``idempotency_key`` already used for the same
         request, return that run: its stored result when finished, a ``RUNNING``
         result when another live worker executes it, and a resumed run when its
         worker died). Raises ``IdempotencyConflict`` for a reused key with other inputs.
         ``source`` (a YAML path) is stored so ``legato runs resume`` can reload the pipeline.
-        ``subject`` names the run's data subject (default: the input ``retention:`` names)."""
+        ``subject`` names the run's data subject (default: the input ``retention:`` names);
+        ``tags`` label the run for finding it later."""
         values = dict(inputs or {})
         pipeline.check_inputs(values)  # bad inputs raise InputError here, before any run is recorded
         record, created = await self.store.create_run(
@@ -135,6 +137,7 @@ class DurableRunner:
                 estimated_cost=estimated_cost,
                 source=source,
                 subject=subject,
+                tags=tags,
             )
         )
         if created:

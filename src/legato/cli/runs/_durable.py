@@ -37,6 +37,7 @@ async def stored_run(
     run_id: str | None = None,
     wait: bool = True,
     on_wait: Callable[[str], None] | None = None,
+    tags: tuple[str, ...] = (),
 ) -> RunResult:
     """Run ``pipeline`` durably for ``legato run``; ``progress`` is entered around the run,
     ``control`` cancels it (Ctrl-C), ``run_id`` names a new run.
@@ -71,6 +72,7 @@ async def stored_run(
                 estimated_cost=estimate_cost(pipeline),
                 control=control,
                 run_id=run_id,
+                tags=tags,
             )
 
         try:
