@@ -47,7 +47,17 @@ from legato.cache._protect import Sealing, SubjectIndex, subject_digest
 from legato.cache._single_flight import SingleFlight
 from legato.errors import BadRequest
 from legato.ledger import CallRecord, current_ledger
-from legato.providers import ChatChunk, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Model, ModelWrapper
+from legato.providers import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    EmbedRequest,
+    EmbedResponse,
+    Model,
+    ModelWrapper,
+    close_stream,
+    closing_stream,
+)
 
 __all__ = ["CacheStats", "ResponseCache", "bypass"]
 
@@ -188,8 +198,9 @@ class ResponseCache(ModelWrapper):
         mode = self.mode(request)
         if mode is None:
             self.stats.bypassed += 1
-            async for chunk in self.inner.stream(request):
-                yield chunk
+            async with closing_stream(self.inner.stream(request)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
             return
         key = chat_key(request, model=request.model or self.inner.name, namespace=self.namespace, stream=True)
         flight_key = (key, mode)
@@ -237,9 +248,7 @@ class ResponseCache(ModelWrapper):
                 self._flights.land(flight_key, flight, error=exc)
             raise
         finally:
-            aclose = getattr(upstream, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await close_stream(upstream)
         await self._finish_stream(request, key, flight_key, flight, chunks)
 
     async def _finish_stream(

@@ -28,7 +28,16 @@ from legato.cost._budget import Budget, BudgetStore, MemoryBudgetStore, Reservat
 from legato.cost._estimate import CostEstimate, CostEstimator
 from legato.errors import BudgetExceeded, ConfigError
 from legato.ledger import Ledger, current_ledger, use_ledger
-from legato.providers import ChatChunk, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Model, ModelWrapper
+from legato.providers import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    EmbedRequest,
+    EmbedResponse,
+    Model,
+    ModelWrapper,
+    close_stream,
+)
 
 __all__ = ["BudgetGuard"]
 
@@ -184,10 +193,9 @@ class BudgetGuard(ModelWrapper):
                 yield chunk
         finally:
             try:
-                aclose = getattr(upstream, "aclose", None)
-                if aclose is not None:
+                if upstream is not None:
                     with use_ledger(spend):
-                        await aclose()
+                        await close_stream(upstream)
             finally:
                 await self._settle(reservations, _actual(spend, reported, estimated, True if finished else None))
 

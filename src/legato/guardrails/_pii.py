@@ -29,7 +29,16 @@ import anyio
 
 from legato.errors import ConfigError, GuardrailBlocked
 from legato.guardrails._presidio import NER_ENTITIES, DetectionEngine, Finding, detector
-from legato.providers import ChatChunk, ChatRequest, ChatResponse, Message, Model, ModelWrapper, TextPart
+from legato.providers import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    Message,
+    Model,
+    ModelWrapper,
+    TextPart,
+    closing_stream,
+)
 
 __all__ = ["PIIGuard", "PIIMode"]
 
@@ -185,14 +194,15 @@ class PIIGuard(ModelWrapper):
             return
         guarded, masks = await self._guard_request(request)
         pending = ""
-        async for chunk in self.inner.stream(guarded):
-            if self.mode is not PIIMode.MASK:
-                yield chunk
-                continue
-            pending += chunk.text
-            cut = pending.rfind("<")
-            hold = cut >= 0 and ">" not in pending[cut:] and chunk.finish_reason is None
-            ready, pending = (pending[:cut], pending[cut:]) if hold else (pending, "")
-            yield chunk.model_copy(update={"text": masks.restore(ready)})
+        async with closing_stream(self.inner.stream(guarded)) as chunks:
+            async for chunk in chunks:
+                if self.mode is not PIIMode.MASK:
+                    yield chunk
+                    continue
+                pending += chunk.text
+                cut = pending.rfind("<")
+                hold = cut >= 0 and ">" not in pending[cut:] and chunk.finish_reason is None
+                ready, pending = (pending[:cut], pending[cut:]) if hold else (pending, "")
+                yield chunk.model_copy(update={"text": masks.restore(ready)})
         if pending:
             yield ChatChunk(text=masks.restore(pending))

@@ -32,7 +32,16 @@ from typing import Any, TypeVar
 
 from legato.observe._instrument import error_type
 from legato.observe._tracing import step_parent_context
-from legato.providers import ChatChunk, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Model, ModelWrapper
+from legato.providers import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    EmbedRequest,
+    EmbedResponse,
+    Model,
+    ModelWrapper,
+    close_stream,
+)
 from legato.resilience import FallbackTaken, ResilienceEvent, RetryScheduled, default_hub
 
 __all__ = ["MAX_TEXT", "ModelCall", "Recorded", "current_trace_id"]
@@ -244,9 +253,7 @@ class Recorded(ModelWrapper):
             await self._report(call.finish(error_type(exc), _Final(last), "".join(pieces), str(exc)))
             raise
         finally:
-            aclose = getattr(iterator, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await close_stream(iterator)
         await self._report(call.finish("ok", _Final(last), "".join(pieces)))
 
 

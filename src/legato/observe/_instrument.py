@@ -23,7 +23,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from legato.observe._metrics import Metrics, default_metrics
 from legato.observe._tracing import GenAI, get_tracer, step_parent_context, tracing_enabled
-from legato.providers import ChatChunk, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Model, ModelWrapper
+from legato.providers import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    EmbedRequest,
+    EmbedResponse,
+    Model,
+    ModelWrapper,
+    close_stream,
+    closing_stream,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, TracerProvider
@@ -215,14 +225,15 @@ class Instrumented(ModelWrapper):
         last: ChatChunk | None = None
         chunks = self.inner.stream(request) if span is None else self._stream_in(span, request)
         try:
-            async for chunk in chunks:
-                if ttft is None:
-                    ttft = self._clock() - started
-                    if span is not None:
-                        span.add_event("first_token")
-                if chunk.usage is not None or chunk.finish_reason is not None:
-                    last = chunk
-                yield chunk
+            async with closing_stream(chunks):  # closed at once when the consumer stops early
+                async for chunk in chunks:
+                    if ttft is None:
+                        ttft = self._clock() - started
+                        if span is not None:
+                            span.add_event("first_token")
+                    if chunk.usage is not None or chunk.finish_reason is not None:
+                        last = chunk
+                    yield chunk
         except BaseException as exc:
             kind = error_type(exc)
             if kind == "GeneratorExit":  # the consumer stopped early: not a model failure
@@ -269,6 +280,4 @@ class Instrumented(ModelWrapper):
                     context.detach(token)
                 yield chunk
         finally:
-            aclose = getattr(iterator, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await close_stream(iterator)

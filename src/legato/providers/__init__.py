@@ -33,6 +33,8 @@ from legato.providers._types import (
     ToolCall,
     ToolCallDelta,
     Usage,
+    close_stream,
+    closing_stream,
 )
 
 _LAZY: dict[str, str] = {
@@ -84,6 +86,8 @@ __all__ = [
     "ToolCall",
     "ToolCallDelta",
     "Usage",
+    "close_stream",
+    "closing_stream",
     *_LAZY,
 ]
 

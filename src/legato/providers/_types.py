@@ -9,6 +9,7 @@ name the field; ``ChatRequest`` rejects an invalid request before any network ca
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -30,6 +31,8 @@ __all__ = [
     "ToolCall",
     "ToolCallDelta",
     "Usage",
+    "close_stream",
+    "closing_stream",
 ]
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -277,3 +280,25 @@ class ModelWrapper:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.inner!r})"
+
+
+async def close_stream(stream: AsyncIterator[ChatChunk]) -> None:
+    """Close a model's stream now (its HTTP response, its inner streams), if it can be closed.
+
+    A stream left unread is otherwise closed by Python's async-generator finalizer,
+    at some later point and outside the caller's task and cancel scopes."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+@asynccontextmanager
+async def closing_stream(stream: AsyncIterator[ChatChunk]) -> AsyncIterator[AsyncIterator[ChatChunk]]:
+    """``async with closing_stream(model.stream(request)) as chunks:`` reads ``chunks`` and
+    closes the stream on the way out, however the block ends (its end, an error, a
+    consumer that stops early). :func:`contextlib.aclosing` for an ``AsyncIterator``,
+    which need not declare ``aclose``."""
+    try:
+        yield stream
+    finally:
+        await close_stream(stream)

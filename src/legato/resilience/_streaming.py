@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from legato.errors import ModelError, StreamInterrupted
-from legato.providers import ChatChunk
+from legato.providers import ChatChunk, close_stream
 
 __all__ = ["close_stream", "interrupted", "open_stream"]
 
@@ -53,10 +53,3 @@ async def open_stream(stream: AsyncIterator[ChatChunk]) -> list[ChatChunk]:
         if _carries_content(chunk):
             break
     return head
-
-
-async def close_stream(stream: AsyncIterator[ChatChunk]) -> None:
-    """Close an inner stream we stop reading (an abandoned attempt or a loser)."""
-    aclose = getattr(stream, "aclose", None)
-    if aclose is not None:
-        await aclose()
