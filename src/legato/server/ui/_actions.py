@@ -17,7 +17,8 @@ after the same ownership rule as every read, under the same conditions.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -34,6 +35,8 @@ from legato.store import RunRecord, visible_run
 __all__ = ["FormField", "form_fields", "parse_inputs", "router"]
 
 router = APIRouter()
+
+Form = dict[str, list[str]]  # a submitted form: each field's values
 
 _KINDS = {"string": "text", "str": "text", "integer": "number", "int": "number", "number": "number",
           "float": "number", "boolean": "checkbox", "bool": "checkbox"}  # fmt: skip
@@ -149,7 +152,7 @@ async def start(request: Request, name: str) -> Response:
 
 async def _run_action(
     request: Request, run_id: str, available: bool, unavailable: str, needs: str
-) -> tuple[Viewer, RunRecord, dict[str, list[str]]] | Response:
+) -> tuple[Viewer, RunRecord, Form] | Response:
     """The signed-in viewer, the run (by the rule every read uses) and the submitted
     form of an action on a run, or the page that refuses it."""
     d = dashboard(request)
@@ -172,82 +175,102 @@ async def _run_action(
 @router.post("/runs/{run_id}/steps/{step}/respond")
 async def respond(request: Request, run_id: str, step: str) -> Response:
     d = dashboard(request)
-    checked = await _run_action(
-        request, run_id, d.sources.respond is not None, "Answers are not taken here.", "Answering a step"
-    )
-    if isinstance(checked, Response):
-        return checked
-    viewer, record, form = checked
-    try:
-        _confirmed(form, "send the answer")
-        answer = _answer(form)
-        by = f"the dashboard ({viewer.label}, {client_address(request)})"
+
+    async def answer(viewer: Viewer, record: RunRecord, form: Form) -> _Done:
         assert d.sources.respond is not None
-        await d.sources.respond(record, step, answer, by=by)
-    except (FormError, GatewayError) as exc:
-        status, message = _failure(exc)
-        return _refused(request, status, "Answer not taken", message)
-    await d.audit(AuditAction.STEP_ANSWERED, request, viewer, target=record.id, step=step)
-    return RedirectResponse(f"{d.base}/runs/{record.id}#step-{step}", status_code=303)
+        by = f"the dashboard ({viewer.label}, {client_address(request)})"
+        await d.sources.respond(record, step, _answer(form), by=by)
+        return _Done(AuditAction.STEP_ANSWERED, record.id, f"/runs/{record.id}#step-{step}", {"step": step})
+
+    return await _act_on_run(
+        request, run_id, d.sources.respond is not None, "Answers are not taken here.", "Answering a step",
+        "send the answer", "Answer not taken", answer,
+    )  # fmt: skip
 
 
 @router.post("/runs/{run_id}/cancel")
 async def cancel(request: Request, run_id: str) -> Response:
     d = dashboard(request)
-    checked = await _run_action(request, run_id, True, "", "Cancelling a run")
-    if isinstance(checked, Response):
-        return checked
-    viewer, record, form = checked
-    try:
-        _confirmed(form, "cancel the run")
-        await d.cancel(record.id, f"the dashboard ({viewer.label}, {client_address(request)})")
-    except FormError as exc:
-        return _refused(request, 400, "Not cancelled", str(exc))
-    except StoreError as exc:  # it finished meanwhile
-        return _refused(request, 409, "Not cancelled", str(exc))
-    await d.audit(AuditAction.RUN_CANCELLED, request, viewer, target=record.id)
-    return RedirectResponse(f"{d.base}/runs/{record.id}", status_code=303)
+
+    async def cancel_run(viewer: Viewer, record: RunRecord, form: Form) -> _Done:
+        try:
+            await d.cancel(record.id, f"the dashboard ({viewer.label}, {client_address(request)})")
+        except StoreError as exc:  # it finished meanwhile
+            raise GatewayError(409, "conflict", str(exc)) from exc
+        return _Done(AuditAction.RUN_CANCELLED, record.id, f"/runs/{record.id}", {})
+
+    return await _act_on_run(
+        request, run_id, True, "", "Cancelling a run", "cancel the run", "Not cancelled", cancel_run
+    )
 
 
 @router.post("/runs/{run_id}/resume")
 async def resume(request: Request, run_id: str) -> Response:
     d = dashboard(request)
-    checked = await _run_action(
-        request, run_id, d.sources.resume is not None, "Runs are not resumed here.", "Resuming a run"
-    )
-    if isinstance(checked, Response):
-        return checked
-    viewer, record, form = checked
-    try:
-        _confirmed(form, "resume the run")
+
+    async def resume_run(viewer: Viewer, record: RunRecord, form: Form) -> _Done:
         assert d.sources.resume is not None
         await d.sources.resume(record)
-    except (FormError, GatewayError) as exc:
-        status, message = _failure(exc)
-        return _refused(request, status, "Not resumed", message)
-    await d.audit(AuditAction.RUN_RESUMED, request, viewer, target=record.id)
-    return RedirectResponse(f"{d.base}/runs/{record.id}", status_code=303)
+        return _Done(AuditAction.RUN_RESUMED, record.id, f"/runs/{record.id}", {})
+
+    return await _act_on_run(
+        request, run_id, d.sources.resume is not None, "Runs are not resumed here.", "Resuming a run",
+        "resume the run", "Not resumed", resume_run,
+    )  # fmt: skip
 
 
 @router.post("/runs/{run_id}/rerun")
 async def rerun(request: Request, run_id: str) -> Response:
     d = dashboard(request)
-    checked = await _run_action(
-        request, run_id, d.sources.rerun is not None, "Runs are not re-run here.", "Re-running a run"
-    )
+
+    async def rerun_run(viewer: Viewer, record: RunRecord, form: Form) -> _Done:
+        assert d.sources.rerun is not None
+        from_step = (form.get("from_step") or [""])[0]
+        new = await d.sources.rerun(record, from_step, {}, tenant=viewer.key.id if viewer.key else "")
+        return _Done(AuditAction.RUN_RERUN, new.id, f"/runs/{new.id}", {"of": record.id, "from_step": from_step})
+
+    return await _act_on_run(
+        request, run_id, d.sources.rerun is not None, "Runs are not re-run here.", "Re-running a run",
+        "start the new run", "Not re-run", rerun_run,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    """What an action on a run did: its audit entry and the page to go to next."""
+
+    action: AuditAction
+    target: str
+    page: str
+    details: dict[str, str]
+
+
+async def _act_on_run(
+    request: Request,
+    run_id: str,
+    available: bool,
+    unavailable: str,
+    needs: str,
+    confirm: str,
+    refused: str,
+    act: Callable[[Viewer, RunRecord, Form], Awaitable[_Done]],
+) -> Response:
+    """An action on a run the dashboard's sources carry out: checked by :func:`_run_action`,
+    confirmed (``confirm`` names what the box agrees to), done, audited, then the next
+    page; a refusal (the form's or the gateway's) is shown under the title ``refused``."""
+    d = dashboard(request)
+    checked = await _run_action(request, run_id, available, unavailable, needs)
     if isinstance(checked, Response):
         return checked
     viewer, record, form = checked
-    from_step = (form.get("from_step") or [""])[0]
     try:
-        _confirmed(form, "start the new run")
-        assert d.sources.rerun is not None
-        new = await d.sources.rerun(record, from_step, {}, tenant=viewer.key.id if viewer.key else "")
+        _confirmed(form, confirm)
+        done = await act(viewer, record, form)
     except (FormError, GatewayError) as exc:
         status, message = _failure(exc)
-        return _refused(request, status, "Not re-run", message)
-    await d.audit(AuditAction.RUN_RERUN, request, viewer, target=new.id, of=record.id, from_step=from_step)
-    return RedirectResponse(f"{d.base}/runs/{new.id}", status_code=303)
+        return _refused(request, status, refused, message)
+    await d.audit(done.action, request, viewer, target=done.target, **done.details)
+    return RedirectResponse(f"{d.base}{done.page}", status_code=303)
 
 
 def _confirmed(form: Mapping[str, list[str]], what: str) -> None:
