@@ -140,11 +140,8 @@ async def live_run(request: Request, run_id: str) -> Response:
 @router.get("/models")
 async def models_page(request: Request) -> Response:
     d = dashboard(request)
-    if not isinstance(viewer := await d.gate(request), Viewer):
+    if not isinstance(viewer := await d.admin_gate(request, "Model health"), Viewer):
         return viewer
-    if not viewer.admin:
-        message = "Model health is shown to admin keys only."
-        return d.page("error.html", request, status=403, title="Forbidden", message=message)
     rows = await _health_rows(d.sources)
     columns = _columns(rows or [])
     return d.page("models.html", request, nav="models", rows=rows, columns=columns)
@@ -171,11 +168,8 @@ async def spend_page(request: Request, since: str = "") -> Response:
 @router.get("/sessions")
 async def sessions_page(request: Request) -> Response:
     d = dashboard(request)
-    if not isinstance(viewer := await d.gate(request), Viewer):
+    if not isinstance(viewer := await d.admin_gate(request, "Who is signed in"), Viewer):
         return viewer
-    if not viewer.admin:
-        message = "Who is signed in is shown to admin keys only."
-        return d.page("error.html", request, status=403, title="Forbidden", message=message)
     rows = []
     for session in await d.session_store().active():
         who = await d.access.from_key_id(session.key_id)

@@ -200,6 +200,15 @@ class Dashboard:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"{self.base}/login?next={quote(target)}", status_code=303)
 
+    async def admin_gate(self, request: Request, shown: str) -> Viewer | Response:
+        """:meth:`gate` for a page shown to admin keys only (``shown`` names what it shows);
+        a signed-in key that is not an admin key gets a 403 page saying so."""
+        viewer = await self.gate(request)
+        if isinstance(viewer, Viewer) and not viewer.admin:
+            message = f"{shown} is shown to admin keys only."
+            return self.page("error.html", request, status=403, title="Forbidden", message=message)
+        return viewer
+
     async def audit(
         self, action: AuditAction, request: Request, viewer: Viewer | None, target: str | None = None, **detail: Any
     ) -> None:
