@@ -20,12 +20,15 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 MASTER = "mk-security-0123456789abcdef"
 FAKE_KEY = "sk-fake-provider-secret-0123"
+
+
+Served = TypeVar("Served", bound="ServeProcess")
 
 
 def free_port() -> int:
@@ -109,12 +112,19 @@ def serving(
     config: Path, *args: str, env: dict[str, str] | None = None, ready: str = "/readyz"
 ) -> Iterator[ServeProcess]:
     """A :class:`ServeProcess` once ``ready`` answers 200, stopped on exit."""
-    served = ServeProcess(config, *args, env=env)
-    try:
-        served.wait_ready(ready)
+    with running(ServeProcess(config, *args, env=env), ready) as served:
         yield served
+
+
+@contextmanager
+def running(process: Served, ready: str = "/readyz") -> Iterator[Served]:
+    """A started process (a :class:`ServeProcess` or a subclass) once ``ready`` answers 200,
+    stopped on exit, also when it never became ready."""
+    try:
+        process.wait_ready(ready)
+        yield process
     finally:
-        served.stop()
+        process.stop()
 
 
 @contextmanager

@@ -11,15 +11,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from _serve import MASTER, ServeProcess
+from _serve import MASTER, ServeProcess, running
 from legato.testing import FakeProvider
 
-__all__ = ["MASTER", "TERMINAL", "ServedGateway", "fake", "served"]  # MASTER: what the tests sign in with
+__all__ = [
+    "MASTER",
+    "TERMINAL",
+    "ServedGateway",
+    "fake",
+    "served",
+    "two_replicas",
+]  # MASTER: what the tests sign in with
 
 CONFIG = """\
 models:
@@ -109,9 +117,35 @@ def fake() -> Iterator[FakeProvider]:
 @pytest.fixture(scope="module")
 def served(fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGateway]:
     """One gateway process on SQLite for the whole module."""
-    gateway = ServedGateway(tmp_path_factory.mktemp("served"), fake)
-    try:
-        gateway.wait_ready()
+    with running(ServedGateway(tmp_path_factory.mktemp("served"), fake)) as gateway:
         yield gateway
+
+
+@contextmanager
+def two_replicas(
+    fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory, extra: str, *, postgres_url: str, redis_url: str,
+    redis_prefix: str,
+) -> Iterator[tuple[ServedGateway, ServedGateway]]:  # fmt: skip
+    """Two gateways on one PostgreSQL database and one Redis (``extra`` names ``redis_prefix``),
+    started one after the other (the first migrates the shared database); on exit both
+    are stopped and the Redis keys under ``redis_prefix`` deleted."""
+    with ExitStack() as stack:
+        stack.callback(_delete_keys, redis_url, redis_prefix)
+        started = [
+            stack.enter_context(running(ServedGateway(tmp_path_factory.mktemp("replica"), fake, extra=extra,
+                                                      database_url=postgres_url, redis_url=redis_url)))
+            for _ in range(2)
+        ]  # fmt: skip
+        yield started[0], started[1]
+
+
+def _delete_keys(redis_url: str, prefix: str) -> None:
+    import redis
+
+    r = redis.Redis.from_url(redis_url)
+    try:
+        names = list(r.scan_iter(match=prefix + "*"))
+        if names:
+            r.delete(*names)
     finally:
-        gateway.stop()
+        r.close()

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from _serve import FAKE_KEY, MASTER, ServeProcess
+from _serve import FAKE_KEY, MASTER, ServeProcess, serving
 from legato.observe import TraceMiddleware, configure_logging
 from legato.server import MappingCatalog, ServerSettings, create_app
 from legato.testing import FakeProvider
@@ -34,21 +34,11 @@ CANARY = "body-canary-7f3e9"
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider(seed=0).in_thread() as provider:
-        yield provider
-
-
-@pytest.fixture(scope="module")
 def serve(fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     tmp = tmp_path_factory.mktemp("access")
     (tmp / "legato.yaml").write_text(CONFIG.format(openai=fake.openai_base_url))
-    process = ServeProcess(tmp / "legato.yaml")
-    try:
-        process.wait_ready()
+    with serving(tmp / "legato.yaml") as process:
         yield process
-    finally:
-        process.stop()
 
 
 def access_lines(serve: ServeProcess) -> dict[str, dict[str, object]]:

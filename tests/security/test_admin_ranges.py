@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from _serve import ServeProcess
+from _serve import ServeProcess, serving
 from legato.server._keys import INT32_MAX
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -25,12 +25,8 @@ server:
 def serve(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     tmp = tmp_path_factory.mktemp("ranges")
     (tmp / "legato.yaml").write_text(CONFIG)
-    process = ServeProcess(tmp / "legato.yaml", "--database-url", postgres_url)
-    try:
-        process.wait_ready()
+    with serving(tmp / "legato.yaml", "--database-url", postgres_url) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from _serve import running
 from legato.testing import FakeProvider
 
-from .conftest import MASTER, ServedGateway
+from .conftest import MASTER, ServedGateway, two_replicas
 
 THROTTLE = """\
   auth_failures: 3
@@ -39,12 +40,8 @@ def status(gateway: ServedGateway, source: str, key: str | None, path: str = "/v
 
 @pytest.fixture
 def gateway(fake: FakeProvider, tmp_path: Path) -> Iterator[ServedGateway]:
-    served = ServedGateway(tmp_path, fake, extra=THROTTLE)
-    try:
-        served.wait_ready()
+    with running(ServedGateway(tmp_path, fake, extra=THROTTLE)) as served:
         yield served
-    finally:
-        served.stop()
 
 
 def test_wrong_keys_from_one_address_are_throttled_and_nobody_else_is(gateway: ServedGateway) -> None:
@@ -79,18 +76,10 @@ def test_requests_without_a_key_are_never_counted(gateway: ServedGateway) -> Non
 def test_the_count_is_shared_by_replicas(
     fake: FakeProvider, postgres_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    import redis
-
     prefix = f"legato-test:auth-{uuid.uuid4().hex[:8]}:"
     extra = THROTTLE + f'  redis_prefix: "{prefix}"\n'
-    started: list[ServedGateway] = []
-    try:
-        for _ in range(2):  # one after the other: the first migrates the shared database
-            replica = ServedGateway(tmp_path_factory.mktemp("replica"), fake, extra=extra,
-                                    database_url=postgres_url, redis_url=redis_url)  # fmt: skip
-            started.append(replica)
-            replica.wait_ready()
-        a, b = started
+    with two_replicas(fake, tmp_path_factory, extra, postgres_url=postgres_url, redis_url=redis_url,
+                      redis_prefix=prefix) as (a, b):  # fmt: skip
         valid = a.create_key(["chat"])
         assert status(a, "127.0.0.4", WRONG).status_code == 401
         assert status(b, "127.0.0.4", WRONG).status_code == 401
@@ -100,11 +89,3 @@ def test_the_count_is_shared_by_replicas(
         assert status(a, "127.0.0.4", valid).status_code == 429
         assert status(b, "127.0.0.5", valid).status_code == 200
         assert status(a, "127.0.0.5", valid).status_code == 200
-    finally:
-        for replica in started:
-            replica.stop()
-        r = redis.Redis.from_url(redis_url)
-        names = list(r.scan_iter(match=prefix + "*"))
-        if names:
-            r.delete(*names)
-        r.close()

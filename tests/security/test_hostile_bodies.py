@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from _serve import ServeProcess
+from _serve import ServeProcess, serving
 from legato.testing import FakeProvider
 
 pytestmark = pytest.mark.slow
@@ -149,23 +149,13 @@ INTERNAL = ("Traceback", "UnicodeEncodeError", "UnicodeDecodeError", "JSONDecode
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider(seed=0).in_thread() as provider:
-        yield provider
-
-
-@pytest.fixture(scope="module")
 def serve(fake: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     tmp = tmp_path_factory.mktemp("hostile")
     (tmp / "legato.yaml").write_text(CONFIG.format(openai=fake.openai_base_url, anthropic=fake.anthropic_base_url))
     (tmp / "shout.yaml").write_text(PIPELINE)
     (tmp / "steps.py").write_text("def upper(text: str) -> str:\n    return text.upper()\n")
-    process = ServeProcess(tmp / "legato.yaml")
-    try:
-        process.wait_ready()
+    with serving(tmp / "legato.yaml") as process:
         yield process
-    finally:
-        process.stop()
 
 
 def send(client: httpx.Client, case: Hostile) -> httpx.Response:

@@ -14,7 +14,7 @@ import pytest
 from _serve import MASTER
 from legato.testing import FakeProvider
 
-from .conftest import ServedGateway
+from .conftest import ServedGateway, two_replicas
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
@@ -30,26 +30,10 @@ EXTRA = """\
 def replicas(
     fake: FakeProvider, postgres_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ServedGateway, ServedGateway]]:
-    import redis
-
     prefix = f"legato-test:sessions-{uuid.uuid4().hex[:8]}:"
-    extra = EXTRA.format(prefix=prefix)
-    started: list[ServedGateway] = []
-    try:
-        for _ in range(2):  # one after the other: the first migrates the shared database
-            gateway = ServedGateway(tmp_path_factory.mktemp("replica"), fake, extra=extra,
-                                    database_url=postgres_url, redis_url=redis_url)  # fmt: skip
-            started.append(gateway)
-            gateway.wait_ready()
-        yield started[0], started[1]
-    finally:
-        for gateway in started:
-            gateway.stop()
-        r = redis.Redis.from_url(redis_url)
-        names = list(r.scan_iter(match=prefix + "*"))
-        if names:
-            r.delete(*names)
-        r.close()
+    with two_replicas(fake, tmp_path_factory, EXTRA.format(prefix=prefix), postgres_url=postgres_url,
+                      redis_url=redis_url, redis_prefix=prefix) as started:  # fmt: skip
+        yield started
 
 
 def browser(gateway: ServedGateway, source: str = "127.0.0.1") -> httpx.Client:
