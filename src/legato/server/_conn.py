@@ -33,6 +33,10 @@ next one (closed when the client asked for that). Behind a pipelined request the
 answer is queued as the ASGI app it also is, and uvicorn runs it in turn. The h11
 fallback has no such hook; there the refusal comes from the app.
 
+Both protocols also write through :class:`_Coalescing`: uvicorn writes a response's
+head and body separately, and the writes of one step of the event loop are handed to
+the socket as one, so an answer costs one system call and one packet instead of two.
+
 Both protocols stamp each request with the moment its headers were complete
 (``time.monotonic()`` when the bytes completing them were handed over, put in the
 request's ``scope["state"]`` under :data:`ARRIVED`). On a busy worker a request then
@@ -49,7 +53,7 @@ import json
 import time
 from collections import Counter
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -101,6 +105,49 @@ class ConnectionGuard:
             del self.open[host]
 
 
+class _Coalescing:
+    """A connection's transport whose writes within one step of the event loop go out
+    as one ``send``.
+
+    uvicorn writes a response's head and its body separately: two system calls and,
+    with ``TCP_NODELAY``, two packets for every answer, though the body follows the
+    head within the same step of the loop. The first write of a step is held and
+    handed on either by the next write (head and body together) or, if none comes, at
+    the end of the step (``call_soon``): nothing waits longer than the step that wrote
+    it. Closing hands on what is held first. Everything else is the transport's own.
+    """
+
+    __slots__ = ("_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._held is None:
+            self._held = bytes(data)
+            self._loop.call_soon(self._flush)
+            return
+        held, self._held = self._held, None
+        self._transport.write(held + data)
+
+    def writelines(self, lines: Any) -> None:
+        self.write(b"".join(lines))
+
+    def _flush(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class _Guarded:
     """Mixed into a uvicorn HTTP protocol (which provides ``transport``, ``client``,
     ``cycle`` and ``loop``). A new ``cycle`` object means a request's headers are complete."""
@@ -118,6 +165,7 @@ class _Guarded:
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
+        self.transport = cast("asyncio.Transport", _Coalescing(self.transport, self.loop))  # the cycles write here
         host = self.client[0] if self.client else "unknown"
         if not self._guard.admit(host):
             self.transport.write(self._guard.too_many)
