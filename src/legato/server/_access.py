@@ -51,6 +51,7 @@ class Exchange:
     output_tokens: int = 0
     cost: float | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    upstream_s: float = 0.0  # time spent waiting for the model (adaptive admission leaves it out)
 
     def used(self, input_tokens: int, output_tokens: int, cost: float | None) -> None:
         self.input_tokens += input_tokens

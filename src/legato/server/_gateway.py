@@ -16,6 +16,7 @@ client's format (OpenAI ``data: {"error": ...}``, Anthropic ``event: error``).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -165,12 +166,15 @@ async def _settle(
 
 async def _call(gw: Gateway, admission: Admission, name: str, call: Awaitable[R], ex: Exchange | None) -> R:
     """Await a model call; settle its real usage, or release its reservation when it failed."""
+    started = time.monotonic()
     try:
         resp = await _upstream(call, gw.settings.upstream_timeout_s)
     except BaseException:
         with anyio.CancelScope(shield=True):
             await admission.settle(tokens=0, cost=0.0)
         raise
+    if ex is not None:
+        ex.upstream_s += time.monotonic() - started
     await _settle(gw, admission, name, resp.usage, resp.cost, ex)
     return resp
 
@@ -182,7 +186,10 @@ async def _start_stream(
         await _settle(gw, admission, name, usage, cost, ex)
 
     up = Upstream(aiter(model.stream(request)), gw.settings.upstream_timeout_s, settle)
+    started = time.monotonic()
     await up.start()
+    if ex is not None:  # the wait for the first chunk: what admission's sample leaves out
+        ex.upstream_s += time.monotonic() - started
     return up
 
 

@@ -22,13 +22,18 @@ the probes (``/healthz``, ``/readyz``, ``/metrics``):
 7. Model routes take an admission slot: 429 + ``Retry-After`` within milliseconds
    when the latency-following limit and its short queue are full. Only keys with the
    route's scope take part in admission (others get the route's 403). The latency
-   sample a successful call gives the admission is the time from admission to the
-   response's first byte **plus** the time the request waited for the event loop
-   before reaching this middleware (from the protocol's stamp, :data:`ARRIVED`; 0
-   without one). On a saturated worker most of the queueing happens there, before
-   admission, and a sample that left it out would never tell the limit it admits too
-   much. The time spent reading the body (and looking up an uncached key) is left
-   out: a slow uploader is not the gateway being slow.
+   sample a successful call gives the admission is the gateway's own share of it:
+   the time from admission to the response's first byte, **less** the time the
+   handler waited for the model (the answer, or a stream's first chunk: the
+   request's :class:`~legato.server._access.Exchange` ``upstream_s``), **plus** the
+   time the request waited for the event loop before reaching this middleware (from
+   the protocol's stamp, :data:`ARRIVED`; 0 without one). The models a gateway serves
+   answer in 20 ms or in 20 s; a limit following their latency would take a slow
+   model's calls for queueing behind a fast one's baseline. What a concurrency limit
+   can fix is the gateway's own queueing, and on a saturated worker most of it happens
+   before admission, which a sample that left it out would never see. The time spent
+   reading the body (and looking up an uncached key) is left out too: a slow uploader
+   is not the gateway being slow.
 
 During the drain window (SIGTERM, before stopping) requests are served normally,
 with ``Connection: close`` so that kept-alive clients reconnect elsewhere.
@@ -51,6 +56,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from legato.errors import InvalidAPIKey, LegatoError
+from legato.server._access import Exchange, exchange
 from legato.server._admission import Admission
 from legato.server._auth import IDENTIFIED, Authenticator, presented_key
 from legato.server._body import replay
@@ -254,7 +260,7 @@ class Protection:
             await render_error(overloaded(admission.limit), anthropic)(scope, receive, send)
             return
         load.in_flight += 1
-        timing = _Timing(send, admission.clock if admission is not None else time.monotonic, waited)
+        timing = _Timing(send, admission.clock if admission is not None else time.monotonic, waited, exchange(scope))
         try:
             await self.app(scope, receive, timing.send if admission is not None else send)
         finally:
@@ -294,19 +300,21 @@ def _waited(scope: Scope, load: Load) -> float:
 
 
 class _Timing:
-    """Wraps ``send``: ``waited`` plus the time to the response's first byte, for
-    successful responses."""
+    """Wraps ``send``: ``waited`` plus the time to the response's first byte, less the
+    time waited for the model (``ex``), for successful responses."""
 
-    def __init__(self, send: Send, clock: Callable[[], float], waited: float) -> None:
+    def __init__(self, send: Send, clock: Callable[[], float], waited: float, ex: Exchange | None) -> None:
         self._send = send
         self._clock = clock
         self._start = clock() - waited
+        self._ex = ex
         self._first: float | None = None
         self._ok = False
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start" and self._first is None:
-            self._first = self._clock() - self._start
+            upstream = self._ex.upstream_s if self._ex is not None else 0.0
+            self._first = max(0.0, self._clock() - self._start - upstream)
             self._ok = message["status"] < 400
         await self._send(message)
 
