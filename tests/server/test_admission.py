@@ -30,7 +30,7 @@ from legato.testing import FakeProvider, Reply
 from .conftest import MASTER, catalog_for, gateway_settings, serve_in_thread
 
 SETTINGS = AdmissionSettings(
-    initial_limit=20, min_limit=4, window_s=1.0, window_samples=10, tolerance=1.5, baseline_s=10.0
+    initial_limit=20, min_limit=4, window_s=1.0, window_samples=10, tolerance=1.5, baseline_s=10.0, slack_s=0
 )
 
 
@@ -179,13 +179,27 @@ class Drive:
         return trace
 
 
+def test_a_few_milliseconds_over_a_sub_millisecond_baseline_are_not_queueing() -> None:
+    """The gateway's own share of a call is a fraction of a millisecond: jitter of a few
+    milliseconds (``slack_s``, 5 ms) leaves the limit alone; queueing past it shrinks it."""
+    settings = SETTINGS.model_copy(update={"slack_s": 0.005})
+    limit = GradientLimit(settings, max_limit=100)
+    now = feed(limit, rtt=0.0004, in_flight=20, windows=1)
+    steady = limit.limit
+    now = feed(limit, rtt=0.004, in_flight=int(steady), windows=3, start=now)
+    assert limit.limit >= steady  # 4 ms of a 0.4 ms baseline: within tolerance x 0.4 ms + 5 ms
+    grown = limit.limit
+    feed(limit, rtt=0.03, in_flight=int(grown), windows=3, start=now)
+    assert limit.limit < grown  # 30 ms: calls are queueing in the gateway
+
+
 @pytest.mark.parametrize(("base", "knee"), [(0.05, 30), (0.05, 100), (0.2, 16), (0.01, 60)])
 def test_under_sustained_overload_the_limit_settles_near_the_knee(base: float, knee: int) -> None:
     """Demand far above what the server does at once, for ten minutes: the limit comes
     down from its initial value and stays between the knee and the point where latency
     passes the tolerance, so admitted latency stays within tolerance x cap of the no-load
     latency instead of drifting with the queue."""
-    s = AdmissionSettings(initial_limit=256, max_limit=1024, min_limit=4)
+    s = AdmissionSettings(initial_limit=256, max_limit=1024, min_limit=4, slack_s=0)
     limit = GradientLimit(s, max_limit=1024)
     trace = Drive(limit)(queueing_latency(base, knee), demand=2000, seconds=600)
     settled = [lim for lim, _ in trace[len(trace) // 10 :]]  # after the first probe (at floor_s)
@@ -202,7 +216,7 @@ def test_queueing_never_becomes_the_baseline(start_limit: int) -> None:
     """Demand far above the knee for five minutes, the traffic having started below it:
     the baseline never exceeds ``baseline_cap`` x the no-load latency, however long the
     calls queue, and the floor stays at that latency."""
-    s = AdmissionSettings(initial_limit=start_limit, max_limit=1024, min_limit=4)
+    s = AdmissionSettings(initial_limit=start_limit, max_limit=1024, min_limit=4, slack_s=0)
     limit = GradientLimit(s, max_limit=1024)
     base = 0.05
     trace = Drive(limit)(queueing_latency(base, 30), demand=5000, seconds=300)
@@ -214,7 +228,7 @@ def test_a_floor_first_measured_under_queueing_is_corrected_by_a_probe() -> None
     """The first window already queued (the limit started far above the knee): the floor
     is wrong at first, and the probe after ``floor_s`` finds the no-load latency; the
     limit then comes down to the knee."""
-    s = AdmissionSettings(initial_limit=512, max_limit=1024, min_limit=4)
+    s = AdmissionSettings(initial_limit=512, max_limit=1024, min_limit=4, slack_s=0)
     limit = GradientLimit(s, max_limit=1024)
     drive = Drive(limit)
     drive(queueing_latency(0.05, 30), demand=5000, seconds=s.floor_s + 5)
@@ -226,7 +240,7 @@ def test_a_floor_first_measured_under_queueing_is_corrected_by_a_probe() -> None
 
 
 def test_after_an_overload_the_limit_grows_back_to_what_the_traffic_needs() -> None:
-    s = AdmissionSettings(initial_limit=64, max_limit=1024, min_limit=4)
+    s = AdmissionSettings(initial_limit=64, max_limit=1024, min_limit=4, slack_s=0)
     limit = GradientLimit(s, max_limit=1024)
     drive = Drive(limit)
     drive(queueing_latency(0.05, 30), demand=5000, seconds=120)

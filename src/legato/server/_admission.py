@@ -26,7 +26,10 @@ limit here is estimated from what the gateway observes, as Netflix's
   ``floor_s`` instead of pinning the limit at its minimum, and a floor first measured
   under load is corrected the same way. A probe costs one short window of reduced
   admission per ``floor_s`` while latency stays up, nothing otherwise;
-- at the end of each window, ``gradient = clamp(tolerance * baseline / average, 0.5, 1)``.
+- at the end of each window, ``gradient = clamp((tolerance * baseline + slack_s) / average,
+  0.5, 1)``. The samples are the gateway's own share of a call (:mod:`legato.server._protect`),
+  a fraction of a millisecond without queueing: ``slack_s`` keeps a few milliseconds of
+  jitter from reading as queueing.
   Below 1, latency has risen past the tolerance: calls are queueing somewhere, and the
   limit shrinks towards ``limit * gradient`` (a ``smoothing`` share of the step at a
   time, at most halving). At 1, the limit grows by ``sqrt(limit)``, but only when the
@@ -127,7 +130,8 @@ class GradientLimit:
         self._follow(average, now)
         baseline = self.baseline
         assert baseline is not None
-        gradient = max(0.5, min(1.0, s.tolerance * baseline / average)) if average > 0 else 1.0
+        allowed = s.tolerance * baseline + s.slack_s  # what latency may reach before it counts as queueing
+        gradient = max(0.5, min(1.0, allowed / average)) if average > 0 else 1.0
         lagging = s.max_loop_lag_s is not None and self.lag > s.max_loop_lag_s
         if lagging:
             assert s.max_loop_lag_s is not None

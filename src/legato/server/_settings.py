@@ -42,6 +42,12 @@ class AdmissionSettings(BaseModel):
     min_limit: int = Field(8, ge=1, description="The limit never shrinks below this.")
     max_limit: int | None = Field(None, ge=1, description="The limit never grows above this (default max_in_flight).")
     tolerance: float = Field(1.5, ge=1.0, description="Latency over the baseline (a factor) before the limit shrinks.")
+    slack_s: float = Field(
+        0.005,
+        ge=0,
+        description="...plus this much (seconds): the gateway's own share of a call is a fraction of a "
+        "millisecond, and a few milliseconds of jitter are not queueing.",
+    )
     smoothing: float = Field(0.5, gt=0, le=1, description="How much of each computed decrease is applied at once.")
     window_s: float = Field(0.25, gt=0, description="Latency samples are averaged over windows at least this long...")
     window_samples: int = Field(10, ge=1, description="...holding at least this many samples.")
