@@ -352,7 +352,7 @@ def _lifespan(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        from legato.server._serve import drain_on_signals
+        from legato.server._serve import drain_on_signals, settle_heap
         from legato.server.ui import serve_dashboard
 
         load: Load = app.state.load
@@ -366,6 +366,8 @@ def _lifespan(
                 tg.start_soon(mcp.run)
             if load.admission is not None:
                 tg.start_soon(load.admission.watch_loop)
+            if getattr(app.state, "owns_process", False):
+                settle_heap()
             with drain_on_signals(load, delay_s=gw.settings.drain_delay_s):
                 yield _early_answer(load, gw)
 

@@ -23,6 +23,7 @@ own drain window on SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ from legato.config import LegatoConfig
 from legato.server._protect import Load, Phase
 from legato.server._settings import ServerSettings, load_settings
 
-__all__ = ["app_from_env", "drain_on_signals", "run"]
+__all__ = ["app_from_env", "drain_on_signals", "run", "settle_heap"]
 
 _ENV = "LEGATO_SERVE_ARGS"
 log = logging.getLogger("legato.server")
@@ -51,7 +52,29 @@ def app_from_env() -> Any:
     config = LegatoConfig.load(args.pop("config", None))
     settings = load_settings(config, **args)
     _observe(config)
-    return create_app(settings, config=config)
+    return _owning_its_process(create_app(settings, config=config))
+
+
+def _owning_its_process(app: Any) -> Any:
+    """``app`` as the only app of its process: its lifespan may settle the heap (:func:`settle_heap`)."""
+    app.state.owns_process = True
+    return app
+
+
+def settle_heap() -> None:
+    """Once start-up is over, take what it loaded out of the cyclic garbage collector's sight.
+
+    A started gateway holds about a million long-lived objects (modules, schemas,
+    routes, models). Each full collection walked all of them: on a busy worker 15
+    full collections in two minutes took 100-240 ms each, every one a stall of the
+    event loop and the largest part of the gateway's p99 latency. ``gc.freeze()``
+    moves every object alive now to a permanent generation the collector skips (they
+    are never freed, which they would not be anyway), so a collection walks only what
+    requests allocated since. Only for the process ``legato serve`` owns: an app
+    embedded in another program, or in a test, leaves that program's heap alone.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _observe(config: LegatoConfig) -> None:
@@ -141,7 +164,7 @@ def run(settings: ServerSettings, *, config: LegatoConfig, config_path: str | No
         from legato.server._app import create_app
 
         _observe(config)
-        uvicorn.run(create_app(settings, config=config), **_uvicorn_options(settings))
+        uvicorn.run(_owning_its_process(create_app(settings, config=config)), **_uvicorn_options(settings))
         return
     os.environ[_ENV] = json.dumps({"config": config_path, **{k: v for k, v in overrides.items() if v is not None}})
     from legato.server._workers import serve_workers

@@ -1,0 +1,30 @@
+"""``legato serve`` takes what start-up loaded out of the garbage collector's sight
+(``gc.freeze``); an app embedded in another program leaves that program's heap alone."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from legato.server import create_app
+from legato.server._serve import _owning_its_process
+
+from .conftest import gateway_settings
+
+
+@pytest.mark.parametrize("owns_process", [True, False])
+def test_the_heap_is_settled_only_in_a_process_the_gateway_owns(tmp_path: Path, owns_process: bool) -> None:
+    gc.unfreeze()
+    app = create_app(gateway_settings(tmp_path))
+    if owns_process:
+        app = _owning_its_process(app)  # what `legato serve` does with the app it runs
+    try:
+        with TestClient(app) as client:
+            assert client.get("/healthz").status_code == 200
+            frozen = gc.get_freeze_count()
+    finally:
+        gc.unfreeze()
+    assert (frozen > 10_000) is owns_process
