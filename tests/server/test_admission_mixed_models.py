@@ -44,12 +44,16 @@ def test_a_slow_model_is_not_shed_behind_a_fast_models_baseline(tmp_path: Path) 
     (tmp_path / "mixed_models.py").write_text(MODELS)
     path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
     env = {"MIXED_MASTER_KEY": MASTER, "PYTHONPATH": path}
-    with serving(tmp_path / "legato.yaml", env=env) as gateway, ThreadPoolExecutor(24) as pool:
+    limits = httpx.Limits(max_connections=24, max_keepalive_connections=24)
+    with (
+        serving(tmp_path / "legato.yaml", env=env) as gateway,
+        ThreadPoolExecutor(24) as pool,
+        httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {MASTER}"}, limits=limits) as http,
+    ):
 
         def call(model: str) -> int:
             body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
-            with httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {MASTER}"}, timeout=30) as c:
-                return c.post("/v1/chat/completions", json=body).status_code
+            return http.post("/v1/chat/completions", json=body, timeout=30).status_code
 
         with ThreadPoolExecutor(2) as pair:  # the baseline: a model answering at once, well below capacity
             assert set(pair.map(call, ["quick"] * 300)) == {200}
