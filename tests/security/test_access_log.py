@@ -85,7 +85,9 @@ def test_one_access_line_per_request_without_bodies_or_secrets(serve: ServeProce
         assert isinstance(line["cost"], float)
         assert line["cost"] > 0
         assert isinstance(line["latency_ms"], float)
+        assert 0 < line["upstream_ms"] <= line["latency_ms"]  # the wait for the model, within the request
     assert got["invalid"]["status"] == 400
+    assert got["invalid"]["upstream_ms"] == 0  # refused before any model call
     assert got["invalid"]["input_tokens"] == 0
     assert got["unknown"]["status"] == 401
     assert got["unknown"]["key_prefix"] is None

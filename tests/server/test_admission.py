@@ -109,23 +109,66 @@ class ClockRanOut(Exception):
 
 
 @pytest.mark.parametrize(("in_flight", "pause"), [(1, 0.005), (0, 0.1)])
-async def test_the_loop_watcher_records_how_late_the_loop_woke(in_flight: int, pause: float) -> None:
-    """The watcher reads the admission's clock around each sleep: readings 0 -> pause +
-    30 ms stand for a loop that ran the timer 30 ms late. With a call in flight it sleeps
-    ``loop_lag_interval_s`` (5 ms); with none, twenty times that."""
-    readings = [0.0, pause + 0.03, 1.0, 1.0 + pause]
+async def test_the_loop_watcher_records_how_late_the_loop_woke_and_how_busy_it_was(
+    in_flight: int, pause: float
+) -> None:
+    """The watcher reads the admission's clocks at each wake-up: readings 0 -> pause +
+    30 ms stand for a loop that ran the timer 30 ms late, then one on time. With a call in
+    flight it sleeps ``loop_lag_interval_s`` (5 ms); with none, twenty times that. The
+    loop thread's CPU clock advanced by 60% of the wall clock: the window's busy share."""
+    wall = [0.0, pause + 0.03, 2 * pause + 0.03]
+    cpu = [5.0, 5.0 + 0.6 * (pause + 0.03), 5.0 + 0.6 * (2 * pause + 0.03)]
 
-    def clock() -> float:
-        if not readings:
-            raise ClockRanOut
-        return readings.pop(0)
+    def reader(readings: list[float]) -> Callable[[], float]:
+        def read() -> float:
+            if not readings:
+                raise ClockRanOut
+            return readings.pop(0)
+
+        return read
 
     settings = SETTINGS.model_copy(update={"max_loop_lag_s": 0.01, "loop_lag_interval_s": 0.005})
-    admission = Admission(settings, max_limit=100, clock=clock)
+    admission = Admission(settings, max_limit=100, clock=reader(wall), cpu_clock=reader(cpu))
     admission.in_flight = in_flight
     with anyio.fail_after(5), pytest.raises(ClockRanOut):  # after two measurements
         await admission.watch_loop()
     assert admission.estimate.lag == pytest.approx(0.03)
+    assert admission.estimate.busy == pytest.approx(0.6)
+
+
+def test_a_busy_event_loop_shrinks_the_limit_and_stops_its_growth() -> None:
+    """Lag only shows once the loop is saturated; a limit that grows until then
+    oscillates. A window whose loop thread was on the CPU more than ``max_loop_busy`` of
+    the time counts as queueing: gradient ``clamp(max_loop_busy / busy, 0.5, 1)``, no
+    growth. Under it, or with the setting off, the limit grows as before."""
+    settings = SETTINGS.model_copy(update={"max_loop_busy": 0.75, "max_loop_lag_s": None})
+    limit = GradientLimit(settings, max_limit=100)
+    now = feed(limit, rtt=0.1, in_flight=20, windows=1)
+    grown = limit.limit
+    limit.loop_time(0.7, 1.0)  # 70% busy: under the threshold, the limit grows
+    now = feed(limit, rtt=0.1, in_flight=int(grown), windows=1, start=now)
+    assert limit.limit > grown
+    before = limit.limit
+    limit.loop_time(0.5, 0.5)
+    limit.loop_time(0.5, 0.5)  # a window busy all the time: gradient 0.75
+    assert limit.busy == pytest.approx(1.0)
+    now = feed(limit, rtt=0.1, in_flight=int(before), windows=1, start=now)
+    assert limit.limit == pytest.approx(before - before * 0.25 * settings.smoothing)
+    cut = limit.limit
+    limit.loop_time(0.76, 1.0)  # barely over: a small cut, and no growth
+    now = feed(limit, rtt=0.1, in_flight=int(cut), windows=1, start=now)
+    assert cut * 0.99 < limit.limit < cut
+    after = limit.limit
+    assert limit.busy == 0.0  # the busy share is per window
+    feed(limit, rtt=0.1, in_flight=int(after), windows=1, start=now)
+    assert limit.limit > after
+
+    off = GradientLimit(settings.model_copy(update={"max_loop_busy": None}), max_limit=100)
+    now = feed(off, rtt=0.1, in_flight=20, windows=1)
+    grown = off.limit
+    off.loop_time(1.0, 1.0)
+    feed(off, rtt=0.1, in_flight=int(grown), windows=1, start=now)
+    assert off.limit > grown
 
 
 def test_a_lasting_change_of_latency_becomes_the_baseline_and_the_limit_recovers() -> None:
@@ -281,6 +324,7 @@ async def test_a_queued_call_that_waits_too_long_is_refused() -> None:
         "baseline_ms": None,
         "floor_ms": None,
         "probes": 0,
+        "loop_busy": 0.0,
     }
 
 

@@ -7,8 +7,9 @@
   while the request is served (:data:`legato.observe.request_id`).
 - One access-log line per request on the ``legato.access`` logger (JSON under
   ``legato serve``): request id, method, path (never the query), status, latency,
-  the key's visible prefix, and for model routes the model, tokens and cost. Never a
-  body, a header value or a secret.
+  the part of it spent waiting for the model (``upstream_ms``), the key's visible
+  prefix, and for model routes the model, tokens and cost. Never a body, a header
+  value or a secret.
 
 Handlers describe their request through :func:`exchange` (the model, what it used,
 extra response headers such as ``x-ratelimit-*``); the middleware adds those headers
@@ -141,6 +142,7 @@ def log_access(scope: Scope, ex: Exchange, status: int, elapsed: float) -> None:
         "path": scope.get("path"),
         "status": status or 499,  # 499: the client went away before an answer started
         "latency_ms": round(elapsed * 1000, 3),
+        "upstream_ms": round(ex.upstream_s * 1000, 3),
         "key_prefix": getattr(key, "prefix", None),
         "model": ex.model,
         "input_tokens": ex.input_tokens,

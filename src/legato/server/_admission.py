@@ -44,6 +44,14 @@ limit here is estimated from what the gateway observes, as Netflix's
   the window counts as queueing: the gradient is at most
   ``clamp(max_loop_lag_s / lag, 0.5, 1)`` and the limit does not grow, leaving CPU for
   the refusals of what does not fit.
+- the same watcher reads the CPU time of the event loop's thread: the share of a
+  window it was busy is the third signal. Lag only shows once the loop is already
+  saturated, and a limit that grows until then oscillates: windows that admit
+  everything overload the loop, the next ones shed hard, and the calls admitted at the
+  peak wait behind each other for 50-100 ms. When a window's busy share exceeds
+  ``max_loop_busy``, the gradient is at most ``clamp(max_loop_busy / busy, 0.5, 1)``
+  and the limit does not grow, so it settles where the worker keeps some CPU in
+  reserve for bursts, refusals and its background work.
 
 A call that finds every slot taken waits in a short FIFO queue (``queue`` places, at
 most ``queue_timeout_s``); a call that finds the queue full, or times out in it, is
@@ -92,6 +100,8 @@ class GradientLimit:
         self._count = 0
         self._peak = 0
         self.lag = 0.0  # the event loop's largest lag in the current window
+        self._busy = 0.0  # CPU seconds of the event loop's thread in the current window...
+        self._watched = 0.0  # ...over this many seconds of wall-clock time
 
     @property
     def allowed(self) -> int:
@@ -109,6 +119,16 @@ class GradientLimit:
         """Record how late the event loop ran a timer (seconds)."""
         self.lag = max(self.lag, lag)
 
+    def loop_time(self, busy: float, elapsed: float) -> None:
+        """Record that the event loop's thread used ``busy`` CPU seconds in ``elapsed`` seconds."""
+        self._busy += busy
+        self._watched += elapsed
+
+    @property
+    def busy(self) -> float:
+        """The share of the current window the event loop's thread was on the CPU (0 when unknown)."""
+        return min(1.0, self._busy / self._watched) if self._watched > 0 else 0.0
+
     def sample(self, rtt: float, in_flight: int, now: float) -> None:
         """Add one latency sample taken with ``in_flight`` calls admitted."""
         if self._start is None:
@@ -120,6 +140,7 @@ class GradientLimit:
         if self._count >= s.window_samples and now - self._start >= s.window_s:
             self._update(self._sum / self._count, self._peak, now)
             self._start, self._sum, self._count, self._peak, self.lag = None, 0.0, 0, 0, 0.0
+            self._busy = self._watched = 0.0
 
     def _update(self, average: float, peak: int, now: float) -> None:
         s = self.settings
@@ -136,6 +157,10 @@ class GradientLimit:
         if lagging:
             assert s.max_loop_lag_s is not None
             gradient = min(gradient, max(0.5, s.max_loop_lag_s / self.lag))
+        busy = self.busy
+        if s.max_loop_busy is not None and busy > s.max_loop_busy:
+            lagging = True
+            gradient = min(gradient, max(0.5, s.max_loop_busy / busy))
         if gradient < 1.0:
             target = self.limit * gradient
             self.limit -= (self.limit - target) * s.smoothing
@@ -165,11 +190,17 @@ class Admission:
     """Slots for model calls under a :class:`GradientLimit`, with a short bounded queue."""
 
     def __init__(
-        self, settings: AdmissionSettings, *, max_limit: int, clock: Callable[[], float] = time.monotonic
+        self,
+        settings: AdmissionSettings,
+        *,
+        max_limit: int,
+        clock: Callable[[], float] = time.monotonic,
+        cpu_clock: Callable[[], float] = time.thread_time,
     ) -> None:
         self.settings = settings
         self.estimate = GradientLimit(settings, max_limit)
         self.clock = clock
+        self.cpu_clock = cpu_clock  # CPU time of the calling thread: the event loop's, in watch_loop
         self.in_flight = 0
         self.rejected = 0
         self._refused_at = -math.inf
@@ -180,15 +211,18 @@ class Admission:
         return self.estimate.allowed
 
     async def watch_loop(self) -> None:
-        """Measure the event loop's lag until cancelled (a task of the app's lifespan)."""
+        """Measure the event loop's lag and busy share until cancelled (a task of the app's lifespan)."""
         interval = self.settings.loop_lag_interval_s
-        if self.settings.max_loop_lag_s is None:
+        if self.settings.max_loop_lag_s is None and self.settings.max_loop_busy is None:
             return
+        start, cpu = self.clock(), self.cpu_clock()
         while True:
             pause = interval if self.in_flight else interval * _IDLE_SLOWDOWN
-            start = self.clock()
             await anyio.sleep(pause)
-            self.estimate.loop_lag(max(0.0, self.clock() - start - pause))
+            now, cpu_now = self.clock(), self.cpu_clock()
+            self.estimate.loop_lag(max(0.0, now - start - pause))
+            self.estimate.loop_time(cpu_now - cpu, now - start)
+            start, cpu = now, cpu_now
 
     def saturated(self) -> bool:
         """Every slot is taken and the queue is full, or a call was refused within the
@@ -240,4 +274,5 @@ class Admission:
             "baseline_ms": round(baseline * 1e3, 2) if baseline is not None else None,
             "floor_ms": round(floor * 1e3, 2) if floor is not None else None,
             "probes": self.estimate.probes,
+            "loop_busy": round(self.estimate.busy, 2),
         }

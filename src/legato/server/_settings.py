@@ -64,6 +64,14 @@ class AdmissionSettings(BaseModel):
         description="A window in which the event loop ran a timer later than this counts as queueing: the limit "
         "shrinks and does not grow (None: latency alone).",
     )
+    max_loop_busy: float | None = Field(
+        0.75,
+        gt=0,
+        le=1,
+        description="A window in which the event loop's thread was busy (on the CPU) more than this fraction of "
+        "the time counts as queueing: the limit shrinks and does not grow, keeping headroom for bursts and "
+        "refusals (None: no such limit).",
+    )
     loop_lag_interval_s: float = Field(0.005, gt=0, description="How often the event loop's lag is measured.")
     queue: int = Field(32, ge=0, description="Calls that may wait for a free slot; more are refused at once.")
     queue_timeout_s: float = Field(0.02, ge=0, description="How long a call waits in the queue before a 429.")
