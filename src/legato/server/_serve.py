@@ -71,7 +71,7 @@ def settle_heap() -> None:
     event loop and the largest part of the gateway's p99 latency. ``gc.freeze()``
     moves every object alive now to a permanent generation the collector skips (they
     are never freed, which they would not be anyway), so a collection walks only what
-    requests allocated since. Only for the process ``legato serve`` owns: an app
+    requests allocated since. Only for the process ``legato serve`` owns (decision 0048): an app
     embedded in another program, or in a test, leaves that program's heap alone.
 
     The youngest generation is also collected after 10,000 allocations instead of
