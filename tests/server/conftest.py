@@ -7,6 +7,7 @@ official SDKs or plain httpx, exactly as clients do.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,13 @@ class Running:
     def client(self, key: str | None = None, **headers: str) -> httpx.Client:
         h = {"Authorization": f"Bearer {key}"} if key else {}
         return httpx.Client(base_url=self.url, headers={**h, **headers}, timeout=30)
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then closed): a dependency that is down."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def catalog_for(fake: FakeProvider) -> MappingCatalog:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,6 +11,8 @@ from legato.cost import BudgetStore, MemoryBudgetStore, RedisBudgetStore
 from legato.server import ApiKey
 from legato.server._errors import GatewayError
 from legato.server._limits import KeyLimiter, MemoryCounters, RedisCounters, period_start
+
+from .conftest import closed_port
 
 T0 = 1_790_000_080.0  # 2026-09-21 14:14:40 UTC, 40 s into a minute
 
@@ -224,12 +225,6 @@ async def test_two_limiters_on_one_redis_share_counts(redis_url: str, redis_pref
             await a.delete(*names)
         await a.aclose()
         await b.aclose()
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])  # nothing listens there once the socket is closed
 
 
 @pytest.mark.parametrize("mode", ["fail_closed", "fail_open"])

@@ -5,17 +5,12 @@ outage is logged."""
 from __future__ import annotations
 
 import logging
-import socket
 
 import pytest
 
 from legato.server._throttle import FailureThrottle, client_key
 
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])  # nothing listens there once the socket is closed
+from .conftest import closed_port
 
 
 class Clock:

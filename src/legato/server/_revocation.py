@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
+from legato.server._outage import OutageLog
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.client import PubSub
@@ -79,7 +81,7 @@ class Revocations:
         self.retry_s = retry_s
         self.ping_s = ping_s
         self.connect_timeout_s = connect_timeout_s
-        self._down = False
+        self._outage = OutageLog(log, "Redis (key revocations from other replicas)")
 
     async def publish(self, key_id: str) -> None:
         """Tell every replica that ``key_id`` changed (logged, never raised, when Redis is down)."""
@@ -106,13 +108,11 @@ class Revocations:
                 try:
                     await self._subscribed(client)
                 except (RedisError, OSError) as exc:
-                    if not self._down:
-                        self._down = True
-                        log.warning(
-                            "key revocations from other replicas are not received (%s); "
-                            "falling back to the key cache TTL until Redis answers",
-                            type(exc).__name__,
-                        )
+                    self._outage.failed(
+                        "key revocations from other replicas are not received (%s); "
+                        "falling back to the key cache TTL until Redis answers",
+                        type(exc).__name__,
+                    )
                     await anyio.sleep(self.retry_s)
         finally:
             with anyio.CancelScope(shield=True):
@@ -122,9 +122,7 @@ class Revocations:
         async with client.pubsub() as pubsub:
             await pubsub.subscribe(self.channel)
             self.cache.invalidate()  # whatever was published while we were not listening
-            if self._down:
-                self._down = False
-                log.info("receiving key revocations from other replicas again")
+            self._outage.recovered()
             await self._receive(pubsub)
 
     async def _receive(self, pubsub: PubSub) -> None:
