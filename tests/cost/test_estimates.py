@@ -152,3 +152,23 @@ def test_a_price_listed_on_a_deployment_counts_in_the_worst_case() -> None:
     worst = CostEstimator().worst_case(request, router)
     assert worst is not None
     assert worst >= 10 * 1000.0 / 1e6  # at least the 10 output tokens at $1,000 per million
+
+
+def test_the_worst_case_is_planned_once_per_model_and_priced_per_request() -> None:
+    """The walk over a group is kept per model object; what a request costs (its input,
+    ``max_tokens``, chat or embeddings) is still worked out for each request."""
+    from legato.routing import Fallbacks, Router
+
+    cheap = PricedModel("cheap", price=Price(input=1.0, output=2.0))
+    dear = PricedModel("dear", price=Price(input=10.0, output=20.0))
+    router = Router("g", [cheap], fallbacks=Fallbacks(on_failure=[dear]))
+    est = CostEstimator(default_output_tokens=50)
+    for text, max_tokens in [("x" * 400, 100), ("y" * 40, None), ("z" * 4000, 7)]:
+        chat = request(text, max_tokens)
+        assert est.worst_case(chat, router) == pytest.approx(est.chat(chat, dear).usd)
+        embed = EmbedRequest(inputs=[text])
+        assert est.worst_case(embed, router) == pytest.approx(est.embed(embed, dear).usd)
+    assert len(est._plans) == 1
+    other = Router("g", [cheap])  # another object: its own plan
+    assert est.worst_case(request("hi", 10), other) == pytest.approx(est.chat(request("hi", 10), cheap).usd)
+    assert len(est._plans) == 2

@@ -105,3 +105,26 @@ def test_extras_are_redacted_on_every_line_and_numbers_kept(log: tuple[logging.L
         assert rec["api_key"] == REDACTED
         assert rec["path"] == f"/v1/{REDACTED}"
         assert (rec["tokens"], rec["ok"], rec["x"]) == (n, True, None)
+
+
+def test_any_value_makes_a_line_of_valid_json(log: tuple[logging.Logger, io.StringIO]) -> None:
+    """Values JSON has no native form for still make one valid line each: text in any
+    script as itself, an integer past 64 bits, a float that is not a number, an object
+    (by its repr), a mapping with non-string keys."""
+
+    class Thing:
+        def __repr__(self) -> str:
+            return "<thing>"
+
+    logger, stream = log
+    logger.info("café ✓", extra={"big": 2**70, "nan": float("nan"), "thing": Thing(), "keys": {1: "one"}})
+    logger.info("plain", extra={"nan": float("inf"), "n": 3})
+    raw = stream.getvalue().splitlines()
+    first, second = (json.loads(line, parse_constant=lambda c: pytest.fail(f"not JSON: {c}")) for line in raw)
+    assert "café ✓" in raw[0]  # not escaped
+    assert first["msg"] == "café ✓"
+    assert first["big"] == 2**70
+    assert first["thing"] == "<thing>"
+    assert first["keys"] == {"1": "one"}
+    assert second["nan"] is None
+    assert second["n"] == 3

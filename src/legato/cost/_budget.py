@@ -49,9 +49,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import time
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -252,7 +252,7 @@ class BudgetStore(ABC):
             raise ValueError(f"cannot reserve {usd!r} USD")
         if margin < 1:
             raise ValueError(f"margin must be >= 1, got {margin}")
-        rid = uuid.uuid4().hex
+        rid = os.urandom(16).hex()
         rule = Rule(last_alone=last_alone, seeding=seed is not None)
         try:
             status, key, spent, reserved = await self._admit(budget, usd, rid, run, margin, rule, seed, wait_s)

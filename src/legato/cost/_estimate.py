@@ -13,7 +13,7 @@ model), then the pricing table, looked up by provider and model id.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeGuard
 
@@ -87,6 +87,7 @@ class CostEstimator:
             raise ValueError(f"default_output_tokens must be >= 0, got {default_output_tokens}")
         self._pricing = pricing
         self.default_output_tokens = default_output_tokens
+        self._plans: dict[int, tuple[object, _Node | None]] = {}  # worst-case plans, by model object
 
     @property
     def pricing(self) -> PricingTable:
@@ -117,34 +118,43 @@ class CostEstimator:
 
     def worst_case(self, request: ChatRequest | EmbedRequest, model: Model) -> float | None:
         """The most ``request`` can cost in USD on ``model`` (a model or a group; see the
-        module docstring); None when no model it may reach has a known price."""
-        return self._worst(request.model_copy(update={"model": None}), model, 0)
+        module docstring); None when no model it may reach has a known price.
 
-    def _worst(self, request: ChatRequest | EmbedRequest, node: object, depth: int) -> float | None:
+        What ``model`` may reach and at what prices is read once per model object and
+        kept (a gateway asks this for every call, and walking a group's wrappers,
+        deployments and fallbacks cost more than the arithmetic); a model whose
+        reachable models or prices change must be passed as a new object."""
+        plan = self._plans.get(id(model))
+        if plan is None or plan[0] is not model:
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans.clear()
+            plan = self._plans[id(model)] = (model, self._plan(model, 0))
+        if plan[1] is None:
+            return None
+        output = 0 if isinstance(request, EmbedRequest) else request.max_tokens or self.default_output_tokens
+        return plan[1].usd(_Tokens(request, output))
+
+    def _plan(self, node: object, depth: int) -> _Node | None:
+        """What ``node`` may cost, as a tree of leaves (a price and the provider whose
+        token estimate applies), sums (a cascade's tiers) and maxima (alternatives)."""
         if depth > 32:  # a chain of wrappers, never a cycle
             return None
         tiers = getattr(node, "tiers", None)
         if isinstance(tiers, list):
-            parts = [v for t in tiers if (v := self._worst(request, t, depth + 1)) is not None]
-            return sum(parts) if parts else None
+            return _Combined.of(sum, [self._plan(t, depth + 1) for t in tiers])
         if not _is_model(node):  # a deployment or a tier: its own listed price, else its model's
             inner = getattr(node, "model", None)
             listed = getattr(node, "input_cost_per_mtok", None)
             if listed is None or not _is_model(inner):
-                return self._worst(request, inner, depth + 1) if inner is not None else None
-            tokens = self._tokens_of(request, inner)
+                return self._plan(inner, depth + 1) if inner is not None else None
             output_price = float(getattr(node, "output_cost_per_mtok", None) or 0.0)
-            return (tokens[0] * float(listed) + tokens[1] * output_price) / 1e6
+            return _Leaf(describe_model(inner)[0], Price(input=float(listed), output=output_price))
         children = list(_reachable(node))
         if children:
-            values = [v for c in children if (v := self._worst(request, c, depth + 1)) is not None]
-            return max(values) if values else None
-        estimate = self.chat(request, node) if isinstance(request, ChatRequest) else self.embed(request, node)
-        return estimate.usd
-
-    def _tokens_of(self, request: ChatRequest | EmbedRequest, model: Model) -> tuple[int, int]:
-        estimate = self.chat(request, model) if isinstance(request, ChatRequest) else self.embed(request, model)
-        return estimate.input_tokens, estimate.output_tokens
+            return _Combined.of(max, [self._plan(c, depth + 1) for c in children])
+        provider, name, own = describe_model(node)
+        price = self.price(provider, name, own)
+        return _Leaf(provider, price) if price is not None else None
 
     def _priced(
         self, provider: str, name: str, own: Price | None, input_tokens: int, output_tokens: int
@@ -155,6 +165,53 @@ class CostEstimator:
             usd = (input_tokens * price.input + output_tokens * price.output) / 1_000_000
         return CostEstimate(name, provider, input_tokens, output_tokens, usd)
 
+
+_MAX_PLANS = 1024  # worst-case plans kept; the cache starts again when full
+
+
+class _Tokens:
+    """One request's token counts: input estimated once per provider's tokenizer."""
+
+    __slots__ = ("_input", "output", "request")
+
+    def __init__(self, request: ChatRequest | EmbedRequest, output: int) -> None:
+        self.request = request
+        self.output = output
+        self._input: dict[str, int] = {}
+
+    def input(self, provider: str) -> int:
+        found = self._input.get(provider)
+        if found is None:
+            found = self._input[provider] = estimate_tokens(self.request, provider or None)
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class _Leaf:
+    provider: str
+    price: Price
+
+    def usd(self, tokens: _Tokens) -> float:
+        return (tokens.input(self.provider) * self.price.input + tokens.output * self.price.output) / 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Combined:
+    combine: Callable[[list[float]], float]
+    parts: tuple[_Node, ...]
+
+    @staticmethod
+    def of(combine: Callable[[list[float]], float], parts: list[_Node | None]) -> _Node | None:
+        known = tuple(p for p in parts if p is not None)
+        if not known:
+            return None
+        return known[0] if len(known) == 1 else _Combined(combine, known)
+
+    def usd(self, tokens: _Tokens) -> float:
+        return self.combine([p.usd(tokens) for p in self.parts])
+
+
+_Node = _Leaf | _Combined
 
 _MODEL_TYPES: dict[type, bool] = {}
 

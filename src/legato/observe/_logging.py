@@ -9,17 +9,22 @@ a :class:`~legato.observe.Redactor` before they are written.
 
 Stdlib ``logging`` rather than a structured-logging library: every dependency
 (uvicorn, httpx, SQLAlchemy) already logs through it, so one formatter on one
-handler covers them all, and a JSON formatter is a few lines.
+handler covers them all, and a JSON formatter is a few lines. Lines are encoded with
+orjson (about a tenth of ``json.dumps``'s time on an access-log line, which every
+request writes); numbers that are not finite become null, so every line is valid JSON.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
+
+import orjson
 
 from legato.redaction import Redactor, default_redactor
 
@@ -48,6 +53,18 @@ def _trace_ids() -> tuple[str, str] | None:
     if not ctx.is_valid:
         return None
     return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with floats that are not numbers as null, as orjson writes them (the
+    standard library would write ``NaN``, which is not JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _jsonable(value: Any) -> Any:
@@ -115,7 +132,10 @@ class JsonFormatter(logging.Formatter):
             out["exc"] = r.text(record.exc_text)
         if record.stack_info:
             out["stack"] = r.text(self.formatStack(record.stack_info))
-        return json.dumps(out, ensure_ascii=False, default=repr)
+        try:
+            return orjson.dumps(out, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError:  # an integer past 64 bits: the standard library writes it
+            return json.dumps(_finite(out), ensure_ascii=False, default=repr)
 
     def _memos(self, redactor: Redactor) -> tuple[dict[str, bool], dict[str, str]]:
         owner, names, texts = self._memo

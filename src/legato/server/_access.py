@@ -20,10 +20,10 @@ traceback and answered 500 ``internal error`` in the client's format, with the i
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,7 +76,7 @@ def request_id_of(scope: Scope) -> str:
             if _TOKEN.fullmatch(text):
                 return text
             break
-    return "req_" + uuid.uuid4().hex
+    return "req_" + os.urandom(16).hex()  # as unique as uuid4().hex, a quarter of its cost
 
 
 def _on_span(rid: str) -> None:

@@ -11,6 +11,7 @@ Message object and to the Messages SSE event sequence (``message_start``,
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -244,7 +245,7 @@ def _tool_input(arguments: str) -> Any:
 
 
 def new_id() -> str:
-    return "msg_" + uuid.uuid4().hex
+    return "msg_" + os.urandom(16).hex()
 
 
 def message(resp: ChatResponse, model: str) -> dict[str, Any]:
