@@ -37,10 +37,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-import anyio
-
 from legato.cost import Budget, BudgetStore, Reservation
-from legato.cost._budget import FailureMode
+from legato.cost._budget import FailureMode, shielded
 from legato.errors import BudgetBusy, BudgetExceeded, LimitsUnavailable
 from legato.server._errors import GatewayError, from_exception
 from legato.server._keys import ApiKey
@@ -109,6 +107,8 @@ class Quota:
 
 class MemoryCounters:
     """Counters for one replica."""
+
+    suspends = False  # never waits: nothing to shield (see legato.cost._budget.shielded)
 
     def __init__(self) -> None:
         self._values: dict[str, float] = {}
@@ -206,7 +206,7 @@ class Admission:
         """Add the tokens to TPM and replace the budget hold with ``cost`` (0 releases it).
         Not cancelled half-way: each step that waits is shielded (the reservation's own)."""
         if self.key.tpm is not None and tokens > 0:
-            with anyio.CancelScope(shield=True):
+            with shielded(self.limiter.counters):
                 await self.limiter.settle_tokens(self.key, tokens)
         if self.reservation is not None:
             await self.reservation.settle(cost or 0.0)
