@@ -127,8 +127,8 @@ async def _prepare(
 ) -> tuple[Model, ChatRequest, Admission]:
     settings = gw.settings
     check_model(key, model_name)
-    model = gw.model(model_name)  # 404 first: nothing else matters for a model that is not served
-    model = gw.recorded(model, key, ex.request_id if ex is not None else None)  # inside the guardrail
+    served = gw.model(model_name)  # 404 first: nothing else matters for a model that is not served
+    model = gw.recorded(served, key, ex.request_id if ex is not None else None)  # inside the guardrail
     if key.guardrail is not None:  # outside routing: a blocked request never reaches a deployment
         from legato.guardrails import apply
 
@@ -154,7 +154,9 @@ async def _prepare(
         await gw.ssrf.check_all(urls)
     except URLNotAllowed as exc:
         raise GatewayError(400, "invalid_request", str(exc), code="url_not_allowed") from None
-    admission = await gw.limiter.admit(key, gw.worst_case(request, model))
+    # Priced on the served model (planned once per model): the per-request wrappers
+    # around it (the call's record, the key's guardrail) do not change what it can cost.
+    admission = await gw.limiter.admit(key, gw.worst_case(request, served))
     _note_quota(ex, admission)
     return model, request, admission
 
@@ -275,10 +277,11 @@ async def _embeddings(body: ow.EmbeddingRequest, request: Request, key: ApiKey) 
     ex = _note_model(request, body.model)
     check_model(key, body.model)
     inputs = [body.input] if isinstance(body.input, str) else body.input
-    model = gw.recorded(gw.model(body.model), key, ex.request_id if ex is not None else None)
+    served = gw.model(body.model)
+    model = gw.recorded(served, key, ex.request_id if ex is not None else None)
     metadata = {"api_key": key.prefix, **_subject(request)}
     ereq = EmbedRequest(inputs=inputs, model=body.model, dimensions=body.dimensions, metadata=metadata)
-    admission = await gw.limiter.admit(key, gw.worst_case(ereq, model))
+    admission = await gw.limiter.admit(key, gw.worst_case(ereq, served))
     _note_quota(ex, admission)
     resp = await _call(gw, admission, body.model, model.embed(ereq), ex)
     return model_response(ow.embeddings(resp, body.model, body.encoding_format))
