@@ -8,6 +8,7 @@ stopped accepting and drained in-flight requests (see :mod:`legato.server._serve
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -300,6 +301,16 @@ def _store(settings: ServerSettings, config: LegatoConfig) -> RunStore:
     return RunStore(url, encryption_key=store_key(config=config), retention=retention)
 
 
+# FastAPI's own OpenTelemetry (newer releases) would add a second server span and its
+# own HTTP metrics beside legato's (legato.observe), and it checks the providers on every
+# request; legato's are the documented ones, so it is turned off where FastAPI has it.
+_NO_NATIVE_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
+
+
 def create_app(
     settings: ServerSettings | None = None,
     *,
@@ -319,6 +330,7 @@ def create_app(
         title="legato gateway",
         version=__version__,
         description="OpenAI- and Anthropic-compatible model gateway, runs API and admin API.",
+        **_NO_NATIVE_TELEMETRY,
     )
     app.state.settings = settings
     app.state.load = _load(settings)
