@@ -43,7 +43,9 @@ request's ``scope["state"]`` under :data:`ARRIVED`). On a busy worker a request 
 waits for the event loop before the app runs; adaptive admission counts that wait
 in its latency samples (:mod:`legato.server._protect`), since it is queueing the
 limit causes. The stamp is taken at the headers' completion, not the first byte, so
-a client that drips its headers does not make the gateway look slow.
+a client that drips its headers does not make the gateway look slow. When the whole
+body came with the headers (most requests: one packet), the state also says so under
+:data:`BODY_COMPLETE`, and the body is read without a deadline (nothing to wait for).
 """
 
 from __future__ import annotations
@@ -58,10 +60,11 @@ from typing import Any, cast
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["ARRIVED", "EARLY_ANSWER", "ConnectionGuard", "protocol_factory"]
+__all__ = ["ARRIVED", "BODY_COMPLETE", "EARLY_ANSWER", "ConnectionGuard", "protocol_factory"]
 
 EARLY_ANSWER = "legato.early_answer"  # lifespan-state entry: (target, headers) -> ASGI app | None
 ARRIVED = "legato.arrived"  # request-state entry: time.monotonic() when the headers were complete
+BODY_COMPLETE = "legato.body_complete"  # request-state entry: True when the body came with the headers
 
 
 def _raw_error(status: str, message: str, code: str, extra: str = "") -> bytes:
@@ -185,7 +188,10 @@ class _Guarded:
         before, arrived = self.cycle, time.monotonic()
         super().data_received(data)  # type: ignore[misc]
         if self.cycle is not before:  # headers complete: the request's task is created, not yet run
-            self.cycle.scope["state"][ARRIVED] = arrived
+            state = self.cycle.scope["state"]
+            state[ARRIVED] = arrived
+            if not getattr(self.cycle, "more_body", True):
+                state[BODY_COMPLETE] = True
             self._disarm()
         elif self._header_timer is None and (before is None or before.response_complete):
             self._arm()  # the first bytes of the next request on a kept-alive connection

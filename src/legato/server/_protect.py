@@ -60,7 +60,7 @@ from legato.server._access import Exchange, exchange
 from legato.server._admission import Admission
 from legato.server._auth import IDENTIFIED, Authenticator, presented_key
 from legato.server._body import replay
-from legato.server._conn import ARRIVED
+from legato.server._conn import ARRIVED, BODY_COMPLETE
 from legato.server._errors import GatewayError, from_exception, render_error, wants_anthropic
 from legato.server._shed import MODEL_ROUTES, overloaded
 from legato.server._throttle import FailureThrottle
@@ -158,7 +158,7 @@ class Protection:
             await render_error(refusal, anthropic)(scope, receive, send)
             return
         try:
-            body = await self._read_body(receive)
+            body = await self._read_body(scope, receive)
         except _Disconnected:
             return
         except _BodyTimeout:
@@ -223,22 +223,15 @@ class Protection:
         scope.setdefault("state", {})[IDENTIFIED] = key
         return None
 
-    async def _read_body(self, receive: Receive) -> bytes:
-        chunks: list[bytes] = []
-        seen = 0
-        limit = self.load.max_body_bytes
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        body = _Body(self.load.max_body_bytes)
+        # When the protocol holds the whole body, receive() does not wait: no deadline needed.
+        if scope.get("state", {}).get(BODY_COMPLETE) and body.take(await receive()):
+            return body.bytes()
         with anyio.move_on_after(self.load.body_timeout_s):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise _Disconnected
-                chunk = message.get("body", b"")
-                seen += len(chunk)
-                if seen > limit:
-                    raise body_too_large(limit)
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return b"".join(chunks)
+            while not body.take(await receive()):
+                pass
+            return body.bytes()
         raise _BodyTimeout
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, anthropic: bool, waited: float) -> None:
@@ -267,6 +260,31 @@ class Protection:
             load.in_flight -= 1
             if admission is not None:
                 admission.release(timing.rtt())
+
+
+class _Body:
+    """A request body read message by message, within ``limit`` bytes."""
+
+    __slots__ = ("chunks", "limit", "seen")
+
+    def __init__(self, limit: int) -> None:
+        self.chunks: list[bytes] = []
+        self.limit = limit
+        self.seen = 0
+
+    def take(self, message: Message) -> bool:
+        """Add one message of the body; True when it was the last."""
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        self.seen += len(chunk)
+        if self.seen > self.limit:
+            raise body_too_large(self.limit)
+        self.chunks.append(chunk)
+        return not message.get("more_body", False)
+
+    def bytes(self) -> bytes:
+        return b"".join(self.chunks)
 
 
 def _closing_error(exc: LegatoError) -> GatewayError:
