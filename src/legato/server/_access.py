@@ -24,12 +24,15 @@ import os
 import re
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from legato.observe import JsonFormatter
 from legato.observe import request_id as request_id_var
+from legato.observe._logging import direct_handler
 from legato.server._auth import IDENTIFIED
 from legato.server._errors import GatewayError, render_error, wants_anthropic
 
@@ -130,6 +133,9 @@ class AccessLog:
         await render_error(GatewayError(500, "internal", "internal error"), anthropic)(scope, receive, send)
 
 
+_MSG = "%s %s %s %.1fms"
+
+
 def log_access(scope: Scope, ex: Exchange, status: int, elapsed: float) -> None:
     """The access-log line of one request."""
     if not log.isEnabledFor(logging.INFO):
@@ -150,6 +156,17 @@ def log_access(scope: Scope, ex: Exchange, status: int, elapsed: float) -> None:
         "cost": ex.cost,
     }
     args = (fields["method"], fields["path"], fields["status"], fields["latency_ms"])
-    # One line per request: the record is made here, without logging's search of the stack
-    # for the caller (the line says where it comes from: the ``legato.access`` logger).
-    log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "%s %s %s %.1fms", args, None, extra=fields))
+    handler = direct_handler(log, logging.INFO)
+    if handler is None:
+        # The record is made here, without logging's search of the stack for the caller
+        # (the line says where it comes from: the ``legato.access`` logger).
+        log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, _MSG, args, None, extra=fields))
+        return
+    # legato's own JSON handler alone: the line it would write, without a LogRecord
+    try:
+        line = cast(JsonFormatter, handler.formatter).line(time.time(), "INFO", log.name, _MSG % args, fields)
+        with handler.lock or nullcontext():
+            handler.stream.write(line + handler.terminator)
+            handler.flush()
+    except Exception:  # as StreamHandler.emit: reported by logging's error handler
+        handler.handleError(log.makeRecord(log.name, logging.INFO, __file__, 0, _MSG, args, None, extra=fields))
