@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from json.encoder import encode_basestring, encode_basestring_ascii
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import anyio
 from starlette.requests import ClientDisconnect
@@ -33,9 +33,10 @@ from starlette.types import Receive, Scope, Send
 from legato.errors import ModelError, ProviderTimeout
 from legato.providers import ChatChunk, Usage
 
-__all__ = ["ChunkEncoder", "EventStream", "Upstream", "json_text", "upstream_timeout"]
+__all__ = ["ChunkEncoder", "EventStream", "Upstream", "json_text", "upstream_timeout", "within"]
 
 Settle = Callable[[Usage, "float | None"], Awaitable[None]]
+T = TypeVar("T")
 
 
 def json_text(text: str) -> bytes:
@@ -51,6 +52,22 @@ def json_text(text: str) -> bytes:
 def upstream_timeout(timeout: float) -> ProviderTimeout:
     """The gateway's own timeout of a model call (``upstream_timeout_s``)."""
     return ProviderTimeout(f"the model did not answer within {timeout:g}s")
+
+
+async def within(call: Awaitable[T], timeout: float) -> T:
+    """``await call``, or :func:`upstream_timeout` after ``timeout`` seconds. A model's own
+    timeout error passes as it is; a bare ``TimeoutError`` from the call is ours."""
+    # A cancel scope with a deadline, as anyio.fail_after makes one, without its
+    # generator-based context manager (about 3 us less per call).
+    try:
+        with anyio.CancelScope(deadline=anyio.current_time() + timeout) as scope:
+            return await call
+    except TimeoutError as exc:
+        if isinstance(exc, ModelError):
+            raise
+        raise upstream_timeout(timeout) from exc
+    assert scope.cancelled_caught  # the only way out of the block without a return
+    raise upstream_timeout(timeout)
 
 
 class ChunkEncoder(Protocol):
@@ -81,13 +98,7 @@ class Upstream:
         """Wait for the first chunk (``ProviderTimeout`` after ``timeout``); on any
         failure the stream is closed and settled before the error propagates."""
         try:
-            try:
-                with anyio.fail_after(self.timeout):
-                    self.first = await anext(self.it, None)
-            except TimeoutError as exc:
-                if isinstance(exc, ModelError):
-                    raise
-                raise upstream_timeout(self.timeout) from exc
+            self.first = await within(anext(self.it, None), self.timeout)
         except BaseException:
             await self.close()
             raise
