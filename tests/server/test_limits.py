@@ -266,3 +266,29 @@ def test_a_budget_guard_behind_the_gateway_answers_redis_failures_as_503() -> No
     busy = from_exception(BudgetBusy("day", 1.0, 0.9, needed=0.2))
     assert (busy.status, busy.code) == (429, "budget_busy")
     assert "held by calls in flight" in busy.message
+
+
+async def test_the_in_memory_counters_are_pruned_once_a_window_not_once_a_request() -> None:
+    """Pruning walks every counter of the replica; it runs at the start of every eighth
+    window, once, however many requests that window serves."""
+
+    class Counting(MemoryCounters):
+        prunes = 0
+
+        def prune(self, live_windows: set[str]) -> None:
+            self.prunes += 1
+            super().prune(live_windows)
+
+    clock = Clock()
+    clock.now = 8 * 60 * 1000 + 1.0  # early in a window whose number is a multiple of 8
+    counters = Counting()
+    lim = KeyLimiter(counters, MemoryBudgetStore(clock=clock), clock=clock)
+    for _ in range(50):
+        await lim.admit(key(rpm=1000))
+    assert counters.prunes == 1
+    clock.now += 60  # the next window (not a multiple of 8): no pruning
+    await lim.admit(key(rpm=1000))
+    assert counters.prunes == 1
+    clock.now += 7 * 60  # the next multiple of 8
+    await lim.admit(key(rpm=1000))
+    assert counters.prunes == 2

@@ -237,6 +237,7 @@ class KeyLimiter:
         self._seed = seed
         self._clock = clock
         self._outage = OutageLog(log, "the limits store (Redis)")
+        self._pruned = -1  # the window whose start last pruned the in-memory counters
 
     def _keys(self, key: ApiKey, now: float) -> tuple[list[str], int, float]:
         window = int(now // WINDOW_S)
@@ -306,7 +307,8 @@ class KeyLimiter:
             self._outage.failed("requests answered 503 (fail_closed): %s", exc)
             raise from_exception(exc) from None
         self._outage.recovered()
-        if isinstance(self.counters, MemoryCounters) and window % 8 == 0:
+        if isinstance(self.counters, MemoryCounters) and window % 8 == 0 and window != self._pruned:
+            self._pruned = window  # once in the window, not on each of its requests
             self.counters.prune({str(window), str(window - 1)})
         weight, reset = 1.0 - elapsed, (1.0 - elapsed) * WINDOW_S
         if verdict.kind == "ok":
