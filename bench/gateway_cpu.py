@@ -11,7 +11,8 @@ CPU seconds (user + system, psutil) before and after:
   own stack, no upstream hop);
 - ``fake``: the same call through the OpenAI adapter to the fake provider (aiohttp);
 - ``messages``: ``POST /v1/messages`` to the echo model (the Anthropic wire);
-- ``embed``: ``POST /v1/embeddings`` through the adapter to the fake provider.
+- ``embed``: ``POST /v1/embeddings`` through the adapter to the fake provider;
+- ``stream``: the ``echo`` call streamed (server-sent events: the fixed cost of a stream).
 
 Each case runs at 1 and at ``--concurrency`` calls in flight. ``--profile DIR`` also
 records the gateway with py-spy (a dev tool: ``pip install py-spy``) during the
@@ -45,6 +46,7 @@ CASES: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
     "fake": ("/v1/chat/completions", {**BODY, "model": "gpt-fake"}, {}),
     "messages": ("/v1/messages", {**BODY, "model": "echo"}, {"anthropic-version": "2023-06-01"}),
     "embed": ("/v1/embeddings", {"model": "emb-fake", "input": "Say something short."}, {}),
+    "stream": ("/v1/chat/completions", {**BODY, "model": "echo", "stream": True}, {}),
 }
 
 
