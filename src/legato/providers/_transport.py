@@ -38,6 +38,11 @@ from typing import Any, Protocol
 import anyio
 import httpx
 
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - orjson comes with the server extra
+    _orjson = None  # type: ignore[assignment]
+
 __all__ = ["AiohttpWire", "Head", "HttpxWire", "Wire", "dumps"]
 
 _SSL_CONTEXT: dict[str, ssl.SSLContext] = {}
@@ -62,7 +67,23 @@ def _prepare() -> ssl.SSLContext:
 
 
 def dumps(payload: Any) -> bytes:
-    """The JSON body exactly as httpx's ``json=`` encodes it."""
+    """The JSON body as httpx's ``json=`` encodes it (compact, UTF-8, no NaN).
+
+    orjson writes it when installed (the ``server`` extra; 0.1 against 2 µs for a short
+    chat request), the same bytes but for a float's exponent (``1e-7`` for ``1e-07``).
+    What orjson refuses (integers beyond 64 bits, keys that are not strings, text that
+    is not valid Unicode) or may write differently (NaN and infinity become ``null``;
+    a body with ``null`` in it is rare on the fast path) goes to the standard library,
+    which encodes it or raises the errors the adapters map to :class:`BadRequest`.
+    """
+    if _orjson is not None:
+        try:
+            body: bytes = _orjson.dumps(payload)
+        except TypeError:  # orjson.JSONEncodeError
+            pass
+        else:
+            if b"null" not in body:
+                return body
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
@@ -157,9 +178,9 @@ class AiohttpWire:
         self._settings = s
         self._session: Any = None
         self._opening = anyio.Lock()
-        self._proxy: dict[str, Any] = {}
         self._urls: dict[str, Any] = {}
-        self._headers = {"content-type": "application/json", **s.headers}
+        self._headers: Any = None  # the client headers, a CIMultiDict built once per pool
+        self._proxy: dict[str, Any] = {}
 
     async def _open(self) -> Any:
         async with self._opening:  # concurrent first calls open one pool
@@ -173,13 +194,24 @@ class AiohttpWire:
             ssl_context = await anyio.to_thread.run_sync(_prepare)
         import aiohttp
         from aiohttp.helpers import get_env_proxy_for_url
+        from multidict import CIMultiDict
 
         s = self._settings
+        # Built once: aiohttp turns a plain dict into a CIMultiDict on every call. Not the
+        # session's default headers: aiohttp copies those into a proxy's CONNECT request,
+        # which would hand the API key to the proxy.
+        self._headers = CIMultiDict({"content-type": "application/json", **s.headers})
+        url = self._url("")
         try:  # once per pool (one host), not on every request as aiohttp's trust_env does
-            proxy, auth = await anyio.to_thread.run_sync(get_env_proxy_for_url, self._url(""))
-            self._proxy = {"proxy": proxy, "proxy_auth": auth}
+            proxy, auth = await anyio.to_thread.run_sync(get_env_proxy_for_url, url)
+            self._proxy = {"proxy": proxy}
         except LookupError:
-            self._proxy = {}
+            self._proxy, auth = {}, None
+        if auth is not None:  # where aiohttp's deprecated proxy_auth= puts it
+            if url.scheme == "https":  # on the CONNECT request of the tunnel
+                self._proxy["proxy_headers"] = CIMultiDict({"Proxy-Authorization": auth.encode()})
+            else:  # on the request itself, which the proxy forwards
+                self._headers["Proxy-Authorization"] = auth.encode()
         connector = aiohttp.TCPConnector(
             limit=s.max_connections,
             keepalive_timeout=s.keepalive_expiry,
@@ -193,7 +225,6 @@ class AiohttpWire:
                 sock_connect=s.connect_timeout,
                 sock_read=s.read_timeout,
             ),
-            skip_auto_headers=("content-type",),
         )
 
     def _url(self, path: str) -> Any:
@@ -206,13 +237,13 @@ class AiohttpWire:
 
     async def _request(self, path: str, body: bytes, headers: Mapping[str, str] | None) -> Any:
         session = self._session or await self._open()
+        if headers:  # the trace context's (traceparent...): over the client headers
+            merged = self._headers.copy()
+            merged.update(headers)
+        else:
+            merged = self._headers
         return await session.request(
-            "POST",
-            self._url(path),
-            data=body,
-            headers={**self._headers, **headers} if headers else self._headers,
-            allow_redirects=False,
-            **self._proxy,
+            "POST", self._url(path), data=body, headers=merged, allow_redirects=False, **self._proxy
         )
 
     async def post(self, path: str, body: bytes, headers: Mapping[str, str] | None) -> tuple[Head, bytes]:
