@@ -22,7 +22,9 @@ Both send the same request: the client headers (auth and extras), the per-call
 headers (``traceparent``), ``content-type: application/json``, compression accepted
 and decoded; proxies from the environment (``HTTPS_PROXY``, ``NO_PROXY``...; looked up once per
 pool here, where aiohttp's own ``trust_env`` would ask a thread on every request)
-and cookies a provider sets are honoured by both.
+and cookies a provider sets are honoured by both. A proxy's credentials go on the
+request to a plain-HTTP proxy and on the ``CONNECT`` of a tunnel, where aiohttp's
+deprecated ``proxy_auth=`` put them; the API key never goes on a ``CONNECT``.
 """
 
 from __future__ import annotations
