@@ -1,6 +1,6 @@
 """The gateway prices each call's worst case on the served model, whose plan (what it
-may reach, at what prices) is kept once per model, not once per request: the wrappers
-built for each request (its call record, the key's guardrail) are not what is priced."""
+may reach, at what prices) is kept once per model, not once per request: the wrapper
+built for a request (the key's guardrail) is not what is priced."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Observability: OpenTelemetry traces, Prometheus metrics, redacted JSON logs.
 
 - :class:`Instrumented` wraps any :class:`~legato.providers.Model`: a GenAI span and
-  ``legato_model_*`` metrics per call.
+  ``legato_model_*`` metrics per call (and, given ``on_call``, a :class:`ModelCall`);
+  :class:`Recorded` reports each call as a :class:`ModelCall` only.
 - :class:`TracingSubscriber` and :class:`MetricsSubscriber` are engine event
   subscribers: spans and counters for runs and steps.
 - :class:`RoutingObserver` turns routing events (retries, fallbacks, breaker
@@ -28,10 +29,11 @@ from typing import TYPE_CHECKING
 
 from legato.observe._analysis import Analysis, StepStats, analyze_runs
 from legato.observe._asgi import TraceMiddleware
-from legato.observe._calls import ModelCall, Recorded
-from legato.observe._instrument import Instrumented, error_type
+from legato.observe._calls import ModelCall
+from legato.observe._instrument import error_type
 from legato.observe._logging import JsonFormatter, RedactingFilter, configure_logging, request_id
 from legato.observe._metrics import Metrics, MetricsSubscriber, default_metrics
+from legato.observe._observer import Instrumented, Recorded
 from legato.observe._propagation import (
     continue_trace,
     current_traceparent,

@@ -1,22 +1,19 @@
-"""``Recorded``: a Model wrapper that reports every call as a :class:`ModelCall`.
+"""``ModelCall``: what one model call did, as the operator's dashboard shows it.
 
-What one call did, as the operator's dashboard shows it: the prompt and the answer
-(cut to :data:`MAX_TEXT` characters; the store redacts secrets before it keeps
-them), the latency and, for streams, the time to the first chunk of text, the
-deployment that answered (the router's ``tier``, else the answering model), whether
-the response cache answered, the retries and routing moves taken on the way, tokens,
-cost and the trace id of the OpenTelemetry context the call ran in.
+A call's record: the prompt and the answer (cut to :data:`MAX_TEXT` characters; the
+store redacts secrets before it keeps them), the latency and, for streams, the time to
+the first chunk of text, the deployment that answered (the router's ``tier``, else the
+answering model), whether the response cache answered, the retries and routing moves
+taken on the way, tokens, cost and the trace id of the OpenTelemetry context the call
+ran in. :class:`legato.observe.Recorded` (and :class:`legato.observe.Instrumented`
+given ``on_call``) builds one per call, in ``legato.observe._observer``.
 
 The retries and moves are learnt from the resilience events that wrappers and routers
 publish on :data:`legato.resilience.default_hub` while the call runs: a context
-variable holds the list of the call in flight, so concurrent calls never mix their
-events. The first :class:`Recorded` subscribes one listener to the hub, for the life
-of the process (the hub is itself process-wide); events outside a recorded call cost
-one context-variable read.
-
-``on_call`` is called once per finished call (also when it failed; not when the
-caller stopped reading a stream or was cancelled). It may be a coroutine function;
-an exception from it propagates, so a sink that must not fail a call catches its own.
+variable (``moves``) holds the list of the call in flight, so concurrent calls never
+mix their events. The first recording observer subscribes one listener to the hub, for
+the life of the process (the hub is itself process-wide); events outside a recorded
+call cost one context-variable read.
 """
 
 from __future__ import annotations
@@ -26,31 +23,32 @@ import inspect
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, fields
+from typing import Any
 
-from legato.observe._instrument import error_type
 from legato.observe._tracing import step_parent_context
-from legato.providers import (
-    ChatChunk,
-    ChatRequest,
-    ChatResponse,
-    EmbedRequest,
-    EmbedResponse,
-    Model,
-    ModelWrapper,
-    close_stream,
-)
+from legato.providers import ChatChunk, ChatRequest, EmbedRequest
 from legato.resilience import FallbackTaken, ResilienceEvent, RetryScheduled, default_hub
 
-__all__ = ["MAX_TEXT", "ModelCall", "Recorded", "current_trace_id"]
+__all__ = [
+    "MAX_TEXT",
+    "CallSink",
+    "Final",
+    "ModelCall",
+    "OpenCall",
+    "current_trace_id",
+    "listen",
+    "moves",
+    "note_final",
+    "prompt_text",
+    "report",
+]
 
 MAX_TEXT = 4000
 """Characters of prompt and of answer kept per call (the rest is cut, with a marker)."""
 
 CallSink = Callable[["ModelCall"], Awaitable[None] | None]
-Resp = TypeVar("Resp", ChatResponse, EmbedResponse)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,18 +126,19 @@ def current_trace_id() -> str | None:
 
 # -- the resilience events of the call in flight ------------------------------------
 
-_moves: contextvars.ContextVar[list[ResilienceEvent] | None] = contextvars.ContextVar("legato_call_moves", default=None)
+moves: contextvars.ContextVar[list[ResilienceEvent] | None] = contextvars.ContextVar("legato_call_moves", default=None)
 _listening = False
 _listen_lock = threading.Lock()
 
 
 def _collect(event: ResilienceEvent) -> None:
-    moves = _moves.get()
-    if moves is not None and isinstance(event, FallbackTaken | RetryScheduled):
-        moves.append(event)
+    found = moves.get()
+    if found is not None and isinstance(event, FallbackTaken | RetryScheduled):
+        found.append(event)
 
 
-def _listen() -> None:
+def listen() -> None:
+    """Subscribe the collector of the calls' resilience events to the hub (once per process)."""
     global _listening
     with _listen_lock:
         if not _listening:
@@ -147,32 +146,38 @@ def _listen() -> None:
             _listening = True
 
 
-@dataclass(slots=True)
-class _Call:
-    """What is known of a call while it runs."""
+class OpenCall:
+    """What is known of a call while it runs (built when it starts)."""
 
-    model: str
-    prompt: str
-    at: float = field(default_factory=time.time)
-    started: float = field(default_factory=time.perf_counter)
-    trace_id: str | None = field(default_factory=current_trace_id)
-    moves: list[ResilienceEvent] = field(default_factory=list)
-    ttft_s: float | None = None
+    __slots__ = ("at", "model", "moves", "prompt", "trace_id", "ttft_s")
 
-    def finish(self, status: str, response: Any = None, answer: str = "", error: str | None = None) -> ModelCall:
+    def __init__(self, model: str, request: ChatRequest | EmbedRequest) -> None:
+        self.model = model
+        self.prompt = prompt_text(request)
+        self.at = time.time()
+        self.trace_id = current_trace_id()
+        self.moves: list[ResilienceEvent] = []
+        self.ttft_s: float | None = None
+
+    def finish(
+        self, status: str, latency_s: float, response: Any = None, answer: str = "", error: str | None = None
+    ) -> ModelCall:
         usage = getattr(response, "usage", None)
-        retries = sum(1 for e in self.moves if isinstance(e, RetryScheduled))
-        path = tuple(
-            {"failed": e.failed, "target": e.target, "error": e.error, "kind": e.kind}
-            for e in self.moves
-            if isinstance(e, FallbackTaken)
-        )
+        retries = 0
+        path: tuple[dict[str, str], ...] = ()
+        if self.moves:
+            retries = sum(1 for e in self.moves if isinstance(e, RetryScheduled))
+            path = tuple(
+                {"failed": e.failed, "target": e.target, "error": e.error, "kind": e.kind}
+                for e in self.moves
+                if isinstance(e, FallbackTaken)
+            )
         model = getattr(response, "model", None)
         return ModelCall(
             model=self.model,
             status=status,
             at=self.at,
-            latency_s=time.perf_counter() - self.started,
+            latency_s=latency_s,
             deployment=getattr(response, "tier", None) or model or None,
             provider=getattr(response, "provider", None) or None,
             ttft_s=self.ttft_s,
@@ -189,82 +194,22 @@ class _Call:
         )
 
 
-class Recorded(ModelWrapper):
-    """Reports each ``chat``, ``stream`` and ``embed`` of ``inner`` to ``on_call``."""
-
-    def __init__(self, inner: Model, on_call: CallSink, *, name: str | None = None) -> None:
-        super().__init__(inner, name=name)
-        self.on_call = on_call
-        _listen()
-
-    async def _report(self, call: ModelCall) -> None:
-        result = self.on_call(call)
-        if inspect.isawaitable(result):
-            await result
-
-    async def chat(self, request: ChatRequest) -> ChatResponse:
-        return await self._observed(self.inner.chat, request)
-
-    async def embed(self, request: EmbedRequest) -> EmbedResponse:
-        return await self._observed(self.inner.embed, request)
-
-    async def _observed(self, fn: Callable[[Any], Awaitable[Resp]], request: ChatRequest | EmbedRequest) -> Resp:
-        call = _Call(self.name, prompt_text(request))
-        token = _moves.set(call.moves)
-        try:
-            response = await fn(request)
-        except Exception as exc:
-            _moves.reset(token)
-            await self._report(call.finish(error_type(exc), error=str(exc)))
-            raise
-        except BaseException:
-            _moves.reset(token)
-            raise
-        _moves.reset(token)
-        answer = response.text if isinstance(response, ChatResponse) else f"{len(response.vectors)} vectors"
-        await self._report(call.finish("ok", response, answer))
-        return response
-
-    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        call = _Call(self.name, prompt_text(request))
-        iterator = aiter(self.inner.stream(request))
-        pieces: list[str] = []
-        size = 0
-        last: dict[str, Any] = {}
-        try:
-            while True:
-                # Set around each step of the inner stream, never across a yield.
-                token = _moves.set(call.moves)
-                try:
-                    chunk = await anext(iterator)
-                except StopAsyncIteration:
-                    break
-                finally:
-                    _moves.reset(token)
-                if chunk.text:
-                    if call.ttft_s is None:
-                        call.ttft_s = time.perf_counter() - call.started
-                    if size <= MAX_TEXT:
-                        pieces.append(chunk.text)
-                        size += len(chunk.text)
-                _note(last, chunk)
-                yield chunk
-        except Exception as exc:
-            await self._report(call.finish(error_type(exc), _Final(last), "".join(pieces), str(exc)))
-            raise
-        finally:
-            await close_stream(iterator)
-        await self._report(call.finish("ok", _Final(last), "".join(pieces)))
+async def report(on_call: CallSink, call: ModelCall) -> None:
+    """Hand ``call`` to ``on_call``, awaiting what it returns when that is awaitable."""
+    result = on_call(call)
+    if result is not None and inspect.isawaitable(result):
+        await result
 
 
-def _note(last: dict[str, Any], chunk: ChatChunk) -> None:
+def note_final(last: dict[str, Any], chunk: ChatChunk) -> None:
+    """Keep what ``chunk`` says of the stream's model, provider, usage and cost."""
     for name in ("model", "provider", "usage", "cost"):
         value = getattr(chunk, name, None)
         if value:
             last[name] = value
 
 
-class _Final:
+class Final:
     """A stream's last word on model, provider, usage and cost, read like a response."""
 
     def __init__(self, values: dict[str, Any]) -> None:

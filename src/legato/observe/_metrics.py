@@ -66,20 +66,53 @@ BREAKER_STATES: Final = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
 
 
 class _ModelSeries:
-    """The label children of one (model, provider, operation, status)."""
+    """The label children of one (model, provider, operation, status): the requests
+    counter and duration histogram, and the time-to-first-token, token and cost children
+    of the (model, provider) pair, each looked up at its first use."""
 
-    __slots__ = ("children", "duration", "model", "provider", "requests")
+    __slots__ = ("cached", "cost", "duration", "input", "metrics", "model", "output", "provider", "requests", "ttft")
 
-    def __init__(self, model: str, provider: str, requests: Any, duration: Any) -> None:
-        self.model, self.provider = model, provider
+    def __init__(self, metrics: Metrics, model: str, provider: str, requests: Any, duration: Any) -> None:
+        self.metrics, self.model, self.provider = metrics, model, provider
         self.requests, self.duration = requests, duration
-        self.children: dict[str, Any] = {}
+        self.ttft: Any = None
+        self.input: Any = None
+        self.output: Any = None
+        self.cached: Any = None
+        self.cost: Any = None
 
-    def child(self, name: str, make: Callable[[str, str], Any]) -> Any:
-        found = self.children.get(name)
-        if found is None:
-            found = self.children[name] = make(self.model, self.provider)
-        return found
+    def record(
+        self,
+        duration_s: float,
+        input_tokens: int,
+        output_tokens: int,
+        cached_input_tokens: int,
+        cost: float | None,
+        ttft_s: float | None,
+    ) -> None:
+        m = self.metrics
+        self.requests.inc()
+        self.duration.observe(duration_s)
+        if ttft_s is not None:
+            if self.ttft is None:
+                self.ttft = m.model_ttft.labels(self.model, self.provider)
+            self.ttft.observe(ttft_s)
+        if input_tokens:
+            if self.input is None:
+                self.input = m.model_tokens.labels(self.model, self.provider, "input")
+            self.input.inc(input_tokens)
+        if output_tokens:
+            if self.output is None:
+                self.output = m.model_tokens.labels(self.model, self.provider, "output")
+            self.output.inc(output_tokens)
+        if cached_input_tokens:
+            if self.cached is None:
+                self.cached = m.model_tokens.labels(self.model, self.provider, "cached_input")
+            self.cached.inc(cached_input_tokens)
+        if cost:
+            if self.cost is None:
+                self.cost = m.model_cost.labels(self.model, self.provider)
+            self.cost.inc(cost)
 
 
 class Metrics:
@@ -182,22 +215,15 @@ class Metrics:
         cost: float | None = None,
         ttft_s: float | None = None,
     ) -> None:
+        series = self.model_series(model, provider, operation, status)
+        series.record(duration_s, input_tokens, output_tokens, cached_input_tokens, cost, ttft_s)
+
+    def model_series(self, model: str, provider: str, operation: str, status: str) -> _ModelSeries:
+        """The series one model call's outcome is recorded in (``.record(...)``), cached."""
         series = self._model_series.get((model, provider, operation, status))
         if series is None:
             series = self._new_model_series(model, provider, operation, status)
-        series.requests.inc()
-        series.duration.observe(duration_s)
-        if ttft_s is not None:
-            series.child("ttft", lambda m, p: self.model_ttft.labels(m, p)).observe(ttft_s)
-        if input_tokens:
-            series.child("input", lambda m, p: self.model_tokens.labels(m, p, "input")).inc(input_tokens)
-        if output_tokens:
-            series.child("output", lambda m, p: self.model_tokens.labels(m, p, "output")).inc(output_tokens)
-        if cached_input_tokens:
-            cached = series.child("cached", lambda m, p: self.model_tokens.labels(m, p, "cached_input"))
-            cached.inc(cached_input_tokens)
-        if cost:
-            series.child("cost", lambda m, p: self.model_cost.labels(m, p)).inc(cost)
+        return series
 
     def _new_model_series(self, model: str, provider: str, operation: str, status: str) -> _ModelSeries:
         # Label children are looked up once per label set: prometheus-client's
@@ -205,7 +231,7 @@ class Metrics:
         # the cost of a recording when done per call.
         m, p = self.label(model), self.label(provider)
         series = _ModelSeries(
-            m, p, self.model_requests.labels(m, p, operation, status), self.model_duration.labels(m, p, operation)
+            self, m, p, self.model_requests.labels(m, p, operation, status), self.model_duration.labels(m, p, operation)
         )
         if len(self._model_series) > 10_000:  # label sets are bounded by configuration; this is a safety net
             self._model_series.clear()

@@ -1,7 +1,15 @@
 """The gateway's model calls, kept in the run store for the dashboard's call view.
 
-Each model request wraps its model in :class:`legato.observe.Recorded` (inside the
-key's guardrail, so the prompt kept is the one the model saw); the finished call is
+Each served model is observed by one :class:`legato.observe.Instrumented`, built once
+per model, whose ``on_call`` is :meth:`CallRecorder.record` (the observer sits inside
+the key's guardrail, so the prompt kept is the one the model saw). Whose call it was is
+not given to a wrapper made for the request (that wrapper, its closure and its second
+pass over the call cost about as much CPU as an in-process model's answer): the model
+route names the key with :func:`calls_of` before it calls the model, and the request
+id is the access log's (:data:`legato.observe.request_id`); both are context
+variables, read when the call is reported, in the request's context (a stream's last
+chunk is read by the response that relays it). A call made where no route named a key
+is not kept. The finished call is
 added to an in-memory buffer and :meth:`CallRecorder.run` writes the buffer every
 ``interval_s`` seconds in one transaction (:meth:`CallRecorder.flush` runs once
 more at shutdown), so no request waits for a database write. Redaction and sealing
@@ -17,17 +25,25 @@ budgets, which are kept apart, are not affected.
 from __future__ import annotations
 
 from collections import deque
+from contextvars import ContextVar
 from typing import Any
 
 import anyio
 import anyio.to_thread
 
-from legato.observe import ModelCall, Recorded
-from legato.providers import Model
+from legato.observe import ModelCall
+from legato.observe import request_id as request_id_var
 from legato.server._flushing import flush_every
 from legato.store import RunStore, call_values, record_calls
 
-__all__ = ["CallRecorder"]
+__all__ = ["CallRecorder", "calls_of"]
+
+_caller: ContextVar[str | None] = ContextVar("legato_gateway_caller", default=None)
+
+
+def calls_of(key_id: str) -> None:
+    """The model calls made from here on in this request (its context) are ``key_id``'s."""
+    _caller.set(key_id)
 
 
 class CallRecorder:
@@ -38,9 +54,12 @@ class CallRecorder:
         self._buffer: deque[tuple[ModelCall, str, str | None]] = deque(maxlen=max_buffered)
         self._lock = anyio.Lock()
 
-    def recorded(self, model: Model, key_id: str, request_id: str | None) -> Model:
-        """``model``, each call of it kept as a gateway call of ``key_id``."""
-        return Recorded(model, lambda call: self.add(call, key_id, request_id))
+    def record(self, call: ModelCall) -> None:
+        """The served models' ``on_call``: ``call`` kept as a gateway call of the key the
+        route named (:func:`calls_of`) with the request's id; not kept without a key."""
+        key_id = _caller.get()
+        if key_id is not None:
+            self.add(call, key_id, request_id_var.get())
 
     def add(self, call: ModelCall, key_id: str, request_id: str | None) -> None:
         if len(self._buffer) == self._buffer.maxlen:

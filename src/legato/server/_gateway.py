@@ -34,6 +34,7 @@ from legato.server import _openai_wire as ow
 from legato.server._access import Exchange, exchange
 from legato.server._auth import check_model, require
 from legato.server._body import StrictJSONRoute, WireModel
+from legato.server._calls import calls_of
 from legato.server._errors import GatewayError, error_responses
 from legato.server._keys import ApiKey
 from legato.server._limits import Admission
@@ -112,9 +113,11 @@ async def _prepare(
 ) -> tuple[Model, ChatRequest, Admission]:
     settings = gw.settings
     check_model(key, model_name)
-    served = gw.model(model_name)  # 404 first: nothing else matters for a model that is not served
-    model = gw.recorded(served, key, ex.request_id if ex is not None else None)  # inside the guardrail
-    if key.guardrail is not None:  # outside routing: a blocked request never reaches a deployment
+    model = served = gw.model(model_name)  # 404 first: nothing else matters for a model that is not served
+    calls_of(key.id)  # this request's model calls are kept as the key's
+    # Outside routing (a blocked request never reaches a deployment) and around the
+    # observer (the call kept for the dashboard is the one the model saw).
+    if key.guardrail is not None:
         from legato.guardrails import apply
 
         model = apply(key.guardrail, model)
@@ -139,8 +142,8 @@ async def _prepare(
         await gw.ssrf.check_all(urls)
     except URLNotAllowed as exc:
         raise GatewayError(400, "invalid_request", str(exc), code="url_not_allowed") from None
-    # Priced on the served model (planned once per model): the per-request wrappers
-    # around it (the call's record, the key's guardrail) do not change what it can cost.
+    # Priced on the served model (planned once per model): the key's guardrail around
+    # it does not change what it can cost.
     admission = await gw.limiter.admit(key, gw.worst_case(request, served))
     _note_quota(ex, admission)
     return model, request, admission
@@ -262,11 +265,11 @@ async def _embeddings(body: ow.EmbeddingRequest, request: Request, key: ApiKey) 
     ex = _note_model(request, body.model)
     check_model(key, body.model)
     inputs = [body.input] if isinstance(body.input, str) else body.input
-    served = gw.model(body.model)
-    model = gw.recorded(served, key, ex.request_id if ex is not None else None)
+    model = gw.model(body.model)
+    calls_of(key.id)
     metadata = {"api_key": key.prefix, **_subject(request)}
     ereq = EmbedRequest(inputs=inputs, model=body.model, dimensions=body.dimensions, metadata=metadata)
-    admission = await gw.limiter.admit(key, gw.worst_case(ereq, served))
+    admission = await gw.limiter.admit(key, gw.worst_case(ereq, model))
     _note_quota(ex, admission)
     resp = await _call(gw, admission, body.model, model.embed(ereq), ex)
     return model_response(ow.embeddings(resp, body.model, body.encoding_format))

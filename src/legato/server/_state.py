@@ -11,6 +11,7 @@ from legato.cost import CostEstimator
 from legato.providers import ChatRequest, EmbedRequest, Model
 from legato.server._audit import AuditLog
 from legato.server._auth import Authenticator
+from legato.server._calls import CallRecorder
 from legato.server._catalog import ModelCatalog
 from legato.server._keys import ApiKey, KeyStore
 from legato.server._limits import KeyLimiter
@@ -21,7 +22,6 @@ from legato.server._ssrf import SSRFPolicy
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from legato.server._calls import CallRecorder
     from legato.server._runs import RunsService
 
 __all__ = ["Gateway"]
@@ -41,22 +41,20 @@ class Gateway:
     runs: RunsService
     calls: CallRecorder  # each model call, kept for the dashboard
     redis: Redis | None = None  # shared counters, budgets and revocations, when configured
-    _instrumented: dict[str, Model] = field(default_factory=dict)
+    _observers: dict[str, Model] = field(default_factory=dict)
     _estimator: CostEstimator | None = None
 
     def model(self, name: str) -> Model:
-        """The served model ``name``, instrumented (spans and ``legato_model_*`` metrics).
-        ``ModelNotFound`` when the catalog does not serve it."""
-        model = self._instrumented.get(name)
+        """The served model ``name``, observed by one observer built once per model: spans,
+        ``legato_model_*`` metrics, and each call kept for the dashboard as the key's that
+        the route named (:func:`legato.server._calls.calls_of`). ``ModelNotFound`` when the
+        catalog does not serve it."""
+        model = self._observers.get(name)
         if model is None:
             from legato.observe import Instrumented
 
-            model = self._instrumented[name] = Instrumented(self.catalog.get(name))
+            model = self._observers[name] = Instrumented(self.catalog.get(name), on_call=self.calls.record)
         return model
-
-    def recorded(self, model: Model, key: ApiKey, request_id: str | None) -> Model:
-        """``model`` with each of its calls kept as ``key``'s."""
-        return self.calls.recorded(model, key.id, request_id)
 
     def worst_case(self, request: ChatRequest | EmbedRequest, model: Model) -> float:
         """The most ``request`` can cost on ``model`` (a model or a group) in USD: its
