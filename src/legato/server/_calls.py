@@ -1,4 +1,5 @@
-"""The gateway's model calls, kept in the run store for the dashboard's call view.
+"""The gateway's model calls, kept in the run store for the dashboard's call view
+(decision 0049).
 
 Each served model is observed by one :class:`legato.observe.Instrumented`, built once
 per model, whose ``on_call`` is :meth:`CallRecorder.record` (the observer sits inside
