@@ -20,6 +20,8 @@ never counted against the upstream.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from json.encoder import encode_basestring, encode_basestring_ascii
@@ -34,6 +36,8 @@ from legato.errors import ModelError, ProviderTimeout
 from legato.providers import ChatChunk, Usage
 
 __all__ = ["ChunkEncoder", "EventStream", "Upstream", "json_text", "upstream_timeout", "within"]
+
+log = logging.getLogger("legato.server")
 
 Settle = Callable[[Usage, "float | None"], Awaitable[None]]
 T = TypeVar("T")
@@ -138,19 +142,18 @@ class EventStream(Response):
         self._stalled = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        failure: Exception | None = None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._guard, receive)
-            try:
-                await self._stream(send)
-            except Exception as exc:  # raised below, outside the group (which would wrap it)
-                failure = exc
-            finally:
-                tg.cancel_scope.cancel()
-        if isinstance(failure, OSError):  # the client went away while we wrote (ASGI 2.4 servers)
-            raise ClientDisconnect() from failure
-        if failure is not None:
-            raise failure
+        # The guard is a plain asyncio task, not a child of an anyio task group: the
+        # gateway serves on asyncio only (uvicorn), and a task group with one child,
+        # started and cancelled, costs about 39 us of CPU per stream against 5 us. The
+        # guard only cancels the relay's scope, it never raises (_guarded), and it is
+        # cancelled however the relay ends.
+        guard = asyncio.get_running_loop().create_task(self._guarded(receive))
+        try:
+            await self._stream(send)
+        except OSError as exc:  # the client went away while we wrote (ASGI 2.4 servers)
+            raise ClientDisconnect() from exc
+        finally:
+            guard.cancel()
 
     async def _stream(self, send: Send) -> None:
         up, encoder = self.up, self.encoder
@@ -186,6 +189,12 @@ class EventStream(Response):
             self._waiting_since = None
             return out + encoder.error(exc)
         return out + encoder.finish(up.finish, up.usage)
+
+    async def _guarded(self, receive: Receive) -> None:
+        try:
+            await self._guard(receive)
+        except Exception:  # a broken receive() must not go unnoticed, nor stop the relay
+            log.exception("the stream's disconnect watch failed; the stream goes on without it")
 
     async def _guard(self, receive: Receive) -> None:
         """End the relay when the client disconnects, or when the upstream has kept it
