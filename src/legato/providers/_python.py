@@ -79,6 +79,7 @@ class PythonModel:
         self.thread = thread
         self.chunk_chars = chunk_chars
         self.provider = provider
+        self._kinds: dict[int, tuple[Callable[..., Any], _Kind]] = {}  # by id(fn): what kind of callable
 
     def __repr__(self) -> str:
         return f"PythonModel({self.name!r})"
@@ -93,7 +94,7 @@ class PythonModel:
 
     async def _call(self, fn: Callable[..., Any], arg: Any) -> Any:
         try:
-            if inspect.iscoroutinefunction(fn):
+            if self._kind(fn).coroutine:
                 return await fn(arg)
             if self.thread:
                 result = await anyio.to_thread.run_sync(fn, arg)
@@ -116,8 +117,14 @@ class PythonModel:
     def _usage(self, request: ChatRequest, text: str) -> Usage:
         return Usage(input_tokens=estimate_tokens(request), output_tokens=estimate_text_tokens(text))
 
+    def _kind(self, fn: Callable[..., Any]) -> _Kind:
+        found = self._kinds.get(id(fn))
+        if found is None or found[0] is not fn:  # a function set since, or an id reused
+            found = self._kinds[id(fn)] = (fn, _Kind(fn))
+        return found[1]
+
     def _is_generator(self) -> bool:
-        return inspect.isasyncgenfunction(self.fn) or inspect.isgeneratorfunction(self.fn)
+        return self.fn is not None and self._kind(self.fn).generator
 
     def _response(self, request: ChatRequest, result: Any, started: float) -> ChatResponse:
         latency = time.perf_counter() - started
@@ -273,3 +280,14 @@ class PythonModel:
             cost=cost,
             latency_s=time.perf_counter() - started,
         )
+
+
+class _Kind:
+    """What kind of callable a model's function is, worked out once per function (the
+    ``inspect`` checks cost a few microseconds, on every call of an in-process model)."""
+
+    __slots__ = ("coroutine", "generator")
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.coroutine = inspect.iscoroutinefunction(fn)
+        self.generator = inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn)
