@@ -58,7 +58,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 import anyio
 
@@ -375,7 +375,7 @@ class Reservation:
 _UNSHIELDED = contextlib.nullcontext()
 
 
-def shielded(store: BudgetStore | Any) -> AbstractContextManager[object]:
+def shielded(store: object) -> AbstractContextManager[object]:
     """A shield from cancellation around a call of ``store`` that must not stop half-way;
     none for a store whose calls never wait (``suspends = False``)."""
     return anyio.CancelScope(shield=True) if getattr(store, "suspends", True) else _UNSHIELDED

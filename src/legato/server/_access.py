@@ -158,9 +158,7 @@ def log_access(scope: Scope, ex: Exchange, status: int, elapsed: float) -> None:
     args = (fields["method"], fields["path"], fields["status"], fields["latency_ms"])
     handler = direct_handler(log, logging.INFO)
     if handler is None:
-        # The record is made here, without logging's search of the stack for the caller
-        # (the line says where it comes from: the ``legato.access`` logger).
-        log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, _MSG, args, None, extra=fields))
+        log.handle(_record(args, fields))
         return
     # legato's own JSON handler alone: the line it would write, without a LogRecord
     try:
@@ -169,4 +167,10 @@ def log_access(scope: Scope, ex: Exchange, status: int, elapsed: float) -> None:
             handler.stream.write(line + handler.terminator)
             handler.flush()
     except Exception:  # as StreamHandler.emit: reported by logging's error handler
-        handler.handleError(log.makeRecord(log.name, logging.INFO, __file__, 0, _MSG, args, None, extra=fields))
+        handler.handleError(_record(args, fields))
+
+
+def _record(args: tuple[Any, ...], fields: dict[str, Any]) -> logging.LogRecord:
+    """The access line's record, made without logging's search of the stack for the
+    caller (the line says where it comes from: the ``legato.access`` logger)."""
+    return log.makeRecord(log.name, logging.INFO, __file__, 0, _MSG, args, None, extra=fields)

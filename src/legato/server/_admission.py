@@ -153,18 +153,17 @@ class GradientLimit:
         assert baseline is not None
         allowed = s.tolerance * baseline + s.slack_s  # what latency may reach before it counts as queueing
         gradient = max(0.5, min(1.0, allowed / average)) if average > 0 else 1.0
-        lagging = s.max_loop_lag_s is not None and self.lag > s.max_loop_lag_s
-        if lagging:
-            assert s.max_loop_lag_s is not None
+        # The loop's signals: a lag or a busy share over its bound caps the gradient
+        # below 1, so such a window always shrinks the limit and never grows it.
+        if s.max_loop_lag_s is not None and self.lag > s.max_loop_lag_s:
             gradient = min(gradient, max(0.5, s.max_loop_lag_s / self.lag))
         busy = self.busy
         if s.max_loop_busy is not None and busy > s.max_loop_busy:
-            lagging = True
             gradient = min(gradient, max(0.5, s.max_loop_busy / busy))
         if gradient < 1.0:
             target = self.limit * gradient
             self.limit -= (self.limit - target) * s.smoothing
-        elif peak >= self.limit / 2 and not lagging:
+        elif peak >= self.limit / 2:
             self.limit += math.sqrt(self.limit)
         self.limit = max(float(s.min_limit), min(float(self.max_limit), self.limit))
         if now - self._fresh >= s.floor_s:

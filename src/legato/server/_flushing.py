@@ -41,11 +41,9 @@ async def flush_every(
 ) -> None:
     """Call ``flush`` every ``interval_s`` seconds (sooner when ``wake`` is set) until
     cancelled; a failure is logged as "could not write {what}; will retry"."""
+    wake = wake if wake is not None else Wake()  # one nobody sets: every interval_s
     while True:
-        if wake is None:
-            await anyio.sleep(interval_s)
-        else:
-            await wake.wait(interval_s)
+        await wake.wait(interval_s)
         try:
             await flush()
         except Exception:
