@@ -12,7 +12,8 @@ CPU seconds (user + system, psutil) before and after:
 - ``fake``: the same call through the OpenAI adapter to the fake provider (aiohttp);
 - ``messages``: ``POST /v1/messages`` to the echo model (the Anthropic wire);
 - ``embed``: ``POST /v1/embeddings`` through the adapter to the fake provider;
-- ``stream``: the ``echo`` call streamed (server-sent events: the fixed cost of a stream).
+- ``stream``: the ``echo`` call streamed (server-sent events: the fixed cost of a stream);
+- ``fake-stream``: the ``fake`` call streamed, through the adapter's SSE reader.
 
 Each case runs at 1 and at ``--concurrency`` calls in flight. ``--profile DIR`` also
 records the gateway with py-spy (a dev tool: ``pip install py-spy``) during the
@@ -47,6 +48,7 @@ CASES: dict[str, tuple[str, dict[str, Any], dict[str, str]]] = {
     "messages": ("/v1/messages", {**BODY, "model": "echo"}, {"anthropic-version": "2023-06-01"}),
     "embed": ("/v1/embeddings", {"model": "emb-fake", "input": "Say something short."}, {}),
     "stream": ("/v1/chat/completions", {**BODY, "model": "echo", "stream": True}, {}),
+    "fake-stream": ("/v1/chat/completions", {**BODY, "model": "gpt-fake", "stream": True}, {}),
 }
 
 

@@ -113,6 +113,21 @@ async def test_instrumented_with_on_call_measures_and_reports_each_call_in_one_p
     assert s[("legato_model_time_to_first_token_seconds_count", ttft)] == 1
 
 
+async def test_with_tracing_on_and_no_callers_trace_the_record_carries_the_calls_own_span(
+    spans: tuple[TracerProvider, InMemorySpanExporter], metrics: Metrics, echo: EchoModel
+) -> None:
+    provider, exporter = spans
+    calls: list[ModelCall] = []
+    model = Instrumented(echo, metrics=metrics, tracer_provider=provider, on_call=calls.append)
+    await model.chat(ChatRequest(messages=[Message(role="user", content="hello")]))
+    _ = [c async for c in model.stream(ChatRequest(messages=[Message(role="user", content="one two")]))]
+    chat_span, stream_span = exporter.get_finished_spans()
+    assert [c.trace_id for c in calls] == [
+        format(chat_span.context.trace_id, "032x"),
+        format(stream_span.context.trace_id, "032x"),
+    ]
+
+
 async def test_a_stream_left_early_is_counted_as_cancelled_and_not_reported(metrics: Metrics, echo: EchoModel) -> None:
     calls: list[ModelCall] = []
     model = Instrumented(echo, metrics=metrics, on_call=calls.append)

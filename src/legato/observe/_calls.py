@@ -159,6 +159,14 @@ class OpenCall:
         self.moves: list[ResilienceEvent] = []
         self.ttft_s: float | None = None
 
+    def joins(self, span: Any) -> None:
+        """The call's own span: its trace is the record's when no caller's trace was
+        current (a call that started a trace of its own)."""
+        if self.trace_id is None:
+            context = span.get_span_context()
+            if context.is_valid:
+                self.trace_id = format(context.trace_id, "032x")
+
     def finish(
         self, status: str, latency_s: float, response: Any = None, answer: str = "", error: str | None = None
     ) -> ModelCall:

@@ -126,6 +126,8 @@ class ModelObserver(ModelWrapper):
         metrics, on_call = self._metrics, self._on_call
         call = OpenCall(self.name, request) if on_call is not None else None  # before the span: the caller's trace
         span = self._span(operation, request)
+        if call is not None and span is not None:
+            call.joins(span)
         gauge = self._in_flight(metrics) if metrics is not None else None
         if gauge is not None:
             gauge.inc()
@@ -163,6 +165,8 @@ class ModelObserver(ModelWrapper):
         span = self._span("chat", request)
         if span is not None:
             span.set_attribute("legato.stream", True)
+            if call is not None:
+                call.joins(span)
         gauge = self._in_flight(metrics) if metrics is not None else None
         if gauge is not None:
             gauge.inc()
