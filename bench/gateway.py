@@ -16,6 +16,11 @@ generator. Measures:
   twice that rate: admitted p50/p99, how fast refusals (429) are answered, goodput
   against the sustainable rate, and 5xx (there must be none).
 
+``--phases latency`` runs only the added latency at 200 and 500 req/s and to the first
+chunk. ``--redis-url URL`` keeps the gateway's limits and budgets in that Redis (as
+replicas do) and gives the key a TPM limit too, so that admitting and settling a call
+wait on Redis.
+
 Bounded loopback load only. ``--quick`` shortens every phase. Writes
 ``bench/results/gateway.json`` (``gateway-overload.json`` for the overload phase alone).
 """
@@ -353,6 +358,8 @@ async def measure(args: argparse.Namespace, fake_url: str, gw_url: str, key: str
         out["ttfc_direct_ms"] = await ttfc(direct_stream, n=args.streams)
         out["ttfc_gateway_ms"] = await ttfc(via_stream, n=args.streams)
         progress(f"ttfc direct {out['ttfc_direct_ms']:.2f} ms, gateway {out['ttfc_gateway_ms']:.2f} ms")
+        if args.phases == "latency":
+            return out
         out["max_direct"] = await closed_loop(direct, concurrency=64, requests=args.max_requests)
         out["max_gateway"] = await closed_loop(via, concurrency=64, requests=args.max_requests)
         c0 = sum(gw.cpu_times()[:2])
@@ -399,9 +406,17 @@ def main() -> None:
     parser.add_argument("--rss-warmup", type=int, default=10_000)
     parser.add_argument("--overload-seconds", type=float, default=15.0, help="seconds at twice the sustainable rate")
     parser.add_argument(
-        "--phases", choices=["all", "overload", "refusal"], default="all", help="refusal: only the CPU cost of a 429"
+        "--phases",
+        choices=["all", "latency", "overload", "refusal"],
+        default="all",
+        help="latency: only the added latency at 200 and 500 req/s and to the first chunk; "
+        "refusal: only the CPU cost of a 429",
     )
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--redis-url",
+        help="limits and budgets in this Redis (the key gets a TPM limit too): settling a call waits on it",
+    )
     parser.add_argument("--pin", action="store_true", help="gateway on CPU 0; fake providers and this process on CPU 1")
     parser.add_argument("--profile", help="write a py-spy profile (collapsed stacks) of the overload phase here")
     args = parser.parse_args()
@@ -424,6 +439,7 @@ def main() -> None:
         f"    base_url: {stuck_url}/v1\n    api_key: env:BENCH_FAKE_KEY\n    price: {{input: 0.15, output: 0.6}}\n"
         # One load generator stands for many clients: no per-client connection cap.
         "server:\n  master_key: env:BENCH_MASTER_KEY\n  max_in_flight: 4096\n  max_connections_per_client: 0\n"
+        + (f"  redis_url: {args.redis_url}\n" if args.redis_url else "")
     )
     (tmp / "slow.yaml").write_text("latency: {distribution: fixed, value: 0.05}\n")
     (tmp / "stuck.yaml").write_text("latency: {distribution: fixed, value: 20}\n")
@@ -465,15 +481,18 @@ def main() -> None:
         wait_http(gw_url + "/healthz")
         created = httpx.post(
             gw_url + "/v1/admin/keys",
-            json={"name": "bench", "scopes": ["chat"], "rpm": 10_000_000, "budget_usd": 1e6},
+            # With Redis, a TPM limit too: each call's settle then goes to Redis twice (tokens, budget).
+            json={"name": "bench", "scopes": ["chat"], "rpm": 10_000_000, "budget_usd": 1e6}
+            | ({"tpm": 1_000_000_000} if args.redis_url else {}),
             headers={"Authorization": f"Bearer {MASTER}"},
         )
         key = created.json()["key"]
         gw = psutil.Process(procs[-1].pid)
         started = time.perf_counter()
         result: dict[str, Any] = {"load_average_before": os.getloadavg()}
-        if args.phases == "all":
+        if args.phases in ("all", "latency"):
             result.update(anyio.run(measure, args, fake_url, gw_url, key, gw, backend_options={"use_uvloop": True}))
+        if args.phases == "all":
             # The overload phase on a fresh worker (same store, same key): the RSS phase's
             # closed loop saturates the worker, and the admission limit it leaves behind
             # takes seconds to grow back under a refusal storm, which is not what the
@@ -485,7 +504,7 @@ def main() -> None:
             gw = psutil.Process(procs[-1].pid)
         if args.phases == "refusal":
             result["refusal"] = anyio.run(refusal_only, gw_url, key, gw, backend_options={"use_uvloop": True})
-        else:
+        elif args.phases != "latency":
             result["overload"] = anyio.run(overload, gw_url, key, args, gw, backend_options={"use_uvloop": True})
         result["wall_s"] = time.perf_counter() - started
         result["load_average_after"] = os.getloadavg()
@@ -497,7 +516,7 @@ def main() -> None:
 
 
 def report(r: dict[str, Any], args: argparse.Namespace) -> None:
-    if args.phases == "all":
+    if args.phases in ("all", "latency"):
         report_overhead(r)
     if args.phases == "refusal":
         refusal = r["refusal"]
@@ -505,11 +524,17 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> None:
             f"gateway CPU per refusal {refusal['cpu_ms_per_refusal']:.3f} ms "
             f"({refusal['refused']} of {refusal['requests']} refused, admission limit {refusal['limit']})"
         )
-    else:
+    elif "overload" in r:
         report_overload(r["overload"])
     before, after = (" ".join(f"{x:.2f}" for x in r[k]) for k in ("load_average_before", "load_average_after"))
     print(f"wall time {r['wall_s']:.0f} s; load average before {before}, after {after}")
-    name = {"all": "gateway.json", "overload": "gateway-overload.json", "refusal": "gateway-refusal.json"}[args.phases]
+    name = {
+        "all": "gateway",
+        "latency": "gateway-latency",
+        "overload": "gateway-overload",
+        "refusal": "gateway-refusal",
+    }
+    name = name[args.phases] + ("-redis" if args.redis_url else "") + ".json"
     out = Path(__file__).parent / "results" / name
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), **r}, indent=2, default=str))
@@ -579,16 +604,19 @@ def report_overhead(r: dict[str, Any]) -> None:
             f"  {rps} req/s: p50 {e['p50_ms']:.2f} ms ({v['inprocess_added_p50_ms']:+.2f}), "
             f"p99 {e['p99_ms']:.2f} ms ({v['inprocess_added_p99_ms']:+.2f})"
         )
-    ecpu = r["gateway_inprocess_cpu_ms_per_request"]
-    print(
-        f"  max {r['max_gateway_inprocess']['rps']:.0f} req/s on one worker; CPU {ecpu:.3f} ms per request "
-        f"(=> {1000 / ecpu:.0f} req/s per core)"
-    )
+    if "max_gateway_inprocess" in r:
+        ecpu = r["gateway_inprocess_cpu_ms_per_request"]
+        print(
+            f"  max {r['max_gateway_inprocess']['rps']:.0f} req/s on one worker; CPU {ecpu:.3f} ms per request "
+            f"(=> {1000 / ecpu:.0f} req/s per core)"
+        )
     r["ttfc_added_ms"] = r["ttfc_gateway_ms"] - r["ttfc_direct_ms"]
     print(
         f"streaming time to first chunk: direct {r['ttfc_direct_ms']:.2f} ms, "
         f"gateway {r['ttfc_gateway_ms']:.2f} ms, added {r['ttfc_added_ms']:.2f} ms"
     )
+    if "max_direct" not in r:  # --phases latency
+        return
     print(
         f"max sustained (closed loop, 64 concurrent): fake provider alone {r['max_direct']['rps']:.0f} req/s, "
         f"through one gateway worker {r['max_gateway']['rps']:.0f} req/s (errors {r['max_gateway']['errors']})"

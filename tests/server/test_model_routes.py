@@ -171,7 +171,7 @@ async def test_the_fast_layer_takes_only_well_formed_calls() -> None:
 
 
 def test_model_answers_are_compact_json_even_with_wide_integers() -> None:
-    from legato.server._gateway import model_response
+    from legato.server._gateway import _model_json
 
-    assert model_response({"a": [1.5, "é"], "b": None}).body == '{"a":[1.5,"é"],"b":null}'.encode()
-    assert model_response({"n": 2**70}).body == b'{"n":1180591620717411303424}'
+    assert _model_json({"a": [1.5, "é"], "b": None}) == '{"a":[1.5,"é"],"b":null}'.encode()
+    assert _model_json({"n": 2**70}) == b'{"n":1180591620717411303424}'

@@ -4,8 +4,9 @@ Each request goes: key (401) -> body validation (400) -> scope and model (403) -
 model lookup (404) -> request limits (400) -> SSRF check of user URLs (400) -> the
 key's budget (the call's worst case reserved) and RPM/TPM (429; 503 when the limits
 store is unreachable and fails closed) -> the model (through whatever routing,
-resilience, cache and budget wrappers the catalog applies) -> the real usage
-settled against the key (the reservation released in full when the call failed).
+resilience, cache and budget wrappers the catalog applies) -> the answer -> the real
+usage settled against the key once the answer is sent (the reservation released in
+full when the call failed; a stream settles after its last event).
 Everything before the model call happens without any provider call.
 
 Streams are started before the response is: an error before the first chunk is
@@ -26,7 +27,9 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
+from legato.cost._budget import shielded
 from legato.errors import URLNotAllowed
 from legato.providers import ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Model, Usage
 from legato.server import _anthropic_wire as aw
@@ -68,16 +71,36 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
-def model_response(data: dict[str, Any]) -> Response:
+def _model_json(data: dict[str, Any]) -> bytes:
     """A model route's answer (a completion, a message, embeddings) as compact JSON, by orjson:
     an embeddings answer of a few thousand floats costs a millisecond of CPU with the standard
     library and a few dozen microseconds this way. A value orjson refuses (an integer wider than
     64 bits) is written by the standard library instead; ``NaN`` becomes ``null``."""
     try:
-        body = orjson.dumps(data)
+        return orjson.dumps(data)
     except orjson.JSONEncodeError:
-        body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
-    return Response(body, media_type="application/json")
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class SettledAfter(Response):
+    """A model route's JSON answer whose call is settled once the answer has been handed
+    to the server, or could not be (the client gone, the send failed): the key's TPM
+    count and budget charge, a Redis or database round trip each in production, are
+    not on the request's path. Until then the call's worst case stays held, so a
+    budget never admits more than it would have; TPM counts a finished call a send
+    later, as it counts calls in flight not at all."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, settle: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(body)
+        self._settle = settle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._settle()
 
 
 def _describe(exc: ValidationError) -> str:
@@ -158,8 +181,17 @@ async def _settle(
     await admission.settle(tokens=usage.total_tokens, cost=cost)  # shielded where it waits
 
 
-async def _call(gw: Gateway, admission: Admission, name: str, call: Awaitable[R], ex: Exchange | None) -> R:
-    """Await a model call; settle its real usage, or release its reservation when it failed."""
+async def _answer(
+    gw: Gateway,
+    admission: Admission,
+    name: str,
+    call: Awaitable[R],
+    ex: Exchange | None,
+    render: Callable[[R], dict[str, Any]],
+) -> Response:
+    """Await a model call and answer with ``render`` of it; its real usage is settled
+    once the answer is sent (:class:`SettledAfter`), its reservation released in full
+    when it failed."""
     started = time.monotonic()
     try:
         resp = await within(call, gw.settings.upstream_timeout_s)
@@ -169,8 +201,17 @@ async def _call(gw: Gateway, admission: Admission, name: str, call: Awaitable[R]
         raise
     if ex is not None:
         ex.upstream_s += time.monotonic() - started
-    await _settle(gw, admission, name, resp.usage, resp.cost, ex)
-    return resp
+
+    async def settle() -> None:
+        with shielded(gw.limiter):
+            await _settle(gw, admission, name, resp.usage, resp.cost, ex)
+
+    try:
+        body = _model_json(render(resp))
+    except BaseException:
+        await settle()
+        raise
+    return SettledAfter(body, settle)
 
 
 async def _start_stream(
@@ -223,8 +264,7 @@ async def _chat_completions(body: ow.ChatCompletionRequest, request: Request, ke
         max_tokens,
     )
     if not body.stream:
-        resp = await _call(gw, admission, body.model, model.chat(creq), ex)
-        return model_response(ow.completion(resp, body.model))
+        return await _answer(gw, admission, body.model, model.chat(creq), ex, lambda r: ow.completion(r, body.model))
     up = await _start_stream(gw, admission, model, body.model, creq, ex)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return EventStream(up, ow.ChunkWriter(body.model, include_usage), _SSE_HEADERS)
@@ -249,8 +289,7 @@ async def _messages(body: aw.MessagesRequest, request: Request, key: ApiKey) -> 
         body.max_tokens,
     )
     if not body.stream:
-        resp = await _call(gw, admission, body.model, model.chat(creq), ex)
-        return model_response(aw.message(resp, body.model))
+        return await _answer(gw, admission, body.model, model.chat(creq), ex, lambda r: aw.message(r, body.model))
     up = await _start_stream(gw, admission, model, body.model, creq, ex)
     return EventStream(up, aw.StreamWriter(body.model), _SSE_HEADERS)
 
@@ -271,8 +310,9 @@ async def _embeddings(body: ow.EmbeddingRequest, request: Request, key: ApiKey) 
     ereq = EmbedRequest(inputs=inputs, model=body.model, dimensions=body.dimensions, metadata=metadata)
     admission = await gw.limiter.admit(key, gw.worst_case(ereq, model))
     _note_quota(ex, admission)
-    resp = await _call(gw, admission, body.model, model.embed(ereq), ex)
-    return model_response(ow.embeddings(resp, body.model, body.encoding_format))
+    return await _answer(
+        gw, admission, body.model, model.embed(ereq), ex, lambda r: ow.embeddings(r, body.model, body.encoding_format)
+    )
 
 
 def _model_object(name: str, anthropic: bool) -> dict[str, Any]:

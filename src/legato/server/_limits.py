@@ -238,6 +238,9 @@ class KeyLimiter:
         self._clock = clock
         self._outage = OutageLog(log, "the limits store (Redis)")
         self._pruned = -1  # the window whose start last pruned the in-memory counters
+        # Whether settling a call may wait (a Redis or database store): only then does it
+        # need a shield from cancellation (legato.cost._budget.shielded).
+        self.suspends = bool(getattr(counters, "suspends", True) or getattr(budgets, "suspends", True))
 
     def _keys(self, key: ApiKey, now: float) -> tuple[list[str], int, float]:
         window = int(now // WINDOW_S)
