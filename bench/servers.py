@@ -16,7 +16,8 @@ Phases:
   ``{}`` (the server's own floor: ASGI on both, RSGI on granian). Idle RSS of each
   gateway (10 models configured) after start-up.
 - ``idle``: the idle RSS of each gateway alone (10 models configured), started on a
-  new store (created and migrated) and restarted on it. Part of ``all``.
+  new store (created and migrated, by a child process) and restarted on it, and the
+  CPU seconds its start-up took (the child's included). Part of ``all``.
 - ``workers``: closed-loop throughput and CPU per request on the echo model with 1 and
   2 worker processes (``legato serve --workers N``; granian ``--workers N``).
 
@@ -114,6 +115,17 @@ class Server:
             t = p.cpu_times()
             out.append(t.user + t.system)
         return out
+
+    def start_cpu_s(self) -> dict[str, float]:
+        """CPU seconds the process tree has used so far: its processes' own, and that of
+        the children they waited for (a store's migration child)."""
+        assert self.proc is not None
+        own = children = 0.0
+        for p in [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)]:
+            t = p.cpu_times()
+            own += t.user + t.system
+            children += t.children_user + t.children_system
+        return {"own": own, "children": children}
 
     def rss_mb(self) -> dict[str, float]:
         """RSS of each process of the tree, in MB, keyed ``main`` / ``worker-N``."""
@@ -302,7 +314,7 @@ def main() -> None:
         if args.phases in ("all", "servers"):
             result["servers"] = run_servers(tmp, config, env, names, args)
         if args.phases in ("all", "idle"):
-            result["idle_rss_mb"] = idle_rss(tmp, config, env, names)
+            result["idle_rss_mb"], result["start_cpu_s"] = idle_rss(tmp, config, env, names)
         if args.phases in ("all", "workers"):
             result["workers"] = run_workers(tmp, config, env, names, args)
     finally:
@@ -328,10 +340,12 @@ def run_servers(tmp: Path, config: Path, env: dict[str, str], names: list[str], 
         stop(servers)
 
 
-def idle_rss(tmp: Path, config: Path, env: dict[str, str], names: list[str]) -> dict[str, dict[str, Any]]:
-    """Each gateway alone: started on a new store (which it creates and migrates), then
-    restarted on that store, as a deployment restarts; RSS 2 s after it is ready."""
-    out: dict[str, dict[str, Any]] = {}
+def idle_rss(tmp: Path, config: Path, env: dict[str, str], names: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each gateway alone: started on a new store (which a child process creates and
+    migrates), then restarted on that store, as a deployment restarts; RSS 2 s after it
+    is ready, and the CPU seconds used by then (with the migration child's)."""
+    rss: dict[str, dict[str, Any]] = {}
+    cpu: dict[str, dict[str, Any]] = {}
     for name in names:
         shutil.rmtree(tmp / ".legato", ignore_errors=True)
         for when in ("new_store", "existing_store"):
@@ -339,10 +353,11 @@ def idle_rss(tmp: Path, config: Path, env: dict[str, str], names: list[str]) -> 
             try:
                 start(server, tmp, env, create_key=False)
                 time.sleep(2)
-                out.setdefault(name, {})[when] = server.rss_mb()
+                rss.setdefault(name, {})[when] = server.rss_mb()
+                cpu.setdefault(name, {})[when] = server.start_cpu_s()
             finally:
                 stop([server])
-    return out
+    return rss, cpu
 
 
 def run_workers(tmp: Path, config: Path, env: dict[str, str], names: list[str], args: argparse.Namespace) -> Any:
@@ -387,6 +402,11 @@ def report(r: dict[str, Any], args: argparse.Namespace) -> None:
         for name, by in r["idle_rss_mb"].items():
             for when, m in by.items():
                 print(f"  {name}, {when.replace('_', ' ')}: " + " + ".join(f"{k} {v:.0f}" for k, v in m.items()))
+    if "start_cpu_s" in r:
+        print("CPU seconds used by then (the process tree; children: the store's migration child):")
+        for name, by in r["start_cpu_s"].items():
+            for when, m in by.items():
+                print(f"  {name}, {when.replace('_', ' ')}: own {m['own']:.2f}, children {m['children']:.2f}")
     if "workers" in r:
         print("\nworkers: closed loop on the echo model, 64 connections")
         for name, by in r["workers"].items():

@@ -59,7 +59,7 @@ def mcp(
     served = _pipelines(pipeline, config)
 
     async def main() -> Any:
-        async with open_store(database_url, create=True) as store:
+        async with open_store(database_url, create=True, migrate_in_child=True) as store:
             server = create_mcp_server(store, pipelines=served)
             await server.run_stdio_async()
 

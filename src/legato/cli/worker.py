@@ -95,7 +95,7 @@ async def _serve(plan: _Plan, database_url: str | None, concurrency: int, lease_
     from legato.store import Scheduler, Worker
 
     settings = {n: plan.queues.root.get(n) for n in plan.names}
-    async with open_store(database_url, create=True) as store:
+    async with open_store(database_url, create=True, migrate_in_child=True) as store:
         try:
             scheduler = (
                 Scheduler(store, plan.schedules, plan.pipelines, queues=plan.queues) if plan.schedules.root else None

@@ -67,11 +67,14 @@ async def open_gateway(
     store: RunStore | None = None,
     pipelines: dict[str, Pipeline] | None = None,
     run_subscribers: list[Subscriber] | None = None,
+    migrate_in_child: bool = False,
 ) -> AsyncIterator[Gateway]:
     """Open every shared resource of a gateway replica; close them on exit.
 
     ``store`` (a :class:`legato.store.RunStore`, not yet open) and ``pipelines`` are
-    built from the settings and config when not given."""
+    built from the settings and config when not given. ``migrate_in_child``: a store
+    to create or upgrade is migrated by a child process, which keeps alembic out of a
+    process ``legato serve`` owns (decision 0050)."""
     from legato.routing import aclose_shared_groups
     from legato.server._runs import load_pipelines
 
@@ -81,7 +84,7 @@ async def open_gateway(
     if store is None:
         store = _store(settings, config)
     async with AsyncExitStack() as stack:
-        await store.open()
+        await store.open(migrate_in_child=migrate_in_child)
         stack.push_async_callback(store.aclose)
         stack.push_async_callback(aclose_shared_groups)  # the pools pipelines' groups opened on this loop
         keys = KeyStore(store.engine, cache_ttl_s=settings.key_cache_ttl_s)
@@ -357,10 +360,11 @@ def _include_routers(app: FastAPI) -> None:
 
 
 def _lifespan(
-    gateway: Callable[[], AbstractAsyncContextManager[Gateway]], live: LiveEvents, mcp: McpOnDemand | None
+    gateway: Callable[..., AbstractAsyncContextManager[Gateway]], live: LiveEvents, mcp: McpOnDemand | None
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[dict[str, Any]]]:
     """Open the gateway (and the MCP sessions) and give the routes their state; on
-    shutdown, drain on the signals, then close in reverse order."""
+    shutdown, drain on the signals, then close in reverse order. In a process ``legato
+    serve`` owns, a store to create or upgrade is migrated by a child process."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -368,8 +372,9 @@ def _lifespan(
         from legato.server.ui import serve_dashboard
 
         load: Load = app.state.load
+        owns_process = getattr(app.state, "owns_process", False)
         async with AsyncExitStack() as stack:
-            gw = await stack.enter_async_context(gateway())
+            gw = await stack.enter_async_context(gateway(migrate_in_child=owns_process))
             app.state.gateway = gw
             serve_dashboard(app, _dashboard_sources(gw, live))
             tg = await stack.enter_async_context(anyio.create_task_group())
@@ -378,7 +383,7 @@ def _lifespan(
                 tg.start_soon(mcp.run)
             if load.admission is not None:
                 tg.start_soon(load.admission.watch_loop)
-            if getattr(app.state, "owns_process", False):
+            if owns_process:
                 settle_heap()
             with drain_on_signals(load, delay_s=gw.settings.drain_delay_s):
                 yield _early_answer(load, gw)

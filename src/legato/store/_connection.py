@@ -80,14 +80,19 @@ class StoreConnection:
 
     # -- lifecycle ---------------------------------------------------------------
 
-    async def open(self) -> Self:
+    async def open(self, *, migrate_in_child: bool = False) -> Self:
         """Connect and bring the schema up to date. Raises ``StoreCorrupt`` for a file
-        that is not a legato store (never resets it)."""
+        that is not a legato store (never resets it).
+
+        ``migrate_in_child``: for long-lived serving processes; a store that must be
+        created or upgraded is so by a short-lived child process, which keeps alembic
+        out of this one (about 10 MB for its lifetime; see :mod:`legato._store_upgrade`)
+        at the cost of starting a Python process, once."""
         if self._engine is None:
             url, self.read_only = await prepare(self.url, create=self.create)
             engine = connect(url, echo=self._echo, readonly=self.read_only)
             try:
-                await migrate(engine, self.url, create=self.create, readonly=self.read_only)
+                await migrate(engine, self.url, create=self.create, readonly=self.read_only, in_child=migrate_in_child)
             except BaseException:
                 await engine.dispose()
                 raise

@@ -26,9 +26,21 @@ Migrations are alembic revisions shipped in ``legato/store/migrations`` and run
 here, under a lock (the SQLite write lock, a PostgreSQL advisory lock), so many
 processes opening a fresh database at once migrate it exactly once. A database
 already at the newest revision is recognised with one query, without loading
-alembic (with Mako and Pygments, about 8 MB a process keeps): the history is one
+alembic (with Mako and Pygments, about 10 MB a process keeps): the history is one
 line and each file is named after its revision (``rNNNN_name.py``), so the newest
 file names the head (``tests/store/test_migration_history.py`` checks both).
+
+A new or older database needs alembic, once. A process that serves for long
+(``legato serve``, ``legato worker``, ``legato mcp``: ``RunStore.open(migrate_in_child=True)``)
+leaves that once to a short-lived child process (``migrate(..., in_child=True)``):
+the child runs this same :func:`migrate`, so it takes the same lock and raises the
+same errors, which reach the caller as the same classes with the same messages
+(:mod:`legato._store_upgrade` has the protocol), and the server never imports
+alembic. The child is opt-in (decision 0050): a program using the library, a test
+or a short command migrates in its own process, as before: the child costs about
+1.1 s of CPU against 0.35 s for importing alembic and migrating in process, and a
+process that ends soon gains nothing from the 10 MB. An in-memory
+SQLite database, private to its connection, is always migrated in process.
 """
 
 from __future__ import annotations
@@ -36,8 +48,9 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import anyio
@@ -267,26 +280,49 @@ def _create_private(path: Path) -> None:
     os.close(fd)
 
 
-async def migrate(engine: AsyncEngine, url: str, *, create: bool = True, readonly: bool = False) -> None:
+async def migrate(
+    engine: AsyncEngine, url: str, *, create: bool = True, readonly: bool = False, in_child: bool = False
+) -> bool:
     """Check that the database is a legato store (or empty) and upgrade it to the
     newest revision. Raises :class:`StoreCorrupt` for foreign or damaged databases,
     :class:`StoreNotFound` for a database without a store when ``create`` is false.
-    A ``readonly`` store is checked, never upgraded."""
+    A ``readonly`` store is checked, never upgraded. Returns whether the schema was
+    created or upgraded (by this call).
+
+    ``in_child``: a database that is not at the newest revision is checked and
+    upgraded by a short-lived child process (:mod:`legato._store_upgrade`), so this
+    process never imports alembic; its errors arrive here as the same classes with the
+    same messages. An in-memory SQLite database, which a child cannot see, is
+    migrated here as without ``in_child``."""
     path = sqlite_path(url)
     if path is not None and not readonly:
         if create:
             await anyio.to_thread.run_sync(lambda: path.parent.mkdir(parents=True, exist_ok=True))
             await anyio.to_thread.run_sync(_create_private, path)
         await _check_sqlite_file(path)
+    in_child = in_child and _child_can_migrate(url)
     try:
         async with engine.begin() as conn:
-            await conn.run_sync(_migrate_sync, _describe(url), create, readonly)
+            state = await conn.run_sync(_migrate_sync, _describe(url), create, readonly, not in_child)
     except StoreError:
         raise
     except DBAPIError as exc:
         raise translate_error(exc, url) from exc
     except OSError as exc:
         raise StoreError(f"{_describe(url)}: cannot open: {exc}") from exc
+    if state == "pending":  # the lock is released: the child takes it (and checks again) under its own
+        from legato._store_upgrade import migrate_in_child
+
+        return await migrate_in_child(
+            engine.url.render_as_string(hide_password=False), url, create=create, readonly=readonly
+        )
+    return state == "upgraded"
+
+
+def _child_can_migrate(url: str) -> bool:
+    """Whether a child process can open the database of ``url``: not an in-memory
+    SQLite database (private to its connection), and this interpreter can be started again."""
+    return bool(sys.executable) and (make_url(url).get_backend_name() != "sqlite" or sqlite_path(url) is not None)
 
 
 def newest_revision() -> str:
@@ -302,7 +338,13 @@ def _at_newest(conn: Connection) -> bool:
     return versions == {newest_revision()}
 
 
-def _migrate_sync(conn: Connection, where: str, create: bool, readonly: bool) -> None:
+MigrationState = Literal["current", "upgraded", "pending"]
+
+
+def _migrate_sync(conn: Connection, where: str, create: bool, readonly: bool, upgrade: bool) -> MigrationState:
+    """Under the migration lock: "current" (at the newest revision), "upgraded" (checked
+    and upgraded here), or, when ``upgrade`` is false, "pending" (the check and upgrade,
+    which load alembic, are left to the caller)."""
     dialect = conn.dialect.name
     if dialect == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
@@ -313,11 +355,14 @@ def _migrate_sync(conn: Connection, where: str, create: bool, readonly: bool) ->
                 f"{where} belongs to another application (SQLite application_id {app_id:#x}); it was left untouched"
             )
     if _at_newest(conn):
-        return
-    _check_and_upgrade(conn, where, create, readonly)
+        return "current"
+    if not upgrade:
+        return "pending"
+    return "upgraded" if _check_and_upgrade(conn, where, create, readonly) else "current"
 
 
-def _check_and_upgrade(conn: Connection, where: str, create: bool, readonly: bool) -> None:
+def _check_and_upgrade(conn: Connection, where: str, create: bool, readonly: bool) -> bool:
+    """Check what the database holds and upgrade it; whether it was upgraded."""
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
@@ -345,7 +390,7 @@ def _check_and_upgrade(conn: Connection, where: str, create: bool, readonly: boo
             "(written by a newer version?); upgrade legato or use another database"
         )
     if current == set(script.get_heads()):
-        return
+        return False
     if readonly:
         raise StoreError(
             f"{where} was written by an older legato and needs a schema upgrade, which a read-only store "
@@ -355,3 +400,4 @@ def _check_and_upgrade(conn: Connection, where: str, create: bool, readonly: boo
 
     config.attributes["connection"] = conn
     command.upgrade(config, "heads")
+    return True

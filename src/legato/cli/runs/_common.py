@@ -84,20 +84,26 @@ def not_found(exc: RunNotFound) -> typer.Exit:
 
 @asynccontextmanager
 async def open_store(
-    database_url: str | None, *, create: bool = False, encryption_key: str | None = None
+    database_url: str | None,
+    *,
+    create: bool = False,
+    encryption_key: str | None = None,
+    migrate_in_child: bool = False,
 ) -> AsyncIterator[RunStore]:
     """The run store, with store errors turned into CLI exits (2 for a bad URL, a
     foreign/damaged database or, unless ``create``, one that does not exist; 1 otherwise).
 
     Only commands that start work (``run``, ``journal add``, ``mcp``) create a store:
     a reader pointed at a mistyped path must say so rather than show an empty store.
+    ``migrate_in_child``: for the commands that serve for long (``worker``, ``mcp``), a
+    store to create or upgrade is migrated by a child process (see ``RunStore.open``).
     """
     from legato.errors import ConfigError, EncryptionKeyError, StoreCorrupt, StoreError, StoreNotFound
     from legato.store import RunStore
 
     try:
         store = RunStore(database_url, create=create, encryption_key=encryption_key)
-        await store.open()
+        await store.open(migrate_in_child=migrate_in_child)
     except (ConfigError, EncryptionKeyError, StoreCorrupt, StoreNotFound) as exc:
         raise fail(str(exc), 2) from None
     except StoreError as exc:
