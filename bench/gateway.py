@@ -5,7 +5,8 @@ Three processes: the fake provider (``legato fake-provider``), the gateway
 (``legato serve``, one worker, SQLite store, in-memory limits) and this load
 generator. Measures:
 
-- added latency p50/p99 at a fixed open-loop rate (200 and 500 requests/s);
+- added latency p50 one request at a time (one connection, ``--sequential`` calls),
+  and p50/p99 at a fixed open-loop rate (200 and 500 requests/s);
 - streaming time-to-first-chunk added (sequential streams);
 - the highest rate one gateway worker sustains (closed loop, no errors), next to the
   fake provider's own maximum, which bounds it from above;
@@ -334,6 +335,18 @@ async def ttfc(target: Target, n: int) -> float:
     return statistics.median(samples) * 1e3
 
 
+async def one_at_a_time(target: Target, n: int) -> dict[str, float]:
+    """p50 and p90 of ``n`` calls sent strictly one after another on one connection."""
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        status, _ = await target.call()
+        if status == 200:
+            samples.append((time.perf_counter() - started) * 1e3)
+    samples.sort()
+    return {"p50_ms": pct(samples, 50), "p90_ms": pct(samples, 90), "errors": n - len(samples)}
+
+
 async def measure(args: argparse.Namespace, fake_url: str, gw_url: str, key: str, gw: psutil.Process) -> dict[str, Any]:
     path = "/v1/chat/completions"
     direct = Target(fake_url + path, {"Authorization": "Bearer sk-fake"}, BODY)
@@ -349,6 +362,11 @@ async def measure(args: argparse.Namespace, fake_url: str, gw_url: str, key: str
     try:
         for t in (direct, via, echo):  # warm every path (connections, lazy imports, caches)
             await closed_loop(t, concurrency=8, requests=1000)
+        out["one_at_a_time"] = {
+            "direct": await one_at_a_time(direct, args.sequential),
+            "gateway": await one_at_a_time(via, args.sequential),
+        }
+        progress(f"one at a time: {out['one_at_a_time']}")
         for rps in (200, 500):
             d = await open_loop(direct, rps=rps, seconds=args.seconds)
             g = await open_loop(via, rps=rps, seconds=args.seconds)
@@ -401,6 +419,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds per open-loop rate")
     parser.add_argument("--streams", type=int, default=200)
+    parser.add_argument("--sequential", type=int, default=2000, help="calls sent one at a time, direct and through")
     parser.add_argument("--max-requests", type=int, default=3000)
     parser.add_argument("--rss-requests", type=int, default=100_000, help="the issue asks 200,000; scaled to ~1 min")
     parser.add_argument("--rss-warmup", type=int, default=10_000)
@@ -422,7 +441,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.streams, args.max_requests, args.rss_requests, args.rss_warmup = 2, 30, 1000, 3000, 1000
-        args.overload_seconds = 5
+        args.overload_seconds, args.sequential = 5, 300
 
     legato = str(Path(sys.executable).parent / "legato")
     tmp = Path(tempfile.mkdtemp(prefix="legato-bench-gateway-"))
@@ -584,6 +603,14 @@ def report_overhead(r: dict[str, Any]) -> None:
     print("\ngateway overhead on loopback (one gateway worker; fake provider as the floor; same run)")
     head = ("direct p50", "gateway p50", "added p50", "direct p99", "gateway p99", "added p99")
     print(f"{'load':<22}" + "".join(f"{h:>13}" for h in head))
+    if "one_at_a_time" in r:
+        d, g = r["one_at_a_time"]["direct"], r["one_at_a_time"]["gateway"]
+        r["one_at_a_time"]["added_p50_ms"] = g["p50_ms"] - d["p50_ms"]
+        print(
+            f"{'one at a time':<22}"
+            + "".join(f"{x:>11.2f}ms" for x in (d["p50_ms"], g["p50_ms"], g["p50_ms"] - d["p50_ms"]))
+            + f"  (p90 {d['p90_ms']:.2f} / {g['p90_ms']:.2f} ms)"
+        )
     for rps, v in r["rates"].items():
         d, g = v["direct"], v["gateway"]
         v["added_p50_ms"], v["added_p99_ms"] = g["p50_ms"] - d["p50_ms"], g["p99_ms"] - d["p99_ms"]
