@@ -27,6 +27,8 @@ from legato.providers import (
 )
 from legato.testing import FakeProvider, Fault, Reply
 
+pytestmark = pytest.mark.usefixtures("each_wire")  # the lean wire and the aiohttp wire alike
+
 WEATHER = Tool(
     name="weather",
     description="Current weather",
@@ -270,9 +272,10 @@ async def test_every_finished_call_is_on_the_ledger(fake_provider: FakeProvider)
 
 
 async def test_unknown_model_costs_none_with_one_warning(
-    fake_provider: FakeProvider, caplog: pytest.LogCaptureFixture
+    fake_provider: FakeProvider, caplog: pytest.LogCaptureFixture, each_wire: str
 ) -> None:
-    model = OpenAIModel("my-finetune-xyz", base_url=fake_provider.openai_base_url, provider="vllm")
+    name = f"my-finetune-xyz-{each_wire}"  # warned once per process: a model of its own per wire
+    model = OpenAIModel(name, base_url=fake_provider.openai_base_url, provider="vllm")
     ledger = Ledger()
     with use_ledger(ledger), caplog.at_level("WARNING", logger="legato.providers"):
         first = await model.chat(ChatRequest(messages=[Message(role="user", content="x")]))
@@ -281,7 +284,7 @@ async def test_unknown_model_costs_none_with_one_warning(
     assert first.cost is None
     assert second.cost is None
     assert ledger.unpriced_calls == 2
-    warnings = [r for r in caplog.records if "my-finetune-xyz" in r.getMessage()]
+    warnings = [r for r in caplog.records if name in r.getMessage()]
     assert len(warnings) == 1
 
 

@@ -8,6 +8,8 @@ from legato import errors
 from legato.providers import AnthropicModel, ChatRequest, Message, OpenAIModel, TGIModel
 from legato.testing import ERROR_KINDS, FakeProvider, Fault
 
+pytestmark = pytest.mark.usefixtures("each_wire")  # the lean wire and the aiohttp wire alike
+
 REQ = ChatRequest(messages=[Message(role="user", content="hi")])
 
 EXPECTED: dict[str, dict[str, type[errors.ModelError]]] = {

@@ -21,6 +21,8 @@ from legato.providers import (
 )
 from legato.testing import FakeProvider
 
+pytestmark = pytest.mark.usefixtures("each_wire")  # the lean wire and the aiohttp wire alike
+
 REQUEST = ChatRequest(messages=[Message(role="user", content="hello")], max_tokens=8)
 
 ADAPTERS: dict[str, Callable[[FakeProvider], OpenAIModel | AnthropicModel | TGIModel]] = {

@@ -74,10 +74,10 @@ def test_closing_the_shared_groups_also_closes_pools_that_groups_built_before_th
 
         async def main() -> None:
             assert (await groups.get("g").chat(request)).text == "hi"
-            sessions.append(model._http._session)
+            sessions.append(model._http)
             await aclose_shared_groups()
 
         anyio.run(main)
         anyio.run(main)  # the groups stay usable: their pools reopen on the next loop
-    assert sessions[0] is not None
-    assert all(session.closed for session in sessions)
+    assert len(sessions) == 2
+    assert all(wire.closed for wire in sessions)

@@ -3,9 +3,9 @@
 Every provider failure becomes a :class:`legato.errors.ModelError` subclass with
 ``provider``, ``status``, ``request_id``, ``code`` and ``retry_after``. The tables
 map (status, the provider's error type/code, and where a provider has no code for
-it, a message phrase) to our class. Transport failures (aiohttp's and ``httpx``'s
-exceptions) are translated once, in :func:`from_transport`; nothing from aiohttp or
-``httpx`` escapes an adapter.
+it, a message phrase) to our class. Transport failures (the lean wire's, aiohttp's and
+``httpx``'s exceptions) are translated once, in :func:`from_transport`; nothing from a
+wire escapes an adapter.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from legato.errors import (
     ServerError,
     StreamInterrupted,
 )
+from legato.providers import _h1
 
 __all__ = [
     "ErrorInfo",
@@ -217,16 +218,20 @@ def translate_tgi(status: int, body: bytes) -> tuple[type[ModelError], str, str 
 
 def transport_errors() -> tuple[type[BaseException], ...]:
     """What the HTTP wires raise for a failure below HTTP (``except`` these, then
-    :func:`from_transport`): ``httpx`` errors, and aiohttp's once aiohttp is loaded."""
+    :func:`from_transport`): the lean wire's and ``httpx``'s errors, and aiohttp's once
+    aiohttp is loaded."""
     aiohttp = sys.modules.get("aiohttp")
-    return (httpx.HTTPError, aiohttp.ClientError) if aiohttp is not None else (httpx.HTTPError,)
+    if aiohttp is None:
+        return (_h1.WireError, httpx.HTTPError)
+    return (_h1.WireError, httpx.HTTPError, aiohttp.ClientError)
 
 
 def from_transport(exc: BaseException, *, provider: str, model: str | None, streaming: bool = False) -> ModelError:
     """Translate what the HTTP client raised (the request never got a full answer).
 
-    aiohttp's exceptions (the default wire) and ``httpx``'s (HTTP/2 and injected
-    transports) map straight to legato errors, here and nowhere else. Besides those this
+    The lean wire's exceptions (the default), aiohttp's (behind a proxy) and ``httpx``'s
+    (HTTP/2 and injected transports) map straight to legato errors, here and nowhere
+    else; a lean-wire failure maps to what the equivalent aiohttp failure gives. Besides those this
     covers ``httpx.InvalidURL`` (a bad ``base_url``, :class:`BadRequest`) and anything
     else the connection stack lets through (an ``OSError`` or an exception group from
     the socket layer: :class:`ConnectionFailed`).
@@ -234,8 +239,10 @@ def from_transport(exc: BaseException, *, provider: str, model: str | None, stre
     if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    aiohttp = sys.modules.get("aiohttp")
-    cls = _aiohttp_class(exc, aiohttp, streaming) if aiohttp is not None else None
+    cls = _lean_class(exc, streaming) if isinstance(exc, _h1.WireError) else None
+    if cls is None:
+        aiohttp = sys.modules.get("aiohttp")
+        cls = _aiohttp_class(exc, aiohttp, streaming) if aiohttp is not None else None
     if cls is None:
         cls = _httpx_class(exc, streaming)
     what = {
@@ -245,6 +252,15 @@ def from_transport(exc: BaseException, *, provider: str, model: str | None, stre
         MalformedResponse: "the body could not be decoded",
     }.get(cls, "connection failed")
     return cls(f"{what} ({detail})", provider=provider, model=model)
+
+
+def _lean_class(exc: _h1.WireError, streaming: bool) -> type[ModelError]:
+    """The legato class of a lean-wire failure: the class of its aiohttp equivalent."""
+    if isinstance(exc, _h1.WireTimeout):  # aiohttp's ServerTimeoutError (connect, pool, socket read)
+        return ProviderTimeout
+    if isinstance(exc, _h1.Disconnected | _h1.ProtocolError):  # ServerDisconnected, ClientResponse/PayloadError
+        return StreamInterrupted if streaming else ConnectionFailed
+    return ConnectionFailed  # ConnectError: ClientConnectorError; InvalidRequest: aiohttp's ValueError
 
 
 def _aiohttp_class(exc: BaseException, aiohttp: Any, streaming: bool) -> type[ModelError] | None:

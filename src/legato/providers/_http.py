@@ -32,9 +32,10 @@ from pydantic_core import from_json
 from legato.errors import BadRequest, MalformedResponse, ModelError, StreamInterrupted
 from legato.ledger import CallRecord, current_ledger
 from legato.providers._errors import from_transport, parse_retry_after, transport_errors
+from legato.providers._h1 import LeanWire
 from legato.providers._pricing import Price, PricingTable, cost_of
 from legato.providers._sse import ServerSentEvent, SSEDecoder
-from legato.providers._transport import AiohttpWire, Head, HttpxWire, Settings, Wire, dumps
+from legato.providers._transport import Head, HttpxWire, Settings, Wire, dumps
 from legato.providers._types import ChatChunk, ChatRequest, ChatResponse, EmbedRequest, EmbedResponse, Usage
 from legato.providers._validate import validate_chat
 
@@ -159,8 +160,8 @@ class HttpModel:
                 max_keepalive_connections=o.max_keepalive_connections,
                 keepalive_expiry=o.keepalive_expiry,
             )
-            if self._transport is None and not o.http2:
-                self._http = AiohttpWire(settings)
+            if self._transport is None and not o.http2:  # the lean wire (aiohttp's behind a proxy)
+                self._http = LeanWire(settings)
             else:
                 self._http = HttpxWire(settings, http2=o.http2, transport=self._transport)
         return self._http

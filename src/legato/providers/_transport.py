@@ -1,36 +1,44 @@
-"""How the HTTP adapters move bytes: aiohttp's connection pool, or an httpx client.
+"""How the HTTP adapters move bytes: the lean HTTP/1.1 wire, aiohttp's pool, or httpx.
 
 An adapter needs two things from HTTP: POST a JSON body and get (status, headers,
 body), and POST a JSON body and read the answer as it arrives (SSE). :class:`Wire`
 is that seam; the adapters build payloads, translate errors and decode events
-above it. A failure below it is raised as the client library's own exception
-(aiohttp's or ``httpx``'s) and translated once, straight to :mod:`legato.errors`, by
+above it. A failure below it is raised as the wire's own exception (the lean wire's,
+aiohttp's or ``httpx``'s) and translated once, straight to :mod:`legato.errors`, by
 ``_errors.from_transport``.
 
-- :class:`AiohttpWire`, the default: HTTP/1.1 over aiohttp's ``ClientSession``.
-  httpx's own stack costs too much per call for a gateway: httpcore's pool looks
-  at every pooled connection and polls each idle socket on every request (1.5-6 ms
-  of CPU per call with a few dozen in flight), and even over a faster transport
-  httpx's request and URL building, cookie handling and per-request log line cost
-  about 0.4 ms. aiohttp keeps idle connections per host in a queue and parses
-  responses in C: about 0.1-0.2 ms per call at any concurrency (docs/benchmarks.md).
+- :class:`~legato.providers._h1.LeanWire`, the default: HTTP/1.1 on asyncio transports
+  with llhttp (``httptools``) parsing the answers, one pool per adapter, the request
+  head built once per pool and path. aiohttp costs about 50 µs of CPU per request, the
+  lean wire about a third of that (decision 0051, docs/benchmarks.md). It chooses, once
+  per pool on its first call, to hand every call to :class:`AiohttpWire` when an
+  environment proxy applies to the origin or the base URL is one it does not handle.
+- :class:`AiohttpWire`: HTTP/1.1 over aiohttp's ``ClientSession``, for proxies (plain
+  and ``CONNECT`` tunnels). httpx's own stack costs too much per call for a gateway:
+  httpcore's pool looks at every pooled connection and polls each idle socket on every
+  request (1.5-6 ms of CPU per call with a few dozen in flight), and even over a faster
+  transport httpx's request and URL building, cookie handling and per-request log line
+  cost about 0.4 ms (decision 0023).
 - :class:`HttpxWire`: an ``httpx.AsyncClient``, for HTTP/2 (``http2=True``) and for
   an injected ``httpx`` transport (``httpx.ASGITransport`` for an in-process app,
   ``httpx.MockTransport`` in tests).
 
-Both send the same request: the client headers (auth and extras), the per-call
-headers (``traceparent``), ``content-type: application/json``, compression accepted
-and decoded; proxies from the environment (``HTTPS_PROXY``, ``NO_PROXY``...; looked up once per
-pool here, where aiohttp's own ``trust_env`` would ask a thread on every request)
-and cookies a provider sets are honoured by both. A proxy's credentials go on the
-request to a plain-HTTP proxy and on the ``CONNECT`` of a tunnel, where aiohttp's
-deprecated ``proxy_auth=`` put them; the API key never goes on a ``CONNECT``.
+The lean and aiohttp wires send the same request: the same ``user-agent``, ``accept``
+and ``accept-encoding`` (``gzip, deflate``, decoded), ``content-type:
+application/json``, the client headers (auth and extras) and the per-call headers
+(``traceparent``). All three honour the cookies a provider sets, for its origin.
+Proxies from the environment (``HTTPS_PROXY``, ``NO_PROXY``...) are looked up once per
+pool (where aiohttp's own ``trust_env`` would ask a thread on every request). A proxy's
+credentials go on the request to a plain-HTTP proxy and on the ``CONNECT`` of a tunnel,
+where aiohttp's deprecated ``proxy_auth=`` put them; the API key never goes on a
+``CONNECT``.
 """
 
 from __future__ import annotations
 
 import json
 import ssl
+import sys
 import threading
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -40,19 +48,37 @@ from typing import Any, Protocol
 import anyio
 import httpx
 
+from legato._version import __version__
+
 try:
     import orjson as _orjson
 except ImportError:  # pragma: no cover - orjson comes with the server extra
     _orjson = None  # type: ignore[assignment]
 
-__all__ = ["AiohttpWire", "Head", "HttpxWire", "Wire", "dumps"]
+__all__ = [
+    "ACCEPT_ENCODING",
+    "SSL_CONTEXT",
+    "USER_AGENT",
+    "AiohttpWire",
+    "Head",
+    "HttpxWire",
+    "Wire",
+    "dumps",
+    "prepare_ssl",
+]
 
-_SSL_CONTEXT: dict[str, ssl.SSLContext] = {}
+SSL_CONTEXT: dict[str, ssl.SSLContext] = {}
 _PREPARING = threading.Lock()
 
+USER_AGENT = f"legato/{__version__}"
+"""The ``user-agent`` of the lean and aiohttp wires (the same request from both)."""
+ACCEPT_ENCODING = "gzip, deflate"
+"""What the lean and aiohttp wires accept, and decode (aiohttp would add ``br``/``zstd``
+when their optional packages are installed; the lean wire decodes neither)."""
 
-def _prepare() -> ssl.SSLContext:
-    """Import aiohttp and load the trust store, once per process, in a worker thread.
+
+def prepare_ssl(with_aiohttp: bool) -> ssl.SSLContext:
+    """Load the trust store (and import aiohttp, for its wire), once per process, in a worker thread.
 
     Both take 100-300 ms of CPU (aiohttp builds its default SSL contexts at import,
     and the certifi bundle is parsed for every context): on the event loop that
@@ -60,11 +86,11 @@ def _prepare() -> ssl.SSLContext:
     every pool (an ``SSLContext`` is safe to share between connections and threads).
     """
     with _PREPARING:
-        context = _SSL_CONTEXT.get("default")
-        if context is None:
+        if with_aiohttp:
             import aiohttp  # noqa: F401  (imported here so that its import-time work is off the loop)
-
-            context = _SSL_CONTEXT["default"] = httpx.create_ssl_context()
+        context = SSL_CONTEXT.get("default")
+        if context is None:
+            context = SSL_CONTEXT["default"] = httpx.create_ssl_context()
         return context
 
 
@@ -191,9 +217,9 @@ class AiohttpWire:
         return self._session
 
     async def _open_now(self) -> None:
-        ssl_context = _SSL_CONTEXT.get("default")
-        if ssl_context is None:  # the first pool of the process: import and load off the loop
-            ssl_context = await anyio.to_thread.run_sync(_prepare)
+        ssl_context = SSL_CONTEXT.get("default")
+        if ssl_context is None or "aiohttp" not in sys.modules:  # the first such pool: import and load off the loop
+            ssl_context = await anyio.to_thread.run_sync(prepare_ssl, True)
         import aiohttp
         from aiohttp.helpers import get_env_proxy_for_url
         from multidict import CIMultiDict
@@ -202,7 +228,14 @@ class AiohttpWire:
         # Built once: aiohttp turns a plain dict into a CIMultiDict on every call. Not the
         # session's default headers: aiohttp copies those into a proxy's CONNECT request,
         # which would hand the API key to the proxy.
-        self._headers = CIMultiDict({"content-type": "application/json", **s.headers})
+        self._headers = CIMultiDict(
+            {
+                "user-agent": USER_AGENT,
+                "accept-encoding": ACCEPT_ENCODING,
+                "content-type": "application/json",
+                **s.headers,
+            }
+        )
         url = self._url("")
         try:  # once per pool (one host), not on every request as aiohttp's trust_env does
             proxy, auth = await anyio.to_thread.run_sync(get_env_proxy_for_url, url)
