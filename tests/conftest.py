@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from _postgres import throwaway_database
+
 POSTGRES_HOST, POSTGRES_PORT = "127.0.0.1", 5432
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
@@ -52,24 +54,8 @@ def postgres_admin_dsn() -> str:
 @pytest.fixture(scope="session")
 def postgres_url(postgres_admin_dsn: str) -> Iterator[str]:
     """A fresh PostgreSQL database for this test session (SQLAlchemy asyncpg URL), dropped afterwards."""
-    import asyncio
-
-    import asyncpg
-
-    name = f"legato_test_{uuid.uuid4().hex[:12]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(postgres_admin_dsn, user=os.environ.get("PGUSER", "postgres"))
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    try:
+    with throwaway_database(postgres_admin_dsn) as name:
         yield f"postgresql+asyncpg://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/{name}"
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import anyio
 import pytest
 import sqlalchemy as sa
 
+from _postgres import throwaway_database
 from legato.errors import ConfigError, StoreCorrupt
 from legato.store import NewRun, RunStore, resolve_url
 
@@ -95,26 +95,8 @@ def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'fresh.db'}"
         return
-    import asyncio
-    import os
-
-    import asyncpg
-
-    admin_dsn = request.getfixturevalue("postgres_admin_dsn")
-    db = f"legato_test_{uuid.uuid4().hex[:12]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(admin_dsn, user=os.environ.get("PGUSER", "postgres"))
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{db}"'))
-    try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db}"
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+    with throwaway_database(request.getfixturevalue("postgres_admin_dsn")) as name:
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
 
 
 async def test_concurrent_opens_of_a_fresh_database_migrate_once(fresh_url: str) -> None:

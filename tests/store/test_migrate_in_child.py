@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import anyio
 import psutil
 import pytest
 
+from _postgres import throwaway_database
 from _serve import ServeProcess, stop_served
 from legato._store_upgrade import MODULE, migrate_in_child, outcome
 from legato.errors import StoreCorrupt, StoreError, StoreNotFound
@@ -195,22 +195,8 @@ async def test_errors_from_the_child_are_the_same_classes_with_the_same_messages
 def empty_postgres(postgres_admin_dsn: str) -> Iterator[str]:
     """A new, empty PostgreSQL database (dropped afterwards), its URL carrying a password
     (the test server trusts local connections, so any password is accepted)."""
-    import asyncpg
-
-    db = f"legato_test_{uuid.uuid4().hex[:12]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(postgres_admin_dsn, user=os.environ.get("PGUSER", "postgres"))
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    anyio.run(admin, f'CREATE DATABASE "{db}"')
-    try:
-        yield f"postgresql://postgres:s3cret-pw@127.0.0.1:5432/{db}"
-    finally:
-        anyio.run(admin, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    with throwaway_database(postgres_admin_dsn) as name:
+        yield f"postgresql://postgres:s3cret-pw@127.0.0.1:5432/{name}"
 
 
 @pytest.mark.postgres
