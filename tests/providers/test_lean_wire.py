@@ -398,6 +398,28 @@ async def test_a_malformed_response_fails_as_with_aiohttp(streaming: bool) -> No
     assert type(info.value) is (errors.StreamInterrupted if streaming else errors.ConnectionFailed)
 
 
+@pytest.mark.usefixtures("each_wire")
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"x-big: " + b"a" * 70_000 + b"\r\n",  # one field past any sane size
+        b"".join(b"x-h%d: %s\r\n" % (i, b"b" * 100) for i in range(2_000)),  # many small ones
+    ],
+    ids=["one huge field", "endless fields"],
+)
+async def test_a_response_head_past_the_limits_fails_the_call(head: bytes) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n" + head + b"\r\n{}")
+        await writer.drain()
+
+    async with serving(handler) as server:
+        model = OpenAIModel("m", base_url=server.url, api_key="sk")
+        with pytest.raises(errors.ConnectionFailed):
+            await model.chat(REQ)
+        await model.aclose()
+
+
 async def test_read_timeout_between_bytes() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.request(reader)

@@ -22,7 +22,8 @@ What it does:
   connection both sides keep alive; any other (closed by the server, ``connection:
   close``, a body not read to its end, an error, a cancelled call) is closed;
 - ``POST`` with ``content-length``; the response by ``content-length``, chunked, or
-  until the server closes; ``1xx`` answers skipped; ``gzip`` and ``deflate`` decoded
+  until the server closes; its head at most 64 KiB (a larger or endless head fails the
+  call, as aiohttp's line and field limits do); ``1xx`` answers skipped; ``gzip`` and ``deflate`` decoded
   (streamed bodies too), the encodings it advertises, as the aiohttp wire does;
 - cookies the origin sets (``Set-Cookie``: path, ``max-age``/``expires``, ``secure``),
   sent back on later calls to the same pool;
@@ -88,6 +89,9 @@ __all__ = [
 ]
 
 _HIGH_WATER = 256 * 1024  # unread body bytes at which reading pauses
+# The most bytes read before a response's head is complete: llhttp keeps a header it has
+# not seen the end of, so a server sending an endless head would grow it without bound.
+_MAX_HEAD = 64 * 1024
 _ONE_WRITE = 64 * 1024  # bodies up to this are joined to the head: one send
 
 
@@ -168,6 +172,10 @@ class _Inflate:
 
     def end(self) -> bytes:
         return self._d.flush()
+
+
+def _head_too_large() -> ProtocolError:
+    return ProtocolError(f"the response's head is over {_MAX_HEAD // 1024} KiB")
 
 
 def _check(name: str, value: str) -> None:
@@ -255,6 +263,8 @@ class _Conn(asyncio.Protocol):
         self.headers = Headers()
         self.set_cookie: list[str] | None = None
         self.head_done = False
+        self.head_seen = 0  # bytes received while the head was not complete
+        self.head_bytes = 0  # the header names and values parsed so far
         self.done = False
         self.informational = False
         self.until_close = False
@@ -278,11 +288,21 @@ class _Conn(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(ProtocolError(f"malformed response: {exc}"))
+            cause = exc.__context__  # what a callback of ours raised, wrapped by httptools
+            if isinstance(cause, WireError):
+                self._fail(cause)
+            elif isinstance(cause, zlib.error):
+                self._fail(DecodeError(f"the body does not decode: {cause}"))
+            else:
+                self._fail(ProtocolError(f"malformed response: {exc}"))
         except zlib.error as exc:
             self._fail(DecodeError(f"the body does not decode: {exc}"))
         except httptools.HttpParserUpgrade:
             self._fail(ProtocolError("the server switched protocols"))
+        if not self.head_done:  # a head that has not ended within the limit never will
+            self.head_seen += len(data)
+            if self.head_seen > _MAX_HEAD:
+                self._fail(_head_too_large())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -303,6 +323,9 @@ class _Conn(asyncio.Protocol):
     # ---------------------------------------------------------------- llhttp
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_bytes += len(name) + len(value)
+        if self.head_bytes > _MAX_HEAD:  # a head that came whole in one read
+            raise _head_too_large()
         key = name.lower().decode("latin-1")
         text = value.decode("utf-8", "surrogateescape")
         headers = self.headers
